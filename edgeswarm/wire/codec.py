@@ -1,0 +1,541 @@
+"""Bytes <-> frames for protocol v1, as pure functions (no I/O, no state).
+
+A frame on the wire is a 4-byte big-endian payload length followed by the
+payload, a msgpack map whose ``t`` key is the ``FrameType`` and whose other
+keys are the field names of the frame's dataclass. ``docs/protocol.md`` is
+the specification; this module is its reference implementation.
+
+Decoding never raises anything but a ``RemoteProtocolError`` subclass.
+Arrays decode as read-only numpy views on the ``bin`` bytes msgpack produced
+(no per-element work); arrays encode as ``bin`` from a memoryview of the
+array's own buffer (no copy when the array is already C-contiguous and of the
+wire dtype).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import numpy as np
+from numpy.typing import NDArray
+
+from .errors import (
+    BatchTooLarge,
+    FrameTooLarge,
+    InvalidArray,
+    LocalProtocolError,
+    MalformedFrame,
+    RemoteProtocolError,
+    UnknownFrameType,
+)
+from .frames import (
+    FRAME_TYPES,
+    Ack,
+    Actions,
+    Bye,
+    EdgeStatus,
+    Error,
+    Frame,
+    FrameType,
+    Hello,
+    ObservationBatch,
+    Role,
+    Status,
+    StatusRequest,
+    Welcome,
+)
+
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+"""Default largest payload, in bytes, a receiver accepts."""
+DEFAULT_MAX_BATCH_AGENTS = 65536
+"""Default largest number of agents in one OBS_BATCH or ACTIONS frame."""
+PREFIX_BYTES = 4
+"""Size of the big-endian length prefix."""
+MAX_PREFIX_VALUE = 2**32 - 1
+"""Largest payload length the prefix can express."""
+UINT64_MAX = 2**64 - 1
+"""Largest value of an integer field."""
+MAX_ID_CHARS = 128
+"""Longest peer_id, session_id and gateway_id, in characters."""
+MAX_TEXT_CHARS = 4096
+"""Longest Error.message and Bye.reason, in characters."""
+MAX_ACTION_DIM = 1024
+"""Largest k of observations (n, k) and actions (n, k)."""
+MAX_ARRAY_DIM = 2**31 - 1
+"""Largest single dimension of a decoded array."""
+ARRAY_DTYPES: frozenset[str] = frozenset(
+    {"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8"}
+)
+"""Every dtype string an array may declare."""
+
+# msgpack limits: a map never needs many keys, and no list (shape, edges)
+# needs more entries than this, so hostile input cannot make the unpacker
+# allocate huge Python structures.
+_MAX_MAP_LEN = 256
+_MAX_ARRAY_LEN = 65536
+_MAX_STR_BYTES = 1024 * 1024
+
+_PREFIX = struct.Struct(">I")
+
+
+# --- arrays ----------------------------------------------------------------
+
+
+def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
+    """The wire map of ``arr``; ``data`` is a memoryview of the array's buffer.
+
+    Big-endian and non-contiguous arrays are converted (one copy); arrays of a
+    dtype outside ``ARRAY_DTYPES`` raise ``LocalProtocolError``.
+    """
+    dtype = arr.dtype
+    if dtype.byteorder == ">":
+        dtype = dtype.newbyteorder("<")
+    if dtype.str not in ARRAY_DTYPES:
+        raise LocalProtocolError(f"dtype {arr.dtype.str!r} cannot travel as an array")
+    flat = np.asarray(arr, dtype=dtype, order="C")
+    return {
+        "dtype": dtype.str,
+        "shape": list(flat.shape),
+        "data": flat.reshape(-1).view(np.uint8).data,
+    }
+
+
+def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:
+    """A read-only view of the array map ``obj``, which must be ``dtype`` with ``ndim`` dims.
+
+    Raises ``InvalidArray`` for anything else.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidArray("array is not a map")
+    declared = obj.get("dtype")
+    shape = obj.get("shape")
+    data = obj.get("data")
+    if not isinstance(declared, str) or declared not in ARRAY_DTYPES:
+        raise InvalidArray(f"unsupported array dtype {declared!r}")
+    if declared != dtype:
+        raise InvalidArray(f"array dtype {declared!r}, expected {dtype!r}")
+    if not isinstance(shape, list) or len(shape) != ndim:
+        raise InvalidArray(f"array shape must be a list of {ndim} integers")
+    for dim in shape:
+        if type(dim) is not int or not 0 <= dim <= MAX_ARRAY_DIM:
+            raise InvalidArray(f"bad array dimension {dim!r}")
+    if not isinstance(data, bytes):
+        raise InvalidArray("array data is not bin")
+    np_dtype = np.dtype(dtype)
+    expected = math.prod(shape) * np_dtype.itemsize
+    if len(data) != expected:
+        raise InvalidArray(f"array of shape {shape} needs {expected} bytes, got {len(data)}")
+    try:
+        return np.frombuffer(data, dtype=np_dtype).reshape(shape)
+    except ValueError as exc:  # pragma: no cover - guarded by the checks above
+        raise InvalidArray(str(exc)) from exc
+
+
+def _wire_array(arr: NDArray[Any], dtype: str, ndim: int, name: str) -> dict[str, Any]:
+    """Encode a frame's array field, converting to its wire dtype when that is safe."""
+    arr = np.asarray(arr)
+    if arr.ndim != ndim:
+        raise LocalProtocolError(f"{name} must have {ndim} dimensions, has {arr.ndim}")
+    if arr.dtype.str != dtype:
+        if not np.can_cast(arr.dtype, np.dtype(dtype), "same_kind"):
+            raise LocalProtocolError(f"{name} must be {dtype}, is {arr.dtype.str}")
+        arr = arr.astype(dtype)
+    return encode_array(arr)
+
+
+def _check_batch_shape(n: int, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    for name, shape in shapes.items():
+        if shape[0] != n:
+            return f"{name} has {shape[0]} rows, agent_ids has {n}"
+        if len(shape) == 2 and not 1 <= shape[1] <= MAX_ACTION_DIM:
+            return f"{name} has {shape[1]} columns, must be 1..{MAX_ACTION_DIM}"
+    return None
+
+
+# --- encoding --------------------------------------------------------------
+
+
+def _encode_fields(frame: Frame) -> dict[str, Any]:
+    match frame:
+        case Hello():
+            return {
+                "version": frame.version,
+                "role": Role(frame.role).value,
+                "peer_id": frame.peer_id,
+                "agents": frame.agents,
+            }
+        case Welcome():
+            return {
+                "version": frame.version,
+                "session_id": frame.session_id,
+                "gateway_id": frame.gateway_id,
+                "max_frame_bytes": frame.max_frame_bytes,
+                "max_batch_agents": frame.max_batch_agents,
+            }
+        case ObservationBatch():
+            fields = {
+                "seq": frame.seq,
+                "tick": frame.tick,
+                "agent_ids": _wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
+                "observations": _wire_array(frame.observations, "<f4", 2, "observations"),
+                "rewards": _wire_array(frame.rewards, "<f4", 1, "rewards"),
+            }
+            problem = _check_batch_shape(
+                frame.agent_ids.shape[0],
+                {"observations": frame.observations.shape, "rewards": frame.rewards.shape},
+            )
+            if problem is not None:
+                raise LocalProtocolError(problem)
+            return fields
+        case Ack():
+            return {"seq": frame.seq, "accepted": frame.accepted}
+        case Actions():
+            fields = {
+                "tick": frame.tick,
+                "agent_ids": _wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
+                "actions": _wire_array(frame.actions, "<f4", 2, "actions"),
+            }
+            problem = _check_batch_shape(frame.agent_ids.shape[0], {"actions": frame.actions.shape})
+            if problem is not None:
+                raise LocalProtocolError(problem)
+            return fields
+        case StatusRequest():
+            return {}
+        case Status():
+            return {
+                "gateway_id": frame.gateway_id,
+                "uptime_s": float(frame.uptime_s),
+                "edges": [
+                    {
+                        "peer_id": e.peer_id,
+                        "connected": e.connected,
+                        "agents": e.agents,
+                        "batches": e.batches,
+                        "observations": e.observations,
+                        "bytes": e.bytes,
+                        "last_seq": e.last_seq,
+                        "errors": e.errors,
+                    }
+                    for e in frame.edges
+                ],
+            }
+        case Error():
+            fields = {"code": int(frame.code), "message": frame.message}
+            if frame.seq is not None:
+                fields["seq"] = frame.seq
+            return fields
+        case Bye():
+            return {"code": int(frame.code), "reason": frame.reason}
+    raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
+
+
+def encode_payload(frame: Frame) -> bytes:
+    """The msgpack payload of ``frame`` (no length prefix)."""
+    frame_type = FRAME_TYPES.get(type(frame))
+    if frame_type is None:
+        raise LocalProtocolError(f"not a frame: {frame!r}")
+    body: dict[str, Any] = {"t": int(frame_type)}
+    body.update(_encode_fields(frame))
+    try:
+        return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {frame_type.name}: {exc}") from exc
+
+
+def encode_prefix(length: int) -> bytes:
+    """The 4-byte length prefix of a payload of ``length`` bytes."""
+    if not 0 <= length <= MAX_PREFIX_VALUE:
+        raise LocalProtocolError(f"payload of {length} bytes cannot be framed")
+    return _PREFIX.pack(length)
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The bytes of ``frame`` on the wire: length prefix, then payload."""
+    payload = encode_payload(frame)
+    return encode_prefix(len(payload)) + payload
+
+
+# --- decoding --------------------------------------------------------------
+
+
+def _get(m: dict[Any, Any], key: str) -> Any:
+    try:
+        return m[key]
+    except KeyError:
+        raise MalformedFrame(f"missing field {key!r}") from None
+
+
+def _uint(m: dict[Any, Any], key: str) -> int:
+    value = _get(m, key)
+    if type(value) is not int or not 0 <= value <= UINT64_MAX:
+        raise MalformedFrame(f"field {key!r} must be an integer in 0..2**64-1, got {value!r}")
+    return value
+
+
+def _text(m: dict[Any, Any], key: str, min_chars: int, max_chars: int) -> str:
+    value = _get(m, key)
+    if not isinstance(value, str) or not min_chars <= len(value) <= max_chars:
+        raise MalformedFrame(
+            f"field {key!r} must be a string of {min_chars}..{max_chars} characters"
+        )
+    return value
+
+
+def _ident(m: dict[Any, Any], key: str) -> str:
+    return _text(m, key, 1, MAX_ID_CHARS)
+
+
+def _bool(m: dict[Any, Any], key: str) -> bool:
+    value = _get(m, key)
+    if type(value) is not bool:
+        raise MalformedFrame(f"field {key!r} must be a boolean")
+    return value
+
+
+def _float(m: dict[Any, Any], key: str) -> float:
+    value = _get(m, key)
+    if type(value) not in (float, int):
+        raise MalformedFrame(f"field {key!r} must be a number")
+    return float(value)
+
+
+def _array(m: dict[Any, Any], key: str, dtype: str, ndim: int) -> NDArray[Any]:
+    return decode_array(_get(m, key), dtype=dtype, ndim=ndim)
+
+
+def _n_agents(agent_ids: NDArray[Any], max_batch_agents: int) -> int:
+    n = int(agent_ids.shape[0])
+    if n > max_batch_agents:
+        raise BatchTooLarge(f"{n} agents in one batch, at most {max_batch_agents} allowed")
+    return n
+
+
+def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
+    role = _get(m, "role")
+    if role not in ("edge", "admin"):
+        raise MalformedFrame(f"field 'role' must be 'edge' or 'admin', got {role!r}")
+    return Hello(
+        version=_uint(m, "version"),
+        role=Role(role),
+        peer_id=_ident(m, "peer_id"),
+        agents=_uint(m, "agents") if "agents" in m else 0,
+    )
+
+
+def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
+    return Welcome(
+        version=_uint(m, "version"),
+        session_id=_ident(m, "session_id"),
+        gateway_id=_ident(m, "gateway_id"),
+        max_frame_bytes=_uint(m, "max_frame_bytes"),
+        max_batch_agents=_uint(m, "max_batch_agents"),
+    )
+
+
+def _decode_obs_batch(m: dict[Any, Any], max_batch_agents: int) -> ObservationBatch:
+    seq = _uint(m, "seq")
+    try:
+        tick = _uint(m, "tick")
+        agent_ids = _array(m, "agent_ids", "<u4", 1)
+        n = _n_agents(agent_ids, max_batch_agents)
+        observations = _array(m, "observations", "<f4", 2)
+        rewards = _array(m, "rewards", "<f4", 1)
+        problem = _check_batch_shape(
+            n, {"observations": observations.shape, "rewards": rewards.shape}
+        )
+        if problem is not None:
+            raise InvalidArray(problem)
+    except RemoteProtocolError as exc:
+        exc.seq = seq
+        raise
+    return ObservationBatch(
+        seq=seq, tick=tick, agent_ids=agent_ids, observations=observations, rewards=rewards
+    )
+
+
+def _decode_ack(m: dict[Any, Any], max_batch_agents: int) -> Ack:
+    return Ack(seq=_uint(m, "seq"), accepted=_uint(m, "accepted"))
+
+
+def _decode_actions(m: dict[Any, Any], max_batch_agents: int) -> Actions:
+    tick = _uint(m, "tick")
+    agent_ids = _array(m, "agent_ids", "<u4", 1)
+    n = _n_agents(agent_ids, max_batch_agents)
+    actions = _array(m, "actions", "<f4", 2)
+    problem = _check_batch_shape(n, {"actions": actions.shape})
+    if problem is not None:
+        raise InvalidArray(problem)
+    return Actions(tick=tick, agent_ids=agent_ids, actions=actions)
+
+
+def _decode_status_request(m: dict[Any, Any], max_batch_agents: int) -> StatusRequest:
+    return StatusRequest()
+
+
+def _decode_edge_status(obj: object) -> EdgeStatus:
+    if not isinstance(obj, dict):
+        raise MalformedFrame("every entry of 'edges' must be a map")
+    return EdgeStatus(
+        peer_id=_ident(obj, "peer_id"),
+        connected=_bool(obj, "connected"),
+        agents=_uint(obj, "agents"),
+        batches=_uint(obj, "batches"),
+        observations=_uint(obj, "observations"),
+        bytes=_uint(obj, "bytes"),
+        last_seq=_uint(obj, "last_seq"),
+        errors=_uint(obj, "errors"),
+    )
+
+
+def _decode_status(m: dict[Any, Any], max_batch_agents: int) -> Status:
+    edges = m.get("edges", [])
+    if not isinstance(edges, list):
+        raise MalformedFrame("field 'edges' must be an array")
+    return Status(
+        gateway_id=_ident(m, "gateway_id"),
+        uptime_s=_float(m, "uptime_s"),
+        edges=tuple(_decode_edge_status(e) for e in edges),
+    )
+
+
+def _decode_error(m: dict[Any, Any], max_batch_agents: int) -> Error:
+    seq = _uint(m, "seq") if m.get("seq") is not None else None
+    return Error(code=_uint(m, "code"), message=_text(m, "message", 0, MAX_TEXT_CHARS), seq=seq)
+
+
+def _decode_bye(m: dict[Any, Any], max_batch_agents: int) -> Bye:
+    reason = _text(m, "reason", 0, MAX_TEXT_CHARS) if "reason" in m else ""
+    return Bye(code=_uint(m, "code"), reason=reason)
+
+
+_DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
+    FrameType.HELLO: _decode_hello,
+    FrameType.WELCOME: _decode_welcome,
+    FrameType.OBS_BATCH: _decode_obs_batch,
+    FrameType.ACK: _decode_ack,
+    FrameType.ACTIONS: _decode_actions,
+    FrameType.STATUS_REQUEST: _decode_status_request,
+    FrameType.STATUS: _decode_status,
+    FrameType.ERROR: _decode_error,
+    FrameType.BYE: _decode_bye,
+}
+
+
+def unpack_payload(payload: bytes | memoryview) -> dict[Any, Any]:
+    """The msgpack map of ``payload``, unpacked with hostile-input limits."""
+    try:
+        obj = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=min(len(payload), _MAX_STR_BYTES),
+            max_bin_len=len(payload),
+            max_array_len=min(len(payload), _MAX_ARRAY_LEN),
+            max_map_len=min(len(payload), _MAX_MAP_LEN),
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many unrelated types on bad input
+        raise MalformedFrame(f"payload is not valid msgpack: {type(exc).__name__}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedFrame(f"payload is a {type(obj).__name__}, not a map")
+    return obj
+
+
+def decode_payload(
+    payload: bytes | memoryview, *, max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
+) -> Frame:
+    """The frame in ``payload``. Raises only ``RemoteProtocolError`` subclasses."""
+    m = unpack_payload(payload)
+    t = m.get("t")
+    if type(t) is not int:
+        raise MalformedFrame("missing or non-integer frame type 't'")
+    try:
+        frame_type = FrameType(t)
+    except ValueError:
+        raise UnknownFrameType(f"unknown frame type {t}") from None
+    return _DECODERS[frame_type](m, max_batch_agents)
+
+
+# --- framing ---------------------------------------------------------------
+
+
+class FrameReader:
+    """Reassembles length-prefixed payloads from a byte stream (sans-I/O).
+
+    Bytes go in with ``feed``; complete payloads come out of ``next_payload``.
+    The buffer is consumed through an offset and compacted lazily, so neither
+    many small frames nor one big frame in many chunks cost quadratic time.
+    """
+
+    _COMPACT_AT = 64 * 1024
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        """Largest payload accepted; a larger prefix raises ``FrameTooLarge``."""
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as payloads."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes."""
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def next_payload(self) -> bytes | None:
+        """The next complete payload, or None until more bytes arrive.
+
+        Raises ``FrameTooLarge`` (every time it is called) once a prefix
+        announces more than ``max_frame_bytes``; the stream cannot be resynced.
+        """
+        start = self._pos
+        end = len(self._buf)
+        if end - start < PREFIX_BYTES:
+            return None
+        (length,) = _PREFIX.unpack_from(self._buf, start)
+        if length > self.max_frame_bytes:
+            raise FrameTooLarge(
+                f"frame of {length} bytes announced, at most {self.max_frame_bytes} allowed"
+            )
+        stop = start + PREFIX_BYTES + length
+        if stop > end:
+            return None
+        with memoryview(self._buf) as view, view[start + PREFIX_BYTES : stop] as part:
+            payload = bytes(part)
+        self._pos = stop
+        if stop == end:
+            self._buf.clear()
+            self._pos = 0
+        elif stop >= self._COMPACT_AT and stop * 2 >= end:
+            del self._buf[:stop]
+            self._pos = 0
+        return payload
+
+
+__all__ = [
+    "ARRAY_DTYPES",
+    "DEFAULT_MAX_BATCH_AGENTS",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "MAX_ACTION_DIM",
+    "MAX_ID_CHARS",
+    "MAX_TEXT_CHARS",
+    "UINT64_MAX",
+    "FrameReader",
+    "decode_array",
+    "decode_payload",
+    "encode_array",
+    "encode_frame",
+    "encode_payload",
+    "encode_prefix",
+    "unpack_payload",
+]

@@ -1,0 +1,94 @@
+# ruff: noqa: N818  (names without the Error suffix are public API; they read as h11's do)
+"""Errors of the wire protocol.
+
+One tree, split by who caused the error. Every error carries the
+``error_code`` that travels in an ERROR or BYE frame (see ``docs/protocol.md``)::
+
+    WireError
+    ├── RemoteProtocolError        the peer sent something the protocol forbids
+    │   ├── MalformedFrame         not msgpack, not a map, missing or mistyped field
+    │   ├── UnknownFrameType       a frame type this version does not define
+    │   ├── FrameTooLarge          length prefix above the negotiated maximum (fatal)
+    │   ├── InvalidArray           bad dtype, shape or byte length of an array
+    │   ├── BatchTooLarge          more agents in one batch than the gateway allows
+    │   ├── UnexpectedFrame        a valid frame in the wrong state or from the wrong role
+    │   └── UnsupportedVersion     the peer speaks a protocol version we do not
+    └── LocalProtocolError         we tried to send something the protocol forbids
+
+Remote errors are caught at the session boundary and become an ERROR frame
+(and, when ``fatal``, a BYE and the end of the session); they never escape
+into the process that serves other peers.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Codes carried by ERROR and BYE frames. Values are part of the protocol."""
+
+    NO_ERROR = 0
+    MALFORMED_FRAME = 1
+    UNKNOWN_FRAME_TYPE = 2
+    FRAME_TOO_LARGE = 3
+    INVALID_ARRAY = 4
+    BATCH_TOO_LARGE = 5
+    UNEXPECTED_FRAME = 6
+    UNSUPPORTED_VERSION = 7
+    HELLO_TIMEOUT = 8
+    INTERNAL_ERROR = 9
+    SHUTTING_DOWN = 10
+
+
+class WireError(Exception):
+    """Base of every wire protocol error."""
+
+    error_code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    fatal: bool = False
+    """True when the session cannot continue after this error."""
+
+
+class RemoteProtocolError(WireError):
+    """The peer violated the protocol."""
+
+    seq: int | None = None
+    """Sequence number of the offending OBS_BATCH, when it could be read."""
+
+    def __init__(self, message: str = "", *, seq: int | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+
+
+class MalformedFrame(RemoteProtocolError):
+    error_code = ErrorCode.MALFORMED_FRAME
+
+
+class UnknownFrameType(RemoteProtocolError):
+    error_code = ErrorCode.UNKNOWN_FRAME_TYPE
+
+
+class FrameTooLarge(RemoteProtocolError):
+    error_code = ErrorCode.FRAME_TOO_LARGE
+    fatal = True
+
+
+class InvalidArray(RemoteProtocolError):
+    error_code = ErrorCode.INVALID_ARRAY
+
+
+class BatchTooLarge(RemoteProtocolError):
+    error_code = ErrorCode.BATCH_TOO_LARGE
+
+
+class UnexpectedFrame(RemoteProtocolError):
+    error_code = ErrorCode.UNEXPECTED_FRAME
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    error_code = ErrorCode.UNSUPPORTED_VERSION
+    fatal = True
+
+
+class LocalProtocolError(WireError):
+    """We tried to send a frame the protocol does not allow now."""

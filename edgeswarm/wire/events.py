@@ -1,0 +1,134 @@
+"""Events a ``Session`` hands out from ``next_event()``.
+
+Adapters drain them in one loop::
+
+    while (event := session.next_event()) is not None:
+        match event:
+            case ObservationsReceived(batch=batch): ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import RemoteProtocolError
+from .frames import (
+    Ack,
+    Actions,
+    Error,
+    Hello,
+    ObservationBatch,
+    Status,
+    Welcome,
+)
+
+
+@dataclass(frozen=True)
+class HelloReceived:
+    """Server side: a client introduced itself; answer with ``accept()`` or ``refuse()``."""
+
+    hello: Hello
+    """The client's HELLO."""
+
+
+@dataclass(frozen=True)
+class Welcomed:
+    """Client side: the gateway accepted our HELLO; the session is ready."""
+
+    welcome: Welcome
+    """The gateway's WELCOME."""
+
+
+@dataclass(frozen=True)
+class ObservationsReceived:
+    """Server side: an edge sent a batch of observations."""
+
+    batch: ObservationBatch
+    """The decoded batch (arrays are read-only views on the received bytes)."""
+    size: int
+    """Payload bytes of the frame."""
+
+
+@dataclass(frozen=True)
+class AckReceived:
+    """Client side: the gateway acknowledged a batch."""
+
+    ack: Ack
+    """The ACK frame."""
+
+
+@dataclass(frozen=True)
+class ActionsReceived:
+    """Client side: the gateway sent actions to impose on agents."""
+
+    actions: Actions
+    """The ACTIONS frame."""
+
+
+@dataclass(frozen=True)
+class StatusRequested:
+    """Server side: the client asked for the gateway's status."""
+
+
+@dataclass(frozen=True)
+class StatusReceived:
+    """Client side: the gateway's status arrived."""
+
+    status: Status
+    """The STATUS frame."""
+
+
+@dataclass(frozen=True)
+class ErrorReceived:
+    """The peer reported an error about something we sent."""
+
+    error: Error
+    """The ERROR frame."""
+
+
+@dataclass(frozen=True)
+class ProtocolViolation:
+    """The peer broke the protocol; an ERROR frame was queued for it."""
+
+    error: RemoteProtocolError
+    """What was wrong; ``error.fatal`` tells whether the session closed because of it."""
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    """The session is over: the peer said BYE, we did, or a fatal error or timeout ended it."""
+
+    code: int
+    """``ErrorCode`` value of the close."""
+    reason: str
+    """Human-readable explanation."""
+    by_peer: bool
+    """True when the peer sent the BYE."""
+
+
+Event = (
+    HelloReceived
+    | Welcomed
+    | ObservationsReceived
+    | AckReceived
+    | ActionsReceived
+    | StatusRequested
+    | StatusReceived
+    | ErrorReceived
+    | ProtocolViolation
+    | SessionClosed
+)
+
+__all__ = [
+    "AckReceived",
+    "ActionsReceived",
+    "ErrorReceived",
+    "Event",
+    "HelloReceived",
+    "ObservationsReceived",
+    "ProtocolViolation",
+    "SessionClosed",
+    "StatusReceived",
+    "StatusRequested",
+    "Welcomed",
+]

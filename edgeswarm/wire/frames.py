@@ -1,0 +1,186 @@
+"""Frames of protocol v1: one frozen dataclass per frame type.
+
+Field meanings, types and limits are specified in ``docs/protocol.md``;
+``codec.py`` turns these into bytes and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+
+import numpy as np
+from numpy.typing import NDArray
+
+PROTOCOL_VERSION = 1
+ALPN = "edgeswarm/1"
+
+
+class FrameType(IntEnum):
+    """Value of the ``t`` key of every frame. Part of the protocol."""
+
+    HELLO = 1
+    WELCOME = 2
+    OBS_BATCH = 3
+    ACK = 4
+    ACTIONS = 5
+    STATUS_REQUEST = 6
+    STATUS = 7
+    ERROR = 8
+    BYE = 9
+
+
+class Role(StrEnum):
+    """What a client is; decides which frames it may send."""
+
+    EDGE = "edge"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First frame of a client."""
+
+    version: int
+    """Protocol version the client speaks."""
+    role: Role
+    """Edge or admin."""
+    peer_id: str
+    """Stable name of the client (an edge's id), 1 to 128 characters."""
+    agents: int = 0
+    """Number of agents the edge runs; 0 for admin clients."""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """The gateway's answer to an accepted HELLO."""
+
+    version: int
+    """Protocol version the session will use."""
+    session_id: str
+    """Identifier of this session, unique per gateway."""
+    gateway_id: str
+    """Name of the gateway."""
+    max_frame_bytes: int
+    """Largest payload the gateway accepts in one frame."""
+    max_batch_agents: int
+    """Largest number of agents the gateway accepts in one OBS_BATCH."""
+
+
+@dataclass(frozen=True, eq=False)
+class ObservationBatch:
+    """Observations and rewards of n agents for one tick."""
+
+    seq: int
+    """Per-edge sequence number: 1 for the first batch of a session's edge, +1 each."""
+    tick: int
+    """Edge tick the observations were taken at."""
+    agent_ids: NDArray[np.uint32]
+    """Shape (n,), dtype uint32."""
+    observations: NDArray[np.float32]
+    """Shape (n, obs_dim), dtype float32."""
+    rewards: NDArray[np.float32]
+    """Shape (n,), dtype float32."""
+
+    @property
+    def count(self) -> int:
+        """Number of agents in the batch."""
+        return int(self.agent_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The gateway accepted the batch with this sequence number."""
+
+    seq: int
+    """Sequence number of the acknowledged OBS_BATCH."""
+    accepted: int
+    """Number of observations accepted from it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Actions:
+    """Actions the gateway imposes on agents of an edge, applied at the next tick."""
+
+    tick: int
+    """Gateway's notion of the tick the actions are for (informational)."""
+    agent_ids: NDArray[np.uint32]
+    """Shape (n,), dtype uint32."""
+    actions: NDArray[np.float32]
+    """Shape (n, act_dim), dtype float32."""
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    """Ask the gateway for its status."""
+
+
+@dataclass(frozen=True)
+class EdgeStatus:
+    """One edge as the gateway sees it."""
+
+    peer_id: str
+    """The edge's id from its HELLO."""
+    connected: bool
+    """Whether a session with the edge is open now."""
+    agents: int
+    """Agents the edge announced."""
+    batches: int
+    """OBS_BATCH frames accepted from this edge."""
+    observations: int
+    """Observations accepted from this edge."""
+    bytes: int
+    """Payload bytes of accepted OBS_BATCH frames."""
+    last_seq: int
+    """Highest sequence number accepted."""
+    errors: int
+    """ERROR frames sent to this edge."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """The gateway's status."""
+
+    gateway_id: str
+    """Name of the gateway."""
+    uptime_s: float
+    """Seconds since the gateway started."""
+    edges: tuple[EdgeStatus, ...] = field(default_factory=tuple)
+    """Every edge seen since start, connected or not."""
+
+
+@dataclass(frozen=True)
+class Error:
+    """A protocol or application error; the session goes on unless a BYE follows."""
+
+    code: int
+    """An ``ErrorCode`` value."""
+    message: str
+    """Human-readable explanation."""
+    seq: int | None = None
+    """Sequence number of the OBS_BATCH the error is about, if any."""
+
+
+@dataclass(frozen=True)
+class Bye:
+    """Last frame of a session from the side that sends it."""
+
+    code: int
+    """An ``ErrorCode`` value; NO_ERROR for a normal close."""
+    reason: str = ""
+    """Human-readable explanation."""
+
+
+Frame = Hello | Welcome | ObservationBatch | Ack | Actions | StatusRequest | Status | Error | Bye
+
+FRAME_TYPES: dict[type[Frame], FrameType] = {
+    Hello: FrameType.HELLO,
+    Welcome: FrameType.WELCOME,
+    ObservationBatch: FrameType.OBS_BATCH,
+    Ack: FrameType.ACK,
+    Actions: FrameType.ACTIONS,
+    StatusRequest: FrameType.STATUS_REQUEST,
+    Status: FrameType.STATUS,
+    Error: FrameType.ERROR,
+    Bye: FrameType.BYE,
+}

@@ -1,0 +1,299 @@
+"""One side of a protocol v1 session, sans-I/O.
+
+A ``Session`` owns no socket and no clock. The adapter feeds it received
+bytes with ``receive_data``, sends whatever ``data_to_send`` returns, drains
+``next_event`` and arms a timer from ``get_timer``; the application calls
+``hello``/``accept``/``refuse``/``send``/``close``. Which frame may go which
+way in which state is decided by the table in ``states.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .codec import (
+    DEFAULT_MAX_BATCH_AGENTS,
+    DEFAULT_MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS,
+    FrameReader,
+    decode_payload,
+    encode_payload,
+    encode_prefix,
+)
+from .errors import (
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    UnexpectedFrame,
+    UnsupportedVersion,
+)
+from .events import (
+    AckReceived,
+    ActionsReceived,
+    ErrorReceived,
+    Event,
+    HelloReceived,
+    ObservationsReceived,
+    ProtocolViolation,
+    SessionClosed,
+    StatusReceived,
+    StatusRequested,
+    Welcomed,
+)
+from .frames import (
+    FRAME_TYPES,
+    PROTOCOL_VERSION,
+    Ack,
+    Actions,
+    Bye,
+    Error,
+    Frame,
+    FrameType,
+    Hello,
+    ObservationBatch,
+    Role,
+    Status,
+    StatusRequest,
+    Welcome,
+)
+from .states import EDGE_ONLY, Direction, SessionState, Side, next_state
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionConfig:
+    """Settings of one session."""
+
+    is_client: bool
+    """True for the side that opened the stream (edge or admin), False for the gateway."""
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    """Largest payload accepted from the peer (and sent to it)."""
+    max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
+    """Largest number of agents accepted in one OBS_BATCH or ACTIONS frame."""
+    hello_timeout_s: float = 10.0
+    """Server: seconds the client has to send HELLO."""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 3] + "..."
+
+
+class Session:
+    """One side of a session: frames in and out, state, events and the hello timer."""
+
+    def __init__(self, config: SessionConfig, *, now: float) -> None:
+        self.config = config
+        """The settings this session was made with."""
+        self.peer_hello: Hello | None = None
+        """Server: the client's HELLO, once received."""
+        self.welcome: Welcome | None = None
+        """The WELCOME of this session: received (client) or sent (server)."""
+        self.local_hello: Hello | None = None
+        """Client: the HELLO we sent."""
+        self._side = Side.CLIENT if config.is_client else Side.SERVER
+        self._state = SessionState.START if config.is_client else SessionState.AWAIT_HELLO
+        self._reader = FrameReader(config.max_frame_bytes)
+        self._max_batch_agents = config.max_batch_agents
+        self._events: deque[Event] = deque()
+        self._out: list[bytes] = []
+        self._hello_deadline: float | None = (
+            None if config.is_client else now + config.hello_timeout_s
+        )
+
+    # --- inspection ------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """Current state of this side."""
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is over (state ``CLOSED``)."""
+        return self._state is SessionState.CLOSED
+
+    @property
+    def is_client(self) -> bool:
+        """Whether this is the client side."""
+        return self._side is Side.CLIENT
+
+    # --- application calls -----------------------------------------------
+
+    def hello(self, hello: Hello) -> None:
+        """Client: queue our HELLO (``START`` -> ``AWAIT_WELCOME``)."""
+        if hello.version != PROTOCOL_VERSION:
+            raise LocalProtocolError(f"this implementation speaks version {PROTOCOL_VERSION}")
+        self._send(hello)
+        self.local_hello = hello
+
+    def accept(self, welcome: Welcome) -> None:
+        """Server: answer the client's HELLO with WELCOME (``HELLO_RECEIVED`` -> ``READY``)."""
+        if welcome.version != PROTOCOL_VERSION:
+            raise LocalProtocolError(f"this implementation speaks version {PROTOCOL_VERSION}")
+        self._send(welcome)
+        self.welcome = welcome
+        # Enforce what we announced when it is stricter than our configuration.
+        self._reader.max_frame_bytes = min(self.config.max_frame_bytes, welcome.max_frame_bytes)
+        self._max_batch_agents = min(self.config.max_batch_agents, welcome.max_batch_agents)
+
+    def refuse(self, code: int, message: str) -> None:
+        """Server: refuse the client's HELLO: ERROR, then BYE, then ``CLOSED``."""
+        if self._side is not Side.SERVER or self._state is not SessionState.HELLO_RECEIVED:
+            raise LocalProtocolError(f"refuse() is not allowed in state {self._state.name}")
+        self._send(Error(code=int(code), message=_clip(message)))
+        self._end(int(code), message)
+
+    def send(self, frame: Frame) -> None:
+        """Queue any frame but HELLO and WELCOME; BYE is the same as ``close()``.
+
+        Raises ``LocalProtocolError`` when the frame is not allowed now.
+        """
+        if isinstance(frame, Hello | Welcome):
+            raise LocalProtocolError("use hello() and accept() for HELLO and WELCOME")
+        if isinstance(frame, Bye):
+            if self._state is SessionState.CLOSED:
+                raise LocalProtocolError("the session is closed")
+            self.close(frame.code, frame.reason)
+            return
+        self._send(frame)
+
+    def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Queue BYE and go ``CLOSED``; emits ``SessionClosed``. Does nothing when closed."""
+        if self._state is SessionState.CLOSED:
+            return
+        self._end(int(code), reason)
+
+    # --- adapter calls -----------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Process bytes received on the session stream."""
+        if self.closed:
+            return
+        if self._hello_deadline is not None and now >= self._hello_deadline:
+            self.handle_timer(now)
+            return
+        self._reader.feed(data)
+        while not self.closed:
+            try:
+                payload = self._reader.next_payload()
+                if payload is None:
+                    return
+                frame = decode_payload(payload, max_batch_agents=self._max_batch_agents)
+                self._receive(frame, len(payload))
+            except RemoteProtocolError as exc:
+                self._violation(exc)
+
+    def next_event(self) -> Event | None:
+        """The oldest event not handed out yet, or None."""
+        return self._events.popleft() if self._events else None
+
+    def data_to_send(self) -> bytes:
+        """Every byte queued since the last call."""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer`` must be called next, or None."""
+        return self._hello_deadline
+
+    def handle_timer(self, now: float) -> None:
+        """Server: close the session with HELLO_TIMEOUT if the hello deadline passed."""
+        if self._hello_deadline is None or now < self._hello_deadline:
+            return
+        reason = f"no HELLO within {self.config.hello_timeout_s:g} s"
+        self._send(Error(code=ErrorCode.HELLO_TIMEOUT, message=reason))
+        self._end(ErrorCode.HELLO_TIMEOUT, reason)
+
+    # --- internals -------------------------------------------------------
+
+    def _transition(self, frame_type: FrameType, direction: Direction) -> SessionState | None:
+        return next_state(self._side, self._state, direction, frame_type)
+
+    def _send(self, frame: Frame) -> None:
+        frame_type = FRAME_TYPES[type(frame)]
+        new_state = self._transition(frame_type, Direction.SEND)
+        if new_state is None:
+            raise LocalProtocolError(
+                f"{self._side.value} may not send {frame_type.name} in state {self._state.name}"
+            )
+        if frame_type in EDGE_ONLY and (
+            self.local_hello is None or self.local_hello.role is not Role.EDGE
+        ):
+            raise LocalProtocolError(f"only edge clients may send {frame_type.name}")
+        if isinstance(frame, ObservationBatch | Actions):
+            limit = self.config.max_batch_agents
+            if self.welcome is not None:
+                limit = min(limit, self.welcome.max_batch_agents)
+            if frame.agent_ids.shape[0] > limit:
+                raise LocalProtocolError(f"at most {limit} agents per {frame_type.name}")
+        payload = encode_payload(frame)
+        limit = self.config.max_frame_bytes
+        if self.welcome is not None and self._side is Side.CLIENT:
+            limit = min(limit, self.welcome.max_frame_bytes)
+        if len(payload) > limit:
+            raise LocalProtocolError(f"{frame_type.name} of {len(payload)} bytes exceeds {limit}")
+        self._out.append(encode_prefix(len(payload)))
+        self._out.append(payload)
+        self._state = new_state
+
+    def _end(self, code: int, reason: str) -> None:
+        """Queue BYE, go CLOSED, report it (locally initiated)."""
+        self._send(Bye(code=code, reason=_clip(reason)))
+        self._closed(code, reason, by_peer=False)
+
+    def _closed(self, code: int, reason: str, *, by_peer: bool) -> None:
+        self._state = SessionState.CLOSED
+        self._hello_deadline = None
+        self._events.append(SessionClosed(code=code, reason=reason, by_peer=by_peer))
+
+    def _violation(self, exc: RemoteProtocolError) -> None:
+        message = str(exc) or type(exc).__name__
+        code = int(exc.error_code)
+        self._send(Error(code=code, message=_clip(message), seq=exc.seq))
+        self._events.append(ProtocolViolation(error=exc))
+        if exc.fatal:
+            self._end(code, message)
+
+    def _receive(self, frame: Frame, size: int) -> None:
+        frame_type = FRAME_TYPES[type(frame)]
+        seq = frame.seq if isinstance(frame, ObservationBatch) else None
+        new_state = self._transition(frame_type, Direction.RECEIVE)
+        if new_state is None:
+            raise UnexpectedFrame(
+                f"{frame_type.name} not allowed in state {self._state.name}", seq=seq
+            )
+        if frame_type in EDGE_ONLY and (
+            self.peer_hello is None or self.peer_hello.role is not Role.EDGE
+        ):
+            raise UnexpectedFrame(f"only edge clients may send {frame_type.name}", seq=seq)
+        if isinstance(frame, Hello | Welcome) and frame.version != PROTOCOL_VERSION:
+            raise UnsupportedVersion(
+                f"version {frame.version} is not supported; this peer speaks {PROTOCOL_VERSION}"
+            )
+        self._state = new_state
+        match frame:
+            case Hello():
+                self.peer_hello = frame
+                self._hello_deadline = None
+                self._events.append(HelloReceived(hello=frame))
+            case Welcome():
+                self.welcome = frame
+                self._events.append(Welcomed(welcome=frame))
+            case ObservationBatch():
+                self._events.append(ObservationsReceived(batch=frame, size=size))
+            case Ack():
+                self._events.append(AckReceived(ack=frame))
+            case Actions():
+                self._events.append(ActionsReceived(actions=frame))
+            case StatusRequest():
+                self._events.append(StatusRequested())
+            case Status():
+                self._events.append(StatusReceived(status=frame))
+            case Error():
+                self._events.append(ErrorReceived(error=frame))
+            case Bye():
+                self._closed(frame.code, frame.reason, by_peer=True)
+
+
+__all__ = ["Session", "SessionConfig"]

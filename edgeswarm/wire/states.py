@@ -1,0 +1,112 @@
+"""The session state machine of protocol v1, as one table.
+
+Rules (``docs/protocol.md`` has the same table in prose):
+
+1. A session has two sides. The *client* opened the QUIC stream; the *server*
+   (the gateway) accepted it. Each side tracks its own state; every frame
+   sent or received moves it along ``TRANSITIONS``.
+2. The client starts in ``START`` and sends HELLO first (``AWAIT_WELCOME``).
+   The server starts in ``AWAIT_HELLO``; receiving HELLO moves it to
+   ``HELLO_RECEIVED``, where the application either accepts (WELCOME,
+   ``READY``) or refuses (ERROR then BYE, ``CLOSED``). The client is ``READY``
+   once WELCOME arrives.
+3. In ``READY`` the client may send OBS_BATCH, STATUS_REQUEST; the server may
+   send ACK, ACTIONS, STATUS. OBS_BATCH is further restricted to clients whose
+   HELLO said role ``edge`` (``EDGE_ONLY``).
+4. ERROR may be sent and received in every state except ``CLOSED``. A side
+   never answers a received ERROR with an ERROR, so errors cannot ping-pong.
+5. BYE may be sent and received in every state except ``CLOSED`` and always
+   leads to ``CLOSED``. The receiver of a BYE does not answer it.
+6. In ``CLOSED`` nothing is sent and everything received is ignored.
+7. A frame with no entry in the table is forbidden: received, it is an
+   ``UnexpectedFrame`` (answered with an ERROR frame); sent, it is a
+   ``LocalProtocolError``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from .frames import FrameType
+
+
+class SessionState(Enum):
+    """State of one side of a session."""
+
+    START = "START"
+    """Client: nothing sent yet."""
+    AWAIT_WELCOME = "AWAIT_WELCOME"
+    """Client: HELLO sent, waiting for WELCOME."""
+    AWAIT_HELLO = "AWAIT_HELLO"
+    """Server: waiting for the client's HELLO (a deadline runs)."""
+    HELLO_RECEIVED = "HELLO_RECEIVED"
+    """Server: HELLO received; the application must accept or refuse."""
+    READY = "READY"
+    """Both: handshake done; data frames flow."""
+    CLOSED = "CLOSED"
+    """Both: BYE sent or received; the session is over."""
+
+
+class Side(Enum):
+    """Which end of the session stream a ``Session`` is."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Direction(Enum):
+    """Whether a frame is being sent or was received."""
+
+    SEND = "send"
+    RECEIVE = "receive"
+
+
+_S = SessionState
+_F = FrameType
+_C = Side.CLIENT
+_V = Side.SERVER
+_OUT = Direction.SEND
+_IN = Direction.RECEIVE
+
+TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState] = {
+    # --- client -----------------------------------------------------------
+    (_C, _S.START, _OUT, _F.HELLO): _S.AWAIT_WELCOME,
+    (_C, _S.AWAIT_WELCOME, _IN, _F.WELCOME): _S.READY,
+    (_C, _S.READY, _OUT, _F.OBS_BATCH): _S.READY,
+    (_C, _S.READY, _OUT, _F.STATUS_REQUEST): _S.READY,
+    (_C, _S.READY, _IN, _F.ACK): _S.READY,
+    (_C, _S.READY, _IN, _F.ACTIONS): _S.READY,
+    (_C, _S.READY, _IN, _F.STATUS): _S.READY,
+    # --- server -----------------------------------------------------------
+    (_V, _S.AWAIT_HELLO, _IN, _F.HELLO): _S.HELLO_RECEIVED,
+    (_V, _S.HELLO_RECEIVED, _OUT, _F.WELCOME): _S.READY,
+    (_V, _S.READY, _IN, _F.OBS_BATCH): _S.READY,
+    (_V, _S.READY, _IN, _F.STATUS_REQUEST): _S.READY,
+    (_V, _S.READY, _OUT, _F.ACK): _S.READY,
+    (_V, _S.READY, _OUT, _F.ACTIONS): _S.READY,
+    (_V, _S.READY, _OUT, _F.STATUS): _S.READY,
+}
+"""(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
+
+_OPEN_STATES: dict[Side, tuple[SessionState, ...]] = {
+    _C: (_S.START, _S.AWAIT_WELCOME, _S.READY),
+    _V: (_S.AWAIT_HELLO, _S.HELLO_RECEIVED, _S.READY),
+}
+for _side, _states in _OPEN_STATES.items():
+    for _state in _states:
+        for _dir in Direction:
+            TRANSITIONS[(_side, _state, _dir, _F.ERROR)] = _state  # rule 4
+            TRANSITIONS[(_side, _state, _dir, _F.BYE)] = _S.CLOSED  # rule 5
+
+EDGE_ONLY: frozenset[FrameType] = frozenset({_F.OBS_BATCH})
+"""Frame types only a client with role ``edge`` may send (rule 3)."""
+
+
+def next_state(
+    side: Side, state: SessionState, direction: Direction, frame_type: FrameType
+) -> SessionState | None:
+    """The state after ``frame_type`` goes ``direction``, or None when it is forbidden."""
+    return TRANSITIONS.get((side, state, direction, frame_type))
+
+
+__all__ = ["EDGE_ONLY", "TRANSITIONS", "Direction", "SessionState", "Side", "next_state"]

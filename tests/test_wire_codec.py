@@ -1,0 +1,527 @@
+"""Codec of protocol v1: round trips, zero-copy arrays, hostile input, framing."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import tracemalloc
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeswarm.wire import (
+    Ack,
+    Actions,
+    BatchTooLarge,
+    Bye,
+    EdgeStatus,
+    Error,
+    ErrorCode,
+    Frame,
+    FrameReader,
+    FrameTooLarge,
+    FrameType,
+    Hello,
+    InvalidArray,
+    LocalProtocolError,
+    MalformedFrame,
+    ObservationBatch,
+    RemoteProtocolError,
+    Role,
+    Status,
+    StatusRequest,
+    UnknownFrameType,
+    Welcome,
+    decode_array,
+    decode_payload,
+    encode_array,
+    encode_frame,
+    encode_payload,
+)
+
+U64 = 2**64 - 1
+
+
+def make_batch(n: int = 3, k: int = 4, seq: int = 1, tick: int = 7) -> ObservationBatch:
+    return ObservationBatch(
+        seq=seq,
+        tick=tick,
+        agent_ids=np.arange(n, dtype=np.uint32),
+        observations=np.arange(n * k, dtype=np.float32).reshape(n, k),
+        rewards=np.linspace(0, 1, n, dtype=np.float32),
+    )
+
+
+def make_actions(n: int = 3, k: int = 2) -> Actions:
+    return Actions(
+        tick=9,
+        agent_ids=np.arange(n, dtype=np.uint32) + 10,
+        actions=np.ones((n, k), dtype=np.float32),
+    )
+
+
+def assert_frames_equal(a: Frame, b: Frame) -> None:
+    assert type(a) is type(b)
+    if isinstance(a, ObservationBatch):
+        assert isinstance(b, ObservationBatch)
+        assert (a.seq, a.tick) == (b.seq, b.tick)
+        np.testing.assert_array_equal(a.agent_ids, b.agent_ids)
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+        assert b.agent_ids.dtype == np.dtype("<u4")
+        assert b.observations.dtype == np.dtype("<f4")
+    elif isinstance(a, Actions):
+        assert isinstance(b, Actions)
+        assert a.tick == b.tick
+        np.testing.assert_array_equal(a.agent_ids, b.agent_ids)
+        np.testing.assert_array_equal(a.actions, b.actions)
+    else:
+        assert a == b
+
+
+def roundtrip(frame: Frame) -> Frame:
+    data = encode_frame(frame)
+    (length,) = struct.unpack(">I", data[:4])
+    assert length == len(data) - 4
+    assert data[4:] == encode_payload(frame)
+    return decode_payload(data[4:])
+
+
+def payload(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def arr_map(dtype: str, shape: list[int], data: object) -> dict[str, Any]:
+    return {"dtype": dtype, "shape": shape, "data": data}
+
+
+def batch_map(**override: Any) -> dict[str, Any]:
+    m = msgpack.unpackb(encode_payload(make_batch()))
+    m.update(override)
+    return m  # type: ignore[no-any-return]
+
+
+ALL_FRAMES: list[Frame] = [
+    Hello(version=1, role=Role.EDGE, peer_id="edge-1", agents=64),
+    Hello(version=1, role=Role.ADMIN, peer_id="ops"),
+    Welcome(
+        version=1, session_id="s-1", gateway_id="gw", max_frame_bytes=1 << 24, max_batch_agents=9
+    ),
+    make_batch(),
+    make_batch(n=0, k=1),
+    Ack(seq=U64, accepted=3),
+    make_actions(),
+    StatusRequest(),
+    Status(gateway_id="gw", uptime_s=1.5),
+    Status(
+        gateway_id="gw",
+        uptime_s=12.25,
+        edges=(
+            EdgeStatus(
+                peer_id="e",
+                connected=True,
+                agents=4,
+                batches=5,
+                observations=20,
+                bytes=999,
+                last_seq=5,
+                errors=0,
+            ),
+        ),
+    ),
+    Error(code=ErrorCode.INVALID_ARRAY, message="bad", seq=4),
+    Error(code=ErrorCode.MALFORMED_FRAME, message=""),
+    Bye(code=ErrorCode.NO_ERROR),
+    Bye(code=ErrorCode.SHUTTING_DOWN, reason="bye"),
+]
+
+
+@pytest.mark.parametrize("frame", ALL_FRAMES, ids=lambda f: type(f).__name__)
+def test_round_trip_every_frame(frame: Frame) -> None:
+    assert_frames_equal(frame, roundtrip(frame))
+
+
+def test_every_frame_type_covered() -> None:
+    covered = {msgpack.unpackb(encode_payload(f))["t"] for f in ALL_FRAMES}
+    assert covered == {int(t) for t in FrameType}
+
+
+def test_enums_travel_as_values() -> None:
+    m = msgpack.unpackb(encode_payload(Hello(version=1, role=Role.ADMIN, peer_id="x")))
+    assert m == {"t": 1, "version": 1, "role": "admin", "peer_id": "x", "agents": 0}
+    m = msgpack.unpackb(encode_payload(Error(code=ErrorCode.UNEXPECTED_FRAME, message="m")))
+    assert m == {"t": 8, "code": 6, "message": "m"}
+
+
+def test_hello_bytes_match_documented_example() -> None:
+    data = encode_frame(Hello(version=1, role=Role.EDGE, peer_id="e1", agents=2))
+    assert data.hex(" ") == (
+        "00 00 00 2a 85 a1 74 01 a7 76 65 72 73 69 6f 6e 01 a4 72 6f 6c 65 a4 65 64 67 65 "
+        "a7 70 65 65 72 5f 69 64 a2 65 31 a6 61 67 65 6e 74 73 02"
+    )
+
+
+def test_unknown_keys_ignored_and_optional_fields() -> None:
+    frame = decode_payload(payload({"t": 4, "seq": 1, "accepted": 2, "future": [1, 2]}))
+    assert frame == Ack(seq=1, accepted=2)
+    assert decode_payload(payload({"t": 8, "code": 1, "message": "x", "seq": None})) == Error(
+        code=1, message="x"
+    )
+    assert decode_payload(payload({"t": 9, "code": 0})) == Bye(code=0)
+    assert decode_payload(payload({"t": 1, "version": 1, "role": "edge", "peer_id": "p"})) == (
+        Hello(version=1, role=Role.EDGE, peer_id="p")
+    )
+
+
+def test_status_accepts_integer_uptime() -> None:
+    frame = decode_payload(payload({"t": 7, "gateway_id": "g", "uptime_s": 3, "edges": []}))
+    assert frame == Status(gateway_id="g", uptime_s=3.0)
+
+
+# --- hypothesis round trips -------------------------------------------------
+
+u64 = st.integers(min_value=0, max_value=U64)
+ident = st.text(min_size=1, max_size=128)
+f32 = st.floats(width=32, allow_nan=False)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> ObservationBatch:
+    n = draw(st.integers(0, 40))
+    k = draw(st.integers(1, 1024 if n < 4 else 16))
+    obs = draw(st.lists(f32, min_size=n * k, max_size=n * k))
+    ids = draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n))
+    rewards = draw(st.lists(f32, min_size=n, max_size=n))
+    return ObservationBatch(
+        seq=draw(u64),
+        tick=draw(u64),
+        agent_ids=np.array(ids, dtype=np.uint32),
+        observations=np.array(obs, dtype=np.float32).reshape(n, k),
+        rewards=np.array(rewards, dtype=np.float32),
+    )
+
+
+@st.composite
+def actions(draw: st.DrawFn) -> Actions:
+    n = draw(st.integers(0, 40))
+    k = draw(st.integers(1, 32))
+    acts = draw(st.lists(f32, min_size=n * k, max_size=n * k))
+    return Actions(
+        tick=draw(u64),
+        agent_ids=np.arange(n, dtype=np.uint32),
+        actions=np.array(acts, dtype=np.float32).reshape(n, k),
+    )
+
+
+edge_status = st.builds(
+    EdgeStatus,
+    peer_id=ident,
+    connected=st.booleans(),
+    agents=u64,
+    batches=u64,
+    observations=u64,
+    bytes=u64,
+    last_seq=u64,
+    errors=u64,
+)
+
+frames = st.one_of(
+    st.builds(Hello, version=u64, role=st.sampled_from(Role), peer_id=ident, agents=u64),
+    st.builds(
+        Welcome,
+        version=u64,
+        session_id=ident,
+        gateway_id=ident,
+        max_frame_bytes=u64,
+        max_batch_agents=u64,
+    ),
+    batches(),
+    st.builds(Ack, seq=u64, accepted=u64),
+    actions(),
+    st.just(StatusRequest()),
+    st.builds(
+        Status,
+        gateway_id=ident,
+        uptime_s=st.floats(allow_nan=False),
+        edges=st.lists(edge_status, max_size=4).map(tuple),
+    ),
+    st.builds(Error, code=u64, message=st.text(max_size=200), seq=st.none() | u64),
+    st.builds(Bye, code=u64, reason=st.text(max_size=200)),
+)
+
+
+@given(frames)
+@settings(max_examples=300, deadline=None)
+def test_round_trip_property(frame: Frame) -> None:
+    assert_frames_equal(frame, roundtrip(frame))
+
+
+@given(
+    dtype=st.sampled_from(["|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8"]),
+    shape=st.lists(st.integers(0, 6), min_size=0, max_size=3),
+)
+@settings(deadline=None)
+def test_array_round_trip_property(dtype: str, shape: list[int]) -> None:
+    arr = (np.arange(int(np.prod(shape)), dtype=np.int64) % 100).astype(dtype).reshape(shape)
+    packed = msgpack.unpackb(payload(encode_array(arr)))
+    out = decode_array(packed, dtype=dtype, ndim=len(shape))
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(arr, out)
+
+
+# --- zero copy ----------------------------------------------------------------
+
+
+def base_chain_root(arr: np.ndarray[Any, Any]) -> object:
+    obj: object = arr
+    while isinstance(obj, np.ndarray) and obj.base is not None:
+        obj = obj.base
+    return obj
+
+
+def test_decoded_arrays_are_views_on_the_received_bytes() -> None:
+    frame = decode_payload(encode_payload(make_batch(n=100, k=8)))
+    assert isinstance(frame, ObservationBatch)
+    for arr in (frame.agent_ids, frame.observations, frame.rewards):
+        assert isinstance(base_chain_root(arr), bytes)
+        assert not arr.flags.writeable
+
+
+def test_decode_array_shares_memory_with_bin() -> None:
+    data = np.arange(12, dtype="<f4").tobytes()
+    out = decode_array(arr_map("<f4", [3, 4], data), dtype="<f4", ndim=2)
+    assert np.shares_memory(out, np.frombuffer(data, dtype=np.uint8))
+    assert out.base is not None
+
+
+def test_encode_array_does_not_copy() -> None:
+    arr = np.arange(20, dtype="<f4").reshape(4, 5)
+    data = encode_array(arr)["data"]
+    assert isinstance(data, memoryview)
+    assert np.shares_memory(np.frombuffer(data, dtype=np.uint8), arr)
+
+
+def test_encode_array_converts_big_endian_and_strided() -> None:
+    arr = np.arange(6, dtype=">i4")
+    m = encode_array(arr[::2])
+    assert m["dtype"] == "<i4"
+    assert m["shape"] == [3]
+    assert bytes(m["data"]) == np.array([0, 2, 4], dtype="<i4").tobytes()
+    with pytest.raises(LocalProtocolError):
+        encode_array(np.zeros(3, dtype=np.float16))
+
+
+def test_large_batch_decodes_without_per_element_work() -> None:
+    n, k = 65536, 16  # 4 MiB of observations
+    data = encode_payload(make_batch(n=n, k=k))
+    tracemalloc.start()
+    try:
+        frame = decode_payload(data)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(frame, ObservationBatch)
+    assert frame.observations.shape == (n, k)
+    # msgpack copies each bin once; per-element Python objects would need ~10x more.
+    assert peak < 1.5 * len(data)
+
+
+def test_frame_encode_rejects_bad_local_arrays() -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_payload(
+            ObservationBatch(
+                seq=1,
+                tick=1,
+                agent_ids=np.arange(3, dtype=np.int64),  # type: ignore[arg-type]
+                observations=np.zeros((3, 2), np.float32),
+                rewards=np.zeros(3, np.float32),
+            )
+        )
+    with pytest.raises(LocalProtocolError):
+        encode_payload(
+            ObservationBatch(
+                seq=1,
+                tick=1,
+                agent_ids=np.arange(3, dtype=np.uint32),
+                observations=np.zeros((2, 2), np.float32),
+                rewards=np.zeros(3, np.float32),
+            )
+        )
+    # float64 observations are converted to float32
+    ok = ObservationBatch(
+        seq=1,
+        tick=1,
+        agent_ids=np.arange(2, dtype=np.uint32),
+        observations=np.zeros((2, 2)),  # type: ignore[arg-type]
+        rewards=np.zeros(2),  # type: ignore[arg-type]
+    )
+    out = decode_payload(encode_payload(ok))
+    assert isinstance(out, ObservationBatch)
+    assert out.observations.dtype == np.float32
+
+
+# --- hostile input ------------------------------------------------------------
+
+
+@given(st.binary(max_size=512))
+@settings(max_examples=500, deadline=None)
+def test_random_bytes_raise_only_remote_errors(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_payload(data)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["t", "seq", "tick", "agent_ids", "observations", "rewards", "x"]),
+        st.none()
+        | st.integers(-(2**63), U64)
+        | st.text(max_size=5)
+        | st.binary(max_size=16)
+        | st.lists(st.integers(-3, 3), max_size=3)
+        | st.fixed_dictionaries(
+            {"dtype": st.sampled_from(["<u4", "<f4", "<f8", "zz"]), "shape": st.just([2])},
+            optional={"data": st.binary(max_size=16)},
+        ),
+    )
+)
+@settings(max_examples=500, deadline=None)
+def test_random_maps_raise_only_remote_errors(m: dict[str, Any]) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_payload(payload(m))
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        (payload([1, 2, 3]), MalformedFrame),
+        (payload("hello"), MalformedFrame),
+        (b"", MalformedFrame),
+        (b"\xc1", MalformedFrame),
+        (payload({"t": 4, "seq": 1, "accepted": 1}) + b"\x00", MalformedFrame),
+        (payload({1: 2}), MalformedFrame),
+        (payload({"seq": 1}), MalformedFrame),
+        (payload({"t": "4", "seq": 1, "accepted": 1}), MalformedFrame),
+        (payload({"t": 99}), UnknownFrameType),
+        (payload({"t": 4, "seq": 1}), MalformedFrame),
+        (payload({"t": 4, "seq": -1, "accepted": 1}), MalformedFrame),
+        (payload({"t": 4, "seq": 1.0, "accepted": 1}), MalformedFrame),
+        (payload({"t": 4, "seq": True, "accepted": 1}), MalformedFrame),
+        (payload({"t": 1, "version": 1, "role": "root", "peer_id": "p"}), MalformedFrame),
+        (payload({"t": 1, "version": 1, "role": "edge", "peer_id": ""}), MalformedFrame),
+        (payload({"t": 1, "version": 1, "role": "edge", "peer_id": "p" * 129}), MalformedFrame),
+        (payload({"t": 7, "gateway_id": "g", "uptime_s": 1.0, "edges": [1]}), MalformedFrame),
+        (payload({"t": 8, "code": 1, "message": "m", "seq": "x"}), MalformedFrame),
+        (b"\x91" * 100_000, MalformedFrame),  # deeply nested arrays
+        (b"\x81\xa1a" * 10_000 + b"\x00", MalformedFrame),  # deeply nested maps
+        (b"\xdd\xff\xff\xff\xff", MalformedFrame),  # array32 of 4 G entries, no body
+        (b"\xdf\xff\xff\xff\xff", MalformedFrame),  # map32 of 4 G entries
+        (b"\xc6\xff\xff\xff\xff", MalformedFrame),  # bin32 of 4 GiB
+        (b"\xdb\x7f\xff\xff\xff", MalformedFrame),  # str32 of 2 GiB
+        (b"\xc9\x00\x00\x00\x02\x01ab", MalformedFrame),  # ext types are not allowed
+    ],
+)
+def test_malformed_input(raw: bytes, error: type[RemoteProtocolError]) -> None:
+    with pytest.raises(error):
+        decode_payload(raw)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"agent_ids": arr_map("<u8", [3], bytes(24))},  # wrong dtype
+        {"agent_ids": arr_map("<f2", [3], bytes(6))},  # dtype outside the whitelist
+        {"agent_ids": arr_map(">u4", [3], bytes(12))},  # big-endian
+        {"agent_ids": arr_map("<u4", [3, 1], bytes(12))},  # wrong ndim
+        {"agent_ids": arr_map("<u4", [3], bytes(11))},  # shape/bytes mismatch
+        {"agent_ids": arr_map("<u4", [-3], b"")},  # negative dimension
+        {"agent_ids": arr_map("<u4", [3], "abc")},  # data not bin
+        {"agent_ids": arr_map("<u4", [2**40], bytes(12))},  # huge declared length
+        {"observations": arr_map("<f4", [2**31, 2**31], bytes(12))},  # huge product
+        {"observations": arr_map("<f4", [0, 2**40], b"")},  # huge empty dimension
+        {"agent_ids": [1, 2, 3]},  # not an array map
+        {"rewards": arr_map("<f4", [2], bytes(8))},  # n mismatch
+        {"observations": arr_map("<f4", [2, 4], bytes(32))},  # n mismatch
+        {"observations": arr_map("<f4", [3, 0], b"")},  # k = 0
+        {"observations": arr_map("<f4", [1, 1025], bytes(4100))},  # k too large
+    ],
+)
+def test_invalid_arrays(override: dict[str, Any]) -> None:
+    with pytest.raises(InvalidArray) as info:
+        decode_payload(payload(batch_map(**override)))
+    assert info.value.seq == 1
+
+
+def test_missing_array_field_is_malformed() -> None:
+    m = batch_map()
+    del m["rewards"]
+    with pytest.raises(MalformedFrame):
+        decode_payload(payload(m))
+
+
+def test_too_many_agents() -> None:
+    data = encode_payload(make_batch(n=10))
+    assert isinstance(decode_payload(data, max_batch_agents=10), ObservationBatch)
+    with pytest.raises(BatchTooLarge) as info:
+        decode_payload(data, max_batch_agents=9)
+    assert info.value.seq == 1
+    with pytest.raises(BatchTooLarge):
+        decode_payload(encode_payload(make_actions(n=10)), max_batch_agents=9)
+
+
+# --- framing --------------------------------------------------------------------
+
+
+def test_reader_byte_by_byte() -> None:
+    frames_in = [make_batch(seq=i) for i in range(1, 4)]
+    stream = b"".join(encode_frame(f) for f in frames_in)
+    reader = FrameReader()
+    out: list[bytes] = []
+    for i in range(len(stream)):
+        reader.feed(stream[i : i + 1])
+        while (p := reader.next_payload()) is not None:
+            out.append(p)
+    assert out == [encode_payload(f) for f in frames_in]
+    assert reader.buffered == 0
+
+
+def test_reader_many_frames_in_one_chunk() -> None:
+    acks = [Ack(seq=i, accepted=i) for i in range(20_000)]
+    reader = FrameReader()
+    reader.feed(b"".join(encode_frame(a) for a in acks))
+    out = []
+    while (p := reader.next_payload()) is not None:
+        out.append(decode_payload(p))
+    assert out == acks
+
+
+def test_reader_large_frame_in_many_chunks() -> None:
+    frame = make_batch(n=20_000, k=16)
+    data = encode_frame(frame)
+    reader = FrameReader()
+    for i in range(0, len(data), 1000):
+        assert reader.next_payload() is None
+        reader.feed(memoryview(data)[i : i + 1000])
+    p = reader.next_payload()
+    assert p == data[4:]
+    assert reader.next_payload() is None
+
+
+def test_reader_empty_payload_and_exact_limit() -> None:
+    reader = FrameReader(max_frame_bytes=3)
+    reader.feed(b"\x00\x00\x00\x00\x00\x00\x00\x03abc")
+    assert reader.next_payload() == b""
+    assert reader.next_payload() == b"abc"
+
+
+def test_reader_oversize_prefix() -> None:
+    reader = FrameReader(max_frame_bytes=1024)
+    reader.feed(struct.pack(">I", 1025))
+    with pytest.raises(FrameTooLarge) as info:
+        reader.next_payload()
+    assert info.value.fatal
+    with pytest.raises(FrameTooLarge):  # the stream cannot be resynced
+        reader.next_payload()

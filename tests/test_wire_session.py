@@ -1,0 +1,399 @@
+"""Sessions of protocol v1, a client and a server paired in memory."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from edgeswarm.wire import (
+    Ack,
+    AckReceived,
+    Actions,
+    ActionsReceived,
+    Bye,
+    EdgeStatus,
+    Error,
+    ErrorCode,
+    ErrorReceived,
+    Event,
+    Frame,
+    FrameTooLarge,
+    Hello,
+    HelloReceived,
+    LocalProtocolError,
+    MalformedFrame,
+    ObservationBatch,
+    ObservationsReceived,
+    ProtocolViolation,
+    Role,
+    Session,
+    SessionClosed,
+    SessionConfig,
+    SessionState,
+    Status,
+    StatusReceived,
+    StatusRequest,
+    StatusRequested,
+    UnexpectedFrame,
+    UnsupportedVersion,
+    Welcome,
+    Welcomed,
+    decode_payload,
+    encode_frame,
+)
+from edgeswarm.wire.codec import FrameReader
+
+WELCOME = Welcome(
+    version=1, session_id="s1", gateway_id="gw", max_frame_bytes=1 << 20, max_batch_agents=1000
+)
+
+
+def events(session: Session) -> list[Event]:
+    out = []
+    while (event := session.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+def state(session: Session) -> SessionState:
+    """``session.state``, without letting mypy narrow it across calls."""
+    return session.state
+
+
+def roundtrip(a: Session, b: Session, now: float = 0.0) -> int:
+    """Move bytes both ways until neither side has anything to send; returns bytes moved."""
+    moved = 0
+    while True:
+        ab = a.data_to_send()
+        ba = b.data_to_send()
+        if not ab and not ba:
+            return moved
+        if ab:
+            b.receive_data(ab, now)
+        if ba:
+            a.receive_data(ba, now)
+        moved += len(ab) + len(ba)
+
+
+def frames_in(data: bytes) -> list[Frame]:
+    reader = FrameReader()
+    reader.feed(data)
+    out = []
+    while (p := reader.next_payload()) is not None:
+        out.append(decode_payload(p))
+    return out
+
+
+def batch(seq: int = 1, n: int = 4, k: int = 3) -> ObservationBatch:
+    return ObservationBatch(
+        seq=seq,
+        tick=seq * 10,
+        agent_ids=np.arange(n, dtype=np.uint32),
+        observations=np.full((n, k), 0.5, dtype=np.float32),
+        rewards=np.zeros(n, dtype=np.float32),
+    )
+
+
+def pair(role: Role = Role.EDGE, **server_config: float) -> tuple[Session, Session]:
+    client = Session(SessionConfig(is_client=True), now=0.0)
+    server = Session(SessionConfig(is_client=False, **server_config), now=0.0)  # type: ignore[arg-type]
+    return client, server
+
+
+def connected(role: Role = Role.EDGE) -> tuple[Session, Session]:
+    client, server = pair(role)
+    client.hello(Hello(version=1, role=role, peer_id="edge-1", agents=4))
+    roundtrip(client, server)
+    [hello_event] = events(server)
+    assert isinstance(hello_event, HelloReceived)
+    server.accept(WELCOME)
+    roundtrip(client, server)
+    assert events(client) == [Welcomed(welcome=WELCOME)]
+    return client, server
+
+
+def test_handshake() -> None:
+    client, server = pair()
+    assert state(client) is SessionState.START
+    assert state(server) is SessionState.AWAIT_HELLO
+    hello = Hello(version=1, role=Role.EDGE, peer_id="edge-1", agents=4)
+    client.hello(hello)
+    assert state(client) is SessionState.AWAIT_WELCOME
+    roundtrip(client, server)
+    assert events(server) == [HelloReceived(hello=hello)]
+    assert state(server) is SessionState.HELLO_RECEIVED
+    assert server.peer_hello == hello
+    assert server.get_timer() is None
+    server.accept(WELCOME)
+    assert server.state is SessionState.READY
+    roundtrip(client, server)
+    assert events(client) == [Welcomed(welcome=WELCOME)]
+    assert client.state is SessionState.READY
+    assert client.welcome == WELCOME
+
+
+def test_observations_and_ack() -> None:
+    client, server = connected()
+    client.send(batch(seq=1))
+    roundtrip(client, server)
+    [event] = events(server)
+    assert isinstance(event, ObservationsReceived)
+    assert event.batch.seq == 1
+    assert event.batch.observations.shape == (4, 3)
+    assert event.size > 0
+    server.send(Ack(seq=1, accepted=4))
+    roundtrip(client, server)
+    assert events(client) == [AckReceived(ack=Ack(seq=1, accepted=4))]
+
+
+def test_actions() -> None:
+    client, server = connected()
+    server.send(
+        Actions(tick=3, agent_ids=np.array([1, 2], np.uint32), actions=np.ones((2, 2), np.float32))
+    )
+    roundtrip(client, server)
+    [event] = events(client)
+    assert isinstance(event, ActionsReceived)
+    np.testing.assert_array_equal(event.actions.agent_ids, [1, 2])
+
+
+def test_status_request_and_reply() -> None:
+    client, server = connected(Role.ADMIN)
+    client.send(StatusRequest())
+    roundtrip(client, server)
+    assert events(server) == [StatusRequested()]
+    status = Status(
+        gateway_id="gw",
+        uptime_s=2.0,
+        edges=(EdgeStatus("e", True, 4, 1, 4, 100, 1, 0),),
+    )
+    server.send(status)
+    roundtrip(client, server)
+    assert events(client) == [StatusReceived(status=status)]
+
+
+def test_error_frames_both_ways_are_reported() -> None:
+    client, server = connected()
+    server.send(Error(code=ErrorCode.INTERNAL_ERROR, message="oops", seq=2))
+    client.send(Error(code=ErrorCode.INTERNAL_ERROR, message="me too"))
+    roundtrip(client, server)
+    assert events(client) == [
+        ErrorReceived(error=Error(code=ErrorCode.INTERNAL_ERROR, message="oops", seq=2))
+    ]
+    assert events(server) == [
+        ErrorReceived(error=Error(code=ErrorCode.INTERNAL_ERROR, message="me too"))
+    ]
+    assert client.state is server.state is SessionState.READY
+
+
+@pytest.mark.parametrize("client_closes", [True, False])
+def test_bye(client_closes: bool) -> None:
+    client, server = connected()
+    closer, other = (client, server) if client_closes else (server, client)
+    closer.close(ErrorCode.SHUTTING_DOWN, "done")
+    closer.close()  # idempotent
+    assert closer.state is SessionState.CLOSED
+    assert events(closer) == [
+        SessionClosed(code=ErrorCode.SHUTTING_DOWN, reason="done", by_peer=False)
+    ]
+    roundtrip(client, server)
+    assert other.state is SessionState.CLOSED
+    assert events(other) == [
+        SessionClosed(code=ErrorCode.SHUTTING_DOWN, reason="done", by_peer=True)
+    ]
+    # nothing more goes out, and anything arriving is ignored
+    assert roundtrip(client, server) == 0
+    other.receive_data(encode_frame(Ack(seq=1, accepted=1)), 0.0)
+    assert events(other) == []
+    with pytest.raises(LocalProtocolError):
+        closer.send(StatusRequest())
+
+
+def test_send_bye_is_close() -> None:
+    client, server = connected()
+    client.send(Bye(code=ErrorCode.NO_ERROR, reason="bye"))
+    assert client.state is SessionState.CLOSED
+    roundtrip(client, server)
+    assert events(server) == [SessionClosed(code=0, reason="bye", by_peer=True)]
+
+
+def test_refuse() -> None:
+    client, server = pair()
+    client.hello(Hello(version=1, role=Role.EDGE, peer_id="intruder"))
+    roundtrip(client, server)
+    events(server)
+    server.refuse(ErrorCode.UNEXPECTED_FRAME, "unknown edge")
+    assert server.state is SessionState.CLOSED
+    assert events(server) == [
+        SessionClosed(code=ErrorCode.UNEXPECTED_FRAME, reason="unknown edge", by_peer=False)
+    ]
+    roundtrip(client, server)
+    assert events(client) == [
+        ErrorReceived(error=Error(code=ErrorCode.UNEXPECTED_FRAME, message="unknown edge")),
+        SessionClosed(code=ErrorCode.UNEXPECTED_FRAME, reason="unknown edge", by_peer=True),
+    ]
+    assert client.state is SessionState.CLOSED
+
+
+def test_hello_timeout() -> None:
+    client, server = pair(hello_timeout_s=5.0)
+    assert server.get_timer() == 5.0
+    assert client.get_timer() is None
+    server.handle_timer(4.9)
+    assert state(server) is SessionState.AWAIT_HELLO
+    server.handle_timer(5.0)
+    assert server.state is SessionState.CLOSED
+    assert server.get_timer() is None
+    [closed] = events(server)
+    assert isinstance(closed, SessionClosed)
+    assert closed.code == ErrorCode.HELLO_TIMEOUT
+    assert not closed.by_peer
+    sent = frames_in(server.data_to_send())
+    assert [type(f) for f in sent] == [Error, Bye]
+    assert all(isinstance(f, Error | Bye) and f.code == ErrorCode.HELLO_TIMEOUT for f in sent)
+
+
+def test_garbage_mid_session_is_not_fatal() -> None:
+    client, server = connected()
+    garbage = b"\xc1\xc1\xc1"
+    server.receive_data(struct.pack(">I", len(garbage)) + garbage, 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, MalformedFrame)
+    assert server.state is SessionState.READY
+    roundtrip(client, server)
+    [error] = events(client)
+    assert isinstance(error, ErrorReceived)
+    assert error.error.code == ErrorCode.MALFORMED_FRAME
+    client.send(batch(seq=2))
+    roundtrip(client, server)
+    [event] = events(server)
+    assert isinstance(event, ObservationsReceived)
+    assert event.batch.seq == 2
+
+
+def test_invalid_batch_error_carries_seq() -> None:
+    _, server = connected()
+    bad = ObservationBatch(
+        seq=7,
+        tick=1,
+        agent_ids=np.arange(2000, dtype=np.uint32),
+        observations=np.zeros((2000, 1), np.float32),
+        rewards=np.zeros(2000, np.float32),
+    )
+    server.receive_data(encode_frame(bad), 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    [error] = frames_in(server.data_to_send())
+    assert error == Error(code=ErrorCode.BATCH_TOO_LARGE, message=str(violation.error), seq=7)
+
+
+def test_oversize_prefix_is_fatal() -> None:
+    client, server = connected()
+    server.receive_data(struct.pack(">I", 1 << 30) + b"xx", 0.0)
+    violation, closed = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, FrameTooLarge)
+    assert isinstance(closed, SessionClosed)
+    assert closed.code == ErrorCode.FRAME_TOO_LARGE
+    assert server.state is SessionState.CLOSED
+    roundtrip(client, server)
+    error, bye = events(client)
+    assert isinstance(error, ErrorReceived)
+    assert error.error.code == ErrorCode.FRAME_TOO_LARGE
+    assert bye == SessionClosed(code=ErrorCode.FRAME_TOO_LARGE, reason=closed.reason, by_peer=True)
+
+
+def test_obs_batch_before_hello() -> None:
+    _, server = pair()
+    server.receive_data(encode_frame(batch(seq=3)), 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, UnexpectedFrame)
+    assert violation.error.seq == 3
+    assert server.state is SessionState.AWAIT_HELLO
+    [error] = frames_in(server.data_to_send())
+    assert isinstance(error, Error)
+    assert error.code == ErrorCode.UNEXPECTED_FRAME
+    assert error.seq == 3
+
+
+def test_obs_batch_from_admin() -> None:
+    client, server = connected(Role.ADMIN)
+    with pytest.raises(LocalProtocolError):
+        client.send(batch())
+    # a misbehaving admin client that sends one anyway
+    server.receive_data(encode_frame(batch(seq=5)), 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, UnexpectedFrame)
+    assert server.state is SessionState.READY
+
+
+@pytest.mark.parametrize(
+    ("side", "frame"),
+    [
+        ("client", Ack(seq=1, accepted=1)),
+        ("client", Status(gateway_id="g", uptime_s=0.0)),
+        ("server", batch()),
+        ("server", StatusRequest()),
+        ("client", WELCOME),
+        ("server", Hello(version=1, role=Role.EDGE, peer_id="x")),
+    ],
+)
+def test_send_disallowed_frame(side: str, frame: object) -> None:
+    client, server = connected()
+    session = client if side == "client" else server
+    with pytest.raises(LocalProtocolError):
+        session.send(frame)  # type: ignore[arg-type]
+    assert session.state is SessionState.READY
+    assert session.data_to_send() == b""
+
+
+def test_send_before_handshake_is_local_error() -> None:
+    client, server = pair()
+    with pytest.raises(LocalProtocolError):
+        client.send(batch())
+    with pytest.raises(LocalProtocolError):
+        server.accept(WELCOME)
+    with pytest.raises(LocalProtocolError):
+        server.refuse(ErrorCode.NO_ERROR, "no")
+    client.hello(Hello(version=1, role=Role.EDGE, peer_id="e"))
+    with pytest.raises(LocalProtocolError):
+        client.hello(Hello(version=1, role=Role.EDGE, peer_id="e"))
+    with pytest.raises(LocalProtocolError):
+        client.send(batch())  # still awaiting WELCOME
+
+
+def test_batch_above_welcome_limit_is_local_error() -> None:
+    client, _ = connected()
+    with pytest.raises(LocalProtocolError):
+        client.send(batch(n=WELCOME.max_batch_agents + 1, k=1))
+
+
+def test_wrong_version_is_refused_fatally() -> None:
+    _, server = pair()
+    server.receive_data(encode_frame(Hello(version=2, role=Role.EDGE, peer_id="future")), 0.0)
+    violation, closed = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, UnsupportedVersion)
+    assert closed == SessionClosed(
+        code=ErrorCode.UNSUPPORTED_VERSION, reason=str(violation.error), by_peer=False
+    )
+    assert server.state is SessionState.CLOSED
+    assert server.peer_hello is None
+    sent = frames_in(server.data_to_send())
+    assert [type(f) for f in sent] == [Error, Bye]
+
+
+def test_frames_split_across_calls_and_coalesced() -> None:
+    client, server = connected()
+    for seq in range(1, 6):
+        client.send(batch(seq=seq))
+    data = client.data_to_send()
+    for i in range(0, len(data), 7):
+        server.receive_data(data[i : i + 7], 0.0)
+    seqs = [e.batch.seq for e in events(server) if isinstance(e, ObservationsReceived)]
+    assert seqs == [1, 2, 3, 4, 5]
