@@ -1,0 +1,44 @@
+"""``python -m edgeswarm.bench SUITE [--json]``: run a suite, print its results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from edgeswarm.bench import BenchResult, edge
+
+SUITES: dict[str, Callable[[], list[BenchResult]]] = {
+    "edge": edge.run,
+}
+
+
+def format_results(results: list[BenchResult], *, as_json: bool) -> list[str]:
+    """Output lines: one JSON object per result, or a table with a header."""
+    if as_json:
+        return [json.dumps(result.to_dict()) for result in results]
+    lines = [f"{'bench':<8} {'case':<8} {'metric':<12} {'value':>16}  unit"]
+    lines += [
+        f"{r.bench:<8} {r.case:<8} {r.metric:<12} {r.value:>16,.0f}  {r.unit}" for r in results
+    ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgeswarm.bench")
+    parser.add_argument("suite", help=f"suite to run: {', '.join(sorted(SUITES))}")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per result")
+    args = parser.parse_args(argv)
+    suite = SUITES.get(args.suite)
+    if suite is None:
+        known = ", ".join(sorted(SUITES))
+        print(f"unknown suite {args.suite!r}; known suites: {known}", file=sys.stderr)
+        return 2
+    for line in format_results(suite(), as_json=args.json):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Configuration of an edge process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """Everything an edge needs to run; built by the CLI, passed by keyword."""
+
+    edge_id: str
+    """Stable name of this edge, sent in HELLO."""
+    gateway_host: str = "127.0.0.1"
+    """Gateway address."""
+    gateway_port: int = 4433
+    """Gateway UDP port."""
+    ca_file: Path
+    """CA certificate the gateway's certificate must chain to (pinned)."""
+    server_name: str | None = None
+    """Name to verify in the gateway's certificate; defaults to ``gateway_host``."""
+    agents: int = 10_000
+    """Number of agents this edge runs."""
+    first_agent_id: int = 0
+    """Id of the first agent; ids are consecutive."""
+    policy: str = "boids"
+    """Name of the built-in Wasm policy every agent runs."""
+    seed: int = 0
+    """Seed of the environment; same seed, same run."""
+    tick_hz: float = 10.0
+    """Ticks per second; 0 runs as fast as the gateway acknowledges."""
+    batch_agents: int = 2048
+    """Agents per OBS_BATCH frame."""
+    window: int = 64
+    """Batches in flight before the edge waits for acks."""
+    duration_s: float | None = None
+    """Stop after this many seconds; None runs until signalled."""
+    ticks: int | None = None
+    """Stop after this many ticks; None runs until signalled."""
+    drain_timeout_s: float = 10.0
+    """On stop, how long to wait for outstanding acks."""
+    progress_interval_s: float = 1.0
+    """Seconds between progress lines on stdout; 0 disables them."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus endpoint."""
+    metrics_port: int | None = 9465
+    """Port of the Prometheus endpoint; 0 picks one; None disables it."""

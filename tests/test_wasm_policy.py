@@ -1,0 +1,259 @@
+import logging
+
+import numpy as np
+import pytest
+import wasmtime
+
+from edgeswarm.agents_wasm import module_path
+from edgeswarm.edge import (
+    AgentTable,
+    FlockingWorld,
+    FuelBudget,
+    ModuleCache,
+    PolicyAbiError,
+    PolicyFuelExhausted,
+    PolicyLoadError,
+    PolicySet,
+    PolicyTrap,
+    WasmPolicy,
+    policies,
+)
+from edgeswarm.edge.policies import boids_numpy
+
+ABI_PRELUDE = """
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "es_obs_dim") (result i32) (i32.const 8))
+  (func (export "es_state_dim") (result i32) (i32.const 2))
+  (func (export "es_act_dim") (result i32) (i32.const 2))
+  (func (export "es_alloc") (param $b i32) (result i32) (local $p i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 15)) (i32.const -16)))
+    (global.set $heap (i32.add (local.get $p) (local.get $b)))
+    (drop (memory.grow (i32.const 8)))
+    (local.get $p))
+"""
+VERSION_0 = '(func (export "es_abi_version") (result i32) (i32.const 0))'
+
+
+def wat(body, version=VERSION_0, prelude=ABI_PRELUDE):
+    return f"(module {prelude} {version} {body})".encode()
+
+
+TRAPPING = wat('(func (export "es_step") (param i32 i32 i32 i32) (result i32) unreachable)')
+SPINNING = wat(
+    '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (loop (br 0)) (i32.const 0))'
+)
+
+
+@pytest.fixture
+def boids():
+    with WasmPolicy(module_path("boids")) as policy:
+        yield policy
+
+
+def flock(count, seed=3):
+    world = FlockingWorld(count=count, seed=seed)
+    table = AgentTable.create(count=count, obs_dim=8, state_dim=2, act_dim=2)
+    return world, table
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 1000])
+def test_wasm_matches_numpy_reference_over_several_ticks(boids, count):
+    world, table = flock(count)
+    ref_state = np.zeros((count, 2), np.float32)
+    ref_actions = np.zeros((count, 2), np.float32)
+    rng = np.random.default_rng(count)
+    for _ in range(6):
+        world.sense(table)
+        # jitter so that tiny flocks (one agent per cell) still see non-zero inputs
+        table.observations += rng.normal(0.0, 0.5, table.observations.shape).astype(np.float32)
+        boids.step(table.observations, table.state, table.actions)
+        boids_numpy(table.observations, ref_state, ref_actions)
+        np.testing.assert_allclose(table.actions, ref_actions, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(table.state, ref_state, rtol=1e-6, atol=1e-7)
+        world.apply(table.actions, 0.1)
+    assert np.abs(table.actions).max() > 0  # the flock actually produced non-trivial actions
+
+
+def test_actions_are_clamped_and_state_smoothed(boids):
+    obs = np.zeros((2, 8), np.float32)
+    obs[0, 6:8] = [100.0, 0.0]  # huge avoidance: clamp to max accel
+    obs[1, 2:4] = [2.0, 4.0]  # small cohesion: a = 0.05 * (2, 4)
+    state = np.array([[0.0, 0.0], [1.0, -1.0]], np.float32)
+    actions = np.empty((2, 2), np.float32)
+    boids.step(obs, state, actions)
+    np.testing.assert_allclose(actions[0], [0.5 * policies.MAX_ACCEL, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(actions[1], [0.5 + 0.05, -0.5 + 0.1], rtol=1e-6)
+    np.testing.assert_array_equal(state, actions)
+
+
+def test_wat_constants_equal_python_constants(boids):
+    module = ModuleCache.shared().compile(module_path("boids").read_bytes())
+    store = wasmtime.Store(ModuleCache.shared().engine)
+    store.set_fuel(1000)
+    exports = wasmtime.Instance(store, module, []).exports(store)
+    for export, value in [
+        ("boids_cohesion_weight", policies.COHESION_WEIGHT),
+        ("boids_alignment_weight", policies.ALIGNMENT_WEIGHT),
+        ("boids_avoidance_weight", policies.AVOIDANCE_WEIGHT),
+        ("boids_max_accel", policies.MAX_ACCEL),
+        ("boids_smoothing", policies.SMOOTHING),
+    ]:
+        assert exports[export].value(store) == np.float32(value)
+
+
+def test_memory_blocks_are_zero_copy_views_on_linear_memory(boids):
+    world, table = flock(64)
+    world.sense(table)
+    boids.step(table.observations, table.state, table.actions)
+    obs_at, state_at, act_at = boids.offsets
+    assert obs_at % 16 == 0
+    assert state_at % 16 == 0
+    assert act_at % 16 == 0
+    block = boids.obs_block
+    assert not block.flags.owndata
+    assert boids.read_memory(obs_at, table.observations.nbytes) == table.observations.tobytes()
+    assert boids.read_memory(act_at, table.actions.nbytes) == table.actions.tobytes()
+    block[0, 0] = 1234.5  # a write through the view lands in linear memory
+    assert boids.read_memory(obs_at, 4) == np.float32(1234.5).tobytes()
+
+
+def test_blocks_grow_with_the_agent_count_and_stay_correct(boids):
+    for count in (4, 100, 5000):
+        world, table = flock(count, seed=count)
+        world.sense(table)
+        ref_state = np.zeros((count, 2), np.float32)
+        ref_actions = np.zeros((count, 2), np.float32)
+        boids.step(table.observations, table.state, table.actions)
+        boids_numpy(table.observations, ref_state, ref_actions)
+        assert boids.capacity >= count
+        np.testing.assert_allclose(table.actions, ref_actions, rtol=1e-6, atol=1e-7)
+
+
+def test_module_is_compiled_once_per_engine():
+    cache = ModuleCache()
+    with (
+        WasmPolicy(module_path("boids"), cache=cache),
+        WasmPolicy(module_path("boids"), cache=cache),
+    ):
+        assert len(cache) == 1
+
+
+def test_tiny_fuel_budget_raises_fuel_exhausted():
+    world, table = flock(1000)
+    world.sense(table)
+    with WasmPolicy(module_path("boids"), fuel=FuelBudget(base=1000, per_agent=1)) as policy:
+        state_before = table.state.copy()
+        with pytest.raises(PolicyFuelExhausted, match="boids"):
+            policy.step(table.observations, table.state, table.actions)
+        assert np.array_equal(table.state, state_before)  # nothing written back
+
+
+def test_endless_loop_is_stopped_by_fuel():
+    with WasmPolicy(SPINNING, name="spin") as policy:
+        obs = np.zeros((3, 8), np.float32)
+        with pytest.raises(PolicyFuelExhausted):
+            policy.step(obs, np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+
+
+def test_unreachable_raises_policy_trap():
+    obs, state, actions = (np.zeros((2, d), np.float32) for d in (8, 2, 2))
+    with WasmPolicy(TRAPPING, name="trapper") as policy, pytest.raises(PolicyTrap, match="unreach"):
+        policy.step(obs, state, actions)
+
+
+def test_nonzero_status_raises_abi_error():
+    failing = wat('(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 7))')
+    with WasmPolicy(failing) as policy, pytest.raises(PolicyAbiError) as info:
+        policy.step(
+            np.zeros((1, 8), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32)
+        )
+    assert info.value.status == 7
+
+
+def test_policy_set_quarantines_trapping_policy_and_keeps_healthy_one(caplog):
+    count = 200
+    world, table = flock(count)
+    table.policy[count // 2 :] = 1  # first half boids, second half the trapping policy
+    healthy_rows = slice(0, count // 2)
+    ref_state = np.zeros((count // 2, 2), np.float32)
+    ref_actions = np.zeros((count // 2, 2), np.float32)
+    with PolicySet(
+        [WasmPolicy(module_path("boids")), WasmPolicy(TRAPPING, name="trapper")]
+    ) as pset:
+        for tick in range(3):
+            world.sense(table)
+            table.actions[:] = 99.0  # stale values must be overwritten
+            with caplog.at_level(logging.WARNING, logger="edgeswarm.edge"):
+                pset.step(table)
+            boids_numpy(table.observations[healthy_rows], ref_state, ref_actions)
+            np.testing.assert_allclose(table.actions[healthy_rows], ref_actions, rtol=1e-6)
+            assert (table.actions[count // 2 :] == 0).all()
+            assert pset.is_quarantined(1)
+            assert not pset.is_quarantined(0)
+            world.apply(table.actions, 0.1)
+            if tick == 0:
+                assert isinstance(pset.quarantined[1], PolicyTrap)
+    quarantine_lines = [r for r in caplog.records if "quarantined" in r.getMessage()]
+    assert len(quarantine_lines) == 1  # logged once, not every tick
+    assert "trapper" in quarantine_lines[0].getMessage()
+
+
+def test_policy_set_with_interleaved_agents_writes_back_state():
+    count = 10
+    world, table = flock(count)
+    table.policy[:] = [0, 1] * 5  # not contiguous: index-array groups
+    world.sense(table)
+    with PolicySet([WasmPolicy(module_path("boids")), WasmPolicy(module_path("boids"))]) as pset:
+        pset.step(table)
+    ref_state = np.zeros((count, 2), np.float32)
+    ref_actions = np.zeros((count, 2), np.float32)
+    boids_numpy(table.observations, ref_state, ref_actions)
+    np.testing.assert_allclose(table.actions, ref_actions, rtol=1e-6)
+    np.testing.assert_allclose(table.state, ref_state, rtol=1e-6)
+
+
+def test_import_is_refused_naming_it():
+    importing = wat(
+        '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 0))',
+        prelude='(import "env" "host_log" (func $log (param i32)))' + ABI_PRELUDE,
+    )
+    with pytest.raises(PolicyLoadError, match=r"env\.host_log"):
+        WasmPolicy(importing)
+
+
+def test_wrong_abi_version_is_refused():
+    module = wat(
+        '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 0))',
+        version='(func (export "es_abi_version") (result i32) (i32.const 3))',
+    )
+    with pytest.raises(PolicyLoadError, match=r"es_abi_version\(\) returned 3"):
+        WasmPolicy(module)
+
+
+def test_missing_and_mistyped_exports_are_named():
+    module = wat(
+        '(func (export "es_step") (param i32) (result i32) (i32.const 0))',
+        prelude='(memory (export "memory") 1)',
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        WasmPolicy(module)
+    message = str(info.value)
+    assert "missing export 'es_alloc'" in message
+    assert "missing export 'es_obs_dim'" in message
+    assert "'es_step' has type (i32) -> (i32)" in message
+
+
+def test_garbage_bytes_are_refused():
+    with pytest.raises(PolicyLoadError):
+        WasmPolicy(b"\0asm\x02\0\0\0")
+
+
+def test_closed_policy_refuses_to_step(boids):
+    boids.close()
+    boids.close()  # idempotent
+    assert boids.closed
+    with pytest.raises(Exception, match="closed"):
+        boids.step(
+            np.zeros((1, 8), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32)
+        )
