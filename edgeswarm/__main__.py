@@ -1,0 +1,3 @@
+from edgeswarm.cli.app import main
+
+main()

@@ -1,0 +1,264 @@
+"""``edgeswarm demo``: a gateway and edge processes on loopback, with live progress.
+
+The demo is an orchestrator only: it starts real processes (``edgeswarm
+gateway`` and ``edgeswarm edge``), reads the JSON lines they print, asks the
+gateway for its status over the admin protocol, and renders it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from edgeswarm.admin import fetch_status
+from edgeswarm.telemetry import LatencyHistogram
+
+STARTUP_TIMEOUT_S = 30.0
+STOP_GRACE_S = 20.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoPlan:
+    """What to start."""
+
+    duration_s: float
+    edges: int
+    agents: int
+    tick_hz: float
+    data_dir: Path
+
+
+@dataclass
+class EdgeView:
+    """The last line an edge printed."""
+
+    edge_id: str
+    last: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    returncode: int | None = None
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgeswarm", *args]
+
+
+async def _read_lines(stream: asyncio.StreamReader, view: EdgeView) -> None:
+    while line := await stream.readline():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("event") == "summary":
+            view.summary = record
+        view.last = record
+
+
+async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    log = (plan.data_dir / "gateway.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        *_command(
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(plan.data_dir / "gateway"),
+            "--metrics-port",
+            "0",
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    assert process.stdout is not None
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"gateway exited at start; see {plan.data_dir / 'gateway.log'}")
+    return process, json.loads(line)
+
+
+async def _start_edge(
+    plan: DemoPlan, index: int, listening: dict[str, Any]
+) -> tuple[asyncio.subprocess.Process, EdgeView]:
+    edge_id = f"edge-{index}"
+    log = (plan.data_dir / f"{edge_id}.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        *_command(
+            "edge",
+            "--edge-id",
+            edge_id,
+            "--ca",
+            str(listening["ca"]),
+            "--gateway",
+            f"127.0.0.1:{listening['port']}",
+            "--agents",
+            str(plan.agents),
+            "--first-agent-id",
+            str(index * plan.agents),
+            "--seed",
+            str(index),
+            "--tick-hz",
+            str(plan.tick_hz),
+            "--duration",
+            str(plan.duration_s),
+            "--metrics-port",
+            "0",
+            "--progress-interval",
+            "0.5",
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    return process, EdgeView(edge_id)
+
+
+def _totals(views: list[EdgeView], gateway: dict[str, Any] | None) -> dict[str, Any]:
+    records = [v.summary or v.last for v in views]
+    sent = sum(r.get("observations_sent", 0) for r in records)
+    acked = sum(r.get("observations_acked", 0) for r in records)
+    elapsed = max((r.get("elapsed_s", 0.0) for r in records), default=0.0)
+    histogram = LatencyHistogram()
+    for view in views:
+        if view.summary is not None:
+            histogram.merge(LatencyHistogram.from_sparse(view.summary.get("latency_hist", {})))
+    if histogram.total:
+        p50, p99 = histogram.quantile(0.5) * 1e3, histogram.quantile(0.99) * 1e3
+    else:  # live view: the worst edge's figures
+        p50 = max((r.get("ack_p50_ms", 0.0) for r in records), default=0.0)
+        p99 = max((r.get("ack_p99_ms", 0.0) for r in records), default=0.0)
+    connected = None
+    if gateway is not None:
+        connected = sum(1 for e in gateway["edges"] if e["connected"])
+    return {
+        "edges": len(views),
+        "edges_connected": connected,
+        "agents": sum(r.get("agents", 0) for r in records),
+        "ticks": sum(r.get("tick", 0) for r in records),
+        "observations_sent": sent,
+        "observations_acked": acked,
+        "gateway_observations": (
+            sum(e["observations"] for e in gateway["edges"]) if gateway is not None else None
+        ),
+        "obs_per_s": round(acked / elapsed, 1) if elapsed > 0 else 0.0,
+        "ack_p50_ms": round(p50, 3),
+        "ack_p99_ms": round(p99, 3),
+        "elapsed_s": elapsed,
+    }
+
+
+def _render(views: list[EdgeView], totals: dict[str, Any], started: float) -> Group:
+    table = Table(title="edgeswarm demo", expand=False)
+    for column in ("edge", "agents", "tick", "sent", "acked", "in flight", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="left" if column == "edge" else "right")
+    for view in views:
+        r = view.summary or view.last
+        table.add_row(
+            view.edge_id,
+            f"{r.get('agents', 0):,}",
+            str(r.get("tick", 0)),
+            f"{r.get('observations_sent', 0):,}",
+            f"{r.get('observations_acked', 0):,}",
+            str(r.get("in_flight", 0)),
+            f"{r.get('ack_p50_ms', 0):.2f}",
+            f"{r.get('ack_p99_ms', 0):.2f}",
+        )
+    line = Text(
+        f"{time.monotonic() - started:5.1f} s  |  edges {totals['edges_connected'] or 0}"
+        f"/{totals['edges']}  |  agents {totals['agents']:,}  |  "
+        f"{totals['obs_per_s']:,.0f} obs/s  |  acked {totals['observations_acked']:,}"
+        f"/{totals['observations_sent']:,}  |  ack p50 {totals['ack_p50_ms']:.2f} ms"
+        f"  p99 {totals['ack_p99_ms']:.2f} ms"
+    )
+    return Group(table, line)
+
+
+async def _stop(process: asyncio.subprocess.Process, grace: float) -> int:
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(grace):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+    return process.returncode if process.returncode is not None else -1
+
+
+async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
+    """Run the demo; returns the summary."""
+    plan.data_dir.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=not live)  # with --json, progress goes to stderr
+    started = time.monotonic()
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupted.set)
+
+    gateway, listening = await _start_gateway(plan)
+    ca, port = Path(listening["ca"]), int(listening["port"])
+    edges = [await _start_edge(plan, i, listening) for i in range(plan.edges)]
+    views = [view for _, view in edges]
+    readers = [
+        asyncio.create_task(_read_lines(process.stdout, view))
+        for process, view in edges
+        if process.stdout is not None
+    ]
+    gateway_status: dict[str, Any] | None = None
+
+    async def poll_status() -> None:
+        nonlocal gateway_status
+        with contextlib.suppress(Exception):
+            gateway_status = await fetch_status("127.0.0.1", port, ca_file=ca, timeout=2.0)
+
+    edges_done = asyncio.gather(*(process.wait() for process, _ in edges))
+    with Live(console=console, auto_refresh=False, transient=False) as display:
+        deadline = started + plan.duration_s + STOP_GRACE_S + 15.0
+        while not edges_done.done() and not interrupted.is_set():
+            await poll_status()
+            display.update(_render(views, _totals(views, gateway_status), started))
+            display.refresh()
+            if time.monotonic() > deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await asyncio.shield(edges_done)
+        codes = [await _stop(process, STOP_GRACE_S) for process, _ in edges]
+        for view, code in zip(views, codes, strict=True):
+            view.returncode = code
+        await asyncio.gather(*readers, return_exceptions=True)
+        await poll_status()
+        display.update(_render(views, _totals(views, gateway_status), started))
+        display.refresh()
+    await _stop(gateway, STOP_GRACE_S)
+    edges_done.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await edges_done
+
+    summary = _totals(views, gateway_status)
+    summary["interrupted"] = interrupted.is_set()
+    summary["failed"] = [v.edge_id for v in views if v.summary is None]
+    summary["logs"] = str(plan.data_dir)
+    if live:
+        console.print(
+            f"[bold]{summary['observations_acked']:,}[/] of {summary['observations_sent']:,} "
+            f"observations acknowledged from {summary['edges']} edges, "
+            f"{summary['obs_per_s']:,.0f} obs/s, ack p99 {summary['ack_p99_ms']:.2f} ms. "
+            f"Logs in {plan.data_dir}/."
+        )
+    return summary

@@ -1,0 +1,34 @@
+"""Configuration of a gateway process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Everything a gateway needs to run; built by the CLI, passed by keyword."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on for QUIC."""
+    port: int = 4433
+    """UDP port to listen on; 0 picks a free one."""
+    data_dir: Path = Path("var/gateway")
+    """Directory for the gateway's certificates and state."""
+    cert: Path | None = None
+    """Server certificate; created in ``data_dir`` with ``key`` when not given."""
+    key: Path | None = None
+    """Private key of ``cert``."""
+    gateway_id: str = "gateway-0"
+    """Name of this gateway, reported to peers."""
+    max_frame_bytes: int = 16 * 1024 * 1024
+    """Largest frame payload accepted."""
+    max_batch_agents: int = 65536
+    """Largest number of agents accepted in one OBS_BATCH."""
+    hello_timeout_s: float = 10.0
+    """Time a new connection has to send HELLO."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the Prometheus endpoint."""
+    metrics_port: int | None = 9464
+    """Port of the Prometheus endpoint; 0 picks one; None disables it."""

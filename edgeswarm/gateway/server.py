@@ -1,0 +1,78 @@
+"""The gateway process: QUIC listener, sessions, statistics, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from edgeswarm.telemetry import start_metrics_server
+from edgeswarm.transport import quic
+from edgeswarm.transport.tls import ensure_certificates
+
+from .config import GatewayConfig
+from .connection import GatewayConnection
+from .stats import GatewayStats
+
+log = logging.getLogger("edgeswarm.gateway")
+
+
+class Gateway:
+    """A running gateway. ``await start()``, then ``close()``."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.stats = GatewayStats(config.gateway_id, time.monotonic())
+        self.connections: set[GatewayConnection] = set()
+        self.listener: quic.QuicListener | None = None
+        self.metrics_port: int | None = None
+        self.ca_file = None if config.cert is not None else config.data_dir / "ca.crt"
+
+    @property
+    def port(self) -> int:
+        """The UDP port the gateway listens on."""
+        if self.listener is None:
+            raise RuntimeError("gateway not started")
+        return self.listener.port
+
+    async def start(self) -> None:
+        config = self.config
+        if config.cert is not None and config.key is not None:
+            cert, key = config.cert, config.key
+        else:
+            paths = ensure_certificates(config.data_dir)
+            cert, key = paths.cert, paths.key
+        self.listener = await quic.serve(
+            config.host,
+            config.port,
+            cert=cert,
+            key=key,
+            handler_factory=lambda: GatewayConnection(self),
+        )
+        if config.metrics_port is not None:
+            self.metrics_port = start_metrics_server(
+                config.metrics_port, self.stats.metrics.registry, config.metrics_host
+            )
+        log.info(
+            "gateway listening",
+            extra={
+                "host": config.host,
+                "port": self.listener.port,
+                "gateway_id": config.gateway_id,
+                "metrics_port": self.metrics_port,
+            },
+        )
+
+    def connection_opened(self, connection: GatewayConnection) -> None:
+        self.connections.add(connection)
+
+    def connection_closed(self, connection: GatewayConnection) -> None:
+        self.connections.discard(connection)
+
+    def close(self) -> None:
+        """Say BYE to every peer and stop listening."""
+        for connection in list(self.connections):
+            connection.shutdown()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        log.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})

@@ -1,0 +1,116 @@
+"""What the gateway knows about its edges, for STATUS answers and Prometheus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from edgeswarm.wire import EdgeStatus, Status
+
+
+@dataclass
+class EdgeRecord:
+    """Running totals for one edge (by peer id), kept across reconnects."""
+
+    peer_id: str
+    agents: int = 0
+    sessions_open: int = 0
+    batches: int = 0
+    observations: int = 0
+    bytes: int = 0
+    last_seq: int = 0
+    errors: int = 0
+
+    def to_status(self) -> EdgeStatus:
+        return EdgeStatus(
+            peer_id=self.peer_id,
+            connected=self.sessions_open > 0,
+            agents=self.agents,
+            batches=self.batches,
+            observations=self.observations,
+            bytes=self.bytes,
+            last_seq=self.last_seq,
+            errors=self.errors,
+        )
+
+
+class GatewayMetrics:
+    """The gateway's Prometheus series, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.sessions_open = Gauge(
+            "edgeswarm_gateway_sessions_open", "Open sessions", ["role"], registry=self.registry
+        )
+        self.sessions = Counter(
+            "edgeswarm_gateway_sessions", "Sessions accepted", ["role"], registry=self.registry
+        )
+        self.batches = Counter(
+            "edgeswarm_gateway_batches", "Observation batches accepted", registry=self.registry
+        )
+        self.observations = Counter(
+            "edgeswarm_gateway_observations", "Observations accepted", registry=self.registry
+        )
+        self.received_bytes = Counter(
+            "edgeswarm_gateway_batch_bytes",
+            "Payload bytes of accepted batches",
+            registry=self.registry,
+        )
+        self.protocol_errors = Counter(
+            "edgeswarm_gateway_protocol_errors",
+            "Protocol violations by peers, by error code name",
+            ["code"],
+            registry=self.registry,
+        )
+
+
+class GatewayStats:
+    """Per-edge records and the metrics that mirror them."""
+
+    def __init__(self, gateway_id: str, started_at: float) -> None:
+        self.gateway_id = gateway_id
+        self.started_at = started_at
+        self.edges: dict[str, EdgeRecord] = {}
+        self.metrics = GatewayMetrics()
+
+    def edge(self, peer_id: str) -> EdgeRecord:
+        record = self.edges.get(peer_id)
+        if record is None:
+            record = self.edges[peer_id] = EdgeRecord(peer_id)
+        return record
+
+    def session_opened(self, peer_id: str, role: str, agents: int) -> None:
+        self.metrics.sessions.labels(role).inc()
+        self.metrics.sessions_open.labels(role).inc()
+        if role == "edge":
+            record = self.edge(peer_id)
+            record.sessions_open += 1
+            record.agents = agents
+
+    def session_closed(self, peer_id: str, role: str) -> None:
+        self.metrics.sessions_open.labels(role).dec()
+        if role == "edge":
+            self.edge(peer_id).sessions_open -= 1
+
+    def batch_accepted(self, peer_id: str, seq: int, count: int, size: int) -> None:
+        record = self.edge(peer_id)
+        record.batches += 1
+        record.observations += count
+        record.bytes += size
+        record.last_seq = max(record.last_seq, seq)
+        self.metrics.batches.inc()
+        self.metrics.observations.inc(count)
+        self.metrics.received_bytes.inc(size)
+
+    def protocol_error(self, peer_id: str | None, code_name: str) -> None:
+        self.metrics.protocol_errors.labels(code_name).inc()
+        if peer_id is not None and peer_id in self.edges:
+            self.edges[peer_id].errors += 1
+
+    def status(self, now: float) -> Status:
+        return Status(
+            gateway_id=self.gateway_id,
+            uptime_s=now - self.started_at,
+            edges=tuple(record.to_status() for record in self.edges.values()),
+        )

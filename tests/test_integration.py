@@ -1,0 +1,227 @@
+"""Real gateway and edge processes exchanging QUIC traffic on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from edgeswarm.admin import fetch_status
+from edgeswarm.transport import quic
+from edgeswarm.transport.quic import SessionLink
+from edgeswarm.wire import (
+    PROTOCOL_VERSION,
+    Error,
+    ErrorCode,
+    FrameReader,
+    Hello,
+    Role,
+    Welcome,
+    decode_payload,
+    encode_frame,
+)
+
+from .conftest import RunningGateway, edgeswarm_command, stop_process
+
+pytestmark = pytest.mark.integration
+
+
+def run_edge(
+    gateway: RunningGateway,
+    edge_id: str,
+    *,
+    agents: int,
+    ticks: int,
+    first_id: int = 0,
+    tick_hz: float = 0,
+    batch_agents: int = 1000,
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        edgeswarm_command(
+            "edge",
+            "--edge-id",
+            edge_id,
+            "--ca",
+            str(gateway.ca),
+            "--gateway",
+            f"127.0.0.1:{gateway.port}",
+            "--agents",
+            str(agents),
+            "--first-agent-id",
+            str(first_id),
+            "--ticks",
+            str(ticks),
+            "--tick-hz",
+            str(tick_hz),
+            "--batch-agents",
+            str(batch_agents),
+            "--metrics-port",
+            "0",
+            "--progress-interval",
+            "0",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def summary_of(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, object]:
+    stdout, stderr = process.communicate(timeout=timeout)
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    summaries = [line for line in lines if line.get("event") == "summary"]
+    assert summaries, f"no summary (rc={process.returncode}): {stderr[-2000:]}"
+    assert process.returncode == 0, stderr[-2000:]
+    return summaries[-1]
+
+
+class RecordingHandler:
+    """A raw session-stream handler that records every frame the gateway sends."""
+
+    def __init__(self) -> None:
+        self.reader = FrameReader()
+        self.frames: list[object] = []
+        self.link: SessionLink | None = None
+        self.changed = asyncio.Event()
+        self.lost: str | None = None
+
+    def connection_made(self, link: SessionLink) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        self.reader.feed(data)
+        while (payload := self.reader.next_payload()) is not None:
+            self.frames.append(decode_payload(payload))
+        self.changed.set()
+
+    def connection_lost(self, reason: str) -> None:
+        self.lost = reason
+        self.changed.set()
+
+    async def wait_for(self, kind: type, timeout: float = 10.0) -> object:
+        async with asyncio.timeout(timeout):
+            while True:
+                for frame in self.frames:
+                    if isinstance(frame, kind):
+                        return frame
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def test_two_edges_every_batch_acknowledged(gateway: RunningGateway) -> None:
+    edges = [
+        run_edge(gateway, f"edge-{i}", agents=3000, ticks=20, first_id=i * 3000) for i in range(2)
+    ]
+    summaries = [summary_of(edge) for edge in edges]
+    for summary in summaries:
+        assert summary["observations_sent"] == 3000 * 20
+        assert summary["observations_acked"] == 3000 * 20
+        assert summary["batches_acked"] == 3 * 20
+        assert summary["in_flight"] == 0
+        assert summary["policies_quarantined"] == 0
+
+    status = asyncio.run(fetch_status("127.0.0.1", gateway.port, ca_file=gateway.ca))
+    by_id = {edge["peer_id"]: edge for edge in status["edges"]}
+    assert set(by_id) == {"edge-0", "edge-1"}
+    for edge in by_id.values():
+        assert edge["observations"] == 60_000
+        assert edge["batches"] == 60
+        assert edge["last_seq"] == 60
+        assert edge["connected"] is False
+        assert edge["errors"] == 0
+
+
+async def _garbage_after_hello(gateway: RunningGateway) -> tuple[Welcome, Error]:
+    handler = RecordingHandler()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=handler):
+        assert handler.link is not None
+        hello = Hello(version=PROTOCOL_VERSION, role=Role.EDGE, peer_id="vandal", agents=1)
+        handler.link.send(encode_frame(hello))
+        welcome = await handler.wait_for(Welcome)
+        handler.link.send(b"\x00\x00\x00\x05garbg")
+        error = await handler.wait_for(Error)
+    assert isinstance(welcome, Welcome)
+    assert isinstance(error, Error)
+    return welcome, error
+
+
+async def _garbage_first(gateway: RunningGateway) -> Error:
+    handler = RecordingHandler()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=handler):
+        assert handler.link is not None
+        handler.link.send(b"\xff\xff\xff\xff" + b"\x00" * 64)
+        error = await handler.wait_for(Error)
+    assert isinstance(error, Error)
+    return error
+
+
+def test_garbage_gets_error_frame_and_other_edge_is_served(gateway: RunningGateway) -> None:
+    edge = run_edge(gateway, "honest", agents=2000, ticks=40, tick_hz=20)
+    welcome, error = asyncio.run(_garbage_after_hello(gateway))
+    assert welcome.gateway_id == "gateway-0"
+    assert error.code == ErrorCode.MALFORMED_FRAME
+    oversize = asyncio.run(_garbage_first(gateway))
+    assert oversize.code == ErrorCode.FRAME_TOO_LARGE
+
+    summary = summary_of(edge)
+    assert summary["observations_acked"] == summary["observations_sent"] == 2000 * 40
+    assert gateway.process.poll() is None, "gateway died"
+    log = gateway.log.read_text()
+    assert "protocol violation" in log
+    assert "MALFORMED_FRAME" in log
+
+
+def test_status_cli_json_and_metrics(gateway: RunningGateway) -> None:
+    summary_of(run_edge(gateway, "edge-m", agents=500, ticks=4))
+    result = subprocess.run(
+        edgeswarm_command(
+            "status", "--gateway", f"127.0.0.1:{gateway.port}", "--ca", str(gateway.ca), "--json"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    status = json.loads(result.stdout)
+    assert status["edges"][0]["peer_id"] == "edge-m"
+    assert status["edges"][0]["observations"] == 2000
+
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    assert "edgeswarm_gateway_observations_total 2000.0" in text
+
+
+def test_edge_refuses_gateway_with_unpinned_certificate(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    from edgeswarm.transport.tls import create_certificates
+
+    other = create_certificates(tmp_path / "other-ca")
+    edge = subprocess.run(
+        edgeswarm_command(
+            "edge",
+            "--edge-id",
+            "e",
+            "--ca",
+            str(other.ca),
+            "--gateway",
+            f"127.0.0.1:{gateway.port}",
+            "--agents",
+            "10",
+            "--ticks",
+            "1",
+            "--metrics-port",
+            "-1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert edge.returncode != 0
+    assert "certificate" in (edge.stderr + edge.stdout).lower()
+    stop_process(gateway.process)
