@@ -18,7 +18,12 @@ fi
 STAMP=.venv/.edgeswarm-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
     echo "setting up .venv (edgeswarm[${EDGESWARM_EXTRAS:-test}])" >&2
-    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${EDGESWARM_EXTRAS:-test}]" >&2
+    if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install -q --disable-pip-version-check \
+               -e ".[${EDGESWARM_EXTRAS:-test}]"; } >.venv/install.log 2>&1; then
+        cat .venv/install.log >&2
+        echo "installing edgeswarm failed (log above, also in .venv/install.log)" >&2
+        exit 2
+    fi
     touch "$STAMP"
 fi
