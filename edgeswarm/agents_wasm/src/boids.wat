@@ -1,5 +1,6 @@
-;; boids: the flocking policy as an edgeswarm agent module, ABI v0 ("slice").
-;; See ../ABI.md. No imports, no WASI.
+;; boids: the flocking policy as an edgeswarm agent module, Wasm agent ABI v1,
+;; hand-written in WAT (the C version is flocking.c). See ../ABI.md.
+;; No imports, no configuration (es_init accepts and ignores any blob).
 ;;
 ;; Per agent (obs row: vx vy coh_x coh_y align_x align_y avoid_x avoid_y):
 ;;   a = WC*coh + WA*(align - v) + WO*avoid
@@ -12,6 +13,9 @@
 (module
   (memory (export "memory") 1)
 
+  ;; The descriptor, at offset 16; es_describe returns (16 << 32) | its length.
+  (data (i32.const 16) "{\"name\": \"boids\", \"obs_dim\": 8, \"state_dim\": 2, \"act_dim\": 2}")
+
   ;; Bump allocator cursor. Address 0 is never handed out (0 means failure).
   (global $heap (mut i32) (i32.const 1024))
 
@@ -21,10 +25,9 @@
   (global (export "boids_max_accel") f32 (f32.const 1.0))
   (global (export "boids_smoothing") f32 (f32.const 0.5))
 
-  (func (export "es_abi_version") (result i32) (i32.const 0))
-  (func (export "es_obs_dim") (result i32) (i32.const 8))
-  (func (export "es_state_dim") (result i32) (i32.const 2))
-  (func (export "es_act_dim") (result i32) (i32.const 2))
+  (func (export "es_abi_version") (result i32) (i32.const 1))
+  (func (export "es_describe") (result i64) (i64.const 68719476797)) ;; (16 << 32) | 61
+  (func (export "es_init") (param $cfg i32) (param $len i32) (result i32) (i32.const 0))
 
   ;; es_alloc(bytes) -> 16-byte aligned pointer, or 0 on failure.
   ;; Grows memory when needed; blocks stay below 2 GiB so pointers are

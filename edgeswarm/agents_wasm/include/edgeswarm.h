@@ -1,0 +1,122 @@
+/*
+ * edgeswarm.h — write an edgeswarm agent policy (Wasm agent ABI v1) in C.
+ *
+ * The contract is ../ABI.md; this header only spells it in C. A policy is one
+ * translation unit, compiled without libc for wasm32 with the flags of build.py
+ * (C_FLAGS; ABI.md, "Writing a policy in C"), in short:
+ *
+ *     python -m ziglang cc --target=wasm32-freestanding -mcpu=mvp -msimd128 \
+ *         -mbulk-memory -O2 -ffp-contract=off -nostdlib -g0 -I../include \
+ *         -Wl,--no-entry -Wl,--strip-all -o mine.wasm mine.c
+ *
+ * No -ffast-math and no FMA contraction: float results must be reproducible.
+ *
+ * Including this header defines, in that translation unit:
+ *
+ *   es_abi_version  exported, returns ES_EXPORTED_ABI_VERSION (default ES_ABI_VERSION)
+ *   es_alloc        exported bump allocator (unless ES_NO_DEFAULT_ALLOC is defined)
+ *   es_malloc       the same allocator for the policy's own use (returns a pointer)
+ *
+ * The policy itself provides:
+ *
+ *   ES_DESCRIBE("{\"name\": ...}")                            the descriptor (JSON literal)
+ *   ES_EXPORT(es_init) int32_t es_init(const uint8_t *cfg, int32_t cfg_len)
+ *   ES_EXPORT(es_step) int32_t es_step(int32_t n, const float *obs, float *state, float *act)
+ *
+ * Host imports (module "es") are declared below as es_log, es_time_ns, ...; a
+ * declaration the policy never calls does not become an import. Call them once
+ * per batch, never per agent. Memory is exported as "memory" by the linker.
+ */
+#ifndef EDGESWARM_H
+#define EDGESWARM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The ABI this header implements; es_abi_version() returns it. */
+#define ES_ABI_VERSION 1
+
+#ifndef ES_EXPORTED_ABI_VERSION
+#define ES_EXPORTED_ABI_VERSION ES_ABI_VERSION
+#endif
+
+/* Export a function under the given Wasm export name: ES_EXPORT(es_step) int32_t es_step(...) */
+#define ES_EXPORT(name) __attribute__((export_name(#name), visibility("default")))
+
+/* Declare a host function from module "es". */
+#define ES_IMPORT(name) __attribute__((import_module("es"), import_name(#name)))
+
+/* Length of a string literal (no terminating NUL), for the key arguments below. */
+#define ES_LITERAL_LEN(s) ((int32_t)(sizeof(s) - 1))
+
+/* ---- host imports (ABI.md, "Imports") -------------------------------------------------- */
+
+/* Log a UTF-8 message. level: 0 debug, 1 info, 2 warning, 3 error. */
+ES_IMPORT(log) void es_log(int32_t level, const char *msg, int32_t len);
+/* Monotonic nanoseconds since the policy was loaded. */
+ES_IMPORT(time_ns) int64_t es_time_ns(void);
+/* Fill len bytes from the policy's seeded generator. */
+ES_IMPORT(random_fill) void es_random_fill(void *ptr, int32_t len);
+/* Add delta to a declared counter: 0 ok, -1 undeclared key. */
+ES_IMPORT(counter_add) int32_t es_counter_add(const char *key, int32_t key_len, int64_t delta);
+/* Add an item (<= 256 bytes UTF-8) to a declared set: 0 ok, -1 undeclared, -2 bad item. */
+ES_IMPORT(set_add)
+int32_t es_set_add(const char *key, int32_t key_len, const char *item, int32_t item_len);
+/* A declared flag: 1 set, 0 unset, -1 undeclared key. */
+ES_IMPORT(flag_get) int32_t es_flag_get(const char *key, int32_t key_len);
+/* Run declared model id on n rows at in, writing n x out_dim f32 at out:
+ * 0 ok, -1 not declared / not loaded, -2 bad shape or pointers. */
+ES_IMPORT(model_infer)
+int32_t es_model_infer(const char *id, int32_t id_len, const float *in, int32_t n, float *out);
+
+/* Convenience wrappers for string-literal keys. */
+#define ES_LOG(level, literal) es_log((level), (literal), ES_LITERAL_LEN(literal))
+#define ES_COUNTER_ADD(literal, delta) es_counter_add((literal), ES_LITERAL_LEN(literal), (delta))
+#define ES_FLAG_GET(literal) es_flag_get((literal), ES_LITERAL_LEN(literal))
+#define ES_MODEL_INFER(literal, in, n, out) \
+    es_model_infer((literal), ES_LITERAL_LEN(literal), (in), (n), (out))
+
+/* ---- descriptor ---------------------------------------------------------------------- */
+
+/* Define es_describe() returning (ptr << 32) | len of the JSON literal (NUL not counted). */
+#define ES_DESCRIBE(json)                                                       \
+    static const char es_descriptor_[] = json;                                  \
+    ES_EXPORT(es_describe) int64_t es_describe(void) {                          \
+        return (int64_t)(((uint64_t)(uintptr_t)es_descriptor_ << 32) |          \
+                         (uint64_t)(sizeof(es_descriptor_) - 1));               \
+    }
+
+/* ---- ABI version --------------------------------------------------------------------- */
+
+ES_EXPORT(es_abi_version) int32_t es_abi_version(void) { return ES_EXPORTED_ABI_VERSION; }
+
+/* ---- allocator ----------------------------------------------------------------------- */
+
+/* First byte after the data segments and the stack, provided by wasm-ld. */
+extern unsigned char __heap_base;
+
+static uintptr_t es_heap_top_;
+
+/* Bump allocator: size bytes, 16-byte aligned, never freed; NULL on failure
+ * (size < 0 or memory cannot grow). Grows memory with memory.grow. */
+__attribute__((unused)) static void *es_malloc(int32_t size) {
+    if (size < 0) return NULL;
+    if (es_heap_top_ == 0) es_heap_top_ = (uintptr_t)&__heap_base;
+    uint64_t start = ((uint64_t)es_heap_top_ + 15u) & ~(uint64_t)15u;
+    uint64_t end = start + (uint64_t)(uint32_t)size;
+    if (end > 0x80000000ull) return NULL; /* keep pointers positive as i32 */
+    uint64_t have = (uint64_t)__builtin_wasm_memory_size(0) << 16;
+    if (end > have) {
+        uint64_t pages = (end - have + 0xffffu) >> 16;
+        if (__builtin_wasm_memory_grow(0, (size_t)pages) == (size_t)-1) return NULL;
+    }
+    es_heap_top_ = (uintptr_t)end;
+    return (void *)(uintptr_t)start;
+}
+
+#ifndef ES_NO_DEFAULT_ALLOC
+/* es_alloc(size) -> 16-byte aligned offset, 0 on failure. */
+ES_EXPORT(es_alloc) int32_t es_alloc(int32_t size) { return (int32_t)(uintptr_t)es_malloc(size); }
+#endif
+
+#endif /* EDGESWARM_H */
