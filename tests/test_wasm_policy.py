@@ -1,5 +1,3 @@
-import logging
-
 import numpy as np
 import pytest
 import wasmtime
@@ -19,35 +17,19 @@ from edgeswarm.edge import (
     policies,
 )
 from edgeswarm.edge.policies import boids_numpy
-
-ABI_PRELUDE = """
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "es_obs_dim") (result i32) (i32.const 8))
-  (func (export "es_state_dim") (result i32) (i32.const 2))
-  (func (export "es_act_dim") (result i32) (i32.const 2))
-  (func (export "es_alloc") (param $b i32) (result i32) (local $p i32)
-    (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 15)) (i32.const -16)))
-    (global.set $heap (i32.add (local.get $p) (local.get $b)))
-    (drop (memory.grow (i32.const 8)))
-    (local.get $p))
-"""
-VERSION_0 = '(func (export "es_abi_version") (result i32) (i32.const 0))'
-
-
-def wat(body, version=VERSION_0, prelude=ABI_PRELUDE):
-    return f"(module {prelude} {version} {body})".encode()
-
-
-TRAPPING = wat('(func (export "es_step") (param i32 i32 i32 i32) (result i32) unreachable)')
-SPINNING = wat(
-    '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (loop (br 0)) (i32.const 0))'
+from tests.wasm_fixtures import (
+    INIT_REFUSES,
+    SPINNING,
+    STEP_FAILS,
+    TRAPPING,
+    WRONG_ABI,
+    policy_wat,
 )
 
 
 @pytest.fixture
 def boids():
-    with WasmPolicy(module_path("boids")) as policy:
+    with WasmPolicy(module_path("boids"), cache=ModuleCache(cache_dir=None)) as policy:
         yield policy
 
 
@@ -55,6 +37,13 @@ def flock(count, seed=3):
     world = FlockingWorld(count=count, seed=seed)
     table = AgentTable.create(count=count, obs_dim=8, state_dim=2, act_dim=2)
     return world, table
+
+
+def test_boids_is_abi_v1_and_named_by_its_descriptor(boids):
+    assert boids.name == "boids"
+    assert boids.descriptor.dims == (8, 2, 2)
+    assert boids.dims == (8, 2, 2)
+    assert boids.call("es_abi_version") == 1
 
 
 @pytest.mark.parametrize("count", [1, 2, 7, 1000])
@@ -87,9 +76,10 @@ def test_actions_are_clamped_and_state_smoothed(boids):
     np.testing.assert_array_equal(state, actions)
 
 
-def test_wat_constants_equal_python_constants(boids):
-    module = ModuleCache.shared().compile(module_path("boids").read_bytes())
-    store = wasmtime.Store(ModuleCache.shared().engine)
+def test_wat_constants_equal_python_constants():
+    cache = ModuleCache(cache_dir=None)
+    module = cache.compile(module_path("boids").read_bytes())
+    store = wasmtime.Store(cache.engine)
     store.set_fuel(1000)
     exports = wasmtime.Instance(store, module, []).exports(store)
     for export, value in [
@@ -130,13 +120,32 @@ def test_blocks_grow_with_the_agent_count_and_stay_correct(boids):
         np.testing.assert_allclose(table.actions, ref_actions, rtol=1e-6, atol=1e-7)
 
 
-def test_module_is_compiled_once_per_engine():
-    cache = ModuleCache()
+def test_views_follow_memory_growth_between_ticks():
+    # es_step grows memory by a page each call: the host must rebuild its views.
+    growing = policy_wat(
+        """(func (export "es_step") (param $n i32) (param $obs i32) (param $st i32) (param $act i32)
+          (result i32)
+          (drop (memory.grow (i32.const 1)))
+          (f32.store (local.get $act) (f32.load (local.get $obs)))
+          (i32.const 0))""",
+        name="grower",
+    )
+    with WasmPolicy(growing, cache=ModuleCache(cache_dir=None)) as policy:
+        for value in (1.0, 2.0, 3.0):
+            obs = np.full((1, 8), value, np.float32)
+            actions = np.zeros((1, 2), np.float32)
+            policy.step(obs, np.zeros((1, 2), np.float32), actions)
+            assert actions[0, 0] == value
+
+
+def test_module_is_compiled_once_per_cache():
+    cache = ModuleCache(cache_dir=None)
     with (
         WasmPolicy(module_path("boids"), cache=cache),
         WasmPolicy(module_path("boids"), cache=cache),
     ):
         assert len(cache) == 1
+        assert cache.stats.compiled == 1
 
 
 def test_tiny_fuel_budget_raises_fuel_exhausted():
@@ -150,53 +159,39 @@ def test_tiny_fuel_budget_raises_fuel_exhausted():
 
 
 def test_endless_loop_is_stopped_by_fuel():
-    with WasmPolicy(SPINNING, name="spin") as policy:
+    with WasmPolicy(SPINNING) as policy:
         obs = np.zeros((3, 8), np.float32)
-        with pytest.raises(PolicyFuelExhausted):
+        with pytest.raises(PolicyFuelExhausted, match="spinner") as info:
             policy.step(obs, np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+    assert info.value.kind == "fuel"
+    assert info.value.policy == "spinner"
 
 
 def test_unreachable_raises_policy_trap():
     obs, state, actions = (np.zeros((2, d), np.float32) for d in (8, 2, 2))
-    with WasmPolicy(TRAPPING, name="trapper") as policy, pytest.raises(PolicyTrap, match="unreach"):
+    with WasmPolicy(TRAPPING) as policy, pytest.raises(PolicyTrap, match="unreach") as info:
         policy.step(obs, state, actions)
+    assert info.value.kind == "trap"
 
 
 def test_nonzero_status_raises_abi_error():
-    failing = wat('(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 7))')
-    with WasmPolicy(failing) as policy, pytest.raises(PolicyAbiError) as info:
+    with WasmPolicy(STEP_FAILS) as policy, pytest.raises(PolicyAbiError) as info:
         policy.step(
             np.zeros((1, 8), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32)
         )
     assert info.value.status == 7
+    assert info.value.kind == "abi"
 
 
-def test_policy_set_quarantines_trapping_policy_and_keeps_healthy_one(caplog):
-    count = 200
-    world, table = flock(count)
-    table.policy[count // 2 :] = 1  # first half boids, second half the trapping policy
-    healthy_rows = slice(0, count // 2)
-    ref_state = np.zeros((count // 2, 2), np.float32)
-    ref_actions = np.zeros((count // 2, 2), np.float32)
-    with PolicySet(
-        [WasmPolicy(module_path("boids")), WasmPolicy(TRAPPING, name="trapper")]
-    ) as pset:
-        for tick in range(3):
-            world.sense(table)
-            table.actions[:] = 99.0  # stale values must be overwritten
-            with caplog.at_level(logging.WARNING, logger="edgeswarm.edge"):
-                pset.step(table)
-            boids_numpy(table.observations[healthy_rows], ref_state, ref_actions)
-            np.testing.assert_allclose(table.actions[healthy_rows], ref_actions, rtol=1e-6)
-            assert (table.actions[count // 2 :] == 0).all()
-            assert pset.is_quarantined(1)
-            assert not pset.is_quarantined(0)
-            world.apply(table.actions, 0.1)
-            if tick == 0:
-                assert isinstance(pset.quarantined[1], PolicyTrap)
-    quarantine_lines = [r for r in caplog.records if "quarantined" in r.getMessage()]
-    assert len(quarantine_lines) == 1  # logged once, not every tick
-    assert "trapper" in quarantine_lines[0].getMessage()
+def test_config_blob_reaches_es_init():
+    with WasmPolicy(INIT_REFUSES, config=b"ok") as policy:
+        assert policy.config == b"ok"
+    with pytest.raises(PolicyAbiError, match="es_init") as info:
+        WasmPolicy(INIT_REFUSES)  # empty config: refused with status 5
+    assert info.value.status == 5
+    with pytest.raises(PolicyAbiError) as info:
+        WasmPolicy(INIT_REFUSES, config=b"no")
+    assert info.value.status == 6
 
 
 def test_policy_set_with_interleaved_agents_writes_back_state():
@@ -213,40 +208,32 @@ def test_policy_set_with_interleaved_agents_writes_back_state():
     np.testing.assert_allclose(table.state, ref_state, rtol=1e-6)
 
 
-def test_import_is_refused_naming_it():
-    importing = wat(
-        '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 0))',
-        prelude='(import "env" "host_log" (func $log (param i32)))' + ABI_PRELUDE,
-    )
-    with pytest.raises(PolicyLoadError, match=r"env\.host_log"):
-        WasmPolicy(importing)
-
-
 def test_wrong_abi_version_is_refused():
-    module = wat(
-        '(func (export "es_step") (param i32 i32 i32 i32) (result i32) (i32.const 0))',
-        version='(func (export "es_abi_version") (result i32) (i32.const 3))',
-    )
     with pytest.raises(PolicyLoadError, match=r"es_abi_version\(\) returned 3"):
-        WasmPolicy(module)
+        WasmPolicy(WRONG_ABI)
 
 
 def test_missing_and_mistyped_exports_are_named():
-    module = wat(
-        '(func (export "es_step") (param i32) (result i32) (i32.const 0))',
-        prelude='(memory (export "memory") 1)',
-    )
+    module = b"""(module (memory (export "memory") 1)
+      (func (export "es_step") (param i32) (result i32) (i32.const 0)))"""
     with pytest.raises(PolicyLoadError) as info:
         WasmPolicy(module)
     message = str(info.value)
     assert "missing export 'es_alloc'" in message
-    assert "missing export 'es_obs_dim'" in message
-    assert "'es_step' has type (i32) -> (i32)" in message
+    assert "missing export 'es_describe'" in message
+    assert "missing export 'es_init'" in message
+    assert "'es_step' has type func (i32) -> (i32)" in message
+    assert info.value.kind == "load"
 
 
 def test_garbage_bytes_are_refused():
     with pytest.raises(PolicyLoadError):
         WasmPolicy(b"\0asm\x02\0\0\0")
+
+
+def test_unreadable_path_is_a_load_error(tmp_path):
+    with pytest.raises(PolicyLoadError, match="cannot read"):
+        WasmPolicy(tmp_path / "missing.wasm")
 
 
 def test_closed_policy_refuses_to_step(boids):

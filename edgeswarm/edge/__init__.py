@@ -1,5 +1,6 @@
 """Edge compute core: the agent table, the world, and Wasm policies stepping it."""
 
+from edgeswarm.edge.abi import ABI_VERSION, Descriptor
 from edgeswarm.edge.agent_table import AgentTable
 from edgeswarm.edge.errors import (
     EdgeError,
@@ -7,24 +8,39 @@ from edgeswarm.edge.errors import (
     PolicyError,
     PolicyFuelExhausted,
     PolicyLoadError,
+    PolicyMemoryExceeded,
     PolicyTrap,
 )
-from edgeswarm.edge.policy_set import Policy, PolicySet
-from edgeswarm.edge.wasm_host import FuelBudget, ModuleCache, WasmPolicy
+from edgeswarm.edge.module_cache import CompiledModule, ModuleCache, default_cache_dir
+from edgeswarm.edge.policy_set import Policy, PolicyFault, PolicySet, PolicySpec
+from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
+from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmSnapshot, SwarmState
+from edgeswarm.edge.wasm_host import WasmPolicy
 from edgeswarm.edge.world import FlockingWorld
 
 __all__ = [
+    "ABI_VERSION",
+    "DEFAULT_MEMORY_LIMIT",
     "AgentTable",
+    "CompiledModule",
+    "Descriptor",
     "EdgeError",
     "FlockingWorld",
     "FuelBudget",
+    "LocalSwarmState",
     "ModuleCache",
     "Policy",
     "PolicyAbiError",
     "PolicyError",
+    "PolicyFault",
     "PolicyFuelExhausted",
     "PolicyLoadError",
+    "PolicyMemoryExceeded",
     "PolicySet",
+    "PolicySpec",
     "PolicyTrap",
+    "SwarmSnapshot",
+    "SwarmState",
     "WasmPolicy",
+    "default_cache_dir",
 ]

@@ -2,22 +2,34 @@
 
 One tree. Everything a policy module can do wrong (at load or at run time)
 is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
-``wasmtime.WasmtimeError`` escape::
+``wasmtime.WasmtimeError`` escape. Each policy error has a stable ``kind``
+(the ``kind`` label of ``edgeswarm_edge_policy_faults_total``)::
 
-    EdgeError                      base of every edge error
-    └── PolicyError                a policy module failed; carries the policy name
-        ├── PolicyLoadError        refused at load: bad bytes, imports, missing or
-        │                          mistyped exports, wrong ABI version, bad dims
-        ├── PolicyTrap             a call trapped (unreachable, out-of-bounds, ...)
-        ├── PolicyFuelExhausted    a call used up its fuel budget
-        └── PolicyAbiError         a call returned but broke the ABI (nonzero
-                                   ``es_step`` status, ``es_alloc`` returned 0)
+    EdgeError                        base of every edge error
+    └── PolicyError                  a policy module failed; carries the policy name
+        ├── PolicyLoadError          "load": refused at load: unreadable or malformed
+        │                            bytes, forbidden import, missing or mistyped
+        │                            export, wrong ABI version, bad descriptor,
+        │                            instantiation failed (e.g. memory over the limit)
+        ├── PolicyTrap               "trap": a call trapped (unreachable, out of
+        │   │                        bounds, a host import given bad pointers, ...)
+        │   └── PolicyMemoryExceeded "memory": a call trapped while the instance's
+        │                            memory was at its limit (``memory.grow`` had
+        │                            been refused, the module then failed)
+        ├── PolicyFuelExhausted      "fuel": a call used up its fuel budget
+        └── PolicyAbiError           "abi": a call returned but broke the ABI
+                                     (nonzero ``es_step``/``es_init`` status,
+                                     ``es_alloc`` returned 0 or a bad pointer)
 
-A :class:`~edgeswarm.edge.policy_set.PolicySet` catches ``PolicyError`` at its
-boundary and quarantines the policy; other policies keep running.
+All of them are faults of the *module* (the peer, in h11 terms); misuse of
+the host API by our own code raises ``ValueError``/``TypeError`` instead.
+A :class:`~edgeswarm.edge.policy_set.PolicySet` catches ``PolicyError`` at
+its boundary and quarantines the policy; other policies keep running.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class EdgeError(Exception):
@@ -27,26 +39,45 @@ class EdgeError(Exception):
 class PolicyError(EdgeError):
     """A policy module failed to load or to run."""
 
+    kind: ClassVar[str] = "error"
+    """Stable label for metrics and logs."""
+
     def __init__(self, message: str, *, policy: str = "") -> None:
         super().__init__(f"policy {policy!r}: {message}" if policy else message)
         self.policy = policy
         """Name of the policy that failed ("" when not known)."""
+        self.detail = message
+        """The message without the policy prefix."""
 
 
 class PolicyLoadError(PolicyError):
-    """The module was refused at load time; it never ran."""
+    """The module was refused at load time; it never ran a step."""
+
+    kind = "load"
 
 
 class PolicyTrap(PolicyError):  # noqa: N818 (name from the design)
     """A call into the module trapped."""
 
+    kind = "trap"
+
+
+class PolicyMemoryExceeded(PolicyTrap):
+    """A call trapped with the instance's linear memory at its limit."""
+
+    kind = "memory"
+
 
 class PolicyFuelExhausted(PolicyError):  # noqa: N818 (name from the design)
     """A call into the module consumed all the fuel it was given."""
 
+    kind = "fuel"
+
 
 class PolicyAbiError(PolicyError):
     """A call returned normally but its result breaks the ABI."""
+
+    kind = "abi"
 
     def __init__(self, message: str, *, policy: str = "", status: int | None = None) -> None:
         super().__init__(message, policy=policy)

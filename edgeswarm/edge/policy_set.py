@@ -1,27 +1,50 @@
-"""The policies of an edge, by index, stepped over an agent table.
+"""The policies of an edge, by slot, stepped over an agent table; quarantine.
 
-``table.policy[i]`` is the index (in this set) of the policy agent ``i``
-runs. Each tick every policy is called once with all its agents. A policy
-that fails with a :class:`~edgeswarm.edge.errors.PolicyError` is
-quarantined: its agents get zero actions from then on (their state is left
-as it was), one line is logged on ``edgeswarm.edge``, and the other policies
-keep running.
+``table.policy[i]`` is the slot (index in this set) of the policy agent ``i``
+runs. Each tick every policy is called once with all its agents.
+
+Quarantine rules, all here:
+
+- A slot whose module failed to load (:class:`PolicySpec` that raised a
+  :class:`~edgeswarm.edge.errors.PolicyError`) is quarantined from the start.
+- A :class:`~edgeswarm.edge.errors.PolicyError` from ``step`` quarantines the
+  slot in that tick; so does a policy whose dimensions do not match the table.
+- A quarantined slot's agents get the safe action: ``fallback="zero"`` writes
+  zero actions, ``"hold"`` leaves their last actions in the table. Their state
+  is left as it was. Every other slot still steps in the same tick.
+- Each quarantine is one :class:`PolicyFault`: logged once on
+  ``edgeswarm.edge`` (``extra``: ``policy``, ``kind``, ``error``), counted in
+  :attr:`PolicySet.fault_counts` by ``(policy, kind)``, and passed to
+  ``on_fault`` (the runner feeds ``edgeswarm_edge_policy_faults_total``).
+- :meth:`PolicySet.reenable` replaces the slot's instance with a fresh one
+  (same compiled module, same config) and lifts the quarantine; if that fails
+  the slot stays quarantined with the new fault.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from typing import Protocol
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.errors import PolicyError
+from edgeswarm.edge.errors import PolicyAbiError, PolicyError
+from edgeswarm.edge.module_cache import ModuleCache
+from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
+from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmState
+from edgeswarm.edge.wasm_host import ModuleSource, WasmPolicy
+from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
 logger = logging.getLogger("edgeswarm.edge")
+
+Fallback = Literal["zero", "hold"]
+"""Safe action of a quarantined slot's agents."""
 
 
 class Policy(Protocol):
@@ -39,47 +62,196 @@ class Policy(Protocol):
     def close(self) -> None: ...
 
 
-class PolicySet(Resource):
-    """Owns its policies (closes them on :meth:`close`); index = position."""
+@dataclass(frozen=True)
+class PolicySpec:
+    """How to load one slot's policy (so a failed load still has a slot to retry)."""
 
-    def __init__(self, policies: Iterable[Policy]) -> None:
-        self._policies: list[Policy] = list(policies)
+    module: ModuleSource
+    """Wasm/WAT bytes, a ``.wasm`` path, or a compiled module."""
+    name: str | None = None
+    """Name for logs and metrics (default: the descriptor's, or the file's stem)."""
+    config: bytes = b""
+    """Blob passed to ``es_init``."""
+    fuel: FuelBudget = field(default_factory=FuelBudget)
+    memory_limit: int = DEFAULT_MEMORY_LIMIT
+    """Linear memory limit of the instance, bytes."""
+
+    def label(self) -> str:
+        """Name to report when the module never loaded."""
+        if self.name is not None:
+            return self.name
+        if isinstance(self.module, str | os.PathLike):
+            return os.path.splitext(os.path.basename(os.fspath(self.module)))[0]
+        return "<bytes>"
+
+
+@dataclass(frozen=True)
+class PolicyFault:
+    """One quarantine event."""
+
+    slot: int
+    policy: str
+    """Policy name (metrics label)."""
+    kind: str
+    """Stable error kind: ``load``, ``trap``, ``memory``, ``fuel``, ``abi``."""
+    error: PolicyError
+
+
+class PolicySet(Resource):
+    """Owns its policies (closes them on :meth:`close`); slot = position.
+
+    ``policies`` are loaded policies (kept as they are, with their own seed,
+    swarm state and models) or :class:`PolicySpec` (loaded here with ``seed``,
+    the slot, ``cache``, ``swarm`` and ``models``).
+    """
+
+    def __init__(
+        self,
+        policies: Iterable[Policy | PolicySpec],
+        *,
+        fallback: Fallback = "zero",
+        seed: int = 0,
+        cache: ModuleCache | None = None,
+        swarm: SwarmState | None = None,
+        models: ModelRegistry | None = None,
+        on_fault: Callable[[PolicyFault], None] | None = None,
+    ) -> None:
+        if fallback not in ("zero", "hold"):
+            raise ValueError(f"fallback must be 'zero' or 'hold', got {fallback!r}")
+        self.fallback: Fallback = fallback
+        self.seed = seed
+        self.swarm: SwarmState = swarm if swarm is not None else LocalSwarmState()
+        self.models = models
+        self.on_fault = on_fault
+        self._cache = cache
+        self._specs: list[PolicySpec | None] = []
+        self._policies: list[Policy | None] = []
         self._quarantined: dict[int, PolicyError] = {}
+        self.fault_counts: dict[tuple[str, str], int] = {}
+        """Quarantine events by ``(policy, kind)``."""
+        for slot, item in enumerate(policies):
+            if isinstance(item, PolicySpec):
+                self._specs.append(item)
+                self._policies.append(None)
+                self._load(slot)
+            else:
+                self._specs.append(None)
+                self._policies.append(item)
+
+    def _load(self, slot: int) -> None:
+        spec = self._specs[slot]
+        assert spec is not None
+        try:
+            policy = WasmPolicy(
+                spec.module,
+                name=spec.name,
+                config=spec.config,
+                fuel=spec.fuel,
+                memory_limit=spec.memory_limit,
+                cache=self._cache,
+                swarm=self.swarm,
+                models=self.models,
+                seed=self.seed,
+                slot=slot,
+            )
+        except PolicyError as exc:
+            self._quarantine(slot, spec.label(), exc)
+            return
+        self._policies[slot] = policy
 
     def __len__(self) -> int:
         return len(self._policies)
 
-    def __getitem__(self, index: int) -> Policy:
-        return self._policies[index]
+    def __getitem__(self, slot: int) -> Policy | None:
+        """The slot's policy (None when its module never loaded)."""
+        return self._policies[slot]
 
     @property
-    def policies(self) -> Sequence[Policy]:
+    def policies(self) -> Sequence[Policy | None]:
         return tuple(self._policies)
 
     @property
     def quarantined(self) -> dict[int, PolicyError]:
-        """Quarantined policy indices and the error that put each there."""
+        """Quarantined slots and the error that put each there."""
         return dict(self._quarantined)
 
     @property
     def quarantined_count(self) -> int:
-        """Number of quarantined policies."""
+        """Number of quarantined slots."""
         return len(self._quarantined)
 
-    def is_quarantined(self, index: int) -> bool:
-        return index in self._quarantined
+    def is_quarantined(self, slot: int) -> bool:
+        return slot in self._quarantined
+
+    def name_of(self, slot: int) -> str:
+        policy, spec = self._policies[slot], self._specs[slot]
+        if policy is not None:
+            return policy.name
+        return spec.label() if spec is not None else f"slot{slot}"
+
+    def _quarantine(self, slot: int, name: str, error: PolicyError) -> None:
+        fault = PolicyFault(slot=slot, policy=name, kind=error.kind, error=error)
+        self._quarantined[slot] = error
+        key = (name, error.kind)
+        self.fault_counts[key] = self.fault_counts.get(key, 0) + 1
+        logger.warning(
+            "policy %d (%s) quarantined [%s]: %s",
+            slot,
+            name,
+            error.kind,
+            error,
+            extra={"policy": name, "kind": error.kind, "error": str(error)},
+        )
+        if self.on_fault is not None:
+            self.on_fault(fault)
+
+    def reenable(self, slot: int) -> bool:
+        """Fresh instance for ``slot`` (same module and config), quarantine lifted.
+
+        Returns whether the slot now runs; a failed reload stays quarantined
+        (and counts as a new fault).
+        """
+        if not 0 <= slot < len(self._policies):
+            raise IndexError(f"no policy slot {slot}")
+        old = self._policies[slot]
+        self._quarantined.pop(slot, None)
+        if isinstance(old, WasmPolicy):
+            try:
+                fresh = old.respawn()
+            except PolicyError as exc:
+                self._quarantine(slot, old.name, exc)
+                return False
+            old.close()
+            self._policies[slot] = fresh
+        elif old is None:
+            self._load(slot)
+        return slot not in self._quarantined
+
+    def _safe_action(self, table: AgentTable, rows: slice | NDArray[np.intp]) -> None:
+        if self.fallback == "zero":
+            table.actions[rows] = 0.0
 
     def step(self, table: AgentTable) -> None:
         """Write ``table.actions`` (and update ``table.state``) for every agent."""
-        for index, rows in table.groups().items():
-            if index >= len(self._policies):
+        for slot, rows in table.groups().items():
+            if slot >= len(self._policies):
                 raise ValueError(
-                    f"agents refer to policy {index}, but the set has {len(self._policies)}"
+                    f"agents refer to policy {slot}, but the set has {len(self._policies)}"
                 )
-            if index in self._quarantined:
-                table.actions[rows] = 0.0
+            policy = self._policies[slot]
+            if slot in self._quarantined or policy is None:
+                self._safe_action(table, rows)
                 continue
-            policy = self._policies[index]
+            dims = getattr(policy, "dims", None)
+            if dims is not None and dims != (table.obs_dim, table.state_dim, table.act_dim):
+                error = PolicyAbiError(
+                    f"declares dims {dims}, the agent table has "
+                    f"{(table.obs_dim, table.state_dim, table.act_dim)}",
+                    policy=policy.name,
+                )
+                self._quarantine(slot, policy.name, error)
+                self._safe_action(table, rows)
+                continue
             contiguous = isinstance(rows, slice)
             # A slice indexes as a view: the policy writes into the table directly.
             obs = table.observations[rows]
@@ -88,9 +260,8 @@ class PolicySet(Resource):
             try:
                 policy.step(obs, state, actions)
             except PolicyError as exc:
-                self._quarantined[index] = exc
-                logger.warning("policy %d (%s) quarantined: %s", index, policy.name, exc)
-                table.actions[rows] = 0.0
+                self._quarantine(slot, policy.name, exc)
+                self._safe_action(table, rows)
                 continue
             if not contiguous:
                 table.state[rows] = state
@@ -100,4 +271,5 @@ class PolicySet(Resource):
         """Close every policy. Idempotent."""
         policies, self._policies = self._policies, []
         for policy in policies:
-            policy.close()
+            if policy is not None:
+                policy.close()

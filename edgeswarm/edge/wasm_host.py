@@ -1,228 +1,191 @@
-"""Hosting WebAssembly policies: one engine per process, one store per policy.
+"""One loaded policy: an ABI v1 module instance in its own sandboxed store.
 
-:class:`ModuleCache` owns the process's ``wasmtime.Engine`` (fuel metering on)
-and compiles each distinct module once, keyed by the SHA-256 of its bytes.
-:class:`WasmPolicy` is one loaded policy instance implementing ABI v0
-("slice", see ``edgeswarm/agents_wasm/ABI.md``): its own store, instance and
-linear memory, and three blocks in that memory (observations, state,
-actions) that the host reads and writes through numpy views, without copies
-through Python objects.
+:class:`WasmPolicy` implements the host side of ``edgeswarm/agents_wasm/ABI.md``:
+it checks the imports (:mod:`~edgeswarm.edge.host_imports`) and exports
+(:mod:`~edgeswarm.edge.abi`), instantiates the module in a fresh store, checks
+``es_abi_version() == 1``, reads and checks the descriptor, passes the config
+blob to ``es_init``, and allocates three blocks in linear memory
+(observations, state, actions) that the host fills and reads through numpy
+views (rebuilt when memory grows), one ``es_step`` per tick.
 
-Every call into the module runs under fuel. Traps, fuel exhaustion and
-wasmtime errors become :mod:`edgeswarm.edge.errors` errors.
+Sandbox, per instance (:mod:`~edgeswarm.edge.sandbox`): every call runs
+under fuel (:class:`FuelBudget`); the store limits linear memory
+(``memory_limit``, default 64 MiB: ``memory.grow`` past it returns -1),
+tables, instances and memories; the only imports are the ``"es"`` host
+functions, so no WASI, files, sockets, clock or randomness beyond them.
+Traps, fuel exhaustion and wasmtime errors become
+:mod:`edgeswarm.edge.errors` errors.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import wasmtime
 from numpy.typing import NDArray
 
-from edgeswarm.edge.errors import (
-    PolicyAbiError,
-    PolicyError,
-    PolicyFuelExhausted,
-    PolicyLoadError,
-    PolicyTrap,
+from edgeswarm.edge.abi import (
+    ABI_VERSION,
+    MAX_DESCRIPTOR_BYTES,
+    Descriptor,
+    check_exports,
+    parse_descriptor,
+    split_location,
 )
+from edgeswarm.edge.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.host_imports import HostContext, check_imports
+from edgeswarm.edge.module_cache import CompiledModule, ModuleCache
+from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget, guarded_call, limited_store
+from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmState
+from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
-
-ABI_VERSION = 0
-"""The ABI version this host speaks (``es_abi_version()`` must return it)."""
-
-MAX_DIM = 4096
-"""Largest obs/state/act dimension a module may declare."""
 
 _F32 = np.dtype(np.float32)
 
-_REQUIRED_FUNCS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "es_abi_version": ((), ("i32",)),
-    "es_obs_dim": ((), ("i32",)),
-    "es_state_dim": ((), ("i32",)),
-    "es_act_dim": ((), ("i32",)),
-    "es_alloc": (("i32",), ("i32",)),
-    "es_step": (("i32", "i32", "i32", "i32"), ("i32",)),
-}
-"""Function exports of ABI v0: name -> (param types, result types)."""
-
-
-@dataclass(frozen=True)
-class FuelBudget:
-    """Fuel given to each call: ``base + per_agent * n`` for ``es_step`` over n agents."""
-
-    base: int = 100_000
-    """Fuel for every call, whatever the agent count (covers setup and small calls)."""
-    per_agent: int = 1_000
-    """Additional fuel per agent for ``es_step``."""
-
-    def for_agents(self, n: int) -> int:
-        return self.base + self.per_agent * n
-
-
-class ModuleCache:
-    """A wasmtime engine and the modules compiled for it, by content digest."""
-
-    _shared: ClassVar[ModuleCache | None] = None
-    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self) -> None:
-        config = wasmtime.Config()
-        config.consume_fuel = True
-        config.wasm_simd = True
-        self.engine = wasmtime.Engine(config)
-        self._modules: dict[str, wasmtime.Module] = {}
-        self._lock = threading.Lock()
-
-    @classmethod
-    def shared(cls) -> ModuleCache:
-        """The process-wide cache (created on first use, never closed)."""
-        with cls._shared_lock:
-            if cls._shared is None:
-                cls._shared = cls()
-            return cls._shared
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def compile(self, wasm: bytes, *, name: str = "") -> wasmtime.Module:
-        """The compiled module for ``wasm`` (binary, or WAT text), compiled at most once."""
-        if not wasm.startswith(b"\0asm"):
-            try:
-                wasm = bytes(wasmtime.wat2wasm(wasm.decode("utf-8")))
-            except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
-                raise PolicyLoadError(f"not a Wasm binary or WAT text: {exc}", policy=name) from exc
-        digest = hashlib.sha256(wasm).hexdigest()
-        with self._lock:
-            module = self._modules.get(digest)
-            if module is None:
-                try:
-                    module = wasmtime.Module(self.engine, wasm)
-                except wasmtime.WasmtimeError as exc:
-                    raise PolicyLoadError(f"invalid Wasm module: {exc}", policy=name) from exc
-                self._modules[digest] = module
-            return module
-
-
-def _type_names(types: Any) -> tuple[str, ...]:
-    return tuple(str(t) for t in types)
-
-
-def _check_module(module: wasmtime.Module, name: str) -> None:
-    """Refuse modules with imports or without the ABI v0 exports."""
-    imports = [f"{imp.module}.{imp.name}" for imp in module.imports]
-    if imports:
-        raise PolicyLoadError(
-            f"imports are not allowed in ABI v0, module imports: {', '.join(imports)}",
-            policy=name,
-        )
-    exports = {export.name: export.type for export in module.exports}
-    problems: list[str] = []
-    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
-        problems.append("missing export 'memory' (a memory)")
-    for func, (params, results) in _REQUIRED_FUNCS.items():
-        ty = exports.get(func)
-        if ty is None:
-            problems.append(f"missing export {func!r}")
-        elif not isinstance(ty, wasmtime.FuncType):
-            problems.append(f"export {func!r} is not a function")
-        elif (_type_names(ty.params), _type_names(ty.results)) != (params, results):
-            problems.append(
-                f"export {func!r} has type ({', '.join(_type_names(ty.params))}) -> "
-                f"({', '.join(_type_names(ty.results))}), expected ({', '.join(params)}) -> "
-                f"({', '.join(results)})"
-            )
-    if problems:
-        raise PolicyLoadError("; ".join(problems), policy=name)
+ModuleSource = bytes | str | os.PathLike[str] | CompiledModule
+"""A policy module: Wasm/WAT bytes, a path to a ``.wasm`` file, or an already compiled one."""
 
 
 class WasmPolicy(Resource):
-    """One instance of an ABI v0 policy module.
+    """One instance of an ABI v1 policy module.
 
-    ``module`` is the Wasm binary (or WAT text) as bytes, or a path to a
-    ``.wasm`` file. Loading validates imports, exports, the ABI version and the
-    dimensions, and raises :class:`PolicyLoadError` naming what is wrong.
+    Loading raises :class:`PolicyLoadError` naming what is wrong, or the
+    error ``es_init`` caused (:class:`PolicyAbiError` for a nonzero status).
+    ``name`` defaults to the descriptor's name. ``seed`` and ``slot`` seed
+    ``random_fill``; ``swarm`` and ``models`` back the shared-state and
+    ``model_infer`` imports (a private :class:`LocalSwarmState` and no models
+    by default).
     """
 
     def __init__(
         self,
-        module: bytes | str | os.PathLike[str],
+        module: ModuleSource,
         *,
         name: str | None = None,
+        config: bytes = b"",
         fuel: FuelBudget | None = None,
+        memory_limit: int = DEFAULT_MEMORY_LIMIT,
         cache: ModuleCache | None = None,
+        swarm: SwarmState | None = None,
+        models: ModelRegistry | None = None,
+        seed: int = 0,
+        slot: int = 0,
+        clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
-        if isinstance(module, bytes):
-            wasm = module
-            self.name = name if name is not None else "<bytes>"
-        else:
-            path = Path(module)
-            self.name = name if name is not None else path.stem
-            try:
-                wasm = path.read_bytes()
-            except OSError as exc:
-                raise PolicyLoadError(f"cannot read {path}: {exc}", policy=self.name) from exc
+        self.name = name if name is not None else _provisional_name(module)
+        self.config = bytes(config)
         self.fuel = fuel if fuel is not None else FuelBudget()
+        self.memory_limit = memory_limit
+        self._given_name = name
         self._cache = cache if cache is not None else ModuleCache.shared()
-        compiled = self._cache.compile(wasm, name=self.name)
-        _check_module(compiled, self.name)
+        self._context = HostContext(
+            policy=self.name,
+            swarm=swarm if swarm is not None else LocalSwarmState(),
+            models=models,
+            seed=seed,
+            slot=slot,
+            clock=clock,
+        )
+        self._seed, self._slot, self._clock = seed, slot, clock
+        self.compiled = _compile(module, self._cache, self.name)
+        """The compiled module (``respawn`` instantiates it again)."""
+        check_imports(self.compiled.module, self.name)
+        check_exports(self.compiled.module, self.name)
 
-        self._store: wasmtime.Store | None = wasmtime.Store(self._cache.engine)
-        self._store.set_fuel(self.fuel.base)
-        try:
-            instance = wasmtime.Instance(self._store, compiled, [])
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            self._store = None
-            raise PolicyLoadError(f"instantiation failed: {exc}", policy=self.name) from exc
-        exports = instance.exports(self._store)
-        memory = exports["memory"]
-        assert isinstance(memory, wasmtime.Memory)
-        self._memory = memory
+        self._store: wasmtime.Store | None = limited_store(self.compiled.engine, memory_limit)
+        self._memory: wasmtime.Memory | None = None
         self._funcs: dict[str, wasmtime.Func] = {}
-        for func in _REQUIRED_FUNCS:
-            export = exports[func]
-            assert isinstance(export, wasmtime.Func)
-            self._funcs[func] = export
-
-        try:
-            version = self._call("es_abi_version", self.fuel.base)
-            dims = [
-                self._call(f, self.fuel.base) for f in ("es_obs_dim", "es_state_dim", "es_act_dim")
-            ]
-        except PolicyError as exc:
-            self.close()
-            raise PolicyLoadError(f"ABI query failed: {exc}", policy=self.name) from exc
-        if version != ABI_VERSION:
-            self.close()
-            raise PolicyLoadError(
-                f"es_abi_version() returned {version}, this host speaks {ABI_VERSION}",
-                policy=self.name,
-            )
-        if not all(0 <= d <= MAX_DIM for d in dims) or dims[0] == 0 or dims[2] == 0:
-            self.close()
-            raise PolicyLoadError(
-                f"bad dimensions obs={dims[0]} state={dims[1]} act={dims[2]} "
-                f"(obs and act must be 1..{MAX_DIM}, state 0..{MAX_DIM})",
-                policy=self.name,
-            )
-        self.obs_dim, self.state_dim, self.act_dim = dims
-
         self.capacity = 0
         """Agents the allocated blocks can hold."""
         self.offsets = (0, 0, 0)
         """Byte offsets of the obs, state and act blocks in linear memory."""
         self._memory_key = (0, 0)
+        try:
+            self.descriptor = self._instantiate()
+            self.obs_dim, self.state_dim, self.act_dim = self.descriptor.dims
+            if name is None:
+                self.name = self._context.policy = self.descriptor.name
+            self._init()
+        except BaseException:
+            self.close()
+            raise
         self._obs_block: NDArray[np.float32] = np.empty((0, self.obs_dim), _F32)
         self._state_block: NDArray[np.float32] = np.empty((0, self.state_dim), _F32)
         self._act_block: NDArray[np.float32] = np.empty((0, self.act_dim), _F32)
+
+    def _instantiate(self) -> Descriptor:
+        store = self._live_store()
+        store.set_fuel(self.fuel.base)
+        module = self.compiled.module
+        try:
+            instance = wasmtime.Instance(store, module, self._context.imports_for(store, module))
+        except PolicyError as exc:
+            raise PolicyLoadError(f"start function failed: {exc.detail}", policy=self.name) from exc
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            raise PolicyLoadError(f"instantiation failed: {exc}", policy=self.name) from exc
+        exports = instance.exports(store)
+        memory = exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self._memory = memory
+        for export_name in exports:
+            export = exports[export_name]
+            if isinstance(export, wasmtime.Func):
+                self._funcs[export_name] = export
+        try:
+            version = self._call("es_abi_version", self.fuel.base)
+            location = self._call("es_describe", self.fuel.base)
+        except PolicyError as exc:
+            raise PolicyLoadError(f"ABI query failed: {exc.detail}", policy=self.name) from exc
+        if version != ABI_VERSION:
+            raise PolicyLoadError(
+                f"es_abi_version() returned {version}, this host speaks {ABI_VERSION}",
+                policy=self.name,
+            )
+        ptr, length = split_location(location)
+        size = memory.data_len(store)
+        if length > MAX_DESCRIPTOR_BYTES or ptr + length > size:
+            raise PolicyLoadError(
+                f"es_describe() points at {length} bytes at {ptr}: out of bounds "
+                f"(memory is {size} bytes, descriptor at most {MAX_DESCRIPTOR_BYTES})",
+                policy=self.name,
+            )
+        descriptor = parse_descriptor(self.read_memory(ptr, length), self.name)
+        self._context.descriptor = descriptor
+        return descriptor
+
+    def _init(self) -> None:
+        ptr = self._alloc(len(self.config)) if self.config else 0
+        if self.config:
+            self._live_memory().write(self._live_store(), self.config, ptr)
+        status = self._call("es_init", self.fuel.base, ptr, len(self.config))
+        if status != 0:
+            raise PolicyAbiError(
+                f"es_init refused the config ({len(self.config)} bytes): status {status}",
+                policy=self.name,
+                status=status,
+            )
+
+    def respawn(self) -> WasmPolicy:
+        """A fresh instance of the same compiled module, initialized with the same config."""
+        return WasmPolicy(
+            self.compiled,
+            name=self._given_name,
+            config=self.config,
+            fuel=self.fuel,
+            memory_limit=self.memory_limit,
+            cache=self._cache,
+            swarm=self._context.swarm,
+            models=self._context.models,
+            seed=self._seed,
+            slot=self._slot,
+            clock=self._clock,
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -234,6 +197,7 @@ class WasmPolicy(Resource):
         """Drop the views, the instance and the store. Idempotent."""
         self._obs_block = self._state_block = self._act_block = np.empty((0, 0), _F32)
         self._funcs = {}
+        self._memory = None
         store, self._store = self._store, None
         if store is not None:
             store.close()
@@ -247,6 +211,11 @@ class WasmPolicy(Resource):
         """``(obs_dim, state_dim, act_dim)`` declared by the module."""
         return (self.obs_dim, self.state_dim, self.act_dim)
 
+    @property
+    def logs_dropped(self) -> int:
+        """``es.log`` messages dropped (rate limit or bad pointer)."""
+        return self._context.logs_dropped
+
     # -- calls -------------------------------------------------------------------
 
     def _live_store(self) -> wasmtime.Store:
@@ -254,24 +223,31 @@ class WasmPolicy(Resource):
             raise PolicyError("policy is closed", policy=self.name)
         return self._store
 
+    def _live_memory(self) -> wasmtime.Memory:
+        if self._memory is None:
+            raise PolicyError("policy is closed", policy=self.name)
+        return self._memory
+
     def _call(self, func: str, fuel: int, *args: int) -> int:
-        """Call an export under ``fuel``; map every wasmtime failure to our errors."""
+        """Call an export under ``fuel`` in the sandbox (see :mod:`~edgeswarm.edge.sandbox`)."""
         store = self._live_store()
-        store.set_fuel(fuel)
-        target: Callable[..., Any] = self._funcs[func]
-        try:
-            result = target(store, *args)
-        except wasmtime.Trap as exc:
-            if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
-                raise PolicyFuelExhausted(
-                    f"{func} ran out of fuel (budget {fuel})", policy=self.name
-                ) from exc
-            raise PolicyTrap(f"{func} trapped: {exc.message}", policy=self.name) from exc
-        except wasmtime.WasmtimeError as exc:
-            raise PolicyTrap(f"{func} failed: {exc}", policy=self.name) from exc
-        if not isinstance(result, int):
-            raise PolicyAbiError(f"{func} returned {result!r}, expected an i32", policy=self.name)
-        return result
+        memory = self._memory
+        return guarded_call(
+            store,
+            self._funcs[func],
+            fuel,
+            *args,
+            label=func,
+            policy=self.name,
+            memory_size=lambda: memory.data_len(store) if memory is not None else 0,
+            memory_limit=self.memory_limit,
+        )
+
+    def call(self, export: str, *args: int) -> int:
+        """Call an exported integer function under the base fuel (for tools and tests)."""
+        if export not in self._funcs:
+            raise KeyError(f"{self.name} exports no function {export!r}")
+        return self._call(export, self.fuel.base, *args)
 
     @property
     def fuel_left(self) -> int:
@@ -283,17 +259,18 @@ class WasmPolicy(Resource):
     def _refresh_views(self) -> None:
         """(Re)build the numpy views over linear memory if it moved or grew."""
         store = self._live_store()
-        size = self._memory.data_len(store)
-        base = _address(self._memory.data_ptr(store))
+        memory = self._live_memory()
+        size = memory.data_len(store)
+        base = _address(memory.data_ptr(store))
         if (base, size) == self._memory_key:
             return
-        buffer: Any = self._memory.get_buffer_ptr(store, size)
-        memory: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
+        buffer: Any = memory.get_buffer_ptr(store, size)
+        whole: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
         cap = self.capacity
         obs_at, state_at, act_at = self.offsets
 
         def block(offset: int, dim: int) -> NDArray[np.float32]:
-            raw = memory[offset : offset + cap * dim * 4]
+            raw = whole[offset : offset + cap * dim * 4]
             floats: NDArray[np.float32] = raw.view(np.float32).reshape(cap, dim)
             return floats
 
@@ -303,9 +280,9 @@ class WasmPolicy(Resource):
         self._memory_key = (base, size)
 
     def _alloc(self, nbytes: int) -> int:
-        pointer = self._call("es_alloc", self.fuel.base, nbytes)
-        size = self._memory.data_len(self._live_store())
-        if pointer <= 0 or pointer % 16 or pointer + nbytes > size:
+        pointer = self._call("es_alloc", self.fuel.base, nbytes) & 0xFFFF_FFFF
+        size = self._live_memory().data_len(self._live_store())
+        if pointer == 0 or pointer % 16 or pointer + nbytes > size:
             raise PolicyAbiError(
                 f"es_alloc({nbytes}) returned {pointer} (memory is {size} bytes)",
                 policy=self.name,
@@ -316,20 +293,22 @@ class WasmPolicy(Resource):
     def reserve(self, count: int) -> None:
         """Make sure the blocks hold ``count`` agents (allocating about 1.5x when growing).
 
-        ABI v0 has no free: outgrown blocks stay allocated in the module.
+        The ABI has no free: outgrown blocks stay allocated in the module.
+        New state rows start zeroed; existing ones are carried over.
         """
         if count <= self.capacity:
             return
         capacity = max(count, self.capacity + self.capacity // 2, 16)
+        old_state = self._state_block.copy() if self.capacity else None
         offsets = (
             self._alloc(capacity * self.obs_dim * 4),
             self._alloc(capacity * self.state_dim * 4),
             self._alloc(capacity * self.act_dim * 4),
         )
-        old_state = self._state_block.copy() if self.capacity else None
         self.capacity, self.offsets = capacity, offsets
         self._memory_key = (0, 0)
         self._refresh_views()
+        self._state_block[...] = 0.0
         if old_state is not None:
             self._state_block[: old_state.shape[0]] = old_state
 
@@ -353,7 +332,7 @@ class WasmPolicy(Resource):
 
     def read_memory(self, offset: int, size: int) -> bytes:
         """Copy ``size`` bytes of linear memory (through wasmtime, not the views)."""
-        return bytes(self._memory.read(self._live_store(), offset, offset + size))
+        return bytes(self._live_memory().read(self._live_store(), offset, offset + size))
 
     # -- stepping ----------------------------------------------------------------
 
@@ -395,6 +374,28 @@ class WasmPolicy(Resource):
         self._refresh_views()  # the module may have grown its memory
         out_actions[...] = self._act_block[:n]
         state[...] = self._state_block[:n]
+
+
+def _provisional_name(module: ModuleSource) -> str:
+    """Name to report before the descriptor is read."""
+    if isinstance(module, bytes):
+        return "<bytes>"
+    if isinstance(module, CompiledModule):
+        return f"<{module.digest[:12]}>"
+    return Path(module).stem
+
+
+def _compile(module: ModuleSource, cache: ModuleCache, name: str) -> CompiledModule:
+    if isinstance(module, CompiledModule):
+        return module
+    if isinstance(module, bytes):
+        return cache.load(module, name=name)
+    path = Path(module)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PolicyLoadError(f"cannot read {path}: {exc}", policy=name) from exc
+    return cache.load(data, name=name)
 
 
 def _address(pointer: Any) -> int:

@@ -1,0 +1,293 @@
+"""The process's wasmtime engine and its compiled modules, in memory and on disk.
+
+One :class:`wasmtime.Engine` per process (:func:`shared_engine`): fuel
+metering on, SIMD on, Cranelift optimizing for speed. A :class:`ModuleCache`
+compiles each distinct module (by SHA-256 of its bytes) once for its engine
+and keeps it in memory. With a ``cache_dir`` it also keeps the compiled
+artifact on disk, so a fresh process loads a module without compiling it.
+
+On-disk entries are named ``<sha256 of the module>-<fingerprint>.cwasm``; the
+fingerprint hashes the wasmtime version, the engine configuration and the
+machine, so another engine never reads them. An entry is::
+
+    magic (8 bytes) | sha256 of the module (32) | sha256 of the artifact (32) | artifact
+
+and the header and digest are checked *before* the artifact is handed to
+``wasmtime.Module.deserialize``. A corrupt, truncated or mismatched entry is
+logged, deleted and rebuilt from the module bytes; it is never executed.
+Entries are written to a temporary file and renamed into place.
+
+Security: ``Module.deserialize`` runs native code produced by the compiler
+and trusts it. The digest catches corruption, not an attacker who can write
+the directory (they can write a matching digest too). The directory must be
+private to the edge's user: it is created with mode 0700, and one that is
+not owned by this user or is group/world-writable is refused (the on-disk
+cache is then off, with a warning).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import stat
+import tempfile
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import ClassVar, Final
+
+import wasmtime
+
+from edgeswarm.edge.errors import PolicyLoadError
+
+logger = logging.getLogger("edgeswarm.edge")
+
+CACHE_MAGIC: Final = b"ESWCM\x01\x00\x00"
+"""First bytes of an on-disk entry (format version 1)."""
+
+_HEADER_LEN: Final = len(CACHE_MAGIC) + 32 + 32
+_ENGINE_SETTINGS: Final = "consume_fuel=1;simd=1;cranelift_opt_level=speed"
+
+_engine: wasmtime.Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def new_engine() -> wasmtime.Engine:
+    """An engine configured for policies (prefer :func:`shared_engine`)."""
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    config.wasm_simd = True
+    config.cranelift_opt_level = "speed"
+    return wasmtime.Engine(config)
+
+
+def shared_engine() -> wasmtime.Engine:
+    """The process-wide engine (created on first use)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = new_engine()
+        return _engine
+
+
+@functools.cache
+def engine_fingerprint() -> str:
+    """Hex digest naming the engine configuration an on-disk artifact is valid for."""
+    text = (
+        f"wasmtime={importlib.metadata.version('wasmtime')};{_ENGINE_SETTINGS};"
+        f"machine={platform.machine()};system={platform.system()}"
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """``$EDGESWARM_CACHE_DIR``, else ``~/.cache/edgeswarm/modules`` (for CLI code to pass in)."""
+    configured = os.environ.get("EDGESWARM_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "edgeswarm" / "modules"
+
+
+def to_wasm(data: bytes, name: str = "") -> bytes:
+    """The Wasm binary for ``data`` (a binary, or WAT text)."""
+    if data.startswith(b"\0asm"):
+        return data
+    try:
+        return bytes(wasmtime.wat2wasm(data.decode("utf-8")))
+    except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+        raise PolicyLoadError(f"not a Wasm binary or WAT text: {exc}", policy=name) from exc
+
+
+@dataclass(frozen=True)
+class CompiledModule:
+    """A module compiled for a cache's engine."""
+
+    module: wasmtime.Module
+    digest: str
+    """SHA-256 (hex) of the Wasm binary."""
+    engine: wasmtime.Engine
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a :class:`ModuleCache` has done since it was made."""
+
+    compiled: int
+    """Modules compiled from bytes."""
+    memory_hits: int
+    """Loads answered from memory."""
+    disk_hits: int
+    """Loads answered by deserializing a verified on-disk entry."""
+    disk_rejected: int
+    """On-disk entries found corrupt or mismatched (deleted, rebuilt)."""
+
+
+class _Default(Enum):
+    DIR = "default"
+
+
+DEFAULT_DIR: Final = _Default.DIR
+"""``cache_dir`` value meaning :func:`default_cache_dir`."""
+
+
+class ModuleCache:
+    """Compiled modules by content digest, for one engine (by default the shared one).
+
+    ``cache_dir``: where compiled artifacts are kept across processes;
+    :data:`DEFAULT_DIR` (the default) is :func:`default_cache_dir`, ``None``
+    keeps them in memory only.
+    """
+
+    _shared: ClassVar[ModuleCache | None] = None
+    _shared_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        cache_dir: str | os.PathLike[str] | _Default | None = DEFAULT_DIR,
+        engine: wasmtime.Engine | None = None,
+    ) -> None:
+        self.engine = engine if engine is not None else shared_engine()
+        if isinstance(cache_dir, _Default):
+            cache_dir = default_cache_dir()
+        self.cache_dir = _private_dir(Path(cache_dir)) if cache_dir is not None else None
+        """Where artifacts are kept on disk (None: memory only)."""
+        self._fingerprint = engine_fingerprint()
+        self._modules: dict[str, CompiledModule] = {}
+        self._lock = threading.Lock()
+        self._compiled = self._memory_hits = self._disk_hits = self._disk_rejected = 0
+
+    @classmethod
+    def shared(cls) -> ModuleCache:
+        """The process-wide cache (shared engine, default directory; created on first use)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    @property
+    def stats(self) -> CacheStats:
+        return CacheStats(self._compiled, self._memory_hits, self._disk_hits, self._disk_rejected)
+
+    def entry_path(self, digest: str) -> Path | None:
+        """The on-disk entry for a module digest (None without a cache dir)."""
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / f"{digest}-{self._fingerprint}.cwasm"
+
+    def load(self, data: bytes, *, name: str = "") -> CompiledModule:
+        """The compiled module for ``data`` (Wasm binary or WAT text), compiled at most once."""
+        wasm = to_wasm(data, name)
+        digest = hashlib.sha256(wasm).hexdigest()
+        with self._lock:
+            compiled = self._modules.get(digest)
+            if compiled is not None:
+                self._memory_hits += 1
+                return compiled
+            module = self._from_disk(digest, name)
+            if module is None:
+                try:
+                    module = wasmtime.Module(self.engine, wasm)
+                except wasmtime.WasmtimeError as exc:
+                    raise PolicyLoadError(f"invalid Wasm module: {exc}", policy=name) from exc
+                self._compiled += 1
+                self._to_disk(digest, module)
+            compiled = CompiledModule(module, digest, self.engine)
+            self._modules[digest] = compiled
+            return compiled
+
+    def compile(self, data: bytes, *, name: str = "") -> wasmtime.Module:
+        """``load(data).module``."""
+        return self.load(data, name=name).module
+
+    # -- disk --------------------------------------------------------------------
+
+    def _from_disk(self, digest: str, name: str) -> wasmtime.Module | None:
+        path = self.entry_path(digest)
+        if path is None:
+            return None
+        try:
+            entry = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            logger.warning("module cache: cannot read %s: %s", path, exc)
+            return None
+        problem = _check_entry(entry, digest)
+        if problem is None:
+            try:
+                module = wasmtime.Module.deserialize(self.engine, entry[_HEADER_LEN:])
+            except wasmtime.WasmtimeError as exc:
+                problem = f"wasmtime refused it: {exc}"
+            else:
+                self._disk_hits += 1
+                return module
+        self._disk_rejected += 1
+        logger.warning(
+            "module cache: dropping bad entry %s (%s), recompiling",
+            path.name,
+            problem,
+            extra={"policy": name, "kind": "cache", "error": problem},
+        )
+        path.unlink(missing_ok=True)
+        return None
+
+    def _to_disk(self, digest: str, module: wasmtime.Module) -> None:
+        path = self.entry_path(digest)
+        if path is None:
+            return
+        artifact = bytes(module.serialize())
+        entry = CACHE_MAGIC + bytes.fromhex(digest) + hashlib.sha256(artifact).digest() + artifact
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(entry)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            logger.warning("module cache: cannot write %s: %s", path, exc)
+
+
+def _check_entry(entry: bytes, digest: str) -> str | None:
+    """Why ``entry`` is not a valid artifact of module ``digest`` (None if it is)."""
+    if len(entry) <= _HEADER_LEN:
+        return f"truncated ({len(entry)} bytes)"
+    if entry[: len(CACHE_MAGIC)] != CACHE_MAGIC:
+        return "bad magic"
+    module_digest = entry[len(CACHE_MAGIC) : len(CACHE_MAGIC) + 32]
+    if module_digest.hex() != digest:
+        return "entry is for another module"
+    artifact_digest = entry[len(CACHE_MAGIC) + 32 : _HEADER_LEN]
+    if hashlib.sha256(entry[_HEADER_LEN:]).digest() != artifact_digest:
+        return "artifact digest mismatch"
+    return None
+
+
+def _private_dir(path: Path) -> Path | None:
+    """``path`` created 0700 if missing; None (with a warning) if it is not private to us."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as exc:
+        logger.warning("module cache: cannot use %s: %s; on-disk cache off", path, exc)
+        return None
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        logger.warning(
+            "module cache: %s is not private to this user (owner %d, mode %o); on-disk cache off",
+            path,
+            info.st_uid,
+            stat.S_IMODE(info.st_mode),
+        )
+        return None
+    return path

@@ -1,0 +1,115 @@
+"""The sandbox every policy call runs in: store limits, fuel, and typed faults.
+
+A policy's store (:func:`limited_store`) caps its linear memory
+(``memory.grow`` past the cap returns -1), its table elements, and allows
+one instance, one table and one memory. :func:`guarded_call` runs one export
+under a fuel budget and turns every way it can fail into an
+:mod:`edgeswarm.edge.errors` error:
+
+====================================  =========================================
+wasmtime says                         the host raises
+====================================  =========================================
+trap, out of fuel                     :class:`PolicyFuelExhausted` (``fuel``)
+trap, memory within 1/16 of its cap   :class:`PolicyMemoryExceeded` (``memory``)
+any other trap or wasmtime error      :class:`PolicyTrap` (``trap``)
+a :class:`PolicyError` from an import  re-raised as is
+a result that is not an integer       :class:`PolicyAbiError` (``abi``)
+====================================  =========================================
+
+wasmtime does not say that a trap followed a refused ``memory.grow``; a trap
+with memory near its cap is the observable sign, hence the 1/16 margin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import wasmtime
+
+from edgeswarm.edge.errors import (
+    PolicyAbiError,
+    PolicyError,
+    PolicyFuelExhausted,
+    PolicyMemoryExceeded,
+    PolicyTrap,
+)
+
+DEFAULT_MEMORY_LIMIT: Final = 64 * 1024 * 1024
+"""Linear memory one instance may have, in bytes."""
+
+TABLE_ELEMENTS_LIMIT: Final = 10_000
+"""Elements all of an instance's tables may hold together."""
+
+WASM_PAGE: Final = 65_536
+
+
+@dataclass(frozen=True)
+class FuelBudget:
+    """Fuel given to each call: ``base + per_agent * n`` for ``es_step`` over n agents."""
+
+    base: int = 100_000
+    """Fuel for every call, whatever the agent count (covers setup and small calls)."""
+    per_agent: int = 2_000
+    """Additional fuel per agent for ``es_step``."""
+
+    def for_agents(self, n: int) -> int:
+        return self.base + self.per_agent * n
+
+
+def limited_store(engine: wasmtime.Engine, memory_limit: int) -> wasmtime.Store:
+    """A fresh store for one policy instance, with the sandbox's limits."""
+    store = wasmtime.Store(engine)
+    store.set_limits(
+        memory_size=memory_limit,
+        table_elements=TABLE_ELEMENTS_LIMIT,
+        instances=1,
+        tables=1,
+        memories=1,
+    )
+    return store
+
+
+def memory_near_limit(size: int, memory_limit: int) -> bool:
+    """Whether ``size`` bytes of memory is within 1/16 (at least a page) of the limit."""
+    return size + max(WASM_PAGE, memory_limit // 16) > memory_limit
+
+
+def guarded_call(
+    store: wasmtime.Store,
+    func: wasmtime.Func,
+    fuel: int,
+    *args: int,
+    label: str,
+    policy: str,
+    memory_size: Callable[[], int],
+    memory_limit: int,
+) -> int:
+    """``func(*args)`` under ``fuel``, every failure mapped as the table above says.
+
+    ``label`` names the export in messages; ``memory_size`` reads the
+    instance's memory size after a trap.
+    """
+    store.set_fuel(fuel)
+    target: Callable[..., Any] = func
+    try:
+        result = target(store, *args)
+    except PolicyError:
+        raise  # from a host import, already named
+    except wasmtime.Trap as exc:
+        if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
+            raise PolicyFuelExhausted(
+                f"{label} ran out of fuel (budget {fuel})", policy=policy
+            ) from exc
+        if memory_near_limit(memory_size(), memory_limit):
+            raise PolicyMemoryExceeded(
+                f"{label} trapped with memory at its limit ({memory_limit} bytes): {exc.message}",
+                policy=policy,
+            ) from exc
+        raise PolicyTrap(f"{label} trapped: {exc.message}", policy=policy) from exc
+    except wasmtime.WasmtimeError as exc:
+        raise PolicyTrap(f"{label} failed: {exc}", policy=policy) from exc
+    if not isinstance(result, int):
+        raise PolicyAbiError(f"{label} returned {result!r}, not an integer", policy=policy)
+    return result

@@ -1,0 +1,238 @@
+"""The "es" host imports: seeded random, bounds checks, shared state, models, log, time."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from edgeswarm.agents_wasm import module_path
+from edgeswarm.edge import (
+    AgentTable,
+    FuelBudget,
+    LocalSwarmState,
+    ModuleCache,
+    PolicyFuelExhausted,
+    PolicySet,
+    PolicySpec,
+    PolicyTrap,
+    WasmPolicy,
+)
+from edgeswarm.edge.host_imports import HOST_IMPORTS, LOG_BURST, MAX_LOG_BYTES
+from edgeswarm.edge.reference_policies import anomaly_numpy
+from edgeswarm.models import ModelRegistry, anomaly_reference, write_anomaly_model
+from tests.wasm_fixtures import MODEL_USER, PROBE, RANDOM_WALKER, STRINGS
+
+S = STRINGS
+OUT = 8192  # scratch offset inside the first pages of the probe's memory
+PAST = 0xFFFF_FFF0  # far past the end of memory (as an i32 it is negative)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return ModuleCache(cache_dir=None)
+
+
+@pytest.fixture
+def probe(cache):
+    with WasmPolicy(PROBE, cache=cache, swarm=LocalSwarmState()) as policy:
+        yield policy
+
+
+def signed(value):
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def random_bytes(cache, seed, slot, length=64):
+    with WasmPolicy(PROBE, cache=cache, seed=seed, slot=slot) as policy:
+        assert policy.call("probe_random_fill", OUT, length) == 0
+        return policy.read_memory(OUT, length)
+
+
+def test_random_fill_is_seeded_by_edge_seed_and_slot(cache):
+    same = random_bytes(cache, 1, 0)
+    assert same == random_bytes(cache, 1, 0)
+    assert same != random_bytes(cache, 1, 1)
+    assert same != random_bytes(cache, 2, 0)
+    assert len(set(same)) > 16  # looks random
+
+
+def test_random_policy_trajectories_are_identical_for_the_same_seed(cache):
+    def trajectory(seed):
+        table = AgentTable.create(count=5, obs_dim=8, state_dim=2, act_dim=2)
+        out = []
+        with PolicySet(
+            [PolicySpec(RANDOM_WALKER), PolicySpec(RANDOM_WALKER)], cache=cache, seed=seed
+        ) as pset:
+            table.policy[3:] = 1
+            for _ in range(100):
+                pset.step(table)
+                out.append(table.actions.tobytes())
+            assert pset.quarantined_count == 0
+        return out
+
+    first = trajectory(11)
+    assert first == trajectory(11)
+    assert first != trajectory(12)
+    # the two slots draw from different generators
+    assert first[0][: 3 * 8] != first[0][3 * 8 :][: 3 * 8]
+
+
+def test_random_fill_out_of_bounds_traps(probe):
+    with pytest.raises(PolicyTrap, match="random_fill"):
+        probe.call("probe_random_fill", signed(PAST), 64)
+    with pytest.raises(PolicyTrap, match="random_fill"):
+        probe.call("probe_random_fill", OUT, signed(0x7FFF_FFFF))
+
+
+def test_counter_add_declared_and_undeclared_keys():
+    swarm = LocalSwarmState()
+    with WasmPolicy(PROBE, cache=ModuleCache(cache_dir=None), swarm=swarm) as probe:
+        assert probe.call("probe_counter_add", S["hits"], 4, 3) == 0
+        assert probe.call("probe_counter_add", S["hits"], 4, -1) == 0
+        assert probe.call("probe_counter_add", S["nope"], 4, 5) == -1
+        assert probe.call("probe_counter_add", S["hits"], 3, 5) == -1  # "hit" is not declared
+        assert probe.call("probe_counter_add", signed(PAST), 4, 5) == -1
+        assert probe.call("probe_counter_add", S["hits"], signed(PAST), 5) == -1
+        assert probe.call("probe_counter_add", S["bad_utf8"], 2, 5) == -1
+    assert swarm.snapshot().counters == {"hits": 2}
+
+
+def test_set_add_checks_key_then_item():
+    swarm = LocalSwarmState()
+    with WasmPolicy(PROBE, cache=ModuleCache(cache_dir=None), swarm=swarm) as probe:
+        assert probe.call("probe_set_add", S["seen"], 4, S["item"], 4) == 0
+        assert probe.call("probe_set_add", S["nope"], 4, S["item"], 4) == -1
+        assert probe.call("probe_set_add", S["seen"], 4, signed(PAST), 4) == -2
+        assert probe.call("probe_set_add", S["seen"], 4, S["item"], 257) == -2  # > 256 bytes
+        assert probe.call("probe_set_add", S["seen"], 4, S["bad_utf8"], 2) == -2
+    assert swarm.snapshot().sets == {"seen": frozenset({"item"})}
+
+
+def test_flag_get_reads_shared_flags():
+    swarm = LocalSwarmState()
+    with WasmPolicy(PROBE, cache=ModuleCache(cache_dir=None), swarm=swarm) as probe:
+        assert probe.call("probe_flag_get", S["evade"], 5) == 0
+        swarm.flag_set("evade", True)
+        assert probe.call("probe_flag_get", S["evade"], 5) == 1
+        swarm.flag_set("nope", True)
+        assert probe.call("probe_flag_get", S["nope"], 4) == -1
+        assert probe.call("probe_flag_get", signed(PAST), 5) == -1
+
+
+def test_policies_of_a_set_share_its_swarm_state(cache):
+    swarm = LocalSwarmState()
+    with PolicySet([PolicySpec(PROBE), PolicySpec(PROBE)], cache=cache, swarm=swarm) as pset:
+        for slot in (0, 1):
+            policy = pset[slot]
+            assert isinstance(policy, WasmPolicy)
+            assert policy.call("probe_counter_add", S["hits"], 4, 10) == 0
+    assert swarm.snapshot().counters == {"hits": 20}
+
+
+@pytest.fixture(scope="module")
+def models():
+    with ModelRegistry() as registry:
+        registry.register_bytes("anomaly", write_anomaly_model())
+        yield registry
+
+
+def test_model_infer_matches_the_numpy_reference(cache, models):
+    rng = np.random.default_rng(0)
+    obs = rng.normal(0.0, 2.5, (300, 8)).astype(np.float32)
+    state = np.zeros((300, 0), np.float32)
+    scores = np.zeros((300, 1), np.float32)
+    with WasmPolicy(MODEL_USER, cache=cache, models=models) as policy:
+        policy.step(obs, state, scores)
+    np.testing.assert_allclose(scores, anomaly_reference(obs), rtol=1e-5, atol=1e-6)
+    assert scores.max() > 0.5 > scores.min()  # both kinds of rows were present
+
+
+def test_model_infer_error_codes(cache, models):
+    with WasmPolicy(PROBE, cache=cache, models=models) as probe:
+        rows = np.ones((4, 8), np.float32)
+        memory_in = OUT
+        memory_out = OUT + rows.nbytes
+        # unknown / undeclared model ids
+        assert probe.call("probe_model_infer", S["nope"], 4, memory_in, 4, memory_out) == -1
+        assert probe.call("probe_model_infer", signed(PAST), 7, memory_in, 4, memory_out) == -1
+        # bad shapes or pointers
+        assert probe.call("probe_model_infer", S["anomaly"], 7, memory_in, -1, memory_out) == -2
+        assert probe.call("probe_model_infer", S["anomaly"], 7, signed(PAST), 4, memory_out) == -2
+        assert probe.call("probe_model_infer", S["anomaly"], 7, memory_in, 4, signed(PAST)) == -2
+        assert probe.call("probe_model_infer", S["anomaly"], 7, memory_in, 1 << 24, OUT) == -2
+        assert probe.call("probe_model_infer", S["anomaly"], 7, memory_in, 0, memory_out) == 0
+        assert probe.call("probe_model_infer", S["anomaly"], 7, memory_in, 4, memory_out) == 0
+    # declared, but the edge has no model registry
+    with WasmPolicy(PROBE, cache=cache) as probe:
+        assert probe.call("probe_model_infer", S["anomaly"], 7, OUT, 1, OUT + 64) == -1
+    # declared, but not loaded in the registry
+    with ModelRegistry() as empty, WasmPolicy(PROBE, cache=cache, models=empty) as probe:
+        assert probe.call("probe_model_infer", S["anomaly"], 7, OUT, 1, OUT + 64) == -1
+
+
+def test_log_goes_to_the_agent_logger_cut_and_rate_limited(cache, caplog):
+    now = [0]
+    with WasmPolicy(PROBE, cache=cache, clock=lambda: now[0]) as probe:
+        with caplog.at_level(logging.DEBUG, logger="edgeswarm.edge.agent"):
+            assert probe.call("probe_log", 2, S["hello"], 5) == 0
+            assert probe.call("probe_log", 1, signed(PAST), 5) == 0  # dropped, no exception
+            probe.call("probe_log", 3, 0, 4096)  # cut to MAX_LOG_BYTES
+            for _ in range(LOG_BURST * 2):
+                probe.call("probe_log", 0, S["hello"], 5)
+        records = [r for r in caplog.records if r.name == "edgeswarm.edge.agent"]
+        assert records[0].getMessage() == "probe: hello"
+        assert records[0].levelno == logging.WARNING
+        assert records[0].policy == "probe"
+        assert len(records[1].getMessage()) == len("probe: ") + MAX_LOG_BYTES
+        assert len(records) == LOG_BURST
+        assert probe.logs_dropped == 1 + LOG_BURST + 2
+        now[0] += 1_000_000_000  # a second later the bucket has refilled a little
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger="edgeswarm.edge.agent"):
+            probe.call("probe_log", 1, S["hello"], 5)
+        assert len(caplog.records) == 1
+
+
+def test_time_ns_is_monotonic_since_load(cache):
+    now = [5_000]
+    with WasmPolicy(PROBE, cache=cache, clock=lambda: now[0]) as probe:
+        assert probe.call("probe_time_ns") == 0
+        now[0] += 1234
+        assert probe.call("probe_time_ns") == 1234
+
+
+def test_host_imports_cost_fuel(cache):
+    with WasmPolicy(PROBE, cache=cache) as probe:
+        probe.call("probe_time_ns")
+        used = probe.fuel.base - probe.fuel_left
+        assert used >= HOST_IMPORTS["time_ns"].fuel
+
+
+def test_an_import_that_cannot_pay_its_fuel_ends_the_call(cache):
+    with (
+        WasmPolicy(PROBE, cache=cache, fuel=FuelBudget(base=1_000)) as probe,
+        pytest.raises(PolicyFuelExhausted, match="probe"),
+    ):
+        probe.call("probe_random_fill", OUT, 50_000)  # costs 50 + 50000/16 > 1000
+
+
+def test_built_anomaly_module_through_the_real_host(cache, models):
+    # edgeswarm/agents_wasm anomaly.c: model_infer + counter_add + log, against its reference.
+    path = module_path("anomaly")
+    if not path.exists():
+        pytest.skip("anomaly.wasm is not built")
+    swarm = LocalSwarmState()
+    rng = np.random.default_rng(3)
+    state = np.zeros((64, 1), np.float32)
+    ref_state = np.zeros((64, 1), np.float32)
+    actions = np.zeros((64, 2), np.float32)
+    ref_actions = np.zeros((64, 2), np.float32)
+    alarms = 0
+    with WasmPolicy(path, cache=cache, models=models, swarm=swarm) as policy:
+        for _ in range(10):
+            obs = rng.normal(0.0, 3.0, (64, 8)).astype(np.float32)
+            policy.step(obs, state, actions)
+            alarms += anomaly_numpy(anomaly_reference(obs), ref_state, ref_actions)
+            np.testing.assert_allclose(actions, ref_actions, rtol=1e-5, atol=1e-6)
+    assert alarms > 0
+    assert swarm.snapshot().counters == {"anomalies": alarms}
