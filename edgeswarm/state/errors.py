@@ -1,0 +1,82 @@
+# ruff: noqa: N818  (names without the Error suffix are public API; they read as h11's do)
+"""Errors of the shared swarm state, one tree, each with a wire ``error_code``.
+
+::
+
+    StateError                      error_code
+    ├── RemoteStateError            (the peer sent something we refuse)
+    │   ├── MalformedUpdate         101  update bytes do not decode; document untouched
+    │   └── MalformedStateVector    102  state-vector bytes do not decode
+    └── LocalStateError             (we, or our caller, did something wrong)
+        ├── InvalidKey              110  key is not "group/name" or an item is not a str
+        ├── WriterReused            111  a peer holds more of our writer's history than we do
+        └── StoreError              120  the store directory cannot be used
+
+Errors the peer caused (:class:`RemoteStateError`) are caught at the protocol
+boundary and become an error frame carrying ``error_code``; the connection and
+the document stay up. :class:`WriterReused` means a process restarted without
+its persisted state and kept its client id: it must restart with a new
+incarnation (see :func:`edgeswarm.state.schema.client_id_for`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidKey",
+    "LocalStateError",
+    "MalformedStateVector",
+    "MalformedUpdate",
+    "RemoteStateError",
+    "StateError",
+    "StoreError",
+    "WriterReused",
+]
+
+
+class StateError(Exception):
+    """Base of every error of :mod:`edgeswarm.state`."""
+
+    error_code: int = 100
+    """Code carried on the wire when this error is reported to a peer."""
+
+
+class RemoteStateError(StateError):
+    """The peer sent bytes we refuse; our document is unchanged."""
+
+
+class MalformedUpdate(RemoteStateError):
+    """An update does not decode as a Yrs v1 update; nothing was applied."""
+
+    error_code = 101
+
+
+class MalformedStateVector(RemoteStateError):
+    """A state vector does not decode."""
+
+    error_code = 102
+
+
+class LocalStateError(StateError):
+    """Misuse on our side."""
+
+
+class InvalidKey(LocalStateError):
+    """A state key is not ``"group/name"``, or a set item is not a non-empty str."""
+
+    error_code = 110
+
+
+class WriterReused(LocalStateError):
+    """A peer has seen more updates of our client id than we hold.
+
+    Writing on would reuse (client id, clock) pairs that the swarm already
+    knows, and those writes would be silently ignored everywhere.
+    """
+
+    error_code = 111
+
+
+class StoreError(LocalStateError):
+    """The store directory or its snapshot cannot be used."""
+
+    error_code = 120
