@@ -1,46 +1,90 @@
-"""QUIC adapter: the one module that imports the QUIC library.
+"""QUIC adapter: the seam between the QUIC libraries and edgeswarm.
 
 It moves bytes between a QUIC connection's session stream and a
 ``StreamHandler`` and does nothing else: protocol logic lives in the sans-I/O
 ``edgeswarm.wire.Session`` that handlers own. The client opens one
 bidirectional stream (the session stream); the server binds the first
 client-initiated bidirectional stream of each connection to a new handler.
+QUIC DATAGRAM frames, when both ends negotiated them, reach a handler's
+optional ``datagram_received``.
+
+Two libraries can carry it (``stack=``): ``aioquic``, the pure-Python
+reference, and ``qh3``, its fork with a Rust packet core (see ``stacks.py``);
+I/O and batching are ours (``endpoint.py``), tickets in ``tickets.py``.
+
+Errors raised by ``connect``::
+
+    ConnectionError
+    └── HandshakeError        refused, closed by the gateway, bad certificate
+        └── ConnectTimeoutError     (also a TimeoutError) no handshake in time
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    QuicEvent,
-    StreamDataReceived,
-    StreamReset,
-)
-
 from edgeswarm.wire import ALPN
 
-log = logging.getLogger("edgeswarm.transport")
+from .endpoint import ClientEndpoint, HandshakeError, QuicLink, ServerEndpoint, TransportSettings
+from .stacks import STACKS, load_stack
+from .tickets import ServerTicketStore, TicketStore
+
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_STACK",
+    "STACKS",
+    "ConnectTimeoutError",
+    "HandshakeError",
+    "QuicListener",
+    "SessionLink",
+    "StreamHandler",
+    "TicketStore",
+    "TransportSettings",
+    "connect",
+    "default_stack",
+    "serve",
+]
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
-FLOW_CONTROL_WINDOW = 16 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_STACK = "qh3"
+"""The stack that won ``scripts/bench transport`` and passes every test."""
+STACK_ENV = "EDGESWARM_QUIC"
+CLOSE_WAIT_S = 1.0
+
+
+def default_stack() -> str:
+    """``$EDGESWARM_QUIC`` or ``DEFAULT_STACK``; for CLI code, which may read the environment."""
+    return os.environ.get(STACK_ENV, DEFAULT_STACK)
+
+
+class ConnectTimeoutError(HandshakeError, TimeoutError):
+    """No handshake within ``connect_timeout`` (gateway unreachable or silent)."""
 
 
 class SessionLink(Protocol):
     """What a handler may do with its connection."""
 
     def send(self, data: bytes, *, end_stream: bool = False) -> None:
-        """Queue ``data`` on the session stream and transmit."""
+        """Queue ``data`` on the session stream; it leaves at the end of this loop turn."""
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).
+
+        False when the peer did not negotiate datagrams or ``data`` is larger
+        than ``max_datagram_payload``: the caller must use the stream.
+        """
+
+    @property
+    def max_datagram_payload(self) -> int | None:
+        """Largest ``send_datagram`` payload; None when datagrams are off."""
 
     def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
         """Close the QUIC connection."""
@@ -51,7 +95,12 @@ class SessionLink(Protocol):
 
 
 class StreamHandler(Protocol):
-    """Receives the bytes of one session stream."""
+    """Receives the bytes of one session stream.
+
+    A handler may also define ``datagram_received(data: bytes) -> None``; the
+    adapter calls it (only if present) for each QUIC DATAGRAM frame that
+    arrives after ``connection_made``.
+    """
 
     def connection_made(self, link: SessionLink) -> None:
         """The session stream exists; ``link`` sends on it."""
@@ -66,74 +115,6 @@ class StreamHandler(Protocol):
 HandlerFactory = Callable[[], StreamHandler]
 
 
-class _SessionProtocol(QuicConnectionProtocol):
-    """Binds one QUIC connection's session stream to one handler."""
-
-    def __init__(self, *args: Any, handler: StreamHandler, is_server: bool, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._handler = handler
-        self._is_server = is_server
-        self._stream_id: int | None = None
-        self._lost = False
-        self._peer = "?"
-
-    # SessionLink
-    @property
-    def peer(self) -> str:
-        return self._peer
-
-    def send(self, data: bytes, *, end_stream: bool = False) -> None:
-        if self._stream_id is None or self._lost:
-            return
-        self._quic.send_stream_data(self._stream_id, data, end_stream)
-        self.transmit()
-
-    def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
-        if not self._lost:
-            self._quic.close(error_code=error_code, reason_phrase=reason)
-            self.transmit()
-
-    # client side
-    def set_peer(self, peer: str) -> None:
-        self._peer = peer
-
-    def open_session_stream(self) -> None:
-        self._stream_id = self._quic.get_next_available_stream_id()
-        self._handler.connection_made(self)
-
-    # QuicConnectionProtocol
-    def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        if self._peer == "?":
-            self._peer = f"{addr[0]}:{addr[1]}"
-        super().datagram_received(data, addr)
-
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived):
-            if self._stream_id is None and self._is_server:
-                self._stream_id = event.stream_id
-                self._handler.connection_made(self)
-            if event.stream_id == self._stream_id:
-                self._handler.data_received(event.data, end_stream=event.end_stream)
-            else:
-                log.warning(
-                    "data on a second stream ignored",
-                    extra={"stream_id": event.stream_id, "peer": self._peer},
-                )
-        elif isinstance(event, StreamReset) and event.stream_id == self._stream_id:
-            self._handler.data_received(b"", end_stream=True)
-        elif isinstance(event, ConnectionTerminated):
-            self._mark_lost(event.reason_phrase or f"error {event.error_code}")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._mark_lost(str(exc) if exc else "connection lost")
-
-    def _mark_lost(self, reason: str) -> None:
-        if not self._lost:
-            self._lost = True
-            self._handler.connection_lost(reason)
-
-
 @dataclass
 class QuicListener:
     """A running QUIC server."""
@@ -142,21 +123,55 @@ class QuicListener:
     """Address the server is bound to."""
     port: int
     """UDP port the server is bound to (the real one when 0 was asked for)."""
-    _server: QuicServer
+    _endpoint: ServerEndpoint
+    stack: str = DEFAULT_STACK
+    """The QUIC library serving."""
+
+    @property
+    def connections(self) -> int:
+        """Open QUIC connections."""
+        return len(set(self._endpoint.links.values()))
 
     def close(self) -> None:
         """Stop accepting and close every connection."""
-        self._server.close()
+        self._endpoint.shutdown()
 
 
-def _configuration(*, is_client: bool, idle_timeout: float) -> QuicConfiguration:
-    return QuicConfiguration(
+AIOQUIC_MAX_DATAGRAM_SIZE = 16383
+"""aioquic writes STREAM frame lengths in 2 bytes: larger packets break it."""
+
+
+def _configuration(
+    stack: str, *, is_client: bool, idle_timeout: float, settings: TransportSettings
+) -> Any:
+    if stack == "aioquic" and settings.max_datagram_size > AIOQUIC_MAX_DATAGRAM_SIZE:
+        raise ValueError(
+            f"aioquic cannot send datagrams over {AIOQUIC_MAX_DATAGRAM_SIZE} bytes "
+            f"(asked for {settings.max_datagram_size})"
+        )
+    configuration = load_stack(stack).configuration_class(
         alpn_protocols=[ALPN],
         is_client=is_client,
         idle_timeout=idle_timeout,
-        max_data=FLOW_CONTROL_WINDOW,
-        max_stream_data=FLOW_CONTROL_WINDOW,
+        max_data=settings.flow_control_window,
+        max_stream_data=settings.flow_control_window,
+        max_datagram_size=settings.max_datagram_size,
+        max_datagram_frame_size=settings.max_datagram_frame_size,
     )
+    if stack == "qh3":
+        configuration.probe_datagram_size = False  # stay at max_datagram_size
+    return configuration
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve(
@@ -167,24 +182,31 @@ async def serve(
     key: Path,
     handler_factory: HandlerFactory,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+    stack: str = DEFAULT_STACK,
+    settings: TransportSettings | None = None,
 ) -> QuicListener:
-    """Listen for QUIC connections; each session stream gets a new handler."""
-    configuration = _configuration(is_client=False, idle_timeout=idle_timeout)
+    """Listen for QUIC connections; each session stream gets a new handler.
+
+    Session tickets are issued and redeemed from an in-memory store, so a
+    client with a ``TicketStore`` resumes (and may send 0-RTT data).
+    """
+    settings = settings or TransportSettings()
+    quic_stack = load_stack(stack)
+    configuration = _configuration(
+        stack, is_client=False, idle_timeout=idle_timeout, settings=settings
+    )
     configuration.load_cert_chain(str(cert), str(key))
-
-    def create_protocol(*args: Any, **kwargs: Any) -> _SessionProtocol:
-        return _SessionProtocol(*args, handler=handler_factory(), is_server=True, **kwargs)
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.bind((host, port))
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: QuicServer(configuration=configuration, create_protocol=create_protocol),
-        sock=sock,
+    sock = _bind(host, port)
+    endpoint = ServerEndpoint(
+        sock,
+        settings,
+        stack=quic_stack,
+        configuration=configuration,
+        handler_factory=handler_factory,
+        tickets=ServerTicketStore(),
     )
     bound = sock.getsockname()
-    return QuicListener(host=host, port=int(bound[1]), _server=protocol)
+    return QuicListener(host=host, port=int(bound[1]), _endpoint=endpoint, stack=stack)
 
 
 @asynccontextmanager
@@ -196,21 +218,77 @@ async def connect(
     handler: StreamHandler,
     server_name: str | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
-) -> AsyncIterator[SessionLink]:
-    """Connect, verify the gateway against ``ca_file``, open the session stream."""
-    from aioquic.asyncio.client import connect as quic_connect
+    stack: str = DEFAULT_STACK,
+    settings: TransportSettings | None = None,
+    tickets: TicketStore | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> AsyncIterator[QuicLink]:
+    """Connect, verify the gateway against ``ca_file``, open the session stream.
 
-    configuration = _configuration(is_client=True, idle_timeout=idle_timeout)
+    Raises ``HandshakeError`` (a ``ConnectionError``) when the gateway
+    refuses, closes or presents a certificate ``ca_file`` does not sign, and
+    ``ConnectTimeoutError`` when no handshake completes within ``connect_timeout``.
+    With ``tickets`` the connection resumes the last session with the same
+    gateway (``link.resumed``) and stores the new ticket.
+    """
+    settings = settings or TransportSettings()
+    quic_stack = load_stack(stack)
+    configuration = _configuration(
+        stack, is_client=True, idle_timeout=idle_timeout, settings=settings
+    )
     configuration.load_verify_locations(cafile=str(ca_file))
     configuration.server_name = server_name or host
+    ticket_key = (stack, host, port, configuration.server_name)
+    ticket_handler = None
+    if tickets is not None:
+        configuration.session_ticket = tickets.get(ticket_key)
 
-    def create_protocol(*args: Any, **kwargs: Any) -> _SessionProtocol:
-        return _SessionProtocol(*args, handler=handler, is_server=False, **kwargs)
+        def ticket_handler(ticket: Any) -> None:
+            tickets.put(ticket_key, ticket)
 
-    async with quic_connect(
-        host, port, configuration=configuration, create_protocol=create_protocol
-    ) as protocol:
-        assert isinstance(protocol, _SessionProtocol)
-        protocol.set_peer(f"{host}:{port}")
-        protocol.open_session_stream()
-        yield protocol
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    endpoint = ClientEndpoint(sock, settings)
+    try:
+        sock.connect(addr)
+        quic = quic_stack.connection_class(
+            configuration=configuration, session_ticket_handler=ticket_handler
+        )
+        link = QuicLink(
+            stack=quic_stack,
+            quic=quic,
+            endpoint=endpoint,
+            handler=handler,
+            is_server=False,
+            max_datagram_size=settings.max_datagram_size,
+        )
+        link.set_peer(f"{host}:{port}")
+        endpoint.link = link
+        link.connect(addr, loop.time())
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await link.handshake
+        except TimeoutError:
+            link.close_connection(reason="connect timeout")
+            endpoint.flush()
+            hint = " (a qh3 gateway cannot finish handshakes with aioquic clients)"
+            raise ConnectTimeoutError(
+                f"no QUIC handshake with {host}:{port} within {connect_timeout:g} s"
+                + (hint if stack == "aioquic" else "")
+            ) from None
+    except BaseException:
+        endpoint.close()
+        raise
+    try:
+        link.open_session_stream()
+        yield link
+    finally:
+        link.close_connection()
+        endpoint.flush()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await link.closed.wait()
+        link.mark_lost("connection closed")
+        endpoint.close()

@@ -1,0 +1,441 @@
+"""Suite "transport": observations through QUIC, the full path against its ceilings.
+
+Every case sends OBS_BATCH-sized frames of 512 observations (8 float32 each)
+from this process to a server in another process on 127.0.0.1 (each pinned
+to its own core where the machine has two), keeping a window of frames in
+flight, and counts acknowledged observations.
+
+- ``edgeswarm``: the real :class:`~edgeswarm.gateway.Gateway` on the default
+  stack; the client speaks the real session (HELLO -> WELCOME, then encoded
+  ``ObservationBatch`` frames; acks decoded by a client ``Session``)
+- ``aioquic_raw`` / ``qh3_raw``: the same frame bytes over the QUIC adapter on
+  one stack, the server only splits frames and acks each: the ceilings
+- ``grpc_unary``: one grpcio unary call per observation, many concurrent
+  callers (benchmark only; grpcio is not a runtime dependency)
+
+Metrics: ``obs_per_s`` (acknowledged observations per second, saturated) and
+``rtt_p50_ms`` / ``rtt_p99_ms``: send -> ack of one-observation batches on a
+second connection while background load runs at half the measured maximum.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeswarm.bench import BenchResult
+from edgeswarm.bench.transport_server import ACK, GRPC_METHOD
+from edgeswarm.identity import KeyPair
+from edgeswarm.transport import quic
+from edgeswarm.wire import (
+    PROTOCOL_VERSION,
+    AckReceived,
+    Auth,
+    ChallengeReceived,
+    Hello,
+    ObservationBatch,
+    Role,
+    Session,
+    SessionConfig,
+    Welcomed,
+    auth_message,
+    encode_frame,
+)
+
+BATCH = 512
+OBS_DIM = 8
+WINDOW = 256
+SATURATE_S = 3.0
+RTT_S = 2.0
+PROBE_INTERVAL_S = 0.003
+MAX_BATCHES = 200_000
+GRPC_CALLERS = 64
+START_TIMEOUT_S = 30.0
+
+
+_OBSERVATIONS = np.random.default_rng(7).random((BATCH, OBS_DIM), dtype=np.float32)
+_AGENT_IDS = np.arange(BATCH, dtype=np.uint32)
+_REWARDS = np.zeros(BATCH, dtype=np.float32)
+
+
+def observation_frame(seq: int, count: int = BATCH) -> bytes:
+    """One encoded OBS_BATCH frame of ``count`` observations."""
+    batch = ObservationBatch(
+        seq=seq,
+        tick=seq,
+        agent_ids=_AGENT_IDS[:count],
+        observations=_OBSERVATIONS[:count],
+        rewards=_REWARDS[:count],
+    )
+    return encode_frame(batch)
+
+
+class _LoadClient:
+    """A ``StreamHandler`` that sends frames, matches acks to sends, keeps a window."""
+
+    def __init__(self) -> None:
+        self.link: quic.SessionLink | None = None
+        self.in_flight: dict[int, tuple[float, int]] = {}
+        self.acked = 0
+        self.rtts: list[float] = []
+        self.record_rtt = False
+        self.changed = asyncio.Event()
+        self.lost: str | None = None
+        self.next_seq = 1
+
+    def connection_made(self, link: quic.SessionLink) -> None:
+        self.link = link
+
+    def connection_lost(self, reason: str) -> None:
+        self.lost = reason
+        self.changed.set()
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        raise NotImplementedError
+
+    def acked_seq(self, seq: int, now: float) -> None:
+        sent = self.in_flight.pop(seq, None)
+        if sent is not None:
+            self.acked += sent[1]
+            if self.record_rtt:
+                self.rtts.append(now - sent[0])
+        self.changed.set()
+
+    def send_frame(self, frame: bytes, count: int) -> None:
+        assert self.link is not None
+        self.in_flight[self.next_seq] = (time.perf_counter(), count)
+        self.next_seq += 1
+        self.link.send(frame)
+
+    async def wait(self) -> None:
+        if self.lost is not None:
+            raise ConnectionError(self.lost)
+        self.changed.clear()
+        await self.changed.wait()
+
+
+class _RawClient(_LoadClient):
+    """Acks are 12-byte frames carrying the frame number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        buffer = self._buffer
+        buffer += data
+        now = time.perf_counter()
+        whole = len(buffer) - len(buffer) % ACK.size
+        for offset in range(0, whole, ACK.size):
+            self.acked_seq(ACK.unpack_from(buffer, offset)[1], now)
+        del buffer[:whole]
+
+
+class _SessionClient(_LoadClient):
+    """Speaks the real session; acks come out of a client ``Session``."""
+
+    def __init__(self, peer_id: str) -> None:
+        super().__init__()
+        self.session = Session(SessionConfig(is_client=True), now=time.monotonic())
+        self.peer_id = peer_id
+        self.key = KeyPair.generate()
+        self.welcomed = False
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        session = self.session
+        session.receive_data(data, time.monotonic())
+        now = time.perf_counter()
+        while (event := session.next_event()) is not None:
+            if isinstance(event, AckReceived):
+                self.acked_seq(event.ack.seq, now)
+            elif isinstance(event, ChallengeReceived):
+                answer_challenge(self, event)
+            elif isinstance(event, Welcomed):
+                self.welcomed = True
+                self.changed.set()
+        out = session.data_to_send()
+        if out and self.link is not None:
+            self.link.send(out)
+
+
+async def session_handshake(client: _SessionClient) -> None:
+    """HELLO -> CHALLENGE -> AUTH -> WELCOME; the gateway knows ``client.key`` beforehand."""
+    assert client.link is not None
+    client.session.hello(
+        Hello(
+            version=PROTOCOL_VERSION,
+            role=Role.EDGE,
+            peer_id=client.peer_id,
+            public_key=client.key.public_key,
+            agents=BATCH,
+        )
+    )
+    client.link.send(client.session.data_to_send())
+    while not client.welcomed:
+        await client.wait()
+
+
+def answer_challenge(client: _SessionClient, event: ChallengeReceived) -> None:
+    """Sign the gateway's nonce (AUTH); the reply leaves with the next flush."""
+    hello = client.session.local_hello
+    assert hello is not None
+    message = auth_message(
+        nonce=event.challenge.nonce, gateway_id=event.challenge.gateway_id, hello=hello
+    )
+    client.session.authenticate(Auth(signature=client.key.sign(message)))
+
+
+# --- load shapes ---------------------------------------------------------
+
+
+async def _paced(send: Callable[[], None], rate_per_s: float, stop: asyncio.Event) -> None:
+    """Call ``send`` ``rate_per_s`` times a second until ``stop``."""
+    start = time.perf_counter()
+    done = 0
+    while not stop.is_set():
+        due = int((time.perf_counter() - start) * rate_per_s)
+        while done < due:
+            send()
+            done += 1
+        await asyncio.sleep(0.001)
+
+
+async def _probe(probe: Callable[[], Awaitable[float]], seconds: float) -> tuple[float, float]:
+    rtts: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        rtts.append(await probe())
+        await asyncio.sleep(PROBE_INTERVAL_S)
+    values = np.array(rtts) * 1e3
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+# --- server processes ----------------------------------------------------
+
+
+class _Server:
+    """A transport_server process; ``port`` and ``ca`` once it listens."""
+
+    def __init__(
+        self,
+        kind: str,
+        stack: str,
+        settings: quic.TransportSettings,
+        peers: dict[str, bytes] | None = None,
+    ) -> None:
+        enrolled = {peer_id: key.hex() for peer_id, key in (peers or {}).items()}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "edgeswarm.bench.transport_server",
+                kind,
+                stack,
+                json.dumps(asdict(settings)),
+                json.dumps(enrolled),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench server {kind}/{stack} did not start")
+        info = json.loads(line)
+        self.port: int = info["port"]
+        self.ca = Path(info["ca"])
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --- cases ---------------------------------------------------------------
+
+
+async def quic_case(
+    kind: str,
+    stack: str,
+    settings: quic.TransportSettings,
+    *,
+    seconds: float = SATURATE_S,
+    rtt_seconds: float = RTT_S,
+    client_stack: str | None = None,
+) -> tuple[float, float, float]:
+    """(obs/s, p50 ms, p99 ms) against a ``gateway``, ``raw`` or ``native`` server."""
+    client_stack = client_stack or stack
+    session = kind == "gateway"
+    load: _LoadClient = _SessionClient("bench-load") if session else _RawClient()
+    probe: _LoadClient = _SessionClient("bench-probe") if session else _RawClient()
+    peers = {
+        client.peer_id: client.key.public_key
+        for client in (load, probe)
+        if isinstance(client, _SessionClient)
+    }
+    server = _Server(kind, stack, settings, peers)
+    frames = [observation_frame(seq) for seq in range(1, 65)]
+    probe_frame = observation_frame(0, count=1)
+    try:
+        async with (
+            quic.connect(
+                "127.0.0.1",
+                server.port,
+                ca_file=server.ca,
+                handler=load,
+                stack=client_stack,
+                settings=settings,
+            ),
+            quic.connect(
+                "127.0.0.1",
+                server.port,
+                ca_file=server.ca,
+                handler=probe,
+                stack=client_stack,
+                settings=settings,
+            ),
+        ):
+            if isinstance(load, _SessionClient) and isinstance(probe, _SessionClient):
+                await session_handshake(load)
+                await session_handshake(probe)
+            make = _frame_source(frames, session)
+            rate = await _saturate_with(load, make, seconds)
+            stop = asyncio.Event()
+            half = rate / 2 / BATCH
+
+            def background() -> None:
+                if len(load.in_flight) < WINDOW * 4:
+                    load.send_frame(make(load.next_seq), BATCH)
+
+            pacer = asyncio.create_task(_paced(background, half, stop))
+
+            async def one() -> float:
+                seq = probe.next_seq
+                probe.record_rtt = False
+                start = time.perf_counter()
+                probe.send_frame(observation_frame(seq, count=1) if session else probe_frame, 1)
+                while seq in probe.in_flight:
+                    await probe.wait()
+                return time.perf_counter() - start
+
+            p50, p99 = await _probe(one, rtt_seconds)
+            stop.set()
+            await pacer
+        return rate, p50, p99
+    finally:
+        server.close()
+
+
+def _frame_source(frames: list[bytes], session: bool) -> Callable[[int], bytes]:
+    if session:  # the gateway reads seqs, so every frame is encoded with its own
+        return observation_frame
+    return lambda seq: frames[seq % len(frames)]
+
+
+async def _saturate_with(
+    client: _LoadClient, make: Callable[[int], bytes], seconds: float
+) -> float:
+    start = time.perf_counter()
+    deadline = start + seconds
+    acked0 = client.acked
+    sent = 0
+    while time.perf_counter() < deadline and sent < MAX_BATCHES:
+        while len(client.in_flight) >= WINDOW:
+            await client.wait()
+        while len(client.in_flight) < WINDOW:
+            client.send_frame(make(client.next_seq), BATCH)
+            sent += 1
+        await asyncio.sleep(0)
+    while client.in_flight and time.perf_counter() < deadline + 2.0:
+        await client.wait()
+    return (client.acked - acked0) / (time.perf_counter() - start)
+
+
+async def grpc_case(
+    *, seconds: float = SATURATE_S, rtt_seconds: float = RTT_S
+) -> tuple[float, float, float]:
+    """(obs/s, p50 ms, p99 ms) with one unary call per observation."""
+    import grpc  # type: ignore[import-untyped]
+
+    server = _Server("grpc", "aioquic", quic.TransportSettings())
+    observation = np.zeros(OBS_DIM, dtype=np.float32).tobytes()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            call = channel.unary_unary(GRPC_METHOD)
+            await call(observation)
+            done = 0
+            deadline = time.perf_counter() + seconds
+
+            async def caller() -> None:
+                nonlocal done
+                while time.perf_counter() < deadline:
+                    await call(observation)
+                    done += 1
+
+            start = time.perf_counter()
+            await asyncio.gather(*(caller() for _ in range(GRPC_CALLERS)))
+            rate = done / (time.perf_counter() - start)
+
+            stop = asyncio.Event()
+            pending: set[asyncio.Task[Any]] = set()
+
+            def background() -> None:
+                if len(pending) < GRPC_CALLERS:
+                    task = asyncio.ensure_future(call(observation))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+
+            pacer = asyncio.create_task(_paced(background, rate / 2, stop))
+
+            async def one() -> float:
+                start = time.perf_counter()
+                await call(observation)
+                return time.perf_counter() - start
+
+            p50, p99 = await _probe(one, rtt_seconds)
+            stop.set()
+            await pacer
+            await asyncio.gather(*pending, return_exceptions=True)
+        return rate, p50, p99
+    finally:
+        server.close()
+
+
+def run() -> list[BenchResult]:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+        os.sched_setaffinity(0, {0})
+    settings = quic.TransportSettings()
+    cases: list[tuple[str, Callable[[], Coroutine[Any, Any, tuple[float, float, float]]]]] = [
+        ("edgeswarm", lambda: quic_case("gateway", quic.DEFAULT_STACK, settings)),
+        ("aioquic_raw", lambda: quic_case("raw", "aioquic", settings)),
+        ("qh3_raw", lambda: quic_case("raw", "qh3", settings)),
+        ("grpc_unary", grpc_case),
+    ]
+    results: list[BenchResult] = []
+    for case, measure in cases:
+        try:
+            rate, p50, p99 = asyncio.run(measure())
+        except Exception as error:  # one broken case must not hide the others
+            print(f"transport/{case} failed: {error!r}", file=sys.stderr)
+            continue
+        results += [
+            BenchResult("transport", case, "obs_per_s", rate, "obs/s"),
+            BenchResult("transport", case, "rtt_p50_ms", p50, "ms"),
+            BenchResult("transport", case, "rtt_p99_ms", p99, "ms"),
+        ]
+    return results
