@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from pathlib import Path
 from typing import Any
 
 from edgeswarm.edge.client import GatewayClient
+from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
 from edgeswarm.wire import PROTOCOL_VERSION, Hello, Role
 
@@ -18,16 +18,31 @@ async def fetch_status(
     port: int,
     *,
     ca_file: Path,
+    key: KeyPair,
+    peer_id: str = "admin",
     server_name: str | None = None,
     timeout: float = 10.0,
+    stack: str = quic.DEFAULT_STACK,
 ) -> dict[str, Any]:
-    """Connect as an admin, ask for STATUS, return it as a JSON-ready dict."""
-    client = GatewayClient(
-        Hello(version=PROTOCOL_VERSION, role=Role.ADMIN, peer_id=f"admin@{socket.gethostname()}")
+    """Connect as an admin, ask for STATUS, return it as a JSON-ready dict.
+
+    Raises ``SessionEndedError`` with the gateway's reason when it refuses the key.
+    """
+    hello = Hello(
+        version=PROTOCOL_VERSION, role=Role.ADMIN, peer_id=peer_id, public_key=key.public_key
     )
+    client = GatewayClient(hello, key)
     async with (
         asyncio.timeout(timeout),
-        quic.connect(host, port, ca_file=ca_file, handler=client, server_name=server_name),
+        quic.connect(
+            host,
+            port,
+            ca_file=ca_file,
+            handler=client,
+            server_name=server_name,
+            stack=stack,
+            connect_timeout=timeout,
+        ),
     ):
         await client.wait_welcomed(timeout)
         status = await client.request_status(timeout)

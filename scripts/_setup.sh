@@ -15,12 +15,13 @@ if [ ! -x .venv/bin/python ]; then
     [ -n "$PY" ] || { echo "edgeswarm needs Python >= 3.11" >&2; exit 2; }
     "$PY" -m venv .venv
 fi
-STAMP=.venv/.edgeswarm-installed
+EXTRAS="${EDGESWARM_EXTRAS:-test}"
+STAMP=".venv/.edgeswarm-installed-$EXTRAS"
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ]; then
-    echo "setting up .venv (edgeswarm[${EDGESWARM_EXTRAS:-test}])" >&2
+    echo "setting up .venv (edgeswarm[$EXTRAS])" >&2
     if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
            .venv/bin/python -m pip install -q --disable-pip-version-check \
-               -e ".[${EDGESWARM_EXTRAS:-test}]"; } >.venv/install.log 2>&1; then
+               -e ".[$EXTRAS]"; } >.venv/install.log 2>&1; then
         cat .venv/install.log >&2
         echo "installing edgeswarm failed (log above, also in .venv/install.log)" >&2
         exit 2

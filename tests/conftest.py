@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from edgeswarm.gateway.peers import PeerRegistry
+from edgeswarm.identity import KeyPair
+from edgeswarm.wire import Role
+
 STARTUP_TIMEOUT_S = 30
+ADMIN_ID = "test-admin"
 
 
 @dataclass
@@ -26,21 +31,49 @@ class RunningGateway:
     metrics_port: int
     data_dir: Path
     log: Path
+    admin_key: KeyPair
+
+    def registry(self) -> PeerRegistry:
+        return PeerRegistry(self.data_dir / "peers.db")
+
+    def edge_token(self, uses: int = 1) -> str:
+        with self.registry() as registry:
+            return registry.issue_token(Role.EDGE, ttl_s=600, uses=uses)
+
+    def enroll(self, key: KeyPair, peer_id: str, role: Role = Role.EDGE) -> None:
+        with self.registry() as registry:
+            registry.add_peer(key.public_key, peer_id, role, replace=True)
+
+    async def status(self) -> dict[str, object]:
+        from edgeswarm.admin import fetch_status
+        from edgeswarm.transport.quic import default_stack
+
+        return await fetch_status(
+            "127.0.0.1",
+            self.port,
+            ca_file=self.ca,
+            key=self.admin_key,
+            peer_id=ADMIN_ID,
+            stack=default_stack(),
+        )
 
 
 def edgeswarm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeswarm", *args]
 
 
-def start_gateway(data_dir: Path, *extra: str) -> RunningGateway:
+def start_gateway(data_dir: Path, *extra: str, port: int = 0) -> RunningGateway:
     data_dir.mkdir(parents=True, exist_ok=True)
+    admin_key = KeyPair.generate()
+    with PeerRegistry(data_dir / "peers.db") as registry:
+        registry.add_peer(admin_key.public_key, ADMIN_ID, Role.ADMIN, replace=True)
     log = data_dir / "gateway.log"
     with log.open("a") as stderr:
         process = subprocess.Popen(
             edgeswarm_command(
                 "gateway",
                 "--listen",
-                "127.0.0.1:0",
+                f"127.0.0.1:{port}",
                 "--data-dir",
                 str(data_dir),
                 "--metrics-port",
@@ -64,6 +97,7 @@ def start_gateway(data_dir: Path, *extra: str) -> RunningGateway:
         metrics_port=int(info["metrics_port"]),
         data_dir=data_dir,
         log=log,
+        admin_key=admin_key,
     )
 
 
@@ -75,6 +109,9 @@ def stop_process(process: subprocess.Popen[str], timeout: float = 15) -> int:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
     return process.returncode
 
 

@@ -10,22 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeswarm.admin import fetch_status
+from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
-from edgeswarm.transport.quic import SessionLink
-from edgeswarm.wire import (
-    PROTOCOL_VERSION,
-    Error,
-    ErrorCode,
-    FrameReader,
-    Hello,
-    Role,
-    Welcome,
-    decode_payload,
-    encode_frame,
-)
+from edgeswarm.wire import Error, ErrorCode, Welcome
 
-from .conftest import RunningGateway, edgeswarm_command, stop_process
+from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command
+from .raw_peer import RawPeer
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +29,9 @@ def run_edge(
     first_id: int = 0,
     tick_hz: float = 0,
     batch_agents: int = 1000,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[str]:
+    data_dir = gateway.data_dir.parent / edge_id
     return subprocess.Popen(
         edgeswarm_command(
             "edge",
@@ -63,6 +55,11 @@ def run_edge(
             "0",
             "--progress-interval",
             "0",
+            "--data-dir",
+            str(data_dir),
+            "--join-token",
+            gateway.edge_token(),
+            *extra,
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -79,39 +76,6 @@ def summary_of(process: subprocess.Popen[str], timeout: float = 60) -> dict[str,
     return summaries[-1]
 
 
-class RecordingHandler:
-    """A raw session-stream handler that records every frame the gateway sends."""
-
-    def __init__(self) -> None:
-        self.reader = FrameReader()
-        self.frames: list[object] = []
-        self.link: SessionLink | None = None
-        self.changed = asyncio.Event()
-        self.lost: str | None = None
-
-    def connection_made(self, link: SessionLink) -> None:
-        self.link = link
-
-    def data_received(self, data: bytes, *, end_stream: bool) -> None:
-        self.reader.feed(data)
-        while (payload := self.reader.next_payload()) is not None:
-            self.frames.append(decode_payload(payload))
-        self.changed.set()
-
-    def connection_lost(self, reason: str) -> None:
-        self.lost = reason
-        self.changed.set()
-
-    async def wait_for(self, kind: type, timeout: float = 10.0) -> object:
-        async with asyncio.timeout(timeout):
-            while True:
-                for frame in self.frames:
-                    if isinstance(frame, kind):
-                        return frame
-                self.changed.clear()
-                await self.changed.wait()
-
-
 def test_two_edges_every_batch_acknowledged(gateway: RunningGateway) -> None:
     edges = [
         run_edge(gateway, f"edge-{i}", agents=3000, ticks=20, first_id=i * 3000) for i in range(2)
@@ -124,7 +88,7 @@ def test_two_edges_every_batch_acknowledged(gateway: RunningGateway) -> None:
         assert summary["in_flight"] == 0
         assert summary["policies_quarantined"] == 0
 
-    status = asyncio.run(fetch_status("127.0.0.1", gateway.port, ca_file=gateway.ca))
+    status = asyncio.run(gateway.status())
     by_id = {edge["peer_id"]: edge for edge in status["edges"]}
     assert set(by_id) == {"edge-0", "edge-1"}
     for edge in by_id.values():
@@ -135,33 +99,27 @@ def test_two_edges_every_batch_acknowledged(gateway: RunningGateway) -> None:
         assert edge["errors"] == 0
 
 
-async def _garbage_after_hello(gateway: RunningGateway) -> tuple[Welcome, Error]:
-    handler = RecordingHandler()
-    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=handler):
-        assert handler.link is not None
-        hello = Hello(version=PROTOCOL_VERSION, role=Role.EDGE, peer_id="vandal", agents=1)
-        handler.link.send(encode_frame(hello))
-        welcome = await handler.wait_for(Welcome)
-        handler.link.send(b"\x00\x00\x00\x05garbg")
-        error = await handler.wait_for(Error)
-    assert isinstance(welcome, Welcome)
-    assert isinstance(error, Error)
+async def _garbage_after_auth(gateway: RunningGateway) -> tuple[Welcome, Error]:
+    peer, key = RawPeer(), KeyPair.generate()
+    gateway.enroll(key, "vandal")
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        await peer.handshake(key, "vandal")
+        welcome = await peer.wait_for(Welcome)
+        peer.send(b"\x00\x00\x00\x05garbg")
+        error = await peer.wait_for(Error)
     return welcome, error
 
 
 async def _garbage_first(gateway: RunningGateway) -> Error:
-    handler = RecordingHandler()
-    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=handler):
-        assert handler.link is not None
-        handler.link.send(b"\xff\xff\xff\xff" + b"\x00" * 64)
-        error = await handler.wait_for(Error)
-    assert isinstance(error, Error)
-    return error
+    peer = RawPeer()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        peer.send(b"\xff\xff\xff\xff" + b"\x00" * 64)
+        return await peer.wait_for(Error)
 
 
 def test_garbage_gets_error_frame_and_other_edge_is_served(gateway: RunningGateway) -> None:
     edge = run_edge(gateway, "honest", agents=2000, ticks=40, tick_hz=20)
-    welcome, error = asyncio.run(_garbage_after_hello(gateway))
+    welcome, error = asyncio.run(_garbage_after_auth(gateway))
     assert welcome.gateway_id == "gateway-0"
     assert error.code == ErrorCode.MALFORMED_FRAME
     oversize = asyncio.run(_garbage_first(gateway))
@@ -175,11 +133,22 @@ def test_garbage_gets_error_frame_and_other_edge_is_served(gateway: RunningGatew
     assert "MALFORMED_FRAME" in log
 
 
-def test_status_cli_json_and_metrics(gateway: RunningGateway) -> None:
+def test_status_cli_json_and_metrics(gateway: RunningGateway, tmp_path: Path) -> None:
     summary_of(run_edge(gateway, "edge-m", agents=500, ticks=4))
+    admin_key = tmp_path / "admin.key"
+    gateway.admin_key.save(admin_key)
     result = subprocess.run(
         edgeswarm_command(
-            "status", "--gateway", f"127.0.0.1:{gateway.port}", "--ca", str(gateway.ca), "--json"
+            "status",
+            "--gateway",
+            f"127.0.0.1:{gateway.port}",
+            "--ca",
+            str(gateway.ca),
+            "--key",
+            str(admin_key),
+            "--admin-id",
+            ADMIN_ID,
+            "--json",
         ),
         capture_output=True,
         text=True,
@@ -217,11 +186,19 @@ def test_edge_refuses_gateway_with_unpinned_certificate(
             "1",
             "--metrics-port",
             "-1",
+            "--data-dir",
+            str(tmp_path / "edge-e"),
+            "--drain-timeout",
+            "2",
         ),
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert edge.returncode != 0
-    assert "certificate" in (edge.stderr + edge.stdout).lower()
-    stop_process(gateway.process)
+    assert edge.returncode == 1  # nothing acknowledged: the batch stays spooled
+    assert "certificate" in edge.stderr.lower()
+    summary = json.loads(edge.stdout.splitlines()[-1])
+    assert summary["observations_acked"] == 0
+    assert summary["connects"] == 0
+    status = asyncio.run(gateway.status())
+    assert len(status["edges"]) == 0

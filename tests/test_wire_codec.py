@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 from edgeswarm.wire import (
     Ack,
     Actions,
+    Auth,
     BatchTooLarge,
     Bye,
+    Challenge,
     EdgeStatus,
     Error,
     ErrorCode,
@@ -42,6 +44,8 @@ from edgeswarm.wire import (
     encode_frame,
     encode_payload,
 )
+
+PK = bytes(range(32))
 
 U64 = 2**64 - 1
 
@@ -106,14 +110,27 @@ def batch_map(**override: Any) -> dict[str, Any]:
 
 
 ALL_FRAMES: list[Frame] = [
-    Hello(version=1, role=Role.EDGE, peer_id="edge-1", agents=64),
-    Hello(version=1, role=Role.ADMIN, peer_id="ops"),
+    Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="edge-1", agents=64),
+    Hello(version=2, public_key=PK, role=Role.ADMIN, peer_id="ops"),
+    Hello(version=2, public_key=PK, role=Role.INFERENCE, peer_id="gpu-0", join_token="tok"),
+    Challenge(nonce=bytes(32), gateway_id="gw"),
+    Auth(signature=bytes(range(64))),
     Welcome(
-        version=1, session_id="s-1", gateway_id="gw", max_frame_bytes=1 << 24, max_batch_agents=9
+        version=2, session_id="s-1", gateway_id="gw", max_frame_bytes=1 << 24, max_batch_agents=9
+    ),
+    Welcome(
+        version=2,
+        session_id="s-2",
+        gateway_id="gw",
+        max_frame_bytes=1 << 24,
+        max_batch_agents=9,
+        credit=64,
+        resume_seq=U64,
     ),
     make_batch(),
     make_batch(n=0, k=1),
     Ack(seq=U64, accepted=3),
+    Ack(seq=1, accepted=3, credit=77),
     make_actions(),
     StatusRequest(),
     Status(gateway_id="gw", uptime_s=1.5),
@@ -151,30 +168,44 @@ def test_every_frame_type_covered() -> None:
 
 
 def test_enums_travel_as_values() -> None:
-    m = msgpack.unpackb(encode_payload(Hello(version=1, role=Role.ADMIN, peer_id="x")))
-    assert m == {"t": 1, "version": 1, "role": "admin", "peer_id": "x", "agents": 0}
+    m = msgpack.unpackb(
+        encode_payload(Hello(version=2, public_key=PK, role=Role.ADMIN, peer_id="x"))
+    )
+    assert m == {
+        "t": 1,
+        "version": 2,
+        "role": "admin",
+        "peer_id": "x",
+        "public_key": PK,
+        "agents": 0,
+    }
     m = msgpack.unpackb(encode_payload(Error(code=ErrorCode.UNEXPECTED_FRAME, message="m")))
     assert m == {"t": 8, "code": 6, "message": "m"}
 
 
 def test_hello_bytes_match_documented_example() -> None:
-    data = encode_frame(Hello(version=1, role=Role.EDGE, peer_id="e1", agents=2))
+    data = encode_frame(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e1", agents=2))
     assert data.hex(" ") == (
-        "00 00 00 2a 85 a1 74 01 a7 76 65 72 73 69 6f 6e 01 a4 72 6f 6c 65 a4 65 64 67 65 "
-        "a7 70 65 65 72 5f 69 64 a2 65 31 a6 61 67 65 6e 74 73 02"
+        "00 00 00 57 86 a1 74 01 a7 76 65 72 73 69 6f 6e 02 a4 72 6f 6c 65 a4 65 64 67 65 "
+        "a7 70 65 65 72 5f 69 64 a2 65 31 aa 70 75 62 6c 69 63 5f 6b 65 79 c4 20 "
+        + " ".join(f"{b:02x}" for b in range(32))
+        + " a6 61 67 65 6e 74 73 02"
     )
 
 
 def test_unknown_keys_ignored_and_optional_fields() -> None:
     frame = decode_payload(payload({"t": 4, "seq": 1, "accepted": 2, "future": [1, 2]}))
-    assert frame == Ack(seq=1, accepted=2)
+    assert frame == Ack(seq=1, accepted=2, credit=0)
     assert decode_payload(payload({"t": 8, "code": 1, "message": "x", "seq": None})) == Error(
         code=1, message="x"
     )
     assert decode_payload(payload({"t": 9, "code": 0})) == Bye(code=0)
-    assert decode_payload(payload({"t": 1, "version": 1, "role": "edge", "peer_id": "p"})) == (
-        Hello(version=1, role=Role.EDGE, peer_id="p")
+    hello = {"t": 1, "version": 2, "role": "edge", "peer_id": "p", "public_key": PK}
+    assert decode_payload(payload(hello)) == Hello(
+        version=2, public_key=PK, role=Role.EDGE, peer_id="p"
     )
+    with pytest.raises(MalformedFrame, match="public_key"):
+        decode_payload(payload({**hello, "public_key": PK[:31]}))
 
 
 def test_status_accepts_integer_uptime() -> None:
@@ -230,7 +261,17 @@ edge_status = st.builds(
 )
 
 frames = st.one_of(
-    st.builds(Hello, version=u64, role=st.sampled_from(Role), peer_id=ident, agents=u64),
+    st.builds(
+        Hello,
+        version=u64,
+        role=st.sampled_from(Role),
+        peer_id=ident,
+        public_key=st.binary(min_size=32, max_size=32),
+        agents=u64,
+        join_token=st.none() | st.text(min_size=1, max_size=64),
+    ),
+    st.builds(Challenge, nonce=st.binary(min_size=32, max_size=32), gateway_id=ident),
+    st.builds(Auth, signature=st.binary(min_size=64, max_size=64)),
     st.builds(
         Welcome,
         version=u64,

@@ -12,7 +12,11 @@ from edgeswarm.wire import (
     AckReceived,
     Actions,
     ActionsReceived,
+    Auth,
+    AuthReceived,
     Bye,
+    Challenge,
+    ChallengeReceived,
     EdgeStatus,
     Error,
     ErrorCode,
@@ -45,9 +49,18 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.codec import FrameReader
 
+PK = bytes(range(32))
+
 WELCOME = Welcome(
-    version=1, session_id="s1", gateway_id="gw", max_frame_bytes=1 << 20, max_batch_agents=1000
+    version=2,
+    session_id="s1",
+    gateway_id="gw",
+    max_frame_bytes=1 << 20,
+    max_batch_agents=1000,
+    credit=8,
 )
+CHALLENGE = Challenge(nonce=b"n" * 32, gateway_id="gw")
+AUTH = Auth(signature=b"s" * 64)
 
 
 def events(session: Session) -> list[Event]:
@@ -104,10 +117,16 @@ def pair(role: Role = Role.EDGE, **server_config: float) -> tuple[Session, Sessi
 
 def connected(role: Role = Role.EDGE) -> tuple[Session, Session]:
     client, server = pair(role)
-    client.hello(Hello(version=1, role=role, peer_id="edge-1", agents=4))
+    client.hello(Hello(version=2, public_key=PK, role=role, peer_id="edge-1", agents=4))
     roundtrip(client, server)
     [hello_event] = events(server)
     assert isinstance(hello_event, HelloReceived)
+    server.challenge(CHALLENGE)
+    roundtrip(client, server)
+    assert events(client) == [ChallengeReceived(challenge=CHALLENGE)]
+    client.authenticate(AUTH)
+    roundtrip(client, server)
+    assert events(server) == [AuthReceived(auth=AUTH)]
     server.accept(WELCOME)
     roundtrip(client, server)
     assert events(client) == [Welcomed(welcome=WELCOME)]
@@ -118,15 +137,28 @@ def test_handshake() -> None:
     client, server = pair()
     assert state(client) is SessionState.START
     assert state(server) is SessionState.AWAIT_HELLO
-    hello = Hello(version=1, role=Role.EDGE, peer_id="edge-1", agents=4)
+    hello = Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="edge-1", agents=4)
     client.hello(hello)
-    assert state(client) is SessionState.AWAIT_WELCOME
+    assert state(client) is SessionState.AWAIT_CHALLENGE
     roundtrip(client, server)
     assert events(server) == [HelloReceived(hello=hello)]
     assert state(server) is SessionState.HELLO_RECEIVED
     assert server.peer_hello == hello
-    assert server.get_timer() is None
+    assert server.get_timer() is not None  # the handshake deadline runs until WELCOME
+    with pytest.raises(LocalProtocolError):
+        server.accept(WELCOME)  # no WELCOME before the client proved its key
+    server.challenge(CHALLENGE)
+    assert state(server) is SessionState.AWAIT_AUTH
+    roundtrip(client, server)
+    assert events(client) == [ChallengeReceived(challenge=CHALLENGE)]
+    assert state(client) is SessionState.CHALLENGED
+    client.authenticate(AUTH)
+    assert state(client) is SessionState.AWAIT_WELCOME
+    roundtrip(client, server)
+    assert events(server) == [AuthReceived(auth=AUTH)]
+    assert state(server) is SessionState.AUTH_RECEIVED
     server.accept(WELCOME)
+    assert server.get_timer() is None
     assert server.state is SessionState.READY
     roundtrip(client, server)
     assert events(client) == [Welcomed(welcome=WELCOME)]
@@ -143,9 +175,70 @@ def test_observations_and_ack() -> None:
     assert event.batch.seq == 1
     assert event.batch.observations.shape == (4, 3)
     assert event.size > 0
-    server.send(Ack(seq=1, accepted=4))
+    server.send(Ack(seq=1, accepted=4, credit=9))
     roundtrip(client, server)
-    assert events(client) == [AckReceived(ack=Ack(seq=1, accepted=4))]
+    assert events(client) == [AckReceived(ack=Ack(seq=1, accepted=4, credit=9))]
+    assert client.credit == 8
+
+
+def test_client_cannot_send_beyond_credit() -> None:
+    client, server = connected()
+    for seq in range(1, 9):
+        client.send(batch(seq=seq))
+    assert client.credit == 0
+    with pytest.raises(LocalProtocolError, match="no credit"):
+        client.send(batch(seq=9))
+    roundtrip(client, server)
+    events(server)
+    server.send(Ack(seq=1, accepted=4, credit=10))
+    roundtrip(client, server)
+    assert client.credit == 2
+    client.send(batch(seq=9))
+
+
+def test_credit_never_decreases() -> None:
+    _client, server = connected()
+    with pytest.raises(LocalProtocolError, match="decrease"):
+        server.send(Ack(seq=1, accepted=4, credit=3))
+
+
+def test_server_closes_session_that_exceeds_credit() -> None:
+    _client, server = connected()
+    # A misbehaving client: frames written past the credit it was granted.
+    server.receive_data(b"".join(encode_frame(batch(seq=s)) for s in range(1, 10)), 0.0)
+    got = events(server)
+    assert sum(isinstance(e, ObservationsReceived) for e in got) == 8
+    violation = next(e for e in got if isinstance(e, ProtocolViolation))
+    assert violation.error.error_code is ErrorCode.NO_CREDIT
+    assert violation.error.seq == 9
+    assert server.closed
+
+
+def test_refuse_after_auth() -> None:
+    client, server = pair()
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+    roundtrip(client, server)
+    server.challenge(CHALLENGE)
+    roundtrip(client, server)
+    client.authenticate(AUTH)
+    roundtrip(client, server)
+    events(server)
+    server.refuse(ErrorCode.AUTH_FAILED, "bad signature")
+    roundtrip(client, server)
+    got = events(client)
+    assert ErrorReceived(error=Error(code=ErrorCode.AUTH_FAILED, message="bad signature")) in got
+    assert client.closed
+
+
+def test_batch_before_auth_is_unexpected() -> None:
+    client, server = pair()
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+    roundtrip(client, server)
+    events(server)
+    server.receive_data(encode_frame(batch(seq=1)), 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
 
 
 def test_actions() -> None:
@@ -221,7 +314,7 @@ def test_send_bye_is_close() -> None:
 
 def test_refuse() -> None:
     client, server = pair()
-    client.hello(Hello(version=1, role=Role.EDGE, peer_id="intruder"))
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="intruder"))
     roundtrip(client, server)
     events(server)
     server.refuse(ErrorCode.UNEXPECTED_FRAME, "unknown edge")
@@ -340,7 +433,7 @@ def test_obs_batch_from_admin() -> None:
         ("server", batch()),
         ("server", StatusRequest()),
         ("client", WELCOME),
-        ("server", Hello(version=1, role=Role.EDGE, peer_id="x")),
+        ("server", Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="x")),
     ],
 )
 def test_send_disallowed_frame(side: str, frame: object) -> None:
@@ -360,9 +453,9 @@ def test_send_before_handshake_is_local_error() -> None:
         server.accept(WELCOME)
     with pytest.raises(LocalProtocolError):
         server.refuse(ErrorCode.NO_ERROR, "no")
-    client.hello(Hello(version=1, role=Role.EDGE, peer_id="e"))
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
     with pytest.raises(LocalProtocolError):
-        client.hello(Hello(version=1, role=Role.EDGE, peer_id="e"))
+        client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
     with pytest.raises(LocalProtocolError):
         client.send(batch())  # still awaiting WELCOME
 
@@ -375,7 +468,9 @@ def test_batch_above_welcome_limit_is_local_error() -> None:
 
 def test_wrong_version_is_refused_fatally() -> None:
     _, server = pair()
-    server.receive_data(encode_frame(Hello(version=2, role=Role.EDGE, peer_id="future")), 0.0)
+    server.receive_data(
+        encode_frame(Hello(version=3, public_key=PK, role=Role.EDGE, peer_id="future")), 0.0
+    )
     violation, closed = events(server)
     assert isinstance(violation, ProtocolViolation)
     assert isinstance(violation.error, UnsupportedVersion)

@@ -7,10 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, edge
+from edgeswarm.bench import BenchResult, crdt, edge, transport
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
+    "crdt": crdt.run,
     "edge": edge.run,
+    "transport": transport.run,
 }
 
 
@@ -18,11 +20,17 @@ def format_results(results: list[BenchResult], *, as_json: bool) -> list[str]:
     """Output lines: one JSON object per result, or a table with a header."""
     if as_json:
         return [json.dumps(result.to_dict()) for result in results]
-    lines = [f"{'bench':<8} {'case':<8} {'metric':<12} {'value':>16}  unit"]
+    lines = [f"{'bench':<8} {'case':<14} {'metric':<15} {'value':>16}  unit"]
     lines += [
-        f"{r.bench:<8} {r.case:<8} {r.metric:<12} {r.value:>16,.0f}  {r.unit}" for r in results
+        f"{r.bench:<8} {r.case:<14} {r.metric:<15} {_number(r.value):>16}  {r.unit}"
+        for r in results
     ]
     return lines
+
+
+def _number(value: float) -> str:
+    """Thousands separators for big values, two decimals for small ones (milliseconds)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from edgeswarm import __version__
 from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
+from .keys import keys_app
 
 app = typer.Typer(
     name="edgeswarm",
@@ -25,6 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.add_typer(keys_app)
+
+DEFAULT_ADMIN_KEY = Path("var/admin.key")
+
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 MetricsPort = Annotated[
     int, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one; -1 disables.")
@@ -33,6 +38,18 @@ MetricsPort = Annotated[
 
 def _metrics_port(value: int) -> int | None:
     return None if value < 0 else value
+
+
+def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
+    if value not in allowed:
+        raise typer.BadParameter(f"{option} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _stack(value: str | None) -> str:
+    from edgeswarm.transport.quic import default_stack
+
+    return _choice(value or default_stack(), ("aioquic", "qh3"), "--stack")
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -67,10 +84,22 @@ def gateway(
     key: Annotated[Path | None, typer.Option(help="Private key of --cert (PEM).")] = None,
     gateway_id: Annotated[str, typer.Option(help="Name of this gateway.")] = "gateway-0",
     max_batch_agents: Annotated[int, typer.Option(help="Largest OBS_BATCH accepted.")] = 65536,
+    credit_window: Annotated[
+        int, typer.Option(min=1, help="Batches an edge may have unacknowledged.")
+    ] = 256,
+    fsync: Annotated[
+        str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
+    ] = "normal",
+    stack: Annotated[
+        str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
+    ] = None,
     metrics_port: MetricsPort = 9464,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Run a gateway. Prints one JSON line with the bound address on stdout when ready."""
+    """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
+
+    Peers must hold an enrolled key: see `edgeswarm keys`.
+    """
     from edgeswarm.gateway import Gateway, GatewayConfig
 
     if (cert is None) != (key is None):
@@ -85,6 +114,9 @@ def gateway(
         key=key,
         gateway_id=gateway_id,
         max_batch_agents=max_batch_agents,
+        credit_window=credit_window,
+        fsync=_choice(fsync, ("always", "normal", "off"), "--fsync"),
+        stack=_stack(stack),
         metrics_port=_metrics_port(metrics_port),
     )
 
@@ -129,7 +161,25 @@ def edge(
     seed: Annotated[int, typer.Option(help="Environment seed.")] = 0,
     tick_hz: Annotated[float, typer.Option(min=0, help="Ticks/s; 0 = as fast as acked.")] = 10.0,
     batch_agents: Annotated[int, typer.Option(min=1, help="Agents per OBS_BATCH.")] = 2048,
-    window: Annotated[int, typer.Option(min=1, help="Batches in flight.")] = 64,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Key and spool directory (default: var/edge/EDGE_ID).")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Private key (default: DATA_DIR/edge.key, created).")
+    ] = None,
+    join_token: Annotated[
+        str | None, typer.Option(help="Token from `edgeswarm keys issue` to enroll the key.")
+    ] = None,
+    spool_max_bytes: Annotated[
+        int, typer.Option(min=1024, help="Bound of the on-disk spool of unacked batches.")
+    ] = 256 * 1024 * 1024,
+    overflow: Annotated[
+        str, typer.Option(help="When the spool is full: block or drop_oldest.")
+    ] = "block",
+    stack: Annotated[
+        str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
+    ] = None,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for acks at stop.")] = 10.0,
     duration: Annotated[
         float | None, typer.Option(help="Stop after SECONDS (default: on signal).")
     ] = None,
@@ -142,8 +192,10 @@ def edge(
 ) -> None:
     """Run an edge: agents step Wasm policies and stream observations to the gateway.
 
+    Batches are spooled on disk until the gateway acknowledges them; while the
+    gateway is unreachable the edge keeps stepping and reconnects with backoff.
     Progress and a final summary are JSON lines on stdout; logs are JSON on stderr.
-    Exit status 1 when observations stayed unacknowledged.
+    Exit status 1 when observations stayed unacknowledged (they stay spooled).
     """
     from edgeswarm.edge.config import EdgeConfig
     from edgeswarm.edge.runner import EdgeRunner, install_stop_signals
@@ -162,7 +214,13 @@ def edge(
         seed=seed,
         tick_hz=tick_hz,
         batch_agents=batch_agents,
-        window=window,
+        data_dir=data_dir or Path("var/edge") / edge_id,
+        key_file=key,
+        join_token=join_token,
+        spool_max_bytes=spool_max_bytes,
+        overflow=_choice(overflow, ("block", "drop_oldest"), "--overflow"),
+        stack=_stack(stack),
+        drain_timeout_s=drain_timeout,
         duration_s=duration,
         ticks=ticks,
         progress_interval_s=progress_interval,
@@ -174,10 +232,13 @@ def edge(
         install_stop_signals(runner)
         return await runner.run()
 
+    from edgeswarm.edge.spool import SpoolError
+    from edgeswarm.identity.keys import KeyFileError
+
     try:
         summary = asyncio.run(run())
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        _fail(f"edge {edge_id}: cannot reach gateway {gateway_addr}: {exc or type(exc).__name__}")
+    except (KeyFileError, SpoolError) as exc:
+        _fail(f"edge {edge_id}: {exc}")
     if summary["observations_acked"] != summary["observations_sent"]:
         raise typer.Exit(1)
 
@@ -189,16 +250,38 @@ def status(
         str, typer.Option("--gateway", help="Gateway host:port.")
     ] = "127.0.0.1:4433",
     server_name: Annotated[str | None, typer.Option(help="Name in the certificate.")] = None,
+    key: Annotated[
+        Path, typer.Option(help="Admin private key enrolled with role admin.")
+    ] = DEFAULT_ADMIN_KEY,
+    admin_id: Annotated[str, typer.Option(help="Peer id the admin key is enrolled as.")] = "admin",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 10.0,
 ) -> None:
-    """Ask a gateway for its status: every edge, its agents and what it sent."""
+    """Ask a gateway for its status: every edge, its agents and what it sent.
+
+    Needs an admin key: `edgeswarm keys init --key var/admin.key`, then on the
+    gateway `edgeswarm keys add --role admin --peer-id admin --public-key ...`.
+    """
     from edgeswarm.admin import fetch_status
+    from edgeswarm.identity.keys import KeyFileError, KeyPair
 
     host, port = parse_address(gateway_addr)
     try:
+        pair = KeyPair.load(key)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    try:
         result = asyncio.run(
-            fetch_status(host, port, ca_file=ca, server_name=server_name, timeout=timeout)
+            fetch_status(
+                host,
+                port,
+                ca_file=ca,
+                key=pair,
+                peer_id=admin_id,
+                server_name=server_name,
+                timeout=timeout,
+                stack=_stack(None),
+            )
         )
     except (ConnectionError, OSError, TimeoutError) as exc:
         _fail(f"cannot reach gateway {gateway_addr}: {exc or type(exc).__name__}")

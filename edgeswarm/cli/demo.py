@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -23,9 +24,13 @@ from rich.table import Table
 from rich.text import Text
 
 from edgeswarm.admin import fetch_status
+from edgeswarm.gateway.peers import PeerRegistry
+from edgeswarm.identity import KeyPair, load_or_create_key
 from edgeswarm.telemetry import LatencyHistogram
+from edgeswarm.wire import Role
 
 STARTUP_TIMEOUT_S = 30.0
+ADMIN_ID = "demo-admin"
 STOP_GRACE_S = 20.0
 
 
@@ -65,6 +70,28 @@ async def _read_lines(stream: asyncio.StreamReader, view: EdgeView) -> None:
         view.last = record
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """What the demo hands out: an admin key enrolled directly, a join token per edge."""
+
+    admin: KeyPair
+    edge_tokens: list[str]
+
+
+def _fresh_swarm(plan: DemoPlan) -> Credentials:
+    """Remove an earlier run's state, enroll the demo's admin key, issue edge join tokens."""
+    for old in [plan.data_dir / "gateway", *plan.data_dir.glob("edge-*")]:
+        if old.is_dir():
+            shutil.rmtree(old)
+    for old_log in plan.data_dir.glob("*.log"):
+        old_log.unlink()
+    admin = load_or_create_key(plan.data_dir / "admin.key")
+    with PeerRegistry(plan.data_dir / "gateway" / "peers.db") as registry:
+        registry.add_peer(admin.public_key, ADMIN_ID, Role.ADMIN, replace=True)
+        tokens = [registry.issue_token(Role.EDGE, ttl_s=3600) for _ in range(plan.edges)]
+    return Credentials(admin, tokens)
+
+
 async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     log = (plan.data_dir / "gateway.log").open("ab")
     process = await asyncio.create_subprocess_exec(
@@ -91,7 +118,7 @@ async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, di
 
 
 async def _start_edge(
-    plan: DemoPlan, index: int, listening: dict[str, Any]
+    plan: DemoPlan, index: int, listening: dict[str, Any], token: str
 ) -> tuple[asyncio.subprocess.Process, EdgeView]:
     edge_id = f"edge-{index}"
     log = (plan.data_dir / f"{edge_id}.log").open("ab")
@@ -118,6 +145,10 @@ async def _start_edge(
             "0",
             "--progress-interval",
             "0.5",
+            "--data-dir",
+            str(plan.data_dir / edge_id),
+            "--join-token",
+            token,
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -210,9 +241,13 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupted.set)
 
+    credentials = _fresh_swarm(plan)
     gateway, listening = await _start_gateway(plan)
     ca, port = Path(listening["ca"]), int(listening["port"])
-    edges = [await _start_edge(plan, i, listening) for i in range(plan.edges)]
+    edges = [
+        await _start_edge(plan, i, listening, token)
+        for i, token in enumerate(credentials.edge_tokens)
+    ]
     views = [view for _, view in edges]
     readers = [
         asyncio.create_task(_read_lines(process.stdout, view))
@@ -224,7 +259,9 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     async def poll_status() -> None:
         nonlocal gateway_status
         with contextlib.suppress(Exception):
-            gateway_status = await fetch_status("127.0.0.1", port, ca_file=ca, timeout=2.0)
+            gateway_status = await fetch_status(
+                "127.0.0.1", port, ca_file=ca, key=credentials.admin, peer_id=ADMIN_ID, timeout=2.0
+            )
 
     edges_done = asyncio.gather(*(process.wait() for process, _ in edges))
     with Live(console=console, auto_refresh=False, transient=False) as display:

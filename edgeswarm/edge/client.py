@@ -1,8 +1,10 @@
 """The edge's side of a session: sends observation batches, tracks their acks.
 
 ``GatewayClient`` is the ``StreamHandler`` of the QUIC adapter; it owns the
-client ``Session`` and turns its events into awaitable state: a window of
-batches in flight (back-pressure), ack latencies, actions to apply, status.
+client ``Session`` and turns its events into awaitable state: the handshake
+(it signs the gateway's challenge with the peer's key), the credit the
+gateway granted (back-pressure), ack latencies, actions to apply, status.
+Actions may also arrive as QUIC datagrams.
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    Ack,
     AckReceived,
     Actions,
     ActionsReceived,
+    Auth,
+    ChallengeReceived,
     ErrorCode,
     ErrorReceived,
     Hello,
@@ -32,7 +39,10 @@ from edgeswarm.wire import (
     StatusRequest,
     Welcome,
     Welcomed,
+    auth_message,
+    decode_payload,
 )
+from edgeswarm.wire.errors import RemoteProtocolError
 
 log = logging.getLogger("edgeswarm.edge")
 
@@ -50,14 +60,24 @@ class DeliveryCounters:
     acked_batches: int = 0
     acked_observations: int = 0
     errors_received: int = 0
+    datagram_actions: int = 0
 
 
 class GatewayClient:
     """Client of one gateway session (a ``StreamHandler``)."""
 
-    def __init__(self, hello: Hello, *, window: int = 64) -> None:
+    def __init__(
+        self,
+        hello: Hello,
+        key: KeyPair,
+        *,
+        on_ack: Callable[[Ack], None] | None = None,
+    ) -> None:
+        if hello.public_key != key.public_key:
+            raise ValueError("HELLO must carry the public key of the key pair that signs")
         self.hello = hello
-        self.window = window
+        self._key = key
+        self._on_ack = on_ack
         self.session = Session(SessionConfig(is_client=True), now=time.monotonic())
         self.counters = DeliveryCounters()
         self.latency = LatencyHistogram()
@@ -68,6 +88,8 @@ class GatewayClient:
         self._in_flight: dict[int, tuple[float, int]] = {}
         self._changed = asyncio.Event()
         self._status: asyncio.Future[Status] | None = None
+        self.last_progress = time.monotonic()
+        """When the gateway last showed it is alive (welcome, ack); for liveness checks."""
 
     @property
     def in_flight(self) -> int:
@@ -90,6 +112,19 @@ class GatewayClient:
     def connection_lost(self, reason: str) -> None:
         self._ended(reason)
 
+    def datagram_received(self, data: bytes) -> None:
+        """ACTIONS may come as a QUIC datagram (one payload, no length prefix)."""
+        try:
+            frame = decode_payload(data)
+        except RemoteProtocolError as exc:
+            log.warning("bad datagram from the gateway ignored", extra={"error": str(exc)})
+            return
+        if isinstance(frame, Actions):
+            self.actions.append(frame)
+            self.counters.datagram_actions += 1
+        else:
+            log.warning("unexpected datagram ignored", extra={"frame": type(frame).__name__})
+
     # API
     async def wait_welcomed(self, timeout: float = 10.0) -> Welcome:
         """Wait until the gateway accepted our HELLO."""
@@ -100,8 +135,8 @@ class GatewayClient:
         return self.welcome
 
     async def send_batch(self, batch: ObservationBatch) -> None:
-        """Send ``batch`` once fewer than ``window`` batches are in flight."""
-        while len(self._in_flight) >= self.window:
+        """Send ``batch`` as soon as the gateway's credit allows."""
+        while self.session.credit <= 0:
             self._raise_if_closed()
             await self._wait_change()
         self._raise_if_closed()
@@ -137,14 +172,26 @@ class GatewayClient:
             self.session.close(ErrorCode.NO_ERROR, reason)
             self._process()
 
-    # internals
-    async def _wait_change(self) -> None:
+    async def wait_change(self) -> None:
+        """Return at the next event of the session (ack, close, ...)."""
         self._changed.clear()
         await self._changed.wait()
+
+    # internals
+    async def _wait_change(self) -> None:
+        await self.wait_change()
 
     def _raise_if_closed(self) -> None:
         if self.closed_reason is not None:
             raise SessionEndedError(self.closed_reason)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Batches are outstanding and no ack came for ``timeout`` seconds."""
+        return bool(self._in_flight) and now - self.last_progress > timeout
+
+    def abandon(self, reason: str) -> None:
+        """Give up on this session (the gateway stopped answering)."""
+        self._ended(reason)
 
     def _ended(self, reason: str) -> None:
         if self.closed_reason is None:
@@ -158,13 +205,22 @@ class GatewayClient:
         while (event := self.session.next_event()) is not None:
             match event:
                 case AckReceived(ack=ack):
+                    self.last_progress = now
                     sent = self._in_flight.pop(ack.seq, None)
                     if sent is not None:
                         self.latency.record(now - sent[0])
                         self.counters.acked_batches += 1
                         self.counters.acked_observations += ack.accepted
+                    if self._on_ack is not None:
+                        self._on_ack(ack)
+                case ChallengeReceived(challenge=challenge):
+                    message = auth_message(
+                        nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=self.hello
+                    )
+                    self.session.authenticate(Auth(signature=self._key.sign(message)))
                 case Welcomed(welcome=welcome):
                     self.welcome = welcome
+                    self.last_progress = now
                 case ActionsReceived(actions=actions):
                     self.actions.append(actions)
                 case StatusReceived(status=status):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeswarm.transport.quic import DEFAULT_STACK
+
 
 @dataclass(frozen=True, kw_only=True)
 class EdgeConfig:
@@ -20,6 +22,19 @@ class EdgeConfig:
     """CA certificate the gateway's certificate must chain to (pinned)."""
     server_name: str | None = None
     """Name to verify in the gateway's certificate; defaults to ``gateway_host``."""
+    stack: str = DEFAULT_STACK
+    """QUIC implementation: ``aioquic`` or ``qh3``."""
+    data_dir: Path = Path("var/edge")
+    """Where the edge keeps its key and its spool."""
+    key_file: Path | None = None
+    """The edge's ed25519 private key; ``data_dir/edge.key``, created on first start, if None."""
+    join_token: str | None = None
+    """Join token to enroll the key on first contact (``edgeswarm keys issue``)."""
+    spool_max_bytes: int = 256 * 1024 * 1024
+    """Bound of the on-disk spool of unacknowledged batches."""
+    overflow: str = "block"
+    """When the spool is full: ``block`` (stop stepping until acks make room) or
+    ``drop_oldest`` (drop the oldest batches, counted and logged)."""
     agents: int = 10_000
     """Number of agents this edge runs."""
     first_agent_id: int = 0
@@ -32,8 +47,6 @@ class EdgeConfig:
     """Ticks per second; 0 runs as fast as the gateway acknowledges."""
     batch_agents: int = 2048
     """Agents per OBS_BATCH frame."""
-    window: int = 64
-    """Batches in flight before the edge waits for acks."""
     duration_s: float | None = None
     """Stop after this many seconds; None runs until signalled."""
     ticks: int | None = None

@@ -3,7 +3,8 @@
 Each tick: the world writes every agent's observation into the agent table,
 each Wasm policy is called once for all its agents, actions imposed by the
 gateway override the policies', the world integrates the actions, and the
-observations go to the gateway in batches of ``batch_agents``. Progress and
+observations are spooled in batches of ``batch_agents`` for the uplink to
+deliver (``uplink.py``: store-and-forward, reconnects, credit). Progress and
 the final summary are JSON lines on stdout; logs are JSON lines on stderr.
 """
 
@@ -21,15 +22,16 @@ from typing import Any
 import numpy as np
 
 from edgeswarm.agents_wasm import module_path
-from edgeswarm.telemetry import start_metrics_server
-from edgeswarm.transport import quic
+from edgeswarm.identity import fingerprint, load_or_create_key
+from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
 from edgeswarm.wire import PROTOCOL_VERSION, Hello, ObservationBatch, Role
 
 from .agent_table import AgentTable
-from .client import GatewayClient, SessionEndedError
 from .config import EdgeConfig
 from .metrics import EdgeMetrics
 from .policy_set import PolicySet
+from .spool import Spool
+from .uplink import GatewayAddress, Uplink
 from .wasm_host import WasmPolicy
 from .world import FlockingWorld
 
@@ -56,22 +58,42 @@ class EdgeRunner:
             first_id=config.first_agent_id,
         )
         self.world = FlockingWorld(config.agents, seed=config.seed)
-        self.client = GatewayClient(
-            Hello(
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.key = load_or_create_key(config.key_file or config.data_dir / "edge.key")
+        self.spool = Spool(
+            config.data_dir / "spool.db",
+            max_bytes=config.spool_max_bytes,
+            overflow=config.overflow,
+        )
+        self.uplink = Uplink(
+            hello=Hello(
                 version=PROTOCOL_VERSION,
                 role=Role.EDGE,
                 peer_id=config.edge_id,
+                public_key=self.key.public_key,
                 agents=config.agents,
+                join_token=config.join_token,
             ),
-            window=config.window,
+            key=self.key,
+            gateway=GatewayAddress(
+                host=config.gateway_host,
+                port=config.gateway_port,
+                ca_file=config.ca_file,
+                server_name=config.server_name,
+                stack=config.stack,
+            ),
+            spool=self.spool,
+            seed=config.seed,
         )
         self.tick = 0
-        self._seq = 0
         self._stop = asyncio.Event()
         self._started = 0.0
+        self._acked_reported = 0
+        self.actions_applied = 0
+        """Agent actions overridden by the gateway (ACTIONS frames or datagrams)."""
 
     def stop(self) -> None:
-        """Finish the current tick, drain acks, say BYE."""
+        """Finish the current tick, drain the spool (bounded), say BYE."""
         self._stop.set()
 
     async def run(self) -> dict[str, Any]:
@@ -80,41 +102,37 @@ class EdgeRunner:
         if config.metrics_port is not None:
             start_metrics_server(config.metrics_port, self.metrics.registry, config.metrics_host)
         self.metrics.agents.set(config.agents)
+        log.info(
+            "edge starting",
+            extra={
+                "edge_id": config.edge_id,
+                "agents": config.agents,
+                "key": fingerprint(self.key.public_key),
+                "spooled": len(self.spool),
+            },
+        )
         policy = WasmPolicy(module_path(config.policy))
-        with PolicySet([policy]) as policies:
-            async with quic.connect(
-                config.gateway_host,
-                config.gateway_port,
-                ca_file=config.ca_file,
-                handler=self.client,
-                server_name=config.server_name,
-            ):
-                welcome = await self.client.wait_welcomed()
-                log.info(
-                    "connected",
-                    extra={
-                        "gateway_id": welcome.gateway_id,
-                        "session_id": welcome.session_id,
-                        "edge_id": config.edge_id,
-                        "agents": config.agents,
-                    },
-                )
-                self._started = time.monotonic()
-                try:
-                    await self._tick_loop(policies)
-                except SessionEndedError as exc:
-                    log.error("session ended", extra={"reason": str(exc)})
-                drained = await self.client.drain(config.drain_timeout_s)
-                if not drained:
+        with self.spool, PolicySet([policy]) as policies:
+            delivery = asyncio.create_task(self.uplink.run())
+            self._started = time.monotonic()
+            try:
+                await self._tick_loop(policies)
+                if not await self.uplink.drain(config.drain_timeout_s):
                     log.warning(
-                        "unacknowledged batches at stop", extra={"in_flight": self.client.in_flight}
+                        "unacknowledged batches at stop; they stay spooled for the next start",
+                        extra={"spooled": self.uplink.spooled},
                     )
-                self.client.close("edge stopping")
-                await asyncio.sleep(0.05)  # let the BYE leave before the connection closes
+            finally:
+                self.uplink.stop()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await delivery
+                if not delivery.done():
+                    delivery.cancel()
             quarantined = policies.quarantined_count
-        summary = self._snapshot("summary")
+            summary = self._snapshot("summary")
         summary["policies_quarantined"] = quarantined
-        summary["latency_hist"] = self.client.latency.to_sparse()
+        summary["latency_hist"] = self._latency().to_sparse()
         emit(summary)
         return summary
 
@@ -152,49 +170,56 @@ class EdgeRunner:
                 await asyncio.sleep(0)
 
     async def _send_observations(self) -> None:
-        table, step = self.table, self.config.batch_agents
+        table, step, tick = self.table, self.config.batch_agents, self.tick
         for start in range(0, len(table), step):
             end = min(start + step, len(table))
-            self._seq += 1
-            await self.client.send_batch(
-                ObservationBatch(
-                    seq=self._seq,
-                    tick=self.tick,
+
+            def batch_at(seq: int, start: int = start, end: int = end) -> ObservationBatch:
+                return ObservationBatch(
+                    seq=seq,
+                    tick=tick,
                     agent_ids=table.ids[start:end],
                     observations=table.observations[start:end],
                     rewards=table.rewards[start:end],
                 )
-            )
+
+            await self.uplink.submit(batch_at)
             self.metrics.observations_sent.inc(end - start)
         self._sync_metrics()
 
     def _apply_gateway_actions(self) -> None:
+        client = self.uplink.client
+        if client is None:
+            return
         table = self.table
         first = int(table.ids[0]) if len(table) else 0
-        while self.client.actions:
-            actions = self.client.actions.popleft()
-            rows = actions.agent_ids.astype(np.int64) - first
-            valid = (rows >= 0) & (rows < len(table))
+        while client.actions:
+            actions = client.actions.popleft()
             if actions.actions.shape[1] != table.actions.shape[1]:
                 log.warning(
                     "actions with the wrong width ignored",
                     extra={"width": actions.actions.shape[1]},
                 )
                 continue
+            rows = actions.agent_ids.astype(np.int64) - first
+            valid = (rows >= 0) & (rows < len(table))
             table.actions[rows[valid]] = actions.actions[valid]
+            self.actions_applied += int(valid.sum())
+
+    def _latency(self) -> LatencyHistogram:
+        client = self.uplink.client
+        return client.latency if client is not None else LatencyHistogram()
 
     def _sync_metrics(self) -> None:
-        counters = self.client.counters
-        acked_delta = counters.acked_observations - self._acked_reported
-        if acked_delta:
-            self.metrics.observations_acked.inc(acked_delta)
+        counters = self.uplink.counters
+        delta = counters.acked_observations - self._acked_reported
+        if delta > 0:
+            self.metrics.observations_acked.inc(delta)
             self._acked_reported = counters.acked_observations
-        self.metrics.batches_in_flight.set(self.client.in_flight)
-
-    _acked_reported = 0
+        self.metrics.batches_in_flight.set(self.uplink.spooled)
 
     def _snapshot(self, event: str) -> dict[str, Any]:
-        counters, latency = self.client.counters, self.client.latency
+        counters, latency = self.uplink.counters, self._latency()
         elapsed = time.monotonic() - self._started if self._started else 0.0
         return {
             "event": event,
@@ -202,12 +227,18 @@ class EdgeRunner:
             "tick": self.tick,
             "agents": self.config.agents,
             "elapsed_s": round(elapsed, 3),
-            "observations_sent": counters.sent_observations,
+            "connected": self.uplink.connected,
+            "observations_sent": counters.observations,
             "observations_acked": counters.acked_observations,
-            "batches_sent": counters.sent_batches,
+            "batches_sent": counters.batches,
             "batches_acked": counters.acked_batches,
-            "in_flight": self.client.in_flight,
-            "errors_received": counters.errors_received,
+            "batches_resent": counters.resent_batches,
+            "in_flight": self.uplink.spooled,
+            "spooled_bytes": self.spool.bytes,
+            "dropped_batches": counters.dropped_batches,
+            "dropped_observations": counters.dropped_observations,
+            "connects": counters.connects,
+            "actions_applied": self.actions_applied,
             "ack_p50_ms": round(latency.quantile(0.50) * 1e3, 3),
             "ack_p99_ms": round(latency.quantile(0.99) * 1e3, 3),
         }

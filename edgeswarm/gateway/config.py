@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeswarm.transport.quic import DEFAULT_STACK
+
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
@@ -27,7 +29,16 @@ class GatewayConfig:
     max_batch_agents: int = 65536
     """Largest number of agents accepted in one OBS_BATCH."""
     hello_timeout_s: float = 10.0
-    """Time a new connection has to send HELLO."""
+    """Time a new connection has to complete the handshake."""
+    credit_window: int = 256
+    """OBS_BATCH frames an edge may have unacknowledged (lowered while the log lags)."""
+    fsync: str = "normal"
+    """Durable log policy: ``always`` (fsync every group commit; survives power loss),
+    ``normal`` (survives a killed process), ``off`` (tests and benchmarks only)."""
+    max_log_backlog_bytes: int = 64 * 1024 * 1024
+    """Batches waiting for the log beyond this shrink every edge's credit window."""
+    stack: str = DEFAULT_STACK
+    """QUIC implementation: ``aioquic`` or ``qh3``."""
     metrics_host: str = "127.0.0.1"
     """Address of the Prometheus endpoint."""
     metrics_port: int | None = 9464

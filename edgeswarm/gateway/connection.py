@@ -1,16 +1,28 @@
-"""One peer's session at the gateway: feeds bytes to a sans-I/O ``Session``, acts on events."""
+"""One peer's session at the gateway: feeds bytes to a sans-I/O ``Session``, acts on events.
+
+Handshake: HELLO is checked against the peer registry, answered with a fresh
+CHALLENGE; the AUTH signature over it admits the peer (WELCOME) or refuses it.
+Observation batches are appended to the durable log and acknowledged only
+once the log has committed them; each ACK extends the peer's credit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 import uuid
 from typing import TYPE_CHECKING
 
+from edgeswarm.identity import verify_signature
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    NONCE_BYTES,
     Ack,
+    AuthReceived,
+    Challenge,
     ErrorCode,
     HelloReceived,
     ObservationsReceived,
@@ -21,7 +33,11 @@ from edgeswarm.wire import (
     SessionConfig,
     StatusRequested,
     Welcome,
+    auth_message,
 )
+
+from .observation_log import AppendResult, ObservationLogError
+from .peers import Decision
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -49,6 +65,10 @@ class GatewayConnection:
         self._open = False
         self.peer_id: str | None = None
         self.role: Role | None = None
+        self._decision: Decision | None = None
+        self._acks_sent = 0
+        self._credit_limit = 0
+        self._flush_scheduled = False
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -75,32 +95,24 @@ class GatewayConnection:
         gateway = self._gateway
         while (event := self.session.next_event()) is not None:
             match event:
-                case ObservationsReceived(batch=batch, size=size):
+                case ObservationsReceived(batch=batch, size=size, payload=payload):
                     assert self.peer_id is not None
-                    gateway.stats.batch_accepted(self.peer_id, batch.seq, batch.count, size)
-                    self.session.send(Ack(seq=batch.seq, accepted=batch.count))
-                case HelloReceived(hello=hello):
-                    self.peer_id, self.role = hello.peer_id, hello.role
-                    self.session.accept(
-                        Welcome(
-                            version=hello.version,
-                            session_id=uuid.uuid4().hex,
-                            gateway_id=gateway.config.gateway_id,
-                            max_frame_bytes=gateway.config.max_frame_bytes,
-                            max_batch_agents=gateway.config.max_batch_agents,
+                    try:
+                        future = gateway.log.append(
+                            self.peer_id, batch.seq, batch.tick, batch.count, payload
+                        )
+                    except ObservationLogError as exc:
+                        self._log_failed(batch.seq, exc)
+                        continue
+                    future.add_done_callback(
+                        functools.partial(
+                            self._durable, seq=batch.seq, count=batch.count, size=size
                         )
                     )
-                    self._open = True
-                    gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
-                    log.info(
-                        "session opened",
-                        extra={
-                            "peer_id": hello.peer_id,
-                            "role": hello.role.value,
-                            "agents": hello.agents,
-                            "peer": self._peer,
-                        },
-                    )
+                case HelloReceived():
+                    self._on_hello()
+                case AuthReceived(auth=auth):
+                    self._on_auth(auth.signature)
                 case StatusRequested():
                     self.session.send(gateway.stats.status(time.monotonic()))
                 case ProtocolViolation(error=error):
@@ -131,6 +143,108 @@ class GatewayConnection:
                     pass
         self._flush()
 
+    def _on_hello(self) -> None:
+        hello = self.session.peer_hello
+        assert hello is not None
+        decision = self._gateway.peers.check(hello)
+        if not decision.allowed:
+            self._refuse(decision.code, decision.reason)
+            return
+        self._decision = decision
+        self.session.challenge(
+            Challenge(nonce=os.urandom(NONCE_BYTES), gateway_id=self._gateway.config.gateway_id)
+        )
+
+    def _on_auth(self, signature: bytes) -> None:
+        gateway, hello, challenge = (
+            self._gateway,
+            self.session.peer_hello,
+            self.session.sent_challenge,
+        )
+        assert hello is not None
+        assert challenge is not None
+        assert self._decision is not None
+        message = auth_message(nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=hello)
+        if not verify_signature(hello.public_key, signature, message):
+            self._refuse(ErrorCode.AUTH_FAILED, "signature does not match the challenge")
+            return
+        try:
+            gateway.peers.admit(hello, self._decision)
+        except Exception as exc:  # registry changed under us: refuse, keep serving others
+            self._refuse(ErrorCode.BAD_TOKEN, str(exc))
+            return
+        is_edge = hello.role is Role.EDGE
+        self._credit_limit = gateway.config.credit_window if is_edge else 0
+        self.session.accept(
+            Welcome(
+                version=hello.version,
+                session_id=uuid.uuid4().hex,
+                gateway_id=gateway.config.gateway_id,
+                max_frame_bytes=gateway.config.max_frame_bytes,
+                max_batch_agents=gateway.config.max_batch_agents,
+                credit=self._credit_limit,
+                resume_seq=gateway.log.high_water(hello.peer_id) if is_edge else 0,
+            )
+        )
+        self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
+        gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
+        log.info(
+            "session opened",
+            extra={
+                "peer_id": hello.peer_id,
+                "role": hello.role.value,
+                "agents": hello.agents,
+                "peer": self._peer,
+                "enrolled": self._decision.enroll_token is not None,
+            },
+        )
+
+    def _refuse(self, code: ErrorCode, reason: str) -> None:
+        hello = self.session.peer_hello
+        self._gateway.stats.peer_refused(code.name)
+        log.warning(
+            "peer refused",
+            extra={
+                "peer_id": hello.peer_id if hello else None,
+                "peer": self._peer,
+                "code": code.name,
+                "reason": reason,
+            },
+        )
+        self.session.refuse(code, reason)
+
+    def _durable(
+        self, future: asyncio.Future[AppendResult], seq: int, count: int, size: int
+    ) -> None:
+        """The log committed (or failed to commit) batch ``seq``: acknowledge it, or close."""
+        if self.session.closed or self.peer_id is None:
+            return
+        error = future.exception()
+        if error is not None:
+            self._log_failed(seq, error)
+            self._process()
+            return
+        stats = self._gateway.stats
+        if future.result().applied:
+            stats.batch_accepted(self.peer_id, seq, count, size)
+        else:
+            stats.batch_duplicate(self.peer_id)
+        self._acks_sent += 1
+        self._credit_limit = max(
+            self._credit_limit, self._acks_sent + self._gateway.credit_window()
+        )
+        self.session.send(Ack(seq=seq, accepted=count, credit=self._credit_limit))
+        if not self._flush_scheduled:  # one transmit for all the acks of a commit group
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _log_failed(self, seq: int, error: BaseException) -> None:
+        log.error(
+            "durable log failed; closing session so the edge keeps its batches",
+            extra={"peer_id": self.peer_id, "seq": seq, "error": str(error)},
+        )
+        self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
+
     @property
     def _peer(self) -> str:
         return self._link.peer if self._link is not None else "?"
@@ -141,6 +255,7 @@ class GatewayConnection:
             self._gateway.stats.session_closed(self.peer_id, self.role.value)
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
         data = self.session.data_to_send()
         closed = self.session.closed
         if self._link is not None and (data or closed):

@@ -1,4 +1,4 @@
-"""The gateway process: QUIC listener, sessions, statistics, metrics."""
+"""The gateway process: QUIC listener, peer registry, durable log, sessions, metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
+from .observation_log import ObservationLog
+from .peers import PeerRegistry
 from .stats import GatewayStats
 
 log = logging.getLogger("edgeswarm.gateway")
@@ -26,6 +28,28 @@ class Gateway:
         self.listener: quic.QuicListener | None = None
         self.metrics_port: int | None = None
         self.ca_file = None if config.cert is not None else config.data_dir / "ca.crt"
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.peers = PeerRegistry(config.data_dir / "peers.db")
+        self.log = ObservationLog(
+            config.data_dir / "observations.db",
+            fsync=config.fsync,
+            max_pending_bytes=4 * config.max_log_backlog_bytes,
+        )
+        for edge_id, aggregate in self.log.edges().items():
+            self.stats.restore(
+                edge_id,
+                batches=aggregate.batches,
+                observations=aggregate.observations,
+                size=aggregate.bytes,
+                last_seq=aggregate.max_seq,
+            )
+
+    def credit_window(self) -> int:
+        """Batches an edge may have unacknowledged now: smaller while the log lags."""
+        window = self.config.credit_window
+        if self.log.pending_bytes > self.config.max_log_backlog_bytes:
+            window = max(1, window // 8)
+        return window
 
     @property
     def port(self) -> int:
@@ -47,6 +71,7 @@ class Gateway:
             cert=cert,
             key=key,
             handler_factory=lambda: GatewayConnection(self),
+            stack=config.stack,
         )
         if config.metrics_port is not None:
             self.metrics_port = start_metrics_server(
@@ -75,4 +100,6 @@ class Gateway:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        self.log.close()
+        self.peers.close()
         log.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})

@@ -21,6 +21,7 @@ class EdgeRecord:
     bytes: int = 0
     last_seq: int = 0
     errors: int = 0
+    duplicates: int = 0
 
     def to_status(self) -> EdgeStatus:
         return EdgeStatus(
@@ -55,6 +56,17 @@ class GatewayMetrics:
         self.received_bytes = Counter(
             "edgeswarm_gateway_batch_bytes",
             "Payload bytes of accepted batches",
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "edgeswarm_gateway_duplicate_batches",
+            "Batches received again (resent after a reconnect), acknowledged, not re-applied",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "edgeswarm_gateway_peers_refused",
+            "Peers refused at the handshake, by error code name",
+            ["code"],
             registry=self.registry,
         )
         self.protocol_errors = Counter(
@@ -102,6 +114,21 @@ class GatewayStats:
         self.metrics.batches.inc()
         self.metrics.observations.inc(count)
         self.metrics.received_bytes.inc(size)
+
+    def batch_duplicate(self, peer_id: str) -> None:
+        self.edge(peer_id).duplicates += 1
+        self.metrics.duplicates.inc()
+
+    def peer_refused(self, code_name: str) -> None:
+        self.metrics.refused.labels(code_name).inc()
+
+    def restore(
+        self, peer_id: str, *, batches: int, observations: int, size: int, last_seq: int
+    ) -> None:
+        """Seed an edge's totals from the durable log at startup."""
+        record = self.edge(peer_id)
+        record.batches, record.observations = batches, observations
+        record.bytes, record.last_seq = size, last_seq
 
     def protocol_error(self, peer_id: str | None, code_name: str) -> None:
         self.metrics.protocol_errors.labels(code_name).inc()

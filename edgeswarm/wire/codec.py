@@ -34,9 +34,14 @@ from .errors import (
 )
 from .frames import (
     FRAME_TYPES,
+    NONCE_BYTES,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
     Ack,
     Actions,
+    Auth,
     Bye,
+    Challenge,
     EdgeStatus,
     Error,
     Frame,
@@ -162,12 +167,20 @@ def _check_batch_shape(n: int, shapes: Mapping[str, tuple[int, ...]]) -> str | N
 def _encode_fields(frame: Frame) -> dict[str, Any]:
     match frame:
         case Hello():
-            return {
+            fields: dict[str, Any] = {
                 "version": frame.version,
                 "role": Role(frame.role).value,
                 "peer_id": frame.peer_id,
+                "public_key": bytes(frame.public_key),
                 "agents": frame.agents,
             }
+            if frame.join_token is not None:
+                fields["join_token"] = frame.join_token
+            return fields
+        case Challenge():
+            return {"nonce": bytes(frame.nonce), "gateway_id": frame.gateway_id}
+        case Auth():
+            return {"signature": bytes(frame.signature)}
         case Welcome():
             return {
                 "version": frame.version,
@@ -175,6 +188,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 "gateway_id": frame.gateway_id,
                 "max_frame_bytes": frame.max_frame_bytes,
                 "max_batch_agents": frame.max_batch_agents,
+                "credit": frame.credit,
+                "resume_seq": frame.resume_seq,
             }
         case ObservationBatch():
             fields = {
@@ -192,7 +207,7 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 raise LocalProtocolError(problem)
             return fields
         case Ack():
-            return {"seq": frame.seq, "accepted": frame.accepted}
+            return {"seq": frame.seq, "accepted": frame.accepted, "credit": frame.credit}
         case Actions():
             fields = {
                 "tick": frame.tick,
@@ -314,16 +329,37 @@ def _n_agents(agent_ids: NDArray[Any], max_batch_agents: int) -> int:
     return n
 
 
+def _bin(m: dict[Any, Any], key: str, length: int) -> bytes:
+    value = _get(m, key)
+    if not isinstance(value, bytes) or len(value) != length:
+        raise MalformedFrame(f"field {key!r} must be {length} bytes of bin")
+    return value
+
+
+_ROLES = tuple(role.value for role in Role)
+
+
 def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
     role = _get(m, "role")
-    if role not in ("edge", "admin"):
-        raise MalformedFrame(f"field 'role' must be 'edge' or 'admin', got {role!r}")
+    if role not in _ROLES:
+        raise MalformedFrame(f"field 'role' must be one of {', '.join(_ROLES)}, got {role!r}")
+    token = m.get("join_token")
     return Hello(
         version=_uint(m, "version"),
         role=Role(role),
         peer_id=_ident(m, "peer_id"),
+        public_key=_bin(m, "public_key", PUBLIC_KEY_BYTES),
         agents=_uint(m, "agents") if "agents" in m else 0,
+        join_token=None if token is None else _text(m, "join_token", 1, MAX_TEXT_CHARS),
     )
+
+
+def _decode_challenge(m: dict[Any, Any], max_batch_agents: int) -> Challenge:
+    return Challenge(nonce=_bin(m, "nonce", NONCE_BYTES), gateway_id=_ident(m, "gateway_id"))
+
+
+def _decode_auth(m: dict[Any, Any], max_batch_agents: int) -> Auth:
+    return Auth(signature=_bin(m, "signature", SIGNATURE_BYTES))
 
 
 def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
@@ -333,6 +369,8 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
         gateway_id=_ident(m, "gateway_id"),
         max_frame_bytes=_uint(m, "max_frame_bytes"),
         max_batch_agents=_uint(m, "max_batch_agents"),
+        credit=_uint(m, "credit") if "credit" in m else 0,
+        resume_seq=_uint(m, "resume_seq") if "resume_seq" in m else 0,
     )
 
 
@@ -358,7 +396,8 @@ def _decode_obs_batch(m: dict[Any, Any], max_batch_agents: int) -> ObservationBa
 
 
 def _decode_ack(m: dict[Any, Any], max_batch_agents: int) -> Ack:
-    return Ack(seq=_uint(m, "seq"), accepted=_uint(m, "accepted"))
+    credit = _uint(m, "credit") if "credit" in m else 0
+    return Ack(seq=_uint(m, "seq"), accepted=_uint(m, "accepted"), credit=credit)
 
 
 def _decode_actions(m: dict[Any, Any], max_batch_agents: int) -> Actions:
@@ -414,6 +453,8 @@ def _decode_bye(m: dict[Any, Any], max_batch_agents: int) -> Bye:
 
 _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.HELLO: _decode_hello,
+    FrameType.CHALLENGE: _decode_challenge,
+    FrameType.AUTH: _decode_auth,
     FrameType.WELCOME: _decode_welcome,
     FrameType.OBS_BATCH: _decode_obs_batch,
     FrameType.ACK: _decode_ack,

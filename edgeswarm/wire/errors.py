@@ -12,7 +12,8 @@ One tree, split by who caused the error. Every error carries the
     │   ├── InvalidArray           bad dtype, shape or byte length of an array
     │   ├── BatchTooLarge          more agents in one batch than the gateway allows
     │   ├── UnexpectedFrame        a valid frame in the wrong state or from the wrong role
-    │   └── UnsupportedVersion     the peer speaks a protocol version we do not
+    │   ├── UnsupportedVersion     the peer speaks a protocol version we do not
+    │   └── CreditExceeded         more unacknowledged OBS_BATCH frames than granted (fatal)
     └── LocalProtocolError         we tried to send something the protocol forbids
 
 Remote errors are caught at the session boundary and become an ERROR frame
@@ -39,6 +40,11 @@ class ErrorCode(IntEnum):
     HELLO_TIMEOUT = 8
     INTERNAL_ERROR = 9
     SHUTTING_DOWN = 10
+    AUTH_FAILED = 11
+    UNKNOWN_PEER = 12
+    ROLE_NOT_ALLOWED = 13
+    BAD_TOKEN = 14
+    NO_CREDIT = 15
 
 
 class WireError(Exception):
@@ -87,6 +93,11 @@ class UnexpectedFrame(RemoteProtocolError):
 
 class UnsupportedVersion(RemoteProtocolError):
     error_code = ErrorCode.UNSUPPORTED_VERSION
+    fatal = True
+
+
+class CreditExceeded(RemoteProtocolError):
+    error_code = ErrorCode.NO_CREDIT
     fatal = True
 
 

@@ -15,6 +15,8 @@ from .errors import RemoteProtocolError
 from .frames import (
     Ack,
     Actions,
+    Auth,
+    Challenge,
     Error,
     Hello,
     ObservationBatch,
@@ -29,6 +31,22 @@ class HelloReceived:
 
     hello: Hello
     """The client's HELLO."""
+
+
+@dataclass(frozen=True)
+class ChallengeReceived:
+    """Client side: the gateway wants proof of our key; answer with ``authenticate()``."""
+
+    challenge: Challenge
+    """The CHALLENGE frame."""
+
+
+@dataclass(frozen=True)
+class AuthReceived:
+    """Server side: the client signed our challenge; check it, then ``accept()`` or ``refuse()``."""
+
+    auth: Auth
+    """The AUTH frame."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,8 @@ class ObservationsReceived:
     """The decoded batch (arrays are read-only views on the received bytes)."""
     size: int
     """Payload bytes of the frame."""
+    payload: bytes = b""
+    """The frame's msgpack payload as received (what a durable log stores)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +128,8 @@ class SessionClosed:
 
 Event = (
     HelloReceived
+    | ChallengeReceived
+    | AuthReceived
     | Welcomed
     | ObservationsReceived
     | AckReceived
@@ -122,6 +144,8 @@ Event = (
 __all__ = [
     "AckReceived",
     "ActionsReceived",
+    "AuthReceived",
+    "ChallengeReceived",
     "ErrorReceived",
     "Event",
     "HelloReceived",

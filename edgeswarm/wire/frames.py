@@ -12,7 +12,7 @@ from enum import IntEnum, StrEnum
 import numpy as np
 from numpy.typing import NDArray
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 ALPN = "edgeswarm/1"
 
 
@@ -28,6 +28,8 @@ class FrameType(IntEnum):
     STATUS = 7
     ERROR = 8
     BYE = 9
+    CHALLENGE = 10
+    AUTH = 11
 
 
 class Role(StrEnum):
@@ -35,6 +37,15 @@ class Role(StrEnum):
 
     EDGE = "edge"
     ADMIN = "admin"
+    INFERENCE = "inference"
+
+
+PUBLIC_KEY_BYTES = 32
+"""Length of a raw ed25519 public key."""
+SIGNATURE_BYTES = 64
+"""Length of an ed25519 signature."""
+NONCE_BYTES = 32
+"""Length of the gateway's challenge nonce."""
 
 
 @dataclass(frozen=True)
@@ -44,11 +55,33 @@ class Hello:
     version: int
     """Protocol version the client speaks."""
     role: Role
-    """Edge or admin."""
+    """Edge, admin or inference."""
     peer_id: str
     """Stable name of the client (an edge's id), 1 to 128 characters."""
+    public_key: bytes
+    """The client's raw ed25519 public key (32 bytes); it proves it with AUTH."""
     agents: int = 0
-    """Number of agents the edge runs; 0 for admin clients."""
+    """Number of agents the edge runs; 0 for other roles."""
+    join_token: str | None = None
+    """Enrollment token issued by the gateway's operator, for a key not enrolled yet."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """The gateway's answer to HELLO: sign this nonce to prove your key."""
+
+    nonce: bytes
+    """32 random bytes, fresh for this session."""
+    gateway_id: str
+    """Name of the gateway (part of what is signed)."""
+
+
+@dataclass(frozen=True)
+class Auth:
+    """The client's proof of its key: a signature over the challenge (see ``auth_message``)."""
+
+    signature: bytes
+    """ed25519 signature (64 bytes) of ``auth_message(...)``."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +98,10 @@ class Welcome:
     """Largest payload the gateway accepts in one frame."""
     max_batch_agents: int
     """Largest number of agents the gateway accepts in one OBS_BATCH."""
+    credit: int = 0
+    """OBS_BATCH frames the client may have unacknowledged (0 for non-edge roles)."""
+    resume_seq: int = 0
+    """Highest sequence number the gateway holds durably from this edge (0: none)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +109,7 @@ class ObservationBatch:
     """Observations and rewards of n agents for one tick."""
 
     seq: int
-    """Per-edge sequence number: 1 for the first batch of a session's edge, +1 each."""
+    """Per-edge sequence number: 1 for the edge's first batch ever, +1 each, across sessions."""
     tick: int
     """Edge tick the observations were taken at."""
     agent_ids: NDArray[np.uint32]
@@ -95,7 +132,9 @@ class Ack:
     seq: int
     """Sequence number of the acknowledged OBS_BATCH."""
     accepted: int
-    """Number of observations accepted from it."""
+    """Number of observations accepted from it (also when it was a duplicate)."""
+    credit: int = 0
+    """OBS_BATCH frames the client may have unacknowledged from now on (absolute window)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,10 +210,24 @@ class Bye:
     """Human-readable explanation."""
 
 
-Frame = Hello | Welcome | ObservationBatch | Ack | Actions | StatusRequest | Status | Error | Bye
+Frame = (
+    Hello
+    | Challenge
+    | Auth
+    | Welcome
+    | ObservationBatch
+    | Ack
+    | Actions
+    | StatusRequest
+    | Status
+    | Error
+    | Bye
+)
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
     Hello: FrameType.HELLO,
+    Challenge: FrameType.CHALLENGE,
+    Auth: FrameType.AUTH,
     Welcome: FrameType.WELCOME,
     ObservationBatch: FrameType.OBS_BATCH,
     Ack: FrameType.ACK,
@@ -184,3 +237,22 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     Error: FrameType.ERROR,
     Bye: FrameType.BYE,
 }
+
+
+AUTH_CONTEXT = b"edgeswarm-auth-v2\x00"
+
+
+def auth_message(*, nonce: bytes, gateway_id: str, hello: Hello) -> bytes:
+    """The bytes a client signs to answer a CHALLENGE (``docs/protocol.md``, AUTH)."""
+    parts = (
+        AUTH_CONTEXT,
+        nonce,
+        gateway_id.encode(),
+        b"\x00",
+        hello.peer_id.encode(),
+        b"\x00",
+        Role(hello.role).value.encode(),
+        b"\x00",
+        hello.public_key,
+    )
+    return b"".join(parts)

@@ -22,6 +22,7 @@ from .codec import (
     encode_prefix,
 )
 from .errors import (
+    CreditExceeded,
     ErrorCode,
     LocalProtocolError,
     RemoteProtocolError,
@@ -31,6 +32,8 @@ from .errors import (
 from .events import (
     AckReceived,
     ActionsReceived,
+    AuthReceived,
+    ChallengeReceived,
     ErrorReceived,
     Event,
     HelloReceived,
@@ -46,7 +49,9 @@ from .frames import (
     PROTOCOL_VERSION,
     Ack,
     Actions,
+    Auth,
     Bye,
+    Challenge,
     Error,
     Frame,
     FrameType,
@@ -71,7 +76,7 @@ class SessionConfig:
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
     """Largest number of agents accepted in one OBS_BATCH or ACTIONS frame."""
     hello_timeout_s: float = 10.0
-    """Server: seconds the client has to send HELLO."""
+    """Server: seconds the client has to complete the handshake (HELLO to WELCOME)."""
 
 
 def _clip(text: str) -> str:
@@ -90,6 +95,8 @@ class Session:
         """The WELCOME of this session: received (client) or sent (server)."""
         self.local_hello: Hello | None = None
         """Client: the HELLO we sent."""
+        self.sent_challenge: Challenge | None = None
+        """Server: the CHALLENGE we sent."""
         self._side = Side.CLIENT if config.is_client else Side.SERVER
         self._state = SessionState.START if config.is_client else SessionState.AWAIT_HELLO
         self._reader = FrameReader(config.max_frame_bytes)
@@ -99,6 +106,8 @@ class Session:
         self._hello_deadline: float | None = (
             None if config.is_client else now + config.hello_timeout_s
         )
+        self._credit_limit = 0
+        self._batches = 0
 
     # --- inspection ------------------------------------------------------
 
@@ -117,6 +126,15 @@ class Session:
         """Whether this is the client side."""
         return self._side is Side.CLIENT
 
+    @property
+    def credit(self) -> int:
+        """OBS_BATCH frames that may still be sent in this session under the granted credit.
+
+        Credit is cumulative: WELCOME and every ACK carry the total number of
+        batches the client may send in the session; it never decreases.
+        """
+        return max(0, self._credit_limit - self._batches)
+
     # --- application calls -----------------------------------------------
 
     def hello(self, hello: Hello) -> None:
@@ -126,19 +144,33 @@ class Session:
         self._send(hello)
         self.local_hello = hello
 
+    def challenge(self, challenge: Challenge) -> None:
+        """Server: ask the client to prove its key (``HELLO_RECEIVED`` -> ``AWAIT_AUTH``)."""
+        self._send(challenge)
+        self.sent_challenge = challenge
+
+    def authenticate(self, auth: Auth) -> None:
+        """Client: answer the CHALLENGE (``CHALLENGED`` -> ``AWAIT_WELCOME``)."""
+        self._send(auth)
+
     def accept(self, welcome: Welcome) -> None:
-        """Server: answer the client's HELLO with WELCOME (``HELLO_RECEIVED`` -> ``READY``)."""
+        """Server: admit the authenticated client with WELCOME (``AUTH_RECEIVED`` -> ``READY``)."""
         if welcome.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this implementation speaks version {PROTOCOL_VERSION}")
         self._send(welcome)
         self.welcome = welcome
+        self._hello_deadline = None
+        self._credit_limit = welcome.credit
         # Enforce what we announced when it is stricter than our configuration.
         self._reader.max_frame_bytes = min(self.config.max_frame_bytes, welcome.max_frame_bytes)
         self._max_batch_agents = min(self.config.max_batch_agents, welcome.max_batch_agents)
 
     def refuse(self, code: int, message: str) -> None:
         """Server: refuse the client's HELLO: ERROR, then BYE, then ``CLOSED``."""
-        if self._side is not Side.SERVER or self._state is not SessionState.HELLO_RECEIVED:
+        if self._side is not Side.SERVER or self._state not in (
+            SessionState.HELLO_RECEIVED,
+            SessionState.AUTH_RECEIVED,
+        ):
             raise LocalProtocolError(f"refuse() is not allowed in state {self._state.name}")
         self._send(Error(code=int(code), message=_clip(message)))
         self._end(int(code), message)
@@ -148,8 +180,10 @@ class Session:
 
         Raises ``LocalProtocolError`` when the frame is not allowed now.
         """
-        if isinstance(frame, Hello | Welcome):
-            raise LocalProtocolError("use hello() and accept() for HELLO and WELCOME")
+        if isinstance(frame, Hello | Welcome | Challenge | Auth):
+            raise LocalProtocolError(
+                "use hello(), challenge(), authenticate() and accept() for the handshake"
+            )
         if isinstance(frame, Bye):
             if self._state is SessionState.CLOSED:
                 raise LocalProtocolError("the session is closed")
@@ -179,7 +213,7 @@ class Session:
                 if payload is None:
                     return
                 frame = decode_payload(payload, max_batch_agents=self._max_batch_agents)
-                self._receive(frame, len(payload))
+                self._receive(frame, payload)
             except RemoteProtocolError as exc:
                 self._violation(exc)
 
@@ -201,7 +235,7 @@ class Session:
         """Server: close the session with HELLO_TIMEOUT if the hello deadline passed."""
         if self._hello_deadline is None or now < self._hello_deadline:
             return
-        reason = f"no HELLO within {self.config.hello_timeout_s:g} s"
+        reason = f"handshake not completed within {self.config.hello_timeout_s:g} s"
         self._send(Error(code=ErrorCode.HELLO_TIMEOUT, message=reason))
         self._end(ErrorCode.HELLO_TIMEOUT, reason)
 
@@ -233,6 +267,18 @@ class Session:
             limit = min(limit, self.welcome.max_frame_bytes)
         if len(payload) > limit:
             raise LocalProtocolError(f"{frame_type.name} of {len(payload)} bytes exceeds {limit}")
+        if isinstance(frame, ObservationBatch):
+            if self._batches >= self._credit_limit:
+                raise LocalProtocolError(
+                    f"no credit: {self._batches} of {self._credit_limit} batches sent"
+                )
+            self._batches += 1
+        elif isinstance(frame, Ack):
+            if frame.credit < self._credit_limit:
+                raise LocalProtocolError(
+                    f"credit may not decrease ({frame.credit} < {self._credit_limit})"
+                )
+            self._credit_limit = frame.credit
         self._out.append(encode_prefix(len(payload)))
         self._out.append(payload)
         self._state = new_state
@@ -255,7 +301,7 @@ class Session:
         if exc.fatal:
             self._end(code, message)
 
-    def _receive(self, frame: Frame, size: int) -> None:
+    def _receive(self, frame: Frame, payload: bytes) -> None:
         frame_type = FRAME_TYPES[type(frame)]
         seq = frame.seq if isinstance(frame, ObservationBatch) else None
         new_state = self._transition(frame_type, Direction.RECEIVE)
@@ -271,18 +317,31 @@ class Session:
             raise UnsupportedVersion(
                 f"version {frame.version} is not supported; this peer speaks {PROTOCOL_VERSION}"
             )
+        if isinstance(frame, ObservationBatch):
+            if self._batches >= self._credit_limit:
+                raise CreditExceeded(
+                    f"batch beyond credit: {self._credit_limit} granted in this session", seq=seq
+                )
+            self._batches += 1
         self._state = new_state
         match frame:
             case Hello():
                 self.peer_hello = frame
-                self._hello_deadline = None
                 self._events.append(HelloReceived(hello=frame))
+            case Challenge():
+                self._events.append(ChallengeReceived(challenge=frame))
+            case Auth():
+                self._events.append(AuthReceived(auth=frame))
             case Welcome():
                 self.welcome = frame
+                self._credit_limit = frame.credit
                 self._events.append(Welcomed(welcome=frame))
             case ObservationBatch():
-                self._events.append(ObservationsReceived(batch=frame, size=size))
+                self._events.append(
+                    ObservationsReceived(batch=frame, size=len(payload), payload=bytes(payload))
+                )
             case Ack():
+                self._credit_limit = max(self._credit_limit, frame.credit)
                 self._events.append(AckReceived(ack=frame))
             case Actions():
                 self._events.append(ActionsReceived(actions=frame))

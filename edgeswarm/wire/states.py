@@ -5,11 +5,14 @@ Rules (``docs/protocol.md`` has the same table in prose):
 1. A session has two sides. The *client* opened the QUIC stream; the *server*
    (the gateway) accepted it. Each side tracks its own state; every frame
    sent or received moves it along ``TRANSITIONS``.
-2. The client starts in ``START`` and sends HELLO first (``AWAIT_WELCOME``).
+2. The client starts in ``START`` and sends HELLO first (``AWAIT_CHALLENGE``).
    The server starts in ``AWAIT_HELLO``; receiving HELLO moves it to
-   ``HELLO_RECEIVED``, where the application either accepts (WELCOME,
-   ``READY``) or refuses (ERROR then BYE, ``CLOSED``). The client is ``READY``
-   once WELCOME arrives.
+   ``HELLO_RECEIVED``, where the application either challenges the client
+   (CHALLENGE, ``AWAIT_AUTH``) or refuses it (ERROR then BYE, ``CLOSED``).
+   The client answers the CHALLENGE with AUTH (``AWAIT_WELCOME``); receiving
+   AUTH moves the server to ``AUTH_RECEIVED``, where the application checks
+   the signature and accepts (WELCOME, ``READY``) or refuses. The client is
+   ``READY`` once WELCOME arrives.
 3. In ``READY`` the client may send OBS_BATCH, STATUS_REQUEST; the server may
    send ACK, ACTIONS, STATUS. OBS_BATCH is further restricted to clients whose
    HELLO said role ``edge`` (``EDGE_ONLY``).
@@ -35,12 +38,20 @@ class SessionState(Enum):
 
     START = "START"
     """Client: nothing sent yet."""
+    AWAIT_CHALLENGE = "AWAIT_CHALLENGE"
+    """Client: HELLO sent, waiting for CHALLENGE."""
+    CHALLENGED = "CHALLENGED"
+    """Client: CHALLENGE received; the application must answer with AUTH."""
     AWAIT_WELCOME = "AWAIT_WELCOME"
-    """Client: HELLO sent, waiting for WELCOME."""
+    """Client: AUTH sent, waiting for WELCOME."""
     AWAIT_HELLO = "AWAIT_HELLO"
     """Server: waiting for the client's HELLO (a deadline runs)."""
     HELLO_RECEIVED = "HELLO_RECEIVED"
-    """Server: HELLO received; the application must accept or refuse."""
+    """Server: HELLO received; the application must challenge or refuse."""
+    AWAIT_AUTH = "AWAIT_AUTH"
+    """Server: CHALLENGE sent, waiting for AUTH."""
+    AUTH_RECEIVED = "AUTH_RECEIVED"
+    """Server: AUTH received; the application must accept or refuse."""
     READY = "READY"
     """Both: handshake done; data frames flow."""
     CLOSED = "CLOSED"
@@ -70,7 +81,9 @@ _IN = Direction.RECEIVE
 
 TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState] = {
     # --- client -----------------------------------------------------------
-    (_C, _S.START, _OUT, _F.HELLO): _S.AWAIT_WELCOME,
+    (_C, _S.START, _OUT, _F.HELLO): _S.AWAIT_CHALLENGE,
+    (_C, _S.AWAIT_CHALLENGE, _IN, _F.CHALLENGE): _S.CHALLENGED,
+    (_C, _S.CHALLENGED, _OUT, _F.AUTH): _S.AWAIT_WELCOME,
     (_C, _S.AWAIT_WELCOME, _IN, _F.WELCOME): _S.READY,
     (_C, _S.READY, _OUT, _F.OBS_BATCH): _S.READY,
     (_C, _S.READY, _OUT, _F.STATUS_REQUEST): _S.READY,
@@ -79,7 +92,9 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_C, _S.READY, _IN, _F.STATUS): _S.READY,
     # --- server -----------------------------------------------------------
     (_V, _S.AWAIT_HELLO, _IN, _F.HELLO): _S.HELLO_RECEIVED,
-    (_V, _S.HELLO_RECEIVED, _OUT, _F.WELCOME): _S.READY,
+    (_V, _S.HELLO_RECEIVED, _OUT, _F.CHALLENGE): _S.AWAIT_AUTH,
+    (_V, _S.AWAIT_AUTH, _IN, _F.AUTH): _S.AUTH_RECEIVED,
+    (_V, _S.AUTH_RECEIVED, _OUT, _F.WELCOME): _S.READY,
     (_V, _S.READY, _IN, _F.OBS_BATCH): _S.READY,
     (_V, _S.READY, _IN, _F.STATUS_REQUEST): _S.READY,
     (_V, _S.READY, _OUT, _F.ACK): _S.READY,
@@ -89,8 +104,8 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
 _OPEN_STATES: dict[Side, tuple[SessionState, ...]] = {
-    _C: (_S.START, _S.AWAIT_WELCOME, _S.READY),
-    _V: (_S.AWAIT_HELLO, _S.HELLO_RECEIVED, _S.READY),
+    _C: (_S.START, _S.AWAIT_CHALLENGE, _S.CHALLENGED, _S.AWAIT_WELCOME, _S.READY),
+    _V: (_S.AWAIT_HELLO, _S.HELLO_RECEIVED, _S.AWAIT_AUTH, _S.AUTH_RECEIVED, _S.READY),
 }
 for _side, _states in _OPEN_STATES.items():
     for _state in _states:

@@ -1,0 +1,135 @@
+"""``edgeswarm keys``: peer key pairs, join tokens and the gateway's peer registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeswarm.identity import fingerprint, public_key_from_text, public_key_text
+from edgeswarm.identity.keys import KeyFileError, load_or_create_key
+from edgeswarm.wire import Role
+
+if TYPE_CHECKING:
+    from edgeswarm.gateway.peers import PeerRegistry
+
+keys_app = typer.Typer(
+    name="keys",
+    help="Key pairs of peers, join tokens, and the keys a gateway admits.",
+    no_args_is_help=True,
+)
+
+GatewayDir = Annotated[
+    Path, typer.Option("--data-dir", help="The gateway's data directory (holds peers.db).")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _registry(data_dir: Path) -> PeerRegistry:
+    from edgeswarm.gateway.peers import PeerRegistry
+
+    return PeerRegistry(data_dir / "peers.db")
+
+
+@keys_app.command("init")
+def init(
+    key: Annotated[Path, typer.Option(help="Private key file to create (mode 0600).")],
+    as_json: AsJson = False,
+) -> None:
+    """Create an ed25519 key pair (or show the existing one) and print its public key."""
+    try:
+        pair = load_or_create_key(key)
+    except KeyFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    record = {
+        "key": str(key),
+        "public_key": public_key_text(pair.public_key),
+        "fingerprint": fingerprint(pair.public_key),
+    }
+    typer.echo(
+        json.dumps(record) if as_json else f"{record['public_key']}  ({record['fingerprint']})"
+    )
+
+
+@keys_app.command("issue")
+def issue(
+    data_dir: GatewayDir = Path("var/gateway"),
+    role: Annotated[Role, typer.Option(help="Role the token enrolls.")] = Role.EDGE,
+    ttl: Annotated[float, typer.Option(help="Lifetime in seconds.")] = 24 * 3600.0,
+    uses: Annotated[int, typer.Option(min=1, help="How many keys it may enroll.")] = 1,
+    as_json: AsJson = False,
+) -> None:
+    """Issue a join token: a new peer presents it once to enroll its key."""
+    with _registry(data_dir) as registry:
+        token = registry.issue_token(role, ttl_s=ttl, uses=uses)
+    record = {"token": token, "role": role.value, "ttl_s": ttl, "uses": uses}
+    typer.echo(json.dumps(record) if as_json else token)
+
+
+@keys_app.command("add")
+def add(
+    peer_id: Annotated[str, typer.Option(help="Name the key will be known by.")],
+    public_key: Annotated[str, typer.Option(help="ed25519:... as printed by `keys init`.")],
+    data_dir: GatewayDir = Path("var/gateway"),
+    role: Annotated[Role, typer.Option(help="Role of the peer.")] = Role.EDGE,
+    replace: Annotated[bool, typer.Option(help="Replace the key of an existing peer id.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Enroll a public key directly (pre-registration, no token)."""
+    from edgeswarm.gateway.peers import RegistryError
+
+    try:
+        raw = public_key_from_text(public_key)
+        with _registry(data_dir) as registry:
+            peer = registry.add_peer(raw, peer_id, role, replace=replace)
+    except (ValueError, RegistryError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    record = {"peer_id": peer.peer_id, "role": peer.role.value, "fingerprint": peer.fingerprint}
+    typer.echo(json.dumps(record) if as_json else f"enrolled {peer_id} ({peer.fingerprint})")
+
+
+@keys_app.command("remove")
+def remove(
+    peer_id: Annotated[str, typer.Option(help="Peer to forget.")],
+    data_dir: GatewayDir = Path("var/gateway"),
+) -> None:
+    """Forget a peer's key; its next connection is refused."""
+    with _registry(data_dir) as registry:
+        removed = registry.remove_peer(peer_id)
+    if not removed:
+        typer.echo(f"error: no peer {peer_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"removed {peer_id}")
+
+
+@keys_app.command("list")
+def list_peers(data_dir: GatewayDir = Path("var/gateway"), as_json: AsJson = False) -> None:
+    """The keys a gateway admits."""
+    with _registry(data_dir) as registry:
+        peers = registry.peers()
+    rows = [
+        {
+            "peer_id": p.peer_id,
+            "role": p.role.value,
+            "public_key": public_key_text(p.public_key),
+            "fingerprint": p.fingerprint,
+            "via": p.via,
+            "added_at": p.added_at,
+        }
+        for p in peers
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    table = Table(title=f"peers of {data_dir}")
+    for column in ("peer", "role", "fingerprint", "via"):
+        table.add_column(column)
+    for peer in peers:
+        table.add_row(peer.peer_id, peer.role.value, peer.fingerprint, peer.via)
+    Console().print(table)

@@ -1,0 +1,410 @@
+"""The edge's store-and-forward spool: outgoing batches kept on disk until ACKed.
+
+The edge appends every encoded batch payload under its sequence number before
+sending it, resends what :meth:`Spool.pending` lists after a reconnect, and
+removes a batch when the gateway acknowledges it (:meth:`Spool.ack`, in any
+order). Sequence numbers continue across restarts: :meth:`Spool.next_seq` is
+persisted, even while the spool is empty.
+
+Storage: one SQLite file in WAL mode with ``synchronous=NORMAL`` (16 KiB
+pages for new files). Every :meth:`Spool.append` is one committed transaction
+before it returns. A commit is a ``write()`` into the WAL without fsync, so an
+append survives a crash or ``kill -9`` of the edge process; an OS crash or
+power loss may roll back the newest appends.
+
+ACKs are cheap: :meth:`Spool.ack` forgets the batch in memory at once (it is
+no longer pending, counted or sized) and the rows are deleted in one
+transaction per ``ack_flush_every`` ACKs, or at :meth:`Spool.flush` /
+:meth:`Spool.close`. A crash can therefore resurrect up to
+``ack_flush_every`` ACKed batches, which are then resent; that is harmless
+because the gateway deduplicates by ``(edge, seq)``.
+
+The spool is bounded by ``max_bytes`` of payload. When an append would exceed
+it, the :class:`OverflowPolicy` decides: ``block`` raises :class:`SpoolFull`
+(check :meth:`Spool.would_overflow` first and wait for ACKs), ``drop_oldest``
+deletes the oldest batches until it fits, counts them and logs a warning.
+
+Errors (one tree)::
+
+    SpoolError               base of every spool error
+    ├── SpoolCorruptError    the file is not a usable spool (``path``); see
+    │                        :meth:`Spool.quarantine_file`
+    ├── SpoolFull            ``block`` policy: the append does not fit now
+    ├── PayloadTooLarge      one payload is larger than ``max_bytes`` (also a ValueError)
+    └── SeqOutOfOrder        seq is not above every seq appended before (also a ValueError)
+
+Not thread-safe: use a spool from one thread (the edge's event loop).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from edgeswarm.resource import Resource
+
+__all__ = [
+    "OverflowPolicy",
+    "PayloadTooLarge",
+    "SeqOutOfOrder",
+    "Spool",
+    "SpoolCorruptError",
+    "SpoolError",
+    "SpoolFull",
+]
+
+log = logging.getLogger("edgeswarm.edge")
+
+DROP_LOG_INTERVAL_S = 1.0
+"""At most one ``spool full`` warning per interval; it counts the drops since the last one."""
+
+SCHEMA_VERSION = 1
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+_SCHEMA = (
+    "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT INTO meta VALUES ('next_seq', 1), ('dropped_batches', 0), ('dropped_bytes', 0)",
+)
+
+
+class SpoolError(Exception):
+    """Base of every spool error."""
+
+
+class SpoolCorruptError(SpoolError):
+    """The spool file is not a SQLite database, is damaged, or has a foreign schema.
+
+    Nothing was changed on disk. Recovery: ``Spool.quarantine_file(path)`` moves
+    it (and its ``-wal``/``-shm`` files) aside, then ``Spool(path)`` starts an
+    empty spool. The batches in it are lost to the gateway; sequence numbers
+    restart at 1 unless the caller passes ``min_next_seq``.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        """The spool file."""
+
+
+class SpoolFull(SpoolError):  # noqa: N818 (names a state, like queue.Full)
+    """``block`` policy: the payload does not fit until some batches are ACKed."""
+
+    def __init__(self, *, needed: int, held: int, max_bytes: int) -> None:
+        super().__init__(f"spool full: {held} of {max_bytes} bytes held, {needed} more needed")
+        self.needed = needed
+        """Payload bytes of the refused append."""
+        self.held = held
+        """Payload bytes held when it was refused."""
+        self.max_bytes = max_bytes
+        """The spool's bound."""
+
+
+class PayloadTooLarge(SpoolError, ValueError):  # noqa: N818
+    """A single payload is larger than the spool's ``max_bytes``; it can never fit."""
+
+
+class SeqOutOfOrder(SpoolError, ValueError):  # noqa: N818
+    """``append(seq)`` with ``seq < next_seq()``: reused or going backwards."""
+
+
+class OverflowPolicy(enum.StrEnum):
+    """What an append does when the spool would exceed ``max_bytes``."""
+
+    BLOCK = "block"
+    """Raise :class:`SpoolFull`; nothing is stored. The caller stops producing
+    (or waits for ACKs) and retries."""
+
+    DROP_OLDEST = "drop_oldest"
+    """Delete the oldest pending batches until the new one fits; count them in
+    :attr:`Spool.dropped_batches` / :attr:`Spool.dropped_bytes` and log a warning."""
+
+
+class Spool(Resource):
+    """Unacknowledged outgoing batches, by sequence number, in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_bytes: int = 256 << 20,
+        overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        min_next_seq: int = 1,
+        ack_flush_every: int = 64,
+    ) -> None:
+        """Open (or create) the spool at ``path``.
+
+        :param max_bytes: bound on the payload bytes held.
+        :param overflow: what to do when an append would exceed it.
+        :param min_next_seq: floor for :meth:`next_seq` (e.g. after a quarantine,
+            the last seq the gateway reported + 1).
+        :param ack_flush_every: delete ACKed rows once this many ACKs are
+            outstanding (1: every ACK commits at once).
+        :raises SpoolCorruptError: the file is not a usable spool.
+        """
+        if max_bytes < 1 or ack_flush_every < 1:
+            raise ValueError("max_bytes and ack_flush_every must be >= 1")
+        self.path = Path(path)
+        """The spool file."""
+        self.max_bytes = max_bytes
+        """Bound on the payload bytes held."""
+        self.overflow = OverflowPolicy(overflow)
+        """The overflow policy in force."""
+        self.ack_flush_every = ack_flush_every
+        """ACKs kept in memory before their rows are deleted."""
+        self._sizes: dict[int, int] = {}  # held seq -> payload size, in seq order
+        self._acked: list[int] = []  # ACKed seqs whose rows are not deleted yet
+        self._db = self._open()
+        try:
+            for seq, size in self._db.execute(
+                "SELECT seq, length(payload) FROM spool ORDER BY seq"
+            ):
+                self._sizes[int(seq)] = int(size)
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+            self._bytes = sum(self._sizes.values())
+            self._next_seq = max(int(meta["next_seq"]), min_next_seq)
+            self._dropped_batches = int(meta["dropped_batches"])
+            self._dropped_bytes = int(meta["dropped_bytes"])
+        except (sqlite3.Error, KeyError) as exc:
+            self._db.close()
+            raise SpoolCorruptError(f"unreadable spool ({exc!r})", path=self.path) from exc
+        self._closed = False
+        self._last_drop_log = -DROP_LOG_INTERVAL_S
+        self._drops_since_log = 0
+        self._drop_bytes_since_log = 0
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SpoolCorruptError(str(exc), path=self.path) from exc
+        try:
+            db.execute("PRAGMA page_size=16384")  # no-op on an existing file
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+            if version == 0 and not tables:
+                db.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            elif version != SCHEMA_VERSION or not {"spool", "meta"} <= tables:
+                raise SpoolCorruptError(
+                    f"foreign schema (user_version={version}, tables={sorted(tables)})",
+                    path=self.path,
+                )
+        except sqlite3.Error as exc:
+            db.close()
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+                raise SpoolCorruptError(f"not a usable spool ({exc})", path=self.path) from exc
+            raise SpoolError(f"{self.path}: cannot open spool ({exc})") from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def quarantine_file(path: str | Path) -> Path:
+        """Move a (corrupt) spool file aside; return where it went.
+
+        ``path`` becomes ``path.corrupt-<unix-ts>`` and its ``-wal`` / ``-shm``
+        files follow (``path.corrupt-<ts>-wal`` ...). The spool must not be open.
+        """
+        src = Path(path)
+        dest = src.with_name(f"{src.name}.corrupt-{int(time.time())}")
+        n = 1
+        while dest.exists():
+            dest = src.with_name(f"{src.name}.corrupt-{int(time.time())}-{n}")
+            n += 1
+        for suffix in ("-wal", "-shm"):
+            companion = src.with_name(src.name + suffix)
+            if companion.exists():
+                os.replace(companion, dest.with_name(dest.name + suffix))
+        os.replace(src, dest)
+        return dest
+
+    # ------------------------------------------------------------------ writing
+
+    def would_overflow(self, nbytes: int) -> bool:
+        """True if appending a payload of ``nbytes`` would exceed ``max_bytes`` now."""
+        return self._bytes + nbytes > self.max_bytes
+
+    def append(self, seq: int, payload: bytes) -> tuple[int, ...]:
+        """Store ``payload`` under ``seq``, committed before returning.
+
+        ``seq`` must be ``>= next_seq()``; afterwards ``next_seq() == seq + 1``.
+        Returns the seqs deleted to make room (``drop_oldest`` only; usually
+        empty) — those batches will never be sent or resent.
+
+        :raises SpoolFull: ``block`` policy and the payload does not fit now.
+        :raises PayloadTooLarge: ``len(payload) > max_bytes``.
+        :raises SeqOutOfOrder: ``seq < next_seq()``.
+        """
+        size = len(payload)
+        if size > self.max_bytes:
+            raise PayloadTooLarge(
+                f"payload of {size} bytes exceeds the spool bound of {self.max_bytes} bytes"
+            )
+        if seq < self._next_seq:
+            raise SeqOutOfOrder(f"seq {seq} < next_seq {self._next_seq}")
+        overflow = self._bytes + size - self.max_bytes
+        if overflow > 0 and self.overflow is OverflowPolicy.BLOCK:
+            raise SpoolFull(needed=size, held=self._bytes, max_bytes=self.max_bytes)
+        dropped: list[int] = []
+        dropped_bytes = 0
+        if overflow > 0:
+            for old_seq, old_size in self._sizes.items():  # oldest first
+                if dropped_bytes >= overflow:
+                    break
+                dropped.append(old_seq)
+                dropped_bytes += old_size
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if dropped:
+                # Also deletes every ACKed-but-unflushed row below the last dropped one.
+                db.execute("DELETE FROM spool WHERE seq <= ?", (dropped[-1],))
+                db.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_batches'",
+                    (len(dropped),),
+                )
+                db.execute(
+                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_bytes'",
+                    (dropped_bytes,),
+                )
+            db.execute("INSERT INTO spool VALUES (?, ?)", (seq, payload))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._next_seq = seq + 1
+        for old_seq in dropped:
+            del self._sizes[old_seq]
+        if dropped:
+            self._acked = [s for s in self._acked if s > dropped[-1]]
+        self._sizes[seq] = size
+        self._bytes += size - dropped_bytes
+        if dropped:
+            self._dropped_batches += len(dropped)
+            self._dropped_bytes += dropped_bytes
+            now = time.monotonic()
+            self._drops_since_log += len(dropped)
+            self._drop_bytes_since_log += dropped_bytes
+            if now - self._last_drop_log < DROP_LOG_INTERVAL_S:
+                return tuple(dropped)
+            self._last_drop_log = now
+            since, self._drops_since_log = self._drops_since_log, 0
+            since_bytes, self._drop_bytes_since_log = self._drop_bytes_since_log, 0
+            log.warning(
+                "spool full: dropping the oldest batches (one line per second at most)",
+                extra={
+                    "event": "spool_drop",
+                    "spool": str(self.path),
+                    "seq": seq,
+                    "dropped_batches": since,
+                    "dropped_bytes": since_bytes,
+                    "dropped_first_seq": dropped[0],
+                    "dropped_last_seq": dropped[-1],
+                    "spool_bytes": self._bytes,
+                    "max_bytes": self.max_bytes,
+                    "dropped_batches_total": self._dropped_batches,
+                },
+            )
+        return tuple(dropped)
+
+    def ack(self, seq: int) -> bool:
+        """Forget batch ``seq``: it is no longer pending, counted or sized.
+
+        Returns False if it was not held (already ACKed, dropped, unknown). The
+        row is deleted at the next flush (see the module docstring).
+        """
+        size = self._sizes.pop(seq, None)
+        if size is None:
+            return False
+        self._bytes -= size
+        self._acked.append(seq)
+        if len(self._acked) >= self.ack_flush_every:
+            self.flush()
+        return True
+
+    def ack_through(self, seq: int) -> int:
+        """Forget every batch with seq ``<= seq`` (a cumulative ACK); return how many."""
+        gone = []
+        for held in self._sizes:  # seq order
+            if held > seq:
+                break
+            gone.append(held)
+        for held in gone:
+            self._bytes -= self._sizes.pop(held)
+        self._acked.extend(gone)
+        if len(self._acked) >= self.ack_flush_every:
+            self.flush()
+        return len(gone)
+
+    def flush(self) -> None:
+        """Delete the rows of every ACKed batch, in one transaction."""
+        if not self._acked:
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in self._acked))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._acked.clear()
+
+    # ------------------------------------------------------------------ reading
+
+    def pending(self, after_seq: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Held batches with ``seq > after_seq``, in seq order, at most ``limit``."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT seq, payload FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, -1 if limit is None else limit),
+        ).fetchall()
+        return [(int(s), bytes(p)) for s, p in rows]
+
+    def next_seq(self) -> int:
+        """The next sequence number to use: 1 + the highest seq ever appended (persisted)."""
+        return self._next_seq
+
+    def __len__(self) -> int:
+        """Batches held."""
+        return len(self._sizes)
+
+    @property
+    def bytes(self) -> int:
+        """Payload bytes held."""
+        return self._bytes
+
+    @property
+    def dropped_batches(self) -> int:
+        """Batches deleted by ``drop_oldest`` over the spool's life (persisted)."""
+        return self._dropped_batches
+
+    @property
+    def dropped_bytes(self) -> int:
+        """Payload bytes deleted by ``drop_oldest`` over the spool's life (persisted)."""
+        return self._dropped_bytes
+
+    def close(self) -> None:
+        """Delete ACKed rows (:meth:`flush`) and close the file. Idempotent."""
+        if not self._closed:
+            try:
+                self.flush()
+            finally:
+                self._closed = True
+                self._db.close()

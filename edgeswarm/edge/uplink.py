@@ -1,0 +1,309 @@
+"""Store-and-forward delivery of an edge's batches to its gateway.
+
+Every batch the tick loop produces is first appended to the on-disk
+``Spool`` under the next per-edge sequence number; a pump sends spooled
+batches in order as the gateway's credit allows, and a batch leaves the
+spool only when the gateway acknowledges it (after its durable log
+committed it). When the gateway is unreachable the edge keeps stepping and
+the spool fills up to its byte bound; the overflow policy then decides
+(``block``: the tick loop waits; ``drop_oldest``: the oldest batches go,
+counted and logged). The connection is re-established with exponential
+backoff and jitter; on reconnect, WELCOME's ``resume_seq`` releases what the
+gateway already holds and the rest is resent in order (the gateway
+deduplicates by sequence number, so nothing is applied twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgeswarm.identity import KeyPair
+from edgeswarm.transport import quic
+from edgeswarm.transport.tickets import TicketStore
+from edgeswarm.wire import Ack, Hello, ObservationBatch, decode_payload, encode_payload
+from edgeswarm.wire.errors import RemoteProtocolError
+
+from .client import GatewayClient, SessionEndedError
+from .spool import OverflowPolicy, Spool
+
+log = logging.getLogger("edgeswarm.edge")
+
+_WATCHDOG_S = 0.5
+"""How often the pump checks the gateway's liveness while it waits."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with full jitter between reconnect attempts."""
+
+    initial_s: float = 0.2
+    """First delay."""
+    max_s: float = 5.0
+    """Longest delay."""
+    factor: float = 2.0
+    """Growth per failed attempt."""
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Delay before attempt ``attempt`` (1 = first retry): uniform in [d/2, d]."""
+        ceiling = min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1))
+        return ceiling / 2 + rng.random() * ceiling / 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayAddress:
+    """Where and how to reach the gateway."""
+
+    host: str
+    port: int
+    ca_file: object
+    """Path of the pinned CA certificate."""
+    server_name: str | None = None
+    stack: str = quic.DEFAULT_STACK
+    connect_timeout_s: float = 3.0
+    ack_timeout_s: float = 5.0
+    """Outstanding batches with no ack for this long: the gateway is gone, reconnect.
+
+    A gateway that crashed and restarted ignores the old connection's packets,
+    so without this the edge would wait for QUIC's idle timeout."""
+
+
+@dataclass
+class UplinkCounters:
+    """Delivery totals of this edge process."""
+
+    batches: int = 0
+    observations: int = 0
+    acked_batches: int = 0
+    acked_observations: int = 0
+    resent_batches: int = 0
+    connects: int = 0
+    resumed: int = 0
+    dropped_batches: int = 0
+    dropped_observations: int = 0
+
+
+class Uplink:
+    """Spools batches and delivers them to the gateway, across disconnects."""
+
+    def __init__(
+        self,
+        *,
+        hello: Hello,
+        key: KeyPair,
+        gateway: GatewayAddress,
+        spool: Spool,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+        on_client: Callable[[GatewayClient], None] | None = None,
+    ) -> None:
+        self.hello = hello
+        self.key = key
+        self.gateway = gateway
+        self.spool = spool
+        self.backoff = backoff or Backoff()
+        self.counters = UplinkCounters()
+        self.tickets = TicketStore()
+        self.client: GatewayClient | None = None
+        self.connected = False
+        self._on_client = on_client
+        self._rng = random.Random(seed)
+        self._counts: dict[int, int] = {}
+        self._changed = asyncio.Event()
+        self._stopping = False
+        self._max_sent_seq = 0
+        self._dropped_in_flight: dict[int, int] = {}
+        for seq, payload in spool.pending():  # carried over from an earlier run
+            self._counts[seq] = _count_of(payload)
+
+    @property
+    def spooled(self) -> int:
+        """Batches held, waiting for an ack."""
+        return len(self.spool)
+
+    # --- producer side (tick loop) ----------------------------------------
+
+    async def submit(self, batch_at: Callable[[int], ObservationBatch]) -> None:
+        """Spool the batch ``batch_at(seq)`` under the next sequence number.
+
+        With the ``block`` policy this waits while the spool is full (the
+        edge stops producing until acks make room).
+        """
+        seq = self.spool.next_seq()
+        batch = batch_at(seq)
+        payload = encode_payload(batch)
+        if self.spool.overflow is OverflowPolicy.BLOCK:
+            while self.spool.would_overflow(len(payload)):
+                await self._wait_change()
+        for dropped in self.spool.append(seq, payload):
+            count = self._counts.pop(dropped, 0)
+            self.counters.dropped_batches += 1
+            self.counters.dropped_observations += count
+            if dropped <= self._max_sent_seq:  # in flight: an ack may still prove it delivered
+                self._dropped_in_flight[dropped] = count
+        self._counts[seq] = batch.count
+        self.counters.batches += 1
+        self.counters.observations += batch.count
+        self._changed.set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every spooled batch is acknowledged; False on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.spool):
+                    await self._wait_change()
+        except TimeoutError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """End the delivery loop (after the current session says BYE)."""
+        self._stopping = True
+        self._changed.set()
+
+    # --- delivery loop ----------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, pump, reconnect with backoff, until ``stop()``."""
+        attempt = 0
+        while not self._stopping:
+            client = GatewayClient(self.hello, self.key, on_ack=self._acked)
+            self.client = client
+            if self._on_client is not None:
+                self._on_client(client)
+            try:
+                async with quic.connect(
+                    self.gateway.host,
+                    self.gateway.port,
+                    ca_file=self.gateway.ca_file,  # type: ignore[arg-type]
+                    handler=client,
+                    server_name=self.gateway.server_name,
+                    stack=self.gateway.stack,
+                    tickets=self.tickets,
+                    connect_timeout=self.gateway.connect_timeout_s,
+                ) as link:
+                    welcome = await client.wait_welcomed(self.gateway.connect_timeout_s)
+                    attempt = 0
+                    self.connected = True
+                    self.counters.connects += 1
+                    self.counters.resumed += int(getattr(link, "resumed", False))
+                    released = self._release_through(welcome.resume_seq)
+                    log.info(
+                        "connected to gateway",
+                        extra={
+                            "gateway_id": welcome.gateway_id,
+                            "credit": welcome.credit,
+                            "resume_seq": welcome.resume_seq,
+                            "released": released,
+                            "spooled": len(self.spool),
+                            "resumed_tls": bool(getattr(link, "resumed", False)),
+                        },
+                    )
+                    await self._pump(client)
+            except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
+                if self._stopping:
+                    break
+                attempt += 1
+                delay = self.backoff.delay(attempt, self._rng)
+                log.warning(
+                    "gateway unreachable; spooling and retrying",
+                    extra={
+                        "error": str(exc) or type(exc).__name__,
+                        "retry_in_s": round(delay, 3),
+                        "attempt": attempt,
+                        "spooled": len(self.spool),
+                    },
+                )
+                self.connected = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        while not self._stopping:
+                            await self._wait_change()
+            finally:
+                self.connected = False
+                self._dropped_in_flight.clear()  # never acked now: they stay dropped
+
+    async def _pump(self, client: GatewayClient) -> None:
+        """Send spooled batches in seq order as credit allows, until the session ends."""
+        last_sent = 0
+        while True:
+            if self._stopping:  # the runner drained (or gave up on) the spool already
+                client.close("edge stopping")
+                await asyncio.sleep(0.05)  # let the BYE leave before the connection closes
+                return
+            if client.closed_reason is not None:
+                raise SessionEndedError(client.closed_reason)
+            if client.stalled(time.monotonic(), self.gateway.ack_timeout_s):
+                client.abandon(f"no ack for {self.gateway.ack_timeout_s:g} s")
+                raise SessionEndedError(client.closed_reason or "stalled")
+            batch_limit = max(1, min(client.session.credit, 256))
+            pending = self.spool.pending(after_seq=last_sent, limit=batch_limit)
+            if not pending or client.session.credit <= 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_WATCHDOG_S):
+                        await self._wait_change(client)
+                continue
+            for seq, payload in pending:
+                frame = decode_payload(payload)
+                assert isinstance(frame, ObservationBatch)
+                if client.session.credit <= 0:
+                    break  # wait for acks (and watch the gateway) in the outer loop
+                await client.send_batch(frame)
+                if seq <= self._max_sent_seq:
+                    self.counters.resent_batches += 1
+                self._max_sent_seq = max(self._max_sent_seq, seq)
+                last_sent = seq
+
+    def _acked(self, ack: Ack) -> None:
+        if self.spool.ack(ack.seq):
+            self.counters.acked_batches += 1
+            self.counters.acked_observations += self._counts.pop(ack.seq, ack.accepted)
+        elif (count := self._dropped_in_flight.pop(ack.seq, None)) is not None:
+            # dropped from the spool while in flight, yet the gateway has it: delivered
+            self.counters.dropped_batches -= 1
+            self.counters.dropped_observations -= count
+            self.counters.acked_batches += 1
+            self.counters.acked_observations += count
+        self._changed.set()
+
+    def _release_through(self, seq: int) -> int:
+        """The gateway holds everything up to ``seq`` durably: drop it from the spool."""
+        for held in [k for k in self._dropped_in_flight if k <= seq]:
+            count = self._dropped_in_flight.pop(held)
+            self.counters.dropped_batches -= 1
+            self.counters.dropped_observations -= count
+            self.counters.acked_batches += 1
+            self.counters.acked_observations += count
+        released = self.spool.ack_through(seq)
+        self.counters.acked_batches += released
+        for held in sorted(k for k in self._counts if k <= seq):
+            self.counters.acked_observations += self._counts.pop(held)
+        if released:
+            self._changed.set()
+        return released
+
+    async def _wait_change(self, client: GatewayClient | None = None) -> None:
+        self._changed.clear()
+        if client is None:
+            await self._changed.wait()
+            return
+        waiters = {
+            asyncio.ensure_future(self._changed.wait()),
+            asyncio.ensure_future(client.wait_change()),
+        }
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+
+def _count_of(payload: bytes) -> int:
+    try:
+        frame = decode_payload(payload)
+    except RemoteProtocolError:
+        return 0
+    return frame.count if isinstance(frame, ObservationBatch) else 0

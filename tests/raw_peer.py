@@ -1,0 +1,96 @@
+"""A raw protocol peer for tests: sends any bytes, records every frame it receives."""
+
+from __future__ import annotations
+
+import asyncio
+from types import UnionType
+from typing import TypeVar
+
+from edgeswarm.identity import KeyPair
+from edgeswarm.transport.quic import SessionLink
+from edgeswarm.wire import (
+    PROTOCOL_VERSION,
+    Auth,
+    Bye,
+    Challenge,
+    Frame,
+    FrameReader,
+    Hello,
+    Role,
+    auth_message,
+    decode_payload,
+    encode_frame,
+)
+
+F = TypeVar("F")
+
+
+class RawPeer:
+    """A session-stream handler that speaks the protocol by hand."""
+
+    def __init__(self) -> None:
+        self.reader = FrameReader()
+        self.frames: list[Frame] = []
+        self.link: SessionLink | None = None
+        self.changed = asyncio.Event()
+        self.lost: str | None = None
+
+    def connection_made(self, link: SessionLink) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        self.reader.feed(data)
+        while (payload := self.reader.next_payload()) is not None:
+            self.frames.append(decode_payload(payload))
+        self.changed.set()
+
+    def connection_lost(self, reason: str) -> None:
+        self.lost = reason
+        self.changed.set()
+
+    def send(self, data: bytes) -> None:
+        assert self.link is not None
+        self.link.send(data)
+
+    async def wait_for(self, kind: type[F] | UnionType, timeout: float = 10.0) -> F:
+        async with asyncio.timeout(timeout):
+            while True:
+                for frame in self.frames:
+                    if isinstance(frame, kind):
+                        return frame
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def handshake(
+        self,
+        key: KeyPair,
+        peer_id: str,
+        *,
+        role: Role = Role.EDGE,
+        join_token: str | None = None,
+        auth: Auth | None = None,
+    ) -> tuple[Hello, Challenge, Auth] | None:
+        """HELLO, wait for CHALLENGE, answer with ``auth`` or a correct signature.
+
+        None when the gateway refused the HELLO (ERROR and BYE, no CHALLENGE).
+        """
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            role=role,
+            peer_id=peer_id,
+            public_key=key.public_key,
+            agents=1,
+            join_token=join_token,
+        )
+        self.send(encode_frame(hello))
+        first = await self.wait_for(Challenge | Bye)  # type: ignore[arg-type]
+        if isinstance(first, Bye):
+            return None
+        challenge = first
+        if auth is None:
+            message = auth_message(
+                nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=hello
+            )
+            auth = Auth(signature=key.sign(message))
+        self.send(encode_frame(auth))
+        return hello, challenge, auth

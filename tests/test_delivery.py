@@ -1,0 +1,272 @@
+"""Delivery under faults: what the gateway acknowledged is never lost, nothing applies twice.
+
+Real gateway and edge processes on loopback; the gateway is killed with
+SIGKILL, stopped with SIGSTOP, or started late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import RunningGateway, edgeswarm_command, start_gateway, stop_process
+
+pytestmark = pytest.mark.integration
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_edge(
+    gateway_port: int, ca: Path, token: str, data_dir: Path, *args: str
+) -> subprocess.Popen[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # stderr to a file: a full pipe would block the edge
+    with (data_dir / "edge.log").open("w") as stderr:
+        return subprocess.Popen(
+            edgeswarm_command(
+                "edge",
+                "--edge-id",
+                "edge-f",
+                "--ca",
+                str(ca),
+                "--gateway",
+                f"127.0.0.1:{gateway_port}",
+                "--data-dir",
+                str(data_dir),
+                "--join-token",
+                token,
+                "--metrics-port",
+                "-1",
+                "--progress-interval",
+                "0.2",
+                "--batch-agents",
+                "500",
+                *args,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+
+
+def read_lines(process: subprocess.Popen[str], timeout: float = 120) -> tuple[list[dict], str]:
+    stdout, _ = process.communicate(timeout=timeout)
+    log = Path(process.args[process.args.index("--data-dir") + 1]) / "edge.log"  # type: ignore[union-attr, index]
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return lines, log.read_text()
+
+
+def logged_seqs(data_dir: Path, edge_id: str = "edge-f") -> list[int]:
+    """Sequence numbers in the gateway's durable log, in arrival order."""
+    with sqlite3.connect(data_dir / "observations.db") as db:
+        rows = db.execute(
+            "SELECT seq FROM batches WHERE edge_id = ? ORDER BY received_at, seq", (edge_id,)
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
+
+
+def logged_count(data_dir: Path) -> int:
+    try:
+        with sqlite3.connect(data_dir / "observations.db", timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM batches").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    port = free_udp_port()
+    gw_dir = tmp_path / "gw"
+    gateway = start_gateway(gw_dir, port=port)
+    edge = start_edge(
+        port,
+        gateway.ca,
+        gateway.edge_token(),
+        tmp_path / "edge",
+        "--agents",
+        "2000",
+        "--ticks",
+        "150",
+        "--tick-hz",
+        "50",
+    )
+    try:
+        wait_for(lambda: logged_count(gw_dir) >= 60)
+        gateway.process.send_signal(signal.SIGKILL)
+        gateway.process.wait(10)
+        killed_at = logged_count(gw_dir)
+        time.sleep(0.5)  # the edge keeps stepping and spooling meanwhile
+        restarted = start_gateway(gw_dir, port=port)
+        lines, stderr = read_lines(edge)
+    finally:
+        stop_process(edge)
+        stop_process(gateway.process)
+    try:
+        summary = lines[-1]
+        assert summary["event"] == "summary", stderr[-3000:]
+        batches = 150 * 4
+        assert summary["batches_sent"] == batches, stderr[-4000:]
+        assert summary["batches_acked"] == batches, (summary, stderr[-3000:])
+        assert summary["observations_acked"] == 150 * 2000
+        assert summary["connects"] >= 2
+        assert edge.returncode == 0
+        seqs = logged_seqs(gw_dir)
+        assert killed_at < batches
+        assert sorted(seqs) == list(range(1, batches + 1))  # everything, each exactly once
+        status = asyncio.run(restarted.status())
+        [record] = status["edges"]
+        assert record["observations"] == 150 * 2000  # applied once, rebuilt after the crash
+        assert record["batches"] == batches
+    finally:
+        stop_process(restarted.process)
+
+
+def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> None:
+    port = free_udp_port()
+    gw_dir = tmp_path / "gw"
+    gateway = start_gateway(gw_dir, port=port)
+    token = gateway.edge_token()
+    stop_process(gateway.process)  # the gateway goes away before the edge ever connects
+    edge = start_edge(
+        port,
+        gateway.ca,
+        token,
+        tmp_path / "edge",
+        "--agents",
+        "1000",
+        "--ticks",
+        "40",
+        "--tick-hz",
+        "20",
+        "--drain-timeout",
+        "30",
+    )
+    try:
+        time.sleep(2.5)  # offline: the edge steps and spools
+        assert edge.poll() is None
+        restarted = start_gateway(gw_dir, port=port)
+        lines, stderr = read_lines(edge)
+    finally:
+        stop_process(edge)
+    try:
+        summary = lines[-1]
+        assert summary["event"] == "summary", stderr[-3000:]
+        assert summary["batches_sent"] == 40 * 2
+        assert summary["batches_acked"] == 40 * 2
+        offline = [
+            line for line in lines if line.get("event") == "progress" and not line["connected"]
+        ]
+        assert offline, "the edge never reported being offline"
+        assert max(line["in_flight"] for line in offline) > 10  # it spooled while offline
+        assert "gateway unreachable" in stderr
+        assert logged_seqs(gw_dir) == list(range(1, 81))  # replayed in order, each once
+    finally:
+        stop_process(restarted.process)
+
+
+class JsonLines:
+    """Reads a process's stdout JSON lines on a thread, so every read has a timeout."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.queue: queue.Queue[dict | None] = queue.Queue()
+        assert process.stdout is not None
+        self._thread = threading.Thread(target=self._pump, args=(process.stdout,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            if line.startswith("{"):
+                self.queue.put(json.loads(line))
+        self.queue.put(None)
+
+    def next(self, timeout: float = 30.0) -> dict:
+        record = self.queue.get(timeout=timeout)
+        assert record is not None, "the process ended"
+        return record
+
+    def rest(self, timeout: float = 120.0) -> list[dict]:
+        out = []
+        while (record := self.queue.get(timeout=timeout)) is not None:
+            out.append(record)
+        return out
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_stalled_gateway_bounds_edge_memory_and_overflow_is_observable(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    edge = start_edge(
+        gateway.port,
+        gateway.ca,
+        gateway.edge_token(),
+        tmp_path / "edge",
+        "--agents",
+        "4000",
+        "--tick-hz",
+        "50",
+        "--duration",
+        "9",
+        "--spool-max-bytes",
+        str(2 * 1024 * 1024),
+        "--overflow",
+        "drop_oldest",
+        "--drain-timeout",
+        "20",
+    )
+    lines = JsonLines(edge)
+    try:
+        assert lines.next()["event"] == "progress"
+        wait_for(lambda: lines.next()["observations_acked"] > 0)
+        os.kill(gateway.process.pid, signal.SIGSTOP)
+        samples, progress = [], []
+        for _ in range(15):  # ~3 s of the edge stepping against a frozen gateway
+            progress.append(lines.next())
+            samples.append(rss_kib(edge.pid))
+        os.kill(gateway.process.pid, signal.SIGCONT)
+        rest = lines.rest()
+        edge.wait(30)
+        stderr = (tmp_path / "edge" / "edge.log").read_text()
+    finally:
+        os.kill(gateway.process.pid, signal.SIGCONT)
+        stop_process(edge)
+    assert max(p["spooled_bytes"] for p in progress) <= 2 * 1024 * 1024
+    assert progress[-1]["dropped_batches"] > progress[0]["dropped_batches"] >= 0
+    assert progress[-1]["tick"] > progress[0]["tick"] + 10  # kept stepping while stalled
+    growth = max(samples[5:]) - samples[5]
+    assert growth < 20 * 1024, f"edge RSS grew {growth} KiB while the gateway was stalled"
+    assert "spool full" in stderr.lower() or "dropp" in stderr.lower()
+    summary = rest[-1]
+    assert summary["event"] == "summary"
+    dropped = summary["dropped_observations"]
+    assert dropped > 0
+    assert summary["observations_acked"] + dropped == summary["observations_sent"]

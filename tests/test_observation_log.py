@@ -1,0 +1,292 @@
+"""ObservationLog: group commit, dedup, restart, failures, kill -9 durability, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from edgeswarm.gateway.observation_log import (
+    AppendResult,
+    EdgeAggregate,
+    FsyncPolicy,
+    LogClosed,
+    LogCorruptError,
+    LogOverloaded,
+    LogRecord,
+    LogWriteError,
+    ObservationLog,
+)
+
+PAYLOAD = b"x" * 1000
+
+
+def _rows(path: Path) -> set[tuple[str, int]]:
+    """(edge, seq) pairs visible to an independent connection."""
+    db = sqlite3.connect(path)
+    try:
+        return {(e, s) for e, s in db.execute("SELECT edge_id, seq FROM batches")}
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "obs.sqlite"
+
+
+async def test_append_resolves_after_commit_and_is_visible(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        result = await log.append("edge-a", 1, 10, 3, b"abc")
+        assert result == AppendResult("edge-a", 1, applied=True)
+        assert not result.duplicate
+        # Visible from a separate connection the moment the future resolved.
+        assert ("edge-a", 1) in _rows(db_path)
+        assert log.pending_records == 0
+        assert log.pending_bytes == 0
+        mode = sqlite3.connect(db_path).execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode == "wal"
+
+
+async def test_every_future_sees_its_row_committed(db_path: Path) -> None:
+    seen_missing: list[int] = []
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+
+        async def one(seq: int) -> None:
+            await log.append("e", seq, seq, 1, PAYLOAD)
+            if ("e", seq) not in _rows(db_path):
+                seen_missing.append(seq)
+
+        await asyncio.gather(*(one(s) for s in range(1, 41)))
+    assert seen_missing == []
+
+
+async def test_group_commit_uses_fewer_commits_than_records(db_path: Path) -> None:
+    n = 2000
+    with ObservationLog(db_path, fsync=FsyncPolicy.ALWAYS) as log:
+        futures = [log.append("edge-a", s, s, 5, PAYLOAD) for s in range(1, n + 1)]
+        results = await asyncio.gather(*futures)
+        stats = log.stats
+    assert all(r.applied for r in results)
+    assert stats.records == n
+    assert stats.commits < n
+    assert stats.max_group_records > 1
+    assert stats.mean_group_records > 1
+    assert stats.bytes == n * len(PAYLOAD)
+    assert stats.last_commit_latency_s > 0
+
+
+async def test_group_is_bounded_by_max_group_records(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_records=7) as log:
+        await asyncio.gather(*(log.append("e", s, 0, 1, b"p") for s in range(1, 101)))
+        assert log.stats.max_group_records <= 7
+        assert log.stats.records == 100
+
+
+async def test_group_is_bounded_by_max_group_bytes(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_bytes=3000) as log:
+        await asyncio.gather(*(log.append("e", s, 0, 1, PAYLOAD) for s in range(1, 51)))
+        assert log.stats.max_group_records <= 3
+        assert log.count() == 50
+
+
+async def test_duplicate_is_reported_not_applied(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        first = await log.append("e", 1, 1, 4, b"first")
+        again = await log.append("e", 1, 1, 4, b"second")
+        # Two copies of the same batch in one group: one applied, one duplicate.
+        a, b = await asyncio.gather(log.append("e", 2, 2, 4, b"x"), log.append("e", 2, 2, 4, b"x"))
+        assert first.applied
+        assert again.duplicate
+        assert sorted([a.applied, b.applied]) == [False, True]
+        assert [r.payload for r in log.read("e")] == [b"first", b"x"]
+        assert log.edges()["e"] == EdgeAggregate("e", 2, 8, 6, 2, 2)
+        assert log.stats.duplicates == 2
+        assert log.count() == 2
+
+
+async def test_restart_keeps_records_and_rebuilds_aggregates(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.NORMAL) as log:
+        seqs = [1, 2, 3, 5, 6, 9]
+        await asyncio.gather(*(log.append("a", s, s * 10, 2, b"ab") for s in seqs))
+        await asyncio.gather(*(log.append("b", s, s, 1, b"q") for s in range(1, 4)))
+        before = log.edges()
+        assert log.high_water("a") == 3
+    with ObservationLog(db_path) as log:
+        assert log.edges() == before
+        assert log.edges()["a"] == EdgeAggregate("a", 6, 12, 12, 9, 3)
+        assert log.edges()["b"] == EdgeAggregate("b", 3, 3, 3, 3, 3)
+        assert log.high_water("a") == 3
+        assert log.high_water("nobody") == 0
+        assert log.count() == 9
+        recs = list(log.read("a", from_seq=5))
+        assert [(r.seq, r.tick, r.count, r.payload) for r in recs] == [
+            (5, 50, 2, b"ab"),
+            (6, 60, 2, b"ab"),
+            (9, 90, 2, b"ab"),
+        ]
+        assert all(isinstance(r, LogRecord) and r.received_at > 0 for r in recs)
+        # Filling the gap advances the contiguous high-water mark past stored seqs.
+        await log.append("a", 4, 40, 2, b"ab")
+        assert log.high_water("a") == 6
+        await asyncio.gather(*(log.append("a", s, 0, 2, b"ab") for s in (7, 8)))
+        assert log.high_water("a") == 9
+        assert log.edges()["a"].max_seq == 9
+
+
+async def test_write_failure_fails_every_waiter_of_the_group(db_path: Path) -> None:
+    """A real commit failure: another connection holds the write lock past the timeout."""
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, busy_timeout_s=0.2) as log:
+        await log.append("e", 1, 0, 1, b"ok")
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            futures = [log.append("e", s, 0, 1, b"p") for s in range(2, 12)]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert all(isinstance(o, LogWriteError) for o in outcomes)
+        assert isinstance(outcomes[0], LogWriteError)
+        assert isinstance(outcomes[0].__cause__, sqlite3.OperationalError)
+        assert _rows(db_path) == {("e", 1)}
+        stats = log.stats
+        assert stats.failed_records == 10
+        assert stats.failed_commits >= 1
+        assert log.pending_records == 0
+        assert log.high_water("e") == 1
+        # The log recovers once the lock is gone; the edge's resend is applied.
+        results = await asyncio.gather(*(log.append("e", s, 0, 1, b"p") for s in range(2, 12)))
+        assert all(r.applied for r in results)
+        assert log.high_water("e") == 11
+
+
+def test_submit_callback_api_from_threads(db_path: Path) -> None:
+    outcomes: list[AppendResult | BaseException] = []
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def on_done(outcome: AppendResult | BaseException) -> None:
+        with lock:
+            outcomes.append(outcome)
+            if len(outcomes) == 200:
+                done.set()
+
+    def producer(edge: str) -> None:
+        for s in range(1, 101):
+            log.submit(LogRecord(edge, s, s, 1, b"z", 0.0), on_done)
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        threads = [threading.Thread(target=producer, args=(e,)) for e in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert done.wait(10)
+        assert all(isinstance(o, AppendResult) and o.applied for o in outcomes)
+        assert {e: a.high_water for e, a in log.edges().items()} == {"a": 100, "b": 100}
+
+
+async def test_close_drains_queue_and_rejects_later_appends(db_path: Path) -> None:
+    log = ObservationLog(db_path, fsync=FsyncPolicy.OFF)
+    futures = [log.append("e", s, 0, 1, PAYLOAD) for s in range(1, 301)]
+    log.close()  # blocks until everything queued is committed
+    assert len(_rows(db_path)) == 300
+    results = await asyncio.gather(*futures)
+    assert all(r.applied for r in results)
+    log.close()  # idempotent
+    with pytest.raises(LogClosed):
+        log.append("e", 301, 0, 1, b"")
+
+
+async def test_max_pending_bytes_raises_overloaded(db_path: Path) -> None:
+    # The writer is held on a lock, so nothing drains while we queue.
+    with ObservationLog(
+        db_path, fsync=FsyncPolicy.OFF, max_pending_bytes=5 * len(PAYLOAD), busy_timeout_s=5
+    ) as log:
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            futures = [log.append("e", s, 0, 1, PAYLOAD) for s in range(1, 6)]
+            assert log.pending_records == 5
+            assert log.pending_bytes == 5 * len(PAYLOAD)
+            with pytest.raises(LogOverloaded):
+                log.append("e", 6, 0, 1, PAYLOAD)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert all(r.applied for r in await asyncio.gather(*futures))
+        assert log.pending_bytes == 0
+
+
+def test_corrupt_file_raises_log_corrupt_error(db_path: Path) -> None:
+    db_path.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(LogCorruptError) as info:
+        ObservationLog(db_path)
+    assert info.value.path == db_path
+    assert str(db_path) in str(info.value)
+
+
+def test_foreign_sqlite_database_raises_log_corrupt_error(db_path: Path) -> None:
+    db = sqlite3.connect(db_path)
+    db.execute("CREATE TABLE something_else (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(LogCorruptError):
+        ObservationLog(db_path)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from edgeswarm.gateway.observation_log import ObservationLog
+
+    async def main() -> None:
+        log = ObservationLog(sys.argv[1], fsync="normal")
+        window = asyncio.Semaphore(256)  # like the gateway's credit: bounded in flight
+
+        async def one(seq: int) -> None:
+            try:
+                await log.append("edge", seq, seq, 8, os.urandom(20_000))
+                print(seq, flush=True)  # the ACK
+            finally:
+                window.release()
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + float(sys.argv[2])
+        seq = 0
+        while loop.time() < deadline:
+            await window.acquire()
+            seq += 1
+            asyncio.ensure_future(one(seq))
+        os._exit(0)  # like kill -9: no close(), appends still queued and in flight
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.integration
+def test_acked_records_survive_process_kill(db_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(db_path), "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    acked = {int(line) for line in proc.stdout.split()}
+    assert acked, proc.stderr
+    with ObservationLog(db_path) as log:
+        stored = {r.seq for r in log.read("edge")}
+        assert acked <= stored
+        assert log.count() == len(stored)
+        # Appends were issued in seq order and none failed: no gaps below what was acked.
+        assert log.edges()["edge"].high_water >= max(acked)

@@ -1,0 +1,238 @@
+"""Spool: order, out-of-order acks, restart, overflow policies, corruption, a model test."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgeswarm.edge.spool import (
+    OverflowPolicy,
+    PayloadTooLarge,
+    SeqOutOfOrder,
+    Spool,
+    SpoolCorruptError,
+    SpoolFull,
+)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "spool.sqlite"
+
+
+def test_pending_in_seq_order_and_out_of_order_acks(path: Path) -> None:
+    with Spool(path) as spool:
+        assert spool.next_seq() == 1
+        for seq in range(1, 6):
+            assert spool.append(seq, f"p{seq}".encode()) == ()
+        assert spool.next_seq() == 6
+        assert len(spool) == 5
+        assert spool.bytes == 10
+        assert spool.ack(4)
+        assert spool.ack(2)
+        assert not spool.ack(2)  # already acked: idempotent
+        assert not spool.ack(99)
+        assert spool.pending() == [(1, b"p1"), (3, b"p3"), (5, b"p5")]
+        assert spool.pending(after_seq=1, limit=1) == [(3, b"p3")]
+        assert len(spool) == 3
+        assert spool.bytes == 6
+        assert spool.ack_through(3) == 2
+        assert spool.pending() == [(5, b"p5")]
+
+
+def test_restart_keeps_pending_and_next_seq(path: Path) -> None:
+    with Spool(path) as spool:
+        for seq in range(1, 4):
+            spool.append(seq, b"abc")
+        spool.ack(2)
+    with Spool(path) as spool:
+        assert spool.pending() == [(1, b"abc"), (3, b"abc")]
+        assert spool.next_seq() == 4
+        assert len(spool) == 2
+        assert spool.bytes == 6
+        spool.ack_through(10)
+    with Spool(path) as spool:  # empty, yet seqs continue
+        assert len(spool) == 0
+        assert spool.next_seq() == 4
+        spool.append(spool.next_seq(), b"d")
+        assert spool.pending() == [(4, b"d")]
+
+
+def test_seqs_may_skip_but_not_go_back(path: Path) -> None:
+    with Spool(path) as spool:
+        spool.append(5, b"a")
+        assert spool.next_seq() == 6
+        with pytest.raises(SeqOutOfOrder):
+            spool.append(5, b"again")
+        with pytest.raises(ValueError, match="next_seq"):
+            spool.append(3, b"back")
+        spool.append(10, b"b")
+        assert spool.next_seq() == 11
+
+
+def test_unflushed_acks_come_back_after_a_crash_flushed_ones_do_not(path: Path) -> None:
+    spool = Spool(path, ack_flush_every=3)
+    for seq in range(1, 6):
+        spool.append(seq, b"p")
+    spool.ack(1)
+    spool.ack(2)
+    assert len(spool) == 3  # forgotten at once in memory
+    with Spool(path) as other:  # what a restart after a crash now would see
+        assert [s for s, _ in other.pending()] == [1, 2, 3, 4, 5]
+    spool.ack(4)  # third ACK: rows deleted in one transaction
+    with Spool(path) as other:
+        assert [s for s, _ in other.pending()] == [3, 5]
+    spool.ack(3)
+    spool.close()  # close flushes
+    with Spool(path) as other:
+        assert other.pending() == [(5, b"p")]
+
+
+def test_block_policy_raises_spool_full(path: Path) -> None:
+    with Spool(path, max_bytes=100, overflow="block") as spool:
+        spool.append(1, b"x" * 60)
+        assert spool.would_overflow(41)
+        assert not spool.would_overflow(40)
+        with pytest.raises(SpoolFull) as info:
+            spool.append(2, b"y" * 41)
+        assert (info.value.needed, info.value.held, info.value.max_bytes) == (41, 60, 100)
+        assert spool.next_seq() == 2  # nothing stored
+        assert len(spool) == 1
+        spool.ack(1)
+        spool.append(2, b"y" * 41)
+        assert spool.pending() == [(2, b"y" * 41)]
+
+
+def test_drop_oldest_counts_and_logs(path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with Spool(path, max_bytes=100, overflow=OverflowPolicy.DROP_OLDEST) as spool:
+        for seq in range(1, 6):
+            spool.append(seq, b"x" * 20)
+        assert spool.bytes == 100
+        with caplog.at_level(logging.WARNING, logger="edgeswarm.edge"):
+            dropped = spool.append(6, b"y" * 50)
+        assert dropped == (1, 2, 3)
+        assert spool.dropped_batches == 3
+        assert spool.dropped_bytes == 60
+        assert spool.bytes == 90
+        assert [s for s, _ in spool.pending()] == [4, 5, 6]
+        [record] = [r for r in caplog.records if r.name == "edgeswarm.edge"]
+        assert record.levelno == logging.WARNING
+        assert record.__dict__["event"] == "spool_drop"
+        assert record.__dict__["dropped_batches"] == 3
+        assert record.__dict__["dropped_bytes"] == 60
+        assert record.__dict__["dropped_first_seq"] == 1
+        assert record.__dict__["dropped_last_seq"] == 3
+    with Spool(path, max_bytes=100, overflow="drop_oldest") as spool:  # counters persist
+        assert (spool.dropped_batches, spool.dropped_bytes) == (3, 60)
+
+
+def test_oversize_payload_is_a_clear_error(path: Path) -> None:
+    for policy in OverflowPolicy:
+        with Spool(path, max_bytes=10, overflow=policy) as spool:
+            with pytest.raises(PayloadTooLarge, match="exceeds the spool bound of 10 bytes"):
+                spool.append(spool.next_seq(), b"z" * 11)
+            assert len(spool) == 0
+
+
+def test_corrupt_file_raises_and_can_be_quarantined(path: Path) -> None:
+    junk = os.urandom(8192)
+    path.write_bytes(junk)
+    with pytest.raises(SpoolCorruptError) as info:
+        Spool(path)
+    assert info.value.path == path
+    moved = Spool.quarantine_file(path)
+    assert moved.name.startswith("spool.sqlite.corrupt-")
+    assert moved.read_bytes() == junk
+    assert not path.exists()
+    with Spool(path, min_next_seq=42) as spool:
+        assert spool.next_seq() == 42
+        assert len(spool) == 0
+
+
+def test_foreign_database_is_corrupt(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE other (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(SpoolCorruptError, match="foreign schema"):
+        Spool(path)
+
+
+def test_uses_wal(path: Path) -> None:
+    with Spool(path) as spool:
+        spool.append(1, b"a")
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --------------------------------------------------------------------------- model test
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 3), st.integers(0, 40)),
+        st.tuples(st.just("ack"), st.integers(0, 30), st.just(0)),
+        st.tuples(st.just("ack_through"), st.integers(0, 30), st.just(0)),
+        st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ops=_ops, drop=st.booleans(), flush_every=st.integers(1, 4))
+def test_spool_matches_dict_model(
+    tmp_path: Path, ops: list[tuple[str, int, int]], drop: bool, flush_every: int
+) -> None:
+    path = tmp_path / f"model-{os.urandom(6).hex()}.sqlite"
+    max_bytes = 100
+    policy = OverflowPolicy.DROP_OLDEST if drop else OverflowPolicy.BLOCK
+    model: dict[int, bytes] = {}
+    next_seq = 1
+    dropped_batches = 0
+    spool = Spool(path, max_bytes=max_bytes, overflow=policy, ack_flush_every=flush_every)
+    try:
+        for op, a, b in ops:
+            if op == "append":
+                seq = next_seq + a  # sometimes skips seqs
+                payload = bytes([seq % 256]) * b
+                held = sum(map(len, model.values()))
+                if held + b > max_bytes and not drop:
+                    with pytest.raises(SpoolFull):
+                        spool.append(seq, payload)
+                    continue
+                expected_drop: list[int] = []
+                while held + b > max_bytes:
+                    oldest = min(model)
+                    held -= len(model.pop(oldest))
+                    expected_drop.append(oldest)
+                assert spool.append(seq, payload) == tuple(expected_drop)
+                dropped_batches += len(expected_drop)
+                model[seq] = payload
+                next_seq = seq + 1
+            elif op == "ack":
+                assert spool.ack(a) == (a in model)
+                model.pop(a, None)
+            elif op == "ack_through":
+                gone = [s for s in model if s <= a]
+                assert spool.ack_through(a) == len(gone)
+                for s in gone:
+                    del model[s]
+            else:
+                spool.close()
+                spool = Spool(
+                    path, max_bytes=max_bytes, overflow=policy, ack_flush_every=flush_every
+                )
+            assert spool.pending() == sorted(model.items())
+            assert len(spool) == len(model)
+            assert spool.bytes == sum(map(len, model.values()))
+            assert spool.next_seq() == next_seq
+            assert spool.dropped_batches == dropped_batches
+    finally:
+        spool.close()
