@@ -127,9 +127,12 @@ def test_no_directory_means_memory_only(boids_bytes):
     assert cache.stats.compiled == 1
 
 
-def test_default_directory_comes_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDGESWARM_CACHE_DIR", str(tmp_path / "env-dir"))
-    assert ModuleCache().cache_dir == tmp_path / "env-dir"
+def test_default_cache_is_memory_only(tmp_path, monkeypatch, boids_bytes):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cache = ModuleCache()
+    assert cache.cache_dir is None
+    cache.load(boids_bytes)
+    assert list(tmp_path.iterdir()) == []  # nothing written under the home directory
 
 
 def test_malformed_module_is_a_load_error_and_not_cached(tmp_path):

@@ -157,7 +157,31 @@ def edge(
     ] = None,
     agents: Annotated[int, typer.Option(min=1, help="Agents on this edge.")] = 10_000,
     first_agent_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")] = 0,
-    policy: Annotated[str, typer.Option(help="Built-in Wasm policy.")] = "boids",
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Wasm policy: a built-in name or a .wasm/.wat file; repeat to split the "
+            "agents into equal groups, one per policy (default: boids)."
+        ),
+    ] = None,
+    policy_fallback: Annotated[
+        str, typer.Option(help="Action of a quarantined policy's agents: zero or hold.")
+    ] = "zero",
+    policy_retry: Annotated[
+        float | None,
+        typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
+    ] = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(help="LiteRT .tflite model for policies, id = file stem; repeatable."),
+    ] = None,
+    module_cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="EDGESWARM_CACHE_DIR",
+            help="Compiled Wasm modules kept across restarts (default: DATA_DIR/modules).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Environment seed.")] = 0,
     tick_hz: Annotated[float, typer.Option(min=0, help="Ticks/s; 0 = as fast as acked.")] = 10.0,
     batch_agents: Annotated[int, typer.Option(min=1, help="Agents per OBS_BATCH.")] = 2048,
@@ -210,7 +234,11 @@ def edge(
         server_name=server_name,
         agents=agents,
         first_agent_id=first_agent_id,
-        policy=policy,
+        policies=tuple(policy or ["boids"]),
+        policy_fallback=_choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
+        policy_retry_s=policy_retry,
+        models=tuple(model or ()),
+        module_cache_dir=module_cache_dir,
         seed=seed,
         tick_hz=tick_hz,
         batch_agents=batch_agents,
@@ -234,10 +262,11 @@ def edge(
 
     from edgeswarm.edge.spool import SpoolError
     from edgeswarm.identity.keys import KeyFileError
+    from edgeswarm.models.errors import ModelError
 
     try:
         summary = asyncio.run(run())
-    except (KeyFileError, SpoolError) as exc:
+    except (KeyFileError, SpoolError, ModelError, FileNotFoundError) as exc:
         _fail(f"edge {edge_id}: {exc}")
     if summary["observations_acked"] != summary["observations_sent"]:
         raise typer.Exit(1)

@@ -11,7 +11,7 @@ from edgeswarm.edge.errors import (
     PolicyMemoryExceeded,
     PolicyTrap,
 )
-from edgeswarm.edge.module_cache import CompiledModule, ModuleCache, default_cache_dir
+from edgeswarm.edge.module_cache import CompiledModule, ModuleCache
 from edgeswarm.edge.policy_set import Policy, PolicyFault, PolicySet, PolicySpec
 from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
 from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmSnapshot, SwarmState
@@ -42,5 +42,4 @@ __all__ = [
     "SwarmSnapshot",
     "SwarmState",
     "WasmPolicy",
-    "default_cache_dir",
 ]

@@ -39,8 +39,17 @@ class EdgeConfig:
     """Number of agents this edge runs."""
     first_agent_id: int = 0
     """Id of the first agent; ids are consecutive."""
-    policy: str = "boids"
-    """Name of the built-in Wasm policy every agent runs."""
+    policies: tuple[str, ...] = ("boids",)
+    """Wasm policies, each a built-in name or a ``.wasm``/``.wat`` path; the
+    agents are split into equal contiguous groups, one per policy."""
+    policy_fallback: str = "zero"
+    """Action of a quarantined policy's agents: ``zero`` or ``hold`` (last action)."""
+    policy_retry_s: float | None = None
+    """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""
+    models: tuple[Path, ...] = ()
+    """LiteRT ``.tflite`` models callable from policies, registered under their file stem."""
+    module_cache_dir: Path | None = None
+    """Compiled Wasm modules kept across restarts; ``data_dir/modules`` if None."""
     seed: int = 0
     """Seed of the environment; same seed, same run."""
     tick_hz: float = 10.0

@@ -40,3 +40,14 @@ class EdgeMetrics:
             "Policies stopped after a fault",
             registry=self.registry,
         )
+        self.policy_faults = Counter(
+            "edgeswarm_edge_policy_faults",
+            "Policy quarantines by policy and error kind (load, trap, memory, fuel, abi)",
+            ["policy", "kind"],
+            registry=self.registry,
+        )
+        self.policies_reenabled = Counter(
+            "edgeswarm_edge_policies_reenabled",
+            "Quarantined policies put back in service",
+            registry=self.registry,
+        )

@@ -37,7 +37,6 @@ import stat
 import tempfile
 import threading
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import ClassVar, Final
 
@@ -85,14 +84,6 @@ def engine_fingerprint() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def default_cache_dir() -> Path:
-    """``$EDGESWARM_CACHE_DIR``, else ``~/.cache/edgeswarm/modules`` (for CLI code to pass in)."""
-    configured = os.environ.get("EDGESWARM_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    return Path.home() / ".cache" / "edgeswarm" / "modules"
-
-
 def to_wasm(data: bytes, name: str = "") -> bytes:
     """The Wasm binary for ``data`` (a binary, or WAT text)."""
     if data.startswith(b"\0asm"):
@@ -127,20 +118,12 @@ class CacheStats:
     """On-disk entries found corrupt or mismatched (deleted, rebuilt)."""
 
 
-class _Default(Enum):
-    DIR = "default"
-
-
-DEFAULT_DIR: Final = _Default.DIR
-"""``cache_dir`` value meaning :func:`default_cache_dir`."""
-
-
 class ModuleCache:
     """Compiled modules by content digest, for one engine (by default the shared one).
 
     ``cache_dir``: where compiled artifacts are kept across processes;
-    :data:`DEFAULT_DIR` (the default) is :func:`default_cache_dir`, ``None``
-    keeps them in memory only.
+    ``None`` (the default) keeps them in memory only. The edge keeps them in
+    ``<data dir>/modules`` unless told otherwise (``--module-cache-dir``).
     """
 
     _shared: ClassVar[ModuleCache | None] = None
@@ -149,12 +132,10 @@ class ModuleCache:
     def __init__(
         self,
         *,
-        cache_dir: str | os.PathLike[str] | _Default | None = DEFAULT_DIR,
+        cache_dir: str | os.PathLike[str] | None = None,
         engine: wasmtime.Engine | None = None,
     ) -> None:
         self.engine = engine if engine is not None else shared_engine()
-        if isinstance(cache_dir, _Default):
-            cache_dir = default_cache_dir()
         self.cache_dir = _private_dir(Path(cache_dir)) if cache_dir is not None else None
         """Where artifacts are kept on disk (None: memory only)."""
         self._fingerprint = engine_fingerprint()
@@ -164,7 +145,7 @@ class ModuleCache:
 
     @classmethod
     def shared(cls) -> ModuleCache:
-        """The process-wide cache (shared engine, default directory; created on first use)."""
+        """The process-wide in-memory cache (shared engine; created on first use)."""
         with cls._shared_lock:
             if cls._shared is None:
                 cls._shared = cls()

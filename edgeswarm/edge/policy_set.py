@@ -8,7 +8,8 @@ Quarantine rules, all here:
 - A slot whose module failed to load (:class:`PolicySpec` that raised a
   :class:`~edgeswarm.edge.errors.PolicyError`) is quarantined from the start.
 - A :class:`~edgeswarm.edge.errors.PolicyError` from ``step`` quarantines the
-  slot in that tick; so does a policy whose dimensions do not match the table.
+  slot in that tick; so does a policy whose dimensions do not fit the table
+  (observation and action widths equal, state no wider than the table's).
 - A quarantined slot's agents get the safe action: ``fallback="zero"`` writes
   zero actions, ``"hold"`` leaves their last actions in the table. Their state
   is left as it was. Every other slot still steps in the same tick.
@@ -243,10 +244,12 @@ class PolicySet(Resource):
                 self._safe_action(table, rows)
                 continue
             dims = getattr(policy, "dims", None)
-            if dims is not None and dims != (table.obs_dim, table.state_dim, table.act_dim):
+            state_dim = table.state_dim if dims is None else dims[1]
+            if dims is not None and not _fits(dims, table):
                 error = PolicyAbiError(
                     f"declares dims {dims}, the agent table has "
-                    f"{(table.obs_dim, table.state_dim, table.act_dim)}",
+                    f"{(table.obs_dim, table.state_dim, table.act_dim)} "
+                    "(obs and action widths must match, state at most the table's)",
                     policy=policy.name,
                 )
                 self._quarantine(slot, policy.name, error)
@@ -255,7 +258,7 @@ class PolicySet(Resource):
             contiguous = isinstance(rows, slice)
             # A slice indexes as a view: the policy writes into the table directly.
             obs = table.observations[rows]
-            state = table.state[rows]
+            state = table.state[rows, :state_dim]
             actions = table.actions[rows] if contiguous else np.empty_like(table.actions[rows])
             try:
                 policy.step(obs, state, actions)
@@ -264,7 +267,7 @@ class PolicySet(Resource):
                 self._safe_action(table, rows)
                 continue
             if not contiguous:
-                table.state[rows] = state
+                table.state[rows, :state_dim] = state
                 table.actions[rows] = actions
 
     def close(self) -> None:
@@ -273,3 +276,11 @@ class PolicySet(Resource):
         for policy in policies:
             if policy is not None:
                 policy.close()
+
+
+def _fits(dims: tuple[int, int, int], table: AgentTable) -> bool:
+    """A policy runs on a table with its obs and action widths and room for its state."""
+    obs_dim, state_dim, act_dim = dims
+    return (
+        obs_dim == table.obs_dim and act_dim == table.act_dim and state_dim <= table.state_dim
+    )

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeswarm.agents_wasm import module_path
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
 from edgeswarm.wire import PROTOCOL_VERSION, Hello, ObservationBatch, Role
@@ -29,10 +28,10 @@ from edgeswarm.wire import PROTOCOL_VERSION, Hello, ObservationBatch, Role
 from .agent_table import AgentTable
 from .config import EdgeConfig
 from .metrics import EdgeMetrics
-from .policy_set import PolicySet
+from .policy_loading import load_models, open_policies
+from .policy_set import PolicyFault, PolicySet
 from .spool import Spool
 from .uplink import GatewayAddress, Uplink
-from .wasm_host import WasmPolicy
 from .world import FlockingWorld
 
 log = logging.getLogger("edgeswarm.edge")
@@ -91,6 +90,8 @@ class EdgeRunner:
         self._acked_reported = 0
         self.actions_applied = 0
         """Agent actions overridden by the gateway (ACTIONS frames or datagrams)."""
+        self._quarantined_at: dict[int, float] = {}
+        """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
 
     def stop(self) -> None:
         """Finish the current tick, drain the spool (bounded), say BYE."""
@@ -111,8 +112,11 @@ class EdgeRunner:
                 "spooled": len(self.spool),
             },
         )
-        policy = WasmPolicy(module_path(config.policy))
-        with self.spool, PolicySet([policy]) as policies:
+        with (
+            self.spool,
+            load_models(config.models) as models,
+            open_policies(config, self.table, models=models, on_fault=self._on_fault) as policies,
+        ):
             delivery = asyncio.create_task(self.uplink.run())
             self._started = time.monotonic()
             try:
@@ -130,8 +134,10 @@ class EdgeRunner:
                 if not delivery.done():
                     delivery.cancel()
             quarantined = policies.quarantined_count
+            faults = {f"{name}/{kind}": n for (name, kind), n in policies.fault_counts.items()}
             summary = self._snapshot("summary")
         summary["policies_quarantined"] = quarantined
+        summary["policy_faults"] = faults
         summary["latency_hist"] = self._latency().to_sparse()
         emit(summary)
         return summary
@@ -148,6 +154,7 @@ class EdgeRunner:
             if config.ticks is not None and self.tick >= config.ticks:
                 break
             started = time.perf_counter()
+            self._retry_quarantined(policies)
             self.world.sense(self.table)
             policies.step(self.table)
             self._apply_gateway_actions()
@@ -168,6 +175,26 @@ class EdgeRunner:
             else:
                 next_tick = time.monotonic()
                 await asyncio.sleep(0)
+
+    def _on_fault(self, fault: PolicyFault) -> None:
+        self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()
+        self._quarantined_at[fault.slot] = time.monotonic()
+
+    def _retry_quarantined(self, policies: PolicySet) -> None:
+        retry = self.config.policy_retry_s
+        if retry is None or not self._quarantined_at:
+            return
+        now = time.monotonic()
+        for slot, since in list(self._quarantined_at.items()):
+            if now - since < retry:
+                continue
+            del self._quarantined_at[slot]  # a failed reload re-enters through _on_fault
+            if policies.reenable(slot):
+                self.metrics.policies_reenabled.inc()
+                log.info(
+                    "policy re-enabled",
+                    extra={"policy": policies.name_of(slot), "slot": slot},
+                )
 
     async def _send_observations(self) -> None:
         table, step, tick = self.table, self.config.batch_agents, self.tick

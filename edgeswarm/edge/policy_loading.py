@@ -1,0 +1,91 @@
+"""From an edge's configuration to its running policies: modules, models, agent groups.
+
+A policy is named by a built-in module name (``boids``, ``flocking``, ...) or
+by a path to a ``.wasm``/``.wat`` file a user published. The agents are split
+into equal contiguous groups, one per policy, so each policy is called once
+per tick over one slice of the table. A module that fails to load is
+quarantined from the start (its agents get the safe action) and the edge
+still runs every other policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgeswarm.agents_wasm import module_names, module_path
+from edgeswarm.models import ModelRegistry
+
+from .agent_table import AgentTable
+from .config import EdgeConfig
+from .module_cache import ModuleCache
+from .policy_set import Fallback, PolicyFault, PolicySet, PolicySpec
+from .swarm_state import SwarmState
+
+
+def resolve_module(policy: str) -> Path:
+    """Path of a built-in module by name, or of a user's module file.
+
+    Raises ``FileNotFoundError`` naming the built-in modules when neither exists.
+    """
+    if policy in module_names():
+        return module_path(policy)
+    path = Path(policy)
+    if path.suffix in (".wasm", ".wat") and path.is_file():
+        return path
+    raise FileNotFoundError(
+        f"no policy {policy!r}: not a built-in module ({', '.join(module_names())}) "
+        "nor a .wasm/.wat file"
+    )
+
+
+def assign_groups(table: AgentTable, groups: int) -> list[int]:
+    """Split the table's agents into ``groups`` contiguous groups; returns their sizes."""
+    base, extra = divmod(len(table), groups)
+    sizes = [base + (1 if slot < extra else 0) for slot in range(groups)]
+    table.policy[:] = np.repeat(np.arange(groups, dtype=np.uint16), sizes)
+    return sizes
+
+
+def load_models(paths: tuple[Path, ...]) -> ModelRegistry:
+    """A registry with each ``.tflite`` file under its stem (``anomaly.tflite`` -> ``anomaly``)."""
+    registry = ModelRegistry()
+    try:
+        for path in paths:
+            registry.register_path(path.stem, path)
+    except BaseException:
+        registry.close()
+        raise
+    return registry
+
+
+def open_policies(
+    config: EdgeConfig,
+    table: AgentTable,
+    *,
+    models: ModelRegistry,
+    swarm: SwarmState | None = None,
+    on_fault: Callable[[PolicyFault], None] | None = None,
+) -> PolicySet:
+    """Load ``config.policies`` over ``table`` (agents grouped), sandboxed and cached on disk."""
+    if not config.policies:
+        raise ValueError("an edge needs at least one policy")
+    fallback: Fallback = "hold" if config.policy_fallback == "hold" else "zero"
+    if config.policy_fallback not in ("zero", "hold"):
+        raise ValueError(f"policy fallback must be zero or hold, got {config.policy_fallback!r}")
+    specs = [
+        PolicySpec(resolve_module(policy), name=Path(policy).stem) for policy in config.policies
+    ]
+    assign_groups(table, len(specs))
+    cache = ModuleCache(cache_dir=config.module_cache_dir or config.data_dir / "modules")
+    return PolicySet(
+        specs,
+        fallback=fallback,
+        seed=config.seed,
+        cache=cache,
+        swarm=swarm,
+        models=models,
+        on_fault=on_fault,
+    )
