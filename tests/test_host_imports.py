@@ -147,6 +147,15 @@ def test_model_infer_matches_the_numpy_reference(cache, models):
     assert scores.max() > 0.5 > scores.min()  # both kinds of rows were present
 
 
+def test_model_dims_tell_the_policy_the_shapes(cache, models):
+    with WasmPolicy(PROBE, cache=cache, models=models) as probe:
+        assert probe.call("probe_model_dims", S["anomaly"], 7) == (8 << 32) | 1
+        assert probe.call("probe_model_dims", S["nope"], 4) == -1  # undeclared
+        assert probe.call("probe_model_dims", signed(PAST), 7) == -1  # bad pointer
+    with WasmPolicy(PROBE, cache=cache) as probe:  # declared, no registry on this edge
+        assert probe.call("probe_model_dims", S["anomaly"], 7) == -1
+
+
 def test_model_infer_error_codes(cache, models):
     with WasmPolicy(PROBE, cache=cache, models=models) as probe:
         rows = np.ones((4, 8), np.float32)

@@ -151,6 +151,7 @@ ALL_IMPORTS = """
   (import "es" "set_add" (func $set_add (param i32 i32 i32 i32) (result i32)))
   (import "es" "flag_get" (func $flag_get (param i32 i32) (result i32)))
   (import "es" "model_infer" (func $model_infer (param i32 i32 i32 i32 i32) (result i32)))
+  (import "es" "model_dims" (func $model_dims (param i32 i32) (result i64)))
 """
 
 PROBE_EXPORTS = """
@@ -167,6 +168,8 @@ PROBE_EXPORTS = """
     (call $flag_get (local.get 0) (local.get 1)))
   (func (export "probe_model_infer") (param i32 i32 i32 i32 i32) (result i32)
     (call $model_infer (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)))
+  (func (export "probe_model_dims") (param i32 i32) (result i64)
+    (call $model_dims (local.get 0) (local.get 1)))
 """
 
 PROBE = policy_wat(

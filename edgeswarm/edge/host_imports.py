@@ -84,6 +84,7 @@ HOST_IMPORTS: Final[dict[str, HostImport]] = {
     "set_add": HostImport(("i32", "i32", "i32", "i32"), ("i32",), 50, "set_add"),
     "flag_get": HostImport(("i32", "i32"), ("i32",), 50, "flag_get"),
     "model_infer": HostImport(("i32", "i32", "i32", "i32", "i32"), ("i32",), 500, "model_infer"),
+    "model_dims": HostImport(("i32", "i32"), ("i64",), 50, "model_dims"),
 }
 """Every host function, by import name in module ``"es"``."""
 
@@ -289,6 +290,16 @@ class HostContext:
         if key is None:
             return -1
         return 1 if self.swarm.flag_get(key) else 0
+
+    def model_dims(self, caller: wasmtime.Caller, id_ptr: int, id_len: int) -> int:
+        model_id = self._declared(caller, "models", id_ptr, id_len)
+        if model_id is None or self.models is None:
+            return -1
+        try:
+            model = self.models.get(model_id)
+        except ModelNotFound:
+            return -1
+        return (model.input_dim << 32) | model.output_dim
 
     def model_infer(
         self, caller: wasmtime.Caller, id_ptr: int, id_len: int, in_ptr: int, n: int, out_ptr: int

@@ -281,6 +281,4 @@ class PolicySet(Resource):
 def _fits(dims: tuple[int, int, int], table: AgentTable) -> bool:
     """A policy runs on a table with its obs and action widths and room for its state."""
     obs_dim, state_dim, act_dim = dims
-    return (
-        obs_dim == table.obs_dim and act_dim == table.act_dim and state_dim <= table.state_dim
-    )
+    return obs_dim == table.obs_dim and act_dim == table.act_dim and state_dim <= table.state_dim

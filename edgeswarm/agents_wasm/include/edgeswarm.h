@@ -68,6 +68,8 @@ ES_IMPORT(flag_get) int32_t es_flag_get(const char *key, int32_t key_len);
  * 0 ok, -1 not declared / not loaded, -2 bad shape or pointers. */
 ES_IMPORT(model_infer)
 int32_t es_model_infer(const char *id, int32_t id_len, const float *in, int32_t n, float *out);
+/* Widths of a declared, loaded model: (in_dim << 32) | out_dim, or -1. */
+ES_IMPORT(model_dims) int64_t es_model_dims(const char *id, int32_t id_len);
 
 /* Convenience wrappers for string-literal keys. */
 #define ES_LOG(level, literal) es_log((level), (literal), ES_LITERAL_LEN(literal))
