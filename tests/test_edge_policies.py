@@ -73,6 +73,20 @@ async def test_hostile_policy_is_quarantined_and_counted_healthy_one_keeps_runni
     assert not hostile.any()  # the safe action: zero
 
 
+async def test_fuel_budget_comes_from_the_configuration(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    # 100 000 + 1 per agent is far less than boids needs for 20 000 agents
+    starved = EdgeRunner(
+        edge_config(
+            gateway, tmp_path, policy_fuel_per_agent=1, agents=20_000, batch_agents=5000, ticks=1
+        )
+    )
+    summary = await starved.run()
+    assert summary["policy_faults"] == {"boids/fuel": 1}
+    assert summary["observations_acked"] == 20_000  # the edge still reports every agent
+
+
 async def test_quarantined_policy_is_retried_when_asked(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
@@ -94,9 +108,7 @@ async def test_user_module_and_model_from_files(gateway: RunningGateway, tmp_pat
     policy = tmp_path / "my_boids.wasm"
     policy.write_bytes(module_path("boids").read_bytes())
     runner = EdgeRunner(
-        edge_config(
-            gateway, tmp_path, policies=(str(policy), "anomaly"), models=(model,), ticks=2
-        )
+        edge_config(gateway, tmp_path, policies=(str(policy), "anomaly"), models=(model,), ticks=2)
     )
     summary = await runner.run()
     assert summary["policy_faults"] == {}  # the anomaly policy found its model

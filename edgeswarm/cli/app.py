@@ -167,6 +167,13 @@ def edge(
     policy_fallback: Annotated[
         str, typer.Option(help="Action of a quarantined policy's agents: zero or hold.")
     ] = "zero",
+    policy_fuel: Annotated[
+        int,
+        typer.Option(min=1, help="Fuel per agent per step (plus 100 000 per call); beyond: fault."),
+    ] = 2_000,
+    policy_memory_mb: Annotated[
+        int, typer.Option(min=1, help="Linear memory limit of each policy instance, MiB.")
+    ] = 64,
     policy_retry: Annotated[
         float | None,
         typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
@@ -236,6 +243,8 @@ def edge(
         first_agent_id=first_agent_id,
         policies=tuple(policy or ["boids"]),
         policy_fallback=_choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
+        policy_fuel_per_agent=policy_fuel,
+        policy_memory_mb=policy_memory_mb,
         policy_retry_s=policy_retry,
         models=tuple(model or ()),
         module_cache_dir=module_cache_dir,

@@ -44,6 +44,10 @@ class EdgeConfig:
     agents are split into equal contiguous groups, one per policy."""
     policy_fallback: str = "zero"
     """Action of a quarantined policy's agents: ``zero`` or ``hold`` (last action)."""
+    policy_fuel_per_agent: int = 2_000
+    """Fuel each policy gets per agent per step (plus a fixed 100 000 per call)."""
+    policy_memory_mb: int = 64
+    """Linear memory limit of each policy instance, MiB."""
     policy_retry_s: float | None = None
     """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""
     models: tuple[Path, ...] = ()

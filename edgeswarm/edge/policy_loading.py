@@ -22,6 +22,7 @@ from .agent_table import AgentTable
 from .config import EdgeConfig
 from .module_cache import ModuleCache
 from .policy_set import Fallback, PolicyFault, PolicySet, PolicySpec
+from .sandbox import FuelBudget
 from .swarm_state import SwarmState
 
 
@@ -76,7 +77,13 @@ def open_policies(
     if config.policy_fallback not in ("zero", "hold"):
         raise ValueError(f"policy fallback must be zero or hold, got {config.policy_fallback!r}")
     specs = [
-        PolicySpec(resolve_module(policy), name=Path(policy).stem) for policy in config.policies
+        PolicySpec(
+            resolve_module(policy),
+            name=Path(policy).stem,
+            fuel=FuelBudget(per_agent=config.policy_fuel_per_agent),
+            memory_limit=config.policy_memory_mb * 1024 * 1024,
+        )
+        for policy in config.policies
     ]
     assign_groups(table, len(specs))
     cache = ModuleCache(cache_dir=config.module_cache_dir or config.data_dir / "modules")
