@@ -290,3 +290,59 @@ def test_acked_records_survive_process_kill(db_path: Path) -> None:
         assert log.count() == len(stored)
         # Appends were issued in seq order and none failed: no gaps below what was acked.
         assert log.edges()["edge"].high_water >= max(acked)
+
+
+async def test_checkpoints_run_off_the_writer_and_the_wal_stays_bounded(db_path: Path) -> None:
+    limit = 1 << 20
+    with ObservationLog(
+        db_path, fsync=FsyncPolicy.NORMAL, checkpoint_bytes=256 << 10, wal_limit_bytes=limit
+    ) as log:
+        payload = os.urandom(20_000)
+        seq = 0
+        for _ in range(50):  # 1000 batches, 20 MB: 20x the WAL limit
+            futures = []
+            for _ in range(20):
+                seq += 1
+                futures.append(log.append("e", seq, seq, 8, payload))
+            await asyncio.gather(*futures)
+        wal = db_path.with_name(db_path.name + "-wal")
+        stats = log.stats
+        assert stats.checkpoints >= 1
+        assert stats.wal_restarts >= 1
+        assert stats.failed_checkpoints == 0
+        # Restarted WALs are reused and truncated: far below the 20 MB written (how far
+        # above the limit depends on how much was committed during the last checkpoint).
+        assert wal.stat().st_size < 10 << 20
+        assert log.high_water("e") == seq
+    with ObservationLog(db_path) as log:
+        assert [r.seq for r in log.read("e")] == list(range(1, seq + 1))
+
+
+def test_new_logs_use_rowid_table_and_16k_pages(db_path: Path) -> None:
+    ObservationLog(db_path).close()
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        sql = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'batches'").fetchone()[0]
+        assert "WITHOUT ROWID" not in sql
+    finally:
+        db.close()
+
+
+async def test_version_1_logs_still_open_and_append(db_path: Path) -> None:
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE batches (edge_id TEXT NOT NULL, seq INTEGER NOT NULL, tick INTEGER NOT"
+        " NULL, count INTEGER NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL,"
+        " PRIMARY KEY (edge_id, seq)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO batches VALUES ('e', 1, 1, 1, x'00', 0.0)")
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        assert log.high_water("e") == 1
+        assert (await log.append("e", 2, 2, 1, b"p")).applied
+        assert not (await log.append("e", 1, 1, 1, b"p")).applied
+    assert _rows(db_path) == {("e", 1), ("e", 2)}

@@ -73,7 +73,12 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> CertificatePaths:
 
 
 async def _serve(
-    certs: CertificatePaths, stack: str, handlers: list[Recorder], **kwargs: object
+    certs: CertificatePaths,
+    stack: str,
+    handlers: list[Recorder],
+    *,
+    port: int = 0,
+    **kwargs: object,
 ) -> quic.QuicListener:
     def factory() -> Recorder:
         handler = Recorder(echo=True)
@@ -82,7 +87,7 @@ async def _serve(
 
     return await quic.serve(
         "127.0.0.1",
-        0,
+        port,
         cert=certs.cert,
         key=certs.key,
         handler_factory=factory,
@@ -381,3 +386,216 @@ async def test_stacks_interoperate(
             await client.wait(lambda: len(client.data) >= 9000)
     finally:
         listener.close()
+
+
+class HelloOnMade(Recorder):
+    """Sends its first bytes from ``connection_made``, like the session's HELLO."""
+
+    def __init__(self, hello: bytes) -> None:
+        super().__init__()
+        self.hello = hello
+
+    def connection_made(self, link: quic.SessionLink) -> None:
+        super().connection_made(link)
+        link.send(self.hello)
+
+
+@STACKS
+async def test_zero_rtt_hello_rides_in_early_data(certs: CertificatePaths, stack: str) -> None:
+    served: list[Recorder] = []
+    listener = await _serve(certs, stack, served)
+    tickets = quic.TicketStore()
+    key = (stack, "127.0.0.1", listener.port, "127.0.0.1")
+    try:
+        for attempt in range(3):
+            used = tickets.get(key)
+            client = HelloOnMade(b"hello %d" % attempt)
+            async with quic.connect(
+                "127.0.0.1",
+                listener.port,
+                ca_file=certs.ca,
+                handler=client,
+                stack=stack,
+                tickets=tickets,
+                early_data=True,
+            ) as link:
+                await client.wait(lambda c=client: bytes(c.data) == c.hello)  # echoed
+                assert link.resumed is (attempt > 0)
+                assert link.early_data_accepted is (attempt > 0)
+                # Tickets are single use: hold the connection until the next one arrived.
+                async with asyncio.timeout(5):
+                    while tickets.get(key) is used:
+                        await asyncio.sleep(0.01)
+    finally:
+        listener.close()
+
+
+@STACKS
+async def test_zero_rtt_refused_by_a_restarted_server_still_delivers(
+    certs: CertificatePaths, stack: str
+) -> None:
+    """A ticket the server no longer knows: early data is refused and sent again in 1-RTT."""
+    tickets = quic.TicketStore()
+    served: list[Recorder] = []
+    first = await _serve(certs, stack, served)
+    port = first.port
+    try:
+        async with quic.connect(
+            "127.0.0.1", port, ca_file=certs.ca, handler=Recorder(), stack=stack, tickets=tickets
+        ) as link:
+            link.send(b"x")
+            await served_data(served, b"x")
+    finally:
+        first.close()
+    assert len(tickets) == 1
+    served.clear()
+    second = await _serve(certs, stack, served, port=port)  # same address, new ticket keys
+    try:
+        client = HelloOnMade(b"hello again")
+        async with quic.connect(
+            "127.0.0.1",
+            port,
+            ca_file=certs.ca,
+            handler=client,
+            stack=stack,
+            tickets=tickets,
+            early_data=True,
+        ) as link:
+            await client.wait(lambda: bytes(client.data) == b"hello again")
+            assert not link.early_data_accepted
+            assert not link.resumed
+    finally:
+        second.close()
+
+
+async def served_data(served: list[Recorder], data: bytes) -> None:
+    async with asyncio.timeout(5):
+        while not served or bytes(served[0].data) != data:
+            await asyncio.sleep(0.01)
+
+
+@STACKS
+async def test_early_data_without_ticket_is_a_normal_connect(
+    certs: CertificatePaths, stack: str
+) -> None:
+    served: list[Recorder] = []
+    listener = await _serve(certs, stack, served)
+    client = HelloOnMade(b"first")
+    try:
+        async with quic.connect(
+            "127.0.0.1",
+            listener.port,
+            ca_file=certs.ca,
+            handler=client,
+            stack=stack,
+            tickets=quic.TicketStore(),
+            early_data=True,
+        ) as link:
+            await client.wait(lambda: bytes(client.data) == b"first")
+            assert not link.resumed
+            assert not link.early_data_accepted
+    finally:
+        listener.close()
+
+
+async def test_gateway_actions_go_as_datagrams_with_stream_fallback(tmp_path: Path) -> None:
+    """Small ACTIONS leave as one datagram, large ones (or no datagrams) on the stream."""
+    import numpy as np
+
+    from edgeswarm.edge.client import GatewayClient
+    from edgeswarm.gateway import Gateway, GatewayConfig
+    from edgeswarm.identity import KeyPair
+    from edgeswarm.wire import PROTOCOL_VERSION, Actions, Hello, LocalProtocolError, Role
+
+    stack = quic.default_stack()
+    gateway = Gateway(GatewayConfig(port=0, metrics_port=None, data_dir=tmp_path, stack=stack))
+    key = KeyPair.generate()
+    gateway.peers.add_peer(key.public_key, "edge-a", Role.EDGE)
+    await gateway.start()
+    assert gateway.ca_file is not None
+
+    def actions(n: int) -> Actions:
+        return Actions(
+            tick=n,
+            agent_ids=np.arange(n, dtype=np.uint32),
+            actions=np.ones((n, 2), dtype=np.float32),
+        )
+
+    hello = Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.EDGE,
+        peer_id="edge-a",
+        public_key=key.public_key,
+        agents=4,
+    )
+    client = GatewayClient(hello, key)
+    try:
+        async with quic.connect(
+            "127.0.0.1", gateway.port, ca_file=gateway.ca_file, handler=client, stack=stack
+        ):
+            await client.wait_welcomed()
+            async with asyncio.timeout(5):
+                while not any(c.peer_id == "edge-a" for c in gateway.connections):
+                    await asyncio.sleep(0.01)
+            [connection] = [c for c in gateway.connections if c.peer_id == "edge-a"]
+            assert connection.send_actions(actions(4)) is True  # ~100 bytes: a datagram
+            assert connection.send_actions(actions(2000)) is False  # ~24 KB: the stream
+            async with asyncio.timeout(5):
+                while len(client.actions) < 2:
+                    await asyncio.sleep(0.01)
+            assert client.counters.datagram_actions == 1
+            assert sorted(a.agent_ids.shape[0] for a in client.actions) == [4, 2000]
+            np.testing.assert_array_equal(client.actions[-1].actions, np.ones((2000, 2)))
+    finally:
+        gateway.close()
+    with pytest.raises(LocalProtocolError):
+        connection.send_actions(actions(1))  # the session is over
+
+
+async def test_gateway_actions_use_the_stream_when_datagrams_are_off(tmp_path: Path) -> None:
+    import numpy as np
+
+    from edgeswarm.edge.client import GatewayClient
+    from edgeswarm.gateway import Gateway, GatewayConfig
+    from edgeswarm.identity import KeyPair
+    from edgeswarm.wire import PROTOCOL_VERSION, Actions, Hello, Role
+
+    stack = quic.default_stack()
+    if stack == "qh3":
+        pytest.skip("qh3 2.1 clients advertise max_datagram_frame_size=65536 even when told None")
+    gateway = Gateway(GatewayConfig(port=0, metrics_port=None, data_dir=tmp_path, stack=stack))
+    key = KeyPair.generate()
+    gateway.peers.add_peer(key.public_key, "edge-a", Role.EDGE)
+    await gateway.start()
+    assert gateway.ca_file is not None
+    hello = Hello(
+        version=PROTOCOL_VERSION, role=Role.EDGE, peer_id="edge-a", public_key=key.public_key
+    )
+    client = GatewayClient(hello, key)
+    off = quic.TransportSettings(max_datagram_frame_size=None)  # the edge refuses datagrams
+    try:
+        async with quic.connect(
+            "127.0.0.1",
+            gateway.port,
+            ca_file=gateway.ca_file,
+            handler=client,
+            stack=stack,
+            settings=off,
+        ):
+            await client.wait_welcomed()
+            async with asyncio.timeout(5):
+                while not any(c.peer_id == "edge-a" for c in gateway.connections):
+                    await asyncio.sleep(0.01)
+            [connection] = [c for c in gateway.connections if c.peer_id == "edge-a"]
+            small = Actions(
+                tick=1,
+                agent_ids=np.arange(3, dtype=np.uint32),
+                actions=np.zeros((3, 1), dtype=np.float32),
+            )
+            assert connection.send_actions(small) is False
+            async with asyncio.timeout(5):
+                while not client.actions:
+                    await asyncio.sleep(0.01)
+            assert client.counters.datagram_actions == 0
+    finally:
+        gateway.close()

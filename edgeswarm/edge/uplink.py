@@ -84,6 +84,9 @@ class UplinkCounters:
     resent_batches: int = 0
     connects: int = 0
     resumed: int = 0
+    """Connections that resumed a TLS session (ticket)."""
+    early_data: int = 0
+    """Connections whose HELLO the gateway took as 0-RTT data."""
     dropped_batches: int = 0
     dropped_observations: int = 0
 
@@ -186,12 +189,14 @@ class Uplink:
                     stack=self.gateway.stack,
                     tickets=self.tickets,
                     connect_timeout=self.gateway.connect_timeout_s,
+                    early_data=True,  # HELLO rides 0-RTT on a resumed session
                 ) as link:
                     welcome = await client.wait_welcomed(self.gateway.connect_timeout_s)
                     attempt = 0
                     self.connected = True
                     self.counters.connects += 1
                     self.counters.resumed += int(getattr(link, "resumed", False))
+                    self.counters.early_data += int(getattr(link, "early_data_accepted", False))
                     released = self._release_through(welcome.resume_seq)
                     log.info(
                         "connected to gateway",
@@ -202,6 +207,7 @@ class Uplink:
                             "released": released,
                             "spooled": len(self.spool),
                             "resumed_tls": bool(getattr(link, "resumed", False)),
+                            "early_data": bool(getattr(link, "early_data_accepted", False)),
                         },
                     )
                     await self._pump(client)

@@ -71,7 +71,8 @@ class TransportSettings:
     """Largest UDP payload sent. 1200-1350 is safe on the Internet; larger only on
     links known to carry it (aioquic breaks above ~16 KB)."""
     max_datagram_frame_size: int | None = 65535
-    """Advertised DATAGRAM frame limit; None turns QUIC datagrams off."""
+    """Advertised DATAGRAM frame limit; None turns QUIC datagrams off (on aioquic, and on
+    qh3 servers: qh3 2.1 clients advertise 65536 whatever this says)."""
     flow_control_window: int = 16 * 1024 * 1024
     """Connection and stream flow-control credit, bytes."""
     socket_buffer_bytes: int = 4 * 1024 * 1024
@@ -161,14 +162,22 @@ class QuicLink:
     def send(self, data: bytes, *, end_stream: bool = False) -> None:
         if self._stream_id is None or self._lost:
             return
-        self._quic.send_stream_data(self._stream_id, data, end_stream)
+        try:
+            self._quic.send_stream_data(self._stream_id, data, end_stream)
+        except Exception as error:  # closed by the peer; its TERMINATED event is on the way
+            log.debug("send on a closing connection dropped", extra={"error": repr(error)})
+            return
         self._endpoint.want_transmit(self)
 
     def send_datagram(self, data: bytes) -> bool:
         limit = self.max_datagram_payload
         if limit is None or len(data) > limit or self._lost:
             return False
-        self._quic.send_datagram_frame(data)
+        try:
+            self._quic.send_datagram_frame(data)
+        except Exception as error:  # closed by the peer; its TERMINATED event is on the way
+            log.debug("datagram on a closing connection dropped", extra={"error": repr(error)})
+            return False
         self._endpoint.want_transmit(self)
         return True
 

@@ -163,6 +163,11 @@ def _configuration(
     return configuration
 
 
+def _allows_early_data(ticket: Any) -> bool:
+    """Whether a library ``SessionTicket`` lets the client send 0-RTT data."""
+    return ticket is not None and bool(getattr(ticket, "max_early_data_size", None))
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -222,6 +227,7 @@ async def connect(
     settings: TransportSettings | None = None,
     tickets: TicketStore | None = None,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_S,
+    early_data: bool = False,
 ) -> AsyncIterator[QuicLink]:
     """Connect, verify the gateway against ``ca_file``, open the session stream.
 
@@ -230,6 +236,15 @@ async def connect(
     ``ConnectTimeoutError`` when no handshake completes within ``connect_timeout``.
     With ``tickets`` the connection resumes the last session with the same
     gateway (``link.resumed``) and stores the new ticket.
+
+    With ``early_data`` as well, and a stored ticket that allows it, the
+    session stream opens before the handshake completes: what the handler
+    sends from ``connection_made`` (the HELLO) leaves as 0-RTT data, one round
+    trip earlier. Only send replayable frames that way (a HELLO is: the
+    gateway's fresh CHALLENGE still has to be signed). If the gateway refuses
+    the early data (it forgot the ticket, e.g. after a restart) the library
+    sends the same bytes again after the handshake (``link.early_data_accepted``
+    tells which happened).
     """
     settings = settings or TransportSettings()
     quic_stack = load_stack(stack)
@@ -251,6 +266,7 @@ async def connect(
     family, _, _, _, addr = infos[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
     endpoint = ClientEndpoint(sock, settings)
+    zero_rtt = False
     try:
         sock.connect(addr)
         quic = quic_stack.connection_class(
@@ -267,6 +283,9 @@ async def connect(
         link.set_peer(f"{host}:{port}")
         endpoint.link = link
         link.connect(addr, loop.time())
+        zero_rtt = early_data and _allows_early_data(configuration.session_ticket)
+        if zero_rtt:
+            link.open_session_stream()
         try:
             async with asyncio.timeout(connect_timeout):
                 await link.handshake
@@ -278,11 +297,16 @@ async def connect(
                 f"no QUIC handshake with {host}:{port} within {connect_timeout:g} s"
                 + (hint if stack == "aioquic" else "")
             ) from None
-    except BaseException:
+    except BaseException as error:
+        if zero_rtt:  # the handler saw connection_made: tell it the connection is gone
+            if not link.handshake.done():
+                link.handshake.cancel()  # nobody awaits it any more
+            link.mark_lost(f"handshake failed: {error!r}")
         endpoint.close()
         raise
     try:
-        link.open_session_stream()
+        if not zero_rtt:
+            link.open_session_stream()
         yield link
     finally:
         link.close_connection()
