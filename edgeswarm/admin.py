@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.edge.client import GatewayClient
+from edgeswarm.edge.client import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
+from edgeswarm.state import MalformedUpdate, SwarmDocument, SwarmSnapshotDict
 from edgeswarm.transport import quic
-from edgeswarm.wire import PROTOCOL_VERSION, Hello, Role
+from edgeswarm.wire import (
+    FEATURE_STATE,
+    PROTOCOL_VERSION,
+    Hello,
+    Role,
+    StateSyncRequest,
+    StateSyncRequested,
+    StateUpdate,
+    StateUpdateReceived,
+)
 
 
 async def fetch_status(
@@ -48,3 +59,165 @@ async def fetch_status(
         status = await client.request_status(timeout)
         client.close("done")
     return dataclasses.asdict(status)
+
+
+class StateMirror:
+    """A read-only replica of a gateway's swarm document (a client ``StateHandler``).
+
+    It asks for everything (STATE_SYNC with an empty state vector), answers the
+    gateway's STATE_SYNC so that the gateway pushes every later change, and
+    merges what arrives; it never writes.
+    """
+
+    def __init__(self) -> None:
+        self.document = SwarmDocument("admin-mirror")
+        self.updates = 0
+        """STATE_UPDATE frames merged."""
+        self.changed = asyncio.Event()
+        self.ended: str | None = None
+
+    def session_ready(self, client: GatewayClient) -> None:
+        client.send_state(StateSyncRequest(state_vector=self.document.state_vector()))
+
+    def state_received(
+        self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
+    ) -> None:
+        if isinstance(event, StateSyncRequested):
+            try:
+                diff = self.document.encode_update(event.state_vector)
+            except ValueError:
+                return
+            client.send_state(StateUpdate(update=diff))
+            return
+        try:
+            self.document.apply_update(event.update)
+        except MalformedUpdate:
+            return
+        self.updates += 1
+        self.changed.set()
+
+    def session_ended(self, client: GatewayClient) -> None:
+        self.ended = client.closed_reason or "session ended"
+        self.changed.set()
+
+
+SnapshotCallback = Callable[[str, SwarmSnapshotDict], bool | None]
+"""Receives ``(gateway_id, snapshot)``; returning True stops the watch."""
+
+
+async def watch_state(
+    host: str,
+    port: int,
+    *,
+    ca_file: Path,
+    key: KeyPair,
+    on_snapshot: SnapshotCallback,
+    peer_id: str = "admin",
+    server_name: str | None = None,
+    timeout: float = 10.0,
+    duration: float | None = None,
+    count: int | None = None,
+    stack: str = quic.DEFAULT_STACK,
+) -> int:
+    """Call ``on_snapshot`` with the swarm state now, then after every change.
+
+    Stops after ``count`` snapshots or ``duration`` seconds, whichever comes
+    first (``count=1``: a one-shot get); returns the number of snapshots.
+    Raises ``SessionEndedError`` when the gateway refuses the key or does not
+    serve state, ``TimeoutError`` when the first snapshot takes over ``timeout``.
+    """
+    hello = Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.ADMIN,
+        peer_id=peer_id,
+        public_key=key.public_key,
+        features=(FEATURE_STATE,),
+    )
+    client, mirror = GatewayClient(hello, key), StateMirror()
+    client.state_handler = mirror
+    async with quic.connect(
+        host,
+        port,
+        ca_file=ca_file,
+        handler=client,
+        server_name=server_name,
+        stack=stack,
+        connect_timeout=timeout,
+    ):
+        try:
+            async with asyncio.timeout(timeout):
+                welcome = await client.wait_welcomed(timeout)
+                if FEATURE_STATE not in client.session.features:
+                    raise SessionEndedError(
+                        f"gateway {welcome.gateway_id} does not serve swarm state"
+                    )
+                while mirror.updates == 0:
+                    if mirror.ended is not None:
+                        raise SessionEndedError(mirror.ended)
+                    mirror.changed.clear()
+                    await mirror.changed.wait()
+            return await _follow(welcome.gateway_id, mirror, on_snapshot, duration, count)
+        finally:
+            client.close("done")
+
+
+async def _follow(
+    gateway_id: str,
+    mirror: StateMirror,
+    on_snapshot: SnapshotCallback,
+    duration: float | None,
+    count: int | None,
+) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = None if duration is None else loop.time() + duration
+    shown, last = 0, None
+    while count is None or shown < count:
+        snapshot = mirror.document.snapshot()
+        if snapshot != last:
+            shown, last = shown + 1, snapshot
+            if on_snapshot(gateway_id, snapshot) is True:
+                break
+            continue
+        remaining = None if deadline is None else deadline - loop.time()
+        if mirror.ended is not None or (remaining is not None and remaining <= 0):
+            break
+        mirror.changed.clear()
+        try:
+            async with asyncio.timeout(remaining):
+                await mirror.changed.wait()
+        except TimeoutError:
+            break
+    return shown
+
+
+async def fetch_state(
+    host: str,
+    port: int,
+    *,
+    ca_file: Path,
+    key: KeyPair,
+    peer_id: str = "admin",
+    server_name: str | None = None,
+    timeout: float = 10.0,
+    stack: str = quic.DEFAULT_STACK,
+) -> tuple[str, SwarmSnapshotDict]:
+    """Connect as an admin and return ``(gateway_id, snapshot)`` of the swarm state."""
+    got: list[tuple[str, SwarmSnapshotDict]] = []
+
+    def keep(gateway_id: str, snapshot: SwarmSnapshotDict) -> bool:
+        got.append((gateway_id, snapshot))
+        return True
+
+    await watch_state(
+        host,
+        port,
+        ca_file=ca_file,
+        key=key,
+        on_snapshot=keep,
+        peer_id=peer_id,
+        server_name=server_name,
+        timeout=timeout,
+        count=1,
+        stack=stack,
+    )
+    return got[0]

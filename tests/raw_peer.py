@@ -69,6 +69,7 @@ class RawPeer:
         role: Role = Role.EDGE,
         join_token: str | None = None,
         auth: Auth | None = None,
+        features: tuple[str, ...] = (),
     ) -> tuple[Hello, Challenge, Auth] | None:
         """HELLO, wait for CHALLENGE, answer with ``auth`` or a correct signature.
 
@@ -81,6 +82,7 @@ class RawPeer:
             public_key=key.public_key,
             agents=1,
             join_token=join_token,
+            features=features,
         )
         self.send(encode_frame(hello))
         first = await self.wait_for(Challenge | Bye)  # type: ignore[arg-type]

@@ -34,6 +34,8 @@ from edgeswarm.wire import (
     ObservationBatch,
     RemoteProtocolError,
     Role,
+    StateSyncRequest,
+    StateUpdate,
     Status,
     StatusRequest,
     UnknownFrameType,
@@ -154,6 +156,17 @@ ALL_FRAMES: list[Frame] = [
     Error(code=ErrorCode.MALFORMED_FRAME, message=""),
     Bye(code=ErrorCode.NO_ERROR),
     Bye(code=ErrorCode.SHUTTING_DOWN, reason="bye"),
+    Hello(version=2, public_key=PK, role=Role.GATEWAY, peer_id="gw-b", features=("state",)),
+    Welcome(
+        version=2,
+        session_id="s-3",
+        gateway_id="gw",
+        max_frame_bytes=1 << 24,
+        max_batch_agents=9,
+        features=("state",),
+    ),
+    StateSyncRequest(state_vector=b"\x00"),
+    StateUpdate(update=b"\x00\x00"),
 ]
 
 

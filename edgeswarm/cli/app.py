@@ -17,6 +17,7 @@ from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
 from .keys import keys_app
+from .state import state_app
 
 app = typer.Typer(
     name="edgeswarm",
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 
 app.add_typer(keys_app)
+app.add_typer(state_app)
 
 DEFAULT_ADMIN_KEY = Path("var/admin.key")
 
@@ -93,14 +95,31 @@ def gateway(
     stack: Annotated[
         str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
     ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(help="Peer gateway host:port to replicate swarm state with; repeatable."),
+    ] = None,
+    peer_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA (bundle) of the peer gateways (default: this gateway's CA)."),
+    ] = None,
+    identity_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key this gateway signs with at peer gateways (default: DATA_DIR/identity.key)."
+        ),
+    ] = None,
     metrics_port: MetricsPort = 9464,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
 
-    Peers must hold an enrolled key: see `edgeswarm keys`.
+    Peers must hold an enrolled key: see `edgeswarm keys`. A peer gateway
+    (--peer) must have this gateway's key (`public_key` in the ready line)
+    enrolled with `--role gateway --peer-id GATEWAY_ID`.
     """
     from edgeswarm.gateway import Gateway, GatewayConfig
+    from edgeswarm.identity import public_key_text
 
     if (cert is None) != (key is None):
         raise typer.BadParameter("--cert and --key go together")
@@ -118,6 +137,9 @@ def gateway(
         fsync=_choice(fsync, ("always", "normal", "off"), "--fsync"),
         stack=_stack(stack),
         metrics_port=_metrics_port(metrics_port),
+        identity_key=identity_key,
+        peers=tuple(parse_address(p) for p in peer or ()),
+        peer_ca=peer_ca,
     )
 
     async def serve() -> None:
@@ -131,6 +153,8 @@ def gateway(
                     "port": server.port,
                     "ca": str(server.ca_file) if server.ca_file else None,
                     "metrics_port": server.metrics_port,
+                    "gateway_id": config.gateway_id,
+                    "public_key": public_key_text(server.identity.public_key),
                 }
             )
         )

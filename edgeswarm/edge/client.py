@@ -15,17 +15,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    FEATURE_STATE,
     Ack,
     AckReceived,
     Actions,
     ActionsReceived,
     Auth,
     ChallengeReceived,
+    Error,
     ErrorCode,
     ErrorReceived,
     Hello,
@@ -34,6 +37,10 @@ from edgeswarm.wire import (
     Session,
     SessionClosed,
     SessionConfig,
+    StateSyncRequest,
+    StateSyncRequested,
+    StateUpdate,
+    StateUpdateReceived,
     Status,
     StatusReceived,
     StatusRequest,
@@ -63,6 +70,21 @@ class DeliveryCounters:
     datagram_actions: int = 0
 
 
+class StateHandler(Protocol):
+    """Who keeps a swarm document in sync over this session (``edge/state_link.py``)."""
+
+    def session_ready(self, client: GatewayClient) -> None:
+        """WELCOME arrived and the ``state`` feature was negotiated: send STATE_SYNC."""
+
+    def state_received(
+        self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
+    ) -> None:
+        """The gateway sent STATE_SYNC or STATE_UPDATE."""
+
+    def session_ended(self, client: GatewayClient) -> None:
+        """The session is over; forget what the peer held."""
+
+
 class GatewayClient:
     """Client of one gateway session (a ``StreamHandler``)."""
 
@@ -90,6 +112,8 @@ class GatewayClient:
         self._status: asyncio.Future[Status] | None = None
         self.last_progress = time.monotonic()
         """When the gateway last showed it is alive (welcome, ack); for liveness checks."""
+        self.state_handler: StateHandler | None = None
+        """Receives the shared-state frames; set it before the connection opens."""
 
     @property
     def in_flight(self) -> int:
@@ -166,6 +190,13 @@ class GatewayClient:
         async with asyncio.timeout(timeout):
             return await self._status
 
+    def send_state(self, frame: StateSyncRequest | StateUpdate | Error) -> None:
+        """Send a shared-state frame (or an ERROR about one) now; nothing once closed."""
+        if self.session.closed or self.closed_reason is not None:
+            return
+        self.session.send(frame)
+        self._flush()
+
     def close(self, reason: str = "") -> None:
         """Say BYE."""
         if not self.session.closed:
@@ -198,6 +229,8 @@ class GatewayClient:
             self.closed_reason = reason
             if self._status is not None and not self._status.done():
                 self._status.set_exception(SessionEndedError(reason))
+            if self.state_handler is not None:
+                self.state_handler.session_ended(self)
         self._changed.set()
 
     def _process(self) -> None:
@@ -221,6 +254,11 @@ class GatewayClient:
                 case Welcomed(welcome=welcome):
                     self.welcome = welcome
                     self.last_progress = now
+                    if self.state_handler is not None and FEATURE_STATE in self.session.features:
+                        self.state_handler.session_ready(self)
+                case StateSyncRequested() | StateUpdateReceived():
+                    if self.state_handler is not None:
+                        self.state_handler.state_received(self, event)
                 case ActionsReceived(actions=actions):
                     self.actions.append(actions)
                 case StatusReceived(status=status):

@@ -31,6 +31,7 @@ from .metrics import EdgeMetrics
 from .policy_loading import load_models, open_policies
 from .policy_set import PolicyFault, PolicySet
 from .spool import Spool
+from .state_link import StateLink
 from .uplink import GatewayAddress, Uplink
 from .world import FlockingWorld
 
@@ -64,6 +65,8 @@ class EdgeRunner:
             max_bytes=config.spool_max_bytes,
             overflow=config.overflow,
         )
+        self.state = StateLink(config.data_dir / "state", writer_id=config.edge_id)
+        """Swarm document the policies write to, synced with the gateway."""
         self.uplink = Uplink(
             hello=Hello(
                 version=PROTOCOL_VERSION,
@@ -72,6 +75,7 @@ class EdgeRunner:
                 public_key=self.key.public_key,
                 agents=config.agents,
                 join_token=config.join_token,
+                features=StateLink.features,
             ),
             key=self.key,
             gateway=GatewayAddress(
@@ -83,6 +87,7 @@ class EdgeRunner:
             ),
             spool=self.spool,
             seed=config.seed,
+            on_client=self.state.attach,
         )
         self.tick = 0
         self._stop = asyncio.Event()
@@ -114,10 +119,14 @@ class EdgeRunner:
         )
         with (
             self.spool,
+            self.state,
             load_models(config.models) as models,
-            open_policies(config, self.table, models=models, on_fault=self._on_fault) as policies,
+            open_policies(
+                config, self.table, models=models, swarm=self.state.swarm, on_fault=self._on_fault
+            ) as policies,
         ):
             delivery = asyncio.create_task(self.uplink.run())
+            syncing = asyncio.create_task(self.state.run())
             self._started = time.monotonic()
             try:
                 await self._tick_loop(policies)
@@ -126,7 +135,9 @@ class EdgeRunner:
                         "unacknowledged batches at stop; they stay spooled for the next start",
                         extra={"spooled": self.uplink.spooled},
                     )
+                await self.state.flush()
             finally:
+                syncing.cancel()
                 self.uplink.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     async with asyncio.timeout(2.0):
@@ -136,6 +147,7 @@ class EdgeRunner:
             quarantined = policies.quarantined_count
             faults = {f"{name}/{kind}": n for (name, kind), n in policies.fault_counts.items()}
             summary = self._snapshot("summary")
+            summary["swarm_state"] = self.state.document.snapshot()
         summary["policies_quarantined"] = quarantined
         summary["policy_faults"] = faults
         summary["latency_hist"] = self._latency().to_sparse()

@@ -7,8 +7,9 @@ itself sets flags (e.g. from gateway commands) with ``flag_set`` and
 publishes ``snapshot()``.
 
 :class:`LocalSwarmState` keeps everything in process memory; it is the
-implementation for one edge alone and for unit tests. A CRDT-backed one
-(pycrdt) replaces it when edges share state.
+implementation for one edge alone and for unit tests. The edge runner uses
+:class:`~edgeswarm.edge.state_link.DocumentSwarmState`, a CRDT document
+(pycrdt) synced with the gateway, so that edges share the state.
 """
 
 from __future__ import annotations

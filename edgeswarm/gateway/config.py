@@ -43,3 +43,11 @@ class GatewayConfig:
     """Address of the Prometheus endpoint."""
     metrics_port: int | None = 9464
     """Port of the Prometheus endpoint; 0 picks one; None disables it."""
+    identity_key: Path | None = None
+    """This gateway's ed25519 key for peer gateways; ``data_dir/identity.key`` (created) if None."""
+    peers: tuple[tuple[str, int], ...] = ()
+    """Peer gateways (host, port) to replicate the swarm state with."""
+    peer_ca: Path | None = None
+    """CA (bundle) the peer gateways' certificates chain to; this gateway's own CA if None."""
+    state_broadcast_s: float = 0.01
+    """Longest time a merged state change waits before it is sent on to other peers."""

@@ -19,21 +19,29 @@ from typing import TYPE_CHECKING
 from edgeswarm.identity import verify_signature
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    FEATURES,
     NONCE_BYTES,
     Ack,
+    Actions,
     AuthReceived,
     Challenge,
     ErrorCode,
     HelloReceived,
+    LocalProtocolError,
     ObservationsReceived,
     ProtocolViolation,
     Role,
     Session,
     SessionClosed,
     SessionConfig,
+    SessionState,
+    StateSyncRequested,
+    StateUpdate,
+    StateUpdateReceived,
     StatusRequested,
     Welcome,
     auth_message,
+    encode_payload,
 )
 
 from .observation_log import AppendResult, ObservationLogError
@@ -115,6 +123,9 @@ class GatewayConnection:
                     self._on_auth(auth.signature)
                 case StatusRequested():
                     self.session.send(gateway.stats.status(time.monotonic()))
+                case StateSyncRequested() | StateUpdateReceived():
+                    for frame in gateway.state.receive(self, event):
+                        self.session.send(frame)
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     log.warning(
@@ -184,8 +195,11 @@ class GatewayConnection:
                 max_batch_agents=gateway.config.max_batch_agents,
                 credit=self._credit_limit,
                 resume_seq=gateway.log.high_water(hello.peer_id) if is_edge else 0,
+                features=tuple(f for f in hello.features if f in FEATURES),
             )
         )
+        if self.session.features:  # only "state" exists: sync the swarm document
+            self.session.send(gateway.state.sync_request(self))
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
         log.info(
@@ -246,10 +260,52 @@ class GatewayConnection:
         self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
 
     @property
+    def state_peer_id(self) -> str:
+        """Peer id for the state service's logs."""
+        return self.peer_id or self._peer
+
+    def send_state_update(self, update: bytes) -> None:
+        """Send a STATE_UPDATE (state service broadcast); flushed at the end of this turn."""
+        if self.session.closed:
+            return
+        self.session.send(StateUpdate(update=update))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def send_actions(self, actions: Actions) -> bool:
+        """Send ACTIONS to this edge: as one QUIC datagram when it fits, else on the stream.
+
+        True: it left as a datagram (no prefix; unreliable and unordered, so
+        only for actions whose next update supersedes them). False: it was
+        queued on the session stream (reliable, ordered), because the edge did
+        not negotiate datagrams or the frame is larger than one datagram.
+        Raises ``LocalProtocolError`` before WELCOME or to a non-edge peer.
+        """
+        link = self._link
+        if (
+            not self._open
+            or self.session.state is not SessionState.READY
+            or self.role is not Role.EDGE
+        ):
+            raise LocalProtocolError("ACTIONS go only to edges in a READY session")
+        limit = link.max_datagram_payload if link is not None else None
+        if link is not None and limit is not None:
+            payload = encode_payload(actions)
+            if len(payload) <= limit and link.send_datagram(payload):
+                return True
+        self.session.send(actions)  # checks n against max_batch_agents
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return False
+
+    @property
     def _peer(self) -> str:
         return self._link.peer if self._link is not None else "?"
 
     def _session_ended(self) -> None:
+        self._gateway.state.detach(self)
         if self._open and self.peer_id is not None and self.role is not None:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)

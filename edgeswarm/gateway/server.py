@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from edgeswarm.identity import load_or_create_key
+from edgeswarm.state import FsyncPolicy
 from edgeswarm.telemetry import start_metrics_server
 from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
@@ -13,6 +16,8 @@ from .config import GatewayConfig
 from .connection import GatewayConnection
 from .observation_log import ObservationLog
 from .peers import PeerRegistry
+from .replication import PeerAddress, PeerGatewayLink
+from .state_service import StateService
 from .stats import GatewayStats
 
 log = logging.getLogger("edgeswarm.gateway")
@@ -43,6 +48,22 @@ class Gateway:
                 size=aggregate.bytes,
                 last_seq=aggregate.max_seq,
             )
+        state_fsync: FsyncPolicy = "interval"  # "normal": a killed process loses nothing
+        if config.fsync in ("always", "off"):
+            state_fsync = "always" if config.fsync == "always" else "never"
+        self.state = StateService(
+            config.data_dir / "state",
+            writer_id=config.gateway_id,
+            fsync=state_fsync,
+            on_change=self._state_changed,
+            on_refused=self.stats.protocol_error,
+        )
+        """The shared swarm document, synced with every state peer (``state_service.py``)."""
+        self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
+        """This gateway's key, used when it connects to peer gateways."""
+        self.peer_links: list[PeerGatewayLink] = []
+        self._peer_tasks: list[asyncio.Task[None]] = []
+        self._broadcast: asyncio.TimerHandle | None = None
 
     def credit_window(self) -> int:
         """Batches an edge may have unacknowledged now: smaller while the log lags."""
@@ -73,6 +94,8 @@ class Gateway:
             handler_factory=lambda: GatewayConnection(self),
             stack=config.stack,
         )
+        for host, port in config.peers:
+            self.add_peer_gateway(host, port)
         if config.metrics_port is not None:
             self.metrics_port = start_metrics_server(
                 config.metrics_port, self.stats.metrics.registry, config.metrics_host
@@ -87,6 +110,31 @@ class Gateway:
             },
         )
 
+    def add_peer_gateway(self, host: str, port: int) -> PeerGatewayLink:
+        """Start replicating the swarm state with the gateway at ``host:port``."""
+        ca_file = self.config.peer_ca or self.ca_file
+        if ca_file is None:
+            raise ValueError("peer gateways need a CA: give peer_ca")
+        link = PeerGatewayLink(
+            PeerAddress(host=host, port=port, ca_file=ca_file),
+            gateway_id=self.config.gateway_id,
+            key=self.identity,
+            service=self.state,
+            stack=self.config.stack,
+        )
+        self.peer_links.append(link)
+        self._peer_tasks.append(asyncio.get_running_loop().create_task(link.run()))
+        return link
+
+    def _state_changed(self) -> None:
+        if self._broadcast is None:
+            loop = asyncio.get_running_loop()
+            self._broadcast = loop.call_later(self.config.state_broadcast_s, self._send_state)
+
+    def _send_state(self) -> None:
+        self._broadcast = None
+        self.state.broadcast()
+
     def connection_opened(self, connection: GatewayConnection) -> None:
         self.connections.add(connection)
 
@@ -95,11 +143,19 @@ class Gateway:
 
     def close(self) -> None:
         """Say BYE to every peer and stop listening."""
+        if self._broadcast is not None:
+            self._broadcast.cancel()
+            self._send_state()
+        for link in self.peer_links:
+            link.stop()
+        for task in self._peer_tasks:
+            task.cancel()
         for connection in list(self.connections):
             connection.shutdown()
         if self.listener is not None:
             self.listener.close()
             self.listener = None
         self.log.close()
+        self.state.close()
         self.peers.close()
         log.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})

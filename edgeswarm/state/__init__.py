@@ -16,7 +16,7 @@ from edgeswarm.state.errors import (
     WriterReused,
 )
 from edgeswarm.state.schema import client_id_for
-from edgeswarm.state.store import FsyncPolicy, LoadReport, StateStore
+from edgeswarm.state.store import FsyncPolicy, LoadReport, StateStore, open_document
 from edgeswarm.state.sync import StateSync
 
 __all__ = [
@@ -36,4 +36,5 @@ __all__ = [
     "UpdateBatcher",
     "WriterReused",
     "client_id_for",
+    "open_document",
 ]

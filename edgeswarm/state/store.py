@@ -37,7 +37,7 @@ from edgeswarm.resource import Resource
 from edgeswarm.state.document import SwarmDocument
 from edgeswarm.state.errors import MalformedUpdate, StoreError
 
-__all__ = ["FsyncPolicy", "LoadReport", "StateStore"]
+__all__ = ["FsyncPolicy", "LoadReport", "StateStore", "open_document"]
 
 FsyncPolicy = Literal["always", "interval", "never"]
 
@@ -242,3 +242,35 @@ class StateStore(Resource):
             self._log.close()
             self._log = None
 
+
+def open_document(
+    directory: Path, writer_id: str, *, fsync: FsyncPolicy = "interval"
+) -> tuple[SwarmDocument, StateStore, LoadReport]:
+    """``writer_id``'s document persisted in ``directory``, loaded, with a fresh incarnation.
+
+    Every open writes as a new incarnation (``incarnation`` file: previous + 1,
+    random when the file is missing), so a process that lost the tail of its
+    log in a crash, or its whole directory, never reuses (client id, clock)
+    pairs its peers already hold (see :class:`~edgeswarm.state.errors.WriterReused`).
+    The cost is one more writer entry per restart.
+    """
+    store = StateStore(directory, fsync=fsync)
+    path = store.directory / "incarnation"
+    try:
+        incarnation = int(path.read_text().strip()) + 1
+    except (OSError, ValueError):
+        incarnation = int.from_bytes(os.urandom(4), "little")
+    temp = path.with_suffix(".tmp")
+    try:
+        temp.write_text(f"{incarnation}\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        store.close()
+        raise StoreError(f"cannot write {path}: {exc}") from exc
+    document = SwarmDocument(writer_id, incarnation=incarnation)
+    try:
+        report = store.load(document)
+    except BaseException:
+        store.close()
+        raise
+    return document, store, report

@@ -49,6 +49,8 @@ from .frames import (
     Hello,
     ObservationBatch,
     Role,
+    StateSyncRequest,
+    StateUpdate,
     Status,
     StatusRequest,
     Welcome,
@@ -72,6 +74,12 @@ MAX_ACTION_DIM = 1024
 """Largest k of observations (n, k) and actions (n, k)."""
 MAX_ARRAY_DIM = 2**31 - 1
 """Largest single dimension of a decoded array."""
+MAX_STATE_VECTOR_BYTES = 1024 * 1024
+"""Longest STATE_SYNC ``state_vector``, in bytes."""
+MAX_FEATURES = 32
+"""Most entries of a HELLO / WELCOME ``features`` list."""
+MAX_FEATURE_CHARS = 64
+"""Longest feature name, in characters."""
 ARRAY_DTYPES: frozenset[str] = frozenset(
     {"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8"}
 )
@@ -176,13 +184,15 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             }
             if frame.join_token is not None:
                 fields["join_token"] = frame.join_token
+            if frame.features:
+                fields["features"] = list(frame.features)
             return fields
         case Challenge():
             return {"nonce": bytes(frame.nonce), "gateway_id": frame.gateway_id}
         case Auth():
             return {"signature": bytes(frame.signature)}
         case Welcome():
-            return {
+            fields = {
                 "version": frame.version,
                 "session_id": frame.session_id,
                 "gateway_id": frame.gateway_id,
@@ -191,6 +201,9 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 "credit": frame.credit,
                 "resume_seq": frame.resume_seq,
             }
+            if frame.features:
+                fields["features"] = list(frame.features)
+            return fields
         case ObservationBatch():
             fields = {
                 "seq": frame.seq,
@@ -245,6 +258,14 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return fields
         case Bye():
             return {"code": int(frame.code), "reason": frame.reason}
+        case StateSyncRequest():
+            if not 1 <= len(frame.state_vector) <= MAX_STATE_VECTOR_BYTES:
+                raise LocalProtocolError(f"state_vector must be 1..{MAX_STATE_VECTOR_BYTES} bytes")
+            return {"state_vector": bytes(frame.state_vector)}
+        case StateUpdate():
+            if not frame.update:
+                raise LocalProtocolError("update must not be empty")
+            return {"update": bytes(frame.update)}
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -336,6 +357,27 @@ def _bin(m: dict[Any, Any], key: str, length: int) -> bytes:
     return value
 
 
+def _blob(m: dict[Any, Any], key: str, max_bytes: int) -> bytes:
+    value = _get(m, key)
+    if not isinstance(value, bytes) or not 1 <= len(value) <= max_bytes:
+        raise MalformedFrame(f"field {key!r} must be 1..{max_bytes} bytes of bin")
+    return value
+
+
+def _features(m: dict[Any, Any]) -> tuple[str, ...]:
+    value = m.get("features")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_FEATURES:
+        raise MalformedFrame(f"field 'features' must be an array of at most {MAX_FEATURES}")
+    for name in value:
+        if not isinstance(name, str) or not 1 <= len(name) <= MAX_FEATURE_CHARS:
+            raise MalformedFrame(
+                f"every entry of 'features' must be a string of 1..{MAX_FEATURE_CHARS} characters"
+            )
+    return tuple(value)
+
+
 _ROLES = tuple(role.value for role in Role)
 
 
@@ -351,6 +393,7 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
         public_key=_bin(m, "public_key", PUBLIC_KEY_BYTES),
         agents=_uint(m, "agents") if "agents" in m else 0,
         join_token=None if token is None else _text(m, "join_token", 1, MAX_TEXT_CHARS),
+        features=_features(m),
     )
 
 
@@ -371,6 +414,7 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
         max_batch_agents=_uint(m, "max_batch_agents"),
         credit=_uint(m, "credit") if "credit" in m else 0,
         resume_seq=_uint(m, "resume_seq") if "resume_seq" in m else 0,
+        features=_features(m),
     )
 
 
@@ -451,6 +495,14 @@ def _decode_bye(m: dict[Any, Any], max_batch_agents: int) -> Bye:
     return Bye(code=_uint(m, "code"), reason=reason)
 
 
+def _decode_state_sync(m: dict[Any, Any], max_batch_agents: int) -> StateSyncRequest:
+    return StateSyncRequest(state_vector=_blob(m, "state_vector", MAX_STATE_VECTOR_BYTES))
+
+
+def _decode_state_update(m: dict[Any, Any], max_batch_agents: int) -> StateUpdate:
+    return StateUpdate(update=_blob(m, "update", MAX_PREFIX_VALUE))
+
+
 _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.HELLO: _decode_hello,
     FrameType.CHALLENGE: _decode_challenge,
@@ -463,6 +515,8 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.STATUS: _decode_status,
     FrameType.ERROR: _decode_error,
     FrameType.BYE: _decode_bye,
+    FrameType.STATE_SYNC: _decode_state_sync,
+    FrameType.STATE_UPDATE: _decode_state_update,
 }
 
 
@@ -568,7 +622,10 @@ __all__ = [
     "DEFAULT_MAX_BATCH_AGENTS",
     "DEFAULT_MAX_FRAME_BYTES",
     "MAX_ACTION_DIM",
+    "MAX_FEATURES",
+    "MAX_FEATURE_CHARS",
     "MAX_ID_CHARS",
+    "MAX_STATE_VECTOR_BYTES",
     "MAX_TEXT_CHARS",
     "UINT64_MAX",
     "FrameReader",

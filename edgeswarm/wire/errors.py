@@ -45,6 +45,8 @@ class ErrorCode(IntEnum):
     ROLE_NOT_ALLOWED = 13
     BAD_TOKEN = 14
     NO_CREDIT = 15
+    MALFORMED_UPDATE = 101
+    MALFORMED_STATE_VECTOR = 102
 
 
 class WireError(Exception):

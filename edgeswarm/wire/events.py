@@ -99,6 +99,22 @@ class StatusReceived:
 
 
 @dataclass(frozen=True)
+class StateSyncRequested:
+    """Both sides: the peer sent its state vector; answer with a STATE_UPDATE of what it lacks."""
+
+    state_vector: bytes
+    """The peer's Yrs v1 state vector (not validated by the wire layer)."""
+
+
+@dataclass(frozen=True)
+class StateUpdateReceived:
+    """Both sides: the peer sent a swarm-state update to merge."""
+
+    update: bytes
+    """Yrs v1 update bytes (not validated by the wire layer: the document does that)."""
+
+
+@dataclass(frozen=True)
 class ErrorReceived:
     """The peer reported an error about something we sent."""
 
@@ -136,6 +152,8 @@ Event = (
     | ActionsReceived
     | StatusRequested
     | StatusReceived
+    | StateSyncRequested
+    | StateUpdateReceived
     | ErrorReceived
     | ProtocolViolation
     | SessionClosed
@@ -152,6 +170,8 @@ __all__ = [
     "ObservationsReceived",
     "ProtocolViolation",
     "SessionClosed",
+    "StateSyncRequested",
+    "StateUpdateReceived",
     "StatusReceived",
     "StatusRequested",
     "Welcomed",

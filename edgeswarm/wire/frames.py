@@ -30,6 +30,8 @@ class FrameType(IntEnum):
     BYE = 9
     CHALLENGE = 10
     AUTH = 11
+    STATE_SYNC = 12
+    STATE_UPDATE = 13
 
 
 class Role(StrEnum):
@@ -38,6 +40,14 @@ class Role(StrEnum):
     EDGE = "edge"
     ADMIN = "admin"
     INFERENCE = "inference"
+    GATEWAY = "gateway"
+    """Another gateway replicating shared state with this one."""
+
+
+FEATURE_STATE = "state"
+"""Feature name of the shared-state frames (STATE_SYNC, STATE_UPDATE)."""
+FEATURES: frozenset[str] = frozenset({FEATURE_STATE})
+"""Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 
 
 PUBLIC_KEY_BYTES = 32
@@ -64,6 +74,8 @@ class Hello:
     """Number of agents the edge runs; 0 for other roles."""
     join_token: str | None = None
     """Enrollment token issued by the gateway's operator, for a key not enrolled yet."""
+    features: tuple[str, ...] = ()
+    """Optional features the client speaks (e.g. ``"state"``); unknown ones are ignored."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ class Welcome:
     """OBS_BATCH frames the client may have unacknowledged (0 for non-edge roles)."""
     resume_seq: int = 0
     """Highest sequence number the gateway holds durably from this edge (0: none)."""
+    features: tuple[str, ...] = ()
+    """Features of the client's HELLO the gateway also speaks: the session may use them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,6 +215,22 @@ class Error:
 
 
 @dataclass(frozen=True)
+class StateSyncRequest:
+    """STATE_SYNC: the sender's state vector; the receiver answers with what it lacks."""
+
+    state_vector: bytes
+    """Yrs v1 state vector of the sender's swarm document."""
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """STATE_UPDATE: one Yrs v1 update of the swarm document (a batch of changes)."""
+
+    update: bytes
+    """Yrs v1 update bytes; applying it twice or out of order is harmless."""
+
+
+@dataclass(frozen=True)
 class Bye:
     """Last frame of a session from the side that sends it."""
 
@@ -222,6 +252,8 @@ Frame = (
     | Status
     | Error
     | Bye
+    | StateSyncRequest
+    | StateUpdate
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -236,6 +268,8 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     Status: FrameType.STATUS,
     Error: FrameType.ERROR,
     Bye: FrameType.BYE,
+    StateSyncRequest: FrameType.STATE_SYNC,
+    StateUpdate: FrameType.STATE_UPDATE,
 }
 
 

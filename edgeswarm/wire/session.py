@@ -1,4 +1,4 @@
-"""One side of a protocol v1 session, sans-I/O.
+"""One side of a protocol v2 session, sans-I/O.
 
 A ``Session`` owns no socket and no clock. The adapter feeds it received
 bytes with ``receive_data``, sends whatever ``data_to_send`` returns, drains
@@ -40,6 +40,8 @@ from .events import (
     ObservationsReceived,
     ProtocolViolation,
     SessionClosed,
+    StateSyncRequested,
+    StateUpdateReceived,
     StatusReceived,
     StatusRequested,
     Welcomed,
@@ -58,11 +60,13 @@ from .frames import (
     Hello,
     ObservationBatch,
     Role,
+    StateSyncRequest,
+    StateUpdate,
     Status,
     StatusRequest,
     Welcome,
 )
-from .states import EDGE_ONLY, Direction, SessionState, Side, next_state
+from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +112,8 @@ class Session:
         )
         self._credit_limit = 0
         self._batches = 0
+        self.features: frozenset[str] = frozenset()
+        """Features negotiated for this session (in both HELLO and WELCOME); empty before."""
 
     # --- inspection ------------------------------------------------------
 
@@ -157,8 +163,12 @@ class Session:
         """Server: admit the authenticated client with WELCOME (``AUTH_RECEIVED`` -> ``READY``)."""
         if welcome.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this implementation speaks version {PROTOCOL_VERSION}")
+        asked = frozenset(self.peer_hello.features) if self.peer_hello is not None else frozenset()
+        if not asked.issuperset(welcome.features):
+            raise LocalProtocolError("WELCOME may only name features the client's HELLO named")
         self._send(welcome)
         self.welcome = welcome
+        self.features = frozenset(welcome.features)
         self._hello_deadline = None
         self._credit_limit = welcome.credit
         # Enforce what we announced when it is stricter than our configuration.
@@ -255,6 +265,9 @@ class Session:
             self.local_hello is None or self.local_hello.role is not Role.EDGE
         ):
             raise LocalProtocolError(f"only edge clients may send {frame_type.name}")
+        feature = FEATURE_GATED.get(frame_type)
+        if feature is not None and feature not in self.features:
+            raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
         if isinstance(frame, ObservationBatch | Actions):
             limit = self.config.max_batch_agents
             if self.welcome is not None:
@@ -313,6 +326,9 @@ class Session:
             self.peer_hello is None or self.peer_hello.role is not Role.EDGE
         ):
             raise UnexpectedFrame(f"only edge clients may send {frame_type.name}", seq=seq)
+        feature = FEATURE_GATED.get(frame_type)
+        if feature is not None and feature not in self.features:
+            raise UnexpectedFrame(f"{frame_type.name} needs feature {feature!r}, not negotiated")
         if isinstance(frame, Hello | Welcome) and frame.version != PROTOCOL_VERSION:
             raise UnsupportedVersion(
                 f"version {frame.version} is not supported; this peer speaks {PROTOCOL_VERSION}"
@@ -334,6 +350,8 @@ class Session:
                 self._events.append(AuthReceived(auth=frame))
             case Welcome():
                 self.welcome = frame
+                asked = frozenset(self.local_hello.features) if self.local_hello else frozenset()
+                self.features = asked.intersection(frame.features)
                 self._credit_limit = frame.credit
                 self._events.append(Welcomed(welcome=frame))
             case ObservationBatch():
@@ -349,6 +367,10 @@ class Session:
                 self._events.append(StatusRequested())
             case Status():
                 self._events.append(StatusReceived(status=frame))
+            case StateSyncRequest():
+                self._events.append(StateSyncRequested(state_vector=frame.state_vector))
+            case StateUpdate():
+                self._events.append(StateUpdateReceived(update=frame.update))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

@@ -1,4 +1,4 @@
-"""The session state machine of protocol v1, as one table.
+"""The session state machine of protocol v2, as one table.
 
 Rules (``docs/protocol.md`` has the same table in prose):
 
@@ -15,7 +15,10 @@ Rules (``docs/protocol.md`` has the same table in prose):
    ``READY`` once WELCOME arrives.
 3. In ``READY`` the client may send OBS_BATCH, STATUS_REQUEST; the server may
    send ACK, ACTIONS, STATUS. OBS_BATCH is further restricted to clients whose
-   HELLO said role ``edge`` (``EDGE_ONLY``).
+   HELLO said role ``edge`` (``EDGE_ONLY``). STATE_SYNC and STATE_UPDATE may
+   be sent and received by both sides in ``READY``, but only when the feature
+   they belong to was negotiated: named in the client's HELLO ``features``
+   and in the gateway's WELCOME ``features`` (``FEATURE_GATED``).
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
    never answers a received ERROR with an ERROR, so errors cannot ping-pong.
 5. BYE may be sent and received in every state except ``CLOSED`` and always
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .frames import FrameType
+from .frames import FEATURE_STATE, FrameType
 
 
 class SessionState(Enum):
@@ -103,6 +106,11 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
+for _side in Side:
+    for _dir in Direction:
+        for _frame in (_F.STATE_SYNC, _F.STATE_UPDATE):
+            TRANSITIONS[(_side, _S.READY, _dir, _frame)] = _S.READY  # rule 3, both ways
+
 _OPEN_STATES: dict[Side, tuple[SessionState, ...]] = {
     _C: (_S.START, _S.AWAIT_CHALLENGE, _S.CHALLENGED, _S.AWAIT_WELCOME, _S.READY),
     _V: (_S.AWAIT_HELLO, _S.HELLO_RECEIVED, _S.AWAIT_AUTH, _S.AUTH_RECEIVED, _S.READY),
@@ -117,6 +125,13 @@ EDGE_ONLY: frozenset[FrameType] = frozenset({_F.OBS_BATCH})
 """Frame types only a client with role ``edge`` may send (rule 3)."""
 
 
+FEATURE_GATED: dict[FrameType, str] = {
+    _F.STATE_SYNC: FEATURE_STATE,
+    _F.STATE_UPDATE: FEATURE_STATE,
+}
+"""Frame types allowed only once their feature was negotiated (rule 3)."""
+
+
 def next_state(
     side: Side, state: SessionState, direction: Direction, frame_type: FrameType
 ) -> SessionState | None:
@@ -124,4 +139,12 @@ def next_state(
     return TRANSITIONS.get((side, state, direction, frame_type))
 
 
-__all__ = ["EDGE_ONLY", "TRANSITIONS", "Direction", "SessionState", "Side", "next_state"]
+__all__ = [
+    "EDGE_ONLY",
+    "FEATURE_GATED",
+    "TRANSITIONS",
+    "Direction",
+    "SessionState",
+    "Side",
+    "next_state",
+]

@@ -1,0 +1,177 @@
+"""Gateway-to-gateway replication of the swarm document.
+
+A gateway started with ``--peer HOST:PORT`` keeps one outbound session to
+each peer gateway. It connects like any other peer: QUIC with the peer's CA
+pinned, HELLO with role ``gateway`` and feature ``state``, and the peer's
+CHALLENGE signed with this gateway's identity key (which the peer's
+operator enrolled with ``edgeswarm keys add --role gateway``). Over that
+session the two documents sync exactly as an edge's does (state vectors
+first, then incremental updates both ways), so replicas converge after any
+partition: when the link comes back, each side sends only what the other
+lacks. Lost sessions are retried with exponential backoff and jitter.
+
+One direction is enough: the accepting gateway treats the session as one
+more state peer. Configuring both directions works too (redundant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeswarm.edge.client import GatewayClient, SessionEndedError
+from edgeswarm.edge.uplink import Backoff
+from edgeswarm.identity import KeyPair
+from edgeswarm.transport import quic
+from edgeswarm.wire import (
+    FEATURE_STATE,
+    PROTOCOL_VERSION,
+    Hello,
+    Role,
+    StateSyncRequested,
+    StateUpdate,
+    StateUpdateReceived,
+)
+
+from .state_service import StateService
+
+__all__ = ["PeerAddress", "PeerGatewayLink"]
+
+log = logging.getLogger("edgeswarm.gateway")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerAddress:
+    """Where a peer gateway listens and how to trust it."""
+
+    host: str
+    port: int
+    ca_file: Path
+    """CA certificate the peer's certificate must chain to (a bundle may hold several)."""
+    server_name: str | None = None
+    """Name to verify in the peer's certificate; defaults to ``host``."""
+    connect_timeout_s: float = 3.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=2.0))
+
+
+class PeerGatewayLink:
+    """One outbound replication session, kept up until :meth:`stop`."""
+
+    def __init__(
+        self,
+        address: PeerAddress,
+        *,
+        gateway_id: str,
+        key: KeyPair,
+        service: StateService,
+        stack: str = quic.DEFAULT_STACK,
+    ) -> None:
+        self.address = address
+        self.service = service
+        self.stack = stack
+        self.hello = Hello(
+            version=PROTOCOL_VERSION,
+            role=Role.GATEWAY,
+            peer_id=gateway_id,
+            public_key=key.public_key,
+            features=(FEATURE_STATE,),
+        )
+        self._key = key
+        self._client: GatewayClient | None = None
+        self._stopping = asyncio.Event()
+        self._rng = random.Random()
+        self.connects = 0
+        """Sessions established so far."""
+        self.remote_id: str | None = None
+        """The peer's gateway id, once welcomed."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether a session with the peer is open and syncing."""
+        return self._client is not None
+
+    @property
+    def state_peer_id(self) -> str:
+        return self.remote_id or f"{self.address.host}:{self.address.port}"
+
+    # StatePeer
+    def send_state_update(self, update: bytes) -> None:
+        if self._client is not None:
+            self._client.send_state(StateUpdate(update=update))
+
+    # StateHandler (edge.client)
+    def session_ready(self, client: GatewayClient) -> None:
+        self._client = client
+        self.remote_id = client.welcome.gateway_id if client.welcome else None
+        client.send_state(self.service.sync_request(self))
+
+    def state_received(
+        self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
+    ) -> None:
+        for frame in self.service.receive(self, event):
+            client.send_state(frame)
+
+    def session_ended(self, client: GatewayClient) -> None:
+        if self._client is client:
+            self._client = None
+        self.service.detach(self)
+
+    # lifecycle
+    async def run(self) -> None:
+        """Connect, sync, reconnect with backoff, until :meth:`stop`."""
+        address, attempt = self.address, 0
+        while not self._stopping.is_set():
+            client = GatewayClient(self.hello, self._key)
+            client.state_handler = self
+            try:
+                async with quic.connect(
+                    address.host,
+                    address.port,
+                    ca_file=address.ca_file,
+                    handler=client,
+                    server_name=address.server_name,
+                    stack=self.stack,
+                    connect_timeout=address.connect_timeout_s,
+                ):
+                    welcome = await client.wait_welcomed(address.connect_timeout_s)
+                    if FEATURE_STATE not in client.session.features:
+                        raise ConnectionError(f"gateway {welcome.gateway_id} does not sync state")
+                    attempt = 0
+                    self.connects += 1
+                    log.info(
+                        "replicating with peer gateway",
+                        extra={"peer_id": welcome.gateway_id, "peer": self.state_peer_id},
+                    )
+                    while client.closed_reason is None and not self._stopping.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(0.5):
+                                await client.wait_change()
+                    client.close("gateway stopping")
+                    if client.closed_reason is not None and not self._stopping.is_set():
+                        raise SessionEndedError(client.closed_reason)
+            except (ConnectionError, OSError, TimeoutError) as exc:
+                attempt += 1
+                delay = address.backoff.delay(attempt, self._rng)
+                log.warning(
+                    "peer gateway unreachable; retrying",
+                    extra={
+                        "peer": self.state_peer_id,
+                        "error": str(exc) or type(exc).__name__,
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stopping.wait()
+            finally:
+                self.session_ended(client)
+
+    def stop(self) -> None:
+        """Say BYE and end :meth:`run`."""
+        self._stopping.set()
+        if self._client is not None:
+            self._client.close("gateway stopping")
