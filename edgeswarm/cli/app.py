@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,6 +17,8 @@ from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
 from .keys import keys_app
+from .options import choice, fail, quic_stack
+from .options import metrics_port as metrics_port_option
 from .state import state_app
 
 app = typer.Typer(
@@ -36,27 +38,6 @@ LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING
 MetricsPort = Annotated[
     int, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one; -1 disables.")
 ]
-
-
-def _metrics_port(value: int) -> int | None:
-    return None if value < 0 else value
-
-
-def _choice(value: str, allowed: tuple[str, ...], option: str) -> str:
-    if value not in allowed:
-        raise typer.BadParameter(f"{option} must be one of {', '.join(allowed)}")
-    return value
-
-
-def _stack(value: str | None) -> str:
-    from edgeswarm.transport.quic import default_stack
-
-    return _choice(value or default_stack(), ("aioquic", "qh3"), "--stack")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _version(value: bool) -> None:
@@ -134,9 +115,9 @@ def gateway(
         gateway_id=gateway_id,
         max_batch_agents=max_batch_agents,
         credit_window=credit_window,
-        fsync=_choice(fsync, ("always", "normal", "off"), "--fsync"),
-        stack=_stack(stack),
-        metrics_port=_metrics_port(metrics_port),
+        fsync=choice(fsync, ("always", "normal", "off"), "--fsync"),
+        stack=quic_stack(stack),
+        metrics_port=metrics_port_option(metrics_port),
         identity_key=identity_key,
         peers=tuple(parse_address(p) for p in peer or ()),
         peer_ca=peer_ca,
@@ -266,7 +247,7 @@ def edge(
         agents=agents,
         first_agent_id=first_agent_id,
         policies=tuple(policy or ["boids"]),
-        policy_fallback=_choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
+        policy_fallback=choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
         policy_fuel_per_agent=policy_fuel,
         policy_memory_mb=policy_memory_mb,
         policy_retry_s=policy_retry,
@@ -279,13 +260,13 @@ def edge(
         key_file=key,
         join_token=join_token,
         spool_max_bytes=spool_max_bytes,
-        overflow=_choice(overflow, ("block", "drop_oldest"), "--overflow"),
-        stack=_stack(stack),
+        overflow=choice(overflow, ("block", "drop_oldest"), "--overflow"),
+        stack=quic_stack(stack),
         drain_timeout_s=drain_timeout,
         duration_s=duration,
         ticks=ticks,
         progress_interval_s=progress_interval,
-        metrics_port=_metrics_port(metrics_port),
+        metrics_port=metrics_port_option(metrics_port),
     )
 
     async def run() -> dict[str, object]:
@@ -300,7 +281,7 @@ def edge(
     try:
         summary = asyncio.run(run())
     except (KeyFileError, SpoolError, ModelError, FileNotFoundError) as exc:
-        _fail(f"edge {edge_id}: {exc}")
+        fail(f"edge {edge_id}: {exc}")
     if summary["observations_acked"] != summary["observations_sent"]:
         raise typer.Exit(1)
 
@@ -331,7 +312,7 @@ def status(
     try:
         pair = KeyPair.load(key)
     except KeyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         result = asyncio.run(
             fetch_status(
@@ -342,11 +323,11 @@ def status(
                 peer_id=admin_id,
                 server_name=server_name,
                 timeout=timeout,
-                stack=_stack(None),
+                stack=quic_stack(None),
             )
         )
     except (ConnectionError, OSError, TimeoutError) as exc:
-        _fail(f"cannot reach gateway {gateway_addr}: {exc or type(exc).__name__}")
+        fail(f"cannot reach gateway {gateway_addr}: {exc or type(exc).__name__}")
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -6,13 +6,14 @@ import asyncio
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .address import parse_address
+from .options import fail, quic_stack
 
 state_app = typer.Typer(
     name="state",
@@ -31,11 +32,6 @@ AdminKey = Annotated[Path, typer.Option(help="Admin private key enrolled with ro
 AdminId = Annotated[str, typer.Option(help="Peer id the admin key is enrolled as.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (one object per snapshot).")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for the gateway.")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def select(snapshot: dict[str, dict[str, Any]], key: str | None) -> dict[str, dict[str, Any]]:
@@ -73,13 +69,11 @@ def _connection(
 ) -> dict[str, Any]:
     from edgeswarm.identity.keys import KeyFileError, KeyPair
 
-    from .app import _stack
-
     host, port = parse_address(gateway_addr)
     try:
         pair = KeyPair.load(key)
     except KeyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     return {
         "host": host,
         "port": port,
@@ -87,7 +81,7 @@ def _connection(
         "key": pair,
         "peer_id": admin_id,
         "server_name": server_name,
-        "stack": _stack(None),
+        "stack": quic_stack(None),
     }
 
 
@@ -95,7 +89,7 @@ def _run(gateway_addr: str, coroutine: Any) -> int:
     try:
         return int(asyncio.run(coroutine))
     except (ConnectionError, OSError, TimeoutError) as exc:
-        _fail(f"cannot read state from gateway {gateway_addr}: {exc or type(exc).__name__}")
+        fail(f"cannot read state from gateway {gateway_addr}: {exc or type(exc).__name__}")
 
 
 @state_app.command("get")
