@@ -23,15 +23,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edgeswarm.admin import fetch_status
+from edgeswarm.admin import fetch_state, fetch_status
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
+from edgeswarm.models import write_anomaly_model
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.wire import Role
 
 STARTUP_TIMEOUT_S = 30.0
 ADMIN_ID = "demo-admin"
 STOP_GRACE_S = 20.0
+ANOMALY_MODEL = "anomaly.tflite"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +87,7 @@ def _fresh_swarm(plan: DemoPlan) -> Credentials:
             shutil.rmtree(old)
     for old_log in plan.data_dir.glob("*.log"):
         old_log.unlink()
+    write_anomaly_model(plan.data_dir / ANOMALY_MODEL)
     admin = load_or_create_key(plan.data_dir / "admin.key")
     with PeerRegistry(plan.data_dir / "gateway" / "peers.db") as registry:
         registry.add_peer(admin.public_key, ADMIN_ID, Role.ADMIN, replace=True)
@@ -149,6 +152,14 @@ async def _start_edge(
             str(plan.data_dir / edge_id),
             "--join-token",
             token,
+            # half the agents flock, half run the anomaly detector: a LiteRT model
+            # called from Wasm, counting into the shared "anomalies" counter
+            "--policy",
+            "boids",
+            "--policy",
+            "anomaly",
+            "--model",
+            str(plan.data_dir / ANOMALY_MODEL),
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -214,6 +225,10 @@ def _render(views: list[EdgeView], totals: dict[str, Any], started: float) -> Gr
         f"{totals['obs_per_s']:,.0f} obs/s  |  acked {totals['observations_acked']:,}"
         f"/{totals['observations_sent']:,}  |  ack p50 {totals['ack_p50_ms']:.2f} ms"
         f"  p99 {totals['ack_p99_ms']:.2f} ms"
+        + "".join(
+            f"  |  {key.rpartition('/')[2]} {value:,}"
+            for key, value in sorted(totals.get("swarm_counters", {}).items())
+        )
     )
     return Group(table, line)
 
@@ -255,20 +270,29 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         if process.stdout is not None
     ]
     gateway_status: dict[str, Any] | None = None
+    swarm_counters: dict[str, int] = {}
 
     async def poll_status() -> None:
-        nonlocal gateway_status
+        nonlocal gateway_status, swarm_counters
         with contextlib.suppress(Exception):
             gateway_status = await fetch_status(
                 "127.0.0.1", port, ca_file=ca, key=credentials.admin, peer_id=ADMIN_ID, timeout=2.0
             )
+        with contextlib.suppress(Exception):
+            _, snapshot = await fetch_state(
+                "127.0.0.1", port, ca_file=ca, key=credentials.admin, peer_id=ADMIN_ID, timeout=2.0
+            )
+            swarm_counters = dict(snapshot.get("counters", {}))
+
+    def totals() -> dict[str, Any]:
+        return {**_totals(views, gateway_status), "swarm_counters": swarm_counters}
 
     edges_done = asyncio.gather(*(process.wait() for process, _ in edges))
     with Live(console=console, auto_refresh=False, transient=False) as display:
         deadline = started + plan.duration_s + STOP_GRACE_S + 15.0
         while not edges_done.done() and not interrupted.is_set():
             await poll_status()
-            display.update(_render(views, _totals(views, gateway_status), started))
+            display.update(_render(views, totals(), started))
             display.refresh()
             if time.monotonic() > deadline:
                 break
@@ -280,14 +304,14 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
             view.returncode = code
         await asyncio.gather(*readers, return_exceptions=True)
         await poll_status()
-        display.update(_render(views, _totals(views, gateway_status), started))
+        display.update(_render(views, totals(), started))
         display.refresh()
     await _stop(gateway, STOP_GRACE_S)
     edges_done.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await edges_done
 
-    summary = _totals(views, gateway_status)
+    summary = totals()
     summary["interrupted"] = interrupted.is_set()
     summary["failed"] = [v.edge_id for v in views if v.summary is None]
     summary["logs"] = str(plan.data_dir)

@@ -1,0 +1,48 @@
+"""The demo a new user runs first: a gateway and edges on loopback, all acknowledged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import edgeswarm_command
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_a_swarm_and_shares_state(tmp_path: Path) -> None:
+    out, err = tmp_path / "demo.out", tmp_path / "demo.err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        returncode = subprocess.run(
+            edgeswarm_command(
+                "demo",
+                "--duration",
+                "2",
+                "--edges",
+                "2",
+                "--agents",
+                "2000",
+                "--data-dir",
+                str(tmp_path / "demo"),
+                "--json",
+            ),
+            stdout=stdout,
+            stderr=stderr,
+            timeout=120,
+            check=False,
+        ).returncode
+    assert returncode == 0, err.read_text()[-2000:]
+    summary = json.loads(out.read_text().strip().splitlines()[-1])
+    assert summary["failed"] == []
+    assert summary["edges"] == 2
+    assert summary["observations_sent"] > 0
+    assert summary["observations_acked"] == summary["observations_sent"]
+    assert summary["gateway_observations"] == summary["observations_sent"]
+    # the anomaly policies (seeded worlds: they always find some) counted into the
+    # shared CRDT counter, and it reached the gateway's document
+    assert set(summary["swarm_counters"]) == {"swarm/anomalies"}
+    assert summary["swarm_counters"]["swarm/anomalies"] > 0
+    assert (tmp_path / "demo" / "anomaly.tflite").stat().st_size > 0
