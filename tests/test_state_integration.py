@@ -6,12 +6,14 @@ import asyncio
 import json
 import subprocess
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgeswarm.admin import fetch_state
 from edgeswarm.edge.client import GatewayClient
@@ -191,6 +193,24 @@ def test_live_propagation_between_connected_edges(gateway: RunningGateway, tmp_p
         }
 
     asyncio.run(scenario())
+    # both edges' changes were applied at the gateway and forwarded to the other edge
+    assert gateway_metric(gateway, "edgeswarm_gateway_state_updates_applied_total") >= 2
+    assert gateway_metric(gateway, "edgeswarm_gateway_state_updates_sent_total") >= 2
+    deadline = time.monotonic() + 5  # every state session has ended: none left attached
+    while gateway_metric(gateway, "edgeswarm_gateway_state_peers") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gateway_metric(gateway, "edgeswarm_gateway_state_peers") == 0
+
+
+def gateway_metric(gateway: RunningGateway, name: str) -> float:
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise AssertionError(f"{name} not exposed")
 
 
 def test_gateway_restart_keeps_state(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class Gateway:
             on_refused=self.stats.protocol_error,
         )
         """The shared swarm document, synced with every state peer (``state_service.py``)."""
+        self.stats.metrics.state_peers.set_function(lambda: self.state.peers)
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.peer_links: list[PeerGatewayLink] = []
@@ -127,13 +128,14 @@ class Gateway:
         return link
 
     def _state_changed(self) -> None:
+        self.stats.metrics.state_updates_applied.inc()
         if self._broadcast is None:
             loop = asyncio.get_running_loop()
             self._broadcast = loop.call_later(self.config.state_broadcast_s, self._send_state)
 
     def _send_state(self) -> None:
         self._broadcast = None
-        self.state.broadcast()
+        self.stats.metrics.state_updates_sent.inc(self.state.broadcast())
 
     def connection_opened(self, connection: GatewayConnection) -> None:
         self.connections.add(connection)

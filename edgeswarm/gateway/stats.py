@@ -69,6 +69,21 @@ class GatewayMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.state_updates_applied = Counter(
+            "edgeswarm_gateway_state_updates_applied",
+            "Swarm-state updates from peers that changed the document (persisted)",
+            registry=self.registry,
+        )
+        self.state_updates_sent = Counter(
+            "edgeswarm_gateway_state_updates_sent",
+            "Swarm-state updates sent to peers (each what that peer lacked)",
+            registry=self.registry,
+        )
+        self.state_peers = Gauge(
+            "edgeswarm_gateway_state_peers",
+            "Sessions syncing the swarm state (edges, admins, peer gateways)",
+            registry=self.registry,
+        )
         self.protocol_errors = Counter(
             "edgeswarm_gateway_protocol_errors",
             "Protocol violations by peers, by error code name",
