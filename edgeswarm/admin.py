@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.edge.client import GatewayClient, SessionEndedError
+from edgeswarm.edge.client import GatewayClient, SessionEndedError, StateHandler
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import MalformedUpdate, SwarmDocument, SwarmSnapshotDict
 from edgeswarm.transport import quic
@@ -22,6 +23,46 @@ from edgeswarm.wire import (
     StateUpdate,
     StateUpdateReceived,
 )
+
+
+@asynccontextmanager
+async def admin_session(
+    host: str,
+    port: int,
+    *,
+    ca_file: Path,
+    key: KeyPair,
+    peer_id: str,
+    server_name: str | None,
+    timeout: float,
+    stack: str,
+    state_handler: StateHandler | None = None,
+) -> AsyncIterator[GatewayClient]:
+    """A QUIC session to the gateway as role admin (asking for ``state`` with a
+    ``state_handler``); closed with BYE "done" on exit. The caller awaits WELCOME."""
+    features = (FEATURE_STATE,) if state_handler is not None else ()
+    hello = Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.ADMIN,
+        peer_id=peer_id,
+        public_key=key.public_key,
+        features=features,
+    )
+    client = GatewayClient(hello, key)
+    client.state_handler = state_handler
+    async with quic.connect(
+        host,
+        port,
+        ca_file=ca_file,
+        handler=client,
+        server_name=server_name,
+        stack=stack,
+        connect_timeout=timeout,
+    ):
+        try:
+            yield client
+        finally:
+            client.close("done")
 
 
 async def fetch_status(
@@ -39,25 +80,21 @@ async def fetch_status(
 
     Raises ``SessionEndedError`` with the gateway's reason when it refuses the key.
     """
-    hello = Hello(
-        version=PROTOCOL_VERSION, role=Role.ADMIN, peer_id=peer_id, public_key=key.public_key
-    )
-    client = GatewayClient(hello, key)
     async with (
         asyncio.timeout(timeout),
-        quic.connect(
+        admin_session(
             host,
             port,
             ca_file=ca_file,
-            handler=client,
+            key=key,
+            peer_id=peer_id,
             server_name=server_name,
+            timeout=timeout,
             stack=stack,
-            connect_timeout=timeout,
-        ),
+        ) as client,
     ):
         await client.wait_welcomed(timeout)
         status = await client.request_status(timeout)
-        client.close("done")
     return dataclasses.asdict(status)
 
 
@@ -126,39 +163,28 @@ async def watch_state(
     Raises ``SessionEndedError`` when the gateway refuses the key or does not
     serve state, ``TimeoutError`` when the first snapshot takes over ``timeout``.
     """
-    hello = Hello(
-        version=PROTOCOL_VERSION,
-        role=Role.ADMIN,
-        peer_id=peer_id,
-        public_key=key.public_key,
-        features=(FEATURE_STATE,),
-    )
-    client, mirror = GatewayClient(hello, key), StateMirror()
-    client.state_handler = mirror
-    async with quic.connect(
+    mirror = StateMirror()
+    async with admin_session(
         host,
         port,
         ca_file=ca_file,
-        handler=client,
+        key=key,
+        peer_id=peer_id,
         server_name=server_name,
+        timeout=timeout,
         stack=stack,
-        connect_timeout=timeout,
-    ):
-        try:
-            async with asyncio.timeout(timeout):
-                welcome = await client.wait_welcomed(timeout)
-                if FEATURE_STATE not in client.session.features:
-                    raise SessionEndedError(
-                        f"gateway {welcome.gateway_id} does not serve swarm state"
-                    )
-                while mirror.updates == 0:
-                    if mirror.ended is not None:
-                        raise SessionEndedError(mirror.ended)
-                    mirror.changed.clear()
-                    await mirror.changed.wait()
-            return await _follow(welcome.gateway_id, mirror, on_snapshot, duration, count)
-        finally:
-            client.close("done")
+        state_handler=mirror,
+    ) as client:
+        async with asyncio.timeout(timeout):
+            welcome = await client.wait_welcomed(timeout)
+            if FEATURE_STATE not in client.session.features:
+                raise SessionEndedError(f"gateway {welcome.gateway_id} does not serve swarm state")
+            while mirror.updates == 0:
+                if mirror.ended is not None:
+                    raise SessionEndedError(mirror.ended)
+                mirror.changed.clear()
+                await mirror.changed.wait()
+        return await _follow(welcome.gateway_id, mirror, on_snapshot, duration, count)
 
 
 async def _follow(
