@@ -14,6 +14,8 @@ from edgeswarm.identity import fingerprint, public_key_from_text, public_key_tex
 from edgeswarm.identity.keys import KeyFileError, load_or_create_key
 from edgeswarm.wire import Role
 
+from .options import fail
+
 if TYPE_CHECKING:
     from edgeswarm.gateway.peers import PeerRegistry
 
@@ -44,8 +46,7 @@ def init(
     try:
         pair = load_or_create_key(key)
     except KeyFileError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     record = {
         "key": str(key),
         "public_key": public_key_text(pair.public_key),
@@ -88,8 +89,7 @@ def add(
         with _registry(data_dir) as registry:
             peer = registry.add_peer(raw, peer_id, role, replace=replace)
     except (ValueError, RegistryError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     record = {"peer_id": peer.peer_id, "role": peer.role.value, "fingerprint": peer.fingerprint}
     typer.echo(json.dumps(record) if as_json else f"enrolled {peer_id} ({peer.fingerprint})")
 
@@ -103,8 +103,7 @@ def remove(
     with _registry(data_dir) as registry:
         removed = registry.remove_peer(peer_id)
     if not removed:
-        typer.echo(f"error: no peer {peer_id!r}", err=True)
-        raise typer.Exit(1)
+        fail(f"no peer {peer_id!r}", code=1)
     typer.echo(f"removed {peer_id}")
 
 

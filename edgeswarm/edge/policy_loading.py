@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -73,9 +74,6 @@ def open_policies(
     """Load ``config.policies`` over ``table`` (agents grouped), sandboxed and cached on disk."""
     if not config.policies:
         raise ValueError("an edge needs at least one policy")
-    fallback: Fallback = "hold" if config.policy_fallback == "hold" else "zero"
-    if config.policy_fallback not in ("zero", "hold"):
-        raise ValueError(f"policy fallback must be zero or hold, got {config.policy_fallback!r}")
     specs = [
         PolicySpec(
             resolve_module(policy),
@@ -89,7 +87,7 @@ def open_policies(
     cache = ModuleCache(cache_dir=config.module_cache_dir or config.data_dir / "modules")
     return PolicySet(
         specs,
-        fallback=fallback,
+        fallback=cast(Fallback, config.policy_fallback),  # PolicySet refuses other values
         seed=config.seed,
         cache=cache,
         swarm=swarm,
