@@ -599,3 +599,84 @@ async def test_gateway_actions_use_the_stream_when_datagrams_are_off(tmp_path: P
             assert client.counters.datagram_actions == 0
     finally:
         gateway.close()
+
+
+class CallCounter(Recorder):
+    """Counts ``data_received`` calls (one per wakeup, not one per packet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        self.calls += 1
+        super().data_received(data, end_stream=end_stream)
+
+
+@STACKS
+async def test_stream_data_of_one_wakeup_reaches_the_handler_in_one_call(
+    certs: CertificatePaths, stack: str
+) -> None:
+    counters: list[CallCounter] = []
+
+    def factory() -> CallCounter:
+        counters.append(CallCounter())
+        return counters[-1]
+
+    listener = await quic.serve(
+        "127.0.0.1", 0, cert=certs.cert, key=certs.key, handler_factory=factory, stack=stack
+    )
+    payload = bytes(range(256)) * 4000  # 1 MB: ~780 packets of 1350 bytes
+    try:
+        async with quic.connect(
+            "127.0.0.1", listener.port, ca_file=certs.ca, handler=Recorder(), stack=stack
+        ) as link:
+            link.send(payload)
+            await asyncio.sleep(0)
+            server = counters[0]
+            await server.wait(lambda: len(server.data) >= len(payload), timeout=10)
+            assert bytes(server.data) == payload
+            packets = len(payload) // 1350
+            # recv_batch (64) datagrams per wakeup: about packets / 64 calls, never one per packet
+            assert server.calls <= packets // 4, (server.calls, packets)
+    finally:
+        listener.close()
+
+
+def _short_header_packets(cids: list[bytes], size: int = 100) -> bytes:
+    return b"".join(bytes([0x40]) + cid + bytes(size - 1 - len(cid)) for cid in cids)
+
+
+@pytest.mark.parametrize(
+    ("first", "cids", "same"),
+    [
+        (0x40, [b"A" * 8] * 4, True),
+        (0x40, [b"A" * 8, b"A" * 8, b"B" * 8], False),
+        (0xC0, [b"A" * 8] * 2, False),  # a long header (handshake) packet
+    ],
+)
+async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
+    first: int, cids: list[bytes], same: bool
+) -> None:
+    from edgeswarm.transport.endpoint import ServerEndpoint
+    from edgeswarm.transport.stacks import load_stack
+    from edgeswarm.transport.tickets import ServerTicketStore
+
+    stack = load_stack("qh3")
+    configuration = stack.configuration_class(is_client=False)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    endpoint = ServerEndpoint(
+        sock,
+        quic.TransportSettings(),
+        stack=stack,
+        configuration=configuration,
+        handler_factory=Recorder,
+        tickets=ServerTicketStore(),
+    )
+    try:
+        buffer = bytearray(_short_header_packets(cids))
+        buffer[0] = first
+        assert endpoint.same_connection(bytes(buffer), 100) is same
+    finally:
+        endpoint.close()

@@ -318,8 +318,8 @@ async def quic_case(
             stop = asyncio.Event()
             half = rate / 2 / BATCH
 
-            def background() -> None:
-                if len(load.in_flight) < WINDOW * 4:
+            def background() -> None:  # within the window (the gateway's credit)
+                if len(load.in_flight) < WINDOW:
                     load.send_frame(make(load.next_seq), BATCH)
 
             pacer = asyncio.create_task(_paced(background, half, stop))

@@ -134,7 +134,11 @@ async def main(
             from edgeswarm.gateway import Gateway, GatewayConfig
             from edgeswarm.wire import Role
 
-            gateway = Gateway(GatewayConfig(port=0, metrics_port=None, data_dir=tmp, stack=stack))
+            gateway = Gateway(
+                GatewayConfig(
+                    port=0, metrics_port=None, data_dir=tmp, stack=stack, transport=settings
+                )
+            )
             for peer_id, public_key in peers.items():
                 gateway.peers.add_peer(bytes.fromhex(public_key), peer_id, Role.EDGE)
             await gateway.start()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeswarm.transport.quic import DEFAULT_STACK
+from edgeswarm.transport.quic import DEFAULT_STACK, TransportSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +39,8 @@ class GatewayConfig:
     """Batches waiting for the log beyond this shrink every edge's credit window."""
     stack: str = DEFAULT_STACK
     """QUIC implementation: ``aioquic`` or ``qh3``."""
+    transport: TransportSettings = field(default_factory=TransportSettings)
+    """QUIC tuning (datagram size, windows, socket buffers, receive batch)."""
     metrics_host: str = "127.0.0.1"
     """Address of the Prometheus endpoint."""
     metrics_port: int | None = 9464

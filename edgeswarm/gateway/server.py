@@ -94,6 +94,7 @@ class Gateway:
             key=key,
             handler_factory=lambda: GatewayConnection(self),
             stack=config.stack,
+            settings=config.transport,
         )
         for host, port in config.peers:
             self.add_peer_gateway(host, port)

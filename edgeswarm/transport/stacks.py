@@ -54,6 +54,9 @@ class QuicStack:
     """``quic.packet.encode_quic_version_negotiation`` of the library."""
     batched_receive: bool
     """Whether ``QuicConnection.receive_many_datagrams`` exists (qh3)."""
+    gro_receive: bool
+    """Whether ``QuicConnection.receive_gro_buffer`` exists (qh3): the library splits
+    a UDP GRO buffer itself."""
 
 
 @cache
@@ -81,6 +84,7 @@ def load_stack(name: str) -> QuicStack:
         event_kinds=kinds,
         encode_version_negotiation=packet.encode_quic_version_negotiation,
         batched_receive=hasattr(connection.QuicConnection, "receive_many_datagrams"),
+        gro_receive=hasattr(connection.QuicConnection, "receive_gro_buffer"),
     )
 
 
