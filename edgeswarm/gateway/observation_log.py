@@ -1,55 +1,88 @@
 """The gateway's durable observation log: what it acknowledged stays acknowledged.
 
 Every :class:`~edgeswarm.wire.ObservationBatch` the gateway accepts is written
-to one SQLite file (WAL mode) before its ACK goes out. Batches are keyed by
-``(edge_id, seq)``; a batch that is already there is reported as a duplicate
-and not applied twice, but it is durable, so the caller acknowledges it too.
+to the log before its ACK goes out. Batches are keyed by ``(edge_id, seq)``; a
+batch that is already there is reported as a duplicate and not applied twice,
+but it is durable, so the caller acknowledges it too.
+
+Key-value separation (the WiscKey / RocksDB BlobDB design). Payloads go to
+append-only segment files, written once (:mod:`~edgeswarm.gateway.segment_files`
+describes them: naming, rollover, rewind, the one-writer lock); SQLite (WAL
+mode) holds one small index row per batch and is the commit point.
+
+Stored as a BLOB in SQLite, a 20 KB payload cost ~30 us of writer CPU per
+batch, ~20 us more when a checkpoint copied it from the WAL into the database
+file, and was written to disk twice; appended to a segment it costs ~15 us,
+crc32 included, and checkpoints copy only index pages. Through the whole log (20.6 KB batches,
+windows of 256, ``fsync=normal``): writer thread 36-50 -> 19-31 us per batch,
+checkpointer 6-10 -> 0 us. Files, for ``observations.db``::
+
+    observations.db            SQLite: the index and the commit point
+    observations.db-wal, -shm  SQLite's WAL and its index
+    observations.db-segments/  000000000001.seg, ...: the payloads
+                               (:mod:`edgeswarm.gateway.segment_files`)
 
 Group commit, off the event loop. One writer thread owns the SQLite
-connection. :meth:`ObservationLog.append` (event loop) and
-:meth:`ObservationLog.submit` (any thread) only enqueue. The writer takes
-everything queued (up to ``max_group_records`` / ``max_group_bytes``), writes
-it in ONE transaction, commits it (fsync per :class:`FsyncPolicy`), and only
-then reports: futures are resolved with one ``loop.call_soon_threadsafe`` per
-group and event loop, never one per record. If the transaction fails, every
+connection and the segment being appended to. :meth:`ObservationLog.append`
+(event loop) and :meth:`ObservationLog.submit` (any thread) only enqueue. The
+writer takes everything queued (up to ``max_group_records`` /
+``max_group_bytes``) and, in this order:
+
+1. leaves out records already stored (the per-edge state in memory, and
+   repeats within the group): their payloads are never written again;
+2. appends the other payloads to the current segment with one ``writev``;
+3. ``fsync=always`` only: ``fdatasync`` of the segment (and of the directory
+   when the segment is new), so that no committed row can point at bytes
+   less durable than itself;
+4. inserts the index rows (segment, offset, length, crc32) in one transaction
+   and commits it (the WAL fsync per :class:`FsyncPolicy`);
+5. only then reports: futures are resolved with one
+   ``loop.call_soon_threadsafe`` per group and event loop, never one per record.
+
+If a step fails, the segment is cut back to where the group started and every
 waiter of the group gets a :class:`LogWriteError`; nothing is ever reported as
-written that was not committed. The queue is bounded by ``max_pending_bytes``
-(:class:`LogOverloaded`); :attr:`ObservationLog.pending_bytes` lets the
-gateway lower credit before that happens.
+written that was not committed. Under ``fsync=normal`` steps 2 and 4 are
+writes into the page cache: an acknowledged batch survives ``kill -9``, and an
+OS crash may lose recent batches (see :class:`FsyncPolicy`). The queue is
+bounded by ``max_pending_bytes`` (:class:`LogOverloaded`);
+:attr:`ObservationLog.pending_bytes` lets the gateway lower credit before that
+happens.
+
+Recovery at open, under the segment directory's lock (one
+:class:`ObservationLog` per file). Segment bytes no committed row references
+are cut off (see :mod:`~edgeswarm.gateway.segment_files`). Rows whose bytes
+are missing (a segment shorter than its rows say, or gone: only after an OS
+crash under ``fsync=normal``/``off``, or tampering) are deleted, logged as a
+warning and counted in :attr:`LogStats.lost_on_open`.
+:meth:`~ObservationLog.read` checks each payload's crc32
+(:class:`LogRecordCorrupt`).
 
 Checkpoints, off the commit path too. SQLite's automatic checkpoint runs
-inside the COMMIT that crosses its threshold, so every few megabytes one
-group would wait for the copy of the WAL into the database file and for two
-fsyncs (measured: 10-40 ms, the gateway's p99 ack latency). The writer turns
+inside the COMMIT that crosses its threshold, so one group would wait for the
+copy of the WAL into the database file and for two fsyncs. The writer turns
 it off; a checkpointer thread with its own connection runs PASSIVE
-checkpoints every ``checkpoint_bytes`` of committed payload, concurrently
-with later commits. A PASSIVE checkpoint under continuous writes never
-catches up with the WAL's end, so SQLite could never restart the WAL from
-its beginning: once the WAL passes ``wal_limit_bytes`` the writer itself
-runs one more (short: the checkpointer copied nearly everything) checkpoint
-between two groups, and the next transaction restarts the WAL. Commits, and
-so acknowledgements, are exactly as durable as before; checkpoints only move
-committed pages from the WAL into the main file.
+checkpoints every ``checkpoint_commits`` group commits, concurrently with
+later commits. A PASSIVE checkpoint under continuous writes never catches up
+with the WAL's end, so SQLite could never restart the WAL from its beginning:
+once the WAL passes ``wal_limit_bytes`` the writer itself runs one more
+(short) checkpoint between two groups, and the next transaction restarts the
+WAL. Checkpoints only move committed pages from the WAL into the main file.
 
-Errors (one tree; all are errors *we* hit, none is the peer's fault)::
+Errors: one tree, rooted at :class:`ObservationLogError`, drawn in
+:mod:`edgeswarm.gateway.log_records`.
 
-    ObservationLogError        base of every error of this module
-    ├── LogOpenError           the file could not be opened as a log (``path``)
-    │   └── LogCorruptError    the file is not a SQLite database or is damaged
-    ├── LogWriteError          a group commit failed; every waiter of it gets this
-    ├── LogOverloaded          ``max_pending_bytes`` would be exceeded; not queued
-    └── LogClosed              append/submit after :meth:`ObservationLog.close`
-
-Schema (``PRAGMA user_version = 2``; 16 KiB pages)::
+Schema (``PRAGMA user_version = 3``; 4 KiB pages: rows are ~60 bytes)::
 
     batches(edge_id TEXT, seq INTEGER, tick INTEGER, count INTEGER,
-            payload BLOB, received_at REAL, PRIMARY KEY (edge_id, seq))
+            payload BLOB, received_at REAL,
+            segment INTEGER, offset INTEGER, length INTEGER, crc INTEGER,
+            PRIMARY KEY (edge_id, seq))
 
-A rowid table with its primary key as a separate index: payloads of tens of
-kilobytes are what WITHOUT ROWID tables are documented to be bad at, and with
-16 KiB pages a 20 KB batch takes about 1.3 pages instead of 5 (measured
-write cost per batch 78 us -> 37 us). Version 1 files (the same columns in a
-WITHOUT ROWID table, 4 KiB pages) are opened and written as they are.
+New rows have ``payload = x''`` and point into a segment; rows with ``segment
+IS NULL`` hold their payload inline: rows of version 1 and 2 files (inline
+payloads; version 1 in a WITHOUT ROWID table), which are upgraded in place
+when opened (the four columns are added, no row is rewritten), and empty
+payloads.
 
 Per-edge aggregates (:class:`EdgeAggregate`) are not stored: they are rebuilt
 from ``batches`` when the log opens and kept up to date in memory after each
@@ -61,7 +94,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import enum
 import logging
 import os
 import queue
@@ -69,11 +101,28 @@ import sqlite3
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.resource import Resource
+
+from .log_records import (
+    AppendResult,
+    EdgeAggregate,
+    FsyncPolicy,
+    LogClosed,
+    LogCorruptError,
+    LogOpenError,
+    LogOverloaded,
+    LogRecord,
+    LogRecordCorrupt,
+    LogStats,
+    LogWriteError,
+    ObservationLogError,
+)
+from .segment_files import SegmentFiles
 
 __all__ = [
     "AppendResult",
@@ -84,203 +133,43 @@ __all__ = [
     "LogOpenError",
     "LogOverloaded",
     "LogRecord",
+    "LogRecordCorrupt",
     "LogStats",
     "LogWriteError",
     "ObservationLog",
     "ObservationLogError",
 ]
 
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = frozenset({1, 2})
-"""Versions of the file this code opens; 1 differs only in the table's storage."""
-PAGE_SIZE = 16384
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = frozenset({1, 2, 3})
+"""Versions of the file this code opens; 1 and 2 are upgraded to 3 when opened."""
+PAGE_SIZE = 4096
 """Page size of new log files (existing files keep theirs)."""
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
+CREATE TABLE batches (
     edge_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     tick INTEGER NOT NULL,
     count INTEGER NOT NULL,
     payload BLOB NOT NULL,
     received_at REAL NOT NULL,
+    segment INTEGER,
+    offset INTEGER,
+    length INTEGER,
+    crc INTEGER,
     PRIMARY KEY (edge_id, seq)
 )
 """
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ObservationLogError(Exception):
-    """Base of every error of the observation log."""
-
-
-class LogOpenError(ObservationLogError):
-    """The log file could not be opened."""
-
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        """The database file."""
-
-
-class LogCorruptError(LogOpenError):
-    """The file is not a SQLite database, is damaged, or has a foreign schema.
-
-    Nothing was changed on disk. Recovery is an operator decision: move the
-    file (and its ``-wal``/``-shm`` companions) aside and start with an empty
-    log, or restore it from a backup.
-    """
-
-
-class LogWriteError(ObservationLogError):
-    """A group commit failed (disk full, I/O error, lock timeout, ...).
-
-    Every record of the group was rolled back; none of them may be
-    acknowledged. The log keeps running: later groups are tried again.
-    """
-
-
-class LogOverloaded(ObservationLogError):  # noqa: N818 (it names a state, like LogClosed)
-    """Queuing the record would exceed ``max_pending_bytes``; it was not queued."""
-
-
-class LogClosed(ObservationLogError):  # noqa: N818
-    """The log is closed (or closing) and accepts no more records."""
-
-
-# --------------------------------------------------------------------------- values
-
-
-class FsyncPolicy(enum.StrEnum):
-    """How hard a commit is pushed to stable storage (SQLite ``synchronous`` in WAL mode).
-
-    The log always runs in WAL mode; a commit appends the group's pages to the
-    ``-wal`` file, and checkpoints later copy them into the main file.
-    """
-
-    ALWAYS = "always"
-    """``synchronous=FULL``: the WAL is fsynced at every group commit, before any
-    waiter of the group is told. A reported append survives a process crash,
-    ``kill -9``, an OS crash and power loss (as far as the disk honours fsync).
-    Cost: one fsync per group, not per record."""
-
-    NORMAL = "normal"
-    """``synchronous=NORMAL``: a commit is a ``write()`` into the WAL (page cache)
-    with no fsync; the WAL is fsynced only at checkpoints. A reported append
-    survives a process crash or ``kill -9`` of the gateway. An OS crash or
-    power loss may roll back the last commits (the database stays consistent,
-    never corrupt) — records already acknowledged to edges can then be lost."""
-
-    OFF = "off"
-    """``synchronous=OFF``: SQLite never fsyncs. A reported append survives a
-    process crash, but an OS crash or power loss may lose commits *and corrupt
-    the database*. For tests and benchmarks only."""
-
-    @property
-    def pragma(self) -> str:
-        """The ``PRAGMA synchronous`` value for this policy."""
-        return {"always": "FULL", "normal": "NORMAL", "off": "OFF"}[self.value]
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """The outcome of one append, reported only after its group committed."""
-
-    edge_id: str
-    """Edge the batch came from."""
-    seq: int
-    """Per-edge sequence number of the batch."""
-    applied: bool
-    """True: this append stored the batch. False: ``(edge_id, seq)`` was already
-    in the log (an earlier payload is kept; this one was ignored). Either way the
-    batch is durable and the caller acknowledges it."""
-
-    @property
-    def duplicate(self) -> bool:
-        """``(edge_id, seq)`` was already in the log; nothing was applied."""
-        return not self.applied
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One stored observation batch."""
-
-    edge_id: str
-    """Edge the batch came from."""
-    seq: int
-    """Per-edge sequence number."""
-    tick: int
-    """Edge tick the observations were taken at."""
-    count: int
-    """Number of observations (agents) in the batch."""
-    payload: bytes
-    """The batch as received (opaque to the log)."""
-    received_at: float
-    """Wall-clock time (``time.time()``) the gateway queued the batch."""
-
-
-@dataclass(frozen=True, slots=True)
-class EdgeAggregate:
-    """What the log holds for one edge."""
-
-    edge_id: str
-    """The edge."""
-    batches: int
-    """Distinct batches stored (duplicates not counted)."""
-    observations: int
-    """Sum of ``count`` over the stored batches."""
-    bytes: int
-    """Sum of payload lengths over the stored batches."""
-    max_seq: int
-    """Highest sequence number stored (0 when none)."""
-    high_water: int
-    """Contiguous high-water mark: the highest ``n`` such that every seq in
-    ``1..n`` is stored (0 when seq 1 is missing). Equal to ``max_seq`` unless
-    there are gaps."""
-
-
-@dataclass(slots=True)
-class LogStats:
-    """Counters since the log was opened, for metrics export.
-
-    :attr:`ObservationLog.stats` returns a copy; changing it changes nothing.
-    """
-
-    commits: int = 0
-    """Group commits that succeeded."""
-    records: int = 0
-    """Records written by successful commits (applied + duplicates)."""
-    applied: int = 0
-    """Records that were new and stored."""
-    duplicates: int = 0
-    """Records ignored because ``(edge_id, seq)`` was already stored."""
-    bytes: int = 0
-    """Payload bytes of the applied records."""
-    failed_commits: int = 0
-    """Groups whose transaction failed (their waiters got :class:`LogWriteError`)."""
-    failed_records: int = 0
-    """Records in failed groups."""
-    last_commit_latency_s: float = 0.0
-    """Wall time of the last successful group: BEGIN to COMMIT returned (fsync included)."""
-    last_group_records: int = 0
-    """Records in the last successful group."""
-    max_group_records: int = 0
-    """Largest successful group so far."""
-    checkpoints: int = 0
-    """Checkpoints run (by the checkpointer thread or, to restart the WAL, the writer)."""
-    wal_restarts: int = 0
-    """Checkpoints the writer ran because the WAL passed ``wal_limit_bytes``."""
-    failed_checkpoints: int = 0
-    """Checkpoints that raised (the WAL keeps the data; the next one retries)."""
-
-    @property
-    def mean_group_records(self) -> float:
-        """Mean records per successful commit."""
-        return self.records / self.commits if self.commits else 0.0
+_SEGMENT_COLUMNS = ("segment", "offset", "length", "crc")
+_COLUMNS = ("edge_id", "seq", "tick", "count", "payload", "received_at", *_SEGMENT_COLUMNS)
+_INSERT = (
+    f"INSERT OR IGNORE INTO batches ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_Row = tuple[str, int, int, int, bytes, float, int | None, int | None, int | None, int | None]
 
 
 # --------------------------------------------------------------------------- internals
@@ -306,6 +195,8 @@ class _EdgeState:
     high_water: int = 0
     above: set[int] = field(default_factory=set)
     """Stored seqs greater than ``high_water + 1`` (the gaps' far side)."""
+    below: set[int] = field(default_factory=set)
+    """Stored seqs below 1 (edges count from 1; kept so :meth:`holds` is exact)."""
 
     def add(self, record: LogRecord) -> None:
         self.batches += 1
@@ -319,6 +210,14 @@ class _EdgeState:
                 self.above.discard(self.high_water)
         elif record.seq > self.high_water + 1:
             self.above.add(record.seq)
+        elif record.seq < 1:
+            self.below.add(record.seq)
+
+    def holds(self, seq: int) -> bool:
+        """Whether ``seq`` is committed."""
+        if seq > self.high_water:
+            return seq in self.above
+        return seq >= 1 or seq in self.below
 
     def snapshot(self, edge_id: str) -> EdgeAggregate:
         return EdgeAggregate(
@@ -354,10 +253,12 @@ def _resolve_futures(batch: list[tuple[asyncio.Future[AppendResult], Outcome]]) 
 class ObservationLog(Resource):
     """Durable, deduplicating log of observation batches with group commit.
 
-    ``ObservationLog(path)`` opens (or creates) the database, checks it, rebuilds
-    the per-edge aggregates and starts the writer thread. Raises
+    ``ObservationLog(path)`` opens (or creates) the database and its segment
+    directory, checks them, recovers from a crash (see the module docstring),
+    rebuilds the per-edge aggregates and starts the writer thread. Raises
     :class:`LogCorruptError` if the file is not a usable log, :class:`LogOpenError`
-    for other open failures.
+    for other open failures (among them: another :class:`ObservationLog` has
+    the file open).
 
     Thread model: :meth:`append` must be called on the thread running the event
     loop that will await the future; :meth:`submit`, the properties and the
@@ -373,12 +274,14 @@ class ObservationLog(Resource):
         max_group_bytes: int = 16 << 20,
         max_pending_bytes: int | None = 256 << 20,
         busy_timeout_s: float = 5.0,
-        checkpoint_bytes: int = 4 << 20,
+        segment_bytes: int = 256 << 20,
+        checkpoint_commits: int = 512,
         wal_limit_bytes: int = 64 << 20,
     ) -> None:
         """Open the log.
 
-        :param path: database file; created (with its directory's WAL files) if absent.
+        :param path: database file; created (with its directory's WAL files and
+            the segment directory ``<path>-segments``) if absent.
         :param fsync: commit durability, see :class:`FsyncPolicy`.
         :param max_group_records: most records written by one transaction.
         :param max_group_bytes: most payload bytes written by one transaction (a
@@ -387,23 +290,26 @@ class ObservationLog(Resource):
             :meth:`append`/:meth:`submit` raise :class:`LogOverloaded`; None: no bound.
         :param busy_timeout_s: how long a commit waits for a lock held by another
             connection (a backup, an inspector) before the group fails.
-        :param checkpoint_bytes: committed payload bytes between two background
-            checkpoints.
+        :param segment_bytes: segment size past which the next group starts a new
+            segment file.
+        :param checkpoint_commits: group commits between two background checkpoints.
         :param wal_limit_bytes: WAL size above which the writer finishes a
             checkpoint itself so that the WAL restarts (bounds the ``-wal`` file).
         """
         if max_group_records < 1 or max_group_bytes < 1:
             raise ValueError("max_group_records and max_group_bytes must be >= 1")
-        if checkpoint_bytes < 1 or wal_limit_bytes < 1:
-            raise ValueError("checkpoint_bytes and wal_limit_bytes must be >= 1")
+        if segment_bytes < 1 or checkpoint_commits < 1 or wal_limit_bytes < 1:
+            raise ValueError("segment_bytes, checkpoint_commits and wal_limit_bytes must be >= 1")
         self.path = Path(path)
         """The database file."""
+        self.segment_dir = self.path.with_name(self.path.name + "-segments")
+        """The directory of the payload segments."""
         self.fsync = FsyncPolicy(fsync)
         """The commit durability in force."""
         self.max_group_records = max_group_records
         self.max_group_bytes = max_group_bytes
         self.max_pending_bytes = max_pending_bytes
-        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoint_commits = checkpoint_commits
         self.wal_limit_bytes = wal_limit_bytes
 
         self._lock = threading.Lock()
@@ -421,15 +327,31 @@ class ObservationLog(Resource):
 
         self._db = self._open(busy_timeout_s)
         try:
+            self._segments = SegmentFiles(
+                self.segment_dir, limit=segment_bytes, sync=self.fsync is FsyncPolicy.ALWAYS
+            )
+        except BlockingIOError as exc:
+            self._db.close()
+            raise LogOpenError("in use by another ObservationLog", path=self.path) from exc
+        except OSError as exc:
+            self._db.close()
+            raise LogOpenError(f"segment directory: {exc}", path=self.path) from exc
+        try:
+            self._stats.lost_on_open = self._recover_segments()
             self._load_aggregates()
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             self._checkpoint_db = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-        except sqlite3.DatabaseError as exc:
+            self._checkpoint_db.execute(f"PRAGMA synchronous={self.fsync.pragma}")
+        except BaseException as exc:
+            self._segments.close()
             self._db.close()
-            raise self._open_error(exc) from exc
-        self._checkpoint_db.execute(f"PRAGMA synchronous={self.fsync.pragma}")
+            if isinstance(exc, sqlite3.Error):
+                raise self._open_error(exc) from exc
+            if isinstance(exc, OSError):
+                raise LogOpenError(f"segment directory: {exc}", path=self.path) from exc
+            raise
         self._checkpointer = threading.Thread(
             target=self._run_checkpointer,
             name=f"observation-log-ckpt:{self.path.name}",
@@ -470,13 +392,19 @@ class ObservationLog(Resource):
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
             if version == 0 and not tables:
-                db.execute(_SCHEMA)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                self._migrate(db, [_SCHEMA])
             elif version not in READABLE_SCHEMA_VERSIONS or "batches" not in tables:
                 raise LogCorruptError(
                     f"foreign schema (user_version={version}, tables={sorted(tables)})",
                     path=self.path,
                 )
+            elif version < SCHEMA_VERSION:  # inline payloads only: add the segment columns
+                self._migrate(
+                    db, [f"ALTER TABLE batches ADD COLUMN {c} INTEGER" for c in _SEGMENT_COLUMNS]
+                )
+            columns = {r[1] for r in db.execute("PRAGMA table_info(batches)")}
+            if not columns.issuperset(_COLUMNS):
+                raise LogCorruptError(f"foreign schema (batches{sorted(columns)})", path=self.path)
         except sqlite3.Error as exc:
             db.close()
             raise self._open_error(exc) from exc
@@ -485,10 +413,72 @@ class ObservationLog(Resource):
             raise
         return db
 
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, statements: list[str]) -> None:
+        """Run ``statements`` and set the schema version, in one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _segment_ends(self) -> dict[int, int]:
+        """Segment number -> end of the last byte a committed row references in it."""
+        rows = self._db.execute(
+            "SELECT segment, max(offset + length) FROM batches"
+            " WHERE segment IS NOT NULL GROUP BY segment"
+        )
+        return {int(segment): int(end) for segment, end in rows}
+
+    def _recover_segments(self) -> int:
+        """Make the segment files and the committed rows agree; rows deleted."""
+        segments = self._segments
+        sizes = segments.sizes()
+        ends = self._segment_ends()
+        short = {s: sizes.get(s) for s, end in ends.items() if sizes.get(s, -1) < end}
+        lost = 0
+        if short:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for segment, size in short.items():
+                    if size is None:  # the file is gone
+                        cur = self._db.execute("DELETE FROM batches WHERE segment = ?", (segment,))
+                    else:
+                        cur = self._db.execute(
+                            "DELETE FROM batches WHERE segment = ? AND offset + length > ?",
+                            (segment, size),
+                        )
+                    lost += cur.rowcount
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            logging.getLogger("edgeswarm.gateway").warning(
+                "observation log records lost: their segment bytes are missing",
+                extra={"lost": lost, "segments": sorted(short), "path": str(self.path)},
+            )
+            ends = self._segment_ends()
+        newest = max(ends, default=0)
+        dropped = segments.resume(
+            newest, ends.get(newest, 0), sizes, sync=self.fsync is not FsyncPolicy.OFF
+        )
+        if dropped:
+            logging.getLogger("edgeswarm.gateway").info(
+                "observation log dropped uncommitted segment bytes",
+                extra={"bytes": dropped, "path": str(self.path)},
+            )
+        return lost
+
     def _load_aggregates(self) -> None:
         rows = self._db.execute(
-            "SELECT edge_id, count(*), total(count), total(length(payload)), max(seq)"
-            " FROM batches GROUP BY edge_id"
+            "SELECT edge_id, count(*), total(count), total(coalesce(length, length(payload))),"
+            " max(seq) FROM batches GROUP BY edge_id"
         ).fetchall()
         for edge_id, batches, observations, nbytes, max_seq in rows:
             state = _EdgeState(int(batches), int(observations), int(nbytes), int(max_seq))
@@ -503,13 +493,11 @@ class ObservationLog(Resource):
                     "SELECT count(*) FROM batches WHERE edge_id = ? AND seq >= 1", (edge_id,)
                 ).fetchone()[0]
             state.high_water = int(gap)
-            state.above = {
-                int(r[0])
-                for r in self._db.execute(
-                    "SELECT seq FROM batches WHERE edge_id = ? AND seq > ?",
-                    (edge_id, state.high_water + 1),
-                )
-            }
+            for (seq,) in self._db.execute(
+                "SELECT seq FROM batches WHERE edge_id = ? AND (seq > ? OR seq < 1)",
+                (edge_id, state.high_water + 1),
+            ):
+                (state.above if seq > 0 else state.below).add(int(seq))
             self._edges[edge_id] = state
 
     # ------------------------------------------------------------------ writing
@@ -591,6 +579,7 @@ class ObservationLog(Resource):
         self._checkpoint_wake.set()
         self._checkpointer.join()
         self._db.close()  # the last connection: SQLite checkpoints and removes the WAL
+        self._segments.close()
 
     def _run_checkpointer(self) -> None:
         """Checkpointer thread: a PASSIVE checkpoint each time the writer asks for one."""
@@ -639,25 +628,42 @@ class ObservationLog(Resource):
                     self._stats.wal_restarts += 1
 
     def _write_group(self, group: list[_Entry]) -> None:
-        outcomes: list[Outcome]
+        """Write the new records of ``group`` (payloads, then index rows), then report."""
         started = time.perf_counter()
+        # Only this thread changes _edges, so it reads them without the lock.
+        fresh: list[bool] = []
+        seen: set[tuple[str, int]] = set()
+        for entry in group:
+            r = entry.record
+            state = self._edges.get(r.edge_id)
+            new = (r.edge_id, r.seq) not in seen and (state is None or not state.holds(r.seq))
+            if new:
+                seen.add((r.edge_id, r.seq))
+            fresh.append(new)
+        records = [e.record for e, new in zip(group, fresh, strict=True) if new]
+        payloads = [r.payload for r in records if r.payload]
+        outcomes: list[Outcome]
+        start: int | None = None
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                applied: list[bool] = []
-                for entry in group:
-                    r = entry.record
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO batches VALUES (?, ?, ?, ?, ?, ?)",
-                        (r.edge_id, r.seq, r.tick, r.count, r.payload, r.received_at),
-                    )
-                    applied.append(cur.rowcount == 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            segment = offset = 0
+            if payloads:
+                segment, start = self._segments.start_group()
+                self._segments.append(payloads)
+                offset = start
+            rows: list[_Row] = []
+            for r in records:
+                where: tuple[int | None, int | None, int | None, int | None]
+                if r.payload:  # written above, back to back from `start`
+                    where = (segment, offset, len(r.payload), zlib.crc32(r.payload))
+                    offset += len(r.payload)
+                else:  # no bytes to separate: an empty payload stays inline
+                    where = (None, None, None, None)
+                rows.append((r.edge_id, r.seq, r.tick, r.count, b"", r.received_at, *where))
+            inserted = iter(self._insert(rows) if rows else [])
+            applied = [new and next(inserted) for new in fresh]
         except Exception as exc:
+            if start is not None:
+                self._segments.rewind(start)
             error = LogWriteError(f"{self.path}: commit of {len(group)} records failed: {exc}")
             error.__cause__ = exc
             outcomes = [error] * len(group)
@@ -690,11 +696,37 @@ class ObservationLog(Resource):
                 s.max_group_records = max(s.max_group_records, len(group))
                 self._pending_records -= len(group)
                 self._pending_bytes -= sum(len(e.record.payload) for e in group)
-            self._since_checkpoint += sum(len(e.record.payload) for e in group)
-            if self._since_checkpoint >= self.checkpoint_bytes:
-                self._since_checkpoint = 0
-                self._checkpoint_wake.set()
+            if rows:
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= self.checkpoint_commits:
+                    self._since_checkpoint = 0
+                    self._checkpoint_wake.set()
         self._report(group, outcomes)
+
+    def _insert(self, rows: list[_Row]) -> list[bool]:
+        """Insert and commit the index rows in one transaction; which ones were new."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.executemany(_INSERT, rows)
+            if cur.rowcount == len(rows):
+                inserted = [True] * len(rows)
+            else:  # another connection wrote some of these keys: which rows are ours?
+                inserted = [
+                    db.execute(
+                        "SELECT 1 FROM batches WHERE edge_id = ? AND seq = ?"
+                        " AND received_at = ? AND segment IS ? AND offset IS ?",
+                        (row[0], row[1], row[5], row[6], row[7]),
+                    ).fetchone()
+                    is not None
+                    for row in rows
+                ]
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return inserted
 
     @staticmethod
     def _report(group: list[_Entry], outcomes: list[Outcome]) -> None:
@@ -755,18 +787,54 @@ class ObservationLog(Resource):
         """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order.
 
         Reads through its own connection (a WAL snapshot taken at the first
-        ``next()``), so it never blocks the writer and may run on any thread.
+        ``next()``) and its own segment descriptor, so it never blocks the
+        writer and may run on any thread. Raises :class:`LogRecordCorrupt` at a
+        payload whose bytes are short or fail their crc32.
         """
         db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        current: tuple[int, int, Path] | None = None  # segment last read from: number, fd, file
         try:
             cur = db.execute(
-                "SELECT edge_id, seq, tick, count, payload, received_at FROM batches"
-                " WHERE edge_id = ? AND seq >= ? ORDER BY seq",
+                "SELECT edge_id, seq, tick, count, payload, received_at, segment, offset, length,"
+                " crc FROM batches WHERE edge_id = ? AND seq >= ? ORDER BY seq",
                 (edge_id, from_seq),
             )
-            for row in cur:
-                yield LogRecord(row[0], row[1], row[2], row[3], bytes(row[4]), row[5])
+            for edge, seq, tick, count, inline, received_at, segment, offset, length, crc in cur:
+                if segment is None:
+                    yield LogRecord(edge, seq, tick, count, bytes(inline), received_at)
+                    continue
+                if current is None or current[0] != segment:
+                    if current is not None:
+                        os.close(current[1])
+                        current = None
+                    path = self._segments.path(segment)
+                    try:
+                        current = (segment, os.open(path, os.O_RDONLY), path)
+                    except FileNotFoundError as exc:
+                        raise LogRecordCorrupt(
+                            "segment file missing",
+                            edge_id=edge,
+                            seq=seq,
+                            segment=segment,
+                            offset=offset,
+                            path=path,
+                        ) from exc
+                payload = os.pread(current[1], length, offset)
+                if len(payload) != length or zlib.crc32(payload) != crc:
+                    raise LogRecordCorrupt(
+                        f"{len(payload)} of {length} bytes"
+                        if len(payload) != length
+                        else "crc32 mismatch",
+                        edge_id=edge,
+                        seq=seq,
+                        segment=segment,
+                        offset=offset,
+                        path=current[2],
+                    )
+                yield LogRecord(edge, seq, tick, count, payload, received_at)
         finally:
+            if current is not None:
+                os.close(current[1])
             db.close()
 
     def close(self) -> None:

@@ -1,0 +1,248 @@
+"""Errors and values of the observation log (:mod:`edgeswarm.gateway.observation_log`).
+
+Errors (one tree; all are errors *we* hit, none is the peer's fault)::
+
+    ObservationLogError        base of every error of the observation log
+    ├── LogOpenError           the file could not be opened as a log (``path``)
+    │   └── LogCorruptError    the file is not a SQLite database or is damaged
+    ├── LogWriteError          a group commit failed; every waiter of it gets this
+    ├── LogOverloaded          ``max_pending_bytes`` would be exceeded; not queued
+    ├── LogClosed              append/submit after :meth:`ObservationLog.close`
+    └── LogRecordCorrupt       read: a payload's bytes are short or fail their crc32
+
+Values: :class:`FsyncPolicy` (how hard a commit is pushed to stable storage),
+:class:`AppendResult` (what an append reports), :class:`LogRecord` (one stored
+batch), :class:`EdgeAggregate` (what the log holds for one edge) and
+:class:`LogStats` (counters). :mod:`~edgeswarm.gateway.observation_log`
+re-exports all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "AppendResult",
+    "EdgeAggregate",
+    "FsyncPolicy",
+    "LogClosed",
+    "LogCorruptError",
+    "LogOpenError",
+    "LogOverloaded",
+    "LogRecord",
+    "LogRecordCorrupt",
+    "LogStats",
+    "LogWriteError",
+    "ObservationLogError",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ObservationLogError(Exception):
+    """Base of every error of the observation log."""
+
+
+class LogOpenError(ObservationLogError):
+    """The log file could not be opened."""
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        """The database file."""
+
+
+class LogCorruptError(LogOpenError):
+    """The file is not a SQLite database, is damaged, or has a foreign schema.
+
+    Nothing was changed on disk. Recovery is an operator decision: move the
+    file (and its ``-wal``/``-shm`` companions and ``-segments`` directory)
+    aside and start with an empty log, or restore it from a backup.
+    """
+
+
+class LogWriteError(ObservationLogError):
+    """A group commit failed (disk full, I/O error, lock timeout, ...).
+
+    Every record of the group was rolled back; none of them may be
+    acknowledged. The log keeps running: later groups are tried again.
+    """
+
+
+class LogOverloaded(ObservationLogError):  # noqa: N818 (it names a state, like LogClosed)
+    """Queuing the record would exceed ``max_pending_bytes``; it was not queued."""
+
+
+class LogClosed(ObservationLogError):  # noqa: N818
+    """The log is closed (or closing) and accepts no more records."""
+
+
+class LogRecordCorrupt(ObservationLogError):  # noqa: N818
+    """A committed record's payload is short or does not match its crc32.
+
+    Its index row is intact, the bytes in its segment are not: a damaged disk,
+    a file changed by hand, or an OS crash under ``fsync=normal``/``off`` that
+    kept a segment's length but not its data. Raised by
+    :meth:`ObservationLog.read`; the other records stay readable.
+    """
+
+    def __init__(
+        self, problem: str, *, edge_id: str, seq: int, segment: int, offset: int, path: Path
+    ) -> None:
+        super().__init__(
+            f"{path}: payload of {edge_id!r} seq {seq} (segment {segment}, offset {offset}):"
+            f" {problem}"
+        )
+        self.edge_id = edge_id
+        """Edge of the damaged record."""
+        self.seq = seq
+        """Its sequence number."""
+        self.segment = segment
+        """Number of the segment its payload is in."""
+        self.offset = offset
+        """Where in that segment its payload starts."""
+        self.path = path
+        """The segment file."""
+
+
+# --------------------------------------------------------------------------- values
+
+
+class FsyncPolicy(enum.StrEnum):
+    """How hard a commit is pushed to stable storage.
+
+    Sets SQLite's ``synchronous`` (the log always runs in WAL mode: a commit
+    appends the group's index pages to the ``-wal`` file, and checkpoints later
+    copy them into the main file) and whether segment appends are synced.
+    """
+
+    ALWAYS = "always"
+    """``synchronous=FULL``: at every group commit the segment is fdatasynced,
+    then the WAL fsynced, before any waiter of the group is told. A reported
+    append survives a process crash, ``kill -9``, an OS crash and power loss
+    (as far as the disk honours fsync). Cost: two fsyncs per group, not per
+    record."""
+
+    NORMAL = "normal"
+    """``synchronous=NORMAL``: segment appends and commits are ``write()`` calls
+    into the page cache with no fsync; the WAL is fsynced only at checkpoints,
+    segments when the OS writes them back. A reported append survives a
+    process crash or ``kill -9`` of the gateway. An OS crash or power loss may
+    roll back the last commits, or keep rows whose segment bytes were lost
+    (deleted when the log opens: :attr:`LogStats.lost_on_open`) — records
+    already acknowledged to edges can then be lost."""
+
+    OFF = "off"
+    """``synchronous=OFF``: nothing is ever fsynced. A reported append survives a
+    process crash, but an OS crash or power loss may lose commits *and corrupt
+    the database*. For tests and benchmarks only."""
+
+    @property
+    def pragma(self) -> str:
+        """The ``PRAGMA synchronous`` value for this policy."""
+        return {"always": "FULL", "normal": "NORMAL", "off": "OFF"}[self.value]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """The outcome of one append, reported only after its group committed."""
+
+    edge_id: str
+    """Edge the batch came from."""
+    seq: int
+    """Per-edge sequence number of the batch."""
+    applied: bool
+    """True: this append stored the batch. False: ``(edge_id, seq)`` was already
+    in the log (an earlier payload is kept; this one was ignored). Either way the
+    batch is durable and the caller acknowledges it."""
+
+    @property
+    def duplicate(self) -> bool:
+        """``(edge_id, seq)`` was already in the log; nothing was applied."""
+        return not self.applied
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One stored observation batch."""
+
+    edge_id: str
+    """Edge the batch came from."""
+    seq: int
+    """Per-edge sequence number."""
+    tick: int
+    """Edge tick the observations were taken at."""
+    count: int
+    """Number of observations (agents) in the batch."""
+    payload: bytes
+    """The batch as received (opaque to the log)."""
+    received_at: float
+    """Wall-clock time (``time.time()``) the gateway queued the batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeAggregate:
+    """What the log holds for one edge."""
+
+    edge_id: str
+    """The edge."""
+    batches: int
+    """Distinct batches stored (duplicates not counted)."""
+    observations: int
+    """Sum of ``count`` over the stored batches."""
+    bytes: int
+    """Sum of payload lengths over the stored batches."""
+    max_seq: int
+    """Highest sequence number stored (0 when none)."""
+    high_water: int
+    """Contiguous high-water mark: the highest ``n`` such that every seq in
+    ``1..n`` is stored (0 when seq 1 is missing). Equal to ``max_seq`` unless
+    there are gaps."""
+
+
+@dataclass(slots=True)
+class LogStats:
+    """Counters since the log was opened, for metrics export.
+
+    :attr:`ObservationLog.stats` returns a copy; changing it changes nothing.
+    """
+
+    commits: int = 0
+    """Groups that succeeded (a group of already-stored records only has nothing
+    to write and succeeds without a transaction)."""
+    records: int = 0
+    """Records written by successful commits (applied + duplicates)."""
+    applied: int = 0
+    """Records that were new and stored."""
+    duplicates: int = 0
+    """Records ignored because ``(edge_id, seq)`` was already stored."""
+    bytes: int = 0
+    """Payload bytes of the applied records."""
+    failed_commits: int = 0
+    """Groups whose transaction failed (their waiters got :class:`LogWriteError`)."""
+    failed_records: int = 0
+    """Records in failed groups."""
+    last_commit_latency_s: float = 0.0
+    """Wall time of the last successful group: segment write to COMMIT returned
+    (fsyncs included)."""
+    last_group_records: int = 0
+    """Records in the last successful group."""
+    max_group_records: int = 0
+    """Largest successful group so far."""
+    checkpoints: int = 0
+    """Checkpoints run (by the checkpointer thread or, to restart the WAL, the writer)."""
+    wal_restarts: int = 0
+    """Checkpoints the writer ran because the WAL passed ``wal_limit_bytes``."""
+    failed_checkpoints: int = 0
+    """Checkpoints that raised (the WAL keeps the data; the next one retries)."""
+    lost_on_open: int = 0
+    """Committed records deleted when the log opened because their segment bytes
+    were missing (an OS crash under ``fsync=normal``/``off``, or tampering)."""
+
+    @property
+    def mean_group_records(self) -> float:
+        """Mean records per successful commit."""
+        return self.records / self.commits if self.commits else 0.0
