@@ -65,6 +65,43 @@ async def test_append_resolves_after_commit_and_is_visible(db_path: Path) -> Non
         assert mode == "wal"
 
 
+async def test_append_then_runs_a_groups_callbacks_in_order_in_one_loop_turn(
+    db_path: Path,
+) -> None:
+    calls: list[tuple[int, bool, int]] = []  # (seq, applied, loop turn)
+    turn = 0
+    done = asyncio.Event()
+
+    async def count_turns() -> None:
+        nonlocal turn
+        while not done.is_set():
+            turn += 1
+            await asyncio.sleep(0)
+
+    def on_done(outcome: AppendResult | BaseException) -> None:
+        assert isinstance(outcome, AppendResult)
+        assert ("e", outcome.seq) in _rows(db_path)  # committed before the callback
+        calls.append((outcome.seq, outcome.applied, turn))
+        if outcome.seq == 1:
+            raise RuntimeError("a caller's bug")  # logged; the others still run
+        if len(calls) == 41:
+            done.set()
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_records=64) as log:
+        ticker = asyncio.create_task(count_turns())
+        for seq in range(1, 41):
+            log.append_then("e", seq, seq, 1, PAYLOAD, on_done)
+        log.append_then("e", 7, 7, 1, PAYLOAD, on_done)  # a duplicate, reported too
+        async with asyncio.timeout(10):
+            await done.wait()
+        await ticker
+        stats = log.stats
+    assert [c[0] for c in calls] == [*range(1, 41), 7]
+    assert [c[1] for c in calls] == [True] * 40 + [False]
+    # One loop callback per group: as many distinct turns as groups, not as records.
+    assert len({c[2] for c in calls}) <= stats.commits < 41
+
+
 async def test_every_future_sees_its_row_committed(db_path: Path) -> None:
     seen_missing: list[int] = []
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:

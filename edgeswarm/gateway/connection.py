@@ -105,18 +105,16 @@ class GatewayConnection:
             match event:
                 case ObservationsReceived(batch=batch, size=size, payload=payload):
                     assert self.peer_id is not None
+                    count = batch.count
+                    durable = functools.partial(
+                        self._durable, seq=batch.seq, count=count, size=size
+                    )
                     try:
-                        future = gateway.log.append(
-                            self.peer_id, batch.seq, batch.tick, batch.count, payload
+                        gateway.log.append_then(
+                            self.peer_id, batch.seq, batch.tick, count, payload, durable
                         )
                     except ObservationLogError as exc:
                         self._log_failed(batch.seq, exc)
-                        continue
-                    future.add_done_callback(
-                        functools.partial(
-                            self._durable, seq=batch.seq, count=batch.count, size=size
-                        )
-                    )
                 case HelloReceived():
                     self._on_hello()
                 case AuthReceived(auth=auth):
@@ -228,18 +226,17 @@ class GatewayConnection:
         self.session.refuse(code, reason)
 
     def _durable(
-        self, future: asyncio.Future[AppendResult], seq: int, count: int, size: int
+        self, outcome: AppendResult | BaseException, seq: int, count: int, size: int
     ) -> None:
         """The log committed (or failed to commit) batch ``seq``: acknowledge it, or close."""
         if self.session.closed or self.peer_id is None:
             return
-        error = future.exception()
-        if error is not None:
-            self._log_failed(seq, error)
+        if isinstance(outcome, BaseException):
+            self._log_failed(seq, outcome)
             self._process()
             return
         stats = self._gateway.stats
-        if future.result().applied:
+        if outcome.applied:
             stats.batch_accepted(self.peer_id, seq, count, size)
         else:
             stats.batch_duplicate(self.peer_id)

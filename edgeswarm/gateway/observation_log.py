@@ -36,7 +36,8 @@ writer takes everything queued (up to ``max_group_records`` /
    less durable than itself;
 4. inserts the index rows (segment, offset, length, crc32) in one transaction
    and commits it (the WAL fsync per :class:`FsyncPolicy`);
-5. only then reports: futures are resolved with one
+5. only then reports: the callbacks of :meth:`ObservationLog.append_then` (and
+   the futures of :meth:`ObservationLog.append`) run from one
    ``loop.call_soon_threadsafe`` per group and event loop, never one per record.
 
 If a step fails, the segment is cut back to where the group started and every
@@ -94,6 +95,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -183,7 +185,7 @@ class _Entry:
     record: LogRecord
     on_done: Callable[[Outcome], None] | None = None
     loop: asyncio.AbstractEventLoop | None = None
-    future: asyncio.Future[AppendResult] | None = None
+    on_loop: Callable[[Outcome], None] | None = None
 
 
 @dataclass(slots=True)
@@ -239,15 +241,22 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
 
 
-def _resolve_futures(batch: list[tuple[asyncio.Future[AppendResult], Outcome]]) -> None:
-    """Runs on the event loop: one call per group settles all its futures."""
-    for future, outcome in batch:
-        if future.done():  # the caller cancelled it; the record is written anyway
-            continue
-        if isinstance(outcome, BaseException):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)
+def _run_on_loop(batch: list[tuple[Callable[[Outcome], None], Outcome]]) -> None:
+    """Runs on the event loop: one call per group runs all its ``on_loop`` callbacks."""
+    for on_done, outcome in batch:
+        try:
+            on_done(outcome)
+        except Exception:  # one caller's bug must not keep the others' acks back
+            logging.getLogger("edgeswarm.gateway").exception("observation log callback failed")
+
+
+def _settle(future: asyncio.Future[AppendResult], outcome: Outcome) -> None:
+    if future.done():  # the caller cancelled it; the record is written anyway
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 class ObservationLog(Resource):
@@ -260,9 +269,10 @@ class ObservationLog(Resource):
     for other open failures (among them: another :class:`ObservationLog` has
     the file open).
 
-    Thread model: :meth:`append` must be called on the thread running the event
-    loop that will await the future; :meth:`submit`, the properties and the
-    read methods may be called from any thread.
+    Thread model: :meth:`append` and :meth:`append_then` must be called on the
+    thread running the event loop that will await the future or run the
+    callback; :meth:`submit`, the properties and the read methods may be called
+    from any thread.
     """
 
     def __init__(
@@ -514,11 +524,30 @@ class ObservationLog(Resource):
         or :class:`LogClosed` at once, queuing nothing. Cancelling the future
         does not un-queue the record.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[AppendResult] = loop.create_future()
-        record = LogRecord(edge_id, seq, tick, count, bytes(payload), time.time())
-        self._enqueue(_Entry(record, loop=loop, future=future))
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self.append_then(edge_id, seq, tick, count, payload, functools.partial(_settle, future))
         return future
+
+    def append_then(
+        self,
+        edge_id: str,
+        seq: int,
+        tick: int,
+        count: int,
+        payload: bytes,
+        on_done: Callable[[Outcome], None],
+    ) -> None:
+        """Queue one batch; ``on_done(outcome)`` runs on this event loop once its group
+        committed (an :class:`AppendResult`) or failed (the :class:`LogWriteError`).
+
+        :meth:`append` without a future per record: one loop callback per group
+        runs the ``on_done`` of all its records, in the order they were queued,
+        so a gateway acknowledges a whole group in one turn of its loop. Call on
+        the event loop thread. Raises :class:`LogOverloaded` or
+        :class:`LogClosed` at once, queuing nothing.
+        """
+        record = LogRecord(edge_id, seq, tick, count, bytes(payload), time.time())
+        self._enqueue(_Entry(record, loop=asyncio.get_running_loop(), on_loop=on_done))
 
     def submit(self, record: LogRecord, on_done: Callable[[Outcome], None]) -> None:
         """Queue ``record``; call ``on_done`` once its group committed or failed.
@@ -730,7 +759,7 @@ class ObservationLog(Resource):
 
     @staticmethod
     def _report(group: list[_Entry], outcomes: list[Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[AppendResult], Outcome]]]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Outcome], None], Outcome]]]
         by_loop = {}
         for entry, outcome in zip(group, outcomes, strict=True):
             if entry.on_done is not None:
@@ -740,11 +769,11 @@ class ObservationLog(Resource):
                     logging.getLogger("edgeswarm.gateway").exception(
                         "observation log callback failed"
                     )
-            if entry.loop is not None and entry.future is not None:
-                by_loop.setdefault(entry.loop, []).append((entry.future, outcome))
+            if entry.loop is not None and entry.on_loop is not None:
+                by_loop.setdefault(entry.loop, []).append((entry.on_loop, outcome))
         for loop, batch in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                loop.call_soon_threadsafe(_resolve_futures, batch)
+                loop.call_soon_threadsafe(_run_on_loop, batch)
 
     # ------------------------------------------------------------------ state
 

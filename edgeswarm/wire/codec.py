@@ -14,7 +14,6 @@ wire dtype).
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -93,6 +92,7 @@ _MAX_ARRAY_LEN = 65536
 _MAX_STR_BYTES = 1024 * 1024
 
 _PREFIX = struct.Struct(">I")
+_NP_DTYPES = {code: np.dtype(code) for code in ARRAY_DTYPES}
 
 
 # --- arrays ----------------------------------------------------------------
@@ -105,16 +105,17 @@ def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
     dtype outside ``ARRAY_DTYPES`` raise ``LocalProtocolError``.
     """
     dtype = arr.dtype
-    if dtype.byteorder == ">":
-        dtype = dtype.newbyteorder("<")
-    if dtype.str not in ARRAY_DTYPES:
-        raise LocalProtocolError(f"dtype {arr.dtype.str!r} cannot travel as an array")
-    flat = np.asarray(arr, dtype=dtype, order="C")
-    return {
-        "dtype": dtype.str,
-        "shape": list(flat.shape),
-        "data": flat.reshape(-1).view(np.uint8).data,
-    }
+    code = dtype.str
+    if code not in ARRAY_DTYPES:
+        if dtype.byteorder == ">":
+            dtype = dtype.newbyteorder("<")
+            code = dtype.str
+        if code not in ARRAY_DTYPES:
+            raise LocalProtocolError(f"dtype {arr.dtype.str!r} cannot travel as an array")
+    if dtype is not arr.dtype or not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    data = memoryview(arr).cast("B") if arr.size else b""  # cast refuses empty shapes
+    return {"dtype": code, "shape": list(arr.shape), "data": data}
 
 
 def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:
@@ -127,19 +128,20 @@ def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:
     declared = obj.get("dtype")
     shape = obj.get("shape")
     data = obj.get("data")
-    if not isinstance(declared, str) or declared not in ARRAY_DTYPES:
-        raise InvalidArray(f"unsupported array dtype {declared!r}")
     if declared != dtype:
+        if not isinstance(declared, str) or declared not in ARRAY_DTYPES:
+            raise InvalidArray(f"unsupported array dtype {declared!r}")
         raise InvalidArray(f"array dtype {declared!r}, expected {dtype!r}")
     if not isinstance(shape, list) or len(shape) != ndim:
         raise InvalidArray(f"array shape must be a list of {ndim} integers")
+    np_dtype = _NP_DTYPES[dtype]
+    expected = np_dtype.itemsize
     for dim in shape:
         if type(dim) is not int or not 0 <= dim <= MAX_ARRAY_DIM:
             raise InvalidArray(f"bad array dimension {dim!r}")
+        expected *= dim
     if not isinstance(data, bytes):
         raise InvalidArray("array data is not bin")
-    np_dtype = np.dtype(dtype)
-    expected = math.prod(shape) * np_dtype.itemsize
     if len(data) != expected:
         raise InvalidArray(f"array of shape {shape} needs {expected} bytes, got {len(data)}")
     try:
