@@ -8,11 +8,20 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
-from edgeswarm.wire import Error, ErrorCode, Welcome
+from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
+    Ack,
+    Error,
+    ErrorCode,
+    ObservationBatch,
+    Welcome,
+    encode_frame,
+)
 
 from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command
 from .raw_peer import RawPeer
@@ -202,3 +211,55 @@ def test_edge_refuses_gateway_with_unpinned_certificate(
     assert summary["connects"] == 0
     status = asyncio.run(gateway.status())
     assert len(status["edges"]) == 0
+
+
+async def _send_batches(
+    gateway: RunningGateway, peer_id: str, features: tuple[str, ...], n: int
+) -> list[Ack]:
+    peer, key = RawPeer(), KeyPair.generate()
+    gateway.enroll(key, peer_id)
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        await peer.handshake(key, peer_id, features=features)
+        welcome = await peer.wait_for(Welcome)
+        assert (FEATURE_ACK_THROUGH in welcome.features) == (FEATURE_ACK_THROUGH in features)
+        ids = np.arange(10, dtype=np.uint32)
+        peer.send(  # all in one send: they reach the gateway's log in few commit groups
+            b"".join(
+                encode_frame(
+                    ObservationBatch(
+                        seq=seq,
+                        tick=seq,
+                        agent_ids=ids,
+                        observations=np.zeros((10, 8), np.float32),
+                        rewards=np.zeros(10, np.float32),
+                    )
+                )
+                for seq in range(1, n + 1)
+            )
+        )
+        async with asyncio.timeout(10):
+            while not any(isinstance(f, Ack) and f.seq == n for f in peer.frames):
+                peer.changed.clear()
+                await peer.changed.wait()
+    return [f for f in peer.frames if isinstance(f, Ack)]
+
+
+def test_ack_through_acknowledges_a_commit_group_with_one_ack(gateway: RunningGateway) -> None:
+    n = 50
+    each = asyncio.run(_send_batches(gateway, "one-ack-per-batch", (), n))
+    assert [a.seq for a in each] == list(range(1, n + 1))  # v2 peers without the feature
+    assert all(a.accepted == 10 for a in each)
+
+    cumulative = asyncio.run(_send_batches(gateway, "cumulative", (FEATURE_ACK_THROUGH,), n))
+    seqs = [a.seq for a in cumulative]
+    assert seqs == sorted(seqs)
+    assert seqs[-1] == n
+    assert len(cumulative) <= n // 2, seqs  # one per commit group, not per batch
+    assert sum(a.accepted for a in cumulative) == 10 * n  # every observation, once
+    credits = [a.credit for a in cumulative]
+    assert credits == sorted(credits)
+    assert credits[-1] >= n
+
+    status = asyncio.run(gateway.status())
+    by_id = {edge["peer_id"]: edge for edge in status["edges"]}
+    assert by_id["cumulative"]["batches"] == by_id["one-ack-per-batch"]["batches"] == n

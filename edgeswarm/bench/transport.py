@@ -38,6 +38,7 @@ from edgeswarm.bench.transport_server import ACK, GRPC_METHOD
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
 from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
     PROTOCOL_VERSION,
     AckReceived,
     Auth,
@@ -103,12 +104,14 @@ class _LoadClient:
     def data_received(self, data: bytes, *, end_stream: bool) -> None:
         raise NotImplementedError
 
-    def acked_seq(self, seq: int, now: float) -> None:
-        sent = self.in_flight.pop(seq, None)
-        if sent is not None:
-            self.acked += sent[1]
-            if self.record_rtt:
-                self.rtts.append(now - sent[0])
+    def acked_seq(self, seq: int, now: float, *, through: bool = False) -> None:
+        """Frame ``seq`` was acknowledged (``through``: and every frame before it)."""
+        for acked in [s for s in self.in_flight if s <= seq] if through else [seq]:
+            sent = self.in_flight.pop(acked, None)
+            if sent is not None:
+                self.acked += sent[1]
+                if self.record_rtt:
+                    self.rtts.append(now - sent[0])
         self.changed.set()
 
     def send_frame(self, frame: bytes, count: int) -> None:
@@ -157,7 +160,8 @@ class _SessionClient(_LoadClient):
         now = time.perf_counter()
         while (event := session.next_event()) is not None:
             if isinstance(event, AckReceived):
-                self.acked_seq(event.ack.seq, now)
+                through = FEATURE_ACK_THROUGH in session.features
+                self.acked_seq(event.ack.seq, now, through=through)
             elif isinstance(event, ChallengeReceived):
                 answer_challenge(self, event)
             elif isinstance(event, Welcomed):
@@ -178,6 +182,7 @@ async def session_handshake(client: _SessionClient) -> None:
             peer_id=client.peer_id,
             public_key=client.key.public_key,
             agents=BATCH,
+            features=(FEATURE_ACK_THROUGH,),  # as the edge asks
         )
     )
     client.link.send(client.session.data_to_send())

@@ -21,6 +21,7 @@ from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
     FEATURE_STATE,
     Ack,
     AckReceived,
@@ -86,14 +87,18 @@ class StateHandler(Protocol):
 
 
 class GatewayClient:
-    """Client of one gateway session (a ``StreamHandler``)."""
+    """Client of one gateway session (a ``StreamHandler``).
+
+    ``on_ack(ack, through)`` is called for every ACK; ``through`` is True when the
+    session speaks ``ack_through``: the ACK covers every batch up to ``ack.seq``.
+    """
 
     def __init__(
         self,
         hello: Hello,
         key: KeyPair,
         *,
-        on_ack: Callable[[Ack], None] | None = None,
+        on_ack: Callable[[Ack, bool], None] | None = None,
     ) -> None:
         if hello.public_key != key.public_key:
             raise ValueError("HELLO must carry the public key of the key pair that signs")
@@ -239,13 +244,19 @@ class GatewayClient:
             match event:
                 case AckReceived(ack=ack):
                     self.last_progress = now
-                    sent = self._in_flight.pop(ack.seq, None)
-                    if sent is not None:
-                        self.latency.record(now - sent[0])
-                        self.counters.acked_batches += 1
+                    through = FEATURE_ACK_THROUGH in self.session.features
+                    covered = [s for s in self._in_flight if s <= ack.seq] if through else [ack.seq]
+                    popped = 0
+                    for seq in covered:
+                        sent = self._in_flight.pop(seq, None)
+                        if sent is not None:
+                            self.latency.record(now - sent[0])
+                            popped += 1
+                    if popped:
+                        self.counters.acked_batches += popped
                         self.counters.acked_observations += ack.accepted
                     if self._on_ack is not None:
-                        self._on_ack(ack)
+                        self._on_ack(ack, through)
                 case ChallengeReceived(challenge=challenge):
                     message = auth_message(
                         nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=self.hello

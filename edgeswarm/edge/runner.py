@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
-from edgeswarm.wire import PROTOCOL_VERSION, Hello, ObservationBatch, Role
+from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, ObservationBatch, Role
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
@@ -75,7 +75,7 @@ class EdgeRunner:
                 public_key=self.key.public_key,
                 agents=config.agents,
                 join_token=config.join_token,
-                features=StateLink.features,
+                features=(*StateLink.features, FEATURE_ACK_THROUGH),
             ),
             key=self.key,
             gateway=GatewayAddress(

@@ -265,7 +265,11 @@ class Uplink:
                 self._max_sent_seq = max(self._max_sent_seq, seq)
                 last_sent = seq
 
-    def _acked(self, ack: Ack) -> None:
+    def _acked(self, ack: Ack, through: bool) -> None:
+        if through:  # cumulative: everything up to ack.seq is durable at the gateway
+            self._release_through(ack.seq)
+            self._changed.set()
+            return
         if self.spool.ack(ack.seq):
             self.counters.acked_batches += 1
             self.counters.acked_observations += self._counts.pop(ack.seq, ack.accepted)

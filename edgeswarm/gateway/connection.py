@@ -3,7 +3,9 @@
 Handshake: HELLO is checked against the peer registry, answered with a fresh
 CHALLENGE; the AUTH signature over it admits the peer (WELCOME) or refuses it.
 Observation batches are appended to the durable log and acknowledged only
-once the log has committed them; each ACK extends the peer's credit.
+once the log has committed them; each ACK extends the peer's credit. A peer
+that speaks ``ack_through`` gets one cumulative ACK per commit group and turn
+of the loop instead of one per batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING
 from edgeswarm.identity import verify_signature
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
+    FEATURE_STATE,
     FEATURES,
     NONCE_BYTES,
     Ack,
@@ -77,6 +81,10 @@ class GatewayConnection:
         self._acks_sent = 0
         self._credit_limit = 0
         self._flush_scheduled = False
+        self._ack_through = False
+        self._ack_seq = 0
+        self._ack_accepted: int | None = None
+        """Observations of the batches the next cumulative ACK covers; None: none waits."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -196,8 +204,9 @@ class GatewayConnection:
                 features=tuple(f for f in hello.features if f in FEATURES),
             )
         )
-        if self.session.features:  # only "state" exists: sync the swarm document
+        if FEATURE_STATE in self.session.features:
             self.session.send(gateway.state.sync_request(self))
+        self._ack_through = FEATURE_ACK_THROUGH in self.session.features
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
         log.info(
@@ -244,7 +253,11 @@ class GatewayConnection:
         self._credit_limit = max(
             self._credit_limit, self._acks_sent + self._gateway.credit_window()
         )
-        self.session.send(Ack(seq=seq, accepted=count, credit=self._credit_limit))
+        if self._ack_through:  # batches commit in the order they came: all up to seq are in
+            self._ack_seq = max(self._ack_seq, seq)
+            self._ack_accepted = (self._ack_accepted or 0) + count
+        else:
+            self.session.send(Ack(seq=seq, accepted=count, credit=self._credit_limit))
         if not self._flush_scheduled:  # one transmit for all the acks of a commit group
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -309,6 +322,9 @@ class GatewayConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._ack_accepted is not None and not self.session.closed:
+            accepted, self._ack_accepted = self._ack_accepted, None
+            self.session.send(Ack(seq=self._ack_seq, accepted=accepted, credit=self._credit_limit))
         data = self.session.data_to_send()
         closed = self.session.closed
         if self._link is not None and (data or closed):

@@ -84,7 +84,7 @@ class TransportSettings:
     """Connection and stream flow-control credit, bytes."""
     socket_buffer_bytes: int = 4 * 1024 * 1024
     """SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at rmem_max/wmem_max)."""
-    recv_batch: int = 64
+    recv_batch: int = 256
     """Most datagrams read per wakeup before processing them and transmitting."""
     segmentation_offload: bool = True
     """Linux UDP GSO/GRO: one ``sendmsg`` carries up to 64 equal-size datagrams and one

@@ -49,6 +49,7 @@ from .events import (
 )
 from .frames import (
     ALPN,
+    FEATURE_ACK_THROUGH,
     FEATURE_STATE,
     FEATURES,
     FRAME_TYPES,
@@ -84,6 +85,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH_AGENTS",
     "DEFAULT_MAX_FRAME_BYTES",
     "FEATURES",
+    "FEATURE_ACK_THROUGH",
     "FEATURE_STATE",
     "FRAME_TYPES",
     "NONCE_BYTES",

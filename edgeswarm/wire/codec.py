@@ -114,7 +114,7 @@ def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
             raise LocalProtocolError(f"dtype {arr.dtype.str!r} cannot travel as an array")
     if dtype is not arr.dtype or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr, dtype=dtype)
-    data = memoryview(arr).cast("B") if arr.size else b""  # cast refuses empty shapes
+    data = arr.data.cast("B") if arr.size else b""  # cast refuses empty shapes
     return {"dtype": code, "shape": list(arr.shape), "data": data}
 
 

@@ -46,7 +46,10 @@ class Role(StrEnum):
 
 FEATURE_STATE = "state"
 """Feature name of the shared-state frames (STATE_SYNC, STATE_UPDATE)."""
-FEATURES: frozenset[str] = frozenset({FEATURE_STATE})
+FEATURE_ACK_THROUGH = "ack_through"
+"""Feature name of cumulative ACKs: each ACK acknowledges every OBS_BATCH of the
+session up to its ``seq`` (one ACK per durable-log commit group, not per batch)."""
+FEATURES: frozenset[str] = frozenset({FEATURE_STATE, FEATURE_ACK_THROUGH})
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 
 
@@ -141,12 +144,14 @@ class ObservationBatch:
 
 @dataclass(frozen=True)
 class Ack:
-    """The gateway accepted the batch with this sequence number."""
+    """The gateway accepted the batch with this sequence number (and, in a session
+    with the ``ack_through`` feature, every batch of the session before it)."""
 
     seq: int
-    """Sequence number of the acknowledged OBS_BATCH."""
+    """Sequence number of the acknowledged OBS_BATCH (with ``ack_through``: the last one)."""
     accepted: int
-    """Number of observations accepted from it (also when it was a duplicate)."""
+    """Number of observations accepted from it (also when it was a duplicate); with
+    ``ack_through``: from every batch this ACK newly acknowledges."""
     credit: int = 0
     """OBS_BATCH frames the client may have unacknowledged from now on (absolute window)."""
 
