@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import zlib
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from edgeswarm.gateway.observation_log import (
     LogRecordCorrupt,
     LogWriteError,
     ObservationLog,
+    checksum,
 )
 from edgeswarm.gateway.segment_files import _writev_all
 
@@ -377,7 +377,7 @@ def test_new_logs_use_rowid_table_4k_pages_and_schema_3(db_path: Path) -> None:
         sql = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'batches'").fetchone()[0]
         assert "WITHOUT ROWID" not in sql
         columns = [r[1] for r in db.execute("PRAGMA table_info(batches)")]
-        assert columns[-4:] == ["segment", "offset", "length", "crc"]
+        assert columns[-4:] == ["segment", "offset", "length", "xxh3"]
     finally:
         db.close()
 
@@ -431,18 +431,18 @@ async def test_payloads_live_in_segments_not_in_the_database(db_path: Path) -> N
     db = sqlite3.connect(db_path)
     try:
         rows = db.execute(
-            "SELECT seq, length(payload), segment, offset, length, crc FROM batches ORDER BY seq"
+            "SELECT seq, length(payload), segment, offset, length, xxh3 FROM batches ORDER BY seq"
         ).fetchall()
     finally:
         db.close()
     offset = 0
-    for (seq, inline, segment, at, length, crc), payload in zip(rows, payloads[:-1], strict=False):
-        assert (inline, segment, at, length, crc) == (
+    for (seq, inline, segment, at, length, xxh3), payload in zip(rows, payloads[:-1], strict=False):
+        assert (inline, segment, at, length, xxh3) == (
             0,
             1,
             offset,
             len(payload),
-            zlib.crc32(payload),
+            checksum(payload),
         ), seq
         offset += len(payload)
     assert rows[-1] == (5, 0, None, None, None, None)  # nothing to separate: inline x''

@@ -8,7 +8,7 @@ Errors (one tree; all are errors *we* hit, none is the peer's fault)::
     ├── LogWriteError          a group commit failed; every waiter of it gets this
     ├── LogOverloaded          ``max_pending_bytes`` would be exceeded; not queued
     ├── LogClosed              append/submit after :meth:`ObservationLog.close`
-    └── LogRecordCorrupt       read: a payload's bytes are short or fail their crc32
+    └── LogRecordCorrupt       read: a payload's bytes are short or fail their checksum
 
 Values: :class:`FsyncPolicy` (how hard a commit is pushed to stable storage),
 :class:`AppendResult` (what an append reports), :class:`LogRecord` (one stored
@@ -81,7 +81,7 @@ class LogClosed(ObservationLogError):  # noqa: N818
 
 
 class LogRecordCorrupt(ObservationLogError):  # noqa: N818
-    """A committed record's payload is short or does not match its crc32.
+    """A committed record's payload is short or does not match its XXH3-64 checksum.
 
     Its index row is intact, the bytes in its segment are not: a damaged disk,
     a file changed by hand, or an OS crash under ``fsync=normal``/``off`` that

@@ -3,7 +3,7 @@
 Key-value separation (the WiscKey / RocksDB BlobDB design): the
 :class:`~edgeswarm.gateway.observation_log.ObservationLog` keeps payloads out
 of SQLite. Each payload is written once, appended to a segment file; SQLite
-holds one small index row per batch (segment, offset, length, crc32) and is
+holds one small index row per batch (segment, offset, length, XXH3-64 checksum) and is
 the commit point. A segment file is payloads back to back, nothing else: only
 the index rows say where one payload ends and the next begins.
 
