@@ -152,6 +152,14 @@ def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:
 
 def _wire_array(arr: NDArray[Any], dtype: str, ndim: int, name: str) -> dict[str, Any]:
     """Encode a frame's array field, converting to its wire dtype when that is safe."""
+    if (  # the common case: already the wire layout, sent as it is
+        type(arr) is np.ndarray
+        and arr.ndim == ndim
+        and arr.dtype.str == dtype
+        and arr.flags.c_contiguous
+        and arr.size
+    ):
+        return {"dtype": dtype, "shape": list(arr.shape), "data": arr.data.cast("B")}
     arr = np.asarray(arr)
     if arr.ndim != ndim:
         raise LocalProtocolError(f"{name} must have {ndim} dimensions, has {arr.ndim}")
