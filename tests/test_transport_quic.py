@@ -680,3 +680,64 @@ async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
         assert endpoint.same_connection(bytes(buffer), 100) is same
     finally:
         endpoint.close()
+
+
+class CoarseClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock ticks in whole milliseconds, as uvloop's does."""
+
+    def time(self) -> float:
+        return int(super().time() * 1000) / 1000
+
+
+async def test_quic_runs_on_the_monotonic_clock_whatever_the_loops_resolution(
+    certs: CertificatePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeswarm.transport import endpoint
+    from edgeswarm.transport.stacks import load_stack
+
+    issued: set[float] = set()  # every value quic_clock returned
+    clock = endpoint.quic_clock
+
+    def recording_clock() -> float:
+        issued.add(now := clock())
+        return now
+
+    monkeypatch.setattr(endpoint, "quic_clock", recording_clock)
+    monkeypatch.setattr(quic, "quic_clock", recording_clock)
+    given: list[float] = []  # every `now` the library was handed
+    connection_class = load_stack("qh3").connection_class
+    for name in ("connect", "receive_datagram", "receive_many_datagrams", "receive_gro_buffer",
+                 "datagrams_to_send", "handle_timer"):  # fmt: skip
+        method = getattr(connection_class, name)
+
+        def spy(self: object, *args: object, _method: object = method, **kwargs: object) -> object:
+            given.append(float(kwargs["now"] if "now" in kwargs else args[-1]))  # type: ignore[arg-type]
+            return _method(self, *args, **kwargs)  # type: ignore[operator]
+
+        monkeypatch.setattr(connection_class, name, spy)
+
+    async def round_trip() -> bytes:
+        served: list[Recorder] = []
+        listener = await _serve(certs, "qh3", served)
+        client = Recorder()
+        try:
+            async with quic.connect(
+                "127.0.0.1", listener.port, ca_file=certs.ca, handler=client, stack="qh3"
+            ) as link:
+                link.send(b"ping" * 1000)
+                await client.wait(lambda: len(client.data) >= 4000)
+                return bytes(client.data)
+        finally:
+            listener.close()
+
+    loop = CoarseClockLoop()
+    try:
+        echoed = await asyncio.get_running_loop().run_in_executor(
+            None, loop.run_until_complete, round_trip()
+        )
+    finally:
+        loop.close()
+    assert echoed == b"ping" * 1000
+    assert len(given) > 10
+    # handle_timer may get the deadline itself (a coarse timer fires early): one the library set
+    assert sum(now in issued for now in given) >= len(given) * 0.9, "a loop.time() reached QUIC"

@@ -28,6 +28,7 @@ import logging
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ GSO_MAX_SEGMENTS = 64
 GSO_MAX_BYTES = 65000
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _INT = struct.Struct("@i")
+quic_clock = time.monotonic
+"""The clock of every ``now`` given to the QUIC library and of its timers: not
+``loop.time()``, which is coarse on some loops (uvloop: 1 ms) and would make
+RTT samples and loss timers jump."""
 Received = tuple[bytes, int]
 """What one read returned: ``(datagram, 0)`` or ``(gro_buffer, segment_size)``."""
 _U16 = struct.Struct("@H")
@@ -200,7 +205,7 @@ class QuicLink:
 
     def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
         if not self._lost:
-            self.transmit(self._endpoint.loop.time())  # queued stream data goes first
+            self.transmit(quic_clock())  # queued stream data goes first
             self._quic.close(error_code=error_code, reason_phrase=reason)
             self._endpoint.want_transmit(self)
 
@@ -339,15 +344,16 @@ class QuicLink:
             self._timer.cancel()
             self._timer = None
         if self._timer is None and timer_at is not None and not self._lost:
-            self._timer = endpoint.loop.call_at(timer_at, self._on_timer)
+            delay = max(0.0, timer_at - quic_clock())  # the loop's clock may be coarser
+            self._timer = endpoint.loop.call_later(delay, self._on_timer)
         self._timer_at = timer_at
 
     def _on_timer(self) -> None:
         timer_at = self._timer_at
         self._timer = None
         self._timer_at = None
-        now = self._endpoint.loop.time()
-        try:
+        now = quic_clock()
+        try:  # a coarse loop timer may fire a little early: the deadline has come
             self._quic.handle_timer(now=max(now, timer_at or now))
         except Exception as error:
             self.library_failed(error)
@@ -363,9 +369,7 @@ class QuicLink:
         )
         try:  # tell the peer, if the library still can
             self._quic.close(error_code=INTERNAL_ERROR, reason_phrase="internal error")
-            self._endpoint.send_datagrams(
-                self._quic.datagrams_to_send(now=self._endpoint.loop.time()), self
-            )
+            self._endpoint.send_datagrams(self._quic.datagrams_to_send(now=quic_clock()), self)
         except Exception:
             pass
         self.mark_lost(f"QUIC library error: {error}")
@@ -490,13 +494,13 @@ class UdpEndpoint:
                 entry = batch.get(link)
                 if entry is None or entry[0] != addr:
                     if entry is not None:  # the peer moved: feed what we have first
-                        link.receive(entry[1], entry[0], self.loop.time())
+                        link.receive(entry[1], entry[0], quic_clock())
                     batch[link] = (addr, [unit])
                 else:
                     entry[1].append(unit)
         if not batch:
             return
-        now = self.loop.time()
+        now = quic_clock()
         self._in_wakeup = True
         try:
             for link, (addr, units) in batch.items():
@@ -521,7 +525,7 @@ class UdpEndpoint:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-        now = self.loop.time()
+        now = quic_clock()
         for link in dirty:
             link.transmit(now)
 

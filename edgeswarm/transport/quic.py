@@ -32,7 +32,14 @@ from typing import Any, Protocol
 
 from edgeswarm.wire import ALPN
 
-from .endpoint import ClientEndpoint, HandshakeError, QuicLink, ServerEndpoint, TransportSettings
+from .endpoint import (
+    ClientEndpoint,
+    HandshakeError,
+    QuicLink,
+    ServerEndpoint,
+    TransportSettings,
+    quic_clock,
+)
 from .stacks import STACKS, load_stack
 from .tickets import ServerTicketStore, TicketStore
 
@@ -282,7 +289,7 @@ async def connect(
         )
         link.set_peer(f"{host}:{port}")
         endpoint.link = link
-        link.connect(addr, loop.time())
+        link.connect(addr, quic_clock())
         zero_rtt = early_data and _allows_early_data(configuration.session_ticket)
         if zero_rtt:
             link.open_session_stream()
