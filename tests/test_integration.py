@@ -172,6 +172,14 @@ def test_status_cli_json_and_metrics(gateway: RunningGateway, tmp_path: Path) ->
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     assert "edgeswarm_gateway_observations_total 2000.0" in text
+    # the durable log's own series, read at scrape time: 4 batches, in at least one commit
+    assert "edgeswarm_gateway_log_records_total 4.0" in text
+    commits = next(
+        line for line in text.splitlines() if line.startswith("edgeswarm_gateway_log_commits_total")
+    )
+    assert 1 <= float(commits.split()[1]) <= 4
+    assert "edgeswarm_gateway_log_records_lost_at_open 0.0" in text
+    assert "edgeswarm_gateway_log_pending_bytes 0.0" in text
 
 
 def test_edge_refuses_gateway_with_unpinned_certificate(

@@ -14,6 +14,7 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
+from .log_metrics import LogCollector
 from .observation_log import ObservationLog
 from .peers import PeerRegistry
 from .replication import PeerAddress, PeerGatewayLink
@@ -40,6 +41,7 @@ class Gateway:
             fsync=config.fsync,
             max_pending_bytes=4 * config.max_log_backlog_bytes,
         )
+        self.stats.metrics.registry.register(LogCollector(self.log))
         for edge_id, aggregate in self.log.edges().items():
             self.stats.restore(
                 edge_id,
