@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,7 @@ from edgeswarm.transport import quic
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     Ack,
+    Bye,
     Error,
     ErrorCode,
     ObservationBatch,
@@ -271,3 +273,59 @@ def test_ack_through_acknowledges_a_commit_group_with_one_ack(gateway: RunningGa
     status = asyncio.run(gateway.status())
     by_id = {edge["peer_id"]: edge for edge in status["edges"]}
     assert by_id["cumulative"]["batches"] == by_id["one-ack-per-batch"]["batches"] == n
+
+
+def _batches(first: int, last: int) -> bytes:
+    ids = np.arange(10, dtype=np.uint32)
+    return b"".join(
+        encode_frame(
+            ObservationBatch(
+                seq=seq,
+                tick=seq,
+                agent_ids=ids,
+                observations=np.zeros((10, 8), np.float32),
+                rewards=np.zeros(10, np.float32),
+            )
+        )
+        for seq in range(first, last + 1)
+    )
+
+
+async def _log_fails_mid_session(gateway: RunningGateway, key: KeyPair) -> tuple[RawPeer, int]:
+    peer = RawPeer()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        await peer.handshake(key, "unlucky", features=(FEATURE_ACK_THROUGH,))
+        await peer.wait_for(Welcome)
+        peer.send(_batches(1, 5))
+        async with asyncio.timeout(10):
+            while not any(isinstance(f, Ack) and f.seq == 5 for f in peer.frames):
+                peer.changed.clear()
+                await peer.changed.wait()
+        # another writer holds the log's lock past the gateway's busy timeout (5 s)
+        blocker = sqlite3.connect(gateway.data_dir / "observations.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            peer.send(_batches(6, 8))
+            await peer.wait_for(Bye, timeout=20)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    again = RawPeer()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=again):
+        await again.handshake(key, "unlucky", features=(FEATURE_ACK_THROUGH,))
+        welcome = await again.wait_for(Welcome)
+    return peer, welcome.resume_seq
+
+
+def test_a_failed_commit_closes_the_session_and_no_ack_covers_it(gateway: RunningGateway) -> None:
+    key = KeyPair.generate()
+    gateway.enroll(key, "unlucky")
+    peer, resume_seq = asyncio.run(_log_fails_mid_session(gateway, key))
+    bye = next(f for f in peer.frames if isinstance(f, Bye))
+    assert bye.code == ErrorCode.INTERNAL_ERROR
+    acks = [f for f in peer.frames if isinstance(f, Ack)]
+    assert max(a.seq for a in acks) == 5  # cumulative ACKs never reach the failed batches
+    assert sum(a.accepted for a in acks) == 50
+    assert resume_seq == 5  # the gateway holds 1..5 and nothing of 6..8: the edge resends them
+    assert gateway.process.poll() is None
+    assert "durable log failed" in gateway.log.read_text()

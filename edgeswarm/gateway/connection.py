@@ -267,6 +267,7 @@ class GatewayConnection:
             "durable log failed; closing session so the edge keeps its batches",
             extra={"peer_id": self.peer_id, "seq": seq, "error": str(error)},
         )
+        self._send_cumulative_ack()  # what earlier groups committed is durable: say so first
         self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
 
     @property
@@ -320,11 +321,15 @@ class GatewayConnection:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def _send_cumulative_ack(self) -> None:
+        """Queue the ACK of the batches committed since the last one (``ack_through``)."""
         if self._ack_accepted is not None and not self.session.closed:
             accepted, self._ack_accepted = self._ack_accepted, None
             self.session.send(Ack(seq=self._ack_seq, accepted=accepted, credit=self._credit_limit))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._send_cumulative_ack()
         data = self.session.data_to_send()
         closed = self.session.closed
         if self._link is not None and (data or closed):
