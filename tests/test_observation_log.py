@@ -65,41 +65,85 @@ async def test_append_resolves_after_commit_and_is_visible(db_path: Path) -> Non
         assert mode == "wal"
 
 
+class LoopTurns:
+    """Counts turns of the running event loop until ``done`` is set."""
+
+    def __init__(self) -> None:
+        self.turn = 0
+        self.done = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self.done.is_set():
+            self.turn += 1
+            await asyncio.sleep(0)
+
+
 async def test_append_then_runs_a_groups_callbacks_in_order_in_one_loop_turn(
     db_path: Path,
 ) -> None:
     calls: list[tuple[int, bool, int]] = []  # (seq, applied, loop turn)
-    turn = 0
-    done = asyncio.Event()
-
-    async def count_turns() -> None:
-        nonlocal turn
-        while not done.is_set():
-            turn += 1
-            await asyncio.sleep(0)
+    turns = LoopTurns()
 
     def on_done(outcome: AppendResult | BaseException) -> None:
         assert isinstance(outcome, AppendResult)
         assert ("e", outcome.seq) in _rows(db_path)  # committed before the callback
-        calls.append((outcome.seq, outcome.applied, turn))
+        calls.append((outcome.seq, outcome.applied, turns.turn))
         if outcome.seq == 1:
             raise RuntimeError("a caller's bug")  # logged; the others still run
         if len(calls) == 41:
-            done.set()
+            turns.done.set()
 
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_records=64) as log:
-        ticker = asyncio.create_task(count_turns())
+        ticker = asyncio.create_task(turns.run())
         for seq in range(1, 41):
             log.append_then("e", seq, seq, 1, PAYLOAD, on_done)
         log.append_then("e", 7, 7, 1, PAYLOAD, on_done)  # a duplicate, reported too
         async with asyncio.timeout(10):
-            await done.wait()
+            await turns.done.wait()
         await ticker
         stats = log.stats
     assert [c[0] for c in calls] == [*range(1, 41), 7]
     assert [c[1] for c in calls] == [True] * 40 + [False]
     # One loop callback per group: as many distinct turns as groups, not as records.
     assert len({c[2] for c in calls}) <= stats.commits < 41
+
+
+async def test_after_group_hooks_run_once_per_group_after_its_callbacks(db_path: Path) -> None:
+    events: list[tuple[str, int]] = []  # ("done", seq) or ("hook A"/"hook B", turn)
+    turns = LoopTurns()
+
+    def on_done(outcome: AppendResult | BaseException) -> None:
+        assert isinstance(outcome, AppendResult)
+        events.append(("done", outcome.seq))
+
+    def hook_a() -> None:
+        events.append(("hook A", turns.turn))
+        if sum(1 for kind, _ in events if kind == "done") == 30:
+            turns.done.set()
+
+    def hook_b() -> None:
+        events.append(("hook B", turns.turn))
+        raise RuntimeError("a caller's bug")  # logged; hook A still runs
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_records=8) as log:
+        ticker = asyncio.create_task(turns.run())
+        for seq in range(1, 31):
+            log.append_then("e", seq, seq, 1, PAYLOAD, on_done, hook_b if seq % 2 else hook_a)
+        async with asyncio.timeout(10):
+            await turns.done.wait()
+        await ticker
+        stats = log.stats
+    assert [seq for kind, seq in events if kind == "done"] == list(range(1, 31))
+    # Each group: its callbacks, then each distinct hook once (in first-queued order).
+    hooks = [(kind, t) for kind, t in events if kind != "done"]
+    assert len(hooks) == 2 * stats.commits
+    assert [kind for kind, _ in hooks] == ["hook B", "hook A"] * stats.commits
+    assert events[-1][0] == "hook A"
+    positions = [i for i, (kind, _) in enumerate(events) if kind == "hook B"]
+    for i in positions:  # a hook never runs before a callback of its own group
+        assert events[i - 1][0] == "done"
+    # Each group's two hooks ran in one loop turn.
+    assert all(hooks[i][1] == hooks[i + 1][1] for i in range(0, len(hooks), 2))
 
 
 async def test_every_future_sees_its_row_committed(db_path: Path) -> None:

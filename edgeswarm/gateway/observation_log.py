@@ -39,7 +39,8 @@ writer takes everything queued (up to ``max_group_records`` /
    and commits it (the WAL fsync per :class:`FsyncPolicy`);
 5. only then reports: the callbacks of :meth:`ObservationLog.append_then` (and
    the futures of :meth:`ObservationLog.append`) run from one
-   ``loop.call_soon_threadsafe`` per group and event loop, never one per record.
+   ``loop.call_soon_threadsafe`` per group and event loop, never one per record,
+   followed in the same call by each distinct ``after_group`` hook of the group.
 
 If a step fails, the segment is cut back to where the group started and every
 waiter of the group gets a :class:`LogWriteError`; nothing is ever reported as
@@ -194,6 +195,7 @@ class _Entry:
     on_done: Callable[[Outcome], None] | None = None
     loop: asyncio.AbstractEventLoop | None = None
     on_loop: Callable[[Outcome], None] | None = None
+    after_group: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)
@@ -249,13 +251,22 @@ def _lower_thread_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CHECKPOINT_NICE)
 
 
-def _run_on_loop(batch: list[tuple[Callable[[Outcome], None], Outcome]]) -> None:
-    """Runs on the event loop: one call per group runs all its ``on_loop`` callbacks."""
+def _run_on_loop(
+    batch: list[tuple[Callable[[Outcome], None], Outcome]],
+    after_group: dict[Callable[[], None], None],
+) -> None:
+    """Runs on the event loop: one call per group runs all its ``on_loop`` callbacks,
+    then each distinct ``after_group`` hook once."""
     for on_done, outcome in batch:
         try:
             on_done(outcome)
         except Exception:  # one caller's bug must not keep the others' acks back
             logging.getLogger("edgeswarm.gateway").exception("observation log callback failed")
+    for hook in after_group:
+        try:
+            hook()
+        except Exception:
+            logging.getLogger("edgeswarm.gateway").exception("observation log hook failed")
 
 
 def _settle(future: asyncio.Future[AppendResult], outcome: Outcome) -> None:
@@ -544,18 +555,22 @@ class ObservationLog(Resource):
         count: int,
         payload: bytes,
         on_done: Callable[[Outcome], None],
+        after_group: Callable[[], None] | None = None,
     ) -> None:
         """Queue one batch; ``on_done(outcome)`` runs on this event loop once its group
         committed (an :class:`AppendResult`) or failed (the :class:`LogWriteError`).
 
         :meth:`append` without a future per record: one loop callback per group
         runs the ``on_done`` of all its records, in the order they were queued,
-        so a gateway acknowledges a whole group in one turn of its loop. Call on
-        the event loop thread. Raises :class:`LogOverloaded` or
-        :class:`LogClosed` at once, queuing nothing.
+        then every distinct ``after_group`` hook of those records once, in the
+        same turn of the loop: a gateway acknowledges a whole group and
+        transmits the acks before its loop reads the socket again. Call on the
+        event loop thread. Raises :class:`LogOverloaded` or :class:`LogClosed`
+        at once, queuing nothing.
         """
         record = LogRecord(edge_id, seq, tick, count, bytes(payload), time.time())
-        self._enqueue(_Entry(record, loop=asyncio.get_running_loop(), on_loop=on_done))
+        loop = asyncio.get_running_loop()
+        self._enqueue(_Entry(record, loop=loop, on_loop=on_done, after_group=after_group))
 
     def submit(self, record: LogRecord, on_done: Callable[[Outcome], None]) -> None:
         """Queue ``record``; call ``on_done`` once its group committed or failed.
@@ -769,6 +784,7 @@ class ObservationLog(Resource):
     def _report(group: list[_Entry], outcomes: list[Outcome]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Outcome], None], Outcome]]]
         by_loop = {}
+        hooks: dict[asyncio.AbstractEventLoop, dict[Callable[[], None], None]] = {}
         for entry, outcome in zip(group, outcomes, strict=True):
             if entry.on_done is not None:
                 try:
@@ -779,9 +795,12 @@ class ObservationLog(Resource):
                     )
             if entry.loop is not None and entry.on_loop is not None:
                 by_loop.setdefault(entry.loop, []).append((entry.on_loop, outcome))
+                after = hooks.setdefault(entry.loop, {})
+                if entry.after_group is not None:
+                    after[entry.after_group] = None
         for loop, batch in by_loop.items():
             with contextlib.suppress(RuntimeError):  # loop closed: nobody waits any more
-                loop.call_soon_threadsafe(_run_on_loop, batch)
+                loop.call_soon_threadsafe(_run_on_loop, batch, hooks[loop])
 
     # ------------------------------------------------------------------ state
 

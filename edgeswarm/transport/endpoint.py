@@ -14,7 +14,9 @@ again at once. The bound keeps acknowledgements flowing while a peer's window
 is still arriving: with no bound (one GRO read returns up to 64 datagrams) a
 gateway read a client's whole 5 MB window before sending one ACK, and both
 sides took turns idling (measured: acks in bursts of 256 every 33-55 ms).
-Sends made outside a read wakeup are coalesced by one ``call_soon``. The
+Sends made outside a read wakeup are coalesced by one ``call_soon``, unless
+the handler asks ``transmit_now`` (the gateway does for the acks of a commit
+group, which must not wait behind the loop's next read). The
 library classes ``QuicServer``/``QuicConnectionProtocol`` handle one datagram
 per wakeup and transmit after each, which costs a packet build and a
 ``sendto`` per received packet.
@@ -180,6 +182,9 @@ class QuicLink:
             log.debug("send on a closing connection dropped", extra={"error": repr(error)})
             return
         self._endpoint.want_transmit(self)
+
+    def transmit_now(self) -> None:
+        self._endpoint.transmit_now(self)
 
     def send_datagram(self, data: bytes) -> bool:
         limit = self.max_datagram_payload
@@ -518,6 +523,13 @@ class UdpEndpoint:
         if not self._in_wakeup and not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self.flush)
+
+    def transmit_now(self, link: QuicLink) -> None:
+        """Transmit ``link`` now, unless a read wakeup will at its end."""
+        if self._in_wakeup or link not in self._dirty:
+            return
+        del self._dirty[link]
+        link.transmit(quic_clock())
 
     def flush(self) -> None:
         """Transmit every link with queued data, once."""

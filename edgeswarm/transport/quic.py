@@ -82,6 +82,14 @@ class SessionLink(Protocol):
     def send(self, data: bytes, *, end_stream: bool = False) -> None:
         """Queue ``data`` on the session stream; it leaves at the end of this loop turn."""
 
+    def transmit_now(self) -> None:
+        """Send what is queued now rather than at the end of this loop turn.
+
+        For data that waited on something else (a commit) and must not also
+        wait for the loop's next socket read; within a read wakeup it changes
+        nothing (the wakeup transmits once at its end).
+        """
+
     def send_datagram(self, data: bytes) -> bool:
         """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).
 
