@@ -17,6 +17,7 @@ from edgeswarm.wire import (
     Ack,
     Actions,
     Auth,
+    BatchHeader,
     BatchTooLarge,
     Bye,
     Challenge,
@@ -448,6 +449,63 @@ def test_random_maps_raise_only_remote_errors(m: dict[str, Any]) -> None:
         decode_payload(payload(m))
 
 
+def _outcome(data: bytes, **kwargs: Any) -> tuple[Any, ...]:
+    """(seq, tick, count) of the OBS_BATCH in ``data``, or the error it raises."""
+    try:
+        frame = decode_payload(data, **kwargs)
+    except RemoteProtocolError as exc:
+        return type(exc), str(exc), exc.seq
+    assert isinstance(frame, ObservationBatch | BatchHeader)
+    return frame.seq, frame.tick, frame.count
+
+
+@st.composite
+def _obs_batch_maps(draw: st.DrawFn) -> dict[str, Any]:
+    """OBS_BATCH maps, each part either right or broken in one of many ways."""
+    n, k = draw(st.integers(0, 5)), draw(st.integers(0, 2))
+
+    def array(dtype: str, shape: list[int]) -> Any:
+        right = arr_map(dtype, shape, bytes(4 * int(np.prod(shape))))
+        broken = st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(["<u4", "<f4", "<f8", ">u4", "zz"]),
+                "shape": st.lists(st.integers(-1, 3), max_size=3),
+            },
+            optional={"data": st.binary(max_size=40) | st.text(max_size=2)},
+        )
+        return draw(st.just(right) | st.just(right) | st.just(right) | broken)
+
+    m = {
+        "t": int(FrameType.OBS_BATCH),
+        "seq": draw(st.sampled_from([1, 2, 3, U64, -1, b"x"])),
+        "tick": draw(st.sampled_from([0, 7, 8, U64, 1.5])),
+        "agent_ids": array("<u4", [n]),
+        "observations": array("<f4", [draw(st.sampled_from([n, n, n + 1])), k]),
+        "rewards": array("<f4", [draw(st.sampled_from([n, n, max(n - 1, 0)]))]),
+    }
+    if draw(st.integers(0, 5)) == 0:
+        del m[draw(st.sampled_from(sorted(m)))]
+    return m
+
+
+@given(_obs_batch_maps(), st.integers(0, 6))
+@settings(max_examples=1000, deadline=None)
+def test_batch_header_checks_exactly_what_the_full_decode_checks(
+    m: dict[str, Any], max_batch_agents: int
+) -> None:
+    data = payload(m)
+    full = _outcome(data, max_batch_agents=max_batch_agents)
+    assert _outcome(data, max_batch_agents=max_batch_agents, batch_arrays=False) == full
+
+
+def test_batch_header_of_a_valid_batch() -> None:
+    batch = make_batch(n=5)
+    header = decode_payload(encode_payload(batch), batch_arrays=False)
+    assert header == BatchHeader(seq=batch.seq, tick=batch.tick, count=5)
+    ack = Ack(seq=3, accepted=1)  # other frames decode as always
+    assert decode_payload(encode_payload(ack), batch_arrays=False) == ack
+
+
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
@@ -503,9 +561,10 @@ def test_malformed_input(raw: bytes, error: type[RemoteProtocolError]) -> None:
         {"observations": arr_map("<f4", [1, 1025], bytes(4100))},  # k too large
     ],
 )
-def test_invalid_arrays(override: dict[str, Any]) -> None:
+@pytest.mark.parametrize("batch_arrays", [True, False])
+def test_invalid_arrays(override: dict[str, Any], batch_arrays: bool) -> None:
     with pytest.raises(InvalidArray) as info:
-        decode_payload(payload(batch_map(**override)))
+        decode_payload(payload(batch_map(**override)), batch_arrays=batch_arrays)
     assert info.value.seq == 1
 
 
@@ -516,11 +575,13 @@ def test_missing_array_field_is_malformed() -> None:
         decode_payload(payload(m))
 
 
-def test_too_many_agents() -> None:
+@pytest.mark.parametrize("batch_arrays", [True, False])
+def test_too_many_agents(batch_arrays: bool) -> None:
     data = encode_payload(make_batch(n=10))
-    assert isinstance(decode_payload(data, max_batch_agents=10), ObservationBatch)
+    decoded = decode_payload(data, max_batch_agents=10, batch_arrays=batch_arrays)
+    assert isinstance(decoded, ObservationBatch if batch_arrays else BatchHeader)
     with pytest.raises(BatchTooLarge) as info:
-        decode_payload(data, max_batch_agents=9)
+        decode_payload(data, max_batch_agents=9, batch_arrays=batch_arrays)
     assert info.value.seq == 1
     with pytest.raises(BatchTooLarge):
         decode_payload(encode_payload(make_actions(n=10)), max_batch_agents=9)

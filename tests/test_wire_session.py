@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
@@ -46,6 +47,7 @@ from edgeswarm.wire import (
     Welcomed,
     decode_payload,
     encode_frame,
+    encode_payload,
 )
 from edgeswarm.wire.codec import FrameReader
 
@@ -109,14 +111,14 @@ def batch(seq: int = 1, n: int = 4, k: int = 3) -> ObservationBatch:
     )
 
 
-def pair(role: Role = Role.EDGE, **server_config: float) -> tuple[Session, Session]:
+def pair(role: Role = Role.EDGE, **server_config: float | bool) -> tuple[Session, Session]:
     client = Session(SessionConfig(is_client=True), now=0.0)
     server = Session(SessionConfig(is_client=False, **server_config), now=0.0)  # type: ignore[arg-type]
     return client, server
 
 
-def connected(role: Role = Role.EDGE) -> tuple[Session, Session]:
-    client, server = pair(role)
+def connected(role: Role = Role.EDGE, **server_config: float | bool) -> tuple[Session, Session]:
+    client, server = pair(role, **server_config)
     client.hello(Hello(version=2, public_key=PK, role=role, peer_id="edge-1", agents=4))
     roundtrip(client, server)
     [hello_event] = events(server)
@@ -172,13 +174,37 @@ def test_observations_and_ack() -> None:
     roundtrip(client, server)
     [event] = events(server)
     assert isinstance(event, ObservationsReceived)
+    assert (event.seq, event.count) == (1, 4)
+    assert event.batch is not None
     assert event.batch.seq == 1
     assert event.batch.observations.shape == (4, 3)
-    assert event.size > 0
+    assert event.size == len(event.payload) > 0
     server.send(Ack(seq=1, accepted=4, credit=9))
     roundtrip(client, server)
     assert events(client) == [AckReceived(ack=Ack(seq=1, accepted=4, credit=9))]
     assert client.credit == 8
+
+
+def test_server_without_batch_arrays_checks_batches_and_hands_out_headers() -> None:
+    client, server = connected(batch_arrays=False)
+    sent = batch(seq=1)
+    client.send(sent)
+    wire = client.data_to_send()
+    server.receive_data(wire, 0.0)
+    [event] = events(server)
+    assert isinstance(event, ObservationsReceived)
+    assert (event.seq, event.tick, event.count, event.batch) == (1, sent.tick, 4, None)
+    assert wire.endswith(event.payload)  # what a log stores: the payload as received
+    # A malformed batch is refused exactly as with arrays built, and closes nothing.
+    fields = msgpack.unpackb(encode_payload(batch(seq=2)))
+    fields["rewards"] = {"dtype": "<f4", "shape": [3], "data": bytes(12)}  # 3 rows, not 4
+    bad = msgpack.packb(fields, use_bin_type=True)
+    server.receive_data(struct.pack(">I", len(bad)) + bad, 0.0)
+    [violation] = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.error.error_code is ErrorCode.INVALID_ARRAY
+    assert violation.error.seq == 2
+    assert not server.closed
 
 
 def test_client_cannot_send_beyond_credit() -> None:

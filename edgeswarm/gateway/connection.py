@@ -69,6 +69,7 @@ class GatewayConnection:
                 max_frame_bytes=config.max_frame_bytes,
                 max_batch_agents=config.max_batch_agents,
                 hello_timeout_s=config.hello_timeout_s,
+                batch_arrays=False,  # the log stores payloads; nobody here reads the arrays
             ),
             now=time.monotonic(),
         )
@@ -111,24 +112,23 @@ class GatewayConnection:
         gateway = self._gateway
         while (event := self.session.next_event()) is not None:
             match event:
-                case ObservationsReceived(batch=batch, size=size, payload=payload):
+                case ObservationsReceived(
+                    seq=seq, tick=tick, count=count, size=size, payload=payload
+                ):
                     assert self.peer_id is not None
-                    count = batch.count
-                    durable = functools.partial(
-                        self._durable, seq=batch.seq, count=count, size=size
-                    )
+                    durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
                         gateway.log.append_then(
                             self.peer_id,
-                            batch.seq,
-                            batch.tick,
+                            seq,
+                            tick,
                             count,
                             payload,
                             durable,
                             self._send_acks,
                         )
                     except ObservationLogError as exc:
-                        self._log_failed(batch.seq, exc)
+                        self._log_failed(seq, exc)
                 case HelloReceived():
                     self._on_hello()
                 case AuthReceived(auth=auth):

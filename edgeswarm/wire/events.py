@@ -4,7 +4,7 @@ Adapters drain them in one loop::
 
     while (event := session.next_event()) is not None:
         match event:
-            case ObservationsReceived(batch=batch): ...
+            case ObservationsReceived(seq=seq, payload=payload): ...
 """
 
 from __future__ import annotations
@@ -61,12 +61,19 @@ class Welcomed:
 class ObservationsReceived:
     """Server side: an edge sent a batch of observations."""
 
-    batch: ObservationBatch
-    """The decoded batch (arrays are read-only views on the received bytes)."""
+    seq: int
+    """The batch's per-edge sequence number."""
+    tick: int
+    """Edge tick of the observations."""
+    count: int
+    """Number of agents in the batch."""
     size: int
     """Payload bytes of the frame."""
-    payload: bytes = b""
+    payload: bytes
     """The frame's msgpack payload as received (what a durable log stores)."""
+    batch: ObservationBatch | None = None
+    """The decoded batch (arrays are read-only views on the received bytes); None
+    when the session was made with ``SessionConfig(batch_arrays=False)``."""
 
 
 @dataclass(frozen=True)

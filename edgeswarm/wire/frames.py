@@ -142,6 +142,18 @@ class ObservationBatch:
         return int(self.agent_ids.shape[0])
 
 
+@dataclass(frozen=True, slots=True)
+class BatchHeader:
+    """What a checked OBS_BATCH says without its arrays (``decode_payload(batch_arrays=False)``)."""
+
+    seq: int
+    """As :attr:`ObservationBatch.seq`."""
+    tick: int
+    """As :attr:`ObservationBatch.tick`."""
+    count: int
+    """Number of agents in the batch."""
+
+
 @dataclass(frozen=True)
 class Ack:
     """The gateway accepted the batch with this sequence number (and, in a session

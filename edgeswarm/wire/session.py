@@ -52,6 +52,7 @@ from .frames import (
     Ack,
     Actions,
     Auth,
+    BatchHeader,
     Bye,
     Challenge,
     Error,
@@ -68,6 +69,9 @@ from .frames import (
 )
 from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
 
+_RECEIVED_TYPES: dict[type, FrameType] = {**FRAME_TYPES, BatchHeader: FrameType.OBS_BATCH}
+"""Frame type of everything ``decode_payload`` returns (``BatchHeader``: an OBS_BATCH)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class SessionConfig:
@@ -81,6 +85,10 @@ class SessionConfig:
     """Largest number of agents accepted in one OBS_BATCH or ACTIONS frame."""
     hello_timeout_s: float = 10.0
     """Server: seconds the client has to complete the handshake (HELLO to WELCOME)."""
+    batch_arrays: bool = True
+    """Build the arrays of each OBS_BATCH received (``ObservationsReceived.batch``);
+    False checks every batch as strictly but leaves ``batch`` None: for a
+    receiver that stores payloads and never reads the arrays (the gateway)."""
 
 
 def _clip(text: str) -> str:
@@ -222,7 +230,11 @@ class Session:
                 payload = self._reader.next_payload()
                 if payload is None:
                     return
-                frame = decode_payload(payload, max_batch_agents=self._max_batch_agents)
+                frame = decode_payload(
+                    payload,
+                    max_batch_agents=self._max_batch_agents,
+                    batch_arrays=self.config.batch_arrays,
+                )
                 self._receive(frame, payload)
             except RemoteProtocolError as exc:
                 self._violation(exc)
@@ -314,9 +326,9 @@ class Session:
         if exc.fatal:
             self._end(code, message)
 
-    def _receive(self, frame: Frame, payload: bytes) -> None:
-        frame_type = FRAME_TYPES[type(frame)]
-        seq = frame.seq if isinstance(frame, ObservationBatch) else None
+    def _receive(self, frame: Frame | BatchHeader, payload: bytes) -> None:
+        frame_type = _RECEIVED_TYPES[type(frame)]
+        seq = frame.seq if isinstance(frame, ObservationBatch | BatchHeader) else None
         new_state = self._transition(frame_type, Direction.RECEIVE)
         if new_state is None:
             raise UnexpectedFrame(
@@ -333,7 +345,7 @@ class Session:
             raise UnsupportedVersion(
                 f"version {frame.version} is not supported; this peer speaks {PROTOCOL_VERSION}"
             )
-        if isinstance(frame, ObservationBatch):
+        if seq is not None:  # an OBS_BATCH
             if self._batches >= self._credit_limit:
                 raise CreditExceeded(
                     f"batch beyond credit: {self._credit_limit} granted in this session", seq=seq
@@ -354,9 +366,15 @@ class Session:
                 self.features = asked.intersection(frame.features)
                 self._credit_limit = frame.credit
                 self._events.append(Welcomed(welcome=frame))
-            case ObservationBatch():
+            case ObservationBatch(seq=seq, tick=tick):
                 self._events.append(
-                    ObservationsReceived(batch=frame, size=len(payload), payload=bytes(payload))
+                    ObservationsReceived(
+                        seq, tick, frame.count, len(payload), bytes(payload), batch=frame
+                    )
+                )
+            case BatchHeader(seq=seq, tick=tick, count=count):
+                self._events.append(
+                    ObservationsReceived(seq, tick, count, len(payload), bytes(payload))
                 )
             case Ack():
                 self._credit_limit = max(self._credit_limit, frame.credit)
