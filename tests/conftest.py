@@ -45,7 +45,7 @@ class RunningGateway:
             registry.add_peer(key.public_key, peer_id, role, replace=True)
 
     async def status(self) -> dict[str, object]:
-        from edgeswarm.admin import fetch_status
+        from edgeswarm.client.admin import fetch_status
         from edgeswarm.transport.quic import default_stack
 
         return await fetch_status(

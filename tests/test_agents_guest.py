@@ -2,7 +2,7 @@
 
 These tests drive each ``build/<name>.wasm`` directly with wasmtime, with stub
 ``"es"`` imports defined here, so they do not depend on the edge host
-(``edgeswarm.edge.wasm_host``). They check the exports and their signatures, the
+(``edgeswarm.edge.policy.wasm_host``). They check the exports and their signatures, the
 ABI version, the descriptor, that the example policies equal their numpy
 references bit for bit, and that the hostile fixtures misbehave as advertised.
 """
@@ -21,8 +21,8 @@ from numpy.typing import NDArray
 
 from edgeswarm.agents_wasm import example_names, hostile_names, module_names, module_path
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.policies import boids_numpy
-from edgeswarm.edge.reference_policies import (
+from edgeswarm.edge.policy.boids import boids_numpy
+from edgeswarm.edge.policy.reference import (
     MLP_CONFIG_BYTES,
     anomaly_numpy,
     mlp_config_blob,

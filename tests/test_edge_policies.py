@@ -10,7 +10,7 @@ import pytest
 from edgeswarm.agents_wasm import module_path
 from edgeswarm.edge import AgentTable
 from edgeswarm.edge.config import EdgeConfig
-from edgeswarm.edge.policy_loading import assign_groups, resolve_module
+from edgeswarm.edge.policy.loading import assign_groups, resolve_module
 from edgeswarm.edge.runner import EdgeRunner
 from edgeswarm.transport.quic import default_stack
 

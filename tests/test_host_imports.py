@@ -17,8 +17,8 @@ from edgeswarm.edge import (
     PolicyTrap,
     WasmPolicy,
 )
-from edgeswarm.edge.host_imports import HOST_IMPORTS, LOG_BURST, MAX_LOG_BYTES
-from edgeswarm.edge.reference_policies import anomaly_numpy
+from edgeswarm.edge.policy.host_imports import HOST_IMPORTS, LOG_BURST, MAX_LOG_BYTES
+from edgeswarm.edge.policy.reference import anomaly_numpy
 from edgeswarm.models import ModelRegistry, anomaly_reference, write_anomaly_model
 from tests.wasm_fixtures import MODEL_USER, PROBE, RANDOM_WALKER, STRINGS
 

@@ -10,8 +10,8 @@ import wasmtime
 
 from edgeswarm.agents_wasm import module_path
 from edgeswarm.edge import AgentTable, FlockingWorld, ModuleCache, PolicyLoadError, WasmPolicy
-from edgeswarm.edge.module_cache import CACHE_MAGIC, engine_fingerprint, shared_engine
-from edgeswarm.edge.policies import boids_numpy
+from edgeswarm.edge.policy.boids import boids_numpy
+from edgeswarm.edge.policy.module_cache import CACHE_MAGIC, engine_fingerprint, shared_engine
 
 
 @pytest.fixture

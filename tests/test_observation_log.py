@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeswarm.gateway.observation_log import (
+from edgeswarm.gateway.log.segments import _writev_all
+from edgeswarm.gateway.log.store import (
     AppendResult,
     EdgeAggregate,
     FsyncPolicy,
@@ -27,7 +28,6 @@ from edgeswarm.gateway.observation_log import (
     ObservationLog,
     checksum,
 )
-from edgeswarm.gateway.segment_files import _writev_all
 
 PAYLOAD = b"x" * 1000
 
@@ -341,7 +341,7 @@ def test_foreign_sqlite_database_raises_log_corrupt_error(db_path: Path) -> None
 _CHILD = textwrap.dedent(
     """
     import asyncio, os, sys
-    from edgeswarm.gateway.observation_log import ObservationLog
+    from edgeswarm.gateway.log.store import ObservationLog
 
     async def main() -> None:
         log = ObservationLog(sys.argv[1], fsync="normal")

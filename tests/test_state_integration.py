@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeswarm.admin import fetch_state
-from edgeswarm.edge.client import GatewayClient
+from edgeswarm.client.admin import fetch_state
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.edge.state_link import StateLink
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import SwarmDocument

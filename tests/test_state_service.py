@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeswarm.edge.policy.swarm_state import SwarmState
 from edgeswarm.edge.state_link import DocumentSwarmState
-from edgeswarm.edge.swarm_state import SwarmState
 from edgeswarm.gateway.state_service import StateService
 from edgeswarm.state import StateSync, SwarmDocument
 from edgeswarm.wire import (

@@ -503,7 +503,7 @@ async def test_gateway_actions_go_as_datagrams_with_stream_fallback(tmp_path: Pa
     """Small ACTIONS leave as one datagram, large ones (or no datagrams) on the stream."""
     import numpy as np
 
-    from edgeswarm.edge.client import GatewayClient
+    from edgeswarm.client.session import GatewayClient
     from edgeswarm.gateway import Gateway, GatewayConfig
     from edgeswarm.identity import KeyPair
     from edgeswarm.wire import PROTOCOL_VERSION, Actions, Hello, LocalProtocolError, Role
@@ -556,7 +556,7 @@ async def test_gateway_actions_go_as_datagrams_with_stream_fallback(tmp_path: Pa
 async def test_gateway_actions_use_the_stream_when_datagrams_are_off(tmp_path: Path) -> None:
     import numpy as np
 
-    from edgeswarm.edge.client import GatewayClient
+    from edgeswarm.client.session import GatewayClient
     from edgeswarm.gateway import Gateway, GatewayConfig
     from edgeswarm.identity import KeyPair
     from edgeswarm.wire import PROTOCOL_VERSION, Actions, Hello, Role

@@ -14,9 +14,9 @@ from edgeswarm.edge import (
     PolicySet,
     PolicyTrap,
     WasmPolicy,
-    policies,
 )
-from edgeswarm.edge.policies import boids_numpy
+from edgeswarm.edge.policy import boids as policies
+from edgeswarm.edge.policy.boids import boids_numpy
 from tests.wasm_fixtures import (
     INIT_REFUSES,
     SPINNING,

@@ -20,7 +20,7 @@ from edgeswarm.edge import (
     PolicyTrap,
     WasmPolicy,
 )
-from edgeswarm.edge.policies import boids_numpy
+from edgeswarm.edge.policy.boids import boids_numpy
 from tests.wasm_fixtures import (
     BAD_DESCRIPTOR,
     FORBIDDEN_IMPORT,

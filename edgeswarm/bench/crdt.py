@@ -155,7 +155,7 @@ def run() -> list[BenchResult]:
 
 async def _converge_over_quic(edges_per_side: int, ops_per_edge: int, work: Path) -> float:
     """Two real gateways (QUIC on loopback), each with edges; split, write, heal, time."""
-    from edgeswarm.edge.client import GatewayClient
+    from edgeswarm.client.session import GatewayClient
     from edgeswarm.edge.state_link import StateLink
     from edgeswarm.gateway import Gateway, GatewayConfig
     from edgeswarm.identity import KeyPair

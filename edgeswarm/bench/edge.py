@@ -3,16 +3,16 @@
 Cases (the policy ones all run the same boids policy on the same observations,
 taken from a :class:`~edgeswarm.edge.world.FlockingWorld` of 10 000 agents):
 
-- ``wasm`` (``steps_per_s``): one :class:`~edgeswarm.edge.wasm_host.WasmPolicy`
+- ``wasm`` (``steps_per_s``): one :class:`~edgeswarm.edge.policy.wasm_host.WasmPolicy`
   ``step`` per tick (``edgeswarm/agents_wasm`` module ``boids``, ABI v1)
-- ``numpy`` (``steps_per_s``): :func:`~edgeswarm.edge.policies.boids_numpy`
-- ``actor`` (``steps_per_s``): one :class:`~edgeswarm.edge.policies.BoidActor`
+- ``numpy`` (``steps_per_s``): :func:`~edgeswarm.edge.policy.boids.boids_numpy`
+- ``actor`` (``steps_per_s``): one :class:`~edgeswarm.edge.policy.boids.BoidActor`
   per agent
 - ``agent_table`` (``bytes_per_agent``): bytes of the
   :class:`~edgeswarm.edge.agent_table.AgentTable` columns plus the world's
   per-agent arrays, at 1 000 000 agents, divided by 1 000 000
 - ``module_cache`` (``cold_start_ms``): median time from a fresh
-  :class:`~edgeswarm.edge.module_cache.ModuleCache` (process engine already
+  :class:`~edgeswarm.edge.policy.module_cache.ModuleCache` (process engine already
   made) over a warm on-disk cache to a policy ready to step 10 000 agents:
   verify and deserialize the artifact, instantiate, describe, ``es_init``,
   allocate the blocks
@@ -36,9 +36,9 @@ import numpy as np
 from edgeswarm.agents_wasm import module_path
 from edgeswarm.bench import BenchResult
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.module_cache import ModuleCache, shared_engine
-from edgeswarm.edge.policies import BoidActor, boids_numpy, run_actors
-from edgeswarm.edge.wasm_host import WasmPolicy
+from edgeswarm.edge.policy.boids import BoidActor, boids_numpy, run_actors
+from edgeswarm.edge.policy.module_cache import ModuleCache, shared_engine
+from edgeswarm.edge.policy.wasm_host import WasmPolicy
 from edgeswarm.edge.world import ACTION_DIM, OBSERVATION_DIM, FlockingWorld
 
 AGENTS = 10_000

@@ -305,7 +305,7 @@ def status(
     Needs an admin key: `edgeswarm keys init --key var/admin.key`, then on the
     gateway `edgeswarm keys add --role admin --peer-id admin --public-key ...`.
     """
-    from edgeswarm.admin import fetch_status
+    from edgeswarm.client.admin import fetch_status
     from edgeswarm.identity.keys import KeyFileError, KeyPair
 
     host, port = parse_address(gateway_addr)

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edgeswarm.admin import fetch_state, fetch_status
+from edgeswarm.client.admin import fetch_state, fetch_status
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
 from edgeswarm.models import write_anomaly_model

@@ -104,7 +104,7 @@ def get(
     timeout: Timeout = 10.0,
 ) -> None:
     """Print the swarm state: every counter (total), set (members) and flag, or KEY's."""
-    from edgeswarm.admin import watch_state
+    from edgeswarm.client.admin import watch_state
 
     def show(gateway_id: str, snapshot: dict[str, dict[str, Any]]) -> bool:
         chosen = select(snapshot, key_filter)
@@ -138,7 +138,7 @@ def watch(
     Bounded: stops after --count snapshots or --duration seconds (60 by default).
     With --json, one JSON object per snapshot, each with `seq` and `elapsed_s`.
     """
-    from edgeswarm.admin import watch_state
+    from edgeswarm.client.admin import watch_state
 
     started = time.monotonic()
     console = Console()

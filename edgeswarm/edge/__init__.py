@@ -1,8 +1,8 @@
 """Edge compute core: the agent table, the world, and Wasm policies stepping it."""
 
-from edgeswarm.edge.abi import ABI_VERSION, Descriptor
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.errors import (
+from edgeswarm.edge.policy.abi import ABI_VERSION, Descriptor
+from edgeswarm.edge.policy.errors import (
     EdgeError,
     PolicyAbiError,
     PolicyError,
@@ -11,11 +11,11 @@ from edgeswarm.edge.errors import (
     PolicyMemoryExceeded,
     PolicyTrap,
 )
-from edgeswarm.edge.module_cache import CompiledModule, ModuleCache
-from edgeswarm.edge.policy_set import Policy, PolicyFault, PolicySet, PolicySpec
-from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
-from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmSnapshot, SwarmState
-from edgeswarm.edge.wasm_host import WasmPolicy
+from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
+from edgeswarm.edge.policy.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
+from edgeswarm.edge.policy.set import Policy, PolicyFault, PolicySet, PolicySpec
+from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmSnapshot, SwarmState
+from edgeswarm.edge.policy.wasm_host import WasmPolicy
 from edgeswarm.edge.world import FlockingWorld
 
 __all__ = [

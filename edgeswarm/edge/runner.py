@@ -28,8 +28,8 @@ from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, Observa
 from .agent_table import AgentTable
 from .config import EdgeConfig
 from .metrics import EdgeMetrics
-from .policy_loading import load_models, open_policies
-from .policy_set import PolicyFault, PolicySet
+from .policy.loading import load_models, open_policies
+from .policy.set import PolicyFault, PolicySet
 from .spool import Spool
 from .state_link import StateLink
 from .uplink import GatewayAddress, Uplink

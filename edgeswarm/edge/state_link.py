@@ -25,6 +25,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.resource import Resource
 from edgeswarm.state import (
     FsyncPolicy,
@@ -47,8 +48,7 @@ from edgeswarm.wire import (
     StateUpdateReceived,
 )
 
-from .client import GatewayClient
-from .swarm_state import SwarmSnapshot
+from .policy.swarm_state import SwarmSnapshot
 
 __all__ = ["DEFAULT_GROUP", "DocumentSwarmState", "StateLink"]
 
@@ -59,7 +59,7 @@ DEFAULT_GROUP = "swarm"
 
 
 class DocumentSwarmState:
-    """The :class:`~edgeswarm.edge.swarm_state.SwarmState` seam on a :class:`SwarmDocument`.
+    """The :class:`~edgeswarm.edge.policy.swarm_state.SwarmState` seam on a :class:`SwarmDocument`.
 
     Keys are ``group/name``; a key without a group is put in
     :data:`DEFAULT_GROUP`. A key the document refuses is dropped with one

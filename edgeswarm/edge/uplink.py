@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import Ack, Hello, ObservationBatch, decode_payload, encode_payload
 from edgeswarm.wire.errors import RemoteProtocolError
 
-from .client import GatewayClient, SessionEndedError
 from .spool import OverflowPolicy, Spool
 
 log = logging.getLogger("edgeswarm.edge")

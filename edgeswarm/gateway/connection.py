@@ -48,7 +48,7 @@ from edgeswarm.wire import (
     encode_payload,
 )
 
-from .observation_log import AppendResult, ObservationLogError
+from .log.store import AppendResult, ObservationLogError
 from .peers import Decision
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeswarm.edge.client import GatewayClient, SessionEndedError
+from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.edge.uplink import Backoff
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic

@@ -14,8 +14,8 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
-from .log_metrics import LogCollector
-from .observation_log import ObservationLog
+from .log.metrics import LogCollector
+from .log.store import ObservationLog
 from .peers import PeerRegistry
 from .replication import PeerAddress, PeerGatewayLink
 from .state_service import StateService

@@ -12,7 +12,7 @@
  * then ONE counter_add("anomalies", k) with k the number of alarmed agents
  * (skipped when k == 0), and ONE warning log when k > 0 and the previous batch
  * had no alarm (so a lasting anomaly is logged once, not every tick).
- * Reference: edgeswarm.edge.reference_policies.anomaly_numpy.
+ * Reference: edgeswarm.edge.policy.reference.anomaly_numpy.
  * es_step returns 2 when the model call fails, 3 when scratch memory runs out.
  */
 #include "edgeswarm.h"

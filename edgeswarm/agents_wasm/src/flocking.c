@@ -1,7 +1,7 @@
 /*
  * flocking: the boids policy in C (Wasm agent ABI v1), two agents per f32x4.
  *
- * Identical, operation for operation, to edgeswarm.edge.policies.boids_numpy
+ * Identical, operation for operation, to edgeswarm.edge.policy.boids.boids_numpy
  * (and to boids.wat), so actions and state match the numpy reference bit for
  * bit. Per agent (obs row: vx vy coh_x coh_y align_x align_y avoid_x avoid_y):
  *

@@ -6,7 +6,7 @@
  *
  * relu(z) = z if z > 0 else 0 (so -0.0 and NaN give +0.0). Sums run in a
  * fixed order, bias first: acc = b[j]; acc += x[0]*W[0][j]; acc += x[1]*W[1][j]; ...
- * which edgeswarm.edge.reference_policies.mlp_controller_numpy repeats, so
+ * which edgeswarm.edge.policy.reference.mlp_controller_numpy repeats, so
  * both give the same float32 bits.
  *
  * Configuration (es_init), 712 bytes of little-endian float32, row-major:

@@ -42,7 +42,7 @@ from typing import ClassVar, Final
 
 import wasmtime
 
-from edgeswarm.edge.errors import PolicyLoadError
+from edgeswarm.edge.policy.errors import PolicyLoadError
 
 logger = logging.getLogger("edgeswarm.edge")
 

@@ -3,9 +3,9 @@
 The contract is ``edgeswarm/agents_wasm/ABI.md``; this module is its host-side
 reading, as pure functions over a compiled ``wasmtime.Module`` and over the
 descriptor bytes. Imports are checked against the linker table in
-:mod:`edgeswarm.edge.host_imports`.
+:mod:`edgeswarm.edge.policy.host_imports`.
 
-Every refusal is a :class:`~edgeswarm.edge.errors.PolicyLoadError` whose
+Every refusal is a :class:`~edgeswarm.edge.policy.errors.PolicyLoadError` whose
 message names what is wrong (the export, the key, the bound).
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import wasmtime
 
-from edgeswarm.edge.errors import PolicyLoadError
+from edgeswarm.edge.policy.errors import PolicyLoadError
 
 ABI_VERSION: Final = 1
 """The ABI version this host speaks (``es_abi_version()`` must return it)."""

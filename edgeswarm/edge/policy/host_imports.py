@@ -9,18 +9,18 @@ naming the import and its type.
 A :class:`HostContext` is the state one policy instance's imports see: its
 seeded generator (PCG64 from ``(edge seed, policy slot)``), its load time,
 its log rate limit, its descriptor (for the shared-state and model keys it
-may touch), the shared :class:`~edgeswarm.edge.swarm_state.SwarmState` and
+may touch), the shared :class:`~edgeswarm.edge.policy.swarm_state.SwarmState` and
 the :class:`~edgeswarm.models.ModelRegistry`.
 
 Every host function reaches the guest's memory through the ``Caller`` and
 bounds-checks each pointer/length against the memory's current size. A bad
 pointer gives the error code ABI.md documents (``-1``/``-2``); the two
 imports without a result behave like a guest memory access out of bounds:
-``random_fill`` traps (:class:`~edgeswarm.edge.errors.PolicyTrap`) and
+``random_fill`` traps (:class:`~edgeswarm.edge.policy.errors.PolicyTrap`) and
 ``log`` drops the message. Each call first charges its fuel cost to the
 store; a call that cannot pay ends the guest call with
-:class:`~edgeswarm.edge.errors.PolicyFuelExhausted`. No Python exception
-other than a :class:`~edgeswarm.edge.errors.PolicyError` leaves a host
+:class:`~edgeswarm.edge.policy.errors.PolicyFuelExhausted`. No Python exception
+other than a :class:`~edgeswarm.edge.policy.errors.PolicyError` leaves a host
 function (it comes out of the guest call that made the import).
 """
 
@@ -36,9 +36,14 @@ import numpy as np
 import wasmtime
 from numpy.typing import NDArray
 
-from edgeswarm.edge.abi import MAX_SET_ITEM_BYTES, Descriptor, describe_type, type_names
-from edgeswarm.edge.errors import PolicyError, PolicyFuelExhausted, PolicyLoadError, PolicyTrap
-from edgeswarm.edge.swarm_state import SwarmState
+from edgeswarm.edge.policy.abi import MAX_SET_ITEM_BYTES, Descriptor, describe_type, type_names
+from edgeswarm.edge.policy.errors import (
+    PolicyError,
+    PolicyFuelExhausted,
+    PolicyLoadError,
+    PolicyTrap,
+)
+from edgeswarm.edge.policy.swarm_state import SwarmState
 from edgeswarm.models import ModelError, ModelInputError, ModelNotFound, ModelRegistry
 
 IMPORT_MODULE: Final = "es"

@@ -6,7 +6,7 @@ batch that is already there is reported as a duplicate and not applied twice,
 but it is durable, so the caller acknowledges it too.
 
 Key-value separation (the WiscKey / RocksDB BlobDB design). Payloads go to
-append-only segment files, written once (:mod:`~edgeswarm.gateway.segment_files`
+append-only segment files, written once (:mod:`~edgeswarm.gateway.log.segments`
 describes them: naming, rollover, rewind, the one-writer lock); SQLite (WAL
 mode) holds one small index row per batch and is the commit point.
 
@@ -21,7 +21,7 @@ checkpointer 6-10 -> 0 us. Files, for ``observations.db``::
     observations.db            SQLite: the index and the commit point
     observations.db-wal, -shm  SQLite's WAL and its index
     observations.db-segments/  000000000001.seg, ...: the payloads
-                               (:mod:`edgeswarm.gateway.segment_files`)
+                               (:mod:`edgeswarm.gateway.log.segments`)
 
 Group commit, off the event loop. One writer thread owns the SQLite
 connection and the segment being appended to. :meth:`ObservationLog.append`
@@ -53,7 +53,7 @@ happens.
 
 Recovery at open, under the segment directory's lock (one
 :class:`ObservationLog` per file). Segment bytes no committed row references
-are cut off (see :mod:`~edgeswarm.gateway.segment_files`). Rows whose bytes
+are cut off (see :mod:`~edgeswarm.gateway.log.segments`). Rows whose bytes
 are missing (a segment shorter than its rows say, or gone: only after an OS
 crash under ``fsync=normal``/``off``, or tampering) are deleted, logged as a
 warning and counted in :attr:`LogStats.lost_on_open`.
@@ -72,7 +72,7 @@ once the WAL passes ``wal_limit_bytes`` the writer itself runs one more
 WAL. Checkpoints only move committed pages from the WAL into the main file.
 
 Errors: one tree, rooted at :class:`ObservationLogError`, drawn in
-:mod:`edgeswarm.gateway.log_records`.
+:mod:`edgeswarm.gateway.log.records`.
 
 Schema (``PRAGMA user_version = 3``; 4 KiB pages: rows are ~60 bytes)::
 
@@ -113,7 +113,7 @@ import xxhash
 
 from edgeswarm.resource import Resource
 
-from .log_records import (
+from .records import (
     AppendResult,
     EdgeAggregate,
     FsyncPolicy,
@@ -127,7 +127,7 @@ from .log_records import (
     LogWriteError,
     ObservationLogError,
 )
-from .segment_files import SegmentFiles
+from .segments import SegmentFiles
 
 __all__ = [
     "AppendResult",

@@ -4,7 +4,7 @@ A policy's store (:func:`limited_store`) caps its linear memory
 (``memory.grow`` past the cap returns -1), its table elements, and allows
 one instance, one table and one memory. :func:`guarded_call` runs one export
 under a fuel budget and turns every way it can fail into an
-:mod:`edgeswarm.edge.errors` error:
+:mod:`edgeswarm.edge.policy.errors` error:
 
 ====================================  =========================================
 wasmtime says                         the host raises
@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import wasmtime
 
-from edgeswarm.edge.errors import (
+from edgeswarm.edge.policy.errors import (
     PolicyAbiError,
     PolicyError,
     PolicyFuelExhausted,

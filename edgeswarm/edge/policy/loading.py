@@ -19,11 +19,11 @@ import numpy as np
 from edgeswarm.agents_wasm import module_names, module_path
 from edgeswarm.models import ModelRegistry
 
-from .agent_table import AgentTable
-from .config import EdgeConfig
+from ..agent_table import AgentTable
+from ..config import EdgeConfig
 from .module_cache import ModuleCache
-from .policy_set import Fallback, PolicyFault, PolicySet, PolicySpec
 from .sandbox import FuelBudget
+from .set import Fallback, PolicyFault, PolicySet, PolicySpec
 from .swarm_state import SwarmState
 
 

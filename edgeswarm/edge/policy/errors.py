@@ -23,7 +23,7 @@ is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
 
 All of them are faults of the *module* (the peer, in h11 terms); misuse of
 the host API by our own code raises ``ValueError``/``TypeError`` instead.
-A :class:`~edgeswarm.edge.policy_set.PolicySet` catches ``PolicyError`` at
+A :class:`~edgeswarm.edge.policy.set.PolicySet` catches ``PolicyError`` at
 its boundary and quarantines the policy; other policies keep running.
 """
 

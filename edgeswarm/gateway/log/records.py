@@ -1,4 +1,4 @@
-"""Errors and values of the observation log (:mod:`edgeswarm.gateway.observation_log`).
+"""Errors and values of the observation log (:mod:`edgeswarm.gateway.log.store`).
 
 Errors (one tree; all are errors *we* hit, none is the peer's fault)::
 
@@ -13,7 +13,7 @@ Errors (one tree; all are errors *we* hit, none is the peer's fault)::
 Values: :class:`FsyncPolicy` (how hard a commit is pushed to stable storage),
 :class:`AppendResult` (what an append reports), :class:`LogRecord` (one stored
 batch), :class:`EdgeAggregate` (what the log holds for one edge) and
-:class:`LogStats` (counters). :mod:`~edgeswarm.gateway.observation_log`
+:class:`LogStats` (counters). :mod:`~edgeswarm.gateway.log.store`
 re-exports all of them.
 """
 

@@ -6,8 +6,8 @@ runs. Each tick every policy is called once with all its agents.
 Quarantine rules, all here:
 
 - A slot whose module failed to load (:class:`PolicySpec` that raised a
-  :class:`~edgeswarm.edge.errors.PolicyError`) is quarantined from the start.
-- A :class:`~edgeswarm.edge.errors.PolicyError` from ``step`` quarantines the
+  :class:`~edgeswarm.edge.policy.errors.PolicyError`) is quarantined from the start.
+- A :class:`~edgeswarm.edge.policy.errors.PolicyError` from ``step`` quarantines the
   slot in that tick; so does a policy whose dimensions do not fit the table
   (observation and action widths equal, state no wider than the table's).
 - A quarantined slot's agents get the safe action: ``fallback="zero"`` writes
@@ -34,11 +34,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.errors import PolicyAbiError, PolicyError
-from edgeswarm.edge.module_cache import ModuleCache
-from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
-from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmState
-from edgeswarm.edge.wasm_host import ModuleSource, WasmPolicy
+from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError
+from edgeswarm.edge.policy.module_cache import ModuleCache
+from edgeswarm.edge.policy.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
+from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmState
+from edgeswarm.edge.policy.wasm_host import ModuleSource, WasmPolicy
 from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 

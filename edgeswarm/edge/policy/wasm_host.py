@@ -1,20 +1,20 @@
 """One loaded policy: an ABI v1 module instance in its own sandboxed store.
 
 :class:`WasmPolicy` implements the host side of ``edgeswarm/agents_wasm/ABI.md``:
-it checks the imports (:mod:`~edgeswarm.edge.host_imports`) and exports
-(:mod:`~edgeswarm.edge.abi`), instantiates the module in a fresh store, checks
+it checks the imports (:mod:`~edgeswarm.edge.policy.host_imports`) and exports
+(:mod:`~edgeswarm.edge.policy.abi`), instantiates the module in a fresh store, checks
 ``es_abi_version() == 1``, reads and checks the descriptor, passes the config
 blob to ``es_init``, and allocates three blocks in linear memory
 (observations, state, actions) that the host fills and reads through numpy
 views (rebuilt when memory grows), one ``es_step`` per tick.
 
-Sandbox, per instance (:mod:`~edgeswarm.edge.sandbox`): every call runs
+Sandbox, per instance (:mod:`~edgeswarm.edge.policy.sandbox`): every call runs
 under fuel (:class:`FuelBudget`); the store limits linear memory
 (``memory_limit``, default 64 MiB: ``memory.grow`` past it returns -1),
 tables, instances and memories; the only imports are the ``"es"`` host
 functions, so no WASI, files, sockets, clock or randomness beyond them.
 Traps, fuel exhaustion and wasmtime errors become
-:mod:`edgeswarm.edge.errors` errors.
+:mod:`edgeswarm.edge.policy.errors` errors.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 import wasmtime
 from numpy.typing import NDArray
 
-from edgeswarm.edge.abi import (
+from edgeswarm.edge.policy.abi import (
     ABI_VERSION,
     MAX_DESCRIPTOR_BYTES,
     Descriptor,
@@ -38,11 +38,16 @@ from edgeswarm.edge.abi import (
     parse_descriptor,
     split_location,
 )
-from edgeswarm.edge.errors import PolicyAbiError, PolicyError, PolicyLoadError
-from edgeswarm.edge.host_imports import HostContext, check_imports
-from edgeswarm.edge.module_cache import CompiledModule, ModuleCache
-from edgeswarm.edge.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget, guarded_call, limited_store
-from edgeswarm.edge.swarm_state import LocalSwarmState, SwarmState
+from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.policy.host_imports import HostContext, check_imports
+from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
+from edgeswarm.edge.policy.sandbox import (
+    DEFAULT_MEMORY_LIMIT,
+    FuelBudget,
+    guarded_call,
+    limited_store,
+)
+from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmState
 from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
@@ -229,7 +234,7 @@ class WasmPolicy(Resource):
         return self._memory
 
     def _call(self, func: str, fuel: int, *args: int) -> int:
-        """Call an export under ``fuel`` in the sandbox (see :mod:`~edgeswarm.edge.sandbox`)."""
+        """Call an export under ``fuel`` in the sandbox (see :mod:`.sandbox`)."""
         store = self._live_store()
         memory = self._memory
         return guarded_call(

@@ -1,7 +1,7 @@
 """Append-only payload segment files of the observation log.
 
 Key-value separation (the WiscKey / RocksDB BlobDB design): the
-:class:`~edgeswarm.gateway.observation_log.ObservationLog` keeps payloads out
+:class:`~edgeswarm.gateway.log.store.ObservationLog` keeps payloads out
 of SQLite. Each payload is written once, appended to a segment file; SQLite
 holds one small index row per batch (segment, offset, length, XXH3-64 checksum) and is
 the commit point. A segment file is payloads back to back, nothing else: only
@@ -27,7 +27,7 @@ committed row references in the newest segment (a group killed between
 
 One writer. Opening takes an exclusive ``flock`` on the segment directory
 (two writers would append over each other): one
-:class:`~edgeswarm.gateway.observation_log.ObservationLog` per file. After
+:class:`~edgeswarm.gateway.log.store.ObservationLog` per file. After
 open only its writer thread appends; readers open their own read-only
 descriptors at :meth:`SegmentFiles.path`.
 """

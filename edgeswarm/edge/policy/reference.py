@@ -3,7 +3,7 @@
 Each function performs the same float32 operations in the same order as its Wasm
 module, so the two agree bit for bit (the guest tests compare them exactly):
 
-- ``flocking.c`` (and ``boids.wat``): :func:`edgeswarm.edge.policies.boids_numpy`,
+- ``flocking.c`` (and ``boids.wat``): :func:`edgeswarm.edge.policy.boids.boids_numpy`,
   re-exported here as :func:`flocking_numpy`;
 - ``mlp_controller.c``: :func:`mlp_controller_numpy`, with the configuration blob of
   :func:`mlp_config_blob`;
@@ -18,7 +18,7 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeswarm.edge.policies import boids_numpy
+from edgeswarm.edge.policy.boids import boids_numpy
 
 __all__ = [
     "ANOMALY_ACT_DIM",

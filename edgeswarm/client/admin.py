@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.edge.client import GatewayClient, SessionEndedError, StateHandler
+from edgeswarm.client.session import GatewayClient, SessionEndedError, StateHandler
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import MalformedUpdate, SwarmDocument, SwarmSnapshotDict
 from edgeswarm.transport import quic

@@ -1,6 +1,6 @@
 """Prometheus series of the durable observation log, read at scrape time.
 
-The log keeps its own counters (:class:`~edgeswarm.gateway.log_records.LogStats`);
+The log keeps its own counters (:class:`~edgeswarm.gateway.log.records.LogStats`);
 this collector turns one snapshot of them into series when Prometheus scrapes,
 so the commit path pays nothing for metrics.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .observation_log import ObservationLog
+from .store import ObservationLog
 
 _COUNTERS = (
     ("commits", "Group commits of the observation log"),

@@ -1,0 +1,1 @@
+"""The Wasm host of an edge: ABI, sandbox, module cache, host imports, policy set."""

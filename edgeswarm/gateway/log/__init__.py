@@ -1,0 +1,1 @@
+"""The gateway's durable observation log: store, records, segments, metrics."""
