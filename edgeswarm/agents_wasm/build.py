@@ -28,6 +28,8 @@ from pathlib import Path
 
 import wasmtime
 
+from edgeswarm.errors import EdgeswarmError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE_DIR = PACKAGE_DIR / "src"
 BUILD_DIR = PACKAGE_DIR / "build"
@@ -59,7 +61,7 @@ C_FLAGS: tuple[str, ...] = (
 SOURCE_SUFFIXES = (".c", ".wat")
 
 
-class BuildError(RuntimeError):
+class BuildError(EdgeswarmError, RuntimeError):
     """A module failed to build, or the toolchain is missing."""
 
 

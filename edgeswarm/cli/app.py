@@ -17,7 +17,7 @@ from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
 from .keys import keys_app
-from .options import choice, fail, quic_stack
+from .options import choice, exits_on_error, quic_stack
 from .options import metrics_port as metrics_port_option
 from .state import state_app
 
@@ -124,8 +124,13 @@ def gateway(
     )
 
     async def serve() -> None:
-        server = Gateway(config)
-        await server.start()
+        with exits_on_error(f"gateway {gateway_id}"):
+            server = Gateway(config)
+            try:
+                await server.start()
+            except BaseException:
+                server.close()
+                raise
         typer.echo(
             json.dumps(
                 {
@@ -274,14 +279,8 @@ def edge(
         install_stop_signals(runner)
         return await runner.run()
 
-    from edgeswarm.edge.spool import SpoolError
-    from edgeswarm.identity.keys import KeyFileError
-    from edgeswarm.models.errors import ModelError
-
-    try:
+    with exits_on_error(f"edge {edge_id}"):
         summary = asyncio.run(run())
-    except (KeyFileError, SpoolError, ModelError, FileNotFoundError) as exc:
-        fail(f"edge {edge_id}: {exc}")
     if summary["observations_acked"] != summary["observations_sent"]:
         raise typer.Exit(1)
 
@@ -306,14 +305,12 @@ def status(
     gateway `edgeswarm keys add --role admin --peer-id admin --public-key ...`.
     """
     from edgeswarm.client.admin import fetch_status
-    from edgeswarm.identity.keys import KeyFileError, KeyPair
+    from edgeswarm.identity.keys import KeyPair
 
     host, port = parse_address(gateway_addr)
-    try:
+    with exits_on_error():
         pair = KeyPair.load(key)
-    except KeyFileError as exc:
-        fail(str(exc))
-    try:
+    with exits_on_error(f"cannot reach gateway {gateway_addr}"):
         result = asyncio.run(
             fetch_status(
                 host,
@@ -326,8 +323,6 @@ def status(
                 stack=quic_stack(None),
             )
         )
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        fail(f"cannot reach gateway {gateway_addr}: {exc or type(exc).__name__}")
     if as_json:
         typer.echo(json.dumps(result))
         return

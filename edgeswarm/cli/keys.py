@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeswarm.identity import fingerprint, public_key_from_text, public_key_text
-from edgeswarm.identity.keys import KeyFileError, load_or_create_key
+from edgeswarm.identity.keys import load_or_create_key
 from edgeswarm.wire import Role
 
-from .options import fail
+from .options import exits_on_error, fail
 
 if TYPE_CHECKING:
     from edgeswarm.gateway.peers import PeerRegistry
@@ -43,10 +43,8 @@ def init(
     as_json: AsJson = False,
 ) -> None:
     """Create an ed25519 key pair (or show the existing one) and print its public key."""
-    try:
+    with exits_on_error():
         pair = load_or_create_key(key)
-    except KeyFileError as exc:
-        fail(str(exc))
     record = {
         "key": str(key),
         "public_key": public_key_text(pair.public_key),
@@ -82,14 +80,12 @@ def add(
     as_json: AsJson = False,
 ) -> None:
     """Enroll a public key directly (pre-registration, no token)."""
-    from edgeswarm.gateway.peers import RegistryError
-
     try:
         raw = public_key_from_text(public_key)
-        with _registry(data_dir) as registry:
-            peer = registry.add_peer(raw, peer_id, role, replace=replace)
-    except (ValueError, RegistryError) as exc:
+    except ValueError as exc:
         fail(str(exc))
+    with exits_on_error(), _registry(data_dir) as registry:
+        peer = registry.add_peer(raw, peer_id, role, replace=replace)
     record = {"peer_id": peer.peer_id, "role": peer.role.value, "fingerprint": peer.fingerprint}
     typer.echo(json.dumps(record) if as_json else f"enrolled {peer_id} ({peer.fingerprint})")
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
+
+from edgeswarm.errors import EdgeswarmError
 
 
 def metrics_port(value: int) -> int | None:
@@ -30,3 +34,17 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def exits_on_error(context: str = "") -> Iterator[None]:
+    """Turn an edgeswarm error or an OS error (a file, a socket, a timeout) raised in
+    the block into one line, ``error: context: what happened``, and exit status 2.
+
+    The one place the CLI catches the root of the error tree (``edgeswarm.errors``).
+    """
+    try:
+        yield
+    except (EdgeswarmError, OSError) as exc:
+        what = str(exc) or type(exc).__name__
+        fail(f"{context}: {what}" if context else what)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .address import parse_address
-from .options import fail, quic_stack
+from .options import exits_on_error, quic_stack
 
 state_app = typer.Typer(
     name="state",
@@ -67,13 +67,11 @@ def _table(gateway_id: str, snapshot: dict[str, dict[str, Any]], title: str) -> 
 def _connection(
     ca: Path, gateway_addr: str, key: Path, admin_id: str, server_name: str | None
 ) -> dict[str, Any]:
-    from edgeswarm.identity.keys import KeyFileError, KeyPair
+    from edgeswarm.identity.keys import KeyPair
 
     host, port = parse_address(gateway_addr)
-    try:
+    with exits_on_error():
         pair = KeyPair.load(key)
-    except KeyFileError as exc:
-        fail(str(exc))
     return {
         "host": host,
         "port": port,
@@ -86,10 +84,9 @@ def _connection(
 
 
 def _run(gateway_addr: str, coroutine: Any) -> int:
-    try:
-        return int(asyncio.run(coroutine))
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        fail(f"cannot read state from gateway {gateway_addr}: {exc or type(exc).__name__}")
+    with exits_on_error(f"cannot read state from gateway {gateway_addr}"):
+        shown = int(asyncio.run(coroutine))
+    return shown
 
 
 @state_app.command("get")

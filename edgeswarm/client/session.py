@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.quic import SessionLink
@@ -55,7 +56,7 @@ from edgeswarm.wire.errors import RemoteProtocolError
 log = logging.getLogger("edgeswarm.edge")
 
 
-class SessionEndedError(ConnectionError):
+class SessionEndedError(EdgeswarmError, ConnectionError):
     """The session with the gateway ended while we were waiting on it."""
 
 

@@ -26,7 +26,7 @@ deletes the oldest batches until it fits, counts them and logs a warning.
 
 Errors (one tree)::
 
-    SpoolError               base of every spool error
+    SpoolError               base of every spool error (an EdgeswarmError)
     ├── SpoolCorruptError    the file is not a usable spool (``path``); see
     │                        :meth:`Spool.quarantine_file`
     ├── SpoolFull            ``block`` policy: the append does not fit now
@@ -45,6 +45,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
 
 __all__ = [
@@ -73,7 +74,7 @@ _SCHEMA = (
 )
 
 
-class SpoolError(Exception):
+class SpoolError(EdgeswarmError):
     """Base of every spool error."""
 
 

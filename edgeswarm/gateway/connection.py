@@ -49,7 +49,7 @@ from edgeswarm.wire import (
 )
 
 from .log.store import AppendResult, ObservationLogError
-from .peers import Decision
+from .peers import Decision, PeerRegistryError
 
 if TYPE_CHECKING:
     from .server import Gateway
@@ -193,7 +193,7 @@ class GatewayConnection:
             return
         try:
             gateway.peers.admit(hello, self._decision)
-        except Exception as exc:  # registry changed under us: refuse, keep serving others
+        except PeerRegistryError as exc:  # token used up meanwhile, registry locked: refuse
             self._refuse(ErrorCode.BAD_TOKEN, str(exc))
             return
         is_edge = hello.role is Role.EDGE

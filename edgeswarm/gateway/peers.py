@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import fingerprint
 from edgeswarm.resource import Resource
 from edgeswarm.wire import ErrorCode, Hello, Role
@@ -51,8 +52,8 @@ CREATE TABLE IF NOT EXISTS tokens (
 """
 
 
-class RegistryError(Exception):
-    """An operator request on the registry cannot be done (duplicate id, bad token...)."""
+class PeerRegistryError(EdgeswarmError):
+    """The registry cannot do what was asked (duplicate id, token used up, database error)."""
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,10 @@ class PeerRegistry(Resource):
     ) -> Peer:
         """Enroll ``public_key`` as ``peer_id`` with ``role``."""
         if not 1 <= len(peer_id) <= 128:
-            raise RegistryError("a peer id has 1 to 128 characters")
+            raise PeerRegistryError("a peer id has 1 to 128 characters")
         existing = self.peer_by_id(peer_id)
         if existing is not None and existing.public_key != public_key and not replace:
-            raise RegistryError(
+            raise PeerRegistryError(
                 f"peer id {peer_id!r} already belongs to key {existing.fingerprint}; "
                 "remove it first or replace it"
             )
@@ -160,7 +161,7 @@ class PeerRegistry(Resource):
     def issue_token(self, role: Role, *, ttl_s: float = 24 * 3600, uses: int = 1) -> str:
         """A new join token for ``role``: ``es1.<id>.<secret>``; only its hash is stored."""
         if uses < 1 or ttl_s <= 0:
-            raise RegistryError("a token needs at least one use and a positive lifetime")
+            raise PeerRegistryError("a token needs at least one use and a positive lifetime")
         token_id = base64.urlsafe_b64encode(os.urandom(6)).decode().rstrip("=")
         secret = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         now = time.time()
@@ -211,10 +212,20 @@ class PeerRegistry(Resource):
         return Decision(True, enroll_token=hello.join_token)
 
     def admit(self, hello: Hello, decision: Decision) -> None:
-        """After the signature verified: enroll a key that came with a join token."""
+        """After the signature verified: enroll a key that came with a join token.
+
+        Raises :class:`PeerRegistryError` when the token was used up meanwhile or
+        the registry cannot be written (locked, disk full): the peer is refused.
+        """
         if decision.enroll_token is None:
             return
-        parts = _split_token(decision.enroll_token)
+        try:
+            self._enroll(hello, decision.enroll_token)
+        except sqlite3.Error as exc:
+            raise PeerRegistryError(f"peer registry {self.path}: {exc}") from exc
+
+    def _enroll(self, hello: Hello, token: str) -> None:
+        parts = _split_token(token)
         assert parts is not None
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
@@ -224,7 +235,7 @@ class PeerRegistry(Resource):
                 (parts[0], time.time()),
             ).rowcount
             if not updated:
-                raise RegistryError("join token used up or expired meanwhile")
+                raise PeerRegistryError("join token used up or expired meanwhile")
             self._db.execute(
                 "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
                 (

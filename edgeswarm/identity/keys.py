@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from edgeswarm.errors import EdgeswarmError
+
 KEY_PREFIX = "ed25519:"
 
 
-class KeyFileError(Exception):
+class KeyFileError(EdgeswarmError):
     """A key file is missing, unreadable, not a private ed25519 key, or readable by others."""
 
 

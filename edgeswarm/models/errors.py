@@ -3,6 +3,7 @@
 Hierarchy::
 
     ModelError                 base class for everything raised by edgeswarm.models
+                               (an ``edgeswarm.errors.EdgeswarmError``)
     ├── ModelLoadError         file missing/unreadable, corrupt or truncated flatbuffer,
     │                          unsupported graph (not float32, not single 2-D in/out)
     ├── ModelNotFound          ModelRegistry has no model under the requested id
@@ -13,10 +14,12 @@ Callers that only care "did the model layer fail" catch :class:`ModelError`.
 
 from __future__ import annotations
 
+from edgeswarm.errors import EdgeswarmError
+
 __all__ = ["ModelError", "ModelInputError", "ModelLoadError", "ModelNotFound"]
 
 
-class ModelError(Exception):
+class ModelError(EdgeswarmError):
     """Base class for all errors raised by :mod:`edgeswarm.models`."""
 
 

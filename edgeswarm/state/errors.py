@@ -1,9 +1,9 @@
 # ruff: noqa: N818  (names without the Error suffix are public API; they read as h11's do)
-"""Errors of the shared swarm state, one tree, each with a wire ``error_code``.
+"""Errors of the shared swarm state, one tree, each with a ``wire.ErrorCode``.
 
 ::
 
-    StateError                      error_code
+    StateError                      error_code (StateError: an EdgeswarmError)
     ├── RemoteStateError            (the peer sent something we refuse)
     │   ├── MalformedUpdate         101  update bytes do not decode; document untouched
     │   └── MalformedStateVector    102  state-vector bytes do not decode
@@ -13,13 +13,16 @@
         └── StoreError              120  the store directory cannot be used
 
 Errors the peer caused (:class:`RemoteStateError`) are caught at the protocol
-boundary and become an error frame carrying ``error_code``; the connection and
+boundary and become an ERROR frame carrying ``error_code``; the connection and
 the document stay up. :class:`WriterReused` means a process restarted without
 its persisted state and kept its client id: it must restart with a new
 incarnation (see :func:`edgeswarm.state.schema.client_id_for`).
 """
 
 from __future__ import annotations
+
+from edgeswarm.errors import EdgeswarmError
+from edgeswarm.wire.errors import ErrorCode
 
 __all__ = [
     "InvalidKey",
@@ -33,11 +36,11 @@ __all__ = [
 ]
 
 
-class StateError(Exception):
+class StateError(EdgeswarmError):
     """Base of every error of :mod:`edgeswarm.state`."""
 
-    error_code: int = 100
-    """Code carried on the wire when this error is reported to a peer."""
+    error_code: ErrorCode = ErrorCode.STATE_ERROR
+    """Its :class:`~edgeswarm.wire.ErrorCode`: what an ERROR frame about it carries."""
 
 
 class RemoteStateError(StateError):
@@ -47,13 +50,13 @@ class RemoteStateError(StateError):
 class MalformedUpdate(RemoteStateError):
     """An update does not decode as a Yrs v1 update; nothing was applied."""
 
-    error_code = 101
+    error_code = ErrorCode.MALFORMED_UPDATE
 
 
 class MalformedStateVector(RemoteStateError):
     """A state vector does not decode."""
 
-    error_code = 102
+    error_code = ErrorCode.MALFORMED_STATE_VECTOR
 
 
 class LocalStateError(StateError):
@@ -63,7 +66,7 @@ class LocalStateError(StateError):
 class InvalidKey(LocalStateError):
     """A state key is not ``"group/name"``, or a set item is not a non-empty str."""
 
-    error_code = 110
+    error_code = ErrorCode.INVALID_STATE_KEY
 
 
 class WriterReused(LocalStateError):
@@ -73,10 +76,10 @@ class WriterReused(LocalStateError):
     knows, and those writes would be silently ignored everywhere.
     """
 
-    error_code = 111
+    error_code = ErrorCode.WRITER_REUSED
 
 
 class StoreError(LocalStateError):
     """The store directory or its snapshot cannot be used."""
 
-    error_code = 120
+    error_code = ErrorCode.STATE_STORE_ERROR

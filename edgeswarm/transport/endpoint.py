@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from edgeswarm.errors import EdgeswarmError
+
 from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size
 
 if TYPE_CHECKING:
@@ -119,7 +121,7 @@ def _is_initial(data: bytes, version: int) -> bool:
     return packet_type == (1 if version == QUIC_V2 else 0)
 
 
-class HandshakeError(ConnectionError):
+class HandshakeError(EdgeswarmError, ConnectionError):
     """The QUIC handshake did not complete (refused, closed by the peer, bad certificate)."""
 
 

@@ -4,7 +4,7 @@
 One tree, split by who caused the error. Every error carries the
 ``error_code`` that travels in an ERROR or BYE frame (see ``docs/protocol.md``)::
 
-    WireError
+    WireError                      (an edgeswarm.errors.EdgeswarmError)
     ├── RemoteProtocolError        the peer sent something the protocol forbids
     │   ├── MalformedFrame         not msgpack, not a map, missing or mistyped field
     │   ├── UnknownFrameType       a frame type this version does not define
@@ -24,6 +24,8 @@ into the process that serves other peers.
 from __future__ import annotations
 
 from enum import IntEnum
+
+from edgeswarm.errors import EdgeswarmError
 
 
 class ErrorCode(IntEnum):
@@ -45,11 +47,20 @@ class ErrorCode(IntEnum):
     ROLE_NOT_ALLOWED = 13
     BAD_TOKEN = 14
     NO_CREDIT = 15
+    # 100-199: swarm state (feature ``state``, docs/protocol.md section 9)
+    STATE_ERROR = 100
+    """Any other state error (never sent: a more precise code always exists)."""
     MALFORMED_UPDATE = 101
     MALFORMED_STATE_VECTOR = 102
+    INVALID_STATE_KEY = 110
+    """Local: a state key or set item refused by the document (never sent)."""
+    WRITER_REUSED = 111
+    """Local: a peer holds more of our writer's history than we do (sent as INTERNAL_ERROR)."""
+    STATE_STORE_ERROR = 120
+    """Local: the state store's directory cannot be used (never sent)."""
 
 
-class WireError(Exception):
+class WireError(EdgeswarmError):
     """Base of every wire protocol error."""
 
     error_code: ErrorCode = ErrorCode.INTERNAL_ERROR

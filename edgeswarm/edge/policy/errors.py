@@ -5,7 +5,7 @@ is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
 ``wasmtime.WasmtimeError`` escape. Each policy error has a stable ``kind``
 (the ``kind`` label of ``edgeswarm_edge_policy_faults_total``)::
 
-    EdgeError                        base of every edge error
+    EdgeError                        base of every edge compute error (an EdgeswarmError)
     └── PolicyError                  a policy module failed; carries the policy name
         ├── PolicyLoadError          "load": refused at load: unreadable or malformed
         │                            bytes, forbidden import, missing or mistyped
@@ -31,8 +31,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from edgeswarm.errors import EdgeswarmError
 
-class EdgeError(Exception):
+
+class EdgeError(EdgeswarmError):
     """Base of every edge compute error."""
 
 

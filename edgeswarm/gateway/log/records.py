@@ -2,7 +2,7 @@
 
 Errors (one tree; all are errors *we* hit, none is the peer's fault)::
 
-    ObservationLogError        base of every error of the observation log
+    ObservationLogError        base of every error of the observation log (an EdgeswarmError)
     ├── LogOpenError           the file could not be opened as a log (``path``)
     │   └── LogCorruptError    the file is not a SQLite database or is damaged
     ├── LogWriteError          a group commit failed; every waiter of it gets this
@@ -23,6 +23,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeswarm.errors import EdgeswarmError
+
 __all__ = [
     "AppendResult",
     "EdgeAggregate",
@@ -42,7 +44,7 @@ __all__ = [
 # --------------------------------------------------------------------------- errors
 
 
-class ObservationLogError(Exception):
+class ObservationLogError(EdgeswarmError):
     """Base of every error of the observation log."""
 
 

@@ -1,0 +1,73 @@
+"""The one exception root of edgeswarm, and the whole tree under it.
+
+Every error edgeswarm raises on purpose is an :class:`EdgeswarmError`, so a
+caller (the CLI first) catches one class. Each package keeps its own errors
+beside its code and draws its subtree in its module docstring; this is the
+whole tree (``tests/test_layout.py`` checks that it matches the classes)::
+
+    EdgeswarmError                      edgeswarm.errors
+    ├── WireError                       edgeswarm.wire.errors: error_code goes in ERROR / BYE
+    │   ├── RemoteProtocolError         the peer sent what the protocol forbids
+    │   │   ├── MalformedFrame
+    │   │   ├── UnknownFrameType
+    │   │   ├── FrameTooLarge
+    │   │   ├── InvalidArray
+    │   │   ├── BatchTooLarge
+    │   │   ├── UnexpectedFrame
+    │   │   ├── UnsupportedVersion
+    │   │   └── CreditExceeded
+    │   └── LocalProtocolError          we tried to send what the protocol forbids
+    ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
+    │   └── ConnectTimeoutError         (also a TimeoutError)
+    ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
+    ├── KeyFileError                    edgeswarm.identity.keys
+    ├── StateError                      edgeswarm.state.errors: error_code as well
+    │   ├── RemoteStateError
+    │   │   ├── MalformedUpdate
+    │   │   └── MalformedStateVector
+    │   └── LocalStateError
+    │       ├── InvalidKey
+    │       ├── WriterReused
+    │       └── StoreError
+    ├── ModelError                      edgeswarm.models.errors
+    │   ├── ModelLoadError
+    │   ├── ModelNotFound
+    │   └── ModelInputError
+    ├── EdgeError                       edgeswarm.edge.policy.errors
+    │   └── PolicyError
+    │       ├── PolicyLoadError
+    │       ├── PolicyTrap
+    │       │   └── PolicyMemoryExceeded
+    │       ├── PolicyFuelExhausted
+    │       └── PolicyAbiError
+    ├── SpoolError                      edgeswarm.edge.spool
+    │   ├── SpoolCorruptError
+    │   ├── SpoolFull
+    │   ├── PayloadTooLarge             (also a ValueError)
+    │   └── SeqOutOfOrder               (also a ValueError)
+    ├── ObservationLogError             edgeswarm.gateway.log.records
+    │   ├── LogOpenError
+    │   │   └── LogCorruptError
+    │   ├── LogWriteError
+    │   ├── LogOverloaded
+    │   ├── LogClosed
+    │   └── LogRecordCorrupt
+    ├── PeerRegistryError               edgeswarm.gateway.peers
+    └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+
+Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught
+at the session boundary, answered with an ERROR frame carrying the error's
+``error_code``, never ending the process), a Wasm module (``PolicyError``:
+the policy is quarantined), the disk or the operator's files (``SpoolError``,
+``ObservationLogError``, ``KeyFileError``, ...: the process reports it in one
+line and exits, or refuses the one request), or our own code
+(``LocalProtocolError``, ``LocalStateError``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["EdgeswarmError"]
+
+
+class EdgeswarmError(Exception):
+    """Base of every error edgeswarm raises on purpose."""
