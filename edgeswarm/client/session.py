@@ -20,7 +20,7 @@ from typing import Protocol
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
-from edgeswarm.transport.quic import SessionLink
+from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_STATE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeswarm.transport.quic import DEFAULT_STACK
+from edgeswarm.transport.stacks import DEFAULT_STACK
 
 
 @dataclass(frozen=True, kw_only=True)

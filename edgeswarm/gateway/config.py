@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeswarm.transport.quic import DEFAULT_STACK, TransportSettings
+from edgeswarm.transport.api import TransportSettings
+from edgeswarm.transport.stacks import DEFAULT_STACK
 
 
 @dataclass(frozen=True, kw_only=True)

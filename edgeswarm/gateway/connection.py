@@ -16,10 +16,10 @@ import logging
 import os
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from edgeswarm.identity import verify_signature
-from edgeswarm.transport.quic import SessionLink
+from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_STATE,
@@ -48,19 +48,58 @@ from edgeswarm.wire import (
     encode_payload,
 )
 
-from .log.store import AppendResult, ObservationLogError
-from .peers import Decision, PeerRegistryError
-
-if TYPE_CHECKING:
-    from .server import Gateway
+from .config import GatewayConfig
+from .log.store import AppendResult, ObservationLog, ObservationLogError
+from .peers import Decision, PeerRegistry, PeerRegistryError
+from .state_service import StateService
+from .stats import GatewayStats
 
 log = logging.getLogger("edgeswarm.gateway")
+
+
+class GatewayServices(Protocol):
+    """What a connection uses of the gateway that accepted it (``server.Gateway`` is one)."""
+
+    @property
+    def config(self) -> GatewayConfig:
+        """Limits and names the connection announces."""
+        ...
+
+    @property
+    def stats(self) -> GatewayStats:
+        """Per-edge totals and metrics."""
+        ...
+
+    @property
+    def observation_log(self) -> ObservationLog:
+        """Where batches are made durable before they are acknowledged."""
+        ...
+
+    @property
+    def state(self) -> StateService:
+        """The swarm document the session's state frames go to."""
+        ...
+
+    @property
+    def peers(self) -> PeerRegistry:
+        """Who may connect, under which name and role."""
+        ...
+
+    def credit_window(self) -> int:
+        """Batches an edge may have unacknowledged now."""
+        ...
+
+    def connection_opened(self, connection: GatewayConnection) -> None:
+        """The connection's session stream exists."""
+
+    def connection_closed(self, connection: GatewayConnection) -> None:
+        """The connection is gone."""
 
 
 class GatewayConnection:
     """Handler of one QUIC connection's session stream (a ``StreamHandler``)."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayServices) -> None:
         self._gateway = gateway
         config = gateway.config
         self.session = Session(
@@ -118,7 +157,7 @@ class GatewayConnection:
                     assert self.peer_id is not None
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
-                        gateway.log.append_then(
+                        gateway.observation_log.append_then(
                             self.peer_id,
                             seq,
                             tick,
@@ -206,7 +245,7 @@ class GatewayConnection:
                 max_frame_bytes=gateway.config.max_frame_bytes,
                 max_batch_agents=gateway.config.max_batch_agents,
                 credit=self._credit_limit,
-                resume_seq=gateway.log.high_water(hello.peer_id) if is_edge else 0,
+                resume_seq=gateway.observation_log.high_water(hello.peer_id) if is_edge else 0,
                 features=tuple(f for f in hello.features if f in FEATURES),
             )
         )

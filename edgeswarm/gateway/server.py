@@ -36,13 +36,13 @@ class Gateway:
         self.ca_file = None if config.cert is not None else config.data_dir / "ca.crt"
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.peers = PeerRegistry(config.data_dir / "peers.db")
-        self.log = ObservationLog(
+        self.observation_log = ObservationLog(
             config.data_dir / "observations.db",
             fsync=config.fsync,
             max_pending_bytes=4 * config.max_log_backlog_bytes,
         )
-        self.stats.metrics.registry.register(LogCollector(self.log))
-        for edge_id, aggregate in self.log.edges().items():
+        self.stats.metrics.registry.register(LogCollector(self.observation_log))
+        for edge_id, aggregate in self.observation_log.edges().items():
             self.stats.restore(
                 edge_id,
                 batches=aggregate.batches,
@@ -71,7 +71,7 @@ class Gateway:
     def credit_window(self) -> int:
         """Batches an edge may have unacknowledged now: smaller while the log lags."""
         window = self.config.credit_window
-        if self.log.pending_bytes > self.config.max_log_backlog_bytes:
+        if self.observation_log.pending_bytes > self.config.max_log_backlog_bytes:
             window = max(1, window // 8)
         return window
 
@@ -160,7 +160,7 @@ class Gateway:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
-        self.log.close()
+        self.observation_log.close()
         self.state.close()
         self.peers.close()
         log.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})

@@ -1,4 +1,5 @@
-"""QUIC adapter: the seam between the QUIC libraries and edgeswarm.
+"""QUIC adapter: connect to a gateway, or serve; the seam between the QUIC libraries
+and edgeswarm.
 
 It moves bytes between a QUIC connection's session stream and a
 ``StreamHandler`` and does nothing else: protocol logic lives in the sans-I/O
@@ -10,13 +11,9 @@ optional ``datagram_received``.
 
 Two libraries can carry it (``stack=``): ``aioquic``, the pure-Python
 reference, and ``qh3``, its fork with a Rust packet core (see ``stacks.py``);
-I/O and batching are ours (``endpoint.py``), tickets in ``tickets.py``.
-
-Errors raised by ``connect``::
-
-    ConnectionError
-    └── HandshakeError        refused, closed by the gateway, bad certificate
-        └── ConnectTimeoutError     (also a TimeoutError) no handshake in time
+I/O and batching are ours (``link.py``, ``endpoint.py``), tickets in
+``tickets.py``. What a handler sees (link, handler protocol, settings,
+errors) is ``api.py``, re-exported here.
 """
 
 from __future__ import annotations
@@ -24,27 +21,31 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgeswarm.wire import ALPN
 
-from .endpoint import (
-    ClientEndpoint,
+from .api import (
+    DEFAULT_PORT,
+    ConnectTimeoutError,
+    HandlerFactory,
     HandshakeError,
-    QuicLink,
-    ServerEndpoint,
+    SessionLink,
+    StreamHandler,
     TransportSettings,
-    quic_clock,
 )
-from .stacks import STACKS, load_stack
+from .endpoint import ClientEndpoint, ServerEndpoint
+from .link import QuicLink, quic_clock
+from .stacks import DEFAULT_STACK, STACKS, load_stack
 from .tickets import ServerTicketStore, TicketStore
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
+    "DEFAULT_PORT",
     "DEFAULT_STACK",
     "STACKS",
     "ConnectTimeoutError",
@@ -61,8 +62,6 @@ __all__ = [
 
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-DEFAULT_STACK = "qh3"
-"""The stack that won ``scripts/bench transport`` and passes every test."""
 STACK_ENV = "EDGESWARM_QUIC"
 CLOSE_WAIT_S = 1.0
 
@@ -70,64 +69,6 @@ CLOSE_WAIT_S = 1.0
 def default_stack() -> str:
     """``$EDGESWARM_QUIC`` or ``DEFAULT_STACK``; for CLI code, which may read the environment."""
     return os.environ.get(STACK_ENV, DEFAULT_STACK)
-
-
-class ConnectTimeoutError(HandshakeError, TimeoutError):
-    """No handshake within ``connect_timeout`` (gateway unreachable or silent)."""
-
-
-class SessionLink(Protocol):
-    """What a handler may do with its connection."""
-
-    def send(self, data: bytes, *, end_stream: bool = False) -> None:
-        """Queue ``data`` on the session stream; it leaves at the end of this loop turn."""
-
-    def transmit_now(self) -> None:
-        """Send what is queued now rather than at the end of this loop turn.
-
-        For data that waited on something else (a commit) and must not also
-        wait for the loop's next socket read; within a read wakeup it changes
-        nothing (the wakeup transmits once at its end).
-        """
-
-    def send_datagram(self, data: bytes) -> bool:
-        """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).
-
-        False when the peer did not negotiate datagrams or ``data`` is larger
-        than ``max_datagram_payload``: the caller must use the stream.
-        """
-
-    @property
-    def max_datagram_payload(self) -> int | None:
-        """Largest ``send_datagram`` payload; None when datagrams are off."""
-
-    def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
-        """Close the QUIC connection."""
-
-    @property
-    def peer(self) -> str:
-        """The remote address, ``host:port``."""
-
-
-class StreamHandler(Protocol):
-    """Receives the bytes of one session stream.
-
-    A handler may also define ``datagram_received(data: bytes) -> None``; the
-    adapter calls it (only if present) for each QUIC DATAGRAM frame that
-    arrives after ``connection_made``.
-    """
-
-    def connection_made(self, link: SessionLink) -> None:
-        """The session stream exists; ``link`` sends on it."""
-
-    def data_received(self, data: bytes, *, end_stream: bool) -> None:
-        """Bytes arrived on the session stream."""
-
-    def connection_lost(self, reason: str) -> None:
-        """The QUIC connection is gone."""
-
-
-HandlerFactory = Callable[[], StreamHandler]
 
 
 @dataclass

@@ -24,6 +24,9 @@ from typing import Any, Literal
 
 StackName = Literal["aioquic", "qh3"]
 STACKS: tuple[StackName, ...] = ("aioquic", "qh3")
+"""Every QUIC library the adapter can drive."""
+DEFAULT_STACK: StackName = "qh3"
+"""The stack that won ``scripts/bench transport`` and passes every test."""
 
 
 class EventKind(Enum):

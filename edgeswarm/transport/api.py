@@ -1,0 +1,118 @@
+"""What a session handler sees of the QUIC transport.
+
+A handler (the gateway's connections, the client sessions, the benches)
+implements :class:`StreamHandler` and is given a :class:`SessionLink`; it
+imports this module and nothing else of the transport. Behind it, ``quic.py``
+connects and serves, ``link.py`` drives one QUIC connection and
+``endpoint.py`` moves the datagrams of one UDP socket.
+
+Errors raised by ``quic.connect``::
+
+    HandshakeError            refused, closed by the gateway, bad certificate
+    │                         (an EdgeswarmError and a ConnectionError)
+    └── ConnectTimeoutError   no handshake in time (also a TimeoutError)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgeswarm.errors import EdgeswarmError
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ConnectTimeoutError",
+    "HandlerFactory",
+    "HandshakeError",
+    "SessionLink",
+    "StreamHandler",
+    "TransportSettings",
+]
+
+DEFAULT_PORT = 4433
+"""UDP port a gateway listens on, and a client connects to, unless told otherwise."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportSettings:
+    """Tuning of the QUIC transport; the defaults are the measured safe winners."""
+
+    max_datagram_size: int = 1350
+    """Largest UDP payload sent. 1200-1350 is safe on the Internet; larger only on
+    links known to carry it (aioquic breaks above ~16 KB)."""
+    max_datagram_frame_size: int | None = 65535
+    """Advertised DATAGRAM frame limit; None turns QUIC datagrams off (on aioquic, and on
+    qh3 servers: qh3 2.1 clients advertise 65536 whatever this says)."""
+    flow_control_window: int = 16 * 1024 * 1024
+    """Connection and stream flow-control credit, bytes."""
+    socket_buffer_bytes: int = 4 * 1024 * 1024
+    """SO_RCVBUF/SO_SNDBUF asked for (the kernel caps it at rmem_max/wmem_max)."""
+    recv_batch: int = 256
+    """Most datagrams read per wakeup before processing them and transmitting."""
+    segmentation_offload: bool = True
+    """Linux UDP GSO/GRO: one ``sendmsg`` carries up to 64 equal-size datagrams and one
+    read returns as many; turned off by itself where the kernel refuses it."""
+
+
+class HandshakeError(EdgeswarmError, ConnectionError):
+    """The QUIC handshake did not complete (refused, closed by the peer, bad certificate)."""
+
+
+class ConnectTimeoutError(HandshakeError, TimeoutError):
+    """No handshake within ``connect_timeout`` (gateway unreachable or silent)."""
+
+
+class SessionLink(Protocol):
+    """What a handler may do with its connection."""
+
+    def send(self, data: bytes, *, end_stream: bool = False) -> None:
+        """Queue ``data`` on the session stream; it leaves at the end of this loop turn."""
+
+    def transmit_now(self) -> None:
+        """Send what is queued now rather than at the end of this loop turn.
+
+        For data that waited on something else (a commit) and must not also
+        wait for the loop's next socket read; within a read wakeup it changes
+        nothing (the wakeup transmits once at its end).
+        """
+
+    def send_datagram(self, data: bytes) -> bool:
+        """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).
+
+        False when the peer did not negotiate datagrams or ``data`` is larger
+        than ``max_datagram_payload``: the caller must use the stream.
+        """
+
+    @property
+    def max_datagram_payload(self) -> int | None:
+        """Largest ``send_datagram`` payload; None when datagrams are off."""
+
+    def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
+        """Close the QUIC connection."""
+
+    @property
+    def peer(self) -> str:
+        """The remote address, ``host:port``."""
+
+
+class StreamHandler(Protocol):
+    """Receives the bytes of one session stream.
+
+    A handler may also define ``datagram_received(data: bytes) -> None``; the
+    adapter calls it (only if present) for each QUIC DATAGRAM frame that
+    arrives after ``connection_made``.
+    """
+
+    def connection_made(self, link: SessionLink) -> None:
+        """The session stream exists; ``link`` sends on it."""
+
+    def data_received(self, data: bytes, *, end_stream: bool) -> None:
+        """Bytes arrived on the session stream."""
+
+    def connection_lost(self, reason: str) -> None:
+        """The QUIC connection is gone."""
+
+
+HandlerFactory = Callable[[], StreamHandler]
