@@ -45,16 +45,14 @@ class RunningGateway:
             registry.add_peer(key.public_key, peer_id, role, replace=True)
 
     async def status(self) -> dict[str, object]:
+        from edgeswarm.client.address import GatewayAddress
         from edgeswarm.client.admin import fetch_status
         from edgeswarm.transport.quic import default_stack
 
         return await fetch_status(
-            "127.0.0.1",
-            self.port,
-            ca_file=self.ca,
+            GatewayAddress(port=self.port, ca_file=self.ca, stack=default_stack()),
             key=self.admin_key,
-            peer_id=ADMIN_ID,
-            stack=default_stack(),
+            admin_id=ADMIN_ID,
         )
 
 

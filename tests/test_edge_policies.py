@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeswarm.agents_wasm import module_path
+from edgeswarm.client.address import GatewayAddress
 from edgeswarm.edge import AgentTable
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.policy.loading import assign_groups, resolve_module
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.integration
 def edge_config(gateway: RunningGateway, tmp_path: Path, **overrides: object) -> EdgeConfig:
     settings: dict[str, object] = {
         "edge_id": "policy-edge",
-        "gateway_port": gateway.port,
-        "ca_file": gateway.ca,
-        "stack": default_stack(),
+        "gateway": GatewayAddress(port=gateway.port, ca_file=gateway.ca, stack=default_stack()),
         "data_dir": tmp_path / "edge",
         "join_token": gateway.edge_token(),
         "agents": 1000,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import fetch_state
 from edgeswarm.client.session import GatewayClient
 from edgeswarm.edge.state_link import StateLink
@@ -64,12 +65,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> No
 
 async def state_of(gateway: RunningGateway) -> dict[str, Any]:
     _, snapshot = await fetch_state(
-        "127.0.0.1",
-        gateway.port,
-        ca_file=gateway.ca,
+        GatewayAddress(port=gateway.port, ca_file=gateway.ca, stack=default_stack()),
         key=gateway.admin_key,
-        peer_id=ADMIN_ID,
-        stack=default_stack(),
+        admin_id=ADMIN_ID,
     )
     return snapshot
 

@@ -1,23 +1,31 @@
-"""Parsing of ``host:port`` arguments."""
+"""``host:port`` arguments, and the gateway address a client command connects to."""
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import typer
 
+from edgeswarm.client.address import DEFAULT_HOST, GatewayAddress, split_host_port
+from edgeswarm.transport.api import DEFAULT_PORT
 
-def parse_address(value: str, default_port: int = 4433) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port`` or ``host`` -> (host, port)."""
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    else:
-        host, port = value, str(default_port)
+DEFAULT_GATEWAY = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+"""``--gateway`` when it is not given."""
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` -> (host, port); a usage error otherwise."""
     try:
-        number = int(port)
-    except ValueError:
-        raise typer.BadParameter(f"bad port in {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise typer.BadParameter(f"port out of range in {value!r}")
-    return host, number
+        return split_host_port(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def gateway_address(
+    value: str, *, ca: Path, server_name: str | None, stack: str, timeout: float | None = None
+) -> GatewayAddress:
+    """The gateway ``--gateway VALUE --ca CA [--server-name] [--stack]`` names."""
+    host, port = parse_address(value)
+    address = GatewayAddress(host=host, port=port, ca_file=ca, server_name=server_name, stack=stack)
+    return address if timeout is None else dataclasses.replace(address, connect_timeout_s=timeout)

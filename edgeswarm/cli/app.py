@@ -6,18 +6,31 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from edgeswarm import __version__
+from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
+from edgeswarm.edge.config import EdgeConfig
+from edgeswarm.edge.policy.set import Fallback
+from edgeswarm.edge.spool import OverflowPolicy
+from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.gateway.log.records import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
-from .address import parse_address
+from .address import DEFAULT_GATEWAY, gateway_address, parse_address
 from .keys import keys_app
-from .options import choice, exits_on_error, quic_stack
+from .options import (
+    DEFAULT_ADMIN_KEY,
+    choice,
+    cli_port,
+    default,
+    exits_on_error,
+    quic_stack,
+)
 from .options import metrics_port as metrics_port_option
 from .state import state_app
 
@@ -32,8 +45,11 @@ app = typer.Typer(
 app.add_typer(keys_app)
 app.add_typer(state_app)
 
-DEFAULT_ADMIN_KEY = Path("var/admin.key")
-
+_GATEWAY = GatewayConfig()
+"""The gateway's defaults (every field has one)."""
+FALLBACKS = get_args(Fallback)
+GATEWAY_METRICS_PORT = cli_port(_GATEWAY.metrics_port)
+EDGE_METRICS_PORT = cli_port(default(EdgeConfig, "metrics_port"))
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 MetricsPort = Annotated[
     int, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one; -1 disables.")
@@ -58,21 +74,23 @@ def _root(
 @app.command()
 def gateway(
     listen: Annotated[str, typer.Option(help="host:port to listen on (port 0 picks one).")] = (
-        "127.0.0.1:4433"
+        f"{_GATEWAY.host}:{_GATEWAY.port}"
     ),
-    data_dir: Annotated[Path, typer.Option(help="Directory for certificates and state.")] = Path(
-        "var/gateway"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Directory for certificates and state.")
+    ] = _GATEWAY.data_dir,
     cert: Annotated[Path | None, typer.Option(help="Server certificate (PEM).")] = None,
     key: Annotated[Path | None, typer.Option(help="Private key of --cert (PEM).")] = None,
-    gateway_id: Annotated[str, typer.Option(help="Name of this gateway.")] = "gateway-0",
-    max_batch_agents: Annotated[int, typer.Option(help="Largest OBS_BATCH accepted.")] = 65536,
+    gateway_id: Annotated[str, typer.Option(help="Name of this gateway.")] = _GATEWAY.gateway_id,
+    max_batch_agents: Annotated[
+        int, typer.Option(help="Largest OBS_BATCH accepted.")
+    ] = _GATEWAY.max_batch_agents,
     credit_window: Annotated[
         int, typer.Option(min=1, help="Batches an edge may have unacknowledged.")
-    ] = 256,
+    ] = _GATEWAY.credit_window,
     fsync: Annotated[
         str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
-    ] = "normal",
+    ] = _GATEWAY.fsync,
     stack: Annotated[
         str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
     ] = None,
@@ -90,7 +108,7 @@ def gateway(
             help="Key this gateway signs with at peer gateways (default: DATA_DIR/identity.key)."
         ),
     ] = None,
-    metrics_port: MetricsPort = 9464,
+    metrics_port: MetricsPort = GATEWAY_METRICS_PORT,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
@@ -99,7 +117,7 @@ def gateway(
     (--peer) must have this gateway's key (`public_key` in the ready line)
     enrolled with `--role gateway --peer-id GATEWAY_ID`.
     """
-    from edgeswarm.gateway import Gateway, GatewayConfig
+    from edgeswarm.gateway import Gateway
     from edgeswarm.identity import public_key_text
 
     if (cert is None) != (key is None):
@@ -115,7 +133,7 @@ def gateway(
         gateway_id=gateway_id,
         max_batch_agents=max_batch_agents,
         credit_window=credit_window,
-        fsync=choice(fsync, ("always", "normal", "off"), "--fsync"),
+        fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
         stack=quic_stack(stack),
         metrics_port=metrics_port_option(metrics_port),
         identity_key=identity_key,
@@ -161,12 +179,16 @@ def edge(
     ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
     gateway_addr: Annotated[
         str, typer.Option("--gateway", help="Gateway host:port.")
-    ] = "127.0.0.1:4433",
+    ] = DEFAULT_GATEWAY,
     server_name: Annotated[
         str | None, typer.Option(help="Name in the gateway's certificate (default: host).")
     ] = None,
-    agents: Annotated[int, typer.Option(min=1, help="Agents on this edge.")] = 10_000,
-    first_agent_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")] = 0,
+    agents: Annotated[int, typer.Option(min=1, help="Agents on this edge.")] = default(
+        EdgeConfig, "agents"
+    ),
+    first_agent_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")] = default(
+        EdgeConfig, "first_agent_id"
+    ),
     policy: Annotated[
         list[str] | None,
         typer.Option(
@@ -176,14 +198,14 @@ def edge(
     ] = None,
     policy_fallback: Annotated[
         str, typer.Option(help="Action of a quarantined policy's agents: zero or hold.")
-    ] = "zero",
+    ] = default(EdgeConfig, "policy_fallback"),
     policy_fuel: Annotated[
         int,
         typer.Option(min=1, help="Fuel per agent per step (plus 100 000 per call); beyond: fault."),
-    ] = 2_000,
+    ] = default(EdgeConfig, "policy_fuel_per_agent"),
     policy_memory_mb: Annotated[
         int, typer.Option(min=1, help="Linear memory limit of each policy instance, MiB.")
-    ] = 64,
+    ] = default(EdgeConfig, "policy_memory_mb"),
     policy_retry: Annotated[
         float | None,
         typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
@@ -199,9 +221,13 @@ def edge(
             help="Compiled Wasm modules kept across restarts (default: DATA_DIR/modules).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Environment seed.")] = 0,
-    tick_hz: Annotated[float, typer.Option(min=0, help="Ticks/s; 0 = as fast as acked.")] = 10.0,
-    batch_agents: Annotated[int, typer.Option(min=1, help="Agents per OBS_BATCH.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Environment seed.")] = default(EdgeConfig, "seed"),
+    tick_hz: Annotated[float, typer.Option(min=0, help="Ticks/s; 0 = as fast as acked.")] = default(
+        EdgeConfig, "tick_hz"
+    ),
+    batch_agents: Annotated[int, typer.Option(min=1, help="Agents per OBS_BATCH.")] = default(
+        EdgeConfig, "batch_agents"
+    ),
     data_dir: Annotated[
         Path | None, typer.Option(help="Key and spool directory (default: var/edge/EDGE_ID).")
     ] = None,
@@ -213,22 +239,24 @@ def edge(
     ] = None,
     spool_max_bytes: Annotated[
         int, typer.Option(min=1024, help="Bound of the on-disk spool of unacked batches.")
-    ] = 256 * 1024 * 1024,
+    ] = default(EdgeConfig, "spool_max_bytes"),
     overflow: Annotated[
         str, typer.Option(help="When the spool is full: block or drop_oldest.")
-    ] = "block",
+    ] = default(EdgeConfig, "overflow"),
     stack: Annotated[
         str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
     ] = None,
-    drain_timeout: Annotated[float, typer.Option(help="Seconds to wait for acks at stop.")] = 10.0,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for acks at stop.")
+    ] = default(EdgeConfig, "drain_timeout_s"),
     duration: Annotated[
         float | None, typer.Option(help="Stop after SECONDS (default: on signal).")
     ] = None,
     ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.")] = None,
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines; 0 = none.")
-    ] = 1.0,
-    metrics_port: MetricsPort = 9465,
+    ] = default(EdgeConfig, "progress_interval_s"),
+    metrics_port: MetricsPort = EDGE_METRICS_PORT,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run an edge: agents step Wasm policies and stream observations to the gateway.
@@ -238,21 +266,18 @@ def edge(
     Progress and a final summary are JSON lines on stdout; logs are JSON on stderr.
     Exit status 1 when observations stayed unacknowledged (they stay spooled).
     """
-    from edgeswarm.edge.config import EdgeConfig
     from edgeswarm.edge.runner import EdgeRunner, install_stop_signals
 
     configure_logging(log_level, process="edge")
-    host, port = parse_address(gateway_addr)
     config = EdgeConfig(
         edge_id=edge_id,
-        gateway_host=host,
-        gateway_port=port,
-        ca_file=ca,
-        server_name=server_name,
+        gateway=gateway_address(
+            gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(stack)
+        ),
         agents=agents,
         first_agent_id=first_agent_id,
-        policies=tuple(policy or ["boids"]),
-        policy_fallback=choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
+        policies=tuple(policy or default(EdgeConfig, "policies")),
+        policy_fallback=choice(policy_fallback, FALLBACKS, "--policy-fallback"),
         policy_fuel_per_agent=policy_fuel,
         policy_memory_mb=policy_memory_mb,
         policy_retry_s=policy_retry,
@@ -265,8 +290,7 @@ def edge(
         key_file=key,
         join_token=join_token,
         spool_max_bytes=spool_max_bytes,
-        overflow=choice(overflow, ("block", "drop_oldest"), "--overflow"),
-        stack=quic_stack(stack),
+        overflow=choice(overflow, tuple(OverflowPolicy), "--overflow"),
         drain_timeout_s=drain_timeout,
         duration_s=duration,
         ticks=ticks,
@@ -290,14 +314,18 @@ def status(
     ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
     gateway_addr: Annotated[
         str, typer.Option("--gateway", help="Gateway host:port.")
-    ] = "127.0.0.1:4433",
+    ] = DEFAULT_GATEWAY,
     server_name: Annotated[str | None, typer.Option(help="Name in the certificate.")] = None,
     key: Annotated[
         Path, typer.Option(help="Admin private key enrolled with role admin.")
     ] = DEFAULT_ADMIN_KEY,
-    admin_id: Annotated[str, typer.Option(help="Peer id the admin key is enrolled as.")] = "admin",
+    admin_id: Annotated[
+        str, typer.Option(help="Peer id the admin key is enrolled as.")
+    ] = DEFAULT_ADMIN_ID,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the answer.")
+    ] = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Ask a gateway for its status: every edge, its agents and what it sent.
 
@@ -307,22 +335,13 @@ def status(
     from edgeswarm.client.admin import fetch_status
     from edgeswarm.identity.keys import KeyPair
 
-    host, port = parse_address(gateway_addr)
+    address = gateway_address(
+        gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
+    )
     with exits_on_error():
         pair = KeyPair.load(key)
     with exits_on_error(f"cannot reach gateway {gateway_addr}"):
-        result = asyncio.run(
-            fetch_status(
-                host,
-                port,
-                ca_file=ca,
-                key=pair,
-                peer_id=admin_id,
-                server_name=server_name,
-                timeout=timeout,
-                stack=quic_stack(None),
-            )
-        )
+        result = asyncio.run(fetch_status(address, key=pair, admin_id=admin_id, timeout=timeout))
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -23,7 +23,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import fetch_state, fetch_status
+from edgeswarm.errors import EdgeswarmError
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
 from edgeswarm.models import write_anomaly_model
@@ -258,7 +260,9 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
 
     credentials = _fresh_swarm(plan)
     gateway, listening = await _start_gateway(plan)
-    ca, port = Path(listening["ca"]), int(listening["port"])
+    address = GatewayAddress(
+        port=int(listening["port"]), ca_file=Path(listening["ca"]), connect_timeout_s=2.0
+    )
     edges = [
         await _start_edge(plan, i, listening, token)
         for i, token in enumerate(credentials.edge_tokens)
@@ -274,13 +278,13 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
 
     async def poll_status() -> None:
         nonlocal gateway_status, swarm_counters
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(EdgeswarmError, OSError):
             gateway_status = await fetch_status(
-                "127.0.0.1", port, ca_file=ca, key=credentials.admin, peer_id=ADMIN_ID, timeout=2.0
+                address, key=credentials.admin, admin_id=ADMIN_ID, timeout=2.0
             )
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(EdgeswarmError, OSError):
             _, snapshot = await fetch_state(
-                "127.0.0.1", port, ca_file=ca, key=credentials.admin, peer_id=ADMIN_ID, timeout=2.0
+                address, key=credentials.admin, admin_id=ADMIN_ID, timeout=2.0
             )
             swarm_counters = dict(snapshot.get("counters", {}))
 

@@ -1,14 +1,40 @@
-"""Checks and exits shared by the CLI commands."""
+"""Checks, defaults and exits shared by the CLI commands."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 
 from edgeswarm.errors import EdgeswarmError
+from edgeswarm.transport.stacks import STACKS
+
+DEFAULT_ADMIN_KEY = Path("var/admin.key")
+"""``--key`` of the admin commands (``status``, ``state``) when it is not given."""
+
+
+def default(config: type[Any], name: str) -> Any:
+    """The default of field ``name`` of the configuration dataclass ``config``.
+
+    Every CLI default comes from here: the dataclass is the one place it is defined.
+    """
+    for field in dataclasses.fields(config):
+        if field.name == name:
+            if field.default is not dataclasses.MISSING:
+                return field.default
+            if field.default_factory is not dataclasses.MISSING:
+                return field.default_factory()
+            raise ValueError(f"{config.__name__}.{name} has no default")
+    raise ValueError(f"{config.__name__} has no field {name!r}")
+
+
+def cli_port(port: int | None) -> int:
+    """A ``metrics_port`` default as ``--metrics-port`` spells it (-1: disabled)."""
+    return -1 if port is None else port
 
 
 def metrics_port(value: int) -> int | None:
@@ -27,7 +53,7 @@ def quic_stack(value: str | None) -> str:
     """``--stack``, defaulting to ``$EDGESWARM_QUIC`` or the built-in default."""
     from edgeswarm.transport.quic import default_stack
 
-    return choice(value or default_stack(), ("aioquic", "qh3"), "--stack")
+    return choice(value or default_stack(), STACKS, "--stack")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -12,8 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .address import parse_address
-from .options import exits_on_error, quic_stack
+from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
+
+from .address import DEFAULT_GATEWAY, gateway_address
+from .options import DEFAULT_ADMIN_KEY, exits_on_error, quic_stack
 
 state_app = typer.Typer(
     name="state",
@@ -65,22 +67,17 @@ def _table(gateway_id: str, snapshot: dict[str, dict[str, Any]], title: str) -> 
 
 
 def _connection(
-    ca: Path, gateway_addr: str, key: Path, admin_id: str, server_name: str | None
+    ca: Path, gateway_addr: str, key: Path, admin_id: str, server_name: str | None, timeout: float
 ) -> dict[str, Any]:
+    """The keyword arguments of ``watch_state`` that say where and who."""
     from edgeswarm.identity.keys import KeyPair
 
-    host, port = parse_address(gateway_addr)
+    address = gateway_address(
+        gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
+    )
     with exits_on_error():
         pair = KeyPair.load(key)
-    return {
-        "host": host,
-        "port": port,
-        "ca_file": ca,
-        "key": pair,
-        "peer_id": admin_id,
-        "server_name": server_name,
-        "stack": quic_stack(None),
-    }
+    return {"gateway": address, "key": pair, "admin_id": admin_id, "timeout": timeout}
 
 
 def _run(gateway_addr: str, coroutine: Any) -> int:
@@ -93,12 +90,12 @@ def _run(gateway_addr: str, coroutine: Any) -> int:
 def get(
     ca: Ca,
     key_filter: Key = None,
-    gateway_addr: GatewayAddr = "127.0.0.1:4433",
+    gateway_addr: GatewayAddr = DEFAULT_GATEWAY,
     server_name: ServerName = None,
-    key: AdminKey = Path("var/admin.key"),
-    admin_id: AdminId = "admin",
+    key: AdminKey = DEFAULT_ADMIN_KEY,
+    admin_id: AdminId = DEFAULT_ADMIN_ID,
     as_json: AsJson = False,
-    timeout: Timeout = 10.0,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Print the swarm state: every counter (total), set (members) and flag, or KEY's."""
     from edgeswarm.client.admin import watch_state
@@ -111,24 +108,24 @@ def get(
             Console().print(_table(gateway_id, chosen, ""))
         return True
 
-    connection = _connection(ca, gateway_addr, key, admin_id, server_name)
-    _run(gateway_addr, watch_state(**connection, on_snapshot=show, timeout=timeout, count=1))
+    connection = _connection(ca, gateway_addr, key, admin_id, server_name, timeout)
+    _run(gateway_addr, watch_state(**connection, on_snapshot=show, count=1))
 
 
 @state_app.command("watch")
 def watch(
     ca: Ca,
     key_filter: Key = None,
-    gateway_addr: GatewayAddr = "127.0.0.1:4433",
+    gateway_addr: GatewayAddr = DEFAULT_GATEWAY,
     server_name: ServerName = None,
-    key: AdminKey = Path("var/admin.key"),
-    admin_id: AdminId = "admin",
+    key: AdminKey = DEFAULT_ADMIN_KEY,
+    admin_id: AdminId = DEFAULT_ADMIN_ID,
     count: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many snapshots.")
     ] = None,
     duration: Annotated[float, typer.Option(min=0, help="Stop after SECONDS.")] = 60.0,
     as_json: AsJson = False,
-    timeout: Timeout = 10.0,
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Print the swarm state, then again after every change of it (or of KEY).
 
@@ -158,16 +155,7 @@ def watch(
             console.print(_table(gateway_id, chosen, title))
         return count is not None and shown >= count
 
-    connection = _connection(ca, gateway_addr, key, admin_id, server_name)
-    _run(
-        gateway_addr,
-        watch_state(
-            **connection,
-            on_snapshot=show,
-            timeout=timeout,
-            duration=duration,
-            count=None,
-        ),
-    )
+    connection = _connection(ca, gateway_addr, key, admin_id, server_name, timeout)
+    _run(gateway_addr, watch_state(**connection, on_snapshot=show, duration=duration, count=None))
     if not as_json:
         console.print(f"[dim]{shown} snapshot(s) in {time.monotonic() - started:.1f} s[/dim]")

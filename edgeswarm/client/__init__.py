@@ -1,1 +1,29 @@
-"""The client side of one session with a gateway: edge uplink, admin tool, peer gateway."""
+"""The client side of one session with a gateway: edge uplink, admin tool, peer gateway.
+
+``GatewayClient`` drives one session (handshake, credit, acks, state frames);
+``GatewayAddress`` says where a gateway is and how to trust it;
+``open_session`` and ``Reconnect`` connect and reconnect with backoff; the
+admin calls (``fetch_status``, ``watch_state``, ``fetch_state``) are what the
+``edgeswarm`` CLI asks a gateway. Gateways and edges both build on this room
+and never import each other.
+"""
+
+from .address import DEFAULT_HOST, GatewayAddress, split_host_port
+from .admin import fetch_state, fetch_status, watch_state
+from .reconnect import Backoff, Reconnect, open_session
+from .session import GatewayClient, SessionEndedError, StateHandler
+
+__all__ = [
+    "DEFAULT_HOST",
+    "Backoff",
+    "GatewayAddress",
+    "GatewayClient",
+    "Reconnect",
+    "SessionEndedError",
+    "StateHandler",
+    "fetch_state",
+    "fetch_status",
+    "open_session",
+    "split_host_port",
+    "watch_state",
+]

@@ -6,13 +6,10 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from edgeswarm.client.session import GatewayClient, SessionEndedError, StateHandler
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import MalformedUpdate, SwarmDocument, SwarmSnapshotDict
-from edgeswarm.transport import quic
 from edgeswarm.wire import (
     FEATURE_STATE,
     PROTOCOL_VERSION,
@@ -24,41 +21,40 @@ from edgeswarm.wire import (
     StateUpdateReceived,
 )
 
+from .address import GatewayAddress
+from .reconnect import open_session
+from .session import GatewayClient, SessionEndedError, StateHandler
+
+DEFAULT_ADMIN_ID = "admin"
+"""Peer id an admin key is enrolled as unless told otherwise."""
+DEFAULT_TIMEOUT_S = 10.0
+"""Longest wait for a gateway's answer."""
+
 
 @asynccontextmanager
 async def admin_session(
-    host: str,
-    port: int,
+    gateway: GatewayAddress,
     *,
-    ca_file: Path,
     key: KeyPair,
-    peer_id: str,
-    server_name: str | None,
-    timeout: float,
-    stack: str,
+    admin_id: str = DEFAULT_ADMIN_ID,
     state_handler: StateHandler | None = None,
 ) -> AsyncIterator[GatewayClient]:
-    """A QUIC session to the gateway as role admin (asking for ``state`` with a
-    ``state_handler``); closed with BYE "done" on exit. The caller awaits WELCOME."""
+    """A QUIC session to ``gateway`` as role admin, welcomed (asking for ``state`` with
+    a ``state_handler``); closed with BYE "done" on exit.
+
+    Raises ``SessionEndedError`` with the gateway's reason when it refuses the key.
+    """
     features = (FEATURE_STATE,) if state_handler is not None else ()
     hello = Hello(
         version=PROTOCOL_VERSION,
         role=Role.ADMIN,
-        peer_id=peer_id,
+        peer_id=admin_id,
         public_key=key.public_key,
         features=features,
     )
     client = GatewayClient(hello, key)
     client.state_handler = state_handler
-    async with quic.connect(
-        host,
-        port,
-        ca_file=ca_file,
-        handler=client,
-        server_name=server_name,
-        stack=stack,
-        connect_timeout=timeout,
-    ):
+    async with open_session(gateway, client):
         try:
             yield client
         finally:
@@ -66,15 +62,11 @@ async def admin_session(
 
 
 async def fetch_status(
-    host: str,
-    port: int,
+    gateway: GatewayAddress,
     *,
-    ca_file: Path,
     key: KeyPair,
-    peer_id: str = "admin",
-    server_name: str | None = None,
-    timeout: float = 10.0,
-    stack: str = quic.DEFAULT_STACK,
+    admin_id: str = DEFAULT_ADMIN_ID,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Connect as an admin, ask for STATUS, return it as a JSON-ready dict.
 
@@ -82,18 +74,8 @@ async def fetch_status(
     """
     async with (
         asyncio.timeout(timeout),
-        admin_session(
-            host,
-            port,
-            ca_file=ca_file,
-            key=key,
-            peer_id=peer_id,
-            server_name=server_name,
-            timeout=timeout,
-            stack=stack,
-        ) as client,
+        admin_session(gateway, key=key, admin_id=admin_id) as client,
     ):
-        await client.wait_welcomed(timeout)
         status = await client.request_status(timeout)
     return dataclasses.asdict(status)
 
@@ -143,18 +125,14 @@ SnapshotCallback = Callable[[str, SwarmSnapshotDict], bool | None]
 
 
 async def watch_state(
-    host: str,
-    port: int,
+    gateway: GatewayAddress,
     *,
-    ca_file: Path,
     key: KeyPair,
     on_snapshot: SnapshotCallback,
-    peer_id: str = "admin",
-    server_name: str | None = None,
-    timeout: float = 10.0,
+    admin_id: str = DEFAULT_ADMIN_ID,
+    timeout: float = DEFAULT_TIMEOUT_S,
     duration: float | None = None,
     count: int | None = None,
-    stack: str = quic.DEFAULT_STACK,
 ) -> int:
     """Call ``on_snapshot`` with the swarm state now, then after every change.
 
@@ -164,19 +142,10 @@ async def watch_state(
     serve state, ``TimeoutError`` when the first snapshot takes over ``timeout``.
     """
     mirror = StateMirror()
-    async with admin_session(
-        host,
-        port,
-        ca_file=ca_file,
-        key=key,
-        peer_id=peer_id,
-        server_name=server_name,
-        timeout=timeout,
-        stack=stack,
-        state_handler=mirror,
-    ) as client:
+    async with admin_session(gateway, key=key, admin_id=admin_id, state_handler=mirror) as client:
+        welcome = client.welcome
+        assert welcome is not None  # admin_session yields welcomed clients
         async with asyncio.timeout(timeout):
-            welcome = await client.wait_welcomed(timeout)
             if FEATURE_STATE not in client.session.features:
                 raise SessionEndedError(f"gateway {welcome.gateway_id} does not serve swarm state")
             while mirror.updates == 0:
@@ -217,15 +186,11 @@ async def _follow(
 
 
 async def fetch_state(
-    host: str,
-    port: int,
+    gateway: GatewayAddress,
     *,
-    ca_file: Path,
     key: KeyPair,
-    peer_id: str = "admin",
-    server_name: str | None = None,
-    timeout: float = 10.0,
-    stack: str = quic.DEFAULT_STACK,
+    admin_id: str = DEFAULT_ADMIN_ID,
+    timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[str, SwarmSnapshotDict]:
     """Connect as an admin and return ``(gateway_id, snapshot)`` of the swarm state."""
     got: list[tuple[str, SwarmSnapshotDict]] = []
@@ -235,15 +200,6 @@ async def fetch_state(
         return True
 
     await watch_state(
-        host,
-        port,
-        ca_file=ca_file,
-        key=key,
-        on_snapshot=keep,
-        peer_id=peer_id,
-        server_name=server_name,
-        timeout=timeout,
-        count=1,
-        stack=stack,
+        gateway, key=key, on_snapshot=keep, admin_id=admin_id, timeout=timeout, count=1
     )
     return got[0]

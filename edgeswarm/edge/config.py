@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeswarm.transport.stacks import DEFAULT_STACK
+from edgeswarm.client.address import GatewayAddress
+
+from .policy.sandbox import DEFAULT_FUEL_PER_AGENT, DEFAULT_MEMORY_LIMIT
+from .policy.set import DEFAULT_FALLBACK
+from .spool import DEFAULT_MAX_BYTES, OverflowPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -13,26 +17,18 @@ class EdgeConfig:
     """Everything an edge needs to run; built by the CLI, passed by keyword."""
 
     edge_id: str
-    """Stable name of this edge, sent in HELLO."""
-    gateway_host: str = "127.0.0.1"
-    """Gateway address."""
-    gateway_port: int = 4433
-    """Gateway UDP port."""
-    ca_file: Path
-    """CA certificate the gateway's certificate must chain to (pinned)."""
-    server_name: str | None = None
-    """Name to verify in the gateway's certificate; defaults to ``gateway_host``."""
-    stack: str = DEFAULT_STACK
-    """QUIC implementation: ``aioquic`` or ``qh3``."""
+    """Stable name of this edge, sent in HELLO (as ``peer_id``) and stored with every batch."""
+    gateway: GatewayAddress
+    """The gateway to deliver to: host, port, pinned CA, certificate name, QUIC stack."""
     data_dir: Path = Path("var/edge")
     """Where the edge keeps its key and its spool."""
     key_file: Path | None = None
     """The edge's ed25519 private key; ``data_dir/edge.key``, created on first start, if None."""
     join_token: str | None = None
     """Join token to enroll the key on first contact (``edgeswarm keys issue``)."""
-    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_max_bytes: int = DEFAULT_MAX_BYTES
     """Bound of the on-disk spool of unacknowledged batches."""
-    overflow: str = "block"
+    overflow: str = OverflowPolicy.BLOCK
     """When the spool is full: ``block`` (stop stepping until acks make room) or
     ``drop_oldest`` (drop the oldest batches, counted and logged)."""
     agents: int = 10_000
@@ -42,11 +38,11 @@ class EdgeConfig:
     policies: tuple[str, ...] = ("boids",)
     """Wasm policies, each a built-in name or a ``.wasm``/``.wat`` path; the
     agents are split into equal contiguous groups, one per policy."""
-    policy_fallback: str = "zero"
+    policy_fallback: str = DEFAULT_FALLBACK
     """Action of a quarantined policy's agents: ``zero`` or ``hold`` (last action)."""
-    policy_fuel_per_agent: int = 2_000
+    policy_fuel_per_agent: int = DEFAULT_FUEL_PER_AGENT
     """Fuel each policy gets per agent per step (plus a fixed 100 000 per call)."""
-    policy_memory_mb: int = 64
+    policy_memory_mb: int = DEFAULT_MEMORY_LIMIT >> 20
     """Linear memory limit of each policy instance, MiB."""
     policy_retry_s: float | None = None
     """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""

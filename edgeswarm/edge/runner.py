@@ -32,7 +32,7 @@ from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool
 from .state_link import StateLink
-from .uplink import GatewayAddress, Uplink
+from .uplink import Uplink
 from .world import FlockingWorld
 
 log = logging.getLogger("edgeswarm.edge")
@@ -78,13 +78,7 @@ class EdgeRunner:
                 features=(*StateLink.features, FEATURE_ACK_THROUGH),
             ),
             key=self.key,
-            gateway=GatewayAddress(
-                host=config.gateway_host,
-                port=config.gateway_port,
-                ca_file=config.ca_file,
-                server_name=config.server_name,
-                stack=config.stack,
-            ),
+            gateway=config.gateway,
             spool=self.spool,
             seed=config.seed,
             on_client=self.state.attach,
@@ -122,7 +116,16 @@ class EdgeRunner:
             self.state,
             load_models(config.models) as models,
             open_policies(
-                config, self.table, models=models, swarm=self.state.swarm, on_fault=self._on_fault
+                config.policies,
+                self.table,
+                fallback=config.policy_fallback,
+                fuel_per_agent=config.policy_fuel_per_agent,
+                memory_mb=config.policy_memory_mb,
+                cache_dir=config.module_cache_dir or config.data_dir / "modules",
+                seed=config.seed,
+                models=models,
+                swarm=self.state.swarm,
+                on_fault=self._on_fault,
             ) as policies,
         ):
             delivery = asyncio.create_task(self.uplink.run())

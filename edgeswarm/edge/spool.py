@@ -60,6 +60,8 @@ __all__ = [
 
 log = logging.getLogger("edgeswarm.edge")
 
+DEFAULT_MAX_BYTES = 256 << 20
+"""Bound of a spool's payload bytes unless configured otherwise (256 MiB)."""
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
 
@@ -133,7 +135,7 @@ class Spool(Resource):
         self,
         path: str | Path,
         *,
-        max_bytes: int = 256 << 20,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
         min_next_seq: int = 1,
         ack_flush_every: int = 64,

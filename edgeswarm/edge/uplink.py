@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
 from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
-from edgeswarm.transport import quic
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import Ack, Hello, ObservationBatch, decode_payload, encode_payload
 from edgeswarm.wire.errors import RemoteProtocolError
@@ -36,41 +36,6 @@ log = logging.getLogger("edgeswarm.edge")
 
 _WATCHDOG_S = 0.5
 """How often the pump checks the gateway's liveness while it waits."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Backoff:
-    """Exponential backoff with full jitter between reconnect attempts."""
-
-    initial_s: float = 0.2
-    """First delay."""
-    max_s: float = 5.0
-    """Longest delay."""
-    factor: float = 2.0
-    """Growth per failed attempt."""
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Delay before attempt ``attempt`` (1 = first retry): uniform in [d/2, d]."""
-        ceiling = min(self.max_s, self.initial_s * self.factor ** max(0, attempt - 1))
-        return ceiling / 2 + rng.random() * ceiling / 2
-
-
-@dataclass(frozen=True, kw_only=True)
-class GatewayAddress:
-    """Where and how to reach the gateway."""
-
-    host: str
-    port: int
-    ca_file: object
-    """Path of the pinned CA certificate."""
-    server_name: str | None = None
-    stack: str = quic.DEFAULT_STACK
-    connect_timeout_s: float = 3.0
-    ack_timeout_s: float = 5.0
-    """Outstanding batches with no ack for this long: the gateway is gone, reconnect.
-
-    A gateway that crashed and restarted ignores the old connection's packets,
-    so without this the edge would wait for QUIC's idle timeout."""
 
 
 @dataclass
@@ -102,6 +67,7 @@ class Uplink:
         gateway: GatewayAddress,
         spool: Spool,
         backoff: Backoff | None = None,
+        ack_timeout_s: float = 5.0,
         seed: int | None = None,
         on_client: Callable[[GatewayClient], None] | None = None,
     ) -> None:
@@ -109,13 +75,17 @@ class Uplink:
         self.key = key
         self.gateway = gateway
         self.spool = spool
-        self.backoff = backoff or Backoff()
+        self.ack_timeout_s = ack_timeout_s
+        """Outstanding batches with no ack for this long: the gateway is gone, reconnect.
+
+        A gateway that crashed and restarted ignores the old connection's packets,
+        so without this the edge would wait for QUIC's idle timeout."""
         self.counters = UplinkCounters()
         self.tickets = TicketStore()
         self.client: GatewayClient | None = None
         self.connected = False
         self._on_client = on_client
-        self._rng = random.Random(seed)
+        self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
         self._counts: dict[int, int] = {}
         self._changed = asyncio.Event()
         self._stopping = False
@@ -173,30 +143,23 @@ class Uplink:
 
     async def run(self) -> None:
         """Connect, pump, reconnect with backoff, until ``stop()``."""
-        attempt = 0
         while not self._stopping:
             client = GatewayClient(self.hello, self.key, on_ack=self._acked)
             self.client = client
             if self._on_client is not None:
                 self._on_client(client)
             try:
-                async with quic.connect(
-                    self.gateway.host,
-                    self.gateway.port,
-                    ca_file=self.gateway.ca_file,  # type: ignore[arg-type]
-                    handler=client,
-                    server_name=self.gateway.server_name,
-                    stack=self.gateway.stack,
+                async with open_session(
+                    self.gateway,
+                    client,
                     tickets=self.tickets,
-                    connect_timeout=self.gateway.connect_timeout_s,
                     early_data=True,  # HELLO rides 0-RTT on a resumed session
-                ) as link:
-                    welcome = await client.wait_welcomed(self.gateway.connect_timeout_s)
-                    attempt = 0
+                ) as (link, welcome):
+                    self._reconnect.succeeded()
                     self.connected = True
                     self.counters.connects += 1
-                    self.counters.resumed += int(getattr(link, "resumed", False))
-                    self.counters.early_data += int(getattr(link, "early_data_accepted", False))
+                    self.counters.resumed += int(link.resumed)
+                    self.counters.early_data += int(link.early_data_accepted)
                     released = self._release_through(welcome.resume_seq)
                     log.info(
                         "connected to gateway",
@@ -206,22 +169,21 @@ class Uplink:
                             "resume_seq": welcome.resume_seq,
                             "released": released,
                             "spooled": len(self.spool),
-                            "resumed_tls": bool(getattr(link, "resumed", False)),
-                            "early_data": bool(getattr(link, "early_data_accepted", False)),
+                            "resumed_tls": link.resumed,
+                            "early_data": link.early_data_accepted,
                         },
                     )
                     await self._pump(client)
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
-                attempt += 1
-                delay = self.backoff.delay(attempt, self._rng)
+                delay = self._reconnect.failed()
                 log.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
                         "error": str(exc) or type(exc).__name__,
                         "retry_in_s": round(delay, 3),
-                        "attempt": attempt,
+                        "attempt": self._reconnect.attempt,
                         "spooled": len(self.spool),
                     },
                 )
@@ -244,8 +206,8 @@ class Uplink:
                 return
             if client.closed_reason is not None:
                 raise SessionEndedError(client.closed_reason)
-            if client.stalled(time.monotonic(), self.gateway.ack_timeout_s):
-                client.abandon(f"no ack for {self.gateway.ack_timeout_s:g} s")
+            if client.stalled(time.monotonic(), self.ack_timeout_s):
+                client.abandon(f"no ack for {self.ack_timeout_s:g} s")
                 raise SessionEndedError(client.closed_reason or "stalled")
             batch_limit = max(1, min(client.session.credit, 256))
             pending = self.spool.pending(after_seq=last_sent, limit=batch_limit)

@@ -5,8 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeswarm.transport.api import TransportSettings
+from edgeswarm.transport.api import DEFAULT_PORT, TransportSettings
 from edgeswarm.transport.stacks import DEFAULT_STACK
+from edgeswarm.wire import DEFAULT_MAX_BATCH_AGENTS, DEFAULT_MAX_FRAME_BYTES
+from edgeswarm.wire.session import DEFAULT_HELLO_TIMEOUT_S
+
+from .log.records import FsyncPolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -15,7 +19,7 @@ class GatewayConfig:
 
     host: str = "127.0.0.1"
     """Address to listen on for QUIC."""
-    port: int = 4433
+    port: int = DEFAULT_PORT
     """UDP port to listen on; 0 picks a free one."""
     data_dir: Path = Path("var/gateway")
     """Directory for the gateway's certificates and state."""
@@ -25,15 +29,15 @@ class GatewayConfig:
     """Private key of ``cert``."""
     gateway_id: str = "gateway-0"
     """Name of this gateway, reported to peers."""
-    max_frame_bytes: int = 16 * 1024 * 1024
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     """Largest frame payload accepted."""
-    max_batch_agents: int = 65536
+    max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
     """Largest number of agents accepted in one OBS_BATCH."""
-    hello_timeout_s: float = 10.0
+    hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S
     """Time a new connection has to complete the handshake."""
     credit_window: int = 256
     """OBS_BATCH frames an edge may have unacknowledged (lowered while the log lags)."""
-    fsync: str = "normal"
+    fsync: str = FsyncPolicy.NORMAL
     """Durable log policy: ``always`` (fsync every group commit; survives power loss),
     ``normal`` (survives a killed process), ``off`` (tests and benchmarks only)."""
     max_log_backlog_bytes: int = 64 * 1024 * 1024

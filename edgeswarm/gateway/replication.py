@@ -19,14 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from dataclasses import dataclass, field
-from pathlib import Path
 
+from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
 from edgeswarm.client.session import GatewayClient, SessionEndedError
-from edgeswarm.edge.uplink import Backoff
 from edgeswarm.identity import KeyPair
-from edgeswarm.transport import quic
 from edgeswarm.wire import (
     FEATURE_STATE,
     PROTOCOL_VERSION,
@@ -39,23 +36,13 @@ from edgeswarm.wire import (
 
 from .state_service import StateService
 
-__all__ = ["PeerAddress", "PeerGatewayLink"]
+__all__ = ["PEER_BACKOFF", "PeerGatewayLink"]
 
 log = logging.getLogger("edgeswarm.gateway")
 
-
-@dataclass(frozen=True, kw_only=True)
-class PeerAddress:
-    """Where a peer gateway listens and how to trust it."""
-
-    host: str
-    port: int
-    ca_file: Path
-    """CA certificate the peer's certificate must chain to (a bundle may hold several)."""
-    server_name: str | None = None
-    """Name to verify in the peer's certificate; defaults to ``host``."""
-    connect_timeout_s: float = 3.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=0.1, max_s=2.0))
+PEER_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
+"""Delays between attempts to reach a peer gateway (shorter than an edge's: peers
+are few, and a replica that lags serves stale state)."""
 
 
 class PeerGatewayLink:
@@ -63,16 +50,15 @@ class PeerGatewayLink:
 
     def __init__(
         self,
-        address: PeerAddress,
+        address: GatewayAddress,
         *,
         gateway_id: str,
         key: KeyPair,
         service: StateService,
-        stack: str = quic.DEFAULT_STACK,
+        backoff: Backoff = PEER_BACKOFF,
     ) -> None:
         self.address = address
         self.service = service
-        self.stack = stack
         self.hello = Hello(
             version=PROTOCOL_VERSION,
             role=Role.GATEWAY,
@@ -83,7 +69,7 @@ class PeerGatewayLink:
         self._key = key
         self._client: GatewayClient | None = None
         self._stopping = asyncio.Event()
-        self._rng = random.Random()
+        self._reconnect = Reconnect(backoff)
         self.connects = 0
         """Sessions established so far."""
         self.remote_id: str | None = None
@@ -96,14 +82,14 @@ class PeerGatewayLink:
 
     @property
     def state_peer_id(self) -> str:
-        return self.remote_id or f"{self.address.host}:{self.address.port}"
+        return self.remote_id or str(self.address)
 
     # StatePeer
     def send_state_update(self, update: bytes) -> None:
         if self._client is not None:
             self._client.send_state(StateUpdate(update=update))
 
-    # StateHandler (edge.client)
+    # StateHandler (client.session)
     def session_ready(self, client: GatewayClient) -> None:
         self._client = client
         self.remote_id = client.welcome.gateway_id if client.welcome else None
@@ -123,24 +109,14 @@ class PeerGatewayLink:
     # lifecycle
     async def run(self) -> None:
         """Connect, sync, reconnect with backoff, until :meth:`stop`."""
-        address, attempt = self.address, 0
         while not self._stopping.is_set():
             client = GatewayClient(self.hello, self._key)
             client.state_handler = self
             try:
-                async with quic.connect(
-                    address.host,
-                    address.port,
-                    ca_file=address.ca_file,
-                    handler=client,
-                    server_name=address.server_name,
-                    stack=self.stack,
-                    connect_timeout=address.connect_timeout_s,
-                ):
-                    welcome = await client.wait_welcomed(address.connect_timeout_s)
+                async with open_session(self.address, client) as (_, welcome):
                     if FEATURE_STATE not in client.session.features:
                         raise ConnectionError(f"gateway {welcome.gateway_id} does not sync state")
-                    attempt = 0
+                    self._reconnect.succeeded()
                     self.connects += 1
                     log.info(
                         "replicating with peer gateway",
@@ -154,8 +130,7 @@ class PeerGatewayLink:
                     if client.closed_reason is not None and not self._stopping.is_set():
                         raise SessionEndedError(client.closed_reason)
             except (ConnectionError, OSError, TimeoutError) as exc:
-                attempt += 1
-                delay = address.backoff.delay(attempt, self._rng)
+                delay = self._reconnect.failed()
                 log.warning(
                     "peer gateway unreachable; retrying",
                     extra={

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from edgeswarm.client.address import GatewayAddress
 from edgeswarm.identity import load_or_create_key
 from edgeswarm.state import FsyncPolicy
 from edgeswarm.telemetry import start_metrics_server
@@ -17,7 +18,7 @@ from .connection import GatewayConnection
 from .log.metrics import LogCollector
 from .log.store import ObservationLog
 from .peers import PeerRegistry
-from .replication import PeerAddress, PeerGatewayLink
+from .replication import PeerGatewayLink
 from .state_service import StateService
 from .stats import GatewayStats
 
@@ -120,11 +121,10 @@ class Gateway:
         if ca_file is None:
             raise ValueError("peer gateways need a CA: give peer_ca")
         link = PeerGatewayLink(
-            PeerAddress(host=host, port=port, ca_file=ca_file),
+            GatewayAddress(host=host, port=port, ca_file=ca_file, stack=self.config.stack),
             gateway_id=self.config.gateway_id,
             key=self.identity,
             service=self.state,
-            stack=self.config.stack,
         )
         self.peer_links.append(link)
         self._peer_tasks.append(asyncio.get_running_loop().create_task(link.run()))

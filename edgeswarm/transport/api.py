@@ -96,6 +96,14 @@ class SessionLink(Protocol):
     def peer(self) -> str:
         """The remote address, ``host:port``."""
 
+    @property
+    def resumed(self) -> bool:
+        """Whether the handshake resumed a TLS session from a ticket."""
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """Whether the peer accepted 0-RTT data."""
+
 
 class StreamHandler(Protocol):
     """Receives the bytes of one session stream.

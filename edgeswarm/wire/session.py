@@ -69,6 +69,9 @@ from .frames import (
 )
 from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
 
+DEFAULT_HELLO_TIMEOUT_S = 10.0
+"""Seconds a client has to complete the handshake unless configured otherwise."""
+
 _RECEIVED_TYPES: dict[type, FrameType] = {**FRAME_TYPES, BatchHeader: FrameType.OBS_BATCH}
 """Frame type of everything ``decode_payload`` returns (``BatchHeader``: an OBS_BATCH)."""
 
@@ -83,7 +86,7 @@ class SessionConfig:
     """Largest payload accepted from the peer (and sent to it)."""
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
     """Largest number of agents accepted in one OBS_BATCH or ACTIONS frame."""
-    hello_timeout_s: float = 10.0
+    hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S
     """Server: seconds the client has to complete the handshake (HELLO to WELCOME)."""
     batch_arrays: bool = True
     """Build the arrays of each OBS_BATCH received (``ObservationsReceived.batch``);
@@ -395,4 +398,4 @@ class Session:
                 self._closed(frame.code, frame.reason, by_peer=True)
 
 
-__all__ = ["Session", "SessionConfig"]
+__all__ = ["DEFAULT_HELLO_TIMEOUT_S", "Session", "SessionConfig"]

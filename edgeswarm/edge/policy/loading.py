@@ -1,4 +1,4 @@
-"""From an edge's configuration to its running policies: modules, models, agent groups.
+"""From policy names to running policies: modules, models, agent groups.
 
 A policy is named by a built-in module name (``boids``, ``flocking``, ...) or
 by a path to a ``.wasm``/``.wat`` file a user published. The agents are split
@@ -10,7 +10,7 @@ still runs every other policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
@@ -20,7 +20,6 @@ from edgeswarm.agents_wasm import module_names, module_path
 from edgeswarm.models import ModelRegistry
 
 from ..agent_table import AgentTable
-from ..config import EdgeConfig
 from .module_cache import ModuleCache
 from .sandbox import FuelBudget
 from .set import Fallback, PolicyFault, PolicySet, PolicySpec
@@ -64,32 +63,37 @@ def load_models(paths: tuple[Path, ...]) -> ModelRegistry:
 
 
 def open_policies(
-    config: EdgeConfig,
+    policies: Sequence[str],
     table: AgentTable,
     *,
+    fallback: str,
+    fuel_per_agent: int,
+    memory_mb: int,
+    cache_dir: Path | None,
+    seed: int,
     models: ModelRegistry,
     swarm: SwarmState | None = None,
     on_fault: Callable[[PolicyFault], None] | None = None,
 ) -> PolicySet:
-    """Load ``config.policies`` over ``table`` (agents grouped), sandboxed and cached on disk."""
-    if not config.policies:
+    """Load ``policies`` (built-in names or files) over ``table``, the agents split into
+    one group per policy, each sandboxed, compiled modules cached in ``cache_dir``."""
+    if not policies:
         raise ValueError("an edge needs at least one policy")
     specs = [
         PolicySpec(
             resolve_module(policy),
             name=Path(policy).stem,
-            fuel=FuelBudget(per_agent=config.policy_fuel_per_agent),
-            memory_limit=config.policy_memory_mb * 1024 * 1024,
+            fuel=FuelBudget(per_agent=fuel_per_agent),
+            memory_limit=memory_mb * 1024 * 1024,
         )
-        for policy in config.policies
+        for policy in policies
     ]
     assign_groups(table, len(specs))
-    cache = ModuleCache(cache_dir=config.module_cache_dir or config.data_dir / "modules")
     return PolicySet(
         specs,
-        fallback=cast(Fallback, config.policy_fallback),  # PolicySet refuses other values
-        seed=config.seed,
-        cache=cache,
+        fallback=cast(Fallback, fallback),  # PolicySet refuses other values
+        seed=seed,
+        cache=ModuleCache(cache_dir=cache_dir),
         swarm=swarm,
         models=models,
         on_fault=on_fault,

@@ -44,6 +44,9 @@ TABLE_ELEMENTS_LIMIT: Final = 10_000
 
 WASM_PAGE: Final = 65_536
 
+DEFAULT_FUEL_PER_AGENT: Final = 2_000
+"""Fuel per agent per ``es_step`` unless configured otherwise."""
+
 
 @dataclass(frozen=True)
 class FuelBudget:
@@ -51,7 +54,7 @@ class FuelBudget:
 
     base: int = 100_000
     """Fuel for every call, whatever the agent count (covers setup and small calls)."""
-    per_agent: int = 2_000
+    per_agent: int = DEFAULT_FUEL_PER_AGENT
     """Additional fuel per agent for ``es_step``."""
 
     def for_agents(self, n: int) -> int:

@@ -46,6 +46,8 @@ logger = logging.getLogger("edgeswarm.edge")
 
 Fallback = Literal["zero", "hold"]
 """Safe action of a quarantined slot's agents."""
+DEFAULT_FALLBACK: Fallback = "zero"
+"""The safe action unless configured otherwise: zero."""
 
 
 class Policy(Protocol):
@@ -110,7 +112,7 @@ class PolicySet(Resource):
         self,
         policies: Iterable[Policy | PolicySpec],
         *,
-        fallback: Fallback = "zero",
+        fallback: Fallback = DEFAULT_FALLBACK,
         seed: int = 0,
         cache: ModuleCache | None = None,
         swarm: SwarmState | None = None,

@@ -1,0 +1,76 @@
+"""Every default is defined once, in a configuration dataclass, and the CLI shows that one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+import edgeswarm
+from edgeswarm.cli.app import app
+from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
+from edgeswarm.edge.config import EdgeConfig
+from edgeswarm.gateway.config import GatewayConfig
+
+
+def _defaults(*path: str) -> dict[str, Any]:
+    command = typer.main.get_command(app)
+    for name in path:
+        assert isinstance(command, TyperGroup)
+        command = command.commands[name]
+    return {param.name: param.default for param in command.params if param.name}
+
+
+def _edge_default(name: str) -> Any:
+    [field] = [f for f in EdgeConfig.__dataclass_fields__.values() if f.name == name]
+    return field.default
+
+
+def test_gateway_command_defaults_are_the_gateway_config_defaults() -> None:
+    shown, config = _defaults("gateway"), GatewayConfig()
+    assert shown["listen"] == f"{config.host}:{config.port}"
+    for option in ("data_dir", "gateway_id", "max_batch_agents", "credit_window", "fsync"):
+        assert shown[option] == getattr(config, option), option
+    assert shown["metrics_port"] == config.metrics_port
+
+
+def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
+    shown = _defaults("edge")
+    renamed = {
+        "policy_fuel": "policy_fuel_per_agent",
+        "drain_timeout": "drain_timeout_s",
+        "progress_interval": "progress_interval_s",
+    }
+    same = ("agents", "first_agent_id", "policy_fallback", "policy_memory_mb", "seed")
+    same += ("tick_hz", "batch_agents", "spool_max_bytes", "overflow", "metrics_port")
+    for option in (*same, *renamed):
+        assert shown[option] == _edge_default(renamed.get(option, option)), option
+    address = GatewayAddress(ca_file=Path("ca.crt"))
+    assert shown["gateway_addr"] == f"{address.host}:{address.port}"
+
+
+def test_admin_commands_defaults_are_the_admin_client_defaults() -> None:
+    address = GatewayAddress(ca_file=Path("ca.crt"))
+    for path in (("status",), ("state", "get"), ("state", "watch")):
+        shown = _defaults(*path)
+        assert shown["gateway_addr"] == f"{address.host}:{address.port}", path
+        assert shown["admin_id"] == DEFAULT_ADMIN_ID, path
+        assert shown["timeout"] == DEFAULT_TIMEOUT_S, path
+
+
+def test_the_port_and_the_stacks_are_written_down_once() -> None:
+    package = Path(edgeswarm.__file__).parent
+    sources = {
+        path.relative_to(package).as_posix(): path.read_text() for path in package.rglob("*.py")
+    }
+    assert [name for name, text in sources.items() if re.search(r"\b4433\b", text)] == [
+        "transport/api.py"
+    ]
+    stacks = re.compile(r"""\(\s*["']aioquic["'],\s*["']qh3["']\s*\)""")
+    assert [name for name, text in sources.items() if stacks.search(text)] == [
+        "transport/stacks.py"
+    ]
