@@ -47,6 +47,7 @@ from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
+from edgeswarm.storage import Schema, open_database, transaction
 
 __all__ = [
     "OverflowPolicy",
@@ -65,14 +66,16 @@ DEFAULT_MAX_BYTES = 256 << 20
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
 
-SCHEMA_VERSION = 1
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
-
-_SCHEMA = (
-    "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
-    "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-    "INSERT INTO meta VALUES ('next_seq', 1), ('dropped_batches', 0), ('dropped_bytes', 0)",
+PAGE_SIZE = 16384
+"""Page size of new spool files (existing files keep theirs)."""
+_SCHEMA = Schema(
+    version=1,
+    create=(
+        "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+        "INSERT INTO meta VALUES ('next_seq', 1), ('dropped_batches', 0), ('dropped_bytes', 0)",
+    ),
+    tables=frozenset({"spool", "meta"}),
 )
 
 
@@ -182,37 +185,14 @@ class Spool(Resource):
         self._drop_bytes_since_log = 0
 
     def _open(self) -> sqlite3.Connection:
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise SpoolCorruptError(str(exc), path=self.path) from exc
-        try:
-            db.execute("PRAGMA page_size=16384")  # no-op on an existing file
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
-            if version == 0 and not tables:
-                db.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                db.execute("COMMIT")
-            elif version != SCHEMA_VERSION or not {"spool", "meta"} <= tables:
-                raise SpoolCorruptError(
-                    f"foreign schema (user_version={version}, tables={sorted(tables)})",
-                    path=self.path,
-                )
-        except sqlite3.Error as exc:
-            db.close()
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
-                raise SpoolCorruptError(f"not a usable spool ({exc})", path=self.path) from exc
-            raise SpoolError(f"{self.path}: cannot open spool ({exc})") from exc
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return open_database(
+            self.path,
+            _SCHEMA,
+            page_size=PAGE_SIZE,
+            synchronous="NORMAL",
+            corrupt=lambda message: SpoolCorruptError(message, path=self.path),
+            failed=lambda message: SpoolError(f"{self.path}: cannot open spool ({message})"),
+        )
 
     @staticmethod
     def quarantine_file(path: str | Path) -> Path:
@@ -269,9 +249,7 @@ class Spool(Resource):
                     break
                 dropped.append(old_seq)
                 dropped_bytes += old_size
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db) as db:
             if dropped:
                 # Also deletes every ACKed-but-unflushed row below the last dropped one.
                 db.execute("DELETE FROM spool WHERE seq <= ?", (dropped[-1],))
@@ -285,11 +263,6 @@ class Spool(Resource):
                 )
             db.execute("INSERT INTO spool VALUES (?, ?)", (seq, payload))
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._next_seq = seq + 1
         for old_seq in dropped:
             del self._sizes[old_seq]
@@ -358,15 +331,8 @@ class Spool(Resource):
         """Delete the rows of every ACKed batch, in one transaction."""
         if not self._acked:
             return
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self._db) as db:
             db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in self._acked))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._acked.clear()
 
     # ------------------------------------------------------------------ reading

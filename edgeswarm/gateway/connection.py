@@ -49,7 +49,7 @@ from edgeswarm.wire import (
 )
 
 from .config import GatewayConfig
-from .log.store import AppendResult, ObservationLog, ObservationLogError
+from .log import AppendResult, ObservationLog, ObservationLogError
 from .peers import Decision, PeerRegistry, PeerRegistryError
 from .state_service import StateService
 from .stats import GatewayStats

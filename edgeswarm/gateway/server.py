@@ -15,8 +15,7 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
-from .log.metrics import LogCollector
-from .log.store import ObservationLog
+from .log import LogCollector, ObservationLog
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
 from .state_service import StateService

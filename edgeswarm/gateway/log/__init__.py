@@ -1,1 +1,42 @@
-"""The gateway's durable observation log: store, records, segments, metrics."""
+"""The gateway's durable observation log, as a wing of the gateway.
+
+``store.py`` is the log (queue, writer thread, group commit); ``index.py``
+its SQLite index, ``segments.py`` its payload files, ``recovery.py`` what
+opening after a crash does, ``checkpoint.py`` its WAL checkpoints,
+``outcomes.py`` how waiters hear of their group, ``reader.py`` reading back,
+``records.py`` its values and errors, ``metrics.py`` its Prometheus series.
+"""
+
+from .metrics import LogCollector
+from .records import (
+    AppendResult,
+    EdgeAggregate,
+    FsyncPolicy,
+    LogClosed,
+    LogCorruptError,
+    LogOpenError,
+    LogOverloaded,
+    LogRecord,
+    LogRecordCorrupt,
+    LogStats,
+    LogWriteError,
+    ObservationLogError,
+)
+from .store import ObservationLog
+
+__all__ = [
+    "AppendResult",
+    "EdgeAggregate",
+    "FsyncPolicy",
+    "LogClosed",
+    "LogCollector",
+    "LogCorruptError",
+    "LogOpenError",
+    "LogOverloaded",
+    "LogRecord",
+    "LogRecordCorrupt",
+    "LogStats",
+    "LogWriteError",
+    "ObservationLog",
+    "ObservationLogError",
+]

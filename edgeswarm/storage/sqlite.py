@@ -1,0 +1,148 @@
+"""SQLite files that hold durable state: WAL mode, a versioned schema, corruption told apart.
+
+The edge's spool and the gateway's observation-log index open their files
+the same way, here:
+
+1. connect in autocommit mode (``isolation_level=None``: callers say
+   ``BEGIN``/``COMMIT`` themselves, through :func:`transaction`);
+2. read ``PRAGMA user_version`` and the tables, and refuse a file that holds
+   neither nothing nor a version the :class:`Schema` reads (foreign or newer)
+   before anything is written to it: a refused file is left exactly as it was;
+3. set the page size (a new file only; SQLite ignores it afterwards), turn on
+   WAL, and refuse a file where WAL cannot be turned on; set ``synchronous``
+   and any other pragma the caller needs;
+4. give an empty file the schema, or upgrade an older version, in one
+   transaction (a failed upgrade leaves the file at its old version).
+
+Errors are the caller's own types, made by two factories: ``corrupt`` (the
+file is not a SQLite database, is damaged, or holds another schema: an
+operator decision, nothing was changed) and ``failed`` (any other reason it
+could not be opened: permissions, a lock, a full disk).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Schema", "is_corruption", "open_database", "statements", "transaction"]
+
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+
+ErrorFactory = Callable[[str], Exception]
+"""Makes the caller's error from a message."""
+Upgrade = Callable[[sqlite3.Connection], None]
+"""Brings a file of one older schema version to the current one (inside a transaction)."""
+
+
+def statements(*sql: str) -> Upgrade:
+    """An :data:`Upgrade` that runs ``sql`` in order."""
+
+    def run(db: sqlite3.Connection) -> None:
+        for statement in sql:
+            db.execute(statement)
+
+    return run
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schema:
+    """What a file of this kind holds, and how older versions of it are upgraded."""
+
+    version: int
+    """``PRAGMA user_version`` of the current schema (>= 1)."""
+    create: Sequence[str]
+    """Statements that give an empty file the current schema."""
+    tables: frozenset[str]
+    """Tables every readable version has."""
+    upgrades: Mapping[int, Upgrade] = field(default_factory=dict)
+    """Older version -> what brings a file of it to :attr:`version`."""
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is not a database or is damaged."""
+    code = getattr(exc, "sqlite_errorcode", 0) or 0
+    return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` if the block raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def open_database(
+    path: Path,
+    schema: Schema,
+    *,
+    page_size: int,
+    synchronous: str,
+    pragmas: Sequence[str] = (),
+    busy_timeout_s: float = 5.0,
+    check_same_thread: bool = True,
+    corrupt: ErrorFactory,
+    failed: ErrorFactory,
+) -> sqlite3.Connection:
+    """Open (or create) the database at ``path`` with ``schema`` (see the module docstring).
+
+    ``synchronous`` is the ``PRAGMA synchronous`` value (``FULL``, ``NORMAL``,
+    ``OFF``); ``pragmas`` are further statements run before the schema check.
+    Raises ``corrupt(message)`` or ``failed(message)``.
+    """
+    try:
+        db = sqlite3.connect(
+            path,
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            check_same_thread=check_same_thread,
+        )
+    except sqlite3.Error as exc:
+        raise (corrupt if is_corruption(exc) else failed)(str(exc)) from exc
+    try:
+        upgrade = _upgrade_needed(db, schema, corrupt)
+        db.execute(f"PRAGMA page_size={page_size}")  # new files only; before WAL mode
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise failed(f"cannot enable WAL (journal_mode={mode})")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        for pragma in pragmas:
+            db.execute(pragma)
+        if upgrade is not None:
+            with transaction(db):
+                upgrade(db)
+                db.execute(f"PRAGMA user_version={schema.version}")
+    except sqlite3.Error as exc:
+        db.close()
+        if is_corruption(exc):
+            raise corrupt(f"not a usable database ({exc})") from exc
+        raise failed(str(exc)) from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _upgrade_needed(
+    db: sqlite3.Connection, schema: Schema, corrupt: ErrorFactory
+) -> Upgrade | None:
+    """What brings the file to ``schema`` (None: it is there); reads only."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+    if version == 0 and not tables:
+        return statements(*schema.create)
+    if version == schema.version and schema.tables <= tables:
+        return None
+    if version in schema.upgrades and schema.tables <= tables:
+        return schema.upgrades[version]
+    raise corrupt(f"foreign schema (user_version={version}, tables={sorted(tables)})")
