@@ -49,7 +49,7 @@ from edgeswarm.wire import (
     encode_frame,
     encode_payload,
 )
-from edgeswarm.wire.codec import FrameReader
+from edgeswarm.wire.framing import FrameReader
 
 PK = bytes(range(32))
 

@@ -1,21 +1,14 @@
-"""Sans-I/O wire protocol of edgeswarm (protocol v1, see ``docs/protocol.md``).
+"""Sans-I/O wire protocol of edgeswarm (``PROTOCOL_VERSION``, see ``docs/protocol.md``).
 
-``frames`` defines the frames, ``codec`` turns them into bytes and back,
-``states`` holds the session state table, ``session`` drives one side of a
-session and ``events`` lists what a session reports.
+``frames`` defines the frames, ``codec`` turns them into payloads and back
+(``arrays`` the numpy blocks in them, ``framing`` the length prefix on the
+stream), ``states`` holds the session state table, ``session`` drives one
+side of a session, ``events`` lists what a session reports and ``errors``
+what goes wrong, each error with its ``ErrorCode``.
 """
 
-from .codec import (
-    ARRAY_DTYPES,
-    DEFAULT_MAX_BATCH_AGENTS,
-    DEFAULT_MAX_FRAME_BYTES,
-    FrameReader,
-    decode_array,
-    decode_payload,
-    encode_array,
-    encode_frame,
-    encode_payload,
-)
+from .arrays import ARRAY_DTYPES, decode_array, encode_array
+from .codec import DEFAULT_MAX_BATCH_AGENTS, decode_payload, encode_frame, encode_payload
 from .errors import (
     BatchTooLarge,
     CreditExceeded,
@@ -77,6 +70,7 @@ from .frames import (
     Welcome,
     auth_message,
 )
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader
 from .session import Session, SessionConfig
 from .states import SessionState
 

@@ -1,30 +1,26 @@
-"""Bytes <-> frames for protocol v1, as pure functions (no I/O, no state).
+"""Payloads <-> frames of the protocol (``PROTOCOL_VERSION``), as pure functions.
 
-A frame on the wire is a 4-byte big-endian payload length followed by the
-payload, a msgpack map whose ``t`` key is the ``FrameType`` and whose other
-keys are the field names of the frame's dataclass. ``docs/protocol.md`` is
-the specification; this module is its reference implementation.
+A payload is a msgpack map whose ``t`` key is the ``FrameType`` and whose
+other keys are the field names of the frame's dataclass; on the stream it
+follows a length prefix (``framing.py``); arrays travel as ``arrays.py``
+says. ``docs/protocol.md`` is the specification; this module is its
+reference implementation.
 
-Decoding never raises anything but a ``RemoteProtocolError`` subclass.
-Arrays decode as read-only numpy views on the ``bin`` bytes msgpack produced
-(no per-element work); arrays encode as ``bin`` from a memoryview of the
-array's own buffer (no copy when the array is already C-contiguous and of the
-wire dtype).
+Decoding never raises anything but a ``RemoteProtocolError`` subclass, and
+checks every limit before it allocates.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
-import numpy as np
 from numpy.typing import NDArray
 
+from .arrays import array_shape, array_view, check_batch_shape, decode_array, wire_array
 from .errors import (
     BatchTooLarge,
-    FrameTooLarge,
     InvalidArray,
     LocalProtocolError,
     MalformedFrame,
@@ -55,35 +51,36 @@ from .frames import (
     StatusRequest,
     Welcome,
 )
+from .framing import MAX_PREFIX_VALUE, encode_prefix
 
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
-"""Default largest payload, in bytes, a receiver accepts."""
+__all__ = [
+    "DEFAULT_MAX_BATCH_AGENTS",
+    "MAX_FEATURES",
+    "MAX_FEATURE_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_STATE_VECTOR_BYTES",
+    "MAX_TEXT_CHARS",
+    "UINT64_MAX",
+    "decode_payload",
+    "encode_frame",
+    "encode_payload",
+    "unpack_payload",
+]
+
 DEFAULT_MAX_BATCH_AGENTS = 65536
 """Default largest number of agents in one OBS_BATCH or ACTIONS frame."""
-PREFIX_BYTES = 4
-"""Size of the big-endian length prefix."""
-MAX_PREFIX_VALUE = 2**32 - 1
-"""Largest payload length the prefix can express."""
 UINT64_MAX = 2**64 - 1
 """Largest value of an integer field."""
 MAX_ID_CHARS = 128
 """Longest peer_id, session_id and gateway_id, in characters."""
 MAX_TEXT_CHARS = 4096
 """Longest Error.message and Bye.reason, in characters."""
-MAX_ACTION_DIM = 1024
-"""Largest k of observations (n, k) and actions (n, k)."""
-MAX_ARRAY_DIM = 2**31 - 1
-"""Largest single dimension of a decoded array."""
 MAX_STATE_VECTOR_BYTES = 1024 * 1024
 """Longest STATE_SYNC ``state_vector``, in bytes."""
 MAX_FEATURES = 32
 """Most entries of a HELLO / WELCOME ``features`` list."""
 MAX_FEATURE_CHARS = 64
 """Longest feature name, in characters."""
-ARRAY_DTYPES: frozenset[str] = frozenset(
-    {"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f4", "<f8"}
-)
-"""Every dtype string an array may declare."""
 
 # msgpack limits: a map never needs many keys, and no list (shape, edges)
 # needs more entries than this, so hostile input cannot make the unpacker
@@ -91,104 +88,6 @@ ARRAY_DTYPES: frozenset[str] = frozenset(
 _MAX_MAP_LEN = 256
 _MAX_ARRAY_LEN = 65536
 _MAX_STR_BYTES = 1024 * 1024
-
-_PREFIX = struct.Struct(">I")
-_NP_DTYPES = {code: np.dtype(code) for code in ARRAY_DTYPES}
-
-
-# --- arrays ----------------------------------------------------------------
-
-
-def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
-    """The wire map of ``arr``; ``data`` is a memoryview of the array's buffer.
-
-    Big-endian and non-contiguous arrays are converted (one copy); arrays of a
-    dtype outside ``ARRAY_DTYPES`` raise ``LocalProtocolError``.
-    """
-    dtype = arr.dtype
-    code = dtype.str
-    if code not in ARRAY_DTYPES:
-        if dtype.byteorder == ">":
-            dtype = dtype.newbyteorder("<")
-            code = dtype.str
-        if code not in ARRAY_DTYPES:
-            raise LocalProtocolError(f"dtype {arr.dtype.str!r} cannot travel as an array")
-    if dtype is not arr.dtype or not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-    data = arr.data.cast("B") if arr.size else b""  # cast refuses empty shapes
-    return {"dtype": code, "shape": list(arr.shape), "data": data}
-
-
-def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:
-    """A read-only view of the array map ``obj``, which must be ``dtype`` with ``ndim`` dims.
-
-    Raises ``InvalidArray`` for anything else.
-    """
-    array_shape(obj, dtype=dtype, ndim=ndim)
-    return _view(obj, dtype)  # type: ignore[arg-type]  # array_shape checked it is a map
-
-
-def _view(checked: dict[str, Any], dtype: str) -> NDArray[Any]:
-    """The array of a map :func:`array_shape` accepted."""
-    try:
-        return np.frombuffer(checked["data"], dtype=_NP_DTYPES[dtype]).reshape(checked["shape"])
-    except ValueError as exc:  # pragma: no cover - guarded by array_shape
-        raise InvalidArray(str(exc)) from exc
-
-
-def array_shape(obj: object, *, dtype: str, ndim: int) -> list[int]:
-    """The shape of the array map ``obj`` after every check :func:`decode_array` makes,
-    without building the array. Raises ``InvalidArray``."""
-    if not isinstance(obj, dict):
-        raise InvalidArray("array is not a map")
-    declared = obj.get("dtype")
-    shape = obj.get("shape")
-    data = obj.get("data")
-    if declared != dtype:
-        if not isinstance(declared, str) or declared not in ARRAY_DTYPES:
-            raise InvalidArray(f"unsupported array dtype {declared!r}")
-        raise InvalidArray(f"array dtype {declared!r}, expected {dtype!r}")
-    if not isinstance(shape, list) or len(shape) != ndim:
-        raise InvalidArray(f"array shape must be a list of {ndim} integers")
-    expected = _NP_DTYPES[dtype].itemsize
-    for dim in shape:
-        if type(dim) is not int or not 0 <= dim <= MAX_ARRAY_DIM:
-            raise InvalidArray(f"bad array dimension {dim!r}")
-        expected *= dim
-    if not isinstance(data, bytes):
-        raise InvalidArray("array data is not bin")
-    if len(data) != expected:
-        raise InvalidArray(f"array of shape {shape} needs {expected} bytes, got {len(data)}")
-    return shape
-
-
-def _wire_array(arr: NDArray[Any], dtype: str, ndim: int, name: str) -> dict[str, Any]:
-    """Encode a frame's array field, converting to its wire dtype when that is safe."""
-    if (  # the common case: already the wire layout, sent as it is
-        type(arr) is np.ndarray
-        and arr.ndim == ndim
-        and arr.dtype.str == dtype
-        and arr.flags.c_contiguous
-        and arr.size
-    ):
-        return {"dtype": dtype, "shape": list(arr.shape), "data": arr.data.cast("B")}
-    arr = np.asarray(arr)
-    if arr.ndim != ndim:
-        raise LocalProtocolError(f"{name} must have {ndim} dimensions, has {arr.ndim}")
-    if arr.dtype.str != dtype:
-        if not np.can_cast(arr.dtype, np.dtype(dtype), "same_kind"):
-            raise LocalProtocolError(f"{name} must be {dtype}, is {arr.dtype.str}")
-        arr = arr.astype(dtype)
-    return encode_array(arr)
-
-
-def _check_batch_shape(n: int, shapes: Mapping[str, Sequence[int]]) -> str | None:
-    for name, shape in shapes.items():
-        if shape[0] != n:
-            return f"{name} has {shape[0]} rows, agent_ids has {n}"
-        if len(shape) == 2 and not 1 <= shape[1] <= MAX_ACTION_DIM:
-            return f"{name} has {shape[1]} columns, must be 1..{MAX_ACTION_DIM}"
-    return None
 
 
 # --- encoding --------------------------------------------------------------
@@ -230,11 +129,11 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             fields = {
                 "seq": frame.seq,
                 "tick": frame.tick,
-                "agent_ids": _wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
-                "observations": _wire_array(frame.observations, "<f4", 2, "observations"),
-                "rewards": _wire_array(frame.rewards, "<f4", 1, "rewards"),
+                "agent_ids": wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
+                "observations": wire_array(frame.observations, "<f4", 2, "observations"),
+                "rewards": wire_array(frame.rewards, "<f4", 1, "rewards"),
             }
-            problem = _check_batch_shape(
+            problem = check_batch_shape(
                 frame.agent_ids.shape[0],
                 {"observations": frame.observations.shape, "rewards": frame.rewards.shape},
             )
@@ -246,10 +145,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
         case Actions():
             fields = {
                 "tick": frame.tick,
-                "agent_ids": _wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
-                "actions": _wire_array(frame.actions, "<f4", 2, "actions"),
+                "agent_ids": wire_array(frame.agent_ids, "<u4", 1, "agent_ids"),
+                "actions": wire_array(frame.actions, "<f4", 2, "actions"),
             }
-            problem = _check_batch_shape(frame.agent_ids.shape[0], {"actions": frame.actions.shape})
+            problem = check_batch_shape(frame.agent_ids.shape[0], {"actions": frame.actions.shape})
             if problem is not None:
                 raise LocalProtocolError(problem)
             return fields
@@ -302,13 +201,6 @@ def encode_payload(frame: Frame) -> bytes:
         return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {frame_type.name}: {exc}") from exc
-
-
-def encode_prefix(length: int) -> bytes:
-    """The 4-byte length prefix of a payload of ``length`` bytes."""
-    if not 0 <= length <= MAX_PREFIX_VALUE:
-        raise LocalProtocolError(f"payload of {length} bytes cannot be framed")
-    return _PREFIX.pack(length)
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -447,7 +339,7 @@ def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
         n = _n_agents(array_shape(_get(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
         observations = array_shape(_get(m, "observations"), dtype="<f4", ndim=2)
         rewards = array_shape(_get(m, "rewards"), dtype="<f4", ndim=1)
-        problem = _check_batch_shape(n, {"observations": observations, "rewards": rewards})
+        problem = check_batch_shape(n, {"observations": observations, "rewards": rewards})
         if problem is not None:
             raise InvalidArray(problem)
     except RemoteProtocolError as exc:
@@ -461,9 +353,9 @@ def _decode_obs_batch(m: dict[Any, Any], max_batch_agents: int) -> ObservationBa
     return ObservationBatch(
         seq=header.seq,
         tick=header.tick,
-        agent_ids=_view(m["agent_ids"], "<u4"),
-        observations=_view(m["observations"], "<f4"),
-        rewards=_view(m["rewards"], "<f4"),
+        agent_ids=array_view(m["agent_ids"], "<u4"),
+        observations=array_view(m["observations"], "<f4"),
+        rewards=array_view(m["rewards"], "<f4"),
     )
 
 
@@ -477,7 +369,7 @@ def _decode_actions(m: dict[Any, Any], max_batch_agents: int) -> Actions:
     agent_ids = _array(m, "agent_ids", "<u4", 1)
     n = _n_agents(int(agent_ids.shape[0]), max_batch_agents)
     actions = _array(m, "actions", "<f4", 2)
-    problem = _check_batch_shape(n, {"actions": actions.shape})
+    problem = check_batch_shape(n, {"actions": actions.shape})
     if problem is not None:
         raise InvalidArray(problem)
     return Actions(tick=tick, agent_ids=agent_ids, actions=actions)
@@ -592,86 +484,3 @@ def decode_payload(
     if not batch_arrays and frame_type is FrameType.OBS_BATCH:
         return _obs_batch_header(m, max_batch_agents)
     return _DECODERS[frame_type](m, max_batch_agents)
-
-
-# --- framing ---------------------------------------------------------------
-
-
-class FrameReader:
-    """Reassembles length-prefixed payloads from a byte stream (sans-I/O).
-
-    Bytes go in with ``feed``; complete payloads come out of ``next_payload``.
-    The buffer is consumed through an offset and compacted lazily, so neither
-    many small frames nor one big frame in many chunks cost quadratic time.
-    """
-
-    _COMPACT_AT = 64 * 1024
-
-    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = max_frame_bytes
-        """Largest payload accepted; a larger prefix raises ``FrameTooLarge``."""
-        self._buf = bytearray()
-        self._pos = 0
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as payloads."""
-        return len(self._buf) - self._pos
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append received bytes."""
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        self._buf += data
-
-    def next_payload(self) -> bytes | None:
-        """The next complete payload, or None until more bytes arrive.
-
-        Raises ``FrameTooLarge`` (every time it is called) once a prefix
-        announces more than ``max_frame_bytes``; the stream cannot be resynced.
-        """
-        start = self._pos
-        end = len(self._buf)
-        if end - start < PREFIX_BYTES:
-            return None
-        (length,) = _PREFIX.unpack_from(self._buf, start)
-        if length > self.max_frame_bytes:
-            raise FrameTooLarge(
-                f"frame of {length} bytes announced, at most {self.max_frame_bytes} allowed"
-            )
-        stop = start + PREFIX_BYTES + length
-        if stop > end:
-            return None
-        with memoryview(self._buf) as view, view[start + PREFIX_BYTES : stop] as part:
-            payload = bytes(part)
-        self._pos = stop
-        if stop == end:
-            self._buf.clear()
-            self._pos = 0
-        elif stop >= self._COMPACT_AT and stop * 2 >= end:
-            del self._buf[:stop]
-            self._pos = 0
-        return payload
-
-
-__all__ = [
-    "ARRAY_DTYPES",
-    "DEFAULT_MAX_BATCH_AGENTS",
-    "DEFAULT_MAX_FRAME_BYTES",
-    "MAX_ACTION_DIM",
-    "MAX_FEATURES",
-    "MAX_FEATURE_CHARS",
-    "MAX_ID_CHARS",
-    "MAX_STATE_VECTOR_BYTES",
-    "MAX_TEXT_CHARS",
-    "UINT64_MAX",
-    "FrameReader",
-    "decode_array",
-    "decode_payload",
-    "encode_array",
-    "encode_frame",
-    "encode_payload",
-    "encode_prefix",
-    "unpack_payload",
-]

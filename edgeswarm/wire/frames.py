@@ -1,4 +1,4 @@
-"""Frames of protocol v1: one frozen dataclass per frame type.
+"""Frames of the protocol (``PROTOCOL_VERSION``): one frozen dataclass per frame type.
 
 Field meanings, types and limits are specified in ``docs/protocol.md``;
 ``codec.py`` turns these into bytes and back.

@@ -12,15 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .codec import (
-    DEFAULT_MAX_BATCH_AGENTS,
-    DEFAULT_MAX_FRAME_BYTES,
-    MAX_TEXT_CHARS,
-    FrameReader,
-    decode_payload,
-    encode_payload,
-    encode_prefix,
-)
+from .codec import DEFAULT_MAX_BATCH_AGENTS, MAX_TEXT_CHARS, decode_payload, encode_payload
 from .errors import (
     CreditExceeded,
     ErrorCode,
@@ -67,6 +59,7 @@ from .frames import (
     StatusRequest,
     Welcome,
 )
+from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, encode_prefix
 from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
 
 DEFAULT_HELLO_TIMEOUT_S = 10.0
@@ -155,7 +148,7 @@ class Session:
     # --- application calls -----------------------------------------------
 
     def hello(self, hello: Hello) -> None:
-        """Client: queue our HELLO (``START`` -> ``AWAIT_WELCOME``)."""
+        """Client: queue our HELLO (``START`` -> ``AWAIT_CHALLENGE``)."""
         if hello.version != PROTOCOL_VERSION:
             raise LocalProtocolError(f"this implementation speaks version {PROTOCOL_VERSION}")
         self._send(hello)
