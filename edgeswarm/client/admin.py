@@ -9,15 +9,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from edgeswarm.identity import KeyPair
-from edgeswarm.state import MalformedUpdate, SwarmDocument, SwarmSnapshotDict
+from edgeswarm.state import StateSession, SwarmDocument, SwarmSnapshotDict
 from edgeswarm.wire import (
     FEATURE_STATE,
     PROTOCOL_VERSION,
     Hello,
     Role,
-    StateSyncRequest,
     StateSyncRequested,
-    StateUpdate,
     StateUpdateReceived,
 )
 
@@ -85,35 +83,36 @@ class StateMirror:
 
     It asks for everything (STATE_SYNC with an empty state vector), answers the
     gateway's STATE_SYNC so that the gateway pushes every later change, and
-    merges what arrives; it never writes.
+    merges what arrives (a :class:`~edgeswarm.state.StateSession`, as every
+    state peer does: malformed frames are refused with an ERROR); it never writes.
     """
 
     def __init__(self) -> None:
         self.document = SwarmDocument("admin-mirror")
-        self.updates = 0
-        """STATE_UPDATE frames merged."""
+        self.session: StateSession | None = None
         self.changed = asyncio.Event()
         self.ended: str | None = None
 
+    @property
+    def updates(self) -> int:
+        """STATE_UPDATE frames merged in this session."""
+        return self.session.updates_merged if self.session is not None else 0
+
     def session_ready(self, client: GatewayClient) -> None:
-        client.send_state(StateSyncRequest(state_vector=self.document.state_vector()))
+        gateway_id = client.welcome.gateway_id if client.welcome is not None else "gateway"
+        self.session = StateSession(self.document, peer_id=gateway_id)
+        client.send_state(self.session.sync_request())
 
     def state_received(
         self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
     ) -> None:
-        if isinstance(event, StateSyncRequested):
-            try:
-                diff = self.document.encode_update(event.state_vector)
-            except ValueError:
-                return
-            client.send_state(StateUpdate(update=diff))
+        if self.session is None:
             return
-        try:
-            self.document.apply_update(event.update)
-        except MalformedUpdate:
-            return
-        self.updates += 1
-        self.changed.set()
+        merged = self.session.updates_merged
+        for frame in self.session.receive(event):
+            client.send_state(frame)
+        if self.session.updates_merged != merged:
+            self.changed.set()
 
     def session_ended(self, client: GatewayClient) -> None:
         self.ended = client.closed_reason or "session ended"

@@ -28,25 +28,14 @@ from pathlib import Path
 from edgeswarm.client.session import GatewayClient
 from edgeswarm.resource import Resource
 from edgeswarm.state import (
-    FsyncPolicy,
     InvalidKey,
-    MalformedStateVector,
-    MalformedUpdate,
-    StateSync,
+    StateSession,
+    StoreFsyncPolicy,
     SwarmDocument,
     UpdateBatcher,
-    WriterReused,
     open_document,
 )
-from edgeswarm.wire import (
-    FEATURE_STATE,
-    Error,
-    ErrorCode,
-    StateSyncRequest,
-    StateSyncRequested,
-    StateUpdate,
-    StateUpdateReceived,
-)
+from edgeswarm.wire import FEATURE_STATE, ErrorCode, StateSyncRequested, StateUpdateReceived
 
 from .policy.swarm_state import SwarmSnapshot
 
@@ -129,7 +118,7 @@ class StateLink(Resource):
         *,
         writer_id: str,
         interval_s: float = 0.1,
-        fsync: FsyncPolicy = "interval",
+        fsync: StoreFsyncPolicy = "interval",
     ) -> None:
         self.document, self.store, self.load_report = open_document(
             directory, writer_id, fsync=fsync
@@ -140,7 +129,7 @@ class StateLink(Resource):
         """What the policies' host imports write to."""
         self._batcher = UpdateBatcher(self.document, interval_s=interval_s)
         self._client: GatewayClient | None = None
-        self._sync: StateSync | None = None
+        self._session: StateSession | None = None
         self.updates_sent = 0
         """STATE_UPDATE frames sent (handshake replies included)."""
         self.updates_received = 0
@@ -151,7 +140,7 @@ class StateLink(Resource):
     @property
     def synced(self) -> bool:
         """Whether the gateway's state vector is known in the current session."""
-        return self._sync is not None and self._sync.synced
+        return self._session is not None and self._session.synced
 
     def attach(self, client: GatewayClient) -> None:
         """Make this link the state handler of ``client`` (the uplink's ``on_client``)."""
@@ -159,41 +148,31 @@ class StateLink(Resource):
 
     # StateHandler
     def session_ready(self, client: GatewayClient) -> None:
-        self._client, self._sync = client, StateSync(self.document)
-        client.send_state(StateSyncRequest(state_vector=self._sync.sync_request()))
+        gateway_id = client.welcome.gateway_id if client.welcome is not None else "gateway"
+        self._client = client
+        self._session = StateSession(
+            self.document,
+            peer_id=gateway_id,
+            on_update=self.store.append,
+            on_refused=self._refused,
+        )
+        client.send_state(self._session.sync_request())
 
     def state_received(
         self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
     ) -> None:
-        sync = self._sync
-        if sync is None or client is not self._client:
+        session = self._session
+        if session is None or client is not self._client:
             return
-        if isinstance(event, StateSyncRequested):
-            try:
-                diff = sync.handle_sync_request(event.state_vector)
-            except MalformedStateVector as exc:
-                client.send_state(self._refuse(ErrorCode.MALFORMED_STATE_VECTOR, exc))
-                return
-            except WriterReused as exc:  # only if the incarnation file was tampered with
-                log.error("swarm state writer reused", extra={"error": str(exc)})
-                client.send_state(Error(code=ErrorCode.INTERNAL_ERROR, message=str(exc)))
-                return
-            client.send_state(StateUpdate(update=diff))
-            self.updates_sent += 1
-            return
-        before = self.document.state_vector()
-        try:
-            sync.apply_update(event.update)
-        except MalformedUpdate as exc:
-            client.send_state(self._refuse(ErrorCode.MALFORMED_UPDATE, exc))
-            return
-        self.updates_received += 1
-        if self.document.state_vector() != before:
-            self.store.append(event.update)
+        sent, merged = session.updates_sent, session.updates_merged
+        for frame in session.receive(event):
+            client.send_state(frame)
+        self.updates_sent += session.updates_sent - sent
+        self.updates_received += session.updates_merged - merged
 
     def session_ended(self, client: GatewayClient) -> None:
         if client is self._client:
-            self._client, self._sync = None, None
+            self._client, self._session = None, None
 
     # batching
     def poll(self) -> bool:
@@ -203,13 +182,13 @@ class StateLink(Resource):
             self.store.append(own)
             if self.store.needs_compaction:
                 self.store.compact(self.document)
-        client, sync = self._client, self._sync
-        if client is None or sync is None:
+        client, session = self._client, self._session
+        if client is None or session is None:
             return False
-        update = sync.data_to_send()
-        if update is None:
+        frame = session.data_to_send()
+        if frame is None:
             return False
-        client.send_state(StateUpdate(update=update))
+        client.send_state(frame)
         self.updates_sent += 1
         return True
 
@@ -226,7 +205,7 @@ class StateLink(Resource):
 
     def close(self) -> None:
         """Log the last edits, write a snapshot, close the store."""
-        self._client, self._sync = None, None
+        self._client, self._session = None, None
         try:
             own = self._batcher.flush()
             if own is not None:
@@ -235,9 +214,5 @@ class StateLink(Resource):
         finally:
             self.store.close()
 
-    def _refuse(self, code: ErrorCode, error: Exception) -> Error:
+    def _refused(self, peer_id: str, code: ErrorCode) -> None:
         self.updates_refused += 1
-        log.warning(
-            "state frame from the gateway refused", extra={"code": code.name, "error": str(error)}
-        )
-        return Error(code=code, message=f"{code.name.lower()}: {error}"[:4096])

@@ -249,10 +249,10 @@ class GatewayConnection:
                 features=tuple(f for f in hello.features if f in FEATURES),
             )
         )
-        if FEATURE_STATE in self.session.features:
+        self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
+        if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
             self.session.send(gateway.state.sync_request(self))
         self._ack_through = FEATURE_ACK_THROUGH in self.session.features
-        self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
         log.info(
             "session opened",

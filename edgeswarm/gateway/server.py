@@ -8,7 +8,7 @@ import time
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.identity import load_or_create_key
-from edgeswarm.state import FsyncPolicy
+from edgeswarm.state import StoreFsyncPolicy
 from edgeswarm.telemetry import start_metrics_server
 from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
@@ -50,7 +50,7 @@ class Gateway:
                 size=aggregate.bytes,
                 last_seq=aggregate.max_seq,
             )
-        state_fsync: FsyncPolicy = "interval"  # "normal": a killed process loses nothing
+        state_fsync: StoreFsyncPolicy = "interval"  # "normal": a killed process loses nothing
         if config.fsync in ("always", "off"):
             state_fsync = "always" if config.fsync == "always" else "never"
         self.state = StateService(

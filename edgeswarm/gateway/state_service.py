@@ -2,18 +2,18 @@
 
 Every peer session that negotiated the ``state`` feature (edges, admins,
 other gateways, in either direction) is a *state peer* with its own
-:class:`~edgeswarm.state.StateSync`. The flow, per session
-(``docs/protocol.md``, State)::
+:class:`~edgeswarm.state.StateSession` (the one state-frame handler). The
+flow, per session (``docs/protocol.md``, State)::
 
     peer  --STATE_SYNC(sv)-->   service.receive() -> STATE_UPDATE(what the peer lacks)
     peer  <--STATE_SYNC(sv)--   sent by whoever holds the service's end, once READY
     peer  --STATE_UPDATE(u)-->  service.receive(): apply, log to the store, on_change()
     every synced peer <--       service.broadcast(): what each one lacks (state vectors)
 
-A malformed update or state vector is refused: the peer gets an ERROR frame
-(``MALFORMED_UPDATE`` / ``MALFORMED_STATE_VECTOR``), a warning is logged,
-``on_refused`` counts it, and the document is untouched. Other peers never
-notice.
+A malformed update or state vector is refused (``StateSession``): the peer
+gets an ERROR frame (``MALFORMED_UPDATE`` / ``MALFORMED_STATE_VECTOR``), a
+warning is logged, ``on_refused`` counts it, and the document is untouched.
+Other peers never notice.
 
 Sans-I/O apart from the store's files: callers feed events in and send the
 frames they get back; the owner arms a timer when ``on_change`` fires and
@@ -30,28 +30,22 @@ from typing import Protocol
 
 from edgeswarm.resource import Resource
 from edgeswarm.state import (
-    FsyncPolicy,
-    MalformedStateVector,
-    MalformedUpdate,
-    StateSync,
+    StateFrame,
+    StateSession,
+    StoreFsyncPolicy,
     SwarmSnapshotDict,
-    WriterReused,
     open_document,
 )
 from edgeswarm.wire import (
-    Error,
     ErrorCode,
     StateSyncRequest,
     StateSyncRequested,
-    StateUpdate,
     StateUpdateReceived,
 )
 
 __all__ = ["StatePeer", "StateService"]
 
-log = logging.getLogger("edgeswarm.gateway")
-
-StateFrame = StateUpdate | Error
+logger = logging.getLogger("edgeswarm.gateway")
 
 
 class StatePeer(Protocol):
@@ -75,7 +69,7 @@ class StateService(Resource):
         directory: Path,
         *,
         writer_id: str,
-        fsync: FsyncPolicy = "interval",
+        fsync: StoreFsyncPolicy = "interval",
         on_change: Callable[[], None] | None = None,
         on_refused: Callable[[str | None, str], None] | None = None,
     ) -> None:
@@ -86,13 +80,13 @@ class StateService(Resource):
         """Called after an update changed the document (arm the broadcast timer)."""
         self.on_refused = on_refused
         """Called with (peer id, error code name) for every refused frame."""
-        self._links: dict[StatePeer, StateSync] = {}
+        self._links: dict[StatePeer, StateSession] = {}
         self.updates_applied = 0
         """Updates that changed the document."""
         self.updates_refused = 0
         """Malformed updates and state vectors refused."""
         if self.load_report.snapshot_bytes or self.load_report.records_replayed:
-            log.info(
+            logger.info(
                 "swarm state loaded",
                 extra={
                     "snapshot_bytes": self.load_report.snapshot_bytes,
@@ -108,8 +102,7 @@ class StateService(Resource):
 
     def sync_request(self, peer: StatePeer) -> StateSyncRequest:
         """Attach ``peer`` and return the STATE_SYNC to send it when its session is READY."""
-        link = self._link(peer)
-        return StateSyncRequest(state_vector=link.sync_request())
+        return self._link(peer).sync_request()
 
     def detach(self, peer: StatePeer) -> None:
         """The peer's session ended."""
@@ -119,36 +112,15 @@ class StateService(Resource):
         self, peer: StatePeer, event: StateSyncRequested | StateUpdateReceived
     ) -> list[StateFrame]:
         """Handle a state frame from ``peer``; returns the frames to send it back."""
-        link = self._link(peer)
-        if isinstance(event, StateSyncRequested):
-            try:
-                return [StateUpdate(update=link.handle_sync_request(event.state_vector))]
-            except MalformedStateVector as exc:
-                return [self._refuse(peer, ErrorCode.MALFORMED_STATE_VECTOR, exc)]
-            except WriterReused as exc:  # cannot happen with fresh incarnations; say so
-                log.error("swarm state writer reused", extra={"error": str(exc)})
-                return [Error(code=ErrorCode.INTERNAL_ERROR, message=str(exc))]
-        before = self.document.state_vector()
-        try:
-            link.apply_update(event.update)
-        except MalformedUpdate as exc:
-            return [self._refuse(peer, ErrorCode.MALFORMED_UPDATE, exc)]
-        if self.document.state_vector() != before:  # echoes and duplicates change nothing
-            self.updates_applied += 1
-            self.store.append(event.update)
-            if self.store.needs_compaction:
-                self.store.compact(self.document)
-            if self.on_change is not None:
-                self.on_change()
-        return []
+        return self._link(peer).receive(event)
 
     def broadcast(self) -> int:
         """Hand every synced peer what it lacks; returns the number of updates sent."""
         sent = 0
         for peer, link in list(self._links.items()):
-            update = link.data_to_send()
-            if update is not None:
-                peer.send_state_update(update)
+            frame = link.data_to_send()
+            if frame is not None:
+                peer.send_state_update(frame.update)
                 sent += 1
         return sent
 
@@ -166,18 +138,27 @@ class StateService(Resource):
 
     # internals
 
-    def _link(self, peer: StatePeer) -> StateSync:
+    def _link(self, peer: StatePeer) -> StateSession:
         link = self._links.get(peer)
         if link is None:
-            link = self._links[peer] = StateSync(self.document)
+            link = self._links[peer] = StateSession(
+                self.document,
+                peer_id=peer.state_peer_id,
+                on_update=self._applied,
+                on_refused=self._refused,
+            )
         return link
 
-    def _refuse(self, peer: StatePeer, code: ErrorCode, error: Exception) -> Error:
+    def _applied(self, update: bytes) -> None:
+        """A peer's update changed the document: log it to the store, tell the owner."""
+        self.updates_applied += 1
+        self.store.append(update)
+        if self.store.needs_compaction:
+            self.store.compact(self.document)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _refused(self, peer_id: str, code: ErrorCode) -> None:
         self.updates_refused += 1
-        log.warning(
-            "state frame refused",
-            extra={"peer_id": peer.state_peer_id, "code": code.name, "error": str(error)},
-        )
         if self.on_refused is not None:
-            self.on_refused(peer.state_peer_id, code.name)
-        return Error(code=code, message=f"{code.name.lower()}: {error}"[:4096])
+            self.on_refused(peer_id, code.name)

@@ -1,6 +1,9 @@
 """Shared swarm state: CRDT counters, sets and flags on pycrdt, sans-I/O.
 
-Layout and convergence argument: :mod:`edgeswarm.state.schema`.
+``document`` holds the state, ``schema`` its layout and the convergence
+argument, ``batch`` a writer's edits per interval, ``sync`` the sync with one
+peer in bytes, ``session`` the same in the protocol's frames (the one
+state-frame handler), ``store`` the state on disk.
 """
 
 from edgeswarm.state.batch import UpdateBatcher
@@ -16,11 +19,11 @@ from edgeswarm.state.errors import (
     WriterReused,
 )
 from edgeswarm.state.schema import client_id_for
-from edgeswarm.state.store import FsyncPolicy, LoadReport, StateStore, open_document
+from edgeswarm.state.session import StateFrame, StateSession
+from edgeswarm.state.store import LoadReport, StateStore, StoreFsyncPolicy, open_document
 from edgeswarm.state.sync import StateSync
 
 __all__ = [
-    "FsyncPolicy",
     "InvalidKey",
     "LoadReport",
     "LocalStateError",
@@ -28,9 +31,12 @@ __all__ = [
     "MalformedUpdate",
     "RemoteStateError",
     "StateError",
+    "StateFrame",
+    "StateSession",
     "StateStore",
     "StateSync",
     "StoreError",
+    "StoreFsyncPolicy",
     "SwarmDocument",
     "SwarmSnapshotDict",
     "UpdateBatcher",

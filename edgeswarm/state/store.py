@@ -14,7 +14,7 @@ fsync of the directory), then starts an empty log. Updates are idempotent,
 so a crash between those two steps only replays updates the snapshot already
 holds.
 
-fsync policy (:data:`FsyncPolicy`): ``"always"`` fsyncs every append (an
+fsync policy (:data:`StoreFsyncPolicy`): ``"always"`` fsyncs every append (an
 update is durable before it is acknowledged), ``"interval"`` at most every
 ``fsync_interval_s``, ``"never"`` leaves it to the OS. With anything but
 ``"always"``, a crash may lose the gateway's own latest writes, which peers
@@ -37,9 +37,9 @@ from edgeswarm.resource import Resource
 from edgeswarm.state.document import SwarmDocument
 from edgeswarm.state.errors import MalformedUpdate, StoreError
 
-__all__ = ["FsyncPolicy", "LoadReport", "StateStore", "open_document"]
+__all__ = ["LoadReport", "StateStore", "StoreFsyncPolicy", "open_document"]
 
-FsyncPolicy = Literal["always", "interval", "never"]
+StoreFsyncPolicy = Literal["always", "interval", "never"]
 
 SNAPSHOT_MAGIC = b"ESSTATE-SNAP-1\n\x00"
 LOG_MAGIC = b"ESSTATE-LOG-1\n\x00\x00"
@@ -103,13 +103,13 @@ class StateStore(Resource):
         self,
         directory: Path,
         *,
-        fsync: FsyncPolicy = "always",
+        fsync: StoreFsyncPolicy = "always",
         fsync_interval_s: float = 0.05,
         compact_after_bytes: int = 16 << 20,
     ) -> None:
         self.directory = Path(directory)
         """Where the files live (created if missing)."""
-        self.fsync: FsyncPolicy = fsync
+        self.fsync: StoreFsyncPolicy = fsync
         """When appends reach the disk."""
         self.fsync_interval_s = fsync_interval_s
         """Longest time between fsyncs under ``"interval"``."""
@@ -244,7 +244,7 @@ class StateStore(Resource):
 
 
 def open_document(
-    directory: Path, writer_id: str, *, fsync: FsyncPolicy = "interval"
+    directory: Path, writer_id: str, *, fsync: StoreFsyncPolicy = "interval"
 ) -> tuple[SwarmDocument, StateStore, LoadReport]:
     """``writer_id``'s document persisted in ``directory``, loaded, with a fresh incarnation.
 
