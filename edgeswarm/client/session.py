@@ -34,7 +34,6 @@ from edgeswarm.wire import (
     ErrorCode,
     ErrorReceived,
     Hello,
-    ObservationBatch,
     ProtocolViolation,
     Session,
     SessionClosed,
@@ -61,15 +60,13 @@ class SessionEndedError(EdgeswarmError, ConnectionError):
 
 
 @dataclass
-class DeliveryCounters:
-    """What an edge sent and what the gateway acknowledged."""
+class ClientCounters:
+    """What a session received besides acks (the uplink counts deliveries)."""
 
-    sent_batches: int = 0
-    sent_observations: int = 0
-    acked_batches: int = 0
-    acked_observations: int = 0
     errors_received: int = 0
+    """ERROR frames from the gateway."""
     datagram_actions: int = 0
+    """ACTIONS that came as QUIC datagrams."""
 
 
 class StateHandler(Protocol):
@@ -107,13 +104,14 @@ class GatewayClient:
         self._key = key
         self._on_ack = on_ack
         self.session = Session(SessionConfig(is_client=True), now=time.monotonic())
-        self.counters = DeliveryCounters()
+        self.counters = ClientCounters()
         self.latency = LatencyHistogram()
         self.actions: deque[Actions] = deque(maxlen=1024)
         self.welcome: Welcome | None = None
         self.closed_reason: str | None = None
         self._link: SessionLink | None = None
-        self._in_flight: dict[int, tuple[float, int]] = {}
+        self._in_flight: dict[int, float] = {}
+        """Batches sent in this session and not acknowledged: seq -> when sent."""
         self._changed = asyncio.Event()
         self._status: asyncio.Future[Status] | None = None
         self.last_progress = time.monotonic()
@@ -164,16 +162,15 @@ class GatewayClient:
                 await self._wait_change()
         return self.welcome
 
-    async def send_batch(self, batch: ObservationBatch) -> None:
-        """Send ``batch`` as soon as the gateway's credit allows."""
+    async def send_batch(self, payload: bytes, *, seq: int, count: int) -> None:
+        """Send the encoded OBS_BATCH ``payload`` (batch ``seq``, ``count`` agents) as it
+        is, as soon as the gateway's credit allows (``Session.send_batch_payload``)."""
         while self.session.credit <= 0:
             self._raise_if_closed()
             await self._wait_change()
         self._raise_if_closed()
-        self.session.send(batch)
-        self._in_flight[batch.seq] = (time.monotonic(), batch.count)
-        self.counters.sent_batches += 1
-        self.counters.sent_observations += batch.count
+        self.session.send_batch_payload(payload, count=count)
+        self._in_flight[seq] = time.monotonic()
         self._flush()
 
     async def drain(self, timeout: float) -> bool:
@@ -247,15 +244,10 @@ class GatewayClient:
                     self.last_progress = now
                     through = FEATURE_ACK_THROUGH in self.session.features
                     covered = [s for s in self._in_flight if s <= ack.seq] if through else [ack.seq]
-                    popped = 0
                     for seq in covered:
                         sent = self._in_flight.pop(seq, None)
                         if sent is not None:
-                            self.latency.record(now - sent[0])
-                            popped += 1
-                    if popped:
-                        self.counters.acked_batches += popped
-                        self.counters.acked_observations += ack.accepted
+                            self.latency.record(now - sent)
                     if self._on_ack is not None:
                         self._on_ack(ack, through)
                 case ChallengeReceived(challenge=challenge):

@@ -32,7 +32,7 @@ from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool
 from .state_link import StateLink
-from .uplink import Uplink
+from .uplink import Uplink, observation_count
 from .world import FlockingWorld
 
 log = logging.getLogger("edgeswarm.edge")
@@ -64,6 +64,7 @@ class EdgeRunner:
             config.data_dir / "spool.db",
             max_bytes=config.spool_max_bytes,
             overflow=config.overflow,
+            count_of=observation_count,  # for a spool written before counts were stored
         )
         self.state = StateLink(config.data_dir / "state", writer_id=config.edge_id)
         """Swarm document the policies write to, synced with the gateway."""

@@ -7,7 +7,10 @@ order). Sequence numbers continue across restarts: :meth:`Spool.next_seq` is
 persisted, even while the spool is empty.
 
 Storage: one SQLite file in WAL mode with ``synchronous=NORMAL`` (16 KiB
-pages for new files). Every :meth:`Spool.append` is one committed transaction
+pages for new files), opened by :mod:`edgeswarm.storage`. Each row holds a
+batch's payload and its observation count (file version 2; a version-1 file
+is upgraded when opened), so nothing reads a payload just to count it.
+Every :meth:`Spool.append` is one committed transaction
 before it returns. A commit is a ``write()`` into the WAL without fsync, so an
 append survives a crash or ``kill -9`` of the edge process; an OS crash or
 power loss may roll back the newest appends.
@@ -38,11 +41,13 @@ Not thread-safe: use a spool from one thread (the edge's event loop).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
@@ -69,14 +74,16 @@ DROP_LOG_INTERVAL_S = 1.0
 PAGE_SIZE = 16384
 """Page size of new spool files (existing files keep theirs)."""
 _SCHEMA = Schema(
-    version=1,
+    version=2,
     create=(
-        "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)",
+        "CREATE TABLE spool"
+        " (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL, count INTEGER NOT NULL DEFAULT 0)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
         "INSERT INTO meta VALUES ('next_seq', 1), ('dropped_batches', 0), ('dropped_bytes', 0)",
     ),
     tables=frozenset({"spool", "meta"}),
 )
+"""Version 2 stores each batch's observation count beside it (version 1 did not)."""
 
 
 class SpoolError(EdgeswarmError):
@@ -142,6 +149,7 @@ class Spool(Resource):
         overflow: OverflowPolicy | str = OverflowPolicy.BLOCK,
         min_next_seq: int = 1,
         ack_flush_every: int = 64,
+        count_of: Callable[[bytes], int] | None = None,
     ) -> None:
         """Open (or create) the spool at ``path``.
 
@@ -151,6 +159,9 @@ class Spool(Resource):
             the last seq the gateway reported + 1).
         :param ack_flush_every: delete ACKed rows once this many ACKs are
             outstanding (1: every ACK commits at once).
+        :param count_of: the observation count of a payload, for the batches of a
+            version-1 file (which stored none) when it is upgraded; used once.
+            Without it they count 0.
         :raises SpoolCorruptError: the file is not a usable spool.
         """
         if max_bytes < 1 or ack_flush_every < 1:
@@ -163,16 +174,17 @@ class Spool(Resource):
         """The overflow policy in force."""
         self.ack_flush_every = ack_flush_every
         """ACKs kept in memory before their rows are deleted."""
-        self._sizes: dict[int, int] = {}  # held seq -> payload size, in seq order
+        self._count_of = count_of
+        self._held: dict[int, tuple[int, int]] = {}  # seq -> (payload size, count), seq order
         self._acked: list[int] = []  # ACKed seqs whose rows are not deleted yet
         self._db = self._open()
         try:
-            for seq, size in self._db.execute(
-                "SELECT seq, length(payload) FROM spool ORDER BY seq"
+            for seq, size, count in self._db.execute(
+                "SELECT seq, length(payload), count FROM spool ORDER BY seq"
             ):
-                self._sizes[int(seq)] = int(size)
+                self._held[int(seq)] = (int(size), int(count))
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            self._bytes = sum(self._sizes.values())
+            self._bytes = sum(size for size, _ in self._held.values())
             self._next_seq = max(int(meta["next_seq"]), min_next_seq)
             self._dropped_batches = int(meta["dropped_batches"])
             self._dropped_bytes = int(meta["dropped_bytes"])
@@ -185,13 +197,25 @@ class Spool(Resource):
         self._drop_bytes_since_log = 0
 
     def _open(self) -> sqlite3.Connection:
+        schema = dataclasses.replace(_SCHEMA, upgrades={1: self._count_stored_batches})
         return open_database(
             self.path,
-            _SCHEMA,
+            schema,
             page_size=PAGE_SIZE,
             synchronous="NORMAL",
             corrupt=lambda message: SpoolCorruptError(message, path=self.path),
             failed=lambda message: SpoolError(f"{self.path}: cannot open spool ({message})"),
+        )
+
+    def _count_stored_batches(self, db: sqlite3.Connection) -> None:
+        """Upgrade of a version-1 file: store each batch's count beside it."""
+        db.execute("ALTER TABLE spool ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
+        if self._count_of is None:
+            return
+        rows = db.execute("SELECT seq, payload FROM spool").fetchall()
+        db.executemany(
+            "UPDATE spool SET count = ? WHERE seq = ?",
+            [(self._count_of(bytes(payload)), seq) for seq, payload in rows],
         )
 
     @staticmethod
@@ -220,8 +244,28 @@ class Spool(Resource):
         """True if appending a payload of ``nbytes`` would exceed ``max_bytes`` now."""
         return self._bytes + nbytes > self.max_bytes
 
-    def append(self, seq: int, payload: bytes) -> tuple[int, ...]:
-        """Store ``payload`` under ``seq``, committed before returning.
+    def would_drop(self, nbytes: int) -> list[tuple[int, int]]:
+        """``(seq, count)`` of the batches an append of ``nbytes`` would drop now
+        (``drop_oldest`` only; oldest first; usually none)."""
+        if self.overflow is not OverflowPolicy.DROP_OLDEST:
+            return []
+        return [(seq, self._held[seq][1]) for seq in self._victims(nbytes)]
+
+    def _victims(self, nbytes: int) -> list[int]:
+        """The oldest held seqs whose payloads must go for ``nbytes`` more to fit."""
+        overflow = self._bytes + nbytes - self.max_bytes
+        victims: list[int] = []
+        freed = 0
+        for old_seq, (old_size, _) in self._held.items():  # oldest first
+            if freed >= overflow:
+                break
+            victims.append(old_seq)
+            freed += old_size
+        return victims
+
+    def append(self, seq: int, payload: bytes, *, count: int = 0) -> tuple[int, ...]:
+        """Store ``payload`` (a batch of ``count`` observations) under ``seq``, committed
+        before returning.
 
         ``seq`` must be ``>= next_seq()``; afterwards ``next_seq() == seq + 1``.
         Returns the seqs deleted to make room (``drop_oldest`` only; usually
@@ -241,14 +285,8 @@ class Spool(Resource):
         overflow = self._bytes + size - self.max_bytes
         if overflow > 0 and self.overflow is OverflowPolicy.BLOCK:
             raise SpoolFull(needed=size, held=self._bytes, max_bytes=self.max_bytes)
-        dropped: list[int] = []
-        dropped_bytes = 0
-        if overflow > 0:
-            for old_seq, old_size in self._sizes.items():  # oldest first
-                if dropped_bytes >= overflow:
-                    break
-                dropped.append(old_seq)
-                dropped_bytes += old_size
+        dropped = self._victims(size) if overflow > 0 else []
+        dropped_bytes = sum(self._held[old_seq][0] for old_seq in dropped)
         with transaction(self._db) as db:
             if dropped:
                 # Also deletes every ACKed-but-unflushed row below the last dropped one.
@@ -261,14 +299,14 @@ class Spool(Resource):
                     "UPDATE meta SET value = value + ? WHERE key = 'dropped_bytes'",
                     (dropped_bytes,),
                 )
-            db.execute("INSERT INTO spool VALUES (?, ?)", (seq, payload))
+            db.execute("INSERT INTO spool VALUES (?, ?, ?)", (seq, payload, count))
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
         self._next_seq = seq + 1
         for old_seq in dropped:
-            del self._sizes[old_seq]
+            del self._held[old_seq]
         if dropped:
             self._acked = [s for s in self._acked if s > dropped[-1]]
-        self._sizes[seq] = size
+        self._held[seq] = (size, count)
         self._bytes += size - dropped_bytes
         if dropped:
             self._dropped_batches += len(dropped)
@@ -304,10 +342,10 @@ class Spool(Resource):
         Returns False if it was not held (already ACKed, dropped, unknown). The
         row is deleted at the next flush (see the module docstring).
         """
-        size = self._sizes.pop(seq, None)
-        if size is None:
+        held = self._held.pop(seq, None)
+        if held is None:
             return False
-        self._bytes -= size
+        self._bytes -= held[0]
         self._acked.append(seq)
         if len(self._acked) >= self.ack_flush_every:
             self.flush()
@@ -316,12 +354,12 @@ class Spool(Resource):
     def ack_through(self, seq: int) -> int:
         """Forget every batch with seq ``<= seq`` (a cumulative ACK); return how many."""
         gone = []
-        for held in self._sizes:  # seq order
+        for held in self._held:  # seq order
             if held > seq:
                 break
             gone.append(held)
         for held in gone:
-            self._bytes -= self._sizes.pop(held)
+            self._bytes -= self._held.pop(held)[0]
         self._acked.extend(gone)
         if len(self._acked) >= self.ack_flush_every:
             self.flush()
@@ -346,13 +384,27 @@ class Spool(Resource):
         ).fetchall()
         return [(int(s), bytes(p)) for s, p in rows]
 
+    def count(self, seq: int) -> int:
+        """Observations of held batch ``seq`` (0 when it is not held)."""
+        held = self._held.get(seq)
+        return held[1] if held is not None else 0
+
+    def count_through(self, seq: int) -> int:
+        """Observations of every held batch with seq ``<= seq``."""
+        total = 0
+        for held, (_, count) in self._held.items():  # seq order
+            if held > seq:
+                break
+            total += count
+        return total
+
     def next_seq(self) -> int:
         """The next sequence number to use: 1 + the highest seq ever appended (persisted)."""
         return self._next_seq
 
     def __len__(self) -> int:
         """Batches held."""
-        return len(self._sizes)
+        return len(self._held)
 
     @property
     def bytes(self) -> int:

@@ -11,6 +11,10 @@ counted and logged). The connection is re-established with exponential
 backoff and jitter; on reconnect, WELCOME's ``resume_seq`` releases what the
 gateway already holds and the rest is resent in order (the gateway
 deduplicates by sequence number, so nothing is applied twice).
+
+A batch is encoded once, when it is spooled; the spool keeps its observation
+count beside it, and the pump sends the spooled bytes as they are: nothing
+on the way out (nor at start) decodes a batch again.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
 from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.tickets import TicketStore
-from edgeswarm.wire import Ack, Hello, ObservationBatch, decode_payload, encode_payload
-from edgeswarm.wire.errors import RemoteProtocolError
+from edgeswarm.wire import (
+    Ack,
+    BatchHeader,
+    Hello,
+    ObservationBatch,
+    RemoteProtocolError,
+    decode_payload,
+    encode_payload,
+)
 
 from .spool import OverflowPolicy, Spool
 
@@ -86,13 +97,10 @@ class Uplink:
         self.connected = False
         self._on_client = on_client
         self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
-        self._counts: dict[int, int] = {}
         self._changed = asyncio.Event()
         self._stopping = False
         self._max_sent_seq = 0
         self._dropped_in_flight: dict[int, int] = {}
-        for seq, payload in spool.pending():  # carried over from an earlier run
-            self._counts[seq] = _count_of(payload)
 
     @property
     def spooled(self) -> int:
@@ -113,13 +121,13 @@ class Uplink:
         if self.spool.overflow is OverflowPolicy.BLOCK:
             while self.spool.would_overflow(len(payload)):
                 await self._wait_change()
-        for dropped in self.spool.append(seq, payload):
-            count = self._counts.pop(dropped, 0)
+        counts = dict(self.spool.would_drop(len(payload)))
+        for dropped in self.spool.append(seq, payload, count=batch.count):
+            count = counts.get(dropped, 0)
             self.counters.dropped_batches += 1
             self.counters.dropped_observations += count
             if dropped <= self._max_sent_seq:  # in flight: an ack may still prove it delivered
                 self._dropped_in_flight[dropped] = count
-        self._counts[seq] = batch.count
         self.counters.batches += 1
         self.counters.observations += batch.count
         self._changed.set()
@@ -217,11 +225,9 @@ class Uplink:
                         await self._wait_change(client)
                 continue
             for seq, payload in pending:
-                frame = decode_payload(payload)
-                assert isinstance(frame, ObservationBatch)
                 if client.session.credit <= 0:
                     break  # wait for acks (and watch the gateway) in the outer loop
-                await client.send_batch(frame)
+                await client.send_batch(payload, seq=seq, count=self.spool.count(seq))
                 if seq <= self._max_sent_seq:
                     self.counters.resent_batches += 1
                 self._max_sent_seq = max(self._max_sent_seq, seq)
@@ -232,9 +238,10 @@ class Uplink:
             self._release_through(ack.seq)
             self._changed.set()
             return
+        held = self.spool.count(ack.seq)
         if self.spool.ack(ack.seq):
             self.counters.acked_batches += 1
-            self.counters.acked_observations += self._counts.pop(ack.seq, ack.accepted)
+            self.counters.acked_observations += held
         elif (count := self._dropped_in_flight.pop(ack.seq, None)) is not None:
             # dropped from the spool while in flight, yet the gateway has it: delivered
             self.counters.dropped_batches -= 1
@@ -251,10 +258,10 @@ class Uplink:
             self.counters.dropped_observations -= count
             self.counters.acked_batches += 1
             self.counters.acked_observations += count
+        observations = self.spool.count_through(seq)
         released = self.spool.ack_through(seq)
         self.counters.acked_batches += released
-        for held in sorted(k for k in self._counts if k <= seq):
-            self.counters.acked_observations += self._counts.pop(held)
+        self.counters.acked_observations += observations
         if released:
             self._changed.set()
         return released
@@ -273,9 +280,11 @@ class Uplink:
             task.cancel()
 
 
-def _count_of(payload: bytes) -> int:
+def observation_count(payload: bytes) -> int:
+    """Observations in an encoded OBS_BATCH (0 when it is not one): the count of a
+    batch that a version-1 spool stored without it (``Spool(count_of=...)``)."""
     try:
-        frame = decode_payload(payload)
+        frame = decode_payload(payload, batch_arrays=False)
     except RemoteProtocolError:
         return 0
-    return frame.count if isinstance(frame, ObservationBatch) else 0
+    return frame.count if isinstance(frame, BatchHeader) else 0

@@ -205,6 +205,16 @@ class Session:
             return
         self._send(frame)
 
+    def send_batch_payload(self, payload: bytes, *, count: int) -> None:
+        """Queue an OBS_BATCH encoded beforehand (``encode_payload``), byte for byte.
+
+        For a sender that keeps its batches encoded (an edge's spool): the frame
+        is not decoded nor encoded again. ``count`` is its number of agents; the
+        state, the role, the agent and size limits and the credit are checked
+        as :meth:`send` checks a frame. Raises ``LocalProtocolError``.
+        """
+        self._queue(FrameType.OBS_BATCH, payload, self._allowed(FrameType.OBS_BATCH, count))
+
     def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Queue BYE and go ``CLOSED``; emits ``SessionClosed``. Does nothing when closed."""
         if self._state is SessionState.CLOSED:
@@ -264,6 +274,19 @@ class Session:
 
     def _send(self, frame: Frame) -> None:
         frame_type = FRAME_TYPES[type(frame)]
+        agents = frame.agent_ids.shape[0] if isinstance(frame, ObservationBatch | Actions) else None
+        new_state = self._allowed(frame_type, agents)
+        payload = encode_payload(frame)
+        if isinstance(frame, Ack) and frame.credit < self._credit_limit:
+            raise LocalProtocolError(
+                f"credit may not decrease ({frame.credit} < {self._credit_limit})"
+            )
+        self._queue(frame_type, payload, new_state)
+        if isinstance(frame, Ack):
+            self._credit_limit = frame.credit
+
+    def _allowed(self, frame_type: FrameType, agents: int | None) -> SessionState:
+        """The state after sending ``frame_type`` (of ``agents`` agents), if it may go now."""
         new_state = self._transition(frame_type, Direction.SEND)
         if new_state is None:
             raise LocalProtocolError(
@@ -276,30 +299,27 @@ class Session:
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
-        if isinstance(frame, ObservationBatch | Actions):
+        if agents is not None:
             limit = self.config.max_batch_agents
             if self.welcome is not None:
                 limit = min(limit, self.welcome.max_batch_agents)
-            if frame.agent_ids.shape[0] > limit:
+            if agents > limit:
                 raise LocalProtocolError(f"at most {limit} agents per {frame_type.name}")
-        payload = encode_payload(frame)
+        return new_state
+
+    def _queue(self, frame_type: FrameType, payload: bytes, new_state: SessionState) -> None:
+        """Check the payload's size (and an OBS_BATCH's credit), queue it, move on."""
         limit = self.config.max_frame_bytes
         if self.welcome is not None and self._side is Side.CLIENT:
             limit = min(limit, self.welcome.max_frame_bytes)
         if len(payload) > limit:
             raise LocalProtocolError(f"{frame_type.name} of {len(payload)} bytes exceeds {limit}")
-        if isinstance(frame, ObservationBatch):
+        if frame_type is FrameType.OBS_BATCH:
             if self._batches >= self._credit_limit:
                 raise LocalProtocolError(
                     f"no credit: {self._batches} of {self._credit_limit} batches sent"
                 )
             self._batches += 1
-        elif isinstance(frame, Ack):
-            if frame.credit < self._credit_limit:
-                raise LocalProtocolError(
-                    f"credit may not decrease ({frame.credit} < {self._credit_limit})"
-                )
-            self._credit_limit = frame.credit
         self._out.append(encode_prefix(len(payload)))
         self._out.append(payload)
         self._state = new_state
