@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edgeswarm.agents_wasm import module_path
-from edgeswarm.edge import (
-    AgentTable,
+from edgeswarm.edge import AgentTable
+from edgeswarm.edge.policy import (
     FuelBudget,
     LocalSwarmState,
     ModuleCache,

@@ -9,7 +9,12 @@ import pytest
 import wasmtime
 
 from edgeswarm.agents_wasm import module_path
-from edgeswarm.edge import AgentTable, FlockingWorld, ModuleCache, PolicyLoadError, WasmPolicy
+from edgeswarm.edge import AgentTable, FlockingWorld
+from edgeswarm.edge.policy import (
+    ModuleCache,
+    PolicyLoadError,
+    WasmPolicy,
+)
 from edgeswarm.edge.policy.boids import boids_numpy
 from edgeswarm.edge.policy.module_cache import CACHE_MAGIC, engine_fingerprint, shared_engine
 

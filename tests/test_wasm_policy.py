@@ -3,9 +3,8 @@ import pytest
 import wasmtime
 
 from edgeswarm.agents_wasm import module_path
-from edgeswarm.edge import (
-    AgentTable,
-    FlockingWorld,
+from edgeswarm.edge import AgentTable, FlockingWorld
+from edgeswarm.edge.policy import (
     FuelBudget,
     ModuleCache,
     PolicyAbiError,

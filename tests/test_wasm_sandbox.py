@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from edgeswarm.agents_wasm import module_path
-from edgeswarm.edge import (
-    AgentTable,
-    FlockingWorld,
+from edgeswarm.edge import AgentTable, FlockingWorld
+from edgeswarm.edge.policy import (
     ModuleCache,
     PolicyAbiError,
     PolicyFault,

@@ -1,10 +1,12 @@
-"""The edge's side of a session: sends observation batches, tracks their acks.
+"""The client side of one session with a gateway, whoever the client is.
 
-``GatewayClient`` is the ``StreamHandler`` of the QUIC adapter; it owns the
-client ``Session`` and turns its events into awaitable state: the handshake
-(it signs the gateway's challenge with the peer's key), the credit the
-gateway granted (back-pressure), ack latencies, actions to apply, status.
-Actions may also arrive as QUIC datagrams.
+``GatewayClient`` is the ``StreamHandler`` of the QUIC adapter for an edge's
+uplink, an admin command and a peer gateway's link alike; it owns the client
+``Session`` and turns its events into awaitable state: the handshake (it
+signs the gateway's challenge with the peer's key), the credit the gateway
+granted (back-pressure), ack latencies, actions to apply, status, and the
+shared-state frames, which it hands to a ``StateHandler``. Actions may also
+arrive as QUIC datagrams.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.errors import RemoteProtocolError
 
-log = logging.getLogger("edgeswarm.edge")
+logger = logging.getLogger("edgeswarm.client")
 
 
 class SessionEndedError(EdgeswarmError, ConnectionError):
@@ -70,7 +72,8 @@ class ClientCounters:
 
 
 class StateHandler(Protocol):
-    """Who keeps a swarm document in sync over this session (``edge/state_link.py``)."""
+    """Who keeps a swarm document in sync over this session: an edge's ``StateLink``,
+    an admin's ``StateMirror``, a gateway's ``PeerGatewayLink``."""
 
     def session_ready(self, client: GatewayClient) -> None:
         """WELCOME arrived and the ``state`` feature was negotiated: send STATE_SYNC."""
@@ -145,13 +148,13 @@ class GatewayClient:
         try:
             frame = decode_payload(data)
         except RemoteProtocolError as exc:
-            log.warning("bad datagram from the gateway ignored", extra={"error": str(exc)})
+            logger.warning("bad datagram from the gateway ignored", extra={"error": str(exc)})
             return
         if isinstance(frame, Actions):
             self.actions.append(frame)
             self.counters.datagram_actions += 1
         else:
-            log.warning("unexpected datagram ignored", extra={"frame": type(frame).__name__})
+            logger.warning("unexpected datagram ignored", extra={"frame": type(frame).__name__})
 
     # API
     async def wait_welcomed(self, timeout: float = 10.0) -> Welcome:
@@ -270,12 +273,12 @@ class GatewayClient:
                         self._status.set_result(status)
                 case ErrorReceived(error=error):
                     self.counters.errors_received += 1
-                    log.warning(
+                    logger.warning(
                         "gateway reported an error",
                         extra={"code": error.code, "error": error.message, "seq": error.seq},
                     )
                 case ProtocolViolation(error=error):
-                    log.warning(
+                    logger.warning(
                         "gateway broke the protocol",
                         extra={"code": error.error_code.name, "error": str(error)},
                     )

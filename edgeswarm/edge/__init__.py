@@ -1,45 +1,12 @@
-"""Edge compute core: the agent table, the world, and Wasm policies stepping it."""
+"""The edge: compute core (agent table, world, tick loop), uplink and spool.
+
+The Wasm host is the wing ``edgeswarm.edge.policy``; ``runner`` is the edge
+process, ``uplink`` its store-and-forward delivery over ``spool``,
+``state_link`` its share of the swarm state, ``config`` its settings.
+"""
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.policy.abi import ABI_VERSION, Descriptor
-from edgeswarm.edge.policy.errors import (
-    EdgeError,
-    PolicyAbiError,
-    PolicyError,
-    PolicyFuelExhausted,
-    PolicyLoadError,
-    PolicyMemoryExceeded,
-    PolicyTrap,
-)
-from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
-from edgeswarm.edge.policy.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
-from edgeswarm.edge.policy.set import Policy, PolicyFault, PolicySet, PolicySpec
-from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmSnapshot, SwarmState
-from edgeswarm.edge.policy.wasm_host import WasmPolicy
+from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.world import FlockingWorld
 
-__all__ = [
-    "ABI_VERSION",
-    "DEFAULT_MEMORY_LIMIT",
-    "AgentTable",
-    "CompiledModule",
-    "Descriptor",
-    "EdgeError",
-    "FlockingWorld",
-    "FuelBudget",
-    "LocalSwarmState",
-    "ModuleCache",
-    "Policy",
-    "PolicyAbiError",
-    "PolicyError",
-    "PolicyFault",
-    "PolicyFuelExhausted",
-    "PolicyLoadError",
-    "PolicyMemoryExceeded",
-    "PolicySet",
-    "PolicySpec",
-    "PolicyTrap",
-    "SwarmSnapshot",
-    "SwarmState",
-    "WasmPolicy",
-]
+__all__ = ["AgentTable", "EdgeConfig", "FlockingWorld"]

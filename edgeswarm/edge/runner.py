@@ -35,7 +35,7 @@ from .state_link import StateLink
 from .uplink import Uplink, observation_count
 from .world import FlockingWorld
 
-log = logging.getLogger("edgeswarm.edge")
+logger = logging.getLogger("edgeswarm.edge")
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -103,7 +103,7 @@ class EdgeRunner:
         if config.metrics_port is not None:
             start_metrics_server(config.metrics_port, self.metrics.registry, config.metrics_host)
         self.metrics.agents.set(config.agents)
-        log.info(
+        logger.info(
             "edge starting",
             extra={
                 "edge_id": config.edge_id,
@@ -135,7 +135,7 @@ class EdgeRunner:
             try:
                 await self._tick_loop(policies)
                 if not await self.uplink.drain(config.drain_timeout_s):
-                    log.warning(
+                    logger.warning(
                         "unacknowledged batches at stop; they stay spooled for the next start",
                         extra={"spooled": self.uplink.spooled},
                     )
@@ -207,7 +207,7 @@ class EdgeRunner:
             del self._quarantined_at[slot]  # a failed reload re-enters through _on_fault
             if policies.reenable(slot):
                 self.metrics.policies_reenabled.inc()
-                log.info(
+                logger.info(
                     "policy re-enabled",
                     extra={"policy": policies.name_of(slot), "slot": slot},
                 )
@@ -239,7 +239,7 @@ class EdgeRunner:
         while client.actions:
             actions = client.actions.popleft()
             if actions.actions.shape[1] != table.actions.shape[1]:
-                log.warning(
+                logger.warning(
                     "actions with the wrong width ignored",
                     extra={"width": actions.actions.shape[1]},
                 )

@@ -64,7 +64,7 @@ __all__ = [
     "SpoolFull",
 ]
 
-log = logging.getLogger("edgeswarm.edge")
+logger = logging.getLogger("edgeswarm.edge")
 
 DEFAULT_MAX_BYTES = 256 << 20
 """Bound of a spool's payload bytes unless configured otherwise (256 MiB)."""
@@ -319,7 +319,7 @@ class Spool(Resource):
             self._last_drop_log = now
             since, self._drops_since_log = self._drops_since_log, 0
             since_bytes, self._drop_bytes_since_log = self._drop_bytes_since_log, 0
-            log.warning(
+            logger.warning(
                 "spool full: dropping the oldest batches (one line per second at most)",
                 extra={
                     "event": "spool_drop",

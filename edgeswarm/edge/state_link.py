@@ -41,7 +41,7 @@ from .policy.swarm_state import SwarmSnapshot
 
 __all__ = ["DEFAULT_GROUP", "DocumentSwarmState", "StateLink"]
 
-log = logging.getLogger("edgeswarm.edge")
+logger = logging.getLogger("edgeswarm.edge")
 
 DEFAULT_GROUP = "swarm"
 """Group of keys a policy declares without one (``"anomalies"`` -> ``"swarm/anomalies"``)."""
@@ -70,7 +70,7 @@ class DocumentSwarmState:
         self.refused_ops += 1
         if key not in self._refused and len(self._refused) < 1024:
             self._refused.add(key)
-            log.warning("swarm state key refused", extra={"key": key, "error": str(error)})
+            logger.warning("swarm state key refused", extra={"key": key, "error": str(error)})
 
     def counter_add(self, key: str, delta: int) -> None:
         try:

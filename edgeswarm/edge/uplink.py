@@ -43,7 +43,7 @@ from edgeswarm.wire import (
 
 from .spool import OverflowPolicy, Spool
 
-log = logging.getLogger("edgeswarm.edge")
+logger = logging.getLogger("edgeswarm.edge")
 
 _WATCHDOG_S = 0.5
 """How often the pump checks the gateway's liveness while it waits."""
@@ -169,7 +169,7 @@ class Uplink:
                     self.counters.resumed += int(link.resumed)
                     self.counters.early_data += int(link.early_data_accepted)
                     released = self._release_through(welcome.resume_seq)
-                    log.info(
+                    logger.info(
                         "connected to gateway",
                         extra={
                             "gateway_id": welcome.gateway_id,
@@ -186,7 +186,7 @@ class Uplink:
                 if self._stopping:
                     break
                 delay = self._reconnect.failed()
-                log.warning(
+                logger.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
                         "error": str(exc) or type(exc).__name__,

@@ -54,7 +54,7 @@ from .peers import Decision, PeerRegistry, PeerRegistryError
 from .state_service import StateService
 from .stats import GatewayStats
 
-log = logging.getLogger("edgeswarm.gateway")
+logger = logging.getLogger("edgeswarm.gateway")
 
 
 class GatewayServices(Protocol):
@@ -154,11 +154,12 @@ class GatewayConnection:
                 case ObservationsReceived(
                     seq=seq, tick=tick, count=count, size=size, payload=payload
                 ):
-                    assert self.peer_id is not None
+                    edge_id = self.edge_id
+                    assert edge_id is not None  # the session admits OBS_BATCH from edges only
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
                         gateway.observation_log.append_then(
-                            self.peer_id,
+                            edge_id,
                             seq,
                             tick,
                             count,
@@ -179,7 +180,7 @@ class GatewayConnection:
                         self.session.send(frame)
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
-                    log.warning(
+                    logger.warning(
                         "protocol violation",
                         extra={
                             "peer_id": self.peer_id,
@@ -190,7 +191,7 @@ class GatewayConnection:
                         },
                     )
                 case SessionClosed(code=code, reason=reason, by_peer=by_peer):
-                    log.info(
+                    logger.info(
                         "session closed",
                         extra={
                             "peer_id": self.peer_id,
@@ -254,7 +255,7 @@ class GatewayConnection:
             self.session.send(gateway.state.sync_request(self))
         self._ack_through = FEATURE_ACK_THROUGH in self.session.features
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
-        log.info(
+        logger.info(
             "session opened",
             extra={
                 "peer_id": hello.peer_id,
@@ -268,7 +269,7 @@ class GatewayConnection:
     def _refuse(self, code: ErrorCode, reason: str) -> None:
         hello = self.session.peer_hello
         self._gateway.stats.peer_refused(code.name)
-        log.warning(
+        logger.warning(
             "peer refused",
             extra={
                 "peer_id": hello.peer_id if hello else None,
@@ -283,7 +284,8 @@ class GatewayConnection:
         self, outcome: AppendResult | BaseException, seq: int, count: int, size: int
     ) -> None:
         """The log committed (or failed to commit) batch ``seq``: acknowledge it, or close."""
-        if self.session.closed or self.peer_id is None:
+        edge_id = self.edge_id
+        if self.session.closed or edge_id is None:
             return
         if isinstance(outcome, BaseException):
             self._log_failed(seq, outcome)
@@ -291,9 +293,9 @@ class GatewayConnection:
             return
         stats = self._gateway.stats
         if outcome.applied:
-            stats.batch_accepted(self.peer_id, seq, count, size)
+            stats.batch_accepted(edge_id, seq, count, size)
         else:
-            stats.batch_duplicate(self.peer_id)
+            stats.batch_duplicate(edge_id)
         self._acks_sent += 1
         self._credit_limit = max(
             self._credit_limit, self._acks_sent + self._gateway.credit_window()
@@ -317,12 +319,17 @@ class GatewayConnection:
         self._link.transmit_now()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
-        log.error(
+        logger.error(
             "durable log failed; closing session so the edge keeps its batches",
-            extra={"peer_id": self.peer_id, "seq": seq, "error": str(error)},
+            extra={"edge_id": self.edge_id, "seq": seq, "error": str(error)},
         )
         self._send_cumulative_ack()  # what earlier groups committed is durable: say so first
         self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
+
+    @property
+    def edge_id(self) -> str | None:
+        """The peer's id once welcomed as an edge (only edges send batches), else None."""
+        return self.peer_id if self.role is Role.EDGE else None
 
     @property
     def state_peer_id(self) -> str:

@@ -38,7 +38,7 @@ from .state_service import StateService
 
 __all__ = ["PEER_BACKOFF", "PeerGatewayLink"]
 
-log = logging.getLogger("edgeswarm.gateway")
+logger = logging.getLogger("edgeswarm.gateway")
 
 PEER_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 """Delays between attempts to reach a peer gateway (shorter than an edge's: peers
@@ -118,7 +118,7 @@ class PeerGatewayLink:
                         raise ConnectionError(f"gateway {welcome.gateway_id} does not sync state")
                     self._reconnect.succeeded()
                     self.connects += 1
-                    log.info(
+                    logger.info(
                         "replicating with peer gateway",
                         extra={"peer_id": welcome.gateway_id, "peer": self.state_peer_id},
                     )
@@ -131,7 +131,7 @@ class PeerGatewayLink:
                         raise SessionEndedError(client.closed_reason)
             except (ConnectionError, OSError, TimeoutError) as exc:
                 delay = self._reconnect.failed()
-                log.warning(
+                logger.warning(
                     "peer gateway unreachable; retrying",
                     extra={
                         "peer": self.state_peer_id,

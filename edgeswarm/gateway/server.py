@@ -21,7 +21,7 @@ from .replication import PeerGatewayLink
 from .state_service import StateService
 from .stats import GatewayStats
 
-log = logging.getLogger("edgeswarm.gateway")
+logger = logging.getLogger("edgeswarm.gateway")
 
 
 class Gateway:
@@ -104,7 +104,7 @@ class Gateway:
             self.metrics_port = start_metrics_server(
                 config.metrics_port, self.stats.metrics.registry, config.metrics_host
             )
-        log.info(
+        logger.info(
             "gateway listening",
             extra={
                 "host": config.host,
@@ -162,4 +162,4 @@ class Gateway:
         self.observation_log.close()
         self.state.close()
         self.peers.close()
-        log.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})
+        logger.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})

@@ -11,9 +11,10 @@ from edgeswarm.wire import EdgeStatus, Status
 
 @dataclass
 class EdgeRecord:
-    """Running totals for one edge (by peer id), kept across reconnects."""
+    """Running totals for one edge (by edge id: the ``peer_id`` of its HELLO), kept
+    across reconnects."""
 
-    peer_id: str
+    edge_id: str
     agents: int = 0
     sessions_open: int = 0
     batches: int = 0
@@ -25,7 +26,7 @@ class EdgeRecord:
 
     def to_status(self) -> EdgeStatus:
         return EdgeStatus(
-            peer_id=self.peer_id,
+            peer_id=self.edge_id,  # the STATUS frame's name for it
             connected=self.sessions_open > 0,
             agents=self.agents,
             batches=self.batches,
@@ -101,10 +102,10 @@ class GatewayStats:
         self.edges: dict[str, EdgeRecord] = {}
         self.metrics = GatewayMetrics()
 
-    def edge(self, peer_id: str) -> EdgeRecord:
-        record = self.edges.get(peer_id)
+    def edge(self, edge_id: str) -> EdgeRecord:
+        record = self.edges.get(edge_id)
         if record is None:
-            record = self.edges[peer_id] = EdgeRecord(peer_id)
+            record = self.edges[edge_id] = EdgeRecord(edge_id)
         return record
 
     def session_opened(self, peer_id: str, role: str, agents: int) -> None:
@@ -120,8 +121,8 @@ class GatewayStats:
         if role == "edge":
             self.edge(peer_id).sessions_open -= 1
 
-    def batch_accepted(self, peer_id: str, seq: int, count: int, size: int) -> None:
-        record = self.edge(peer_id)
+    def batch_accepted(self, edge_id: str, seq: int, count: int, size: int) -> None:
+        record = self.edge(edge_id)
         record.batches += 1
         record.observations += count
         record.bytes += size
@@ -130,18 +131,18 @@ class GatewayStats:
         self.metrics.observations.inc(count)
         self.metrics.received_bytes.inc(size)
 
-    def batch_duplicate(self, peer_id: str) -> None:
-        self.edge(peer_id).duplicates += 1
+    def batch_duplicate(self, edge_id: str) -> None:
+        self.edge(edge_id).duplicates += 1
         self.metrics.duplicates.inc()
 
     def peer_refused(self, code_name: str) -> None:
         self.metrics.refused.labels(code_name).inc()
 
     def restore(
-        self, peer_id: str, *, batches: int, observations: int, size: int, last_seq: int
+        self, edge_id: str, *, batches: int, observations: int, size: int, last_seq: int
     ) -> None:
         """Seed an edge's totals from the durable log at startup."""
-        record = self.edge(peer_id)
+        record = self.edge(edge_id)
         record.batches, record.observations = batches, observations
         record.bytes, record.last_seq = size, last_seq
 

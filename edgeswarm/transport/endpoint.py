@@ -40,7 +40,7 @@ from .tickets import ServerTicketStore
 
 __all__ = ["ClientEndpoint", "ServerEndpoint", "UdpEndpoint", "destination_cid"]
 
-log = logging.getLogger("edgeswarm.transport")
+logger = logging.getLogger("edgeswarm.transport")
 
 QUIC_V1 = 0x00000001
 QUIC_V2 = 0x6B3343CF
@@ -97,7 +97,7 @@ class UdpEndpoint:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, option, settings.socket_buffer_bytes)
             except OSError:  # pragma: no cover - platform refuses the size
-                log.debug("socket buffer size refused", extra={"option": option})
+                logger.debug("socket buffer size refused", extra={"option": option})
         self._gso = False
         self._gro = False
         if settings.segmentation_offload and sys.platform == "linux":
@@ -106,7 +106,7 @@ class UdpEndpoint:
                 self._gro = True
                 self._gso = sock.getsockopt(SOL_UDP, UDP_SEGMENT) >= 0
             except OSError:
-                log.debug("UDP GSO/GRO not available")
+                logger.debug("UDP GSO/GRO not available")
         self.loop.add_reader(sock.fileno(), self._on_readable)
 
     # --- routing (overridden by the server and client endpoints) ---------
@@ -288,7 +288,7 @@ class UdpEndpoint:
         self._sock.sendto(data, addr)
 
     def send_error(self, link: QuicLink, error: OSError) -> None:
-        log.debug("sendto failed", extra={"peer": link.peer, "error": str(error)})
+        logger.debug("sendto failed", extra={"peer": link.peer, "error": str(error)})
 
     def _queue(self, data: bytes, addr: Address) -> None:
         if len(self._backlog) >= MAX_SEND_BACKLOG:

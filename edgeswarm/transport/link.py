@@ -20,7 +20,7 @@ from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size
 
 __all__ = ["Address", "LinkEndpoint", "QuicLink", "Received", "quic_clock"]
 
-log = logging.getLogger("edgeswarm.transport")
+logger = logging.getLogger("edgeswarm.transport")
 
 Address = Any
 """A socket address tuple as ``recvfrom`` returns it."""
@@ -124,7 +124,7 @@ class QuicLink:
         try:
             self._quic.send_stream_data(self._stream_id, data, end_stream)
         except Exception as error:  # closed by the peer; its TERMINATED event is on the way
-            log.debug("send on a closing connection dropped", extra={"error": repr(error)})
+            logger.debug("send on a closing connection dropped", extra={"error": repr(error)})
             return
         self._endpoint.want_transmit(self)
 
@@ -138,7 +138,7 @@ class QuicLink:
         try:
             self._quic.send_datagram_frame(data)
         except Exception as error:  # closed by the peer; its TERMINATED event is on the way
-            log.debug("datagram on a closing connection dropped", extra={"error": repr(error)})
+            logger.debug("datagram on a closing connection dropped", extra={"error": repr(error)})
             return False
         self._endpoint.want_transmit(self)
         return True
@@ -202,7 +202,7 @@ class QuicLink:
             if singles:
                 self._receive_datagrams(singles, addr, now)
         except Exception as error:  # drop what the library chokes on, keep the connection
-            log.warning(
+            logger.warning(
                 "QUIC library refused datagrams",
                 extra={"peer": self._peer, "stack": stack.name, "error": repr(error)},
             )
@@ -269,7 +269,7 @@ class QuicLink:
         if stream_id == self._stream_id:
             self._handler.data_received(data, end_stream=end_stream)
         else:
-            log.warning(
+            logger.warning(
                 "data on a second stream ignored",
                 extra={"stream_id": stream_id, "peer": self._peer},
             )
@@ -285,7 +285,7 @@ class QuicLink:
             if self._transmit_failures >= MAX_TRANSMIT_FAILURES:
                 self.library_failed(error)
                 return
-            log.debug("QUIC library could not build packets", extra={"error": repr(error)})
+            logger.debug("QUIC library could not build packets", extra={"error": repr(error)})
             datagrams = []
         if datagrams:
             endpoint.send_datagrams(datagrams, self)
@@ -313,7 +313,7 @@ class QuicLink:
 
     def library_failed(self, error: Exception) -> None:
         """The QUIC library raised: log it and drop this connection."""
-        log.error(
+        logger.error(
             "QUIC library failed; connection dropped",
             extra={"peer": self._peer, "stack": self._stack.name, "error": repr(error)},
         )

@@ -43,6 +43,8 @@ from pathlib import Path
 
 __all__ = ["SegmentFiles"]
 
+logger = logging.getLogger("edgeswarm.gateway")
+
 _SEGMENT_NAME = re.compile(r"([0-9]{12})\.seg")
 
 
@@ -210,7 +212,7 @@ class SegmentFiles:
             self.size = size
         except OSError as exc:
             # Its bytes stay, referenced by no row; appends go on after them.
-            logging.getLogger("edgeswarm.gateway").warning(
+            logger.warning(
                 "observation log segment not cut back",
                 extra={"segment": str(self.path(self.number)), "error": str(exc)},
             )
