@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ class RunningGateway:
         with self.registry() as registry:
             registry.add_peer(key.public_key, peer_id, role, replace=True)
 
-    async def status(self) -> dict[str, object]:
+    async def status(self) -> dict[str, Any]:
         from edgeswarm.client.address import GatewayAddress
         from edgeswarm.client.admin import fetch_status
         from edgeswarm.transport.quic import default_stack

@@ -85,7 +85,7 @@ class RawPeer:
             features=features,
         )
         self.send(encode_frame(hello))
-        first = await self.wait_for(Challenge | Bye)  # type: ignore[arg-type]
+        first = await self.wait_for(Challenge | Bye)
         if isinstance(first, Bye):
             return None
         challenge = first

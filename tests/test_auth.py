@@ -68,7 +68,7 @@ def test_replayed_challenge_answer_is_refused(gateway: RunningGateway) -> None:
     assert refusal(replay) is ErrorCode.AUTH_FAILED
 
 
-async def _capture_auth(gateway: RunningGateway, key: KeyPair):  # type: ignore[no-untyped-def]
+async def _capture_auth(gateway: RunningGateway, key: KeyPair):
     peer = RawPeer()
     async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
         result = await peer.handshake(key, "edge-a")

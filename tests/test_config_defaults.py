@@ -45,8 +45,10 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
         "drain_timeout": "drain_timeout_s",
         "progress_interval": "progress_interval_s",
     }
-    same = ("agents", "first_agent_id", "policy_fallback", "policy_memory_mb", "seed")
-    same += ("tick_hz", "batch_agents", "spool_max_bytes", "overflow", "metrics_port")
+    same = (
+        *("agents", "first_agent_id", "policy_fallback", "policy_memory_mb", "seed"),
+        *("tick_hz", "batch_agents", "spool_max_bytes", "overflow", "metrics_port"),
+    )
     for option in (*same, *renamed):
         assert shown[option] == _edge_default(renamed.get(option, option)), option
     address = GatewayAddress(ca_file=Path("ca.crt"))

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,9 +65,13 @@ def start_edge(
         )
 
 
-def read_lines(process: subprocess.Popen[str], timeout: float = 120) -> tuple[list[dict], str]:
+def read_lines(
+    process: subprocess.Popen[str], timeout: float = 120
+) -> tuple[list[dict[str, Any]], str]:
     stdout, _ = process.communicate(timeout=timeout)
-    log = Path(process.args[process.args.index("--data-dir") + 1]) / "edge.log"  # type: ignore[union-attr, index]
+    args = process.args
+    assert isinstance(args, list)
+    log = Path(args[args.index("--data-dir") + 1]) / "edge.log"
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     return lines, log.read_text()
 
@@ -192,7 +197,7 @@ class JsonLines:
     """Reads a process's stdout JSON lines on a thread, so every read has a timeout."""
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.queue: queue.Queue[dict | None] = queue.Queue()
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         assert process.stdout is not None
         self._thread = threading.Thread(target=self._pump, args=(process.stdout,), daemon=True)
         self._thread.start()
@@ -203,12 +208,12 @@ class JsonLines:
                 self.queue.put(json.loads(line))
         self.queue.put(None)
 
-    def next(self, timeout: float = 30.0) -> dict:
+    def next(self, timeout: float = 30.0) -> dict[str, Any]:
         record = self.queue.get(timeout=timeout)
         assert record is not None, "the process ended"
         return record
 
-    def rest(self, timeout: float = 120.0) -> list[dict]:
+    def rest(self, timeout: float = 120.0) -> list[dict[str, Any]]:
         out = []
         while (record := self.queue.get(timeout=timeout)) is not None:
             out.append(record)

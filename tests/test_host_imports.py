@@ -38,11 +38,11 @@ def probe(cache):
         yield policy
 
 
-def signed(value):
+def signed(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def random_bytes(cache, seed, slot, length=64):
+def random_bytes(cache: ModuleCache, seed: int, slot: int, length: int = 64) -> bytes:
     with WasmPolicy(PROBE, cache=cache, seed=seed, slot=slot) as policy:
         assert policy.call("probe_random_fill", OUT, length) == 0
         return policy.read_memory(OUT, length)
@@ -57,7 +57,7 @@ def test_random_fill_is_seeded_by_edge_seed_and_slot(cache):
 
 
 def test_random_policy_trajectories_are_identical_for_the_same_seed(cache):
-    def trajectory(seed):
+    def trajectory(seed: int) -> list[bytes]:
         table = AgentTable.create(count=5, obs_dim=8, state_dim=2, act_dim=2)
         out = []
         with PolicySet(

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,9 +79,11 @@ def run_edge(
     )
 
 
-def summary_of(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, object]:
+def summary_of(process: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
     stdout, stderr = process.communicate(timeout=timeout)
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    lines: list[dict[str, Any]] = [
+        json.loads(line) for line in stdout.splitlines() if line.startswith("{")
+    ]
     summaries = [line for line in lines if line.get("event") == "summary"]
     assert summaries, f"no summary (rc={process.returncode}): {stderr[-2000:]}"
     assert process.returncode == 0, stderr[-2000:]

@@ -24,7 +24,7 @@ def boids_bytes():
     return module_path("boids").read_bytes()
 
 
-def assert_boids_correct(cache):
+def assert_boids_correct(cache: ModuleCache) -> None:
     world = FlockingWorld(count=50, seed=1)
     table = AgentTable.create(count=50, obs_dim=8, state_dim=2, act_dim=2)
     world.sense(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import subprocess
 import time
@@ -133,7 +134,9 @@ def run_edge_process(
             stderr=stderr,
             timeout=60,
         )
-    lines = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    lines: list[dict[str, Any]] = [
+        json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")
+    ]
     summaries = [line for line in lines if line.get("event") == "summary"]
     assert code == 0, err.read_text()[-2000:]
     assert summaries, err.read_text()[-2000:]
@@ -174,14 +177,16 @@ def test_live_propagation_between_connected_edges(gateway: RunningGateway, tmp_p
             a.swarm.set_add("g/seen", "res-1")
             b.swarm.flag_set("g/evade", True)
             b.swarm.counter_add("g/hits", -10)
-            for link in (a, b):
-                await wait_until(
-                    lambda link=link: (
-                        link.document.counter_value("g/hits") == 90
-                        and link.document.flag_get("g/evade") is True
-                        and link.document.set_items("g/seen") == {"res-1"}
-                    )
+
+            def converged(link: StateLink) -> bool:
+                return (
+                    link.document.counter_value("g/hits") == 90
+                    and link.document.flag_get("g/evade") is True
+                    and link.document.set_items("g/seen") == {"res-1"}
                 )
+
+            for link in (a, b):
+                await wait_until(functools.partial(converged, link))
             assert a.updates_sent < 20  # batched per interval, not one per op
         snapshot = await state_of(gateway)
         assert snapshot == {
@@ -304,15 +309,16 @@ def test_two_gateways_converge(tmp_path: Path) -> None:
                 a.swarm.flag_set("g/stop", False)
                 b.swarm.counter_add("g/n", 4)
                 b.swarm.set_add("g/seen", "b-1")
-                for link in (a, b):
-                    await wait_until(
-                        lambda link=link: (
-                            link.document.counter_value("g/n") == 7
-                            and link.document.set_items("g/seen") == {"b-1"}
-                            and link.document.flag_get("g/stop") is False
-                        ),
-                        timeout=15,
+
+                def converged(link: StateLink) -> bool:
+                    return (
+                        link.document.counter_value("g/n") == 7
+                        and link.document.set_items("g/seen") == {"b-1"}
+                        and link.document.flag_get("g/stop") is False
                     )
+
+                for link in (a, b):
+                    await wait_until(functools.partial(converged, link), timeout=15)
             snapshots = [await state_of(first), await state_of(running_b)]
             assert snapshots[0] == snapshots[1]
             assert snapshots[0]["counters"] == {"g/n": 7}

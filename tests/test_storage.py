@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeswarm.storage import Schema, open_database, statements
+from edgeswarm.storage.sqlite import Upgrade
 
 
 class CorruptError(Exception):
@@ -18,12 +19,12 @@ class FailedError(Exception):
     pass
 
 
-def schema(upgrades: dict[int, object] | None = None) -> Schema:
+def schema(upgrades: dict[int, Upgrade] | None = None) -> Schema:
     return Schema(
         version=2,
         create=("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT, w INTEGER)",),
         tables=frozenset({"t"}),
-        upgrades=upgrades or {1: statements("ALTER TABLE t ADD COLUMN w INTEGER")},  # type: ignore[arg-type]
+        upgrades=upgrades or {1: statements("ALTER TABLE t ADD COLUMN w INTEGER")},
     )
 
 

@@ -32,7 +32,7 @@ def boids():
         yield policy
 
 
-def flock(count, seed=3):
+def flock(count: int, seed: int = 3) -> tuple[FlockingWorld, AgentTable]:
     world = FlockingWorld(count=count, seed=seed)
     table = AgentTable.create(count=count, obs_dim=8, state_dim=2, act_dim=2)
     return world, table
@@ -88,7 +88,9 @@ def test_wat_constants_equal_python_constants():
         ("boids_max_accel", policies.MAX_ACCEL),
         ("boids_smoothing", policies.SMOOTHING),
     ]:
-        assert exports[export].value(store) == np.float32(value)
+        constant = exports[export]
+        assert isinstance(constant, wasmtime.Global)
+        assert constant.value(store) == np.float32(value)
 
 
 def test_memory_blocks_are_zero_copy_views_on_linear_memory(boids):

@@ -20,6 +20,7 @@ from edgeswarm.edge.policy import (
     WasmPolicy,
 )
 from edgeswarm.edge.policy.boids import boids_numpy
+from edgeswarm.edge.policy.set import Fallback
 from tests.wasm_fixtures import (
     BAD_DESCRIPTOR,
     FORBIDDEN_IMPORT,
@@ -58,7 +59,7 @@ def cache():
     return ModuleCache(cache_dir=None)
 
 
-def half_and_half():
+def half_and_half() -> tuple[FlockingWorld, AgentTable]:
     world = FlockingWorld(count=COUNT, seed=5)
     table = AgentTable.create(count=COUNT, obs_dim=8, state_dim=2, act_dim=2)
     table.policy[HALF:] = 1
@@ -114,7 +115,11 @@ def test_hold_fallback_keeps_last_actions_and_zero_clears_them(cache):
           (i32.const 0))""",
         name="flaky",
     )
-    for fallback, expected in (("hold", [2.0, 0.5]), ("zero", [0.0, 0.0])):
+    fallbacks: tuple[tuple[Fallback, list[float]], ...] = (
+        ("hold", [2.0, 0.5]),
+        ("zero", [0.0, 0.0]),
+    )
+    for fallback, expected in fallbacks:
         table = AgentTable.create(count=1, obs_dim=8, state_dim=2, act_dim=2)
         with PolicySet([PolicySpec(flaky)], cache=cache, fallback=fallback) as pset:
             pset.step(table)

@@ -1,3 +1,5 @@
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -5,7 +7,7 @@ from edgeswarm.edge import AgentTable, FlockingWorld
 from edgeswarm.edge.world import ACTION_DIM, OBSERVATION_DIM
 
 
-def make(count=500, **kwargs):
+def make(count: int = 500, **kwargs: Any) -> tuple[FlockingWorld, AgentTable]:
     world = FlockingWorld(count=count, **kwargs)
     table = AgentTable.create(count=count, obs_dim=OBSERVATION_DIM, state_dim=2, act_dim=ACTION_DIM)
     return world, table

@@ -13,7 +13,7 @@ checks every limit before it allocates.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgpack  # type: ignore[import-untyped]
 from numpy.typing import NDArray
@@ -459,6 +459,21 @@ def unpack_payload(payload: bytes | memoryview) -> dict[Any, Any]:
     if not isinstance(obj, dict):
         raise MalformedFrame(f"payload is a {type(obj).__name__}, not a map")
     return obj
+
+
+@overload
+def decode_payload(
+    payload: bytes | memoryview,
+    *,
+    max_batch_agents: int = ...,
+    batch_arrays: Literal[True] = ...,
+) -> Frame: ...
+
+
+@overload
+def decode_payload(
+    payload: bytes | memoryview, *, max_batch_agents: int = ..., batch_arrays: bool
+) -> Frame | BatchHeader: ...
 
 
 def decode_payload(
