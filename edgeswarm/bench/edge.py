@@ -18,6 +18,13 @@ taken from a :class:`~edgeswarm.edge.world.FlockingWorld` of 10 000 agents):
   allocate the blocks
 - ``module_compile`` (``cold_start_ms``): the same without an on-disk cache,
   so the module is compiled from its bytes
+- ``uplink_send`` (``us_per_batch``): the uplink's send of a batch read from
+  the spool (``BATCH_AGENTS`` observations, 82 KB), from its payload to the
+  bytes the QUIC link is handed: the session sends the payload as spooled
+  (the spool reads themselves are the same in both cases and not timed)
+- ``uplink_send_reencoded`` (``us_per_batch``): the same, with each payload
+  decoded and encoded again on the way, as the uplink did before it sent
+  spooled bytes as they are (a baseline, like ``actor``)
 
 Targets (issue "Wasm agent runtime"): wasm >= 0.3x numpy and >= 50x actor,
 <= 200 B/agent, cache cold start <= 2 ms.
@@ -39,13 +46,31 @@ from edgeswarm.edge.agent_table import AgentTable
 from edgeswarm.edge.policy.boids import BoidActor, boids_numpy, run_actors
 from edgeswarm.edge.policy.module_cache import ModuleCache, shared_engine
 from edgeswarm.edge.policy.wasm_host import WasmPolicy
+from edgeswarm.edge.spool import Spool
 from edgeswarm.edge.world import ACTION_DIM, OBSERVATION_DIM, FlockingWorld
+from edgeswarm.wire import (
+    DEFAULT_MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Auth,
+    Challenge,
+    Hello,
+    ObservationBatch,
+    Role,
+    Session,
+    SessionConfig,
+    Welcome,
+    decode_payload,
+    encode_payload,
+)
 
 AGENTS = 10_000
 TABLE_AGENTS = 1_000_000
 CASE_SECONDS = 1.5
 WARMUP_SECONDS = 0.2
 COLD_START_REPEATS = 25
+BATCH_AGENTS = 2048
+"""Agents per OBS_BATCH (the edge's default ``batch_agents``)."""
+SEND_BATCHES = 400
 
 
 def _rate(step: Callable[[], None], agents: int, seconds: float) -> float:
@@ -110,6 +135,68 @@ def cold_start_ms(cache_dir: Path | None, *, agents: int = AGENTS) -> float:
     return statistics.median(samples) * 1e3
 
 
+def _ready_client(credit: int) -> Session:
+    """A client session past its handshake (sans-I/O, against a server session)."""
+    client = Session(SessionConfig(is_client=True), now=0.0)
+    server = Session(SessionConfig(is_client=False), now=0.0)
+
+    def exchange() -> None:
+        server.receive_data(client.data_to_send(), 0.0)
+        client.receive_data(server.data_to_send(), 0.0)
+
+    client.hello(
+        Hello(version=PROTOCOL_VERSION, role=Role.EDGE, peer_id="bench", public_key=bytes(32))
+    )
+    exchange()
+    server.challenge(Challenge(nonce=bytes(32), gateway_id="bench-gw"))
+    exchange()
+    client.authenticate(Auth(signature=bytes(64)))
+    exchange()
+    server.accept(
+        Welcome(
+            version=PROTOCOL_VERSION,
+            session_id="s",
+            gateway_id="bench-gw",
+            max_frame_bytes=DEFAULT_MAX_FRAME_BYTES,
+            max_batch_agents=BATCH_AGENTS,
+            credit=credit,
+        )
+    )
+    exchange()
+    return client
+
+
+def uplink_send_us(directory: Path, *, reencode: bool, batches: int = SEND_BATCHES) -> float:
+    """Microseconds per batch from a spooled payload to the bytes for the QUIC link
+    (``reencode``: decoded and encoded again on the way, as before)."""
+    table = _observed_table(BATCH_AGENTS)
+    path = Path(tempfile.mkdtemp(dir=directory)) / "spool.db"
+    with Spool(path) as spool:
+        for seq in range(1, batches + 1):
+            batch = ObservationBatch(
+                seq=seq,
+                tick=seq,
+                agent_ids=table.ids,
+                observations=table.observations,
+                rewards=table.rewards,
+            )
+            spool.append(seq, encode_payload(batch), count=BATCH_AGENTS)
+        client = _ready_client(credit=batches)
+        elapsed = 0.0
+        after = 0
+        while pending := spool.pending(after_seq=after, limit=256):
+            start = time.perf_counter()
+            for seq, payload in pending:
+                if reencode:
+                    client.send(decode_payload(payload))
+                else:
+                    client.send_batch_payload(payload, count=spool.count(seq))
+                client.data_to_send()
+                after = seq
+            elapsed += time.perf_counter() - start
+    return elapsed / batches * 1e6
+
+
 def run(*, agents: int = AGENTS, seconds: float = CASE_SECONDS) -> list[BenchResult]:
     table = _observed_table(agents)
     results: list[BenchResult] = []
@@ -141,4 +228,8 @@ def run(*, agents: int = AGENTS, seconds: float = CASE_SECONDS) -> list[BenchRes
     results.append(BenchResult("edge", "module_cache", "cold_start_ms", cache_ms, "ms"))
     compile_ms = cold_start_ms(None)
     results.append(BenchResult("edge", "module_compile", "cold_start_ms", compile_ms, "ms"))
+    with tempfile.TemporaryDirectory(prefix="edgeswarm-bench-") as directory:
+        for case, reencode in (("uplink_send", False), ("uplink_send_reencoded", True)):
+            us = uplink_send_us(Path(directory), reencode=reencode)
+            results.append(BenchResult("edge", case, "us_per_batch", us, "us"))
     return results

@@ -13,9 +13,16 @@ flight, and counts acknowledged observations.
 - ``grpc_unary``: one grpcio unary call per observation, many concurrent
   callers (benchmark only; grpcio is not a runtime dependency)
 
-Metrics: ``obs_per_s`` (acknowledged observations per second, saturated) and
-``rtt_p50_ms`` / ``rtt_p99_ms``: send -> ack of one-observation batches on a
-second connection while background load runs at half the measured maximum.
+Metrics, per case:
+
+- ``obs_per_s``: acknowledged observations per second, saturated;
+- ``rtt_p50_ms`` / ``rtt_p99_ms``: send -> ack of one-observation batches on a
+  second connection while background load runs at half the measured maximum;
+- ``rtt_p99_ms_10pct``: the same probe with background load at a tenth of it;
+- ``cpu_us_per_batch`` (QUIC cases): CPU time the server process used during
+  the saturated phase (its own ``time.process_time()``, every thread), per
+  batch it acknowledged then. Ratios of these, unlike ratios of rates, hold
+  on a machine with other load or other cores.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +95,8 @@ class _LoadClient:
         self.link: quic.SessionLink | None = None
         self.in_flight: dict[int, tuple[float, int]] = {}
         self.acked = 0
+        """Observations acknowledged."""
+        self.acked_batches = 0
         self.rtts: list[float] = []
         self.record_rtt = False
         self.changed = asyncio.Event()
@@ -110,6 +119,7 @@ class _LoadClient:
             sent = self.in_flight.pop(acked, None)
             if sent is not None:
                 self.acked += sent[1]
+                self.acked_batches += 1
                 if self.record_rtt:
                     self.rtts.append(now - sent[0])
         self.changed.set()
@@ -261,6 +271,14 @@ class _Server:
         self.port: int = info["port"]
         self.ca = Path(info["ca"])
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, as it reports it."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("cpu\n")
+        self.process.stdin.flush()
+        return float(json.loads(self.process.stdout.readline())["cpu_s"])
+
     def close(self) -> None:
         assert self.process.stdin is not None
         self.process.stdin.close()
@@ -274,16 +292,53 @@ class _Server:
 # --- cases ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CaseResult:
+    """What one case measured."""
+
+    obs_per_s: float
+    rtt_p50_ms: float
+    rtt_p99_ms: float
+    rtt_p99_ms_10pct: float
+    cpu_us_per_batch: float | None = None
+    """None where the server is not ours to measure per batch (grpc)."""
+
+    def results(self, case: str) -> list[BenchResult]:
+        out = [
+            BenchResult("transport", case, "obs_per_s", self.obs_per_s, "obs/s"),
+            BenchResult("transport", case, "rtt_p50_ms", self.rtt_p50_ms, "ms"),
+            BenchResult("transport", case, "rtt_p99_ms", self.rtt_p99_ms, "ms"),
+            BenchResult("transport", case, "rtt_p99_ms_10pct", self.rtt_p99_ms_10pct, "ms"),
+        ]
+        if self.cpu_us_per_batch is not None:
+            out.append(
+                BenchResult("transport", case, "cpu_us_per_batch", self.cpu_us_per_batch, "us")
+            )
+        return out
+
+
+async def _probe_under_load(
+    background: Callable[[], None], rate_per_s: float, probe: Callable[[], Awaitable[float]]
+) -> tuple[float, float]:
+    """(p50, p99) ms of ``probe`` while ``background`` runs ``rate_per_s`` times a second."""
+    stop = asyncio.Event()
+    pacer = asyncio.create_task(_paced(background, rate_per_s, stop))
+    try:
+        return await _probe(probe, RTT_S)
+    finally:
+        stop.set()
+        await pacer
+
+
 async def quic_case(
     kind: str,
     stack: str,
     settings: quic.TransportSettings,
     *,
     seconds: float = SATURATE_S,
-    rtt_seconds: float = RTT_S,
     client_stack: str | None = None,
-) -> tuple[float, float, float]:
-    """(obs/s, p50 ms, p99 ms) against a ``gateway``, ``raw`` or ``native`` server."""
+) -> CaseResult:
+    """Everything a case measures against a ``gateway``, ``raw`` or ``native`` server."""
     client_stack = client_stack or stack
     session = kind == "gateway"
     load: _LoadClient = _SessionClient("bench-load") if session else _RawClient()
@@ -319,15 +374,14 @@ async def quic_case(
                 await session_handshake(load)
                 await session_handshake(probe)
             make = _frame_source(frames, session)
+            cpu_before, batches_before = server.cpu_seconds(), load.acked_batches
             rate = await _saturate_with(load, make, seconds)
-            stop = asyncio.Event()
-            half = rate / 2 / BATCH
+            cpu = server.cpu_seconds() - cpu_before
+            cpu_us_per_batch = cpu / max(1, load.acked_batches - batches_before) * 1e6
 
             def background() -> None:  # within the window (the gateway's credit)
                 if len(load.in_flight) < WINDOW:
                     load.send_frame(make(load.next_seq), BATCH)
-
-            pacer = asyncio.create_task(_paced(background, half, stop))
 
             async def one() -> float:
                 seq = probe.next_seq
@@ -338,10 +392,9 @@ async def quic_case(
                     await probe.wait()
                 return time.perf_counter() - start
 
-            p50, p99 = await _probe(one, rtt_seconds)
-            stop.set()
-            await pacer
-        return rate, p50, p99
+            p50, p99 = await _probe_under_load(background, rate / 2 / BATCH, one)
+            _, p99_10pct = await _probe_under_load(background, rate / 10 / BATCH, one)
+        return CaseResult(rate, p50, p99, p99_10pct, cpu_us_per_batch)
     finally:
         server.close()
 
@@ -371,10 +424,8 @@ async def _saturate_with(
     return (client.acked - acked0) / (time.perf_counter() - start)
 
 
-async def grpc_case(
-    *, seconds: float = SATURATE_S, rtt_seconds: float = RTT_S
-) -> tuple[float, float, float]:
-    """(obs/s, p50 ms, p99 ms) with one unary call per observation."""
+async def grpc_case(*, seconds: float = SATURATE_S) -> CaseResult:
+    """With one unary call per observation (no per-batch CPU figure: a call is not a batch)."""
     import grpc  # type: ignore[import-untyped]
 
     server = _Server("grpc", "aioquic", quic.TransportSettings())
@@ -395,8 +446,6 @@ async def grpc_case(
             start = time.perf_counter()
             await asyncio.gather(*(caller() for _ in range(GRPC_CALLERS)))
             rate = done / (time.perf_counter() - start)
-
-            stop = asyncio.Event()
             pending: set[asyncio.Task[Any]] = set()
 
             def background() -> None:
@@ -405,18 +454,15 @@ async def grpc_case(
                     pending.add(task)
                     task.add_done_callback(pending.discard)
 
-            pacer = asyncio.create_task(_paced(background, rate / 2, stop))
-
             async def one() -> float:
                 start = time.perf_counter()
                 await call(observation)
                 return time.perf_counter() - start
 
-            p50, p99 = await _probe(one, rtt_seconds)
-            stop.set()
-            await pacer
+            p50, p99 = await _probe_under_load(background, rate / 2, one)
+            _, p99_10pct = await _probe_under_load(background, rate / 10, one)
             await asyncio.gather(*pending, return_exceptions=True)
-        return rate, p50, p99
+        return CaseResult(rate, p50, p99, p99_10pct)
     finally:
         server.close()
 
@@ -425,7 +471,7 @@ def run() -> list[BenchResult]:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {0})
     settings = quic.TransportSettings()
-    cases: list[tuple[str, Callable[[], Coroutine[Any, Any, tuple[float, float, float]]]]] = [
+    cases: list[tuple[str, Callable[[], Coroutine[Any, Any, CaseResult]]]] = [
         ("edgeswarm", lambda: quic_case("gateway", quic.DEFAULT_STACK, settings)),
         ("aioquic_raw", lambda: quic_case("raw", "aioquic", settings)),
         ("qh3_raw", lambda: quic_case("raw", "qh3", settings)),
@@ -434,13 +480,9 @@ def run() -> list[BenchResult]:
     results: list[BenchResult] = []
     for case, measure in cases:
         try:
-            rate, p50, p99 = asyncio.run(measure())
+            measured = asyncio.run(measure())
         except Exception as error:  # one broken case must not hide the others
             print(f"transport/{case} failed: {error!r}", file=sys.stderr)
             continue
-        results += [
-            BenchResult("transport", case, "obs_per_s", rate, "obs/s"),
-            BenchResult("transport", case, "rtt_p50_ms", p50, "ms"),
-            BenchResult("transport", case, "rtt_p99_ms", p99, "ms"),
-        ]
+        results += measured.results(case)
     return results
