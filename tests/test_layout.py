@@ -29,12 +29,15 @@ ROOMS: dict[str, int] = {
     "edgeswarm.state": 3,
     "edgeswarm.transport": 3,
     "edgeswarm.models": 3,
+    "edgeswarm.placement": 3,
     "edgeswarm.client": 4,
-    "edgeswarm.edge": 5,
-    "edgeswarm.gateway": 5,
-    "edgeswarm.cli": 6,
-    "edgeswarm.bench": 6,
-    "edgeswarm.__main__": 7,
+    "edgeswarm.registry": 4,
+    "edgeswarm.inference": 5,
+    "edgeswarm.edge": 6,
+    "edgeswarm.gateway": 6,
+    "edgeswarm.cli": 7,
+    "edgeswarm.bench": 7,
+    "edgeswarm.__main__": 8,
 }
 """Room -> rank, as docs/architecture.md orders them: a module may import its own
 room and rooms of a lower rank, nothing else."""

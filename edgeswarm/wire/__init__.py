@@ -1,10 +1,11 @@
 """Sans-I/O wire protocol of edgeswarm (``PROTOCOL_VERSION``, see ``docs/protocol.md``).
 
 ``frames`` defines the frames, ``codec`` turns them into payloads and back
-(``arrays`` the numpy blocks in them, ``framing`` the length prefix on the
-stream), ``states`` holds the session state table, ``session`` drives one
-side of a session, ``events`` lists what a session reports and ``errors``
-what goes wrong, each error with its ``ErrorCode``.
+(``fields`` reads their typed fields, ``arrays`` the numpy blocks in them,
+``framing`` the length prefix on the stream), ``states`` holds the session
+state table, ``session`` drives one side of a session, ``events`` lists what
+a session reports and ``errors`` what goes wrong, each error with its
+``ErrorCode``.
 """
 
 from .arrays import ARRAY_DTYPES, decode_array, encode_array

@@ -27,6 +27,22 @@ from .errors import (
     RemoteProtocolError,
     UnknownFrameType,
 )
+from .fields import (
+    MAX_FEATURE_CHARS,
+    MAX_FEATURES,
+    MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
+    UINT64_MAX,
+    blob,
+    boolean,
+    features,
+    field,
+    fixed_bin,
+    ident,
+    number,
+    text,
+    uint,
+)
 from .frames import (
     FRAME_TYPES,
     NONCE_BYTES,
@@ -69,18 +85,8 @@ __all__ = [
 
 DEFAULT_MAX_BATCH_AGENTS = 65536
 """Default largest number of agents in one OBS_BATCH or ACTIONS frame."""
-UINT64_MAX = 2**64 - 1
-"""Largest value of an integer field."""
-MAX_ID_CHARS = 128
-"""Longest peer_id, session_id and gateway_id, in characters."""
-MAX_TEXT_CHARS = 4096
-"""Longest Error.message and Bye.reason, in characters."""
 MAX_STATE_VECTOR_BYTES = 1024 * 1024
 """Longest STATE_SYNC ``state_vector``, in bytes."""
-MAX_FEATURES = 32
-"""Most entries of a HELLO / WELCOME ``features`` list."""
-MAX_FEATURE_CHARS = 64
-"""Longest feature name, in characters."""
 
 # msgpack limits: a map never needs many keys, and no list (shape, edges)
 # needs more entries than this, so hostile input cannot make the unpacker
@@ -212,49 +218,8 @@ def encode_frame(frame: Frame) -> bytes:
 # --- decoding --------------------------------------------------------------
 
 
-def _get(m: dict[Any, Any], key: str) -> Any:
-    try:
-        return m[key]
-    except KeyError:
-        raise MalformedFrame(f"missing field {key!r}") from None
-
-
-def _uint(m: dict[Any, Any], key: str) -> int:
-    value = _get(m, key)
-    if type(value) is not int or not 0 <= value <= UINT64_MAX:
-        raise MalformedFrame(f"field {key!r} must be an integer in 0..2**64-1, got {value!r}")
-    return value
-
-
-def _text(m: dict[Any, Any], key: str, min_chars: int, max_chars: int) -> str:
-    value = _get(m, key)
-    if not isinstance(value, str) or not min_chars <= len(value) <= max_chars:
-        raise MalformedFrame(
-            f"field {key!r} must be a string of {min_chars}..{max_chars} characters"
-        )
-    return value
-
-
-def _ident(m: dict[Any, Any], key: str) -> str:
-    return _text(m, key, 1, MAX_ID_CHARS)
-
-
-def _bool(m: dict[Any, Any], key: str) -> bool:
-    value = _get(m, key)
-    if type(value) is not bool:
-        raise MalformedFrame(f"field {key!r} must be a boolean")
-    return value
-
-
-def _float(m: dict[Any, Any], key: str) -> float:
-    value = _get(m, key)
-    if type(value) not in (float, int):
-        raise MalformedFrame(f"field {key!r} must be a number")
-    return float(value)
-
-
 def _array(m: dict[Any, Any], key: str, dtype: str, ndim: int) -> NDArray[Any]:
-    return decode_array(_get(m, key), dtype=dtype, ndim=ndim)
+    return decode_array(field(m, key), dtype=dtype, ndim=ndim)
 
 
 def _n_agents(n: int, max_batch_agents: int) -> int:
@@ -263,82 +228,54 @@ def _n_agents(n: int, max_batch_agents: int) -> int:
     return n
 
 
-def _bin(m: dict[Any, Any], key: str, length: int) -> bytes:
-    value = _get(m, key)
-    if not isinstance(value, bytes) or len(value) != length:
-        raise MalformedFrame(f"field {key!r} must be {length} bytes of bin")
-    return value
-
-
-def _blob(m: dict[Any, Any], key: str, max_bytes: int) -> bytes:
-    value = _get(m, key)
-    if not isinstance(value, bytes) or not 1 <= len(value) <= max_bytes:
-        raise MalformedFrame(f"field {key!r} must be 1..{max_bytes} bytes of bin")
-    return value
-
-
-def _features(m: dict[Any, Any]) -> tuple[str, ...]:
-    value = m.get("features")
-    if value is None:
-        return ()
-    if not isinstance(value, list) or len(value) > MAX_FEATURES:
-        raise MalformedFrame(f"field 'features' must be an array of at most {MAX_FEATURES}")
-    for name in value:
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_FEATURE_CHARS:
-            raise MalformedFrame(
-                f"every entry of 'features' must be a string of 1..{MAX_FEATURE_CHARS} characters"
-            )
-    return tuple(value)
-
-
 _ROLES = tuple(role.value for role in Role)
 
 
 def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
-    role = _get(m, "role")
+    role = field(m, "role")
     if role not in _ROLES:
         raise MalformedFrame(f"field 'role' must be one of {', '.join(_ROLES)}, got {role!r}")
     token = m.get("join_token")
     return Hello(
-        version=_uint(m, "version"),
+        version=uint(m, "version"),
         role=Role(role),
-        peer_id=_ident(m, "peer_id"),
-        public_key=_bin(m, "public_key", PUBLIC_KEY_BYTES),
-        agents=_uint(m, "agents") if "agents" in m else 0,
-        join_token=None if token is None else _text(m, "join_token", 1, MAX_TEXT_CHARS),
-        features=_features(m),
+        peer_id=ident(m, "peer_id"),
+        public_key=fixed_bin(m, "public_key", PUBLIC_KEY_BYTES),
+        agents=uint(m, "agents") if "agents" in m else 0,
+        join_token=None if token is None else text(m, "join_token", 1, MAX_TEXT_CHARS),
+        features=features(m),
     )
 
 
 def _decode_challenge(m: dict[Any, Any], max_batch_agents: int) -> Challenge:
-    return Challenge(nonce=_bin(m, "nonce", NONCE_BYTES), gateway_id=_ident(m, "gateway_id"))
+    return Challenge(nonce=fixed_bin(m, "nonce", NONCE_BYTES), gateway_id=ident(m, "gateway_id"))
 
 
 def _decode_auth(m: dict[Any, Any], max_batch_agents: int) -> Auth:
-    return Auth(signature=_bin(m, "signature", SIGNATURE_BYTES))
+    return Auth(signature=fixed_bin(m, "signature", SIGNATURE_BYTES))
 
 
 def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
     return Welcome(
-        version=_uint(m, "version"),
-        session_id=_ident(m, "session_id"),
-        gateway_id=_ident(m, "gateway_id"),
-        max_frame_bytes=_uint(m, "max_frame_bytes"),
-        max_batch_agents=_uint(m, "max_batch_agents"),
-        credit=_uint(m, "credit") if "credit" in m else 0,
-        resume_seq=_uint(m, "resume_seq") if "resume_seq" in m else 0,
-        features=_features(m),
+        version=uint(m, "version"),
+        session_id=ident(m, "session_id"),
+        gateway_id=ident(m, "gateway_id"),
+        max_frame_bytes=uint(m, "max_frame_bytes"),
+        max_batch_agents=uint(m, "max_batch_agents"),
+        credit=uint(m, "credit") if "credit" in m else 0,
+        resume_seq=uint(m, "resume_seq") if "resume_seq" in m else 0,
+        features=features(m),
     )
 
 
 def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
     """Every check of an OBS_BATCH map; its arrays are not built."""
-    seq = _uint(m, "seq")
+    seq = uint(m, "seq")
     try:
-        tick = _uint(m, "tick")
-        n = _n_agents(array_shape(_get(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
-        observations = array_shape(_get(m, "observations"), dtype="<f4", ndim=2)
-        rewards = array_shape(_get(m, "rewards"), dtype="<f4", ndim=1)
+        tick = uint(m, "tick")
+        n = _n_agents(array_shape(field(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
+        observations = array_shape(field(m, "observations"), dtype="<f4", ndim=2)
+        rewards = array_shape(field(m, "rewards"), dtype="<f4", ndim=1)
         problem = check_batch_shape(n, {"observations": observations, "rewards": rewards})
         if problem is not None:
             raise InvalidArray(problem)
@@ -360,12 +297,12 @@ def _decode_obs_batch(m: dict[Any, Any], max_batch_agents: int) -> ObservationBa
 
 
 def _decode_ack(m: dict[Any, Any], max_batch_agents: int) -> Ack:
-    credit = _uint(m, "credit") if "credit" in m else 0
-    return Ack(seq=_uint(m, "seq"), accepted=_uint(m, "accepted"), credit=credit)
+    credit = uint(m, "credit") if "credit" in m else 0
+    return Ack(seq=uint(m, "seq"), accepted=uint(m, "accepted"), credit=credit)
 
 
 def _decode_actions(m: dict[Any, Any], max_batch_agents: int) -> Actions:
-    tick = _uint(m, "tick")
+    tick = uint(m, "tick")
     agent_ids = _array(m, "agent_ids", "<u4", 1)
     n = _n_agents(int(agent_ids.shape[0]), max_batch_agents)
     actions = _array(m, "actions", "<f4", 2)
@@ -383,14 +320,14 @@ def _decode_edge_status(obj: object) -> EdgeStatus:
     if not isinstance(obj, dict):
         raise MalformedFrame("every entry of 'edges' must be a map")
     return EdgeStatus(
-        peer_id=_ident(obj, "peer_id"),
-        connected=_bool(obj, "connected"),
-        agents=_uint(obj, "agents"),
-        batches=_uint(obj, "batches"),
-        observations=_uint(obj, "observations"),
-        bytes=_uint(obj, "bytes"),
-        last_seq=_uint(obj, "last_seq"),
-        errors=_uint(obj, "errors"),
+        peer_id=ident(obj, "peer_id"),
+        connected=boolean(obj, "connected"),
+        agents=uint(obj, "agents"),
+        batches=uint(obj, "batches"),
+        observations=uint(obj, "observations"),
+        bytes=uint(obj, "bytes"),
+        last_seq=uint(obj, "last_seq"),
+        errors=uint(obj, "errors"),
     )
 
 
@@ -399,28 +336,28 @@ def _decode_status(m: dict[Any, Any], max_batch_agents: int) -> Status:
     if not isinstance(edges, list):
         raise MalformedFrame("field 'edges' must be an array")
     return Status(
-        gateway_id=_ident(m, "gateway_id"),
-        uptime_s=_float(m, "uptime_s"),
+        gateway_id=ident(m, "gateway_id"),
+        uptime_s=number(m, "uptime_s"),
         edges=tuple(_decode_edge_status(e) for e in edges),
     )
 
 
 def _decode_error(m: dict[Any, Any], max_batch_agents: int) -> Error:
-    seq = _uint(m, "seq") if m.get("seq") is not None else None
-    return Error(code=_uint(m, "code"), message=_text(m, "message", 0, MAX_TEXT_CHARS), seq=seq)
+    seq = uint(m, "seq") if m.get("seq") is not None else None
+    return Error(code=uint(m, "code"), message=text(m, "message", 0, MAX_TEXT_CHARS), seq=seq)
 
 
 def _decode_bye(m: dict[Any, Any], max_batch_agents: int) -> Bye:
-    reason = _text(m, "reason", 0, MAX_TEXT_CHARS) if "reason" in m else ""
-    return Bye(code=_uint(m, "code"), reason=reason)
+    reason = text(m, "reason", 0, MAX_TEXT_CHARS) if "reason" in m else ""
+    return Bye(code=uint(m, "code"), reason=reason)
 
 
 def _decode_state_sync(m: dict[Any, Any], max_batch_agents: int) -> StateSyncRequest:
-    return StateSyncRequest(state_vector=_blob(m, "state_vector", MAX_STATE_VECTOR_BYTES))
+    return StateSyncRequest(state_vector=blob(m, "state_vector", MAX_STATE_VECTOR_BYTES))
 
 
 def _decode_state_update(m: dict[Any, Any], max_batch_agents: int) -> StateUpdate:
-    return StateUpdate(update=_blob(m, "update", MAX_PREFIX_VALUE))
+    return StateUpdate(update=blob(m, "update", MAX_PREFIX_VALUE))
 
 
 _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
