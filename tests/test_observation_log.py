@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeswarm.gateway.log.segments import _writev_all
-from edgeswarm.gateway.log.store import (
+from edgeswarm.gateway.log import (
     AppendResult,
     EdgeAggregate,
     FsyncPolicy,
@@ -26,8 +25,9 @@ from edgeswarm.gateway.log.store import (
     LogRecordCorrupt,
     LogWriteError,
     ObservationLog,
-    checksum,
 )
+from edgeswarm.gateway.log.index import checksum
+from edgeswarm.gateway.log.segments import _writev_all
 
 PAYLOAD = b"x" * 1000
 

@@ -72,31 +72,13 @@ from .records import (
     LogOpenError,
     LogOverloaded,
     LogRecord,
-    LogRecordCorrupt,
     LogStats,
     LogWriteError,
-    ObservationLogError,
 )
 from .recovery import EdgeState, load_edges, recover_segments
 from .segments import SegmentFiles
 
-__all__ = [
-    "AppendResult",
-    "EdgeAggregate",
-    "FsyncPolicy",
-    "LogClosed",
-    "LogCorruptError",
-    "LogOpenError",
-    "LogOverloaded",
-    "LogRecord",
-    "LogRecordCorrupt",
-    "LogStats",
-    "LogWriteError",
-    "ObservationLog",
-    "ObservationLogError",
-    "Outcome",
-    "checksum",
-]
+__all__ = ["ObservationLog"]
 
 _STOP = object()
 
