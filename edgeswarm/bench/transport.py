@@ -19,10 +19,14 @@ Metrics, per case:
 - ``rtt_p50_ms`` / ``rtt_p99_ms``: send -> ack of one-observation batches on a
   second connection while background load runs at half the measured maximum;
 - ``rtt_p99_ms_10pct``: the same probe with background load at a tenth of it;
-- ``cpu_us_per_batch`` (QUIC cases): CPU time the server process used during
-  the saturated phase (its own ``time.process_time()``, every thread), per
-  batch it acknowledged then. Ratios of these, unlike ratios of rates, hold
-  on a machine with other load or other cores.
+- ``cpu_us_per_batch`` (QUIC cases, Linux): CPU time the server process used
+  during the saturated phase (user + system, every thread, from
+  ``/proc/<pid>/stat``), per batch it acknowledged then. Ratios of these,
+  unlike ratios of rates, hold on a machine with other load or other cores.
+
+``EDGESWARM_BENCH_SERVER_SOURCE=DIR`` runs the servers from the ``edgeswarm``
+package in ``DIR`` (another checkout), measured by this client: a change's
+server side against its base, CPU per batch included.
 """
 
 from __future__ import annotations
@@ -69,6 +73,20 @@ PROBE_INTERVAL_S = 0.003
 MAX_BATCHES = 200_000
 GRPC_CALLERS = 64
 START_TIMEOUT_S = 30.0
+SERVER_SOURCE_ENV = "EDGESWARM_BENCH_SERVER_SOURCE"
+"""A directory holding another checkout's ``edgeswarm`` package: the servers run
+that code (the clients this one), to compare a change's server side with its base."""
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid``, all threads (``/proc``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime
 
 
 _OBSERVATIONS = np.random.default_rng(7).random((BATCH, OBS_DIM), dtype=np.float32)
@@ -249,6 +267,10 @@ class _Server:
         peers: dict[str, bytes] | None = None,
     ) -> None:
         enrolled = {peer_id: key.hex() for peer_id, key in (peers or {}).items()}
+        env = dict(os.environ)
+        source = os.environ.get(SERVER_SOURCE_ENV)
+        if source:  # another checkout's servers, measured by this client
+            env["PYTHONPATH"] = source
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -262,6 +284,7 @@ class _Server:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -271,13 +294,10 @@ class _Server:
         self.port: int = info["port"]
         self.ca = Path(info["ca"])
 
-    def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far, as it reports it."""
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write("cpu\n")
-        self.process.stdin.flush()
-        return float(json.loads(self.process.stdout.readline())["cpu_s"])
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server process has used so far (all its threads), or None where
+        the system does not say (it is read from ``/proc/<pid>/stat``: Linux)."""
+        return process_cpu_seconds(self.process.pid)
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -376,8 +396,10 @@ async def quic_case(
             make = _frame_source(frames, session)
             cpu_before, batches_before = server.cpu_seconds(), load.acked_batches
             rate = await _saturate_with(load, make, seconds)
-            cpu = server.cpu_seconds() - cpu_before
-            cpu_us_per_batch = cpu / max(1, load.acked_batches - batches_before) * 1e6
+            cpu_after, batches = server.cpu_seconds(), load.acked_batches - batches_before
+            cpu_us_per_batch = None
+            if cpu_before is not None and cpu_after is not None and batches:
+                cpu_us_per_batch = (cpu_after - cpu_before) / batches * 1e6
 
             def background() -> None:  # within the window (the gateway's credit)
                 if len(load.in_flight) < WINDOW:

@@ -3,10 +3,7 @@
 ``python -m edgeswarm.bench.transport_server KIND STACK SETTINGS_JSON PEERS_JSON``
 (PEERS_JSON: ``{peer_id: public key hex}`` the gateway enrolls as edges) starts
 one server on 127.0.0.1 port 0, prints ``{"port": ..., "ca": ...}`` on one
-line, and serves until stdin closes. Each line ``cpu`` on stdin is answered
-on stdout with ``{"cpu_s": ...}``: the CPU time this process has used so far
-(``time.process_time()``, every thread: the gateway's log writer and
-checkpointer too). Kinds:
+line, and serves until stdin closes. Kinds:
 
 - ``gateway``: the real :class:`~edgeswarm.gateway.Gateway` on STACK
 - ``raw``: the QUIC adapter with a handler that counts length-prefixed
@@ -26,7 +23,6 @@ import os
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -123,15 +119,9 @@ async def _serve_grpc() -> tuple[int, Any]:
     return port, server
 
 
-def _answer_stdin() -> None:
-    """Until stdin closes, answer each ``cpu`` line with this process's CPU time."""
-    for line in sys.stdin:
-        if line.strip() == "cpu":
-            print(json.dumps({"cpu_s": time.process_time()}), flush=True)
-
-
-async def _serve_stdin() -> None:
-    await asyncio.get_running_loop().run_in_executor(None, _answer_stdin)
+async def _wait_stdin_closed() -> None:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
 
 
 async def main(
@@ -173,7 +163,7 @@ async def main(
         else:
             raise SystemExit(f"unknown server kind {kind!r}")
         print(json.dumps({"port": port, "ca": str(ca)}), flush=True)
-        await _serve_stdin()
+        await _wait_stdin_closed()
         del keep
 
 
