@@ -76,15 +76,15 @@ async def test_hostile_policy_is_quarantined_and_counted_healthy_one_keeps_runni
 async def test_fuel_budget_comes_from_the_configuration(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    # 100 000 + 1 per agent is far less than boids needs for 20 000 agents
+    # 2 000 000 + 1 per agent is less than boids needs (~50 per agent) for 50 000 agents
     starved = EdgeRunner(
         edge_config(
-            gateway, tmp_path, policy_fuel_per_agent=1, agents=20_000, batch_agents=5000, ticks=1
+            gateway, tmp_path, policy_fuel_per_agent=1, agents=50_000, batch_agents=5000, ticks=1
         )
     )
     summary = await starved.run()
     assert summary["policy_faults"] == {"boids/fuel": 1}
-    assert summary["observations_acked"] == 20_000  # the edge still reports every agent
+    assert summary["observations_acked"] == 50_000  # the edge still reports every agent
 
 
 async def test_quarantined_policy_is_retried_when_asked(
