@@ -10,8 +10,9 @@ the same time buys in guest code. This suite measures both sides in one run:
 - one case per import (``ns_per_call``): a module calls it ``CALLS`` times in
   one ``es_step`` (minus the same loop without the call), through the real host:
   ``time_ns``; ``flag_get``, ``counter_add``, ``set_add`` (a new item each
-  call) and ``model_dims`` on declared keys, the shared state being the edge's CRDT document
-  (:class:`~edgeswarm.edge.state_link.DocumentSwarmState`, in memory); ``log`` with every message emitted (a clock that refills the
+  call) and ``model_dims`` on declared keys, the shared state being the
+  edge's CRDT document (:class:`~edgeswarm.edge.state_link.DocumentSwarmState`,
+  in memory); ``log`` with every message emitted (a clock that refills the
   rate limit) through the edge's JSON formatter to ``/dev/null``;
   ``random_fill`` of 16 bytes and ``random_fill_per_byte`` (64 KiB calls, per
   byte); ``model_infer`` of 1 row and ``model_infer_per_value`` (4096 rows of
