@@ -73,14 +73,18 @@ def policy_wat(
     version: int = 1,
     extra: str = "",
     memory_pages: int = 1,
+    memory: str | None = None,
 ) -> bytes:
-    """A complete ABI v1 module around ``step`` (an ``es_step`` export) as WAT bytes."""
+    """A complete ABI v1 module around ``step`` (an ``es_step`` export) as WAT bytes.
+
+    ``memory`` replaces the memory's declaration after its export (default: the pages).
+    """
     if raw_descriptor is None:
         raw_descriptor = json.dumps({"name": name, **BOIDS_DIMS, **(descriptor or {})})
     length = len(raw_descriptor.encode())
     return f"""(module
   {imports}
-  (memory (export "memory") {memory_pages})
+  (memory (export "memory") {memory if memory is not None else memory_pages})
   (data (i32.const 16) "{_wat_string(raw_descriptor)}")
   {_DATA}
   {ALLOC}

@@ -174,11 +174,37 @@ def edge(
     ] = "zero",
     policy_fuel: Annotated[
         int,
-        typer.Option(min=1, help="Fuel per agent per step (plus 100 000 per call); beyond: fault."),
+        typer.Option(
+            min=1, help="Fuel per agent per step (plus 2 000 000 per call); beyond: fault."
+        ),
     ] = 2_000,
+    policy_host_calls: Annotated[
+        int,
+        typer.Option(min=0, help="Host calls per agent per step (plus 64); beyond: fault."),
+    ] = 1,
     policy_memory_mb: Annotated[
         int, typer.Option(min=1, help="Linear memory limit of each policy instance, MiB.")
     ] = 64,
+    policy_deadline_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Wall-clock limit of one policy step, ms; beyond: fault (default: half the "
+            "tick period shared by the policies).",
+        ),
+    ] = None,
+    module_max_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest policy module accepted, MiB.")
+    ] = 8.0,
+    module_max_functions: Annotated[
+        int, typer.Option(min=1, help="Most functions a policy module may define.")
+    ] = 20_000,
+    compile_memory_mb: Annotated[
+        int, typer.Option(min=16, help="Memory limit of the process compiling a module, MiB.")
+    ] = 512,
+    compile_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds compiling one module may take.")
+    ] = 20.0,
     policy_retry: Annotated[
         float | None,
         typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
@@ -249,7 +275,13 @@ def edge(
         policies=tuple(policy or ["boids"]),
         policy_fallback=choice(policy_fallback, ("zero", "hold"), "--policy-fallback"),
         policy_fuel_per_agent=policy_fuel,
+        policy_host_calls_per_agent=policy_host_calls,
         policy_memory_mb=policy_memory_mb,
+        policy_deadline_ms=policy_deadline_ms,
+        module_max_mb=module_max_mb,
+        module_max_functions=module_max_functions,
+        compile_memory_mb=compile_memory_mb,
+        compile_timeout_s=compile_timeout,
         policy_retry_s=policy_retry,
         models=tuple(model or ()),
         module_cache_dir=module_cache_dir,

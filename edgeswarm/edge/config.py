@@ -45,9 +45,23 @@ class EdgeConfig:
     policy_fallback: str = "zero"
     """Action of a quarantined policy's agents: ``zero`` or ``hold`` (last action)."""
     policy_fuel_per_agent: int = 2_000
-    """Fuel each policy gets per agent per step (plus a fixed 100 000 per call)."""
+    """Fuel each policy gets per agent per step (plus a fixed 2 000 000 per call)."""
+    policy_host_calls_per_agent: int = 1
+    """Host calls each policy step may make per agent (plus a fixed 64)."""
     policy_memory_mb: int = 64
     """Linear memory limit of each policy instance, MiB."""
+    policy_deadline_ms: float | None = None
+    """Wall-clock limit of one policy call, ms; None: half the tick period shared
+    equally by the policies (25 ms each for two policies at 10 Hz; a tick period of
+    100 ms is assumed when ``tick_hz`` is 0)."""
+    module_max_mb: float = 8.0
+    """Largest policy module accepted (binary or WAT text), MiB."""
+    module_max_functions: int = 20_000
+    """Most functions a policy module may define."""
+    compile_memory_mb: int = 512
+    """Address-space limit of the child process that compiles a module, MiB."""
+    compile_timeout_s: float = 20.0
+    """Wall-clock limit of compiling one module, seconds."""
     policy_retry_s: float | None = None
     """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""
     models: tuple[Path, ...] = ()

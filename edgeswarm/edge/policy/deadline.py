@@ -43,6 +43,11 @@ class EpochTicker:
         self._stop: threading.Event | None = None
 
     @property
+    def holders(self) -> int:
+        """Policies holding the ticker now."""
+        return self._holders
+
+    @property
     def running(self) -> bool:
         """Whether the ticker thread is running (someone holds it)."""
         return self._stop is not None

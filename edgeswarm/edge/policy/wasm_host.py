@@ -389,6 +389,11 @@ class WasmPolicy(Resource):
         self._refresh_views()
         return self._act_block
 
+    @property
+    def memory_bytes(self) -> int:
+        """Current size of the module's linear memory, bytes."""
+        return int(self._live_memory().data_len(self._live_store()))
+
     def read_memory(self, offset: int, size: int) -> bytes:
         """Copy ``size`` bytes of linear memory (through wasmtime, not the views)."""
         return bytes(self._live_memory().read(self._live_store(), offset, offset + size))
