@@ -30,6 +30,7 @@ class ActionCheck:
         if bounds is not None and len(bounds) != act_dim:
             raise ValueError(f"{len(bounds)} bounds for {act_dim} action columns")
         self.act_dim = act_dim
+        self._finite: NDArray[np.bool_] = np.empty((0, act_dim), np.bool_)
         self.low: NDArray[np.float32] | None = None
         self.high: NDArray[np.float32] | None = None
         if bounds is not None:
@@ -39,7 +40,11 @@ class ActionCheck:
     def check(self, actions: NDArray[np.float32], *, policy: str) -> None:
         """Raise if any action is non-finite or out of bounds; ``actions`` is not changed."""
         if self.low is None or self.high is None:
-            if np.isfinite(actions).all():
+            n = actions.shape[0]
+            if self._finite.shape[0] < n:  # a scratch buffer: no allocation per step
+                self._finite = np.empty((n, self.act_dim), np.bool_)
+            finite = np.isfinite(actions, out=self._finite[:n])
+            if finite.all():
                 return
         elif ((actions >= self.low) & (actions <= self.high)).all():
             return

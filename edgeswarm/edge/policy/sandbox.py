@@ -102,7 +102,7 @@ def memory_near_limit(size: int, memory_limit: int) -> bool:
 
 def guarded_call(
     store: wasmtime.Store,
-    func: wasmtime.Func,
+    call: Callable[..., Any],
     fuel: int,
     *args: int,
     label: str,
@@ -112,7 +112,8 @@ def guarded_call(
     epoch_ticks: int | None = None,
     deadline_s: float | None = None,
 ) -> int:
-    """``func(*args)`` under ``fuel``, every failure mapped as the table above says.
+    """``call(*args)`` (an export of the store's instance) under ``fuel``, every
+    failure mapped as the table above says.
 
     ``label`` names the export in messages; ``memory_size`` reads the
     instance's memory size after a trap. ``epoch_ticks`` (required on an
@@ -122,9 +123,8 @@ def guarded_call(
     store.set_fuel(fuel)
     if epoch_ticks is not None:
         store.set_epoch_deadline(epoch_ticks)
-    target: Callable[..., Any] = func
     try:
-        result = target(store, *args)
+        result = call(*args)
     except PolicyError:
         raise  # from a host import, already named
     except wasmtime.Trap as exc:

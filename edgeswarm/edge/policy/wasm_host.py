@@ -24,6 +24,7 @@ validated (:mod:`~edgeswarm.edge.policy.actions`) before they are copied out.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from numpy.typing import NDArray
 from edgeswarm.edge.policy.abi import (
     ABI_VERSION,
     MAX_DESCRIPTOR_BYTES,
+    REQUIRED_FUNCS,
     Descriptor,
     check_exports,
     parse_descriptor,
@@ -45,6 +47,7 @@ from edgeswarm.edge.policy.abi import (
 from edgeswarm.edge.policy.actions import ActionCheck
 from edgeswarm.edge.policy.deadline import EpochTicker, ticker_for
 from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.policy.export_call import ExportCall, export_caller
 from edgeswarm.edge.policy.host_imports import HostContext, check_imports
 from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
 from edgeswarm.edge.policy.sandbox import (
@@ -121,6 +124,7 @@ class WasmPolicy(Resource):
         self._store: wasmtime.Store | None = None
         self._memory: wasmtime.Memory | None = None
         self._funcs: dict[str, wasmtime.Func] = {}
+        self._abi_calls: dict[str, ExportCall] = {}
         self._ticker: EpochTicker | None = None
         self._epoch_ticks: int | None = None
         self.capacity = 0
@@ -184,6 +188,8 @@ class WasmPolicy(Resource):
             export = exports[export_name]
             if isinstance(export, wasmtime.Func):
                 self._funcs[export_name] = export
+        for func, (params, results) in REQUIRED_FUNCS.items():  # types checked at load
+            self._abi_calls[func] = export_caller(store, self._funcs[func], params, results[0])
         try:
             version = self._call("es_abi_version", self.fuel.base)
             location = self._call("es_describe", self.fuel.base)
@@ -247,6 +253,7 @@ class WasmPolicy(Resource):
         """Drop the views, the instance and the store; release the epoch ticker. Idempotent."""
         self._obs_block = self._state_block = self._act_block = np.empty((0, 0), _F32)
         self._funcs = {}
+        self._abi_calls = {}
         self._memory = self._context.memory = None
         store, self._store = self._store, None
         if store is not None:
@@ -289,9 +296,12 @@ class WasmPolicy(Resource):
             host_calls=self.host_calls.base if host_calls is None else host_calls,
             deadline_s=self.deadline_s,
         )
+        call = self._abi_calls.get(func)
+        if call is None:
+            call = functools.partial(self._funcs[func], store)
         return guarded_call(
             store,
-            self._funcs[func],
+            call,
             fuel,
             *args,
             label=func,
@@ -316,13 +326,17 @@ class WasmPolicy(Resource):
     # -- memory ------------------------------------------------------------------
 
     def _refresh_views(self) -> None:
-        """(Re)build the numpy views over linear memory if it moved or grew."""
+        """(Re)build the numpy views over linear memory if it grew (and so maybe moved).
+
+        A linear memory only moves when it grows, so its size alone says whether
+        the views still hold (one call into wasmtime per check, not two).
+        """
         store = self._live_store()
         memory = self._live_memory()
         size = memory.data_len(store)
-        base = _address(memory.data_ptr(store))
-        if (base, size) == self._memory_key:
+        if size == self._memory_key[1]:
             return
+        base = _address(memory.data_ptr(store))
         buffer: Any = memory.get_buffer_ptr(store, size)
         whole: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
         cap = self.capacity
