@@ -54,8 +54,11 @@ def item_problem(item: str) -> str | None:
     return None
 
 
-class SwarmStateRefusedError(ValueError):
-    """The shared state refused a key or an item; nothing was changed."""
+class SwarmStateRefusedError(InvalidKey):
+    """The shared state refused a key or an item; nothing was changed.
+
+    An :class:`~edgeswarm.state.errors.InvalidKey` that says which part was refused.
+    """
 
     def __init__(self, message: str, *, part: Literal["key", "item"]) -> None:
         super().__init__(message)
