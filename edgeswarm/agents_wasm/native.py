@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from edgeswarm.agents_wasm.build import (
+    C_FLAGS,
     INCLUDE_DIR,
     PACKAGE_DIR,
     SOURCE_DIR,
@@ -36,21 +37,16 @@ from edgeswarm.agents_wasm.build import (
 
 NATIVE_INCLUDE_DIR: Final = PACKAGE_DIR / "native"
 
+_WASM_ONLY: Final = ("--target=", "-mcpu=", "-msimd128", "-mbulk-memory", "-Wl,")
+
 NATIVE_FLAGS: Final = (
-    "-O2",
     "-mcpu=native",
     "-shared",
     "-fPIC",
-    "-std=c11",
-    "-ffp-contract=off",  # as for Wasm: no FMA, the same float results
-    "-fno-fast-math",
-    "-nostdlib",
-    "-g0",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
+    *(flag for flag in C_FLAGS if not flag.startswith(_WASM_ONLY)),
 )
-"""Flags of every native build (include directories and file names are added per build)."""
+"""Flags of every native build: the Wasm build's (``-O2``, no fast-math, no FMA
+contraction, no libc, warnings as errors) for this CPU, as a shared library."""
 
 
 def default_cache_dir() -> Path:
