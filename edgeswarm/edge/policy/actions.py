@@ -44,7 +44,7 @@ class ActionCheck:
             if self._finite.shape[0] < n:  # a scratch buffer: no allocation per step
                 self._finite = np.empty((n, self.act_dim), np.bool_)
             finite = np.isfinite(actions, out=self._finite[:n])
-            if finite.all():
+            if np.logical_and.reduce(finite, axis=None):  # .all() without its Python layer
                 return
         elif ((actions >= self.low) & (actions <= self.high)).all():
             return
