@@ -27,6 +27,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   │   └── MalformedStateVector
     │   └── LocalStateError
     │       ├── InvalidKey
+    │       │   └── SwarmStateRefusedError  edgeswarm.edge.policy.swarm_state
     │       ├── WriterReused
     │       └── StoreError
     ├── ModelError                      edgeswarm.models.errors
@@ -36,10 +37,15 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── EdgeError                       edgeswarm.edge.policy.errors
     │   └── PolicyError
     │       ├── PolicyLoadError
+    │       │   └── PolicyCompileError
     │       ├── PolicyTrap
-    │       │   └── PolicyMemoryExceeded
+    │       │   ├── PolicyMemoryExceeded
+    │       │   └── PolicyDeadlineExceeded
     │       ├── PolicyFuelExhausted
+    │       │   └── PolicyHostCallLimit
     │       └── PolicyAbiError
+    │           ├── PolicyNonFiniteActionError
+    │           └── PolicyActionBoundsError
     ├── SpoolError                      edgeswarm.edge.spool
     │   ├── SpoolCorruptError
     │   ├── SpoolFull

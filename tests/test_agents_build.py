@@ -126,3 +126,21 @@ def test_abi_md_c_example_builds_with_the_documented_flags(tmp_path):
         "es_step",
     }
     assert [(imp.module, imp.name) for imp in module.imports] == [("es", "counter_add")]
+
+
+@needs_ziglang
+def test_abi_md_model_dims_example_builds(tmp_path):
+    """The es_init that asks for a model's widths, from ABI.md, compiles as a policy."""
+    text = (build.PACKAGE_DIR / "ABI.md").read_text(encoding="utf-8")
+    snippet = next(
+        block
+        for block in re.findall(r"```c\n(.*?)```", text, re.S)
+        if 'ES_MODEL_DIMS("anomaly")' in block
+    )
+    step = (
+        "ES_EXPORT(es_step) int32_t es_step(int32_t n, const float *obs, float *state, "
+        "float *act) { (void)n; (void)obs; (void)state; (void)act; return out_dim ? 0 : 1; }\n"
+    )
+    (tmp_path / "scorer.c").write_text('#include "edgeswarm.h"\n' + snippet + step)
+    module = wasmtime.Module(wasmtime.Engine(), build.compile_source(tmp_path / "scorer.c"))
+    assert [(imp.module, imp.name) for imp in module.imports] == [("es", "model_dims")]

@@ -65,7 +65,7 @@ DESCRIPTORS: dict[str, tuple[int, int, int, list[str], list[str]]] = {
     "hostile_import": (8, 0, 2, [], []),
 }
 
-BASE_FUEL = 100_000  # ABI.md, "Sandbox": default fuel per call ...
+BASE_FUEL = 2_000_000  # ABI.md, "Fuel": default fuel per call ...
 FUEL_PER_AGENT = 2_000  # ... plus this per agent for es_step
 WASM_PAGE = 65_536
 

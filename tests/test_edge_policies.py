@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from edgeswarm.edge.policy.loading import assign_groups, resolve_module
 from edgeswarm.edge.runner import EdgeRunner
 from edgeswarm.transport.quic import default_stack
 
-from .conftest import RunningGateway
+from .conftest import RunningGateway, edgeswarm_command
+from .hostile_modules import DESCRIPTOR_BOMB
 
 pytestmark = pytest.mark.integration
 
@@ -75,15 +78,15 @@ async def test_hostile_policy_is_quarantined_and_counted_healthy_one_keeps_runni
 async def test_fuel_budget_comes_from_the_configuration(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    # 100 000 + 1 per agent is far less than boids needs for 20 000 agents
+    # 2 000 000 + 1 per agent is less than boids needs (~50 per agent) for 50 000 agents
     starved = EdgeRunner(
         edge_config(
-            gateway, tmp_path, policy_fuel_per_agent=1, agents=20_000, batch_agents=5000, ticks=1
+            gateway, tmp_path, policy_fuel_per_agent=1, agents=50_000, batch_agents=5000, ticks=1
         )
     )
     summary = await starved.run()
     assert summary["policy_faults"] == {"boids/fuel": 1}
-    assert summary["observations_acked"] == 20_000  # the edge still reports every agent
+    assert summary["observations_acked"] == 50_000  # the edge still reports every agent
 
 
 async def test_quarantined_policy_is_retried_when_asked(
@@ -113,3 +116,64 @@ async def test_user_module_and_model_from_files(gateway: RunningGateway, tmp_pat
     assert summary["policy_faults"] == {}  # the anomaly policy found its model
     assert summary["observations_acked"] == 2000
     assert list((tmp_path / "edge" / "modules").iterdir())  # compiled once, kept on disk
+
+
+def test_step_deadline_is_half_the_tick_period_shared_by_the_policies(tmp_path: Path) -> None:
+    def deadline(**settings: object) -> float:
+        config = EdgeConfig(
+            edge_id="e",
+            gateway=GatewayAddress(host="127.0.0.1", port=4433, ca_file=tmp_path / "ca.pem"),
+            **settings,  # type: ignore[arg-type]
+        )
+        return config.policy_deadline_s
+
+    assert deadline(tick_hz=10.0, policies=("boids", "anomaly")) == pytest.approx(0.025)
+    assert deadline(tick_hz=10.0, policies=("boids",)) == pytest.approx(0.05)
+    assert deadline(tick_hz=0.0, policies=("boids",)) == pytest.approx(0.05)
+    assert deadline(tick_hz=10.0, policy_deadline_ms=7.0) == pytest.approx(0.007)
+
+
+def test_edge_command_survives_a_module_that_breaks_loading(
+    gateway: RunningGateway, tmp_path: Path
+) -> None:
+    # issue 12: this descriptor made json.loads raise RecursionError and the edge exit 1
+    bad = tmp_path / "bad.wat"
+    bad.write_bytes(DESCRIPTOR_BOMB)
+    result = subprocess.run(
+        edgeswarm_command(
+            "edge",
+            "--edge-id",
+            "cli-edge",
+            "--ca",
+            str(gateway.ca),
+            "--gateway",
+            f"127.0.0.1:{gateway.port}",
+            "--join-token",
+            gateway.edge_token(),
+            "--data-dir",
+            str(tmp_path / "edge"),
+            "--agents",
+            "1000",
+            "--ticks",
+            "3",
+            "--tick-hz",
+            "0",
+            "--metrics-port",
+            "0",
+            "--progress-interval",
+            "0",
+            "--policy",
+            "flocking",
+            "--policy",
+            str(bad),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["policy_faults"] == {"bad/load": 1}
+    assert summary["observations_acked"] == 3000

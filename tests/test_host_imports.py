@@ -1,9 +1,14 @@
 """The "es" host imports: seeded random, bounds checks, shared state, models, log, time."""
 
 import logging
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgeswarm.agents_wasm import module_path
 from edgeswarm.edge import AgentTable
@@ -17,9 +22,14 @@ from edgeswarm.edge.policy import (
     PolicyTrap,
     WasmPolicy,
 )
+from edgeswarm.edge.policy.engine import EngineSettings
+from edgeswarm.edge.policy.errors import PolicyDeadlineExceeded
 from edgeswarm.edge.policy.host_imports import HOST_IMPORTS, LOG_BURST, MAX_LOG_BYTES
 from edgeswarm.edge.policy.reference import anomaly_numpy
+from edgeswarm.edge.policy.sandbox import HostCallCap
+from edgeswarm.edge.policy.swarm_state import SwarmStateRefusedError
 from edgeswarm.models import ModelRegistry, anomaly_reference, write_anomaly_model
+from tests.hostile_modules import FLAG_STORM
 from tests.wasm_fixtures import MODEL_USER, PROBE, RANDOM_WALKER, STRINGS
 
 S = STRINGS
@@ -245,3 +255,160 @@ def test_built_anomaly_module_through_the_real_host(cache, models):
             np.testing.assert_allclose(actions, ref_actions, rtol=1e-5, atol=1e-6)
     assert alarms > 0
     assert swarm.snapshot().counters == {"anomalies": alarms}
+
+
+# -- fuzz: every pointer/length argument of every import -------------------------------------
+
+PAGE = 65_536
+I32 = st.one_of(
+    st.sampled_from(
+        [0, 1, 15, 16, PAGE - 16, PAGE - 1, PAGE, PAGE + 1, 1 << 30, (1 << 31) - 1, 1 << 31]
+        + [(1 << 32) - k for k in (1, 4, 16, PAGE)]
+    ),
+    st.integers(0, PAGE + 64),
+    st.integers(0, (1 << 32) - 1),
+).map(signed)
+"""i32 arguments as a guest can pass them: boundaries of the 1-page memory, wrap-arounds."""
+
+
+@pytest.fixture
+def fuzz_target(models):
+    swarm = LocalSwarmState()
+    with WasmPolicy(PROBE, cache=ModuleCache(cache_dir=None), swarm=swarm, models=models) as probe:
+        yield probe, swarm
+
+
+def call_leaving_the_rest(
+    probe: Any, export: str, args: Sequence[int], writable: tuple[int, int] | None = None
+) -> Any:
+    """Call ``export``; return its result (or the policy error), checking that no byte of
+    memory changed outside ``writable`` (a (start, length) pair, or nothing)."""
+    size = probe.memory_bytes
+    before = np.frombuffer(probe.read_memory(0, size), np.uint8).copy()
+    try:
+        result = probe.call(export, *args)
+    except (PolicyTrap, PolicyFuelExhausted) as exc:
+        result = exc
+    after = np.frombuffer(probe.read_memory(0, size), np.uint8)
+    changed = np.flatnonzero(before != after)
+    if writable is None:
+        assert changed.size == 0, f"{export}{args} wrote memory at {changed[:4]}"
+    else:
+        start, length = writable
+        assert ((changed >= start) & (changed < start + length)).all(), (export, args)
+    return result
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ptr=I32, length=I32, level=I32)
+def test_fuzz_log_and_random_fill(fuzz_target, ptr, length, level):
+    probe, _ = fuzz_target
+    assert call_leaving_the_rest(probe, "probe_log", (level, ptr, length)) == 0
+    result = call_leaving_the_rest(
+        probe,
+        "probe_random_fill",
+        (ptr, length),
+        writable=(ptr & 0xFFFF_FFFF, length & 0xFFFF_FFFF),
+    )
+    in_bounds = (ptr & 0xFFFF_FFFF) + (length & 0xFFFF_FFFF) <= PAGE
+    if in_bounds and length & 0xFFFF_FFFF <= 100_000:
+        assert result == 0
+    else:
+        assert isinstance(result, PolicyTrap | PolicyFuelExhausted)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=I32, key_len=I32, item=I32, item_len=I32, delta=st.integers(-(1 << 63), (1 << 63) - 1))
+def test_fuzz_shared_state(fuzz_target, key, key_len, item, item_len, delta):
+    probe, swarm = fuzz_target
+    before = swarm.snapshot()
+    counted = call_leaving_the_rest(probe, "probe_counter_add", (key, key_len, delta))
+    added = call_leaving_the_rest(probe, "probe_set_add", (key, key_len, item, item_len))
+    flag = call_leaving_the_rest(probe, "probe_flag_get", (key, key_len))
+    assert counted in (0, -1)
+    assert added in (0, -1, -2)
+    assert flag in (1, 0, -1)
+    if counted == -1:
+        assert swarm.snapshot().counters == before.counters  # refused means not applied
+    if added != 0:
+        assert swarm.snapshot().sets == before.sets
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(model_id=I32, id_len=I32, source=I32, n=I32, target=I32)
+def test_fuzz_models(fuzz_target, model_id, id_len, source, n, target):
+    probe, _ = fuzz_target
+    dims = call_leaving_the_rest(probe, "probe_model_dims", (model_id, id_len))
+    assert dims in ((8 << 32) | 1, -1)
+    rows = n if n >= 0 else 0
+    inferred = call_leaving_the_rest(
+        probe,
+        "probe_model_infer",
+        (model_id, id_len, source, n, target),
+        writable=(target & 0xFFFF_FFFF, 4 * rows),
+    )
+    assert inferred in (0, -1, -2) or isinstance(inferred, PolicyFuelExhausted)
+    if inferred == 0 and n > 0:
+        assert (target & 0xFFFF_FFFF) + 4 * n <= PAGE
+        assert (source & 0xFFFF_FFFF) + 32 * n <= PAGE
+
+
+@pytest.mark.parametrize("n", [1 << 30, 1 << 29, (1 << 27) + 1, 0x7FFF_FFFF])
+def test_model_infer_lengths_are_checked_without_wrapping(fuzz_target, n):
+    probe, _ = fuzz_target
+    # n * 8 * 4 is a multiple of 2**32 (or close to one): masked to 32 bits it would pass.
+    assert (
+        call_leaving_the_rest(
+            probe, "probe_model_infer", (S["anomaly"], 7, 0, n, OUT), writable=(OUT, 0)
+        )
+        == -2
+    )
+
+
+class RefusingSwarm(LocalSwarmState):
+    """Shared state that refuses everything, as a stricter document might."""
+
+    def counter_add(self, key, delta):
+        raise SwarmStateRefusedError("no", part="key")
+
+    def set_add(self, key, item):
+        raise SwarmStateRefusedError("no", part="item" if key == "seen" else "key")
+
+    def flag_get(self, key):
+        raise SwarmStateRefusedError("no", part="key")
+
+
+def test_refused_updates_return_error_codes_never_zero(cache):
+    with WasmPolicy(PROBE, cache=cache, swarm=RefusingSwarm()) as probe:
+        assert probe.call("probe_counter_add", S["hits"], 4, 1) == -1
+        assert probe.call("probe_set_add", S["seen"], 4, S["item"], 4) == -2
+        assert probe.call("probe_flag_get", S["evade"], 5) == -1
+
+
+def test_empty_set_item_is_refused(cache):
+    swarm = LocalSwarmState()
+    with WasmPolicy(PROBE, cache=cache, swarm=swarm) as probe:
+        assert probe.call("probe_set_add", S["seen"], 4, S["item"], 0) == -2
+    assert swarm.snapshot().sets == {}
+
+
+def test_host_calls_check_the_deadline_themselves():
+    # On an engine without epoch checks only the host calls can notice the deadline.
+    no_epochs = ModuleCache(cache_dir=None, settings=EngineSettings(epoch_interruption=False))
+    with WasmPolicy(
+        FLAG_STORM,
+        cache=no_epochs,
+        fuel=FuelBudget(base=10**15),
+        host_calls=HostCallCap(base=10**9),
+        deadline_s=0.02,
+    ) as storm:
+        start = time.monotonic()
+        with pytest.raises(PolicyDeadlineExceeded, match=r"deadline of 20 ms \(in a host call\)"):
+            storm.call("es_step", 1, 0, 0, 0)
+        assert time.monotonic() - start < 1.0

@@ -16,7 +16,11 @@ from edgeswarm.edge.policy import (
     WasmPolicy,
 )
 from edgeswarm.edge.policy.boids import boids_numpy
+from edgeswarm.edge.policy.compiler import defined_functions
+from edgeswarm.edge.policy.engine import REFUSED_FEATURES, EngineSettings
+from edgeswarm.edge.policy.errors import PolicyCompileError
 from edgeswarm.edge.policy.module_cache import CACHE_MAGIC, engine_fingerprint, shared_engine
+from tests.hostile_modules import FEATURE_MODULES, compile_bomb
 
 
 @pytest.fixture
@@ -148,3 +152,71 @@ def test_malformed_module_is_a_load_error_and_not_cached(tmp_path):
         cache.load(b"\xff\xfe not text")
     assert len(cache) == 0
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_compiling_happens_in_another_process(boids_bytes, monkeypatch):
+    # wasmtime.Module(engine, bytes) is never called here: only deserialize is.
+    def no_compile_here(*args, **kwargs):
+        raise AssertionError("compiled in the edge process")
+
+    monkeypatch.setattr(wasmtime, "Module", no_compile_here, raising=False)
+    monkeypatch.setattr(
+        no_compile_here, "deserialize", wasmtime._module.Module.deserialize, raising=False
+    )
+    cache = ModuleCache(cache_dir=None)
+    cache.load(boids_bytes)
+    assert cache.stats.compiled == 1
+
+
+def test_refused_module_is_remembered_not_recompiled(monkeypatch):
+    from edgeswarm.edge.policy import module_cache
+
+    calls = []
+    from edgeswarm.edge.policy.compiler import compile_in_worker as real
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module_cache, "compile_in_worker", counting)
+    cache = ModuleCache(cache_dir=None)
+    relaxed = FEATURE_MODULES["relaxed SIMD"]
+    for _ in range(3):
+        with pytest.raises(PolicyLoadError, match="relaxed SIMD"):
+            cache.load(relaxed, name="retry")
+    assert len(calls) == 1
+
+
+def test_engine_settings_are_part_of_the_disk_fingerprint(tmp_path, boids_bytes):
+    guarded = ModuleCache(cache_dir=tmp_path / "m")
+    unguarded = ModuleCache(
+        cache_dir=tmp_path / "m", settings=EngineSettings(epoch_interruption=False)
+    )
+    assert engine_fingerprint(guarded.settings) != engine_fingerprint(unguarded.settings)
+    guarded.load(boids_bytes)
+    unguarded.load(boids_bytes)
+    assert len(list((tmp_path / "m").iterdir())) == 2
+    assert unguarded.stats.compiled == 1  # not the other engine's artifact
+    assert_boids_correct(unguarded)
+
+
+def test_the_abi_feature_set_is_what_the_engine_accepts():
+    # WebAssembly 2.0 loads; what ABI.md lists as refused does not, each by its own switch.
+    for wat in (
+        "(module (func (param i32) (result i32) (i32.extend8_s (local.get 0))))",
+        "(module (func (param f32) (result i32) (i32.trunc_sat_f32_s (local.get 0))))",
+        "(module (func (result i32 i32) (i32.const 1) (i32.const 2)))",
+        "(module (memory 1) (func (memory.fill (i32.const 0) (i32.const 0) (i32.const 1))))",
+        "(module (table 1 funcref) (func (result funcref) (ref.null func)))",
+        "(module (func (result v128) (v128.const i32x4 0 0 0 0)))",
+        "(module (global i32 (i32.add (i32.const 1) (i32.const 2))))",
+    ):
+        ModuleCache(cache_dir=None).load(wat.encode())
+    assert set(REFUSED_FEATURES) == set(FEATURE_MODULES)  # the hostile suite tries each one
+
+
+def test_function_count_is_read_from_section_headers():
+    assert defined_functions(compile_bomb(1234)) == 1234
+    assert defined_functions(bytes(wasmtime.wat2wasm("(module (func) (func))"))) == 2
+    with pytest.raises(PolicyCompileError, match="runs past the end"):
+        defined_functions(b"\0asm\x01\0\0\0\x03\x10\x01")

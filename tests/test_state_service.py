@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeswarm.edge.policy.swarm_state import SwarmState
+import pytest
+
+from edgeswarm.edge.policy.swarm_state import SwarmState, SwarmStateRefusedError
 from edgeswarm.edge.state_link import DocumentSwarmState
 from edgeswarm.gateway.state_service import StateService
 from edgeswarm.state import StateSync, SwarmDocument
@@ -98,7 +100,13 @@ def test_document_adapter_is_a_swarm_state() -> None:
     state.counter_add("g/hits", 5)
     state.counter_add("g/hits", -1)
     state.set_add("g/seen", "r1")
-    state.counter_add("bad key!", 1)  # refused, not raised
+    # refused updates are raised (the host import returns an error code), never dropped quietly
+    with pytest.raises(SwarmStateRefusedError) as refused:
+        state.counter_add("bad key!", 1)
+    assert refused.value.part == "key"
+    with pytest.raises(SwarmStateRefusedError) as refused:
+        state.set_add("g/seen", "")
+    assert refused.value.part == "item"
     snapshot = state.snapshot()
     assert snapshot.counters == {"g/hits": 4, "swarm/anomalies": 2}
     assert snapshot.sets == {"g/seen": frozenset({"r1"})}

@@ -245,3 +245,16 @@ def test_closed_policy_refuses_to_step(boids):
         boids.step(
             np.zeros((1, 8), np.float32), np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32)
         )
+
+
+def test_abi_exports_are_called_without_per_call_type_checks():
+    # wasmtime-py's checked Func.__call__ costs ~35 us a call; export_call uses the
+    # unchecked C entry point for the ABI exports (types checked at load). If an
+    # upgrade of wasmtime-py removes what it relies on, this fails: only speed is lost.
+    from edgeswarm.edge.policy import export_call
+
+    assert export_call.FAST_CALLS
+    with WasmPolicy(TRAPPING) as trapper:
+        with pytest.raises(PolicyTrap, match="unreachable"):  # traps still surface, typed
+            trapper.step(*(np.zeros((3, d), np.float32) for d in (8, 2, 2)))
+        assert trapper.call("es_abi_version") == 1

@@ -237,3 +237,51 @@ def test_built_hostile_modules_are_stopped_in_one_step(cache, name):
         assert pset.is_quarantined(0)
         assert pset.quarantined[0].kind == BUILT_HOSTILE_KINDS[name]
         assert (table.actions == 0).all()
+
+
+def test_the_epoch_ticker_runs_while_held():
+    from edgeswarm.edge.policy.deadline import EpochTicker
+    from edgeswarm.edge.policy.module_cache import new_engine
+
+    ticker = EpochTicker(new_engine(), period_s=0.002)
+    assert not ticker.running
+    assert ticker.ticks_for(0.05) == 26  # 25 periods of 2 ms, plus the one under way
+    ticker.hold()
+    ticker.hold()
+    ticker.release()
+    assert ticker.running
+    ticker.release()
+    assert not ticker.running
+    with pytest.raises(RuntimeError, match="released more often"):
+        ticker.release()
+
+
+def test_each_policy_with_a_deadline_holds_its_engine_ticker(cache):
+    from edgeswarm.edge.policy.deadline import ticker_for
+
+    ticker = ticker_for(cache.engine)
+    held = ticker.holders
+    with WasmPolicy(module_path("boids"), cache=cache, deadline_s=0.05) as first:
+        assert ticker.running
+        assert ticker.holders == held + 1
+        with WasmPolicy(module_path("boids"), cache=cache, deadline_s=None):
+            assert ticker.holders == held + 1  # no deadline, no ticker
+        second = first.respawn()
+        first.close()
+        assert ticker.holders == held + 1  # the respawned instance holds it now
+        second.close()
+    assert ticker.holders == held
+    with pytest.raises(ValueError, match="deadline_s"):
+        WasmPolicy(module_path("boids"), cache=cache, deadline_s=0)
+
+
+def test_a_policy_within_its_deadline_runs_tick_after_tick(cache):
+    # 200 agents take well under a millisecond: a 50 ms deadline never fires
+    world = FlockingWorld(count=COUNT, seed=2)
+    table = AgentTable.create(count=COUNT, obs_dim=8, state_dim=2, act_dim=2)
+    with PolicySet([PolicySpec(module_path("flocking"), deadline_s=0.05)], cache=cache) as pset:
+        for _ in range(200):
+            world.sense(table)
+            pset.step(table)
+            world.apply(table.actions)
+        assert pset.quarantined_count == 0

@@ -75,3 +75,52 @@ def test_sense_rejects_wrong_table_shape():
     world, _ = make(count=10)
     with pytest.raises(ValueError, match="obs_dim"):
         world.sense(AgentTable.create(count=10, obs_dim=4, state_dim=0, act_dim=2))
+
+
+def stepped(
+    world: FlockingWorld, table: AgentTable, actions: np.ndarray, ticks: int, dt: float = 0.1
+) -> None:
+    for _ in range(ticks):
+        world.sense(table)
+        world.apply(actions, dt)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_actions_never_reach_positions_or_other_agents(bad):
+    # as ACTIONS frames from a gateway could carry them
+    world, table = make(count=400, seed=6, size=20.0)
+    clean, clean_table = make(count=400, seed=6, size=20.0)
+    actions = np.full((400, 2), 0.25, np.float32)
+    expected = actions.copy()
+    actions[7] = [bad, 0.5]
+    expected[7] = 0.0  # what the world makes of a non-finite action: no acceleration
+    stepped(world, table, actions, 6)
+    stepped(clean, clean_table, expected, 6)
+    assert world.nonfinite_repairs == 6
+    assert np.array_equal(world.positions, clean.positions)
+    assert np.array_equal(world.velocities, clean.velocities)
+    assert np.array_equal(table.observations, clean_table.observations)
+    assert np.isfinite(table.observations).all()
+
+
+def test_a_velocity_that_overflows_is_stopped():
+    world, table = make(count=50, seed=6, size=20.0)
+    actions = np.zeros((50, 2), np.float32)
+    actions[4] = [3.0e38, 3.0e38]  # finite, but 10 s of it overflows float32
+    stepped(world, table, actions, 1, dt=10.0)
+    assert world.nonfinite_repairs == 1
+    assert not world.velocities[4].any()
+    assert np.isfinite(world.positions).all()
+    world.sense(table)
+    assert np.isfinite(table.observations).all()
+
+
+def test_non_finite_positions_are_repaired_before_they_poison_a_cell():
+    world, table = make(count=400, seed=8, size=20.0)
+    world.positions[3] = [np.nan, 1.0]
+    world.velocities[9] = [np.inf, 0.0]
+    world.sense(table)
+    assert world.nonfinite_repairs == 2
+    assert np.isfinite(table.observations).all()
+    assert np.isfinite(table.rewards).all()
+    assert (world.velocities[[3, 9]] == 0).all()

@@ -73,14 +73,18 @@ def policy_wat(
     version: int = 1,
     extra: str = "",
     memory_pages: int = 1,
+    memory: str | None = None,
 ) -> bytes:
-    """A complete ABI v1 module around ``step`` (an ``es_step`` export) as WAT bytes."""
+    """A complete ABI v1 module around ``step`` (an ``es_step`` export) as WAT bytes.
+
+    ``memory`` replaces the memory's declaration after its export (default: the pages).
+    """
     if raw_descriptor is None:
         raw_descriptor = json.dumps({"name": name, **BOIDS_DIMS, **(descriptor or {})})
     length = len(raw_descriptor.encode())
     return f"""(module
   {imports}
-  (memory (export "memory") {memory_pages})
+  (memory (export "memory") {memory if memory is not None else memory_pages})
   (data (i32.const 16) "{_wat_string(raw_descriptor)}")
   {_DATA}
   {ALLOC}
@@ -135,13 +139,21 @@ INIT_REFUSES = policy_wat(
 
 RANDOM_WALKER = policy_wat(
     """(func (export "es_step") (param $n i32) (param $obs i32) (param $state i32) (param $act i32)
-      (result i32)
+      (result i32) (local $at i32) (local $end i32)
       (call $random_fill (local.get $act) (i32.shl (local.get $n) (i32.const 3)))
+      ;; clear each float's top exponent bit: random, but always finite
+      (local.set $at (local.get $act))
+      (local.set $end (i32.add (local.get $act) (i32.shl (local.get $n) (i32.const 3))))
+      (block $done (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (i32.store (local.get $at) (i32.and (i32.load (local.get $at)) (i32.const 0xBFFFFFFF)))
+        (local.set $at (i32.add (local.get $at) (i32.const 4)))
+        (br $next)))
       (i32.const 0))""",
     name="walker",
     imports='(import "es" "random_fill" (func $random_fill (param i32 i32)))',
 )
-"""Actions are random bytes (2 f32 per agent) from the policy's seeded generator."""
+"""Actions are random finite floats (2 per agent) from the policy's seeded generator."""
 
 ALL_IMPORTS = """
   (import "es" "log" (func $log (param i32 i32 i32)))

@@ -7,11 +7,12 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, crdt, edge, transport
+from edgeswarm.bench import BenchResult, crdt, edge, host_imports, transport
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "crdt": crdt.run,
     "edge": edge.run,
+    "host_imports": host_imports.run,
     "transport": transport.run,
 }
 

@@ -201,11 +201,37 @@ def edge(
     ] = default(EdgeConfig, "policy_fallback"),
     policy_fuel: Annotated[
         int,
-        typer.Option(min=1, help="Fuel per agent per step (plus 100 000 per call); beyond: fault."),
+        typer.Option(
+            min=1, help="Fuel per agent per step (plus 2 000 000 per call); beyond: fault."
+        ),
     ] = default(EdgeConfig, "policy_fuel_per_agent"),
+    policy_host_calls: Annotated[
+        int,
+        typer.Option(min=0, help="Host calls per agent per step (plus 64); beyond: fault."),
+    ] = default(EdgeConfig, "policy_host_calls_per_agent"),
     policy_memory_mb: Annotated[
         int, typer.Option(min=1, help="Linear memory limit of each policy instance, MiB.")
     ] = default(EdgeConfig, "policy_memory_mb"),
+    policy_deadline_ms: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Wall-clock limit of one policy step, ms; beyond: fault (default: half the "
+            "tick period shared by the policies).",
+        ),
+    ] = default(EdgeConfig, "policy_deadline_ms"),
+    module_max_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest policy module accepted, MiB.")
+    ] = default(EdgeConfig, "module_max_mb"),
+    module_max_functions: Annotated[
+        int, typer.Option(min=1, help="Most functions a policy module may define.")
+    ] = default(EdgeConfig, "module_max_functions"),
+    compile_memory_mb: Annotated[
+        int, typer.Option(min=16, help="Memory limit of the process compiling a module, MiB.")
+    ] = default(EdgeConfig, "compile_memory_mb"),
+    compile_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds compiling one module may take.")
+    ] = default(EdgeConfig, "compile_timeout_s"),
     policy_retry: Annotated[
         float | None,
         typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
@@ -279,7 +305,13 @@ def edge(
         policies=tuple(policy or default(EdgeConfig, "policies")),
         policy_fallback=choice(policy_fallback, FALLBACKS, "--policy-fallback"),
         policy_fuel_per_agent=policy_fuel,
+        policy_host_calls_per_agent=policy_host_calls,
         policy_memory_mb=policy_memory_mb,
+        policy_deadline_ms=policy_deadline_ms,
+        module_max_mb=module_max_mb,
+        module_max_functions=module_max_functions,
+        compile_memory_mb=compile_memory_mb,
+        compile_timeout_s=compile_timeout,
         policy_retry_s=policy_retry,
         models=tuple(model or ()),
         module_cache_dir=module_cache_dir,

@@ -7,9 +7,18 @@ from pathlib import Path
 
 from edgeswarm.client.address import GatewayAddress
 
-from .policy.sandbox import DEFAULT_FUEL_PER_AGENT, DEFAULT_MEMORY_LIMIT
+from .policy.compiler import CompileLimits
+from .policy.loading import step_deadline_s
+from .policy.sandbox import (
+    DEFAULT_FUEL_PER_AGENT,
+    DEFAULT_HOST_CALLS_PER_AGENT,
+    DEFAULT_MEMORY_LIMIT,
+)
 from .policy.set import DEFAULT_FALLBACK
 from .spool import DEFAULT_MAX_BYTES, OverflowPolicy
+
+_COMPILE = CompileLimits()
+_MIB = 1024 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +50,24 @@ class EdgeConfig:
     policy_fallback: str = DEFAULT_FALLBACK
     """Action of a quarantined policy's agents: ``zero`` or ``hold`` (last action)."""
     policy_fuel_per_agent: int = DEFAULT_FUEL_PER_AGENT
-    """Fuel each policy gets per agent per step (plus a fixed 100 000 per call)."""
+    """Fuel each policy gets per agent per step (plus a fixed base per call:
+    ``FuelBudget.base``)."""
+    policy_host_calls_per_agent: int = DEFAULT_HOST_CALLS_PER_AGENT
+    """Host calls each policy step may make per agent (plus a fixed ``HostCallCap.base``)."""
     policy_memory_mb: int = DEFAULT_MEMORY_LIMIT >> 20
     """Linear memory limit of each policy instance, MiB."""
+    policy_deadline_ms: float | None = None
+    """Wall-clock limit of one policy call, ms; None: half the tick period shared
+    equally by the policies (25 ms each for two policies at 10 Hz; a tick period of
+    100 ms is assumed when ``tick_hz`` is 0)."""
+    module_max_mb: float = _COMPILE.max_module_bytes / _MIB
+    """Largest policy module accepted (binary or WAT text), MiB."""
+    module_max_functions: int = _COMPILE.max_functions
+    """Most functions a policy module may define."""
+    compile_memory_mb: int = _COMPILE.memory_bytes // _MIB
+    """Address-space limit of the child process that compiles a module, MiB."""
+    compile_timeout_s: float = _COMPILE.timeout_s
+    """Wall-clock limit of compiling one module, seconds."""
     policy_retry_s: float | None = None
     """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""
     models: tuple[Path, ...] = ()
@@ -68,3 +92,22 @@ class EdgeConfig:
     """Address of the Prometheus endpoint."""
     metrics_port: int | None = 9465
     """Port of the Prometheus endpoint; 0 picks one; None disables it."""
+
+    @property
+    def compile_limits(self) -> CompileLimits:
+        """The edge's bounds on policy modules and on compiling them."""
+        return CompileLimits(
+            max_module_bytes=int(self.module_max_mb * _MIB),
+            max_functions=self.module_max_functions,
+            memory_bytes=self.compile_memory_mb * _MIB,
+            timeout_s=self.compile_timeout_s,
+        )
+
+    @property
+    def policy_deadline_s(self) -> float:
+        """Wall-clock limit of one policy call (``--policy-deadline-ms`` or derived)."""
+        return step_deadline_s(
+            deadline_ms=self.policy_deadline_ms,
+            tick_hz=self.tick_hz,
+            policies=len(self.policies),
+        )

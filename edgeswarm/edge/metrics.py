@@ -42,8 +42,14 @@ class EdgeMetrics:
         )
         self.policy_faults = Counter(
             "edgeswarm_edge_policy_faults",
-            "Policy quarantines by policy and error kind (load, trap, memory, fuel, abi)",
+            "Policy quarantines by policy and error kind (load, trap, memory, deadline, fuel, "
+            "host_calls, abi, nonfinite_action, action_bounds)",
             ["policy", "kind"],
+            registry=self.registry,
+        )
+        self.world_repairs = Counter(
+            "edgeswarm_edge_world_nonfinite_repairs",
+            "Agents whose action, velocity or position was not finite and was repaired",
             registry=self.registry,
         )
         self.policies_reenabled = Counter(

@@ -92,6 +92,8 @@ class EdgeRunner:
         """Agent actions overridden by the gateway (ACTIONS frames or datagrams)."""
         self._quarantined_at: dict[int, float] = {}
         """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
+        self._world_repairs = 0
+        """``world.nonfinite_repairs`` already counted in the metrics."""
 
     def stop(self) -> None:
         """Finish the current tick, drain the spool (bounded), say BYE."""
@@ -121,7 +123,10 @@ class EdgeRunner:
                 self.table,
                 fallback=config.policy_fallback,
                 fuel_per_agent=config.policy_fuel_per_agent,
+                host_calls_per_agent=config.policy_host_calls_per_agent,
                 memory_mb=config.policy_memory_mb,
+                deadline_s=config.policy_deadline_s,
+                compile_limits=config.compile_limits,
                 cache_dir=config.module_cache_dir or config.data_dir / "modules",
                 seed=config.seed,
                 models=models,
@@ -175,6 +180,7 @@ class EdgeRunner:
             policies.step(self.table)
             self._apply_gateway_actions()
             self.world.apply(self.table.actions)
+            self._count_world_repairs()
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
             self.metrics.policies_quarantined.set(policies.quarantined_count)
             await self._send_observations()
@@ -191,6 +197,16 @@ class EdgeRunner:
             else:
                 next_tick = time.monotonic()
                 await asyncio.sleep(0)
+
+    def _count_world_repairs(self) -> None:
+        new = self.world.nonfinite_repairs - self._world_repairs
+        if new:
+            self._world_repairs = self.world.nonfinite_repairs
+            self.metrics.world_repairs.inc(new)
+            logger.warning(
+                "non-finite agent state repaired (actions dropped, agents stopped)",
+                extra={"agents": new, "tick": self.tick},
+            )
 
     def _on_fault(self, fault: PolicyFault) -> None:
         self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Literal
 
 from edgeswarm.client.session import GatewayClient
 from edgeswarm.resource import Resource
@@ -37,7 +38,7 @@ from edgeswarm.state import (
 )
 from edgeswarm.wire import FEATURE_STATE, ErrorCode, StateSyncRequested, StateUpdateReceived
 
-from .policy.swarm_state import SwarmSnapshot
+from .policy.swarm_state import SwarmSnapshot, SwarmStateRefusedError, key_problem
 
 __all__ = ["DEFAULT_GROUP", "DocumentSwarmState", "StateLink"]
 
@@ -51,8 +52,10 @@ class DocumentSwarmState:
     """The :class:`~edgeswarm.edge.policy.swarm_state.SwarmState` seam on a :class:`SwarmDocument`.
 
     Keys are ``group/name``; a key without a group is put in
-    :data:`DEFAULT_GROUP`. A key the document refuses is dropped with one
-    warning per key: a host import never raises anything but a policy error.
+    :data:`DEFAULT_GROUP`. A key or item the document refuses is counted, logged
+    (one warning per key) and raised as
+    :class:`~edgeswarm.edge.policy.swarm_state.SwarmStateRefusedError`, which the host
+    import turns into an error code for the policy.
     """
 
     def __init__(self, document: SwarmDocument) -> None:
@@ -66,36 +69,37 @@ class DocumentSwarmState:
         """``key`` with its group (:data:`DEFAULT_GROUP` when it has none)."""
         return key if "/" in key else f"{DEFAULT_GROUP}/{key}"
 
-    def _refuse(self, key: str, error: InvalidKey) -> None:
+    def _refuse(self, key: str, error: InvalidKey) -> SwarmStateRefusedError:
         self.refused_ops += 1
         if key not in self._refused and len(self._refused) < 1024:
             self._refused.add(key)
             logger.warning("swarm state key refused", extra={"key": key, "error": str(error)})
+        part: Literal["key", "item"] = "key" if key_problem(key) is not None else "item"
+        return SwarmStateRefusedError(str(error), part=part)
 
     def counter_add(self, key: str, delta: int) -> None:
         try:
             self.document.counter_add(self.scoped(key), int(delta))
         except InvalidKey as exc:
-            self._refuse(key, exc)
+            raise self._refuse(key, exc) from exc
 
     def set_add(self, key: str, item: str) -> None:
         try:
             self.document.set_add(self.scoped(key), item)
         except InvalidKey as exc:
-            self._refuse(key, exc)
+            raise self._refuse(key, exc) from exc
 
     def flag_get(self, key: str) -> bool:
         try:
             return self.document.flag_get(self.scoped(key)) is True
         except InvalidKey as exc:
-            self._refuse(key, exc)
-            return False
+            raise self._refuse(key, exc) from exc
 
     def flag_set(self, key: str, value: bool) -> None:
         try:
             self.document.flag_set(self.scoped(key), value)
         except InvalidKey as exc:
-            self._refuse(key, exc)
+            raise self._refuse(key, exc) from exc
 
     def snapshot(self) -> SwarmSnapshot:
         plain = self.document.snapshot()

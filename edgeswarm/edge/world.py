@@ -17,6 +17,14 @@ Observation layout (``OBSERVATION_DIM`` = 8 float32 per agent)::
     7 avoid_y     when d < obstacle radius + avoid margin, else 0
 
 Actions are accelerations, ``ACTION_DIM`` = 2 float32 per agent.
+
+The world keeps its own state finite whatever it is given: an agent whose
+action is NaN or infinite (the Wasm host never lets a policy's through, but
+actions also come from the gateway) gets no acceleration that tick, a velocity
+that overflows is stopped, and :meth:`FlockingWorld.sense` repairs any
+position or velocity that is not finite before binning, so one agent can never
+make a grid cell's means (and so its neighbours' observations) non-finite.
+Each repair is counted in :attr:`FlockingWorld.nonfinite_repairs`.
 """
 
 from __future__ import annotations
@@ -88,6 +96,18 @@ class FlockingWorld:
             obstacle_count, obstacle_radius, dtype=np.float32
         )
         self.avoid_radii: NDArray[np.float32] = self.obstacle_radii + np.float32(avoid_margin)
+        self.nonfinite_repairs = 0
+        """Agent rows whose action, velocity or position was not finite and was repaired."""
+
+    def _repair_state(self) -> None:
+        """Stop and re-centre agents whose position or velocity is not finite."""
+        p, v = self.positions, self.velocities
+        if np.isfinite(p).all() and np.isfinite(v).all():
+            return
+        sound = _finite_rows(p) & _finite_rows(v)
+        self.nonfinite_repairs += int(np.count_nonzero(~sound))
+        p[~sound] = self.size / np.float32(2.0)
+        v[~sound] = 0.0
 
     def cell_of(self, positions: NDArray[np.float32]) -> NDArray[np.intp]:
         """Flat grid cell index of each position."""
@@ -104,6 +124,7 @@ class FlockingWorld:
             raise ValueError(f"table obs_dim must be {OBSERVATION_DIM}, got {table.obs_dim}")
         if self.count == 0:
             return
+        self._repair_state()
         p, v = self.positions, self.velocities
         obs = table.observations
         ncells = self.cells_per_side**2
@@ -167,14 +188,23 @@ class FlockingWorld:
             raise ValueError(f"actions must have shape {expected}, got {actions.shape}")
         if self.count == 0:
             return
+        if not np.isfinite(actions).all():
+            finite_rows = _finite_rows(actions)
+            self.nonfinite_repairs += int(np.count_nonzero(~finite_rows))
+            actions = np.where(finite_rows[:, None], actions, np.float32(0.0))
         step = np.float32(dt)
         v, p = self.velocities, self.positions
-        v += actions * step
-        speed2 = np.einsum("ij,ij->i", v, v)
-        limit2 = self.max_speed * self.max_speed
-        fast = speed2 > limit2
-        if np.any(fast):
-            v[fast] *= (self.max_speed / np.sqrt(speed2[fast]))[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is repaired below
+            v += actions * step
+            speed2 = np.einsum("ij,ij->i", v, v)
+            limit2 = self.max_speed * self.max_speed
+            fast = speed2 > limit2
+            if np.any(fast):
+                v[fast] *= (self.max_speed / np.sqrt(speed2[fast]))[:, None]
+        if not np.isfinite(v).all():  # |v| overflowed (a huge finite action): stop it
+            moving = _finite_rows(v)
+            self.nonfinite_repairs += int(np.count_nonzero(~moving))
+            v[~moving] = 0.0
         p += v * step
         if self.walls == "wrap":
             np.mod(p, self.size, out=p)
@@ -188,3 +218,9 @@ class FlockingWorld:
             p[high] = 2 * self.size - p[high]
             v[high] = -v[high]
             np.clip(p, 0.0, self.size, out=p)
+
+
+def _finite_rows(array: NDArray[np.float32]) -> NDArray[np.bool_]:
+    """Whether each row of a 2-D array is all finite."""
+    rows: NDArray[np.bool_] = np.logical_and.reduce(np.isfinite(array), axis=1)
+    return rows

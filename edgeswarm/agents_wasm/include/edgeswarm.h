@@ -26,6 +26,11 @@
  * Host imports (module "es") are declared below as es_log, es_time_ns, ...; a
  * declaration the policy never calls does not become an import. Call them once
  * per batch, never per agent. Memory is exported as "memory" by the linker.
+ *
+ * Compiled for any other target than wasm32 (the benchmark's native build of a
+ * policy, edgeswarm/agents_wasm/native.py), ES_EXPORT only makes a symbol visible,
+ * the imports are plain declarations a native policy must not call, es_malloc
+ * takes from a static ES_NATIVE_HEAP_BYTES arena and es_describe is meaningless.
  */
 #ifndef EDGESWARM_H
 #define EDGESWARM_H
@@ -40,11 +45,15 @@
 #define ES_EXPORTED_ABI_VERSION ES_ABI_VERSION
 #endif
 
+#if defined(__wasm__)
 /* Export a function under the given Wasm export name: ES_EXPORT(es_step) int32_t es_step(...) */
 #define ES_EXPORT(name) __attribute__((export_name(#name), visibility("default")))
-
 /* Declare a host function from module "es". */
 #define ES_IMPORT(name) __attribute__((import_module("es"), import_name(#name)))
+#else
+#define ES_EXPORT(name) __attribute__((visibility("default")))
+#define ES_IMPORT(name)
+#endif
 
 /* Length of a string literal (no terminating NUL), for the key arguments below. */
 #define ES_LITERAL_LEN(s) ((int32_t)(sizeof(s) - 1))
@@ -77,6 +86,7 @@ ES_IMPORT(model_dims) int64_t es_model_dims(const char *id, int32_t id_len);
 #define ES_FLAG_GET(literal) es_flag_get((literal), ES_LITERAL_LEN(literal))
 #define ES_MODEL_INFER(literal, in, n, out) \
     es_model_infer((literal), ES_LITERAL_LEN(literal), (in), (n), (out))
+#define ES_MODEL_DIMS(literal) es_model_dims((literal), ES_LITERAL_LEN(literal))
 
 /* ---- descriptor ---------------------------------------------------------------------- */
 
@@ -94,6 +104,7 @@ ES_EXPORT(es_abi_version) int32_t es_abi_version(void) { return ES_EXPORTED_ABI_
 
 /* ---- allocator ----------------------------------------------------------------------- */
 
+#if defined(__wasm__)
 /* First byte after the data segments and the stack, provided by wasm-ld. */
 extern unsigned char __heap_base;
 
@@ -115,6 +126,22 @@ __attribute__((unused)) static void *es_malloc(int32_t size) {
     es_heap_top_ = (uintptr_t)end;
     return (void *)(uintptr_t)start;
 }
+#else
+#ifndef ES_NATIVE_HEAP_BYTES
+#define ES_NATIVE_HEAP_BYTES (1 << 20)
+#endif
+static unsigned char es_native_heap_[ES_NATIVE_HEAP_BYTES] __attribute__((aligned(16)));
+static size_t es_native_top_;
+
+/* The same contract on the host: 16-byte aligned, never freed, NULL when the arena is full. */
+__attribute__((unused)) static void *es_malloc(int32_t size) {
+    if (size < 0) return NULL;
+    size_t start = (es_native_top_ + 15u) & ~(size_t)15u;
+    if (start + (size_t)size > sizeof(es_native_heap_)) return NULL;
+    es_native_top_ = start + (size_t)size;
+    return es_native_heap_ + start;
+}
+#endif
 
 #ifndef ES_NO_DEFAULT_ALLOC
 /* es_alloc(size) -> 16-byte aligned offset, 0 on failure. */

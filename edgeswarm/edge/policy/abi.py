@@ -12,12 +12,15 @@ message names what is wrong (the export, the key, the bound).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import wasmtime
 
 from edgeswarm.edge.policy.errors import PolicyLoadError
+from edgeswarm.edge.policy.swarm_state import key_problem
 
 ABI_VERSION: Final = 1
 """The ABI version this host speaks (``es_abi_version()`` must return it)."""
@@ -63,6 +66,8 @@ class Descriptor:
     """Shared flags the policy may read."""
     models: frozenset[str] = frozenset()
     """Light models the policy may call."""
+    act_bounds: tuple[tuple[float, float], ...] | None = None
+    """``(low, high)`` per action column, inclusive, when the descriptor declares them."""
 
     @property
     def dims(self) -> tuple[int, int, int]:
@@ -127,7 +132,8 @@ def _dim(raw: dict[str, Any], key: str, low: int, name: str) -> int:
     return value
 
 
-def _keys(raw: dict[str, Any], key: str, name: str) -> frozenset[str]:
+def _keys(raw: dict[str, Any], key: str, name: str, *, shared: bool) -> frozenset[str]:
+    """The declared names under ``key``; ``shared``: they name shared state (ABI.md rule)."""
     value = raw.get(key, [])
     if not isinstance(value, list):
         raise PolicyLoadError(f"descriptor {key!r} must be a list of strings", policy=name)
@@ -137,7 +143,49 @@ def _keys(raw: dict[str, Any], key: str, name: str) -> frozenset[str]:
                 f"descriptor {key!r} holds {item!r}; keys are strings of 1..{MAX_KEY_BYTES} bytes",
                 policy=name,
             )
+        problem = key_problem(item) if shared else None
+        if problem is not None:
+            raise PolicyLoadError(f"descriptor {key!r}: {problem}", policy=name)
     return frozenset(value)
+
+
+_F32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+def _bound_pair(value: Any) -> tuple[float, float] | None:
+    """``(low, high)`` from ``[low, high]`` (finite f32 numbers, low <= high), else None."""
+    if not isinstance(value, list) or len(value) != 2:
+        return None
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in value):
+        return None
+    try:
+        low, high = (float(v) for v in value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > _F32_MAX:
+        return None
+    return (low, high) if low <= high else None
+
+
+def _act_bounds(
+    raw: dict[str, Any], act_dim: int, name: str
+) -> tuple[tuple[float, float], ...] | None:
+    """``act_bounds``: one ``[low, high]`` for every column, or one per column."""
+    value = raw.get("act_bounds")
+    if value is None:
+        return None
+    single = _bound_pair(value)
+    if single is not None:
+        return (single,) * act_dim
+    if isinstance(value, list) and len(value) == act_dim:
+        pairs = [_bound_pair(item) for item in value]
+        if all(pair is not None for pair in pairs):
+            return tuple(pair for pair in pairs if pair is not None)
+    raise PolicyLoadError(
+        f"descriptor 'act_bounds' must be [low, high] or {act_dim} such pairs "
+        f"(finite float32 numbers, low <= high), got {value!r}",
+        policy=name,
+    )
 
 
 def parse_descriptor(data: bytes, name: str) -> Descriptor:
@@ -150,6 +198,8 @@ def parse_descriptor(data: bytes, name: str) -> Descriptor:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise PolicyLoadError(f"descriptor is not UTF-8 JSON: {exc}", policy=name) from exc
+    except RecursionError:
+        raise PolicyLoadError("descriptor JSON is nested too deeply", policy=name) from None
     if not isinstance(raw, dict):
         raise PolicyLoadError("descriptor must be a JSON object", policy=name)
     policy_name = raw.get("name")
@@ -159,13 +209,15 @@ def parse_descriptor(data: bytes, name: str) -> Descriptor:
             f"got {policy_name!r}",
             policy=name,
         )
+    act_dim = _dim(raw, "act_dim", 1, name)
     return Descriptor(
         name=policy_name,
         obs_dim=_dim(raw, "obs_dim", 1, name),
         state_dim=_dim(raw, "state_dim", 0, name),
-        act_dim=_dim(raw, "act_dim", 1, name),
-        counters=_keys(raw, "counters", name),
-        sets=_keys(raw, "sets", name),
-        flags=_keys(raw, "flags", name),
-        models=_keys(raw, "models", name),
+        act_dim=act_dim,
+        counters=_keys(raw, "counters", name, shared=True),
+        sets=_keys(raw, "sets", name, shared=True),
+        flags=_keys(raw, "flags", name, shared=True),
+        models=_keys(raw, "models", name, shared=False),
+        act_bounds=_act_bounds(raw, act_dim, name),
     )

@@ -5,21 +5,33 @@ is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
 ``wasmtime.WasmtimeError`` escape. Each policy error has a stable ``kind``
 (the ``kind`` label of ``edgeswarm_edge_policy_faults_total``)::
 
-    EdgeError                        base of every edge compute error (an EdgeswarmError)
-    └── PolicyError                  a policy module failed; carries the policy name
-        ├── PolicyLoadError          "load": refused at load: unreadable or malformed
-        │                            bytes, forbidden import, missing or mistyped
-        │                            export, wrong ABI version, bad descriptor,
-        │                            instantiation failed (e.g. memory over the limit)
-        ├── PolicyTrap               "trap": a call trapped (unreachable, out of
-        │   │                        bounds, a host import given bad pointers, ...)
-        │   └── PolicyMemoryExceeded "memory": a call trapped while the instance's
-        │                            memory was at its limit (``memory.grow`` had
-        │                            been refused, the module then failed)
-        ├── PolicyFuelExhausted      "fuel": a call used up its fuel budget
-        └── PolicyAbiError           "abi": a call returned but broke the ABI
-                                     (nonzero ``es_step``/``es_init`` status,
-                                     ``es_alloc`` returned 0 or a bad pointer)
+    EdgeError                          base of every edge compute error (an EdgeswarmError)
+    └── PolicyError                    a policy module failed; carries the policy name
+        ├── PolicyLoadError            "load": refused at load: unreadable or malformed
+        │   │                          bytes, forbidden import, missing or mistyped
+        │   │                          export, wrong ABI version, bad descriptor,
+        │   │                          instantiation failed (e.g. memory over the limit),
+        │   │                          or anything else that went wrong while loading
+        │   └── PolicyCompileError     "load": too big, too many functions, a feature
+        │                              ABI v1 does not allow, invalid, or compiling
+        │                              ran past its memory or time limit
+        ├── PolicyTrap                 "trap": a call trapped (unreachable, out of
+        │   │                          bounds, a host import given bad pointers, ...)
+        │   ├── PolicyMemoryExceeded   "memory": a call trapped while the instance's
+        │   │                          memory was at its limit (``memory.grow`` had
+        │   │                          been refused, the module then failed)
+        │   └── PolicyDeadlineExceeded "deadline": a call ran past its wall-clock
+        │                              deadline (in Wasm or in host calls)
+        ├── PolicyFuelExhausted        "fuel": a call used up its fuel budget
+        │   └── PolicyHostCallLimit    "host_calls": a call made more host calls than
+        │                              its cap
+        └── PolicyAbiError             "abi": a call returned but broke the ABI
+            │                          (nonzero ``es_step``/``es_init`` status,
+            │                          ``es_alloc`` returned 0 or a bad pointer)
+            ├── PolicyNonFiniteActionError  "nonfinite_action": ``es_step`` wrote a NaN
+            │                          or infinite action
+            └── PolicyActionBoundsError "action_bounds": ``es_step`` wrote an action
+                                       outside the bounds its descriptor declares
 
 All of them are faults of the *module* (the peer, in h11 terms); misuse of
 the host API by our own code raises ``ValueError``/``TypeError`` instead.
@@ -58,6 +70,15 @@ class PolicyLoadError(PolicyError):
     kind = "load"
 
 
+class PolicyCompileError(PolicyLoadError):
+    """The module was refused before or while compiling it (limits, features, validity)."""
+
+    def __init__(self, message: str, *, policy: str = "", features: tuple[str, ...] = ()) -> None:
+        super().__init__(message, policy=policy)
+        self.features = features
+        """The WebAssembly features the module needs that ABI v1 does not allow."""
+
+
 class PolicyTrap(PolicyError):  # noqa: N818 (name from the design)
     """A call into the module trapped."""
 
@@ -70,10 +91,22 @@ class PolicyMemoryExceeded(PolicyTrap):
     kind = "memory"
 
 
+class PolicyDeadlineExceeded(PolicyTrap):
+    """A call was interrupted at its wall-clock deadline."""
+
+    kind = "deadline"
+
+
 class PolicyFuelExhausted(PolicyError):  # noqa: N818 (name from the design)
     """A call into the module consumed all the fuel it was given."""
 
     kind = "fuel"
+
+
+class PolicyHostCallLimit(PolicyFuelExhausted):
+    """A call made more host-import calls than it is allowed."""
+
+    kind = "host_calls"
 
 
 class PolicyAbiError(PolicyError):
@@ -85,3 +118,15 @@ class PolicyAbiError(PolicyError):
         super().__init__(message, policy=policy)
         self.status = status
         """The status code the module returned, when there was one."""
+
+
+class PolicyNonFiniteActionError(PolicyAbiError):
+    """``es_step`` wrote an action that is NaN or infinite."""
+
+    kind = "nonfinite_action"
+
+
+class PolicyActionBoundsError(PolicyAbiError):
+    """``es_step`` wrote an action outside the bounds the descriptor declares."""
+
+    kind = "action_bounds"

@@ -1,7 +1,7 @@
 """The host functions a policy may import: one table, one context per policy.
 
 :data:`HOST_IMPORTS` is the linker table, the only place a host function is
-declared: import name (module ``"es"``) -> signature, fuel cost, and the
+declared: import name (module ``"es"``) -> signature, fuel price, and the
 :class:`HostContext` method implementing it. :func:`check_imports` refuses a
 module importing anything else (or an ``"es"`` name with another signature),
 naming the import and its type.
@@ -10,18 +10,32 @@ A :class:`HostContext` is the state one policy instance's imports see: its
 seeded generator (PCG64 from ``(edge seed, policy slot)``), its load time,
 its log rate limit, its descriptor (for the shared-state and model keys it
 may touch), the shared :class:`~edgeswarm.edge.policy.swarm_state.SwarmState` and
-the :class:`~edgeswarm.models.ModelRegistry`.
+the :class:`~edgeswarm.models.ModelRegistry`, and the budget of the guest call
+in progress (:meth:`HostContext.begin_call`): how many more host calls it may
+make and its wall-clock deadline.
+
+Every host call, before it does anything else:
+
+1. counts against the call's cap (past it:
+   :class:`~edgeswarm.edge.policy.errors.PolicyHostCallLimit`);
+2. checks the call's deadline (past it:
+   :class:`~edgeswarm.edge.policy.errors.PolicyDeadlineExceeded`);
+3. pays its fuel price from the guest's fuel (cannot:
+   :class:`~edgeswarm.edge.policy.errors.PolicyFuelExhausted`). Prices are
+   measured, not guessed: ``python -m edgeswarm.bench.host_imports`` times each
+   import and the guest's own code, and a price is what the same time buys in
+   guest instructions (ABI.md has the table), so fuel bounds a step's time
+   whatever mix of guest code and host calls spends it.
 
 Every host function reaches the guest's memory through the ``Caller`` and
-bounds-checks each pointer/length against the memory's current size. A bad
+bounds-checks each pointer/length against the memory's current size, in
+Python integers (``ptr + len`` and ``n * dim * 4`` never wrap). A bad
 pointer gives the error code ABI.md documents (``-1``/``-2``); the two
 imports without a result behave like a guest memory access out of bounds:
 ``random_fill`` traps (:class:`~edgeswarm.edge.policy.errors.PolicyTrap`) and
-``log`` drops the message. Each call first charges its fuel cost to the
-store; a call that cannot pay ends the guest call with
-:class:`~edgeswarm.edge.policy.errors.PolicyFuelExhausted`. No Python exception
-other than a :class:`~edgeswarm.edge.policy.errors.PolicyError` leaves a host
-function (it comes out of the guest call that made the import).
+``log`` drops the message. No Python exception other than a
+:class:`~edgeswarm.edge.policy.errors.PolicyError` leaves a host function (it
+comes out of the guest call that made the import).
 """
 
 from __future__ import annotations
@@ -36,14 +50,22 @@ import numpy as np
 import wasmtime
 from numpy.typing import NDArray
 
-from edgeswarm.edge.policy.abi import MAX_SET_ITEM_BYTES, Descriptor, describe_type, type_names
+from edgeswarm.edge.policy.abi import (
+    MAX_KEY_BYTES,
+    MAX_SET_ITEM_BYTES,
+    Descriptor,
+    describe_type,
+    type_names,
+)
 from edgeswarm.edge.policy.errors import (
+    PolicyDeadlineExceeded,
     PolicyError,
     PolicyFuelExhausted,
+    PolicyHostCallLimit,
     PolicyLoadError,
     PolicyTrap,
 )
-from edgeswarm.edge.policy.swarm_state import SwarmState
+from edgeswarm.edge.policy.swarm_state import SwarmState, SwarmStateRefusedError
 from edgeswarm.models import ModelError, ModelInputError, ModelNotFound, ModelRegistry
 
 IMPORT_MODULE: Final = "es"
@@ -63,6 +85,7 @@ agent_logger = logging.getLogger("edgeswarm.edge.agent")
 
 _LEVELS: Final = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
 _MASK32: Final = 0xFFFF_FFFF
+_NO_DEADLINE: Final = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -72,26 +95,39 @@ class HostImport:
     params: tuple[str, ...]
     results: tuple[str, ...]
     fuel: int
-    """Fuel charged per call (before any per-byte/per-row cost)."""
+    """Fuel charged per call, before anything else."""
     method: str
     """Name of the :class:`HostContext` method implementing it."""
+    fuel_per_unit: int = 0
+    """Fuel charged per unit of work once the arguments are checked (see ``unit``)."""
+    unit: str = ""
+    """What ``fuel_per_unit`` is per: ``byte`` (random_fill), ``value`` (model_infer:
+    each f32 read or written)."""
 
     def func_type(self) -> wasmtime.FuncType:
         kinds = {"i32": wasmtime.ValType.i32(), "i64": wasmtime.ValType.i64()}
         return wasmtime.FuncType([kinds[p] for p in self.params], [kinds[r] for r in self.results])
 
 
+FUEL_PER_MICROSECOND: Final = 10_000
+"""What a microsecond buys in the cheapest guest code (``guest_loop``: ~0.1 ns per fuel);
+the prices below are each import's measured time at this rate."""
+
 HOST_IMPORTS: Final[dict[str, HostImport]] = {
-    "log": HostImport(("i32", "i32", "i32"), (), 200, "log"),
-    "time_ns": HostImport((), ("i64",), 20, "time_ns"),
-    "random_fill": HostImport(("i32", "i32"), (), 50, "random_fill"),
-    "counter_add": HostImport(("i32", "i32", "i64"), ("i32",), 50, "counter_add"),
-    "set_add": HostImport(("i32", "i32", "i32", "i32"), ("i32",), 50, "set_add"),
-    "flag_get": HostImport(("i32", "i32"), ("i32",), 50, "flag_get"),
-    "model_infer": HostImport(("i32", "i32", "i32", "i32", "i32"), ("i32",), 500, "model_infer"),
-    "model_dims": HostImport(("i32", "i32"), ("i64",), 50, "model_dims"),
+    "log": HostImport(("i32", "i32", "i32"), (), 280_000, "log"),
+    "time_ns": HostImport((), ("i64",), 130_000, "time_ns"),
+    "random_fill": HostImport(("i32", "i32"), (), 180_000, "random_fill", 6, "byte"),
+    "counter_add": HostImport(("i32", "i32", "i64"), ("i32",), 230_000, "counter_add"),
+    "set_add": HostImport(("i32", "i32", "i32", "i32"), ("i32",), 210_000, "set_add"),
+    "flag_get": HostImport(("i32", "i32"), ("i32",), 190_000, "flag_get"),
+    "model_infer": HostImport(
+        ("i32", "i32", "i32", "i32", "i32"), ("i32",), 300_000, "model_infer", 14, "value"
+    ),
+    "model_dims": HostImport(("i32", "i32"), ("i64",), 180_000, "model_dims"),
 }
-"""Every host function, by import name in module ``"es"``."""
+"""Every host function, by import name in module ``"es"``. Prices: the median of three
+runs of ``python -m edgeswarm.bench host_imports`` (2-core x86-64 VM, wasmtime 50),
+times :data:`FUEL_PER_MICROSECOND`, rounded up to two digits (ABI.md, "Fuel")."""
 
 
 def check_imports(module: wasmtime.Module, name: str) -> None:
@@ -133,34 +169,9 @@ def _charge(caller: wasmtime.Caller, cost: int) -> None:
     wasmtime.Store.set_fuel(store, fuel - cost)
 
 
-def _guest_bytes(caller: wasmtime.Caller, ptr: int, length: int) -> NDArray[np.uint8] | None:
-    """Writable view of ``length`` bytes at ``ptr`` in the caller's memory (None: out of bounds)."""
-    memory = caller.get("memory")
-    if not isinstance(memory, wasmtime.Memory):
-        return None
-    ptr &= _MASK32
-    length &= _MASK32
-    size = memory.data_len(caller)
-    if ptr + length > size:
-        return None
-    if length == 0:
-        return np.zeros(0, np.uint8)
-    buffer: Any = memory.get_buffer_ptr(caller, size)
-    whole: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
-    return whole[ptr : ptr + length]
-
-
-def _guest_text(caller: wasmtime.Caller, ptr: int, length: int, limit: int) -> str | None:
-    """UTF-8 text of 1..``limit`` bytes at ``ptr``, None if out of bounds, too long or invalid."""
-    if not 0 < (length & _MASK32) <= limit:
-        return None
-    raw = _guest_bytes(caller, ptr, length)
-    if raw is None:
-        return None
-    try:
-        return raw.tobytes().decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+def u32(value: int) -> int:
+    """An i32 argument read as the unsigned offset or length it stands for."""
+    return value & _MASK32
 
 
 class HostContext:
@@ -180,6 +191,8 @@ class HostContext:
         """Name used in logs and errors."""
         self.descriptor: Descriptor | None = None
         """Set once the descriptor is read; before that no key or model is declared."""
+        self.memory: wasmtime.Memory | None = None
+        """The instance's exported memory, once instantiated (looked up per call before)."""
         self.swarm = swarm
         self.models = models
         self.rng = policy_generator(seed, slot)
@@ -189,8 +202,36 @@ class HostContext:
         self._log_refilled_at = self._loaded_at
         self.logs_dropped = 0
         """Messages dropped by the rate limit or for a bad pointer."""
+        self._calls_left = 0
+        self._call_cap = 0
+        self._deadline_ns = _NO_DEADLINE
+        self._deadline_s = 0.0
 
-    # -- instantiation -----------------------------------------------------------
+    # -- the guest call in progress ------------------------------------------------
+
+    def begin_call(self, *, host_calls: int, deadline_s: float | None) -> None:
+        """Budget of the guest call about to start: host calls allowed, wall-clock limit."""
+        self._calls_left = self._call_cap = host_calls
+        if deadline_s is None:
+            self._deadline_ns = _NO_DEADLINE
+        else:
+            self._deadline_s = deadline_s
+            self._deadline_ns = time.monotonic_ns() + int(deadline_s * 1e9)
+
+    def _admit(self, caller: wasmtime.Caller, cost: int) -> None:
+        """Count the call against the cap and the deadline, then charge its price."""
+        self._calls_left -= 1
+        if self._calls_left < 0:
+            raise PolicyHostCallLimit(
+                f"more than {self._call_cap} host calls in one call of the module"
+            )
+        if time.monotonic_ns() > self._deadline_ns:
+            raise PolicyDeadlineExceeded(
+                f"ran past its deadline of {self._deadline_s * 1e3:g} ms (in a host call)"
+            )
+        _charge(caller, cost)
+
+    # -- instantiation -------------------------------------------------------------
 
     def imports_for(self, store: wasmtime.Store, module: wasmtime.Module) -> list[wasmtime.Func]:
         """Host functions for ``module``'s imports, in order (call :func:`check_imports` first)."""
@@ -208,7 +249,7 @@ class HostContext:
 
         def host_function(caller: wasmtime.Caller, *args: int) -> Any:
             try:
-                _charge(caller, cost)
+                self._admit(caller, cost)
                 return method(caller, *args)
             except PolicyError as exc:
                 if not exc.policy:
@@ -222,10 +263,55 @@ class HostContext:
 
         return host_function
 
-    # -- the imports -------------------------------------------------------------
+    # -- guest memory ----------------------------------------------------------------
+
+    def _guest_bytes(
+        self, caller: wasmtime.Caller, ptr: int, length: int
+    ) -> NDArray[np.uint8] | None:
+        """Writable view of ``length`` bytes at offset ``ptr`` (None: out of bounds).
+
+        ``ptr`` is an i32 argument (read unsigned); ``length`` a non-negative
+        Python integer, however large (an i32 length is passed through :func:`u32`).
+        """
+        memory = self.memory
+        if memory is None:
+            found = caller.get("memory")
+            if not isinstance(found, wasmtime.Memory):
+                return None
+            memory = found
+        start = u32(ptr)
+        size = memory.data_len(caller)
+        if length < 0 or start + length > size:
+            return None
+        if length == 0:
+            return np.zeros(0, np.uint8)
+        buffer: Any = memory.get_buffer_ptr(caller, size)
+        whole: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
+        return whole[start : start + length]
+
+    def _guest_text(self, caller: wasmtime.Caller, ptr: int, length: int) -> str | None:
+        """UTF-8 text of 1..128 bytes at ``ptr``; None if out of bounds, too long or invalid."""
+        if not 0 < u32(length) <= MAX_KEY_BYTES:
+            return None
+        raw = self._guest_bytes(caller, ptr, u32(length))
+        if raw is None:
+            return None
+        try:
+            return raw.tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _declared(self, caller: wasmtime.Caller, kind: str, ptr: int, length: int) -> str | None:
+        key = self._guest_text(caller, ptr, length)
+        if key is None or self.descriptor is None:
+            return None
+        keys: frozenset[str] = getattr(self.descriptor, kind)
+        return key if key in keys else None
+
+    # -- the imports -----------------------------------------------------------------
 
     def log(self, caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
-        raw = _guest_bytes(caller, ptr, length)
+        raw = self._guest_bytes(caller, ptr, u32(length))
         if raw is None or not self._take_log_token():
             self.logs_dropped += 1
             return
@@ -252,24 +338,20 @@ class HostContext:
         return self._clock() - self._loaded_at
 
     def random_fill(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
-        target = _guest_bytes(caller, ptr, length)
+        target = self._guest_bytes(caller, ptr, u32(length))
         if target is None:
-            raise PolicyTrap(f"random_fill({ptr & _MASK32}, {length & _MASK32}) is out of bounds")
-        _charge(caller, target.shape[0] // 16)
+            raise PolicyTrap(f"random_fill({u32(ptr)}, {u32(length)}) is out of bounds")
+        _charge(caller, target.shape[0] * HOST_IMPORTS["random_fill"].fuel_per_unit)
         target[:] = np.frombuffer(self.rng.bytes(target.shape[0]), np.uint8)
-
-    def _declared(self, caller: wasmtime.Caller, kind: str, ptr: int, length: int) -> str | None:
-        key = _guest_text(caller, ptr, length, 128)
-        if key is None or self.descriptor is None:
-            return None
-        keys: frozenset[str] = getattr(self.descriptor, kind)
-        return key if key in keys else None
 
     def counter_add(self, caller: wasmtime.Caller, key_ptr: int, key_len: int, delta: int) -> int:
         key = self._declared(caller, "counters", key_ptr, key_len)
         if key is None:
             return -1
-        self.swarm.counter_add(key, delta)
+        try:
+            self.swarm.counter_add(key, delta)
+        except SwarmStateRefusedError:
+            return -1
         return 0
 
     def set_add(
@@ -278,23 +360,29 @@ class HostContext:
         key = self._declared(caller, "sets", key_ptr, key_len)
         if key is None:
             return -1
-        if (item_len & _MASK32) > MAX_SET_ITEM_BYTES:
+        if not 0 < u32(item_len) <= MAX_SET_ITEM_BYTES:
             return -2
-        raw = _guest_bytes(caller, item_ptr, item_len)
+        raw = self._guest_bytes(caller, item_ptr, u32(item_len))
         if raw is None:
             return -2
         try:
             item = raw.tobytes().decode("utf-8")
         except UnicodeDecodeError:
             return -2
-        self.swarm.set_add(key, item)
+        try:
+            self.swarm.set_add(key, item)
+        except SwarmStateRefusedError as exc:
+            return -2 if exc.part == "item" else -1
         return 0
 
     def flag_get(self, caller: wasmtime.Caller, key_ptr: int, key_len: int) -> int:
         key = self._declared(caller, "flags", key_ptr, key_len)
         if key is None:
             return -1
-        return 1 if self.swarm.flag_get(key) else 0
+        try:
+            return 1 if self.swarm.flag_get(key) else 0
+        except SwarmStateRefusedError:
+            return -1
 
     def model_dims(self, caller: wasmtime.Caller, id_ptr: int, id_len: int) -> int:
         model_id = self._declared(caller, "models", id_ptr, id_len)
@@ -320,11 +408,13 @@ class HostContext:
             return -2
         if n == 0:
             return 0
-        in_bytes = _guest_bytes(caller, in_ptr, n * model.input_dim * 4)
-        out_bytes = _guest_bytes(caller, out_ptr, n * model.output_dim * 4)
+        # Python integers: n * dim * 4 is exact, never taken modulo 2**32.
+        in_bytes = self._guest_bytes(caller, in_ptr, n * model.input_dim * 4)
+        out_bytes = self._guest_bytes(caller, out_ptr, n * model.output_dim * 4)
         if in_bytes is None or out_bytes is None:
             return -2
-        _charge(caller, n * (model.input_dim + model.output_dim))
+        price = HOST_IMPORTS["model_infer"].fuel_per_unit
+        _charge(caller, n * (model.input_dim + model.output_dim) * price)
         rows = in_bytes.view(np.float32).reshape(n, model.input_dim)
         try:
             result = model.predict(rows)

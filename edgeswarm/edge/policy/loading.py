@@ -3,9 +3,10 @@
 A policy is named by a built-in module name (``boids``, ``flocking``, ...) or
 by a path to a ``.wasm``/``.wat`` file a user published. The agents are split
 into equal contiguous groups, one per policy, so each policy is called once
-per tick over one slice of the table. A module that fails to load is
-quarantined from the start (its agents get the safe action) and the edge
-still runs every other policy.
+per tick over one slice of the table. A module that fails to load, for any
+reason, is quarantined from the start (its agents get the safe action) and the
+edge still runs every other policy. Each call into a policy gets the step
+deadline :func:`step_deadline_s` derives from the tick period.
 """
 
 from __future__ import annotations
@@ -20,10 +21,23 @@ from edgeswarm.agents_wasm import module_names, module_path
 from edgeswarm.models import ModelRegistry
 
 from ..agent_table import AgentTable
+from .compiler import CompileLimits
 from .module_cache import ModuleCache
-from .sandbox import FuelBudget
+from .sandbox import FuelBudget, HostCallCap
 from .set import Fallback, PolicyFault, PolicySet, PolicySpec
 from .swarm_state import SwarmState
+
+UNPACED_TICK_S = 0.1
+"""Tick period the default step deadline assumes when the edge is not paced (``tick_hz`` 0)."""
+
+
+def step_deadline_s(*, deadline_ms: float | None, tick_hz: float, policies: int) -> float:
+    """Wall-clock limit of one policy call: ``deadline_ms`` (``--policy-deadline-ms``)
+    if given, else half the tick period shared equally by the policies."""
+    if deadline_ms is not None:
+        return deadline_ms / 1e3
+    period = 1.0 / tick_hz if tick_hz > 0 else UNPACED_TICK_S
+    return period / 2 / max(1, policies)
 
 
 def resolve_module(policy: str) -> Path:
@@ -68,7 +82,10 @@ def open_policies(
     *,
     fallback: str,
     fuel_per_agent: int,
+    host_calls_per_agent: int,
     memory_mb: int,
+    deadline_s: float,
+    compile_limits: CompileLimits,
     cache_dir: Path | None,
     seed: int,
     models: ModelRegistry,
@@ -84,7 +101,9 @@ def open_policies(
             resolve_module(policy),
             name=Path(policy).stem,
             fuel=FuelBudget(per_agent=fuel_per_agent),
+            host_calls=HostCallCap(per_agent=host_calls_per_agent),
             memory_limit=memory_mb * 1024 * 1024,
+            deadline_s=deadline_s,
         )
         for policy in policies
     ]
@@ -93,7 +112,7 @@ def open_policies(
         specs,
         fallback=cast(Fallback, fallback),  # PolicySet refuses other values
         seed=seed,
-        cache=ModuleCache(cache_dir=cache_dir),
+        cache=ModuleCache(cache_dir=cache_dir, limits=compile_limits),
         swarm=swarm,
         models=models,
         on_fault=on_fault,

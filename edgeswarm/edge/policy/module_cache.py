@@ -1,10 +1,19 @@
-"""The process's wasmtime engine and its compiled modules, in memory and on disk.
+"""The process's wasmtime engines and their compiled modules, in memory and on disk.
 
-One :class:`wasmtime.Engine` per process (:func:`shared_engine`): fuel
-metering on, SIMD on, Cranelift optimizing for speed. A :class:`ModuleCache`
+One :class:`wasmtime.Engine` per :class:`~edgeswarm.edge.policy.engine.EngineSettings`
+and process (:func:`shared_engine`), configured by
+:func:`~edgeswarm.edge.policy.engine.engine_config` (fuel, epoch deadline,
+NaN canonicalisation, exactly the ABI's features). A :class:`ModuleCache`
 compiles each distinct module (by SHA-256 of its bytes) once for its engine
 and keeps it in memory. With a ``cache_dir`` it also keeps the compiled
 artifact on disk, so a fresh process loads a module without compiling it.
+
+Compiling never happens in this process: :mod:`~edgeswarm.edge.policy.compiler`
+checks the module's size and function count against the cache's
+:class:`~edgeswarm.edge.policy.compiler.CompileLimits` and compiles it in a
+memory- and time-limited child, which returns the serialized artifact; the
+cache deserializes it here (and writes it to disk). A module refused for any
+reason is remembered by digest (in memory), so retrying it costs nothing.
 
 On-disk entries are named ``<sha256 of the module>-<fingerprint>.cwasm``; the
 fingerprint hashes the wasmtime version, the engine configuration and the
@@ -36,13 +45,20 @@ import platform
 import stat
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Final
 
 import wasmtime
 
-from edgeswarm.edge.policy.errors import PolicyLoadError
+from edgeswarm.edge.policy.compiler import (
+    CompileLimits,
+    check_size,
+    check_structure,
+    compile_in_worker,
+)
+from edgeswarm.edge.policy.engine import EngineSettings, engine_config
+from edgeswarm.edge.policy.errors import PolicyCompileError, PolicyLoadError
 
 logger = logging.getLogger("edgeswarm.edge")
 
@@ -50,35 +66,34 @@ CACHE_MAGIC: Final = b"ESWCM\x01\x00\x00"
 """First bytes of an on-disk entry (format version 1)."""
 
 _HEADER_LEN: Final = len(CACHE_MAGIC) + 32 + 32
-_ENGINE_SETTINGS: Final = "consume_fuel=1;simd=1;cranelift_opt_level=speed"
+_REFUSALS_KEPT: Final = 256
+"""Refused module digests remembered per cache."""
 
-_engine: wasmtime.Engine | None = None
+_engines: dict[EngineSettings, wasmtime.Engine] = {}
 _engine_lock = threading.Lock()
 
 
-def new_engine() -> wasmtime.Engine:
+def new_engine(settings: EngineSettings | None = None) -> wasmtime.Engine:
     """An engine configured for policies (prefer :func:`shared_engine`)."""
-    config = wasmtime.Config()
-    config.consume_fuel = True
-    config.wasm_simd = True
-    config.cranelift_opt_level = "speed"
-    return wasmtime.Engine(config)
+    return wasmtime.Engine(engine_config(settings if settings is not None else EngineSettings()))
 
 
-def shared_engine() -> wasmtime.Engine:
-    """The process-wide engine (created on first use)."""
-    global _engine
+def shared_engine(settings: EngineSettings | None = None) -> wasmtime.Engine:
+    """The process-wide engine for ``settings`` (default settings; created on first use)."""
+    settings = settings if settings is not None else EngineSettings()
     with _engine_lock:
-        if _engine is None:
-            _engine = new_engine()
-        return _engine
+        engine = _engines.get(settings)
+        if engine is None:
+            engine = _engines[settings] = new_engine(settings)
+        return engine
 
 
 @functools.cache
-def engine_fingerprint() -> str:
+def engine_fingerprint(settings: EngineSettings | None = None) -> str:
     """Hex digest naming the engine configuration an on-disk artifact is valid for."""
+    settings = settings if settings is not None else EngineSettings()
     text = (
-        f"wasmtime={importlib.metadata.version('wasmtime')};{_ENGINE_SETTINGS};"
+        f"wasmtime={importlib.metadata.version('wasmtime')};{settings.describe()};"
         f"machine={platform.machine()};system={platform.system()}"
     )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -102,6 +117,8 @@ class CompiledModule:
     digest: str
     """SHA-256 (hex) of the Wasm binary."""
     engine: wasmtime.Engine
+    settings: EngineSettings = field(default_factory=EngineSettings)
+    """How ``engine`` is configured (whether calls can be stopped at a deadline)."""
 
 
 @dataclass(frozen=True)
@@ -119,11 +136,12 @@ class CacheStats:
 
 
 class ModuleCache:
-    """Compiled modules by content digest, for one engine (by default the shared one).
+    """Compiled modules by content digest, for the shared engine of ``settings``.
 
     ``cache_dir``: where compiled artifacts are kept across processes;
     ``None`` (the default) keeps them in memory only. The edge keeps them in
     ``<data dir>/modules`` unless told otherwise (``--module-cache-dir``).
+    ``limits`` bound the modules it accepts and their compilation.
     """
 
     _shared: ClassVar[ModuleCache | None] = None
@@ -133,13 +151,17 @@ class ModuleCache:
         self,
         *,
         cache_dir: str | os.PathLike[str] | None = None,
-        engine: wasmtime.Engine | None = None,
+        settings: EngineSettings | None = None,
+        limits: CompileLimits | None = None,
     ) -> None:
-        self.engine = engine if engine is not None else shared_engine()
+        self.settings = settings if settings is not None else EngineSettings()
+        self.engine = shared_engine(self.settings)
+        self.limits = limits if limits is not None else CompileLimits()
         self.cache_dir = _private_dir(Path(cache_dir)) if cache_dir is not None else None
         """Where artifacts are kept on disk (None: memory only)."""
-        self._fingerprint = engine_fingerprint()
+        self._fingerprint = engine_fingerprint(self.settings)
         self._modules: dict[str, CompiledModule] = {}
+        self._refused: dict[str, PolicyLoadError] = {}
         self._lock = threading.Lock()
         self._compiled = self._memory_hits = self._disk_hits = self._disk_rejected = 0
 
@@ -165,25 +187,56 @@ class ModuleCache:
         return self.cache_dir / f"{digest}-{self._fingerprint}.cwasm"
 
     def load(self, data: bytes, *, name: str = "") -> CompiledModule:
-        """The compiled module for ``data`` (Wasm binary or WAT text), compiled at most once."""
+        """The compiled module for ``data`` (Wasm binary or WAT text), compiled at most once.
+
+        Raises :class:`PolicyLoadError` (a :class:`PolicyCompileError` for the
+        compile limits, the feature set and invalid modules).
+        """
+        check_size(len(data), self.limits, name)
         wasm = to_wasm(data, name)
+        check_size(len(wasm), self.limits, name)
         digest = hashlib.sha256(wasm).hexdigest()
         with self._lock:
             compiled = self._modules.get(digest)
             if compiled is not None:
                 self._memory_hits += 1
                 return compiled
-            module = self._from_disk(digest, name)
-            if module is None:
-                try:
-                    module = wasmtime.Module(self.engine, wasm)
-                except wasmtime.WasmtimeError as exc:
-                    raise PolicyLoadError(f"invalid Wasm module: {exc}", policy=name) from exc
-                self._compiled += 1
-                self._to_disk(digest, module)
-            compiled = CompiledModule(module, digest, self.engine)
+            refused = self._refused.get(digest)
+            if refused is not None:
+                raise PolicyCompileError(refused.detail, policy=name)
+            try:
+                check_structure(wasm, self.limits, name)
+                module = self._from_disk(digest, name)
+                if module is None:
+                    artifact = compile_in_worker(wasm, self.settings, self.limits, name)
+                    module = self._deserialize(artifact, name)
+                    self._compiled += 1
+                    self._to_disk(digest, artifact)
+            except PolicyLoadError as exc:
+                if len(self._refused) < _REFUSALS_KEPT:
+                    self._refused[digest] = exc
+                raise
+            compiled = CompiledModule(module, digest, self.engine, self.settings)
             self._modules[digest] = compiled
             return compiled
+
+    def load_path(self, path: str | os.PathLike[str], *, name: str = "") -> CompiledModule:
+        """:meth:`load` of a file, refused by its size before it is read."""
+        path = Path(path)
+        try:
+            check_size(path.stat().st_size, self.limits, name)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PolicyLoadError(f"cannot read {path}: {exc}", policy=name) from exc
+        return self.load(data, name=name)
+
+    def _deserialize(self, artifact: bytes, name: str) -> wasmtime.Module:
+        try:
+            return wasmtime.Module.deserialize(self.engine, artifact)
+        except wasmtime.WasmtimeError as exc:
+            raise PolicyCompileError(
+                f"the compiled artifact did not load: {exc}", policy=name
+            ) from exc
 
     def compile(self, data: bytes, *, name: str = "") -> wasmtime.Module:
         """``load(data).module``."""
@@ -221,11 +274,10 @@ class ModuleCache:
         path.unlink(missing_ok=True)
         return None
 
-    def _to_disk(self, digest: str, module: wasmtime.Module) -> None:
+    def _to_disk(self, digest: str, artifact: bytes) -> None:
         path = self.entry_path(digest)
         if path is None:
             return
-        artifact = bytes(module.serialize())
         entry = CACHE_MAGIC + bytes.fromhex(digest) + hashlib.sha256(artifact).digest() + artifact
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".cwasm")

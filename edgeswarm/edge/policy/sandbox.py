@@ -1,15 +1,17 @@
-"""The sandbox every policy call runs in: store limits, fuel, and typed faults.
+"""The sandbox every policy call runs in: store limits, fuel, deadline, and typed faults.
 
 A policy's store (:func:`limited_store`) caps its linear memory
 (``memory.grow`` past the cap returns -1), its table elements, and allows
 one instance, one table and one memory. :func:`guarded_call` runs one export
-under a fuel budget and turns every way it can fail into an
-:mod:`edgeswarm.edge.policy.errors` error:
+under a fuel budget and, on an engine with epoch interruption, an epoch
+deadline (:mod:`~edgeswarm.edge.policy.deadline`), and turns every way it can
+fail into an :mod:`edgeswarm.edge.policy.errors` error:
 
 ====================================  =========================================
 wasmtime says                         the host raises
 ====================================  =========================================
 trap, out of fuel                     :class:`PolicyFuelExhausted` (``fuel``)
+trap, interrupt (epoch deadline)      :class:`PolicyDeadlineExceeded` (``deadline``)
 trap, memory within 1/16 of its cap   :class:`PolicyMemoryExceeded` (``memory``)
 any other trap or wasmtime error      :class:`PolicyTrap` (``trap``)
 a :class:`PolicyError` from an import  re-raised as is
@@ -30,6 +32,7 @@ import wasmtime
 
 from edgeswarm.edge.policy.errors import (
     PolicyAbiError,
+    PolicyDeadlineExceeded,
     PolicyError,
     PolicyFuelExhausted,
     PolicyMemoryExceeded,
@@ -47,15 +50,39 @@ WASM_PAGE: Final = 65_536
 DEFAULT_FUEL_PER_AGENT: Final = 2_000
 """Fuel per agent per ``es_step`` unless configured otherwise."""
 
+DEFAULT_HOST_CALLS_PER_AGENT: Final = 1
+"""Host calls per agent per ``es_step`` unless configured otherwise."""
+
+DEFAULT_DEADLINE_S: Final = 1.0
+"""Wall-clock limit of one call of a :class:`~edgeswarm.edge.policy.wasm_host.WasmPolicy`
+made without one; the edge derives a tighter one from its tick period."""
+
+NO_EPOCH_DEADLINE: Final = 1 << 40
+"""Epoch ticks given to a call without a deadline on an engine that counts epochs."""
+
 
 @dataclass(frozen=True)
 class FuelBudget:
     """Fuel given to each call: ``base + per_agent * n`` for ``es_step`` over n agents."""
 
-    base: int = 100_000
-    """Fuel for every call, whatever the agent count (covers setup and small calls)."""
+    base: int = 2_000_000
+    """Fuel for every call, whatever the agent count (covers setup, small calls and a
+    few host calls per step, which cost 10^4-10^5 fuel each: ABI.md, "Fuel")."""
     per_agent: int = DEFAULT_FUEL_PER_AGENT
     """Additional fuel per agent for ``es_step``."""
+
+    def for_agents(self, n: int) -> int:
+        return self.base + self.per_agent * n
+
+
+@dataclass(frozen=True)
+class HostCallCap:
+    """Host calls one call may make: ``base + per_agent * n`` for ``es_step`` over n agents."""
+
+    base: int = 64
+    """Host calls for every call, whatever the agent count."""
+    per_agent: int = DEFAULT_HOST_CALLS_PER_AGENT
+    """Additional host calls per agent for ``es_step``."""
 
     def for_agents(self, n: int) -> int:
         return self.base + self.per_agent * n
@@ -81,29 +108,40 @@ def memory_near_limit(size: int, memory_limit: int) -> bool:
 
 def guarded_call(
     store: wasmtime.Store,
-    func: wasmtime.Func,
+    call: Callable[..., Any],
     fuel: int,
     *args: int,
     label: str,
     policy: str,
     memory_size: Callable[[], int],
     memory_limit: int,
+    epoch_ticks: int | None = None,
+    deadline_s: float | None = None,
 ) -> int:
-    """``func(*args)`` under ``fuel``, every failure mapped as the table above says.
+    """``call(*args)`` (an export of the store's instance) under ``fuel``, every
+    failure mapped as the table above says.
 
     ``label`` names the export in messages; ``memory_size`` reads the
-    instance's memory size after a trap.
+    instance's memory size after a trap. ``epoch_ticks`` (required on an
+    engine with epoch interruption) is the call's epoch deadline, which
+    ``deadline_s`` describes in messages.
     """
     store.set_fuel(fuel)
-    target: Callable[..., Any] = func
+    if epoch_ticks is not None:
+        store.set_epoch_deadline(epoch_ticks)
     try:
-        result = target(store, *args)
+        result = call(*args)
     except PolicyError:
         raise  # from a host import, already named
     except wasmtime.Trap as exc:
         if exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL:
             raise PolicyFuelExhausted(
                 f"{label} ran out of fuel (budget {fuel})", policy=policy
+            ) from exc
+        if exc.trap_code == wasmtime.TrapCode.INTERRUPT:
+            limit = f"{deadline_s * 1e3:g} ms" if deadline_s is not None else "its deadline"
+            raise PolicyDeadlineExceeded(
+                f"{label} ran past its deadline of {limit}", policy=policy
             ) from exc
         if memory_near_limit(memory_size(), memory_limit):
             raise PolicyMemoryExceeded(

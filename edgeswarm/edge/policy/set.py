@@ -5,8 +5,9 @@ runs. Each tick every policy is called once with all its agents.
 
 Quarantine rules, all here:
 
-- A slot whose module failed to load (:class:`PolicySpec` that raised a
-  :class:`~edgeswarm.edge.policy.errors.PolicyError`) is quarantined from the start.
+- A slot whose module failed to load (:class:`PolicySpec` whose load raised
+  anything at all: a :class:`~edgeswarm.edge.policy.errors.PolicyError`, or any
+  other exception, which becomes a ``load`` fault) is quarantined from the start.
 - A :class:`~edgeswarm.edge.policy.errors.PolicyError` from ``step`` quarantines the
   slot in that tick; so does a policy whose dimensions do not fit the table
   (observation and action widths equal, state no wider than the table's).
@@ -34,9 +35,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError
+from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
 from edgeswarm.edge.policy.module_cache import ModuleCache
-from edgeswarm.edge.policy.sandbox import DEFAULT_MEMORY_LIMIT, FuelBudget
+from edgeswarm.edge.policy.sandbox import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MEMORY_LIMIT,
+    FuelBudget,
+    HostCallCap,
+)
 from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmState
 from edgeswarm.edge.policy.wasm_host import ModuleSource, WasmPolicy
 from edgeswarm.models import ModelRegistry
@@ -76,8 +82,11 @@ class PolicySpec:
     config: bytes = b""
     """Blob passed to ``es_init``."""
     fuel: FuelBudget = field(default_factory=FuelBudget)
+    host_calls: HostCallCap = field(default_factory=HostCallCap)
     memory_limit: int = DEFAULT_MEMORY_LIMIT
     """Linear memory limit of the instance, bytes."""
+    deadline_s: float | None = DEFAULT_DEADLINE_S
+    """Wall-clock limit of each call into the module, seconds (None: none)."""
 
     def label(self) -> str:
         """Name to report when the module never loaded."""
@@ -96,7 +105,8 @@ class PolicyFault:
     policy: str
     """Policy name (metrics label)."""
     kind: str
-    """Stable error kind: ``load``, ``trap``, ``memory``, ``fuel``, ``abi``."""
+    """Stable error kind: ``load``, ``trap``, ``memory``, ``deadline``, ``fuel``,
+    ``host_calls``, ``abi``, ``nonfinite_action``, ``action_bounds``."""
     error: PolicyError
 
 
@@ -150,15 +160,17 @@ class PolicySet(Resource):
                 name=spec.name,
                 config=spec.config,
                 fuel=spec.fuel,
+                host_calls=spec.host_calls,
                 memory_limit=spec.memory_limit,
+                deadline_s=spec.deadline_s,
                 cache=self._cache,
                 swarm=self.swarm,
                 models=self.models,
                 seed=self.seed,
                 slot=slot,
             )
-        except PolicyError as exc:
-            self._quarantine(slot, spec.label(), exc)
+        except Exception as exc:  # whatever a module makes loading raise, the edge lives on
+            self._quarantine(slot, spec.label(), _as_load_error(exc, spec.label()))
             return
         self._policies[slot] = policy
 
@@ -221,8 +233,8 @@ class PolicySet(Resource):
         if isinstance(old, WasmPolicy):
             try:
                 fresh = old.respawn()
-            except PolicyError as exc:
-                self._quarantine(slot, old.name, exc)
+            except Exception as exc:
+                self._quarantine(slot, old.name, _as_load_error(exc, old.name))
                 return False
             old.close()
             self._policies[slot] = fresh
@@ -278,6 +290,13 @@ class PolicySet(Resource):
         for policy in policies:
             if policy is not None:
                 policy.close()
+
+
+def _as_load_error(exc: Exception, name: str) -> PolicyError:
+    """``exc`` if it is a policy error, else a ``load`` fault that names it."""
+    if isinstance(exc, PolicyError):
+        return exc
+    return PolicyLoadError(f"loading failed: {type(exc).__name__}: {exc}", policy=name)
 
 
 def _fits(dims: tuple[int, int, int], table: AgentTable) -> bool:

@@ -9,17 +9,22 @@ blob to ``es_init``, and allocates three blocks in linear memory
 views (rebuilt when memory grows), one ``es_step`` per tick.
 
 Sandbox, per instance (:mod:`~edgeswarm.edge.policy.sandbox`): every call runs
-under fuel (:class:`FuelBudget`); the store limits linear memory
+under fuel (:class:`FuelBudget`), a cap on its host calls (:class:`HostCallCap`)
+and a wall-clock deadline (``deadline_s``, an epoch deadline:
+:mod:`~edgeswarm.edge.policy.deadline`); the store limits linear memory
 (``memory_limit``, default 64 MiB: ``memory.grow`` past it returns -1),
 tables, instances and memories; the only imports are the ``"es"`` host
 functions, so no WASI, files, sockets, clock or randomness beyond them.
-Traps, fuel exhaustion and wasmtime errors become
-:mod:`edgeswarm.edge.policy.errors` errors.
+Traps, fuel exhaustion, deadlines and wasmtime errors become
+:mod:`edgeswarm.edge.policy.errors` errors, and so does anything else that
+goes wrong while loading (:class:`PolicyLoadError`). Each step's actions are
+validated (:mod:`~edgeswarm.edge.policy.actions`) before they are copied out.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -33,17 +38,24 @@ from numpy.typing import NDArray
 from edgeswarm.edge.policy.abi import (
     ABI_VERSION,
     MAX_DESCRIPTOR_BYTES,
+    REQUIRED_FUNCS,
     Descriptor,
     check_exports,
     parse_descriptor,
     split_location,
 )
+from edgeswarm.edge.policy.actions import ActionCheck
+from edgeswarm.edge.policy.deadline import EpochTicker, ticker_for
 from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.policy.export_call import ExportCall, export_caller
 from edgeswarm.edge.policy.host_imports import HostContext, check_imports
 from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
 from edgeswarm.edge.policy.sandbox import (
+    DEFAULT_DEADLINE_S,
     DEFAULT_MEMORY_LIMIT,
+    NO_EPOCH_DEADLINE,
     FuelBudget,
+    HostCallCap,
     guarded_call,
     limited_store,
 )
@@ -60,12 +72,14 @@ ModuleSource = bytes | str | os.PathLike[str] | CompiledModule
 class WasmPolicy(Resource):
     """One instance of an ABI v1 policy module.
 
-    Loading raises :class:`PolicyLoadError` naming what is wrong, or the
+    Loading raises :class:`PolicyLoadError` naming what is wrong (whatever
+    went wrong: an unexpected exception while loading is one too), or the
     error ``es_init`` caused (:class:`PolicyAbiError` for a nonzero status).
     ``name`` defaults to the descriptor's name. ``seed`` and ``slot`` seed
     ``random_fill``; ``swarm`` and ``models`` back the shared-state and
     ``model_infer`` imports (a private :class:`LocalSwarmState` and no models
-    by default).
+    by default). ``deadline_s`` bounds each call's wall-clock time (None: no
+    bound); ``validate_actions=False`` skips the action check (benchmarks only).
     """
 
     def __init__(
@@ -75,7 +89,10 @@ class WasmPolicy(Resource):
         name: str | None = None,
         config: bytes = b"",
         fuel: FuelBudget | None = None,
+        host_calls: HostCallCap | None = None,
         memory_limit: int = DEFAULT_MEMORY_LIMIT,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        validate_actions: bool = True,
         cache: ModuleCache | None = None,
         swarm: SwarmState | None = None,
         models: ModelRegistry | None = None,
@@ -83,10 +100,16 @@ class WasmPolicy(Resource):
         slot: int = 0,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
+        if deadline_s is not None and not deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
         self.name = name if name is not None else _provisional_name(module)
         self.config = bytes(config)
         self.fuel = fuel if fuel is not None else FuelBudget()
+        self.host_calls = host_calls if host_calls is not None else HostCallCap()
         self.memory_limit = memory_limit
+        self.deadline_s = deadline_s
+        """Wall-clock limit of each call into the module, seconds (None: none)."""
+        self.validate_actions = validate_actions
         self._given_name = name
         self._cache = cache if cache is not None else ModuleCache.shared()
         self._context = HostContext(
@@ -98,35 +121,58 @@ class WasmPolicy(Resource):
             clock=clock,
         )
         self._seed, self._slot, self._clock = seed, slot, clock
-        self.compiled = _compile(module, self._cache, self.name)
-        """The compiled module (``respawn`` instantiates it again)."""
-        check_imports(self.compiled.module, self.name)
-        check_exports(self.compiled.module, self.name)
-
-        self._store: wasmtime.Store | None = limited_store(self.compiled.engine, memory_limit)
+        self._store: wasmtime.Store | None = None
         self._memory: wasmtime.Memory | None = None
         self._funcs: dict[str, wasmtime.Func] = {}
+        self._abi_calls: dict[str, ExportCall] = {}
+        self._ticker: EpochTicker | None = None
+        self._epoch_ticks: int | None = None
         self.capacity = 0
         """Agents the allocated blocks can hold."""
         self.offsets = (0, 0, 0)
         """Byte offsets of the obs, state and act blocks in linear memory."""
         self._memory_key = (0, 0)
         try:
+            self.compiled = _compile(module, self._cache, self.name)
+            """The compiled module (``respawn`` instantiates it again)."""
+            check_imports(self.compiled.module, self.name)
+            check_exports(self.compiled.module, self.name)
+            self._store = limited_store(self.compiled.engine, memory_limit)
+            self._start_deadline()
             self.descriptor = self._instantiate()
             self.obs_dim, self.state_dim, self.act_dim = self.descriptor.dims
             if name is None:
                 self.name = self._context.policy = self.descriptor.name
+            self._action_check = ActionCheck(self.act_dim, self.descriptor.act_bounds)
             self._init()
-        except BaseException:
+        except BaseException as exc:
             self.close()
-            raise
+            if isinstance(exc, PolicyError) or not isinstance(exc, Exception):
+                raise
+            raise PolicyLoadError(
+                f"loading failed: {type(exc).__name__}: {exc}", policy=self.name
+            ) from exc
         self._obs_block: NDArray[np.float32] = np.empty((0, self.obs_dim), _F32)
         self._state_block: NDArray[np.float32] = np.empty((0, self.state_dim), _F32)
         self._act_block: NDArray[np.float32] = np.empty((0, self.act_dim), _F32)
 
+    def _start_deadline(self) -> None:
+        """Epoch deadline of every call (an engine with epochs needs one even without a bound)."""
+        if not self.compiled.settings.epoch_interruption:
+            return
+        if self.deadline_s is None:
+            self._epoch_ticks = NO_EPOCH_DEADLINE
+            return
+        self._ticker = ticker_for(self.compiled.engine)
+        self._ticker.hold()
+        self._epoch_ticks = self._ticker.ticks_for(self.deadline_s)
+
     def _instantiate(self) -> Descriptor:
         store = self._live_store()
-        store.set_fuel(self.fuel.base)
+        store.set_fuel(self.fuel.base)  # the start function runs under the same budget
+        if self._epoch_ticks is not None:
+            store.set_epoch_deadline(self._epoch_ticks)
+        self._context.begin_call(host_calls=self.host_calls.base, deadline_s=self.deadline_s)
         module = self.compiled.module
         try:
             instance = wasmtime.Instance(store, module, self._context.imports_for(store, module))
@@ -137,11 +183,13 @@ class WasmPolicy(Resource):
         exports = instance.exports(store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
-        self._memory = memory
+        self._memory = self._context.memory = memory
         for export_name in exports:
             export = exports[export_name]
             if isinstance(export, wasmtime.Func):
                 self._funcs[export_name] = export
+        for func, (params, results) in REQUIRED_FUNCS.items():  # types checked at load
+            self._abi_calls[func] = export_caller(store, self._funcs[func], params, results[0])
         try:
             version = self._call("es_abi_version", self.fuel.base)
             location = self._call("es_describe", self.fuel.base)
@@ -183,7 +231,10 @@ class WasmPolicy(Resource):
             name=self._given_name,
             config=self.config,
             fuel=self.fuel,
+            host_calls=self.host_calls,
             memory_limit=self.memory_limit,
+            deadline_s=self.deadline_s,
+            validate_actions=self.validate_actions,
             cache=self._cache,
             swarm=self._context.swarm,
             models=self._context.models,
@@ -199,13 +250,17 @@ class WasmPolicy(Resource):
         return self._store is None
 
     def close(self) -> None:
-        """Drop the views, the instance and the store. Idempotent."""
+        """Drop the views, the instance and the store; release the epoch ticker. Idempotent."""
         self._obs_block = self._state_block = self._act_block = np.empty((0, 0), _F32)
         self._funcs = {}
-        self._memory = None
+        self._abi_calls = {}
+        self._memory = self._context.memory = None
         store, self._store = self._store, None
         if store is not None:
             store.close()
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.release()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"capacity={self.capacity}"
@@ -233,19 +288,28 @@ class WasmPolicy(Resource):
             raise PolicyError("policy is closed", policy=self.name)
         return self._memory
 
-    def _call(self, func: str, fuel: int, *args: int) -> int:
-        """Call an export under ``fuel`` in the sandbox (see :mod:`.sandbox`)."""
+    def _call(self, func: str, fuel: int, *args: int, host_calls: int | None = None) -> int:
+        """Call an export under ``fuel``, the host-call cap and the deadline (:mod:`.sandbox`)."""
         store = self._live_store()
         memory = self._memory
+        self._context.begin_call(
+            host_calls=self.host_calls.base if host_calls is None else host_calls,
+            deadline_s=self.deadline_s,
+        )
+        call = self._abi_calls.get(func)
+        if call is None:
+            call = functools.partial(self._funcs[func], store)
         return guarded_call(
             store,
-            self._funcs[func],
+            call,
             fuel,
             *args,
             label=func,
             policy=self.name,
             memory_size=lambda: memory.data_len(store) if memory is not None else 0,
             memory_limit=self.memory_limit,
+            epoch_ticks=self._epoch_ticks,
+            deadline_s=self.deadline_s,
         )
 
     def call(self, export: str, *args: int) -> int:
@@ -262,13 +326,17 @@ class WasmPolicy(Resource):
     # -- memory ------------------------------------------------------------------
 
     def _refresh_views(self) -> None:
-        """(Re)build the numpy views over linear memory if it moved or grew."""
+        """(Re)build the numpy views over linear memory if it grew (and so maybe moved).
+
+        A linear memory only moves when it grows, so its size alone says whether
+        the views still hold (one call into wasmtime per check, not two).
+        """
         store = self._live_store()
         memory = self._live_memory()
         size = memory.data_len(store)
-        base = _address(memory.data_ptr(store))
-        if (base, size) == self._memory_key:
+        if size == self._memory_key[1]:
             return
+        base = _address(memory.data_ptr(store))
         buffer: Any = memory.get_buffer_ptr(store, size)
         whole: NDArray[np.uint8] = np.frombuffer(buffer, dtype=np.uint8)
         cap = self.capacity
@@ -335,6 +403,11 @@ class WasmPolicy(Resource):
         self._refresh_views()
         return self._act_block
 
+    @property
+    def memory_bytes(self) -> int:
+        """Current size of the module's linear memory, bytes."""
+        return int(self._live_memory().data_len(self._live_store()))
+
     def read_memory(self, offset: int, size: int) -> bytes:
         """Copy ``size`` bytes of linear memory (through wasmtime, not the views)."""
         return bytes(self._live_memory().read(self._live_store(), offset, offset + size))
@@ -349,10 +422,10 @@ class WasmPolicy(Resource):
     ) -> None:
         """Run ``es_step`` once over ``n = len(obs)`` agents.
 
-        Copies ``obs`` and ``state`` into linear memory, calls the module, then
-        copies the actions into ``out_actions`` and the new state back into
-        ``state`` (in place). On any error ``state`` and ``out_actions`` are
-        left untouched.
+        Copies ``obs`` and ``state`` into linear memory, calls the module, checks
+        the actions (finite, within ``act_bounds``), then copies them into
+        ``out_actions`` and the new state back into ``state`` (in place). On
+        any error ``state`` and ``out_actions`` are left untouched.
         """
         n = obs.shape[0]
         for label, array, dim in (
@@ -371,12 +444,22 @@ class WasmPolicy(Resource):
         self._obs_block[:n] = obs
         self._state_block[:n] = state
         obs_at, state_at, act_at = self.offsets
-        status = self._call("es_step", self.fuel.for_agents(n), n, obs_at, state_at, act_at)
+        status = self._call(
+            "es_step",
+            self.fuel.for_agents(n),
+            n,
+            obs_at,
+            state_at,
+            act_at,
+            host_calls=self.host_calls.for_agents(n),
+        )
         if status != 0:
             raise PolicyAbiError(
                 f"es_step returned status {status}", policy=self.name, status=status
             )
         self._refresh_views()  # the module may have grown its memory
+        if self.validate_actions:
+            self._action_check.check(self._act_block[:n], policy=self.name)
         out_actions[...] = self._act_block[:n]
         state[...] = self._state_block[:n]
 
@@ -395,12 +478,7 @@ def _compile(module: ModuleSource, cache: ModuleCache, name: str) -> CompiledMod
         return module
     if isinstance(module, bytes):
         return cache.load(module, name=name)
-    path = Path(module)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PolicyLoadError(f"cannot read {path}: {exc}", policy=name) from exc
-    return cache.load(data, name=name)
+    return cache.load_path(module, name=name)
 
 
 def _address(pointer: Any) -> int:

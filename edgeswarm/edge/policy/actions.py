@@ -1,0 +1,74 @@
+"""What a policy's actions must be before they leave the host: finite, and within bounds.
+
+:class:`ActionCheck` validates one ``es_step``'s action block in one
+vectorised pass, before anything is copied out of the module's memory: with
+no declared bounds, ``np.isfinite(actions).all()``; with bounds
+(descriptor ``act_bounds``), ``low <= actions <= high`` per column, which
+NaN fails too. Only a failing block is looked at again, to say what is wrong:
+NaN or infinity is :class:`~edgeswarm.edge.policy.errors.PolicyNonFiniteActionError`
+(``nonfinite_action``), a finite value out of bounds
+:class:`~edgeswarm.edge.policy.errors.PolicyActionBoundsError`
+(``action_bounds``). The policy set then quarantines the policy and its agents
+get the safe action, so no NaN or infinity ever reaches the agent table, the
+world, the wire or another policy's agents.
+
+Bounds are compared as float32 (each declared bound rounded to the nearest float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeswarm.edge.policy.errors import PolicyActionBoundsError, PolicyNonFiniteActionError
+
+
+class ActionCheck:
+    """Validates ``(n, act_dim)`` float32 action blocks of one policy."""
+
+    def __init__(self, act_dim: int, bounds: tuple[tuple[float, float], ...] | None) -> None:
+        if bounds is not None and len(bounds) != act_dim:
+            raise ValueError(f"{len(bounds)} bounds for {act_dim} action columns")
+        self.act_dim = act_dim
+        self._finite: NDArray[np.bool_] = np.empty((0, act_dim), np.bool_)
+        self.low: NDArray[np.float32] | None = None
+        self.high: NDArray[np.float32] | None = None
+        if bounds is not None:
+            self.low = np.array([low for low, _ in bounds], np.float32)
+            self.high = np.array([high for _, high in bounds], np.float32)
+
+    def check(self, actions: NDArray[np.float32], *, policy: str) -> None:
+        """Raise if any action is non-finite or out of bounds; ``actions`` is not changed."""
+        if self.low is None or self.high is None:
+            n = actions.shape[0]
+            if self._finite.shape[0] < n:  # a scratch buffer: no allocation per step
+                self._finite = np.empty((n, self.act_dim), np.bool_)
+            finite = np.isfinite(actions, out=self._finite[:n])
+            if np.logical_and.reduce(finite, axis=None):  # .all() without its Python layer
+                return
+        elif ((actions >= self.low) & (actions <= self.high)).all():
+            return
+        self._explain(actions, policy)
+
+    def _explain(self, actions: NDArray[np.float32], policy: str) -> None:
+        finite = np.isfinite(actions)
+        if not finite.all():
+            rows = np.flatnonzero(~finite.all(axis=1))
+            row = int(rows[0])
+            raise PolicyNonFiniteActionError(
+                f"es_step wrote non-finite actions for {rows.size} of {actions.shape[0]} "
+                f"agents (first: row {row}, {actions[row].tolist()})",
+                policy=policy,
+            )
+        assert self.low is not None
+        assert self.high is not None
+        outside = (actions < self.low) | (actions > self.high)
+        rows = np.flatnonzero(outside.any(axis=1))
+        row = int(rows[0])
+        column = int(np.flatnonzero(outside[row])[0])
+        raise PolicyActionBoundsError(
+            f"es_step wrote actions outside act_bounds for {rows.size} of {actions.shape[0]} "
+            f"agents (first: row {row} column {column} = {float(actions[row, column])!r}, "
+            f"bounds [{float(self.low[column])!r}, {float(self.high[column])!r}])",
+            policy=policy,
+        )

@@ -1,0 +1,97 @@
+"""The wall-clock half of the sandbox: an engine's epoch, advanced by a ticker thread.
+
+Fuel bounds what a call computes; it does not bound how long that takes (a
+host call, a slow machine, a cache-missing loop). Each policy engine is built
+with epoch interruption (:mod:`~edgeswarm.edge.policy.engine`): the compiled
+code checks the engine's epoch at function entries and loop back-edges, and
+a call whose store deadline has passed traps with ``interrupt``
+(:class:`~edgeswarm.edge.policy.errors.PolicyDeadlineExceeded`).
+
+An :class:`EpochTicker` advances one engine's epoch every
+:data:`EPOCH_PERIOD_S` on a daemon thread while at least one policy holds it
+(:meth:`EpochTicker.hold` / :meth:`EpochTicker.release`); a call then gets
+``ticks_for(deadline)`` epochs, so it is stopped between ``deadline`` and
+``deadline + EPOCH_PERIOD_S`` after it starts. Nothing is done per call but
+``Store.set_epoch_deadline``: no timer is armed or cancelled. The ticker
+needs the GIL only for the instant it increments; host calls check the same
+deadline against the monotonic clock themselves, so a guest busy in host calls
+(holding the GIL) is stopped just as precisely.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Final
+
+import wasmtime
+
+EPOCH_PERIOD_S: Final = 0.002
+"""Seconds between two epochs of a held engine (the deadline's resolution)."""
+
+
+class EpochTicker:
+    """Advances ``engine``'s epoch every ``period_s`` while held (reference counted)."""
+
+    def __init__(self, engine: wasmtime.Engine, period_s: float = EPOCH_PERIOD_S) -> None:
+        if not period_s > 0:
+            raise ValueError("period_s must be positive")
+        self.engine = engine
+        self.period_s = period_s
+        self._holders = 0
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+
+    @property
+    def holders(self) -> int:
+        """Policies holding the ticker now."""
+        return self._holders
+
+    @property
+    def running(self) -> bool:
+        """Whether the ticker thread is running (someone holds it)."""
+        return self._stop is not None
+
+    def ticks_for(self, seconds: float) -> int:
+        """Epoch deadline (in ticks from now) that passes after at least ``seconds``."""
+        if not seconds > 0:
+            raise ValueError("a deadline must be positive")
+        return math.ceil(seconds / self.period_s) + 1
+
+    def hold(self) -> None:
+        """Start ticking (if not already); pair with :meth:`release`."""
+        with self._lock:
+            self._holders += 1
+            if self._stop is None:
+                self._stop = threading.Event()
+                thread = threading.Thread(
+                    target=self._run, args=(self._stop,), name="edgeswarm-epoch", daemon=True
+                )
+                thread.start()
+
+    def release(self) -> None:
+        """Undo one :meth:`hold`; the thread stops when nobody holds the ticker."""
+        with self._lock:
+            if self._holders == 0:
+                raise RuntimeError("EpochTicker released more often than held")
+            self._holders -= 1
+            if self._holders == 0 and self._stop is not None:
+                self._stop.set()
+                self._stop = None
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.period_s):
+            self.engine.increment_epoch()
+
+
+_tickers: dict[wasmtime.Engine, EpochTicker] = {}
+_tickers_lock = threading.Lock()
+
+
+def ticker_for(engine: wasmtime.Engine) -> EpochTicker:
+    """The process's one ticker for ``engine``."""
+    with _tickers_lock:
+        ticker = _tickers.get(engine)
+        if ticker is None:
+            ticker = _tickers[engine] = EpochTicker(engine)
+        return ticker
