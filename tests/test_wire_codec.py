@@ -29,6 +29,9 @@ from edgeswarm.wire import (
     FrameTooLarge,
     FrameType,
     Hello,
+    InferRequest,
+    InferResult,
+    InferStatus,
     InvalidArray,
     LocalProtocolError,
     MalformedFrame,
@@ -83,9 +86,24 @@ def assert_frames_equal(a: Frame, b: Frame) -> None:
         assert b.observations.dtype == np.dtype("<f4")
     elif isinstance(a, Actions):
         assert isinstance(b, Actions)
-        assert a.tick == b.tick
+        assert (a.tick, a.request_id, a.status) == (b.tick, b.request_id, b.status)
         np.testing.assert_array_equal(a.agent_ids, b.agent_ids)
         np.testing.assert_array_equal(a.actions, b.actions)
+    elif isinstance(a, InferRequest):
+        assert isinstance(b, InferRequest)
+        assert (a.request_id, a.model, a.deadline_ms, a.tick) == (
+            b.request_id,
+            b.model,
+            b.deadline_ms,
+            b.tick,
+        )
+        np.testing.assert_array_equal(a.agent_ids, b.agent_ids)
+        np.testing.assert_array_equal(a.inputs, b.inputs)
+        assert b.inputs.dtype == np.dtype("<f4")
+    elif isinstance(a, InferResult):
+        assert isinstance(b, InferResult)
+        assert (a.request_id, a.status, a.message) == (b.request_id, b.status, b.message)
+        np.testing.assert_array_equal(a.outputs, b.outputs)
     else:
         assert a == b
 
@@ -168,6 +186,52 @@ ALL_FRAMES: list[Frame] = [
     ),
     StateSyncRequest(state_vector=b"\x00"),
     StateUpdate(update=b"\x00\x00"),
+    Hello(
+        version=2,
+        public_key=PK,
+        role=Role.INFERENCE,
+        peer_id="node-0",
+        features=("heavy",),
+        models=("triage", "anomaly"),
+    ),
+    Welcome(
+        version=2,
+        session_id="s-4",
+        gateway_id="gw",
+        max_frame_bytes=1 << 24,
+        max_batch_agents=9,
+        features=("heavy",),
+        infer_window=64,
+    ),
+    InferRequest(
+        request_id=U64,
+        model="triage",
+        deadline_ms=50,
+        tick=3,
+        agent_ids=np.arange(4, dtype=np.uint32),
+        inputs=np.arange(32, dtype=np.float32).reshape(4, 8),
+    ),
+    InferResult(request_id=7, status=InferStatus.OK, outputs=np.ones((4, 2), dtype=np.float32)),
+    InferResult(
+        request_id=8,
+        status=InferStatus.FAILED,
+        outputs=np.zeros((0, 1), dtype=np.float32),
+        message="no such model",
+    ),
+    Actions(
+        tick=4,
+        agent_ids=np.arange(2, dtype=np.uint32),
+        actions=np.ones((2, 2), dtype=np.float32),
+        request_id=5,
+        status=InferStatus.OK,
+    ),
+    Actions(
+        tick=4,
+        agent_ids=np.zeros(0, dtype=np.uint32),
+        actions=np.zeros((0, 1), dtype=np.float32),
+        request_id=6,
+        status=InferStatus.TIMEOUT,
+    ),
 ]
 
 

@@ -59,6 +59,8 @@ from .frames import (
     Frame,
     FrameType,
     Hello,
+    InferRequest,
+    InferResult,
     ObservationBatch,
     Role,
     StateSyncRequest,
@@ -68,6 +70,14 @@ from .frames import (
     Welcome,
 )
 from .framing import MAX_PREFIX_VALUE, encode_prefix
+from .infer_codec import (
+    decode_infer_request,
+    decode_infer_result,
+    decode_models,
+    decode_result_keys,
+    encode_infer_request,
+    encode_infer_result,
+)
 
 __all__ = [
     "DEFAULT_MAX_BATCH_AGENTS",
@@ -113,6 +123,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["join_token"] = frame.join_token
             if frame.features:
                 fields["features"] = list(frame.features)
+            if frame.models:
+                fields["models"] = list(frame.models)
             return fields
         case Challenge():
             return {"nonce": bytes(frame.nonce), "gateway_id": frame.gateway_id}
@@ -130,6 +142,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             }
             if frame.features:
                 fields["features"] = list(frame.features)
+            if frame.infer_window:
+                fields["infer_window"] = frame.infer_window
             return fields
         case ObservationBatch():
             fields = {
@@ -157,6 +171,9 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             problem = check_batch_shape(frame.agent_ids.shape[0], {"actions": frame.actions.shape})
             if problem is not None:
                 raise LocalProtocolError(problem)
+            if frame.request_id is not None:
+                fields["request_id"] = frame.request_id
+                fields["status"] = int(frame.status)
             return fields
         case StatusRequest():
             return {}
@@ -193,6 +210,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             if not frame.update:
                 raise LocalProtocolError("update must not be empty")
             return {"update": bytes(frame.update)}
+        case InferRequest():
+            return encode_infer_request(frame)
+        case InferResult():
+            return encode_infer_result(frame)
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -244,6 +265,7 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
         agents=uint(m, "agents") if "agents" in m else 0,
         join_token=None if token is None else text(m, "join_token", 1, MAX_TEXT_CHARS),
         features=features(m),
+        models=decode_models(m),
     )
 
 
@@ -265,6 +287,7 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
         credit=uint(m, "credit") if "credit" in m else 0,
         resume_seq=uint(m, "resume_seq") if "resume_seq" in m else 0,
         features=features(m),
+        infer_window=uint(m, "infer_window") if "infer_window" in m else 0,
     )
 
 
@@ -309,7 +332,10 @@ def _decode_actions(m: dict[Any, Any], max_batch_agents: int) -> Actions:
     problem = check_batch_shape(n, {"actions": actions.shape})
     if problem is not None:
         raise InvalidArray(problem)
-    return Actions(tick=tick, agent_ids=agent_ids, actions=actions)
+    request_id, status = decode_result_keys(m)
+    return Actions(
+        tick=tick, agent_ids=agent_ids, actions=actions, request_id=request_id, status=status
+    )
 
 
 def _decode_status_request(m: dict[Any, Any], max_batch_agents: int) -> StatusRequest:
@@ -374,6 +400,8 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.BYE: _decode_bye,
     FrameType.STATE_SYNC: _decode_state_sync,
     FrameType.STATE_UPDATE: _decode_state_update,
+    FrameType.INFER_REQUEST: decode_infer_request,
+    FrameType.INFER_RESULT: decode_infer_result,
 }
 
 

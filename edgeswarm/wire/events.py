@@ -19,6 +19,8 @@ from .frames import (
     Challenge,
     Error,
     Hello,
+    InferRequest,
+    InferResult,
     ObservationBatch,
     Status,
     Welcome,
@@ -122,6 +124,22 @@ class StateUpdateReceived:
 
 
 @dataclass(frozen=True)
+class InferRequestReceived:
+    """Server: an edge asks for heavy inference; client (an inference node): run this batch."""
+
+    request: InferRequest
+    """The INFER_REQUEST (arrays are read-only views on the received bytes)."""
+
+
+@dataclass(frozen=True)
+class InferResultReceived:
+    """Server side: an inference node answered one of our INFER_REQUESTs."""
+
+    result: InferResult
+    """The INFER_RESULT."""
+
+
+@dataclass(frozen=True)
 class ErrorReceived:
     """The peer reported an error about something we sent."""
 
@@ -161,6 +179,8 @@ Event = (
     | StatusReceived
     | StateSyncRequested
     | StateUpdateReceived
+    | InferRequestReceived
+    | InferResultReceived
     | ErrorReceived
     | ProtocolViolation
     | SessionClosed
@@ -174,6 +194,8 @@ __all__ = [
     "ErrorReceived",
     "Event",
     "HelloReceived",
+    "InferRequestReceived",
+    "InferResultReceived",
     "ObservationsReceived",
     "ProtocolViolation",
     "SessionClosed",

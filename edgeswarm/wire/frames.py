@@ -32,6 +32,8 @@ class FrameType(IntEnum):
     AUTH = 11
     STATE_SYNC = 12
     STATE_UPDATE = 13
+    INFER_REQUEST = 14
+    INFER_RESULT = 15
 
 
 class Role(StrEnum):
@@ -49,7 +51,10 @@ FEATURE_STATE = "state"
 FEATURE_ACK_THROUGH = "ack_through"
 """Feature name of cumulative ACKs: each ACK acknowledges every OBS_BATCH of the
 session up to its ``seq`` (one ACK per durable-log commit group, not per batch)."""
-FEATURES: frozenset[str] = frozenset({FEATURE_STATE, FEATURE_ACK_THROUGH})
+FEATURE_HEAVY = "heavy"
+"""Feature name of the heavy inference lane: INFER_REQUEST (edge -> gateway -> inference
+node), INFER_RESULT (node -> gateway) and results to edges as ACTIONS with a ``request_id``."""
+FEATURES: frozenset[str] = frozenset({FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY})
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 
 
@@ -79,6 +84,8 @@ class Hello:
     """Enrollment token issued by the gateway's operator, for a key not enrolled yet."""
     features: tuple[str, ...] = ()
     """Optional features the client speaks (e.g. ``"state"``); unknown ones are ignored."""
+    models: tuple[str, ...] = ()
+    """Role ``inference``: the models the node serves (feature ``heavy``); empty otherwise."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,8 @@ class Welcome:
     """Highest sequence number the gateway holds durably from this edge (0: none)."""
     features: tuple[str, ...] = ()
     """Features of the client's HELLO the gateway also speaks: the session may use them."""
+    infer_window: int = 0
+    """Feature ``heavy``, role ``edge``: INFER_REQUEST frames the client may have unanswered."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,6 +187,60 @@ class Actions:
     """Shape (n,), dtype uint32."""
     actions: NDArray[np.float32]
     """Shape (n, act_dim), dtype float32."""
+    request_id: int | None = None
+    """Feature ``heavy``: the INFER_REQUEST these are the results of (None: plain actions)."""
+    status: int = 0
+    """With ``request_id``: an :class:`InferStatus`; not OK carries no rows."""
+
+
+class InferStatus(IntEnum):
+    """Outcome of one INFER_REQUEST (``status`` of INFER_RESULT and of a result ACTIONS)."""
+
+    OK = 0
+    """The outputs are the model's, one row per requested agent."""
+    TIMEOUT = 1
+    """The request's deadline passed before a result: no outputs."""
+    REJECTED = 2
+    """Not taken (queue or window full, no node for the model now): try again later."""
+    FAILED = 3
+    """The model failed on it or cannot take it (unknown model, wrong width)."""
+
+
+@dataclass(frozen=True, eq=False)
+class InferRequest:
+    """Rows for a heavy model: edge -> gateway, and a batch of them gateway -> node."""
+
+    request_id: int
+    """Sender's id of the request, unique among its unanswered ones in the session."""
+    model: str
+    """Name of the model, 1 to 128 characters."""
+    deadline_ms: int
+    """Milliseconds the sender waits for the result, counted from receipt (1 to 600 000)."""
+    tick: int
+    """Edge tick the inputs were taken at (informational; 0 from the gateway)."""
+    agent_ids: NDArray[np.uint32]
+    """Shape (n,), dtype uint32: the agents the rows are for."""
+    inputs: NDArray[np.float32]
+    """Shape (n, k), dtype float32: one input row per agent."""
+
+    @property
+    def count(self) -> int:
+        """Number of rows."""
+        return int(self.agent_ids.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class InferResult:
+    """An inference node's answer to one INFER_REQUEST (a batch) of the gateway."""
+
+    request_id: int
+    """The ``request_id`` of the INFER_REQUEST answered."""
+    status: int
+    """An :class:`InferStatus`."""
+    outputs: NDArray[np.float32]
+    """Shape (n, k), dtype float32: one output row per input row when OK; (0, 1) otherwise."""
+    message: str = ""
+    """Why, when the status is not OK."""
 
 
 @dataclass(frozen=True)
@@ -271,6 +334,8 @@ Frame = (
     | Bye
     | StateSyncRequest
     | StateUpdate
+    | InferRequest
+    | InferResult
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -287,6 +352,8 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     Bye: FrameType.BYE,
     StateSyncRequest: FrameType.STATE_SYNC,
     StateUpdate: FrameType.STATE_UPDATE,
+    InferRequest: FrameType.INFER_REQUEST,
+    InferResult: FrameType.INFER_RESULT,
 }
 
 

@@ -29,6 +29,8 @@ from .events import (
     ErrorReceived,
     Event,
     HelloReceived,
+    InferRequestReceived,
+    InferResultReceived,
     ObservationsReceived,
     ProtocolViolation,
     SessionClosed,
@@ -51,6 +53,8 @@ from .frames import (
     Frame,
     FrameType,
     Hello,
+    InferRequest,
+    InferResult,
     ObservationBatch,
     Role,
     StateSyncRequest,
@@ -60,7 +64,7 @@ from .frames import (
     Welcome,
 )
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, encode_prefix
-from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
+from .states import FEATURE_GATED, SENDER_ROLES, Direction, SessionState, Side, next_state
 
 DEFAULT_HELLO_TIMEOUT_S = 10.0
 """Seconds a client has to complete the handshake unless configured otherwise."""
@@ -269,12 +273,24 @@ class Session:
 
     # --- internals -------------------------------------------------------
 
+    @property
+    def _client_role(self) -> Role | None:
+        """The role in the client's HELLO (ours or the peer's); None before it."""
+        hello = self.local_hello if self._side is Side.CLIENT else self.peer_hello
+        return hello.role if hello is not None else None
+
     def _transition(self, frame_type: FrameType, direction: Direction) -> SessionState | None:
         return next_state(self._side, self._state, direction, frame_type)
 
     def _send(self, frame: Frame) -> None:
         frame_type = FRAME_TYPES[type(frame)]
-        agents = frame.agent_ids.shape[0] if isinstance(frame, ObservationBatch | Actions) else None
+        agents = (
+            frame.agent_ids.shape[0]
+            if isinstance(frame, ObservationBatch | Actions | InferRequest)
+            else frame.outputs.shape[0]
+            if isinstance(frame, InferResult)
+            else None
+        )
         new_state = self._allowed(frame_type, agents)
         payload = encode_payload(frame)
         if isinstance(frame, Ack) and frame.credit < self._credit_limit:
@@ -292,10 +308,10 @@ class Session:
             raise LocalProtocolError(
                 f"{self._side.value} may not send {frame_type.name} in state {self._state.name}"
             )
-        if frame_type in EDGE_ONLY and (
-            self.local_hello is None or self.local_hello.role is not Role.EDGE
-        ):
-            raise LocalProtocolError(f"only edge clients may send {frame_type.name}")
+        role = SENDER_ROLES.get((self._side, frame_type))
+        if role is not None and self._client_role is not role:
+            who = "clients" if self._side is Side.CLIENT else "the gateway to clients"
+            raise LocalProtocolError(f"only {role.value} {who} may send {frame_type.name}")
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -350,10 +366,10 @@ class Session:
             raise UnexpectedFrame(
                 f"{frame_type.name} not allowed in state {self._state.name}", seq=seq
             )
-        if frame_type in EDGE_ONLY and (
-            self.peer_hello is None or self.peer_hello.role is not Role.EDGE
-        ):
-            raise UnexpectedFrame(f"only edge clients may send {frame_type.name}", seq=seq)
+        sender = Side.SERVER if self._side is Side.CLIENT else Side.CLIENT
+        role = SENDER_ROLES.get((sender, frame_type))
+        if role is not None and self._client_role is not role:
+            raise UnexpectedFrame(f"{frame_type.name} is only for {role.value} clients", seq=seq)
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise UnexpectedFrame(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -405,6 +421,10 @@ class Session:
                 self._events.append(StateSyncRequested(state_vector=frame.state_vector))
             case StateUpdate():
                 self._events.append(StateUpdateReceived(update=frame.update))
+            case InferRequest():
+                self._events.append(InferRequestReceived(request=frame))
+            case InferResult():
+                self._events.append(InferResultReceived(result=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

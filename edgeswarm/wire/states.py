@@ -19,6 +19,10 @@ Rules (``docs/protocol.md`` has the same table in prose):
    be sent and received by both sides in ``READY``, but only when the feature
    they belong to was negotiated: named in the client's HELLO ``features``
    and in the gateway's WELCOME ``features`` (``FEATURE_GATED``).
+   The heavy lane's frames (feature ``heavy``) flow in ``READY`` one way
+   each, and only for the client role ``SENDER_ROLES`` names: INFER_REQUEST
+   from an ``edge`` client to the server and from the server to an
+   ``inference`` client, INFER_RESULT from an ``inference`` client.
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
    never answers a received ERROR with an ERROR, so errors cannot ping-pong.
 5. BYE may be sent and received in every state except ``CLOSED`` and always
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .frames import FEATURE_STATE, FrameType
+from .frames import FEATURE_HEAVY, FEATURE_STATE, FrameType, Role
 
 
 class SessionState(Enum):
@@ -103,6 +107,13 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_V, _S.READY, _OUT, _F.ACK): _S.READY,
     (_V, _S.READY, _OUT, _F.ACTIONS): _S.READY,
     (_V, _S.READY, _OUT, _F.STATUS): _S.READY,
+    # --- heavy lane (rule 3) -------------------------------------------------
+    (_C, _S.READY, _OUT, _F.INFER_REQUEST): _S.READY,  # edge -> gateway
+    (_V, _S.READY, _IN, _F.INFER_REQUEST): _S.READY,
+    (_V, _S.READY, _OUT, _F.INFER_REQUEST): _S.READY,  # gateway -> inference node
+    (_C, _S.READY, _IN, _F.INFER_REQUEST): _S.READY,
+    (_C, _S.READY, _OUT, _F.INFER_RESULT): _S.READY,  # inference node -> gateway
+    (_V, _S.READY, _IN, _F.INFER_RESULT): _S.READY,
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
@@ -121,13 +132,26 @@ for _side, _states in _OPEN_STATES.items():
             TRANSITIONS[(_side, _state, _dir, _F.ERROR)] = _state  # rule 4
             TRANSITIONS[(_side, _state, _dir, _F.BYE)] = _S.CLOSED  # rule 5
 
-EDGE_ONLY: frozenset[FrameType] = frozenset({_F.OBS_BATCH})
+SENDER_ROLES: dict[tuple[Side, FrameType], Role] = {
+    (_C, _F.OBS_BATCH): Role.EDGE,
+    (_C, _F.INFER_REQUEST): Role.EDGE,
+    (_C, _F.INFER_RESULT): Role.INFERENCE,
+    (_V, _F.INFER_REQUEST): Role.INFERENCE,
+}
+"""(sending side, frame type) -> the role the session's client must have (rule 3): a
+client of another role may not send it, and the server sends it to no other role."""
+
+EDGE_ONLY: frozenset[FrameType] = frozenset(
+    frame for (side, frame), role in SENDER_ROLES.items() if side is _C and role is Role.EDGE
+)
 """Frame types only a client with role ``edge`` may send (rule 3)."""
 
 
 FEATURE_GATED: dict[FrameType, str] = {
     _F.STATE_SYNC: FEATURE_STATE,
     _F.STATE_UPDATE: FEATURE_STATE,
+    _F.INFER_REQUEST: FEATURE_HEAVY,
+    _F.INFER_RESULT: FEATURE_HEAVY,
 }
 """Frame types allowed only once their feature was negotiated (rule 3)."""
 
@@ -142,6 +166,7 @@ def next_state(
 __all__ = [
     "EDGE_ONLY",
     "FEATURE_GATED",
+    "SENDER_ROLES",
     "TRANSITIONS",
     "Direction",
     "SessionState",
