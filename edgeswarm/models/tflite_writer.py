@@ -26,7 +26,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from numpy.typing import NDArray
 
-__all__ = ["ACTIVATIONS", "Layer", "mlp_reference_forward", "write_mlp_tflite"]
+__all__ = ["ACTIVATIONS", "Layer", "check_layers", "mlp_reference_forward", "write_mlp_tflite"]
 
 Layer = tuple[NDArray[np.float32], NDArray[np.float32]]
 
@@ -62,9 +62,10 @@ class _AlignedBuffer:
         return int(schema.BufferEnd(builder))
 
 
-def _validate(
+def check_layers(
     layers: Sequence[Layer], activations: Sequence[str]
 ) -> list[tuple[NDArray[np.float32], NDArray[np.float32]]]:
+    """The layers as arrays once shapes, dtypes, activations and values are checked."""
     if len(layers) == 0:
         raise ValueError("an MLP needs at least one layer")
     if len(layers) != len(activations):
@@ -114,7 +115,7 @@ def write_mlp_tflite(
         ValueError: inconsistent shapes, unknown activation, non-finite values.
         TypeError: weights or bias not float32.
     """
-    checked = _validate(layers, activations)
+    checked = check_layers(layers, activations)
 
     tensors: list[Any] = []
     buffers: list[Any] = [_AlignedBuffer(None)]  # buffer 0: the conventional empty sentinel
@@ -229,7 +230,7 @@ def mlp_reference_forward(
     layers: Sequence[Layer], activations: Sequence[str], x: NDArray[np.float32]
 ) -> NDArray[np.float32]:
     """NumPy forward pass of the same MLP (float64 accumulation, float32 result)."""
-    checked = _validate(layers, activations)
+    checked = check_layers(layers, activations)
     h: NDArray[np.float64] = np.asarray(x, dtype=np.float64)
     for (w, b), act in zip(checked, activations, strict=True):
         h = _apply_activation(h @ w.astype(np.float64) + b.astype(np.float64), act)
