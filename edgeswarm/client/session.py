@@ -36,6 +36,9 @@ from edgeswarm.wire import (
     ErrorCode,
     ErrorReceived,
     Hello,
+    InferRequest,
+    InferRequestReceived,
+    InferResult,
     ProtocolViolation,
     Session,
     SessionClosed,
@@ -110,6 +113,13 @@ class GatewayClient:
         self.counters = ClientCounters()
         self.latency = LatencyHistogram()
         self.actions: deque[Actions] = deque(maxlen=1024)
+        """ACTIONS to impose on agents, oldest first (plain ones: no ``request_id``)."""
+        self.results: deque[Actions] = deque()
+        """Heavy-lane results (ACTIONS with a ``request_id``), oldest first: the edge's
+        lane takes them all every tick; the gateway sends at most WELCOME's
+        ``infer_window`` unanswered, so this stays bounded."""
+        self.infer_handler: Callable[[InferRequest], None] | None = None
+        """An inference node's: called with each INFER_REQUEST the gateway sends."""
         self.welcome: Welcome | None = None
         self.closed_reason: str | None = None
         self._link: SessionLink | None = None
@@ -151,7 +161,7 @@ class GatewayClient:
             logger.warning("bad datagram from the gateway ignored", extra={"error": str(exc)})
             return
         if isinstance(frame, Actions):
-            self.actions.append(frame)
+            self._actions_arrived(frame)
             self.counters.datagram_actions += 1
         else:
             logger.warning("unexpected datagram ignored", extra={"frame": type(frame).__name__})
@@ -200,6 +210,13 @@ class GatewayClient:
         """Send a shared-state frame (or an ERROR about one) now; nothing once closed."""
         if self.session.closed or self.closed_reason is not None:
             return
+        self.session.send(frame)
+        self._flush()
+
+    def send_infer(self, frame: InferRequest | InferResult) -> None:
+        """Send a heavy-lane frame now (feature ``heavy``); raises ``SessionEndedError`` once
+        closed and ``LocalProtocolError`` when the session may not send it."""
+        self._raise_if_closed()
         self.session.send(frame)
         self._flush()
 
@@ -267,7 +284,10 @@ class GatewayClient:
                     if self.state_handler is not None:
                         self.state_handler.state_received(self, event)
                 case ActionsReceived(actions=actions):
-                    self.actions.append(actions)
+                    self._actions_arrived(actions)
+                case InferRequestReceived(request=request):
+                    if self.infer_handler is not None:
+                        self.infer_handler(request)
                 case StatusReceived(status=status):
                     if self._status is not None and not self._status.done():
                         self._status.set_result(status)
@@ -289,6 +309,12 @@ class GatewayClient:
                     pass
         self._changed.set()
         self._flush()
+
+    def _actions_arrived(self, actions: Actions) -> None:
+        if actions.request_id is None:
+            self.actions.append(actions)
+        else:
+            self.results.append(actions)
 
     def _flush(self) -> None:
         data = self.session.data_to_send()

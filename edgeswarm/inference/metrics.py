@@ -1,0 +1,99 @@
+"""Prometheus series of the heavy lane: the inference node's and the gateway's."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["LaneMetrics", "NodeMetrics"]
+
+_SECONDS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+_ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
+
+
+class NodeMetrics:
+    """What an inference node counts, by model and protocol (``native`` or ``oip``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.batch_rows = Histogram(
+            "edgeswarm_infer_batch_rows",
+            "Rows per inference call",
+            ["model", "protocol"],
+            buckets=_ROWS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "edgeswarm_infer_queue_seconds",
+            "Time from receipt to the start of the model's run",
+            ["model"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "edgeswarm_infer_compute_seconds",
+            "Time the model ran for one call",
+            ["model"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "edgeswarm_infer_errors",
+            "Calls answered with an error, by kind (tensor, overloaded, model)",
+            ["model", "protocol", "kind"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "edgeswarm_infer_pending", "Calls waiting for or running on a model", registry=r
+        )
+        self.gateway_connected = Gauge(
+            "edgeswarm_infer_gateway_connected",
+            "1 while the node's session with its gateway is open",
+            registry=r,
+        )
+
+
+class LaneMetrics:
+    """The gateway's heavy lane."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.requests = Counter(
+            "edgeswarm_gateway_infer_requests", "INFER_REQUESTs from edges", registry=r
+        )
+        self.answers = Counter(
+            "edgeswarm_gateway_infer_answers", "Answers to edges by status", ["status"], registry=r
+        )
+        self.latency = Histogram(
+            "edgeswarm_gateway_infer_latency_seconds",
+            "From an INFER_REQUEST's receipt to its answer",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "edgeswarm_gateway_infer_batch_rows",
+            "Rows per batch sent to a node",
+            buckets=_ROWS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "edgeswarm_gateway_infer_batch_requests",
+            "Requests per batch sent to a node",
+            buckets=_ROWS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "edgeswarm_gateway_infer_retries", "Batches sent again to another node", registry=r
+        )
+        self.node_failures = Counter(
+            "edgeswarm_gateway_infer_node_failures",
+            "Attempts a node failed (error, timeout, gone)",
+            ["node"],
+            registry=r,
+        )
+        self.nodes = Gauge(
+            "edgeswarm_gateway_infer_nodes", "Inference nodes and OIP endpoints known", registry=r
+        )
+        self.queued_rows = Gauge(
+            "edgeswarm_gateway_infer_queued_rows", "Rows waiting for a batch", registry=r
+        )
