@@ -22,6 +22,7 @@ from edgeswarm.gateway.log.records import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address, parse_address
+from .infer import infer
 from .keys import keys_app
 from .options import (
     DEFAULT_ADMIN_KEY,
@@ -44,6 +45,7 @@ app = typer.Typer(
 
 app.add_typer(keys_app)
 app.add_typer(state_app)
+app.command()(infer)
 
 _GATEWAY = GatewayConfig()
 """The gateway's defaults (every field has one)."""
