@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -58,6 +59,14 @@ MetricsPort = Annotated[
 ]
 
 
+def _model_route(value: str) -> tuple[str, str]:
+    """``--infer-oip MODEL=URL`` -> (model, url)."""
+    model, sep, url = value.partition("=")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--infer-oip takes MODEL=http://host:port, got {value!r}")
+    return model, url
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(__version__)
@@ -110,6 +119,22 @@ def gateway(
             help="Key this gateway signs with at peer gateways (default: DATA_DIR/identity.key)."
         ),
     ] = None,
+    infer_max_batch: Annotated[
+        int, typer.Option(min=1, help="Heavy lane: rows per batch sent to an inference node.")
+    ] = _GATEWAY.heavy.max_batch_rows,
+    infer_max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Heavy lane: longest a request waits for its batch, ms.")
+    ] = _GATEWAY.heavy.max_wait_s * 1e3,
+    infer_window: Annotated[
+        int, typer.Option(min=1, help="Heavy lane: requests an edge may have unanswered.")
+    ] = _GATEWAY.heavy.infer_window,
+    infer_oip: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL=URL: send MODEL's batches to the OIP v2 server at URL (Triton, KServe, "
+            "an edgeswarm node's --http); repeatable."
+        ),
+    ] = None,
     metrics_port: MetricsPort = GATEWAY_METRICS_PORT,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -141,6 +166,14 @@ def gateway(
         identity_key=identity_key,
         peers=tuple(parse_address(p) for p in peer or ()),
         peer_ca=peer_ca,
+        heavy=dataclasses.replace(
+            _GATEWAY.heavy,
+            max_batch_rows=infer_max_batch,
+            max_wait_s=infer_max_wait_ms / 1e3,
+            max_queued_rows=max(infer_max_batch, _GATEWAY.heavy.max_queued_rows),
+            infer_window=infer_window,
+        ),
+        infer_oip=tuple(_model_route(route) for route in infer_oip or ()),
     )
 
     async def serve() -> None:

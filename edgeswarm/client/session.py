@@ -163,6 +163,7 @@ class GatewayClient:
         if isinstance(frame, Actions):
             self._actions_arrived(frame)
             self.counters.datagram_actions += 1
+            self._changed.set()  # a waiter (the node's, a test's) sees it now
         else:
             logger.warning("unexpected datagram ignored", extra={"frame": type(frame).__name__})
 

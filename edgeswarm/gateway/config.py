@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeswarm.inference.lane import LaneConfig
 from edgeswarm.transport.api import DEFAULT_PORT, TransportSettings
 from edgeswarm.transport.stacks import DEFAULT_STACK
 from edgeswarm.wire import DEFAULT_MAX_BATCH_AGENTS, DEFAULT_MAX_FRAME_BYTES
@@ -58,3 +59,8 @@ class GatewayConfig:
     """CA (bundle) the peer gateways' certificates chain to; this gateway's own CA if None."""
     state_broadcast_s: float = 0.01
     """Longest time a merged state change waits before it is sent on to other peers."""
+    heavy: LaneConfig = field(default_factory=LaneConfig)
+    """The heavy inference lane: batch size and wait, queue bound, window, retries."""
+    infer_oip: tuple[tuple[str, str], ...] = ()
+    """(model, base URL) pairs: batches of that model go to that OIP v2 server (Triton,
+    KServe, an edgeswarm node's HTTP endpoint) as well as to native nodes serving it."""

@@ -19,9 +19,11 @@ import uuid
 from typing import Protocol
 
 from edgeswarm.identity import verify_signature
+from edgeswarm.inference.lane_runner import LaneRunner
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
+    FEATURE_HEAVY,
     FEATURE_STATE,
     FEATURES,
     NONCE_BYTES,
@@ -31,6 +33,9 @@ from edgeswarm.wire import (
     Challenge,
     ErrorCode,
     HelloReceived,
+    InferRequest,
+    InferRequestReceived,
+    InferResultReceived,
     LocalProtocolError,
     ObservationsReceived,
     ProtocolViolation,
@@ -83,6 +88,11 @@ class GatewayServices(Protocol):
     @property
     def peers(self) -> PeerRegistry:
         """Who may connect, under which name and role."""
+        ...
+
+    @property
+    def heavy(self) -> LaneRunner:
+        """The heavy inference lane (feature ``heavy``)."""
         ...
 
     def credit_window(self) -> int:
@@ -178,6 +188,10 @@ class GatewayConnection:
                 case StateSyncRequested() | StateUpdateReceived():
                     for frame in gateway.state.receive(self, event):
                         self.session.send(frame)
+                case InferRequestReceived(request=request):
+                    gateway.heavy.submit(self, request)  # the session admits it from edges only
+                case InferResultReceived(result=result):
+                    gateway.heavy.node_result(self, result)  # from inference nodes only
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     logger.warning(
@@ -238,6 +252,8 @@ class GatewayConnection:
             return
         is_edge = hello.role is Role.EDGE
         self._credit_limit = gateway.config.credit_window if is_edge else 0
+        features = tuple(f for f in hello.features if f in FEATURES)
+        heavy = FEATURE_HEAVY in features
         self.session.accept(
             Welcome(
                 version=hello.version,
@@ -247,13 +263,16 @@ class GatewayConnection:
                 max_batch_agents=gateway.config.max_batch_agents,
                 credit=self._credit_limit,
                 resume_seq=gateway.observation_log.high_water(hello.peer_id) if is_edge else 0,
-                features=tuple(f for f in hello.features if f in FEATURES),
+                features=features,
+                infer_window=gateway.config.heavy.infer_window if heavy and is_edge else 0,
             )
         )
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
         if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
             self.session.send(gateway.state.sync_request(self))
         self._ack_through = FEATURE_ACK_THROUGH in self.session.features
+        if heavy and hello.role is Role.INFERENCE:
+            gateway.heavy.node_joined(self, hello.peer_id, hello.models)
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
         logger.info(
             "session opened",
@@ -372,12 +391,30 @@ class GatewayConnection:
             asyncio.get_running_loop().call_soon(self._flush)
         return False
 
+    def send_result(self, result: Actions) -> None:
+        """A heavy-lane answer to this edge (``LaneRunner``'s ``ResultSink``)."""
+        self.send_actions(result)
+
+    def send_batch(self, request: InferRequest) -> None:
+        """A batch for this inference node (``LaneRunner``'s ``NodeChannel``); it leaves
+        at the end of this loop turn. Raises ``ConnectionError`` once the session closed."""
+        if self.session.closed:
+            raise ConnectionError("the node's session is closed")
+        self.session.send(request)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     @property
     def _peer(self) -> str:
         return self._link.peer if self._link is not None else "?"
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
+        if self.role is Role.INFERENCE:
+            self._gateway.heavy.node_left(self)
+        elif self.role is Role.EDGE:
+            self._gateway.heavy.origin_gone(self)
         if self._open and self.peer_id is not None and self.role is not None:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)

@@ -8,6 +8,8 @@ import time
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.identity import load_or_create_key
+from edgeswarm.inference.lane_runner import LaneRunner
+from edgeswarm.inference.metrics import LaneMetrics
 from edgeswarm.state import StoreFsyncPolicy
 from edgeswarm.telemetry import start_metrics_server
 from edgeswarm.transport import quic
@@ -64,6 +66,12 @@ class Gateway:
         self.stats.metrics.state_peers.set_function(lambda: self.state.peers)
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
+        self.heavy = LaneRunner(
+            config.heavy,
+            metrics=LaneMetrics(self.stats.metrics.registry),
+            oip_routes=config.infer_oip,
+        )
+        """The heavy inference lane: batches edges' requests to inference nodes."""
         self.peer_links: list[PeerGatewayLink] = []
         self._peer_tasks: list[asyncio.Task[None]] = []
         self._broadcast: asyncio.TimerHandle | None = None
@@ -100,6 +108,7 @@ class Gateway:
         )
         for host, port in config.peers:
             self.add_peer_gateway(host, port)
+        self.heavy.start()
         if config.metrics_port is not None:
             self.metrics_port = start_metrics_server(
                 config.metrics_port, self.stats.metrics.registry, config.metrics_host
@@ -156,6 +165,7 @@ class Gateway:
             task.cancel()
         for connection in list(self.connections):
             connection.shutdown()
+        self.heavy.stop()
         if self.listener is not None:
             self.listener.close()
             self.listener = None

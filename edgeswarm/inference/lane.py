@@ -129,6 +129,8 @@ class LaneCounters:
     late_answers: int = 0
     """Node answers that came after their batch was answered (dropped)."""
     abandoned: int = 0
+    foreign_answers: int = 0
+    """Node answers to attempts sent to another node (ignored)."""
 
 
 @dataclass(eq=False)
@@ -248,8 +250,16 @@ class HeavyLane:
         self.pool.remove(key)
         self._dispatch(now)
 
-    def attempt_answered(self, attempt_id: int, outputs: NDArray[np.float32], now: float) -> None:
-        """A node answered attempt ``attempt_id`` with one output row per input row."""
+    def attempt_answered(
+        self, node: Hashable, attempt_id: int, outputs: NDArray[np.float32], now: float
+    ) -> None:
+        """``node`` answered attempt ``attempt_id`` with one output row per input row.
+
+        An answer to an attempt sent to another node is ignored (a node answers
+        only what it was asked).
+        """
+        if not self._owns(node, attempt_id):
+            return
         attempt = self._attempts.pop(attempt_id, None)
         if attempt is None:
             self.counters.late_answers += 1
@@ -276,10 +286,20 @@ class HeavyLane:
         self._forget_answered()
         self._dispatch(now)
 
-    def attempt_failed(self, attempt_id: int, now: float, message: str, *, retry: bool) -> None:
-        """A node could not answer attempt ``attempt_id`` (``retry``: another node might)."""
-        self._fail(attempt_id, now, message, retry=retry)
+    def attempt_failed(
+        self, node: Hashable, attempt_id: int, now: float, message: str, *, retry: bool
+    ) -> None:
+        """``node`` could not answer attempt ``attempt_id`` (``retry``: another node might)."""
+        if self._owns(node, attempt_id):
+            self._fail(attempt_id, now, message, retry=retry)
         self._dispatch(now)
+
+    def _owns(self, node: Hashable, attempt_id: int) -> bool:
+        attempt = self._attempts.get(attempt_id)
+        if attempt is not None and attempt.node != node:
+            self.counters.foreign_answers += 1
+            return False
+        return True
 
     # --- time ---------------------------------------------------------------
 
