@@ -64,7 +64,10 @@ def start_node(
     log = tmp / f"{node_id}.log"
     with log.open("a") as stderr:
         process = subprocess.Popen(
-            edgeswarm_command("infer", *args, *extra), stdout=subprocess.PIPE, stderr=stderr, text=True
+            edgeswarm_command("infer", *args, *extra),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
         )
     assert process.stdout is not None
     line = process.stdout.readline()

@@ -158,7 +158,7 @@ def test_requests_of_many_edges_share_a_batch_and_get_their_own_rows() -> None:
     [forward], _ = drain(heavy)
     assert forward.node == "A"
     assert forward.batch.rows == 5
-    heavy.attempt_answered(forward.attempt_id, model_of(forward), 0.003)
+    heavy.attempt_answered(forward.node, forward.attempt_id, model_of(forward), 0.003)
     _, answers = drain(heavy)
     assert [(a.origin, a.request_id, a.status) for a in answers] == [
         ("edge-1", 1, InferStatus.OK),
@@ -180,8 +180,10 @@ def test_a_failed_node_is_retried_elsewhere_and_a_late_answer_is_dropped() -> No
     assert answers == []
     assert second.retry
     assert second.node != first.node
-    heavy.attempt_answered(second.attempt_id, model_of(second), 0.06)
-    heavy.attempt_answered(first.attempt_id, model_of(first), 0.07)  # the slow node, late
+    heavy.attempt_answered(second.node, second.attempt_id, model_of(second), 0.06)
+    heavy.attempt_answered(
+        first.node, first.attempt_id, model_of(first), 0.07
+    )  # the slow node, late
     _, answers = drain(heavy)
     assert [(a.request_id, a.status) for a in answers] == [(1, InferStatus.OK)]
     assert heavy.counters.late_answers == 1
@@ -197,7 +199,7 @@ def test_a_node_that_goes_away_has_its_batches_retried() -> None:
     heavy.node_down(first.node, 0.003)
     [second], _ = drain(heavy)
     assert second.node != first.node
-    heavy.attempt_answered(second.attempt_id, model_of(second), 0.004)
+    heavy.attempt_answered(second.node, second.attempt_id, model_of(second), 0.004)
     _, answers = drain(heavy)
     assert [a.status for a in answers] == [InferStatus.OK]
 
@@ -211,7 +213,7 @@ def test_a_deadline_gives_an_explicit_timeout_and_nothing_later() -> None:
     _, answers = drain(heavy)
     assert [(a.request_id, a.status) for a in answers] == [(1, InferStatus.TIMEOUT)]
     assert answers[0].outputs.shape == (0, 1)
-    heavy.attempt_answered(forward.attempt_id, model_of(forward), 0.020)
+    heavy.attempt_answered(forward.node, forward.attempt_id, model_of(forward), 0.020)
     assert drain(heavy) == ([], [])
 
 
@@ -250,7 +252,7 @@ def test_a_model_failure_is_not_retried() -> None:
     heavy.submit("e", infer_request(1), 0.0)
     heavy.tick(0.002)
     [forward], _ = drain(heavy)
-    heavy.attempt_failed(forward.attempt_id, 0.003, "wrong width", retry=False)
+    heavy.attempt_failed(forward.node, forward.attempt_id, 0.003, "wrong width", retry=False)
     forwards, answers = drain(heavy)
     assert forwards == []
     assert [(a.status, a.message) for a in answers] == [(InferStatus.FAILED, "wrong width")]
@@ -265,6 +267,21 @@ def test_rows_of_another_width_never_share_a_batch() -> None:
     assert sorted(f.batch.inputs().shape[1] for f in forwards) == [4, 5]
 
 
+def test_a_node_cannot_answer_what_another_node_was_asked() -> None:
+    heavy = lane()
+    heavy.node_up("B", "b", ["m"], 0.0)
+    heavy.submit("e", infer_request(1), 0.0)
+    heavy.tick(0.002)
+    [forward] = drain(heavy)[0]
+    other = "B" if forward.node == "A" else "A"
+    heavy.attempt_answered(other, forward.attempt_id, np.zeros((2, 2), np.float32), 0.003)
+    heavy.attempt_failed(other, forward.attempt_id, 0.003, "forged", retry=False)
+    assert drain(heavy) == ([], [])
+    assert heavy.counters.foreign_answers == 2
+    heavy.attempt_answered(forward.node, forward.attempt_id, model_of(forward), 0.004)
+    assert [a.outputs[0, 0] for a in drain(heavy)[1]] == [2.0]
+
+
 def test_a_gone_origin_is_not_answered() -> None:
     heavy = lane()
     heavy.submit("e", infer_request(1), 0.0)
@@ -272,7 +289,7 @@ def test_a_gone_origin_is_not_answered() -> None:
     heavy.tick(0.002)
     [forward], _ = drain(heavy)
     heavy.origin_gone("e")
-    heavy.attempt_answered(forward.attempt_id, model_of(forward), 0.003)
+    heavy.attempt_answered(forward.node, forward.attempt_id, model_of(forward), 0.003)
     _, answers = drain(heavy)
     assert [a.origin for a in answers] == ["f"]
     assert heavy.counters.abandoned == 1
@@ -307,9 +324,9 @@ def test_every_request_is_answered_exactly_once_whatever_the_nodes_do(seed: int)
             forward = outstanding.pop(attempt_id)
             fate = rng.random()
             if fate < 0.7:
-                heavy.attempt_answered(attempt_id, model_of(forward), now)
+                heavy.attempt_answered(forward.node, attempt_id, model_of(forward), now)
             elif fate < 0.85:
-                heavy.attempt_failed(attempt_id, now, "boom", retry=True)
+                heavy.attempt_failed(forward.node, attempt_id, now, "boom", retry=True)
             # else: the node stalls on it forever
         if rng.random() < 0.02:
             victim = rng.choice(sorted(nodes))

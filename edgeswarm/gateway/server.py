@@ -9,7 +9,7 @@ import time
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.identity import load_or_create_key
 from edgeswarm.inference.lane_runner import LaneRunner
-from edgeswarm.inference.metrics import LaneMetrics
+from edgeswarm.inference.metrics import LaneCollector, LaneMetrics
 from edgeswarm.state import StoreFsyncPolicy
 from edgeswarm.telemetry import start_metrics_server
 from edgeswarm.transport import quic
@@ -72,6 +72,7 @@ class Gateway:
             oip_routes=config.infer_oip,
         )
         """The heavy inference lane: batches edges' requests to inference nodes."""
+        self.stats.metrics.registry.register(LaneCollector(self.heavy.lane.counters))
         self.peer_links: list[PeerGatewayLink] = []
         self._peer_tasks: list[asyncio.Task[None]] = []
         self._broadcast: asyncio.TimerHandle | None = None

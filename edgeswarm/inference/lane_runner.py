@@ -144,8 +144,6 @@ class LaneRunner:
         if self.metrics is not None:
             self.metrics.batch_rows.observe(batch.rows)
             self.metrics.batch_requests.observe(len(batch.requests))
-            if forward.retry:
-                self.metrics.retries.inc()
         endpoint = self._endpoints.get(forward.node)
         if endpoint is not None:
             task = asyncio.get_running_loop().create_task(self._call_oip(endpoint, forward))
@@ -182,8 +180,6 @@ class LaneRunner:
     def _failed(self, forward: Forward, message: str, *, retry: bool) -> None:
         node = self.lane.pool.get(forward.node)
         name = node.name if node is not None else "?"
-        if self.metrics is not None:
-            self.metrics.node_failures.labels(name).inc()
         logger.warning("inference attempt failed", extra={"node": name, "error": message})
         self.lane.attempt_failed(
             forward.node, forward.attempt_id, time.monotonic(), message, retry=retry

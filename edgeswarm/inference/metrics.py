@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
 
-__all__ = ["LaneMetrics", "NodeMetrics"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from .lane import LaneCounters
+
+__all__ = ["LaneCollector", "LaneMetrics", "NodeMetrics"]
 
 _SECONDS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
@@ -82,18 +88,31 @@ class LaneMetrics:
             buckets=_ROWS,
             registry=r,
         )
-        self.retries = Counter(
-            "edgeswarm_gateway_infer_retries", "Batches sent again to another node", registry=r
-        )
-        self.node_failures = Counter(
-            "edgeswarm_gateway_infer_node_failures",
-            "Attempts a node failed (error, timeout, gone)",
-            ["node"],
-            registry=r,
-        )
         self.nodes = Gauge(
             "edgeswarm_gateway_infer_nodes", "Inference nodes and OIP endpoints known", registry=r
         )
         self.queued_rows = Gauge(
             "edgeswarm_gateway_infer_queued_rows", "Rows waiting for a batch", registry=r
         )
+
+
+class LaneCollector(Collector):
+    """The lane's own totals (:class:`~edgeswarm.inference.lane.LaneCounters`) at each scrape."""
+
+    _SERIES = (
+        ("retries", "Batch attempts sent again after a node failed one"),
+        ("node_failures", "Attempts a node failed: error, no answer in time, gone"),
+        ("circuits_opened", "Times a node's circuit breaker opened"),
+        ("late_answers", "Node answers for batches already answered (dropped)"),
+        ("foreign_answers", "Node answers to attempts sent to another node (ignored)"),
+        ("abandoned", "Requests dropped unanswered because their edge went away"),
+    )
+
+    def __init__(self, counters: LaneCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, help_text in self._SERIES:
+            yield CounterMetricFamily(
+                f"edgeswarm_gateway_infer_{name}", help_text, value=getattr(self._counters, name)
+            )
