@@ -59,6 +59,11 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogClosed
     │   └── LogRecordCorrupt
     ├── PeerRegistryError               edgeswarm.gateway.peers
+    ├── InferenceError                  edgeswarm.inference.errors
+    │   ├── ModelUnavailableError       a model file or device cannot be served
+    │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)
+    │   ├── NodeOverloadedError         a node has too many calls waiting (OIP 503, REJECTED)
+    │   └── ForwardError                a node or OIP server failed a batch (retried)
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught

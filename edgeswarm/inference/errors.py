@@ -8,6 +8,8 @@ Hierarchy::
     │                           the device asked for (``--device cuda``) is not there
     ├── TensorError             an inference request's tensors are wrong: name, datatype,
     │                           shape, byte length, too many rows (OIP answers 400)
+    ├── NodeOverloadedError     more calls wait at an inference node than it takes
+    │                           (``max_pending``): OIP 503, INFER_RESULT ``REJECTED``
     └── ForwardError            a forwarder could not get a batch answered: the node
                                 failed, timed out, refused it or is gone (the batch is
                                 retried on another node while attempts and time are left)
@@ -20,7 +22,13 @@ from __future__ import annotations
 
 from edgeswarm.errors import EdgeswarmError
 
-__all__ = ["ForwardError", "InferenceError", "ModelUnavailableError", "TensorError"]
+__all__ = [
+    "ForwardError",
+    "InferenceError",
+    "ModelUnavailableError",
+    "NodeOverloadedError",
+    "TensorError",
+]
 
 
 class InferenceError(EdgeswarmError):
@@ -33,6 +41,10 @@ class ModelUnavailableError(InferenceError):
 
 class TensorError(InferenceError):
     """The tensors of an inference request do not fit the model or the protocol."""
+
+
+class NodeOverloadedError(InferenceError):
+    """More calls wait than the node takes: try later or elsewhere."""
 
 
 class ForwardError(InferenceError):

@@ -48,19 +48,16 @@ from edgeswarm.wire import (
     Role,
 )
 
-from .errors import InferenceError, TensorError
+from .errors import InferenceError, NodeOverloadedError, TensorError
 from .metrics import NodeMetrics
+from .oip_server import start_oip_server
 from .runtime import Device, ServedModel, load_model
 
 logger = logging.getLogger("edgeswarm.inference")
 
-__all__ = ["InferenceNode", "NodeConfig", "NodeOverloadedError"]
+__all__ = ["InferenceNode", "NodeConfig"]
 
 _NO_ROWS = np.zeros((0, 1), dtype=np.float32)
-
-
-class NodeOverloadedError(InferenceError):
-    """More calls wait than the node takes (``max_pending``): try later or elsewhere."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +118,11 @@ class InferenceNode:
         self.client: GatewayClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def max_rows(self) -> int:
+        """Largest number of rows one call may carry."""
+        return self.config.max_rows
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -175,8 +177,6 @@ class InferenceNode:
 
     async def run(self) -> None:
         """Serve until ``stop()``: OIP over HTTP, the native session, metrics."""
-        from .oip_server import start_oip_server
-
         config = self.config
         runner = None
         if config.http_port is not None:

@@ -25,26 +25,45 @@ Models are not versioned: a ``/versions/{v}`` URL is answered 400.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
+import numpy as np
 from aiohttp import web
+from numpy.typing import NDArray
 
 from edgeswarm import __version__
 
-from .errors import TensorError
+from .errors import NodeOverloadedError, TensorError
+from .metrics import NodeMetrics
 from .oip import BINARY_EXTENSION, HEADER_LENGTH, encode_infer_response, parse_infer_request
+from .runtime import ServedModel
 
-if TYPE_CHECKING:
-    from .node import InferenceNode
+
+class ServingNode(Protocol):
+    """What the endpoint needs of the inference node (``node.InferenceNode``)."""
+
+    @property
+    def models(self) -> Mapping[str, ServedModel]: ...
+
+    @property
+    def metrics(self) -> NodeMetrics: ...
+
+    @property
+    def max_rows(self) -> int: ...
+
+    async def infer(
+        self, model_name: str, rows: NDArray[np.float32], *, protocol: str
+    ) -> NDArray[np.float32]: ...
+
 
 logger = logging.getLogger("edgeswarm.inference")
 
-__all__ = ["oip_app", "start_oip_server"]
+__all__ = ["ServingNode", "oip_app", "start_oip_server"]
 
 _BYTES_PER_VALUE = 32
 """Room per input value in a JSON body when sizing the body limit."""
-_NODE = web.AppKey("node", "InferenceNode")
+_NODE = web.AppKey("node", ServingNode)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,25 +87,19 @@ def _model(request: web.Request) -> Any:
     node = request.app[_NODE]
     name = request.match_info["name"]
     if "version" in request.match_info:
-        raise _OipError(400, f"model {name!r} has no versions; drop /versions/ from the URL")
+        raise TensorError(f"model {name!r} has no versions; drop /versions/ from the URL")
     model = node.models.get(name)
     if model is None:
-        raise _OipError(400, f"unknown model {name!r}; models: {', '.join(node.models)}")
+        raise TensorError(f"unknown model {name!r}; models: {', '.join(node.models)}")
     return model
-
-
-class _OipError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _guarded(handler: Handler) -> Handler:
     async def run(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
-        except _OipError as exc:
-            return _error(exc.status, str(exc))
+        except TensorError as exc:  # a model or version this node does not serve
+            return _error(400, str(exc))
 
     return run
 
@@ -127,11 +140,9 @@ async def _model_ready(request: web.Request) -> web.Response:
 
 
 async def _infer(request: web.Request) -> web.Response:
-    from .node import NodeOverloadedError
-
     node = request.app[_NODE]
     model = _model(request)
-    limit = node.config.max_rows * model.input_dim * _BYTES_PER_VALUE + (1 << 20)
+    limit = node.max_rows * model.input_dim * _BYTES_PER_VALUE + (1 << 20)
     if request.content_length is not None and request.content_length > limit:
         return _error(413, f"body of {request.content_length} bytes is over {limit}")
     body = await request.read()
@@ -144,7 +155,7 @@ async def _infer(request: web.Request) -> web.Response:
             input_name=model.input_name,
             input_dim=model.input_dim,
             output_name=model.output_name,
-            max_rows=node.config.max_rows,
+            max_rows=node.max_rows,
         )
     except (TensorError, ValueError) as exc:
         node.metrics.errors.labels(model.name, "oip", "tensor").inc()
@@ -167,7 +178,7 @@ async def _infer(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers=headers)
 
 
-def oip_app(node: InferenceNode) -> web.Application:
+def oip_app(node: ServingNode) -> web.Application:
     """The aiohttp application serving ``node``'s models."""
     app = web.Application(middlewares=[_json_errors], client_max_size=1 << 30)
     app[_NODE] = node
@@ -188,7 +199,7 @@ def oip_app(node: InferenceNode) -> web.Application:
     return app
 
 
-async def start_oip_server(node: InferenceNode, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_oip_server(node: ServingNode, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner (``await runner.cleanup()`` stops it) and the port."""
     runner = web.AppRunner(oip_app(node), access_log=None)
     await runner.setup()

@@ -66,6 +66,8 @@ class Descriptor:
     """Shared flags the policy may read."""
     models: frozenset[str] = frozenset()
     """Light models the policy may call."""
+    heavy: frozenset[str] = frozenset()
+    """Heavy models the policy may ask the gateway's inference nodes for."""
     act_bounds: tuple[tuple[float, float], ...] | None = None
     """``(low, high)`` per action column, inclusive, when the descriptor declares them."""
 
@@ -219,5 +221,6 @@ def parse_descriptor(data: bytes, name: str) -> Descriptor:
         sets=_keys(raw, "sets", name, shared=True),
         flags=_keys(raw, "flags", name, shared=True),
         models=_keys(raw, "models", name, shared=False),
+        heavy=_keys(raw, "heavy", name, shared=False),
         act_bounds=_act_bounds(raw, act_dim, name),
     )

@@ -44,7 +44,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import numpy as np
 import wasmtime
@@ -60,11 +60,18 @@ from edgeswarm.edge.policy.abi import (
 from edgeswarm.edge.policy.errors import (
     PolicyDeadlineExceeded,
     PolicyError,
-    PolicyFuelExhausted,
     PolicyHostCallLimit,
     PolicyLoadError,
     PolicyTrap,
 )
+from edgeswarm.edge.policy.heavy import (
+    HEAVY_FUEL,
+    HEAVY_FUEL_PER_VALUE,
+    HeavyLaneSeam,
+    heavy_request,
+    heavy_results,
+)
+from edgeswarm.edge.policy.sandbox import charge_fuel
 from edgeswarm.edge.policy.swarm_state import SwarmState, SwarmStateRefusedError
 from edgeswarm.models import ModelError, ModelInputError, ModelNotFound, ModelRegistry
 
@@ -124,6 +131,12 @@ HOST_IMPORTS: Final[dict[str, HostImport]] = {
         ("i32", "i32", "i32", "i32", "i32"), ("i32",), 300_000, "model_infer", 14, "value"
     ),
     "model_dims": HostImport(("i32", "i32"), ("i64",), 180_000, "model_dims"),
+    "heavy_request": HostImport(
+        ("i32",) * 6, ("i32",), HEAVY_FUEL, "heavy_request", HEAVY_FUEL_PER_VALUE, "value"
+    ),
+    "heavy_results": HostImport(
+        ("i32",) * 7, ("i32",), HEAVY_FUEL, "heavy_results", HEAVY_FUEL_PER_VALUE, "value"
+    ),
 }
 """Every host function, by import name in module ``"es"``. Prices: the median of three
 runs of ``python -m edgeswarm.bench host_imports`` (2-core x86-64 VM, wasmtime 50),
@@ -159,16 +172,6 @@ def policy_generator(seed: int, slot: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, slot])))
 
 
-def _charge(caller: wasmtime.Caller, cost: int) -> None:
-    # Store's fuel methods only need a context, which a Caller provides.
-    store = cast(wasmtime.Store, caller)
-    fuel = wasmtime.Store.get_fuel(store)
-    if fuel < cost:
-        wasmtime.Store.set_fuel(store, 0)
-        raise PolicyFuelExhausted(f"out of fuel in a host import (cost {cost}, had {fuel})")
-    wasmtime.Store.set_fuel(store, fuel - cost)
-
-
 def u32(value: int) -> int:
     """An i32 argument read as the unsigned offset or length it stands for."""
     return value & _MASK32
@@ -183,6 +186,7 @@ class HostContext:
         policy: str,
         swarm: SwarmState,
         models: ModelRegistry | None = None,
+        heavy: HeavyLaneSeam | None = None,
         seed: int = 0,
         slot: int = 0,
         clock: Callable[[], int] = time.monotonic_ns,
@@ -195,6 +199,12 @@ class HostContext:
         """The instance's exported memory, once instantiated (looked up per call before)."""
         self.swarm = swarm
         self.models = models
+        self.heavy = heavy
+        """The edge's heavy lane behind ``heavy_request`` / ``heavy_results`` (None: -1)."""
+        self.slot = slot
+        """The policy's slot in its edge's set (the heavy lane answers by slot)."""
+        self.step_agents = 0
+        """``n`` of the ``es_step`` in progress (``heavy_request`` may mark no more)."""
         self.rng = policy_generator(seed, slot)
         self._clock = clock
         self._loaded_at = clock()
@@ -229,7 +239,7 @@ class HostContext:
             raise PolicyDeadlineExceeded(
                 f"ran past its deadline of {self._deadline_s * 1e3:g} ms (in a host call)"
             )
-        _charge(caller, cost)
+        charge_fuel(caller, cost)
 
     # -- instantiation -------------------------------------------------------------
 
@@ -265,7 +275,7 @@ class HostContext:
 
     # -- guest memory ----------------------------------------------------------------
 
-    def _guest_bytes(
+    def guest_bytes(
         self, caller: wasmtime.Caller, ptr: int, length: int
     ) -> NDArray[np.uint8] | None:
         """Writable view of ``length`` bytes at offset ``ptr`` (None: out of bounds).
@@ -293,7 +303,7 @@ class HostContext:
         """UTF-8 text of 1..128 bytes at ``ptr``; None if out of bounds, too long or invalid."""
         if not 0 < u32(length) <= MAX_KEY_BYTES:
             return None
-        raw = self._guest_bytes(caller, ptr, u32(length))
+        raw = self.guest_bytes(caller, ptr, u32(length))
         if raw is None:
             return None
         try:
@@ -301,7 +311,7 @@ class HostContext:
         except UnicodeDecodeError:
             return None
 
-    def _declared(self, caller: wasmtime.Caller, kind: str, ptr: int, length: int) -> str | None:
+    def declared(self, caller: wasmtime.Caller, kind: str, ptr: int, length: int) -> str | None:
         key = self._guest_text(caller, ptr, length)
         if key is None or self.descriptor is None:
             return None
@@ -311,7 +321,7 @@ class HostContext:
     # -- the imports -----------------------------------------------------------------
 
     def log(self, caller: wasmtime.Caller, level: int, ptr: int, length: int) -> None:
-        raw = self._guest_bytes(caller, ptr, u32(length))
+        raw = self.guest_bytes(caller, ptr, u32(length))
         if raw is None or not self._take_log_token():
             self.logs_dropped += 1
             return
@@ -338,14 +348,14 @@ class HostContext:
         return self._clock() - self._loaded_at
 
     def random_fill(self, caller: wasmtime.Caller, ptr: int, length: int) -> None:
-        target = self._guest_bytes(caller, ptr, u32(length))
+        target = self.guest_bytes(caller, ptr, u32(length))
         if target is None:
             raise PolicyTrap(f"random_fill({u32(ptr)}, {u32(length)}) is out of bounds")
-        _charge(caller, target.shape[0] * HOST_IMPORTS["random_fill"].fuel_per_unit)
+        charge_fuel(caller, target.shape[0] * HOST_IMPORTS["random_fill"].fuel_per_unit)
         target[:] = np.frombuffer(self.rng.bytes(target.shape[0]), np.uint8)
 
     def counter_add(self, caller: wasmtime.Caller, key_ptr: int, key_len: int, delta: int) -> int:
-        key = self._declared(caller, "counters", key_ptr, key_len)
+        key = self.declared(caller, "counters", key_ptr, key_len)
         if key is None:
             return -1
         try:
@@ -357,12 +367,12 @@ class HostContext:
     def set_add(
         self, caller: wasmtime.Caller, key_ptr: int, key_len: int, item_ptr: int, item_len: int
     ) -> int:
-        key = self._declared(caller, "sets", key_ptr, key_len)
+        key = self.declared(caller, "sets", key_ptr, key_len)
         if key is None:
             return -1
         if not 0 < u32(item_len) <= MAX_SET_ITEM_BYTES:
             return -2
-        raw = self._guest_bytes(caller, item_ptr, u32(item_len))
+        raw = self.guest_bytes(caller, item_ptr, u32(item_len))
         if raw is None:
             return -2
         try:
@@ -376,7 +386,7 @@ class HostContext:
         return 0
 
     def flag_get(self, caller: wasmtime.Caller, key_ptr: int, key_len: int) -> int:
-        key = self._declared(caller, "flags", key_ptr, key_len)
+        key = self.declared(caller, "flags", key_ptr, key_len)
         if key is None:
             return -1
         try:
@@ -385,7 +395,7 @@ class HostContext:
             return -1
 
     def model_dims(self, caller: wasmtime.Caller, id_ptr: int, id_len: int) -> int:
-        model_id = self._declared(caller, "models", id_ptr, id_len)
+        model_id = self.declared(caller, "models", id_ptr, id_len)
         if model_id is None or self.models is None:
             return -1
         try:
@@ -394,10 +404,25 @@ class HostContext:
             return -1
         return (model.input_dim << 32) | model.output_dim
 
+    def heavy_request(
+        self,
+        caller: wasmtime.Caller,
+        id_ptr: int,
+        id_len: int,
+        mask: int,
+        inp: int,
+        n: int,
+        dim: int,
+    ) -> int:
+        return heavy_request(self, caller, id_ptr, id_len, mask, inp, n, dim)
+
+    def heavy_results(self, caller: wasmtime.Caller, *args: int) -> int:
+        return heavy_results(self, caller, *args)
+
     def model_infer(
         self, caller: wasmtime.Caller, id_ptr: int, id_len: int, in_ptr: int, n: int, out_ptr: int
     ) -> int:
-        model_id = self._declared(caller, "models", id_ptr, id_len)
+        model_id = self.declared(caller, "models", id_ptr, id_len)
         if model_id is None or self.models is None:
             return -1
         try:
@@ -409,12 +434,12 @@ class HostContext:
         if n == 0:
             return 0
         # Python integers: n * dim * 4 is exact, never taken modulo 2**32.
-        in_bytes = self._guest_bytes(caller, in_ptr, n * model.input_dim * 4)
-        out_bytes = self._guest_bytes(caller, out_ptr, n * model.output_dim * 4)
+        in_bytes = self.guest_bytes(caller, in_ptr, n * model.input_dim * 4)
+        out_bytes = self.guest_bytes(caller, out_ptr, n * model.output_dim * 4)
         if in_bytes is None or out_bytes is None:
             return -2
         price = HOST_IMPORTS["model_infer"].fuel_per_unit
-        _charge(caller, n * (model.input_dim + model.output_dim) * price)
+        charge_fuel(caller, n * (model.input_dim + model.output_dim) * price)
         rows = in_bytes.view(np.float32).reshape(n, model.input_dim)
         try:
             result = model.predict(rows)

@@ -22,6 +22,7 @@ from edgeswarm.models import ModelRegistry
 
 from ..agent_table import AgentTable
 from .compiler import CompileLimits
+from .heavy import HeavyLaneSeam
 from .module_cache import ModuleCache
 from .sandbox import FuelBudget, HostCallCap
 from .set import Fallback, PolicyFault, PolicySet, PolicySpec
@@ -90,6 +91,7 @@ def open_policies(
     seed: int,
     models: ModelRegistry,
     swarm: SwarmState | None = None,
+    heavy: HeavyLaneSeam | None = None,
     on_fault: Callable[[PolicyFault], None] | None = None,
 ) -> PolicySet:
     """Load ``policies`` (built-in names or files) over ``table``, the agents split into
@@ -115,5 +117,6 @@ def open_policies(
         cache=ModuleCache(cache_dir=cache_dir, limits=compile_limits),
         swarm=swarm,
         models=models,
+        heavy=heavy,
         on_fault=on_fault,
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import wasmtime
 
@@ -154,3 +154,14 @@ def guarded_call(
     if not isinstance(result, int):
         raise PolicyAbiError(f"{label} returned {result!r}, not an integer", policy=policy)
     return result
+
+
+def charge_fuel(caller: wasmtime.Caller, cost: int) -> None:
+    """Take ``cost`` fuel from the guest calling a host import; none left: out of fuel."""
+    # Store's fuel methods only need a context, which a Caller provides.
+    store = cast(wasmtime.Store, caller)
+    fuel = wasmtime.Store.get_fuel(store)
+    if fuel < cost:
+        wasmtime.Store.set_fuel(store, 0)
+        raise PolicyFuelExhausted(f"out of fuel in a host import (cost {cost}, had {fuel})")
+    wasmtime.Store.set_fuel(store, fuel - cost)

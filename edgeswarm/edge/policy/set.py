@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
 from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.policy.heavy import HeavyLaneSeam
 from edgeswarm.edge.policy.module_cache import ModuleCache
 from edgeswarm.edge.policy.sandbox import (
     DEFAULT_DEADLINE_S,
@@ -127,6 +128,7 @@ class PolicySet(Resource):
         cache: ModuleCache | None = None,
         swarm: SwarmState | None = None,
         models: ModelRegistry | None = None,
+        heavy: HeavyLaneSeam | None = None,
         on_fault: Callable[[PolicyFault], None] | None = None,
     ) -> None:
         if fallback not in ("zero", "hold"):
@@ -135,6 +137,7 @@ class PolicySet(Resource):
         self.seed = seed
         self.swarm: SwarmState = swarm if swarm is not None else LocalSwarmState()
         self.models = models
+        self.heavy = heavy
         self.on_fault = on_fault
         self._cache = cache
         self._specs: list[PolicySpec | None] = []
@@ -166,6 +169,7 @@ class PolicySet(Resource):
                 cache=self._cache,
                 swarm=self.swarm,
                 models=self.models,
+                heavy=self.heavy,
                 seed=self.seed,
                 slot=slot,
             )

@@ -48,6 +48,7 @@ from edgeswarm.edge.policy.actions import ActionCheck
 from edgeswarm.edge.policy.deadline import EpochTicker, ticker_for
 from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
 from edgeswarm.edge.policy.export_call import ExportCall, export_caller
+from edgeswarm.edge.policy.heavy import HeavyLaneSeam
 from edgeswarm.edge.policy.host_imports import HostContext, check_imports
 from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
 from edgeswarm.edge.policy.sandbox import (
@@ -96,6 +97,7 @@ class WasmPolicy(Resource):
         cache: ModuleCache | None = None,
         swarm: SwarmState | None = None,
         models: ModelRegistry | None = None,
+        heavy: HeavyLaneSeam | None = None,
         seed: int = 0,
         slot: int = 0,
         clock: Callable[[], int] = time.monotonic_ns,
@@ -116,6 +118,7 @@ class WasmPolicy(Resource):
             policy=self.name,
             swarm=swarm if swarm is not None else LocalSwarmState(),
             models=models,
+            heavy=heavy,
             seed=seed,
             slot=slot,
             clock=clock,
@@ -238,6 +241,7 @@ class WasmPolicy(Resource):
             cache=self._cache,
             swarm=self._context.swarm,
             models=self._context.models,
+            heavy=self._context.heavy,
             seed=self._seed,
             slot=self._slot,
             clock=self._clock,
@@ -444,6 +448,7 @@ class WasmPolicy(Resource):
         self._obs_block[:n] = obs
         self._state_block[:n] = state
         obs_at, state_at, act_at = self.offsets
+        self._context.step_agents = n
         status = self._call(
             "es_step",
             self.fuel.for_agents(n),
