@@ -50,6 +50,8 @@ ABI_IMPORTS: dict[str, tuple[list[wasmtime.ValType], list[wasmtime.ValType]]] = 
     "set_add": ([I32, I32, I32, I32], [I32]),
     "flag_get": ([I32, I32], [I32]),
     "model_infer": ([I32, I32, I32, I32, I32], [I32]),
+    "heavy_request": ([I32] * 6, [I32]),
+    "heavy_results": ([I32] * 7, [I32]),
 }
 
 # name -> (obs_dim, state_dim, act_dim, counters, models)
@@ -58,6 +60,7 @@ DESCRIPTORS: dict[str, tuple[int, int, int, list[str], list[str]]] = {
     "flocking": (8, 2, 2, [], []),
     "mlp_controller": (8, 0, 2, [], []),
     "anomaly": (8, 1, 2, ["anomalies"], ["anomaly"]),
+    "escalate": (8, 2, 2, ["anomalies"], ["anomaly"]),
     "hostile_loop": (8, 0, 2, [], []),
     "hostile_membomb": (8, 0, 2, [], []),
     "hostile_trap": (8, 0, 2, [], []),
@@ -281,7 +284,7 @@ def world_observations(count: int, ticks: int, seed: int = 7) -> list[NDArray[np
 
 
 def test_module_lists():
-    assert set(example_names()) == {"boids", "flocking", "mlp_controller", "anomaly"}
+    assert set(example_names()) == {"boids", "flocking", "mlp_controller", "anomaly", "escalate"}
     assert set(hostile_names()) == {
         "hostile_loop",
         "hostile_membomb",
@@ -317,7 +320,10 @@ def test_exports_imports_and_signatures(name):
         assert isinstance(ty, wasmtime.FuncType)
         assert [str(p) for p in ty.params] == [str(p) for p in params], import_name
         assert [str(r) for r in ty.results] == [str(r) for r in results], import_name
-    expected_imports = {"anomaly": {"model_infer", "counter_add", "log"}}.get(name, set())
+    expected_imports = {
+        "anomaly": {"model_infer", "counter_add", "log"},
+        "escalate": {"model_infer", "counter_add", "heavy_request", "heavy_results"},
+    }.get(name, set())
     assert {n for _, n, _ in imports} == expected_imports
 
 

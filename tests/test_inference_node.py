@@ -282,3 +282,45 @@ def test_an_expired_deadline_is_an_explicit_timeout(
         os.kill(node.process.pid, signal.SIGCONT)
         stop_process(node.process)
         stop_process(gateway.process)
+
+
+def _escalating_edge(gateway: RunningGateway, tmp_path: Path, ticks: int) -> dict[str, object]:
+    from edgeswarm.models import write_anomaly_model
+
+    from .test_integration import run_edge, summary_of
+
+    write_anomaly_model(tmp_path / "anomaly.tflite")
+    edge = run_edge(
+        gateway,
+        "edge-h",
+        agents=2000,
+        ticks=ticks,
+        tick_hz=10,
+        extra=("--policy", "escalate", "--model", str(tmp_path / "anomaly.tflite")),
+    )
+    return summary_of(edge, timeout=60)
+
+
+def test_an_edge_policy_escalates_and_reads_results_or_explicit_timeouts(
+    tmp_path: Path, models: tuple[Path, Path]
+) -> None:
+    gateway = start_gateway(tmp_path / "gateway")
+    node = start_node(tmp_path, [models[0]], gateway=gateway)
+    try:
+        wait_for_nodes(gateway, 1)
+        summary = _escalating_edge(gateway, tmp_path, ticks=30)
+        results = summary["heavy_results"]
+        assert isinstance(results, dict)
+        assert summary["heavy_rows"] > 0
+        assert results.get("OK", 0) == summary["heavy_rows"]  # every asked agent answered
+        assert summary["policies_quarantined"] == 0
+        os.kill(node.process.pid, signal.SIGSTOP)  # the node hangs: the deadline passes
+        summary = _escalating_edge(gateway, tmp_path, ticks=20)
+        results = summary["heavy_results"]
+        assert isinstance(results, dict)
+        assert results.get("TIMEOUT", 0) > 0
+        assert results.get("OK", 0) == 0
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+        stop_process(node.process)
+        stop_process(gateway.process)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeswarm.client.address import GatewayAddress
 
+from .heavy_lane import DEFAULT_HEAVY_DEADLINE_MS
 from .policy.compiler import CompileLimits
 from .policy.loading import step_deadline_s
 from .policy.sandbox import (
@@ -72,6 +73,9 @@ class EdgeConfig:
     """Re-enable a quarantined policy after this many seconds; None keeps it stopped."""
     models: tuple[Path, ...] = ()
     """LiteRT ``.tflite`` models callable from policies, registered under their file stem."""
+    heavy_deadline_ms: int = DEFAULT_HEAVY_DEADLINE_MS
+    """How long the gateway has to answer a policy's heavy-lane request (``heavy_request``);
+    the answer (or a TIMEOUT) reaches the policy within a tick of it at 10 Hz."""
     module_cache_dir: Path | None = None
     """Compiled Wasm modules kept across restarts; ``data_dir/modules`` if None."""
     seed: int = 0

@@ -23,10 +23,18 @@ import numpy as np
 
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
-from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, ObservationBatch, Role
+from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
+    FEATURE_HEAVY,
+    PROTOCOL_VERSION,
+    Hello,
+    ObservationBatch,
+    Role,
+)
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
+from .heavy_lane import HeavyRequests
 from .metrics import EdgeMetrics
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
@@ -76,7 +84,7 @@ class EdgeRunner:
                 public_key=self.key.public_key,
                 agents=config.agents,
                 join_token=config.join_token,
-                features=(*StateLink.features, FEATURE_ACK_THROUGH),
+                features=(*StateLink.features, FEATURE_ACK_THROUGH, FEATURE_HEAVY),
             ),
             key=self.key,
             gateway=config.gateway,
@@ -84,6 +92,8 @@ class EdgeRunner:
             seed=config.seed,
             on_client=self.state.attach,
         )
+        self.heavy = HeavyRequests(deadline_ms=config.heavy_deadline_ms)
+        """Policies' heavy-lane requests and their results (``heavy_request`` imports)."""
         self.tick = 0
         self._stop = asyncio.Event()
         self._started = 0.0
@@ -131,6 +141,7 @@ class EdgeRunner:
                 seed=config.seed,
                 models=models,
                 swarm=self.state.swarm,
+                heavy=self.heavy,
                 on_fault=self._on_fault,
             ) as policies,
         ):
@@ -177,7 +188,10 @@ class EdgeRunner:
             started = time.perf_counter()
             self._retry_quarantined(policies)
             self.world.sense(self.table)
+            client = self.uplink.client
+            self.heavy.receive(client.results if client is not None else None, time.monotonic())
             policies.step(self.table)
+            self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
             self.world.apply(self.table.actions)
             self._count_world_repairs()
@@ -300,6 +314,10 @@ class EdgeRunner:
             "actions_applied": self.actions_applied,
             "ack_p50_ms": round(latency.quantile(0.50) * 1e3, 3),
             "ack_p99_ms": round(latency.quantile(0.99) * 1e3, 3),
+            "heavy_requests": self.heavy.counters.requests,
+            "heavy_rows": self.heavy.counters.rows,
+            "heavy_results": dict(self.heavy.counters.results),
+            "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
         }
 
 

@@ -80,6 +80,28 @@ int32_t es_model_infer(const char *id, int32_t id_len, const float *in, int32_t 
 /* Widths of a declared, loaded model: (in_dim << 32) | out_dim, or -1. */
 ES_IMPORT(model_dims) int64_t es_model_dims(const char *id, int32_t id_len);
 
+/* Heavy inference (ABI.md, "Heavy inference"): ask the gateway's inference nodes
+ * to run declared heavy model id on the rows of the agents whose mask byte is
+ * non-zero (mask: n bytes; in: n x in_dim f32, the rows of unmarked agents are
+ * not read). Returns the number of agents asked for, -1 model not declared or no
+ * heavy lane, -2 bad arguments. Results arrive on a later tick (t + 1 at the
+ * defaults), one per asked agent, whatever happens. */
+ES_IMPORT(heavy_request)
+int32_t es_heavy_request(const char *id, int32_t id_len, const uint8_t *mask, const float *in,
+                         int32_t n, int32_t in_dim);
+/* Up to cap results of heavy model id that arrived: agent index (in this step's
+ * block) at agent[k], status (ES_HEAVY_*) at status[k], out_dim f32 at
+ * out[k * out_dim] (zeros unless ES_HEAVY_OK). Returns how many were written
+ * (call again while it returns cap), -1 not declared, -2 bad arguments. */
+ES_IMPORT(heavy_results)
+int32_t es_heavy_results(const char *id, int32_t id_len, int32_t *agent, int32_t *status,
+                         float *out, int32_t cap, int32_t out_dim);
+
+#define ES_HEAVY_OK 0       /* the model's outputs */
+#define ES_HEAVY_TIMEOUT 1  /* no result by the deadline */
+#define ES_HEAVY_REJECTED 2 /* not taken (back-pressure, no node, no gateway): ask again later */
+#define ES_HEAVY_FAILED 3   /* the model cannot take these rows */
+
 /* Convenience wrappers for string-literal keys. */
 #define ES_LOG(level, literal) es_log((level), (literal), ES_LITERAL_LEN(literal))
 #define ES_COUNTER_ADD(literal, delta) es_counter_add((literal), ES_LITERAL_LEN(literal), (delta))
@@ -87,6 +109,10 @@ ES_IMPORT(model_dims) int64_t es_model_dims(const char *id, int32_t id_len);
 #define ES_MODEL_INFER(literal, in, n, out) \
     es_model_infer((literal), ES_LITERAL_LEN(literal), (in), (n), (out))
 #define ES_MODEL_DIMS(literal) es_model_dims((literal), ES_LITERAL_LEN(literal))
+#define ES_HEAVY_REQUEST(literal, mask, in, n, in_dim) \
+    es_heavy_request((literal), ES_LITERAL_LEN(literal), (mask), (in), (n), (in_dim))
+#define ES_HEAVY_RESULTS(literal, agent, status, out, cap, out_dim) \
+    es_heavy_results((literal), ES_LITERAL_LEN(literal), (agent), (status), (out), (cap), (out_dim))
 
 /* ---- descriptor ---------------------------------------------------------------------- */
 

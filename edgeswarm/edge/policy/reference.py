@@ -140,3 +140,42 @@ def anomaly_numpy(
     out_actions[:, 0] = s
     out_actions[:, 1] = alarm.astype(np.float32)
     return int(np.count_nonzero(alarm))
+
+
+_SUSPECT: Final = np.float32(0.25)
+_CLEAR: Final = np.float32(0.2)
+_MAX_ESCALATE: Final = 64
+_PENDING: Final = np.float32(0.5)
+_CONFIRMED: Final = np.float32(1.0)
+
+
+def escalate_numpy(
+    scores: NDArray[np.float32],
+    results: tuple[NDArray[np.int32], NDArray[np.int32], NDArray[np.float32]],
+    state: NDArray[np.float32],
+    out_actions: NDArray[np.float32],
+) -> tuple[NDArray[np.bool_], int]:
+    """One ``escalate.c`` step given the light model's scores and the heavy results
+    it reads (agent indices, statuses, ``(k, 2)`` triage outputs).
+
+    Updates ``state`` ``(n, 2)`` in place, writes ``out_actions``; returns the
+    escalation mask (the agents it asks ``triage`` for) and the alarm count.
+    """
+    agents, statuses, verdicts = results
+    for i, status, verdict in zip(agents.tolist(), statuses.tolist(), verdicts[:, 0], strict=True):
+        if 0 <= i < state.shape[0]:
+            state[i, 1] = _CONFIRMED if status == 0 and verdict > 0.5 else np.float32(0.0)
+    s = scores.reshape(-1).astype(np.float32, copy=False)
+    e = (_KEEP * state[:, 0] + _GAIN * s).astype(np.float32)
+    state[:, 0] = e
+    flag = state[:, 1].copy()
+    flag[(flag == _CONFIRMED) & (e < _CLEAR)] = 0.0
+    candidates = np.flatnonzero((flag == 0.0) & (e > _SUSPECT))[:_MAX_ESCALATE]
+    mask = np.zeros(state.shape[0], dtype=bool)
+    mask[candidates] = True
+    flag[mask] = _PENDING
+    state[:, 1] = flag
+    alarm = (flag == _CONFIRMED) | (e > _THRESHOLD)
+    out_actions[:, 0] = s
+    out_actions[:, 1] = alarm.astype(np.float32)
+    return mask, int(np.count_nonzero(alarm))
