@@ -115,7 +115,7 @@ class HeavyEdge:
 
     def collect(self) -> None:
         while self.client.results:
-            result = self.client.results.popleft()
+            _, result = self.client.results.popleft()
             assert result.request_id is not None
             self.answers.setdefault(result.request_id, []).append(result)
 

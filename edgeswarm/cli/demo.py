@@ -1,8 +1,12 @@
-"""``edgeswarm demo``: a gateway and edge processes on loopback, with live progress.
+"""``edgeswarm demo``: a gateway, an inference node and edge processes on loopback.
 
 The demo is an orchestrator only: it starts real processes (``edgeswarm
-gateway`` and ``edgeswarm edge``), reads the JSON lines they print, asks the
-gateway for its status over the admin protocol, and renders it all.
+gateway``, ``edgeswarm infer`` and ``edgeswarm edge``), reads the JSON lines
+they print, asks the gateway for its status over the admin protocol, and
+renders it all. Each edge's agents: half flock (``boids``), a quarter detect
+anomalies with a light LiteRT model (``anomaly``), a quarter do the same and
+escalate their top suspects to the heavy ``triage`` model on the inference
+node through the gateway's heavy lane (``escalate``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from edgeswarm.client.admin import fetch_state, fetch_status
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
-from edgeswarm.models import write_anomaly_model
+from edgeswarm.models import TRIAGE_MODEL, write_anomaly_model, write_triage_onnx
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.wire import Role
 
@@ -36,6 +40,8 @@ STARTUP_TIMEOUT_S = 30.0
 ADMIN_ID = "demo-admin"
 STOP_GRACE_S = 20.0
 ANOMALY_MODEL = "anomaly.tflite"
+HEAVY_MODEL = f"{TRIAGE_MODEL}.onnx"
+NODE_ID = "demo-infer"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +86,7 @@ class Credentials:
 
     admin: KeyPair
     edge_tokens: list[str]
+    node_token: str
 
 
 def _fresh_swarm(plan: DemoPlan) -> Credentials:
@@ -90,11 +97,13 @@ def _fresh_swarm(plan: DemoPlan) -> Credentials:
     for old_log in plan.data_dir.glob("*.log"):
         old_log.unlink()
     write_anomaly_model(plan.data_dir / ANOMALY_MODEL)
+    write_triage_onnx(plan.data_dir / HEAVY_MODEL)
     admin = load_or_create_key(plan.data_dir / "admin.key")
     with PeerRegistry(plan.data_dir / "gateway" / "peers.db") as registry:
         registry.add_peer(admin.public_key, ADMIN_ID, Role.ADMIN, replace=True)
         tokens = [registry.issue_token(Role.EDGE, ttl_s=3600) for _ in range(plan.edges)]
-    return Credentials(admin, tokens)
+        node_token = registry.issue_token(Role.INFERENCE, ttl_s=3600)
+    return Credentials(admin, tokens, node_token)
 
 
 async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
@@ -120,6 +129,44 @@ async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, di
     if not line:
         raise RuntimeError(f"gateway exited at start; see {plan.data_dir / 'gateway.log'}")
     return process, json.loads(line)
+
+
+async def _start_node(
+    plan: DemoPlan, listening: dict[str, Any], token: str
+) -> asyncio.subprocess.Process:
+    """The inference node serving the heavy model, enrolled with the gateway."""
+    log = (plan.data_dir / f"{NODE_ID}.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        *_command(
+            "infer",
+            "--model",
+            str(plan.data_dir / HEAVY_MODEL),
+            "--node-id",
+            NODE_ID,
+            "--gateway",
+            f"127.0.0.1:{listening['port']}",
+            "--ca",
+            str(listening["ca"]),
+            "--join-token",
+            token,
+            "--data-dir",
+            str(plan.data_dir / NODE_ID),
+            "--http",
+            "127.0.0.1:0",
+            "--metrics-port",
+            "0",
+        ),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    assert process.stdout is not None
+    async with asyncio.timeout(STARTUP_TIMEOUT_S):
+        line = await process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"inference node exited at start; see {plan.data_dir / NODE_ID}.log")
+    return process
 
 
 async def _start_edge(
@@ -154,12 +201,17 @@ async def _start_edge(
             str(plan.data_dir / edge_id),
             "--join-token",
             token,
-            # half the agents flock, half run the anomaly detector: a LiteRT model
-            # called from Wasm, counting into the shared "anomalies" counter
+            # half the agents flock, half run the anomaly detector (a LiteRT model
+            # called from Wasm, counting into the shared "anomalies" counter), and
+            # half of those escalate their top suspects to the heavy triage model
+            "--policy",
+            "boids",
             "--policy",
             "boids",
             "--policy",
             "anomaly",
+            "--policy",
+            "escalate",
             "--model",
             str(plan.data_dir / ANOMALY_MODEL),
         ),
@@ -185,6 +237,11 @@ def _totals(views: list[EdgeView], gateway: dict[str, Any] | None) -> dict[str, 
     else:  # live view: the worst edge's figures
         p50 = max((r.get("ack_p50_ms", 0.0) for r in records), default=0.0)
         p99 = max((r.get("ack_p99_ms", 0.0) for r in records), default=0.0)
+    heavy_rows = sum(r.get("heavy_rows", 0) for r in records)
+    heavy_answered = {
+        status: sum(r.get("heavy_results", {}).get(status, 0) for r in records)
+        for status in ("OK", "TIMEOUT", "REJECTED", "FAILED")
+    }
     connected = None
     if gateway is not None:
         connected = sum(1 for e in gateway["edges"] if e["connected"])
@@ -201,6 +258,10 @@ def _totals(views: list[EdgeView], gateway: dict[str, Any] | None) -> dict[str, 
         "obs_per_s": round(acked / elapsed, 1) if elapsed > 0 else 0.0,
         "ack_p50_ms": round(p50, 3),
         "ack_p99_ms": round(p99, 3),
+        "heavy_rows": heavy_rows,
+        "heavy_per_s": round(heavy_rows / elapsed, 1) if elapsed > 0 else 0.0,
+        "heavy_answered": heavy_answered,
+        "heavy_p99_ms": max((r.get("heavy_p99_ms", 0.0) for r in records), default=0.0),
         "elapsed_s": elapsed,
     }
 
@@ -226,7 +287,8 @@ def _render(views: list[EdgeView], totals: dict[str, Any], started: float) -> Gr
         f"/{totals['edges']}  |  agents {totals['agents']:,}  |  "
         f"{totals['obs_per_s']:,.0f} obs/s  |  acked {totals['observations_acked']:,}"
         f"/{totals['observations_sent']:,}  |  ack p50 {totals['ack_p50_ms']:.2f} ms"
-        f"  p99 {totals['ack_p99_ms']:.2f} ms"
+        f"  p99 {totals['ack_p99_ms']:.2f} ms  |  heavy lane {totals['heavy_per_s']:,.0f}/s"
+        f"  p99 {totals['heavy_p99_ms']:.2f} ms"
         + "".join(
             f"  |  {key.rpartition('/')[2]} {value:,}"
             for key, value in sorted(totals.get("swarm_counters", {}).items())
@@ -260,6 +322,7 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
 
     credentials = _fresh_swarm(plan)
     gateway, listening = await _start_gateway(plan)
+    node = await _start_node(plan, listening, credentials.node_token)
     address = GatewayAddress(
         port=int(listening["port"]), ca_file=Path(listening["ca"]), connect_timeout_s=2.0
     )
@@ -310,6 +373,7 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         await poll_status()
         display.update(_render(views, totals(), started))
         display.refresh()
+    await _stop(node, STOP_GRACE_S)
     await _stop(gateway, STOP_GRACE_S)
     edges_done.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -323,7 +387,10 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         console.print(
             f"[bold]{summary['observations_acked']:,}[/] of {summary['observations_sent']:,} "
             f"observations acknowledged from {summary['edges']} edges, "
-            f"{summary['obs_per_s']:,.0f} obs/s, ack p99 {summary['ack_p99_ms']:.2f} ms. "
+            f"{summary['obs_per_s']:,.0f} obs/s, ack p99 {summary['ack_p99_ms']:.2f} ms; "
+            f"heavy lane {summary['heavy_rows']:,} suspects triaged "
+            f"({summary['heavy_answered']['OK']:,} answered), "
+            f"p99 {summary['heavy_p99_ms']:.2f} ms. "
             f"Logs in {plan.data_dir}/."
         )
     return summary

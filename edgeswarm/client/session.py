@@ -114,8 +114,9 @@ class GatewayClient:
         self.latency = LatencyHistogram()
         self.actions: deque[Actions] = deque(maxlen=1024)
         """ACTIONS to impose on agents, oldest first (plain ones: no ``request_id``)."""
-        self.results: deque[Actions] = deque()
-        """Heavy-lane results (ACTIONS with a ``request_id``), oldest first: the edge's
+        self.results: deque[tuple[float, Actions]] = deque()
+        """Heavy-lane results (ACTIONS with a ``request_id``) with when they arrived
+        (monotonic seconds), oldest first: the edge's
         lane takes them all every tick; the gateway sends at most WELCOME's
         ``infer_window`` unanswered, so this stays bounded."""
         self.infer_handler: Callable[[InferRequest], None] | None = None
@@ -315,7 +316,7 @@ class GatewayClient:
         if actions.request_id is None:
             self.actions.append(actions)
         else:
-            self.results.append(actions)
+            self.results.append((time.monotonic(), actions))
 
     def _flush(self) -> None:
         data = self.session.data_to_send()

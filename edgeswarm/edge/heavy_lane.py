@@ -102,7 +102,7 @@ class HeavyRequests:
         self.max_inbox_rows = max_inbox_rows
         self.counters = HeavyCounters()
         self.latency = LatencyHistogram()
-        """From sending a request to filing its result (edge-made timeouts included)."""
+        """From sending a request to its result's arrival (edge-made timeouts: to filing)."""
         self._queued: list[tuple[int, str, NDArray[np.int32], NDArray[np.float32]]] = []
         self._sent: dict[int, _Sent] = {}
         self._inboxes: dict[tuple[int, str], _Inbox] = {}
@@ -162,10 +162,11 @@ class HeavyRequests:
 
     # --- the runner's calls --------------------------------------------------------
 
-    def receive(self, results: deque[Actions] | None, now: float) -> None:
-        """File arrived results; answer TIMEOUT for requests past deadline + grace."""
+    def receive(self, results: deque[tuple[float, Actions]] | None, now: float) -> None:
+        """File arrived results (with when they arrived); answer TIMEOUT for requests past
+        deadline + grace."""
         while results:
-            result = results.popleft()
+            arrived, result = results.popleft()
             assert result.request_id is not None
             sent = self._sent.pop(result.request_id, None)
             if sent is None:
@@ -185,7 +186,7 @@ class HeavyRequests:
                 else:
                     outputs = np.array(result.actions, dtype=np.float32)
             self._file(sent.slot, sent.model, sent.agents, status, outputs)
-            self.latency.record(now - sent.sent)
+            self.latency.record(arrived - sent.sent)
         for request_id in [r for r, s in self._sent.items() if s.expires <= now]:
             sent = self._sent.pop(request_id)
             self.counters.expired_locally += 1

@@ -10,8 +10,9 @@
  *      TIMEOUT, REJECTED, FAILED -> state[1] = 0 (may be escalated again);
  *   3. per agent: e = 0.8*e + 0.2*score (state[0]); a confirmed agent whose e
  *      drops below 0.2 is cleared (state[1] = 0);
- *   4. suspects: e > 0.25 and not pending nor confirmed, at most 64 per batch,
- *      in index order -> mask, state[1] = 0.5 (pending); ONE heavy_request;
+ *   4. top suspects: of the agents with e > 0.12 (above the calm baseline) that
+ *      are neither pending nor confirmed, the 16 with the highest e (ties: the
+ *      lower index) -> mask, state[1] = 0.5 (pending); ONE heavy_request;
  *   5. action = [score, alarm], alarm = 1 when confirmed by triage, else e > 0.5;
  *      ONE counter_add("anomalies", alarms) when there are any.
  * state[1]: 0 idle, 0.5 pending (a result comes on a later tick), 1 confirmed.
@@ -23,9 +24,9 @@
 #define KEEP 0.8f
 #define GAIN 0.2f
 #define ALARM 0.5f
-#define SUSPECT 0.25f
+#define SUSPECT 0.12f
 #define CLEAR 0.2f
-#define MAX_ESCALATE 64
+#define MAX_ESCALATE 16
 #define PENDING 0.5f
 #define CONFIRMED 1.0f
 
@@ -76,23 +77,29 @@ ES_EXPORT(es_step) int32_t es_step(int32_t n, const float *obs, float *state, fl
         }
         if (k < n) break;
     }
-    int32_t alarms = 0;
-    int32_t suspects = 0;
     for (int32_t i = 0; i < n; i++) {
-        const float score = scores[i];
-        const float e = KEEP * state[2 * i] + GAIN * score;
-        float flag = state[2 * i + 1];
+        const float e = KEEP * state[2 * i] + GAIN * scores[i];
         state[2 * i] = e;
-        if (flag == CONFIRMED && e < CLEAR) flag = 0.0f;
+        if (state[2 * i + 1] == CONFIRMED && e < CLEAR) state[2 * i + 1] = 0.0f;
         mask[i] = 0;
-        if (flag == 0.0f && e > SUSPECT && suspects < MAX_ESCALATE) {
-            mask[i] = 1;
-            flag = PENDING;
-            suspects++;
+    }
+    int32_t suspects = 0;
+    for (; suspects < MAX_ESCALATE; suspects++) { /* the top suspects, one pass each */
+        int32_t best = -1;
+        for (int32_t i = 0; i < n; i++) {
+            const float e = state[2 * i];
+            if (!mask[i] && state[2 * i + 1] == 0.0f && e > SUSPECT &&
+                (best < 0 || e > state[2 * best]))
+                best = i;
         }
-        state[2 * i + 1] = flag;
-        const int alarm = flag == CONFIRMED || e > ALARM;
-        act[2 * i] = score;
+        if (best < 0) break;
+        mask[best] = 1;
+        state[2 * best + 1] = PENDING;
+    }
+    int32_t alarms = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const int alarm = state[2 * i + 1] == CONFIRMED || state[2 * i] > ALARM;
+        act[2 * i] = scores[i];
         act[2 * i + 1] = alarm ? 1.0f : 0.0f;
         alarms += alarm;
     }

@@ -142,9 +142,9 @@ def anomaly_numpy(
     return int(np.count_nonzero(alarm))
 
 
-_SUSPECT: Final = np.float32(0.25)
+_SUSPECT: Final = np.float32(0.12)
 _CLEAR: Final = np.float32(0.2)
-_MAX_ESCALATE: Final = 64
+_MAX_ESCALATE: Final = 16
 _PENDING: Final = np.float32(0.5)
 _CONFIRMED: Final = np.float32(1.0)
 
@@ -170,7 +170,9 @@ def escalate_numpy(
     state[:, 0] = e
     flag = state[:, 1].copy()
     flag[(flag == _CONFIRMED) & (e < _CLEAR)] = 0.0
-    candidates = np.flatnonzero((flag == 0.0) & (e > _SUSPECT))[:_MAX_ESCALATE]
+    candidates = np.flatnonzero((flag == 0.0) & (e > _SUSPECT))
+    # the highest e first, the lower index first among equals
+    candidates = candidates[np.lexsort((candidates, -e[candidates]))][:_MAX_ESCALATE]
     mask = np.zeros(state.shape[0], dtype=bool)
     mask[candidates] = True
     flag[mask] = _PENDING
