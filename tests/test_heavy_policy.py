@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,7 +134,7 @@ class FakeClient:
     def __init__(self, window: int = 8) -> None:
         from edgeswarm.wire import FEATURE_HEAVY
 
-        self.sent: list = []
+        self.sent: list[Any] = []
         self.closed_reason = None
         self.welcome = type("W", (), {"infer_window": window})()
         self.session = type("S", (), {"features": frozenset({FEATURE_HEAVY})})()

@@ -45,7 +45,10 @@ def drain(lane: HeavyLane) -> tuple[list[Forward], list[Answer]]:
     forwards: list[Forward] = []
     answers: list[Answer] = []
     while (action := lane.next_action()) is not None:
-        (forwards if isinstance(action, Forward) else answers).append(action)
+        if isinstance(action, Forward):
+            forwards.append(action)
+        else:
+            answers.append(action)
     return forwards, answers
 
 

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,7 +107,9 @@ def test_tritonclient_calls_our_oip_endpoint(node: RunningNode) -> None:
         client.close()
 
 
-def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+def _post(
+    url: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -284,7 +287,7 @@ def test_an_expired_deadline_is_an_explicit_timeout(
         stop_process(gateway.process)
 
 
-def _escalating_edge(gateway: RunningGateway, tmp_path: Path, ticks: int) -> dict[str, object]:
+def _escalating_edge(gateway: RunningGateway, tmp_path: Path, ticks: int) -> dict[str, Any]:
     from edgeswarm.models import write_anomaly_model
 
     from .test_integration import run_edge, summary_of

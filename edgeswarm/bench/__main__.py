@@ -7,12 +7,13 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, crdt, edge, host_imports, transport
+from edgeswarm.bench import BenchResult, crdt, edge, host_imports, inference, transport
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "crdt": crdt.run,
     "edge": edge.run,
     "host_imports": host_imports.run,
+    "inference": inference.run,
     "transport": transport.run,
 }
 

@@ -46,7 +46,7 @@ DEFAULT_MAX_BATCH_ROWS = 512
 """Rows per batch unless configured otherwise."""
 DEFAULT_MAX_WAIT_S = 0.002
 """Longest a queued request waits for its batch to fill, unless configured otherwise."""
-DEFAULT_MAX_QUEUED_ROWS = 16 * DEFAULT_MAX_BATCH_ROWS
+DEFAULT_MAX_QUEUED_ROWS = 64 * DEFAULT_MAX_BATCH_ROWS
 """Rows a model's queue holds before it refuses requests, unless configured otherwise."""
 
 

@@ -40,12 +40,20 @@ class ResultSink(Protocol):
     def send_result(self, result: Actions) -> None:
         """Send a heavy-lane result (ACTIONS with ``request_id``) to the edge."""
 
+    def __hash__(self) -> int:
+        """Sessions are told apart by identity (the lane keys its requests by origin)."""
+        ...
+
 
 class NodeChannel(Protocol):
     """A native inference node's session at the gateway."""
 
     def send_batch(self, request: InferRequest) -> None:
         """Send a batch as INFER_REQUEST; raises ``ConnectionError`` when the session is gone."""
+
+    def __hash__(self) -> int:
+        """Sessions are told apart by identity (the pool keys its nodes by session)."""
+        ...
 
 
 class LaneRunner:

@@ -109,6 +109,9 @@ class OnnxModel(Resource):
             providers = [CUDA_PROVIDER, CPU_PROVIDER]
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: the node logs its own JSON lines
+        # Idle intra-op threads sleep instead of spinning: a spinning pool takes the CPU the
+        # node's event loop (and, on a small machine, the gateway beside it) needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is not None:
             options.intra_op_num_threads = threads
         try:

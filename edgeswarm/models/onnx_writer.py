@@ -81,7 +81,7 @@ def write_mlp_onnx(
         ir_version=ONNX_IR_VERSION,
     )
     onnx.checker.check_model(model, full_check=True)
-    data = model.SerializeToString()
+    data: bytes = model.SerializeToString()
     if path is not None:
         Path(path).write_bytes(data)
     return data
