@@ -70,8 +70,11 @@ PIPELINE = 4
 BATCH_ROWS = 512
 SATURATE_S = 3.0
 E2E_S = 5.0
-E2E_ROWS = 64
-"""Rows per edge request in ``end_to_end`` (an edge's suspects of a tick)."""
+E2E_ROWS = 256
+"""Rows per edge request in ``end_to_end``: two edges' requests fill a batch, so the
+path includes the batcher mixing edges, at a request rate one Python gateway and
+one Python client process can carry on two cores (64-row requests at the same row
+rate, 5 000 requests/s, saturated them: docs/benchmarks.md)."""
 EDGES = 4
 STARTUP_S = 30.0
 

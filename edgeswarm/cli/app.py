@@ -275,6 +275,12 @@ def edge(
         list[Path] | None,
         typer.Option(help="LiteRT .tflite model for policies, id = file stem; repeatable."),
     ] = None,
+    heavy_deadline_ms: Annotated[
+        int,
+        typer.Option(
+            min=1, max=600_000, help="How long the gateway has to answer a heavy_request, ms."
+        ),
+    ] = default(EdgeConfig, "heavy_deadline_ms"),
     module_cache_dir: Annotated[
         Path | None,
         typer.Option(
@@ -349,6 +355,7 @@ def edge(
         compile_timeout_s=compile_timeout,
         policy_retry_s=policy_retry,
         models=tuple(model or ()),
+        heavy_deadline_ms=heavy_deadline_ms,
         module_cache_dir=module_cache_dir,
         seed=seed,
         tick_hz=tick_hz,
