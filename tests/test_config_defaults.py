@@ -55,6 +55,22 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
     assert shown["gateway_addr"] == f"{address.host}:{address.port}"
 
 
+def test_infer_command_defaults_are_the_node_config_defaults() -> None:
+    from edgeswarm.inference.node import NodeConfig
+
+    shown, config = _defaults("infer"), NodeConfig()
+    for option in ("device", "node_id", "data_dir", "max_rows", "max_pending", "metrics_port"):
+        assert shown[option] == getattr(config, option), option
+    assert shown["http"] == f"{config.http_host}:{config.http_port}"
+
+
+def test_gateway_heavy_lane_defaults_are_the_lane_config_defaults() -> None:
+    shown, lane = _defaults("gateway"), GatewayConfig().heavy
+    assert shown["infer_max_batch"] == lane.max_batch_rows == 512
+    assert shown["infer_max_wait_ms"] == lane.max_wait_s * 1e3 == 2.0
+    assert shown["infer_window"] == lane.infer_window
+
+
 def test_admin_commands_defaults_are_the_admin_client_defaults() -> None:
     address = GatewayAddress(ca_file=Path("ca.crt"))
     for path in (("status",), ("state", "get"), ("state", "watch")):

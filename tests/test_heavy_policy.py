@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -197,3 +198,20 @@ def test_a_result_of_the_wrong_width_or_agents_is_a_failure() -> None:
     lane.receive(deque([(0.01, result(second.request_id, second.agent_ids[::-1]))]), now=0.01)
     _, statuses, _ = lane.results(0, "triage", 10, 2)
     assert statuses.tolist() == [InferStatus.FAILED] * 4
+
+
+async def test_an_actions_datagram_wakes_whoever_waits_on_the_client() -> None:
+    """Regression: results (and plain actions) that came as datagrams woke nobody."""
+    from edgeswarm.client.session import GatewayClient
+    from edgeswarm.identity import KeyPair
+    from edgeswarm.wire import PROTOCOL_VERSION, Hello, Role, encode_payload
+
+    key = KeyPair.generate()
+    hello = Hello(version=PROTOCOL_VERSION, role=Role.EDGE, peer_id="e", public_key=key.public_key)
+    client = GatewayClient(hello, key)
+    waiter = asyncio.ensure_future(client.wait_change())
+    await asyncio.sleep(0)
+    plain = Actions(tick=1, agent_ids=np.zeros(1, np.uint32), actions=np.zeros((1, 2), np.float32))
+    client.datagram_received(encode_payload(plain))
+    await asyncio.wait_for(waiter, 2.0)
+    assert len(client.actions) == 1

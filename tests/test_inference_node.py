@@ -315,7 +315,11 @@ def test_an_edge_policy_escalates_and_reads_results_or_explicit_timeouts(
         results = summary["heavy_results"]
         assert isinstance(results, dict)
         assert summary["heavy_rows"] > 0
-        assert results.get("OK", 0) == summary["heavy_rows"]  # every asked agent answered
+        # every asked agent was answered once, or its request was still out at the stop
+        answered = sum(results.values())
+        assert answered + summary["heavy_outstanding_rows"] == summary["heavy_rows"]
+        assert results.get("OK", 0) > answered / 2  # TIMEOUTs only when the machine lags
+        assert results.get("FAILED", 0) == 0
         assert summary["policies_quarantined"] == 0
         os.kill(node.process.pid, signal.SIGSTOP)  # the node hangs: the deadline passes
         summary = _escalating_edge(gateway, tmp_path, ticks=20)
@@ -323,6 +327,7 @@ def test_an_edge_policy_escalates_and_reads_results_or_explicit_timeouts(
         assert isinstance(results, dict)
         assert results.get("TIMEOUT", 0) > 0
         assert results.get("OK", 0) == 0
+        assert sum(results.values()) + summary["heavy_outstanding_rows"] == summary["heavy_rows"]
     finally:
         os.kill(node.process.pid, signal.SIGCONT)
         stop_process(node.process)

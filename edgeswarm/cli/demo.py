@@ -106,18 +106,14 @@ def _fresh_swarm(plan: DemoPlan) -> Credentials:
     return Credentials(admin, tokens, node_token)
 
 
-async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    log = (plan.data_dir / "gateway.log").open("ab")
+async def _start_daemon(
+    plan: DemoPlan, name: str, *args: str
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    """Start ``edgeswarm ARGS`` logging to ``NAME.log``; wait for its JSON ready line."""
+    log_path = plan.data_dir / f"{name}.log"
+    log = log_path.open("ab")
     process = await asyncio.create_subprocess_exec(
-        *_command(
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            str(plan.data_dir / "gateway"),
-            "--metrics-port",
-            "0",
-        ),
+        *_command(*args),
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
         start_new_session=True,
@@ -127,45 +123,31 @@ async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, di
     async with asyncio.timeout(STARTUP_TIMEOUT_S):
         line = await process.stdout.readline()
     if not line:
-        raise RuntimeError(f"gateway exited at start; see {plan.data_dir / 'gateway.log'}")
+        raise RuntimeError(f"{name} exited at start; see {log_path}")
     return process, json.loads(line)
+
+
+async def _start_gateway(plan: DemoPlan) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    return await _start_daemon(
+        plan,
+        "gateway",
+        *("gateway", "--listen", "127.0.0.1:0", "--metrics-port", "0"),
+        *("--data-dir", str(plan.data_dir / "gateway")),
+    )
 
 
 async def _start_node(
     plan: DemoPlan, listening: dict[str, Any], token: str
 ) -> asyncio.subprocess.Process:
     """The inference node serving the heavy model, enrolled with the gateway."""
-    log = (plan.data_dir / f"{NODE_ID}.log").open("ab")
-    process = await asyncio.create_subprocess_exec(
-        *_command(
-            "infer",
-            "--model",
-            str(plan.data_dir / HEAVY_MODEL),
-            "--node-id",
-            NODE_ID,
-            "--gateway",
-            f"127.0.0.1:{listening['port']}",
-            "--ca",
-            str(listening["ca"]),
-            "--join-token",
-            token,
-            "--data-dir",
-            str(plan.data_dir / NODE_ID),
-            "--http",
-            "127.0.0.1:0",
-            "--metrics-port",
-            "0",
-        ),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-        start_new_session=True,
+    process, _ = await _start_daemon(
+        plan,
+        NODE_ID,
+        *("infer", "--model", str(plan.data_dir / HEAVY_MODEL), "--node-id", NODE_ID),
+        *("--gateway", f"127.0.0.1:{listening['port']}", "--ca", str(listening["ca"])),
+        *("--join-token", token, "--data-dir", str(plan.data_dir / NODE_ID)),
+        *("--http", "127.0.0.1:0", "--metrics-port", "0"),
     )
-    log.close()
-    assert process.stdout is not None
-    async with asyncio.timeout(STARTUP_TIMEOUT_S):
-        line = await process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"inference node exited at start; see {plan.data_dir / NODE_ID}.log")
     return process
 
 

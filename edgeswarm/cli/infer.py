@@ -72,7 +72,7 @@ def infer(
 
       edgeswarm infer --model triage.onnx --http 127.0.0.1:8000
 
-      edgeswarm infer --model triage.onnx --device cuda --gateway gw:4433 --ca ca.crt \\
+      edgeswarm infer --model triage.onnx --device cuda --gateway gw.example --ca ca.crt \\
           --join-token es1.... --node-id gpu-0
     """
     from edgeswarm.client.address import split_host_port

@@ -58,7 +58,7 @@ class HeavyCounters:
     requests: int = 0
     """INFER_REQUESTs sent."""
     rows: int = 0
-    """Agents in them."""
+    """Agents the policies asked for (sent, or answered REJECTED at once)."""
     results: dict[str, int] = field(default_factory=dict)
     """Agents answered, by status name (edge-made TIMEOUT and REJECTED included)."""
     expired_locally: int = 0
@@ -112,6 +112,11 @@ class HeavyRequests:
     def outstanding(self) -> int:
         """Requests sent and not answered."""
         return len(self._sent)
+
+    @property
+    def outstanding_rows(self) -> int:
+        """Agents asked for and not answered yet (each gets its result on a later tick)."""
+        return sum(int(sent.agents.shape[0]) for sent in self._sent.values())
 
     # --- the policies' seam ------------------------------------------------------
 
@@ -207,6 +212,7 @@ class HeavyRequests:
         )
         window = client.welcome.infer_window if usable and client and client.welcome else 0
         for slot, model, agents, rows in queued:
+            self.counters.rows += int(agents.shape[0])
             if not usable or len(self._sent) >= window:
                 self._file(slot, model, agents, InferStatus.REJECTED, None)
                 continue
@@ -242,7 +248,6 @@ class HeavyRequests:
                 expires=now + self.deadline_ms / 1000 + self.grace_s,
             )
             self.counters.requests += 1
-            self.counters.rows += int(agents.shape[0])
 
     # --- internals -----------------------------------------------------------------
 

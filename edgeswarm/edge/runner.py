@@ -317,6 +317,7 @@ class EdgeRunner:
             "heavy_requests": self.heavy.counters.requests,
             "heavy_rows": self.heavy.counters.rows,
             "heavy_results": dict(self.heavy.counters.results),
+            "heavy_outstanding_rows": self.heavy.outstanding_rows,
             "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
         }
 
