@@ -44,6 +44,7 @@ from .events import (
 from .frames import (
     ALPN,
     FEATURE_ACK_THROUGH,
+    FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     FEATURES,
     FRAME_TYPES,
@@ -82,6 +83,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "FEATURES",
     "FEATURE_ACK_THROUGH",
+    "FEATURE_SEQ_EPOCH",
     "FEATURE_STATE",
     "FRAME_TYPES",
     "NONCE_BYTES",

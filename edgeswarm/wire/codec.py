@@ -32,6 +32,7 @@ from .fields import (
     MAX_FEATURES,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
+    UINT63_MAX,
     UINT64_MAX,
     blob,
     boolean,
@@ -42,6 +43,7 @@ from .fields import (
     number,
     text,
     uint,
+    uint63,
 )
 from .frames import (
     FRAME_TYPES,
@@ -76,6 +78,8 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_STATE_VECTOR_BYTES",
     "MAX_TEXT_CHARS",
+    "PREAUTH_MAX_FRAME_BYTES",
+    "UINT63_MAX",
     "UINT64_MAX",
     "decode_payload",
     "encode_frame",
@@ -88,12 +92,19 @@ DEFAULT_MAX_BATCH_AGENTS = 65536
 MAX_STATE_VECTOR_BYTES = 1024 * 1024
 """Longest STATE_SYNC ``state_vector``, in bytes."""
 
+PREAUTH_MAX_FRAME_BYTES = 32 * 1024
+"""Largest payload either side accepts before WELCOME: the largest legal HELLO (a
+4096-character join token, 32 features) fits; nothing before it needs more."""
+
 # msgpack limits: a map never needs many keys, and no list (shape, edges)
 # needs more entries than this, so hostile input cannot make the unpacker
-# allocate huge Python structures.
+# allocate huge Python structures. Before WELCOME the limits are those of the
+# handshake frames (HELLO: a few keys, at most MAX_FEATURES features).
 _MAX_MAP_LEN = 256
 _MAX_ARRAY_LEN = 65536
 _MAX_STR_BYTES = 1024 * 1024
+_PREAUTH_MAX_MAP_LEN = 64
+_PREAUTH_MAX_ARRAY_LEN = MAX_FEATURES
 
 
 # --- encoding --------------------------------------------------------------
@@ -113,6 +124,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["join_token"] = frame.join_token
             if frame.features:
                 fields["features"] = list(frame.features)
+            if frame.seq_epoch is not None:
+                fields["seq_epoch"] = frame.seq_epoch
+            if frame.state_incarnation is not None:
+                fields["state_incarnation"] = frame.state_incarnation
             return fields
         case Challenge():
             return {"nonce": bytes(frame.nonce), "gateway_id": frame.gateway_id}
@@ -132,6 +147,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["features"] = list(frame.features)
             return fields
         case ObservationBatch():
+            if not (0 <= frame.seq <= UINT63_MAX and 0 <= frame.tick <= UINT63_MAX):
+                raise LocalProtocolError("OBS_BATCH seq and tick must be in 0..2**63-1")
             fields = {
                 "seq": frame.seq,
                 "tick": frame.tick,
@@ -236,6 +253,8 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
     if role not in _ROLES:
         raise MalformedFrame(f"field 'role' must be one of {', '.join(_ROLES)}, got {role!r}")
     token = m.get("join_token")
+    seq_epoch = m.get("seq_epoch")
+    state_incarnation = m.get("state_incarnation")
     return Hello(
         version=uint(m, "version"),
         role=Role(role),
@@ -244,6 +263,8 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
         agents=uint(m, "agents") if "agents" in m else 0,
         join_token=None if token is None else text(m, "join_token", 1, MAX_TEXT_CHARS),
         features=features(m),
+        seq_epoch=None if seq_epoch is None else uint63(m, "seq_epoch"),
+        state_incarnation=None if state_incarnation is None else uint63(m, "state_incarnation"),
     )
 
 
@@ -270,9 +291,9 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
 
 def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
     """Every check of an OBS_BATCH map; its arrays are not built."""
-    seq = uint(m, "seq")
+    seq = uint63(m, "seq")
     try:
-        tick = uint(m, "tick")
+        tick = uint63(m, "tick")
         n = _n_agents(array_shape(field(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
         observations = array_shape(field(m, "observations"), dtype="<f4", ndim=2)
         rewards = array_shape(field(m, "rewards"), dtype="<f4", ndim=1)
@@ -377,18 +398,24 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
 }
 
 
-def unpack_payload(payload: bytes | memoryview) -> dict[Any, Any]:
-    """The msgpack map of ``payload``, unpacked with hostile-input limits."""
+def unpack_payload(payload: bytes | memoryview, *, preauth: bool = False) -> dict[Any, Any]:
+    """The msgpack map of ``payload``, unpacked with hostile-input limits.
+
+    ``preauth``: the tighter limits of a frame received before WELCOME (section 7).
+    """
+    size = len(payload)
+    if preauth and size > PREAUTH_MAX_FRAME_BYTES:
+        raise MalformedFrame(f"{size} bytes before WELCOME, at most {PREAUTH_MAX_FRAME_BYTES}")
     try:
         obj = msgpack.unpackb(
             payload,
             raw=False,
             strict_map_key=True,
             use_list=True,
-            max_str_len=min(len(payload), _MAX_STR_BYTES),
-            max_bin_len=len(payload),
-            max_array_len=min(len(payload), _MAX_ARRAY_LEN),
-            max_map_len=min(len(payload), _MAX_MAP_LEN),
+            max_str_len=min(size, _MAX_STR_BYTES),
+            max_bin_len=size,
+            max_array_len=min(size, _PREAUTH_MAX_ARRAY_LEN if preauth else _MAX_ARRAY_LEN),
+            max_map_len=min(size, _PREAUTH_MAX_MAP_LEN if preauth else _MAX_MAP_LEN),
             max_ext_len=0,
         )
     except Exception as exc:  # msgpack raises many unrelated types on bad input
@@ -404,12 +431,17 @@ def decode_payload(
     *,
     max_batch_agents: int = ...,
     batch_arrays: Literal[True] = ...,
+    preauth: bool = ...,
 ) -> Frame: ...
 
 
 @overload
 def decode_payload(
-    payload: bytes | memoryview, *, max_batch_agents: int = ..., batch_arrays: bool
+    payload: bytes | memoryview,
+    *,
+    max_batch_agents: int = ...,
+    batch_arrays: bool,
+    preauth: bool = ...,
 ) -> Frame | BatchHeader: ...
 
 
@@ -418,14 +450,17 @@ def decode_payload(
     *,
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS,
     batch_arrays: bool = True,
+    preauth: bool = False,
 ) -> Frame | BatchHeader:
     """The frame in ``payload``. Raises only ``RemoteProtocolError`` subclasses.
 
     ``batch_arrays=False``: an OBS_BATCH comes back as its :class:`BatchHeader`,
     checked exactly as the full decode checks it, its arrays not built (for a
     receiver that stores the payload and never reads the arrays: ~3x cheaper).
+    ``preauth``: the payload arrived before WELCOME; it is unpacked with the
+    handshake's limits (:data:`PREAUTH_MAX_FRAME_BYTES`, few map keys and list entries).
     """
-    m = unpack_payload(payload)
+    m = unpack_payload(payload, preauth=preauth)
     t = m.get("t")
     if type(t) is not int:
         raise MalformedFrame("missing or non-integer frame type 't'")

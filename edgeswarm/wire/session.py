@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .codec import DEFAULT_MAX_BATCH_AGENTS, MAX_TEXT_CHARS, decode_payload, encode_payload
+from .codec import (
+    DEFAULT_MAX_BATCH_AGENTS,
+    MAX_TEXT_CHARS,
+    PREAUTH_MAX_FRAME_BYTES,
+    decode_payload,
+    encode_payload,
+)
 from .errors import (
     CreditExceeded,
     ErrorCode,
@@ -52,7 +58,6 @@ from .frames import (
     FrameType,
     Hello,
     ObservationBatch,
-    Role,
     StateSyncRequest,
     StateUpdate,
     Status,
@@ -60,7 +65,7 @@ from .frames import (
     Welcome,
 )
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, encode_prefix
-from .states import EDGE_ONLY, FEATURE_GATED, Direction, SessionState, Side, next_state
+from .states import FEATURE_GATED, ROLES_ALLOWED, Direction, SessionState, Side, next_state
 
 DEFAULT_HELLO_TIMEOUT_S = 10.0
 """Seconds a client has to complete the handshake unless configured otherwise."""
@@ -107,7 +112,8 @@ class Session:
         """Server: the CHALLENGE we sent."""
         self._side = Side.CLIENT if config.is_client else Side.SERVER
         self._state = SessionState.START if config.is_client else SessionState.AWAIT_HELLO
-        self._reader = FrameReader(config.max_frame_bytes)
+        self._reader = FrameReader(min(config.max_frame_bytes, PREAUTH_MAX_FRAME_BYTES))
+        """Until READY, frames are read under the handshake's limits (states.py, rule 8)."""
         self._max_batch_agents = config.max_batch_agents
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
@@ -240,6 +246,7 @@ class Session:
                     payload,
                     max_batch_agents=self._max_batch_agents,
                     batch_arrays=self.config.batch_arrays,
+                    preauth=self._state is not SessionState.READY,
                 )
                 self._receive(frame, payload)
             except RemoteProtocolError as exc:
@@ -292,10 +299,9 @@ class Session:
             raise LocalProtocolError(
                 f"{self._side.value} may not send {frame_type.name} in state {self._state.name}"
             )
-        if frame_type in EDGE_ONLY and (
-            self.local_hello is None or self.local_hello.role is not Role.EDGE
-        ):
-            raise LocalProtocolError(f"only edge clients may send {frame_type.name}")
+        roles = ROLES_ALLOWED.get(frame_type)
+        if roles is not None and (self.local_hello is None or self.local_hello.role not in roles):
+            raise LocalProtocolError(f"{frame_type.name} may not be sent by this role")
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -339,7 +345,9 @@ class Session:
         code = int(exc.error_code)
         self._send(Error(code=code, message=_clip(message), seq=exc.seq))
         self._events.append(ProtocolViolation(error=exc))
-        if exc.fatal:
+        # Rule 8: before WELCOME the peer is unauthenticated; it gets one violation.
+        preauth = self._side is Side.SERVER and self._state is not SessionState.READY
+        if exc.fatal or preauth:
             self._end(code, message)
 
     def _receive(self, frame: Frame | BatchHeader, payload: bytes) -> None:
@@ -350,10 +358,10 @@ class Session:
             raise UnexpectedFrame(
                 f"{frame_type.name} not allowed in state {self._state.name}", seq=seq
             )
-        if frame_type in EDGE_ONLY and (
-            self.peer_hello is None or self.peer_hello.role is not Role.EDGE
-        ):
-            raise UnexpectedFrame(f"only edge clients may send {frame_type.name}", seq=seq)
+        roles = ROLES_ALLOWED.get(frame_type)
+        if roles is not None and (self.peer_hello is None or self.peer_hello.role not in roles):
+            role = self.peer_hello.role.value if self.peer_hello is not None else "unknown"
+            raise UnexpectedFrame(f"role {role} may not send {frame_type.name}", seq=seq)
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise UnexpectedFrame(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -378,6 +386,7 @@ class Session:
                 self._events.append(AuthReceived(auth=frame))
             case Welcome():
                 self.welcome = frame
+                self._reader.max_frame_bytes = self.config.max_frame_bytes  # READY: full limits
                 asked = frozenset(self.local_hello.features) if self.local_hello else frozenset()
                 self.features = asked.intersection(frame.features)
                 self._credit_limit = frame.credit

@@ -14,8 +14,9 @@ Rules (``docs/protocol.md`` has the same table in prose):
    the signature and accepts (WELCOME, ``READY``) or refuses. The client is
    ``READY`` once WELCOME arrives.
 3. In ``READY`` the client may send OBS_BATCH, STATUS_REQUEST; the server may
-   send ACK, ACTIONS, STATUS. OBS_BATCH is further restricted to clients whose
-   HELLO said role ``edge`` (``EDGE_ONLY``). STATE_SYNC and STATE_UPDATE may
+   send ACK, ACTIONS, STATUS. Some frames are further restricted to the roles
+   HELLO may name (``ROLES_ALLOWED``): OBS_BATCH to ``edge``, STATUS_REQUEST to
+   ``edge`` and ``admin``. STATE_SYNC and STATE_UPDATE may
    be sent and received by both sides in ``READY``, but only when the feature
    they belong to was negotiated: named in the client's HELLO ``features``
    and in the gateway's WELCOME ``features`` (``FEATURE_GATED``).
@@ -27,13 +28,16 @@ Rules (``docs/protocol.md`` has the same table in prose):
 7. A frame with no entry in the table is forbidden: received, it is an
    ``UnexpectedFrame`` (answered with an ERROR frame); sent, it is a
    ``LocalProtocolError``.
+8. Before ``READY`` (nothing is authenticated yet) a side reads frames under
+   the handshake's limits (``codec.PREAUTH_MAX_FRAME_BYTES``), and the server
+   ends the session at the first violation: ERROR, then BYE.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-from .frames import FEATURE_STATE, FrameType
+from .frames import FEATURE_STATE, FrameType, Role
 
 
 class SessionState(Enum):
@@ -121,8 +125,11 @@ for _side, _states in _OPEN_STATES.items():
             TRANSITIONS[(_side, _state, _dir, _F.ERROR)] = _state  # rule 4
             TRANSITIONS[(_side, _state, _dir, _F.BYE)] = _S.CLOSED  # rule 5
 
-EDGE_ONLY: frozenset[FrameType] = frozenset({_F.OBS_BATCH})
-"""Frame types only a client with role ``edge`` may send (rule 3)."""
+ROLES_ALLOWED: dict[FrameType, frozenset[Role]] = {
+    _F.OBS_BATCH: frozenset({Role.EDGE}),
+    _F.STATUS_REQUEST: frozenset({Role.EDGE, Role.ADMIN}),
+}
+"""Frame types only clients of some roles (their HELLO's ``role``) may send (rule 3)."""
 
 
 FEATURE_GATED: dict[FrameType, str] = {
@@ -140,8 +147,8 @@ def next_state(
 
 
 __all__ = [
-    "EDGE_ONLY",
     "FEATURE_GATED",
+    "ROLES_ALLOWED",
     "TRANSITIONS",
     "Direction",
     "SessionState",
