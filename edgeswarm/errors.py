@@ -57,6 +57,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogWriteError
     │   ├── LogOverloaded
     │   ├── LogClosed
+    │   ├── LogRecordRejected
     │   └── LogRecordCorrupt
     ├── PeerRegistryError               edgeswarm.gateway.peers
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)

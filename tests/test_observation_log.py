@@ -23,6 +23,7 @@ from edgeswarm.gateway.log import (
     LogOverloaded,
     LogRecord,
     LogRecordCorrupt,
+    LogRecordRejected,
     LogWriteError,
     ObservationLog,
 )
@@ -637,3 +638,46 @@ def test_writev_all_splits_at_iov_max(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(buffers)
+
+
+async def test_a_record_that_cannot_be_stored_fails_alone(db_path: Path) -> None:
+    """A record SQLite refuses (a lone surrogate in its edge id cannot be bound) is
+    rejected alone; the records of its group commit and are acknowledged."""
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, busy_timeout_s=10) as log:
+        await log.append("good", 1, 0, 1, b"a")
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer waits on the lock meanwhile,
+        try:  # so the records queued behind `first` form one group (with it or after it)
+            first = log.append("good", 2, 0, 1, b"b")
+            futures = [
+                log.append("good", 3, 0, 1, b"c"),
+                log.append("bad\ud800", 1, 0, 1, b"x"),
+                log.append("other", 1, 0, 1, b"d"),
+            ]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        outcomes = await asyncio.gather(first, *futures, return_exceptions=True)
+        assert [type(o) for o in outcomes] == [
+            AppendResult,
+            AppendResult,
+            LogRecordRejected,
+            AppendResult,
+        ]
+        rejected = outcomes[2]
+        assert isinstance(rejected, LogRecordRejected)
+        assert rejected.seq == 1
+        assert _rows(db_path) == {("good", 1), ("good", 2), ("good", 3), ("other", 1)}
+        assert log.pending_records == 0
+
+
+@pytest.mark.parametrize("field", ["seq", "tick", "count"])
+async def test_out_of_range_values_are_rejected_before_they_are_queued(
+    db_path: Path, field: str
+) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        values = {"seq": 1, "tick": 0, "count": 1, field: 2**63}
+        with pytest.raises(LogRecordRejected, match=field):
+            log.append("e", values["seq"], values["tick"], values["count"], b"p")
+        assert log.pending_records == 0
+        assert (await log.append("e", 1, 0, 1, b"p")).applied

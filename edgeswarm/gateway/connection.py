@@ -29,6 +29,7 @@ from edgeswarm.wire import (
     Actions,
     AuthReceived,
     Challenge,
+    Error,
     ErrorCode,
     HelloReceived,
     LocalProtocolError,
@@ -47,9 +48,10 @@ from edgeswarm.wire import (
     auth_message,
     encode_payload,
 )
+from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
 from .config import GatewayConfig
-from .log import AppendResult, ObservationLog, ObservationLogError
+from .log import AppendResult, LogRecordRejected, ObservationLog, ObservationLogError
 from .peers import Decision, PeerRegistry, PeerRegistryError
 from .state_service import StateService
 from .stats import GatewayStats
@@ -167,6 +169,8 @@ class GatewayConnection:
                             durable,
                             self._send_acks,
                         )
+                    except LogRecordRejected as exc:
+                        self._reject(seq, exc)
                     except ObservationLogError as exc:
                         self._log_failed(seq, exc)
                 case HelloReceived():
@@ -287,6 +291,9 @@ class GatewayConnection:
         edge_id = self.edge_id
         if self.session.closed or edge_id is None:
             return
+        if isinstance(outcome, LogRecordRejected):
+            self._reject(seq, outcome)
+            return
         if isinstance(outcome, BaseException):
             self._log_failed(seq, outcome)
             self._process()
@@ -317,6 +324,24 @@ class GatewayConnection:
             return  # a failed group already closed the session and flushed
         self._flush()
         self._link.transmit_now()
+
+    def _reject(self, seq: int, error: LogRecordRejected) -> None:
+        """Batch ``seq`` can never be stored: ERROR ``BATCH_REJECTED``, the session goes on.
+
+        Only this batch fails (the edge quarantines it); a cumulative ACK that
+        later covers its seq does not acknowledge it (protocol, section 10).
+        """
+        edge_id = self.edge_id
+        assert edge_id is not None
+        self._gateway.stats.batch_rejected(edge_id)
+        logger.warning(
+            "batch rejected: it cannot be stored",
+            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
+        )
+        self._send_cumulative_ack()  # what committed before it, first
+        self.session.send(
+            Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
+        )
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
         logger.error(

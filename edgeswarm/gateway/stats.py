@@ -64,6 +64,11 @@ class GatewayMetrics:
             "Batches received again (resent after a reconnect), acknowledged, not re-applied",
             registry=self.registry,
         )
+        self.rejected = Counter(
+            "edgeswarm_gateway_batches_rejected",
+            "Batches the log can never store (answered with ERROR BATCH_REJECTED)",
+            registry=self.registry,
+        )
         self.refused = Counter(
             "edgeswarm_gateway_peers_refused",
             "Peers refused at the handshake, by error code name",
@@ -134,6 +139,10 @@ class GatewayStats:
     def batch_duplicate(self, edge_id: str) -> None:
         self.edge(edge_id).duplicates += 1
         self.metrics.duplicates.inc()
+
+    def batch_rejected(self, edge_id: str) -> None:
+        self.edge(edge_id).errors += 1
+        self.metrics.rejected.inc()
 
     def peer_refused(self, code_name: str) -> None:
         self.metrics.refused.labels(code_name).inc()

@@ -32,9 +32,14 @@ writer takes everything queued (up to ``max_group_records`` /
 5. only then reports (``outcomes.py``): one ``loop.call_soon_threadsafe`` per
    group and event loop, never one per record.
 
-If a step fails, the segment is cut back to where the group started and every
-waiter of the group gets a :class:`LogWriteError`; nothing is ever reported as
-written that was not committed. Under ``fsync=normal`` steps 2 and 4 are
+If a step fails, the segment is cut back to where the group started. A
+failure of the disk or the database (full, locked, I/O error:
+:func:`~.records.is_environmental`) gives every waiter of the group a
+:class:`LogWriteError`; any other failure is one record's (a value SQLite
+cannot bind), so each record of the group is written alone and only the
+culprit fails, with :class:`LogRecordRejected`. Records are checked before
+they are queued (:func:`~.records.record_problem`), so that is a last line.
+Nothing is ever reported as written that was not committed. Under ``fsync=normal`` steps 2 and 4 are
 writes into the page cache: an acknowledged batch survives ``kill -9``, and an
 OS crash may lose recent batches (see :class:`FsyncPolicy`). The queue is
 bounded by ``max_pending_bytes`` (:class:`LogOverloaded`);
@@ -49,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import queue
 import sqlite3
 import threading
@@ -72,13 +78,19 @@ from .records import (
     LogOpenError,
     LogOverloaded,
     LogRecord,
+    LogRecordRejected,
     LogStats,
     LogWriteError,
+    ObservationLogError,
+    is_environmental,
+    record_problem,
 )
 from .recovery import EdgeState, load_edges, recover_segments
 from .segments import SegmentFiles
 
 __all__ = ["ObservationLog"]
+
+logger = logging.getLogger("edgeswarm.gateway")
 
 _STOP = object()
 
@@ -254,6 +266,11 @@ class ObservationLog(Resource):
         self._enqueue(Pending(record, on_done=on_done))
 
     def _enqueue(self, entry: Pending) -> None:
+        problem = record_problem(entry.record)
+        if problem is not None:
+            raise LogRecordRejected(
+                f"{self.path}: {problem}", edge_id=entry.record.edge_id, seq=entry.record.seq
+            )
         size = len(entry.record.payload)
         with self._lock:
             if self._closing:
@@ -303,7 +320,54 @@ class ObservationLog(Resource):
         self._segments.close()
 
     def _write_group(self, group: list[Pending]) -> None:
-        """Write the new records of ``group`` (payloads, then index rows), then report."""
+        """Write ``group`` in one transaction and report; a record that cannot be
+        stored fails alone (:func:`isolate`), never the records beside it."""
+        try:
+            outcomes = self._commit(group)
+        except Exception as exc:
+            if len(group) > 1 and not is_environmental(exc):
+                # Something in one record (a value SQLite cannot bind, ...): write
+                # each record alone, so that only the culprit fails.
+                outcomes = []
+                for entry in group:
+                    try:
+                        outcomes.extend(self._commit([entry]))
+                    except Exception as single:
+                        outcomes.append(self._failed([entry], single))
+            else:
+                error = self._failed(group, exc)
+                outcomes = [error] * len(group)
+        report(group, outcomes)
+
+    def _failed(self, group: list[Pending], exc: Exception) -> ObservationLogError:
+        """Count a failed commit of ``group``; the error its waiters get."""
+        error: ObservationLogError
+        if len(group) == 1 and not is_environmental(exc):
+            r = group[0].record
+            error = LogRecordRejected(
+                f"{self.path}: {r.edge_id!r} seq {r.seq} cannot be stored: {exc}",
+                edge_id=r.edge_id,
+                seq=r.seq,
+            )
+        else:
+            error = LogWriteError(f"{self.path}: commit of {len(group)} records failed: {exc}")
+        error.__cause__ = exc
+        logger.error(
+            "observation log commit failed",
+            extra={"path": str(self.path), "records": len(group), "error": str(exc)},
+        )
+        with self._lock:
+            self._stats.failed_commits += 1
+            self._stats.failed_records += len(group)
+            self._pending_records -= len(group)
+            self._pending_bytes -= sum(len(e.record.payload) for e in group)
+        return error
+
+    def _commit(self, group: list[Pending]) -> list[Outcome]:
+        """Write the new records of ``group`` (payloads, then index rows) and commit.
+
+        Raises whatever failed, after cutting the segment back; nothing is counted.
+        """
         started = time.perf_counter()
         # Only this thread changes _edges, so it reads them without the lock.
         fresh: list[bool] = []
@@ -317,7 +381,6 @@ class ObservationLog(Resource):
             fresh.append(new)
         records = [e.record for e, new in zip(group, fresh, strict=True) if new]
         payloads = [r.payload for r in records if r.payload]
-        outcomes: list[Outcome]
         start: int | None = None
         try:
             segment = offset = 0
@@ -336,47 +399,39 @@ class ObservationLog(Resource):
                 rows.append((r.edge_id, r.seq, r.tick, r.count, b"", r.received_at, *where))
             inserted = iter(insert_rows(self._db, rows) if rows else [])
             applied = [new and next(inserted) for new in fresh]
-        except Exception as exc:
+        except BaseException:
             if start is not None:
                 self._segments.rewind(start)
-            error = LogWriteError(f"{self.path}: commit of {len(group)} records failed: {exc}")
-            error.__cause__ = exc
-            outcomes = [error] * len(group)
-            with self._lock:
-                self._stats.failed_commits += 1
-                self._stats.failed_records += len(group)
-                self._pending_records -= len(group)
-                self._pending_bytes -= sum(len(e.record.payload) for e in group)
-        else:
-            latency = time.perf_counter() - started
-            outcomes = [
-                AppendResult(e.record.edge_id, e.record.seq, ok)
-                for e, ok in zip(group, applied, strict=True)
-            ]
-            new_bytes = 0
-            with self._lock:
-                for e, ok in zip(group, applied, strict=True):
-                    if ok:
-                        self._edges.setdefault(e.record.edge_id, EdgeState()).add(e.record)
-                        new_bytes += len(e.record.payload)
-                n_applied = sum(applied)
-                s = self._stats
-                s.commits += 1
-                s.records += len(group)
-                s.applied += n_applied
-                s.duplicates += len(group) - n_applied
-                s.bytes += new_bytes
-                s.last_commit_latency_s = latency
-                s.last_group_records = len(group)
-                s.max_group_records = max(s.max_group_records, len(group))
-                self._pending_records -= len(group)
-                self._pending_bytes -= sum(len(e.record.payload) for e in group)
-            if rows:
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= self.checkpoint_commits:
-                    self._since_checkpoint = 0
-                    self._checkpointer.request()
-        report(group, outcomes)
+            raise
+        latency = time.perf_counter() - started
+        outcomes: list[Outcome] = [
+            AppendResult(e.record.edge_id, e.record.seq, ok)
+            for e, ok in zip(group, applied, strict=True)
+        ]
+        new_bytes = 0
+        with self._lock:
+            for e, ok in zip(group, applied, strict=True):
+                if ok:
+                    self._edges.setdefault(e.record.edge_id, EdgeState()).add(e.record)
+                    new_bytes += len(e.record.payload)
+            n_applied = sum(applied)
+            s = self._stats
+            s.commits += 1
+            s.records += len(group)
+            s.applied += n_applied
+            s.duplicates += len(group) - n_applied
+            s.bytes += new_bytes
+            s.last_commit_latency_s = latency
+            s.last_group_records = len(group)
+            s.max_group_records = max(s.max_group_records, len(group))
+            self._pending_records -= len(group)
+            self._pending_bytes -= sum(len(e.record.payload) for e in group)
+        if rows:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self.checkpoint_commits:
+                self._since_checkpoint = 0
+                self._checkpointer.request()
+        return outcomes
 
     # ------------------------------------------------------------------ state
 
