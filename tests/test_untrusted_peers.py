@@ -47,7 +47,7 @@ def batch_frame(seq: int, tick: int | None = None) -> bytes:
         raw=False,
     )
     body["seq"], body["tick"] = seq, seq if tick is None else tick
-    payload = msgpack.packb(body, use_bin_type=True)
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
     return struct.pack(">I", len(payload)) + payload
 
 
