@@ -19,6 +19,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   └── LocalProtocolError          we tried to send what the protocol forbids
     ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
     │   └── ConnectTimeoutError         (also a TimeoutError)
+    ├── CertificateFileError            edgeswarm.transport.api
     ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
     ├── KeyFileError                    edgeswarm.identity.keys
     ├── StateError                      edgeswarm.state.errors: error_code as well
@@ -60,6 +61,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogRecordRejected
     │   └── LogRecordCorrupt
     ├── PeerRegistryError               edgeswarm.gateway.peers
+    │   ├── EnrollmentConflict
+    │   └── TokenUsedUp
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught

@@ -10,23 +10,28 @@ import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
-from edgeswarm.identity import KeyPair
+from edgeswarm.identity import KeyPair, public_key_text
 from edgeswarm.transport import quic
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
+    PROTOCOL_VERSION,
     Ack,
+    Auth,
     Bye,
+    Challenge,
     Error,
     ErrorCode,
+    Hello,
     ObservationBatch,
     Role,
     StatusRequest,
     Welcome,
+    auth_message,
     encode_frame,
     encode_payload,
 )
 
-from .conftest import RunningGateway
+from .conftest import RunningGateway, edgeswarm_command
 from .raw_peer import RawPeer
 
 pytestmark = pytest.mark.integration
@@ -118,3 +123,103 @@ def test_status_is_refused_to_inference_and_gateway_roles(
     [error] = [f for f in peer.frames if isinstance(f, Error)]
     assert error.code == ErrorCode.UNEXPECTED_FRAME
     assert not any(type(f).__name__ == "Status" for f in peer.frames)
+
+
+async def _race_for_one_id(
+    gateway: RunningGateway, token: str, keys: tuple[KeyPair, KeyPair]
+) -> tuple[RawPeer, RawPeer]:
+    """Two new keys claim the same new id with one multi-use token, challenged together."""
+    first, second = RawPeer(), RawPeer()
+    async with (
+        quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=first),
+        quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=second),
+    ):
+        hellos = []
+        for peer, key in zip((first, second), keys, strict=True):
+            hello = Hello(
+                version=PROTOCOL_VERSION,
+                role=Role.EDGE,
+                peer_id="contested",
+                public_key=key.public_key,
+                join_token=token,
+            )
+            peer.send(encode_frame(hello))
+            hellos.append(hello)
+        challenges = [await peer.wait_for(Challenge) for peer in (first, second)]
+        for peer, key, hello, challenge in zip(
+            (first, second), keys, hellos, challenges, strict=True
+        ):
+            message = auth_message(
+                nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=hello
+            )
+            peer.send(encode_frame(Auth(signature=key.sign(message))))
+        for peer in (first, second):
+            await peer.wait_for(Welcome | Bye)
+    return first, second
+
+
+def test_racing_enrollments_of_one_id_admit_one_key(gateway: RunningGateway) -> None:
+    """Both were challenged while the id was free: the enrollment decided at AUTH, in
+    one transaction, admits the first and refuses the second with AUTH_FAILED."""
+    keys = KeyPair.generate(), KeyPair.generate()
+    first, second = asyncio.run(_race_for_one_id(gateway, gateway.edge_token(uses=5), keys))
+    outcomes = [
+        "welcome" if any(isinstance(f, Welcome) for f in p.frames) else "refused"
+        for p in (first, second)
+    ]
+    assert sorted(outcomes) == ["refused", "welcome"]
+    loser = (first, second)[outcomes.index("refused")]
+    [error] = [f for f in loser.frames if isinstance(f, Error)]
+    assert error.code == ErrorCode.AUTH_FAILED
+    with gateway.registry() as registry:
+        [enrolled] = [p for p in registry.peers() if p.peer_id == "contested"]
+    assert enrolled.public_key == keys[outcomes.index("welcome")].public_key
+    assert enrolled.via.startswith("token:")
+
+
+async def _hello_then_operator_adds(gateway: RunningGateway, operator_key: KeyPair) -> RawPeer:
+    peer, key = RawPeer(), KeyPair.generate()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            role=Role.EDGE,
+            peer_id="claimed",
+            public_key=key.public_key,
+            join_token=gateway.edge_token(),
+        )
+        peer.send(encode_frame(hello))
+        challenge = await peer.wait_for(Challenge)
+        # Meanwhile the operator enrolls another key under that id (the real CLI).
+        done = await asyncio.create_subprocess_exec(
+            *edgeswarm_command(
+                "keys",
+                "add",
+                "--data-dir",
+                str(gateway.data_dir),
+                "--role",
+                "edge",
+                "--peer-id",
+                "claimed",
+                "--public-key",
+                public_key_text(operator_key.public_key),
+            ),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        assert await done.wait() == 0
+        message = auth_message(nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=hello)
+        peer.send(encode_frame(Auth(signature=key.sign(message))))
+        await peer.wait_for(Welcome | Bye)
+    return peer
+
+
+def test_operator_keys_add_wins_over_a_pending_hello(gateway: RunningGateway) -> None:
+    operator_key = KeyPair.generate()
+    peer = asyncio.run(_hello_then_operator_adds(gateway, operator_key))
+    assert not any(isinstance(f, Welcome) for f in peer.frames)
+    [error] = [f for f in peer.frames if isinstance(f, Error)]
+    assert error.code == ErrorCode.AUTH_FAILED
+    with gateway.registry() as registry:
+        enrolled = registry.peer_by_id("claimed")
+    assert enrolled is not None
+    assert enrolled.public_key == operator_key.public_key
+    assert enrolled.via == "operator"

@@ -213,7 +213,11 @@ class GatewayConnection:
     def _on_hello(self) -> None:
         hello = self.session.peer_hello
         assert hello is not None
-        decision = self._gateway.peers.check(hello)
+        try:
+            decision = self._gateway.peers.check(hello)
+        except PeerRegistryError as exc:
+            self._registry_failed(exc)
+            return
         if not decision.allowed:
             self._refuse(decision.code, decision.reason)
             return
@@ -235,10 +239,13 @@ class GatewayConnection:
         if not verify_signature(hello.public_key, signature, message):
             self._refuse(ErrorCode.AUTH_FAILED, "signature does not match the challenge")
             return
-        try:
+        try:  # decided again with the enrollment: the id may be taken, the token used up
             gateway.peers.admit(hello, self._decision)
-        except PeerRegistryError as exc:  # token used up meanwhile, registry locked: refuse
-            self._refuse(ErrorCode.BAD_TOKEN, str(exc))
+        except PeerRegistryError as exc:
+            if type(exc) is PeerRegistryError:  # the file, not the peer
+                self._registry_failed(exc)
+            else:
+                self._refuse(exc.error_code, str(exc))
             return
         is_edge = hello.role is Role.EDGE
         self._credit_limit = gateway.config.credit_window if is_edge else 0
@@ -269,6 +276,15 @@ class GatewayConnection:
                 "enrolled": self._decision.enroll_token is not None,
             },
         )
+
+    def _registry_failed(self, error: PeerRegistryError) -> None:
+        """The peer registry cannot be read or written: refuse with INTERNAL_ERROR."""
+        self._gateway.stats.storage_error("peers")
+        logger.error(
+            "peer registry failed",
+            extra={"path": str(self._gateway.peers.path), "peer": self._peer, "error": str(error)},
+        )
+        self._refuse(ErrorCode.INTERNAL_ERROR, "the gateway cannot read its peer registry now")
 
     def _refuse(self, code: ErrorCode, reason: str) -> None:
         hello = self.session.peer_hello

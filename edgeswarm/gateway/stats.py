@@ -64,6 +64,13 @@ class GatewayMetrics:
             "Batches received again (resent after a reconnect), acknowledged, not re-applied",
             registry=self.registry,
         )
+        self.storage_errors = Counter(
+            "edgeswarm_gateway_storage_errors",
+            "Reads or writes of the gateway's files that failed, by store"
+            " (peers, observation_log, state)",
+            ["store"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "edgeswarm_gateway_batches_rejected",
             "Batches the log can never store (answered with ERROR BATCH_REJECTED)",
@@ -143,6 +150,9 @@ class GatewayStats:
     def batch_rejected(self, edge_id: str) -> None:
         self.edge(edge_id).errors += 1
         self.metrics.rejected.inc()
+
+    def storage_error(self, store: str) -> None:
+        self.metrics.storage_errors.labels(store).inc()
 
     def peer_refused(self, code_name: str) -> None:
         self.metrics.refused.labels(code_name).inc()

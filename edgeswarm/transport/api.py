@@ -6,11 +6,12 @@ imports this module and nothing else of the transport. Behind it, ``quic.py``
 connects and serves, ``link.py`` drives one QUIC connection and
 ``endpoint.py`` moves the datagrams of one UDP socket.
 
-Errors raised by ``quic.connect``::
+Errors raised by ``quic.connect`` and ``quic.serve``::
 
     HandshakeError            refused, closed by the gateway, bad certificate
     │                         (an EdgeswarmError and a ConnectionError)
     └── ConnectTimeoutError   no handshake in time (also a TimeoutError)
+    CertificateFileError      serve: the certificate or its key cannot be loaded
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from edgeswarm.errors import EdgeswarmError
 
 __all__ = [
     "DEFAULT_PORT",
+    "CertificateFileError",
     "ConnectTimeoutError",
     "HandlerFactory",
     "HandshakeError",
@@ -62,6 +64,10 @@ class HandshakeError(EdgeswarmError, ConnectionError):
 
 class ConnectTimeoutError(HandshakeError, TimeoutError):
     """No handshake within ``connect_timeout`` (gateway unreachable or silent)."""
+
+
+class CertificateFileError(EdgeswarmError):
+    """A server certificate or private key file is missing, unreadable or damaged."""
 
 
 class SessionLink(Protocol):

@@ -31,6 +31,7 @@ from edgeswarm.wire import ALPN
 
 from .api import (
     DEFAULT_PORT,
+    CertificateFileError,
     ConnectTimeoutError,
     HandlerFactory,
     HandshakeError,
@@ -48,6 +49,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_STACK",
     "STACKS",
+    "CertificateFileError",
     "ConnectTimeoutError",
     "HandshakeError",
     "QuicListener",
@@ -156,7 +158,13 @@ async def serve(
     configuration = _configuration(
         stack, is_client=False, idle_timeout=idle_timeout, settings=settings
     )
-    configuration.load_cert_chain(str(cert), str(key))
+    try:
+        configuration.load_cert_chain(str(cert), str(key))
+    except Exception as exc:  # each library raises its own types (qh3: TypeError, ...)
+        what = str(exc) or type(exc).__name__
+        raise CertificateFileError(
+            f"cannot load the TLS certificate {cert} with its key {key}: {what}"
+        ) from exc
     sock = _bind(host, port)
     endpoint = ServerEndpoint(
         sock,

@@ -181,7 +181,7 @@ class SegmentFiles:
             # A file of that number can only be bytes no row references (open
             # removed everything after the newest referenced segment): start empty.
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-            fd = os.open(self.path(number), flags, 0o644)
+            fd = os.open(self.path(number), flags, 0o600)
             try:
                 if self.sync:  # its name is durable before any commit points into it
                     os.fsync(self._dir_fd)
