@@ -659,7 +659,7 @@ def _short_header_packets(cids: list[bytes], size: int = 100) -> bytes:
 async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
     first: int, cids: list[bytes], same: bool
 ) -> None:
-    from edgeswarm.transport.endpoint import ServerEndpoint
+    from edgeswarm.transport.server_endpoint import ServerEndpoint
     from edgeswarm.transport.stacks import load_stack
     from edgeswarm.transport.tickets import ServerTicketStore
 
@@ -674,6 +674,7 @@ async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
         configuration=configuration,
         handler_factory=Recorder,
         tickets=ServerTicketStore(),
+        admission=quic.AdmissionLimits(),
     )
     try:
         buffer = bytearray(_short_header_packets(cids))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -88,6 +89,25 @@ def gateway(
     credit_window: Annotated[
         int, typer.Option(min=1, help="Batches an edge may have unacknowledged.")
     ] = _GATEWAY.credit_window,
+    hello_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds from a connection's first packet to WELCOME; else closed."
+        ),
+    ] = _GATEWAY.hello_timeout_s,
+    max_unauthenticated: Annotated[
+        int, typer.Option(min=1, help="Connections not authenticated yet, at once, in all.")
+    ] = _GATEWAY.preauth.max_unauthenticated,
+    max_unauthenticated_per_address: Annotated[
+        int, typer.Option(min=1, help="Connections not authenticated yet from one IP address.")
+    ] = _GATEWAY.preauth.max_unauthenticated_per_address,
+    retry_above: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Unauthenticated connections beyond which new ones must answer a QUIC Retry.",
+        ),
+    ] = _GATEWAY.preauth.retry_above,
     fsync: Annotated[
         str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
     ] = _GATEWAY.fsync,
@@ -113,7 +133,9 @@ def gateway(
 ) -> None:
     """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
 
-    Peers must hold an enrolled key: see `edgeswarm keys`. A peer gateway
+    Peers must hold an enrolled key: see `edgeswarm keys`. Connections that have
+    not authenticated yet get a small budget (--hello-timeout, --max-unauthenticated,
+    --retry-above; see docs/operations.md, Limits). A peer gateway
     (--peer) must have this gateway's key (`public_key` in the ready line)
     enrolled with `--role gateway --peer-id GATEWAY_ID`.
     """
@@ -133,6 +155,13 @@ def gateway(
         gateway_id=gateway_id,
         max_batch_agents=max_batch_agents,
         credit_window=credit_window,
+        hello_timeout_s=hello_timeout,
+        preauth=dataclasses.replace(
+            _GATEWAY.preauth,
+            max_unauthenticated=max_unauthenticated,
+            max_unauthenticated_per_address=max_unauthenticated_per_address,
+            retry_above=retry_above,
+        ),
         fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
         stack=quic_stack(stack),
         metrics_port=metrics_port_option(metrics_port),

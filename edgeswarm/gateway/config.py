@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeswarm.transport.api import DEFAULT_PORT, TransportSettings
+from edgeswarm.transport.api import DEFAULT_PORT, AdmissionLimits, TransportSettings
 from edgeswarm.transport.stacks import DEFAULT_STACK
 from edgeswarm.wire import DEFAULT_MAX_BATCH_AGENTS, DEFAULT_MAX_FRAME_BYTES
 from edgeswarm.wire.session import DEFAULT_HELLO_TIMEOUT_S
@@ -34,7 +34,11 @@ class GatewayConfig:
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
     """Largest number of agents accepted in one OBS_BATCH."""
     hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S
-    """Time a new connection has to complete the handshake."""
+    """Time a new connection has to complete the handshake (HELLO to WELCOME), counted
+    from its first packet; the transport closes one that has no session stream by then."""
+    preauth: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Budget for connections not authenticated yet: caps, Retry threshold and rate
+    (its ``deadline_s`` is replaced by ``hello_timeout_s`` plus a second's grace)."""
     credit_window: int = 256
     """OBS_BATCH frames an edge may have unacknowledged (lowered while the log lags)."""
     fsync: str = FsyncPolicy.NORMAL

@@ -262,6 +262,8 @@ class GatewayConnection:
             )
         )
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
+        if self._link is not None:
+            self._link.mark_authenticated()  # out of the transport's pre-auth budget
         if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
             self.session.send(gateway.state.sync_request(self))
         self._ack_through = FEATURE_ACK_THROUGH in self.session.features

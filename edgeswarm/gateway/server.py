@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -19,9 +20,13 @@ from .log import LogCollector, ObservationLog
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
 from .state_service import StateService
-from .stats import GatewayStats
+from .stats import GatewayStats, PreAuthCollector
 
 logger = logging.getLogger("edgeswarm.gateway")
+
+HELLO_GRACE_S = 1.0
+"""The transport closes an unauthenticated connection this long after the session's
+HELLO_TIMEOUT, so that a session that has a stream says why first."""
 
 
 class Gateway:
@@ -97,7 +102,11 @@ class Gateway:
             handler_factory=lambda: GatewayConnection(self),
             stack=config.stack,
             settings=config.transport,
+            admission=dataclasses.replace(
+                config.preauth, deadline_s=config.hello_timeout_s + HELLO_GRACE_S
+            ),
         )
+        self.stats.metrics.registry.register(PreAuthCollector(self.listener))
         for host, port in config.peers:
             self.add_peer_gateway(host, port)
         if config.metrics_port is not None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from edgeswarm.transport.quic import AdmissionStats
 from edgeswarm.wire import EdgeStatus, Status
 
 
@@ -175,4 +180,43 @@ class GatewayStats:
             gateway_id=self.gateway_id,
             uptime_s=now - self.started_at,
             edges=tuple(record.to_status() for record in self.edges.values()),
+        )
+
+
+class PreAuthListener(Protocol):
+    """What :class:`PreAuthCollector` reads of a ``QuicListener``."""
+
+    @property
+    def unauthenticated(self) -> int: ...
+
+    @property
+    def admission_stats(self) -> AdmissionStats: ...
+
+
+_PREAUTH_COUNTERS = (
+    ("accepted", "Connections created for peers not authenticated yet"),
+    ("retries", "Connection attempts answered with a QUIC Retry (prove your address)"),
+    ("refused", "Connection attempts dropped: a pre-auth cap was reached, or a bad Retry token"),
+    ("discarded", "Connections dropped at once: their first datagrams did not decrypt"),
+    ("expired", "Connections closed: not authenticated within the hello timeout"),
+    ("authenticated", "Connections whose peer authenticated"),
+)
+
+
+class PreAuthCollector(Collector):
+    """``edgeswarm_gateway_preauth_*``: the transport's pre-auth budget, read at scrape time."""
+
+    def __init__(self, listener: PreAuthListener) -> None:
+        self._listener = listener
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._listener.admission_stats
+        for name, documentation in _PREAUTH_COUNTERS:
+            yield CounterMetricFamily(
+                f"edgeswarm_gateway_preauth_{name}", documentation, value=getattr(stats, name)
+            )
+        yield GaugeMetricFamily(
+            "edgeswarm_gateway_preauth_connections",
+            "Connections open now whose peer has not authenticated yet",
+            value=self._listener.unauthenticated,
         )

@@ -24,6 +24,7 @@ from edgeswarm.errors import EdgeswarmError
 
 __all__ = [
     "DEFAULT_PORT",
+    "AdmissionLimits",
     "CertificateFileError",
     "ConnectTimeoutError",
     "HandlerFactory",
@@ -56,6 +57,25 @@ class TransportSettings:
     segmentation_offload: bool = True
     """Linux UDP GSO/GRO: one ``sendmsg`` carries up to 64 equal-size datagrams and one
     read returns as many; turned off by itself where the kernel refuses it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionLimits:
+    """A server's budget for peers that have not authenticated yet (``admission.py``)."""
+
+    max_unauthenticated: int = 1024
+    """Unauthenticated connections at once, in all; beyond, new attempts are dropped."""
+    max_unauthenticated_per_address: int = 64
+    """Unauthenticated connections at once from one IP address."""
+    retry_above: int = 128
+    """Unauthenticated connections beyond which a new attempt must prove its address
+    with a QUIC Retry round trip first (0: always)."""
+    new_per_s: float = 200.0
+    """Unvalidated connection attempts per second accepted without a Retry."""
+    new_burst: int = 200
+    """Burst of :attr:`new_per_s`."""
+    deadline_s: float = 10.0
+    """A connection still unauthenticated this long after its first packet is closed."""
 
 
 class HandshakeError(EdgeswarmError, ConnectionError):
@@ -97,6 +117,10 @@ class SessionLink(Protocol):
 
     def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
         """Close the QUIC connection."""
+
+    def mark_authenticated(self) -> None:
+        """The peer proved its identity: it leaves the server's pre-auth budget
+        (``AdmissionLimits``) and its deadline. Nothing on a client."""
 
     @property
     def peer(self) -> str:
