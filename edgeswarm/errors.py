@@ -59,6 +59,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogOverloaded
     │   ├── LogClosed
     │   ├── LogRecordRejected
+    │   ├── LogSeqConflict
     │   └── LogRecordCorrupt
     ├── PeerRegistryError               edgeswarm.gateway.peers
     │   ├── EnrollmentConflict

@@ -23,7 +23,14 @@ import numpy as np
 
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
-from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, ObservationBatch, Role
+from edgeswarm.wire import (
+    FEATURE_ACK_THROUGH,
+    FEATURE_SEQ_EPOCH,
+    PROTOCOL_VERSION,
+    Hello,
+    ObservationBatch,
+    Role,
+)
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
@@ -31,6 +38,7 @@ from .metrics import EdgeMetrics
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool
+from .spool_records import QuarantinedBatch
 from .state_link import StateLink
 from .uplink import Uplink, observation_count
 from .world import FlockingWorld
@@ -76,13 +84,16 @@ class EdgeRunner:
                 public_key=self.key.public_key,
                 agents=config.agents,
                 join_token=config.join_token,
-                features=(*StateLink.features, FEATURE_ACK_THROUGH),
+                features=(*StateLink.features, FEATURE_ACK_THROUGH, FEATURE_SEQ_EPOCH),
+                seq_epoch=self.spool.seq_epoch,
+                state_incarnation=self.state.document.incarnation,
             ),
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
             seed=config.seed,
             on_client=self.state.attach,
+            on_quarantine=self._on_quarantine,
         )
         self.tick = 0
         self._stop = asyncio.Event()
@@ -135,10 +146,16 @@ class EdgeRunner:
             ) as policies,
         ):
             delivery = asyncio.create_task(self.uplink.run())
+            delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
             self._started = time.monotonic()
             try:
                 await self._tick_loop(policies)
+                failed = (
+                    None if not delivery.done() or delivery.cancelled() else delivery.exception()
+                )
+                if failed is not None:  # the spool failed: say so (exit status 2)
+                    raise failed
                 if not await self.uplink.drain(config.drain_timeout_s):
                     logger.warning(
                         "unacknowledged batches at stop; they stay spooled for the next start",
@@ -207,6 +224,15 @@ class EdgeRunner:
                 "non-finite agent state repaired (actions dropped, agents stopped)",
                 extra={"agents": new, "tick": self.tick},
             )
+
+    def _delivery_ended(self, delivery: asyncio.Task[None]) -> None:
+        """The uplink stopped by itself (its spool failed): stop stepping, say why at exit."""
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.metrics.storage_errors.labels("spool").inc()
+            self._stop.set()
+
+    def _on_quarantine(self, batch: QuarantinedBatch) -> None:
+        self.metrics.spool_quarantined.labels(str(batch.reason)).inc()
 
     def _on_fault(self, fault: PolicyFault) -> None:
         self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()
@@ -296,6 +322,8 @@ class EdgeRunner:
             "spooled_bytes": self.spool.bytes,
             "dropped_batches": counters.dropped_batches,
             "dropped_observations": counters.dropped_observations,
+            "quarantined_batches": counters.quarantined_batches,
+            "quarantined_observations": counters.quarantined_observations,
             "connects": counters.connects,
             "actions_applied": self.actions_applied,
             "ack_p50_ms": round(latency.quantile(0.50) * 1e3, 3),

@@ -16,12 +16,12 @@ import logging
 import os
 import time
 import uuid
-from typing import Protocol
 
 from edgeswarm.identity import verify_signature
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
+    FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     FEATURES,
     NONCE_BYTES,
@@ -50,52 +50,17 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
-from .config import GatewayConfig
-from .log import AppendResult, LogRecordRejected, ObservationLog, ObservationLogError
-from .peers import Decision, PeerRegistry, PeerRegistryError
-from .state_service import StateService
-from .stats import GatewayStats
+from .edge_sessions import Refused
+from .log import (
+    AppendResult,
+    LogRecordRejected,
+    LogSeqConflict,
+    ObservationLogError,
+)
+from .peers import Decision, PeerRegistryError
+from .services import GatewayServices
 
 logger = logging.getLogger("edgeswarm.gateway")
-
-
-class GatewayServices(Protocol):
-    """What a connection uses of the gateway that accepted it (``server.Gateway`` is one)."""
-
-    @property
-    def config(self) -> GatewayConfig:
-        """Limits and names the connection announces."""
-        ...
-
-    @property
-    def stats(self) -> GatewayStats:
-        """Per-edge totals and metrics."""
-        ...
-
-    @property
-    def observation_log(self) -> ObservationLog:
-        """Where batches are made durable before they are acknowledged."""
-        ...
-
-    @property
-    def state(self) -> StateService:
-        """The swarm document the session's state frames go to."""
-        ...
-
-    @property
-    def peers(self) -> PeerRegistry:
-        """Who may connect, under which name and role."""
-        ...
-
-    def credit_window(self) -> int:
-        """Batches an edge may have unacknowledged now."""
-        ...
-
-    def connection_opened(self, connection: GatewayConnection) -> None:
-        """The connection's session stream exists."""
-
-    def connection_closed(self, connection: GatewayConnection) -> None:
-        """The connection is gone."""
 
 
 class GatewayConnection:
@@ -127,6 +92,8 @@ class GatewayConnection:
         self._ack_seq = 0
         self._ack_accepted: int | None = None
         """Observations of the batches the next cumulative ACK covers; None: none waits."""
+        self._base = 0
+        """An edge's batches are stored under ``base + seq`` (its sequence epoch's base)."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -162,7 +129,7 @@ class GatewayConnection:
                     try:
                         gateway.observation_log.append_then(
                             edge_id,
-                            seq,
+                            self._base + seq,
                             tick,
                             count,
                             payload,
@@ -248,6 +215,14 @@ class GatewayConnection:
                 self._refuse(exc.error_code, str(exc))
             return
         is_edge = hello.role is Role.EDGE
+        resume_seq = 0
+        if is_edge:
+            epoch = hello.seq_epoch if FEATURE_SEQ_EPOCH in hello.features else None
+            admitted = gateway.edge_sessions.admit(self, hello.peer_id, epoch or 0, peer=self._peer)
+            if isinstance(admitted, Refused):
+                self._refuse(admitted.code, admitted.reason)
+                return
+            self._base, resume_seq = admitted.base, admitted.resume_seq
         self._credit_limit = gateway.config.credit_window if is_edge else 0
         self.session.accept(
             Welcome(
@@ -257,7 +232,7 @@ class GatewayConnection:
                 max_frame_bytes=gateway.config.max_frame_bytes,
                 max_batch_agents=gateway.config.max_batch_agents,
                 credit=self._credit_limit,
-                resume_seq=gateway.observation_log.high_water(hello.peer_id) if is_edge else 0,
+                resume_seq=resume_seq,
                 features=tuple(f for f in hello.features if f in FEATURES),
             )
         )
@@ -312,13 +287,16 @@ class GatewayConnection:
         if isinstance(outcome, LogRecordRejected):
             self._reject(seq, outcome)
             return
+        if isinstance(outcome, LogSeqConflict):
+            self._conflict(seq, outcome)
+            return
         if isinstance(outcome, BaseException):
             self._log_failed(seq, outcome)
             self._process()
             return
         stats = self._gateway.stats
         if outcome.applied:
-            stats.batch_accepted(edge_id, seq, count, size)
+            stats.batch_accepted(edge_id, outcome.seq, count, size)
         else:
             stats.batch_duplicate(edge_id)
         self._acks_sent += 1
@@ -360,6 +338,23 @@ class GatewayConnection:
         self.session.send(
             Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
         )
+
+    def _conflict(self, seq: int, error: LogSeqConflict) -> None:
+        """Other bytes are stored under batch ``seq``: ERROR + BYE ``SEQ_CONFLICT``, after
+        the ACK of what committed before it (no ACK ever covers it)."""
+        edge_id = self.edge_id
+        assert edge_id is not None
+        self._gateway.stats.seq_conflict(edge_id)
+        logger.warning(
+            "sequence conflict: another batch is stored under this number"
+            " (a copy of this edge's spool runs elsewhere, or it was restored)",
+            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
+        )
+        self._send_cumulative_ack()
+        message = f"seq {seq}: another batch is stored under this number; start a new seq_epoch"
+        self.session.send(Error(code=ErrorCode.SEQ_CONFLICT, message=message, seq=seq))
+        self.session.close(ErrorCode.SEQ_CONFLICT, "sequence conflict")
+        self._process()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
         logger.error(
@@ -419,8 +414,16 @@ class GatewayConnection:
     def _peer(self) -> str:
         return self._link.peer if self._link is not None else "?"
 
+    def replace(self) -> None:
+        """A newer session of this edge authenticated: BYE ``SESSION_REPLACED``."""
+        if not self.session.closed:
+            self.session.close(ErrorCode.SESSION_REPLACED, "a newer session of this edge id")
+            self._process()
+
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
+        if self.edge_id is not None:
+            self._gateway.edge_sessions.ended(self, self.edge_id)
         if self._open and self.peer_id is not None and self.role is not None:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)

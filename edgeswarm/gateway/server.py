@@ -16,9 +16,11 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
+from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
+from .services import OpenConnection
 from .state_service import StateService
 from .stats import GatewayStats, PreAuthCollector
 
@@ -47,6 +49,8 @@ class Gateway:
             max_pending_bytes=4 * config.max_log_backlog_bytes,
         )
         self.stats.metrics.registry.register(LogCollector(self.observation_log))
+        self.edge_sessions = EdgeSessions(self.observation_log, self.stats)
+        """The live session of each edge and its sequence epoch (``edge_sessions.py``)."""
         for edge_id, aggregate in self.observation_log.edges().items():
             self.stats.restore(
                 edge_id,
@@ -148,10 +152,11 @@ class Gateway:
         self._broadcast = None
         self.stats.metrics.state_updates_sent.inc(self.state.broadcast())
 
-    def connection_opened(self, connection: GatewayConnection) -> None:
-        self.connections.add(connection)
+    def connection_opened(self, connection: OpenConnection) -> None:
+        if isinstance(connection, GatewayConnection):  # the only kind this gateway makes
+            self.connections.add(connection)
 
-    def connection_closed(self, connection: GatewayConnection) -> None:
+    def connection_closed(self, connection: OpenConnection) -> None:
         self.connections.discard(connection)
 
     def close(self) -> None:

@@ -76,6 +76,17 @@ class GatewayMetrics:
             ["store"],
             registry=self.registry,
         )
+        self.replaced = Counter(
+            "edgeswarm_gateway_sessions_replaced",
+            "Edge sessions closed because a newer session of the same edge id authenticated",
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            "edgeswarm_gateway_seq_conflicts",
+            "Batches whose (edge, seq) already holds other bytes (two senders, one numbering);"
+            " not acknowledged, the session closed with SEQ_CONFLICT",
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "edgeswarm_gateway_batches_rejected",
             "Batches the log can never store (answered with ERROR BATCH_REJECTED)",
@@ -155,6 +166,13 @@ class GatewayStats:
     def batch_rejected(self, edge_id: str) -> None:
         self.edge(edge_id).errors += 1
         self.metrics.rejected.inc()
+
+    def seq_conflict(self, edge_id: str) -> None:
+        self.edge(edge_id).errors += 1
+        self.metrics.conflicts.inc()
+
+    def session_replaced(self) -> None:
+        self.metrics.replaced.inc()
 
     def storage_error(self, store: str) -> None:
         self.metrics.storage_errors.labels(store).inc()

@@ -7,6 +7,7 @@ opening after a crash does, ``checkpoint.py`` its WAL checkpoints,
 ``records.py`` its values and errors, ``metrics.py`` its Prometheus series.
 """
 
+from .holdings import EpochStanding
 from .metrics import LogCollector
 from .records import (
     AppendResult,
@@ -19,6 +20,7 @@ from .records import (
     LogRecord,
     LogRecordCorrupt,
     LogRecordRejected,
+    LogSeqConflict,
     LogStats,
     LogWriteError,
     ObservationLogError,
@@ -28,6 +30,7 @@ from .store import ObservationLog
 __all__ = [
     "AppendResult",
     "EdgeAggregate",
+    "EpochStanding",
     "FsyncPolicy",
     "LogClosed",
     "LogCollector",
@@ -37,6 +40,7 @@ __all__ = [
     "LogRecord",
     "LogRecordCorrupt",
     "LogRecordRejected",
+    "LogSeqConflict",
     "LogStats",
     "LogWriteError",
     "ObservationLog",

@@ -10,6 +10,7 @@ Errors (one tree; all are errors *we* hit, none is the peer's fault)::
     ├── LogClosed              append/submit after :meth:`ObservationLog.close`
     ├── LogRecordRejected      this one record can never be stored (a value out of range);
     │                          the records queued beside it are not affected
+    ├── LogSeqConflict         another record with other bytes is stored under its (edge, seq)
     └── LogRecordCorrupt       read: a payload's bytes are short or fail their checksum
 
 Values: :class:`FsyncPolicy` (how hard a commit is pushed to stable storage),
@@ -39,6 +40,7 @@ __all__ = [
     "LogRecord",
     "LogRecordCorrupt",
     "LogRecordRejected",
+    "LogSeqConflict",
     "LogStats",
     "LogWriteError",
     "ObservationLogError",
@@ -107,6 +109,19 @@ class LogRecordRejected(ObservationLogError):  # noqa: N818
         """Edge of the rejected record."""
         self.seq = seq
         """Its sequence number."""
+
+
+class LogSeqConflict(ObservationLogError):  # noqa: N818
+    """Another record, with other bytes, is stored (or queued first) under this record's
+    ``(edge_id, seq)``: two senders use the same numbers (a cloned spool, one restored
+    or rolled back). The record is not stored and must not be acknowledged."""
+
+    def __init__(self, message: str, *, edge_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.edge_id = edge_id
+        """Edge of the conflicting record."""
+        self.seq = seq
+        """Its sequence number (as stored)."""
 
 
 def is_environmental(exc: BaseException) -> bool:
@@ -292,6 +307,17 @@ class LogStats:
     lost_on_open: int = 0
     """Committed records deleted when the log opened because their segment bytes
     were missing (an OS crash under ``fsync=normal``/``off``, or tampering)."""
+
+    def committed(self, records: int, applied: int, nbytes: int, latency_s: float) -> None:
+        """A group of ``records`` committed, ``applied`` of them new (``nbytes`` of payload)."""
+        self.commits += 1
+        self.records += records
+        self.applied += applied
+        self.duplicates += records - applied
+        self.bytes += nbytes
+        self.last_commit_latency_s = latency_s
+        self.last_group_records = records
+        self.max_group_records = max(self.max_group_records, records)
 
     @property
     def mean_group_records(self) -> float:
