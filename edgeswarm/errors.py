@@ -25,7 +25,9 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── StateError                      edgeswarm.state.errors: error_code as well
     │   ├── RemoteStateError
     │   │   ├── MalformedUpdate
-    │   │   └── MalformedStateVector
+    │   │   ├── MalformedStateVector
+    │   │   ├── ForeignStateEntry
+    │   │   └── ReadOnlyState
     │   └── LocalStateError
     │       ├── InvalidKey
     │       │   └── SwarmStateRefusedError  edgeswarm.edge.policy.swarm_state

@@ -159,6 +159,7 @@ class StateLink(Resource):
             peer_id=gateway_id,
             on_update=self.store.append,
             on_refused=self._refused,
+            own_writes_only=True,  # a gateway takes from an edge only what it wrote
         )
         client.send_state(self._session.sync_request())
 

@@ -18,6 +18,7 @@ import time
 import uuid
 
 from edgeswarm.identity import verify_signature
+from edgeswarm.state import Writers
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
@@ -59,6 +60,7 @@ from .log import (
 )
 from .peers import Decision, PeerRegistryError
 from .services import GatewayServices
+from .state_rights import state_rights
 
 logger = logging.getLogger("edgeswarm.gateway")
 
@@ -94,6 +96,10 @@ class GatewayConnection:
         """Observations of the batches the next cumulative ACK covers; None: none waits."""
         self._base = 0
         """An edge's batches are stored under ``base + seq`` (its sequence epoch's base)."""
+        self.state_writers: Writers = frozenset()
+        """Swarm-state writer ids this peer may write as (``state.ownership``)."""
+        self.state_may_write = False
+        """Whether this peer's role may change the swarm state."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -240,6 +246,9 @@ class GatewayConnection:
         if self._link is not None:
             self._link.mark_authenticated()  # out of the transport's pre-auth budget
         if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
+            self.state_writers, self.state_may_write = state_rights(
+                hello, gateway.peers, gateway.stats
+            )
             self.session.send(gateway.state.sync_request(self))
         self._ack_through = FEATURE_ACK_THROUGH in self.session.features
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)

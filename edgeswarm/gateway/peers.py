@@ -41,6 +41,7 @@ from pathlib import Path
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import fingerprint
 from edgeswarm.resource import Resource
+from edgeswarm.state import client_id_for
 from edgeswarm.storage import Schema, open_database, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
@@ -237,6 +238,36 @@ class PeerRegistry(Resource):
                 (token_id, _hash(secret), Role(role).value, now + ttl_s, uses, now),
             )
         return f"{TOKEN_PREFIX}.{token_id}.{secret}"
+
+    # --- swarm-state writers ---------------------------------------------------
+
+    def bind_writer(self, peer_id: str, incarnation: int) -> int:
+        """Bind the swarm-state writer of ``peer_id``'s ``incarnation`` (its client id,
+        ``state.schema.client_id_for``) to the peer, for good; return the client id.
+
+        Raises :class:`EnrollmentConflict` when that client id is bound to another
+        peer already (a 53-bit collision: the peer's state writes are refused).
+        """
+        client_id = client_id_for(peer_id, incarnation)
+        with self._errors(), transaction(self._db) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO writers VALUES (?, ?, ?, ?)",
+                (client_id, peer_id, incarnation, time.time()),
+            )
+            (owner,) = db.execute(
+                "SELECT peer_id FROM writers WHERE client_id = ?", (client_id,)
+            ).fetchone()
+        if owner != peer_id:
+            raise EnrollmentConflict(f"state writer {client_id} is bound to peer {owner!r}")
+        return int(client_id)
+
+    def writers_of(self, peer_id: str) -> frozenset[int]:
+        """Every swarm-state writer id bound to ``peer_id`` (all its incarnations)."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT client_id FROM writers WHERE peer_id = ?", (peer_id,)
+            ).fetchall()
+        return frozenset(int(row[0]) for row in rows)
 
     # --- gateway side -----------------------------------------------------
 

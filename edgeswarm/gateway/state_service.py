@@ -10,10 +10,14 @@ flow, per session (``docs/protocol.md``, State)::
     peer  --STATE_UPDATE(u)-->  service.receive(): apply, log to the store, on_change()
     every synced peer <--       service.broadcast(): what each one lacks (state vectors)
 
-A malformed update or state vector is refused (``StateSession``): the peer
-gets an ERROR frame (``MALFORMED_UPDATE`` / ``MALFORMED_STATE_VECTOR``), a
-warning is logged, ``on_refused`` counts it, and the document is untouched.
-Other peers never notice.
+Every update is checked before it is merged (``state.WriteGuard``): a peer
+writes only entries of the writer ids bound to it (``state_writers``; None:
+a peer gateway, which replicates everything), and a read-only role
+(``state_may_write`` false: admins, inference nodes) changes nothing. A
+malformed, foreign or read-only update, or a malformed state vector, is
+refused (``StateSession``): the peer gets an ERROR frame (101-104), a warning
+is logged, ``on_refused`` counts it, and the document is untouched. Other
+peers never notice.
 
 Sans-I/O apart from the store's files: callers feed events in and send the
 frames they get back; the owner arms a timer when ``on_change`` fires and
@@ -23,6 +27,7 @@ not one per received update).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +39,8 @@ from edgeswarm.state import (
     StateSession,
     StoreFsyncPolicy,
     SwarmSnapshotDict,
+    WriteGuard,
+    Writers,
     open_document,
 )
 from edgeswarm.wire import (
@@ -60,6 +67,16 @@ class StatePeer(Protocol):
         """Queue a STATE_UPDATE to the peer."""
         ...
 
+    @property
+    def state_writers(self) -> Writers:
+        """Writer ids the peer may write as; None: any (a peer gateway)."""
+        ...
+
+    @property
+    def state_may_write(self) -> bool:
+        """Whether the peer's role may change the document at all."""
+        ...
+
 
 class StateService(Resource):
     """The gateway's document, its store, and one sync per connected state peer."""
@@ -76,6 +93,8 @@ class StateService(Resource):
         self.document, self.store, self.load_report = open_document(
             directory, writer_id, fsync=fsync
         )
+        self.guard = WriteGuard(self.document)
+        """Checks every peer's update by its effect before it is merged."""
         self.on_change = on_change
         """Called after an update changed the document (arm the broadcast timer)."""
         self.on_refused = on_refused
@@ -146,8 +165,14 @@ class StateService(Resource):
                 peer_id=peer.state_peer_id,
                 on_update=self._applied,
                 on_refused=self._refused,
+                check=functools.partial(
+                    self._check, writers=peer.state_writers, may_write=peer.state_may_write
+                ),
             )
         return link
+
+    def _check(self, update: bytes, *, writers: Writers, may_write: bool) -> None:
+        self.guard.check(update, writers=writers, may_write=may_write)
 
     def _applied(self, update: bytes) -> None:
         """A peer's update changed the document: log it to the store, tell the owner."""

@@ -57,6 +57,8 @@ class StateSession:
         peer_id: str,
         on_update: Callable[[bytes], None] | None = None,
         on_refused: Callable[[str, ErrorCode], None] | None = None,
+        check: Callable[[bytes], None] | None = None,
+        own_writes_only: bool = False,
     ) -> None:
         self.document = document
         self.peer_id = peer_id
@@ -65,7 +67,10 @@ class StateSession:
         """Called with every update of the peer that changed the document."""
         self.on_refused = on_refused
         """Called with (peer id, error code) for every frame refused."""
-        self.sync = StateSync(document)
+        self.check = check
+        """Run on every update of the peer before it is merged; it raises a
+        :class:`RemoteStateError` to refuse it (the gateway's ``WriteGuard``)."""
+        self.sync = StateSync(document, own_writes_only=own_writes_only)
         self.updates_merged = 0
         """STATE_UPDATE frames of the peer merged (duplicates included)."""
         self.updates_sent = 0
@@ -98,6 +103,8 @@ class StateSession:
             return [StateUpdate(update=diff)]
         before = self.document.state_vector()
         try:
+            if self.check is not None:
+                self.check(event.update)
             self.sync.apply_update(event.update)
         except RemoteStateError as exc:
             return [self._refuse(exc)]
