@@ -3,7 +3,13 @@ its file, is logged and counted; nothing is lost or changed silently."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
 import subprocess
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,8 +18,12 @@ from edgeswarm.edge.spool import Spool
 from edgeswarm.gateway.log import LogRecord, ObservationLog
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
+from edgeswarm.state import SwarmDocument
+from edgeswarm.transport import quic
+from edgeswarm.wire import FEATURE_STATE, Error, ErrorCode, StateUpdate, Welcome, encode_frame
 
-from .conftest import edgeswarm_command, start_gateway, stop_process
+from .conftest import RunningGateway, edgeswarm_command, start_gateway, stop_process
+from .raw_peer import RawPeer
 
 
 def run_gateway_once(data_dir: Path) -> subprocess.CompletedProcess[str]:
@@ -86,3 +96,81 @@ def test_a_damaged_registry_or_tls_key_stops_the_gateway_with_one_line_naming_it
     assert len(lines) == 1, result.stderr
     assert str(path) in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs (the test fills it); skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> None:
+    """Write a file until the disk is full (ENOSPC), a MiB then a page at a time."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096):
+            chunk = b"\0" * size
+            with contextlib.suppress(OSError):  # ENOSPC: full at this granularity
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
+    assert os.statvfs(directory).f_bavail == 0
+
+
+async def _state_on_a_full_disk(gateway: RunningGateway, disk: Path) -> list[Error]:
+    peer, key = RawPeer(), KeyPair.generate()
+    gateway.enroll(key, "edge-s")
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        await peer.handshake(key, "edge-s", features=(FEATURE_STATE,), state_incarnation=1)
+        await peer.wait_for(Welcome)
+        fill(disk)  # the disk fills up while the edge is connected
+        doc = SwarmDocument("edge-s", incarnation=1)
+        for i in range(40):  # ~2 KB each: past the log file's last page
+            before = doc.state_vector()
+            doc.set_add("swarm/seen", f"{i:04d}" + "x" * 2000)
+            peer.send(encode_frame(StateUpdate(update=doc.encode_update(before))))
+        async with asyncio.timeout(20):
+            while not any(isinstance(f, Error) for f in peer.frames):
+                peer.changed.clear()
+                await peer.changed.wait()
+        status = await gateway.status()  # the gateway still serves
+        assert status["gateway_id"]
+    return [f for f in peer.frames if isinstance(f, Error)]
+
+
+@pytest.mark.integration
+def test_a_full_disk_while_persisting_state_is_an_error_frame_a_log_line_and_a_metric(
+    full_disk: Path, tmp_path: Path
+) -> None:
+    """Before: 39 unhandled OSError tracebacks from the UDP read callback, no ERROR frame,
+    no metric."""
+    log = tmp_path / "gateway.log"
+    gateway = start_gateway(full_disk / "gw", log=log)
+    try:
+        errors = asyncio.run(_state_on_a_full_disk(gateway, full_disk))
+        assert {e.code for e in errors} == {ErrorCode.STATE_STORE_ERROR}
+        text = log.read_text()
+        assert "Traceback" not in text
+        assert "state store failed" in text
+        assert str(full_disk / "gw" / "state") in text  # the line names the file
+        url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            metrics = response.read().decode()
+        assert re.search(
+            r'^edgeswarm_gateway_storage_errors_total\{store="state"\} [1-9]', metrics, re.M
+        )
+    finally:
+        stop_process(gateway.process)

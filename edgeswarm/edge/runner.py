@@ -37,7 +37,7 @@ from .config import EdgeConfig
 from .metrics import EdgeMetrics
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
-from .spool import Spool
+from .spool import Spool, SpoolError
 from .spool_records import QuarantinedBatch
 from .state_link import StateLink
 from .uplink import Uplink, observation_count
@@ -74,7 +74,11 @@ class EdgeRunner:
             overflow=config.overflow,
             count_of=observation_count,  # for a spool written before counts were stored
         )
-        self.state = StateLink(config.data_dir / "state", writer_id=config.edge_id)
+        self.state = StateLink(
+            config.data_dir / "state",
+            writer_id=config.edge_id,
+            on_store_error=self.metrics.storage_errors.labels("state").inc,
+        )
         """Swarm document the policies write to, synced with the gateway."""
         self.uplink = Uplink(
             hello=Hello(
@@ -268,7 +272,15 @@ class EdgeRunner:
                     rewards=table.rewards[start:end],
                 )
 
-            await self.uplink.submit(batch_at)
+            try:
+                await self.uplink.submit(batch_at)
+            except SpoolError as exc:  # a full disk, a damaged file: the edge stops
+                self.metrics.storage_errors.labels("spool").inc()
+                logger.error(
+                    "spool failed; the edge stops",
+                    extra={"spool": str(self.spool.path), "error": str(exc)},
+                )
+                raise
             self.metrics.observations_sent.inc(end - start)
         self._sync_metrics()
 

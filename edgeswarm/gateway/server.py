@@ -68,6 +68,7 @@ class Gateway:
             fsync=state_fsync,
             on_change=self._state_changed,
             on_refused=self.stats.protocol_error,
+            on_store_error=lambda: self.stats.storage_error("state"),
         )
         """The shared swarm document, synced with every state peer (``state_service.py``)."""
         self.stats.metrics.state_peers.set_function(lambda: self.state.peers)

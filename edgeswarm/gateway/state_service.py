@@ -37,6 +37,7 @@ from edgeswarm.resource import Resource
 from edgeswarm.state import (
     StateFrame,
     StateSession,
+    StoreError,
     StoreFsyncPolicy,
     SwarmSnapshotDict,
     WriteGuard,
@@ -89,6 +90,7 @@ class StateService(Resource):
         fsync: StoreFsyncPolicy = "interval",
         on_change: Callable[[], None] | None = None,
         on_refused: Callable[[str | None, str], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self.document, self.store, self.load_report = open_document(
             directory, writer_id, fsync=fsync
@@ -99,6 +101,8 @@ class StateService(Resource):
         """Called after an update changed the document (arm the broadcast timer)."""
         self.on_refused = on_refused
         """Called with (peer id, error code name) for every refused frame."""
+        self.on_store_error = on_store_error
+        """Called when an update could not be persisted (the peer got STATE_STORE_ERROR)."""
         self._links: dict[StatePeer, StateSession] = {}
         self.updates_applied = 0
         """Updates that changed the document."""
@@ -148,12 +152,19 @@ class StateService(Resource):
         return self.document.snapshot()
 
     def close(self) -> None:
-        """Write a snapshot (bounds the next start's replay) and close the store."""
+        """Write a snapshot (bounds the next start's replay) and close the store; a
+        failure is logged (the update log still holds everything it could)."""
         self._links.clear()
         try:
             self.store.compact(self.document)
-        finally:
+        except StoreError as exc:
+            logger.error("state store failed at close", extra={"error": str(exc)})
+            self._store_failed(exc)
+        try:
             self.store.close()
+        except StoreError as exc:
+            logger.error("state store failed at close", extra={"error": str(exc)})
+            self._store_failed(exc)
 
     # internals
 
@@ -168,6 +179,7 @@ class StateService(Resource):
                 check=functools.partial(
                     self._check, writers=peer.state_writers, may_write=peer.state_may_write
                 ),
+                on_store_error=self._store_failed,
             )
         return link
 
@@ -182,6 +194,10 @@ class StateService(Resource):
             self.store.compact(self.document)
         if self.on_change is not None:
             self.on_change()
+
+    def _store_failed(self, error: StoreError) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error()
 
     def _refused(self, peer_id: str, code: ErrorCode) -> None:
         self.updates_refused += 1
