@@ -24,6 +24,7 @@ from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address, parse_address
 from .keys import keys_app
+from .log import log_app
 from .options import (
     DEFAULT_ADMIN_KEY,
     choice,
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 
 app.add_typer(keys_app)
+app.add_typer(log_app)
 app.add_typer(state_app)
 
 _GATEWAY = GatewayConfig()
@@ -111,6 +113,10 @@ def gateway(
     fsync: Annotated[
         str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
     ] = _GATEWAY.fsync,
+    log_scrub_interval: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds between background checks of the whole log (0: never)."),
+    ] = _GATEWAY.log_scrub_interval_s or 0.0,
     stack: Annotated[
         str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
     ] = None,
@@ -163,6 +169,7 @@ def gateway(
             retry_above=retry_above,
         ),
         fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
+        log_scrub_interval_s=log_scrub_interval or None,
         stack=quic_stack(stack),
         metrics_port=metrics_port_option(metrics_port),
         identity_key=identity_key,

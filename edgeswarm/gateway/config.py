@@ -44,6 +44,11 @@ class GatewayConfig:
     fsync: str = FsyncPolicy.NORMAL
     """Durable log policy: ``always`` (fsync every group commit; survives power loss),
     ``normal`` (survives a killed process), ``off`` (tests and benchmarks only)."""
+    log_scrub_interval_s: float | None = 6 * 3600.0
+    """Read the whole observation log back and check every checksum this often (the first
+    time at start); None: never (``edgeswarm log verify`` still does it on demand)."""
+    log_scrub_bytes_per_s: float = 32 * 1024 * 1024
+    """Most payload bytes the scrub reads per second (it shares the disk with commits)."""
     max_log_backlog_bytes: int = 64 * 1024 * 1024
     """Batches waiting for the log beyond this shrink every edge's credit window."""
     stack: str = DEFAULT_STACK

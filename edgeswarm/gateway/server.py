@@ -17,7 +17,7 @@ from edgeswarm.transport.tls import ensure_certificates
 from .config import GatewayConfig
 from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
-from .log import LogCollector, ObservationLog
+from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
 from .services import OpenConnection
@@ -49,6 +49,8 @@ class Gateway:
             max_pending_bytes=4 * config.max_log_backlog_bytes,
         )
         self.stats.metrics.registry.register(LogCollector(self.observation_log))
+        self.scrubber: Scrubber | None = None
+        """Reads the log back in the background (``log/scrub.py``), once started."""
         self.edge_sessions = EdgeSessions(self.observation_log, self.stats)
         """The live session of each edge and its sequence epoch (``edge_sessions.py``)."""
         for edge_id, aggregate in self.observation_log.edges().items():
@@ -114,6 +116,14 @@ class Gateway:
         self.stats.metrics.registry.register(PreAuthCollector(self.listener))
         for host, port in config.peers:
             self.add_peer_gateway(host, port)
+        if config.log_scrub_interval_s is not None:
+            self.scrubber = Scrubber(
+                self.observation_log.path,
+                interval_s=config.log_scrub_interval_s,
+                max_bytes_per_s=config.log_scrub_bytes_per_s,
+            )
+            self.stats.metrics.registry.register(ScrubCollector(self.scrubber))
+            self.scrubber.start()
         if config.metrics_port is not None:
             self.metrics_port = start_metrics_server(
                 config.metrics_port, self.stats.metrics.registry, config.metrics_host
@@ -174,6 +184,8 @@ class Gateway:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.scrubber is not None:
+            self.scrubber.close()
         self.observation_log.close()
         self.state.close()
         self.peers.close()

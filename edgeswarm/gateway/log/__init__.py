@@ -4,11 +4,12 @@
 its SQLite index, ``segments.py`` its payload files, ``recovery.py`` what
 opening after a crash does, ``checkpoint.py`` its WAL checkpoints,
 ``outcomes.py`` how waiters hear of their group, ``reader.py`` reading back,
-``records.py`` its values and errors, ``metrics.py`` its Prometheus series.
+``records.py`` its values and errors, ``verify.py`` reading everything back,
+``scrub.py`` doing that in the background, ``metrics.py`` its Prometheus series.
 """
 
 from .holdings import EpochStanding
-from .metrics import LogCollector
+from .metrics import LogCollector, ScrubCollector
 from .records import (
     AppendResult,
     EdgeAggregate,
@@ -25,7 +26,9 @@ from .records import (
     LogWriteError,
     ObservationLogError,
 )
+from .scrub import Scrubber, ScrubStats
 from .store import ObservationLog
+from .verify import Problem, VerifyReport, verify_log
 
 __all__ = [
     "AppendResult",
@@ -45,4 +48,10 @@ __all__ = [
     "LogWriteError",
     "ObservationLog",
     "ObservationLogError",
+    "Problem",
+    "ScrubCollector",
+    "ScrubStats",
+    "Scrubber",
+    "VerifyReport",
+    "verify_log",
 ]

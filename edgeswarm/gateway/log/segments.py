@@ -41,11 +41,16 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SegmentFiles"]
+__all__ = ["SegmentFiles", "segment_path"]
 
 logger = logging.getLogger("edgeswarm.gateway")
 
 _SEGMENT_NAME = re.compile(r"([0-9]{12})\.seg")
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """The file of segment ``number`` in ``directory``."""
+    return directory / f"{number:012d}.seg"
 
 
 def _iov_max() -> int:
@@ -130,7 +135,7 @@ class SegmentFiles:
 
     def path(self, number: int) -> Path:
         """The file of segment ``number``."""
-        return self.directory / f"{number:012d}.seg"
+        return segment_path(self.directory, number)
 
     def sizes(self) -> dict[int, int]:
         """Number -> size of every segment file in the directory."""
