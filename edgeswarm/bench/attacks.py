@@ -15,12 +15,15 @@ Every attack takes a ``host`` that must be a loopback address.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 import socket
 import struct
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +51,9 @@ __all__ = [
 
 INITIAL_BYTES = 1200
 """A client Initial is padded to at least this (RFC 9000, 14.1)."""
-BOMB_BYTES = 16 * 1024 * 1024
-"""Size of the pre-HELLO frame: the default ``max_frame_bytes``."""
+BOMB_LISTS = 255
+"""The pre-HELLO frame is one msgpack array of this many arrays of 65 536 empty arrays
+each: 16.7 M objects in 16 MiB, every container within the authenticated limits."""
 
 
 def _loopback(host: str) -> None:
@@ -156,7 +160,7 @@ async def idle_connections(
 
 
 class BombHandler(IdleHandler):
-    """Sends one 16 MiB frame of empty msgpack arrays as soon as the stream exists."""
+    """Sends one 16 MiB frame of 16.7 M empty msgpack arrays as soon as the stream exists."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -164,7 +168,8 @@ class BombHandler(IdleHandler):
         self.ended = asyncio.Event()
 
     def connection_made(self, link: SessionLink) -> None:
-        body = b"\x90" * BOMB_BYTES  # 16 M empty arrays, one byte each
+        inner = b"\xdd" + struct.pack(">I", 65536) + b"\x90" * 65536  # 65 536 empty arrays
+        body = b"\xdc" + struct.pack(">H", BOMB_LISTS) + inner * BOMB_LISTS
         link.send(struct.pack(">I", len(body)) + body)
 
     def data_received(self, data: bytes, *, end_stream: bool) -> None:
@@ -251,3 +256,42 @@ async def ack_probe(
                 await asyncio.sleep(delay)
         await client.drain(timeout=30)
     return ProbeResult(latencies=latencies, sent=seq)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgeswarm.bench.attacks ATTACK --port P --ca CA``: run one attack in
+    its own process (so that it never shares an event loop with what it disturbs) and
+    print what it saw as one JSON line."""
+    parser = argparse.ArgumentParser(prog="python -m edgeswarm.bench.attacks")
+    parser.add_argument("attack", choices=("initial_flood", "prehello_bomb", "idle_tls"))
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ca", type=Path)
+    parser.add_argument("--stack", default="qh3")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--per-s", type=float, default=2_000)
+    parser.add_argument("--hold-s", type=float, default=15)
+    args = parser.parse_args(argv)
+    host = "127.0.0.1"
+    result: dict[str, float]
+    if args.attack == "initial_flood":
+        seconds = flood_initials(host, args.port, count=args.count, per_s=args.per_s)
+        result = {"flood_s": seconds}
+    elif args.attack == "prehello_bomb":
+        answer = asyncio.run(prehello_bomb(host, args.port, args.ca, stack=args.stack))
+        result = {"answer_bytes": float(len(answer))}
+    else:
+        outcome = asyncio.run(
+            idle_connections(
+                host, args.port, args.ca, count=args.count, hold_s=args.hold_s, stack=args.stack
+            )
+        )
+        result = {
+            "established": float(outcome.established),
+            "closed_by_gateway": float(outcome.closed_by_gateway),
+        }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

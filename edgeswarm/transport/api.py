@@ -70,10 +70,11 @@ class AdmissionLimits:
     retry_above: int = 128
     """Unauthenticated connections beyond which a new attempt must prove its address
     with a QUIC Retry round trip first (0: always)."""
-    new_per_s: float = 200.0
-    """Unvalidated connection attempts per second accepted without a Retry."""
-    new_burst: int = 200
-    """Burst of :attr:`new_per_s`."""
+    new_per_s: float = 100.0
+    """New connections (TLS handshakes) accepted per second; beyond, an attempt without
+    a Retry token gets a Retry, one with a token is dropped until the budget refills."""
+    new_burst: int = 8
+    """Burst of :attr:`new_per_s` (handshakes in one loop turn at most)."""
     deadline_s: float = 10.0
     """A connection still unauthenticated this long after its first packet is closed."""
 
