@@ -824,7 +824,8 @@ async def test_transmit_now_sends_before_the_loop_turn_ends(
 
 def test_admission_refuses_retries_and_accepts_within_its_budget() -> None:
     """The pre-auth budget, sans-I/O: caps per address and in all, Retry above a count,
-    a handshake rate whose spent budget retries the unvalidated and drops the validated."""
+    and handshake rates whose spent budget retries the unvalidated and drops the
+    validated; forged attempts never spend the budget of proven addresses."""
     from edgeswarm.transport.admission import Admission, Verdict
 
     limits = quic.AdmissionLimits(
@@ -835,22 +836,25 @@ def test_admission_refuses_retries_and_accepts_within_its_budget() -> None:
         new_burst=3,
     )
     admission = Admission(limits, now=0.0)
-    assert admission.decide("10.0.0.1", validated=False, now=0.0) is Verdict.ACCEPT
-    admission.opened("10.0.0.1")
-    assert admission.decide("10.0.0.1", validated=False, now=0.0) is Verdict.ACCEPT
-    admission.opened("10.0.0.1")
+    for address in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        assert admission.decide(address, validated=False, now=0.0) is Verdict.ACCEPT
+        admission.opened(address)
     assert admission.decide("10.0.0.1", validated=True, now=0.0) is Verdict.REFUSE  # per address
-    assert admission.decide("10.0.0.2", validated=False, now=0.0) is Verdict.ACCEPT
-    admission.opened("10.0.0.2")
     # 3 unauthenticated: new attempts must prove their address first
     assert admission.decide("10.0.0.3", validated=False, now=0.0) is Verdict.RETRY
-    # the burst of 3 handshakes is spent: validated attempts wait, unvalidated retry
-    assert admission.decide("10.0.0.3", validated=True, now=0.0) is Verdict.REFUSE
-    assert admission.decide("10.0.0.3", validated=True, now=0.1) is Verdict.ACCEPT  # refilled
+    # the unvalidated budget is spent, the validated one is whole
+    assert admission.decide("10.0.0.3", validated=True, now=0.0) is Verdict.ACCEPT
     admission.opened("10.0.0.3")
     assert admission.decide("10.0.0.4", validated=True, now=5.0) is Verdict.REFUSE  # 4 in all
     admission.left("10.0.0.1")  # authenticated
     assert admission.unauthenticated == 3
     assert admission.decide("10.0.0.4", validated=True, now=5.0) is Verdict.ACCEPT
     stats = admission.stats
-    assert (stats.accepted, stats.refused, stats.retries) == (4, 3, 1)
+    assert (stats.accepted, stats.refused, stats.retries) == (4, 2, 1)
+
+    rates = Admission(quic.AdmissionLimits(new_per_s=10, new_burst=3), now=0.0)
+    verdicts = [rates.decide("10.0.0.9", validated=True, now=0.0) for _ in range(4)]
+    assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.REFUSE]  # dropped: it retransmits
+    assert rates.decide("10.0.0.9", validated=True, now=0.1) is Verdict.ACCEPT  # refilled
+    verdicts = [rates.decide("10.0.0.8", validated=False, now=0.1) for _ in range(4)]
+    assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.RETRY]

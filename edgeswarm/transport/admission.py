@@ -15,11 +15,13 @@ connection attempt, from counts and a clock given to it:
   Initials, whose source addresses never see the Retry, costs one small
   packet each and creates nothing;
 - **accept** otherwise, within a budget of ``new_per_s`` new connections a
-  second (a token bucket, burst ``new_burst``): a handshake costs the event
+  second (token buckets, burst ``new_burst``): a handshake costs the event
   loop about 0.7 ms (qh3) to 3 ms (aioquic), so the budget bounds how long
-  new connections can keep authenticated peers waiting. An attempt that
-  proved its address but finds the budget spent is dropped; its client sends
-  the Initial again after its probe timeout.
+  new connections can keep authenticated peers waiting. Attempts without a
+  token and attempts that proved their address have a bucket each, so a
+  flood of forged Initials never spends the budget of real clients. An
+  attempt that proved its address but finds its budget spent is dropped;
+  its client sends the Initial again after its probe timeout.
 
 Accepted connections that are still unauthenticated ``deadline_s`` after
 they were created are closed by the endpoint (``hello_timeout`` of the
@@ -76,8 +78,9 @@ class Admission:
         self.stats = AdmissionStats()
         self._per_address: dict[str, int] = {}
         self._unauthenticated = 0
-        self._tokens = float(limits.new_burst)
-        self._refilled_at = now
+        self._unvalidated = _Bucket(limits.new_per_s, limits.new_burst, now)
+        self._validated = _Bucket(limits.new_per_s, limits.new_burst, now)
+        """Apart, so that forged Initials never spend the budget of proven addresses."""
 
     @property
     def unauthenticated(self) -> int:
@@ -99,14 +102,13 @@ class Admission:
         if not validated and self._unauthenticated >= limits.retry_above:
             self.stats.retries += 1
             return Verdict.RETRY
-        self._refill(now)
-        if self._tokens < 1.0:  # more handshakes a second than the budget
+        bucket = self._validated if validated else self._unvalidated
+        if not bucket.take(now):  # more handshakes a second than the budget
             if validated:  # it proved its address: it retransmits its Initial later
                 self.stats.refused += 1
                 return Verdict.REFUSE
             self.stats.retries += 1
             return Verdict.RETRY
-        self._tokens -= 1.0
         return Verdict.ACCEPT
 
     def opened(self, address: str) -> None:
@@ -130,8 +132,21 @@ class Admission:
         """An attempt came with a Retry token that does not validate."""
         self.stats.refused += 1
 
-    def _refill(self, now: float) -> None:
-        limits = self.limits
-        elapsed = max(0.0, now - self._refilled_at)
-        self._refilled_at = now
-        self._tokens = min(float(limits.new_burst), self._tokens + elapsed * limits.new_per_s)
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst`` saved."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate, self._burst = rate, float(burst)
+        self._tokens = float(burst)
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one."""
+        self._tokens = min(self._burst, self._tokens + max(0.0, now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
