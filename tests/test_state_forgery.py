@@ -7,39 +7,20 @@ import asyncio
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Map
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import fetch_state
 from edgeswarm.identity import KeyPair
-from edgeswarm.state import SwarmDocument, client_id_for, schema
+from edgeswarm.state import SwarmDocument, schema
 from edgeswarm.transport import quic
 from edgeswarm.transport.quic import default_stack
 from edgeswarm.wire import FEATURE_STATE, Error, ErrorCode, Role, StateUpdate, Welcome, encode_frame
 
 from .conftest import ADMIN_ID, RunningGateway
+from .crafted_updates import COUNTER, entry, forged_update, writer
 from .raw_peer import RawPeer
 
 pytestmark = pytest.mark.integration
-
-COUNTER = "swarm/anomalies"
-
-
-def writer(peer_id: str, incarnation: int = 1) -> int:
-    return client_id_for(peer_id, incarnation)
-
-
-def entry(client: int) -> str:
-    return schema.positive_entry(schema.writer_name(client))
-
-
-def forged_update(base: bytes, *, as_client: int, root: str, key: str, value: Any) -> bytes:
-    """An update written by hand: ``as_client`` sets ``root[key]`` on top of ``base``."""
-    doc: Doc[Any] = Doc(client_id=as_client)
-    doc.apply_update(base)
-    before = doc.get_state()
-    doc.get(root, type=Map)[key] = value
-    return doc.get_update(before)
 
 
 async def _state_session(

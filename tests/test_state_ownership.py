@@ -1,45 +1,20 @@
 """A peer writes only what it owns in the swarm state: updates are checked by their
 effect on a shadow of the document before they are merged (state/ownership.py), and a
-real gateway refuses a forged counter entry and an admin's write."""
+real gateway refuses them too (``test_state_forgery.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from pycrdt import Doc, Map
 
 from edgeswarm.state import (
     ForeignStateEntry,
     ReadOnlyState,
     SwarmDocument,
     WriteGuard,
-    client_id_for,
     schema,
 )
 
-COUNTER = "swarm/anomalies"
-
-
-def writer(peer_id: str, incarnation: int = 1) -> int:
-    return client_id_for(peer_id, incarnation)
-
-
-def entry(client: int) -> str:
-    return schema.positive_entry(schema.writer_name(client))
-
-
-def forged_update(base: bytes, *, as_client: int, root: str, key: str, value: Any) -> bytes:
-    """An update written by hand: ``as_client`` sets ``root[key]`` on top of ``base``."""
-    doc: Doc[Any] = Doc(client_id=as_client)
-    doc.apply_update(base)
-    before = doc.get_state()
-    target = doc.get(root, type=Map)
-    if value is None:
-        del target[key]
-    else:
-        target[key] = value
-    return doc.get_update(before)
+from .crafted_updates import COUNTER, entry, forged_update, writer
 
 
 @pytest.fixture
