@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -365,3 +366,41 @@ def test_a_bit_flipped_anywhere_in_the_file_never_sends_changed_bytes(tmp_path: 
         assert len(sent) + quarantined == len(payloads)  # nothing vanished unnoticed
         outcomes["quarantined" if quarantined else "unchanged"] += 1
     assert outcomes["refused"] + outcomes["quarantined"] > 0
+
+
+def test_a_batch_of_an_older_spool_is_checked_by_decoding_it(tmp_path: Path) -> None:
+    """Rows spooled before checksums existed carry none: before, an undecodable one was
+    sent again and again (the gateway cannot say which seq it refuses) while the edge
+    kept spooling and logged nothing. Now it must decode as the OBS_BATCH of its seq
+    and count, or it is quarantined."""
+    from edgeswarm.edge.uplink import unverified_batch_problem
+    from edgeswarm.wire import ObservationBatch, encode_payload
+
+    def batch(seq: int, n: int) -> bytes:
+        return encode_payload(
+            ObservationBatch(
+                seq,
+                seq,
+                np.arange(n, dtype=np.uint32),
+                np.zeros((n, 2), np.float32),
+                np.zeros(n, np.float32),
+            )
+        )
+
+    old = tmp_path / "v2.db"
+    db = sqlite3.connect(old)
+    db.executescript(
+        "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL,"
+        " count INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('next_seq', 5), ('dropped_batches', 0), ('dropped_bytes', 0);"
+        "PRAGMA user_version = 2;"
+    )
+    rows = [(1, batch(1, 3), 3), (2, b"\xc1garbage", 3), (3, batch(7, 3), 3), (4, batch(4, 3), 9)]
+    db.executemany("INSERT INTO spool VALUES (?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    told: list[QuarantinedBatch] = []
+    with Spool(old, on_quarantine=told.append, check_unverified=unverified_batch_problem) as spool:
+        assert [seq for seq, _ in spool.pending()] == [1]
+    assert [(b.seq, b.reason) for b in told] == [(s, QuarantineReason.CHECKSUM) for s in (2, 3, 4)]

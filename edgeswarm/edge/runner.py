@@ -40,7 +40,7 @@ from .policy.set import PolicyFault, PolicySet
 from .spool import Spool, SpoolError
 from .spool_records import QuarantinedBatch
 from .state_link import StateLink
-from .uplink import Uplink, observation_count
+from .uplink import Uplink, observation_count, unverified_batch_problem
 from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
@@ -73,6 +73,7 @@ class EdgeRunner:
             max_bytes=config.spool_max_bytes,
             overflow=config.overflow,
             count_of=observation_count,  # for a spool written before counts were stored
+            check_unverified=unverified_batch_problem,  # ... or before checksums
         )
         self.state = StateLink(
             config.data_dir / "state",

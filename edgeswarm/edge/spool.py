@@ -63,6 +63,7 @@ from .spool_file import move_aside, open_spool_file
 from .spool_records import (
     QuarantinedBatch,
     QuarantineReason,
+    UnverifiedCheck,
     batch_checksum,
     batch_problem,
     new_seq_epoch,
@@ -151,6 +152,7 @@ class Spool(Resource):
         ack_flush_every: int = 64,
         count_of: Callable[[bytes], int] | None = None,
         on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
+        check_unverified: UnverifiedCheck | None = None,
     ) -> None:
         """Open (or create) the spool at ``path``.
 
@@ -164,6 +166,7 @@ class Spool(Resource):
             version-1 file (which stored none) when it is upgraded; used once.
             Without it they count 0.
         :param on_quarantine: told of every batch moved to the quarantine.
+        :param check_unverified: checks batches spooled before checksums existed.
         :raises SpoolCorruptError: the file is not a usable spool.
         """
         if max_bytes < 1 or ack_flush_every < 1:
@@ -179,6 +182,7 @@ class Spool(Resource):
         self._count_of = count_of
         self.on_quarantine = on_quarantine
         """Told of every batch moved to the quarantine (after it was logged)."""
+        self._check_unverified = check_unverified
         self._held: dict[int, tuple[int, int]] = {}  # seq -> (payload size, count), seq order
         self._acked: list[int] = []  # ACKed seqs whose rows are not deleted yet
         self._db = self._open()
@@ -216,11 +220,8 @@ class Spool(Resource):
 
     @staticmethod
     def quarantine_file(path: str | Path) -> Path:
-        """Move a (corrupt) spool file aside; return where it went (``spool_file.move_aside``).
-
-        ``path`` becomes ``path.corrupt-<unix-ts>`` and its ``-wal`` / ``-shm``
-        files follow (``path.corrupt-<ts>-wal`` ...). The spool must not be open.
-        """
+        """Move a (corrupt) spool file aside, as ``path.corrupt-<unix-ts>`` with its
+        ``-wal``/``-shm``; return where it went. The spool must not be open."""
         return move_aside(Path(path))
 
     @contextmanager
@@ -390,7 +391,7 @@ class Spool(Resource):
         good: list[tuple[int, bytes]] = []
         for seq, payload, count, checksum in rows:
             seq, payload = int(seq), bytes(payload)
-            problem = batch_problem(seq, int(count), payload, checksum)
+            problem = batch_problem(seq, int(count), payload, checksum, self._check_unverified)
             if problem is None and seq in self._held:
                 good.append((seq, payload))
             else:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import enum
 import secrets
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import xxhash
@@ -34,6 +35,7 @@ import xxhash
 __all__ = [
     "QuarantineReason",
     "QuarantinedBatch",
+    "UnverifiedCheck",
     "batch_checksum",
     "batch_problem",
     "new_seq_epoch",
@@ -76,11 +78,22 @@ def batch_checksum(seq: int, count: int, payload: bytes) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def batch_problem(seq: int, count: int, payload: bytes, checksum: int | None) -> str | None:
+UnverifiedCheck = Callable[[int, int, bytes], "str | None"]
+"""Why a batch spooled before checksums existed must not be sent (it does not decode as
+the OBS_BATCH of its seq and count), or None; the uplink's ``unverified_batch_problem``."""
+
+
+def batch_problem(
+    seq: int,
+    count: int,
+    payload: bytes,
+    checksum: int | None,
+    unverified: UnverifiedCheck | None = None,
+) -> str | None:
     """Why this stored batch must not be sent, or None. ``checksum`` None: a batch
-    spooled before checksums existed (nothing to check it against)."""
+    spooled before checksums existed, checked by ``unverified`` (when given) instead."""
     if checksum is None:
-        return None
+        return unverified(seq, count, payload) if unverified is not None else None
     actual = batch_checksum(seq, count, payload)
     if actual != checksum:
         stored, read = checksum & (2**64 - 1), actual & (2**64 - 1)

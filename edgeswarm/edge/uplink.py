@@ -374,3 +374,17 @@ def observation_count(payload: bytes) -> int:
     except RemoteProtocolError:
         return 0
     return frame.count if isinstance(frame, BatchHeader) else 0
+
+
+def unverified_batch_problem(seq: int, count: int, payload: bytes) -> str | None:
+    """Why a batch spooled without a checksum (an older spool) must not be sent: it does
+    not decode as an OBS_BATCH of its ``seq`` and ``count`` (``Spool(check_unverified=...)``)."""
+    try:
+        frame = decode_payload(payload, batch_arrays=False)
+    except RemoteProtocolError as exc:
+        return f"not an OBS_BATCH ({exc})"
+    if not isinstance(frame, BatchHeader):
+        return f"a {type(frame).__name__}, not an OBS_BATCH"
+    if frame.seq != seq or frame.count != count:
+        return f"holds seq {frame.seq} of {frame.count} agents, spooled as {seq} of {count}"
+    return None

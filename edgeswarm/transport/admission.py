@@ -133,7 +133,6 @@ class Admission:
         self.stats.refused += 1
 
 
-
 class _Bucket:
     """A token bucket: ``rate`` tokens a second, at most ``burst`` saved."""
 
