@@ -30,13 +30,7 @@ from pathlib import Path
 
 import xxhash
 
-from edgeswarm.storage import (
-    QUICK_CHECK_MAX_BYTES,
-    Schema,
-    open_database,
-    statements,
-    transaction,
-)
+from edgeswarm.storage import Schema, open_database, statements, transaction
 
 from .holdings import EPOCHS_TABLE
 from .records import FsyncPolicy, LogCorruptError, LogOpenError, LogRecord, LogSeqConflict
@@ -149,7 +143,6 @@ def open_index(
     fsync: FsyncPolicy,
     busy_timeout_s: float,
     wal_limit_bytes: int,
-    quick_check: bool = True,
 ) -> sqlite3.Connection:
     """The writer's connection to the index at ``path`` (created or upgraded as needed).
 
@@ -165,7 +158,6 @@ def open_index(
         pragmas=("PRAGMA wal_autocheckpoint=0", f"PRAGMA journal_size_limit={wal_limit_bytes}"),
         busy_timeout_s=busy_timeout_s,
         check_same_thread=False,  # handed to the writer thread after setup
-        quick_check_max_bytes=QUICK_CHECK_MAX_BYTES if quick_check else None,
         corrupt=lambda message: LogCorruptError(message, path=path),
         failed=lambda message: LogOpenError(message, path=path),
     )

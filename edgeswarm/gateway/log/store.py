@@ -188,13 +188,7 @@ class ObservationLog(Resource):
                 self._db, self._segments, path=self.path, sync=self.fsync is not FsyncPolicy.OFF
             )
             self._holdings = Holdings(self._db)
-            self._control = open_index(  # the event loop's: it registers sequence epochs
-                self.path,
-                fsync=self.fsync,
-                busy_timeout_s=busy_timeout_s,
-                wal_limit_bytes=wal_limit_bytes,
-                quick_check=False,
-            )
+            self._busy_timeout_s = busy_timeout_s
             self._checkpointer = Checkpointer(
                 self.path,
                 synchronous=self.fsync.pragma,
@@ -322,7 +316,6 @@ class ObservationLog(Resource):
                 nbytes += len(item.record.payload)
             self._write_group(group)
         self._checkpointer.stop()
-        self._control.close()
         self._db.close()  # the last connection: SQLite checkpoints and removes the WAL
         self._segments.close()
 
@@ -475,10 +468,14 @@ class ObservationLog(Resource):
         """The base of a current or new ``seq_epoch`` of ``edge_id`` (a new one is
         registered, committed, and becomes the newest). Call on the event loop's
         thread after checking :meth:`epoch_standing`. Raises :class:`LogWriteError`."""
-        try:
-            return self._holdings.open_epoch(self._control, edge_id, seq_epoch)
+        db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:  # a connection of its own, for this rare write: none stays open beside the writer
+            db.execute(f"PRAGMA synchronous={self.fsync.pragma}")
+            return self._holdings.open_epoch(db, edge_id, seq_epoch)
         except sqlite3.Error as exc:
             raise LogWriteError(f"{self.path}: cannot register a sequence epoch: {exc}") from exc
+        finally:
+            db.close()
 
     def read(self, edge_id: str, from_seq: int = 0) -> Iterator[LogRecord]:
         """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order, from
