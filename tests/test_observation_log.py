@@ -704,3 +704,31 @@ async def test_out_of_range_values_are_rejected_before_they_are_queued(
             log.append("e", values["seq"], values["tick"], values["count"], b"p")
         assert log.pending_records == 0
         assert (await log.append("e", 1, 0, 1, b"p")).applied
+
+
+async def test_sequence_epochs_keep_numberings_apart_across_restarts(db_path: Path) -> None:
+    """An edge's new spool is a new epoch: its numbers are stored above everything the
+    edge ever queued, the older epoch becomes stale, and all of it survives a restart."""
+    from edgeswarm.gateway.log import EpochStanding
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        assert log.epoch_standing("e", 0) is EpochStanding.CURRENT  # an edge without epochs
+        for seq in (1, 2, 3, 5):  # a gap at 4
+            await log.append("e", seq, seq, 1, b"old")
+        assert log.epoch_standing("e", 77) is EpochStanding.NEW
+        base = log.open_epoch("e", 77)
+        assert base == 5
+        assert log.high_water("e", base) == base  # resume_seq 0 in the new epoch
+        for seq in (1, 2):
+            await log.append("e", base + seq, seq, 1, b"new")
+        assert log.high_water("e", base) == base + 2
+        assert log.high_water("e") == 3  # the old run keeps its gap
+        assert log.epoch_standing("e", 0) is EpochStanding.STALE
+        assert log.epoch_standing("e", 77) is EpochStanding.CURRENT
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        assert log.epoch_standing("e", 77) is EpochStanding.CURRENT
+        assert log.open_epoch("e", 77) == base
+        assert log.high_water("e", base) == base + 2
+        assert not (await log.append("e", base + 2, 2, 1, b"new")).applied  # a resend
+        assert (await log.append("e", 4, 4, 1, b"old")).applied  # the old gap, late
+        assert log.edges()["e"].batches == 7
