@@ -19,12 +19,15 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   └── LocalProtocolError          we tried to send what the protocol forbids
     ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
     │   └── ConnectTimeoutError         (also a TimeoutError)
+    ├── CertificateFileError            edgeswarm.transport.api
     ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
     ├── KeyFileError                    edgeswarm.identity.keys
     ├── StateError                      edgeswarm.state.errors: error_code as well
     │   ├── RemoteStateError
     │   │   ├── MalformedUpdate
-    │   │   └── MalformedStateVector
+    │   │   ├── MalformedStateVector
+    │   │   ├── ForeignStateEntry
+    │   │   └── ReadOnlyState
     │   └── LocalStateError
     │       ├── InvalidKey
     │       │   └── SwarmStateRefusedError  edgeswarm.edge.policy.swarm_state
@@ -57,8 +60,12 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogWriteError
     │   ├── LogOverloaded
     │   ├── LogClosed
+    │   ├── LogRecordRejected
+    │   ├── LogSeqConflict
     │   └── LogRecordCorrupt
     ├── PeerRegistryError               edgeswarm.gateway.peers
+    │   ├── EnrollmentConflict
+    │   └── TokenUsedUp
     ├── InferenceError                  edgeswarm.inference.errors
     │   ├── ModelUnavailableError       a model file or device cannot be served
     │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)

@@ -61,12 +61,15 @@ def edgeswarm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeswarm", *args]
 
 
-def start_gateway(data_dir: Path, *extra: str, port: int = 0) -> RunningGateway:
+def start_gateway(
+    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None
+) -> RunningGateway:
+    """A gateway process on loopback; its stderr goes to ``log`` (``data_dir/gateway.log``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     admin_key = KeyPair.generate()
     with PeerRegistry(data_dir / "peers.db") as registry:
         registry.add_peer(admin_key.public_key, ADMIN_ID, Role.ADMIN, replace=True)
-    log = data_dir / "gateway.log"
+    log = log or data_dir / "gateway.log"
     with log.open("a") as stderr:
         process = subprocess.Popen(
             edgeswarm_command(

@@ -70,6 +70,8 @@ class RawPeer:
         join_token: str | None = None,
         auth: Auth | None = None,
         features: tuple[str, ...] = (),
+        state_incarnation: int | None = None,
+        seq_epoch: int | None = None,
     ) -> tuple[Hello, Challenge, Auth] | None:
         """HELLO, wait for CHALLENGE, answer with ``auth`` or a correct signature.
 
@@ -83,6 +85,8 @@ class RawPeer:
             agents=1,
             join_token=join_token,
             features=features,
+            state_incarnation=state_incarnation,  # None (the default): the key is not sent
+            seq_epoch=seq_epoch,
         )
         self.send(encode_frame(hello))
         first = await self.wait_for(Challenge | Bye)

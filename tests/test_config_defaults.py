@@ -36,6 +36,10 @@ def test_gateway_command_defaults_are_the_gateway_config_defaults() -> None:
     for option in ("data_dir", "gateway_id", "max_batch_agents", "credit_window", "fsync"):
         assert shown[option] == getattr(config, option), option
     assert shown["metrics_port"] == config.metrics_port
+    assert shown["hello_timeout"] == config.hello_timeout_s
+    assert shown["log_scrub_interval"] == config.log_scrub_interval_s
+    for option in ("max_unauthenticated", "max_unauthenticated_per_address", "retry_above"):
+        assert shown[option] == getattr(config.preauth, option), option
 
 
 def test_edge_command_defaults_are_the_edge_config_defaults() -> None:

@@ -23,6 +23,8 @@ from edgeswarm.gateway.log import (
     LogOverloaded,
     LogRecord,
     LogRecordCorrupt,
+    LogRecordRejected,
+    LogSeqConflict,
     LogWriteError,
     ObservationLog,
 )
@@ -191,7 +193,7 @@ async def test_group_is_bounded_by_max_group_bytes(db_path: Path) -> None:
 async def test_duplicate_is_reported_not_applied(db_path: Path) -> None:
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
         first = await log.append("e", 1, 1, 4, b"first")
-        again = await log.append("e", 1, 1, 4, b"second")
+        again = await log.append("e", 1, 1, 4, b"first")  # resent: the same bytes
         # Two copies of the same batch in one group: one applied, one duplicate.
         a, b = await asyncio.gather(log.append("e", 2, 2, 4, b"x"), log.append("e", 2, 2, 4, b"x"))
         assert first.applied
@@ -411,17 +413,17 @@ async def test_checkpoints_run_off_the_writer_and_the_wal_stays_bounded(db_path:
         assert [r.seq for r in log.read("e")] == list(range(1, n + 1))
 
 
-def test_new_logs_use_rowid_table_4k_pages_and_schema_3(db_path: Path) -> None:
+def test_new_logs_use_rowid_table_4k_pages_and_schema_4(db_path: Path) -> None:
     ObservationLog(db_path).close()
     assert db_path.with_name(db_path.name + "-segments").is_dir()
     db = sqlite3.connect(db_path)
     try:
         assert db.execute("PRAGMA page_size").fetchone()[0] == 4096
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         sql = db.execute("SELECT sql FROM sqlite_schema WHERE name = 'batches'").fetchone()[0]
         assert "WITHOUT ROWID" not in sql
         columns = [r[1] for r in db.execute("PRAGMA table_info(batches)")]
-        assert columns[-4:] == ["segment", "offset", "length", "xxh3"]
+        assert columns[-5:] == ["segment", "offset", "length", "xxh3", "row_xxh3"]
     finally:
         db.close()
 
@@ -445,18 +447,18 @@ async def test_version_1_logs_still_open_and_append(
         assert log.high_water("e") == 1
         assert log.edges()["e"].bytes == 1
         assert (await log.append("e", 2, 2, 1, b"p")).applied
-        assert not (await log.append("e", 1, 1, 1, b"p")).applied
+        assert not (await log.append("e", 1, 1, 1, b"\x00")).applied
         assert [(r.seq, r.payload) for r in log.read("e")] == [(1, b"\x00"), (2, b"p")]
         assert log.edges()["e"].bytes == 2
     assert _rows(db_path) == {("e", 1), ("e", 2)}
     db = sqlite3.connect(db_path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
         rows = db.execute("SELECT seq, payload, segment, length FROM batches ORDER BY seq")
         assert rows.fetchall() == [(1, b"\x00", None, None), (2, b"", 1, 1)]
     finally:
         db.close()
-    with ObservationLog(db_path) as log:  # and reopens as version 3
+    with ObservationLog(db_path) as log:  # and reopens as version 4
         assert log.edges()["e"] == EdgeAggregate("e", 2, 2, 2, 2, 2)
         assert [r.payload for r in log.read("e")] == [b"\x00", b"p"]
 
@@ -609,16 +611,38 @@ async def test_known_duplicates_do_not_grow_the_segment(db_path: Path) -> None:
         await asyncio.gather(*(log.append("e", s, s, 1, PAYLOAD) for s in seqs))
         size = _segment_sizes(db_path)
         assert size == {"000000000001.seg": len(seqs) * len(PAYLOAD)}
-        again = await asyncio.gather(*(log.append("e", s, s, 1, b"y" * 10) for s in seqs * 2))
+        again = await asyncio.gather(*(log.append("e", s, s, 1, PAYLOAD) for s in seqs * 2))
         assert not any(r.applied for r in again)
         assert _segment_sizes(db_path) == size
         assert log.stats.duplicates == 2 * len(seqs)
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:  # state rebuilt from the db
-        again = await asyncio.gather(*(log.append("e", s, s, 1, b"y" * 10) for s in seqs))
+        again = await asyncio.gather(*(log.append("e", s, s, 1, PAYLOAD) for s in seqs))
         assert not any(r.applied for r in again)
         assert (await log.append("e", 4, 4, 1, b"z")).applied
         assert _segment_sizes(db_path) == {"000000000001.seg": len(seqs) * len(PAYLOAD) + 1}
         assert all(r.payload == PAYLOAD for r in log.read("e") if r.seq != 4)
+
+
+async def test_a_different_batch_under_a_stored_number_is_a_conflict(db_path: Path) -> None:
+    """Two senders with the same (edge, seq) numbers (a cloned or restored spool): the
+    second batch is not acknowledged as a duplicate, it is a LogSeqConflict."""
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        await log.append("e", 1, 1, 4, b"first")
+        with pytest.raises(LogSeqConflict):
+            await log.append("e", 1, 1, 4, b"other")
+        same, other = await asyncio.gather(
+            log.append("e", 2, 2, 4, b"x"), log.append("e", 2, 2, 4, b"y"), return_exceptions=True
+        )
+        assert isinstance(same, AppendResult)
+        assert same.applied
+        assert isinstance(other, LogSeqConflict)
+        assert (await log.append("e", 1, 1, 4, b"first")).duplicate  # a true resend is fine
+        assert [r.payload for r in log.read("e")] == [b"first", b"x"]
+    with (
+        ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log,  # after a restart too
+        pytest.raises(LogSeqConflict),
+    ):
+        await log.append("e", 2, 2, 4, b"z")
 
 
 def test_second_writer_on_the_same_log_is_refused(db_path: Path) -> None:
@@ -637,3 +661,74 @@ def test_writev_all_splits_at_iov_max(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(buffers)
+
+
+async def test_a_record_that_cannot_be_stored_fails_alone(db_path: Path) -> None:
+    """A record SQLite refuses (a lone surrogate in its edge id cannot be bound) is
+    rejected alone; the records of its group commit and are acknowledged."""
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, busy_timeout_s=10) as log:
+        await log.append("good", 1, 0, 1, b"a")
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer waits on the lock meanwhile,
+        try:  # so the records queued behind `first` form one group (with it or after it)
+            first = log.append("good", 2, 0, 1, b"b")
+            futures = [
+                log.append("good", 3, 0, 1, b"c"),
+                log.append("bad\ud800", 1, 0, 1, b"x"),
+                log.append("other", 1, 0, 1, b"d"),
+            ]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        outcomes = await asyncio.gather(first, *futures, return_exceptions=True)
+        assert [type(o) for o in outcomes] == [
+            AppendResult,
+            AppendResult,
+            LogRecordRejected,
+            AppendResult,
+        ]
+        rejected = outcomes[2]
+        assert isinstance(rejected, LogRecordRejected)
+        assert rejected.seq == 1
+        assert _rows(db_path) == {("good", 1), ("good", 2), ("good", 3), ("other", 1)}
+        assert log.pending_records == 0
+
+
+@pytest.mark.parametrize("field", ["seq", "tick", "count"])
+async def test_out_of_range_values_are_rejected_before_they_are_queued(
+    db_path: Path, field: str
+) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        values = {"seq": 1, "tick": 0, "count": 1, field: 2**63}
+        with pytest.raises(LogRecordRejected, match=field):
+            log.append("e", values["seq"], values["tick"], values["count"], b"p")
+        assert log.pending_records == 0
+        assert (await log.append("e", 1, 0, 1, b"p")).applied
+
+
+async def test_sequence_epochs_keep_numberings_apart_across_restarts(db_path: Path) -> None:
+    """An edge's new spool is a new epoch: its numbers are stored above everything the
+    edge ever queued, the older epoch becomes stale, and all of it survives a restart."""
+    from edgeswarm.gateway.log import EpochStanding
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        assert log.epoch_standing("e", 0) is EpochStanding.CURRENT  # an edge without epochs
+        for seq in (1, 2, 3, 5):  # a gap at 4
+            await log.append("e", seq, seq, 1, b"old")
+        assert log.epoch_standing("e", 77) is EpochStanding.NEW
+        base = log.open_epoch("e", 77)
+        assert base == 5
+        assert log.high_water("e", base) == base  # resume_seq 0 in the new epoch
+        for seq in (1, 2):
+            await log.append("e", base + seq, seq, 1, b"new")
+        assert log.high_water("e", base) == base + 2
+        assert log.high_water("e") == 3  # the old run keeps its gap
+        assert log.epoch_standing("e", 0) is EpochStanding.STALE
+        assert log.epoch_standing("e", 77) is EpochStanding.CURRENT
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        assert log.epoch_standing("e", 77) is EpochStanding.CURRENT
+        assert log.open_epoch("e", 77) == base
+        assert log.high_water("e", base) == base + 2
+        assert not (await log.append("e", base + 2, 2, 1, b"new")).applied  # a resend
+        assert (await log.append("e", 4, 4, 1, b"old")).applied  # the old gap, late
+        assert log.edges()["e"].batches == 7

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,8 +18,10 @@ from edgeswarm.edge.spool import (
     SeqOutOfOrder,
     Spool,
     SpoolCorruptError,
+    SpoolError,
     SpoolFull,
 )
+from edgeswarm.edge.spool_records import QuarantinedBatch, QuarantineReason
 
 
 @pytest.fixture
@@ -236,3 +239,168 @@ def test_spool_matches_dict_model(
             assert spool.dropped_batches == dropped_batches
     finally:
         spool.close()
+
+
+def _flip_bit(path: Path, offset: int, bit: int) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)[0]
+        handle.seek(offset)
+        handle.write(bytes([byte ^ (1 << bit)]))
+
+
+def test_every_flipped_bit_in_a_spooled_batch_is_caught_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A bit flipped in a spooled payload used to be sent, stored and acked. Now each
+    row's checksum (seq, count, payload) is checked before it is returned: the row is
+    quarantined, counted and reported, and the others are still sent."""
+    payloads = {seq: os.urandom(3000) for seq in range(1, 13)}
+    pristine = tmp_path / "pristine.db"
+    with Spool(pristine) as spool:
+        for seq, payload in payloads.items():
+            spool.append(seq, payload, count=seq)
+    data = pristine.read_bytes()
+    rng = __import__("random").Random(13)
+    for trial in range(24):
+        victim = rng.choice(list(payloads))
+        start = data.index(payloads[victim])
+        offset, bit = start + rng.randrange(len(payloads[victim])), rng.randrange(8)
+        path = tmp_path / f"trial-{trial}.db"
+        path.write_bytes(data)
+        _flip_bit(path, offset, bit)
+        told: list[QuarantinedBatch] = []
+        with Spool(path, on_quarantine=told.append) as spool:
+            sent = dict(spool.pending())
+            assert victim not in sent
+            assert sent == {s: p for s, p in payloads.items() if s != victim}
+            assert [b.seq for b in told] == [victim]
+            assert told[0].reason is QuarantineReason.CHECKSUM
+            assert spool.quarantined_batches == 1
+            assert len(spool) == 11
+        with Spool(path) as spool:  # the quarantine is kept
+            assert spool.quarantined_batches == 1
+            assert victim not in dict(spool.pending())
+            rows = sqlite3.connect(path).execute("SELECT seq, reason FROM quarantine").fetchall()
+            assert rows == [(victim, "checksum")]
+
+
+def test_a_changed_seq_or_count_is_caught_too(path: Path) -> None:
+    with Spool(path) as spool:
+        for seq in (1, 2, 3):
+            spool.append(seq, b"payload", count=10)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE spool SET count = 11 WHERE seq = 1")
+    db.execute("UPDATE spool SET seq = 7 WHERE seq = 2")
+    db.commit()
+    db.close()
+    with Spool(path) as spool:
+        assert spool.pending() == [(3, b"payload")]
+        assert spool.quarantined_batches == 2
+
+
+def test_a_batch_refused_by_the_gateway_is_quarantined(path: Path) -> None:
+    told: list[QuarantinedBatch] = []
+    with Spool(path, on_quarantine=told.append) as spool:
+        for seq in (1, 2, 3):
+            spool.append(seq, b"p", count=4)
+        assert spool.quarantine(2, QuarantineReason.REJECTED, "MALFORMED_FRAME: bad")
+        assert not spool.quarantine(2, QuarantineReason.REJECTED, "again")
+        assert spool.pending() == [(1, b"p"), (3, b"p")]
+        assert len(spool) == 2
+        assert spool.count_through(3) == 8
+    assert told == [QuarantinedBatch(2, 4, QuarantineReason.REJECTED, "MALFORMED_FRAME: bad")]
+
+
+def test_a_new_spool_has_its_own_epoch_an_upgraded_one_epoch_0(tmp_path: Path) -> None:
+    with Spool(tmp_path / "a.db") as a, Spool(tmp_path / "b.db") as b:
+        assert 0 < a.seq_epoch < 2**63
+        assert a.seq_epoch != b.seq_epoch
+        epoch = a.seq_epoch
+    with Spool(tmp_path / "a.db") as a:
+        assert a.seq_epoch == epoch
+    old = tmp_path / "v2.db"  # a version-2 file: counts, no checksums
+    db = sqlite3.connect(old)
+    db.executescript(
+        "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL,"
+        " count INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('next_seq', 3), ('dropped_batches', 0), ('dropped_bytes', 0);"
+        "INSERT INTO spool VALUES (1, x'01', 5), (2, x'02', 5);"
+        "PRAGMA user_version = 2;"
+    )
+    db.close()
+    with Spool(old) as spool:
+        assert spool.seq_epoch == 0  # it continues the sequence the gateway knows
+        assert spool.pending() == [(1, b"\x01"), (2, b"\x02")]  # unchecked, not lost
+        spool.append(3, b"\x03", count=1)
+        assert spool.pending()[-1] == (3, b"\x03")
+
+
+def test_a_bit_flipped_anywhere_in_the_file_never_sends_changed_bytes(tmp_path: Path) -> None:
+    """Whatever bit of spool.db flips: the spool refuses to open or to read (a typed
+    SpoolError naming the file), or what it returns to send is exactly what was spooled
+    (a damaged row is quarantined, not sent)."""
+    payloads = {seq: os.urandom(2000) for seq in range(1, 13)}
+    pristine = tmp_path / "pristine.db"
+    with Spool(pristine) as spool:
+        for seq, payload in payloads.items():
+            spool.append(seq, payload, count=1)
+    data = pristine.read_bytes()
+    rng = __import__("random").Random(7)
+    outcomes = {"refused": 0, "quarantined": 0, "unchanged": 0}
+    for trial in range(60):
+        path = tmp_path / f"t{trial}.db"
+        path.write_bytes(data)
+        _flip_bit(path, rng.randrange(len(data)), rng.randrange(8))
+        try:
+            with Spool(path) as spool:
+                sent = dict(spool.pending())
+                quarantined = spool.quarantined_batches
+        except SpoolError as exc:
+            refusal = str(exc)
+            outcomes["refused"] += 1
+            assert str(path) in refusal
+            continue
+        assert all(payloads[seq] == payload for seq, payload in sent.items())
+        assert len(sent) + quarantined == len(payloads)  # nothing vanished unnoticed
+        outcomes["quarantined" if quarantined else "unchanged"] += 1
+    assert outcomes["refused"] + outcomes["quarantined"] > 0
+
+
+def test_a_batch_of_an_older_spool_is_checked_by_decoding_it(tmp_path: Path) -> None:
+    """Rows spooled before checksums existed carry none: before, an undecodable one was
+    sent again and again (the gateway cannot say which seq it refuses) while the edge
+    kept spooling and logged nothing. Now it must decode as the OBS_BATCH of its seq
+    and count, or it is quarantined."""
+    from edgeswarm.edge.uplink import unverified_batch_problem
+    from edgeswarm.wire import ObservationBatch, encode_payload
+
+    def batch(seq: int, n: int) -> bytes:
+        return encode_payload(
+            ObservationBatch(
+                seq,
+                seq,
+                np.arange(n, dtype=np.uint32),
+                np.zeros((n, 2), np.float32),
+                np.zeros(n, np.float32),
+            )
+        )
+
+    old = tmp_path / "v2.db"
+    db = sqlite3.connect(old)
+    db.executescript(
+        "CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL,"
+        " count INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO meta VALUES ('next_seq', 5), ('dropped_batches', 0), ('dropped_bytes', 0);"
+        "PRAGMA user_version = 2;"
+    )
+    rows = [(1, batch(1, 3), 3), (2, b"\xc1garbage", 3), (3, batch(7, 3), 3), (4, batch(4, 3), 9)]
+    db.executemany("INSERT INTO spool VALUES (?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    told: list[QuarantinedBatch] = []
+    with Spool(old, on_quarantine=told.append, check_unverified=unverified_batch_problem) as spool:
+        assert [seq for seq, _ in spool.pending()] == [1]
+    assert [(b.seq, b.reason) for b in told] == [(s, QuarantineReason.CHECKSUM) for s in (2, 3, 4)]

@@ -17,7 +17,7 @@ from edgeswarm.client.admin import StateMirror
 from edgeswarm.client.session import GatewayClient
 from edgeswarm.edge.state_link import StateLink
 from edgeswarm.gateway.state_service import StateService
-from edgeswarm.state import StateSession, SwarmDocument
+from edgeswarm.state import StateSession, SwarmDocument, Writers
 from edgeswarm.wire import (
     Error,
     ErrorCode,
@@ -47,6 +47,8 @@ class RecordingClient:
 
 class Peer:
     state_peer_id = "peer"
+    state_writers: Writers = None  # a replica: relays every writer's entries
+    state_may_write = True
 
     def send_state_update(self, update: bytes) -> None:
         pass

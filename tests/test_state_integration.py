@@ -80,14 +80,15 @@ async def state_client(
     """An in-process edge session with a live StateLink (no agents)."""
     key = KeyPair.generate()
     gateway.enroll(key, edge_id)
-    hello = Hello(
-        version=PROTOCOL_VERSION,
-        role=Role.EDGE,
-        peer_id=edge_id,
-        public_key=key.public_key,
-        features=(FEATURE_STATE,),
-    )
     with StateLink(directory, writer_id=edge_id, interval_s=0.02) as link:
+        hello = Hello(
+            version=PROTOCOL_VERSION,
+            role=Role.EDGE,
+            peer_id=edge_id,
+            public_key=key.public_key,
+            features=(FEATURE_STATE,),
+            state_incarnation=link.document.incarnation,  # binds its writer id to edge_id
+        )
         client = GatewayClient(hello, key)
         link.attach(client)
         async with quic.connect(
@@ -257,7 +258,8 @@ def test_malformed_update_refused_document_untouched(
             async with quic.connect(
                 "127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer, stack=default_stack()
             ):
-                await peer.handshake(key, "vandal", features=(FEATURE_STATE,))
+                # it writes as SwarmDocument("vandal"), incarnation 0: bound to it here
+                await peer.handshake(key, "vandal", features=(FEATURE_STATE,), state_incarnation=0)
                 welcome = await peer.wait_for(Welcome)
                 assert welcome.features == (FEATURE_STATE,)
                 peer.send(encode_frame(StateUpdate(update=b"\x07garbage-not-yrs")))

@@ -9,7 +9,7 @@ import pytest
 from edgeswarm.edge.policy.swarm_state import SwarmState, SwarmStateRefusedError
 from edgeswarm.edge.state_link import DocumentSwarmState
 from edgeswarm.gateway.state_service import StateService
-from edgeswarm.state import StateSync, SwarmDocument
+from edgeswarm.state import StateSync, SwarmDocument, Writers
 from edgeswarm.wire import (
     Error,
     ErrorCode,
@@ -21,6 +21,9 @@ from edgeswarm.wire import (
 
 class Peer:
     """A state peer that records what the service sends it."""
+
+    state_writers: Writers = None  # a replica: relays every writer's entries
+    state_may_write = True
 
     def __init__(self, name: str) -> None:
         self.state_peer_id = name

@@ -106,3 +106,31 @@ def test_a_file_that_is_not_a_database_is_corrupt(tmp_path: Path) -> None:
     path.write_bytes(b"not a database at all, " * 200)
     with pytest.raises(CorruptError, match="not a usable database"):
         open_(path)
+
+
+def _damage_a_page(path: Path, page: int, page_size: int = 4096) -> None:
+    """Overwrite the b-tree header of ``page`` (1-based) with garbage."""
+    with path.open("r+b") as handle:
+        handle.seek((page - 1) * page_size)
+        handle.write(b"\xff" * 64)
+
+
+def test_a_damaged_file_is_refused_at_open_by_quick_check(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    db = open_(path)
+    db.executemany("INSERT INTO t VALUES (?, ?, ?)", ((i, "v" * 200, i) for i in range(2000)))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert path.stat().st_size > 20 * 4096
+    _damage_a_page(path, 10)  # a leaf page of t: every query that misses it still works
+    with pytest.raises(CorruptError, match=r"quick_check|malformed"):
+        open_(path)
+
+
+def test_new_files_are_private(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    db = open_(path)
+    db.execute("INSERT INTO t VALUES (1, 'a', 2)")
+    for name in ("x.db", "x.db-wal", "x.db-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    db.close()

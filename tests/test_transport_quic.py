@@ -659,7 +659,7 @@ def _short_header_packets(cids: list[bytes], size: int = 100) -> bytes:
 async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
     first: int, cids: list[bytes], same: bool
 ) -> None:
-    from edgeswarm.transport.endpoint import ServerEndpoint
+    from edgeswarm.transport.server_endpoint import ServerEndpoint
     from edgeswarm.transport.stacks import load_stack
     from edgeswarm.transport.tickets import ServerTicketStore
 
@@ -674,6 +674,7 @@ async def test_gro_buffer_goes_whole_only_for_one_connections_short_packets(
         configuration=configuration,
         handler_factory=Recorder,
         tickets=ServerTicketStore(),
+        admission=quic.AdmissionLimits(),
     )
     try:
         buffer = bytearray(_short_header_packets(cids))
@@ -819,3 +820,41 @@ async def test_transmit_now_sends_before_the_loop_turn_ends(
         assert handlers[0].released_in_time is now
     finally:
         listener.close()
+
+
+def test_admission_refuses_retries_and_accepts_within_its_budget() -> None:
+    """The pre-auth budget, sans-I/O: caps per address and in all, Retry above a count,
+    and handshake rates whose spent budget retries the unvalidated and drops the
+    validated; forged attempts never spend the budget of proven addresses."""
+    from edgeswarm.transport.admission import Admission, Verdict
+
+    limits = quic.AdmissionLimits(
+        max_unauthenticated=4,
+        max_unauthenticated_per_address=2,
+        retry_above=3,
+        new_per_s=10,
+        new_burst=3,
+    )
+    admission = Admission(limits, now=0.0)
+    for address in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        assert admission.decide(address, validated=False, now=0.0) is Verdict.ACCEPT
+        admission.opened(address)
+    assert admission.decide("10.0.0.1", validated=True, now=0.0) is Verdict.REFUSE  # per address
+    # 3 unauthenticated: new attempts must prove their address first
+    assert admission.decide("10.0.0.3", validated=False, now=0.0) is Verdict.RETRY
+    # the unvalidated budget is spent, the validated one is whole
+    assert admission.decide("10.0.0.3", validated=True, now=0.0) is Verdict.ACCEPT
+    admission.opened("10.0.0.3")
+    assert admission.decide("10.0.0.4", validated=True, now=5.0) is Verdict.REFUSE  # 4 in all
+    admission.left("10.0.0.1")  # authenticated
+    assert admission.unauthenticated == 3
+    assert admission.decide("10.0.0.4", validated=True, now=5.0) is Verdict.ACCEPT
+    stats = admission.stats
+    assert (stats.accepted, stats.refused, stats.retries) == (4, 2, 1)
+
+    rates = Admission(quic.AdmissionLimits(new_per_s=10, new_burst=3), now=0.0)
+    verdicts = [rates.decide("10.0.0.9", validated=True, now=0.0) for _ in range(4)]
+    assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.REFUSE]  # dropped: it retransmits
+    assert rates.decide("10.0.0.9", validated=True, now=0.1) is Verdict.ACCEPT  # refilled
+    verdicts = [rates.decide("10.0.0.8", validated=False, now=0.1) for _ in range(4)]
+    assert verdicts == [Verdict.ACCEPT] * 3 + [Verdict.RETRY]

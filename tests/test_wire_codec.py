@@ -50,6 +50,7 @@ from edgeswarm.wire import (
     encode_frame,
     encode_payload,
 )
+from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
 
 PK = bytes(range(32))
 
@@ -294,6 +295,7 @@ def test_status_accepts_integer_uptime() -> None:
 # --- hypothesis round trips -------------------------------------------------
 
 u64 = st.integers(min_value=0, max_value=U64)
+u63 = st.integers(min_value=0, max_value=2**63 - 1)
 ident = st.text(min_size=1, max_size=128)
 f32 = st.floats(width=32, allow_nan=False)
 
@@ -306,8 +308,8 @@ def batches(draw: st.DrawFn) -> ObservationBatch:
     ids = draw(st.lists(st.integers(0, 2**32 - 1), min_size=n, max_size=n))
     rewards = draw(st.lists(f32, min_size=n, max_size=n))
     return ObservationBatch(
-        seq=draw(u64),
-        tick=draw(u64),
+        seq=draw(u63),
+        tick=draw(u63),
         agent_ids=np.array(ids, dtype=np.uint32),
         observations=np.array(obs, dtype=np.float32).reshape(n, k),
         rewards=np.array(rewards, dtype=np.float32),
@@ -704,3 +706,35 @@ def test_reader_oversize_prefix() -> None:
     assert info.value.fatal
     with pytest.raises(FrameTooLarge):  # the stream cannot be resynced
         reader.next_payload()
+
+
+@pytest.mark.parametrize("field", ["seq", "tick"])
+def test_batch_seq_and_tick_above_2_63_are_malformed(field: str) -> None:
+    """seq and tick are stored as SQLite integers (signed 64-bit): the protocol says
+    0..2**63-1, and a larger value is refused at decode, never at the store."""
+    body = msgpack.unpackb(encode_payload(make_batch()), raw=False)
+    body[field] = 2**63
+    with pytest.raises(MalformedFrame, match=field):
+        decode_payload(msgpack.packb(body, use_bin_type=True))
+    with pytest.raises(MalformedFrame, match=field):
+        decode_payload(msgpack.packb(body, use_bin_type=True), batch_arrays=False)
+    body[field] = 2**63 - 1
+    decoded = decode_payload(msgpack.packb(body, use_bin_type=True))
+    assert getattr(decoded, field) == 2**63 - 1
+    with pytest.raises(LocalProtocolError):
+        encode_payload(make_batch(**{field: 2**63}))
+
+
+def test_preauth_limits_refuse_big_containers_before_any_large_allocation() -> None:
+    """Before WELCOME a payload is unpacked with the handshake's limits: a map of
+    many keys, a long list, or more than PREAUTH_MAX_FRAME_BYTES is malformed."""
+    hello = {"t": 1, "version": 2, "role": "edge", "peer_id": "e", "public_key": PK}
+    decode_payload(msgpack.packb(hello, use_bin_type=True), preauth=True)
+    many_keys = dict(hello, **{f"k{i}": 0 for i in range(100)})
+    long_list = dict(hello, junk=[[]] * 1000)
+    huge = dict(hello, junk=b"x" * PREAUTH_MAX_FRAME_BYTES)
+    for body in (many_keys, long_list, huge):
+        payload = msgpack.packb(body, use_bin_type=True)
+        decode_payload(payload)  # legal once authenticated (unknown keys are ignored)
+        with pytest.raises(MalformedFrame):
+            decode_payload(payload, preauth=True)

@@ -12,8 +12,11 @@ from edgeswarm.wire import (
     FEATURE_HEAVY,
     Actions,
     BatchTooLarge,
+    ChallengeReceived,
     ErrorCode,
     FrameType,
+    Hello,
+    HelloReceived,
     InferRequest,
     InferRequestReceived,
     InferResult,
@@ -25,14 +28,20 @@ from edgeswarm.wire import (
     ProtocolViolation,
     Role,
     Session,
+    SessionConfig,
+    Status,
+    StatusRequest,
+    Welcomed,
     decode_payload,
     encode_frame,
     encode_payload,
 )
+from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
+from edgeswarm.wire.infer_codec import MAX_MODELS
 from edgeswarm.wire.states import FEATURE_GATED, SENDER_ROLES, Direction, Side, next_state
 
-from .test_wire_session import events, roundtrip
-from .test_wire_state import ready
+from .test_wire_session import AUTH, CHALLENGE, PK, events, roundtrip
+from .test_wire_state import ready, welcome
 
 
 def request(n: int = 3, k: int = 8, request_id: int = 1) -> InferRequest:
@@ -236,3 +245,88 @@ def test_without_the_feature_heavy_frames_are_unexpected() -> None:
     [violation] = events(server)
     assert isinstance(violation, ProtocolViolation)
     assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
+
+
+# --- with the pre-auth limits and role rules of issue 13 --------------------
+
+
+def test_the_largest_legal_inference_hello_fits_the_preauth_limits() -> None:
+    """An inference node's HELLO names up to MAX_MODELS models: with the longest join
+    token, features and names (4-byte characters), it is still read before WELCOME."""
+    wide = "\U0001f600"
+    hello = Hello(
+        version=2,
+        role=Role.INFERENCE,
+        peer_id=wide * 128,
+        public_key=PK,
+        join_token=wide * 4096,
+        features=tuple(wide * 63 + chr(0x1F600 + i) for i in range(32)),
+        models=tuple(wide * 127 + chr(0x1F600 + i) for i in range(MAX_MODELS)),
+        seq_epoch=2**63 - 1,
+        state_incarnation=2**63 - 1,
+    )
+    payload = encode_payload(hello)
+    assert len(payload) > 32 * 1024  # more than HELLO needed before the heavy lane
+    assert decode_payload(payload, preauth=True) == hello
+    server = Session(SessionConfig(is_client=False), now=0.0)
+    server.receive_data(encode_frame(hello), 0.0)
+    [received] = events(server)
+    assert isinstance(received, HelloReceived)
+    assert server.peer_hello == hello
+
+
+def test_heavy_frames_past_the_preauth_limit_flow_once_welcomed() -> None:
+    """The handshake's frame limit ends at WELCOME for inference nodes too: a batch
+    and its result far above PREAUTH_MAX_FRAME_BYTES go both ways."""
+    node, server = heavy(Role.INFERENCE)
+    big = request(n=1000, k=64)  # ~260 KB
+    assert len(encode_payload(big)) > PREAUTH_MAX_FRAME_BYTES
+    server.send(big)
+    roundtrip(node, server)
+    [batch] = events(node)
+    assert isinstance(batch, InferRequestReceived)
+    node.send(
+        InferResult(request_id=1, status=InferStatus.OK, outputs=np.ones((1000, 64), np.float32))
+    )
+    roundtrip(node, server)
+    [answer] = events(server)
+    assert isinstance(answer, InferResultReceived)
+    assert answer.result.outputs.shape == (1000, 64)
+
+
+def test_status_is_neither_asked_by_nor_sent_to_inference_nodes() -> None:
+    node, server = heavy(Role.INFERENCE)
+    with pytest.raises(LocalProtocolError):
+        node.send(StatusRequest())
+    with pytest.raises(LocalProtocolError):
+        server.send(Status(gateway_id="gw", uptime_s=1.0, edges=()))
+    server._out.append(encode_frame(Status(gateway_id="gw", uptime_s=1.0, edges=())))
+    roundtrip(node, server)
+    [violation] = events(node)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
+
+
+def test_a_batch_coalesced_with_welcome_is_read_under_the_full_limits() -> None:
+    """The gateway may queue a node's first batch in the same write as its WELCOME:
+    the node reads the batch after WELCOME, under WELCOME's limits, not the handshake's."""
+    node = Session(SessionConfig(is_client=True), now=0.0)
+    server = Session(SessionConfig(is_client=False), now=0.0)
+    node.hello(
+        Hello(version=2, public_key=PK, role=Role.INFERENCE, peer_id="n", features=(FEATURE_HEAVY,))
+    )
+    roundtrip(node, server)
+    server.challenge(CHALLENGE)
+    roundtrip(node, server)
+    node.authenticate(AUTH)
+    roundtrip(node, server)
+    events(server)
+    server.accept(welcome(FEATURE_HEAVY))
+    big = request(n=1000, k=64)
+    server.send(big)
+    data = server.data_to_send()
+    assert len(data) > PREAUTH_MAX_FRAME_BYTES
+    node.receive_data(data, 0.0)
+    got = [e for e in events(node) if not isinstance(e, ChallengeReceived)]
+    assert [type(e) for e in got] == [Welcomed, InferRequestReceived]
+    assert not node.closed

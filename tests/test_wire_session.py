@@ -256,15 +256,78 @@ def test_refuse_after_auth() -> None:
     assert client.closed
 
 
-def test_batch_before_auth_is_unexpected() -> None:
+def test_batch_before_auth_is_unexpected_and_ends_the_session() -> None:
     client, server = pair()
     client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
     roundtrip(client, server)
     events(server)
     server.receive_data(encode_frame(batch(seq=1)), 0.0)
+    violation, closed = events(server)
+    assert isinstance(violation, ProtocolViolation)
+    assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
+    # Nothing is authenticated yet: the first violation ends the session.
+    assert closed == SessionClosed(
+        code=ErrorCode.UNEXPECTED_FRAME, reason=str(violation.error), by_peer=False
+    )
+    sent = frames_in(server.data_to_send())
+    assert [type(f) for f in sent] == [Error, Bye]
+
+
+def encode_prefixed(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        struct.pack(">I", 16 * 1024 * 1024),  # a 16 MiB frame announced before HELLO
+        encode_frame(StatusRequest()),  # any frame but HELLO / AUTH
+        encode_prefixed(msgpack.packb({"t": 1, "x": [[]] * 8})),  # a HELLO without its fields
+    ],
+    ids=["16MiB-prefix", "status-request", "malformed"],
+)
+def test_first_violation_before_hello_closes_at_once(first: bytes) -> None:
+    """Before WELCOME the server reads frames of at most PREAUTH_MAX_FRAME_BYTES and
+    closes at the first violation: a 16 MiB prefix is refused from its 4 bytes, before
+    any of the body is buffered or decoded."""
+    server = Session(SessionConfig(is_client=False), now=0.0)
+    server.receive_data(first, 0.0)
+    got = events(server)
+    assert isinstance(got[0], ProtocolViolation)
+    assert isinstance(got[-1], SessionClosed)
+    assert server.closed
+    assert server._reader.buffered <= len(first)
+
+
+def test_full_limits_once_welcomed() -> None:
+    """The handshake limits end at WELCOME, on both sides."""
+    client, server = connected()
+    big = batch(seq=1, n=1000, k=16)  # ~70 KB, above the pre-auth limit
+    client.send(big)
+    roundtrip(client, server)
+    [received] = events(server)
+    assert isinstance(received, ObservationsReceived)
+    assert received.count == 1000
+    status = Status(
+        gateway_id="gw",
+        uptime_s=1.0,
+        edges=tuple(EdgeStatus(f"edge-{i}", True, 1, 1, 1, 1, 1, 0) for i in range(2000)),
+    )
+    server.send(status)
+    roundtrip(client, server)
+    assert any(isinstance(e, StatusReceived) for e in events(client))
+
+
+@pytest.mark.parametrize("role", [Role.INFERENCE, Role.GATEWAY])
+def test_status_is_for_edges_and_admins_only(role: Role) -> None:
+    client, server = connected(role=role)
+    server.receive_data(encode_frame(StatusRequest()), 0.0)
     [violation] = events(server)
     assert isinstance(violation, ProtocolViolation)
     assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
+    assert not server.closed  # once authenticated, a wrong frame is not fatal
+    with pytest.raises(LocalProtocolError):
+        client.send(StatusRequest())
 
 
 def test_actions() -> None:
@@ -429,15 +492,17 @@ def test_oversize_prefix_is_fatal() -> None:
 def test_obs_batch_before_hello() -> None:
     _, server = pair()
     server.receive_data(encode_frame(batch(seq=3)), 0.0)
-    [violation] = events(server)
+    violation, closed = events(server)
     assert isinstance(violation, ProtocolViolation)
     assert isinstance(violation.error, UnexpectedFrame)
     assert violation.error.seq == 3
-    assert server.state is SessionState.AWAIT_HELLO
-    [error] = frames_in(server.data_to_send())
+    assert isinstance(closed, SessionClosed)
+    assert server.state is SessionState.CLOSED  # unauthenticated: one violation ends it
+    error, bye = frames_in(server.data_to_send())
     assert isinstance(error, Error)
     assert error.code == ErrorCode.UNEXPECTED_FRAME
     assert error.seq == 3
+    assert isinstance(bye, Bye)
 
 
 def test_obs_batch_from_admin() -> None:

@@ -7,13 +7,14 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, crdt, edge, host_imports, inference, transport
+from edgeswarm.bench import BenchResult, crdt, edge, host_imports, inference, preauth, transport
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "crdt": crdt.run,
     "edge": edge.run,
     "host_imports": host_imports.run,
     "inference": inference.run,
+    "preauth": preauth.run,
     "transport": transport.run,
 }
 
@@ -22,9 +23,9 @@ def format_results(results: list[BenchResult], *, as_json: bool) -> list[str]:
     """Output lines: one JSON object per result, or a table with a header."""
     if as_json:
         return [json.dumps(result.to_dict()) for result in results]
-    lines = [f"{'bench':<8} {'case':<14} {'metric':<15} {'value':>16}  unit"]
+    lines = [f"{'bench':<8} {'case':<22} {'metric':<17} {'value':>16}  unit"]
     lines += [
-        f"{r.bench:<8} {r.case:<14} {r.metric:<15} {_number(r.value):>16}  {r.unit}"
+        f"{r.bench:<8} {r.case:<22} {r.metric:<17} {_number(r.value):>16}  {r.unit}"
         for r in results
     ]
     return lines

@@ -206,6 +206,7 @@ async def _converge_over_quic(edges_per_side: int, ops_per_edge: int, work: Path
                         peer_id=edge_id,
                         public_key=key.public_key,
                         features=(FEATURE_STATE,),
+                        state_incarnation=link.document.incarnation,  # its writer id, bound
                     )
                     client = GatewayClient(hello, key)
                     link.attach(client)

@@ -46,6 +46,7 @@ class FrameCounter:
 
     def connection_made(self, link: quic.SessionLink) -> None:
         self.link = link
+        link.mark_authenticated()  # the raw baseline has no handshake: out of the pre-auth budget
 
     def data_received(self, data: bytes, *, end_stream: bool) -> None:
         out = self.feed(data)

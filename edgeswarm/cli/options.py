@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -15,6 +15,13 @@ from edgeswarm.transport.stacks import STACKS
 
 DEFAULT_ADMIN_KEY = Path("var/admin.key")
 """``--key`` of the admin commands (``status``, ``state``) when it is not given."""
+
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+"""``--log-level`` of the long-running commands."""
+MetricsPort = Annotated[
+    int, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one; -1 disables.")
+]
+"""``--metrics-port`` of the long-running commands (``metrics_port`` reads it)."""
 
 
 def default(config: type[Any], name: str) -> Any:

@@ -24,6 +24,7 @@ from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
+    BATCH_REFUSED_CODES,
     FEATURE_ACK_THROUGH,
     FEATURE_STATE,
     Ack,
@@ -95,6 +96,9 @@ class GatewayClient:
 
     ``on_ack(ack, through)`` is called for every ACK; ``through`` is True when the
     session speaks ``ack_through``: the ACK covers every batch up to ``ack.seq``.
+    ``on_error(error)`` is called for every ERROR; one whose ``seq`` names a sent
+    batch with a code of ``BATCH_REFUSED_CODES`` refuses that batch for good (no
+    ACK will come for it: it is no longer in flight).
     """
 
     def __init__(
@@ -103,12 +107,14 @@ class GatewayClient:
         key: KeyPair,
         *,
         on_ack: Callable[[Ack, bool], None] | None = None,
+        on_error: Callable[[Error], None] | None = None,
     ) -> None:
         if hello.public_key != key.public_key:
             raise ValueError("HELLO must carry the public key of the key pair that signs")
         self.hello = hello
         self._key = key
         self._on_ack = on_ack
+        self._on_error = on_error
         self.session = Session(SessionConfig(is_client=True), now=time.monotonic())
         self.counters = ClientCounters()
         self.latency = LatencyHistogram()
@@ -299,6 +305,10 @@ class GatewayClient:
                         "gateway reported an error",
                         extra={"code": error.code, "error": error.message, "seq": error.seq},
                     )
+                    if error.seq is not None and error.code in BATCH_REFUSED_CODES:
+                        self._in_flight.pop(error.seq, None)  # refused: no ACK will come
+                    if self._on_error is not None:
+                        self._on_error(error)
                 case ProtocolViolation(error=error):
                     logger.warning(
                         "gateway broke the protocol",

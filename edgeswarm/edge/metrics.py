@@ -57,3 +57,16 @@ class EdgeMetrics:
             "Quarantined policies put back in service",
             registry=self.registry,
         )
+        self.spool_quarantined = Counter(
+            "edgeswarm_edge_spool_quarantined_batches",
+            "Spooled batches moved to the quarantine, never sent, by reason"
+            " (checksum, unsendable, rejected)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.storage_errors = Counter(
+            "edgeswarm_edge_storage_errors",
+            "Reads or writes of the edge's files that failed, by store (spool, state)",
+            ["store"],
+            registry=self.registry,
+        )

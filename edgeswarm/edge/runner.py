@@ -26,6 +26,7 @@ from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_SEQ_EPOCH,
     PROTOCOL_VERSION,
     Hello,
     ObservationBatch,
@@ -38,9 +39,10 @@ from .heavy_lane import HeavyRequests
 from .metrics import EdgeMetrics
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
-from .spool import Spool
+from .spool import Spool, SpoolError
+from .spool_records import QuarantinedBatch
 from .state_link import StateLink
-from .uplink import Uplink, observation_count
+from .uplink import Uplink, observation_count, unverified_batch_problem
 from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
@@ -73,8 +75,13 @@ class EdgeRunner:
             max_bytes=config.spool_max_bytes,
             overflow=config.overflow,
             count_of=observation_count,  # for a spool written before counts were stored
+            check_unverified=unverified_batch_problem,  # ... or before checksums
         )
-        self.state = StateLink(config.data_dir / "state", writer_id=config.edge_id)
+        self.state = StateLink(
+            config.data_dir / "state",
+            writer_id=config.edge_id,
+            on_store_error=self.metrics.storage_errors.labels("state").inc,
+        )
         """Swarm document the policies write to, synced with the gateway."""
         self.uplink = Uplink(
             hello=Hello(
@@ -84,13 +91,21 @@ class EdgeRunner:
                 public_key=self.key.public_key,
                 agents=config.agents,
                 join_token=config.join_token,
-                features=(*StateLink.features, FEATURE_ACK_THROUGH, FEATURE_HEAVY),
+                features=(
+                    *StateLink.features,
+                    FEATURE_ACK_THROUGH,
+                    FEATURE_HEAVY,
+                    FEATURE_SEQ_EPOCH,
+                ),
+                seq_epoch=self.spool.seq_epoch,
+                state_incarnation=self.state.document.incarnation,
             ),
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
             seed=config.seed,
             on_client=self.state.attach,
+            on_quarantine=self._on_quarantine,
         )
         self.heavy = HeavyRequests(deadline_ms=config.heavy_deadline_ms)
         """Policies' heavy-lane requests and their results (``heavy_request`` imports)."""
@@ -146,10 +161,16 @@ class EdgeRunner:
             ) as policies,
         ):
             delivery = asyncio.create_task(self.uplink.run())
+            delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
             self._started = time.monotonic()
             try:
                 await self._tick_loop(policies)
+                failed = (
+                    None if not delivery.done() or delivery.cancelled() else delivery.exception()
+                )
+                if failed is not None:  # the spool failed: say so (exit status 2)
+                    raise failed
                 if not await self.uplink.drain(config.drain_timeout_s):
                     logger.warning(
                         "unacknowledged batches at stop; they stay spooled for the next start",
@@ -222,6 +243,15 @@ class EdgeRunner:
                 extra={"agents": new, "tick": self.tick},
             )
 
+    def _delivery_ended(self, delivery: asyncio.Task[None]) -> None:
+        """The uplink stopped by itself (its spool failed): stop stepping, say why at exit."""
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.metrics.storage_errors.labels("spool").inc()
+            self._stop.set()
+
+    def _on_quarantine(self, batch: QuarantinedBatch) -> None:
+        self.metrics.spool_quarantined.labels(str(batch.reason)).inc()
+
     def _on_fault(self, fault: PolicyFault) -> None:
         self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()
         self._quarantined_at[fault.slot] = time.monotonic()
@@ -256,7 +286,15 @@ class EdgeRunner:
                     rewards=table.rewards[start:end],
                 )
 
-            await self.uplink.submit(batch_at)
+            try:
+                await self.uplink.submit(batch_at)
+            except SpoolError as exc:  # a full disk, a damaged file: the edge stops
+                self.metrics.storage_errors.labels("spool").inc()
+                logger.error(
+                    "spool failed; the edge stops",
+                    extra={"spool": str(self.spool.path), "error": str(exc)},
+                )
+                raise
             self.metrics.observations_sent.inc(end - start)
         self._sync_metrics()
 
@@ -310,6 +348,8 @@ class EdgeRunner:
             "spooled_bytes": self.spool.bytes,
             "dropped_batches": counters.dropped_batches,
             "dropped_observations": counters.dropped_observations,
+            "quarantined_batches": counters.quarantined_batches,
+            "quarantined_observations": counters.quarantined_observations,
             "connects": counters.connects,
             "actions_applied": self.actions_applied,
             "ack_p50_ms": round(latency.quantile(0.50) * 1e3, 3),

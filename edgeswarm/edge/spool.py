@@ -8,8 +8,14 @@ persisted, even while the spool is empty.
 
 Storage: one SQLite file in WAL mode with ``synchronous=NORMAL`` (16 KiB
 pages for new files), opened by :mod:`edgeswarm.storage`. Each row holds a
-batch's payload and its observation count (file version 2; a version-1 file
-is upgraded when opened), so nothing reads a payload just to count it.
+batch's payload, its observation count and a checksum of the three
+(``spool_records.py``; file version 3: a version-2 file is upgraded when
+opened and its rows keep no checksum, a version-1 file also gets its counts),
+so nothing reads a payload just to count it. :meth:`Spool.pending` checks
+every row it returns; a row that fails is moved to the ``quarantine`` table,
+counted, logged and reported to ``on_quarantine``, and never sent. The file
+also keeps the spool's sequence epoch (``spool_records.new_seq_epoch``;
+0 for a file older than version 3).
 Every :meth:`Spool.append` is one committed transaction
 before it returns. A commit is a ``write()`` into the WAL without fsync, so an
 append survives a crash or ``kill -9`` of the edge process; an OS crash or
@@ -41,18 +47,27 @@ Not thread-safe: use a spool from one thread (the edge's event loop).
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_database, transaction
+from edgeswarm.storage import is_corruption, transaction
+
+from .spool_file import move_aside, open_spool_file
+from .spool_records import (
+    QuarantinedBatch,
+    QuarantineReason,
+    UnverifiedCheck,
+    batch_checksum,
+    batch_problem,
+    new_seq_epoch,
+)
 
 __all__ = [
     "OverflowPolicy",
@@ -70,20 +85,6 @@ DEFAULT_MAX_BYTES = 256 << 20
 """Bound of a spool's payload bytes unless configured otherwise (256 MiB)."""
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
-
-PAGE_SIZE = 16384
-"""Page size of new spool files (existing files keep theirs)."""
-_SCHEMA = Schema(
-    version=2,
-    create=(
-        "CREATE TABLE spool"
-        " (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL, count INTEGER NOT NULL DEFAULT 0)",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
-        "INSERT INTO meta VALUES ('next_seq', 1), ('dropped_batches', 0), ('dropped_bytes', 0)",
-    ),
-    tables=frozenset({"spool", "meta"}),
-)
-"""Version 2 stores each batch's observation count beside it (version 1 did not)."""
 
 
 class SpoolError(EdgeswarmError):
@@ -150,6 +151,8 @@ class Spool(Resource):
         min_next_seq: int = 1,
         ack_flush_every: int = 64,
         count_of: Callable[[bytes], int] | None = None,
+        on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
+        check_unverified: UnverifiedCheck | None = None,
     ) -> None:
         """Open (or create) the spool at ``path``.
 
@@ -162,6 +165,8 @@ class Spool(Resource):
         :param count_of: the observation count of a payload, for the batches of a
             version-1 file (which stored none) when it is upgraded; used once.
             Without it they count 0.
+        :param on_quarantine: told of every batch moved to the quarantine.
+        :param check_unverified: checks batches spooled before checksums existed.
         :raises SpoolCorruptError: the file is not a usable spool.
         """
         if max_bytes < 1 or ack_flush_every < 1:
@@ -175,6 +180,9 @@ class Spool(Resource):
         self.ack_flush_every = ack_flush_every
         """ACKs kept in memory before their rows are deleted."""
         self._count_of = count_of
+        self.on_quarantine = on_quarantine
+        """Told of every batch moved to the quarantine (after it was logged)."""
+        self._check_unverified = check_unverified
         self._held: dict[int, tuple[int, int]] = {}  # seq -> (payload size, count), seq order
         self._acked: list[int] = []  # ACKed seqs whose rows are not deleted yet
         self._db = self._open()
@@ -183,11 +191,17 @@ class Spool(Resource):
                 "SELECT seq, length(payload), count FROM spool ORDER BY seq"
             ):
                 self._held[int(seq)] = (int(size), int(count))
+            with transaction(self._db) as db:  # a new file gets its epoch
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('seq_epoch', ?)", (new_seq_epoch(),))
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
             self._bytes = sum(size for size, _ in self._held.values())
             self._next_seq = max(int(meta["next_seq"]), min_next_seq)
             self._dropped_batches = int(meta["dropped_batches"])
             self._dropped_bytes = int(meta["dropped_bytes"])
+            self._quarantined_batches = int(meta["quarantined_batches"])
+            self.seq_epoch = int(meta["seq_epoch"])
+            """The epoch this spool's ``seq`` numbers belong to (0: a file older than v3)."""
+            self._sent_through = int(meta["sent_through"])
         except (sqlite3.Error, KeyError) as exc:
             self._db.close()
             raise SpoolCorruptError(f"unreadable spool ({exc!r})", path=self.path) from exc
@@ -197,46 +211,28 @@ class Spool(Resource):
         self._drop_bytes_since_log = 0
 
     def _open(self) -> sqlite3.Connection:
-        schema = dataclasses.replace(_SCHEMA, upgrades={1: self._count_stored_batches})
-        return open_database(
+        return open_spool_file(
             self.path,
-            schema,
-            page_size=PAGE_SIZE,
-            synchronous="NORMAL",
+            count_of=self._count_of,
             corrupt=lambda message: SpoolCorruptError(message, path=self.path),
             failed=lambda message: SpoolError(f"{self.path}: cannot open spool ({message})"),
         )
 
-    def _count_stored_batches(self, db: sqlite3.Connection) -> None:
-        """Upgrade of a version-1 file: store each batch's count beside it."""
-        db.execute("ALTER TABLE spool ADD COLUMN count INTEGER NOT NULL DEFAULT 0")
-        if self._count_of is None:
-            return
-        rows = db.execute("SELECT seq, payload FROM spool").fetchall()
-        db.executemany(
-            "UPDATE spool SET count = ? WHERE seq = ?",
-            [(self._count_of(bytes(payload)), seq) for seq, payload in rows],
-        )
-
     @staticmethod
     def quarantine_file(path: str | Path) -> Path:
-        """Move a (corrupt) spool file aside; return where it went.
+        """Move a (corrupt) spool file aside, as ``path.corrupt-<unix-ts>`` with its
+        ``-wal``/``-shm``; return where it went. The spool must not be open."""
+        return move_aside(Path(path))
 
-        ``path`` becomes ``path.corrupt-<unix-ts>`` and its ``-wal`` / ``-shm``
-        files follow (``path.corrupt-<ts>-wal`` ...). The spool must not be open.
-        """
-        src = Path(path)
-        dest = src.with_name(f"{src.name}.corrupt-{int(time.time())}")
-        n = 1
-        while dest.exists():
-            dest = src.with_name(f"{src.name}.corrupt-{int(time.time())}-{n}")
-            n += 1
-        for suffix in ("-wal", "-shm"):
-            companion = src.with_name(src.name + suffix)
-            if companion.exists():
-                os.replace(companion, dest.with_name(dest.name + suffix))
-        os.replace(src, dest)
-        return dest
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite errors: a :class:`SpoolError` naming the file (corrupt when damaged)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if is_corruption(exc):
+                raise SpoolCorruptError(f"damaged ({exc})", path=self.path) from exc
+            raise SpoolError(f"{self.path}: {exc}") from exc
 
     # ------------------------------------------------------------------ writing
 
@@ -287,7 +283,7 @@ class Spool(Resource):
             raise SpoolFull(needed=size, held=self._bytes, max_bytes=self.max_bytes)
         dropped = self._victims(size) if overflow > 0 else []
         dropped_bytes = sum(self._held[old_seq][0] for old_seq in dropped)
-        with transaction(self._db) as db:
+        with self._errors(), transaction(self._db) as db:
             if dropped:
                 # Also deletes every ACKed-but-unflushed row below the last dropped one.
                 db.execute("DELETE FROM spool WHERE seq <= ?", (dropped[-1],))
@@ -299,7 +295,10 @@ class Spool(Resource):
                     "UPDATE meta SET value = value + ? WHERE key = 'dropped_bytes'",
                     (dropped_bytes,),
                 )
-            db.execute("INSERT INTO spool VALUES (?, ?, ?)", (seq, payload, count))
+            db.execute(
+                "INSERT INTO spool VALUES (?, ?, ?, ?)",
+                (seq, payload, count, batch_checksum(seq, count, payload)),
+            )
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
         self._next_seq = seq + 1
         for old_seq in dropped:
@@ -369,20 +368,85 @@ class Spool(Resource):
         """Delete the rows of every ACKed batch, in one transaction."""
         if not self._acked:
             return
-        with transaction(self._db) as db:
+        with self._errors(), transaction(self._db) as db:
             db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in self._acked))
         self._acked.clear()
 
     # ------------------------------------------------------------------ reading
 
     def pending(self, after_seq: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
-        """Held batches with ``seq > after_seq``, in seq order, at most ``limit``."""
+        """Held batches with ``seq > after_seq``, in seq order, at most ``limit``.
+
+        Every row is checked (``spool_records.batch_problem``) first: one that
+        fails is quarantined (:meth:`quarantine`) and left out; the next ones
+        are still returned.
+        """
         self.flush()
-        rows = self._db.execute(
-            "SELECT seq, payload FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, -1 if limit is None else limit),
-        ).fetchall()
-        return [(int(s), bytes(p)) for s, p in rows]
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT seq, payload, count, checksum FROM spool WHERE seq > ? ORDER BY seq"
+                " LIMIT ?",
+                (after_seq, -1 if limit is None else limit),
+            ).fetchall()
+        good: list[tuple[int, bytes]] = []
+        for seq, payload, count, checksum in rows:
+            seq, payload = int(seq), bytes(payload)
+            problem = batch_problem(seq, int(count), payload, checksum, self._check_unverified)
+            if problem is None and seq in self._held:
+                good.append((seq, payload))
+            else:
+                self.quarantine(seq, QuarantineReason.CHECKSUM, problem or "not a held batch")
+        return good
+
+    def quarantine(self, seq: int, reason: QuarantineReason, detail: str) -> bool:
+        """Move batch ``seq`` to the quarantine table: never sent again, not held, not
+        acknowledged; counted, logged and told to ``on_quarantine``. False if there
+        is no such row."""
+        with self._errors(), transaction(self._db) as db:
+            moved = db.execute(
+                "INSERT OR REPLACE INTO quarantine"
+                " SELECT seq, payload, count, checksum, ?, ?, ? FROM spool WHERE seq = ?",
+                (str(reason), detail, time.time(), seq),
+            ).rowcount
+            if not moved:
+                return False
+            db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
+            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'quarantined_batches'")
+        held = self._held.pop(seq, None)
+        if held is not None:
+            self._bytes -= held[0]
+        self._quarantined_batches += 1
+        batch = QuarantinedBatch(seq, held[1] if held else 0, reason, detail)
+        where = {"event": "spool_quarantine", "spool": str(self.path), "seq": seq}
+        total = {"quarantined_batches": self._quarantined_batches}
+        extra = {**where, "reason": str(reason), "detail": detail, **total}
+        logger.warning("spooled batch quarantined: it will not be sent", extra=extra)
+        if self.on_quarantine is not None:
+            self.on_quarantine(batch)
+        return True
+
+    @property
+    def sent_through(self) -> int:
+        """Highest seq of this epoch that may have left for the gateway (persisted): a
+        gateway holding higher numbers of the epoch got them from someone else."""
+        return self._sent_through
+
+    def mark_sent(self, seq: int) -> None:
+        """Batches up to ``seq`` are about to be sent (persisted before they leave)."""
+        if seq > self._sent_through:
+            with self._errors(), transaction(self._db) as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'sent_through'", (seq,))
+            self._sent_through = seq
+
+    def start_new_epoch(self) -> int:
+        """Number from a new sequence epoch from now on (the held batches go with it):
+        another sender uses this one. Returns the new epoch."""
+        epoch = new_seq_epoch()
+        with self._errors(), transaction(self._db) as db:
+            db.execute("UPDATE meta SET value = ? WHERE key = 'seq_epoch'", (epoch,))
+            db.execute("UPDATE meta SET value = 0 WHERE key = 'sent_through'")
+        self.seq_epoch, self._sent_through = epoch, 0
+        return epoch
 
     def count(self, seq: int) -> int:
         """Observations of held batch ``seq`` (0 when it is not held)."""
@@ -410,6 +474,11 @@ class Spool(Resource):
     def bytes(self) -> int:
         """Payload bytes held."""
         return self._bytes
+
+    @property
+    def quarantined_batches(self) -> int:
+        """Batches moved to the quarantine over the spool's life (persisted)."""
+        return self._quarantined_batches
 
     @property
     def dropped_batches(self) -> int:

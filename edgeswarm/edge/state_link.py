@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,7 @@ from edgeswarm.resource import Resource
 from edgeswarm.state import (
     InvalidKey,
     StateSession,
+    StoreError,
     StoreFsyncPolicy,
     SwarmDocument,
     UpdateBatcher,
@@ -123,12 +125,16 @@ class StateLink(Resource):
         writer_id: str,
         interval_s: float = 0.1,
         fsync: StoreFsyncPolicy = "interval",
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self.document, self.store, self.load_report = open_document(
             directory, writer_id, fsync=fsync
         )
         self.interval_s = interval_s
         """Longest time an edit waits before it is sent (the batching interval)."""
+        self.on_store_error = on_store_error
+        """Called when the local store cannot be written (logged too; the edge goes on:
+        its document keeps the edits and the gateway gets them)."""
         self.swarm = DocumentSwarmState(self.document)
         """What the policies' host imports write to."""
         self._batcher = UpdateBatcher(self.document, interval_s=interval_s)
@@ -159,6 +165,8 @@ class StateLink(Resource):
             peer_id=gateway_id,
             on_update=self.store.append,
             on_refused=self._refused,
+            own_writes_only=True,  # a gateway takes from an edge only what it wrote
+            on_store_error=lambda error: self._store_failed(error),
         )
         client.send_state(self._session.sync_request())
 
@@ -183,9 +191,12 @@ class StateLink(Resource):
         """Log our own edits, send the gateway what it lacks; whether an update went out."""
         own = self._batcher.flush()
         if own is not None:
-            self.store.append(own)
-            if self.store.needs_compaction:
-                self.store.compact(self.document)
+            try:
+                self.store.append(own)
+                if self.store.needs_compaction:
+                    self.store.compact(self.document)
+            except StoreError as exc:
+                self._store_failed(exc)
         client, session = self._client, self._session
         if client is None or session is None:
             return False
@@ -215,8 +226,18 @@ class StateLink(Resource):
             if own is not None:
                 self.store.append(own)
             self.store.compact(self.document)
+        except StoreError as exc:
+            self._store_failed(exc)
         finally:
-            self.store.close()
+            try:
+                self.store.close()
+            except StoreError as exc:
+                self._store_failed(exc)
+
+    def _store_failed(self, error: StoreError) -> None:
+        logger.error("swarm state store failed", extra={"error": str(error)})
+        if self.on_store_error is not None:
+            self.on_store_error()
 
     def _refused(self, peer_id: str, code: ErrorCode) -> None:
         self.updates_refused += 1

@@ -13,14 +13,21 @@ gateway already holds and the rest is resent in order (the gateway
 deduplicates by sequence number, so nothing is applied twice).
 
 A batch is encoded once, when it is spooled; the spool keeps its observation
-count beside it, and the pump sends the spooled bytes as they are: nothing
-on the way out (nor at start) decodes a batch again.
+count and a checksum beside it, and the pump sends the spooled bytes as they
+are: nothing on the way out (nor at start) decodes a batch again. A batch
+that fails its checksum, that the session cannot send, or that the gateway
+refuses for good (ERROR with its ``seq``, ``wire.BATCH_REFUSED_CODES``) is
+quarantined by the spool (counted, logged, never sent again) and delivery
+goes on. A spool that cannot be read or written any more is a
+:class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised,
+and the edge stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -32,16 +39,23 @@ from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import (
+    BATCH_REFUSED_CODES,
+    FEATURE_SEQ_EPOCH,
     Ack,
     BatchHeader,
+    Error,
+    ErrorCode,
     Hello,
+    LocalProtocolError,
     ObservationBatch,
     RemoteProtocolError,
+    Welcome,
     decode_payload,
     encode_payload,
 )
 
-from .spool import OverflowPolicy, Spool
+from .spool import OverflowPolicy, Spool, SpoolError
+from .spool_records import QuarantinedBatch, QuarantineReason
 
 logger = logging.getLogger("edgeswarm.edge")
 
@@ -65,6 +79,11 @@ class UplinkCounters:
     """Connections whose HELLO the gateway took as 0-RTT data."""
     dropped_batches: int = 0
     dropped_observations: int = 0
+    quarantined_batches: int = 0
+    """Batches moved to the spool's quarantine (never sent again, never acknowledged)."""
+    quarantined_observations: int = 0
+    seq_epochs_started: int = 0
+    """Times the spool had to start a new sequence epoch (another sender used its numbers)."""
 
 
 class Uplink:
@@ -81,6 +100,7 @@ class Uplink:
         ack_timeout_s: float = 5.0,
         seed: int | None = None,
         on_client: Callable[[GatewayClient], None] | None = None,
+        on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
     ) -> None:
         self.hello = hello
         self.key = key
@@ -96,11 +116,15 @@ class Uplink:
         self.client: GatewayClient | None = None
         self.connected = False
         self._on_client = on_client
+        self._on_quarantine = on_quarantine
+        spool.on_quarantine = self._quarantined
         self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
         self._changed = asyncio.Event()
         self._stopping = False
         self._max_sent_seq = 0
         self._dropped_in_flight: dict[int, int] = {}
+        self._ignore_acks = False
+        """Set when this session's numbers turned out to be shared: its ACKs prove nothing."""
 
     @property
     def spooled(self) -> int:
@@ -152,7 +176,7 @@ class Uplink:
     async def run(self) -> None:
         """Connect, pump, reconnect with backoff, until ``stop()``."""
         while not self._stopping:
-            client = GatewayClient(self.hello, self.key, on_ack=self._acked)
+            client = GatewayClient(self.hello, self.key, on_ack=self._acked, on_error=self._refused)
             self.client = client
             if self._on_client is not None:
                 self._on_client(client)
@@ -163,6 +187,10 @@ class Uplink:
                     tickets=self.tickets,
                     early_data=True,  # HELLO rides 0-RTT on a resumed session
                 ) as (link, welcome):
+                    self._ignore_acks = False
+                    if self._numbers_taken(welcome):
+                        client.close("starting a new sequence epoch")
+                        continue  # reconnect at once with the new epoch
                     self._reconnect.succeeded()
                     self.connected = True
                     self.counters.connects += 1
@@ -182,6 +210,12 @@ class Uplink:
                         },
                     )
                     await self._pump(client)
+            except SpoolError as exc:
+                logger.error(
+                    "spool failed; delivery stops",
+                    extra={"spool": str(self.spool.path), "error": str(exc)},
+                )
+                raise
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
@@ -224,16 +258,23 @@ class Uplink:
                     async with asyncio.timeout(_WATCHDOG_S):
                         await self._wait_change(client)
                 continue
+            self.spool.mark_sent(pending[-1][0])  # persisted before any of them leaves
             for seq, payload in pending:
                 if client.session.credit <= 0:
                     break  # wait for acks (and watch the gateway) in the outer loop
-                await client.send_batch(payload, seq=seq, count=self.spool.count(seq))
+                last_sent = seq
+                try:
+                    await client.send_batch(payload, seq=seq, count=self.spool.count(seq))
+                except LocalProtocolError as exc:  # e.g. more agents than the gateway takes
+                    self.spool.quarantine(seq, QuarantineReason.UNSENDABLE, str(exc))
+                    continue
                 if seq <= self._max_sent_seq:
                     self.counters.resent_batches += 1
                 self._max_sent_seq = max(self._max_sent_seq, seq)
-                last_sent = seq
 
     def _acked(self, ack: Ack, through: bool) -> None:
+        if self._ignore_acks:
+            return
         if through:  # cumulative: everything up to ack.seq is durable at the gateway
             self._release_through(ack.seq)
             self._changed.set()
@@ -248,6 +289,51 @@ class Uplink:
             self.counters.dropped_observations -= count
             self.counters.acked_batches += 1
             self.counters.acked_observations += count
+        self._changed.set()
+
+    def _numbers_taken(self, welcome: Welcome) -> bool:
+        """The gateway holds numbers of this epoch the spool never sent (a copy of the
+        spool runs elsewhere, or it was restored or rolled back): start a new epoch."""
+        if FEATURE_SEQ_EPOCH not in welcome.features:
+            return False
+        if welcome.resume_seq <= self.spool.sent_through:
+            return False
+        self._new_epoch(
+            f"the gateway holds seq {welcome.resume_seq} of this epoch, this spool sent"
+            f" {self.spool.sent_through} at most"
+        )
+        return True
+
+    def _new_epoch(self, why: str) -> None:
+        """Another sender uses this spool's numbers: the spool starts a new epoch, the
+        next HELLO announces it; nothing this session acknowledges counts any more."""
+        old = self.spool.seq_epoch
+        epoch = self.spool.start_new_epoch()
+        self.hello = dataclasses.replace(self.hello, seq_epoch=epoch)
+        self.counters.seq_epochs_started += 1
+        self._ignore_acks = True
+        logger.warning(
+            "sequence numbers shared with another sender: starting a new seq_epoch",
+            extra={"spool": str(self.spool.path), "old": old, "seq_epoch": epoch, "why": why},
+        )
+
+    def _refused(self, error: Error) -> None:
+        """The gateway refused batch ``error.seq`` for good (quarantine it), or says its
+        number holds another batch (start a new epoch; the session is closing)."""
+        if error.code == ErrorCode.SEQ_CONFLICT and FEATURE_SEQ_EPOCH in self.hello.features:
+            self._new_epoch(f"SEQ_CONFLICT on seq {error.seq}: {error.message}")
+            return
+        if error.seq is None or error.code not in BATCH_REFUSED_CODES:
+            return
+        name = ErrorCode(error.code).name
+        self.spool.quarantine(error.seq, QuarantineReason.REJECTED, f"{name}: {error.message}")
+
+    def _quarantined(self, batch: QuarantinedBatch) -> None:
+        """The spool moved ``batch`` aside: it will never be sent nor acknowledged."""
+        self.counters.quarantined_batches += 1
+        self.counters.quarantined_observations += batch.count
+        if self._on_quarantine is not None:
+            self._on_quarantine(batch)
         self._changed.set()
 
     def _release_through(self, seq: int) -> int:
@@ -288,3 +374,17 @@ def observation_count(payload: bytes) -> int:
     except RemoteProtocolError:
         return 0
     return frame.count if isinstance(frame, BatchHeader) else 0
+
+
+def unverified_batch_problem(seq: int, count: int, payload: bytes) -> str | None:
+    """Why a batch spooled without a checksum (an older spool) must not be sent: it does
+    not decode as an OBS_BATCH of its ``seq`` and ``count`` (``Spool(check_unverified=...)``)."""
+    try:
+        frame = decode_payload(payload, batch_arrays=False)
+    except RemoteProtocolError as exc:
+        return f"not an OBS_BATCH ({exc})"
+    if not isinstance(frame, BatchHeader):
+        return f"a {type(frame).__name__}, not an OBS_BATCH"
+    if frame.seq != seq or frame.count != count:
+        return f"holds seq {frame.seq} of {frame.count} agents, spooled as {seq} of {count}"
+    return None

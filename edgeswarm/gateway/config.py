@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.inference.lane import LaneConfig
-from edgeswarm.transport.api import DEFAULT_PORT, TransportSettings
+from edgeswarm.transport.api import DEFAULT_PORT, AdmissionLimits, TransportSettings
 from edgeswarm.transport.stacks import DEFAULT_STACK
 from edgeswarm.wire import DEFAULT_MAX_BATCH_AGENTS, DEFAULT_MAX_FRAME_BYTES
 from edgeswarm.wire.session import DEFAULT_HELLO_TIMEOUT_S
@@ -35,12 +35,21 @@ class GatewayConfig:
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS
     """Largest number of agents accepted in one OBS_BATCH."""
     hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S
-    """Time a new connection has to complete the handshake."""
+    """Time a new connection has to complete the handshake (HELLO to WELCOME), counted
+    from its first packet; the transport closes one that has no session stream by then."""
+    preauth: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """Budget for connections not authenticated yet: caps, Retry threshold and rate
+    (its ``deadline_s`` is replaced by ``hello_timeout_s`` plus a second's grace)."""
     credit_window: int = 256
     """OBS_BATCH frames an edge may have unacknowledged (lowered while the log lags)."""
     fsync: str = FsyncPolicy.NORMAL
     """Durable log policy: ``always`` (fsync every group commit; survives power loss),
     ``normal`` (survives a killed process), ``off`` (tests and benchmarks only)."""
+    log_scrub_interval_s: float | None = 6 * 3600.0
+    """Read the whole observation log back and check every checksum this often (the first
+    time at start); None: never (``edgeswarm log verify`` still does it on demand)."""
+    log_scrub_bytes_per_s: float = 32 * 1024 * 1024
+    """Most payload bytes the scrub reads per second (it shares the disk with commits)."""
     max_log_backlog_bytes: int = 64 * 1024 * 1024
     """Batches waiting for the log beyond this shrink every edge's credit window."""
     stack: str = DEFAULT_STACK

@@ -16,21 +16,21 @@ import logging
 import os
 import time
 import uuid
-from typing import Protocol
 
 from edgeswarm.identity import verify_signature
-from edgeswarm.inference.lane_runner import LaneRunner
+from edgeswarm.state import Writers
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     FEATURES,
     NONCE_BYTES,
-    Ack,
     Actions,
     AuthReceived,
     Challenge,
+    Error,
     ErrorCode,
     HelloReceived,
     InferRequest,
@@ -52,58 +52,21 @@ from edgeswarm.wire import (
     auth_message,
     encode_payload,
 )
+from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
-from .config import GatewayConfig
-from .log import AppendResult, ObservationLog, ObservationLogError
-from .peers import Decision, PeerRegistry, PeerRegistryError
-from .state_service import StateService
-from .stats import GatewayStats
+from .acks import Acknowledger
+from .edge_sessions import Refused
+from .log import (
+    AppendResult,
+    LogRecordRejected,
+    LogSeqConflict,
+    ObservationLogError,
+)
+from .peers import Decision, PeerRegistryError
+from .services import GatewayServices
+from .state_rights import state_rights
 
 logger = logging.getLogger("edgeswarm.gateway")
-
-
-class GatewayServices(Protocol):
-    """What a connection uses of the gateway that accepted it (``server.Gateway`` is one)."""
-
-    @property
-    def config(self) -> GatewayConfig:
-        """Limits and names the connection announces."""
-        ...
-
-    @property
-    def stats(self) -> GatewayStats:
-        """Per-edge totals and metrics."""
-        ...
-
-    @property
-    def observation_log(self) -> ObservationLog:
-        """Where batches are made durable before they are acknowledged."""
-        ...
-
-    @property
-    def state(self) -> StateService:
-        """The swarm document the session's state frames go to."""
-        ...
-
-    @property
-    def peers(self) -> PeerRegistry:
-        """Who may connect, under which name and role."""
-        ...
-
-    @property
-    def heavy(self) -> LaneRunner:
-        """The heavy inference lane (feature ``heavy``)."""
-        ...
-
-    def credit_window(self) -> int:
-        """Batches an edge may have unacknowledged now."""
-        ...
-
-    def connection_opened(self, connection: GatewayConnection) -> None:
-        """The connection's session stream exists."""
-
-    def connection_closed(self, connection: GatewayConnection) -> None:
-        """The connection is gone."""
 
 
 class GatewayConnection:
@@ -128,13 +91,14 @@ class GatewayConnection:
         self.peer_id: str | None = None
         self.role: Role | None = None
         self._decision: Decision | None = None
-        self._acks_sent = 0
-        self._credit_limit = 0
+        self._acks = Acknowledger()
         self._flush_scheduled = False
-        self._ack_through = False
-        self._ack_seq = 0
-        self._ack_accepted: int | None = None
-        """Observations of the batches the next cumulative ACK covers; None: none waits."""
+        self._base = 0
+        """An edge's batches are stored under ``base + seq`` (its sequence epoch's base)."""
+        self.state_writers: Writers = frozenset()
+        """Swarm-state writer ids this peer may write as (``state.ownership``)."""
+        self.state_may_write = False
+        """Whether this peer's role may change the swarm state."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -170,13 +134,15 @@ class GatewayConnection:
                     try:
                         gateway.observation_log.append_then(
                             edge_id,
-                            seq,
+                            self._base + seq,
                             tick,
                             count,
                             payload,
                             durable,
                             self._send_acks,
                         )
+                    except LogRecordRejected as exc:
+                        self._reject(seq, exc)
                     except ObservationLogError as exc:
                         self._log_failed(seq, exc)
                 case HelloReceived():
@@ -223,7 +189,11 @@ class GatewayConnection:
     def _on_hello(self) -> None:
         hello = self.session.peer_hello
         assert hello is not None
-        decision = self._gateway.peers.check(hello)
+        try:
+            decision = self._gateway.peers.check(hello)
+        except PeerRegistryError as exc:
+            self._registry_failed(exc)
+            return
         if not decision.allowed:
             self._refuse(decision.code, decision.reason)
             return
@@ -245,13 +215,24 @@ class GatewayConnection:
         if not verify_signature(hello.public_key, signature, message):
             self._refuse(ErrorCode.AUTH_FAILED, "signature does not match the challenge")
             return
-        try:
+        try:  # decided again with the enrollment: the id may be taken, the token used up
             gateway.peers.admit(hello, self._decision)
-        except PeerRegistryError as exc:  # token used up meanwhile, registry locked: refuse
-            self._refuse(ErrorCode.BAD_TOKEN, str(exc))
+        except PeerRegistryError as exc:
+            if type(exc) is PeerRegistryError:  # the file, not the peer
+                self._registry_failed(exc)
+            else:
+                self._refuse(exc.error_code, str(exc))
             return
         is_edge = hello.role is Role.EDGE
-        self._credit_limit = gateway.config.credit_window if is_edge else 0
+        resume_seq = 0
+        if is_edge:
+            epoch = hello.seq_epoch if FEATURE_SEQ_EPOCH in hello.features else None
+            admitted = gateway.edge_sessions.admit(self, hello.peer_id, epoch or 0, peer=self._peer)
+            if isinstance(admitted, Refused):
+                self._refuse(admitted.code, admitted.reason)
+                return
+            self._base, resume_seq = admitted.base, admitted.resume_seq
+        self._acks.credit_limit = gateway.config.credit_window if is_edge else 0
         features = tuple(f for f in hello.features if f in FEATURES)
         heavy = FEATURE_HEAVY in features
         self.session.accept(
@@ -261,16 +242,21 @@ class GatewayConnection:
                 gateway_id=gateway.config.gateway_id,
                 max_frame_bytes=gateway.config.max_frame_bytes,
                 max_batch_agents=gateway.config.max_batch_agents,
-                credit=self._credit_limit,
-                resume_seq=gateway.observation_log.high_water(hello.peer_id) if is_edge else 0,
+                credit=self._acks.credit_limit,
+                resume_seq=resume_seq,
                 features=features,
                 infer_window=gateway.config.heavy.infer_window if heavy and is_edge else 0,
             )
         )
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
+        if self._link is not None:
+            self._link.mark_authenticated()  # out of the transport's pre-auth budget
         if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
+            self.state_writers, self.state_may_write = state_rights(
+                hello, gateway.peers, gateway.stats
+            )
             self.session.send(gateway.state.sync_request(self))
-        self._ack_through = FEATURE_ACK_THROUGH in self.session.features
+        self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
         gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
@@ -284,6 +270,15 @@ class GatewayConnection:
                 "enrolled": self._decision.enroll_token is not None,
             },
         )
+
+    def _registry_failed(self, error: PeerRegistryError) -> None:
+        """The peer registry cannot be read or written: refuse with INTERNAL_ERROR."""
+        self._gateway.stats.storage_error("peers")
+        logger.error(
+            "peer registry failed",
+            extra={"path": str(self._gateway.peers.path), "peer": self._peer, "error": str(error)},
+        )
+        self._refuse(ErrorCode.INTERNAL_ERROR, "the gateway cannot read its peer registry now")
 
     def _refuse(self, code: ErrorCode, reason: str) -> None:
         hello = self.session.peer_hello
@@ -306,24 +301,24 @@ class GatewayConnection:
         edge_id = self.edge_id
         if self.session.closed or edge_id is None:
             return
+        if isinstance(outcome, LogRecordRejected):
+            self._reject(seq, outcome)
+            return
+        if isinstance(outcome, LogSeqConflict):
+            self._conflict(seq, outcome)
+            return
         if isinstance(outcome, BaseException):
             self._log_failed(seq, outcome)
             self._process()
             return
         stats = self._gateway.stats
         if outcome.applied:
-            stats.batch_accepted(edge_id, seq, count, size)
+            stats.batch_accepted(edge_id, outcome.seq, count, size)
         else:
             stats.batch_duplicate(edge_id)
-        self._acks_sent += 1
-        self._credit_limit = max(
-            self._credit_limit, self._acks_sent + self._gateway.credit_window()
-        )
-        if self._ack_through:  # batches commit in the order they came: all up to seq are in
-            self._ack_seq = max(self._ack_seq, seq)
-            self._ack_accepted = (self._ack_accepted or 0) + count
-        else:
-            self.session.send(Ack(seq=seq, accepted=count, credit=self._credit_limit))
+        ack = self._acks.committed(seq, count, self._gateway.credit_window())
+        if ack is not None:
+            self.session.send(ack)
 
     def _send_acks(self) -> None:
         """After a commit group's callbacks: its acks leave now, in one transmit.
@@ -336,6 +331,41 @@ class GatewayConnection:
             return  # a failed group already closed the session and flushed
         self._flush()
         self._link.transmit_now()
+
+    def _reject(self, seq: int, error: LogRecordRejected) -> None:
+        """Batch ``seq`` can never be stored: ERROR ``BATCH_REJECTED``, the session goes on.
+
+        Only this batch fails (the edge quarantines it); a cumulative ACK that
+        later covers its seq does not acknowledge it (protocol, section 10).
+        """
+        edge_id = self.edge_id
+        assert edge_id is not None
+        self._gateway.stats.batch_rejected(edge_id)
+        logger.warning(
+            "batch rejected: it cannot be stored",
+            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
+        )
+        self._send_cumulative_ack()  # what committed before it, first
+        self.session.send(
+            Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
+        )
+
+    def _conflict(self, seq: int, error: LogSeqConflict) -> None:
+        """Other bytes are stored under batch ``seq``: ERROR + BYE ``SEQ_CONFLICT``, after
+        the ACK of what committed before it (no ACK ever covers it)."""
+        edge_id = self.edge_id
+        assert edge_id is not None
+        self._gateway.stats.seq_conflict(edge_id)
+        logger.warning(
+            "sequence conflict: another batch is stored under this number"
+            " (a copy of this edge's spool runs elsewhere, or it was restored)",
+            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
+        )
+        self._send_cumulative_ack()
+        message = f"seq {seq}: another batch is stored under this number; start a new seq_epoch"
+        self.session.send(Error(code=ErrorCode.SEQ_CONFLICT, message=message, seq=seq))
+        self.session.close(ErrorCode.SEQ_CONFLICT, "sequence conflict")
+        self._process()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
         logger.error(
@@ -360,9 +390,7 @@ class GatewayConnection:
         if self.session.closed:
             return
         self.session.send(StateUpdate(update=update))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
 
     def send_actions(self, actions: Actions) -> bool:
         """Send ACTIONS to this edge: as one QUIC datagram when it fits, else on the stream.
@@ -386,9 +414,7 @@ class GatewayConnection:
             if len(payload) <= limit and link.send_datagram(payload):
                 return True
         self.session.send(actions)  # checks n against max_batch_agents
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
         return False
 
     def send_result(self, result: Actions) -> None:
@@ -401,13 +427,17 @@ class GatewayConnection:
         if self.session.closed:
             raise ConnectionError("the node's session is closed")
         self.session.send(request)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._flush_soon()
 
     @property
     def _peer(self) -> str:
         return self._link.peer if self._link is not None else "?"
+
+    def replace(self) -> None:
+        """A newer session of this edge authenticated: BYE ``SESSION_REPLACED``."""
+        if not self.session.closed:
+            self.session.close(ErrorCode.SESSION_REPLACED, "a newer session of this edge id")
+            self._process()
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
@@ -415,15 +445,22 @@ class GatewayConnection:
             self._gateway.heavy.node_left(self)
         elif self.role is Role.EDGE:
             self._gateway.heavy.origin_gone(self)
+        if self.edge_id is not None:
+            self._gateway.edge_sessions.ended(self, self.edge_id)
         if self._open and self.peer_id is not None and self.role is not None:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)
 
     def _send_cumulative_ack(self) -> None:
         """Queue the ACK of the batches committed since the last one (``ack_through``)."""
-        if self._ack_accepted is not None and not self.session.closed:
-            accepted, self._ack_accepted = self._ack_accepted, None
-            self.session.send(Ack(seq=self._ack_seq, accepted=accepted, credit=self._credit_limit))
+        if not self.session.closed and (ack := self._acks.take()) is not None:
+            self.session.send(ack)
+
+    def _flush_soon(self) -> None:
+        """Flush at the end of this loop turn (once, however many frames are queued)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False

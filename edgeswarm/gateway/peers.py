@@ -12,7 +12,17 @@ one of two ways, like a node joining a K3s cluster:
   expire and have a number of uses.
 
 ``check(hello)`` decides before the challenge whether the peer may try at
-all; ``admit(decision)`` records an enrollment once the signature verified.
+all; ``admit(decision)`` records an enrollment once the signature verified,
+deciding again in the same transaction: one peer id belongs to one key, so of
+two enrollments racing for a new id (a token with several uses) the second is
+refused, and an operator's ``keys add`` of an id that a HELLO claimed while
+it was being challenged wins.
+
+Errors (one tree)::
+
+    PeerRegistryError       the registry cannot do what was asked (an EdgeswarmError);
+    │                       ``error_code`` is what a refused peer is told
+    └── EnrollmentConflict  the id or the key was enrolled meanwhile (AUTH_FAILED)
 """
 
 from __future__ import annotations
@@ -23,37 +33,67 @@ import hmac
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import fingerprint
 from edgeswarm.resource import Resource
+from edgeswarm.state import client_id_for
+from edgeswarm.storage import Schema, open_database, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
 TOKEN_PREFIX = "es1"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS peers (
+_PEERS = """CREATE TABLE IF NOT EXISTS peers (
     public_key BLOB PRIMARY KEY,
     peer_id TEXT NOT NULL UNIQUE,
     role TEXT NOT NULL,
     added_at REAL NOT NULL,
     via TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tokens (
+)"""
+_TOKENS = """CREATE TABLE IF NOT EXISTS tokens (
     token_id TEXT PRIMARY KEY,
     secret_sha256 BLOB NOT NULL,
     role TEXT NOT NULL,
     expires_at REAL NOT NULL,
     uses_left INTEGER NOT NULL,
     created_at REAL NOT NULL
-);
-"""
+)"""
+_WRITERS = """CREATE TABLE IF NOT EXISTS writers (
+    client_id INTEGER PRIMARY KEY,
+    peer_id TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    bound_at REAL NOT NULL
+)"""
+SCHEMA = Schema(
+    version=1,
+    create=(_PEERS, _TOKENS, _WRITERS),
+    tables=frozenset({"peers", "tokens"}),
+    upgrades={0: statements(_WRITERS)},  # files before versions: peers and tokens only
+)
+"""``peers.db``: enrolled keys, join tokens, and the swarm-state writer ids bound to peers."""
 
 
 class PeerRegistryError(EdgeswarmError):
     """The registry cannot do what was asked (duplicate id, token used up, database error)."""
+
+    error_code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    """What a peer refused because of it is told."""
+
+
+class EnrollmentConflict(PeerRegistryError):  # noqa: N818 (names a situation, like a 409)
+    """The peer id (or the key) was enrolled for someone else meanwhile: one id, one key."""
+
+    error_code = ErrorCode.AUTH_FAILED
+
+
+class TokenUsedUp(PeerRegistryError):  # noqa: N818
+    """The join token expired or lost its last use meanwhile."""
+
+    error_code = ErrorCode.BAD_TOKEN
 
 
 @dataclass(frozen=True)
@@ -98,15 +138,38 @@ class PeerRegistry(Resource):
     """The enrolled keys and open join tokens of one gateway."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) ``peers.db``; raises :class:`PeerRegistryError` naming the
+        file when it is damaged, foreign or cannot be opened."""
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PeerRegistryError(f"peer registry {path}: {exc.strerror}") from exc
+        self._db = open_database(
+            path,
+            SCHEMA,
+            page_size=4096,
+            synchronous="FULL",  # an enrollment is rare and must survive a power loss
+            check_same_thread=False,
+            corrupt=lambda message: PeerRegistryError(
+                f"peer registry {path} is not usable: {message}; restore it from a backup"
+                " (or move it aside and enroll every peer again)"
+            ),
+            failed=lambda message: PeerRegistryError(
+                f"peer registry {path} cannot be opened: {message}"
+            ),
+        )
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite errors become :class:`PeerRegistryError` naming the file."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise PeerRegistryError(f"peer registry {self.path}: {exc}") from exc
 
     # --- operator side ----------------------------------------------------
 
@@ -122,19 +185,20 @@ class PeerRegistry(Resource):
         """Enroll ``public_key`` as ``peer_id`` with ``role``."""
         if not 1 <= len(peer_id) <= 128:
             raise PeerRegistryError("a peer id has 1 to 128 characters")
-        existing = self.peer_by_id(peer_id)
-        if existing is not None and existing.public_key != public_key and not replace:
-            raise PeerRegistryError(
-                f"peer id {peer_id!r} already belongs to key {existing.fingerprint}; "
-                "remove it first or replace it"
-            )
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
+        with self._errors(), transaction(self._db) as db:
+            existing = db.execute(
+                "SELECT public_key FROM peers WHERE peer_id = ?", (peer_id,)
+            ).fetchone()
+            if existing is not None and existing[0] != public_key and not replace:
+                raise PeerRegistryError(
+                    f"peer id {peer_id!r} already belongs to key {fingerprint(existing[0])}; "
+                    "remove it first or replace it"
+                )
+            db.execute(
                 "DELETE FROM peers WHERE peer_id = ? OR public_key = ?", (peer_id, public_key)
             )
-            self._db.execute(
+            db.execute(
                 "INSERT INTO peers VALUES (?, ?, ?, ?, ?)",
                 (public_key, peer_id, Role(role).value, now, via),
             )
@@ -142,20 +206,23 @@ class PeerRegistry(Resource):
 
     def remove_peer(self, peer_id: str) -> bool:
         """Forget ``peer_id``'s key; True if there was one."""
-        cursor = self._db.execute("DELETE FROM peers WHERE peer_id = ?", (peer_id,))
+        with self._errors():
+            cursor = self._db.execute("DELETE FROM peers WHERE peer_id = ?", (peer_id,))
         return cursor.rowcount > 0
 
     def peers(self) -> list[Peer]:
-        rows = self._db.execute(
-            "SELECT peer_id, role, public_key, added_at, via FROM peers ORDER BY peer_id"
-        ).fetchall()
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT peer_id, role, public_key, added_at, via FROM peers ORDER BY peer_id"
+            ).fetchall()
         return [Peer(r[0], Role(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def peer_by_id(self, peer_id: str) -> Peer | None:
-        row = self._db.execute(
-            "SELECT peer_id, role, public_key, added_at, via FROM peers WHERE peer_id = ?",
-            (peer_id,),
-        ).fetchone()
+        with self._errors():
+            row = self._db.execute(
+                "SELECT peer_id, role, public_key, added_at, via FROM peers WHERE peer_id = ?",
+                (peer_id,),
+            ).fetchone()
         return None if row is None else Peer(row[0], Role(row[1]), row[2], row[3], row[4])
 
     def issue_token(self, role: Role, *, ttl_s: float = 24 * 3600, uses: int = 1) -> str:
@@ -165,16 +232,52 @@ class PeerRegistry(Resource):
         token_id = base64.urlsafe_b64encode(os.urandom(6)).decode().rstrip("=")
         secret = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
         now = time.time()
-        self._db.execute(
-            "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
-            (token_id, _hash(secret), Role(role).value, now + ttl_s, uses, now),
-        )
+        with self._errors():
+            self._db.execute(
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?)",
+                (token_id, _hash(secret), Role(role).value, now + ttl_s, uses, now),
+            )
         return f"{TOKEN_PREFIX}.{token_id}.{secret}"
+
+    # --- swarm-state writers ---------------------------------------------------
+
+    def bind_writer(self, peer_id: str, incarnation: int) -> int:
+        """Bind the swarm-state writer of ``peer_id``'s ``incarnation`` (its client id,
+        ``state.schema.client_id_for``) to the peer, for good; return the client id.
+
+        Raises :class:`EnrollmentConflict` when that client id is bound to another
+        peer already (a 53-bit collision: the peer's state writes are refused).
+        """
+        client_id = client_id_for(peer_id, incarnation)
+        with self._errors(), transaction(self._db) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO writers VALUES (?, ?, ?, ?)",
+                (client_id, peer_id, incarnation, time.time()),
+            )
+            (owner,) = db.execute(
+                "SELECT peer_id FROM writers WHERE client_id = ?", (client_id,)
+            ).fetchone()
+        if owner != peer_id:
+            raise EnrollmentConflict(f"state writer {client_id} is bound to peer {owner!r}")
+        return int(client_id)
+
+    def writers_of(self, peer_id: str) -> frozenset[int]:
+        """Every swarm-state writer id bound to ``peer_id`` (all its incarnations)."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT client_id FROM writers WHERE peer_id = ?", (peer_id,)
+            ).fetchall()
+        return frozenset(int(row[0]) for row in rows)
 
     # --- gateway side -----------------------------------------------------
 
     def check(self, hello: Hello) -> Decision:
-        """May this HELLO go on to the challenge?"""
+        """May this HELLO go on to the challenge? Raises :class:`PeerRegistryError`
+        when the registry cannot be read."""
+        with self._errors():
+            return self._check(hello)
+
+    def _check(self, hello: Hello) -> Decision:
         row = self._db.execute(
             "SELECT peer_id, role FROM peers WHERE public_key = ?", (hello.public_key,)
         ).fetchone()
@@ -214,30 +317,43 @@ class PeerRegistry(Resource):
     def admit(self, hello: Hello, decision: Decision) -> None:
         """After the signature verified: enroll a key that came with a join token.
 
-        Raises :class:`PeerRegistryError` when the token was used up meanwhile or
-        the registry cannot be written (locked, disk full): the peer is refused.
+        Decided again, in one transaction with the enrollment itself: the id
+        may have been given to another key (a racing enrollment, an operator's
+        ``keys add``) or the token used up since :meth:`check`. Raises
+        :class:`EnrollmentConflict`, :class:`TokenUsedUp`, or
+        :class:`PeerRegistryError` when the registry cannot be written (locked,
+        disk full): the peer is refused with the error's ``error_code``.
         """
         if decision.enroll_token is None:
             return
-        try:
+        with self._errors():
             self._enroll(hello, decision.enroll_token)
-        except sqlite3.Error as exc:
-            raise PeerRegistryError(f"peer registry {self.path}: {exc}") from exc
 
     def _enroll(self, hello: Hello, token: str) -> None:
         parts = _split_token(token)
         assert parts is not None
-        with self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            updated = self._db.execute(
+        with transaction(self._db) as db:
+            for peer_id, public_key in db.execute(
+                "SELECT peer_id, public_key FROM peers WHERE peer_id = ? OR public_key = ?",
+                (hello.peer_id, hello.public_key),
+            ):
+                if peer_id != hello.peer_id:
+                    raise EnrollmentConflict(
+                        f"key {fingerprint(hello.public_key)} was enrolled as {peer_id!r} meanwhile"
+                    )
+                raise EnrollmentConflict(
+                    f"peer id {peer_id!r} was enrolled meanwhile"
+                    + (" with another key" if public_key != hello.public_key else "")
+                )
+            updated = db.execute(
                 "UPDATE tokens SET uses_left = uses_left - 1 "
                 "WHERE token_id = ? AND uses_left > 0 AND expires_at > ?",
                 (parts[0], time.time()),
             ).rowcount
             if not updated:
-                raise PeerRegistryError("join token used up or expired meanwhile")
-            self._db.execute(
-                "INSERT OR REPLACE INTO peers VALUES (?, ?, ?, ?, ?)",
+                raise TokenUsedUp("join token used up or expired meanwhile")
+            db.execute(
+                "INSERT INTO peers VALUES (?, ?, ?, ?, ?)",
                 (
                     hello.public_key,
                     hello.peer_id,

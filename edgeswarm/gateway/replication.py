@@ -24,6 +24,7 @@ from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
 from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
+from edgeswarm.state import Writers
 from edgeswarm.wire import (
     FEATURE_STATE,
     PROTOCOL_VERSION,
@@ -83,6 +84,10 @@ class PeerGatewayLink:
     @property
     def state_peer_id(self) -> str:
         return self.remote_id or str(self.address)
+
+    state_writers: Writers = None
+    """A peer gateway replicates every writer's entries."""
+    state_may_write = True
 
     # StatePeer
     def send_state_update(self, update: bytes) -> None:

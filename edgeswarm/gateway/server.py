@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -17,13 +18,19 @@ from edgeswarm.transport.tls import ensure_certificates
 
 from .config import GatewayConfig
 from .connection import GatewayConnection
-from .log import LogCollector, ObservationLog
+from .edge_sessions import EdgeSessions
+from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
+from .services import OpenConnection
 from .state_service import StateService
-from .stats import GatewayStats
+from .stats import GatewayStats, PreAuthCollector
 
 logger = logging.getLogger("edgeswarm.gateway")
+
+HELLO_GRACE_S = 1.0
+"""The transport closes an unauthenticated connection this long after the session's
+HELLO_TIMEOUT, so that a session that has a stream says why first."""
 
 
 class Gateway:
@@ -44,6 +51,10 @@ class Gateway:
             max_pending_bytes=4 * config.max_log_backlog_bytes,
         )
         self.stats.metrics.registry.register(LogCollector(self.observation_log))
+        self.scrubber: Scrubber | None = None
+        """Reads the log back in the background (``log/scrub.py``), once started."""
+        self.edge_sessions = EdgeSessions(self.observation_log, self.stats)
+        """The live session of each edge and its sequence epoch (``edge_sessions.py``)."""
         for edge_id, aggregate in self.observation_log.edges().items():
             self.stats.restore(
                 edge_id,
@@ -61,6 +72,7 @@ class Gateway:
             fsync=state_fsync,
             on_change=self._state_changed,
             on_refused=self.stats.protocol_error,
+            on_store_error=lambda: self.stats.storage_error("state"),
         )
         """The shared swarm document, synced with every state peer (``state_service.py``)."""
         self.stats.metrics.state_peers.set_function(lambda: self.state.peers)
@@ -106,10 +118,22 @@ class Gateway:
             handler_factory=lambda: GatewayConnection(self),
             stack=config.stack,
             settings=config.transport,
+            admission=dataclasses.replace(
+                config.preauth, deadline_s=config.hello_timeout_s + HELLO_GRACE_S
+            ),
         )
+        self.stats.metrics.registry.register(PreAuthCollector(self.listener))
         for host, port in config.peers:
             self.add_peer_gateway(host, port)
         self.heavy.start()
+        if config.log_scrub_interval_s is not None:
+            self.scrubber = Scrubber(
+                self.observation_log.path,
+                interval_s=config.log_scrub_interval_s,
+                max_bytes_per_s=config.log_scrub_bytes_per_s,
+            )
+            self.stats.metrics.registry.register(ScrubCollector(self.scrubber))
+            self.scrubber.start()
         if config.metrics_port is not None:
             self.metrics_port = start_metrics_server(
                 config.metrics_port, self.stats.metrics.registry, config.metrics_host
@@ -149,10 +173,11 @@ class Gateway:
         self._broadcast = None
         self.stats.metrics.state_updates_sent.inc(self.state.broadcast())
 
-    def connection_opened(self, connection: GatewayConnection) -> None:
-        self.connections.add(connection)
+    def connection_opened(self, connection: OpenConnection) -> None:
+        if isinstance(connection, GatewayConnection):  # the only kind this gateway makes
+            self.connections.add(connection)
 
-    def connection_closed(self, connection: GatewayConnection) -> None:
+    def connection_closed(self, connection: OpenConnection) -> None:
         self.connections.discard(connection)
 
     def close(self) -> None:
@@ -170,6 +195,8 @@ class Gateway:
         if self.listener is not None:
             self.listener.close()
             self.listener = None
+        if self.scrubber is not None:
+            self.scrubber.close()
         self.observation_log.close()
         self.state.close()
         self.peers.close()

@@ -10,10 +10,14 @@ flow, per session (``docs/protocol.md``, State)::
     peer  --STATE_UPDATE(u)-->  service.receive(): apply, log to the store, on_change()
     every synced peer <--       service.broadcast(): what each one lacks (state vectors)
 
-A malformed update or state vector is refused (``StateSession``): the peer
-gets an ERROR frame (``MALFORMED_UPDATE`` / ``MALFORMED_STATE_VECTOR``), a
-warning is logged, ``on_refused`` counts it, and the document is untouched.
-Other peers never notice.
+Every update is checked before it is merged (``state.WriteGuard``): a peer
+writes only entries of the writer ids bound to it (``state_writers``; None:
+a peer gateway, which replicates everything), and a read-only role
+(``state_may_write`` false: admins, inference nodes) changes nothing. A
+malformed, foreign or read-only update, or a malformed state vector, is
+refused (``StateSession``): the peer gets an ERROR frame (101-104), a warning
+is logged, ``on_refused`` counts it, and the document is untouched. Other
+peers never notice.
 
 Sans-I/O apart from the store's files: callers feed events in and send the
 frames they get back; the owner arms a timer when ``on_change`` fires and
@@ -23,6 +27,7 @@ not one per received update).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +37,11 @@ from edgeswarm.resource import Resource
 from edgeswarm.state import (
     StateFrame,
     StateSession,
+    StoreError,
     StoreFsyncPolicy,
     SwarmSnapshotDict,
+    WriteGuard,
+    Writers,
     open_document,
 )
 from edgeswarm.wire import (
@@ -60,6 +68,16 @@ class StatePeer(Protocol):
         """Queue a STATE_UPDATE to the peer."""
         ...
 
+    @property
+    def state_writers(self) -> Writers:
+        """Writer ids the peer may write as; None: any (a peer gateway)."""
+        ...
+
+    @property
+    def state_may_write(self) -> bool:
+        """Whether the peer's role may change the document at all."""
+        ...
+
 
 class StateService(Resource):
     """The gateway's document, its store, and one sync per connected state peer."""
@@ -72,14 +90,19 @@ class StateService(Resource):
         fsync: StoreFsyncPolicy = "interval",
         on_change: Callable[[], None] | None = None,
         on_refused: Callable[[str | None, str], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self.document, self.store, self.load_report = open_document(
             directory, writer_id, fsync=fsync
         )
+        self.guard = WriteGuard(self.document)
+        """Checks every peer's update by its effect before it is merged."""
         self.on_change = on_change
         """Called after an update changed the document (arm the broadcast timer)."""
         self.on_refused = on_refused
         """Called with (peer id, error code name) for every refused frame."""
+        self.on_store_error = on_store_error
+        """Called when an update could not be persisted (the peer got STATE_STORE_ERROR)."""
         self._links: dict[StatePeer, StateSession] = {}
         self.updates_applied = 0
         """Updates that changed the document."""
@@ -129,12 +152,19 @@ class StateService(Resource):
         return self.document.snapshot()
 
     def close(self) -> None:
-        """Write a snapshot (bounds the next start's replay) and close the store."""
+        """Write a snapshot (bounds the next start's replay) and close the store; a
+        failure is logged (the update log still holds everything it could)."""
         self._links.clear()
         try:
             self.store.compact(self.document)
-        finally:
+        except StoreError as exc:
+            logger.error("state store failed at close", extra={"error": str(exc)})
+            self._store_failed(exc)
+        try:
             self.store.close()
+        except StoreError as exc:
+            logger.error("state store failed at close", extra={"error": str(exc)})
+            self._store_failed(exc)
 
     # internals
 
@@ -146,8 +176,15 @@ class StateService(Resource):
                 peer_id=peer.state_peer_id,
                 on_update=self._applied,
                 on_refused=self._refused,
+                check=functools.partial(
+                    self._check, writers=peer.state_writers, may_write=peer.state_may_write
+                ),
+                on_store_error=self._store_failed,
             )
         return link
+
+    def _check(self, update: bytes, *, writers: Writers, may_write: bool) -> None:
+        self.guard.check(update, writers=writers, may_write=may_write)
 
     def _applied(self, update: bytes) -> None:
         """A peer's update changed the document: log it to the store, tell the owner."""
@@ -157,6 +194,10 @@ class StateService(Resource):
             self.store.compact(self.document)
         if self.on_change is not None:
             self.on_change()
+
+    def _store_failed(self, error: StoreError) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error()
 
     def _refused(self, peer_id: str, code: ErrorCode) -> None:
         self.updates_refused += 1

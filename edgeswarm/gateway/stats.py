@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from edgeswarm.transport.quic import AdmissionStats
 from edgeswarm.wire import EdgeStatus, Status
 
 
@@ -62,6 +67,29 @@ class GatewayMetrics:
         self.duplicates = Counter(
             "edgeswarm_gateway_duplicate_batches",
             "Batches received again (resent after a reconnect), acknowledged, not re-applied",
+            registry=self.registry,
+        )
+        self.storage_errors = Counter(
+            "edgeswarm_gateway_storage_errors",
+            "Reads or writes of the gateway's files that failed, by store"
+            " (peers, observation_log, state)",
+            ["store"],
+            registry=self.registry,
+        )
+        self.replaced = Counter(
+            "edgeswarm_gateway_sessions_replaced",
+            "Edge sessions closed because a newer session of the same edge id authenticated",
+            registry=self.registry,
+        )
+        self.conflicts = Counter(
+            "edgeswarm_gateway_seq_conflicts",
+            "Batches whose (edge, seq) already holds other bytes (two senders, one numbering);"
+            " not acknowledged, the session closed with SEQ_CONFLICT",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "edgeswarm_gateway_batches_rejected",
+            "Batches the log can never store (answered with ERROR BATCH_REJECTED)",
             registry=self.registry,
         )
         self.refused = Counter(
@@ -135,6 +163,20 @@ class GatewayStats:
         self.edge(edge_id).duplicates += 1
         self.metrics.duplicates.inc()
 
+    def batch_rejected(self, edge_id: str) -> None:
+        self.edge(edge_id).errors += 1
+        self.metrics.rejected.inc()
+
+    def seq_conflict(self, edge_id: str) -> None:
+        self.edge(edge_id).errors += 1
+        self.metrics.conflicts.inc()
+
+    def session_replaced(self) -> None:
+        self.metrics.replaced.inc()
+
+    def storage_error(self, store: str) -> None:
+        self.metrics.storage_errors.labels(store).inc()
+
     def peer_refused(self, code_name: str) -> None:
         self.metrics.refused.labels(code_name).inc()
 
@@ -156,4 +198,43 @@ class GatewayStats:
             gateway_id=self.gateway_id,
             uptime_s=now - self.started_at,
             edges=tuple(record.to_status() for record in self.edges.values()),
+        )
+
+
+class PreAuthListener(Protocol):
+    """What :class:`PreAuthCollector` reads of a ``QuicListener``."""
+
+    @property
+    def unauthenticated(self) -> int: ...
+
+    @property
+    def admission_stats(self) -> AdmissionStats: ...
+
+
+_PREAUTH_COUNTERS = (
+    ("accepted", "Connections created for peers not authenticated yet"),
+    ("retries", "Connection attempts answered with a QUIC Retry (prove your address)"),
+    ("refused", "Connection attempts dropped: a pre-auth cap was reached, or a bad Retry token"),
+    ("discarded", "Connections dropped at once: their first datagrams did not decrypt"),
+    ("expired", "Connections closed: not authenticated within the hello timeout"),
+    ("authenticated", "Connections whose peer authenticated"),
+)
+
+
+class PreAuthCollector(Collector):
+    """``edgeswarm_gateway_preauth_*``: the transport's pre-auth budget, read at scrape time."""
+
+    def __init__(self, listener: PreAuthListener) -> None:
+        self._listener = listener
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._listener.admission_stats
+        for name, documentation in _PREAUTH_COUNTERS:
+            yield CounterMetricFamily(
+                f"edgeswarm_gateway_preauth_{name}", documentation, value=getattr(stats, name)
+            )
+        yield GaugeMetricFamily(
+            "edgeswarm_gateway_preauth_connections",
+            "Connections open now whose peer has not authenticated yet",
+            value=self._listener.unauthenticated,
         )

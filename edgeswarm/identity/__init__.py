@@ -7,6 +7,7 @@ from .keys import (
     public_key_from_text,
     public_key_text,
     verify_signature,
+    write_private,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "public_key_from_text",
     "public_key_text",
     "verify_signature",
+    "write_private",
 ]

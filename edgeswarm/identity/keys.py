@@ -8,8 +8,10 @@ key's SHA-256.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,18 +48,13 @@ class KeyPair:
         return self.private_key.sign(message)
 
     def save(self, path: Path) -> None:
-        """Write the private key as PKCS#8 PEM, mode 0600, atomically."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write the private key as PKCS#8 PEM, mode 0600, atomically (:func:`write_private`)."""
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        os.replace(tmp, path)
+        write_private(path, pem)
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
@@ -77,6 +74,31 @@ class KeyPair:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeyFileError(f"{path} holds a {type(key).__name__}, not an ed25519 key")
         return cls(key, key.public_key().public_bytes_raw())
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by its owner only.
+
+    The temporary file is created exclusively with mode 0600 under a fresh
+    name (``mkstemp``): a leftover ``.tmp`` file, world-readable or a link
+    planted by someone else, is never written through nor reused. It is synced
+    before it replaces ``path``. Raises ``KeyFileError`` naming the file.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def load_or_create_key(path: Path) -> KeyPair:

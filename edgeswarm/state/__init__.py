@@ -9,26 +9,31 @@ state-frame handler), ``store`` the state on disk.
 from edgeswarm.state.batch import UpdateBatcher
 from edgeswarm.state.document import SwarmDocument, SwarmSnapshotDict
 from edgeswarm.state.errors import (
+    ForeignStateEntry,
     InvalidKey,
     LocalStateError,
     MalformedStateVector,
     MalformedUpdate,
+    ReadOnlyState,
     RemoteStateError,
     StateError,
     StoreError,
     WriterReused,
 )
+from edgeswarm.state.ownership import WriteGuard, Writers
 from edgeswarm.state.schema import client_id_for
 from edgeswarm.state.session import StateFrame, StateSession
 from edgeswarm.state.store import LoadReport, StateStore, StoreFsyncPolicy, open_document
 from edgeswarm.state.sync import StateSync
 
 __all__ = [
+    "ForeignStateEntry",
     "InvalidKey",
     "LoadReport",
     "LocalStateError",
     "MalformedStateVector",
     "MalformedUpdate",
+    "ReadOnlyState",
     "RemoteStateError",
     "StateError",
     "StateFrame",
@@ -40,7 +45,9 @@ __all__ = [
     "SwarmDocument",
     "SwarmSnapshotDict",
     "UpdateBatcher",
+    "WriteGuard",
     "WriterReused",
+    "Writers",
     "client_id_for",
     "open_document",
 ]

@@ -43,6 +43,8 @@ class SwarmDocument:
         for when ``incarnation`` must change. ``client_id`` overrides both."""
         self.writer_id = writer_id
         """Edge or gateway id this document writes as."""
+        self.incarnation = incarnation
+        """The incarnation the client id was derived from (HELLO ``state_incarnation``)."""
         self.client_id = (
             client_id if client_id is not None else schema.client_id_for(writer_id, incarnation)
         )

@@ -6,7 +6,9 @@
     StateError                      error_code (StateError: an EdgeswarmError)
     ├── RemoteStateError            (the peer sent something we refuse)
     │   ├── MalformedUpdate         101  update bytes do not decode; document untouched
-    │   └── MalformedStateVector    102  state-vector bytes do not decode
+    │   ├── MalformedStateVector    102  state-vector bytes do not decode
+    │   ├── ForeignStateEntry       103  an update writes what its peer does not own
+    │   └── ReadOnlyState           104  an update that changes something, from a read-only role
     └── LocalStateError             (we, or our caller, did something wrong)
         ├── InvalidKey              110  key is not "group/name" or an item is not a str
         ├── WriterReused            111  a peer holds more of our writer's history than we do
@@ -25,10 +27,12 @@ from edgeswarm.errors import EdgeswarmError
 from edgeswarm.wire.errors import ErrorCode
 
 __all__ = [
+    "ForeignStateEntry",
     "InvalidKey",
     "LocalStateError",
     "MalformedStateVector",
     "MalformedUpdate",
+    "ReadOnlyState",
     "RemoteStateError",
     "StateError",
     "StoreError",
@@ -57,6 +61,19 @@ class MalformedStateVector(RemoteStateError):
     """A state vector does not decode."""
 
     error_code = ErrorCode.MALFORMED_STATE_VECTOR
+
+
+class ForeignStateEntry(RemoteStateError):
+    """An update writes an entry, or as a writer id, not bound to the peer that sent it
+    (``ownership.py``); nothing of it was merged."""
+
+    error_code = ErrorCode.FOREIGN_STATE_ENTRY
+
+
+class ReadOnlyState(RemoteStateError):
+    """An update that would change the document, from a role that may only read."""
+
+    error_code = ErrorCode.STATE_READ_ONLY
 
 
 class LocalStateError(StateError):

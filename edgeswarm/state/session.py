@@ -36,7 +36,7 @@ from edgeswarm.wire import (
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
 from .document import SwarmDocument
-from .errors import RemoteStateError, WriterReused
+from .errors import RemoteStateError, StoreError, WriterReused
 from .sync import StateSync
 
 __all__ = ["StateFrame", "StateSession"]
@@ -57,6 +57,9 @@ class StateSession:
         peer_id: str,
         on_update: Callable[[bytes], None] | None = None,
         on_refused: Callable[[str, ErrorCode], None] | None = None,
+        check: Callable[[bytes], None] | None = None,
+        own_writes_only: bool = False,
+        on_store_error: Callable[[StoreError], None] | None = None,
     ) -> None:
         self.document = document
         self.peer_id = peer_id
@@ -65,7 +68,13 @@ class StateSession:
         """Called with every update of the peer that changed the document."""
         self.on_refused = on_refused
         """Called with (peer id, error code) for every frame refused."""
-        self.sync = StateSync(document)
+        self.check = check
+        """Run on every update of the peer before it is merged; it raises a
+        :class:`RemoteStateError` to refuse it (the gateway's ``WriteGuard``)."""
+        self.on_store_error = on_store_error
+        """Called when ``on_update`` could not persist an update (a :class:`StoreError`):
+        the peer is then answered with ERROR ``STATE_STORE_ERROR``."""
+        self.sync = StateSync(document, own_writes_only=own_writes_only)
         self.updates_merged = 0
         """STATE_UPDATE frames of the peer merged (duplicates included)."""
         self.updates_sent = 0
@@ -98,13 +107,30 @@ class StateSession:
             return [StateUpdate(update=diff)]
         before = self.document.state_vector()
         try:
+            if self.check is not None:
+                self.check(event.update)
             self.sync.apply_update(event.update)
         except RemoteStateError as exc:
             return [self._refuse(exc)]
         self.updates_merged += 1
         if self.on_update is not None and self.document.state_vector() != before:
-            self.on_update(event.update)  # echoes and duplicates change nothing
+            try:
+                self.on_update(event.update)  # echoes and duplicates change nothing
+            except StoreError as exc:
+                return self._store_failed(exc)
         return []
+
+    def _store_failed(self, error: StoreError) -> list[StateFrame]:
+        """Merged but not persisted (a full disk): log, count, tell the peer when asked."""
+        logger.error(
+            "state store failed: update merged, not persisted",
+            extra={"peer_id": self.peer_id, "error": str(error)},
+        )
+        if self.on_store_error is None:
+            return []
+        self.on_store_error(error)
+        message = f"merged but not persisted: {error}"[:MAX_TEXT_CHARS]
+        return [Error(code=ErrorCode.STATE_STORE_ERROR, message=message)]
 
     def data_to_send(self) -> StateUpdate | None:
         """STATE_UPDATE with what the peer lacks now, or None (also before the handshake)."""

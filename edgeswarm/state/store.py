@@ -14,6 +14,11 @@ fsync of the directory), then starts an empty log. Updates are idempotent,
 so a crash between those two steps only replays updates the snapshot already
 holds.
 
+Files are created with mode 0600. Every failure to write them (a full disk,
+an I/O error) is a :class:`StoreError` naming the file; the document in
+memory keeps the update, and a peer that sent it sends it again at its next
+sync (state vectors), so nothing is lost unless the process stops meanwhile.
+
 fsync policy (:data:`StoreFsyncPolicy`): ``"always"`` fsyncs every append (an
 update is durable before it is acknowledged), ``"interval"`` at most every
 ``fsync_interval_s``, ``"never"`` leaves it to the OS. With anything but
@@ -24,6 +29,7 @@ may already hold: restart it with a new incarnation
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -86,6 +92,13 @@ def _read_records(data: bytes, start: int) -> tuple[list[bytes], int, str | None
         records.append(payload)
         pos = end
     return records, pos, None
+
+
+def _create_private(path: Path, flags: int) -> BinaryIO:
+    """Open ``path`` for writing with ``flags`` (``O_APPEND``: at its end), creating it
+    with mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | flags, 0o600)
+    return os.fdopen(fd, "ab" if flags & os.O_APPEND else "wb")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -188,11 +201,14 @@ class StateStore(Resource):
     def _open_log(self) -> None:
         if self._log is not None:
             return
-        log = self.log_path.open("ab")
-        if log.tell() == 0:
-            log.write(LOG_MAGIC)
-            log.flush()
-            os.fsync(log.fileno())
+        try:
+            log = _create_private(self.log_path, os.O_APPEND)
+            if log.tell() == 0:
+                log.write(LOG_MAGIC)
+                log.flush()
+                os.fsync(log.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.log_path}: {exc.strerror}") from exc
         self._log = log
         self._log_bytes = log.tell()
 
@@ -201,46 +217,75 @@ class StateStore(Resource):
         self._open_log()
         assert self._log is not None
         record = _record(update)
-        self._log.write(record)
-        self._log_bytes += len(record)
-        self._log.flush()
-        if self.fsync == "always":
-            os.fsync(self._log.fileno())
-        elif self.fsync == "interval":
-            now = time.monotonic()
-            if now - self._last_fsync >= self.fsync_interval_s:
+        try:
+            self._log.write(record)
+            self._log.flush()
+            if self.fsync == "always":
                 os.fsync(self._log.fileno())
-                self._last_fsync = now
+            elif self.fsync == "interval":
+                now = time.monotonic()
+                if now - self._last_fsync >= self.fsync_interval_s:
+                    os.fsync(self._log.fileno())
+                    self._last_fsync = now
+        except OSError as exc:
+            self._cut_back()  # no torn record stays in front of the next ones
+            raise StoreError(f"cannot append to {self.log_path}: {exc.strerror}") from exc
+        self._log_bytes += len(record)
+
+    def _cut_back(self) -> None:
+        """After a failed append: drop what part of the record reached the file."""
+        log, self._log = self._log, None
+        if log is None:
+            return
+        with contextlib.suppress(OSError):
+            log.close()  # the buffered rest is lost with it
+        with contextlib.suppress(OSError):
+            os.truncate(self.log_path, self._log_bytes)
 
     def compact(self, document: SwarmDocument) -> None:
-        """Write ``document`` as the new snapshot and start an empty log."""
+        """Write ``document`` as the new snapshot and start an empty log.
+
+        Raises :class:`StoreError`; the old snapshot and log then stay as they were.
+        """
         temp = self.directory / "snapshot.bin.tmp"
-        with temp.open("wb") as handle:
-            handle.write(SNAPSHOT_MAGIC + _record(document.encode_update()))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.snapshot_path)
-        _fsync_dir(self.directory)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
         fresh = self.directory / "updates.log.tmp"
-        with fresh.open("wb") as handle:
-            handle.write(LOG_MAGIC)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(fresh, self.log_path)
-        _fsync_dir(self.directory)
+        try:
+            with _create_private(temp, os.O_TRUNC) as handle:
+                handle.write(SNAPSHOT_MAGIC + _record(document.encode_update()))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with _create_private(fresh, os.O_TRUNC) as handle:
+                handle.write(LOG_MAGIC)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.snapshot_path)
+            _fsync_dir(self.directory)
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            os.replace(fresh, self.log_path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            for leftover in (temp, fresh):
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            raise StoreError(f"cannot compact into {self.snapshot_path}: {exc.strerror}") from exc
         self._open_log()
 
     def close(self) -> None:
-        """Flush and close the log."""
-        if self._log is not None:
-            self._log.flush()
+        """Flush and close the log. Raises :class:`StoreError` (the log is closed anyway)."""
+        log, self._log = self._log, None
+        if log is None:
+            return
+        try:
+            log.flush()
             if self.fsync != "never":
-                os.fsync(self._log.fileno())
-            self._log.close()
-            self._log = None
+                os.fsync(log.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot flush {self.log_path}: {exc.strerror}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                log.close()
 
 
 def open_document(
@@ -262,7 +307,8 @@ def open_document(
         incarnation = int.from_bytes(os.urandom(4), "little")
     temp = path.with_suffix(".tmp")
     try:
-        temp.write_text(f"{incarnation}\n")
+        with _create_private(temp, os.O_TRUNC) as handle:
+            handle.write(f"{incarnation}\n".encode())
         os.replace(temp, path)
     except OSError as exc:
         store.close()

@@ -40,9 +40,12 @@ __all__ = ["StateSync"]
 class StateSync:
     """Sync state of one document with one peer."""
 
-    def __init__(self, document: SwarmDocument) -> None:
+    def __init__(self, document: SwarmDocument, *, own_writes_only: bool = False) -> None:
         self.document = document
         """The document kept in sync."""
+        self.own_writes_only = own_writes_only
+        """Send the peer only the items of our own writer (an edge: a gateway refuses
+        items of writers not bound to the sender, ``ownership.py``)."""
         self._peer: dict[int, int] | None = None
         self._sent_at: bytes | None = None
         """Our state vector when the peer last got everything we had."""
@@ -75,11 +78,20 @@ class StateSync:
             raise WriterReused(
                 f"peer holds clock {theirs} of client {self.document.client_id}, we hold {own}"
             )
-        update = self.document.encode_update(state_vector)
+        update = self.document.encode_update(self._wanted(peer, ours))
         self._peer = merge_state_vectors(peer, ours)
         self._sent_at = None
         self.bytes_sent += len(update)
         return update
+
+    def _wanted(self, peer: dict[int, int], ours: dict[int, int]) -> bytes:
+        """The state vector to diff against: the peer's, and with ``own_writes_only``
+        ours for every other writer (so only our own items go)."""
+        if not self.own_writes_only:
+            return encode_state_vector(peer)
+        own = self.document.client_id
+        held = {c: clock for c, clock in ours.items() if c != own}
+        return encode_state_vector(merge_state_vectors(peer, held))
 
     def apply_update(self, update: bytes) -> None:
         """Merge an update (handshake reply or later) from the peer.
@@ -103,7 +115,7 @@ class StateSync:
         self._sent_at = raw
         if not missing_from(self._peer, ours):
             return None
-        update = self.document.encode_update(encode_state_vector(self._peer))
+        update = self.document.encode_update(self._wanted(self._peer, ours))
         self._peer = merge_state_vectors(self._peer, ours)
         self.bytes_sent += len(update)
         return update

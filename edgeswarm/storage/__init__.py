@@ -1,5 +1,21 @@
 """Durable local files shared by the processes: SQLite opened the one way they all need."""
 
-from .sqlite import Schema, is_corruption, open_database, statements, transaction
+from .sqlite import (
+    QUICK_CHECK_MAX_BYTES,
+    Schema,
+    create_private,
+    is_corruption,
+    open_database,
+    statements,
+    transaction,
+)
 
-__all__ = ["Schema", "is_corruption", "open_database", "statements", "transaction"]
+__all__ = [
+    "QUICK_CHECK_MAX_BYTES",
+    "Schema",
+    "create_private",
+    "is_corruption",
+    "open_database",
+    "statements",
+    "transaction",
+]

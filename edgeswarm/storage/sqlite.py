@@ -3,33 +3,56 @@
 The edge's spool and the gateway's observation-log index open their files
 the same way, here:
 
-1. connect in autocommit mode (``isolation_level=None``: callers say
-   ``BEGIN``/``COMMIT`` themselves, through :func:`transaction`);
-2. read ``PRAGMA user_version`` and the tables, and refuse a file that holds
+1. create a missing file with mode 0600 (SQLite gives its ``-wal`` and
+   ``-shm`` files the same mode), then connect in autocommit mode
+   (``isolation_level=None``: callers say ``BEGIN``/``COMMIT`` themselves,
+   through :func:`transaction`);
+2. run ``PRAGMA quick_check`` on a file of at most ``quick_check_max_bytes``
+   (every page and b-tree is read: ~250 MB/s here, so 256 MiB by default costs
+   about a second; a larger file is left to the caller's own verification and
+   the open says so in a log line), and refuse a damaged file;
+3. read ``PRAGMA user_version`` and the tables, and refuse a file that holds
    neither nothing nor a version the :class:`Schema` reads (foreign or newer)
    before anything is written to it: a refused file is left exactly as it was;
-3. set the page size (a new file only; SQLite ignores it afterwards), turn on
+4. set the page size (a new file only; SQLite ignores it afterwards), turn on
    WAL, and refuse a file where WAL cannot be turned on; set ``synchronous``
    and any other pragma the caller needs;
-4. give an empty file the schema, or upgrade an older version, in one
+5. give an empty file the schema, or upgrade an older version, in one
    transaction (a failed upgrade leaves the file at its old version).
 
 Errors are the caller's own types, made by two factories: ``corrupt`` (the
 file is not a SQLite database, is damaged, or holds another schema: an
 operator decision, nothing was changed) and ``failed`` (any other reason it
-could not be opened: permissions, a lock, a full disk).
+could not be opened: permissions, a lock, a full disk). Their messages name
+the file.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Schema", "is_corruption", "open_database", "statements", "transaction"]
+__all__ = [
+    "QUICK_CHECK_MAX_BYTES",
+    "Schema",
+    "create_private",
+    "is_corruption",
+    "open_database",
+    "statements",
+    "transaction",
+]
 
+logger = logging.getLogger("edgeswarm.storage")
+
+QUICK_CHECK_MAX_BYTES = 256 << 20
+"""Largest file :func:`open_database` runs ``PRAGMA quick_check`` on (about a second)."""
+QUICK_CHECK_PROBLEMS = 5
+"""Problems ``quick_check`` reports at most (the first ones say enough)."""
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 
@@ -69,6 +92,15 @@ def is_corruption(exc: sqlite3.Error) -> bool:
     return code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
 
 
+def create_private(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (data files are private)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` if the block raises."""
@@ -91,6 +123,7 @@ def open_database(
     pragmas: Sequence[str] = (),
     busy_timeout_s: float = 5.0,
     check_same_thread: bool = True,
+    quick_check_max_bytes: int | None = QUICK_CHECK_MAX_BYTES,
     corrupt: ErrorFactory,
     failed: ErrorFactory,
 ) -> sqlite3.Connection:
@@ -98,8 +131,13 @@ def open_database(
 
     ``synchronous`` is the ``PRAGMA synchronous`` value (``FULL``, ``NORMAL``,
     ``OFF``); ``pragmas`` are further statements run before the schema check.
-    Raises ``corrupt(message)`` or ``failed(message)``.
+    ``quick_check_max_bytes``: None never runs ``quick_check``. Raises
+    ``corrupt(message)`` or ``failed(message)``.
     """
+    try:
+        create_private(path)
+    except OSError as exc:
+        raise failed(f"cannot create {path}: {exc.strerror}") from exc
     try:
         db = sqlite3.connect(
             path,
@@ -110,6 +148,7 @@ def open_database(
     except sqlite3.Error as exc:
         raise (corrupt if is_corruption(exc) else failed)(str(exc)) from exc
     try:
+        _quick_check(db, path, quick_check_max_bytes, corrupt)
         upgrade = _upgrade_needed(db, schema, corrupt)
         db.execute(f"PRAGMA page_size={page_size}")  # new files only; before WAL mode
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -131,6 +170,27 @@ def open_database(
         db.close()
         raise
     return db
+
+
+def _quick_check(
+    db: sqlite3.Connection, path: Path, max_bytes: int | None, corrupt: ErrorFactory
+) -> None:
+    """``PRAGMA quick_check`` when the file (and its WAL) is small enough; raise ``corrupt``."""
+    if max_bytes is None:
+        return
+    size = sum(
+        os.stat(f).st_size for f in (path, path.with_name(path.name + "-wal")) if os.path.exists(f)
+    )
+    if size > max_bytes:
+        logger.info(
+            "quick_check skipped at open: file larger than the limit",
+            extra={"path": str(path), "bytes": size, "limit": max_bytes},
+        )
+        return
+    rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_PROBLEMS})").fetchall()
+    problems = [str(row[0]) for row in rows]
+    if problems != ["ok"]:
+        raise corrupt(f"damaged (quick_check: {'; '.join(problems)})")
 
 
 def _upgrade_needed(

@@ -6,11 +6,12 @@ imports this module and nothing else of the transport. Behind it, ``quic.py``
 connects and serves, ``link.py`` drives one QUIC connection and
 ``endpoint.py`` moves the datagrams of one UDP socket.
 
-Errors raised by ``quic.connect``::
+Errors raised by ``quic.connect`` and ``quic.serve``::
 
     HandshakeError            refused, closed by the gateway, bad certificate
     │                         (an EdgeswarmError and a ConnectionError)
     └── ConnectTimeoutError   no handshake in time (also a TimeoutError)
+    CertificateFileError      serve: the certificate or its key cannot be loaded
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from edgeswarm.errors import EdgeswarmError
 
 __all__ = [
     "DEFAULT_PORT",
+    "AdmissionLimits",
+    "CertificateFileError",
     "ConnectTimeoutError",
     "HandlerFactory",
     "HandshakeError",
@@ -56,12 +59,36 @@ class TransportSettings:
     read returns as many; turned off by itself where the kernel refuses it."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class AdmissionLimits:
+    """A server's budget for peers that have not authenticated yet (``admission.py``)."""
+
+    max_unauthenticated: int = 1024
+    """Unauthenticated connections at once, in all; beyond, new attempts are dropped."""
+    max_unauthenticated_per_address: int = 64
+    """Unauthenticated connections at once from one IP address."""
+    retry_above: int = 128
+    """Unauthenticated connections beyond which a new attempt must prove its address
+    with a QUIC Retry round trip first (0: always)."""
+    new_per_s: float = 100.0
+    """New connections (TLS handshakes) accepted per second; beyond, an attempt without
+    a Retry token gets a Retry, one with a token is dropped until the budget refills."""
+    new_burst: int = 8
+    """Burst of :attr:`new_per_s` (handshakes in one loop turn at most)."""
+    deadline_s: float = 10.0
+    """A connection still unauthenticated this long after its first packet is closed."""
+
+
 class HandshakeError(EdgeswarmError, ConnectionError):
     """The QUIC handshake did not complete (refused, closed by the peer, bad certificate)."""
 
 
 class ConnectTimeoutError(HandshakeError, TimeoutError):
     """No handshake within ``connect_timeout`` (gateway unreachable or silent)."""
+
+
+class CertificateFileError(EdgeswarmError):
+    """A server certificate or private key file is missing, unreadable or damaged."""
 
 
 class SessionLink(Protocol):
@@ -91,6 +118,10 @@ class SessionLink(Protocol):
 
     def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
         """Close the QUIC connection."""
+
+    def mark_authenticated(self) -> None:
+        """The peer proved its identity: it leaves the server's pre-auth budget
+        (``AdmissionLimits``) and its deadline. Nothing on a client."""
 
     @property
     def peer(self) -> str:

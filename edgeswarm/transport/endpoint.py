@@ -1,8 +1,9 @@
 """UDP endpoints: the I/O half of the adapter.
 
 A ``UdpEndpoint`` owns one non-blocking UDP socket and moves datagrams for
-the QUIC links it carries (``link.py``): a ``ServerEndpoint`` routes them by
-connection ID and accepts new connections, a ``ClientEndpoint`` carries one.
+the QUIC links it carries (``link.py``): a ``ServerEndpoint``
+(``server_endpoint.py``) routes them by connection ID and accepts new
+connections within its pre-auth budget, a ``ClientEndpoint`` carries one.
 
 Speed comes from the wakeup discipline, not from the library: when the
 socket becomes readable the endpoint reads it (``recvfrom`` until
@@ -31,14 +32,11 @@ import socket
 import struct
 import sys
 from collections import deque
-from typing import Any
 
-from .api import HandlerFactory, TransportSettings
+from .api import TransportSettings
 from .link import Address, QuicLink, Received, quic_clock
-from .stacks import QuicStack
-from .tickets import ServerTicketStore
 
-__all__ = ["ClientEndpoint", "ServerEndpoint", "UdpEndpoint", "destination_cid"]
+__all__ = ["ClientEndpoint", "UdpEndpoint", "destination_cid", "is_initial"]
 
 logger = logging.getLogger("edgeswarm.transport")
 
@@ -73,7 +71,8 @@ def destination_cid(data: bytes, host_cid_length: int) -> bytes | None:
     return data[1 : 1 + host_cid_length]
 
 
-def _is_initial(data: bytes, version: int) -> bool:
+def is_initial(data: bytes, version: int) -> bool:
+    """Whether a long-header packet of ``version`` is an Initial."""
     packet_type = (data[0] & 0x30) >> 4
     return packet_type == (1 if version == QUIC_V2 else 0)
 
@@ -126,6 +125,12 @@ class UdpEndpoint:
 
     def receive_error(self, error: OSError) -> None:
         """``recvfrom`` reported an ICMP error."""
+
+    def authenticated(self, link: QuicLink) -> None:
+        """The link's handler says its peer proved its identity."""
+
+    def after_wakeup(self) -> None:
+        """A read wakeup fed its datagrams and transmitted."""
 
     # --- I/O -------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class UdpEndpoint:
         finally:
             self._in_wakeup = False
         self.flush()
+        self.after_wakeup()
 
     def want_transmit(self, link: QuicLink) -> None:
         """``link`` has queued data; transmit at the end of this wakeup."""
@@ -319,110 +325,6 @@ class UdpEndpoint:
             self.loop.remove_writer(self._sock.fileno())
             self._backlog.clear()
         self._sock.close()
-
-
-class ServerEndpoint(UdpEndpoint):
-    """Accepts connections: routes datagrams by Destination Connection ID."""
-
-    def __init__(
-        self,
-        sock: socket.socket,
-        settings: TransportSettings,
-        *,
-        stack: QuicStack,
-        configuration: Any,
-        handler_factory: HandlerFactory,
-        tickets: ServerTicketStore,
-    ) -> None:
-        super().__init__(sock, settings)
-        self._stack = stack
-        self._configuration = configuration
-        self._handler_factory = handler_factory
-        self._tickets = tickets
-        self._cid_length: int = configuration.connection_id_length
-        self._versions: list[int] = list(configuration.supported_versions)
-        self.links: dict[bytes, QuicLink] = {}
-
-    def same_connection(self, buffer: bytes, segment: int) -> bool:
-        if buffer[0] & 0x80:
-            return False
-        end = 1 + self._cid_length
-        cid = buffer[1:end]
-        return all(
-            not buffer[i] & 0x80 and buffer[i + 1 : i + end] == cid
-            for i in range(segment, len(buffer), segment)
-        )
-
-    def route(self, data: bytes, addr: Address) -> QuicLink | None:
-        cid = destination_cid(data, self._cid_length)
-        if cid is None:
-            return None
-        link = self.links.get(cid)
-        if link is not None or not data[0] & 0x80 or len(data) < MIN_INITIAL_DATAGRAM:
-            return link
-        version = int.from_bytes(data[1:5], "big")
-        if version not in self._versions:
-            if version != 0:
-                self._version_negotiation(data, cid, addr)
-            return None
-        if not _is_initial(data, version):
-            return None
-        quic = self._stack.connection_class(
-            configuration=self._configuration,
-            original_destination_connection_id=cid,
-            session_ticket_fetcher=self._tickets.pop,
-            session_ticket_handler=self._tickets.add,
-        )
-        link = QuicLink(
-            stack=self._stack,
-            quic=quic,
-            endpoint=self,
-            handler=self._handler_factory(),
-            is_server=True,
-            max_datagram_size=self._settings.max_datagram_size,
-        )
-        link.set_peer(f"{addr[0]}:{addr[1]}")
-        for key in (cid, quic.host_cid):
-            self.links[key] = link
-            link.cids.add(key)
-        return link
-
-    def _version_negotiation(self, data: bytes, cid: bytes, addr: Address) -> None:
-        offset = 6 + len(cid)
-        if len(data) <= offset:
-            return
-        source_cid = data[offset + 1 : offset + 1 + data[offset]]
-        packet = self._stack.encode_version_negotiation(
-            source_cid=cid, destination_cid=source_cid, supported_versions=self._versions
-        )
-        self.sendto(packet, addr, None)
-
-    def cid_issued(self, link: QuicLink, cid: bytes) -> None:
-        self.links[cid] = link
-        link.cids.add(cid)
-
-    def cid_retired(self, link: QuicLink, cid: bytes) -> None:
-        if self.links.get(cid) is link:
-            del self.links[cid]
-        link.cids.discard(cid)
-
-    def link_lost(self, link: QuicLink) -> None:
-        super().link_lost(link)
-        for cid in link.cids:
-            if self.links.get(cid) is link:
-                del self.links[cid]
-        link.cids.clear()
-
-    def shutdown(self) -> None:
-        """Send what is queued, close every connection, close the socket."""
-        self.flush()
-        links = list(dict.fromkeys(self.links.values()))
-        for link in links:
-            link.close_connection(reason="listener closed")
-        self.flush()
-        for link in links:
-            link.mark_lost("listener closed")
-        self.close()
 
 
 class ClientEndpoint(UdpEndpoint):

@@ -67,6 +67,9 @@ class LinkEndpoint(Protocol):
     def link_lost(self, link: QuicLink) -> None:
         """A connection is over."""
 
+    def authenticated(self, link: QuicLink) -> None:
+        """The link's handler says its peer proved its identity."""
+
 
 class QuicLink:
     """One QUIC connection and its session stream (the ``SessionLink``)."""
@@ -106,6 +109,11 @@ class QuicLink:
         """Whether the handshake resumed a TLS session from a ticket."""
         self.early_data_accepted = False
         """Whether the peer accepted 0-RTT data."""
+        self.datagrams_sent = 0
+        """Datagrams this connection has sent (a server link that answered its first
+        datagrams with nothing could not decrypt them)."""
+        self.is_authenticated = False
+        """Whether the handler said its peer proved its identity."""
 
     # --- SessionLink -----------------------------------------------------
 
@@ -152,6 +160,11 @@ class QuicLink:
             return None
         fits = self._max_datagram_size - SHORT_HEADER_OVERHEAD - DATAGRAM_FRAME_OVERHEAD
         return max(0, min(remote - DATAGRAM_FRAME_OVERHEAD, fits))
+
+    def mark_authenticated(self) -> None:
+        if not self.is_authenticated:
+            self.is_authenticated = True
+            self._endpoint.authenticated(self)
 
     def close_connection(self, *, error_code: int = 0, reason: str = "") -> None:
         if not self._lost:
@@ -288,6 +301,7 @@ class QuicLink:
             logger.debug("QUIC library could not build packets", extra={"error": repr(error)})
             datagrams = []
         if datagrams:
+            self.datagrams_sent += len(datagrams)
             endpoint.send_datagrams(datagrams, self)
         timer_at = self._quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:

@@ -29,8 +29,11 @@ from typing import Any
 
 from edgeswarm.wire import ALPN
 
+from .admission import AdmissionStats
 from .api import (
     DEFAULT_PORT,
+    AdmissionLimits,
+    CertificateFileError,
     ConnectTimeoutError,
     HandlerFactory,
     HandshakeError,
@@ -38,8 +41,9 @@ from .api import (
     StreamHandler,
     TransportSettings,
 )
-from .endpoint import ClientEndpoint, ServerEndpoint
+from .endpoint import ClientEndpoint
 from .link import QuicLink, quic_clock
+from .server_endpoint import ServerEndpoint
 from .stacks import DEFAULT_STACK, STACKS, load_stack
 from .tickets import ServerTicketStore, TicketStore
 
@@ -48,6 +52,9 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_STACK",
     "STACKS",
+    "AdmissionLimits",
+    "AdmissionStats",
+    "CertificateFileError",
     "ConnectTimeoutError",
     "HandshakeError",
     "QuicListener",
@@ -87,6 +94,16 @@ class QuicListener:
     def connections(self) -> int:
         """Open QUIC connections."""
         return len(set(self._endpoint.links.values()))
+
+    @property
+    def unauthenticated(self) -> int:
+        """Connections whose peer has not authenticated yet."""
+        return self._endpoint.admission.unauthenticated
+
+    @property
+    def admission_stats(self) -> AdmissionStats:
+        """Counters of the pre-auth budget (``admission.py``)."""
+        return self._endpoint.admission_stats
 
     def close(self) -> None:
         """Stop accepting and close every connection."""
@@ -145,18 +162,27 @@ async def serve(
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
     stack: str = DEFAULT_STACK,
     settings: TransportSettings | None = None,
+    admission: AdmissionLimits | None = None,
 ) -> QuicListener:
     """Listen for QUIC connections; each session stream gets a new handler.
 
     Session tickets are issued and redeemed from an in-memory store, so a
-    client with a ``TicketStore`` resumes (and may send 0-RTT data).
+    client with a ``TicketStore`` resumes (and may send 0-RTT data). Peers
+    that have not authenticated (``SessionLink.mark_authenticated``) are held
+    to ``admission`` (caps, Retry, deadline: ``admission.py``).
     """
     settings = settings or TransportSettings()
     quic_stack = load_stack(stack)
     configuration = _configuration(
         stack, is_client=False, idle_timeout=idle_timeout, settings=settings
     )
-    configuration.load_cert_chain(str(cert), str(key))
+    try:
+        configuration.load_cert_chain(str(cert), str(key))
+    except Exception as exc:  # each library raises its own types (qh3: TypeError, ...)
+        what = str(exc) or type(exc).__name__
+        raise CertificateFileError(
+            f"cannot load the TLS certificate {cert} with its key {key}: {what}"
+        ) from exc
     sock = _bind(host, port)
     endpoint = ServerEndpoint(
         sock,
@@ -165,6 +191,7 @@ async def serve(
         configuration=configuration,
         handler_factory=handler_factory,
         tickets=ServerTicketStore(),
+        admission=admission or AdmissionLimits(),
     )
     bound = sock.getsockname()
     return QuicListener(host=host, port=int(bound[1]), _endpoint=endpoint, stack=stack)

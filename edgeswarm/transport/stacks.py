@@ -55,6 +55,12 @@ class QuicStack:
     """Event class of the library -> what it means to the adapter."""
     encode_version_negotiation: Any
     """``quic.packet.encode_quic_version_negotiation`` of the library."""
+    encode_retry: Any
+    """``quic.packet.encode_quic_retry`` of the library."""
+    pull_header: Any
+    """``quic.packet.pull_quic_header`` of the library (reads a ``buffer_class``)."""
+    buffer_class: Any
+    """The library's ``Buffer`` (``pull_header`` reads one)."""
     batched_receive: bool
     """Whether ``QuicConnection.receive_many_datagrams`` exists (qh3)."""
     gro_receive: bool
@@ -71,6 +77,7 @@ def load_stack(name: str) -> QuicStack:
     connection = importlib.import_module(f"{name}.quic.connection")
     events = importlib.import_module(f"{name}.quic.events")
     packet = importlib.import_module(f"{name}.quic.packet")
+    buffer = importlib.import_module("qh3._hazmat" if name == "qh3" else "aioquic.buffer")
     kinds = {
         events.StreamDataReceived: EventKind.STREAM_DATA,
         events.StreamReset: EventKind.STREAM_RESET,
@@ -86,6 +93,9 @@ def load_stack(name: str) -> QuicStack:
         connection_class=connection.QuicConnection,
         event_kinds=kinds,
         encode_version_negotiation=packet.encode_quic_version_negotiation,
+        encode_retry=packet.encode_quic_retry,
+        pull_header=packet.pull_quic_header,
+        buffer_class=buffer.Buffer,
         batched_receive=hasattr(connection.QuicConnection, "receive_many_datagrams"),
         gro_receive=hasattr(connection.QuicConnection, "receive_gro_buffer"),
     )

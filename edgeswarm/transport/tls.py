@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from edgeswarm.identity import write_private
 
 CERT_VALIDITY = datetime.timedelta(days=825)
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -42,12 +43,6 @@ def _san(names: tuple[str, ...]) -> x509.SubjectAlternativeName:
         except ValueError:
             entries.append(x509.DNSName(name))
     return x509.SubjectAlternativeName(entries)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -114,8 +109,8 @@ def create_certificates(
     paths = CertificatePaths(
         ca=directory / "ca.crt", cert=directory / "gateway.crt", key=directory / "gateway.key"
     )
-    _write_private(directory / "ca.key", _pem_key(ca_key))
-    _write_private(paths.key, _pem_key(key))
+    write_private(directory / "ca.key", _pem_key(ca_key))
+    write_private(paths.key, _pem_key(key))
     paths.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return paths

@@ -11,6 +11,7 @@ a session reports and ``errors`` what goes wrong, each error with its
 from .arrays import ARRAY_DTYPES, decode_array, encode_array
 from .codec import DEFAULT_MAX_BATCH_AGENTS, decode_payload, encode_frame, encode_payload
 from .errors import (
+    BATCH_REFUSED_CODES,
     BatchTooLarge,
     CreditExceeded,
     ErrorCode,
@@ -47,6 +48,7 @@ from .frames import (
     ALPN,
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     FEATURES,
     FRAME_TYPES,
@@ -84,11 +86,13 @@ from .states import SessionState
 __all__ = [
     "ALPN",
     "ARRAY_DTYPES",
+    "BATCH_REFUSED_CODES",
     "DEFAULT_MAX_BATCH_AGENTS",
     "DEFAULT_MAX_FRAME_BYTES",
     "FEATURES",
     "FEATURE_ACK_THROUGH",
     "FEATURE_HEAVY",
+    "FEATURE_SEQ_EPOCH",
     "FEATURE_STATE",
     "FRAME_TYPES",
     "NONCE_BYTES",

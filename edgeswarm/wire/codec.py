@@ -32,6 +32,7 @@ from .fields import (
     MAX_FEATURES,
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
+    UINT63_MAX,
     UINT64_MAX,
     blob,
     boolean,
@@ -42,6 +43,7 @@ from .fields import (
     number,
     text,
     uint,
+    uint63,
 )
 from .frames import (
     FRAME_TYPES,
@@ -78,6 +80,7 @@ from .infer_codec import (
     encode_infer_request,
     encode_infer_result,
 )
+from .unpack import PREAUTH_MAX_FRAME_BYTES, unpack_payload
 
 __all__ = [
     "DEFAULT_MAX_BATCH_AGENTS",
@@ -86,6 +89,8 @@ __all__ = [
     "MAX_ID_CHARS",
     "MAX_STATE_VECTOR_BYTES",
     "MAX_TEXT_CHARS",
+    "PREAUTH_MAX_FRAME_BYTES",
+    "UINT63_MAX",
     "UINT64_MAX",
     "decode_payload",
     "encode_frame",
@@ -97,14 +102,6 @@ DEFAULT_MAX_BATCH_AGENTS = 65536
 """Default largest number of agents in one OBS_BATCH or ACTIONS frame."""
 MAX_STATE_VECTOR_BYTES = 1024 * 1024
 """Longest STATE_SYNC ``state_vector``, in bytes."""
-
-# msgpack limits: a map never needs many keys, and no list (shape, edges)
-# needs more entries than this, so hostile input cannot make the unpacker
-# allocate huge Python structures.
-_MAX_MAP_LEN = 256
-_MAX_ARRAY_LEN = 65536
-_MAX_STR_BYTES = 1024 * 1024
-
 
 # --- encoding --------------------------------------------------------------
 
@@ -125,6 +122,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["features"] = list(frame.features)
             if frame.models:
                 fields["models"] = list(frame.models)
+            if frame.seq_epoch is not None:
+                fields["seq_epoch"] = frame.seq_epoch
+            if frame.state_incarnation is not None:
+                fields["state_incarnation"] = frame.state_incarnation
             return fields
         case Challenge():
             return {"nonce": bytes(frame.nonce), "gateway_id": frame.gateway_id}
@@ -146,6 +147,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["infer_window"] = frame.infer_window
             return fields
         case ObservationBatch():
+            if not (0 <= frame.seq <= UINT63_MAX and 0 <= frame.tick <= UINT63_MAX):
+                raise LocalProtocolError("OBS_BATCH seq and tick must be in 0..2**63-1")
             fields = {
                 "seq": frame.seq,
                 "tick": frame.tick,
@@ -257,6 +260,8 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
     if role not in _ROLES:
         raise MalformedFrame(f"field 'role' must be one of {', '.join(_ROLES)}, got {role!r}")
     token = m.get("join_token")
+    seq_epoch = m.get("seq_epoch")
+    state_incarnation = m.get("state_incarnation")
     return Hello(
         version=uint(m, "version"),
         role=Role(role),
@@ -266,6 +271,8 @@ def _decode_hello(m: dict[Any, Any], max_batch_agents: int) -> Hello:
         join_token=None if token is None else text(m, "join_token", 1, MAX_TEXT_CHARS),
         features=features(m),
         models=decode_models(m),
+        seq_epoch=None if seq_epoch is None else uint63(m, "seq_epoch"),
+        state_incarnation=None if state_incarnation is None else uint63(m, "state_incarnation"),
     )
 
 
@@ -293,9 +300,9 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
 
 def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
     """Every check of an OBS_BATCH map; its arrays are not built."""
-    seq = uint(m, "seq")
+    seq = uint63(m, "seq")
     try:
-        tick = uint(m, "tick")
+        tick = uint63(m, "tick")
         n = _n_agents(array_shape(field(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
         observations = array_shape(field(m, "observations"), dtype="<f4", ndim=2)
         rewards = array_shape(field(m, "rewards"), dtype="<f4", ndim=1)
@@ -405,25 +412,14 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
 }
 
 
-def unpack_payload(payload: bytes | memoryview) -> dict[Any, Any]:
-    """The msgpack map of ``payload``, unpacked with hostile-input limits."""
-    try:
-        obj = msgpack.unpackb(
-            payload,
-            raw=False,
-            strict_map_key=True,
-            use_list=True,
-            max_str_len=min(len(payload), _MAX_STR_BYTES),
-            max_bin_len=len(payload),
-            max_array_len=min(len(payload), _MAX_ARRAY_LEN),
-            max_map_len=min(len(payload), _MAX_MAP_LEN),
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises many unrelated types on bad input
-        raise MalformedFrame(f"payload is not valid msgpack: {type(exc).__name__}") from exc
-    if not isinstance(obj, dict):
-        raise MalformedFrame(f"payload is a {type(obj).__name__}, not a map")
-    return obj
+@overload
+def decode_payload(
+    payload: bytes | memoryview,
+    *,
+    max_batch_agents: int = ...,
+    batch_arrays: Literal[True] = ...,
+    preauth: bool = ...,
+) -> Frame: ...
 
 
 @overload
@@ -431,13 +427,8 @@ def decode_payload(
     payload: bytes | memoryview,
     *,
     max_batch_agents: int = ...,
-    batch_arrays: Literal[True] = ...,
-) -> Frame: ...
-
-
-@overload
-def decode_payload(
-    payload: bytes | memoryview, *, max_batch_agents: int = ..., batch_arrays: bool
+    batch_arrays: bool,
+    preauth: bool = ...,
 ) -> Frame | BatchHeader: ...
 
 
@@ -446,14 +437,17 @@ def decode_payload(
     *,
     max_batch_agents: int = DEFAULT_MAX_BATCH_AGENTS,
     batch_arrays: bool = True,
+    preauth: bool = False,
 ) -> Frame | BatchHeader:
     """The frame in ``payload``. Raises only ``RemoteProtocolError`` subclasses.
 
     ``batch_arrays=False``: an OBS_BATCH comes back as its :class:`BatchHeader`,
     checked exactly as the full decode checks it, its arrays not built (for a
     receiver that stores the payload and never reads the arrays: ~3x cheaper).
+    ``preauth``: the payload arrived before WELCOME; it is unpacked with the
+    handshake's limits (:data:`PREAUTH_MAX_FRAME_BYTES`, few map keys and list entries).
     """
-    m = unpack_payload(payload)
+    m = unpack_payload(payload, preauth=preauth)
     t = m.get("t")
     if type(t) is not int:
         raise MalformedFrame("missing or non-integer frame type 't'")

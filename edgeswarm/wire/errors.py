@@ -47,17 +47,42 @@ class ErrorCode(IntEnum):
     ROLE_NOT_ALLOWED = 13
     BAD_TOKEN = 14
     NO_CREDIT = 15
+    BATCH_REJECTED = 16
+    """The gateway will never store this OBS_BATCH (ERROR with its ``seq``; the session goes on)."""
+    SESSION_REPLACED = 17
+    """BYE: a newer session of the same edge took this one's place."""
+    STALE_SEQ_EPOCH = 18
+    """Refusal: the edge's ``seq_epoch`` is older than one the gateway admitted since."""
+    SEQ_CONFLICT = 19
+    """Fatal: another batch with other bytes is stored under this OBS_BATCH's ``seq`` (in
+    its epoch): two senders share the numbers. The edge starts a new ``seq_epoch``."""
     # 100-199: swarm state (feature ``state``, docs/protocol.md section 9)
     STATE_ERROR = 100
     """Any other state error (never sent: a more precise code always exists)."""
     MALFORMED_UPDATE = 101
     MALFORMED_STATE_VECTOR = 102
+    FOREIGN_STATE_ENTRY = 103
+    """A STATE_UPDATE writes an entry or a writer id not bound to the sending peer."""
+    STATE_READ_ONLY = 104
+    """A STATE_UPDATE that changes the document, from a role that may only read."""
     INVALID_STATE_KEY = 110
     """Local: a state key or set item refused by the document (never sent)."""
     WRITER_REUSED = 111
     """Local: a peer holds more of our writer's history than we do (sent as INTERNAL_ERROR)."""
     STATE_STORE_ERROR = 120
-    """Local: the state store's directory cannot be used (never sent)."""
+    """The receiver merged a STATE_UPDATE but could not persist it (disk full, I/O error)."""
+
+
+BATCH_REFUSED_CODES: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.MALFORMED_FRAME,
+        ErrorCode.INVALID_ARRAY,
+        ErrorCode.BATCH_TOO_LARGE,
+        ErrorCode.BATCH_REJECTED,
+    }
+)
+"""Codes of an ERROR about one OBS_BATCH (it carries the batch's ``seq``) that refuse
+that batch for good: sent again, it would be refused again (protocol, section 4.8)."""
 
 
 class WireError(EdgeswarmError):

@@ -12,6 +12,7 @@ __all__ = [
     "MAX_FEATURE_CHARS",
     "MAX_ID_CHARS",
     "MAX_TEXT_CHARS",
+    "UINT63_MAX",
     "UINT64_MAX",
     "blob",
     "boolean",
@@ -22,10 +23,13 @@ __all__ = [
     "number",
     "text",
     "uint",
+    "uint63",
 ]
 
 UINT64_MAX = 2**64 - 1
 """Largest value of an integer field."""
+UINT63_MAX = 2**63 - 1
+"""Largest value of a field a store keeps as a signed 64-bit integer (``seq``, ``tick``)."""
 MAX_ID_CHARS = 128
 """Longest peer_id, session_id and gateway_id, in characters."""
 MAX_TEXT_CHARS = 4096
@@ -49,6 +53,14 @@ def uint(m: dict[Any, Any], key: str) -> int:
     value = field(m, key)
     if type(value) is not int or not 0 <= value <= UINT64_MAX:
         raise MalformedFrame(f"field {key!r} must be an integer in 0..2**64-1, got {value!r}")
+    return value
+
+
+def uint63(m: dict[Any, Any], key: str) -> int:
+    """An integer in 0..2**63-1 (stored as SQLite INTEGER, a signed 64-bit value)."""
+    value = field(m, key)
+    if type(value) is not int or not 0 <= value <= UINT63_MAX:
+        raise MalformedFrame(f"field {key!r} must be an integer in 0..2**63-1, got {value!r}")
     return value
 
 

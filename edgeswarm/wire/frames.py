@@ -54,7 +54,13 @@ session up to its ``seq`` (one ACK per durable-log commit group, not per batch).
 FEATURE_HEAVY = "heavy"
 """Feature name of the heavy inference lane: INFER_REQUEST (edge -> gateway -> inference
 node), INFER_RESULT (node -> gateway) and results to edges as ACTIONS with a ``request_id``."""
-FEATURES: frozenset[str] = frozenset({FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY})
+FEATURE_SEQ_EPOCH = "seq_epoch"
+"""Feature name of sequence epochs: an edge's ``seq`` numbers belong to the epoch of
+its spool (HELLO ``seq_epoch``); a new spool starts a new epoch instead of reusing
+numbers the gateway already holds."""
+FEATURES: frozenset[str] = frozenset(
+    {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH}
+)
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 
 
@@ -86,6 +92,12 @@ class Hello:
     """Optional features the client speaks (e.g. ``"state"``); unknown ones are ignored."""
     models: tuple[str, ...] = ()
     """Role ``inference``: the models the node serves (feature ``heavy``); empty otherwise."""
+    seq_epoch: int | None = None
+    """Edge with feature ``seq_epoch``: the epoch its ``seq`` numbers belong to, chosen
+    at random when its spool was created (0..2**63-1); a new spool is a new epoch."""
+    state_incarnation: int | None = None
+    """Peer with feature ``state``: the incarnation its swarm-state writer id is derived
+    from (``state.schema.client_id_for(peer_id, incarnation)``; 0..2**63-1)."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +147,10 @@ class ObservationBatch:
     """Observations and rewards of n agents for one tick."""
 
     seq: int
-    """Per-edge sequence number: 1 for the edge's first batch ever, +1 each, across sessions."""
+    """Per-edge sequence number: 1 for the edge's first batch ever (of its epoch), +1
+    each, across sessions; 0..2**63-1."""
     tick: int
-    """Edge tick the observations were taken at."""
+    """Edge tick the observations were taken at; 0..2**63-1."""
     agent_ids: NDArray[np.uint32]
     """Shape (n,), dtype uint32."""
     observations: NDArray[np.float32]

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from .codec import DEFAULT_MAX_BATCH_AGENTS, MAX_TEXT_CHARS, decode_payload, encode_payload
+from .codec import (
+    DEFAULT_MAX_BATCH_AGENTS,
+    MAX_TEXT_CHARS,
+    PREAUTH_MAX_FRAME_BYTES,
+    decode_payload,
+    encode_payload,
+)
 from .errors import (
     CreditExceeded,
     ErrorCode,
@@ -95,6 +101,11 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 3] + "..."
 
 
+def _names(roles: frozenset[Role]) -> str:
+    """``edge``, ``admin/edge``: the roles of a SENDER_ROLES entry, for a message."""
+    return "/".join(sorted(role.value for role in roles))
+
+
 class Session:
     """One side of a session: frames in and out, state, events and the hello timer."""
 
@@ -111,7 +122,8 @@ class Session:
         """Server: the CHALLENGE we sent."""
         self._side = Side.CLIENT if config.is_client else Side.SERVER
         self._state = SessionState.START if config.is_client else SessionState.AWAIT_HELLO
-        self._reader = FrameReader(config.max_frame_bytes)
+        self._reader = FrameReader(min(config.max_frame_bytes, PREAUTH_MAX_FRAME_BYTES))
+        """Until READY, frames are read under the handshake's limits (states.py, rule 8)."""
         self._max_batch_agents = config.max_batch_agents
         self._events: deque[Event] = deque()
         self._out: list[bytes] = []
@@ -244,6 +256,7 @@ class Session:
                     payload,
                     max_batch_agents=self._max_batch_agents,
                     batch_arrays=self.config.batch_arrays,
+                    preauth=self._state is not SessionState.READY,
                 )
                 self._receive(frame, payload)
             except RemoteProtocolError as exc:
@@ -308,10 +321,10 @@ class Session:
             raise LocalProtocolError(
                 f"{self._side.value} may not send {frame_type.name} in state {self._state.name}"
             )
-        role = SENDER_ROLES.get((self._side, frame_type))
-        if role is not None and self._client_role is not role:
+        roles = SENDER_ROLES.get((self._side, frame_type))
+        if roles is not None and self._client_role not in roles:
             who = "clients" if self._side is Side.CLIENT else "the gateway to clients"
-            raise LocalProtocolError(f"only {role.value} {who} may send {frame_type.name}")
+            raise LocalProtocolError(f"only {_names(roles)} {who} may send {frame_type.name}")
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -355,7 +368,9 @@ class Session:
         code = int(exc.error_code)
         self._send(Error(code=code, message=_clip(message), seq=exc.seq))
         self._events.append(ProtocolViolation(error=exc))
-        if exc.fatal:
+        # Rule 8: before WELCOME the peer is unauthenticated; it gets one violation.
+        preauth = self._side is Side.SERVER and self._state is not SessionState.READY
+        if exc.fatal or preauth:
             self._end(code, message)
 
     def _receive(self, frame: Frame | BatchHeader, payload: bytes) -> None:
@@ -367,9 +382,12 @@ class Session:
                 f"{frame_type.name} not allowed in state {self._state.name}", seq=seq
             )
         sender = Side.SERVER if self._side is Side.CLIENT else Side.CLIENT
-        role = SENDER_ROLES.get((sender, frame_type))
-        if role is not None and self._client_role is not role:
-            raise UnexpectedFrame(f"{frame_type.name} is only for {role.value} clients", seq=seq)
+        roles = SENDER_ROLES.get((sender, frame_type))
+        if roles is not None and self._client_role not in roles:
+            role = self._client_role.value if self._client_role is not None else "unknown"
+            raise UnexpectedFrame(
+                f"{frame_type.name} is only for {_names(roles)} clients, not role {role}", seq=seq
+            )
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self.features:
             raise UnexpectedFrame(f"{frame_type.name} needs feature {feature!r}, not negotiated")
@@ -394,6 +412,7 @@ class Session:
                 self._events.append(AuthReceived(auth=frame))
             case Welcome():
                 self.welcome = frame
+                self._reader.max_frame_bytes = self.config.max_frame_bytes  # READY: full limits
                 asked = frozenset(self.local_hello.features) if self.local_hello else frozenset()
                 self.features = asked.intersection(frame.features)
                 self._credit_limit = frame.credit

@@ -14,8 +14,10 @@ Rules (``docs/protocol.md`` has the same table in prose):
    the signature and accepts (WELCOME, ``READY``) or refuses. The client is
    ``READY`` once WELCOME arrives.
 3. In ``READY`` the client may send OBS_BATCH, STATUS_REQUEST; the server may
-   send ACK, ACTIONS, STATUS. OBS_BATCH is further restricted to clients whose
-   HELLO said role ``edge`` (``EDGE_ONLY``). STATE_SYNC and STATE_UPDATE may
+   send ACK, ACTIONS, STATUS. Some frames are further restricted to the roles
+   the client's HELLO may name (``SENDER_ROLES``): OBS_BATCH is sent by ``edge``
+   clients only, STATUS_REQUEST by ``edge`` and ``admin`` clients, and STATUS
+   goes to those two only. STATE_SYNC and STATE_UPDATE may
    be sent and received by both sides in ``READY``, but only when the feature
    they belong to was negotiated: named in the client's HELLO ``features``
    and in the gateway's WELCOME ``features`` (``FEATURE_GATED``).
@@ -31,6 +33,9 @@ Rules (``docs/protocol.md`` has the same table in prose):
 7. A frame with no entry in the table is forbidden: received, it is an
    ``UnexpectedFrame`` (answered with an ERROR frame); sent, it is a
    ``LocalProtocolError``.
+8. Before ``READY`` (nothing is authenticated yet) a side reads frames under
+   the handshake's limits (``codec.PREAUTH_MAX_FRAME_BYTES``), and the server
+   ends the session at the first violation: ERROR, then BYE.
 """
 
 from __future__ import annotations
@@ -132,19 +137,17 @@ for _side, _states in _OPEN_STATES.items():
             TRANSITIONS[(_side, _state, _dir, _F.ERROR)] = _state  # rule 4
             TRANSITIONS[(_side, _state, _dir, _F.BYE)] = _S.CLOSED  # rule 5
 
-SENDER_ROLES: dict[tuple[Side, FrameType], Role] = {
-    (_C, _F.OBS_BATCH): Role.EDGE,
-    (_C, _F.INFER_REQUEST): Role.EDGE,
-    (_C, _F.INFER_RESULT): Role.INFERENCE,
-    (_V, _F.INFER_REQUEST): Role.INFERENCE,
+SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
+    (_C, _F.OBS_BATCH): frozenset({Role.EDGE}),
+    (_C, _F.STATUS_REQUEST): frozenset({Role.EDGE, Role.ADMIN}),
+    (_V, _F.STATUS): frozenset({Role.EDGE, Role.ADMIN}),
+    (_C, _F.INFER_REQUEST): frozenset({Role.EDGE}),
+    (_C, _F.INFER_RESULT): frozenset({Role.INFERENCE}),
+    (_V, _F.INFER_REQUEST): frozenset({Role.INFERENCE}),
 }
-"""(sending side, frame type) -> the role the session's client must have (rule 3): a
-client of another role may not send it, and the server sends it to no other role."""
-
-EDGE_ONLY: frozenset[FrameType] = frozenset(
-    frame for (side, frame), role in SENDER_ROLES.items() if side is _C and role is Role.EDGE
-)
-"""Frame types only a client with role ``edge`` may send (rule 3)."""
+"""(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
+must have (rule 3): a client of another role may not send it, and the server sends it
+to no client of another role."""
 
 
 FEATURE_GATED: dict[FrameType, str] = {
@@ -164,7 +167,6 @@ def next_state(
 
 
 __all__ = [
-    "EDGE_ONLY",
     "FEATURE_GATED",
     "SENDER_ROLES",
     "TRANSITIONS",

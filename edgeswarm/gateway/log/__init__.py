@@ -4,10 +4,12 @@
 its SQLite index, ``segments.py`` its payload files, ``recovery.py`` what
 opening after a crash does, ``checkpoint.py`` its WAL checkpoints,
 ``outcomes.py`` how waiters hear of their group, ``reader.py`` reading back,
-``records.py`` its values and errors, ``metrics.py`` its Prometheus series.
+``records.py`` its values and errors, ``verify.py`` reading everything back,
+``scrub.py`` doing that in the background, ``metrics.py`` its Prometheus series.
 """
 
-from .metrics import LogCollector
+from .holdings import EpochStanding
+from .metrics import LogCollector, ScrubCollector
 from .records import (
     AppendResult,
     EdgeAggregate,
@@ -18,15 +20,20 @@ from .records import (
     LogOverloaded,
     LogRecord,
     LogRecordCorrupt,
+    LogRecordRejected,
+    LogSeqConflict,
     LogStats,
     LogWriteError,
     ObservationLogError,
 )
+from .scrub import Scrubber, ScrubStats
 from .store import ObservationLog
+from .verify import Problem, VerifyReport, verify_log
 
 __all__ = [
     "AppendResult",
     "EdgeAggregate",
+    "EpochStanding",
     "FsyncPolicy",
     "LogClosed",
     "LogCollector",
@@ -35,8 +42,16 @@ __all__ = [
     "LogOverloaded",
     "LogRecord",
     "LogRecordCorrupt",
+    "LogRecordRejected",
+    "LogSeqConflict",
     "LogStats",
     "LogWriteError",
     "ObservationLog",
     "ObservationLogError",
+    "Problem",
+    "ScrubCollector",
+    "ScrubStats",
+    "Scrubber",
+    "VerifyReport",
+    "verify_log",
 ]

@@ -52,6 +52,8 @@ class Checkpointer:
         wal_limit_bytes: int,
         page_size: int,
     ) -> None:
+        self.path = path
+        """The database file."""
         self.wal_limit_bytes = wal_limit_bytes
         self._page_size = page_size
         self._db = sqlite3.connect(
@@ -135,7 +137,10 @@ class Checkpointer:
         except sqlite3.Error as exc:
             with self._counts:
                 self.failed += 1
-            logger.warning("observation log checkpoint failed", extra={"error": str(exc)})
+            logger.warning(
+                "observation log checkpoint failed",
+                extra={"path": str(self.path), "error": str(exc)},
+            )
             return None
         with self._counts:
             self.checkpoints += 1

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .scrub import Scrubber
 from .store import ObservationLog
 
 _COUNTERS = (
@@ -55,4 +56,42 @@ class LogCollector(Collector):
             "edgeswarm_gateway_log_records_lost_at_open",
             "Committed batches dropped when the log opened because their bytes were gone",
             value=stats.lost_on_open,
+        )
+
+
+class ScrubCollector(Collector):
+    """``edgeswarm_gateway_log_scrub_*`` series of one :class:`Scrubber`."""
+
+    def __init__(self, scrubber: Scrubber) -> None:
+        self._scrubber = scrubber
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._scrubber.stats
+        yield CounterMetricFamily(
+            "edgeswarm_gateway_log_scrub_runs",
+            "Scrubs of the observation log completed",
+            value=stats.runs,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_gateway_log_scrub_rows", "Index rows the scrubs checked", value=stats.rows
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_gateway_log_scrub_problems",
+            "Damaged rows, payloads or database pages the scrubs found",
+            value=stats.problems,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_gateway_log_scrub_failures",
+            "Scrubs that could not read the index at all",
+            value=stats.failures,
+        )
+        yield GaugeMetricFamily(
+            "edgeswarm_gateway_log_scrub_last_problems",
+            "Damage found by the last completed scrub (0: clean)",
+            value=stats.last_problems,
+        )
+        yield GaugeMetricFamily(
+            "edgeswarm_gateway_log_scrub_last_completed_timestamp_seconds",
+            "When the last scrub completed (Unix time; 0: none yet)",
+            value=stats.last_completed,
         )

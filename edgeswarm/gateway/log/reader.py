@@ -1,4 +1,4 @@
-"""Reading committed batches back, every payload checked against its checksum.
+"""Reading committed batches back, every row and payload checked against its checksum.
 
 :func:`read_records` reads through its own read-only connection (a WAL
 snapshot taken at the first ``next()``) and its own segment descriptors, so
@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from .index import checksum
+from .index import checksum, row_checksum
 from .records import LogRecord, LogRecordCorrupt
 from .segments import SegmentFiles
 
@@ -24,18 +24,31 @@ def read_records(
 ) -> Iterator[LogRecord]:
     """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order.
 
-    Raises :class:`LogRecordCorrupt` at a payload whose bytes are short or fail
-    their checksum.
+    Raises :class:`LogRecordCorrupt` at a row that fails its own checksum
+    (``row_xxh3``; rows older than index version 4 have none) or a payload whose
+    bytes are short or fail theirs.
     """
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     current: tuple[int, int, Path] | None = None  # segment last read from: number, fd, file
     try:
         cursor = db.execute(
             "SELECT edge_id, seq, tick, count, payload, received_at, segment, offset, length,"
-            " xxh3 FROM batches WHERE edge_id = ? AND seq >= ? ORDER BY seq",
+            " xxh3, row_xxh3 FROM batches WHERE edge_id = ? AND seq >= ? ORDER BY seq",
             (edge_id, from_seq),
         )
-        for edge, seq, tick, count, inline, received_at, segment, offset, length, xxh3 in cursor:
+        for row in cursor:
+            edge, seq, tick, count, inline, received_at, segment, offset, length, xxh3, own = row
+            if own is not None and own != row_checksum(
+                edge, seq, tick, count, bytes(inline), segment, offset, length, xxh3
+            ):
+                raise LogRecordCorrupt(
+                    "index row checksum mismatch",
+                    edge_id=edge,
+                    seq=seq,
+                    segment=segment or 0,
+                    offset=offset or 0,
+                    path=path,
+                )
             if segment is None:
                 yield LogRecord(edge, seq, tick, count, bytes(inline), received_at)
                 continue

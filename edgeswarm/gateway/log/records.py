@@ -8,6 +8,9 @@ Errors (one tree; all are errors *we* hit, none is the peer's fault)::
     ├── LogWriteError          a group commit failed; every waiter of it gets this
     ├── LogOverloaded          ``max_pending_bytes`` would be exceeded; not queued
     ├── LogClosed              append/submit after :meth:`ObservationLog.close`
+    ├── LogRecordRejected      this one record can never be stored (a value out of range);
+    │                          the records queued beside it are not affected
+    ├── LogSeqConflict         another record with other bytes is stored under its (edge, seq)
     └── LogRecordCorrupt       read: a payload's bytes are short or fail their checksum
 
 Values: :class:`FsyncPolicy` (how hard a commit is pushed to stable storage),
@@ -20,6 +23,7 @@ re-exports all of them.
 from __future__ import annotations
 
 import enum
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,10 +39,17 @@ __all__ = [
     "LogOverloaded",
     "LogRecord",
     "LogRecordCorrupt",
+    "LogRecordRejected",
+    "LogSeqConflict",
     "LogStats",
     "LogWriteError",
     "ObservationLogError",
+    "is_environmental",
+    "record_problem",
 ]
+
+INTEGER_RANGE = range(-(2**63), 2**63)
+"""What SQLite stores in an INTEGER column (signed 64-bit): ``seq``, ``tick``, ``count``."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -80,6 +91,59 @@ class LogOverloaded(ObservationLogError):  # noqa: N818 (it names a state, like 
 
 class LogClosed(ObservationLogError):  # noqa: N818
     """The log is closed (or closing) and accepts no more records."""
+
+
+class LogRecordRejected(ObservationLogError):  # noqa: N818
+    """This record can never be stored: a value out of range, or SQLite refused it.
+
+    Raised at once by :meth:`ObservationLog.append` when a value is out of range
+    (:data:`INTEGER_RANGE`)
+    (nothing queued), or given to the record's waiter when writing it alone failed
+    for a reason of its own (the other records of its group were written). The
+    gateway answers the batch with ERROR ``BATCH_REJECTED``.
+    """
+
+    def __init__(self, message: str, *, edge_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.edge_id = edge_id
+        """Edge of the rejected record."""
+        self.seq = seq
+        """Its sequence number."""
+
+
+class LogSeqConflict(ObservationLogError):  # noqa: N818
+    """Another record, with other bytes, is stored (or queued first) under this record's
+    ``(edge_id, seq)``: two senders use the same numbers (a cloned spool, one restored
+    or rolled back). The record is not stored and must not be acknowledged."""
+
+    def __init__(self, message: str, *, edge_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.edge_id = edge_id
+        """Edge of the conflicting record."""
+        self.seq = seq
+        """Its sequence number (as stored)."""
+
+
+def is_environmental(exc: BaseException) -> bool:
+    """Whether a failed commit is the disk's or the database's fault (full, locked,
+    I/O error, damaged) rather than one record's: then every record would fail."""
+    return (
+        isinstance(exc, OSError | MemoryError | sqlite3.OperationalError | sqlite3.InternalError)
+        or type(exc) is sqlite3.DatabaseError
+    )
+
+
+def record_problem(record: LogRecord) -> str | None:
+    """Why ``record`` cannot be stored, or None."""
+    if not isinstance(record.edge_id, str) or not record.edge_id:
+        return f"edge id {record.edge_id!r} is not a non-empty string"
+    for name in ("seq", "tick", "count"):
+        value = getattr(record, name)
+        if type(value) is not int or value not in INTEGER_RANGE:
+            return f"{record.edge_id!r} {name} {value!r} is not a signed 64-bit integer"
+    if not isinstance(record.payload, bytes):
+        return f"{record.edge_id!r} seq {record.seq}: payload is not bytes"
+    return None
 
 
 class LogRecordCorrupt(ObservationLogError):  # noqa: N818
@@ -243,6 +307,17 @@ class LogStats:
     lost_on_open: int = 0
     """Committed records deleted when the log opened because their segment bytes
     were missing (an OS crash under ``fsync=normal``/``off``, or tampering)."""
+
+    def committed(self, records: int, applied: int, nbytes: int, latency_s: float) -> None:
+        """A group of ``records`` committed, ``applied`` of them new (``nbytes`` of payload)."""
+        self.commits += 1
+        self.records += records
+        self.applied += applied
+        self.duplicates += records - applied
+        self.bytes += nbytes
+        self.last_commit_latency_s = latency_s
+        self.last_group_records = records
+        self.max_group_records = max(self.max_group_records, records)
 
     @property
     def mean_group_records(self) -> float:

@@ -1,4 +1,4 @@
-"""What the observation log holds, rebuilt when it opens, after a crash too.
+"""Opening the observation log after a crash: segments and committed rows made to agree.
 
 Recovery at open, under the segment directory's lock (one ``ObservationLog``
 per file). Segment bytes no committed row references (a group killed between
@@ -7,98 +7,22 @@ shorter than its rows say, or gone: only after an OS crash under
 ``fsync=normal``/``off``, or tampering) are deleted, logged as a warning and
 counted in ``LogStats.lost_on_open``.
 
-Per-edge holdings (:class:`EdgeState`) are not stored: :func:`load_edges`
-rebuilds them from the index, and the writer keeps them up to date in memory
-after each commit.
+What the log then holds per edge is rebuilt by ``holdings.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.storage import transaction
 
-from .records import EdgeAggregate, LogRecord
 from .segments import SegmentFiles
 
-__all__ = ["EdgeState", "load_edges", "recover_segments"]
+__all__ = ["recover_segments"]
 
 logger = logging.getLogger("edgeswarm.gateway")
-
-
-@dataclass(slots=True)
-class EdgeState:
-    """What the log holds for one edge: totals, and which sequence numbers."""
-
-    batches: int = 0
-    observations: int = 0
-    bytes: int = 0
-    max_seq: int = 0
-    high_water: int = 0
-    above: set[int] = field(default_factory=set)
-    """Stored seqs greater than ``high_water + 1`` (the gaps' far side)."""
-    below: set[int] = field(default_factory=set)
-    """Stored seqs below 1 (edges count from 1; kept so :meth:`holds` is exact)."""
-
-    def add(self, record: LogRecord) -> None:
-        """``record`` was committed."""
-        self.batches += 1
-        self.observations += record.count
-        self.bytes += len(record.payload)
-        self.max_seq = max(self.max_seq, record.seq)
-        if record.seq == self.high_water + 1:
-            self.high_water += 1
-            while self.high_water + 1 in self.above:
-                self.high_water += 1
-                self.above.discard(self.high_water)
-        elif record.seq > self.high_water + 1:
-            self.above.add(record.seq)
-        elif record.seq < 1:
-            self.below.add(record.seq)
-
-    def holds(self, seq: int) -> bool:
-        """Whether ``seq`` is committed."""
-        if seq > self.high_water:
-            return seq in self.above
-        return seq >= 1 or seq in self.below
-
-    def snapshot(self, edge_id: str) -> EdgeAggregate:
-        """The public view of this state."""
-        return EdgeAggregate(
-            edge_id, self.batches, self.observations, self.bytes, self.max_seq, self.high_water
-        )
-
-
-def load_edges(db: sqlite3.Connection) -> dict[str, EdgeState]:
-    """Every edge's state, from the committed index rows."""
-    edges = {}
-    rows = db.execute(
-        "SELECT edge_id, count(*), total(count), total(coalesce(length, length(payload))),"
-        " max(seq) FROM batches GROUP BY edge_id"
-    ).fetchall()
-    for edge_id, batches, observations, nbytes, max_seq in rows:
-        state = EdgeState(int(batches), int(observations), int(nbytes), int(max_seq))
-        # First gap: the first row (in seq order, from 1) whose seq != its rank.
-        gap = db.execute(
-            "SELECT min(rn) - 1 FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS rn"
-            " FROM batches WHERE edge_id = ? AND seq >= 1) WHERE seq != rn",
-            (edge_id,),
-        ).fetchone()[0]
-        if gap is None:
-            gap = db.execute(
-                "SELECT count(*) FROM batches WHERE edge_id = ? AND seq >= 1", (edge_id,)
-            ).fetchone()[0]
-        state.high_water = int(gap)
-        for (seq,) in db.execute(
-            "SELECT seq FROM batches WHERE edge_id = ? AND (seq > ? OR seq < 1)",
-            (edge_id, state.high_water + 1),
-        ):
-            (state.above if seq > 0 else state.below).add(int(seq))
-        edges[edge_id] = state
-    return edges
 
 
 def _segment_ends(db: sqlite3.Connection) -> dict[int, int]:

@@ -41,11 +41,16 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SegmentFiles"]
+__all__ = ["SegmentFiles", "segment_path"]
 
 logger = logging.getLogger("edgeswarm.gateway")
 
 _SEGMENT_NAME = re.compile(r"([0-9]{12})\.seg")
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    """The file of segment ``number`` in ``directory``."""
+    return directory / f"{number:012d}.seg"
 
 
 def _iov_max() -> int:
@@ -130,7 +135,7 @@ class SegmentFiles:
 
     def path(self, number: int) -> Path:
         """The file of segment ``number``."""
-        return self.directory / f"{number:012d}.seg"
+        return segment_path(self.directory, number)
 
     def sizes(self) -> dict[int, int]:
         """Number -> size of every segment file in the directory."""
@@ -181,7 +186,7 @@ class SegmentFiles:
             # A file of that number can only be bytes no row references (open
             # removed everything after the newest referenced segment): start empty.
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-            fd = os.open(self.path(number), flags, 0o644)
+            fd = os.open(self.path(number), flags, 0o600)
             try:
                 if self.sync:  # its name is durable before any commit points into it
                     os.fsync(self._dir_fd)

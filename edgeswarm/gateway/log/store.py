@@ -13,7 +13,8 @@ design saves. Around the :class:`ObservationLog` (this module: the queue,
 the writer thread, the counters): ``recovery.py`` (opening after a crash),
 ``checkpoint.py`` (checkpoints off the commit path), ``outcomes.py`` (how
 waiters hear of their group), ``reader.py`` (reading back, checksums
-verified), ``records.py`` (values and the error tree), ``metrics.py``.
+verified), ``holdings.py`` (which numbers each edge has stored; sequence
+epochs), ``records.py`` (values and the error tree), ``metrics.py``.
 
 Group commit, off the event loop. One writer thread owns the SQLite
 connection and the segment being appended to. :meth:`ObservationLog.append`
@@ -32,14 +33,19 @@ writer takes everything queued (up to ``max_group_records`` /
 5. only then reports (``outcomes.py``): one ``loop.call_soon_threadsafe`` per
    group and event loop, never one per record.
 
-If a step fails, the segment is cut back to where the group started and every
-waiter of the group gets a :class:`LogWriteError`; nothing is ever reported as
-written that was not committed. Under ``fsync=normal`` steps 2 and 4 are
-writes into the page cache: an acknowledged batch survives ``kill -9``, and an
-OS crash may lose recent batches (see :class:`FsyncPolicy`). The queue is
-bounded by ``max_pending_bytes`` (:class:`LogOverloaded`);
-:attr:`ObservationLog.pending_bytes` lets the gateway lower credit before that
-happens.
+If a step fails, the segment is cut back to where the group started. A
+failure of the disk or the database (full, locked, I/O error:
+:func:`~.records.is_environmental`) gives every waiter of the group a
+:class:`LogWriteError`; any other failure is one record's (a value SQLite
+cannot bind), so each record of the group is written alone and only the
+culprit fails, with :class:`LogRecordRejected`. Records are checked before
+they are queued (:func:`~.records.record_problem`), so that is a last line.
+Nothing is ever reported as written that was not committed. Under
+``fsync=normal`` steps 2 and 4 are writes into the page cache: an
+acknowledged batch survives ``kill -9``, and an OS crash may lose recent
+batches (see :class:`FsyncPolicy`). The queue is bounded by
+``max_pending_bytes`` (:class:`LogOverloaded`); :attr:`ObservationLog.pending_bytes`
+lets the gateway lower credit before that happens.
 
 Errors: one tree, rooted at :class:`ObservationLogError`, drawn in ``records.py``.
 """
@@ -49,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import queue
 import sqlite3
 import threading
@@ -60,7 +67,8 @@ from edgeswarm.resource import Resource
 from edgeswarm.storage import is_corruption
 
 from .checkpoint import Checkpointer
-from .index import Row, checksum, insert_rows, open_index
+from .holdings import EpochStanding, Holdings
+from .index import Row, checksum, conflicts, index_row, insert_rows, open_index
 from .outcomes import Outcome, Pending, report, settle
 from .reader import read_records
 from .records import (
@@ -72,13 +80,19 @@ from .records import (
     LogOpenError,
     LogOverloaded,
     LogRecord,
+    LogRecordRejected,
     LogStats,
     LogWriteError,
+    ObservationLogError,
+    is_environmental,
+    record_problem,
 )
-from .recovery import EdgeState, load_edges, recover_segments
+from .recovery import recover_segments
 from .segments import SegmentFiles
 
 __all__ = ["ObservationLog"]
+
+logger = logging.getLogger("edgeswarm.gateway")
 
 _STOP = object()
 
@@ -130,10 +144,9 @@ class ObservationLog(Resource):
         :param wal_limit_bytes: WAL size above which the writer finishes a
             checkpoint itself so that the WAL restarts (bounds the ``-wal`` file).
         """
-        if max_group_records < 1 or max_group_bytes < 1:
-            raise ValueError("max_group_records and max_group_bytes must be >= 1")
-        if segment_bytes < 1 or checkpoint_commits < 1 or wal_limit_bytes < 1:
-            raise ValueError("segment_bytes, checkpoint_commits and wal_limit_bytes must be >= 1")
+        limits = (max_group_records, max_group_bytes, segment_bytes, checkpoint_commits)
+        if min(*limits, wal_limit_bytes) < 1:
+            raise ValueError("group, segment, checkpoint and WAL limits must be >= 1")
         self.path = Path(path)
         """The database file."""
         self.segment_dir = self.path.with_name(self.path.name + "-segments")
@@ -147,7 +160,6 @@ class ObservationLog(Resource):
         self.wal_limit_bytes = wal_limit_bytes
 
         self._lock = threading.Lock()
-        self._edges: dict[str, EdgeState] = {}
         self._stats = LogStats()
         self._pending_records = 0
         self._pending_bytes = 0
@@ -175,7 +187,8 @@ class ObservationLog(Resource):
             self._stats.lost_on_open = recover_segments(
                 self._db, self._segments, path=self.path, sync=self.fsync is not FsyncPolicy.OFF
             )
-            self._edges = load_edges(self._db)
+            self._holdings = Holdings(self._db)
+            self._busy_timeout_s = busy_timeout_s
             self._checkpointer = Checkpointer(
                 self.path,
                 synchronous=self.fsync.pragma,
@@ -197,8 +210,6 @@ class ObservationLog(Resource):
             target=self._run_writer, name=f"observation-log:{self.path.name}", daemon=True
         )
         self._thread.start()
-
-    # ------------------------------------------------------------------ opening
 
     # ------------------------------------------------------------------ writing
 
@@ -254,6 +265,11 @@ class ObservationLog(Resource):
         self._enqueue(Pending(record, on_done=on_done))
 
     def _enqueue(self, entry: Pending) -> None:
+        problem = record_problem(entry.record)
+        if problem is not None:
+            raise LogRecordRejected(
+                f"{self.path}: {problem}", edge_id=entry.record.edge_id, seq=entry.record.seq
+            )
         size = len(entry.record.payload)
         with self._lock:
             if self._closing:
@@ -270,6 +286,7 @@ class ObservationLog(Resource):
             self._pending_records += 1
             self._pending_bytes += size
             self._queue.put(entry)
+        self._holdings.appended(entry.record.edge_id, entry.record.seq)
 
     def _run_writer(self) -> None:
         """Writer thread: take a group, write it in one transaction, report, repeat."""
@@ -303,21 +320,58 @@ class ObservationLog(Resource):
         self._segments.close()
 
     def _write_group(self, group: list[Pending]) -> None:
-        """Write the new records of ``group`` (payloads, then index rows), then report."""
+        """Write ``group`` in one transaction and report; a record that cannot be
+        stored fails alone (:func:`isolate`), never the records beside it."""
+        try:
+            outcomes = self._commit(group)
+        except Exception as exc:
+            if len(group) > 1 and not is_environmental(exc):
+                # Something in one record (a value SQLite cannot bind, ...): write
+                # each record alone, so that only the culprit fails.
+                outcomes = []
+                for entry in group:
+                    try:
+                        outcomes.extend(self._commit([entry]))
+                    except Exception as single:
+                        outcomes.append(self._failed([entry], single))
+            else:
+                error = self._failed(group, exc)
+                outcomes = [error] * len(group)
+        report(group, outcomes)
+
+    def _failed(self, group: list[Pending], exc: Exception) -> ObservationLogError:
+        """Count a failed commit of ``group``; the error its waiters get."""
+        error: ObservationLogError
+        if len(group) == 1 and not is_environmental(exc):
+            r = group[0].record
+            error = LogRecordRejected(
+                f"{self.path}: {r.edge_id!r} seq {r.seq} cannot be stored: {exc}",
+                edge_id=r.edge_id,
+                seq=r.seq,
+            )
+        else:
+            error = LogWriteError(f"{self.path}: commit of {len(group)} records failed: {exc}")
+        error.__cause__ = exc
+        logger.error(
+            "observation log commit failed",
+            extra={"path": str(self.path), "records": len(group), "error": str(exc)},
+        )
+        with self._lock:
+            self._stats.failed_commits += 1
+            self._stats.failed_records += len(group)
+            self._pending_records -= len(group)
+            self._pending_bytes -= sum(len(e.record.payload) for e in group)
+        return error
+
+    def _commit(self, group: list[Pending]) -> list[Outcome]:
+        """Write the new records of ``group`` (payloads, then index rows) and commit.
+
+        Raises whatever failed, after cutting the segment back; nothing is counted.
+        """
         started = time.perf_counter()
-        # Only this thread changes _edges, so it reads them without the lock.
-        fresh: list[bool] = []
-        seen: set[tuple[str, int]] = set()
-        for entry in group:
-            r = entry.record
-            state = self._edges.get(r.edge_id)
-            new = (r.edge_id, r.seq) not in seen and (state is None or not state.holds(r.seq))
-            if new:
-                seen.add((r.edge_id, r.seq))
-            fresh.append(new)
+        fresh = self._holdings.fresh([entry.record for entry in group])
         records = [e.record for e, new in zip(group, fresh, strict=True) if new]
         payloads = [r.payload for r in records if r.payload]
-        outcomes: list[Outcome]
         start: int | None = None
         try:
             segment = offset = 0
@@ -333,50 +387,38 @@ class ObservationLog(Resource):
                     offset += len(r.payload)
                 else:  # no bytes to separate: an empty payload stays inline
                     where = (None, None, None, None)
-                rows.append((r.edge_id, r.seq, r.tick, r.count, b"", r.received_at, *where))
+                rows.append(index_row(r, where))
             inserted = iter(insert_rows(self._db, rows) if rows else [])
             applied = [new and next(inserted) for new in fresh]
-        except Exception as exc:
+        except BaseException:
             if start is not None:
                 self._segments.rewind(start)
-            error = LogWriteError(f"{self.path}: commit of {len(group)} records failed: {exc}")
-            error.__cause__ = exc
-            outcomes = [error] * len(group)
-            with self._lock:
-                self._stats.failed_commits += 1
-                self._stats.failed_records += len(group)
-                self._pending_records -= len(group)
-                self._pending_bytes -= sum(len(e.record.payload) for e in group)
-        else:
-            latency = time.perf_counter() - started
-            outcomes = [
-                AppendResult(e.record.edge_id, e.record.seq, ok)
-                for e, ok in zip(group, applied, strict=True)
-            ]
-            new_bytes = 0
-            with self._lock:
-                for e, ok in zip(group, applied, strict=True):
-                    if ok:
-                        self._edges.setdefault(e.record.edge_id, EdgeState()).add(e.record)
-                        new_bytes += len(e.record.payload)
-                n_applied = sum(applied)
-                s = self._stats
-                s.commits += 1
-                s.records += len(group)
-                s.applied += n_applied
-                s.duplicates += len(group) - n_applied
-                s.bytes += new_bytes
-                s.last_commit_latency_s = latency
-                s.last_group_records = len(group)
-                s.max_group_records = max(s.max_group_records, len(group))
-                self._pending_records -= len(group)
-                self._pending_bytes -= sum(len(e.record.payload) for e in group)
-            if rows:
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= self.checkpoint_commits:
-                    self._since_checkpoint = 0
-                    self._checkpointer.request()
-        report(group, outcomes)
+            raise
+        duplicates = [e.record for e, new in zip(group, fresh, strict=True) if not new]
+        conflicting = conflicts(self._db, duplicates, records)
+        outcomes: list[Outcome] = [
+            conflicting[(e.record.edge_id, e.record.seq)]
+            if not ok and (e.record.edge_id, e.record.seq) in conflicting
+            else AppendResult(e.record.edge_id, e.record.seq, ok)
+            for e, ok in zip(group, applied, strict=True)
+        ]
+        new = [e.record for e, ok in zip(group, applied, strict=True) if ok]
+        self._holdings.committed(new)
+        with self._lock:
+            self._stats.committed(
+                len(group),
+                len(new),
+                sum(len(r.payload) for r in new),
+                time.perf_counter() - started,
+            )
+            self._pending_records -= len(group)
+            self._pending_bytes -= sum(len(e.record.payload) for e in group)
+        if rows:
+            self._since_checkpoint += 1
+            if self._since_checkpoint >= self.checkpoint_commits:
+                self._since_checkpoint = 0
+                self._checkpointer.request()
+        return outcomes
 
     # ------------------------------------------------------------------ state
 
@@ -406,29 +448,39 @@ class ObservationLog(Resource):
 
     def edges(self) -> dict[str, EdgeAggregate]:
         """Per-edge aggregates of everything committed (rebuilt at open)."""
-        with self._lock:
-            return {edge_id: s.snapshot(edge_id) for edge_id, s in self._edges.items()}
+        return self._holdings.snapshot()
 
-    def high_water(self, edge_id: str) -> int:
-        """Contiguous high-water mark of ``edge_id``: highest ``n`` with ``1..n`` all
-        committed; 0 for an unknown edge. See :attr:`EdgeAggregate.high_water`."""
-        with self._lock:
-            state = self._edges.get(edge_id)
-            return state.high_water if state is not None else 0
+    def high_water(self, edge_id: str, base: int = 0) -> int:
+        """Contiguous high-water mark of ``edge_id`` in the epoch of ``base``: highest
+        ``n`` with ``base+1..n`` all committed (``base`` when none). For base 0 it is
+        :attr:`EdgeAggregate.high_water`."""
+        return self._holdings.high_water(edge_id, base)
 
     def count(self) -> int:
         """Distinct batches committed, over all edges."""
-        with self._lock:
-            return sum(s.batches for s in self._edges.values())
+        return self._holdings.count()
+
+    def epoch_standing(self, edge_id: str, seq_epoch: int) -> EpochStanding:
+        """Whether ``seq_epoch`` is the edge's newest, new, or stale (``holdings.py``)."""
+        return self._holdings.standing(edge_id, seq_epoch)
+
+    def open_epoch(self, edge_id: str, seq_epoch: int) -> int:
+        """The base of a current or new ``seq_epoch`` of ``edge_id`` (a new one is
+        registered, committed, and becomes the newest). Call on the event loop's
+        thread after checking :meth:`epoch_standing`. Raises :class:`LogWriteError`."""
+        db = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+        try:  # a connection of its own, for this rare write: none stays open beside the writer
+            db.execute(f"PRAGMA synchronous={self.fsync.pragma}")
+            return self._holdings.open_epoch(db, edge_id, seq_epoch)
+        except sqlite3.Error as exc:
+            raise LogWriteError(f"{self.path}: cannot register a sequence epoch: {exc}") from exc
+        finally:
+            db.close()
 
     def read(self, edge_id: str, from_seq: int = 0) -> Iterator[LogRecord]:
-        """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order.
-
-        Reads through its own connection and segment descriptors, so it never
-        blocks the writer and may run on any thread (``reader.py``). Raises
-        :class:`LogRecordCorrupt` at a payload whose bytes are short or fail
-        their checksum.
-        """
+        """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order, from
+        any thread, never blocking the writer (``reader.py``). Raises
+        :class:`LogRecordCorrupt` at a row or payload that fails its checksum."""
         return read_records(self.path, self._segments, edge_id, from_seq)
 
     def close(self) -> None:

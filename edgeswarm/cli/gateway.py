@@ -1,0 +1,190 @@
+"""``edgeswarm gateway``: run a gateway (QUIC listener, durable log, swarm state, heavy lane)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.gateway.log.records import FsyncPolicy
+from edgeswarm.telemetry import configure_logging
+
+from .address import parse_address
+from .options import LogLevel, MetricsPort, choice, cli_port, exits_on_error, quic_stack
+from .options import metrics_port as metrics_port_option
+
+_GATEWAY = GatewayConfig()
+"""The gateway's defaults (every field has one)."""
+GATEWAY_METRICS_PORT = cli_port(_GATEWAY.metrics_port)
+
+
+def _model_route(value: str) -> tuple[str, str]:
+    """``--infer-oip MODEL=URL`` -> (model, url)."""
+    model, sep, url = value.partition("=")
+    if not sep or not model or not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--infer-oip takes MODEL=http://host:port, got {value!r}")
+    return model, url
+
+
+def gateway(
+    listen: Annotated[str, typer.Option(help="host:port to listen on (port 0 picks one).")] = (
+        f"{_GATEWAY.host}:{_GATEWAY.port}"
+    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Directory for certificates and state.")
+    ] = _GATEWAY.data_dir,
+    cert: Annotated[Path | None, typer.Option(help="Server certificate (PEM).")] = None,
+    key: Annotated[Path | None, typer.Option(help="Private key of --cert (PEM).")] = None,
+    gateway_id: Annotated[str, typer.Option(help="Name of this gateway.")] = _GATEWAY.gateway_id,
+    max_batch_agents: Annotated[
+        int, typer.Option(help="Largest OBS_BATCH accepted.")
+    ] = _GATEWAY.max_batch_agents,
+    credit_window: Annotated[
+        int, typer.Option(min=1, help="Batches an edge may have unacknowledged.")
+    ] = _GATEWAY.credit_window,
+    hello_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds from a connection's first packet to WELCOME; else closed."
+        ),
+    ] = _GATEWAY.hello_timeout_s,
+    max_unauthenticated: Annotated[
+        int, typer.Option(min=1, help="Connections not authenticated yet, at once, in all.")
+    ] = _GATEWAY.preauth.max_unauthenticated,
+    max_unauthenticated_per_address: Annotated[
+        int, typer.Option(min=1, help="Connections not authenticated yet from one IP address.")
+    ] = _GATEWAY.preauth.max_unauthenticated_per_address,
+    retry_above: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Unauthenticated connections beyond which new ones must answer a QUIC Retry.",
+        ),
+    ] = _GATEWAY.preauth.retry_above,
+    fsync: Annotated[
+        str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
+    ] = _GATEWAY.fsync,
+    log_scrub_interval: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds between background checks of the whole log (0: never)."),
+    ] = _GATEWAY.log_scrub_interval_s or 0.0,
+    stack: Annotated[
+        str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
+    ] = None,
+    peer: Annotated[
+        list[str] | None,
+        typer.Option(help="Peer gateway host:port to replicate swarm state with; repeatable."),
+    ] = None,
+    peer_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA (bundle) of the peer gateways (default: this gateway's CA)."),
+    ] = None,
+    identity_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Key this gateway signs with at peer gateways (default: DATA_DIR/identity.key)."
+        ),
+    ] = None,
+    infer_max_batch: Annotated[
+        int, typer.Option(min=1, help="Heavy lane: rows per batch sent to an inference node.")
+    ] = _GATEWAY.heavy.max_batch_rows,
+    infer_max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Heavy lane: longest a request waits for its batch, ms.")
+    ] = _GATEWAY.heavy.max_wait_s * 1e3,
+    infer_window: Annotated[
+        int, typer.Option(min=1, help="Heavy lane: requests an edge may have unanswered.")
+    ] = _GATEWAY.heavy.infer_window,
+    infer_oip: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="MODEL=URL: send MODEL's batches to the OIP v2 server at URL (Triton, KServe, "
+            "an edgeswarm node's --http); repeatable."
+        ),
+    ] = None,
+    metrics_port: MetricsPort = GATEWAY_METRICS_PORT,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
+
+    Peers must hold an enrolled key: see `edgeswarm keys`. Connections that have
+    not authenticated yet get a small budget (--hello-timeout, --max-unauthenticated,
+    --retry-above; see docs/operations.md, Limits). A peer gateway
+    (--peer) must have this gateway's key (`public_key` in the ready line)
+    enrolled with `--role gateway --peer-id GATEWAY_ID`.
+    """
+    from edgeswarm.gateway import Gateway
+    from edgeswarm.identity import public_key_text
+
+    if (cert is None) != (key is None):
+        raise typer.BadParameter("--cert and --key go together")
+    configure_logging(log_level, process="gateway")
+    host, port = parse_address(listen)
+    config = GatewayConfig(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        cert=cert,
+        key=key,
+        gateway_id=gateway_id,
+        max_batch_agents=max_batch_agents,
+        credit_window=credit_window,
+        hello_timeout_s=hello_timeout,
+        preauth=dataclasses.replace(
+            _GATEWAY.preauth,
+            max_unauthenticated=max_unauthenticated,
+            max_unauthenticated_per_address=max_unauthenticated_per_address,
+            retry_above=retry_above,
+        ),
+        fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
+        log_scrub_interval_s=log_scrub_interval or None,
+        stack=quic_stack(stack),
+        metrics_port=metrics_port_option(metrics_port),
+        identity_key=identity_key,
+        peers=tuple(parse_address(p) for p in peer or ()),
+        peer_ca=peer_ca,
+        heavy=dataclasses.replace(
+            _GATEWAY.heavy,
+            max_batch_rows=infer_max_batch,
+            max_wait_s=infer_max_wait_ms / 1e3,
+            max_queued_rows=max(infer_max_batch, _GATEWAY.heavy.max_queued_rows),
+            infer_window=infer_window,
+        ),
+        infer_oip=tuple(_model_route(route) for route in infer_oip or ()),
+    )
+
+    async def serve() -> None:
+        with exits_on_error(f"gateway {gateway_id}"):
+            server = Gateway(config)
+            try:
+                await server.start()
+            except BaseException:
+                server.close()
+                raise
+        typer.echo(
+            json.dumps(
+                {
+                    "event": "listening",
+                    "host": host,
+                    "port": server.port,
+                    "ca": str(server.ca_file) if server.ca_file else None,
+                    "metrics_port": server.metrics_port,
+                    "gateway_id": config.gateway_id,
+                    "public_key": public_key_text(server.identity.public_key),
+                }
+            )
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        server.close()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(serve())
