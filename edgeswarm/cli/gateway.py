@@ -70,6 +70,14 @@ def gateway(
     fsync: Annotated[
         str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
     ] = _GATEWAY.fsync,
+    max_datagram_size: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            max=65000,
+            help="Largest UDP payload sent; above 1350 (LAN) qh3 probes the path up to it.",
+        ),
+    ] = _GATEWAY.transport.max_datagram_size,
     log_scrub_interval: Annotated[
         float,
         typer.Option(min=0, help="Seconds between background checks of the whole log (0: never)."),
@@ -142,6 +150,7 @@ def gateway(
             retry_above=retry_above,
         ),
         fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
+        transport=dataclasses.replace(_GATEWAY.transport, max_datagram_size=max_datagram_size),
         log_scrub_interval_s=log_scrub_interval or None,
         stack=quic_stack(stack),
         metrics_port=metrics_port_option(metrics_port),

@@ -24,6 +24,7 @@ from edgeswarm.errors import EdgeswarmError
 
 __all__ = [
     "DEFAULT_PORT",
+    "INTERNET_DATAGRAM_SIZE",
     "AdmissionLimits",
     "CertificateFileError",
     "ConnectTimeoutError",
@@ -36,15 +37,20 @@ __all__ = [
 
 DEFAULT_PORT = 4433
 """UDP port a gateway listens on, and a client connects to, unless told otherwise."""
+INTERNET_DATAGRAM_SIZE = 1350
+"""Largest UDP payload that crosses the Internet's paths (tunnels, PPPoE) without discovery."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransportSettings:
     """Tuning of the QUIC transport; the defaults are the measured safe winners."""
 
-    max_datagram_size: int = 1350
-    """Largest UDP payload sent. 1200-1350 is safe on the Internet; larger only on
-    links known to carry it (aioquic breaks above ~16 KB)."""
+    max_datagram_size: int = INTERNET_DATAGRAM_SIZE
+    """Largest UDP payload sent. 1350 (the default) is safe on the Internet. Larger: on qh3
+    the connection starts at a safe size and probes upwards to this (packetization-layer
+    path MTU discovery, RFC 8899 style), falling back when big packets are lost; on
+    aioquic it is used as it is, so only on links known to carry it (aioquic breaks
+    above ~16 KB)."""
     max_datagram_frame_size: int | None = 65535
     """Advertised DATAGRAM frame limit; None turns QUIC datagrams off (on aioquic, and on
     qh3 servers: qh3 2.1 clients advertise 65536 whatever this says)."""

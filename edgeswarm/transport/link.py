@@ -16,7 +16,7 @@ import time
 from typing import Any, Protocol
 
 from .api import HandshakeError, StreamHandler
-from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size
+from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size, silence_packet_log
 
 __all__ = ["Address", "LinkEndpoint", "QuicLink", "Received", "quic_clock"]
 
@@ -86,6 +86,7 @@ class QuicLink:
     ) -> None:
         self._stack = stack
         self._quic = quic
+        silence_packet_log(stack, quic)
         self._endpoint = endpoint
         self._handler = handler
         self._is_server = is_server

@@ -12,6 +12,14 @@ Private attribute used (pinned by ``tests/test_transport_quic.py``):
 ``QuicConnection._remote_max_datagram_frame_size``, the peer's transport
 parameter, which neither library exposes publicly; without it
 ``send_datagram`` reports False and callers fall back to the stream.
+
+Private method replaced (pinned by ``tests/test_transport_packets.py``): qh3
+2.1's ``QuicConnection.datagrams_to_send`` calls ``self._log_packets`` for
+every packet it sends, which parses the packet's header again to log it even
+when no ``quic_logger`` is set (~11 % of a sending client's CPU). On exactly
+the qh3 versions in :data:`QH3_SILENT_LOG_VERSIONS`, and only for a
+connection without a logger, :func:`silence_packet_log` replaces that method
+on the connection object by one that does nothing (:attr:`QuicStack.packet_log_skippable`).
 """
 
 from __future__ import annotations
@@ -66,6 +74,31 @@ class QuicStack:
     gro_receive: bool
     """Whether ``QuicConnection.receive_gro_buffer`` exists (qh3): the library splits
     a UDP GRO buffer itself."""
+    packet_log_skippable: bool = False
+    """Whether the library's per-packet log of sent packets may be skipped on a connection
+    without a logger (qh3 of a version in :data:`QH3_SILENT_LOG_VERSIONS`)."""
+    pmtu_probing: bool = False
+    """Whether the library finds the path's datagram size itself (qh3's
+    ``probe_datagram_size``): probes up to ``max_datagram_size``, falls back when big
+    packets are lost (RFC 8899 style)."""
+
+
+QH3_SILENT_LOG_VERSIONS = frozenset({"2.1.0"})
+"""qh3 releases whose ``datagrams_to_send`` was read and found to log each sent packet through
+``_log_packets`` and nothing else (see the module docstring); another version keeps its log."""
+
+
+def _no_packet_log(event: str, data: bytes) -> None:
+    """Stands in for ``QuicConnection._log_packets`` on a connection without a logger."""
+
+
+def silence_packet_log(stack: QuicStack, quic: Any) -> bool:
+    """Skip the per-packet log of ``quic`` (a new connection) when it has no logger and the
+    stack allows it; whether it did."""
+    if not stack.packet_log_skippable or getattr(quic, "_quic_logger", None) is not None:
+        return False
+    quic._log_packets = _no_packet_log
+    return True
 
 
 @cache
@@ -98,6 +131,10 @@ def load_stack(name: str) -> QuicStack:
         buffer_class=buffer.Buffer,
         batched_receive=hasattr(connection.QuicConnection, "receive_many_datagrams"),
         gro_receive=hasattr(connection.QuicConnection, "receive_gro_buffer"),
+        packet_log_skippable=name == "qh3"
+        and importlib.import_module("qh3").__version__ in QH3_SILENT_LOG_VERSIONS
+        and callable(getattr(connection.QuicConnection, "_log_packets", None)),
+        pmtu_probing=hasattr(configuration.QuicConfiguration, "probe_datagram_size"),
     )
 
 
