@@ -16,6 +16,7 @@ from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.policy.set import Fallback
 from edgeswarm.edge.spool import OverflowPolicy
+from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
@@ -171,6 +172,21 @@ def edge(
     overflow: Annotated[
         str, typer.Option(help="When the spool is full: block or drop_oldest.")
     ] = default(EdgeConfig, "overflow"),
+    spool_fsync: Annotated[
+        str,
+        typer.Option(
+            help="Spool durability: normal (survives kill -9), always (on disk before it is "
+            "sent), off."
+        ),
+    ] = default(EdgeConfig, "spool_fsync"),
+    max_datagram_size: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            max=65000,
+            help="Largest UDP payload; above 1350 (LAN) qh3 probes the path up to it.",
+        ),
+    ] = default(EdgeConfig, "max_datagram_size"),
     stack: Annotated[
         str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
     ] = None,
@@ -226,6 +242,8 @@ def edge(
         join_token=join_token,
         spool_max_bytes=spool_max_bytes,
         overflow=choice(overflow, tuple(OverflowPolicy), "--overflow"),
+        spool_fsync=choice(spool_fsync, tuple(FsyncPolicy), "--spool-fsync"),
+        max_datagram_size=max_datagram_size,
         drain_timeout_s=drain_timeout,
         duration_s=duration,
         ticks=ticks,
