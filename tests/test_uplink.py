@@ -36,6 +36,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.framing import encode_prefix
 
+from .conftest import start_gateway, stop_process
 from .test_wire_session import connected, events
 
 EDGE_ID = "edge-u"
@@ -164,3 +165,53 @@ def test_a_version_1_spool_gets_its_counts_when_opened(tmp_path: Path) -> None:
         assert (spool.count(1), spool.count(2), spool.count_through(2)) == (6, 0, 6)
         assert [seq for seq, _ in spool.pending()] == [1, 2]
         assert spool.next_seq() == 3
+
+
+async def test_acks_are_read_while_a_window_is_still_being_sent(tmp_path: Path) -> None:
+    """Before: the pump handed QUIC every batch its credit allowed in one turn of the loop,
+    so no ACK was read before the last of them had left (at 100 000 agents a tick's ACKs
+    waited for the whole tick). Now each batch is transmitted in a turn of its own and
+    the ACKs that arrived meanwhile are read before the next one. (The gateway is a
+    process of its own, as in production: it commits and acknowledges while we send.)"""
+    gateway = start_gateway(tmp_path / "gw")
+    key = KeyPair.generate()
+    gateway.enroll(key, EDGE_ID)
+    hello = Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.EDGE,
+        peer_id=EDGE_ID,
+        public_key=key.public_key,
+        features=(FEATURE_ACK_THROUGH,),
+    )
+    try:
+        with Spool(tmp_path / "spool.db") as spool:
+            uplink = Uplink(
+                hello=hello,
+                key=key,
+                gateway=GatewayAddress(
+                    port=gateway.port, ca_file=gateway.ca, stack=default_stack()
+                ),
+                spool=spool,
+            )
+            window = 250  # within the gateway's credit (256): nothing waits for credit
+            await uplink.submit([lambda seq: batch(seq, 2048)] * window)  # 21 MB, one group
+            sent_at_ack: list[int] = []
+            acked = uplink._acked
+
+            def record(ack: Any, through: bool) -> None:
+                sent_at_ack.append(uplink._max_sent_seq)  # batches handed to QUIC by then
+                acked(ack, through)
+
+            uplink._acked = record  # type: ignore[method-assign]
+            delivery = asyncio.create_task(uplink.run())
+            try:
+                assert await uplink.drain(30.0)
+            finally:
+                uplink.stop()
+                async with asyncio.timeout(5.0):
+                    await delivery
+    finally:
+        stop_process(gateway.process)
+    assert uplink.counters.acked_batches == window
+    assert sent_at_ack
+    assert sent_at_ack[0] < window // 2, sent_at_ack[:5]

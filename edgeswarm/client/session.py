@@ -199,6 +199,11 @@ class GatewayClient:
         if self._link is not None:
             self._link.transmit_now()
 
+    async def wait_send_backlog(self, at_most: int) -> None:
+        """Until at most ``at_most`` bytes sent on the session wait in QUIC to leave."""
+        if self._link is not None:
+            await self._link.wait_send_backlog(at_most)
+
     async def drain(self, timeout: float) -> bool:
         """Wait until every sent batch is acknowledged; False on timeout or close."""
         try:

@@ -60,6 +60,9 @@ from .spool_records import QuarantinedBatch, QuarantineReason
 
 logger = logging.getLogger("edgeswarm.edge")
 
+SEND_BACKLOG_BYTES = 64 * 1024
+"""Session bytes the pump lets wait in QUIC before it queues the next batch (under a
+batch of 2048 observations: one batch in flight, the next ready behind it)."""
 _WATCHDOG_S = 0.5
 """How often the pump checks the gateway's liveness while it waits."""
 
@@ -297,8 +300,14 @@ class Uplink:
                     self.counters.resent_batches += 1
                 self._max_sent_seq = max(self._max_sent_seq, seq)
                 # Its packets leave now, and the loop reads what arrived (ACKs) before the
-                # next batch: sends and ACKs never wait for a whole window (or a tick).
+                # next batch; the next is queued once QUIC has sent most of this one, so a
+                # batch (or a state frame) never waits behind a deep queue of others.
                 client.transmit_now()
+                try:
+                    async with asyncio.timeout(_WATCHDOG_S):
+                        await client.wait_send_backlog(SEND_BACKLOG_BYTES)
+                except TimeoutError:
+                    break  # nothing leaves: check on the gateway in the outer loop
                 await asyncio.sleep(0)
 
     def _acked(self, ack: Ack, through: bool) -> None:

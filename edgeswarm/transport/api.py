@@ -111,6 +111,17 @@ class SessionLink(Protocol):
         nothing (the wakeup transmits once at its end).
         """
 
+    @property
+    def send_backlog(self) -> int | None:
+        """Session-stream bytes queued and not sent once yet (congestion or flow control
+        holds them); None when the QUIC library cannot tell (aioquic)."""
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        """Return once at most ``at_most`` bytes of the session stream wait to be sent
+        (at once when the library cannot tell, or the connection is gone). A sender that
+        waits for this before queuing more keeps its data in its own queue rather than
+        deep in QUIC's, where everything sent later waits behind it."""
+
     def send_datagram(self, data: bytes) -> bool:
         """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).
 

@@ -77,6 +77,9 @@ class QuicStack:
     packet_log_skippable: bool = False
     """Whether the library's per-packet log of sent packets may be skipped on a connection
     without a logger (qh3 of a version in :data:`QH3_SILENT_LOG_VERSIONS`)."""
+    send_backlog: bool = False
+    """Whether ``QuicConnection.get_send_buffer_size(stream_id)`` says how many bytes of a
+    stream wait to be sent (qh3)."""
     pmtu_probing: bool = False
     """Whether the library finds the path's datagram size itself (qh3's
     ``probe_datagram_size``): probes up to ``max_datagram_size``, falls back when big
@@ -134,6 +137,7 @@ def load_stack(name: str) -> QuicStack:
         packet_log_skippable=name == "qh3"
         and importlib.import_module("qh3").__version__ in QH3_SILENT_LOG_VERSIONS
         and callable(getattr(connection.QuicConnection, "_log_packets", None)),
+        send_backlog=hasattr(connection.QuicConnection, "get_send_buffer_size"),
         pmtu_probing=hasattr(configuration.QuicConfiguration, "probe_datagram_size"),
     )
 
