@@ -97,8 +97,9 @@ logger = logging.getLogger("edgeswarm.edge")
 
 DEFAULT_MAX_BYTES = 256 << 20
 """Bound of a spool's payload bytes unless configured otherwise (256 MiB)."""
-CHECKPOINT_COMMITS = 32
-"""Group commits between two background checkpoints of the index."""
+CHECKPOINT_COMMITS = 256
+"""Commits between two background checkpoints of the index (a few MB of WAL: the same hot
+index pages are copied once per checkpoint, not once per commit)."""
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
 
