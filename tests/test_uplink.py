@@ -74,6 +74,17 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         running.close()
 
 
+async def deliver_all(uplink: Uplink, timeout: float) -> bool:
+    """Run the uplink until everything spooled is acknowledged (False: not in time)."""
+    delivery = asyncio.create_task(uplink.run())
+    try:
+        return await uplink.drain(timeout)
+    finally:
+        uplink.stop()
+        async with asyncio.timeout(5.0):
+            await delivery
+
+
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     """Count the calls of ``msgpack.<name>`` from now on."""
     calls: list[int] = []
@@ -116,13 +127,7 @@ async def test_spooled_bytes_leave_as_they_are_and_nothing_is_decoded_to_count_t
         )
         assert unpacked == []  # starting over three spooled batches decoded none of them
         monkeypatch.undo()
-        delivery = asyncio.create_task(uplink.run())
-        try:
-            assert await uplink.drain(10.0)
-        finally:
-            uplink.stop()
-            async with asyncio.timeout(5.0):
-                await delivery
+        assert await deliver_all(uplink, 10.0)
     assert uplink.counters.acked_batches == 3
     assert uplink.counters.acked_observations == sum(sizes.values())
     stored = {record.seq: record.payload for record in gateway.observation_log.read(EDGE_ID)}
@@ -203,13 +208,7 @@ async def test_acks_are_read_while_a_window_is_still_being_sent(tmp_path: Path) 
                 acked(ack, through)
 
             uplink._acked = record  # type: ignore[method-assign]
-            delivery = asyncio.create_task(uplink.run())
-            try:
-                assert await uplink.drain(30.0)
-            finally:
-                uplink.stop()
-                async with asyncio.timeout(5.0):
-                    await delivery
+            assert await deliver_all(uplink, 30.0)
     finally:
         stop_process(gateway.process)
     assert uplink.counters.acked_batches == window
