@@ -57,9 +57,10 @@ def test_data_files_are_created_private(tmp_path: Path) -> None:
         spool.append(1, b"x")
     for name in ("peers.db", "observations.db", "spool.db"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
-    segments = list((tmp_path / "observations.db-segments").iterdir())
-    assert segments
-    assert all(p.stat().st_mode & 0o777 == 0o600 for p in segments)
+    for directory in ("observations.db-segments", "spool.db-segments"):
+        segments = list((tmp_path / directory).iterdir())
+        assert segments, directory
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in segments), directory
 
 
 def test_a_leftover_world_readable_temp_file_never_makes_a_key_readable(

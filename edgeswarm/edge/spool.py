@@ -71,7 +71,7 @@ from .spool_file import (
     read_meta,
     set_meta,
 )
-from .spool_held import Held, HeldBatches
+from .spool_held import DropLog, Held, HeldBatches
 from .spool_reader import SpoolReader
 from .spool_records import (
     QuarantinedBatch,
@@ -193,9 +193,7 @@ class Spool(Resource):
         self._checkpointer.start()
         self._since_checkpoint = 0
         self._closed = False
-        self._last_drop_log = -DROP_LOG_INTERVAL_S
-        self._drops_since_log = 0
-        self._drop_bytes_since_log = 0
+        self._drop_log = DropLog(DROP_LOG_INTERVAL_S)
 
     def _open(self) -> sqlite3.Connection:
         return open_spool_file(
@@ -354,29 +352,23 @@ class Spool(Resource):
         """Count the batches ``drop_oldest`` deleted; at most one warning per second."""
         self._dropped_batches += len(dropped)
         self._dropped_bytes += dropped_bytes
-        now = time.monotonic()
-        self._drops_since_log += len(dropped)
-        self._drop_bytes_since_log += dropped_bytes
-        if now - self._last_drop_log < DROP_LOG_INTERVAL_S:
-            return
-        self._last_drop_log = now
-        since, self._drops_since_log = self._drops_since_log, 0
-        since_bytes, self._drop_bytes_since_log = self._drop_bytes_since_log, 0
-        logger.warning(
-            "spool full: dropping the oldest batches (one line per second at most)",
-            extra={
-                "event": "spool_drop",
-                "spool": str(self.path),
-                "seq": seq,
-                "dropped_batches": since,
-                "dropped_bytes": since_bytes,
-                "dropped_first_seq": dropped[0],
-                "dropped_last_seq": dropped[-1],
-                "spool_bytes": self._held.bytes,
-                "max_bytes": self.max_bytes,
-                "dropped_batches_total": self._dropped_batches,
-            },
-        )
+        since = self._drop_log.add(len(dropped), dropped_bytes, time.monotonic())
+        if since is not None:
+            logger.warning(
+                "spool full: dropping the oldest batches (one line per second at most)",
+                extra={
+                    "event": "spool_drop",
+                    "spool": str(self.path),
+                    "seq": seq,
+                    "dropped_batches": since[0],
+                    "dropped_bytes": since[1],
+                    "dropped_first_seq": dropped[0],
+                    "dropped_last_seq": dropped[-1],
+                    "spool_bytes": self._held.bytes,
+                    "max_bytes": self.max_bytes,
+                    "dropped_batches_total": self._dropped_batches,
+                },
+            )
 
     def ack(self, seq: int) -> bool:
         """Forget batch ``seq``: it is no longer pending, counted or sized.

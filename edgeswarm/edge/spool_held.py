@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import NamedTuple
 
-__all__ = ["Held", "HeldBatches"]
+__all__ = ["DropLog", "Held", "HeldBatches"]
 
 
 class Held(NamedTuple):
@@ -161,6 +161,27 @@ class HeldBatches:
                 break
             total += held.observations
         return total
+
+
+class DropLog:
+    """Drops counted between two warnings, at most one warning per ``interval_s``."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last = -interval_s
+        self._batches = 0
+        self._bytes = 0
+
+    def add(self, batches: int, nbytes: int, now: float) -> tuple[int, int] | None:
+        """Count a drop; ``(batches, bytes)`` since the last warning when one is due now."""
+        self._batches += batches
+        self._bytes += nbytes
+        if now - self._last < self.interval_s:
+            return None
+        self._last = now
+        since = (self._batches, self._bytes)
+        self._batches = self._bytes = 0
+        return since
 
 
 def _per_segment(segments: Iterator[int | None] | list[int | None]) -> dict[int, int]:
