@@ -55,7 +55,21 @@ def test_the_replaced_qh3_method_is_still_what_it_was() -> None:
 
     assert qh3.__version__ in QH3_SILENT_LOG_VERSIONS, qh3.__version__
     source = inspect.getsource(QuicConnection.datagrams_to_send)
-    assert 'self._log_packets("packet_sent", transmit[0])' in source
+    body = [line.strip() for line in source.splitlines()[1:] if line.strip()]
+    assert body == [  # what stacks.datagrams_to_send does, minus the two log calls
+        "if self._core is None:",
+        "return []",
+        "datagrams = []",
+        "while True:",
+        "transmit = self._call_core(self._core.poll_transmit, now)",
+        "if transmit is None:",
+        "break",
+        'self._log_datagram("datagrams_sent", transmit[0])',
+        'self._log_packets("packet_sent", transmit[0])',
+        "datagrams.append((transmit[0], transmit[1]))",
+        "return datagrams",
+    ]
+    assert "_quic_logger is not None" in inspect.getsource(QuicConnection._log_datagram)
     logger_source = inspect.getsource(QuicConnection._log_packets)
     assert "_log_packet(" in logger_source  # it only logs (and _log_packet checks the logger)
     assert load_stack("qh3").packet_log_skippable

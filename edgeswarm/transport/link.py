@@ -16,7 +16,13 @@ import time
 from typing import Any, Protocol
 
 from .api import HandshakeError, StreamHandler
-from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size, silence_packet_log
+from .stacks import (
+    EventKind,
+    QuicStack,
+    datagrams_to_send,
+    remote_max_datagram_frame_size,
+    silence_packet_log,
+)
 
 __all__ = ["Address", "LinkEndpoint", "QuicLink", "Received", "quic_clock"]
 
@@ -320,7 +326,7 @@ class QuicLink:
         """Send what the connection has to send and re-arm its timer."""
         endpoint = self._endpoint
         try:
-            datagrams = self._quic.datagrams_to_send(now=now)
+            datagrams = datagrams_to_send(self._stack, self._quic, now)
             self._transmit_failures = 0
         except Exception as error:  # see MAX_TRANSMIT_FAILURES
             self._transmit_failures += 1
