@@ -18,7 +18,8 @@ their batches stay inline in their rows and are sent from there. The tick
 thread never syncs (:class:`~edgeswarm.storage.FsyncPolicy`: ``normal`` and
 ``off`` survive ``kill -9`` of the edge; ``always`` sends a batch only once a
 thread of its own has it on stable storage, :attr:`Spool.durable_through`);
-checkpoints run on a thread of their own. :meth:`Spool.pending` serves the
+checkpoints run on a thread of their own (only if none of them caught up before
+the WAL passed 16 MiB does an append finish one itself). :meth:`Spool.pending` serves the
 newest payloads from memory and checks every batch read back from disk
 against its checksum (``spool_reader.py``: one that fails is quarantined).
 
