@@ -106,6 +106,15 @@ async def test_as_fast_as_acknowledged_keeps_a_bounded_lead_over_the_acks(
     assert max(spooled_at_tick) <= UNACKED_TICKS_AHEAD * per_tick, spooled_at_tick
 
 
+async def relay_to(port: int, limit: int) -> tuple[SizeLimitedRelay, asyncio.DatagramTransport]:
+    """A relay on 127.0.0.1 in front of ``port`` that drops datagrams above ``limit``."""
+    relay = SizeLimitedRelay(("127.0.0.1", port), limit)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: relay, local_addr=("127.0.0.1", 0)
+    )
+    return relay, transport
+
+
 async def test_the_edges_max_datagram_size_reaches_its_connection(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
@@ -113,12 +122,8 @@ async def test_the_edges_max_datagram_size_reaches_its_connection(
     edge's packets grow to it where the path carries them; through a path that drops
     anything above 1400 bytes they settle just below that (qh3's probe steps: 1321) and
     everything is still delivered."""
-    loop = asyncio.get_running_loop()
     for limit, largest, settled in ((65_535, 8192, 8000), (1400, 1400, 1300)):
-        relay = SizeLimitedRelay(("127.0.0.1", gateway.port), limit)
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda relay=relay: relay, local_addr=("127.0.0.1", 0)
-        )
+        relay, transport = await relay_to(gateway.port, limit)
         try:
             port = transport.get_extra_info("sockname")[1]
             address = GatewayAddress(port=port, ca_file=gateway.ca, stack="qh3")
