@@ -5,6 +5,7 @@ edge's ``--max-datagram-size`` reaches its QUIC connection."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,9 @@ import pytest
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.runner import UNACKED_TICKS_AHEAD, EdgeRunner
-from edgeswarm.transport.quic import default_stack
 
 from .conftest import RunningGateway
+from .test_edge_policies import edge_config as policies_edge_config
 from .test_transport_packets import SizeLimitedRelay
 
 pytestmark = pytest.mark.integration
@@ -27,20 +28,16 @@ SLOW_STAGE_S = 0.03
 its own, commits and acknowledges the batches sent before it meanwhile."""
 
 
-def edge_config(served: RunningGateway, tmp_path: Path, **overrides: object) -> EdgeConfig:
-    settings: dict[str, object] = {
-        "edge_id": "tick-edge",
-        "gateway": GatewayAddress(port=served.port, ca_file=served.ca, stack=default_stack()),
-        "data_dir": tmp_path / "edge",
-        "join_token": served.edge_token(),
-        "agents": 1000,
-        "tick_hz": 0,
-        "batch_agents": 250,
-        "progress_interval_s": 0,
-        "metrics_port": None,
-        **overrides,
-    }
-    return EdgeConfig(**settings)  # type: ignore[arg-type]
+def edge_config(
+    served: RunningGateway,
+    tmp_path: Path,
+    address: GatewayAddress | None = None,
+    **overrides: object,
+) -> EdgeConfig:
+    """An edge of 1000 agents in batches of 250 for ``served`` (through ``address``)."""
+    settings: dict[str, object] = {"edge_id": "tick-edge", "batch_agents": 250, **overrides}
+    config = policies_edge_config(served, tmp_path, **settings)
+    return config if address is None else dataclasses.replace(config, gateway=address)
 
 
 def wrap(runner: EdgeRunner, stage: str, before: Callable[[], None]) -> None:
@@ -61,7 +58,7 @@ async def test_acks_are_read_between_the_stages_of_a_tick(
     while a tick computed waited for the whole tick (ack latency grew with the tick's
     length: 90-120 ms at 100 000 agents). Now sends and ACKs are served between sense,
     step and apply: ACKs of batches sent before a slow stage are read within the tick."""
-    runner = EdgeRunner(edge_config(gateway, tmp_path, duration_s=2.5))
+    runner = EdgeRunner(edge_config(gateway, tmp_path, duration_s=2.5, ticks=None))
     acked_at_sense: list[tuple[bool, int]] = []
     acked_at_apply: list[int] = []
 
@@ -91,7 +88,7 @@ async def test_as_fast_as_acknowledged_keeps_a_bounded_lead_over_the_acks(
     batches wait for their ACK (before: the edge computed as fast as it could and the
     spool grew without bound while the gateway fell behind)."""
     # offline (before the session is up) the edge spools freely; count connected ticks only
-    runner = EdgeRunner(edge_config(gateway, tmp_path, duration_s=3.0))
+    runner = EdgeRunner(edge_config(gateway, tmp_path, duration_s=3.0, ticks=None))
     per_tick = 1000 // 250
     spooled_at_tick: list[int] = []
 
@@ -131,8 +128,8 @@ async def test_the_edges_max_datagram_size_reaches_its_connection(
                 edge_config(
                     gateway,
                     tmp_path / str(limit),
+                    address,
                     edge_id=f"big-{limit}",
-                    gateway=address,
                     agents=20_000,
                     batch_agents=2048,
                     ticks=20,
