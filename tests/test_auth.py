@@ -39,7 +39,8 @@ def test_enrolled_key_is_welcomed(gateway: RunningGateway) -> None:
     gateway.enroll(key, "edge-a")
     peer = asyncio.run(attempt(gateway, key, "edge-a"))
     [welcome] = [f for f in peer.frames if isinstance(f, Welcome)]
-    assert welcome.credit > 0
+    assert welcome.credit == 256  # the gateway's default --credit-window
+    assert welcome.resume_seq == 0
 
 
 def test_unknown_key_is_refused(gateway: RunningGateway) -> None:
