@@ -203,6 +203,73 @@ async def test_duplicate_is_reported_not_applied(db_path: Path) -> None:
         assert log.count() == 2
 
 
+class HeldWriter:
+    """Holds the log's writer thread inside a callback until ``release()``.
+
+    ``submit`` callbacks run on the writer thread, so a callback that blocks
+    keeps the writer from taking its next group: everything queued meanwhile
+    goes into ONE group, deterministically (no thread timing involved).
+    """
+
+    def __init__(self, log: ObservationLog) -> None:
+        self._log = log
+        self._entered = threading.Event()
+        self._release = threading.Event()
+
+    def __enter__(self) -> HeldWriter:
+        def hold(outcome: AppendResult | BaseException) -> None:
+            self._entered.set()
+            self._release.wait(10)
+
+        self._log.submit(LogRecord("plug", 1, 0, 1, b"p", 0.0), hold)
+        assert self._entered.wait(10), "the writer never reached the plug"
+        return self
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._release.set()
+
+
+def test_two_edges_with_the_same_seq_in_one_group_are_both_applied(db_path: Path) -> None:
+    """Dedup is by (edge, seq): edge b's seq 1 is not a repeat of edge a's seq 1."""
+    outcomes: list[AppendResult | BaseException] = []
+    done = threading.Event()
+
+    def on_done(outcome: AppendResult | BaseException) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 7:
+            done.set()
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        with HeldWriter(log):
+            for edge, seq in [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("c", 2), ("a", 1)]:
+                log.submit(LogRecord(edge, seq, seq, 3, f"{edge}{seq}".encode(), 0.0), on_done)
+            # the same (edge, seq) twice in the group: the second is the duplicate
+            log.submit(LogRecord("c", 2, 2, 3, b"again", 0.0), on_done)
+        assert done.wait(10)
+        stats = log.stats
+        assert stats.last_group_records == 7  # all of them in one group, as arranged
+        assert all(isinstance(o, AppendResult) for o in outcomes)
+        applied = [
+            (o.edge_id, o.seq) for o in outcomes if isinstance(o, AppendResult) and o.applied
+        ]
+        # in queue order; the repeats of (a, 1) and (c, 2) are reported as duplicates
+        assert applied == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("c", 2)]
+        assert stats.applied == 1 + 5  # the plug, then one of each (edge, seq)
+        assert stats.duplicates == 2
+        assert [r.payload for r in log.read("b")] == [b"b1", b"b2"]
+        assert [r.payload for r in log.read("c")] == [b"c2"]
+        assert {e: a.batches for e, a in log.edges().items()} == {
+            "plug": 1,
+            "a": 2,
+            "b": 2,
+            "c": 1,
+        }
+    assert _rows(db_path) == {("plug", 1), ("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 2)}
+
+
 async def test_restart_keeps_records_and_rebuilds_aggregates(db_path: Path) -> None:
     with ObservationLog(db_path, fsync=FsyncPolicy.NORMAL) as log:
         seqs = [1, 2, 3, 5, 6, 9]

@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import Doc
 
 from edgeswarm.state import (
     InvalidKey,
@@ -63,6 +64,28 @@ def test_batch_coalesces_counter_adds() -> None:
     other = SwarmDocument("gw")
     other.apply_update(update)
     assert other.counter_value("g/ticks") == 1000
+
+
+def test_counter_value_inside_a_batch_counts_pending_adds_of_both_signs() -> None:
+    doc = SwarmDocument("edge-0")
+    doc.counter_add("g/c", 10)  # written before the batch
+    other = SwarmDocument("edge-1")
+    other.counter_add("g/c", -4)
+    doc.apply_update(other.encode_update())
+    with doc.batch():
+        doc.counter_add("g/c", 5)
+        assert doc.counter_value("g/c") == 11
+        doc.counter_add("g/c", -7)
+        doc.counter_add("g/c", -1)
+        assert doc.counter_value("g/c") == 3  # 10 - 4 + 5 - 7 - 1
+        with doc.batch():  # nested: still pending until the outermost batch ends
+            doc.counter_add("g/c", -3)
+            assert doc.counter_value("g/c") == 0
+        assert doc.counter_value("g/other") == 0  # pending adds of g/c only count for g/c
+    assert doc.counter_value("g/c") == 0
+    fresh = SwarmDocument("gw")
+    fresh.apply_update(doc.encode_update())
+    assert fresh.counter_value("g/c") == 0
 
 
 def test_set_add_remove_and_readd() -> None:
@@ -193,14 +216,34 @@ def test_non_bytes_update_refused() -> None:
         SwarmDocument("gw").apply_update("text")  # type: ignore[arg-type]
 
 
+def _refused(doc: SwarmDocument, update: bytes) -> bool:
+    """Whether ``doc`` refused ``update`` with MalformedUpdate (any other error propagates)."""
+    try:
+        doc.apply_update(update)
+    except MalformedUpdate:
+        return True
+    return False
+
+
+def _yrs_refuses(update: bytes) -> bool:
+    """The oracle: whether a bare pycrdt document refuses ``update``."""
+    try:
+        Doc().apply_update(update)
+    except ValueError:
+        return True
+    return False
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=64))
 def test_garbage_never_half_applies(garbage: bytes) -> None:
     doc = _populated()
-    before = doc.snapshot()
-    try:
-        doc.apply_update(garbage)
-    except MalformedUpdate:
+    before_state, before = doc.state_vector(), doc.snapshot()
+    refused = _refused(doc, garbage)
+    # Refused exactly when Yrs itself cannot decode the bytes: nothing is let through.
+    assert refused == _yrs_refuses(garbage)
+    if refused:
+        assert doc.state_vector() == before_state
         assert doc.snapshot() == before
 
 
@@ -214,9 +257,9 @@ def test_bit_flips_refused_or_harmless(data: st.DataObject) -> None:
     index = data.draw(st.integers(0, len(good) - 1))
     good[index] ^= data.draw(st.integers(1, 255))
     before_state, before = doc.state_vector(), doc.snapshot()
-    try:
-        doc.apply_update(bytes(good))
-    except MalformedUpdate:
+    refused = _refused(doc, bytes(good))
+    assert refused == _yrs_refuses(bytes(good))
+    if refused:
         assert doc.state_vector() == before_state
         assert doc.snapshot() == before
     doc.snapshot()  # reading never fails
