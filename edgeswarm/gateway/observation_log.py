@@ -69,7 +69,11 @@ later commits. A PASSIVE checkpoint under continuous writes never catches up
 with the WAL's end, so SQLite could never restart the WAL from its beginning:
 once the WAL passes ``wal_limit_bytes`` the writer itself runs one more
 (short) checkpoint between two groups, and the next transaction restarts the
-WAL. Checkpoints only move committed pages from the WAL into the main file.
+WAL. The checkpointer notices that after its checkpoints; the writer also
+checks the ``-wal`` file's size after each commit, so the bound holds when the
+checkpointer gets no CPU (it runs at nice 19: under a competing load it may
+not run for seconds). Checkpoints only move committed pages from the WAL into
+the main file.
 
 Errors: one tree, rooted at :class:`ObservationLogError`, drawn in
 :mod:`edgeswarm.gateway.log_records`.
@@ -333,6 +337,7 @@ class ObservationLog(Resource):
         """The database file."""
         self.segment_dir = self.path.with_name(self.path.name + "-segments")
         """The directory of the payload segments."""
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
         self.fsync = FsyncPolicy(fsync)
         """The commit durability in force."""
         self.max_group_records = max_group_records
@@ -753,7 +758,17 @@ class ObservationLog(Resource):
                 if self._since_checkpoint >= self.checkpoint_commits:
                     self._since_checkpoint = 0
                     self._checkpoint_wake.set()
+                if not self._wal_full and self._wal_file_bytes() > self.wal_limit_bytes:
+                    self._wal_full = True  # the checkpointer is behind: restart it ourselves
         self._report(group, outcomes)
+
+    def _wal_file_bytes(self) -> int:
+        """Size of the ``-wal`` file: a restart truncates it to ``wal_limit_bytes``
+        (``journal_size_limit``); past that it grows only if no restart came."""
+        try:
+            return self._wal_path.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def _insert(self, rows: list[_Row]) -> list[bool]:
         """Insert and commit the index rows in one transaction; which ones were new."""
