@@ -29,6 +29,8 @@ from edgeswarm.gateway.observation_log import (
 )
 from edgeswarm.gateway.segment_files import _writev_all
 
+from .gateway_harness import WriterPlug
+
 PAYLOAD = b"x" * 1000
 
 
@@ -203,35 +205,6 @@ async def test_duplicate_is_reported_not_applied(db_path: Path) -> None:
         assert log.count() == 2
 
 
-class HeldWriter:
-    """Holds the log's writer thread inside a callback until ``release()``.
-
-    ``submit`` callbacks run on the writer thread, so a callback that blocks
-    keeps the writer from taking its next group: everything queued meanwhile
-    goes into ONE group, deterministically (no thread timing involved).
-    """
-
-    def __init__(self, log: ObservationLog) -> None:
-        self._log = log
-        self._entered = threading.Event()
-        self._release = threading.Event()
-
-    def __enter__(self) -> HeldWriter:
-        def hold(outcome: AppendResult | BaseException) -> None:
-            self._entered.set()
-            self._release.wait(10)
-
-        self._log.submit(LogRecord("plug", 1, 0, 1, b"p", 0.0), hold)
-        assert self._entered.wait(10), "the writer never reached the plug"
-        return self
-
-    def release(self) -> None:
-        self._release.set()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._release.set()
-
-
 def test_two_edges_with_the_same_seq_in_one_group_are_both_applied(db_path: Path) -> None:
     """Dedup is by (edge, seq): edge b's seq 1 is not a repeat of edge a's seq 1."""
     outcomes: list[AppendResult | BaseException] = []
@@ -243,7 +216,7 @@ def test_two_edges_with_the_same_seq_in_one_group_are_both_applied(db_path: Path
             done.set()
 
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
-        with HeldWriter(log):
+        with WriterPlug(log) as plug:
             for edge, seq in [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("c", 2), ("a", 1)]:
                 log.submit(LogRecord(edge, seq, seq, 3, f"{edge}{seq}".encode(), 0.0), on_done)
             # the same (edge, seq) twice in the group: the second is the duplicate
@@ -262,12 +235,19 @@ def test_two_edges_with_the_same_seq_in_one_group_are_both_applied(db_path: Path
         assert [r.payload for r in log.read("b")] == [b"b1", b"b2"]
         assert [r.payload for r in log.read("c")] == [b"c2"]
         assert {e: a.batches for e, a in log.edges().items()} == {
-            "plug": 1,
+            plug.edge_id: 1,
             "a": 2,
             "b": 2,
             "c": 1,
         }
-    assert _rows(db_path) == {("plug", 1), ("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 2)}
+    assert _rows(db_path) == {
+        (plug.edge_id, 1),
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("b", 2),
+        ("c", 2),
+    }
 
 
 async def test_restart_keeps_records_and_rebuilds_aggregates(db_path: Path) -> None:
