@@ -48,7 +48,7 @@ from edgeswarm.wire import (
     encode_payload,
 )
 
-from .observation_log import AppendResult, ObservationLogError
+from .observation_log import AppendResult, LogClosed, LogOverloaded, ObservationLogError
 from .peers import Decision
 
 if TYPE_CHECKING:
@@ -86,6 +86,8 @@ class GatewayConnection:
         self._ack_seq = 0
         self._ack_accepted: int | None = None
         """Observations of the batches the next cumulative ACK covers; None: none waits."""
+        self._log_failed_once = False
+        """The log refused or failed a batch: the session is closing, append no more."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -116,6 +118,8 @@ class GatewayConnection:
                     seq=seq, tick=tick, count=count, size=size, payload=payload
                 ):
                     assert self.peer_id is not None
+                    if self._log_failed_once:  # later frames of the same read: the edge
+                        continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
                         gateway.log.append_then(
@@ -127,7 +131,11 @@ class GatewayConnection:
                             durable,
                             self._send_acks,
                         )
-                    except ObservationLogError as exc:
+                    except ObservationLogError as exc:  # overloaded or closed: nothing queued
+                        reason = {LogOverloaded: "overloaded", LogClosed: "closed"}.get(
+                            type(exc), "error"
+                        )
+                        gateway.stats.metrics.log_refused.labels(reason=reason).inc()
                         self._log_failed(seq, exc)
                 case HelloReceived():
                     self._on_hello()
@@ -278,6 +286,7 @@ class GatewayConnection:
         self._link.transmit_now()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
+        self._log_failed_once = True
         log.error(
             "durable log failed; closing session so the edge keeps its batches",
             extra={"peer_id": self.peer_id, "seq": seq, "error": str(error)},

@@ -90,6 +90,13 @@ class GatewayMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.log_refused = Counter(
+            "edgeswarm_gateway_log_refused_batches",
+            "Batches the durable log refused at append (reason: overloaded, closed); "
+            "the session is closed, the edge keeps them and resends",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 class GatewayStats:
