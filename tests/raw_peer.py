@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import UnionType
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 from edgeswarm.identity import KeyPair
+from edgeswarm.transport import quic
 from edgeswarm.transport.quic import SessionLink
 from edgeswarm.wire import (
     PROTOCOL_VERSION,
     Auth,
     Bye,
     Challenge,
+    Error,
+    ErrorCode,
     Frame,
     FrameReader,
     Hello,
     Role,
+    Welcome,
     auth_message,
     decode_payload,
     encode_frame,
@@ -96,3 +101,35 @@ class RawPeer:
             auth = Auth(signature=key.sign(message))
         self.send(encode_frame(auth))
         return hello, challenge, auth
+
+
+class Reachable(Protocol):
+    """Where a gateway listens and the CA it is pinned to (a running gateway)."""
+
+    port: int
+    ca: Path
+
+
+async def attempt(gateway: Reachable, key: KeyPair, peer_id: str, **kwargs: Any) -> RawPeer:
+    """One handshake with ``key`` as ``peer_id``; the peer once WELCOME or BYE arrived."""
+    peer = RawPeer()
+    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
+        await peer.handshake(key, peer_id, **kwargs)
+        async with asyncio.timeout(10):
+            while not any(isinstance(f, Welcome | Bye) for f in peer.frames):
+                peer.changed.clear()
+                await peer.changed.wait()
+    return peer
+
+
+def welcomed(peer: RawPeer) -> bool:
+    """Whether the gateway let the peer in."""
+    return any(isinstance(f, Welcome) for f in peer.frames)
+
+
+def refusal(peer: RawPeer) -> ErrorCode:
+    """The code of the one ERROR a refused peer got (asserts it was refused, with BYE)."""
+    assert not welcomed(peer), "the peer was let in"
+    [error] = [f for f in peer.frames if isinstance(f, Error)]
+    assert any(isinstance(f, Bye) for f in peer.frames)
+    return ErrorCode(error.code)
