@@ -17,7 +17,7 @@ from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
 from .keys import keys_app
-from .options import choice, fail, quic_stack
+from .options import admin_logging, choice, fail, quic_stack
 from .options import metrics_port as metrics_port_option
 from .state import state_app
 
@@ -308,6 +308,7 @@ def status(
     from edgeswarm.admin import fetch_status
     from edgeswarm.identity.keys import KeyFileError, KeyPair
 
+    admin_logging()
     host, port = parse_address(gateway_addr)
     try:
         pair = KeyPair.load(key)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .address import parse_address
-from .options import fail, quic_stack
+from .options import admin_logging, fail, quic_stack
 
 state_app = typer.Typer(
     name="state",
@@ -69,6 +69,7 @@ def _connection(
 ) -> dict[str, Any]:
     from edgeswarm.identity.keys import KeyFileError, KeyPair
 
+    admin_logging()
     host, port = parse_address(gateway_addr)
     try:
         pair = KeyPair.load(key)
