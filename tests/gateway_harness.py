@@ -27,12 +27,10 @@ WAIT_S = 10.0
 
 @asynccontextmanager
 async def serving(data_dir: Path, **config: Any) -> AsyncIterator[Gateway]:
-    """A started gateway on 127.0.0.1, any port, no metrics server; closed on exit."""
-    gateway = Gateway(
-        GatewayConfig(
-            port=0, metrics_port=None, data_dir=data_dir, stack=quic.default_stack(), **config
-        )
-    )
+    """A started gateway on 127.0.0.1 (any port unless ``port=``), no metrics server
+    unless asked; ``config`` as :class:`GatewayConfig`. Closed on exit."""
+    settings: dict[str, Any] = {"port": 0, "metrics_port": None, "stack": quic.default_stack()}
+    gateway = Gateway(GatewayConfig(data_dir=data_dir, **{**settings, **config}))
     await gateway.start()
     try:
         yield gateway
