@@ -210,6 +210,42 @@ def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> N
         stop_process(restarted.process)
 
 
+def test_an_edge_restarted_with_a_non_empty_spool_delivers_it_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    port = free_udp_port()
+    gw_dir = tmp_path / "gw"
+    gateway = start_gateway(gw_dir, port=port)
+    token = gateway.edge_token()
+    stop_process(gateway.process)  # down for the edge's whole first run
+    first = start_edge(
+        port, gateway.ca, token, tmp_path / "edge", "--agents", "1000", "--ticks", "3",
+        "--tick-hz", "0", "--drain-timeout", "0.5",
+    )  # fmt: skip
+    lines, stderr = read_lines(first)
+    assert first.returncode == 1, stderr[-2000:]  # unacknowledged: they stay spooled
+    assert (lines[-1]["batches_sent"], lines[-1]["batches_acked"]) == (6, 0)
+    assert lines[-1]["in_flight"] == 6
+    assert "they stay spooled for the next start" in stderr
+    restarted = start_gateway(gw_dir, port=port)
+    try:
+        second = start_edge(
+            port, gateway.ca, token, tmp_path / "edge", "--agents", "1000", "--ticks", "2",
+            "--tick-hz", "0",
+        )  # fmt: skip
+        lines, stderr = read_lines(second)
+        summary = lines[-1]
+        assert summary["event"] == "summary", stderr[-2000:]
+        assert (summary["batches_sent"], summary["observations_sent"]) == (4, 2000)  # this run
+        assert summary["batches_acked"] == 6 + 4  # the carried-over ones too
+        assert summary["observations_acked"] == 5000
+        assert summary["in_flight"] == 0
+        assert second.returncode == 0, stderr[-2000:]  # nothing left unacknowledged
+        assert logged_seqs(gw_dir) == list(range(1, 11))  # the old seqs first, each once
+    finally:
+        stop_process(restarted.process)
+
+
 class JsonLines:
     """Reads a process's stdout JSON lines on a thread, so every read has a timeout."""
 

@@ -231,7 +231,8 @@ def edge(
     Batches are spooled on disk until the gateway acknowledges them; while the
     gateway is unreachable the edge keeps stepping and reconnects with backoff.
     Progress and a final summary are JSON lines on stdout; logs are JSON on stderr.
-    Exit status 1 when observations stayed unacknowledged (they stay spooled).
+    Exit status 1 when batches stayed unacknowledged (they stay spooled for the next
+    start) or were dropped (--overflow drop_oldest).
     """
     from edgeswarm.edge.config import EdgeConfig
     from edgeswarm.edge.runner import EdgeRunner, install_stop_signals
@@ -282,7 +283,8 @@ def edge(
         summary = asyncio.run(run())
     except (KeyFileError, SpoolError, ModelError, FileNotFoundError) as exc:
         fail(f"edge {edge_id}: {exc}")
-    if summary["observations_acked"] != summary["observations_sent"]:
+    # acked != sent would also count the batches a restart carried over from the spool
+    if summary["in_flight"] or summary["dropped_observations"]:
         raise typer.Exit(1)
 
 
