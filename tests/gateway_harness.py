@@ -36,6 +36,7 @@ async def serving(data_dir: Path, **config: Any) -> AsyncIterator[Gateway]:
         yield gateway
     finally:
         gateway.close()
+        await gateway.wait_closed()
 
 
 @asynccontextmanager
