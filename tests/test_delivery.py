@@ -187,13 +187,19 @@ def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> N
         "--drain-timeout",
         "30",
     )
+    reader = JsonLines(edge)
+    lines: list[dict] = []
+    restarted = None
     try:
-        time.sleep(2.5)  # offline: the edge steps and spools
-        assert edge.poll() is None
+        while not lines or lines[-1]["in_flight"] <= 10:  # offline: it steps and spools
+            lines.append(reader.next())
+            assert not lines[-1]["connected"]
         restarted = start_gateway(gw_dir, port=port)
-        lines, stderr = read_lines(edge)
+        lines += reader.rest()
+        edge.wait(30)
     finally:
         stop_process(edge)
+    stderr = (tmp_path / "edge" / "edge.log").read_text()
     try:
         summary = lines[-1]
         assert summary["event"] == "summary", stderr[-3000:]
@@ -207,7 +213,8 @@ def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> N
         assert "gateway unreachable" in stderr
         assert logged_seqs(gw_dir) == list(range(1, 81))  # replayed in order, each once
     finally:
-        stop_process(restarted.process)
+        if restarted is not None:
+            stop_process(restarted.process)
 
 
 def test_an_edge_restarted_with_a_non_empty_spool_delivers_it_and_exits_0(
