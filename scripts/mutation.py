@@ -1,0 +1,265 @@
+"""Mutation testing of the modules that carry edgeswarm's promises (``scripts/mutate``).
+
+Each module runs in a scratch directory of its own, ``var/mutate/MODULE/``: a
+copy of ``edgeswarm/`` and ``tests/`` and a ``pyproject.toml`` whose
+``[tool.mutmut]`` mutates that one file and selects its tests. mutmut (3.x)
+writes every mutant of the file into ``mutants/``, runs the selected tests once
+to learn which test reaches which function, then runs, for each mutant, the
+tests that reach its function; a mutant is *killed* when one of them fails (or
+times out) and *survives* when all pass. Results persist in the scratch
+directory: a second run of the same source only runs the mutants not yet
+checked, a changed function's mutants again.
+
+The report (also ``var/mutate/report.json``) gives, per module, the killed
+share ``killed / (killed + survived)`` and every survivor, with the diff that
+``mutmut show`` prints; ``docs/testing.md`` says which survivors are
+equivalent mutants and which asked for a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / "var" / "mutate"
+
+MODULES: dict[str, list[str]] = {
+    "wire.codec": ["tests/test_wire_codec.py", "tests/test_wire_session.py"],
+    "wire.session": ["tests/test_wire_session.py", "tests/test_wire_state.py"],
+    "gateway.observation_log": ["tests/test_observation_log.py"],
+    "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py"],
+    "state.document": ["tests/test_state_crdt.py", "tests/test_state_sync.py"],
+    "edge.sandbox": [
+        "tests/test_sandbox.py",
+        "tests/test_wasm_sandbox.py",
+        "tests/test_wasm_policy.py",
+    ],
+}
+"""Module (under edgeswarm/) -> the test files that guard it."""
+
+KILLED = {1, 3, 36, 24, -24, 152, 255, 37}
+"""mutmut exit codes of a mutant some test caught (failed, errored or timed out)."""
+SURVIVED = {0}
+NOT_CHECKED = {None, 2}
+NO_TESTS = {5, 33}
+
+
+@dataclass
+class ModuleReport:
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    survived: int = 0
+    not_checked: int = 0
+    no_tests: int = 0
+    other: int = 0
+    seconds: float = 0.0
+    timed_out: bool = False
+    survivors: list[str] = field(default_factory=list)
+
+    @property
+    def killed_share(self) -> float | None:
+        tried = self.killed + self.survived
+        return round(100.0 * self.killed / tried, 1) if tried else None
+
+
+def _pyproject(module: str) -> str:
+    """The repository's pyproject.toml (pytest settings) plus this module's mutmut table."""
+    base = (ROOT / "pyproject.toml").read_text()
+    path = "edgeswarm/" + module.replace(".", "/") + ".py"
+    tests = ", ".join(json.dumps(t) for t in MODULES[module])
+    return (
+        base
+        + f"""
+[tool.mutmut]
+source_paths = ["edgeswarm"]
+only_mutate = [{json.dumps(path)}]
+pytest_add_cli_args_test_selection = [{tests}]
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]
+# stats, clean run and mutants each in a child: two pytest sessions in one process
+# crash in wasmtime (segfault), and the gateway tests leave threads behind
+process_isolation = "forkserver"
+"""
+    )
+
+
+def prepare(module: str) -> Path:
+    """Refresh the scratch directory of ``module`` (sources, tests, config); keep results."""
+    work = SCRATCH / module
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("edgeswarm", "tests"):
+        target = work / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(
+            ROOT / name,
+            target,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            copy_function=shutil.copy2,  # mtimes: mutmut regenerates only changed files
+        )
+    (work / "pyproject.toml").write_text(_pyproject(module))
+    # mutmut copies these into mutants/ once and keeps which test reaches which function:
+    # drop them, so that edited tests reach the run and are counted
+    for stale in ("tests", "pyproject.toml", "mutmut-stats.json"):
+        old = work / "mutants" / stale
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    return work
+
+
+def run_mutmut(
+    module: str, work: Path, deadline: float, jobs: int, names: list[str] | None = None
+) -> bool:
+    """``mutmut run [names]`` in ``work``; interrupted (SIGINT: results so far are kept)
+    at ``deadline`` (monotonic). Returns whether the deadline stopped it."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    what = f"{len(names)} earlier survivors again" if names else "new and unchecked mutants"
+    left = max(1.0, deadline - time.monotonic())
+    print(f"mutate: {module}: {what}, {left / 60:.0f} min left ({work})", flush=True)
+    command = [str(mutmut), "run", "--max-children", str(jobs), *(names or [])]
+    with subprocess.Popen(command, cwd=work, env=env) as process:
+        try:
+            process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            print(f"mutate: {module}: time is up, stopping mutmut", flush=True)
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return True
+    return False
+
+
+def mutate(module: str, minutes: float, jobs: int) -> tuple[float, bool]:
+    """Run the module's new mutants, then re-check its earlier survivors against the
+    current tests (mutmut keeps a verdict until the function changes)."""
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    work = SCRATCH / module
+    earlier = collect(module, work).survivors if work.exists() else []
+    work = prepare(module)
+    stopped = run_mutmut(module, work, deadline, jobs)
+    still = set(collect(module, work).survivors)
+    again = [name for name in earlier if name in still]
+    if again and not stopped:
+        stopped = run_mutmut(module, work, deadline, jobs, again)
+    return time.monotonic() - started, stopped
+
+
+def collect(module: str, work: Path) -> ModuleReport:
+    """Count the outcomes in the module's mutmut meta file."""
+    report = ModuleReport(module)
+    meta = work / "mutants" / "edgeswarm" / (module.replace(".", "/") + ".py.meta")
+    if not meta.exists():
+        return report
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    for name, code in sorted(codes.items()):
+        report.mutants += 1
+        if code in KILLED:
+            report.killed += 1
+        elif code in SURVIVED:
+            report.survived += 1
+            report.survivors.append(name)
+        elif code in NOT_CHECKED:
+            report.not_checked += 1
+        elif code in NO_TESTS:
+            report.no_tests += 1
+        else:
+            report.other += 1
+    return report
+
+
+def write_survivors(report: ModuleReport, work: Path) -> Path:
+    """Every survivor's diff, as ``mutmut show`` prints it, into one file."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    out = work / "survivors.diff"
+    with out.open("w") as handle:
+        for name in report.survivors:
+            shown = subprocess.run(
+                [str(mutmut), "show", name], cwd=work, capture_output=True, text=True, timeout=120
+            )
+            handle.write(shown.stdout + "\n")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/mutate",
+        description=__doc__.split("\n\n")[0],
+        epilog="Modules: " + ", ".join(MODULES) + ".\n\n"
+        "Examples:\n  scripts/mutate                       every module, 30 min each at most\n"
+        "  scripts/mutate wire.codec --minutes 60\n"
+        "  scripts/mutate --report               the figures of the last runs, no run\n\n"
+        "Exit codes: 0 every module reached --goal; 1 a module below it (or not "
+        "finished); 2 usage.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help="default: all")
+    parser.add_argument("--minutes", type=float, default=30.0, help="bound per module")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--goal", type=float, default=85.0, help="killed share, percent")
+    parser.add_argument("--report", action="store_true", help="only report the last results")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    options = parser.parse_args()
+    unknown = [m for m in options.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)}; one of {', '.join(MODULES)}")
+    modules = options.modules or list(MODULES)
+    reports: list[ModuleReport] = []
+    for module in modules:
+        work = SCRATCH / module
+        seconds, stopped = 0.0, False
+        if not options.report:
+            seconds, stopped = mutate(module, options.minutes, options.jobs)
+        report = collect(module, work)
+        report.seconds, report.timed_out = round(seconds, 1), stopped
+        if report.survivors:
+            write_survivors(report, work)
+        reports.append(report)
+    previous = {}
+    report_file = SCRATCH / "report.json"
+    if report_file.exists():
+        previous = {r["module"]: r for r in json.loads(report_file.read_text())["modules"]}
+    for report in reports:
+        previous[report.module] = asdict(report) | {"killed_share": report.killed_share}
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    report_file.write_text(json.dumps({"modules": list(previous.values())}, indent=2))
+    if options.json:
+        print(json.dumps([asdict(r) | {"killed_share": r.killed_share} for r in reports]))
+    else:
+        print(f"\n{'module':<26}{'mutants':>8}{'killed':>8}{'survived':>9}{'unchecked':>10}"
+              f"{'no tests':>9}{'killed %':>9}")  # fmt: skip
+        for r in reports:
+            share = f"{r.killed_share:.1f}" if r.killed_share is not None else "-"
+            print(f"{r.module:<26}{r.mutants:>8}{r.killed:>8}{r.survived:>9}"
+                  f"{r.not_checked:>10}{r.no_tests:>9}{share:>9}")  # fmt: skip
+        print(f"\nsurvivors' diffs: {SCRATCH}/MODULE/survivors.diff; report: {report_file}")
+    short = [
+        r for r in reports
+        if r.killed_share is None or r.killed_share < options.goal or r.not_checked
+    ]  # fmt: skip
+    for r in short:
+        print(
+            f"mutate: {r.module}: killed {r.killed_share}% (goal {options.goal:g}%), "
+            f"{r.not_checked} not checked; see {SCRATCH / r.module}/survivors.diff",
+            file=sys.stderr,
+        )
+    return 1 if short else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
