@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
 from edgeswarm.state import (
     InvalidKey,
@@ -15,6 +15,7 @@ from edgeswarm.state import (
     SwarmDocument,
     UpdateBatcher,
     client_id_for,
+    schema,
 )
 
 WRITERS = ["edge-0", "edge-1", "edge-2", "gw-0"]
@@ -40,6 +41,50 @@ def test_counter_add_and_value() -> None:
     assert doc.counter_value("g/hits") == 3
     assert doc.counter_value("g/none") == 0
     assert doc.snapshot()["counters"] == {"g/hits": 3}
+
+
+def test_a_document_writes_as_its_writer_and_incarnation() -> None:
+    doc = SwarmDocument("edge-7")
+    assert (doc.writer_id, doc.client_id) == ("edge-7", client_id_for("edge-7"))
+    later = SwarmDocument("edge-7", incarnation=3)
+    assert later.client_id == client_id_for("edge-7", 3) != doc.client_id
+    assert SwarmDocument("edge-7", incarnation=3, client_id=1234).client_id == 1234
+    assert SwarmDocument("edge-7", client_id=1234).doc.client_id == 1234
+
+
+def test_refusals_say_what_was_wrong() -> None:
+    doc = SwarmDocument("edge-0")
+    with pytest.raises(InvalidKey, match=r"^counter delta must be an int, got 1\.5$"):
+        doc.counter_add("g/c", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey, match=r"^flag value must be a bool, got 1$"):
+        doc.flag_set("g/f", 1)  # type: ignore[arg-type]
+    with pytest.raises(MalformedUpdate, match=r"^update must be bytes, got str$"):
+        doc.apply_update("text")  # type: ignore[arg-type]
+    garbage = b"\xff" * 8
+    with pytest.raises(MalformedUpdate) as info:
+        doc.apply_update(garbage)
+    with pytest.raises(ValueError, match=r".") as yrs:
+        Doc().apply_update(garbage)
+    assert str(info.value) == str(yrs.value)  # Yrs' own words, passed on
+
+
+def test_entries_of_the_wrong_type_from_a_peer_are_ignored() -> None:
+    """A peer can write any value under any entry of a root map (they are plain maps):
+    a non-number in our own counter entry counts as 0, a non-bool flag as unset."""
+    ours = SwarmDocument("edge-0")
+    ours.counter_add("g/c", 5)
+    hostile = SwarmDocument("edge-9")
+    hostile.apply_update(ours.encode_update())
+    own_entry = schema.positive_entry(schema.writer_name(ours.client_id))
+    hostile.doc.get(schema.counter_root("g/c"), type=Map)[own_entry] = "junk"
+    hostile.doc.get(schema.FLAGS_ROOT, type=Map)["g/f"] = 1
+    ours.apply_update(hostile.encode_update(ours.state_vector()))
+    assert ours.counter_value("g/c") == 0  # the junk entry is ignored
+    assert ours.flag_get("g/f") is None
+    ours.counter_add("g/c", 2)  # from 0: the junk is overwritten, not added to
+    assert ours.counter_value("g/c") == 2
+    assert ours.snapshot()["counters"] == {"g/c": 2}
+    assert ours.snapshot()["flags"] == {}
 
 
 def test_concurrent_counter_adds_all_count() -> None:
@@ -99,6 +144,28 @@ def test_set_add_remove_and_readd() -> None:
     assert doc.set_items("g/seen") == {"r1", "r2"}
     doc.set_remove("g/seen", "missing")
     assert doc.snapshot()["sets"] == {"g/seen": ["r1", "r2"]}
+
+
+def test_a_remove_made_here_reaches_a_fresh_replica() -> None:
+    doc = SwarmDocument("edge-0")
+    doc.set_add("g/s", "x")
+    doc.set_add("g/s", "y")
+    doc.set_remove("g/s", "x")  # straight after the add, from what this document holds
+    replica = SwarmDocument("gw")
+    replica.apply_update(doc.encode_update())
+    assert replica.set_items("g/s") == doc.set_items("g/s") == {"y"}
+
+
+def test_adding_an_item_someone_else_added_is_an_add_of_ones_own() -> None:
+    a, b = SwarmDocument("edge-a"), SwarmDocument("edge-b")
+    a.set_add("g/s", "x")
+    exchange(a, b)
+    b.set_add("g/s", "x")  # already a member (a's add): b's own add still counts
+    c = SwarmDocument("edge-c")
+    c.apply_update(a.encode_update())  # c saw a's add only
+    c.set_remove("g/s", "x")  # ...so its remove cannot hide b's add
+    exchange(a, b, c)
+    assert a.set_items("g/s") == b.set_items("g/s") == c.set_items("g/s") == {"x"}
 
 
 def test_concurrent_add_wins_over_remove_that_did_not_see_it() -> None:
