@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,16 @@ MODULES: dict[str, list[str]] = {
 }
 """Module (under edgeswarm/) -> the test files that guard it."""
 
+EQUIVALENT: dict[str, str] = {}
+"""Survivors looked at and found equivalent (no test can tell them from the original),
+by mutant name, with the reason; docs/testing.md explains each class. Names hold while
+their function is unchanged; ``--report`` says which listed names no longer exist."""
+
+_SQL = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|BEGIN|COMMIT|ROLLBACK|CREATE|ALTER|DROP)\b",
+    re.IGNORECASE,
+)
+
 KILLED = {1, 3, 36, 24, -24, 152, 255, 37}
 """mutmut exit codes of a mutant some test caught (failed, errored or timed out)."""
 SURVIVED = {0}
@@ -65,11 +76,25 @@ class ModuleReport:
     seconds: float = 0.0
     timed_out: bool = False
     survivors: list[str] = field(default_factory=list)
+    equivalent: dict[str, str] = field(default_factory=dict)
+    """Survivors that are equivalent mutants, with the reason."""
 
     @property
     def killed_share(self) -> float | None:
+        """Killed among the mutants that are not equivalent, percent."""
+        tried = self.killed + self.survived - len(self.equivalent)
+        return round(100.0 * self.killed / tried, 1) if tried else None
+
+    @property
+    def raw_killed_share(self) -> float | None:
+        """Killed among all mutants tried (equivalent ones included), percent."""
         tried = self.killed + self.survived
         return round(100.0 * self.killed / tried, 1) if tried else None
+
+    @property
+    def to_look_at(self) -> list[str]:
+        """Survivors not known to be equivalent: each asks for a test (or a reason)."""
+        return [name for name in self.survivors if name not in self.equivalent]
 
 
 def _pyproject(module: str) -> str:
@@ -183,17 +208,43 @@ def collect(module: str, work: Path) -> ModuleReport:
     return report
 
 
-def write_survivors(report: ModuleReport, work: Path) -> Path:
-    """Every survivor's diff, as ``mutmut show`` prints it, into one file."""
+def sql_case_only(diff: str) -> bool:
+    """Whether a mutant only changed the letter case of an SQL statement (SQL keywords
+    and SQLite's identifiers and pragma values are case-insensitive)."""
+    removed = [
+        line[1:]
+        for line in diff.splitlines()
+        if line.startswith("-") and not line.startswith("---")
+    ]
+    added = [
+        line[1:]
+        for line in diff.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    return (
+        len(removed) == len(added) == 1
+        and removed[0] != added[0]
+        and removed[0].lower() == added[0].lower()
+        and _SQL.search(removed[0]) is not None
+    )
+
+
+def classify(report: ModuleReport, work: Path) -> None:
+    """Write every survivor's diff (as ``mutmut show`` prints it) to survivors.diff and
+    mark the equivalent ones: listed in EQUIVALENT, or an SQL statement's case changed."""
     mutmut = Path(sys.executable).with_name("mutmut")
     out = work / "survivors.diff"
     with out.open("w") as handle:
         for name in report.survivors:
             shown = subprocess.run(
                 [str(mutmut), "show", name], cwd=work, capture_output=True, text=True, timeout=120
-            )
-            handle.write(shown.stdout + "\n")
-    return out
+            ).stdout
+            reason = EQUIVALENT.get(name)
+            if reason is None and sql_case_only(shown):
+                reason = "SQL is case-insensitive"
+            if reason is not None:
+                report.equivalent[name] = reason
+            handle.write(f"{shown.rstrip()}\n# classification: {reason or 'LOOK AT IT'}\n\n")
 
 
 def main() -> int:
@@ -228,26 +279,43 @@ def main() -> int:
         report = collect(module, work)
         report.seconds, report.timed_out = round(seconds, 1), stopped
         if report.survivors:
-            write_survivors(report, work)
+            classify(report, work)
         reports.append(report)
     previous = {}
     report_file = SCRATCH / "report.json"
     if report_file.exists():
         previous = {r["module"]: r for r in json.loads(report_file.read_text())["modules"]}
+
+    def as_json(r: ModuleReport) -> dict[str, object]:
+        return asdict(r) | {
+            "killed_share": r.killed_share,
+            "raw_killed_share": r.raw_killed_share,
+            "to_look_at": r.to_look_at,
+        }
+
     for report in reports:
-        previous[report.module] = asdict(report) | {"killed_share": report.killed_share}
+        previous[report.module] = as_json(report)
     SCRATCH.mkdir(parents=True, exist_ok=True)
     report_file.write_text(json.dumps({"modules": list(previous.values())}, indent=2))
     if options.json:
-        print(json.dumps([asdict(r) | {"killed_share": r.killed_share} for r in reports]))
+        print(json.dumps([as_json(r) for r in reports]))
     else:
-        print(f"\n{'module':<26}{'mutants':>8}{'killed':>8}{'survived':>9}{'unchecked':>10}"
-              f"{'no tests':>9}{'killed %':>9}")  # fmt: skip
+        print(f"\n{'module':<26}{'mutants':>8}{'killed':>8}{'survived':>9}{'equiv.':>7}"
+              f"{'unchecked':>10}{'no tests':>9}{'killed %':>9}{'raw %':>7}")  # fmt: skip
         for r in reports:
             share = f"{r.killed_share:.1f}" if r.killed_share is not None else "-"
+            raw = f"{r.raw_killed_share:.1f}" if r.raw_killed_share is not None else "-"
             print(f"{r.module:<26}{r.mutants:>8}{r.killed:>8}{r.survived:>9}"
-                  f"{r.not_checked:>10}{r.no_tests:>9}{share:>9}")  # fmt: skip
-        print(f"\nsurvivors' diffs: {SCRATCH}/MODULE/survivors.diff; report: {report_file}")
+                  f"{len(r.equivalent):>7}{r.not_checked:>10}{r.no_tests:>9}{share:>9}"
+                  f"{raw:>7}")  # fmt: skip
+        print(
+            "\nkilled % = killed / (killed + survived - equivalent); raw % counts the "
+            f"equivalent ones as survivors.\nsurvivors' diffs, classified: "
+            f"{SCRATCH}/MODULE/survivors.diff; report: {report_file}"
+        )
+        stale = sorted(set(EQUIVALENT) - {n for r in reports for n in r.survivors})
+        if options.report and stale and len(reports) == len(MODULES):
+            print(f"EQUIVALENT names that are no survivors now: {', '.join(stale)}")
     short = [
         r for r in reports
         if r.killed_share is None or r.killed_share < options.goal or r.not_checked
