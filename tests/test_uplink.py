@@ -16,6 +16,7 @@ from edgeswarm.edge.spool import OverflowPolicy, Spool
 from edgeswarm.edge.uplink import Backoff, GatewayAddress, Uplink
 from edgeswarm.gateway import Gateway
 from edgeswarm.identity import KeyPair
+from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
 from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, Role, encode_payload
 
@@ -51,7 +52,13 @@ def make_uplink(
             features=features,
         ),
         key=key,
-        gateway=GatewayAddress(host="127.0.0.1", port=port, ca_file=ca, connect_timeout_s=3.0),
+        gateway=GatewayAddress(
+            host="127.0.0.1",
+            port=port,
+            ca_file=ca,
+            stack=quic.default_stack(),
+            connect_timeout_s=3.0,
+        ),
         spool=spool,
         backoff=Backoff(initial_s=0.05, max_s=0.2),
         seed=1,
