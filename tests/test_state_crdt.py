@@ -146,6 +146,19 @@ def test_set_add_remove_and_readd() -> None:
     assert doc.snapshot()["sets"] == {"g/seen": ["r1", "r2"]}
 
 
+def test_adding_a_member_one_added_already_says_nothing() -> None:
+    doc = SwarmDocument("edge-0")
+    batcher = UpdateBatcher(doc)
+    doc.set_add("g/s", "x")
+    assert batcher.flush() is not None
+    doc.set_add("g/s", "x")  # our own add of it is live: no write, no update
+    assert batcher.flush() is None
+    doc.set_remove("g/s", "x")
+    doc.set_add("g/s", "x")  # removed since: a new add
+    assert batcher.flush() is not None
+    assert doc.set_items("g/s") == {"x"}
+
+
 def test_a_remove_made_here_reaches_a_fresh_replica() -> None:
     doc = SwarmDocument("edge-0")
     doc.set_add("g/s", "x")
