@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import subprocess
@@ -471,9 +472,49 @@ async def test_the_wal_stays_bounded_when_the_checkpointer_never_runs(db_path: P
             await log.append("e", seq, seq, 8, payload)
         stats = log.stats
         assert stats.checkpoints == stats.wal_restarts >= 1  # all of them the writer's
+        assert stats.wal_restarts <= n // 20  # only when the WAL is past its limit
         assert db_path.with_name(db_path.name + "-wal").stat().st_size < 2 * limit
     with ObservationLog(db_path) as log:
         assert [r.seq for r in log.read("e")] == list(range(1, n + 1))
+
+
+async def test_a_callbacks_or_hooks_exception_is_logged_with_its_traceback(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = asyncio.Event()
+
+    def bad_callback(outcome: AppendResult | BaseException) -> None:
+        raise RuntimeError("callback bug")
+
+    def bad_hook() -> None:
+        done.set()
+        raise RuntimeError("hook bug")
+
+    with (
+        ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log,
+        caplog.at_level(logging.ERROR, logger="edgeswarm.gateway"),
+    ):
+        log.append_then("e", 1, 0, 1, b"p", bad_callback, bad_hook)
+        async with asyncio.timeout(10):
+            await done.wait()
+    records = [(r.name, r.getMessage(), str(r.exc_info[1])) for r in caplog.records if r.exc_info]
+    assert records == [
+        ("edgeswarm.gateway", "observation log callback failed", "callback bug"),
+        ("edgeswarm.gateway", "observation log hook failed", "hook bug"),
+    ]
+
+
+def test_open_errors_name_the_file_and_what_is_wrong(db_path: Path) -> None:
+    db_path.write_bytes(os.urandom(64 * 1024))
+    with pytest.raises(LogCorruptError) as corrupt:
+        ObservationLog(db_path)
+    assert str(corrupt.value) == f"{db_path}: not a usable observation log (file is not a database)"
+    nowhere = db_path.parent / "no" / "such" / "obs.sqlite"
+    with pytest.raises(LogOpenError) as info:
+        ObservationLog(nowhere)
+    assert type(info.value) is LogOpenError  # not "corrupt": the file is merely missing
+    assert info.value.path == nowhere
+    assert str(info.value) == f"{nowhere}: unable to open database file"
 
 
 def test_new_logs_use_rowid_table_4k_pages_and_schema_3(db_path: Path) -> None:
