@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from edgeswarm.state import SwarmDocument
 from edgeswarm.transport import quic
 from edgeswarm.wire import FEATURE_STATE, StateSyncRequest, StateUpdate, Welcome, encode_frame
 
-from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command
+from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command, free_udp_port
 from .raw_peer import RawPeer
 
 pytestmark = pytest.mark.integration
@@ -34,12 +33,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         env={**os.environ, "COLUMNS": "200"},
     )
-
-
-def dead_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def write_state(gateway: RunningGateway) -> None:
@@ -123,7 +116,7 @@ def test_status_and_state_print_tables(gateway: RunningGateway, admin_key: Path)
 def test_status_and_state_exit_2_with_one_line_when_they_cannot(
     gateway: RunningGateway, admin_key: Path, tmp_path: Path
 ) -> None:
-    port = dead_port()
+    port = free_udp_port()
     stranger = tmp_path / "stranger.key"
     KeyPair.generate().save(stranger)
     missing = tmp_path / "missing.key"

@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -20,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import RunningGateway, edgeswarm_command, start_gateway, stop_process
+from .conftest import (
+    RunningGateway,
+    edgeswarm_command,
+    free_udp_port,
+    start_gateway,
+    stop_process,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_edge(

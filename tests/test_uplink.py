@@ -5,7 +5,6 @@ earlier run."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,17 +19,12 @@ from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
 from edgeswarm.wire import FEATURE_ACK_THROUGH, PROTOCOL_VERSION, Hello, Role, encode_payload
 
+from .conftest import free_udp_port
 from .gateway_harness import batch, serving, wait_until
 
 pytestmark = pytest.mark.integration
 
 AGENTS = 10
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def make_uplink(
