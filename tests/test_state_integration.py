@@ -36,6 +36,7 @@ from edgeswarm.wire import (
 )
 
 from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command, start_gateway, stop_process
+from .gateway_harness import wait_until
 from .raw_peer import RawPeer
 from .wasm_fixtures import policy_wat
 
@@ -52,14 +53,6 @@ COUNTING = policy_wat(
     extra='(data (i32.const 2096) "fleet/steps")',
 )
 """Adds n (the agents it steps) to counter ``fleet/steps`` on every tick."""
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def state_of(gateway: RunningGateway) -> dict[str, Any]:
