@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -743,3 +745,240 @@ def test_writev_all_splits_at_iov_max(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.read_bytes() == b"".join(buffers)
+
+
+# ------------------------------------------------- what the survivors of mutation asked for
+
+
+async def test_reading_names_each_damage_and_holds_no_descriptor(db_path: Path) -> None:
+    payloads = [os.urandom(600) for _ in range(6)]
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1000) as log:
+        for seq, payload in enumerate(payloads, start=1):  # 2 records per segment
+            await log.append("e", seq, seq * 10, 3, payload)
+        list(log.read("e"))  # SQLite keeps one descriptor of the file for reuse: warm up
+        fds = len(os.listdir("/proc/self/fd"))
+        records = list(log.read("e"))
+        assert len(os.listdir("/proc/self/fd")) == fds  # every segment it opened, closed
+        assert [(r.edge_id, r.seq, r.tick, r.count) for r in records] == [
+            ("e", s, s * 10, 3) for s in range(1, 7)
+        ]
+        segments = db_path.with_name(db_path.name + "-segments")
+        (segments / "000000000002.seg").unlink()  # gone while the log is open
+        with pytest.raises(LogRecordCorrupt) as missing:
+            list(log.read("e"))
+        error = missing.value
+        assert (error.edge_id, error.seq, error.segment, error.offset) == ("e", 3, 2, 0)
+        assert error.path == segments / "000000000002.seg"
+        assert str(error).endswith(": segment file missing")
+        with (segments / "000000000003.seg").open("r+b") as f:
+            f.truncate(900)  # record 6 (offset 600) is cut to 300 bytes
+        with pytest.raises(LogRecordCorrupt) as short:
+            list(log.read("e", from_seq=5))
+        assert (short.value.seq, short.value.path) == (6, segments / "000000000003.seg")
+        assert str(short.value).endswith(": 300 of 600 bytes")
+
+
+async def test_a_damaged_payload_is_named_a_checksum_mismatch(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        await log.append("e", 1, 1, 1, b"abcdef")
+        segment = db_path.with_name(db_path.name + "-segments") / "000000000001.seg"
+        segment.write_bytes(b"abcdeX")
+        with pytest.raises(LogRecordCorrupt) as info:
+            list(log.read("e"))
+        assert info.value.path == segment
+        assert str(info.value).endswith(": checksum mismatch")
+
+
+async def test_read_starts_below_one_by_default_and_inline_rows_keep_their_fields(
+    db_path: Path,
+) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        for seq in (-3, 0, 1, 2):
+            await log.append("e", seq, seq + 100, 4, b"" if seq == 1 else b"p")
+        records = list(log.read("e"))
+    assert [r.seq for r in records] == [0, 1, 2]  # from_seq=0: seq 0 on, not below
+    [inline] = [r for r in records if r.seq == 1]  # an empty payload stays in the row
+    assert (inline.edge_id, inline.tick, inline.count, inline.payload) == ("e", 101, 4, b"")
+    assert inline.received_at == pytest.approx(time.time(), abs=60)
+
+
+async def test_a_key_another_connection_wrote_is_not_reported_as_ours(db_path: Path) -> None:
+    """INSERT OR IGNORE skips a key someone else wrote (a restore, a second writer); the
+    log tells, row by row, which of its group's rows it wrote itself."""
+    outcomes: list[AppendResult | BaseException] = []
+    done = threading.Event()
+
+    def on_done(outcome: AppendResult | BaseException) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 3:
+            done.set()
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        other = sqlite3.connect(db_path)
+        other.execute(
+            "INSERT INTO batches (edge_id, seq, tick, count, payload, received_at)"
+            " VALUES ('e', 2, 2, 1, x'6f74686572', 1.0)"
+        )
+        other.commit()
+        other.close()
+        with WriterPlug(log):
+            for seq in (1, 2, 3):  # one group; the log does not know about seq 2
+                log.submit(LogRecord("e", seq, seq, 1, b"mine", 0.0), on_done)
+        assert done.wait(10)
+        assert [(o.seq, o.applied) for o in outcomes if isinstance(o, AppendResult)] == [
+            (1, True),
+            (2, False),
+            (3, True),
+        ]
+        assert [r.payload for r in log.read("e")] == [b"mine", b"other", b"mine"]
+        assert log.edges()["e"].batches == 2  # what this log applied
+
+
+async def test_failed_groups_are_counted_one_by_one(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, busy_timeout_s=0.2) as log:
+        plug = WriterPlug(log).hold()  # its own record commits before the lock is taken
+        blocker = sqlite3.connect(db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            first = [log.append("e", s, 0, 1, b"pp") for s in (1, 2, 3)]
+            plug.release()  # 1, 2, 3: one group, failed
+            assert all(isinstance(r, LogWriteError) for r in await asyncio.gather(
+                *first, return_exceptions=True))  # fmt: skip
+            with WriterPlug(log):  # this plug's own group fails too: 1 record
+                second = [log.append("e", s, 0, 1, b"ppp") for s in (4, 5)]
+            outcomes = await asyncio.gather(*second, return_exceptions=True)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert all(isinstance(o, LogWriteError) for o in outcomes)
+        assert str(outcomes[0]).startswith(f"{db_path}: commit of 2 records failed: ")
+        stats = log.stats
+        assert (stats.failed_commits, stats.failed_records) == (3, 3 + 1 + 2)
+        assert (log.pending_records, log.pending_bytes) == (0, 0)
+
+
+async def test_a_commit_takes_no_longer_than_the_append_that_waited_for_it(
+    db_path: Path,
+) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.ALWAYS) as log:
+        started = time.perf_counter()
+        await log.append("e", 1, 0, 1, PAYLOAD)
+        waited = time.perf_counter() - started
+        assert 0 < log.stats.last_commit_latency_s <= waited
+
+
+async def test_the_checkpointer_is_woken_every_checkpoint_commits(db_path: Path) -> None:
+    with ObservationLog(
+        db_path, fsync=FsyncPolicy.OFF, checkpoint_commits=4, wal_limit_bytes=1 << 30
+    ) as log:
+        for seq in range(1, 13):
+            await log.append("e", seq, 0, 1, b"p")  # one group each
+            if seq % 4 == 0:
+                await asyncio.to_thread(_wait_for, lambda n=seq // 4: log.stats.checkpoints == n)
+    stats = log.stats  # closed: the checkpointer has stopped
+    assert (stats.checkpoints, stats.wal_restarts) == (3, 0)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+def test_the_checkpointer_runs_at_nice_19(db_path: Path) -> None:
+    if sys.platform != "linux":
+        pytest.skip("per-thread nice values are a Linux feature")
+    with ObservationLog(db_path):
+        [thread] = [t for t in threading.enumerate() if t.name.startswith("observation-log-ckpt")]
+        assert thread.native_id is not None
+        _wait_for(lambda: os.getpriority(os.PRIO_PROCESS, thread.native_id) == 19)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19
+
+
+async def test_in_memory_dedup_state_follows_gaps_as_they_fill(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        for seq in (1, 3, 5):
+            await log.append("e", seq, 0, 1, b"p")
+        assert log.high_water("e") == 1
+        await log.append("e", 2, 0, 1, b"p")
+        assert log.high_water("e") == 3
+        assert not (await log.append("e", 5, 0, 1, b"again")).applied
+        await log.append("e", 4, 0, 1, b"p")
+        assert log.high_water("e") == 5
+        assert log.edges()["e"] == EdgeAggregate("e", 5, 5, 5, 5, 5)
+
+
+async def test_closed_and_full_logs_say_which_file(db_path: Path) -> None:
+    log = ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_pending_bytes=10)
+    with WriterPlug(log):
+        log.append("e", 1, 0, 1, b"x" * 8)
+        with pytest.raises(LogOverloaded) as full:
+            log.append("e", 2, 0, 1, b"y" * 3)
+    assert str(full.value) == f"{db_path}: 8 bytes pending, limit 10"
+    log.close()
+    with pytest.raises(LogClosed) as closed:
+        log.append("e", 3, 0, 1, b"z")
+    assert str(closed.value) == f"{db_path}: log is closed"
+
+
+def test_a_failed_upgrade_changes_nothing(db_path: Path) -> None:
+    """A version-2 file that already has one of the new columns: the upgrade's ALTER
+    fails, the transaction is rolled back and the file keeps its version."""
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE batches (edge_id TEXT NOT NULL, seq INTEGER NOT NULL, tick INTEGER NOT"
+        " NULL, count INTEGER NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL,"
+        " offset INTEGER, PRIMARY KEY (edge_id, seq))"
+    )
+    db.execute("PRAGMA user_version=2")
+    db.close()
+    with pytest.raises(LogOpenError, match="duplicate column name: offset"):
+        ObservationLog(db_path)
+    db = sqlite3.connect(db_path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        columns = [r[1] for r in db.execute("PRAGMA table_info(batches)")]
+        assert "segment" not in columns  # the ALTER before the failing one was undone
+    finally:
+        db.close()
+
+
+def test_a_callback_of_submit_that_raises_is_logged_and_the_writer_goes_on(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = threading.Event()
+
+    def bad(outcome: AppendResult | BaseException) -> None:
+        raise RuntimeError("submitter bug")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="edgeswarm.gateway"),
+        ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log,
+    ):
+        log.submit(LogRecord("e", 1, 0, 1, b"p", 0.0), bad)
+        log.submit(LogRecord("e", 2, 0, 1, b"p", 0.0), lambda outcome: done.set())
+        assert done.wait(10)
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert (record.name, record.getMessage()) == (
+        "edgeswarm.gateway",
+        "observation log callback failed",
+    )
+    assert str(record.exc_info[1]) == "submitter bug"  # type: ignore[index]
+
+
+def test_records_whose_event_loop_has_closed_are_still_committed(db_path: Path) -> None:
+    outcomes: list[AppendResult | BaseException] = []
+
+    async def queue_and_leave(log: ObservationLog) -> None:
+        log.append_then("e", 1, 0, 1, b"p", outcomes.append)
+
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        with WriterPlug(log):
+            asyncio.run(queue_and_leave(log))  # this loop is closed before the commit
+        done = threading.Event()
+        log.submit(LogRecord("e", 2, 0, 1, b"p", 0.0), lambda outcome: done.set())
+        assert done.wait(10)  # the writer got past the closed loop
+        assert log.high_water("e") == 2
+    assert outcomes == []  # nobody was left to tell
