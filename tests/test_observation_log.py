@@ -982,3 +982,78 @@ def test_records_whose_event_loop_has_closed_are_still_committed(db_path: Path) 
         assert done.wait(10)  # the writer got past the closed loop
         assert log.high_water("e") == 2
     assert outcomes == []  # nobody was left to tell
+
+
+def test_settings_are_checked_and_defaults_are_the_documented_ones(db_path: Path) -> None:
+    with ObservationLog(db_path) as log:
+        assert (log.max_group_records, log.max_group_bytes) == (1024, 16 << 20)
+        assert (log.checkpoint_commits, log.wal_limit_bytes) == (512, 64 << 20)
+        assert log.max_pending_bytes == 256 << 20
+    ones = {
+        "max_group_records": 1, "max_group_bytes": 1, "segment_bytes": 1,
+        "checkpoint_commits": 1, "wal_limit_bytes": 1,
+    }  # fmt: skip
+    ObservationLog(db_path, **ones).close()  # 1 is allowed everywhere
+    for name in ("max_group_records", "max_group_bytes"):
+        with pytest.raises(ValueError, match=r"^max_group_records and max_group_bytes must"):
+            ObservationLog(db_path, **{**ones, name: 0})  # type: ignore[arg-type]
+    for name in ("segment_bytes", "checkpoint_commits", "wal_limit_bytes"):
+        with pytest.raises(ValueError, match=r"^segment_bytes, checkpoint_commits and wal_limit"):
+            ObservationLog(db_path, **{**ones, name: 0})  # type: ignore[arg-type]
+
+
+async def test_a_group_fills_max_group_bytes_exactly(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, max_group_bytes=3000) as log:
+        with WriterPlug(log):
+            futures = [log.append("e", s, 0, 1, PAYLOAD) for s in range(1, 10)]
+        await asyncio.gather(*futures)
+        stats = log.stats
+    assert stats.max_group_records == 3  # 3 x 1000 bytes fit in 3000, a 4th does not
+    assert stats.commits == 1 + 3  # the plug's group, then 3 groups of 3
+
+
+async def test_recovery_reports_what_it_lost_and_dropped(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    payloads = [os.urandom(1) for _ in range(4)]
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1) as log:
+        for seq, payload in enumerate(payloads, start=1):  # one 1-byte segment each
+            await log.append("e", seq, seq, 1, payload)
+    segments = db_path.with_name(db_path.name + "-segments")
+    (segments / "000000000002.seg").unlink()
+    (segments / "000000000003.seg").unlink()
+    with (segments / "000000000004.seg").open("ab") as f:
+        f.write(b"uncommitted")
+    with caplog.at_level(logging.INFO, logger="edgeswarm.gateway"):
+        log = ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1)
+    with log:
+        assert log.stats.lost_on_open == 2  # both missing segments, counted together
+        assert [r.seq for r in log.read("e")] == [1, 4]
+    [lost] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert (lost.name, lost.getMessage()) == (
+        "edgeswarm.gateway",
+        "observation log records lost: their segment bytes are missing",
+    )
+    assert (lost.lost, lost.segments, lost.path) == (2, [2, 3], str(db_path))  # type: ignore[attr-defined]
+    [dropped] = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert dropped.getMessage() == "observation log dropped uncommitted segment bytes"
+    assert (dropped.bytes, dropped.path) == (11, str(db_path))  # type: ignore[attr-defined]
+
+
+def test_an_empty_log_drops_segment_bytes_no_row_points_at(db_path: Path) -> None:
+    ObservationLog(db_path).close()
+    segments = db_path.with_name(db_path.name + "-segments")
+    (segments / "000000000001.seg").write_bytes(b"a crashed first group")
+    with ObservationLog(db_path) as log:
+        assert log.count() == 0
+        assert list(segments.iterdir()) == []
+
+
+async def test_a_clean_reopen_logs_no_warning(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1000) as log:
+        await asyncio.gather(*(log.append("e", s, s, 1, PAYLOAD) for s in range(1, 6)))
+    with caplog.at_level(logging.INFO, logger="edgeswarm.gateway"):
+        ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1000).close()
+    assert [r.getMessage() for r in caplog.records] == []
