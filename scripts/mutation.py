@@ -52,6 +52,9 @@ _PAGES = "memory limits are whole Wasm pages, so limit // 16 == limit / 16"
 _FAST = "only decides whether an array takes the no-copy path; both give the same map"
 _CAST = "a memoryview cast to 'b' or 'B' packs as the same msgpack bin"
 _GUARDED = "unreachable: array_shape checked everything np.frombuffer could refuse"
+_SPOOL = "edgeswarm.edge.spool.xǁSpoolǁ"
+_CLOSE = "closing twice is harmless whether or not close() remembers it was closed"
+_ERRCODE = "the default is never used: every sqlite3.Error raised here carries sqlite_errorcode"
 _DOC = "edgeswarm.state.document.xǁSwarmDocumentǁ"
 _SESSION = "edgeswarm.wire.session.xǁSessionǁ"
 EQUIVALENT: dict[str, str] = {
@@ -95,6 +98,22 @@ EQUIVALENT: dict[str, str] = {
     "edgeswarm.wire.codec.x_encode_payload__mutmut_15": "use_bin_type=True is msgpack's default",
     "edgeswarm.wire.codec.x__view__mutmut_10": _GUARDED,
     "edgeswarm.wire.codec.x__view__mutmut_11": _GUARDED,
+    f"{_SPOOL}__init____mutmut_55": "None and False are both false",
+    f"{_SPOOL}close__mutmut_2": _CLOSE,
+    f"{_SPOOL}close__mutmut_3": _CLOSE,
+    f"{_SPOOL}__init____mutmut_58": (
+        "the first drop is logged whenever the monotonic clock is past 2 s (always, in practice)"
+    ),
+    f"{_SPOOL}_open__mutmut_4": (
+        "every write is bracketed by an explicit BEGIN IMMEDIATE / COMMIT: the sqlite3 "
+        "module's implicit transactions never start"
+    ),
+    **{f"{_SPOOL}_open__mutmut_{n}": _ERRCODE for n in (63, 66, 69)},
+    f"{_SPOOL}append__mutmut_22": "an overflow of 0 drops nothing either way",
+    f"{_SPOOL}append__mutmut_82": (
+        "the last dropped seq is held, so never in the unflushed ACKs: > and >= agree"
+    ),
+    f"{_SPOOL}pending__mutmut_13": "SQLite reads any negative LIMIT as no limit",
     "edgeswarm.wire.codec.x__encode_fields__mutmut_226": (
         "unreachable: every frame type has its case (pragma: no cover)"
     ),

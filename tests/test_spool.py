@@ -200,6 +200,28 @@ def test_acks_are_deleted_every_64_by_default(path: Path) -> None:
             assert [s for s, _ in other.pending()] == [65, 66, 67, 68, 69]
 
 
+def test_one_byte_over_drops_and_one_drop_forgets_the_acks_below_it(path: Path) -> None:
+    with Spool(path, max_bytes=100, overflow="drop_oldest", ack_flush_every=100) as spool:
+        spool.append(1, b"x" * 60)
+        spool.append(2, b"x" * 40)
+        assert spool.ack(2)  # unflushed: its row is still there
+        spool.append(3, b"y" * 40)
+        assert spool.append(4, b"z" * 1) == (1,)  # 1 byte over the bound: the oldest goes
+        assert spool.bytes == 41
+        spool.flush()
+    with Spool(path) as spool:
+        assert [s for s, _ in spool.pending()] == [3, 4]
+
+
+def test_ack_through_deletes_at_exactly_ack_flush_every(path: Path) -> None:
+    with Spool(path, ack_flush_every=4) as spool:
+        for seq in range(1, 7):
+            spool.append(seq, b"p")
+        assert spool.ack_through(4) == 4  # the 4th ACK: the rows go now
+        with Spool(path) as other:
+            assert [s for s, _ in other.pending()] == [5, 6]
+
+
 def test_drops_add_up_and_unflushed_acks_below_a_drop_are_forgotten(path: Path) -> None:
     with Spool(path, max_bytes=50, overflow="drop_oldest", ack_flush_every=100) as spool:
         for seq in range(1, 6):

@@ -238,6 +238,7 @@ def test_server_closes_session_that_exceeds_credit() -> None:
     violation = next(e for e in got if isinstance(e, ProtocolViolation))
     assert violation.error.error_code is ErrorCode.NO_CREDIT
     assert violation.error.seq == 9
+    assert str(violation.error) == "batch beyond credit: 8 granted in this session"
     assert server.closed
 
 
@@ -695,3 +696,21 @@ def test_local_misuse_is_named() -> None:
     admin.close()
     with pytest.raises(LocalProtocolError, match=r"^the session is closed$"):
         admin.send(Bye(code=0, reason=""))
+
+
+def test_welcome_may_not_grant_a_feature_the_client_did_not_ask_for() -> None:
+    client, server = pair()
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+    roundtrip(client, server)
+    server.challenge(CHALLENGE)
+    roundtrip(client, server)
+    client.authenticate(AUTH)
+    roundtrip(client, server)
+    events(server)
+    with pytest.raises(
+        LocalProtocolError, match=r"^WELCOME may only name features the client's HELLO named$"
+    ):
+        server.accept(
+            Welcome(version=2, session_id="s", gateway_id="g", max_frame_bytes=1 << 20,
+                    max_batch_agents=10, features=("state",))
+        )  # fmt: skip
