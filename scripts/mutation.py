@@ -52,6 +52,13 @@ _PAGES = "memory limits are whole Wasm pages, so limit // 16 == limit / 16"
 _FAST = "only decides whether an array takes the no-copy path; both give the same map"
 _CAST = "a memoryview cast to 'b' or 'B' packs as the same msgpack bin"
 _GUARDED = "unreachable: array_shape checked everything np.frombuffer could refuse"
+_LOG = "edgeswarm.gateway.observation_log.xǁObservationLogǁ"
+_FALSY = "None and False are both false"
+_WAL_BACKUP = (
+    "the checkpointer's own WAL-full detection: the writer's check of the -wal file's "
+    "size restarts the WAL anyway; only who restarts it changes"
+)
+_UNUSED = "the value is never read on any path that reaches this line"
 _SPOOL = "edgeswarm.edge.spool.xǁSpoolǁ"
 _CLOSE = "closing twice is harmless whether or not close() remembers it was closed"
 _ERRCODE = "the default is never used: every sqlite3.Error raised here carries sqlite_errorcode"
@@ -114,6 +121,59 @@ EQUIVALENT: dict[str, str] = {
         "the last dropped seq is held, so never in the unflushed ACKs: > and >= agree"
     ),
     f"{_SPOOL}pending__mutmut_13": "SQLite reads any negative LIMIT as no limit",
+    "edgeswarm.gateway.observation_log.x__lower_thread_priority__mutmut_4": (
+        "lowering one's own priority never fails on Linux: the suppress never catches"
+    ),
+    "edgeswarm.gateway.observation_log.x_checksum__mutmut_9": (
+        "differs only for a payload whose XXH3-64 is exactly 2**63: no test can find one"
+    ),
+    **{f"{_LOG}__init____mutmut_{n}": _FALSY for n in (49, 56, 58)},
+    f"{_LOG}_restart_wal__mutmut_1": _FALSY,
+    f"{_LOG}_run_writer__mutmut_2": _FALSY,
+    **{f"{_LOG}_run_checkpointer__mutmut_{n}": _WAL_BACKUP for n in (3, 7, 8, 9, 10, 11)},
+    f"{_LOG}_wal_file_bytes__mutmut_1": "1 is never above wal_limit_bytes (>= 1)",
+    f"{_LOG}_recover_segments__mutmut_11": "-1 and -2 are both below every end (>= 1)",
+    **{
+        f"{_LOG}_recover_segments__mutmut_{n}": (
+            "newest is a key of ends unless it is 0, and resume() ignores the end of segment 0"
+        )
+        for n in (77, 79, 80)
+    },
+    f"{_LOG}_report__mutmut_18": "loop and on_loop are always set together (append_then)",
+    f"{_LOG}_report__mutmut_32": "only the keys of the after-group dict are used",
+    **{f"{_LOG}_write_group__mutmut_{n}": _UNUSED for n in (25, 26, 27)},
+    f"{_LOG}_write_group__mutmut_42": "an empty insert commits an empty transaction: same result",
+    f"{_LOG}close__mutmut_4": "the writer stops at anything that is not an entry",
+    **{f"{_LOG}read__mutmut_{n}": "this SQLite is built with URI filenames on" for n in (4, 6, 7)},
+    f"{_LOG}read__mutmut_37": "re-opening the segment for every record only costs time",
+    **{
+        f"{_LOG}{name}": (
+            "every write is bracketed by an explicit BEGIN IMMEDIATE / COMMIT, and a PASSIVE"
+            " checkpoint never waits for a lock"
+        )
+        for name in ("__init____mutmut_94", "__init____mutmut_95", "_open__mutmut_7")
+    },
+    f"{_LOG}_open_error__mutmut_6": (
+        "the default is never used: every sqlite3.Error raised here carries sqlite_errorcode"
+    ),
+    "edgeswarm.gateway.observation_log.xǁ_EdgeStateǁadd__mutmut_25": (
+        "a seq absorbed below the high-water mark is answered by holds() either way; "
+        "only memory differs"
+    ),
+    "edgeswarm.gateway.observation_log.xǁ_EdgeStateǁadd__mutmut_26": (
+        "seq == high_water + 1 was handled by the branch before"
+    ),
+    **{
+        f"edgeswarm.gateway.observation_log.xǁ_EdgeStateǁadd__mutmut_{n}": (
+            "only applied records reach add(), and seq 1 is applied only when it raises the "
+            "high-water mark (the first branch)"
+        )
+        for n in (30, 31)
+    },
+    f"{_LOG}_load_aggregates__mutmut_53": (
+        "also putting seqs at and below the high-water mark into 'above' changes no answer"
+    ),
+    f"{_LOG}_load_aggregates__mutmut_59": "seq 1 is never above a high-water mark of 1 or more",
     "edgeswarm.wire.codec.x__encode_fields__mutmut_226": (
         "unreachable: every frame type has its case (pragma: no cover)"
     ),
@@ -123,9 +183,10 @@ by mutant name, with the reason; docs/testing.md explains each class. Names hold
 their function is unchanged; ``--report`` says which listed names no longer exist."""
 
 _SQL = re.compile(
-    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|BEGIN|COMMIT|ROLLBACK|CREATE|ALTER|DROP)\b",
-    re.IGNORECASE,
+    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|BEGIN|COMMIT|ROLLBACK|CREATE|ALTER|DROP"
+    r"|FROM|WHERE|AND|GROUP BY|ORDER BY|IS NOT NULL|IS)\b"
 )
+"""SQL as this code base writes it: keywords in capitals (English messages have none)."""
 
 KILLED = {1, 3, 36, 24, -24, 152, 255, 37}
 """mutmut exit codes of a mutant some test caught (failed, errored or timed out)."""

@@ -243,6 +243,9 @@ def test_two_edges_with_the_same_seq_in_one_group_are_both_applied(db_path: Path
             "b": 2,
             "c": 1,
         }
+    # the repeats' payloads were never written: the segment holds each payload once
+    segment = _segment_sizes(db_path)["000000000001.seg"]
+    assert segment == len(b"plug") + sum(len(p) for p in (b"a1", b"b1", b"a2", b"b2", b"c2"))
     assert _rows(db_path) == {
         (plug.edge_id, 1),
         ("a", 1),
@@ -289,8 +292,11 @@ async def test_write_failure_fails_every_waiter_of_the_group(db_path: Path) -> N
         blocker = sqlite3.connect(db_path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         try:
+            started = time.monotonic()
             futures = [log.append("e", s, 0, 1, b"p") for s in range(2, 12)]
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
+            # a commit waits busy_timeout_s for the lock (per group), not SQLite's 5 s default
+            assert time.monotonic() - started < 4.0
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -823,7 +829,7 @@ async def test_a_key_another_connection_wrote_is_not_reported_as_ours(db_path: P
         other.close()
         with WriterPlug(log):
             for seq in (1, 2, 3):  # one group; the log does not know about seq 2
-                log.submit(LogRecord("e", seq, seq, 1, b"mine", 0.0), on_done)
+                log.submit(LogRecord("e", seq, seq * 10, 1, b"mine", 0.0), on_done)
         assert done.wait(10)
         assert [(o.seq, o.applied) for o in outcomes if isinstance(o, AppendResult)] == [
             (1, True),
@@ -1057,3 +1063,98 @@ async def test_a_clean_reopen_logs_no_warning(
     with caplog.at_level(logging.INFO, logger="edgeswarm.gateway"):
         ObservationLog(db_path, fsync=FsyncPolicy.OFF, segment_bytes=1000).close()
     assert [r.getMessage() for r in caplog.records] == []
+
+
+def test_a_log_left_open_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """Its threads are daemons: a gateway that dies without close() still exits."""
+    code = (
+        "import sys, threading; from edgeswarm.gateway.observation_log import ObservationLog;"
+        "log = ObservationLog(sys.argv[1]);"
+        "print(sorted(t.name for t in threading.enumerate() if t.daemon))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "obs.sqlite")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == str(
+        ["observation-log-ckpt:obs.sqlite", "observation-log:obs.sqlite"]
+    )
+
+
+def test_open_refusals_name_the_file(db_path: Path) -> None:
+    with ObservationLog(db_path), pytest.raises(LogOpenError) as busy:
+        ObservationLog(db_path)
+    assert str(busy.value) == f"{db_path}: in use by another ObservationLog"
+    assert busy.value.path == db_path
+    blocked = db_path.with_name("other.sqlite")
+    blocked.with_name("other.sqlite-segments").write_text("a file, not a directory")
+    with pytest.raises(LogOpenError) as segments:
+        ObservationLog(blocked)
+    assert segments.value.path == blocked
+    assert str(segments.value).startswith(f"{blocked}: segment directory: ")
+
+
+@pytest.mark.parametrize(
+    ("statements", "problem"),
+    [
+        (["CREATE TABLE x (a)", "PRAGMA user_version=3"],
+         "foreign schema (user_version=3, tables=['x'])"),
+        (["CREATE TABLE batches (edge_id, seq)", "PRAGMA user_version=3"],
+         "foreign schema (batches['edge_id', 'seq'])"),
+    ],
+)  # fmt: skip
+def test_a_foreign_schema_is_named(db_path: Path, statements: list[str], problem: str) -> None:
+    db = sqlite3.connect(db_path)
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    with pytest.raises(LogCorruptError) as info:
+        ObservationLog(db_path)
+    assert info.value.path == db_path
+    assert str(info.value) == f"{db_path}: {problem}"
+
+
+async def test_a_failed_insert_rolls_back_and_the_next_group_commits(db_path: Path) -> None:
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        await log.append("e", 1, 0, 1, b"a")
+        db = sqlite3.connect(db_path)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON batches WHEN NEW.seq = 3"
+            " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+        )
+        db.commit()
+        db.close()
+        with WriterPlug(log) as plug:
+            futures = [log.append("e", s, 0, 1, b"p") for s in (2, 3)]  # one group
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(o, LogWriteError) for o in outcomes)
+        assert "disk trouble" in str(outcomes[0])
+        assert (await log.append("e", 2, 0, 1, b"p")).applied  # no transaction left open
+        assert log.high_water("e") == 2
+    assert _rows(db_path) == {("e", 1), ("e", 2), (plug.edge_id, 1)}
+
+
+async def test_a_failed_recovery_changes_nothing(db_path: Path) -> None:
+    payloads = [os.urandom(100) for _ in range(3)]
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        await asyncio.gather(*(log.append("e", s, s, 1, p) for s, p in enumerate(payloads, 1)))
+    segment = db_path.with_name(db_path.name + "-segments") / "000000000001.seg"
+    with segment.open("r+b") as f:
+        f.truncate(150)  # seq 2 cut, seq 3 gone: their rows must be dropped
+    db = sqlite3.connect(db_path)
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE DELETE ON batches BEGIN SELECT RAISE(ABORT, 'no'); END"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(LogOpenError, match=r"no$"):
+        ObservationLog(db_path)
+    assert _rows(db_path) == {("e", 1), ("e", 2), ("e", 3)}  # rolled back
+    db = sqlite3.connect(db_path)
+    db.execute("DROP TRIGGER refuse")
+    db.commit()
+    db.close()
+    with ObservationLog(db_path) as log:
+        assert log.stats.lost_on_open == 2
+        assert [r.payload for r in log.read("e")] == payloads[:1]
