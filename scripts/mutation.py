@@ -103,6 +103,15 @@ EQUIVALENT: dict[str, str] = {
     "edgeswarm.wire.codec.x__wire_array__mutmut_18": _CAST,
     "edgeswarm.wire.codec.x_encode_array__mutmut_25": _CAST,
     "edgeswarm.wire.codec.x_encode_payload__mutmut_15": "use_bin_type=True is msgpack's default",
+    **{
+        f"edgeswarm.wire.codec.x_unpack_payload__mutmut_{n}": (
+            "msgpack's default (raw=False, strict_map_key=True, use_list=True)"
+        )
+        for n in (3, 12, 13, 14)
+    },
+    "edgeswarm.wire.codec.x_unpack_payload__mutmut_16": (
+        "a bin can never be longer than the payload that holds it"
+    ),
     "edgeswarm.wire.codec.x__view__mutmut_10": _GUARDED,
     "edgeswarm.wire.codec.x__view__mutmut_11": _GUARDED,
     f"{_SPOOL}__init____mutmut_55": "None and False are both false",

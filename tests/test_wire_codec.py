@@ -810,3 +810,63 @@ def test_prefix_limits_and_strided_arrays() -> None:
     np.testing.assert_array_equal(
         decode_array({**wire, "data": bytes(wire["data"])}, dtype="<u4", ndim=1), strided
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (payload([1, 2]), MalformedFrame, "payload is a list, not a map"),
+        (b"\xc1", MalformedFrame, "payload is not valid msgpack: FormatError"),
+        (payload({1: 2}), MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({"t": "4"}), MalformedFrame, "missing or non-integer frame type 't'"),
+        (payload({"t": 99}), UnknownFrameType, "unknown frame type 99"),
+        # the unpacker's limits refuse before any field is looked at
+        (payload({"t": int(FrameType.ERROR), "code": 1, "message": "m" * ((1 << 20) + 1)}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({**HELLO_MAP, "features": [1] * 65537}), MalformedFrame,
+         "payload is not valid msgpack: ValueError"),
+        (payload({"t": int(FrameType.ACK), "seq": 1, "accepted": 1,
+                  **{f"k{i}": 0 for i in range(300)}}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({"t": int(FrameType.ACK), "seq": msgpack.ExtType(1, b"x"), "accepted": 1}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+    ],
+)  # fmt: skip
+def test_what_is_wrong_with_a_payload_is_said_exactly(
+    raw: bytes, error: type[RemoteProtocolError], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        decode_payload(raw)
+    assert str(info.value) == message
+
+
+def test_encoding_a_batch_names_the_array_that_cannot_travel() -> None:
+    def batch(**arrays: Any) -> ObservationBatch:
+        fields = {
+            "agent_ids": np.arange(3, dtype=np.uint32),
+            "observations": np.ones((3, 2), np.float32),
+            "rewards": np.ones(3, np.float32),
+        }
+        return ObservationBatch(seq=1, tick=1, **{**fields, **arrays})
+
+    cases = [
+        (batch(agent_ids=np.zeros((3, 1), np.uint32)), "agent_ids must have 1 dimensions, has 2"),
+        (batch(observations=np.ones((3, 2), np.complex64)), "observations must be <f4, is <c8"),
+        (batch(rewards=np.ones((3, 1), np.float32)), "rewards must have 1 dimensions, has 2"),
+        (
+            batch(observations=np.ones((2, 2), np.float32)),
+            "observations has 2 rows, agent_ids has 3",
+        ),
+    ]
+    for frame, message in cases:
+        with pytest.raises(LocalProtocolError) as info:
+            encode_payload(frame)
+        assert str(info.value) == message
+
+
+def test_a_frame_reader_names_the_oversized_frame() -> None:
+    reader = FrameReader(max_frame_bytes=10)
+    reader.feed(struct.pack(">I", 11))
+    with pytest.raises(FrameTooLarge) as info:
+        reader.next_payload()
+    assert str(info.value) == "frame of 11 bytes announced, at most 10 allowed"
