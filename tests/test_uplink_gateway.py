@@ -74,7 +74,7 @@ async def delivering(uplink: Uplink) -> AsyncIterator[Uplink]:
 
 async def submit(uplink: Uplink, count: int) -> None:
     for _ in range(count):
-        await uplink.submit(lambda seq: batch(seq, AGENTS))
+        await uplink.submit([lambda seq: batch(seq, AGENTS)])  # a group of one each
 
 
 def enroll(gateway: Gateway, key: KeyPair) -> None:
