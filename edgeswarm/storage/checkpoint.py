@@ -55,7 +55,9 @@ class Checkpointer:
         busy_timeout_s: float,
         wal_limit_bytes: int,
         page_size: int,
+        thread_name: str = "checkpoint",
     ) -> None:
+        """``thread_name``: the thread is called ``<thread_name>:<file name>`` (for operators)."""
         self.path = path
         """The database file."""
         self._wal_path = path.with_name(path.name + "-wal")
@@ -83,7 +85,7 @@ class Checkpointer:
         self.failed = 0
         """Checkpoints that raised (the WAL keeps the data; the next one retries)."""
         self._thread = threading.Thread(
-            target=self._run, name=f"checkpoint:{path.name}", daemon=True
+            target=self._run, name=f"{thread_name}:{path.name}", daemon=True
         )
 
     def start(self) -> None:

@@ -193,6 +193,7 @@ class ObservationLog(Resource):
                 busy_timeout_s=busy_timeout_s,
                 wal_limit_bytes=wal_limit_bytes,
                 page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                thread_name="observation-log-ckpt",
             )
         except BaseException as exc:
             self._segments.close()
