@@ -199,8 +199,10 @@ def test_limits_hold_at_their_boundaries(path: Path) -> None:
         assert spool.append(4, b"w" * 40) == (2,)  # 40 over: dropping exactly 40 is enough
         assert [s for s, _ in spool.pending()] == [3, 4]
     assert Spool(path.with_name("one.sqlite"), max_bytes=1).max_bytes == 1
-    for bad in ({"max_bytes": 0}, {"ack_flush_every": 0}):
-        with pytest.raises(ValueError, match=r"^max_bytes and ack_flush_every must be >= 1$"):
+    for bad in ({"max_bytes": 0}, {"ack_flush_every": 0}, {"segment_bytes": 0}):
+        with pytest.raises(
+            ValueError, match=r"^max_bytes, ack_flush_every and segment_bytes must be >= 1$"
+        ):
             Spool(path, **bad)  # type: ignore[arg-type]
 
 
@@ -210,10 +212,10 @@ def test_acks_are_deleted_every_64_by_default(path: Path) -> None:
         for seq in range(1, 70):
             spool.append(seq, b"p")
         assert spool.ack_through(63) == 63
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert len(other) == 69  # 63 ACKs kept in memory only
         assert spool.ack(64)  # the 64th: all 64 rows go in one transaction
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert [s for s, _ in other.pending()] == [65, 66, 67, 68, 69]
 
 
@@ -235,7 +237,7 @@ def test_ack_through_deletes_at_exactly_ack_flush_every(path: Path) -> None:
         for seq in range(1, 7):
             spool.append(seq, b"p")
         assert spool.ack_through(4) == 4  # the 4th ACK: the rows go now
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert [s for s, _ in other.pending()] == [5, 6]
 
 

@@ -214,18 +214,22 @@ async def _through_relay(
             stack="qh3",
             settings=settings,
         ) as link:
-            sent = 0
+            link.send(b"y" * 100_000)
+            sent = 100_000
+            async with asyncio.timeout(20):
+                while not served:
+                    await asyncio.sleep(0.01)
             while sent < nbytes or (
                 settle_above is not None
                 and not relay.settled_above(settle_above)
                 and sent < 10 * nbytes
             ):
+                # qh3 probes a larger size when the connection has nothing else to send:
+                # each 100 kB goes once the last one has arrived (also when tracing slows
+                # this loop down)
+                await served[0].wait_for(sent, 30)
                 link.send(b"y" * 100_000)
                 sent += 100_000
-                await asyncio.sleep(0.01)
-            async with asyncio.timeout(20):
-                while not served:
-                    await asyncio.sleep(0.01)
             await served[0].wait_for(sent, 30)
     finally:
         transport.close()
