@@ -20,8 +20,12 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
     │   └── ConnectTimeoutError         (also a TimeoutError)
     ├── CertificateFileError            edgeswarm.transport.api
+    ├── ListenError                     edgeswarm.transport.api (also an OSError)
+    ├── MetricsEndpointError            edgeswarm.telemetry.endpoint
     ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
+    ├── AuthRefusedError                edgeswarm.client.session: refused for good
     ├── KeyFileError                    edgeswarm.identity.keys
+    ├── DirectoryInUse                  edgeswarm.storage.lock: another process holds it
     ├── StateError                      edgeswarm.state.errors: error_code as well
     │   ├── RemoteStateError
     │   │   ├── MalformedUpdate

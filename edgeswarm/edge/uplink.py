@@ -20,7 +20,11 @@ refuses for good (ERROR with its ``seq``, ``wire.BATCH_REFUSED_CODES``) is
 quarantined by the spool (counted, logged, never sent again) and delivery
 goes on. A spool that cannot be read or written any more is a
 :class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised,
-and the edge stops.
+and the edge stops. A refusal that retrying cannot change (unknown or revoked
+key, bad token: :class:`~edgeswarm.client.session.AuthRefusedError`) is
+logged once and raised too: the edge stops instead of spooling for nobody.
+The backoff's jitter comes from the OS's entropy, so edges that share a
+``--seed`` do not retry in lockstep.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import GatewayClient, SessionEndedError
+from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import (
@@ -50,6 +54,7 @@ from edgeswarm.wire import (
     ObservationBatch,
     RemoteProtocolError,
     Welcome,
+    code_name,
     decode_payload,
     encode_payload,
 )
@@ -84,6 +89,8 @@ class UplinkCounters:
     quarantined_observations: int = 0
     seq_epochs_started: int = 0
     """Times the spool had to start a new sequence epoch (another sender used its numbers)."""
+    retries: int = 0
+    """Connection attempts and sessions that failed, each followed by a backoff."""
 
 
 class Uplink:
@@ -98,9 +105,9 @@ class Uplink:
         spool: Spool,
         backoff: Backoff | None = None,
         ack_timeout_s: float = 5.0,
-        seed: int | None = None,
         on_client: Callable[[GatewayClient], None] | None = None,
         on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
+        on_ack_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.hello = hello
         self.key = key
@@ -117,8 +124,13 @@ class Uplink:
         self.connected = False
         self._on_client = on_client
         self._on_quarantine = on_quarantine
+        self._on_ack_latency = on_ack_latency
         spool.on_quarantine = self._quarantined
-        self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
+        # jitter from the OS's entropy, never from --seed: edges that share a seed (the
+        # default) must not retry in lockstep against a gateway that just restarted
+        self._reconnect = Reconnect(backoff or Backoff())
+        self.refused: AuthRefusedError | None = None
+        """Set when the gateway refused this edge for good; delivery stopped."""
         self._changed = asyncio.Event()
         self._stopping = False
         self._max_sent_seq = 0
@@ -176,7 +188,13 @@ class Uplink:
     async def run(self) -> None:
         """Connect, pump, reconnect with backoff, until ``stop()``."""
         while not self._stopping:
-            client = GatewayClient(self.hello, self.key, on_ack=self._acked, on_error=self._refused)
+            client = GatewayClient(
+                self.hello,
+                self.key,
+                on_ack=self._acked,
+                on_error=self._refused,
+                on_latency=self._on_ack_latency,
+            )
             self.client = client
             if self._on_client is not None:
                 self._on_client(client)
@@ -216,10 +234,23 @@ class Uplink:
                     extra={"spool": str(self.spool.path), "error": str(exc)},
                 )
                 raise
+            except AuthRefusedError as exc:  # retrying cannot help: stop, say why once
+                self.refused = exc
+                logger.error(
+                    "gateway refused this edge; delivery stops",
+                    extra={
+                        "gateway": str(self.gateway),
+                        "code": code_name(exc.code),
+                        "error": str(exc),
+                        "spooled": len(self.spool),
+                    },
+                )
+                raise
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
                 delay = self._reconnect.failed()
+                self.counters.retries += 1
                 logger.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
@@ -246,8 +277,7 @@ class Uplink:
                 client.close("edge stopping")
                 await asyncio.sleep(0.05)  # let the BYE leave before the connection closes
                 return
-            if client.closed_reason is not None:
-                raise SessionEndedError(client.closed_reason)
+            client.raise_if_closed()
             if client.stalled(time.monotonic(), self.ack_timeout_s):
                 client.abandon(f"no ack for {self.ack_timeout_s:g} s")
                 raise SessionEndedError(client.closed_reason or "stalled")

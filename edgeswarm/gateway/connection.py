@@ -50,6 +50,7 @@ from edgeswarm.wire import (
     StatusRequested,
     Welcome,
     auth_message,
+    code_name,
     encode_payload,
 )
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
@@ -176,7 +177,7 @@ class GatewayConnection:
                         extra={
                             "peer_id": self.peer_id,
                             "peer": self._peer,
-                            "code": code,
+                            "code": code_name(code),
                             "reason": reason,
                             "by_peer": by_peer,
                         },
@@ -259,7 +260,9 @@ class GatewayConnection:
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
-        gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
+        gateway.stats.session_opened(
+            hello.peer_id, hello.role.value, hello.agents, address=self._peer, at=time.time()
+        )
         logger.info(
             "session opened",
             extra={
@@ -297,9 +300,15 @@ class GatewayConnection:
     def _durable(
         self, outcome: AppendResult | BaseException, seq: int, count: int, size: int
     ) -> None:
-        """The log committed (or failed to commit) batch ``seq``: acknowledge it, or close."""
+        """The log committed (or failed to commit) batch ``seq``: count it and acknowledge
+        it, or close. A batch that committed after its session ended (BYE, NO_CREDIT) is
+        stored: it counts in STATUS like any other, only no ACK can leave any more."""
         edge_id = self.edge_id
-        if self.session.closed or edge_id is None:
+        if edge_id is None:
+            return
+        if self.session.closed:
+            if isinstance(outcome, AppendResult):
+                self._count(edge_id, outcome, count, size)
             return
         if isinstance(outcome, LogRecordRejected):
             self._reject(seq, outcome)
@@ -311,14 +320,17 @@ class GatewayConnection:
             self._log_failed(seq, outcome)
             self._process()
             return
-        stats = self._gateway.stats
-        if outcome.applied:
-            stats.batch_accepted(edge_id, outcome.seq, count, size)
-        else:
-            stats.batch_duplicate(edge_id)
+        self._count(edge_id, outcome, count, size)
         ack = self._acks.committed(seq, count, self._gateway.credit_window())
         if ack is not None:
             self.session.send(ack)
+
+    def _count(self, edge_id: str, outcome: AppendResult, count: int, size: int) -> None:
+        stats = self._gateway.stats
+        if outcome.applied:
+            stats.batch_accepted(edge_id, outcome.seq, count, size, at=time.time())
+        else:
+            stats.batch_duplicate(edge_id)
 
     def _send_acks(self) -> None:
         """After a commit group's callbacks: its acks leave now, in one transmit.
@@ -438,6 +450,33 @@ class GatewayConnection:
         if not self.session.closed:
             self.session.close(ErrorCode.SESSION_REPLACED, "a newer session of this edge id")
             self._process()
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The key the peer proved at AUTH; None before WELCOME."""
+        hello = self.session.peer_hello
+        return hello.public_key if self._open and hello is not None else None
+
+    def revoke(self, reason: str) -> None:
+        """The peer's key left the registry (``keys remove``, ``keys add --replace``): ERROR
+        and BYE ``KEY_REVOKED``, logged and counted. Batches it sent before stay stored."""
+        if self.session.closed or self.role is None:
+            return
+        self._gateway.stats.session_revoked(self.role.value)
+        logger.warning(
+            "session revoked: its key is no longer enrolled",
+            extra={
+                "peer_id": self.peer_id,
+                "role": self.role.value,
+                "peer": self._peer,
+                "code": ErrorCode.KEY_REVOKED.name,
+                "reason": reason,
+            },
+        )
+        self._send_cumulative_ack()  # what committed before is durable: say so first
+        self.session.send(Error(code=ErrorCode.KEY_REVOKED, message=reason[:MAX_TEXT_CHARS]))
+        self.session.close(ErrorCode.KEY_REVOKED, reason[:MAX_TEXT_CHARS])
+        self._process()
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
