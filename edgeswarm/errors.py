@@ -75,7 +75,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)
     │   ├── NodeOverloadedError         a node has too many calls waiting (OIP 503, REJECTED)
     │   └── ForwardError                a node or OIP server failed a batch (retried)
-    └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    ├── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    └── Usage                           edgeswarm.cli.exits: the command line is wrong (exit 2)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught
 at the session boundary, answered with an ERROR frame carrying the error's

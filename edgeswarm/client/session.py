@@ -94,6 +94,16 @@ class ClientCounters:
     """ACTIONS that came as QUIC datagrams."""
 
 
+_REFUSAL_HINTS = {
+    ErrorCode.UNKNOWN_PEER: "; enroll the key (`edgeswarm keys add`) or give a join token",
+    ErrorCode.BAD_TOKEN: "; issue a new token on the gateway (`edgeswarm keys issue`)",
+    ErrorCode.AUTH_FAILED: "; the id or the key belongs to another peer: check the id and key",
+    ErrorCode.ROLE_NOT_ALLOWED: "; the key is enrolled for another role",
+    ErrorCode.KEY_REVOKED: "; enroll the key again (`edgeswarm keys add`) to let it back in",
+}
+"""What an operator can do about each refusal (``AuthRefusedError``'s message ends with it)."""
+
+
 class StateHandler(Protocol):
     """Who keeps a swarm document in sync over this session: an edge's ``StateLink``,
     an admin's ``StateMirror``, a gateway's ``PeerGatewayLink``."""
@@ -279,7 +289,11 @@ class GatewayClient:
             return
         code = self.closed_code
         if code is not None and code in AUTH_REFUSAL_CODES:
-            raise AuthRefusedError(self.closed_reason, code=code)
+            reason = self.closed_reason.removeprefix("gateway closed the session: ")
+            hint = _REFUSAL_HINTS.get(ErrorCode(code), "")
+            raise AuthRefusedError(
+                f"the gateway refused {self.hello.peer_id!r}: {reason}{hint}", code=code
+            )
         raise SessionEndedError(self.closed_reason, code=code)
 
     def stalled(self, now: float, timeout: float) -> bool:

@@ -50,8 +50,12 @@ class Revocable(Protocol):
     @property
     def role(self) -> Role | None: ...
 
+    @property
+    def peer(self) -> str:
+        """The remote address, for the log."""
+
     def revoke(self, reason: str) -> None:
-        """Close with ERROR + BYE ``KEY_REVOKED``, log and count."""
+        """Close with ERROR + BYE ``KEY_REVOKED`` (nothing when closed already)."""
 
 
 class RevocationWatch:
@@ -62,11 +66,15 @@ class RevocationWatch:
         peers: PeerRegistry,
         sessions: Callable[[], Iterable[Revocable]],
         *,
+        on_revoked: Callable[[str], None] | None = None,
         on_error: Callable[[], None] | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
+        """``on_revoked(role)`` counts each session closed; ``on_error()`` each failed read
+        of the registry."""
         self._peers = peers
         self._sessions = sessions
+        self._on_revoked = on_revoked
         self._on_error = on_error
         self.interval_s = interval_s
         self.revoked = 0
@@ -104,7 +112,19 @@ class RevocationWatch:
                     f"key {fingerprint(key)} is now enrolled as {entry[0]!r}"
                     f" ({entry[1].value}), not {peer_id!r} ({role.value})"
                 )
+            logger.warning(
+                "session revoked: its key is no longer enrolled",
+                extra={
+                    "peer_id": peer_id,
+                    "role": role.value,
+                    "peer": session.peer,
+                    "code": "KEY_REVOKED",
+                    "reason": reason,
+                },
+            )
             session.revoke(reason)
+            if self._on_revoked is not None:
+                self._on_revoked(role.value)
             closed += 1
         self.revoked += closed
         return closed

@@ -105,6 +105,7 @@ class Gateway:
         self.revocations = RevocationWatch(
             self.peers,
             lambda: self.connections,
+            on_revoked=self.stats.session_revoked,
             on_error=lambda: self.stats.storage_error("peers"),
         )
         """Closes the sessions of keys removed from ``peers.db`` (``revocation.py``)."""

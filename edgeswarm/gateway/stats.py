@@ -76,6 +76,16 @@ class EdgeRecord:
         )
 
 
+class Stored(Protocol):
+    """What :meth:`GatewayStats.batch_stored` reads of the log's ``AppendResult``."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def applied(self) -> bool: ...
+
+
 class GatewayMetrics:
     """The gateway's Prometheus series, in their own registry."""
 
@@ -216,6 +226,15 @@ class GatewayStats:
         self.metrics.batches.inc()
         self.metrics.observations.inc(count)
         self.metrics.received_bytes.inc(size)
+
+    def batch_stored(
+        self, edge_id: str, outcome: Stored, count: int, size: int, *, at: float
+    ) -> None:
+        """The log committed a batch of ``edge_id``: new (counted) or a duplicate."""
+        if outcome.applied:
+            self.batch_accepted(edge_id, outcome.seq, count, size, at=at)
+        else:
+            self.batch_duplicate(edge_id)
 
     def batch_duplicate(self, edge_id: str) -> None:
         self.edge(edge_id).duplicates += 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Literal, get_args
 
 from pythonjsonlogger.json import JsonFormatter
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogLevelName = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 """The levels ``--log-level`` offers."""
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevelName)
 
 
 def configure_logging(level: str = "INFO", *, process: str) -> None:
