@@ -68,7 +68,9 @@ def test_unknown_policy_names_the_built_ins(tmp_path: Path) -> None:
 async def test_hostile_policy_is_quarantined_and_counted_healthy_one_keeps_running(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    runner = EdgeRunner(edge_config(gateway, tmp_path, policies=("boids", str(module_path("hostile_loop")))))
+    runner = EdgeRunner(
+        edge_config(gateway, tmp_path, policies=("boids", str(module_path("hostile_loop"))))
+    )
     summary = await runner.run()
     assert summary["observations_acked"] == summary["observations_sent"] == 4000
     assert summary["policies_quarantined"] == 1
@@ -97,7 +99,12 @@ async def test_quarantined_policy_is_retried_when_asked(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
     runner = EdgeRunner(
-        edge_config(gateway, tmp_path, policies=(str(module_path("hostile_trap")), "boids"), policy_retry_s=0.0)
+        edge_config(
+            gateway,
+            tmp_path,
+            policies=(str(module_path("hostile_trap")), "boids"),
+            policy_retry_s=0.0,
+        )
     )
     summary = await runner.run()
     # retried before every tick after the first fault, failing again each time

@@ -17,7 +17,6 @@ import edgeswarm
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.gateway.peers import PeerRegistry, PeerRegistryError
 from edgeswarm.identity import KeyPair
-from edgeswarm.transport.tls import create_certificates
 from edgeswarm.state import (
     InvalidKey,
     MalformedStateVector,
@@ -26,6 +25,7 @@ from edgeswarm.state import (
     StoreError,
     WriterReused,
 )
+from edgeswarm.transport.tls import create_certificates
 from edgeswarm.wire import PROTOCOL_VERSION, ErrorCode, Hello, Role
 
 from .conftest import edgeswarm_command

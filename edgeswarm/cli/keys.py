@@ -39,17 +39,19 @@ Create = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
-def _registry(data_dir: Path, *, create: bool = False) -> PeerRegistry:
+def _registry(data_dir: Path, *, create: bool | None = None) -> PeerRegistry:
     """The registry of ``data_dir``: never a new empty one by mistake (a mistyped
-    --data-dir would issue tokens the real gateway refuses), unless ``create``."""
+    --data-dir would issue tokens the real gateway refuses), unless ``create`` (None:
+    the command has no --create)."""
     from edgeswarm.gateway.peers import PeerRegistry, PeerRegistryError
 
     try:
-        return PeerRegistry(data_dir / "peers.db", create=create)
+        return PeerRegistry(data_dir / "peers.db", create=bool(create))
     except PeerRegistryError as exc:
-        if not create and not (data_dir / "peers.db").exists():
-            raise Usage(f"--data-dir: {exc}; or give --create where allowed") from None
-        raise
+        if create or (data_dir / "peers.db").exists():
+            raise
+        hint = "" if create is None else "; --create makes one"
+        raise Usage(f"--data-dir: {exc}{hint}") from None
 
 
 @keys_app.command("init")
