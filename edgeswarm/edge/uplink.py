@@ -128,7 +128,8 @@ class Uplink:
         spool.on_quarantine = self._quarantined
         # jitter from the OS's entropy, never from --seed: edges that share a seed (the
         # default) must not retry in lockstep against a gateway that just restarted
-        self._reconnect = Reconnect(backoff or Backoff())
+        self.reconnect = Reconnect(backoff or Backoff())
+        """Failed attempts in a row and the next delay (``client.reconnect``)."""
         self.refused: AuthRefusedError | None = None
         """Set when the gateway refused this edge for good; delivery stopped."""
         self._changed = asyncio.Event()
@@ -209,7 +210,7 @@ class Uplink:
                     if self._numbers_taken(welcome):
                         client.close("starting a new sequence epoch")
                         continue  # reconnect at once with the new epoch
-                    self._reconnect.succeeded()
+                    self.reconnect.succeeded()
                     self.connected = True
                     self.counters.connects += 1
                     self.counters.resumed += int(link.resumed)
@@ -249,14 +250,14 @@ class Uplink:
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
-                delay = self._reconnect.failed()
+                delay = self.reconnect.failed()
                 self.counters.retries += 1
                 logger.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
                         "error": str(exc) or type(exc).__name__,
                         "retry_in_s": round(delay, 3),
-                        "attempt": self._reconnect.attempt,
+                        "attempt": self.reconnect.attempt,
                         "spooled": len(self.spool),
                     },
                 )
