@@ -57,8 +57,9 @@ def summary_of(process: subprocess.Popen[str], timeout: float = 120) -> dict[str
     stdout, _ = process.communicate(timeout=timeout)
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert lines, "no summary"
-    assert lines[-1]["event"] == "summary"
-    return lines[-1]
+    summary: dict[str, Any] = lines[-1]
+    assert summary["event"] == "summary"
+    return summary
 
 
 def wait_logged(path: Path, text: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
@@ -178,7 +179,8 @@ def test_the_join_token_comes_from_a_file_or_the_environment(
         summary = summary_of(process)
         assert process.returncode == 0
         assert summary["batches_acked"] == 4
-        assert not any(arg.startswith("es1.") for arg in process.args)  # never on argv
+        assert isinstance(process.args, list)
+        assert not any(str(arg).startswith("es1.") for arg in process.args)  # never on argv
     both = cli(
         *edge_args(gateway, tmp_path / "c", "--join-token-file", str(token_file)),
         env={"EDGESWARM_JOIN_TOKEN": "es1.x.y"},
@@ -226,6 +228,7 @@ def test_the_edge_draws_a_live_table_on_a_terminal(gateway: RunningGateway, tmp_
         ),
         stdout=terminal,
         stderr=log,
+        text=True,  # no pipe of ours: only the type of the Popen
         env={**os.environ, "EDGESWARM_JOIN_TOKEN": gateway.edge_token(), "COLUMNS": "100"},
     )
     os.close(terminal)
