@@ -132,6 +132,12 @@ def test_the_edge_exports_delivery_connection_and_spool(tmp_path: Path) -> None:
         assert sample(page, "edgeswarm_edge_resent_batches_total") == 0
         assert sample(page, "edgeswarm_edge_batches_acked_total") >= 10
         assert "edgeswarm_edge_spool_bytes" in page
+        # error counters at 0 for their known labels, before any error
+        assert sample(page, 'edgeswarm_edge_storage_errors_total{store="spool"}') == 0
+        assert (
+            sample(page, 'edgeswarm_edge_spool_quarantined_batches_total{reason="checksum"}') == 0
+        )
+        assert sample(page, 'edgeswarm_edge_policy_faults_total{kind="trap",policy="boids"}') == 0
         assert "_created" not in page
         assert re.search(r'^edgeswarm_build_info\{.*process="edge".*\} 1\.0$', page, re.M)
         assert http_get("127.0.0.1", port, "/readyz")[0] == 200
