@@ -22,6 +22,7 @@ from edgeswarm.agents_wasm import module_path
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.runner import EdgeRunner
+from edgeswarm.identity import load_or_create_key
 
 from .conftest import RunningGateway, edgeswarm_command, start_gateway, stop_process
 from .operator import cli, error_line
@@ -139,26 +140,24 @@ def test_edges_that_share_a_seed_retry_after_different_delays(tmp_path: Path) ->
 
 def test_a_start_that_delivers_a_carried_over_spool_exits_0(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path / "gw")
-    port, token = gateway.port, gateway.edge_token()
+    port = gateway.port
+    (tmp_path / "edge").mkdir()
+    gateway.enroll(load_or_create_key(tmp_path / "edge" / "edge.key"), "edge-o")
     stop_process(gateway.process)  # down for the edge's whole first run
     first = start_edge(
-        gateway, tmp_path / "edge", "--ticks", "3", "--tick-hz", "0", "--drain-timeout", "0.5",
-        env={"EDGESWARM_JOIN_TOKEN": token},
-    )  # fmt: skip
+        gateway, tmp_path / "edge", "--ticks", "3", "--tick-hz", "0", "--drain-timeout", "0.5"
+    )
     summary = summary_of(first)
     assert first.returncode == 1  # unacknowledged: they stay spooled
     assert summary["in_flight"] == 6
     restarted = start_gateway(tmp_path / "gw", port=port)
     try:
-        second = start_edge(
-            restarted, tmp_path / "edge", "--ticks", "2", "--tick-hz", "0",
-            env={"EDGESWARM_JOIN_TOKEN": token},  # the first run never reached the gateway
-        )  # fmt: skip
+        second = start_edge(restarted, tmp_path / "edge", "--ticks", "2", "--tick-hz", "0")
         summary = summary_of(second)
+        assert summary["in_flight"] == 0  # everything delivered, the carried-over too
+        assert second.returncode == 0, (tmp_path / "edge.log").read_text()[-3000:]
         assert (summary["batches_carried_over"], summary["observations_carried_over"]) == (6, 600)
         assert (summary["batches_sent"], summary["batches_acked"]) == (4, 6 + 4)
-        assert summary["in_flight"] == 0
-        assert second.returncode == 0, (tmp_path / "edge.log").read_text()[-3000:]
     finally:
         stop_process(restarted.process)
 
