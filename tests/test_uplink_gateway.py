@@ -57,7 +57,6 @@ def make_uplink(
         ),
         spool=spool,
         backoff=Backoff(initial_s=0.05, max_s=0.2),
-        seed=1,
     )
 
 

@@ -4,6 +4,7 @@ payload segments beside it, checkpoints off the commit path, one fsync policy.""
 from .checkpoint import Checkpointer
 from .fsync import FsyncPolicy
 from .segments import SegmentFiles, segment_dir, segment_path
+from .lock import DirectoryInUse, DirectoryLock
 from .sqlite import (
     QUICK_CHECK_MAX_BYTES,
     Schema,
@@ -18,6 +19,8 @@ __all__ = [
     "QUICK_CHECK_MAX_BYTES",
     "Checkpointer",
     "FsyncPolicy",
+    "DirectoryInUse",
+    "DirectoryLock",
     "Schema",
     "SegmentFiles",
     "create_private",

@@ -441,10 +441,16 @@ class ObservationLog(Resource):
         with self._lock:
             return dataclasses.replace(
                 self._stats,
+                commit_seconds_counts=list(self._stats.commit_seconds_counts),
                 checkpoints=checkpoints,
                 wal_restarts=wal_restarts,
                 failed_checkpoints=failed,
             )
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes appends: open, and its writer thread running."""
+        return not self._closing and self._thread.is_alive()
 
     def edges(self) -> dict[str, EdgeAggregate]:
         """Per-edge aggregates of everything committed (rebuilt at open)."""
