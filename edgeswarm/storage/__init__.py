@@ -3,8 +3,8 @@ payload segments beside it, checkpoints off the commit path, one fsync policy.""
 
 from .checkpoint import Checkpointer
 from .fsync import FsyncPolicy
-from .segments import SegmentFiles, segment_dir, segment_path
 from .lock import DirectoryInUse, DirectoryLock
+from .segments import SegmentFiles, segment_dir, segment_path
 from .sqlite import (
     QUICK_CHECK_MAX_BYTES,
     Schema,
@@ -18,9 +18,9 @@ from .sqlite import (
 __all__ = [
     "QUICK_CHECK_MAX_BYTES",
     "Checkpointer",
-    "FsyncPolicy",
     "DirectoryInUse",
     "DirectoryLock",
+    "FsyncPolicy",
     "Schema",
     "SegmentFiles",
     "create_private",
