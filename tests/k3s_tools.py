@@ -32,7 +32,9 @@ def venv_tool(name: str) -> Path:
     """A console script installed with the test extra, beside this interpreter."""
     path = Path(sys.executable).parent / name
     if not path.exists():
-        pytest.fail(f"{name} is missing from {path.parent}: reinstall the test extra (scripts/test)")
+        pytest.fail(
+            f"{name} is missing from {path.parent}: reinstall the test extra (scripts/test)"
+        )
     return path
 
 

@@ -17,17 +17,27 @@ from .conftest import start_gateway, stop_process
 @pytest.mark.parametrize(
     ("host", "gateway_id", "itself"),
     [
-        ("edgeswarm-gateway-0.edgeswarm-gateway-headless.edgeswarm.svc.cluster.local", "edgeswarm-gateway-0", True),
+        (
+            "edgeswarm-gateway-0.edgeswarm-gateway-headless.edgeswarm.svc.cluster.local",
+            "edgeswarm-gateway-0",
+            True,
+        ),
         ("edgeswarm-gateway-0", "edgeswarm-gateway-0", True),
         ("GW-A.example", "gw-a", True),
-        ("edgeswarm-gateway-1.edgeswarm-gateway-headless.edgeswarm.svc.cluster.local", "edgeswarm-gateway-0", False),
+        (
+            "edgeswarm-gateway-1.edgeswarm-gateway-headless.edgeswarm.svc.cluster.local",
+            "edgeswarm-gateway-0",
+            False,
+        ),
         ("edgeswarm-gateway-00.example", "edgeswarm-gateway-0", False),
         ("gw.example", "gw.example", False),
         ("127.0.0.1", "127", False),
         ("::1", "::1", False),
     ],
 )
-def test_a_peer_names_this_gateway_by_its_first_label(host: str, gateway_id: str, itself: bool) -> None:
+def test_a_peer_names_this_gateway_by_its_first_label(
+    host: str, gateway_id: str, itself: bool
+) -> None:
     assert names_this_gateway(host, gateway_id) is itself
 
 
@@ -49,9 +59,18 @@ def test_a_gateway_skips_itself_in_a_shared_peer_list(tmp_path: Path) -> None:
                 break
             assert time.monotonic() < deadline, gateway.log.read_text()[-2000:]
             time.sleep(0.05)
-        skipped = [r for r in records if r.get("message") == "peer is this gateway; not replicating with itself"]
+        skipped = [
+            r
+            for r in records
+            if r.get("message") == "peer is this gateway; not replicating with itself"
+        ]
         assert [r["peer"] for r in skipped] == [itself]
-        tried = {str(r.get("peer")) for r in records if r.get("message") == "peer gateway unreachable; retrying"}
-        assert tried and all("edgeswarm-gateway-1" in peer for peer in tried), tried
+        tried = {
+            str(r.get("peer"))
+            for r in records
+            if r.get("message") == "peer gateway unreachable; retrying"
+        }
+        assert tried
+        assert all("edgeswarm-gateway-1" in peer for peer in tried), tried
     finally:
         stop_process(gateway.process)

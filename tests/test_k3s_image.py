@@ -20,7 +20,7 @@ GPU_LOCK = REPO / "docker" / "requirements-gpu.lock"
 
 
 def pins(path: Path) -> dict[str, str]:
-    found = {}
+    found: dict[str, str] = {}
     for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
@@ -79,5 +79,9 @@ def test_the_images_copy_only_what_dockerignore_lets_through() -> None:
         for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
             for source in sources.split():
                 top = source.split("/")[0]
-                assert top in allowed, f"{dockerfile} copies {source}, which .dockerignore leaves out"
-                assert (REPO / source).exists(), f"{dockerfile} copies {source}, which does not exist"
+                assert top in allowed, (
+                    f"{dockerfile} copies {source}, which .dockerignore leaves out"
+                )
+                assert (REPO / source).exists(), (
+                    f"{dockerfile} copies {source}, which does not exist"
+                )

@@ -61,7 +61,9 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[Container]:
     """Every container and init container of the edgeswarm image, with its environment:
     literal values, downward-API and ConfigMap references (ConfigMap values read from the
     rendered ConfigMaps), and ``envFrom`` ConfigMaps."""
-    config_maps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    config_maps = {
+        d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
+    }
     for doc in docs:
         if doc["kind"] not in WORKLOADS:
             continue
@@ -112,15 +114,30 @@ def environment_of(command: Any) -> set[str]:
 
 def test_overlays_validate_strictly_against_kubernetes_1_32(rendered: Path) -> None:
     done = subprocess.run(
-        [str(venv_tool("kubernetes-validate")), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(rendered)],
+        [
+            str(venv_tool("kubernetes-validate")),
+            "--strict",
+            "--quiet",
+            "-k",
+            KUBERNETES_VERSION,
+            str(rendered),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     kinds = {d["kind"] for d in documents(rendered.read_text())}
-    assert {"StatefulSet", "DaemonSet", "Deployment", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "NetworkPolicy", "Service", "ConfigMap"} <= kinds
+    assert {
+        "StatefulSet",
+        "DaemonSet",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Service",
+        "ConfigMap",
+    } <= kinds
 
 
 def test_the_schema_check_refuses_an_unknown_field(rendered: Path, tmp_path: Path) -> None:
@@ -131,7 +148,14 @@ def test_the_schema_check_refuses_an_unknown_field(rendered: Path, tmp_path: Pat
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump_all(docs))
     done = subprocess.run(
-        [str(venv_tool("kubernetes-validate")), "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(broken)],
+        [
+            str(venv_tool("kubernetes-validate")),
+            "--strict",
+            "--quiet",
+            "-k",
+            KUBERNETES_VERSION,
+            str(broken),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -143,7 +167,9 @@ def test_the_schema_check_refuses_an_unknown_field(rendered: Path, tmp_path: Pat
 # --- commands ---------------------------------------------------------------------
 
 
-def test_every_container_runs_a_real_command_with_real_flags(rendered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_container_runs_a_real_command_with_real_flags(
+    rendered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """click parses each container's argv under its environment: an unknown flag, a
     value of the wrong type or choice, or a missing required option fails here."""
     root = cli()
@@ -151,7 +177,8 @@ def test_every_container_runs_a_real_command_with_real_flags(rendered: Path, mon
     assert {c.name for c in found} >= {"gateway", "edge", "inference", "enroll-admin"}
     for container in found:
         argv = container.argv()
-        assert argv and argv[0] != "edgeswarm", f"{container.label}: the image's entry point is edgeswarm; give args"
+        assert argv, f"{container.label}: no args"
+        assert argv[0] != "edgeswarm", f"{container.label}: the entry point is edgeswarm already"
         command, path, arguments = leaf(root, argv)
         assert path, f"{container.label}: {argv[0]!r} is no edgeswarm command"
         assert not hasattr(command, "commands"), f"{container.label}: {path} needs a subcommand"
@@ -173,7 +200,9 @@ def test_every_variable_a_container_sets_is_read_by_its_command(rendered: Path) 
         command, path, _ = leaf(root, container.argv())
         known = environment_of(command) | shared
         unknown = {n for n in container.env if n.startswith("EDGESWARM_")} - known
-        assert not unknown, f"{container.label} (edgeswarm {' '.join(path)}) reads no {sorted(unknown)}"
+        assert not unknown, (
+            f"{container.label} (edgeswarm {' '.join(path)}) reads no {sorted(unknown)}"
+        )
 
 
 def test_help_of_every_container_command_lists_its_flags(rendered: Path) -> None:
@@ -189,7 +218,9 @@ def test_help_of_every_container_command_lists_its_flags(rendered: Path) -> None
         )
         assert done.returncode == 0, f"{container.label}: {done.stderr}"
         for flag in (a.split("=", 1)[0] for a in arguments if a.startswith("--")):
-            assert re.search(rf"{re.escape(flag)}\b", done.stdout), f"{container.label}: no {flag} in --help"
+            assert re.search(rf"{re.escape(flag)}\b", done.stdout), (
+                f"{container.label}: no {flag} in --help"
+            )
 
 
 # --- what operators rely on -------------------------------------------------------
@@ -208,7 +239,11 @@ def test_secrets_never_travel_in_argv(rendered: Path) -> None:
         pod = workload["spec"]["template"]["spec"]
         args = pod["containers"][0]["args"]
         token_file = Path(args[args.index("--join-token-file") + 1])
-        mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == str(token_file.parent))
+        mount = next(
+            m
+            for m in pod["containers"][0]["volumeMounts"]
+            if m["mountPath"] == str(token_file.parent)
+        )
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
         assert volume["secret"]["secretName"] == "edgeswarm-join"
         assert [i["path"] for i in volume["secret"]["items"]] == [token_file.name]
@@ -221,7 +256,7 @@ def test_daemons_are_probed_on_their_health_endpoints(rendered: Path) -> None:
         if "livenessProbe" not in spec and "readinessProbe" not in spec:
             continue
         argv = container.argv()
-        command, _, arguments = leaf(root, argv)
+        _, _, arguments = leaf(root, argv)
         port = int(arguments[arguments.index("--metrics-port") + 1])
         assert arguments[arguments.index("--metrics-host") + 1] == "0.0.0.0", container.label
         ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
@@ -256,7 +291,8 @@ def test_fleet_gateways_peer_by_their_stable_names() -> None:
     service = gateway["spec"]["serviceName"]
     namespace = gateway["metadata"]["namespace"]
     assert peers == [
-        f"edgeswarm-gateway-{i}.{service}.{namespace}.svc.cluster.local:4433" for i in range(replicas)
+        f"edgeswarm-gateway-{i}.{service}.{namespace}.svc.cluster.local:4433"
+        for i in range(replicas)
     ]
     headless = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == service)
     assert headless["spec"]["clusterIP"] == "None"
@@ -267,7 +303,11 @@ def test_fleet_gateways_peer_by_their_stable_names() -> None:
 def test_fleet_inference_nodes_ask_for_a_gpu_and_single_node_for_none() -> None:
     for overlay, gpus in (("fleet", 1), ("single-node", 0)):
         docs = documents(render(overlay))
-        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "edgeswarm-inference")
+        deployment = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "edgeswarm-inference"
+        )
         pod = deployment["spec"]["template"]["spec"]
         container = next(c for c in containers(docs) if c.name == "inference")
         limits = pod["containers"][0]["resources"]["limits"]

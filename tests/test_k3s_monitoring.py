@@ -64,7 +64,9 @@ def promtool() -> Path:
 
 
 def test_alerting_rules_pass_promtool_check(promtool: Path) -> None:
-    done = subprocess.run([str(promtool), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(promtool), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     alerts = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]}
     assert alerts >= REQUIRED_ALERTS
@@ -72,7 +74,10 @@ def test_alerting_rules_pass_promtool_check(promtool: Path) -> None:
 
 def test_alerting_rules_pass_their_unit_tests(promtool: Path) -> None:
     done = subprocess.run(
-        [str(promtool), "test", "rules", str(RULES_TESTS)], capture_output=True, text=True, timeout=120
+        [str(promtool), "test", "rules", str(RULES_TESTS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     tested = set(re.findall(r"alertname: (\w+)", RULES_TESTS.read_text()))
@@ -96,10 +101,27 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
         wait_for_nodes(gateway, 1)
         edge = subprocess.Popen(
             edgeswarm_command(
-                "edge", "--edge-id", "edge-m", "--ca", str(gateway.ca),
-                "--gateway", f"127.0.0.1:{gateway.port}", "--agents", "64", "--tick-hz", "20",
-                "--duration", "60", "--metrics-port", "0", "--progress-interval", "0",
-                "--data-dir", str(tmp / "edge-m"), "--join-token", gateway.edge_token(),
+                "edge",
+                "--edge-id",
+                "edge-m",
+                "--ca",
+                str(gateway.ca),
+                "--gateway",
+                f"127.0.0.1:{gateway.port}",
+                "--agents",
+                "64",
+                "--tick-hz",
+                "20",
+                "--duration",
+                "60",
+                "--metrics-port",
+                "0",
+                "--progress-interval",
+                "0",
+                "--data-dir",
+                str(tmp / "edge-m"),
+                "--join-token",
+                gateway.edge_token(),
             ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -137,7 +159,10 @@ def test_every_series_on_the_dashboard_is_exported(exported: set[str]) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     named = {name for q in queries for name in METRIC_NAME.findall(q)}
-    assert {"edgeswarm_gateway_observations_total", "edgeswarm_edge_ack_latency_seconds_bucket"} <= named
+    assert {
+        "edgeswarm_gateway_observations_total",
+        "edgeswarm_edge_ack_latency_seconds_bucket",
+    } <= named
     missing = named - exported
     assert not missing, f"the dashboard names series no daemon exports: {sorted(missing)}"
 

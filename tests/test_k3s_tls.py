@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ NAMES_REACHED = (
 
 
 @pytest.fixture
-def tls_gateway(tmp_path: Path) -> tuple[RunningGateway, Path]:
+def tls_gateway(tmp_path: Path) -> Iterator[tuple[RunningGateway, Path]]:
     if shutil.which("openssl") is None:
         pytest.skip("k3s/make-tls.sh needs openssl (Debian: apt-get install openssl)")
     tls = tmp_path / "tls"
@@ -51,15 +52,28 @@ def tls_gateway(tmp_path: Path) -> tuple[RunningGateway, Path]:
     stop_process(gateway.process)
 
 
-def status(gateway: RunningGateway, ca: Path, server_name: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def status(
+    gateway: RunningGateway, ca: Path, server_name: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
     key = tmp_path / "admin.key"
     if not key.exists():
         gateway.admin_key.save(key)
     return subprocess.run(
         edgeswarm_command(
-            "status", "--gateway", f"127.0.0.1:{gateway.port}", "--ca", str(ca),
-            "--server-name", server_name, "--key", str(key), "--admin-id", ADMIN_ID,
-            "--json", "--timeout", "10",
+            "status",
+            "--gateway",
+            f"127.0.0.1:{gateway.port}",
+            "--ca",
+            str(ca),
+            "--server-name",
+            server_name,
+            "--key",
+            str(key),
+            "--admin-id",
+            ADMIN_ID,
+            "--json",
+            "--timeout",
+            "10",
         ),
         capture_output=True,
         text=True,
@@ -81,7 +95,9 @@ def test_a_name_outside_the_certificate_is_refused(
     tls_gateway: tuple[RunningGateway, Path], tmp_path: Path
 ) -> None:
     gateway, tls = tls_gateway
-    done = status(gateway, tls / "ca.crt", "edgeswarm-gateway.other-namespace.svc.cluster.local", tmp_path)
+    done = status(
+        gateway, tls / "ca.crt", "edgeswarm-gateway.other-namespace.svc.cluster.local", tmp_path
+    )
     assert done.returncode == ExitCode.FAILURE, done.stdout + done.stderr
     assert done.stderr.startswith("error: ")
     assert "certificate" in done.stderr
