@@ -112,20 +112,19 @@ def environment_of(command: Any) -> set[str]:
 # --- rendering and schemas --------------------------------------------------------
 
 
-def test_overlays_validate_strictly_against_kubernetes_1_32(rendered: Path) -> None:
-    done = subprocess.run(
-        [
-            str(venv_tool("kubernetes-validate")),
-            "--strict",
-            "--quiet",
-            "-k",
-            KUBERNETES_VERSION,
-            str(rendered),
-        ],
+def validate(manifests: Path) -> subprocess.CompletedProcess[str]:
+    """kubernetes-validate, strict (unknown fields are errors), offline schemas."""
+    tool = str(venv_tool("kubernetes-validate"))
+    return subprocess.run(
+        [tool, "--strict", "--quiet", "-k", KUBERNETES_VERSION, str(manifests)],
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_overlays_validate_strictly_against_kubernetes_1_32(rendered: Path) -> None:
+    done = validate(rendered)
     assert done.returncode == 0, done.stdout + done.stderr
     kinds = {d["kind"] for d in documents(rendered.read_text())}
     assert {
@@ -147,19 +146,7 @@ def test_the_schema_check_refuses_an_unknown_field(rendered: Path, tmp_path: Pat
     gateway["spec"]["template"]["spec"]["containers"][0]["argz"] = ["gateway"]
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump_all(docs))
-    done = subprocess.run(
-        [
-            str(venv_tool("kubernetes-validate")),
-            "--strict",
-            "--quiet",
-            "-k",
-            KUBERNETES_VERSION,
-            str(broken),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = validate(broken)
     assert done.returncode != 0
     assert "argz" in done.stdout + done.stderr
 

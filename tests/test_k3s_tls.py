@@ -5,7 +5,6 @@ StatefulSet replica) and refused under any other."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from edgeswarm.cli.exits import ExitCode
 
 from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command, start_gateway, stop_process
-from .k3s_tools import K3S
+from .k3s_tools import K3S, debian_tool
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +28,7 @@ NAMES_REACHED = (
 
 @pytest.fixture
 def tls_gateway(tmp_path: Path) -> Iterator[tuple[RunningGateway, Path]]:
-    if shutil.which("openssl") is None:
-        pytest.skip("k3s/make-tls.sh needs openssl (Debian: apt-get install openssl)")
+    debian_tool("openssl", "openssl")
     tls = tmp_path / "tls"
     done = subprocess.run(
         ["bash", str(K3S / "make-tls.sh"), str(tls), "edgeswarm", "gw.example.org"],
