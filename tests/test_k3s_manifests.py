@@ -268,6 +268,34 @@ def test_every_pod_runs_as_a_user_without_privileges(rendered: Path) -> None:
             assert "limits" in spec["resources"], spec["name"]
 
 
+def test_the_namespace_admits_the_node_volumes_and_ports_its_pods_use(rendered: Path) -> None:
+    """Pod Security "baseline" forbids hostPath volumes and host ports: a namespace that
+    enforced it would refuse the edges and the broker at admission."""
+    docs = documents(rendered.read_text())
+    namespace = next(d for d in docs if d["kind"] == "Namespace")
+    enforced = namespace["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        host_path = any("hostPath" in v for v in pod.get("volumes", []))
+        host_port = any("hostPort" in p for c in pod["containers"] for p in c.get("ports", []))
+        if host_path or host_port:
+            assert enforced in (None, "privileged"), f"{doc['metadata']['name']} under {enforced}"
+
+
+def test_autoscaled_workloads_leave_their_replicas_to_the_autoscaler(rendered: Path) -> None:
+    docs = documents(rendered.read_text())
+    for hpa in (d for d in docs if d["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        workload = next(
+            d
+            for d in docs
+            if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]
+        )
+        assert "replicas" not in workload["spec"], f"an apply would reset {target['name']}'s count"
+
+
 def test_fleet_gateways_peer_by_their_stable_names() -> None:
     docs = documents(render("fleet"))
     gateway = next(d for d in docs if d["kind"] == "StatefulSet")
