@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeswarm.cli.exits import ExitCode
+from edgeswarm.transport.quic import default_stack
 
 from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command, start_gateway, stop_process
 from .k3s_tools import K3S, debian_tool
@@ -97,5 +98,21 @@ def test_a_name_outside_the_certificate_is_refused(
         gateway, tls / "ca.crt", "edgeswarm-gateway.other-namespace.svc.cluster.local", tmp_path
     )
     assert done.returncode == ExitCode.FAILURE, done.stdout + done.stderr
-    assert done.stderr.startswith("error: ")
-    assert "certificate" in done.stderr
+    # the error line names the gateway (qh3 says "the server certificate is unacceptable",
+    # aioquic "hostname ... doesn't match")
+    assert done.stderr.splitlines()[-1].startswith(f"error: gateway 127.0.0.1:{gateway.port}: ")
+
+
+@pytest.mark.xfail(
+    default_stack() == "aioquic",
+    strict=True,
+    reason="aioquic's 'quic' logger prints its own line first (logging.lastResort: one-shot"
+    " commands configure no log handler); qh3 logs nothing",
+)
+def test_a_name_outside_the_certificate_is_one_error_line(
+    tls_gateway: tuple[RunningGateway, Path], tmp_path: Path
+) -> None:
+    gateway, tls = tls_gateway
+    done = status(gateway, tls / "ca.crt", "wrong.example", tmp_path)
+    assert done.returncode == ExitCode.FAILURE
+    assert len(done.stderr.splitlines()) == 1, done.stderr
