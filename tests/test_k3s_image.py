@@ -3,8 +3,10 @@ pins every runtime dependency of pyproject.toml at a version it allows."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from .conftest import RunningGateway
 from .k3s_tools import REPO, venv_tool
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
@@ -85,3 +88,23 @@ def test_the_images_copy_only_what_dockerignore_lets_through() -> None:
                 assert (REPO / source).exists(), (
                     f"{dockerfile} copies {source}, which does not exist"
                 )
+
+
+def healthcheck(url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "docker" / "healthcheck.py")],
+        env={**os.environ, "EDGESWARM_HEALTHCHECK_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_the_image_healthcheck_asks_a_live_daemon(gateway: RunningGateway) -> None:
+    assert healthcheck(f"http://127.0.0.1:{gateway.metrics_port}/healthz").returncode == 0
+    # a port nobody serves (the gateway's QUIC port is UDP): unhealthy, one line saying so
+    done = healthcheck(f"http://127.0.0.1:{gateway.port}/healthz")
+    assert done.returncode == 1
+    assert done.stderr == "no edgeswarm daemon answers /healthz\n"
+    # a daemon that answers something else than 200
+    assert healthcheck(f"http://127.0.0.1:{gateway.metrics_port}/nowhere").returncode == 1
