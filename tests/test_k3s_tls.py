@@ -116,3 +116,25 @@ def test_a_name_outside_the_certificate_is_one_error_line(
     done = status(gateway, tls / "ca.crt", "wrong.example", tmp_path)
     assert done.returncode == ExitCode.FAILURE
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_a_second_run_keeps_the_ca_that_edges_trust(tmp_path: Path) -> None:
+    openssl = debian_tool("openssl", "openssl")
+    tls = tmp_path / "tls"
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            ["bash", str(K3S / "make-tls.sh"), str(tls)], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(((tls / "ca.crt").read_bytes(), (tls / "tls.crt").read_bytes()))
+    (ca, cert), _ = runs
+    assert (tls / "ca.crt").read_bytes() == ca
+    assert (tls / "tls.crt").read_bytes() != cert
+    verified = subprocess.run(
+        [str(openssl), "verify", "-CAfile", str(tls / "ca.crt"), str(tls / "tls.crt")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
