@@ -55,6 +55,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │           └── PolicyActionBoundsError
     ├── SpoolError                      edgeswarm.edge.spool
     │   ├── SpoolCorruptError
+    │   ├── SpoolInUse
     │   ├── SpoolFull
     │   ├── PayloadTooLarge             (also a ValueError)
     │   └── SeqOutOfOrder               (also a ValueError)

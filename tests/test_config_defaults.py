@@ -44,6 +44,7 @@ def test_gateway_command_defaults_are_the_gateway_config_defaults() -> None:
     assert shown["log_scrub_interval"] == config.log_scrub_interval_s
     for option in ("max_unauthenticated", "max_unauthenticated_per_address", "retry_above"):
         assert shown[option] == getattr(config.preauth, option), option
+    assert shown["max_datagram_size"] == config.transport.max_datagram_size == 1350
 
 
 def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
@@ -56,6 +57,7 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
     same = (
         *("agents", "first_agent_id", "policy_fallback", "policy_memory_mb", "seed"),
         *("tick_hz", "batch_agents", "spool_max_bytes", "overflow", "metrics_port"),
+        *("spool_fsync", "max_datagram_size"),
     )
     for option in (*same, *renamed):
         assert shown[option] == _edge_default(renamed.get(option, option)), option

@@ -12,6 +12,7 @@ import typer
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.policy.set import Fallback
 from edgeswarm.edge.spool import OverflowPolicy
+from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
@@ -31,6 +32,7 @@ from .options import metrics_port as metrics_port_option
 EDGE_METRICS_PORT = cli_port(default(EdgeConfig, "metrics_port"))
 _FALLBACK: Fallback = default(EdgeConfig, "policy_fallback")
 _OVERFLOW = OverflowPolicy(default(EdgeConfig, "overflow"))
+_SPOOL_FSYNC = FsyncPolicy(default(EdgeConfig, "spool_fsync"))
 _METRICS_HOST: str = default(EdgeConfig, "metrics_host")
 JOIN_TOKEN_ENV = "EDGESWARM_JOIN_TOKEN"
 """Environment variable holding a join token (``--join-token``), shared by ``infer``."""
@@ -177,6 +179,21 @@ def edge(
         OverflowPolicy,
         typer.Option(help="When the spool is full: stop stepping, or drop the oldest batches."),
     ] = _OVERFLOW,
+    spool_fsync: Annotated[
+        FsyncPolicy,
+        typer.Option(
+            help="Spool durability: normal (survives kill -9), always (on disk before it is "
+            "sent), off."
+        ),
+    ] = _SPOOL_FSYNC,
+    max_datagram_size: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            max=65000,
+            help="Largest UDP payload; above 1350 (LAN) qh3 probes the path up to it.",
+        ),
+    ] = default(EdgeConfig, "max_datagram_size"),
     stack: Stack = None,
     drain_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for acks at stop.")
@@ -267,6 +284,8 @@ def edge(
         join_token=token,
         spool_max_bytes=spool_max_bytes,
         overflow=overflow,
+        spool_fsync=spool_fsync,
+        max_datagram_size=max_datagram_size,
         drain_timeout_s=drain_timeout,
         duration_s=duration,
         ticks=ticks,

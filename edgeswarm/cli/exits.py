@@ -29,6 +29,7 @@ import typer
 
 from edgeswarm.client.session import AuthRefusedError
 from edgeswarm.errors import EdgeswarmError
+from edgeswarm.identity.keys import KeyFileError
 
 __all__ = ["ExitCode", "Usage", "debug_enabled", "exits_on_error", "fail", "set_debug"]
 
@@ -69,7 +70,8 @@ def fail(message: str, code: int = ExitCode.FAILURE) -> NoReturn:
 @contextmanager
 def exits_on_error(context: str = "") -> Iterator[None]:
     """Turn what the block raises into one line, ``error: context: what happened``, and
-    its exit status: :class:`AuthRefusedError` 3, :class:`Usage` 2, any other edgeswarm
+    its exit status: :class:`AuthRefusedError` 3; :class:`Usage`, or a key file that is
+    missing or not what it should be, 2; any other edgeswarm
     error or an OS error (a file, a socket, a timeout) 1. With ``--debug`` the error
     propagates with its traceback.
 
@@ -83,8 +85,8 @@ def exits_on_error(context: str = "") -> Iterator[None]:
         what = str(exc) or type(exc).__name__
         if isinstance(exc, AuthRefusedError):
             code = ExitCode.REFUSED
-        elif isinstance(exc, Usage):
-            code = ExitCode.USAGE
+        elif isinstance(exc, Usage) or (isinstance(exc, KeyFileError) and not exc.writing):
+            code = ExitCode.USAGE  # the command line, or a key file it names, is wrong
         else:
             code = ExitCode.FAILURE
         fail(f"{context}: {what}" if context else what, code)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from edgeswarm.gateway.config import GatewayConfig
-from edgeswarm.gateway.log.records import FsyncPolicy
+from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
@@ -92,6 +92,14 @@ def gateway(
         FsyncPolicy,
         typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off."),
     ] = _FSYNC,
+    max_datagram_size: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            max=65000,
+            help="Largest UDP payload sent; above 1350 (LAN) qh3 probes the path up to it.",
+        ),
+    ] = _GATEWAY.transport.max_datagram_size,
     log_scrub_interval: Annotated[
         float,
         typer.Option(min=0, help="Seconds between background checks of the whole log (0: never)."),
@@ -181,6 +189,7 @@ def gateway(
             retry_above=retry_above,
         ),
         fsync=fsync,
+        transport=dataclasses.replace(_GATEWAY.transport, max_datagram_size=max_datagram_size),
         log_scrub_interval_s=log_scrub_interval or None,
         stack=quic_stack(stack),
         metrics_host=metrics_host,

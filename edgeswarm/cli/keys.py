@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.gateway.peers import PEER_ID_MAX_CHARS
 from edgeswarm.identity import fingerprint, public_key_from_text, public_key_text
 from edgeswarm.identity.keys import load_or_create_key
 from edgeswarm.wire import Role
@@ -127,6 +128,8 @@ def add(
             --public-key ed25519:…
     """
     with exits_on_error():
+        if not 1 <= len(peer_id) <= PEER_ID_MAX_CHARS:
+            raise Usage(f"--peer-id: a peer id has 1 to {PEER_ID_MAX_CHARS} characters")
         try:
             raw = public_key_from_text(public_key)
         except ValueError as exc:

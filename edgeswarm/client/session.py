@@ -230,6 +230,16 @@ class GatewayClient:
         self._in_flight[seq] = time.monotonic()
         self._flush()
 
+    def transmit_now(self) -> None:
+        """Send the packets of what was queued now, not at the end of this loop turn."""
+        if self._link is not None:
+            self._link.transmit_now()
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        """Until at most ``at_most`` bytes sent on the session wait in QUIC to leave."""
+        if self._link is not None:
+            await self._link.wait_send_backlog(at_most)
+
     async def drain(self, timeout: float) -> bool:
         """Wait until every sent batch is acknowledged; False on timeout or close."""
         try:

@@ -25,6 +25,7 @@ import numpy as np
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.storage import DirectoryLock
 from edgeswarm.telemetry import DaemonEndpoint, LatencyHistogram, Probes
+from edgeswarm.transport.api import TransportSettings
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
@@ -48,6 +49,11 @@ from .uplink import Uplink, observation_count, unverified_batch_problem
 from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
+
+UNACKED_TICKS_AHEAD = 2
+"""At ``tick_hz`` 0, a tick starts only while at most this many ticks of batches are
+spooled and unacknowledged (and the gateway is connected): compute overlaps delivery,
+and the spool does not fill up just because the edge computes faster than it delivers."""
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -93,6 +99,7 @@ class EdgeRunner:
             overflow=config.overflow,
             count_of=observation_count,  # for a spool written before counts were stored
             check_unverified=unverified_batch_problem,  # ... or before checksums
+            fsync=config.spool_fsync,
         )
         self.state = StateLink(
             config.data_dir / "state",
@@ -122,6 +129,7 @@ class EdgeRunner:
             spool=self.spool,
             on_client=self.state.attach,
             on_quarantine=self._on_quarantine,
+            transport=TransportSettings(max_datagram_size=config.max_datagram_size),
             on_ack_latency=self.metrics.ack_latency.observe,
         )
         self.metrics.registry.register(UplinkCollector(self.uplink))
@@ -145,6 +153,9 @@ class EdgeRunner:
         """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
         self._world_repairs = 0
         """``world.nonfinite_repairs`` already counted in the metrics."""
+        self._batches_per_tick = -(-config.agents // config.batch_agents)
+        self.stage_seconds: dict[str, float] = {}
+        """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
 
     def stop(self) -> None:
         """Finish the current tick, drain the spool (bounded), say BYE."""
@@ -255,6 +266,10 @@ class EdgeRunner:
         summary["policies_quarantined"] = quarantined
         summary["policy_faults"] = faults
         summary["latency_hist"] = self._latency().to_sparse()
+        summary["stage_ms"] = {
+            stage: round(seconds * 1e3 / max(1, self.tick), 3)
+            for stage, seconds in self.stage_seconds.items()
+        }
         self._output(summary)
         return summary
 
@@ -269,19 +284,31 @@ class EdgeRunner:
                 break
             if config.ticks is not None and self.tick >= config.ticks:
                 break
+            if period == 0.0:  # as fast as acknowledged: a bounded lead over the ACKs
+                await self.uplink.wait_acked(UNACKED_TICKS_AHEAD * self._batches_per_tick)
+            # The loop serves the network (sends, ACKs) between the stages of a tick.
             started = time.perf_counter()
             self._retry_quarantined(policies)
             self.world.sense(self.table)
+            self._stage("sense", started)
+            await asyncio.sleep(0)
+            mark = time.perf_counter()
             client = self.uplink.client
             self.heavy.receive(client.results if client is not None else None, time.monotonic())
             policies.step(self.table)
             self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
+            self._stage("step", mark)
+            await asyncio.sleep(0)
+            mark = time.perf_counter()
             self.world.apply(self.table.actions)
             self._count_world_repairs()
+            self._stage("apply", mark)
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
             self.metrics.policies_quarantined.set(policies.quarantined_count)
+            mark = time.perf_counter()
             await self._send_observations()
+            self._stage("spool", mark)
             self.tick += 1
             self.metrics.ticks.inc()
             if config.progress_interval_s > 0 and time.monotonic() >= next_progress:
@@ -338,12 +365,18 @@ class EdgeRunner:
                     extra={"policy": policies.name_of(slot), "slot": slot},
                 )
 
-    async def _send_observations(self) -> None:
-        table, step, tick = self.table, self.config.batch_agents, self.tick
-        for start in range(0, len(table), step):
-            end = min(start + step, len(table))
+    def _stage(self, stage: str, since: float) -> None:
+        """Add the time since ``since`` to ``stage`` (the summary's ``stage_ms``)."""
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + (
+            time.perf_counter() - since
+        )
 
-            def batch_at(seq: int, start: int = start, end: int = end) -> ObservationBatch:
+    async def _send_observations(self) -> None:
+        """Spool this tick's observations, ``batch_agents`` per batch, as one group commit."""
+        table, step, tick = self.table, self.config.batch_agents, self.tick
+
+        def batch_at(start: int, end: int) -> Callable[[int], ObservationBatch]:
+            def at(seq: int) -> ObservationBatch:
                 return ObservationBatch(
                     seq=seq,
                     tick=tick,
@@ -352,16 +385,21 @@ class EdgeRunner:
                     rewards=table.rewards[start:end],
                 )
 
-            try:
-                await self.uplink.submit(batch_at)
-            except SpoolError as exc:  # a full disk, a damaged file: the edge stops
-                self.metrics.storage_errors.labels("spool").inc()
-                logger.error(
-                    "spool failed; the edge stops",
-                    extra={"spool": str(self.spool.path), "error": str(exc)},
-                )
-                raise
-            self.metrics.observations_sent.inc(end - start)
+            return at
+
+        batches = [
+            batch_at(start, min(start + step, len(table))) for start in range(0, len(table), step)
+        ]
+        try:
+            await self.uplink.submit(batches)
+        except SpoolError as exc:  # a full disk, a damaged file: the edge stops
+            self.metrics.storage_errors.labels("spool").inc()
+            logger.error(
+                "spool failed; the edge stops",
+                extra={"spool": str(self.spool.path), "error": str(exc)},
+            )
+            raise
+        self.metrics.observations_sent.inc(len(table))
         self._sync_metrics()
 
     def _apply_gateway_actions(self) -> None:
@@ -414,6 +452,7 @@ class EdgeRunner:
             "observations_carried_over": self.carried_observations,
             "in_flight": self.uplink.spooled,
             "spooled_bytes": self.spool.bytes,
+            "payload_bytes": counters.payload_bytes,
             "dropped_batches": counters.dropped_batches,
             "dropped_observations": counters.dropped_observations,
             "quarantined_batches": counters.quarantined_batches,

@@ -100,6 +100,8 @@ class GatewayConnection:
         """Swarm-state writer ids this peer may write as (``state.ownership``)."""
         self.state_may_write = False
         """Whether this peer's role may change the swarm state."""
+        self._log_failed_once = False
+        """The log refused or failed a batch: the session is closing, append no more."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -131,6 +133,8 @@ class GatewayConnection:
                 ):
                     edge_id = self.edge_id
                     assert edge_id is not None  # the session admits OBS_BATCH from edges only
+                    if self._log_failed_once:  # later frames of the same read: the edge
+                        continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
                         gateway.observation_log.append_then(
@@ -144,7 +148,8 @@ class GatewayConnection:
                         )
                     except LogRecordRejected as exc:
                         self._reject(seq, exc)
-                    except ObservationLogError as exc:
+                    except ObservationLogError as exc:  # overloaded or closed: nothing queued
+                        gateway.stats.log_refused(exc.reason)
                         self._log_failed(seq, exc)
                 case HelloReceived():
                     self._on_hello()
@@ -268,15 +273,9 @@ class GatewayConnection:
     def _refuse(self, code: ErrorCode, reason: str) -> None:
         hello = self.session.peer_hello
         self._gateway.stats.peer_refused(code.name)
-        logger.warning(
-            "peer refused",
-            extra={
-                "peer_id": hello.peer_id if hello else None,
-                "peer": self.peer,
-                "code": code.name,
-                "reason": reason,
-            },
-        )
+        who = hello.peer_id if hello else None
+        extra = {"peer_id": who, "peer": self.peer, "code": code.name, "reason": reason}
+        logger.warning("peer refused", extra=extra)
         self.session.refuse(code, reason)
 
     def _durable(
@@ -354,6 +353,7 @@ class GatewayConnection:
         self._process()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
+        self._log_failed_once = True
         logger.error(
             "durable log failed; closing session so the edge keeps its batches",
             extra={"edge_id": self.edge_id, "seq": seq, "error": str(error)},

@@ -45,6 +45,8 @@ from edgeswarm.state import client_id_for
 from edgeswarm.storage import Schema, open_database, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
+PEER_ID_MAX_CHARS = 128
+"""Longest peer id (HELLO's ``peer_id`` limit, docs/protocol.md section 4.1)."""
 TOKEN_PREFIX = "es1"
 
 _PEERS = """CREATE TABLE IF NOT EXISTS peers (
@@ -196,8 +198,8 @@ class PeerRegistry(Resource):
         another id (always: remove that peer first; a key never silently changes
         hands).
         """
-        if not 1 <= len(peer_id) <= 128:
-            raise PeerRegistryError("a peer id has 1 to 128 characters")
+        if not 1 <= len(peer_id) <= PEER_ID_MAX_CHARS:
+            raise PeerRegistryError(f"a peer id has 1 to {PEER_ID_MAX_CHARS} characters")
         now = time.time()
         with self._errors(), transaction(self._db) as db:
             owner = db.execute(

@@ -15,7 +15,13 @@ from edgeswarm.telemetry import daemon_registry
 from edgeswarm.transport.quic import AdmissionStats
 from edgeswarm.wire import EdgeStatus, ErrorCode, RemoteProtocolError, Role, Status
 
+from .log import LogClosed, LogOverloaded, ObservationLogError
+
 STORES = ("peers", "observation_log", "state")
+LOG_REFUSAL_REASONS = tuple(
+    error.reason for error in (LogOverloaded, LogClosed, ObservationLogError)
+)
+"""Labels of ``edgeswarm_gateway_log_refused_batches_total``, each shown at 0 from the start."""
 """The gateway's files, as ``edgeswarm_gateway_storage_errors_total{store}`` names them."""
 REFUSAL_CODES = (
     ErrorCode.AUTH_FAILED,
@@ -170,6 +176,13 @@ class GatewayMetrics:
             ["role"],
             registry=self.registry,
         )
+        self.log_refused = Counter(
+            "edgeswarm_gateway_log_refused_batches",
+            "Batches the durable log refused at append (reason: overloaded, closed); "
+            "the session is closed, the edge keeps them and resends",
+            ["reason"],
+            registry=self.registry,
+        )
         for role in Role:  # every known label shows 0 before its first event
             self.sessions_open.labels(role.value)
             self.sessions.labels(role.value)
@@ -180,6 +193,8 @@ class GatewayMetrics:
             self.refused.labels(code.name)
         for name in _peer_error_codes():
             self.protocol_errors.labels(name)
+        for reason in LOG_REFUSAL_REASONS:
+            self.log_refused.labels(reason=reason)
 
 
 class GatewayStats:
@@ -247,6 +262,10 @@ class GatewayStats:
     def seq_conflict(self, edge_id: str) -> None:
         self.edge(edge_id).errors += 1
         self.metrics.conflicts.inc()
+
+    def log_refused(self, reason: str) -> None:
+        """The log refused a batch at append (``overloaded``, ``closed``)."""
+        self.metrics.log_refused.labels(reason=reason).inc()
 
     def session_replaced(self) -> None:
         self.metrics.replaced.inc()

@@ -16,7 +16,13 @@ import time
 from typing import Any, Protocol
 
 from .api import HandshakeError, StreamHandler
-from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size
+from .stacks import (
+    EventKind,
+    QuicStack,
+    datagrams_to_send,
+    remote_max_datagram_frame_size,
+    silence_packet_log,
+)
 
 __all__ = ["Address", "LinkEndpoint", "QuicLink", "Received", "quic_clock"]
 
@@ -94,6 +100,7 @@ class QuicLink:
     ) -> None:
         self._stack = stack
         self._quic = quic
+        silence_packet_log(stack, quic)
         self._endpoint = endpoint
         self._handler = handler
         self._is_server = is_server
@@ -106,6 +113,7 @@ class QuicLink:
         self._peer = "?"
         self._handshake_complete = False
         self._transmit_failures = 0
+        self._backlog_waiters: list[tuple[int, asyncio.Future[None]]] = []
         loop = asyncio.get_running_loop()
         self.handshake: asyncio.Future[None] = loop.create_future()
         """Done when the handshake completes; a ``HandshakeError`` when it cannot."""
@@ -149,6 +157,33 @@ class QuicLink:
 
     def transmit_now(self) -> None:
         self._endpoint.transmit_now(self)
+
+    @property
+    def send_backlog(self) -> int | None:
+        if self._stream_id is None or not self._stack.send_backlog or self._lost:
+            return None
+        try:
+            return int(self._quic.get_send_buffer_size(self._stream_id))
+        except Exception:  # a stream the library no longer knows: nothing waits
+            return 0
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        backlog = self.send_backlog
+        if backlog is None or backlog <= at_most:
+            return
+        waiter: asyncio.Future[None] = self._endpoint.loop.create_future()
+        self._backlog_waiters.append((at_most, waiter))
+        try:
+            await waiter
+        finally:
+            self._backlog_waiters = [(n, w) for n, w in self._backlog_waiters if w is not waiter]
+
+    def _wake_backlog_waiters(self) -> None:
+        """After a transmit: release those waiting for the backlog to shrink this far."""
+        backlog = self.send_backlog
+        for at_most, waiter in self._backlog_waiters:
+            if (backlog is None or backlog <= at_most) and not waiter.done():
+                waiter.set_result(None)
 
     def send_datagram(self, data: bytes) -> bool:
         limit = self.max_datagram_payload
@@ -302,7 +337,7 @@ class QuicLink:
         """Send what the connection has to send and re-arm its timer."""
         endpoint = self._endpoint
         try:
-            datagrams = self._quic.datagrams_to_send(now=now)
+            datagrams = datagrams_to_send(self._stack, self._quic, now)
             self._transmit_failures = 0
         except Exception as error:  # see MAX_TRANSMIT_FAILURES
             self._transmit_failures += 1
@@ -317,6 +352,8 @@ class QuicLink:
         if datagrams:
             self.datagrams_sent += len(datagrams)
             endpoint.send_datagrams(datagrams, self)
+        if self._backlog_waiters:
+            self._wake_backlog_waiters()
         timer_at = self._quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()
@@ -371,6 +408,9 @@ class QuicLink:
             else:
                 self.handshake.set_exception(HandshakeError(reason))
         self.closed.set()
+        for _, waiter in self._backlog_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         self._endpoint.link_lost(self)
         if self._made:
             self._handler.connection_lost(reason)

@@ -32,6 +32,7 @@ from edgeswarm.wire import ALPN
 from .admission import AdmissionStats
 from .api import (
     DEFAULT_PORT,
+    INTERNET_DATAGRAM_SIZE,
     AdmissionLimits,
     CertificateFileError,
     ConnectTimeoutError,
@@ -133,8 +134,10 @@ def _configuration(
         max_datagram_size=settings.max_datagram_size,
         max_datagram_frame_size=settings.max_datagram_frame_size,
     )
-    if stack == "qh3":
-        configuration.probe_datagram_size = False  # stay at max_datagram_size
+    if load_stack(stack).pmtu_probing:
+        # Above the Internet-safe size, find what the path carries (qh3 probes up to
+        # max_datagram_size and falls back when big packets are lost); at it, stay there.
+        configuration.probe_datagram_size = settings.max_datagram_size > INTERNET_DATAGRAM_SIZE
     return configuration
 
 
