@@ -71,9 +71,10 @@ def edgeswarm_command(*args: str) -> list[str]:
 
 
 def start_gateway(
-    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None
+    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None, ca: Path | None = None
 ) -> RunningGateway:
-    """A gateway process on loopback; its stderr goes to ``log`` (``data_dir/gateway.log``)."""
+    """A gateway process on loopback; its stderr goes to ``log`` (``data_dir/gateway.log``).
+    ``ca``: the CA of the certificate given with ``--cert`` (the gateway's own otherwise)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     admin_key = KeyPair.generate()
     with PeerRegistry(data_dir / "peers.db") as registry:
@@ -104,7 +105,7 @@ def start_gateway(
     return RunningGateway(
         process=process,
         port=int(info["port"]),
-        ca=Path(info["ca"]),
+        ca=ca or Path(info["ca"]),
         metrics_port=int(info["metrics_port"]),
         data_dir=data_dir,
         log=log,

@@ -107,7 +107,10 @@ def gateway(
     stack: Stack = None,
     peer: Annotated[
         list[str] | None,
-        typer.Option(help="Peer gateway host:port to replicate swarm state with; repeatable."),
+        typer.Option(
+            help="Peer gateway host:port to replicate swarm state with; repeatable"
+            " (an entry whose first DNS label is --gateway-id is this gateway: skipped)."
+        ),
     ] = None,
     peer_ca: Annotated[
         Path | None,

@@ -132,6 +132,11 @@ class UplinkCollector(Collector):
             "Payload bytes of the batches held in the spool (unacknowledged)",
             value=uplink.spool.bytes,
         )
+        yield GaugeMetricFamily(
+            "edgeswarm_edge_spool_max_bytes",
+            "Bound of the spool (--spool-max-bytes): at it, --overflow decides",
+            value=uplink.spool.max_bytes,
+        )
         yield CounterMetricFamily(
             "edgeswarm_edge_dropped_batches",
             "Batches dropped from a full spool (--overflow drop_oldest), never delivered",

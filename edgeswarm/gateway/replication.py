@@ -12,12 +12,18 @@ lacks. Lost sessions are retried with exponential backoff and jitter.
 
 One direction is enough: the accepting gateway treats the session as one
 more state peer. Configuring both directions works too (redundant).
+
+Every replica of a Kubernetes StatefulSet takes the same ``--peer`` list (the
+set's stable names, ``edgeswarm-gateway-0.edgeswarm-gateway-headless...``,
+with ``--gateway-id`` its pod name): :func:`names_this_gateway` tells the entry
+naming the gateway itself, which it skips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 
 from edgeswarm.client.address import GatewayAddress
@@ -37,13 +43,24 @@ from edgeswarm.wire import (
 
 from .state_service import StateService
 
-__all__ = ["PEER_BACKOFF", "PeerGatewayLink"]
+__all__ = ["PEER_BACKOFF", "PeerGatewayLink", "names_this_gateway"]
 
 logger = logging.getLogger("edgeswarm.gateway")
 
 PEER_BACKOFF = Backoff(initial_s=0.1, max_s=2.0)
 """Delays between attempts to reach a peer gateway (shorter than an edge's: peers
 are few, and a replica that lags serves stale state)."""
+
+
+def names_this_gateway(host: str, gateway_id: str) -> bool:
+    """Whether the peer address ``host`` is this gateway's own name: its first DNS
+    label is ``gateway_id`` (a StatefulSet pod's name is the first label of its
+    stable DNS name). An IP address never is."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.split(".", 1)[0].lower() == gateway_id.lower()
+    return False
 
 
 class PeerGatewayLink:

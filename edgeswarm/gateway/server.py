@@ -22,7 +22,7 @@ from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
-from .replication import PeerGatewayLink
+from .replication import PeerGatewayLink, names_this_gateway
 from .revocation import RevocationWatch
 from .services import OpenConnection
 from .state_service import StateService
@@ -146,6 +146,12 @@ class Gateway:
         )
         self.stats.metrics.registry.register(PreAuthCollector(self.listener))
         for host, port in config.peers:
+            if names_this_gateway(host, config.gateway_id):
+                logger.info(
+                    "peer is this gateway; not replicating with itself",
+                    extra={"peer": f"{host}:{port}", "gateway_id": config.gateway_id},
+                )
+                continue
             self.add_peer_gateway(host, port)
         self.heavy.start()
         if config.log_scrub_interval_s is not None:
