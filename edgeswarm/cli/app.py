@@ -184,10 +184,38 @@ def edge(
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines; 0 = none.")
     ] = default(EdgeConfig, "progress_interval_s"),
+    io: Annotated[
+        str,
+        typer.Option(
+            "--io",
+            help="Observation source and action sink: sim, mqtt://HOST:PORT/PREFIX, "
+            "replay:PATH, or a plug-in name (docs/io.md).",
+        ),
+    ] = default(EdgeConfig, "io"),
+    obs_max_age: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Seconds after which a silent sensor's agent is stale (masked, no action)."
+        ),
+    ] = None,
+    actions_out: Annotated[
+        Path | None,
+        typer.Option(help="Record every tick's actions to this file (compare: edgeswarm replay)."),
+    ] = None,
     metrics_port: MetricsPort = EDGE_METRICS_PORT,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run an edge: agents step Wasm policies and stream observations to the gateway.
+
+    Observations come from the built-in flocking simulator unless --io names
+    another source: an MQTT broker (sensors publish, actuators subscribe), a
+    recording exported with `edgeswarm log export`, or a plug-in.
+
+    Examples:
+
+        edgeswarm edge --edge-id e1 --ca ca.pem --io mqtt://127.0.0.1:1883/plant --obs-max-age 2
+
+        edgeswarm edge --edge-id e1 --ca ca.pem --io replay:e1.rec --tick-hz 0 --actions-out a.rec
 
     Batches are spooled on disk until the gateway acknowledges them; while the
     gateway is unreachable the edge keeps stepping and reconnects with backoff.
@@ -219,6 +247,9 @@ def edge(
         heavy_deadline_ms=heavy_deadline_ms,
         module_cache_dir=module_cache_dir,
         seed=seed,
+        io=io,
+        obs_max_age_s=obs_max_age,
+        actions_out=actions_out,
         tick_hz=tick_hz,
         batch_agents=batch_agents,
         data_dir=data_dir or Path("var/edge") / edge_id,
@@ -234,7 +265,7 @@ def edge(
     )
 
     async def run() -> dict[str, object]:
-        runner = EdgeRunner(config)
+        runner = EdgeRunner(config)  # an --io that cannot be opened fails here: IoError
         install_stop_signals(runner)
         return await runner.run()
 

@@ -36,6 +36,9 @@ from edgeswarm.wire import (
 from .agent_table import AgentTable
 from .config import EdgeConfig
 from .heavy_lane import HeavyRequests
+from .io import AgentIO, IoContext, IoMetrics, open_io
+from .io.actions_file import ActionRecorder
+from .io.simulator import SimulatorIO
 from .metrics import EdgeMetrics
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
@@ -46,6 +49,9 @@ from .uplink import Uplink, observation_count, unverified_batch_problem
 from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
+
+UNPACED_IDLE_TICK_S = 0.1
+"""Unpaced, with a source that signals data: the longest wait for it before ticking anyway."""
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -67,7 +73,16 @@ class EdgeRunner:
             act_dim=2,
             first_id=config.first_agent_id,
         )
-        self.world = FlockingWorld(config.agents, seed=config.seed)
+        self.io_metrics = IoMetrics(self.metrics.registry)
+        self.world: FlockingWorld | None = None
+        """The simulated world when ``--io sim``; None for any other source."""
+        if config.io == "sim":
+            self.world = FlockingWorld(config.agents, seed=config.seed)
+            simulator = SimulatorIO(self.world)
+            self.io = AgentIO("sim", simulator, simulator)
+        else:
+            self.io = open_io(config.io, self._io_context())
+        self.actions_out: ActionRecorder | None = None
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.key = load_or_create_key(config.key_file or config.data_dir / "edge.key")
         self.spool = Spool(
@@ -160,6 +175,9 @@ class EdgeRunner:
                 on_fault=self._on_fault,
             ) as policies,
         ):
+            await self.io.start()
+            if config.actions_out is not None:
+                self.actions_out = ActionRecorder(config.actions_out)
             delivery = asyncio.create_task(self.uplink.run())
             delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
@@ -178,6 +196,9 @@ class EdgeRunner:
                     )
                 await self.state.flush()
             finally:
+                await self.io.close()
+                if self.actions_out is not None:
+                    self.actions_out.close()
                 syncing.cancel()
                 self.uplink.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -206,15 +227,19 @@ class EdgeRunner:
                 break
             if config.ticks is not None and self.tick >= config.ticks:
                 break
+            if getattr(self.io.source, "finished", False):  # a recording ended
+                break
             started = time.perf_counter()
             self._retry_quarantined(policies)
-            self.world.sense(self.table)
+            self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             client = self.uplink.client
             self.heavy.receive(client.results if client is not None else None, time.monotonic())
             policies.step(self.table)
             self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
-            self.world.apply(self.table.actions)
+            if self.actions_out is not None:
+                self.actions_out.write(self.tick, self.table)
+            self.io.sink.act(self.table, self.table.fresh)
             self._count_world_repairs()
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
             self.metrics.policies_quarantined.set(policies.quarantined_count)
@@ -231,9 +256,34 @@ class EdgeRunner:
                     await asyncio.wait_for(self._stop.wait(), delay)
             else:
                 next_tick = time.monotonic()
-                await asyncio.sleep(0)
+                await self._wait_unpaced()
+
+    async def _wait_unpaced(self) -> None:
+        """Unpaced (``--tick-hz 0``): a source that says when data arrived (MQTT) is
+        waited for, so ticks follow the sensors (bounded: a tick at least every 0.1 s)."""
+        wait_data = getattr(self.io.source, "wait_data", None)
+        if wait_data is None:
+            await asyncio.sleep(0)
+        else:
+            await wait_data(UNPACED_IDLE_TICK_S)
+
+    def _io_context(self) -> IoContext:
+        config = self.config
+        return IoContext(
+            agents=config.agents,
+            first_agent_id=config.first_agent_id,
+            obs_dim=self.table.obs_dim,
+            act_dim=self.table.act_dim,
+            seed=config.seed,
+            tick_hz=config.tick_hz,
+            obs_max_age_s=config.obs_max_age_s,
+            data_dir=config.data_dir,
+            metrics=self.io_metrics,
+        )
 
     def _count_world_repairs(self) -> None:
+        if self.world is None:
+            return
         new = self.world.nonfinite_repairs - self._world_repairs
         if new:
             self._world_repairs = self.world.nonfinite_repairs

@@ -1,0 +1,138 @@
+"""Recordings on disk: a header and one record per tick, msgpack, zstd-compressed.
+
+Two kinds share the format:
+
+- ``observations`` (``edgeswarm log export``, read by ``--io replay:``): per tick
+  ``{"tick", "t", "agent_ids", "observations", "rewards"}``, where ``t`` is when the
+  gateway received the tick (seconds, for replay at recorded speed);
+- ``actions`` (``edgeswarm edge --actions-out``, ``edgeswarm replay``): per tick
+  ``{"tick", "agent_ids", "actions", "fresh", "digest"}``.
+
+Arrays are the wire's array maps (``edgeswarm.wire`` ``encode_array``: dtype,
+shape, raw little-endian bytes), so a record is columnar and decodes as numpy
+views without per-element work. Why msgpack + zstd rather than Arrow/Parquet:
+the project already speaks msgpack arrays on the wire, one tick is one small
+record appended as it happens (Parquet wants row groups written at close), and
+``zstandard`` is one small wheel where ``pyarrow`` is 100+ MB. zstd level 3
+compresses flocking observations about 1.3x and runs at hundreds of MB/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import msgpack  # type: ignore[import-untyped]
+import zstandard
+
+from edgeswarm.wire.arrays import decode_array, encode_array
+
+from .base import IoError
+
+__all__ = ["FORMAT", "RecordingReader", "RecordingWriter", "array_field"]
+
+FORMAT = "edgeswarm-recording"
+VERSION = 1
+_ZSTD_LEVEL = 3
+
+
+class RecordingWriter:
+    """Appends records to a new file (replaced if it exists). Use as a context manager."""
+
+    def __init__(self, path: Path, kind: str, **header: Any) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("wb")
+        self._stream = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).stream_writer(self._file)
+        self._packer = msgpack.Packer()
+        self.records = 0
+        self._write({"format": FORMAT, "version": VERSION, "kind": kind, **header})
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        self._stream.write(self._packer.pack(obj))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record; arrays must already be ``encode_array`` maps."""
+        self._write(record)
+        self.records += 1
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._stream.flush(zstandard.FLUSH_FRAME)
+            self._stream.close()  # type: ignore[no-untyped-call]
+
+    def __enter__(self) -> RecordingWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RecordingReader:
+    """Reads a recording: :attr:`header`, then iterate for the records."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.path = path
+        try:
+            self._file: IO[bytes] = path.open("rb")
+        except OSError as exc:
+            raise IoError(f"{path}: cannot open the recording ({exc.strerror})") from exc
+        reader = zstandard.ZstdDecompressor().stream_reader(self._file)
+        self._unpacker = msgpack.Unpacker(reader, max_buffer_size=1 << 30)
+        try:
+            header = next(self._unpacker)
+        except (StopIteration, zstandard.ZstdError, ValueError) as exc:
+            self.close()
+            raise IoError(f"{path}: not an edgeswarm recording ({exc})") from exc
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            self.close()
+            raise IoError(f"{path}: not an edgeswarm recording")
+        if header.get("kind") != kind:
+            self.close()
+            raise IoError(f"{path}: a recording of {header.get('kind')!r}, expected {kind!r}")
+        self.header: dict[str, Any] = header
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for record in self._unpacker:
+                if not isinstance(record, dict):
+                    raise IoError(f"{self.path}: damaged record")
+                yield record
+        except (zstandard.ZstdError, ValueError) as exc:
+            raise IoError(f"{self.path}: damaged recording ({exc})") from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RecordingReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def array_field(record: dict[str, Any], name: str, dtype: str, ndim: int) -> Any:
+    """Decode array ``name`` of a record; :class:`IoError` if it is not what it must be."""
+    try:
+        return decode_array(record.get(name), dtype=dtype, ndim=ndim)
+    except Exception as exc:
+        raise IoError(f"recording field {name!r}: {exc}") from exc
+
+
+def encoded(array: Any) -> dict[str, Any]:
+    """The array map of ``array``, with its bytes copied (the record outlives the tick)."""
+    wire = encode_array(array)
+    wire["data"] = bytes(wire["data"])
+    return wire
