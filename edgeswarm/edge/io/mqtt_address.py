@@ -96,7 +96,7 @@ def parse_mqtt_address(address: str, env: dict[str, str] | None = None) -> MqttO
     if not url.hostname:
         raise IoError(f"--io {address!r}: no broker host (mqtt://HOST:PORT/PREFIX)")
     prefix = url.path.strip("/")
-    if not prefix or any(c in prefix for c in "+#"):
+    if not prefix or "+" in prefix or "#" in address:
         raise IoError(f"--io {address!r}: the topic PREFIX must be non-empty, without + or #")
     query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
     unknown = sorted(set(query) - _KNOWN)

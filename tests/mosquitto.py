@@ -1,0 +1,77 @@
+"""A real Mosquitto broker on 127.0.0.1 for the MQTT tests and benchmarks.
+
+``scripts/test`` installs the Debian package ``mosquitto`` when it can (root with
+apt-get); where the binary is absent the tests that need it skip, saying so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT_S = 10.0
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if Path(p).is_file()), None
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Mosquitto:
+    """One broker process; :meth:`stop` and :meth:`start` again keep its port."""
+
+    binary: str
+    directory: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        config = self.directory / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            "max_queued_messages 100000\n"
+            "max_inflight_messages 0\n"
+        )
+        log = (self.directory / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:  # the condition: the port accepts a connection (bounded in time)
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mosquitto did not start: {(self.directory / 'mosquitto.log').read_text()}"
+                    ) from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
