@@ -46,10 +46,10 @@ class Mosquitto:
             "max_queued_messages 100000\n"
             "max_inflight_messages 0\n"
         )
-        log = (self.directory / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.directory / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:  # the condition: the port accepts a connection (bounded in time)
             try:

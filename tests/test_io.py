@@ -45,8 +45,10 @@ def table(agents: int = 4, first: int = 100) -> AgentTable:
 
 async def test_simulator_is_one_source_and_sink_pair_equal_to_the_world() -> None:
     io = open_io("sim", context(agents=50, first=0))
-    assert io.kind == "sim" and io.source is io.sink
-    assert isinstance(io.source, ObservationSource) and isinstance(io.sink, ActionSink)
+    assert io.kind == "sim"
+    assert io.source is io.sink  # type: ignore[comparison-overlap]
+    assert isinstance(io.source, ObservationSource)
+    assert isinstance(io.sink, ActionSink)
     reference = FlockingWorld(50, seed=0)
     t, expected = table(50, 0), table(50, 0)
     t.fresh.fill(0)
@@ -122,7 +124,8 @@ async def test_a_plugin_distribution_is_loaded_by_name() -> None:
     assert "counter" in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     assert "counter" in available_kinds()
     io = open_io("counter:2.5", context())
-    assert isinstance(io, AgentIO) and io.kind == "counter"
+    assert isinstance(io, AgentIO)
+    assert io.kind == "counter"
     t = table()
     await io.start()
     io.source.sense(t, t.fresh, 0.0)
@@ -142,7 +145,8 @@ def test_mqtt_address_options_and_refusals() -> None:
         "127.0.0.1", 1999, "plant/a", "ops", "s3cret"
     )  # fmt: skip
     assert (o.qos_obs, o.qos_act, o.act_batched, o.client_id) == (1, 2, True, "e1")
-    assert o.obs_topic == "plant/a/obs/#" and o.act_topic(7) == "plant/a/act/7"
+    assert o.obs_topic == "plant/a/obs/#"
+    assert o.act_topic(7) == "plant/a/act/7"
     assert parse_mqtt_address("mqtts://h/p", env={}).port == 8883
     for bad, match in (
         ("mqtt://u:pw@h/p", "password"),
@@ -160,13 +164,17 @@ def test_payloads_json_msgpack_and_batches() -> None:
     import msgpack  # type: ignore[import-untyped]
 
     row, reward = decode_agent_observation(b'{"obs": [1,2,3,4,5,6,7,8], "reward": 0.5}', 8)
-    assert row.tolist() == [1, 2, 3, 4, 5, 6, 7, 8] and reward == 0.5
+    assert row.tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert reward == 0.5
     row, reward = decode_agent_observation(msgpack.packb([0.5] * 8), 8)
-    assert row.tolist() == [0.5] * 8 and reward == 0.0
+    assert row.tolist() == [0.5] * 8
+    assert reward == 0.0
     ids = np.array([3, 1], dtype=np.uint32)
     obs = np.arange(16, dtype=np.float32).reshape(2, 8)
     got_ids, got_obs, rewards = decode_batch(encode_observation_batch(ids, obs), 8)
-    assert got_ids.tolist() == [3, 1] and np.array_equal(got_obs, obs) and rewards is None
+    assert got_ids.tolist() == [3, 1]
+    assert np.array_equal(got_obs, obs)
+    assert rewards is None
     for payload, reason in (
         (b"", "decode"),
         (b"{not json", "decode"),
@@ -185,7 +193,8 @@ def test_payloads_json_msgpack_and_batches() -> None:
 def test_inbox_fresh_mask_follows_max_age() -> None:
     inbox = ObservationInbox(agents=4, first_id=100, obs_dim=8)
     rows, unknown = inbox.rows_of(np.array([100, 103, 104, 99], dtype=np.uint32))
-    assert rows.tolist() == [0, 3] and unknown == 2
+    assert rows.tolist() == [0, 3]
+    assert unknown == 2
     inbox.put_rows(rows, np.ones((2, 8), dtype=np.float32), None, now=10.0)
     inbox.put_one(1, np.full(8, 2, dtype=np.float32), 0.25, now=11.0)
     t = table()
@@ -208,7 +217,9 @@ def test_action_streams_compare_to_the_first_differing_tick_and_agent(tmp_path: 
             recorder.write(tick, t)
         recorder.close()
     same = compare_actions(paths[0], paths[0])
-    assert same.identical and same.ticks == 5
+    assert same.identical
+    assert same.ticks == 5
     diff = compare_actions(paths[0], paths[1])
-    assert not diff.identical and diff.difference is not None
+    assert not diff.identical
+    assert diff.difference is not None
     assert (diff.difference.tick, diff.difference.agent_id) == (3, 102)
