@@ -34,6 +34,7 @@ from .options import (
     quic_stack,
 )
 from .options import metrics_port as metrics_port_option
+from .replay import export, replay
 from .state import state_app
 
 app = typer.Typer(
@@ -49,6 +50,8 @@ app.add_typer(log_app)
 app.add_typer(state_app)
 app.command()(gateway)
 app.command()(infer)
+app.command()(replay)
+log_app.command("export")(export)
 
 FALLBACKS = get_args(Fallback)
 EDGE_METRICS_PORT = cli_port(default(EdgeConfig, "metrics_port"))

@@ -16,8 +16,7 @@ import xxhash
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-
-from .recording import RecordingReader, RecordingWriter, array_field, encoded
+from edgeswarm.storage.recording import RecordingReader, RecordingWriter, array_field, encoded
 
 __all__ = ["ActionRecorder", "Difference", "compare_actions", "tick_digest"]
 

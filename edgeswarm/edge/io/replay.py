@@ -22,9 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
+from edgeswarm.storage.recording import RecordingReader, array_field
 
 from .base import AgentIO, IoContext, IoError
-from .recording import RecordingReader, array_field
 
 __all__ = ["OBSERVATIONS_KIND", "ReplayIO", "open_replay"]
 
@@ -54,6 +54,8 @@ class ReplayIO:
     async def start(self) -> None:
         self._reader = RecordingReader(self.path, OBSERVATIONS_KIND)
         self._records = iter(self._reader)
+        self._pending = next(self._records, None)
+        self.finished = self._pending is None
         self._started_at = time.monotonic()
 
     async def close(self) -> None:
@@ -61,26 +63,27 @@ class ReplayIO:
             self._reader.close()
             self._reader = None
 
+    def _advance(self) -> dict[str, Any] | None:
+        record, self._pending = self._pending, next(self._records, None)
+        self.finished = self._pending is None  # the edge stops after this tick
+        return record
+
     def _next(self, now: float) -> dict[str, Any] | None:
-        record = self._pending if self._pending is not None else next(self._records, None)
-        self._pending = None
-        if record is None:
+        if self._pending is None:
             self.finished = True
             return None
         if not self.recorded_speed:
-            return record
+            return self._advance()
         if self._t0 is None:
-            self._t0 = float(record.get("t", 0.0))
+            self._t0 = float(self._pending.get("t", 0.0))
         elapsed = now - self._started_at
         newest: dict[str, Any] | None = None
-        while record is not None and float(record.get("t", 0.0)) - self._t0 <= elapsed:
+        while (
+            self._pending is not None and float(self._pending.get("t", 0.0)) - self._t0 <= elapsed
+        ):
             if newest is not None:
                 self.skipped += 1
-            newest = record
-            record = next(self._records, None)
-        if record is None and newest is None:
-            self.finished = True
-        self._pending = record
+            newest = self._advance()
         return newest
 
     def sense(self, table: AgentTable, fresh: NDArray[np.uint8], now: float) -> None:

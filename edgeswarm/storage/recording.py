@@ -1,5 +1,8 @@
 """Recordings on disk: a header and one record per tick, msgpack, zstd-compressed.
 
+Shared by the gateway (``edgeswarm log export`` writes observations) and the edge
+(``--io replay:`` reads them; ``--actions-out`` writes action streams).
+
 Two kinds share the format:
 
 - ``observations`` (``edgeswarm log export``, read by ``--io replay:``): per tick
@@ -27,11 +30,22 @@ from typing import IO, Any
 import msgpack  # type: ignore[import-untyped]
 import zstandard
 
+from edgeswarm.errors import EdgeswarmError
 from edgeswarm.wire.arrays import decode_array, encode_array
 
-from .base import IoError
+__all__ = [
+    "FORMAT",
+    "RecordingError",
+    "RecordingReader",
+    "RecordingWriter",
+    "array_field",
+    "encoded",
+]
 
-__all__ = ["FORMAT", "RecordingReader", "RecordingWriter", "array_field"]
+
+class RecordingError(EdgeswarmError):
+    """A recording that cannot be opened or read (missing, not a recording, damaged)."""
+
 
 FORMAT = "edgeswarm-recording"
 VERSION = 1
@@ -83,30 +97,32 @@ class RecordingReader:
         try:
             self._file: IO[bytes] = path.open("rb")
         except OSError as exc:
-            raise IoError(f"{path}: cannot open the recording ({exc.strerror})") from exc
+            raise RecordingError(f"{path}: cannot open the recording ({exc.strerror})") from exc
         reader = zstandard.ZstdDecompressor().stream_reader(self._file)
         self._unpacker = msgpack.Unpacker(reader, max_buffer_size=1 << 30)
         try:
             header = next(self._unpacker)
         except (StopIteration, zstandard.ZstdError, ValueError) as exc:
             self.close()
-            raise IoError(f"{path}: not an edgeswarm recording ({exc})") from exc
+            raise RecordingError(f"{path}: not an edgeswarm recording ({exc})") from exc
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             self.close()
-            raise IoError(f"{path}: not an edgeswarm recording")
+            raise RecordingError(f"{path}: not an edgeswarm recording")
         if header.get("kind") != kind:
             self.close()
-            raise IoError(f"{path}: a recording of {header.get('kind')!r}, expected {kind!r}")
+            raise RecordingError(
+                f"{path}: a recording of {header.get('kind')!r}, expected {kind!r}"
+            )
         self.header: dict[str, Any] = header
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
             for record in self._unpacker:
                 if not isinstance(record, dict):
-                    raise IoError(f"{self.path}: damaged record")
+                    raise RecordingError(f"{self.path}: damaged record")
                 yield record
         except (zstandard.ZstdError, ValueError) as exc:
-            raise IoError(f"{self.path}: damaged recording ({exc})") from exc
+            raise RecordingError(f"{self.path}: damaged recording ({exc})") from exc
 
     def close(self) -> None:
         self._file.close()
@@ -124,11 +140,11 @@ class RecordingReader:
 
 
 def array_field(record: dict[str, Any], name: str, dtype: str, ndim: int) -> Any:
-    """Decode array ``name`` of a record; :class:`IoError` if it is not what it must be."""
+    """Decode array ``name`` of a record; :class:`RecordingError` if it is not what it must be."""
     try:
         return decode_array(record.get(name), dtype=dtype, ndim=ndim)
     except Exception as exc:
-        raise IoError(f"recording field {name!r}: {exc}") from exc
+        raise RecordingError(f"recording field {name!r}: {exc}") from exc
 
 
 def encoded(array: Any) -> dict[str, Any]:
