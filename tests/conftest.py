@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
+from edgeswarm.edge.io.mosquitto import Mosquitto, mosquitto_binary
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair
 from edgeswarm.wire import Role
-
-from .mosquitto import Mosquitto, mosquitto_binary
 
 STARTUP_TIMEOUT_S = 30
 ADMIN_ID = "test-admin"

@@ -21,13 +21,13 @@ import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import pytest
 
+from edgeswarm.edge.io.mosquitto import Mosquitto
 from edgeswarm.edge.io.mqtt import MqttIO
 from edgeswarm.edge.io.mqtt_codec import encode_observation_batch
 from edgeswarm.edge.policy.boids import boids_numpy
 from edgeswarm.edge.runner import EdgeRunner
 
 from .conftest import RunningGateway
-from .mosquitto import Mosquitto
 from .mqtt_policies import MASK_ECHO
 from .test_edge_policies import edge_config
 

@@ -7,13 +7,23 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, crdt, edge, host_imports, inference, preauth, transport
+from edgeswarm.bench import (
+    BenchResult,
+    crdt,
+    edge,
+    host_imports,
+    inference,
+    io,
+    preauth,
+    transport,
+)
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "crdt": crdt.run,
     "edge": edge.run,
     "host_imports": host_imports.run,
     "inference": inference.run,
+    "io": io.run,
     "preauth": preauth.run,
     "transport": transport.run,
 }

@@ -26,8 +26,8 @@ class ObservationInbox:
         self.observations = np.zeros((agents, obs_dim), dtype=np.float32)
         self.rewards = np.zeros(agents, dtype=np.float32)
         self.updated_at = np.full(agents, -np.inf, dtype=np.float64)
-        self.received = np.zeros(agents, dtype=np.uint64)
-        """Observations taken per row (the latency benchmark waits on one)."""
+        self.updated = np.zeros(agents, dtype=np.bool_)
+        """Rows with a new observation since the last :meth:`take_updated`."""
 
     @property
     def obs_dim(self) -> int:
@@ -49,7 +49,7 @@ class ObservationInbox:
         self.observations[row] = observation
         self.rewards[row] = reward
         self.updated_at[row] = now
-        self.received[row] += 1
+        self.updated[row] = True
 
     def put_rows(
         self,
@@ -62,7 +62,13 @@ class ObservationInbox:
         self.observations[rows] = observations
         self.rewards[rows] = 0.0 if rewards is None else rewards
         self.updated_at[rows] = now
-        self.received[rows] += 1
+        self.updated[rows] = True
+
+    def take_updated(self) -> NDArray[np.bool_]:
+        """Rows updated since the last call (a copy), then forget them."""
+        updated = self.updated.copy()
+        self.updated.fill(False)
+        return updated
 
     def fill(
         self, table: AgentTable, fresh: NDArray[np.uint8], now: float, max_age_s: float | None

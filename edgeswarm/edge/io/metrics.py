@@ -36,7 +36,7 @@ class IoMetrics:
         )
         self.dropped = Counter(
             "edgeswarm_edge_io_dropped_messages",
-            "Messages dropped because a bounded queue was full, by direction (in, out)",
+            "Messages dropped because a bounded queue was full, by direction (out: actions)",
             ["io", "direction"],
             registry=self.registry,
         )
@@ -54,7 +54,8 @@ class IoMetrics:
         )
         self.queue_depth = Gauge(
             "edgeswarm_edge_io_queue_depth",
-            "Messages waiting in the source's and the sink's queues, by direction",
+            "Messages waiting in a queue, by direction (out: actions to publish; received messages"
+            " are decoded on arrival, none wait)",
             ["io", "direction"],
             registry=self.registry,
         )

@@ -45,9 +45,13 @@ from .mqtt_codec import (
 __all__ = ["MqttIO", "open_mqtt"]
 
 logger = logging.getLogger("edgeswarm.edge.io.mqtt")
+client_logger = logging.getLogger("edgeswarm.edge.io.mqtt.client")
+"""aiomqtt's own log."""
 
 _BACKOFF_FIRST_S = 0.1
 _LOG_EVERY = 1000
+_CHUNK = 1024
+"""Most action messages handed to the client in one go."""
 
 
 class MqttIO:
@@ -71,16 +75,18 @@ class MqttIO:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._tick = 0
+        self._updated = np.zeros(context.agents, dtype=np.bool_)
         self._malformed_seen: collections.Counter[str] = collections.Counter()
+        self.first_message_at: float | None = None
+        self.last_message_at = 0.0
+        """When the first and the newest message arrived (``time.monotonic()``)."""
         m = context.metrics
         self._in = m.messages_in.labels(label)
         self._obs_in = m.observations_in.labels(label)
         self._out = m.messages_out.labels(label)
-        self._dropped_in = m.dropped.labels(label, "in")
         self._dropped_out = m.dropped.labels(label, "out")
         self._stale = m.stale_agents.labels(label)
         self._stale_ticks = m.stale_agent_ticks.labels(label)
-        self._depth_in = m.queue_depth.labels(label, "in")
         self._depth_out = m.queue_depth.labels(label, "out")
         self._reconnects = m.reconnects.labels(label)
         self._connected_gauge = m.connected.labels(label)
@@ -109,18 +115,18 @@ class MqttIO:
 
     def sense(self, table: AgentTable, fresh: NDArray[np.uint8], now: float) -> None:
         self.data.clear()
+        if self.options.publish_updated:
+            self._updated = self.inbox.take_updated()
         stale = self.inbox.fill(table, fresh, now, self.context.obs_max_age_s)
         self._stale.set(stale)
         if stale:
             self._stale_ticks.inc(stale)
-        client = self._client
-        self._depth_in.set(len(client.messages) if client is not None else 0)
 
     # ------------------------------------------------------------------ sink
 
     def act(self, table: AgentTable, fresh: NDArray[np.uint8]) -> None:
         tick, self._tick = self._tick, self._tick + 1
-        rows = np.flatnonzero(fresh)
+        rows = np.flatnonzero(fresh & self._updated if self.options.publish_updated else fresh)
         if rows.size == 0:
             return
         options = self.options
@@ -149,15 +155,15 @@ class MqttIO:
 
     def _client_for(self) -> aiomqtt.Client:
         o = self.options
-        dropped = self._dropped_in
+        receive = self.receive
 
-        class CountingQueue(asyncio.Queue[aiomqtt.Message]):
+        class DecodingQueue(asyncio.Queue[aiomqtt.Message]):
+            """Decodes each message into the inbox as it arrives: nothing waits in a queue
+            (aiomqtt's iterator would cost a task per message), so ``client.messages``
+            never yields and only tells the connection's loss."""
+
             def put_nowait(self, item: aiomqtt.Message) -> None:
-                try:
-                    super().put_nowait(item)
-                except asyncio.QueueFull:
-                    dropped.inc()
-                    raise
+                receive(str(item.topic), item.payload, time.monotonic())
 
         tls: ssl.SSLContext | None = None
         if o.tls:
@@ -171,11 +177,10 @@ class MqttIO:
             password=o.password,
             identifier=o.client_id or f"edgeswarm-{os.getpid()}-{id(self):x}",
             protocol=aiomqtt.ProtocolVersion.V5,
-            queue_type=CountingQueue,
-            max_queued_incoming_messages=o.queue,
+            queue_type=DecodingQueue,
             tls_context=tls,
             timeout=5.0,
-            logger=logging.getLogger("edgeswarm.edge.io.mqtt.client"),
+            logger=client_logger,
         )
 
     async def _run(self) -> None:
@@ -198,8 +203,9 @@ class MqttIO:
                     )  # fmt: skip
                     publisher = asyncio.create_task(self._publish(client))
                     try:
-                        async for message in client.messages:
-                            self.receive(str(message.topic), message.payload, time.monotonic())
+                        # DecodingQueue took every message: only the connection's loss ends this
+                        async for _ in client.messages:
+                            pass
                     finally:
                         publisher.cancel()
                         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -224,19 +230,27 @@ class MqttIO:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             while self._outbox:
-                topic, payload = self._outbox.popleft()
+                # a chunk handed to the client at once (awaiting each message would cost a
+                # loop iteration per message); a lost link requeues it (at least once)
+                chunk = [self._outbox.popleft() for _ in range(min(len(self._outbox), _CHUNK))]
                 try:
-                    await client.publish(topic, payload, qos=qos)
+                    await asyncio.gather(
+                        *(client.publish(topic, payload, qos=qos) for topic, payload in chunk)
+                    )
                 except aiomqtt.MqttError:
-                    self._outbox.appendleft((topic, payload))  # a lost link keeps it queued
+                    self._outbox.extendleft(reversed(chunk))
                     raise
-                self._out.inc()
+                self._out.inc(len(chunk))
+                self._depth_out.set(len(self._outbox))
 
     # ------------------------------------------------------------------ decoding
 
     def receive(self, topic: str, payload: Any, now: float) -> None:
         """Take one message (sans-I/O: called by the connection, and by tests)."""
         self._in.inc()
+        self.last_message_at = now
+        if self.first_message_at is None:
+            self.first_message_at = now
         root = self.options.obs_root
         try:
             if not isinstance(payload, bytes | bytearray):

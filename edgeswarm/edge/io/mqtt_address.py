@@ -10,11 +10,12 @@ option             meaning                                                  defa
 ``act``            ``agent`` (PREFIX/act/<id>) or ``batch`` (PREFIX/act/batch) ``agent``
 ``format``         per-agent action payloads: ``json`` or ``msgpack``       ``json``
 ``client_id``      MQTT client identifier                                   edgeswarm-<pid>
-``queue``          bound of received messages waiting to be read            10000
 ``out_queue``      bound of action messages waiting to be published         10000
 ``ca``             CA file to verify the broker (``mqtts://`` only)         system CAs
 ``cert``, ``key``  client certificate and key for TLS                       none
 ``backoff_max``    longest wait between reconnect attempts, seconds         5
+``publish``        act for every ``fresh`` agent each tick, or only those   ``fresh``
+                   ``updated`` (a new observation) since the last tick
 =================  =======================================================  =========
 
 The password is never put in the address: it is read from the environment
@@ -34,8 +35,8 @@ __all__ = ["PASSWORD_ENV", "MqttOptions", "parse_mqtt_address"]
 
 PASSWORD_ENV = "EDGESWARM_MQTT_PASSWORD"
 _KNOWN = frozenset(
-    {"qos_obs", "qos_act", "act", "format", "client_id", "queue", "out_queue", "ca", "cert",
-     "key", "backoff_max"}
+    {"qos_obs", "qos_act", "act", "format", "client_id", "out_queue", "ca", "cert",
+     "key", "backoff_max", "publish"}
 )  # fmt: skip
 
 
@@ -52,12 +53,13 @@ class MqttOptions:
     qos_act: int = 0
     act_batched: bool = False
     act_json: bool = True
-    queue: int = 10_000
     out_queue: int = 10_000
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
     backoff_max_s: float = 5.0
+    publish_updated: bool = False
+    """Act only for agents with a new observation since the last tick (``publish=updated``)."""
 
     @property
     def obs_topic(self) -> str:
@@ -105,8 +107,11 @@ def parse_mqtt_address(address: str, env: dict[str, str] | None = None) -> MqttO
         raise IoError(f"--io mqtt: unknown option(s) {', '.join(unknown)} (known: {known})")
     act = query.get("act", "agent")
     fmt = query.get("format", "json")
+    publish = query.get("publish", "fresh")
     if act not in ("agent", "batch") or fmt not in ("json", "msgpack"):
         raise IoError("--io mqtt: act must be agent or batch, format json or msgpack")
+    if publish not in ("fresh", "updated"):
+        raise IoError("--io mqtt: publish must be fresh or updated")
     tls = url.scheme == "mqtts"
     paths = {name: Path(query[name]) for name in ("ca", "cert", "key") if name in query}
     if paths and not tls:
@@ -129,10 +134,10 @@ def parse_mqtt_address(address: str, env: dict[str, str] | None = None) -> MqttO
         qos_act=_int("qos_act", query.get("qos_act", "0"), 0, 2),
         act_batched=act == "batch",
         act_json=fmt == "json",
-        queue=_int("queue", query.get("queue", "10000"), 1, 10_000_000),
         out_queue=_int("out_queue", query.get("out_queue", "10000"), 1, 10_000_000),
         ca=paths.get("ca"),
         cert=paths.get("cert"),
         key=paths.get("key"),
         backoff_max_s=backoff_max,
+        publish_updated=publish == "updated",
     )
