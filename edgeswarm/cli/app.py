@@ -341,17 +341,37 @@ def demo(
         Path, typer.Option(help="Where the demo's gateway keeps its files and logs.")
     ] = Path("var/demo"),
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON summary line.")] = False,
+    io: Annotated[
+        str,
+        typer.Option(
+            "--io", help="sim (built-in world) or mqtt (sensors over a local Mosquitto broker)."
+        ),
+    ] = "sim",
 ) -> None:
     """Start a gateway and edge processes on loopback, show live progress, summarise.
 
-    Ctrl-C stops every process cleanly and still prints the summary.
+    Ctrl-C stops every process cleanly and still prints the summary. With --io mqtt
+    the demo also starts Mosquitto (Debian package mosquitto) and one sensor
+    simulator per edge publishing over MQTT.
+
+    Examples:
+
+        scripts/demo
+
+        scripts/demo --io mqtt --edges 2 --agents 2000 --duration 20
     """
     from .demo import DemoPlan, run_demo
 
     plan = DemoPlan(
-        duration_s=duration, edges=edges, agents=agents, tick_hz=tick_hz, data_dir=data_dir
+        duration_s=duration,
+        edges=edges,
+        agents=agents,
+        tick_hz=tick_hz,
+        data_dir=data_dir,
+        io=choice(io, ("sim", "mqtt"), "--io"),
     )
-    summary = asyncio.run(run_demo(plan, live=not as_json))
+    with exits_on_error("demo"):
+        summary = asyncio.run(run_demo(plan, live=not as_json))
     if as_json:
         typer.echo(json.dumps(summary))
     if summary["observations_acked"] != summary["observations_sent"] or summary["failed"]:
