@@ -11,8 +11,9 @@ Two kinds share the format:
 - ``actions`` (``edgeswarm edge --actions-out``, ``edgeswarm replay``): per tick
   ``{"tick", "agent_ids", "actions", "fresh", "digest"}``.
 
-Arrays are the wire's array maps (``edgeswarm.wire`` ``encode_array``: dtype,
-shape, raw little-endian bytes), so a record is columnar and decodes as numpy
+Arrays are the wire's array maps (``edgeswarm.wire.arrays``: dtype, shape, raw
+little-endian bytes; the writers and readers encode them, this module only
+frames and compresses records), so a record is columnar and decodes as numpy
 views without per-element work. Why msgpack + zstd rather than Arrow/Parquet:
 the project already speaks msgpack arrays on the wire, one tick is one small
 record appended as it happens (Parquet wants row groups written at close), and
@@ -31,15 +32,12 @@ import msgpack  # type: ignore[import-untyped]
 import zstandard
 
 from edgeswarm.errors import EdgeswarmError
-from edgeswarm.wire.arrays import decode_array, encode_array
 
 __all__ = [
     "FORMAT",
     "RecordingError",
     "RecordingReader",
     "RecordingWriter",
-    "array_field",
-    "encoded",
 ]
 
 
@@ -68,7 +66,7 @@ class RecordingWriter:
         self._stream.write(self._packer.pack(obj))
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record; arrays must already be ``encode_array`` maps."""
+        """Append one record; arrays must already be array maps (``wire.arrays``)."""
         self._write(record)
         self.records += 1
 
@@ -137,18 +135,3 @@ class RecordingReader:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def array_field(record: dict[str, Any], name: str, dtype: str, ndim: int) -> Any:
-    """Decode array ``name`` of a record; :class:`RecordingError` if it is not what it must be."""
-    try:
-        return decode_array(record.get(name), dtype=dtype, ndim=ndim)
-    except Exception as exc:
-        raise RecordingError(f"recording field {name!r}: {exc}") from exc
-
-
-def encoded(array: Any) -> dict[str, Any]:
-    """The array map of ``array``, with its bytes copied (the record outlives the tick)."""
-    wire = encode_array(array)
-    wire["data"] = bytes(wire["data"])
-    return wire

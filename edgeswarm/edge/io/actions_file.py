@@ -16,11 +16,26 @@ import xxhash
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.storage.recording import RecordingReader, RecordingWriter, array_field, encoded
+from edgeswarm.storage.recording import RecordingError, RecordingReader, RecordingWriter
+from edgeswarm.wire.arrays import decode_array, encode_array
 
-__all__ = ["ActionRecorder", "Difference", "compare_actions", "tick_digest"]
+__all__ = [
+    "ActionRecorder",
+    "Difference",
+    "array_field",
+    "compare_actions",
+    "tick_digest",
+]
 
 KIND = "actions"
+
+
+def array_field(record: dict[str, Any], name: str, dtype: str, ndim: int) -> Any:
+    """Array ``name`` of a recording's record; :class:`RecordingError` if it is not one."""
+    try:
+        return decode_array(record.get(name), dtype=dtype, ndim=ndim)
+    except Exception as exc:
+        raise RecordingError(f"recording field {name!r}: {exc}") from exc
 
 
 def tick_digest(
@@ -44,9 +59,9 @@ class ActionRecorder:
         self._writer.write(
             {
                 "tick": tick,
-                "agent_ids": encoded(table.ids),
-                "actions": encoded(table.actions),
-                "fresh": encoded(table.fresh),
+                "agent_ids": encode_array(table.ids, copy=True),
+                "actions": encode_array(table.actions, copy=True),
+                "fresh": encode_array(table.fresh, copy=True),
                 "digest": tick_digest(tick, table.ids, table.actions, table.fresh),
             }
         )

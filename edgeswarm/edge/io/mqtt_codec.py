@@ -30,6 +30,8 @@ from numpy.typing import NDArray
 from edgeswarm.wire.arrays import decode_array, encode_array
 from edgeswarm.wire.errors import InvalidArray
 
+from .base import IoError
+
 __all__ = [
     "MalformedPayloadError",
     "decode_agent_observation",
@@ -43,7 +45,7 @@ _JSON_START = frozenset(b"{[ \t\r\n")
 MAX_PAYLOAD_BYTES = 64 << 20
 
 
-class MalformedPayloadError(ValueError):
+class MalformedPayloadError(IoError, ValueError):
     """A message that is not a valid observation; ``reason`` names the class of problem."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -22,8 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.storage.recording import RecordingReader, array_field
+from edgeswarm.storage.recording import RecordingReader
 
+from .actions_file import array_field
 from .base import AgentIO, IoContext, IoError
 
 __all__ = ["OBSERVATIONS_KIND", "ReplayIO", "open_replay"]

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from edgeswarm.storage.recording import RecordingWriter, encoded
+from edgeswarm.storage.recording import RecordingWriter
 from edgeswarm.wire import ObservationBatch, decode_payload
+from edgeswarm.wire.arrays import encode_array
 
 from .reader import read_records
 from .records import ObservationLogError
@@ -100,12 +102,14 @@ def export_edge(
 
 
 def _tick_record(batches: list[ObservationBatch], received_at: float) -> dict[str, Any]:
+    def column(name: str, dtype: type) -> dict[str, Any]:
+        joined: NDArray[Any] = np.concatenate([getattr(b, name) for b in batches]).astype(dtype)
+        return encode_array(joined, copy=True)
+
     return {
         "tick": batches[0].tick,
         "t": received_at,
-        "agent_ids": encoded(np.concatenate([b.agent_ids for b in batches]).astype(np.uint32)),
-        "observations": encoded(
-            np.concatenate([b.observations for b in batches]).astype(np.float32)
-        ),
-        "rewards": encoded(np.concatenate([b.rewards for b in batches]).astype(np.float32)),
+        "agent_ids": column("agent_ids", np.uint32),
+        "observations": column("observations", np.float32),
+        "rewards": column("rewards", np.float32),
     }
