@@ -223,3 +223,41 @@ def test_action_streams_compare_to_the_first_differing_tick_and_agent(tmp_path: 
     assert not diff.identical
     assert diff.difference is not None
     assert (diff.difference.tick, diff.difference.agent_id) == (3, 102)
+
+
+def test_publish_updated_takes_each_new_observation_once() -> None:
+    inbox = ObservationInbox(agents=3, first_id=0, obs_dim=8)
+    inbox.put_one(2, np.ones(8, dtype=np.float32), 0.0, now=1.0)
+    assert inbox.take_updated().tolist() == [False, False, True]
+    assert not inbox.take_updated().any()  # taken: the next tick acts for nobody new
+
+
+def test_replay_addresses_are_checked_before_the_edge_starts(tmp_path: Path) -> None:
+    with pytest.raises(IoError, match="no such file"):
+        open_io(f"replay:{tmp_path / 'missing.rec'}", context())
+    recording = tmp_path / "r.rec"
+    recording.write_bytes(b"")
+    with pytest.raises(IoError, match="speed=recorded or speed=fast"):
+        open_io(f"replay:{recording}?speed=warp", context())
+
+
+def test_edge_with_an_unknown_io_fails_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    from .conftest import edgeswarm_command
+
+    done = subprocess.run(
+        edgeswarm_command(
+            *("edge", "--edge-id", "x", "--ca", str(tmp_path / "ca.pem")),
+            *("--io", "serial:/dev/ttyUSB0", "--data-dir", str(tmp_path), "--metrics-port", "0"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: edge x: --io 'serial:/dev/ttyUSB0': no source/sink kind 'serial' (available: "
+        "sim, mqtt, mqtts, replay; plug-ins register in the entry-point group 'edgeswarm.io')"
+    ]
