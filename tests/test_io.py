@@ -261,3 +261,24 @@ def test_edge_with_an_unknown_io_fails_in_one_line(tmp_path: Path) -> None:
         "error: edge x: --io 'serial:/dev/ttyUSB0': no source/sink kind 'serial' (available: "
         "sim, mqtt, mqtts, replay; plug-ins register in the entry-point group 'edgeswarm.io')"
     ]
+
+
+def test_a_policy_one_column_wider_sees_the_fresh_mask_and_two_wider_is_refused() -> None:
+    from edgeswarm.edge.policy.errors import PolicyAbiError
+    from edgeswarm.edge.policy.module_cache import ModuleCache
+    from edgeswarm.edge.policy.set import PolicySet, PolicySpec
+
+    from .mqtt_policies import MASK_ECHO
+    from .wasm_fixtures import policy_wat
+
+    t = AgentTable.create(count=3, obs_dim=8, state_dim=2, act_dim=2)
+    t.observations[:, 0] = [5.0, 6.0, 7.0]
+    t.fresh[:] = [1, 0, 1]
+    cache = ModuleCache(cache_dir=None)
+    with PolicySet([PolicySpec(MASK_ECHO)], cache=cache) as masked:
+        masked.step(t)
+    assert t.actions.tolist() == [[1.0, 5.0], [0.0, 6.0], [1.0, 7.0]]
+    too_wide = policy_wat(name="too_wide", descriptor={"obs_dim": 10, "state_dim": 0})
+    with PolicySet([PolicySpec(too_wide)], cache=cache) as refused:
+        refused.step(t)
+        assert isinstance(refused.quarantined[0], PolicyAbiError)
