@@ -7,9 +7,11 @@ on ``PREFIX/obs/<id>``; ``batch``: msgpack batches of ``AGENTS`` observations on
 
 ``python -m edgeswarm.bench.io_peers loop PORT PREFIX AGENTS RATE SECONDS``
 publishes per-agent observations at ``RATE`` messages/s (round robin over
-``AGENTS``) for ``SECONDS`` while subscribed to ``PREFIX/act/#``, and prints the
-latency from each observation's publish to its agent's next action (the oldest
-unanswered observation of that agent; CLOCK_MONOTONIC, shared by processes).
+``AGENTS``) for ``SECONDS`` while subscribed to ``PREFIX/act/#`` (the edge
+publishes each tick's actions as one ``act/batch`` message), and prints the
+latency from each observation's publish to the first action for its agent
+after it (from the oldest unanswered observation of that agent; CLOCK_MONOTONIC,
+shared by processes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 from collections import deque
 
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -71,12 +74,14 @@ def loop(port: int, prefix: str, agents: int, rate: float, seconds: float) -> di
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
-        agent = int(message.topic.rsplit("/", 1)[1])
+        body = msgpack.unpackb(message.payload)  # PREFIX/act/batch: the tick's actions
+        agents = np.frombuffer(body["agent_ids"]["data"], dtype="<u4").tolist()
         with lock:
-            waiting = pending[agent]
-            if waiting:
-                latencies.append(now - waiting[0])
-                waiting.clear()
+            for agent in agents:
+                waiting = pending[agent]
+                if waiting:
+                    latencies.append(now - waiting[0])
+                    waiting.clear()
 
     def on_subscribe(*args: object) -> None:
         subscribed.set()
