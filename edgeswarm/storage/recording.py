@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import msgpack  # type: ignore[import-untyped]
 import zstandard
 
 from edgeswarm.errors import EdgeswarmError
+from edgeswarm.resource import Resource
 
 __all__ = [
     "FORMAT",
@@ -50,7 +50,7 @@ VERSION = 1
 _ZSTD_LEVEL = 3
 
 
-class RecordingWriter:
+class RecordingWriter(Resource):
     """Appends records to a new file (replaced if it exists). Use as a context manager."""
 
     def __init__(self, path: Path, kind: str, **header: Any) -> None:
@@ -75,19 +75,8 @@ class RecordingWriter:
             self._stream.flush(zstandard.FLUSH_FRAME)
             self._stream.close()  # type: ignore[no-untyped-call]
 
-    def __enter__(self) -> RecordingWriter:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class RecordingReader:
+class RecordingReader(Resource):
     """Reads a recording: :attr:`header`, then iterate for the records."""
 
     def __init__(self, path: Path, kind: str) -> None:
@@ -124,14 +113,3 @@ class RecordingReader:
 
     def close(self) -> None:
         self._file.close()
-
-    def __enter__(self) -> RecordingReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
