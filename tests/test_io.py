@@ -282,3 +282,19 @@ def test_a_policy_one_column_wider_sees_the_fresh_mask_and_two_wider_is_refused(
     with PolicySet([PolicySpec(too_wide)], cache=cache) as refused:
         refused.step(t)
         assert isinstance(refused.quarantined[0], PolicyAbiError)
+
+
+def test_the_action_queue_is_bounded_and_drops_the_oldest_counted() -> None:
+    from edgeswarm.edge.io.mqtt import MqttIO
+
+    ctx = context(agents=3, first=0)
+    io = MqttIO(parse_mqtt_address("mqtt://127.0.0.1/p?out_queue=2", env={}), ctx)
+    t = table(3, 0)
+    io.act(t, np.ones(3, dtype=np.uint8))
+    assert [topic for topic, _ in io._outbox] == ["p/act/1", "p/act/2"]
+    dropped = ctx.metrics.registry.get_sample_value(
+        "edgeswarm_edge_io_dropped_messages_total", {"io": "mqtt", "direction": "out"}
+    )
+    assert dropped == 1
+    io.act(t, np.array([0, 0, 1], dtype=np.uint8))  # a stale agent gets no action
+    assert [topic for topic, _ in io._outbox] == ["p/act/2", "p/act/2"]

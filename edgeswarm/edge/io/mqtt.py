@@ -75,6 +75,8 @@ class MqttIO:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._tick = 0
+        """Ticks acted on (the ``tick`` of action payloads: the edge's tick number)."""
+        self._out_dropped = 0
         self._updated = np.zeros(context.agents, dtype=np.bool_)
         self._malformed_seen: collections.Counter[str] = collections.Counter()
         self.first_message_at: float | None = None
@@ -149,6 +151,12 @@ class MqttIO:
         if len(self._outbox) >= self.options.out_queue:
             self._outbox.popleft()
             self._dropped_out.inc()
+            if self._out_dropped % _LOG_EVERY == 0:
+                logger.warning(
+                    "actions dropped: the broker takes them slower than the edge ticks",
+                    extra={"dropped": self._out_dropped + 1, "out_queue": self.options.out_queue},
+                )
+            self._out_dropped += 1
         self._outbox.append((topic, payload))
 
     # ------------------------------------------------------------------ connection
