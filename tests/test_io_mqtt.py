@@ -239,3 +239,54 @@ async def test_malformed_payloads_are_counted_and_logged_and_the_broker_restart_
             listening.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await listening
+
+
+async def test_tls_and_a_password_protected_broker(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    from edgeswarm.edge.agent_table import AgentTable
+    from edgeswarm.edge.io import IoContext, IoMetrics
+    from edgeswarm.edge.io.mosquitto import mosquitto_binary
+    from edgeswarm.edge.io.mqtt_address import PASSWORD_ENV, parse_mqtt_address
+    from edgeswarm.transport.tls import create_certificates
+
+    binary, passwd = mosquitto_binary(), shutil.which("mosquitto_passwd")
+    if binary is None or passwd is None:
+        pytest.skip("mosquitto is not installed (scripts/test installs the Debian package)")
+    certs = create_certificates(tmp_path / "tls", names=("127.0.0.1",))
+    users = tmp_path / "passwords"
+    subprocess.run([passwd, "-c", "-b", str(users), "edge", "s3cret"], check=True)
+    broker = Mosquitto(
+        binary, tmp_path, certfile=certs.cert, keyfile=certs.key, password_file=users
+    )
+    broker.start()
+    tls = ssl.create_default_context(cafile=str(certs.ca))
+    try:
+        with pytest.raises(aiomqtt.MqttError):  # anonymous: refused
+            async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=tls):
+                pass
+        options = parse_mqtt_address(
+            f"mqtts://edge@127.0.0.1:{broker.port}/p?ca={certs.ca}", env={PASSWORD_ENV: "s3cret"}
+        )
+        context = IoContext(agents=2, first_agent_id=0, obs_dim=8, act_dim=2, metrics=IoMetrics())
+        io = MqttIO(options, context)
+        await io.start()
+        try:
+            async with asyncio.timeout(WAIT_S):
+                await io.connected.wait()
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, username="edge", password="s3cret", tls_context=tls
+            ) as sensor:
+                await sensor.publish("p/obs/1", json.dumps([0.5] * 8))
+                async with asyncio.timeout(WAIT_S):
+                    await io.data.wait()
+            table = AgentTable.create(count=2, obs_dim=8, state_dim=2, act_dim=2)
+            io.sense(table, table.fresh, 0.0)
+            assert table.fresh.tolist() == [0, 1]
+            assert table.observations[1].tolist() == [0.5] * 8
+        finally:
+            await io.close()
+    finally:
+        broker.stop()

@@ -8,6 +8,7 @@ tests that need it skip, saying so. The broker runs anonymous, in memory
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -43,13 +44,26 @@ class Mosquitto:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    certfile: Path | None = None
+    """With ``keyfile``: TLS only (``mqtts://``)."""
+    keyfile: Path | None = None
+    password_file: Path | None = None
+    """A ``mosquitto_passwd`` file: no anonymous clients."""
 
     def start(self) -> None:
         """Start the broker and return once its port accepts connections."""
         config = self.directory / "mosquitto.conf"
+        secure = ""
+        if self.certfile is not None and self.keyfile is not None:
+            secure += f"certfile {self.certfile}\nkeyfile {self.keyfile}\n"
+        if self.password_file is not None:
+            secure += f"password_file {self.password_file}\n"
+        if os.geteuid() == 0:  # do not drop to user mosquitto: the files are ours, 0600
+            secure += "user root\n"
         config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"allow_anonymous {'false' if self.password_file else 'true'}\n"
+            f"{secure}"
             "persistence false\n"
             "max_queued_messages 100000\n"
             "set_tcp_nodelay true\n"  # no Nagle delay on the actions (mqtt_loop latency)
