@@ -298,3 +298,33 @@ def test_the_action_queue_is_bounded_and_drops_the_oldest_counted() -> None:
     assert dropped == 1
     io.act(t, np.array([0, 0, 1], dtype=np.uint8))  # a stale agent gets no action
     assert [topic for topic, _ in io._outbox] == ["p/act/2", "p/act/2"]
+
+
+async def test_replay_at_recorded_speed_takes_the_newest_record_due(tmp_path: Path) -> None:
+    from edgeswarm.edge.io.replay import OBSERVATIONS_KIND, ReplayIO
+    from edgeswarm.storage.recording import RecordingWriter
+    from edgeswarm.wire.arrays import encode_array
+
+    path = tmp_path / "r.rec"
+    with RecordingWriter(path, OBSERVATIONS_KIND) as writer:
+        for tick, at in enumerate((100.0, 100.05, 110.0)):
+            writer.write(
+                {
+                    "tick": tick,
+                    "t": at,
+                    "agent_ids": encode_array(np.array([101], np.uint32), copy=True),
+                    "observations": encode_array(np.full((1, 8), tick, np.float32), copy=True),
+                    "rewards": encode_array(np.zeros(1, np.float32), copy=True),
+                }
+            )
+    io = ReplayIO(path, context(), recorded_speed=True)
+    await io.start()
+    start = io._started_at
+    t = table()
+    io.sense(t, t.fresh, start + 0.1)  # ticks 0 and 1 are due: the newest, 1, is taken
+    assert (t.observations[1, 0], t.fresh.tolist(), io.skipped) == (1.0, [0, 1, 0, 0], 1)
+    io.sense(t, t.fresh, start + 5.0)  # nothing due yet: every agent stale
+    assert (t.fresh.tolist(), io.finished) == ([0, 0, 0, 0], False)
+    io.sense(t, t.fresh, start + 10.5)
+    assert (t.observations[1, 0], io.finished) == (2.0, True)
+    await io.close()
