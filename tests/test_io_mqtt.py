@@ -290,3 +290,35 @@ async def test_tls_and_a_password_protected_broker(tmp_path: Path) -> None:
             await io.close()
     finally:
         broker.stop()
+
+
+async def test_the_sensor_simulator_publishes_the_world_and_applies_batched_actions(
+    mosquitto: Mosquitto,
+) -> None:
+    from edgeswarm.edge.agent_table import AgentTable
+    from edgeswarm.edge.io import IoContext, IoMetrics
+    from edgeswarm.edge.io.mqtt_address import parse_mqtt_address
+    from edgeswarm.edge.io.sensor_sim import simulate
+
+    options = parse_mqtt_address(f"{mosquitto.url}/sim?act=batch", env={})
+    context = IoContext(agents=50, first_agent_id=100, obs_dim=8, act_dim=2, metrics=IoMetrics())
+    io = MqttIO(options, context)
+    table = AgentTable.create(count=50, obs_dim=8, state_dim=2, act_dim=2, first_id=100)
+    await io.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await io.connected.wait()
+        sensors = asyncio.create_task(
+            simulate("127.0.0.1", mosquitto.port, "sim", 50, 100, hz=20.0, duration=1.0)
+        )
+        while not sensors.done():  # the edge's side: a tick on every batch
+            await io.wait_data(0.1)
+            io.sense(table, table.fresh, 0.0)
+            table.actions[:] = 0.5
+            io.act(table, table.fresh)
+        result = await sensors
+    finally:
+        await io.close()
+    assert result["ticks"] >= 10
+    assert table.fresh.all()  # every agent's reading came in a batch
+    assert result["actions_applied"] >= 50  # and the actions went back to the world
