@@ -268,7 +268,8 @@ async def test_tls_and_a_password_protected_broker(tmp_path: Path) -> None:
             async with aiomqtt.Client("127.0.0.1", broker.port, tls_context=tls):
                 pass
         options = parse_mqtt_address(
-            f"mqtts://edge@127.0.0.1:{broker.port}/p?ca={certs.ca}", env={PASSWORD_ENV: "s3cret"}
+            f"mqtts://edge@127.0.0.1:{broker.port}/p?ca={certs.ca}&qos_obs=1&qos_act=1",
+            env={PASSWORD_ENV: "s3cret"},
         )
         context = IoContext(agents=2, first_agent_id=0, obs_dim=8, act_dim=2, metrics=IoMetrics())
         io = MqttIO(options, context)
