@@ -1,4 +1,4 @@
-"""``edgeswarm log export`` (a recording of one edge) and ``edgeswarm replay`` (compare runs)."""
+"""`edgeswarm log export` (a recording of one edge) and `edgeswarm replay` (compare runs)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def export(
 ) -> None:
     """Export one edge's observations from the gateway's durable log as a recording
     (one record per tick, msgpack arrays, zstd-compressed) that an edge replays with
-    ``--io replay:PATH``. Every payload is checked against its checksum; runs beside a
+    `--io replay:PATH`. Every payload is checked against its checksum; runs beside a
     live gateway. Progress goes to stderr once a second. Exit status: 0 written, 2 the
     log cannot be read (or holds a damaged payload: the recording stops before it).
 
@@ -70,11 +70,11 @@ def replay(
     actual: Annotated[Path, typer.Argument(help="Action stream of the replayed run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Compare two action streams (``edgeswarm edge --actions-out``) tick by tick by
+    """Compare two action streams (`edgeswarm edge --actions-out`) tick by tick by
     their digests, and say where they first differ: the tick and the first agent.
 
-    A recorded run replayed with the same modules, models and seed (``edgeswarm edge
-    --io replay:REC --actions-out replayed.act``) must give identical actions.
+    A recorded run replayed with the same modules, models and seed (`edgeswarm edge
+    --io replay:REC --actions-out replayed.act`) must give identical actions.
     Exit status: 0 identical, 1 they differ, 2 a file cannot be read.
 
     Examples:
