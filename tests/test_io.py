@@ -328,3 +328,18 @@ async def test_replay_at_recorded_speed_takes_the_newest_record_due(tmp_path: Pa
     io.sense(t, t.fresh, start + 10.5)
     assert (t.observations[1, 0], io.finished) == (2.0, True)
     await io.close()
+
+
+def test_a_shorter_action_stream_differs_where_it_ends(tmp_path: Path) -> None:
+    t = table()
+    short, long = tmp_path / "short.act", tmp_path / "long.act"
+    for path, ticks in ((short, 2), (long, 3)):
+        recorder = ActionRecorder(path)
+        for tick in range(ticks):
+            recorder.write(tick, t)
+        recorder.close()
+    result = compare_actions(short, long)
+    assert result.ticks == 2
+    assert result.difference is not None
+    assert result.difference.tick == 2
+    assert result.difference.what == f"{short} ends before it"
