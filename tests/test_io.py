@@ -246,9 +246,11 @@ def test_edge_with_an_unknown_io_fails_in_one_line(tmp_path: Path) -> None:
 
     from .conftest import edgeswarm_command
 
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")  # only its existence is checked before --io
     done = subprocess.run(
         edgeswarm_command(
-            *("edge", "--edge-id", "x", "--ca", str(tmp_path / "ca.pem")),
+            *("edge", "--edge-id", "x", "--ca", str(ca)),
             *("--io", "serial:/dev/ttyUSB0", "--data-dir", str(tmp_path), "--metrics-port", "0"),
         ),
         capture_output=True,

@@ -15,6 +15,7 @@ from edgeswarm.bench import (
     inference,
     io,
     preauth,
+    swarm,
     transport,
 )
 
@@ -25,6 +26,7 @@ SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "inference": inference.run,
     "io": io.run,
     "preauth": preauth.run,
+    "swarm": swarm.run,
     "transport": transport.run,
 }
 

@@ -12,7 +12,7 @@ import typer
 
 from edgeswarm.gateway.config import GatewayConfig
 
-from .options import exits_on_error, fail
+from .exits import ExitCode, Usage, exits_on_error, fail
 
 _GATEWAY = GatewayConfig()
 
@@ -32,8 +32,9 @@ def export(
     """Export one edge's observations from the gateway's durable log as a recording
     (one record per tick, msgpack arrays, zstd-compressed) that an edge replays with
     `--io replay:PATH`. Every payload is checked against its checksum; runs beside a
-    live gateway. Progress goes to stderr once a second. Exit status: 0 written, 2 the
-    log cannot be read (or holds a damaged payload: the recording stops before it).
+    live gateway. Progress goes to stderr once a second. Exit status: 0 written; 1 the
+    log cannot be read or holds a damaged payload (the recording stops before it); 2 a
+    wrong command line (no log in --data-dir).
 
     Examples:
 
@@ -45,9 +46,12 @@ def export(
 
     path = data_dir / "observations.db"
     if not path.exists():
-        fail(f"{path}: no observation log here (is --data-dir a gateway's data directory?)")
+        fail(
+            f"{path}: no observation log here (is --data-dir a gateway's data directory?)",
+            ExitCode.USAGE,
+        )
     if to_seq is not None and to_seq < from_seq:
-        fail(f"--to {to_seq} is before --from {from_seq}")
+        fail(f"--to {to_seq} is before --from {from_seq}", ExitCode.USAGE)
 
     def progress(report: ExportReport) -> None:
         sys.stderr.write(f"exported {report.batches} batches, {report.ticks} ticks\n")
@@ -84,9 +88,13 @@ def replay(
         edgeswarm replay live.act replayed.act --json | jq .difference
     """
     from edgeswarm.edge.io.actions_file import compare_actions
+    from edgeswarm.storage.recording import RecordingError
 
     with exits_on_error("replay"):
-        result = compare_actions(expected, actual)
+        try:
+            result = compare_actions(expected, actual)
+        except RecordingError as exc:  # a file argument that is no action stream
+            raise Usage(str(exc)) from None
     difference = result.difference
     if as_json:
         typer.echo(
@@ -107,4 +115,4 @@ def replay(
             f" {difference.what}"
         )
     if difference is not None:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILURE)

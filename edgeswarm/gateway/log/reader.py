@@ -12,9 +12,10 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeswarm.storage import SegmentFiles, segment_path
+
 from .index import checksum, row_checksum
 from .records import LogRecord, LogRecordCorrupt
-from .segments import SegmentFiles, segment_path
 
 __all__ = ["read_records"]
 
