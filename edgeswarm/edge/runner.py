@@ -38,10 +38,10 @@ from edgeswarm.wire import (
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
+from .edge_io import open_edge_io, wait_unpaced
 from .heavy_lane import HeavyRequests
-from .io import AgentIO, IoContext, IoMetrics, open_io
+from .io import IoMetrics
 from .io.actions_file import ActionRecorder
-from .io.simulator import SimulatorIO
 from .metrics import EdgeMetrics, UplinkCollector
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
@@ -57,9 +57,6 @@ UNACKED_TICKS_AHEAD = 2
 """At ``tick_hz`` 0, a tick starts only while at most this many ticks of batches are
 spooled and unacknowledged (and the gateway is connected): compute overlaps delivery,
 and the spool does not fill up just because the edge computes faster than it delivers."""
-
-UNPACED_IDLE_TICK_S = 0.1
-"""Unpaced, with a source that signals data: the longest wait for it before ticking anyway."""
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -98,14 +95,8 @@ class EdgeRunner:
             first_id=config.first_agent_id,
         )
         self.io_metrics = IoMetrics(self.metrics.registry)
-        self.world: FlockingWorld | None = None
-        """The simulated world when ``--io sim``; None for any other source."""
-        if config.io == "sim":
-            self.world = FlockingWorld(config.agents, seed=config.seed)
-            simulator = SimulatorIO(self.world)
-            self.io = AgentIO("sim", simulator, simulator)
-        else:
-            self.io = open_io(config.io, self._io_context())
+        self.io, self.world = open_edge_io(config, self.table, self.io_metrics)
+        """Where observations come from and actions go; the world when ``--io sim``."""
         self.actions_out: ActionRecorder | None = None
         self.key = load_or_create_key(config.key_file or config.data_dir / "edge.key")
         self.spool = Spool(
@@ -346,30 +337,7 @@ class EdgeRunner:
                     await asyncio.wait_for(self._stop.wait(), delay)
             else:
                 next_tick = time.monotonic()
-                await self._wait_unpaced()
-
-    async def _wait_unpaced(self) -> None:
-        """Unpaced (``--tick-hz 0``): a source that says when data arrived (MQTT) is
-        waited for, so ticks follow the sensors (bounded: a tick at least every 0.1 s)."""
-        wait_data = getattr(self.io.source, "wait_data", None)
-        if wait_data is None:
-            await asyncio.sleep(0)
-        else:
-            await wait_data(UNPACED_IDLE_TICK_S)
-
-    def _io_context(self) -> IoContext:
-        config = self.config
-        return IoContext(
-            agents=config.agents,
-            first_agent_id=config.first_agent_id,
-            obs_dim=self.table.obs_dim,
-            act_dim=self.table.act_dim,
-            seed=config.seed,
-            tick_hz=config.tick_hz,
-            obs_max_age_s=config.obs_max_age_s,
-            data_dir=config.data_dir,
-            metrics=self.io_metrics,
-        )
+                await wait_unpaced(self.io.source)
 
     def _count_world_repairs(self) -> None:
         if self.world is None:
