@@ -67,7 +67,11 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogClosed
     │   ├── LogRecordRejected
     │   ├── LogSeqConflict
-    │   └── LogRecordCorrupt
+    │   ├── LogRecordCorrupt
+    │   └── ExportError                 edgeswarm.gateway.log.export: a stored payload is no batch
+    ├── IoError                         edgeswarm.edge.io.base: an --io source/sink cannot open
+    │   └── MalformedPayloadError       edgeswarm.edge.io.mqtt_codec (also a ValueError)
+    ├── RecordingError                  edgeswarm.storage.recording: missing, foreign, damaged
     ├── PeerRegistryError               edgeswarm.gateway.peers
     │   ├── EnrollmentConflict
     │   └── TokenUsedUp

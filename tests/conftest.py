@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from edgeswarm.edge.io.mosquitto import Mosquitto, mosquitto_binary
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair
 from edgeswarm.wire import Role
@@ -145,3 +146,19 @@ def _no_proxy_for_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("http_proxy", "HTTP_PROXY"):
         if name in os.environ:
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto broker on 127.0.0.1 (skips, saying why, where it is not installed)."""
+    binary = mosquitto_binary()
+    if binary is None:
+        pytest.skip("mosquitto is not installed (scripts/test installs the Debian package as root)")
+    directory = tmp_path / "mosquitto"
+    directory.mkdir()
+    broker = Mosquitto(binary, directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -22,7 +22,7 @@ def test_create_columns_have_documented_dtypes_and_shapes():
 def test_nbytes_sums_all_columns():
     table = AgentTable.create(count=10, obs_dim=8, state_dim=2, act_dim=2)
     # ids 4 + obs 32 + reward 4 + state 8 + actions 8 + policy 2 bytes per agent
-    assert table.nbytes == 10 * (4 + 32 + 4 + 8 + 8 + 2)
+    assert table.nbytes == 10 * (4 + 32 + 4 + 8 + 8 + 2 + 1)
 
 
 def test_constructor_rejects_mismatched_columns():

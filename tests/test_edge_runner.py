@@ -47,7 +47,9 @@ async def test_gateway_actions_override_the_policies_then_stop_drains_and_says_b
             progress_interval_s=0,
         )
         runner = EdgeRunner(config)
-        velocities = runner.world.velocities.copy()
+        world = runner.world  # --io sim (the default): the runner's own world
+        assert world is not None
+        velocities = world.velocities.copy()
         run = asyncio.create_task(runner.run())
         try:
             await wait_until(lambda: any(c.peer_id == "edge-r" for c in gateway.connections))
@@ -76,7 +78,7 @@ async def test_gateway_actions_override_the_policies_then_stop_drains_and_says_b
         # the gateway saw the edge leave with BYE, everything acknowledged
         await wait_until(lambda: not gateway.stats.status(0.0).edges[0].connected)
         assert gateway.observation_log.high_water("edge-r") == summary["batches_sent"]
-    change = runner.world.velocities - velocities
+    change = world.velocities - velocities
     np.testing.assert_allclose(change[0], [1.0 * DT, 0.0], atol=1e-6)
     np.testing.assert_allclose(change[1], [0.0, -2.0 * DT], atol=1e-6)
     np.testing.assert_array_equal(change[2:], 0.0)  # no ACTIONS for them (or too wide)

@@ -20,11 +20,12 @@ from edgeswarm import __version__
 from . import conventions
 from .context_commands import context_app
 from .edge import edge
-from .exits import ExitCode, debug_enabled, set_debug
+from .exits import ExitCode, debug_enabled, exits_on_error, fail, set_debug
 from .gateway import gateway
 from .infer import infer
 from .keys import keys_app
 from .log import log_app
+from .replay import export, replay
 from .state import state_app
 from .status import status
 
@@ -44,6 +45,8 @@ app.command()(gateway)
 app.command()(edge)
 app.command()(infer)
 app.command()(status)
+app.command()(replay)
+log_app.command("export")(export)
 
 
 def _version(value: bool) -> None:
@@ -127,24 +130,42 @@ def demo(
         Path, typer.Option(help="Where the demo's gateway keeps its files and logs.")
     ] = Path("var/demo"),
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON summary line.")] = False,
+    io: Annotated[
+        str,
+        typer.Option(
+            "--io", help="sim (built-in world) or mqtt (sensors over a local Mosquitto broker)."
+        ),
+    ] = "sim",
 ) -> None:
     """Run a local swarm on loopback (gateway, inference node, edges) with live progress.
 
     Ctrl-C stops every process cleanly and still prints the summary. Exit status 1 when
-    observations stayed unacknowledged or a process failed.
+    observations stayed unacknowledged or a process failed. With --io mqtt the demo also
+    starts Mosquitto (Debian package mosquitto) and one sensor simulator per edge
+    publishing over MQTT.
 
     Examples:
 
         edgeswarm demo
 
         edgeswarm demo --duration 60 --edges 4 --agents 20000 --json | tail -1 | jq .
+
+        edgeswarm demo --io mqtt --edges 2 --agents 2000 --duration 20
     """
     from .demo import DemoPlan, run_demo
 
+    if io not in ("sim", "mqtt"):
+        fail(f"--io {io!r}: the demo runs sim or mqtt", ExitCode.USAGE)
     plan = DemoPlan(
-        duration_s=duration, edges=edges, agents=agents, tick_hz=tick_hz, data_dir=data_dir
+        duration_s=duration,
+        edges=edges,
+        agents=agents,
+        tick_hz=tick_hz,
+        data_dir=data_dir,
+        io=io,
     )
-    summary = asyncio.run(run_demo(plan, live=not as_json))
+    with exits_on_error("demo"):
+        summary = asyncio.run(run_demo(plan, live=not as_json))
     if as_json:
         typer.echo(json.dumps(summary))
     if summary["observations_acked"] != summary["observations_sent"] or summary["failed"]:

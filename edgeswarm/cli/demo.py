@@ -7,6 +7,12 @@ renders it all. Each edge's agents: half flock (``boids``), a quarter detect
 anomalies with a light LiteRT model (``anomaly``), a quarter do the same and
 escalate their top suspects to the heavy ``triage`` model on the inference
 node through the gateway's heavy lane (``escalate``).
+
+With ``--io mqtt`` the observations go through a real broker: the demo starts
+Mosquitto on 127.0.0.1 and, per edge, a sensor simulator
+(``edgeswarm.edge.io.sensor_sim``: the flocking world publishing its readings
+and applying the actions that come back over MQTT); each edge runs with
+``--io mqtt://127.0.0.1:PORT/demo/EDGE?act=batch``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from rich.text import Text
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import fetch_state, fetch_status
+from edgeswarm.edge.io.mosquitto import INSTALL_HINT, Mosquitto, mosquitto_binary
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair, load_or_create_key
@@ -53,6 +60,8 @@ class DemoPlan:
     agents: int
     tick_hz: float
     data_dir: Path
+    io: str = "sim"
+    """``sim`` (the built-in world) or ``mqtt`` (sensors and actuators over Mosquitto)."""
 
 
 @dataclass
@@ -151,8 +160,58 @@ async def _start_node(
     return process
 
 
+def _edge_io(plan: DemoPlan, edge_id: str, broker: Mosquitto | None) -> tuple[str, ...]:
+    if broker is None:
+        return ()
+    return (
+        "--io",
+        f"{broker.url}/demo/{edge_id}?act=batch",
+        "--obs-max-age",
+        str(max(1.0, 5.0 / plan.tick_hz) if plan.tick_hz > 0 else 1.0),
+    )
+
+
+async def _start_sensors(
+    plan: DemoPlan, index: int, broker: Mosquitto
+) -> asyncio.subprocess.Process:
+    """The flocking world of one edge, behind the broker (``sensor_sim``)."""
+    log = (plan.data_dir / f"sensors-{index}.log").open("ab")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edgeswarm.edge.io.sensor_sim",
+        *("--broker", f"127.0.0.1:{broker.port}", "--prefix", f"demo/edge-{index}"),
+        *("--agents", str(plan.agents), "--first-id", str(index * plan.agents)),
+        *("--hz", str(plan.tick_hz or 10.0), "--duration", str(plan.duration_s + 2.0)),
+        *("--seed", str(index)),
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    return process
+
+
+def start_broker(plan: DemoPlan) -> Mosquitto | None:
+    """Mosquitto for ``--io mqtt`` (None for ``sim``); OSError saying how to install it."""
+    if plan.io != "mqtt":
+        return None
+    binary = mosquitto_binary()
+    if binary is None:
+        raise OSError(f"the MQTT demo needs the Mosquitto broker: {INSTALL_HINT}")
+    directory = plan.data_dir / "mosquitto"
+    directory.mkdir(parents=True, exist_ok=True)
+    broker = Mosquitto(binary, directory)
+    broker.start()
+    return broker
+
+
 async def _start_edge(
-    plan: DemoPlan, index: int, listening: dict[str, Any], token: str
+    plan: DemoPlan,
+    index: int,
+    listening: dict[str, Any],
+    token: str,
+    broker: Mosquitto | None = None,
 ) -> tuple[asyncio.subprocess.Process, EdgeView]:
     edge_id = f"edge-{index}"
     log = (plan.data_dir / f"{edge_id}.log").open("ab")
@@ -196,6 +255,7 @@ async def _start_edge(
             "escalate",
             "--model",
             str(plan.data_dir / ANOMALY_MODEL),
+            *_edge_io(plan, edge_id, broker),
         ),
         stdout=asyncio.subprocess.PIPE,
         stderr=log,
@@ -303,15 +363,21 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         loop.add_signal_handler(sig, interrupted.set)
 
     credentials = _fresh_swarm(plan)
+    broker = start_broker(plan)
     gateway, listening = await _start_gateway(plan)
     node = await _start_node(plan, listening, credentials.node_token)
     address = GatewayAddress(
         port=int(listening["port"]), ca_file=Path(listening["ca"]), connect_timeout_s=2.0
     )
     edges = [
-        await _start_edge(plan, i, listening, token)
+        await _start_edge(plan, i, listening, token, broker)
         for i, token in enumerate(credentials.edge_tokens)
     ]
+    sensors = (
+        [await _start_sensors(plan, i, broker) for i in range(plan.edges)]
+        if broker is not None
+        else []
+    )
     views = [view for _, view in edges]
     readers = [
         asyncio.create_task(_read_lines(process.stdout, view))
@@ -355,6 +421,10 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         await poll_status()
         display.update(_render(views, totals(), started))
         display.refresh()
+    for process in sensors:
+        await _stop(process, STOP_GRACE_S)
+    if broker is not None:
+        broker.stop()
     await _stop(node, STOP_GRACE_S)
     await _stop(gateway, STOP_GRACE_S)
     edges_done.cancel()
@@ -365,6 +435,7 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     summary["interrupted"] = interrupted.is_set()
     summary["failed"] = [v.edge_id for v in views if v.summary is None]
     summary["logs"] = str(plan.data_dir)
+    summary["io"] = plan.io
     if live:
         console.print(
             f"[bold]{summary['observations_acked']:,}[/] of {summary['observations_sent']:,} "

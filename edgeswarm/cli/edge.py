@@ -205,6 +205,24 @@ def edge(
     progress_interval: Annotated[
         float, typer.Option(min=0, help="Seconds between progress lines; 0 = none.")
     ] = default(EdgeConfig, "progress_interval_s"),
+    io: Annotated[
+        str,
+        typer.Option(
+            "--io",
+            help="Observation source and action sink: sim, mqtt://HOST:PORT/PREFIX, "
+            "replay:PATH, or a plug-in name (docs/io.md).",
+        ),
+    ] = default(EdgeConfig, "io"),
+    obs_max_age: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="Seconds after which a silent sensor's agent is stale (masked, no action)."
+        ),
+    ] = None,
+    actions_out: Annotated[
+        Path | None,
+        typer.Option(help="Record every tick's actions to this file (compare: edgeswarm replay)."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON lines on stdout even on a terminal.")
     ] = False,
@@ -218,7 +236,9 @@ def edge(
     is unreachable the edge keeps stepping and reconnects with backoff. On a terminal
     it shows a live table; piped (or with --json), progress and the summary are JSON
     lines on stdout. Logs are JSON lines on stderr. /metrics, /healthz and /readyz on
-    --metrics-port.
+    --metrics-port. Observations come from the built-in flocking simulator unless --io
+    names another source: an MQTT broker (sensors publish, actuators subscribe), a
+    recording exported with `edgeswarm log export`, or a plug-in (docs/io.md).
 
     Exit status: 0 every observation acknowledged; 1 some stayed unacknowledged (they
     stay spooled for the next start), were dropped or quarantined, or the edge failed
@@ -233,7 +253,14 @@ def edge(
             --gateway gw.example:{port} --policy boids --policy ./patrol.wasm
 
         edgeswarm edge --edge-id edge-7 --ca ca.crt --gateway gw.example:{port} --json | jq .
+
+        edgeswarm edge --edge-id plant-1 --ca ca.crt --io mqtt://127.0.0.1:1883/plant-1 \\
+            --obs-max-age 2
+
+        edgeswarm edge --edge-id replay-1 --ca ca.crt --io replay:plant-1.rec --tick-hz 0 \\
+            --actions-out replayed.act
     """
+    from edgeswarm.edge.io import IoError
     from edgeswarm.edge.policy.errors import PolicyLoadError
     from edgeswarm.edge.policy.loading import check_source
     from edgeswarm.edge.runner import EdgeRunner, emit, install_stop_signals
@@ -277,6 +304,9 @@ def edge(
         heavy_deadline_ms=heavy_deadline_ms,
         module_cache_dir=module_cache_dir,
         seed=seed,
+        io=io,
+        obs_max_age_s=obs_max_age,
+        actions_out=actions_out,
         tick_hz=tick_hz,
         batch_agents=batch_agents,
         data_dir=data_dir or Path("var/edge") / edge_id,
@@ -296,7 +326,10 @@ def edge(
     view = None if as_json or not sys.stdout.isatty() else LiveView()
 
     async def run() -> dict[str, object]:
-        runner = EdgeRunner(config, output=view or emit)
+        try:
+            runner = EdgeRunner(config, output=view or emit)
+        except IoError as exc:  # an --io that cannot be opened: the command line is wrong
+            raise Usage(str(exc)) from None
         install_stop_signals(runner)
         return await runner.run()
 

@@ -39,6 +39,9 @@ class AgentTable:
     - ``state``: float32 ``(n, state_dim)``, policy state carried between ticks
     - ``actions``: float32 ``(n, act_dim)``
     - ``policy``: uint16 ``(n,)``, index of the policy each agent runs
+    - ``fresh``: uint8 ``(n,)``, 1 when the agent's observation is fresh this tick, 0
+      when its source has been silent longer than ``--obs-max-age`` (``edgeswarm.edge.io``);
+      a policy sees it as an extra last observation column when it asks for one (ABI.md)
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class AgentTable:
         state: NDArray[np.float32],
         actions: NDArray[np.float32],
         policy: NDArray[np.uint16],
+        fresh: NDArray[np.uint8] | None = None,
     ) -> None:
         n = ids.shape[0] if ids.ndim == 1 else -1
         if n < 0:
@@ -63,12 +67,16 @@ class AgentTable:
         _check_column("state", state, np.float32, (n, state.shape[1]))
         _check_column("actions", actions, np.float32, (n, actions.shape[1]))
         _check_column("policy", policy, np.uint16, (n,))
+        if fresh is None:
+            fresh = np.ones(n, dtype=np.uint8)
+        _check_column("fresh", fresh, np.uint8, (n,))
         self.ids = ids
         self.observations = observations
         self.rewards = rewards
         self.state = state
         self.actions = actions
         self.policy = policy
+        self.fresh = fresh
 
     @classmethod
     def create(
@@ -123,6 +131,7 @@ class AgentTable:
                 self.state,
                 self.actions,
                 self.policy,
+                self.fresh,
             )
         )
 
@@ -171,6 +180,7 @@ class AgentTable:
             self.state,
             self.actions,
             self.policy,
+            self.fresh,
         ):
             column[...] = column[order]
         return order

@@ -89,6 +89,14 @@ class EdgeConfig:
     """Compiled Wasm modules kept across restarts; ``data_dir/modules`` if None."""
     seed: int = 0
     """Seed of the environment; same seed, same run."""
+    io: str = "sim"
+    """Where observations come from and actions go (``--io``): ``sim``, ``mqtt://...``,
+    ``replay:PATH`` or a plug-in's name (docs/io.md)."""
+    obs_max_age_s: float | None = None
+    """An agent whose source has been silent longer than this is stale: masked for the
+    policy, its actions not published (``--obs-max-age``; None: never stale)."""
+    actions_out: Path | None = None
+    """Record every tick's actions here (``edgeswarm replay`` compares such files)."""
     tick_hz: float = 10.0
     """Ticks per second; 0 runs as fast as the gateway acknowledges."""
     batch_agents: int = 2048

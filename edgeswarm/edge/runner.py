@@ -38,7 +38,10 @@ from edgeswarm.wire import (
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
+from .edge_io import open_edge_io, wait_unpaced
 from .heavy_lane import HeavyRequests
+from .io import IoMetrics
+from .io.actions_file import ActionRecorder
 from .metrics import EdgeMetrics, UplinkCollector
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
@@ -91,7 +94,10 @@ class EdgeRunner:
             act_dim=2,
             first_id=config.first_agent_id,
         )
-        self.world = FlockingWorld(config.agents, seed=config.seed)
+        self.io_metrics = IoMetrics(self.metrics.registry)
+        self.io, self.world = open_edge_io(config, self.table, self.io_metrics)
+        """Where observations come from and actions go; the world when ``--io sim``."""
+        self.actions_out: ActionRecorder | None = None
         self.key = load_or_create_key(config.key_file or config.data_dir / "edge.key")
         self.spool = Spool(
             config.data_dir / "spool.db",
@@ -234,6 +240,9 @@ class EdgeRunner:
         ):
             self.policies_loaded = True
             self.metrics.policies_loaded([policies.name_of(slot) for slot in range(len(policies))])
+            await self.io.start()
+            if config.actions_out is not None:
+                self.actions_out = ActionRecorder(config.actions_out)
             delivery = asyncio.create_task(self.uplink.run())
             delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
@@ -252,6 +261,9 @@ class EdgeRunner:
                     )
                 await self.state.flush()
             finally:
+                await self.io.close()
+                if self.actions_out is not None:
+                    self.actions_out.close()
                 syncing.cancel()
                 self.uplink.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
@@ -284,12 +296,14 @@ class EdgeRunner:
                 break
             if config.ticks is not None and self.tick >= config.ticks:
                 break
+            if getattr(self.io.source, "finished", False):  # a recording ended
+                break
             if period == 0.0:  # as fast as acknowledged: a bounded lead over the ACKs
                 await self.uplink.wait_acked(UNACKED_TICKS_AHEAD * self._batches_per_tick)
             # The loop serves the network (sends, ACKs) between the stages of a tick.
             started = time.perf_counter()
             self._retry_quarantined(policies)
-            self.world.sense(self.table)
+            self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             self._stage("sense", started)
             await asyncio.sleep(0)
             mark = time.perf_counter()
@@ -301,7 +315,9 @@ class EdgeRunner:
             self._stage("step", mark)
             await asyncio.sleep(0)
             mark = time.perf_counter()
-            self.world.apply(self.table.actions)
+            if self.actions_out is not None:
+                self.actions_out.write(self.tick, self.table)
+            self.io.sink.act(self.table, self.table.fresh)
             self._count_world_repairs()
             self._stage("apply", mark)
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
@@ -321,9 +337,11 @@ class EdgeRunner:
                     await asyncio.wait_for(self._stop.wait(), delay)
             else:
                 next_tick = time.monotonic()
-                await asyncio.sleep(0)
+                await wait_unpaced(self.io.source)
 
     def _count_world_repairs(self) -> None:
+        if self.world is None:
+            return
         new = self.world.nonfinite_repairs - self._world_repairs
         if new:
             self._world_repairs = self.world.nonfinite_repairs

@@ -41,8 +41,9 @@ ARRAY_DTYPES: frozenset[str] = frozenset(
 _NP_DTYPES = {code: np.dtype(code) for code in ARRAY_DTYPES}
 
 
-def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
-    """The wire map of ``arr``; ``data`` is a memoryview of the array's buffer.
+def encode_array(arr: NDArray[Any], *, copy: bool = False) -> dict[str, Any]:
+    """The wire map of ``arr``; ``data`` is a memoryview of the array's buffer, or its
+    own ``bytes`` with ``copy`` (a map that outlives the array: recordings).
 
     Big-endian and non-contiguous arrays are converted (one copy); arrays of a
     dtype outside ``ARRAY_DTYPES`` raise ``LocalProtocolError``.
@@ -58,7 +59,7 @@ def encode_array(arr: NDArray[Any]) -> dict[str, Any]:
     if dtype is not arr.dtype or not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr, dtype=dtype)
     data = arr.data.cast("B") if arr.size else b""  # cast refuses empty shapes
-    return {"dtype": code, "shape": list(arr.shape), "data": data}
+    return {"dtype": code, "shape": list(arr.shape), "data": bytes(data) if copy else data}
 
 
 def decode_array(obj: object, *, dtype: str, ndim: int) -> NDArray[Any]:

@@ -267,7 +267,8 @@ class PolicySet(Resource):
                 error = PolicyAbiError(
                     f"declares dims {dims}, the agent table has "
                     f"{(table.obs_dim, table.state_dim, table.act_dim)} "
-                    "(obs and action widths must match, state at most the table's)",
+                    "(obs width the table's or one more for the fresh mask, action widths equal, "
+                    "state at most the table's)",
                     policy=policy.name,
                 )
                 self._quarantine(slot, policy.name, error)
@@ -276,6 +277,10 @@ class PolicySet(Resource):
             contiguous = isinstance(rows, slice)
             # A slice indexes as a view: the policy writes into the table directly.
             obs = table.observations[rows]
+            if dims is not None and dims[0] == table.obs_dim + 1:  # asks for the fresh mask
+                obs = np.concatenate(
+                    (obs, table.fresh[rows, None].astype(np.float32)), axis=1, dtype=np.float32
+                )
             state = table.state[rows, :state_dim]
             actions = table.actions[rows] if contiguous else np.empty_like(table.actions[rows])
             try:
@@ -304,6 +309,11 @@ def _as_load_error(exc: Exception, name: str) -> PolicyError:
 
 
 def _fits(dims: tuple[int, int, int], table: AgentTable) -> bool:
-    """A policy runs on a table with its obs and action widths and room for its state."""
+    """A policy runs on a table with its obs width (or one more: the fresh mask as the
+    last column, ABI.md), its action width and room for its state."""
     obs_dim, state_dim, act_dim = dims
-    return obs_dim == table.obs_dim and act_dim == table.act_dim and state_dim <= table.state_dim
+    return (
+        obs_dim in (table.obs_dim, table.obs_dim + 1)
+        and act_dim == table.act_dim
+        and state_dim <= table.state_dim
+    )

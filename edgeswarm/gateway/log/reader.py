@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgeswarm.storage import SegmentFiles
+from edgeswarm.storage import SegmentFiles, segment_path
 
 from .index import checksum, row_checksum
 from .records import LogRecord, LogRecordCorrupt
@@ -21,9 +21,12 @@ __all__ = ["read_records"]
 
 
 def read_records(
-    path: Path, segments: SegmentFiles, edge_id: str, from_seq: int = 0
+    path: Path, segments: SegmentFiles | Path, edge_id: str, from_seq: int = 0
 ) -> Iterator[LogRecord]:
     """Committed batches of ``edge_id`` with ``seq >= from_seq``, in seq order.
+
+    ``segments``: the open log's segment files, or (a reader beside a live gateway:
+    ``edgeswarm log export``) the segment directory.
 
     Raises :class:`LogRecordCorrupt` at a row that fails its own checksum
     (``row_xxh3``; rows older than index version 4 have none) or a payload whose
@@ -57,9 +60,9 @@ def read_records(
                 if current is not None:
                     os.close(current[1])
                     current = None
-                segment_path = segments.path(segment)
+                file = _segment_file(segments, segment)
                 try:
-                    current = (segment, os.open(segment_path, os.O_RDONLY), segment_path)
+                    current = (segment, os.open(file, os.O_RDONLY), file)
                 except FileNotFoundError as exc:
                     raise LogRecordCorrupt(
                         "segment file missing",
@@ -67,7 +70,7 @@ def read_records(
                         seq=seq,
                         segment=segment,
                         offset=offset,
-                        path=segment_path,
+                        path=file,
                     ) from exc
             payload = os.pread(current[1], length, offset)
             if len(payload) != length or checksum(payload) != xxh3:
@@ -86,3 +89,9 @@ def read_records(
         if current is not None:
             os.close(current[1])
         db.close()
+
+
+def _segment_file(segments: SegmentFiles | Path, number: int) -> Path:
+    if isinstance(segments, SegmentFiles):
+        return segments.path(number)
+    return segment_path(segments, number)
