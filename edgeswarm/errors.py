@@ -72,6 +72,10 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)
     │   ├── NodeOverloadedError         a node has too many calls waiting (OIP 503, REJECTED)
     │   └── ForwardError                a node or OIP server failed a batch (retried)
+    ├── PlacementError                  edgeswarm.placement.errors
+    │   ├── UnknownNodeError            (also a KeyError)
+    │   ├── NoEligibleNodeError
+    │   └── HandoverRefusedError
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught

@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from edgeswarm.placement import (
     DEFAULT_PLACER,
     HashRing,
     MaglevTable,
-    NoEligibleNode,
+    NoEligibleNodeError,
+    Placer,
     RendezvousHash,
     build_placer,
 )
@@ -19,9 +21,7 @@ from edgeswarm.placement.hashing import hash_ids
 EXACT = [HashRing, RendezvousHash]
 """Placers whose join/leave moves only what it must, by construction."""
 
-SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 node_names = st.lists(
     st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12),
@@ -34,8 +34,9 @@ agent_ids = st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=3000, uniqu
 )
 
 
-def owners(placer, ids):
-    return np.array(placer.nodes, dtype=np.str_)[placer.lookup(ids)] if ids.size else np.array([])
+def owners(placer: Placer, ids: NDArray[np.uint32]) -> NDArray[np.str_]:
+    names: NDArray[np.str_] = np.array(placer.nodes, dtype=np.str_)
+    return names[placer.lookup(ids)]
 
 
 @pytest.mark.parametrize("kind", EXACT)
@@ -92,14 +93,18 @@ def test_lookup_is_a_function_of_membership_and_id_only(kind, names, ids):
     assert np.array_equal(whole, backward.lookup(ids))
     half = ids.size // 2
     assert np.array_equal(whole[half:], forward.lookup(ids[half:]))
-    assert whole.shape == ids.shape and (whole >= 0).all() and (whole < len(names)).all()
+    assert whole.shape == ids.shape
+    assert (whole >= 0).all()
+    assert (whole < len(names)).all()
 
 
 def test_maglev_lookup_is_a_function_of_membership_and_id_only():
     ids = np.arange(50_000, dtype=np.uint32)
     names = [f"gw-{i}" for i in range(7)]
     forward = MaglevTable(dict.fromkeys(names, 1.0))
-    assert np.array_equal(forward.lookup(ids), MaglevTable(dict.fromkeys(names[::-1], 1.0)).lookup(ids))
+    assert np.array_equal(
+        forward.lookup(ids), MaglevTable(dict.fromkeys(names[::-1], 1.0)).lookup(ids)
+    )
     assert np.array_equal(forward.lookup(ids)[100:], forward.lookup(ids[100:]))
 
 
@@ -112,9 +117,9 @@ def test_ring_join_moves_about_the_ideal_share():
 
 
 def test_no_member_with_weight_is_a_typed_error():
-    with pytest.raises(NoEligibleNode):
+    with pytest.raises(NoEligibleNodeError):
         HashRing({})
-    with pytest.raises(NoEligibleNode):
+    with pytest.raises(NoEligibleNodeError):
         build_placer(DEFAULT_PLACER, {"edge-a": 0.0})
     with pytest.raises(ValueError, match="unknown placer"):
         build_placer("modulo", {"edge-a": 1.0})

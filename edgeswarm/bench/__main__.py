@@ -14,6 +14,7 @@ from edgeswarm.bench import (
     host_imports,
     inference,
     preauth,
+    sharding,
     swarm,
     transport,
 )
@@ -24,6 +25,7 @@ SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "host_imports": host_imports.run,
     "inference": inference.run,
     "preauth": preauth.run,
+    "sharding": sharding.run,
     "swarm": swarm.run,
     "transport": transport.run,
 }

@@ -10,9 +10,14 @@
 from __future__ import annotations
 
 from edgeswarm.placement.assignment import UNOWNED, Assignment, assign
-from edgeswarm.placement.errors import HandoverRefused, NoEligibleNode, PlacementError, UnknownNode
+from edgeswarm.placement.errors import (
+    HandoverRefusedError,
+    NoEligibleNodeError,
+    PlacementError,
+    UnknownNodeError,
+)
 from edgeswarm.placement.handover import Handover, HandoverEvent, HandoverState, resume_ticks
-from edgeswarm.placement.membership import Member, MemberState, Membership
+from edgeswarm.placement.membership import Member, Membership, MemberState
 from edgeswarm.placement.moves import MoveBatch, MoveKind, MovePlan, plan_moves
 from edgeswarm.placement.ring import (
     DEFAULT_PLACER,
@@ -31,7 +36,7 @@ __all__ = [
     "Assignment",
     "Handover",
     "HandoverEvent",
-    "HandoverRefused",
+    "HandoverRefusedError",
     "HandoverState",
     "HashRing",
     "MaglevTable",
@@ -41,11 +46,11 @@ __all__ = [
     "MoveBatch",
     "MoveKind",
     "MovePlan",
-    "NoEligibleNode",
+    "NoEligibleNodeError",
     "PlacementError",
     "Placer",
     "RendezvousHash",
-    "UnknownNode",
+    "UnknownNodeError",
     "assign",
     "build_placer",
     "plan_moves",

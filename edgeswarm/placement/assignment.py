@@ -46,13 +46,14 @@ class Assignment:
         """Agent ids owned by ``node`` (empty if it owns none or is not a member)."""
         if node not in self.nodes:
             return np.empty(0, dtype=np.uint32)
-        return self.ids[self.owners == self.nodes.index(node)]
+        owned: NDArray[np.uint32] = self.ids[self.owners == self.nodes.index(node)]
+        return owned
 
     def counts(self) -> dict[str, int]:
         """Agents per member (members with none included)."""
         owned = self.owners[self.owners >= 0]
         per_node = np.bincount(owned, minlength=len(self.nodes))
-        return {name: int(n) for name, n in zip(self.nodes, per_node)}
+        return {name: int(n) for name, n in zip(self.nodes, per_node, strict=True)}
 
     def owner_of(self, agent_id: int) -> str | None:
         at = int(np.searchsorted(self.ids, agent_id))
@@ -69,7 +70,7 @@ def assign(
     pins: Mapping[int, str] | None = None,
     placer: str = DEFAULT_PLACER,
 ) -> Assignment:
-    """Owners of ``ids`` (any order, unique) under ``membership``; ``pins`` maps agent id -> edge."""
+    """Owners of ``ids`` (any order, unique) under ``membership``; ``pins``: agent id -> edge."""
     sorted_ids = np.unique(np.asarray(ids, dtype=np.uint32))
     nodes = tuple(membership.members)
     owners = np.full(sorted_ids.shape, UNOWNED, dtype=np.int32)
@@ -84,10 +85,7 @@ def assign(
         present = at < sorted_ids.shape[0]
         present[present] = sorted_ids[at[present]] == pin_ids[present]
         pinned_to = np.array(
-            [
-                nodes.index(edge) if membership.alive(edge) else UNOWNED
-                for edge in pins.values()
-            ],
+            [nodes.index(edge) if membership.alive(edge) else UNOWNED for edge in pins.values()],
             dtype=np.int32,
         )
         owners[at[present]] = pinned_to[present]

@@ -21,7 +21,7 @@ them by stepping simulated edges tick by tick):
    changes are lost (the staleness bound, docs/operations.md).
 5. Every message of a hand-over carries its ``(epoch, batch)``; one of another
    epoch or batch, or from a node that is not the expected sender, is refused
-   (:class:`HandoverRefused`, PLACEMENT_STALE on the wire) and changes nothing.
+   (:class:`HandoverRefusedError`, PLACEMENT_STALE on the wire) and changes nothing.
 
 The table (state, event) -> next state; events not listed are refused::
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeswarm.placement.errors import HandoverRefused
+from edgeswarm.placement.errors import HandoverRefusedError
 from edgeswarm.placement.moves import MoveBatch
 
 __all__ = [
@@ -146,25 +146,25 @@ class Handover:
     def on(self, event: HandoverEvent, *, sender: str, epoch: int, number: int) -> HandoverState:
         """Apply ``event`` sent by ``sender`` (a node name, or ``"gateway"``); the new state.
 
-        Raises :class:`HandoverRefused` (and changes nothing) on a stale epoch or
+        Raises :class:`HandoverRefusedError` (and changes nothing) on a stale epoch or
         batch number, a sender that is not the one the table names, or an event
         the current state does not take.
         """
         if (epoch, number) != (self.epoch, self.number):
-            raise HandoverRefused(
+            raise HandoverRefusedError(
                 f"{event.value} for batch {epoch}/{number} reached hand-over "
                 f"{self.epoch}/{self.number}: stale, ignored"
             )
         try:
             next_state, role = TRANSITIONS[(self.state, event)]
         except KeyError:
-            raise HandoverRefused(
+            raise HandoverRefusedError(
                 f"{event.value} is not allowed in state {self.state.value} "
                 f"(hand-over {self.epoch}/{self.number})"
             ) from None
         expected = self.sender(role)
         if sender != expected:
-            raise HandoverRefused(
+            raise HandoverRefusedError(
                 f"{event.value} of hand-over {self.epoch}/{self.number} must come from "
                 f"{expected}, not {sender}"
             )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from edgeswarm.placement.errors import UnknownNode
+from edgeswarm.placement.errors import UnknownNodeError
 
 __all__ = ["Member", "MemberState", "Membership"]
 
@@ -64,7 +64,9 @@ class Membership:
         try:
             return self.members[name]
         except KeyError:
-            raise UnknownNode(f"{name!r} is not a member; members: {', '.join(self.members) or 'none'}") from None
+            raise UnknownNodeError(
+                f"{name!r} is not a member; members: {', '.join(self.members) or 'none'}"
+            ) from None
 
     def joined(self, name: str, weight: float = 1.0) -> Membership:
         """``name`` joins ACTIVE (or comes back up with a new weight)."""
@@ -73,7 +75,11 @@ class Membership:
         current = self.members.get(name)
         if current == Member(name, weight, MemberState.ACTIVE):
             return self
-        state = current.state if current and current.state is MemberState.DRAINING else MemberState.ACTIVE
+        state = (
+            current.state
+            if current and current.state is MemberState.DRAINING
+            else MemberState.ACTIVE
+        )
         return self._changed({**self.members, name: Member(name, weight, state)})
 
     def left(self, name: str) -> Membership:

@@ -100,34 +100,41 @@ def plan_moves(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    old_names = np.array((*old.nodes, ""), dtype=np.str_)
-    new_names = np.array((*new.nodes, ""), dtype=np.str_)
+    # Owners as indices into one name list (every node of either side, then "none").
+    names = tuple(sorted(set(old.nodes) | set(new.nodes)))
+    none = len(names)
+    old_code = np.array([*(names.index(n) for n in old.nodes), none], dtype=np.int64)
+    new_code = np.array([*(names.index(n) for n in new.nodes), none], dtype=np.int64)
     at = np.searchsorted(old.ids, new.ids)
     known = at < old.ids.shape[0]
     known[known] = old.ids[at[known]] == new.ids[known]
-    source = np.full(new.ids.shape, "", dtype=old_names.dtype)
-    source[known] = old_names[old.owners[at[known]]]
-    target = new_names[new.owners]
+    source = np.full(new.ids.shape, none, dtype=np.int64)
+    source[known] = old_code[old.owners[at[known]]]
+    target = new_code[new.owners]
     moving = source != target
     pairs: dict[tuple[str, str], NDArray[np.uint32]] = {}
     if moving.any():
-        keys = np.char.add(np.char.add(source[moving], "\x00"), target[moving])
+        keys = source[moving] * (none + 1) + target[moving]
         unique, inverse = np.unique(keys, return_inverse=True)
         moving_ids = new.ids[moving]
         order = np.argsort(inverse, kind="stable")
         bounds = np.searchsorted(inverse[order], np.arange(unique.shape[0] + 1))
-        for k, key in enumerate(unique):
-            src, dst = str(key).split("\x00")
+        labels = (*names, "")
+        for k, key in enumerate(unique.tolist()):
+            src, dst = labels[key // (none + 1)], labels[key % (none + 1)]
             pairs[(src, dst)] = moving_ids[order[bounds[k] : bounds[k + 1]]]
     batches: list[MoveBatch] = []
     for (src, dst), ids in pairs.items():
         kind = _kind(src or None, dst or None, membership)
         for start in range(0, ids.shape[0], batch_size):
-            batches.append(MoveBatch(kind, src or None, dst or None, ids[start : start + batch_size]))
+            batches.append(
+                MoveBatch(kind, src or None, dst or None, ids[start : start + batch_size])
+            )
     batches.sort(key=lambda b: (_ORDER[b.kind], b.source or "", b.target or ""))
     return MovePlan(from_epoch=old.epoch, to_epoch=new.epoch, batches=tuple(batches))
 
 
 def unowned(assignment: Assignment) -> NDArray[np.uint32]:
     """Agents that no member runs under ``assignment``."""
-    return assignment.ids[assignment.owners == UNOWNED]
+    ids: NDArray[np.uint32] = assignment.ids[assignment.owners == UNOWNED]
+    return ids

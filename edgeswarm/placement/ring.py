@@ -31,7 +31,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from edgeswarm.placement.errors import NoEligibleNode
+from edgeswarm.placement.errors import NoEligibleNodeError
 from edgeswarm.placement.hashing import hash_ids, node_seed, unit_interval
 
 __all__ = [
@@ -47,7 +47,7 @@ DEFAULT_VNODES = 2048
 """Virtual points per unit of weight on :class:`HashRing` (balance ~1/sqrt of it)."""
 
 RING_BITS = 20
-"""Positions on the :class:`HashRing` circle: 2**20, about 50 per virtual point of 10 nodes at 2048 each."""
+"""Positions on the :class:`HashRing` circle: ~50 per virtual point of 10 nodes at 2048 each."""
 
 _RING_SHIFT = np.uint64(64 - RING_BITS)
 
@@ -74,7 +74,7 @@ class Placer(Protocol):
 def _checked_weights(weights: Mapping[str, float]) -> tuple[tuple[str, ...], NDArray[np.float64]]:
     nodes = tuple(sorted(name for name, weight in weights.items() if weight > 0))
     if not nodes:
-        raise NoEligibleNode("no member with a positive weight: nothing can own agents")
+        raise NoEligibleNodeError("no member with a positive weight: nothing can own agents")
     return nodes, np.array([float(weights[name]) for name in nodes], dtype=np.float64)
 
 
@@ -103,7 +103,10 @@ class HashRing:
         self._nodes, node_weights = _checked_weights(weights)
         counts = np.maximum(1, np.rint(node_weights * vnodes)).astype(np.int64)
         points = np.concatenate(
-            [_node_points(node_seed(name), int(n)) for name, n in zip(self._nodes, counts)]
+            [
+                _node_points(node_seed(name), int(n))
+                for name, n in zip(self._nodes, counts, strict=True)
+            ]
         )
         owners = np.repeat(np.arange(len(self._nodes), dtype=np.int32), counts)
         order = np.argsort(points, kind="stable")
@@ -120,7 +123,8 @@ class HashRing:
         return self._nodes
 
     def lookup(self, ids: NDArray[np.integer]) -> NDArray[np.int32]:
-        return self._table[hash_ids(ids) >> _RING_SHIFT]
+        owners: NDArray[np.int32] = self._table[hash_ids(ids) >> _RING_SHIFT]
+        return owners
 
 
 class RendezvousHash:
@@ -137,7 +141,7 @@ class RendezvousHash:
     def lookup(self, ids: NDArray[np.integer]) -> NDArray[np.int32]:
         best = np.full(ids.shape, -np.inf)
         owner = np.zeros(ids.shape, dtype=np.int32)
-        for index, (seed, weight) in enumerate(zip(self._seeds, self._weights)):
+        for index, (seed, weight) in enumerate(zip(self._seeds, self._weights, strict=True)):
             score = -weight / np.log(unit_interval(hash_ids(ids, salt=seed)))
             better = score > best
             best[better] = score[better]
@@ -182,7 +186,8 @@ class MaglevTable:
         return self._nodes
 
     def lookup(self, ids: NDArray[np.integer]) -> NDArray[np.int32]:
-        return self._table[hash_ids(ids) % np.uint64(self._slots)]
+        owners: NDArray[np.int32] = self._table[hash_ids(ids) % np.uint64(self._slots)]
+        return owners
 
 
 DEFAULT_PLACER = "ring"
