@@ -64,6 +64,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── LogRecordRejected
     │   ├── LogSeqConflict
     │   └── LogRecordCorrupt
+    ├── AgentStoreError                 edgeswarm.gateway.agent_store
     ├── PeerRegistryError               edgeswarm.gateway.peers
     │   ├── EnrollmentConflict
     │   └── TokenUsedUp

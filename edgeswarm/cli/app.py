@@ -20,6 +20,8 @@ from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
+from .agents import agents_app
+from .edges import edges_app, shards
 from .gateway import gateway
 from .infer import infer
 from .keys import keys_app
@@ -48,6 +50,9 @@ app = typer.Typer(
 app.add_typer(keys_app)
 app.add_typer(log_app)
 app.add_typer(state_app)
+app.add_typer(agents_app)
+app.add_typer(edges_app)
+app.command()(shards)
 app.command()(gateway)
 app.command()(infer)
 

@@ -89,6 +89,14 @@ def gateway(
         list[str] | None,
         typer.Option(help="Peer gateway host:port to replicate swarm state with; repeatable."),
     ] = None,
+    placer: Annotated[
+        str,
+        typer.Option(help="How agents are placed on edges: ring, rendezvous or maglev."),
+    ] = _GATEWAY.placer,
+    edge_timeout: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds an edge may be gone before its agents move."),
+    ] = _GATEWAY.edge_timeout_s,
     peer_ca: Annotated[
         Path | None,
         typer.Option(help="CA (bundle) of the peer gateways (default: this gateway's CA)."),
@@ -157,6 +165,8 @@ def gateway(
         identity_key=identity_key,
         peers=tuple(parse_address(p) for p in peer or ()),
         peer_ca=peer_ca,
+        placer=placer,
+        edge_timeout_s=edge_timeout,
         heavy=dataclasses.replace(
             _GATEWAY.heavy,
             max_batch_rows=infer_max_batch,

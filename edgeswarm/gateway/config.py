@@ -70,6 +70,11 @@ class GatewayConfig:
     """Longest time a merged state change waits before it is sent on to other peers."""
     heavy: LaneConfig = field(default_factory=LaneConfig)
     """The heavy inference lane: batch size and wait, queue bound, window, retries."""
+    placer: str = "ring"
+    """How swarm agents are placed on edges: ``ring`` (default), ``rendezvous``, ``maglev``
+    (edgeswarm.placement.ring; docs/benchmarks.md, suite sharding, compares them)."""
+    edge_timeout_s: float = 30.0
+    """An edge whose session is gone this long is DOWN: its agents are placed elsewhere."""
     infer_oip: tuple[tuple[str, str], ...] = ()
     """(model, base URL) pairs: batches of that model go to that OIP v2 server (Triton,
     KServe, an edgeswarm node's HTTP endpoint) as well as to native nodes serving it."""

@@ -38,6 +38,7 @@ from edgeswarm.wire import (
     InferResultReceived,
     LocalProtocolError,
     ObservationsReceived,
+    PlacementRequested,
     ProtocolViolation,
     Role,
     Session,
@@ -158,6 +159,8 @@ class GatewayConnection:
                     gateway.heavy.submit(self, request)  # the session admits it from edges only
                 case InferResultReceived(result=result):
                     gateway.heavy.node_result(self, result)  # from inference nodes only
+                case PlacementRequested(request=request):
+                    self.session.send(gateway.placement.answer(request))  # admins only
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     logger.warning(
@@ -232,6 +235,7 @@ class GatewayConnection:
                 self._refuse(admitted.code, admitted.reason)
                 return
             self._base, resume_seq = admitted.base, admitted.resume_seq
+            gateway.placement.edge_connected(hello.peer_id)
         self._acks.credit_limit = gateway.config.credit_window if is_edge else 0
         features = tuple(f for f in hello.features if f in FEATURES)
         heavy = FEATURE_HEAVY in features
