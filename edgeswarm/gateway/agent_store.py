@@ -34,6 +34,9 @@ __all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "EdgeRecord"]
 
 MAX_AGENT_ID = 2**32 - 1
 """Agent ids are uint32 (the edge's ``AgentTable.ids`` column)."""
+MAX_ADD = 1_000_000
+"""Most agents one ``add_agents`` call inserts (one transaction, ~1 s; the gateway's loop
+waits for it, so larger swarms are added in several calls)."""
 
 _AGENTS = """CREATE TABLE agents (
     agent_id INTEGER PRIMARY KEY,
@@ -137,8 +140,10 @@ class AgentStore(Resource):
     ) -> int:
         """Add agents ``first_id .. first_id + count - 1``; none if any of them exists."""
         last = first_id + count - 1
-        if count < 1 or first_id < 0 or last > MAX_AGENT_ID:
-            raise AgentStoreError(f"agent ids must lie in 0..{MAX_AGENT_ID} and count be >= 1")
+        if not 1 <= count <= MAX_ADD or first_id < 0 or last > MAX_AGENT_ID:
+            raise AgentStoreError(
+                f"agent ids must lie in 0..{MAX_AGENT_ID} and count in 1..{MAX_ADD:,}"
+            )
         if not policy:
             raise AgentStoreError("an agent needs a policy")
         label_text = json.dumps(dict(labels or {}), sort_keys=True)

@@ -84,6 +84,9 @@ class PlacementService:
         self._assignment: Assignment | None = None
         self._cached_for: tuple[int, int] = (-1, -1)
         self._last_plan: MovePlan | None = None
+        self._ids = np.empty(0, dtype=np.uint32)
+        self._pins: dict[int, str] = {}
+        self._agents_version = -1
         self.metrics = metrics
 
     # --- membership and assignment -----------------------------------------
@@ -133,8 +136,10 @@ class PlacementService:
         membership = self.membership()
         key = (membership.epoch, self.store.version)
         if self._assignment is None or key != self._cached_for:
-            ids = self.store.agent_ids()
-            new = assign(ids, membership, pins=self.store.pins(), placer=self._placer)
+            if self._agents_version != self.store.version:
+                self._ids, self._pins = self.store.agent_ids(), self.store.pins()
+                self._agents_version = self.store.version
+            new = assign(self._ids, membership, pins=self._pins, placer=self._placer)
             if self._assignment is not None:
                 self._last_plan = plan_moves(self._assignment, new, membership)
             self._previous, self._assignment, self._cached_for = self._assignment, new, key

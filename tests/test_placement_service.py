@@ -1,0 +1,108 @@
+"""The gateway's placement service over a real placement.db, without sockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgeswarm.gateway.agent_store import AgentStore
+from edgeswarm.gateway.placement_service import PLACEMENT_OPS, PlacementService
+from edgeswarm.wire import PlacementRequest
+
+
+class Fleet:
+    def __init__(self, path: Path) -> None:
+        self.live: set[str] = set()
+        self.now = 0.0
+        self.store = AgentStore(path)
+        self.service = PlacementService(
+            self.store, lambda: frozenset(self.live), edge_timeout_s=5.0, clock=lambda: self.now
+        )
+
+    def connect(self, *edges: str) -> None:
+        for edge in edges:
+            self.live.add(edge)
+            self.service.edge_connected(edge)
+
+    def ask(self, op: str, **args: Any) -> dict[str, Any]:
+        reply = self.service.answer(PlacementRequest(request_id=1, op=op, args=args))
+        assert reply.ok, reply.message
+        return reply.result
+
+    def refused(self, op: str, **args: Any) -> str:
+        reply = self.service.answer(PlacementRequest(request_id=1, op=op, args=args))
+        assert not reply.ok
+        assert reply.result == {}
+        return reply.message
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return Fleet(tmp_path / "placement.db")
+
+
+def test_a_short_disconnect_moves_nothing_and_a_long_one_makes_the_edge_down(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=1000, policy="p")
+    fleet.connect("edge-a", "edge-b")
+    before = fleet.ask("edges.list")
+    fleet.live.discard("edge-b")
+    fleet.now += 4.9
+    assert fleet.ask("edges.list") == before  # within --edge-timeout: same epoch, same owners
+    fleet.now += 0.2
+    after = fleet.ask("edges.list")
+    assert after["epoch"] == before["epoch"] + 1
+    states = {e["edge_id"]: (e["state"], e["agents"]) for e in after["edges"]}
+    assert states == {"edge-a": ("active", 1000), "edge-b": ("down", 0)}
+    fleet.connect("edge-b")
+    back = {e["edge_id"]: e["state"] for e in fleet.ask("edges.list")["edges"]}
+    assert back == {"edge-a": "active", "edge-b": "active"}
+
+
+def test_bad_requests_are_refused_in_one_line_and_change_nothing(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=10, policy="p")
+    epoch = fleet.ask("shards")["epoch"]
+    assert "unknown op" in fleet.refused("agents.remove_all")
+    assert "count" in fleet.refused("agents.add", first_id=0, count=-1, policy="p")
+    assert "exist already" in fleet.refused("agents.add", first_id=5, count=10, policy="p")
+    assert "labels" in fleet.refused("agents.add", first_id=50, count=1, policy="p", labels=[1])
+    assert "never connected" in fleet.refused("edges.drain", edge_id="edge-q")
+    assert "no agent 99" in fleet.refused("agents.show", agent_id=99)
+    for message in (
+        fleet.refused("agents.show", agent_id="7"),
+        fleet.refused("agents.list", limit=-2),
+    ):
+        assert "\n" not in message
+    assert fleet.store.agent_count() == 10
+    assert fleet.ask("shards")["epoch"] == epoch
+    assert {"agents.add", "edges.drain", "shards"} <= PLACEMENT_OPS
+
+
+def test_drain_moves_only_the_drained_edges_unpinned_agents(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=3000, policy="p")
+    fleet.ask("agents.add", first_id=9000, count=3, policy="dev", pin="edge-b")
+    fleet.connect("edge-a", "edge-b", "edge-c")
+    before = fleet.ask("shards")["per_edge"]
+    drained = fleet.ask("edges.drain", edge_id="edge-b")
+    assert drained["moves"] == before["edge-b"] - 3
+    after = fleet.ask("shards")
+    assert after["per_edge"]["edge-b"] == 3
+    assert after["per_edge"]["edge-a"] >= before["edge-a"]
+    assert after["per_edge"]["edge-c"] >= before["edge-c"]
+    assert {b["kind"] for b in after["last_plan"]["batches"]} == {"handover"}
+    assert fleet.ask("agents.show", agent_id=9001)["owner"] == "edge-b"
+
+
+def test_epochs_and_drains_survive_a_reopen(tmp_path: Path) -> None:
+    first = Fleet(tmp_path / "placement.db")
+    first.ask("agents.add", first_id=0, count=10, policy="p")
+    first.connect("edge-a", "edge-b")
+    first.ask("edges.drain", edge_id="edge-a")
+    epoch = first.ask("shards")["epoch"]
+    first.store.close()
+    second = Fleet(tmp_path / "placement.db")
+    second.connect("edge-a", "edge-b")
+    shards = second.ask("shards")
+    assert shards["epoch"] > epoch
+    assert shards["per_edge"] == {"edge-a": 0, "edge-b": 10}
