@@ -9,7 +9,7 @@ consensus. Every change of the members bumps the placement epoch (kept in
 ``placement.db``), and the assignment of every swarm agent is recomputed by
 :func:`edgeswarm.placement.assign` (vectorised; cached per epoch and agent set).
 
-Operations (PLACEMENT_REQUEST ``op``; docs/protocol.md section 12)::
+Operations (PLACEMENT_REQUEST ``op``; docs/protocol.md section 13)::
 
     agents.add    first_id, count, policy, [labels], [pin]   add swarm agents
     agents.list   [offset], [limit]                           agents with their owner

@@ -63,7 +63,7 @@ its spool (HELLO ``seq_epoch``); a new spool starts a new epoch instead of reusi
 numbers the gateway already holds."""
 FEATURE_PLACEMENT = "placement"
 """Feature name of placement administration: PLACEMENT_REQUEST (admin -> gateway) and
-its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 12)."""
+its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13)."""
 FEATURES: frozenset[str] = frozenset(
     {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH, FEATURE_PLACEMENT}
 )
@@ -346,7 +346,7 @@ class PlacementRequest:
     request_id: int
     """Chosen by the client; the PLACEMENT answer carries it back."""
     op: str
-    """The operation, e.g. ``agents.add`` (docs/protocol.md section 12 lists them)."""
+    """The operation, e.g. ``agents.add`` (docs/protocol.md section 13 lists them)."""
     args: dict[str, Any] = field(default_factory=dict)
     """The operation's arguments: a map of strings to msgpack values."""
 

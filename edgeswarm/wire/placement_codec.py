@@ -4,7 +4,7 @@ PLACEMENT_REQUEST carries ``request_id``, ``op`` and ``args``; PLACEMENT
 carries ``request_id``, ``ok``, ``result`` and ``message``. ``args`` and
 ``result`` are maps with string keys; the unpacker's limits (docs/protocol.md
 section 7) already bound their size and depth. ``codec.py`` calls these.
-``docs/protocol.md``, section 12, is the specification.
+``docs/protocol.md``, section 13, is the specification.
 """
 
 from __future__ import annotations
