@@ -5,6 +5,7 @@
 - ``assignment``: owners of every agent under one membership, pins included
 - ``moves``: move plans from one assignment to the next, bounded batches
 - ``handover``: the hand-over table that fences each batch by epoch and tick
+- ``migration``: the gateway's side of a move plan, sans-I/O (commands out, events in)
 """
 
 from __future__ import annotations
