@@ -129,6 +129,20 @@ class Sim:
         edge.rows.clear()
         self.run(self.coordinator.edge_down(edge.name))
 
+    def play(self, schedule: list[tuple[str, int]]) -> None:
+        """Ticks, deliveries and checkpoints in the order ``schedule`` says (live edges)."""
+        for action, index in schedule:
+            names = sorted(n for n, e in self.edges.items() if e.alive)
+            edge = self.edges[names[index % len(names)]]
+            if action == "tick":
+                edge.tick(self.log)
+            elif action == "edge" and edge.inbox:
+                self.edge_takes_one(edge)
+            elif action == "gateway" and self.to_gateway:
+                self.gateway_takes_one()
+            elif action == "checkpoint":
+                self.checkpoint(edge)
+
     def settle(self) -> None:
         """Deliver everything left, alternating with ticks (bounded)."""
         for _ in range(1000):
@@ -193,17 +207,7 @@ def test_live_moves_step_every_agent_exactly_once_per_tick_on_one_edge(
     )
     sim, new = start(["edge-a", "edge-b", "edge-c"], ids, change, max_in_flight)
     sim.run(sim.coordinator.start())
-    for action, index in schedule:
-        names = sorted(sim.edges)
-        edge = sim.edges[names[index % len(names)]]
-        if action == "tick":
-            edge.tick(sim.log)
-        elif action == "edge" and edge.inbox:
-            sim.edge_takes_one(edge)
-        elif action == "gateway" and sim.to_gateway:
-            sim.gateway_takes_one()
-        elif action == "checkpoint":
-            sim.checkpoint(edge)
+    sim.play(schedule)
     sim.settle()
     assert sim.most_in_flight <= max_in_flight
     holders: dict[int, list[str]] = {}
@@ -229,22 +233,10 @@ def test_a_killed_edge_never_makes_a_tick_run_twice(
     ids = np.arange(60, dtype=np.uint32)
     sim, _ = start(["edge-a", "edge-b"], ids, lambda m: m.joined("edge-c"))
     sim.run(sim.coordinator.start())
-    killed_at = len(schedule) // 2
-    for step, (action, index) in enumerate(schedule):
-        if step == killed_at:
-            sim.kill(sim.edges[victim])
-        names = sorted(n for n, e in sim.edges.items() if e.alive)
-        edge = sim.edges[names[index % len(names)]]
-        if action == "tick":
-            edge.tick(sim.log)
-        elif action == "edge" and edge.inbox:
-            sim.edge_takes_one(edge)
-        elif action == "gateway" and sim.to_gateway:
-            sim.gateway_takes_one()
-        elif action == "checkpoint":
-            sim.checkpoint(edge)
-    if sim.edges[victim].alive:
-        sim.kill(sim.edges[victim])
+    half = len(schedule) // 2
+    sim.play(schedule[:half])
+    sim.kill(sim.edges[victim])
+    sim.play(schedule[half:])
     sim.settle()
     pairs = [(a, t) for a, t, _ in sim.log]
     assert len(pairs) == len(set(pairs)), "a tick was stepped twice"

@@ -14,6 +14,7 @@ from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
 
 from .address import DEFAULT_GATEWAY, gateway_address
 from .options import DEFAULT_ADMIN_KEY, exits_on_error, fail, quic_stack
+from .state import AdminId, AdminKey, Ca, GatewayAddr, ServerName, Timeout
 
 __all__ = [
     "AdminId",
@@ -28,13 +29,7 @@ __all__ = [
     "echo_json",
 ]
 
-Ca = Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")]
-GatewayAddr = Annotated[str, typer.Option("--gateway", help="Gateway host:port.")]
-ServerName = Annotated[str | None, typer.Option(help="Name in the certificate.")]
-AdminKey = Annotated[Path, typer.Option(help="Admin private key enrolled with role admin.")]
-AdminId = Annotated[str, typer.Option(help="Peer id the admin key is enrolled as.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for the gateway.")]
 
 DEFAULTS: dict[str, Any] = {
     "gateway_addr": DEFAULT_GATEWAY,
