@@ -34,7 +34,9 @@ EDGE_TIMEOUT_S = 1.0
 
 @pytest.fixture
 def placement_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
-    running = start_gateway(tmp_path / "gateway", "--edge-timeout", str(EDGE_TIMEOUT_S))
+    running = start_gateway(
+        tmp_path / "gateway", "--edge-timeout", str(EDGE_TIMEOUT_S), "--idle-timeout", "5"
+    )
     try:
         yield running
     finally:
@@ -125,9 +127,9 @@ def test_agents_edges_drain_and_failure_through_the_cli(
         assert per_edge["edge-b"] == 0
         assert per_edge["edge-a"] + per_edge["edge-c"] == AGENTS + 2
 
-        edges[2].kill()  # kill -9: no BYE; the session ends by idle timeout
+        edges[2].kill()  # kill -9: no BYE; the session ends by the idle timeout (5 s)
         edges[2].wait()
-        listed = wait_for_edges(gateway, {"edge-c": "down"}, timeout=90)
+        listed = wait_for_edges(gateway, {"edge-c": "down"}, timeout=60)
         per_edge = {e["edge_id"]: e["agents"] for e in listed["edges"]}
         assert per_edge == {"edge-a": AGENTS + 2, "edge-b": 0, "edge-c": 0}
         shards = ask(gateway, "shards")

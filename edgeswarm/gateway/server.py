@@ -127,6 +127,7 @@ class Gateway:
             cert=cert,
             key=key,
             handler_factory=lambda: GatewayConnection(self),
+            idle_timeout=config.idle_timeout_s,
             stack=config.stack,
             settings=config.transport,
             admission=dataclasses.replace(
