@@ -30,7 +30,7 @@ from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_database, transaction
 
-__all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "EdgeRecord"]
+__all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "KnownEdge"]
 
 MAX_AGENT_ID = 2**32 - 1
 """Agent ids are uint32 (the edge's ``AgentTable.ids`` column)."""
@@ -83,7 +83,7 @@ class AgentRecord:
 
 
 @dataclass(frozen=True)
-class EdgeRecord:
+class KnownEdge:
     """One edge the gateway has seen."""
 
     edge_id: str
@@ -210,12 +210,12 @@ class AgentStore(Resource):
 
     # --- edges --------------------------------------------------------------
 
-    def edges(self) -> dict[str, EdgeRecord]:
+    def edges(self) -> dict[str, KnownEdge]:
         with self._errors():
             rows = self._db.execute(
                 "SELECT edge_id, weight, drained, first_seen FROM edges ORDER BY edge_id"
             ).fetchall()
-        return {r[0]: EdgeRecord(r[0], r[1], bool(r[2]), r[3]) for r in rows}
+        return {r[0]: KnownEdge(r[0], r[1], bool(r[2]), r[3]) for r in rows}
 
     def remember_edge(self, edge_id: str, weight: float = 1.0) -> None:
         """Record an edge the first time it connects (no change if known)."""
