@@ -162,3 +162,14 @@ def test_any_sequence_of_changes_plans_moves_that_reach_the_new_assignment(steps
         for agent in pinned_moves:
             assert pins[agent] in (by_id(current)[agent], by_id(new)[agent])
         membership, current = changed, new
+
+
+def test_assignment_does_not_depend_on_the_order_of_ids() -> None:
+    membership = fleet("edge-a", "edge-b", "edge-c")
+    shuffled = np.random.default_rng(7).permutation(IDS)
+    repeated = np.concatenate([shuffled, shuffled[:100]])
+    in_order = assign(IDS, membership)
+    for ids in (shuffled, repeated):
+        other = assign(ids, membership)
+        assert np.array_equal(other.ids, in_order.ids)
+        assert np.array_equal(other.owners, in_order.owners)

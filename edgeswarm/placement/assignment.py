@@ -63,6 +63,17 @@ class Assignment:
         return None if owner == UNOWNED else self.nodes[owner]
 
 
+def _sorted_unique(ids: NDArray[np.uint32]) -> NDArray[np.uint32]:
+    """``ids`` ascending without repeats; no work when they already are (the store's order)."""
+    if ids.size < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return ids
+    ordered = np.sort(ids)
+    keep = np.ones(ordered.shape, dtype=np.bool_)
+    keep[1:] = ordered[1:] != ordered[:-1]
+    unique: NDArray[np.uint32] = ordered[keep]
+    return unique
+
+
 def assign(
     ids: NDArray[np.integer],
     membership: Membership,
@@ -71,7 +82,7 @@ def assign(
     placer: str = DEFAULT_PLACER,
 ) -> Assignment:
     """Owners of ``ids`` (any order, unique) under ``membership``; ``pins``: agent id -> edge."""
-    sorted_ids = np.unique(np.asarray(ids, dtype=np.uint32))
+    sorted_ids = _sorted_unique(np.asarray(ids, dtype=np.uint32))
     nodes = tuple(membership.members)
     owners = np.full(sorted_ids.shape, UNOWNED, dtype=np.int32)
     weights = membership.placing_weights()
