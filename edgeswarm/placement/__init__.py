@@ -6,6 +6,7 @@
 - ``moves``: move plans from one assignment to the next, bounded batches
 - ``handover``: the hand-over table that fences each batch by epoch and tick
 - ``migration``: the gateway's side of a move plan, sans-I/O (commands out, events in)
+- ``gateways``: edges over gateways, the same placers keyed by edge name
 """
 
 from __future__ import annotations
