@@ -163,31 +163,19 @@ class GatewayConnection:
                     self.session.send(gateway.placement.answer(request))  # admins only
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
-                    logger.warning(
-                        "protocol violation",
-                        extra={
-                            "peer_id": self.peer_id,
-                            "peer": self._peer,
-                            "code": error.error_code.name,
-                            "error": str(error),
-                            "fatal": error.fatal,
-                        },
-                    )
+                    about = self._about(code=error.error_code.name, error=str(error))
+                    logger.warning("protocol violation", extra={**about, "fatal": error.fatal})
                 case SessionClosed(code=code, reason=reason, by_peer=by_peer):
-                    logger.info(
-                        "session closed",
-                        extra={
-                            "peer_id": self.peer_id,
-                            "peer": self._peer,
-                            "code": code,
-                            "reason": reason,
-                            "by_peer": by_peer,
-                        },
-                    )
+                    about = self._about(code=code, reason=reason, by_peer=by_peer)
+                    logger.info("session closed", extra=about)
                     self._session_ended()
                 case _:
                     pass
         self._flush()
+
+    def _about(self, **fields: object) -> dict[str, object]:
+        """Log fields that name this peer, then ``fields``."""
+        return {"peer_id": self.peer_id, "peer": self._peer, **fields}
 
     def _on_hello(self) -> None:
         hello = self.session.peer_hello
