@@ -150,6 +150,21 @@ def test_agents_edges_drain_and_failure_through_the_cli(
         assert per_edge["edge-b"] > 0
         assert per_edge["edge-a"] + per_edge["edge-b"] == AGENTS + 2
 
+        weighed = cli(gateway, key, "edges", "weight", "edge-b", "2", "--json")
+        assert weighed["weight"] == 2.0
+        assert weighed["moves"] > 0
+        tables = {  # the tables without --json, and what each must show
+            ("shards",): "imbalance",
+            ("edges", "list"): "down",
+            ("agents", "list", "--limit", "2"): "forager",
+            ("agents", "show", "5000"): "sensor",
+            ("edges", "undrain", "edge-b"): "edge-b undrained",
+        }
+        for command, expected in tables.items():
+            shown = cli(gateway, key, *command, check=False)
+            assert shown.returncode == 0, shown.stderr
+            assert expected in shown.stdout
+
         unknown = cli(gateway, key, "edges", "drain", "edge-z", check=False)
         assert unknown.returncode == 2
         assert "edge-z" in unknown.stderr

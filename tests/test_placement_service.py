@@ -106,3 +106,19 @@ def test_epochs_and_drains_survive_a_reopen(tmp_path: Path) -> None:
     shards = second.ask("shards")
     assert shards["epoch"] > epoch
     assert shards["per_edge"] == {"edge-a": 0, "edge-b": 10}
+
+
+def test_a_weight_of_two_takes_about_twice_the_agents(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=30_000, policy="p")
+    fleet.connect("edge-a", "edge-b")
+    epoch = fleet.ask("shards")["epoch"]
+    changed = fleet.ask("edges.weight", edge_id="edge-b", weight=2)
+    assert changed["epoch"] == epoch + 1
+    per_edge = fleet.ask("shards")["per_edge"]
+    assert 1.8 < per_edge["edge-b"] / per_edge["edge-a"] < 2.2
+    plan = fleet.ask("shards")["last_plan"]
+    assert {(b["source"], b["target"]) for b in plan["batches"]} == {("edge-a", "edge-b")}
+    assert changed["moves"] == plan["agents"] > 0  # more points for edge-b: moves only to it
+    assert "never connected" in fleet.refused("edges.weight", edge_id="edge-z", weight=2)
+    assert "weight" in fleet.refused("edges.weight", edge_id="edge-a", weight=0)
+    assert "number" in fleet.refused("edges.weight", edge_id="edge-a", weight="2")

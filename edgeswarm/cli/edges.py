@@ -24,7 +24,7 @@ from .placement_link import (
 
 edges_app = typer.Typer(
     name="edges",
-    help="The gateway's edges: list them with state and agents, drain one, undrain it.",
+    help="The gateway's edges: list them with state and agents, drain, undrain, weigh one.",
     no_args_is_help=True,
 )
 
@@ -106,6 +106,36 @@ def undrain(
     """
     target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
     _drain(edge_id, False, as_json, target)
+
+
+@edges_app.command("weight")
+def weight(
+    ca: Ca,
+    edge_id: EdgeId,
+    value: Annotated[
+        float, typer.Argument(metavar="WEIGHT", min=0.001, max=1000, help="Capacity weight.")
+    ],
+    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    server_name: ServerName = None,
+    key: AdminKey = DEFAULTS["key"],
+    admin_id: AdminId = DEFAULTS["admin_id"],
+    as_json: AsJson = False,
+    timeout: Timeout = DEFAULTS["timeout"],
+) -> None:
+    """Set EDGE's capacity weight: an edge of weight 2 takes twice the agents of weight 1.
+
+    Example: `edgeswarm edges weight edge-3 2 --ca var/gateway/ca.crt` (a machine with twice
+    the cores).
+    """
+    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    result = ask("edges.weight", {"edge_id": edge_id, "weight": value}, target)
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(
+        f"{edge_id} weight {result['weight']:g}: {result['moves']:,} agents to move"
+        f" (placement epoch {result['epoch']})"
+    )
 
 
 def shards(

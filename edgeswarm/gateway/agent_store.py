@@ -235,6 +235,17 @@ class AgentStore(Resource):
             )
         return cursor.rowcount > 0
 
+    def set_weight(self, edge_id: str, weight: float) -> bool:
+        """Set ``edge_id``'s capacity weight; False if the edge was never seen."""
+        if not 0 < weight <= 1000:
+            raise AgentStoreError(f"a weight lies in (0, 1000], got {weight}")
+        with self._errors():
+            cursor = self._db.execute(
+                "UPDATE edges SET weight = ?, updated_at = ? WHERE edge_id = ?",
+                (float(weight), time.time(), edge_id),
+            )
+        return cursor.rowcount > 0
+
     # --- epoch --------------------------------------------------------------
 
     def epoch(self) -> int:

@@ -17,6 +17,7 @@ Operations (PLACEMENT_REQUEST ``op``; docs/protocol.md section 13)::
     edges.list                                                edges, state, weight, agents
     edges.drain   edge_id                                     move its unpinned agents away
     edges.undrain edge_id                                     take agents again
+    edges.weight  edge_id, weight                             capacity (2: twice the agents)
     shards                                                    owners, imbalance, planned moves
 
 A request that cannot be done gets ``ok = false`` and a one-line ``message``;
@@ -227,12 +228,27 @@ class PlacementService:
     def _drain(self, args: dict[str, Any], drained: bool) -> dict[str, Any]:
         edge_id = args.get("edge_id")
         if not isinstance(edge_id, str) or not self.store.set_drained(edge_id, drained):
-            known = ", ".join(self.store.edges()) or "none yet"
-            raise ValueError(f"edge {edge_id!r} has never connected; known edges: {known}")
-        before = self.refresh()
+            raise ValueError(self._never_seen(edge_id))
+        return {"edge_id": edge_id, "drained": drained, **self._moved()}
+
+    def _weight(self, args: dict[str, Any]) -> dict[str, Any]:
+        edge_id, weight = args.get("edge_id"), args.get("weight")
+        if not isinstance(weight, int | float) or isinstance(weight, bool):
+            raise ValueError("weight must be a number")
+        if not isinstance(edge_id, str) or not self.store.set_weight(edge_id, float(weight)):
+            raise ValueError(self._never_seen(edge_id))
+        return {"edge_id": edge_id, "weight": float(weight), **self._moved()}
+
+    def _never_seen(self, edge_id: object) -> str:
+        known = ", ".join(self.store.edges()) or "none yet"
+        return f"edge {edge_id!r} has never connected; known edges: {known}"
+
+    def _moved(self) -> dict[str, int]:
+        """The new epoch and the agents its move plan moves (after a change of the members)."""
+        assignment = self.refresh()
         plan = self._last_plan
-        moving = plan.agents if plan is not None and plan.to_epoch == before.epoch else 0
-        return {"edge_id": edge_id, "drained": drained, "epoch": before.epoch, "moves": moving}
+        moving = plan.agents if plan is not None and plan.to_epoch == assignment.epoch else 0
+        return {"epoch": assignment.epoch, "moves": moving}
 
     def _shards(self, args: dict[str, Any]) -> dict[str, Any]:
         assignment = self.refresh()
@@ -280,6 +296,7 @@ _OPS: dict[str, Callable[[PlacementService, dict[str, Any]], dict[str, Any]]] = 
     "edges.list": PlacementService._edges_list,
     "edges.drain": lambda service, args: service._drain(args, True),
     "edges.undrain": lambda service, args: service._drain(args, False),
+    "edges.weight": PlacementService._weight,
     "shards": PlacementService._shards,
 }
 
