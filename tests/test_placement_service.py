@@ -48,6 +48,7 @@ def test_a_short_disconnect_moves_nothing_and_a_long_one_makes_the_edge_down(fle
     fleet.connect("edge-a", "edge-b")
     before = fleet.ask("edges.list")
     fleet.live.discard("edge-b")
+    fleet.service.refresh()  # the gateway refreshes when a connection closes
     fleet.now += 4.9
     assert fleet.ask("edges.list") == before  # within --edge-timeout: same epoch, same owners
     fleet.now += 0.2
@@ -122,3 +123,15 @@ def test_a_weight_of_two_takes_about_twice_the_agents(fleet: Fleet) -> None:
     assert "never connected" in fleet.refused("edges.weight", edge_id="edge-z", weight=2)
     assert "weight" in fleet.refused("edges.weight", edge_id="edge-a", weight=0)
     assert "number" in fleet.refused("edges.weight", edge_id="edge-a", weight="2")
+
+
+def test_the_edge_timeout_counts_from_when_the_edge_was_found_gone(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=100, policy="p")
+    fleet.connect("edge-a", "edge-b")
+    fleet.now = 100.0  # no refresh since the edges connected at 0
+    fleet.live.discard("edge-b")
+    states = {e["edge_id"]: e["state"] for e in fleet.ask("edges.list")["edges"]}
+    assert states["edge-b"] == "active"  # just found gone: not DOWN at once
+    fleet.now = 105.1
+    states = {e["edge_id"]: e["state"] for e in fleet.ask("edges.list")["edges"]}
+    assert states["edge-b"] == "down"

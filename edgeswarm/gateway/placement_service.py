@@ -105,7 +105,9 @@ class PlacementService:
         for edge in self.store.edges().values():
             if edge.edge_id in live:
                 self._gone_since.pop(edge.edge_id, None)
-            gone = now - self._gone_since.setdefault(edge.edge_id, now)
+                gone = 0.0
+            else:  # counted from the first refresh that finds it gone
+                gone = now - self._gone_since.setdefault(edge.edge_id, now)
             known = self._membership.members.get(edge.edge_id)
             down = edge.edge_id not in live and (
                 gone >= self._edge_timeout_s

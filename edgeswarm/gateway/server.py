@@ -192,9 +192,9 @@ class Gateway:
     def connection_closed(self, connection: OpenConnection) -> None:
         self.connections.discard(connection)
         if self.listener is not None:  # an edge gone this long is DOWN (placement_service.py)
-            asyncio.get_running_loop().call_later(
-                self.config.edge_timeout_s, self.placement.refresh
-            )
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.placement.refresh)  # notes when it went
+            loop.call_later(self.config.edge_timeout_s, self.placement.refresh)
 
     def close(self) -> None:
         """Say BYE to every peer and stop listening."""
