@@ -32,6 +32,11 @@ AGENTS = 3000
 EDGE_TIMEOUT_S = 1.0
 
 
+def per_edge(shards: dict[str, Any]) -> dict[str, int]:
+    """``shards``' agents per edge as a map (the wire carries a list: any number of edges)."""
+    return {e["edge_id"]: e["agents"] for e in shards["per_edge"]}
+
+
 @pytest.fixture
 def placement_gateway(tmp_path: Path) -> Iterator[RunningGateway]:
     running = start_gateway(
@@ -116,22 +121,22 @@ def test_agents_edges_drain_and_failure_through_the_cli(
         shards = cli(gateway, key, "shards", "--json")
         assert shards["agents"] == AGENTS + 2
         assert shards["unowned"] == 0
-        assert sum(shards["per_edge"].values()) == AGENTS + 2
+        assert sum(per_edge(shards).values()) == AGENTS + 2
         assert shards["imbalance"] < 1.2
-        on_b = shards["per_edge"]["edge-b"]
+        on_b = per_edge(shards)["edge-b"]
 
         drained = cli(gateway, key, "edges", "drain", "edge-b", "--json")
         assert drained["moves"] == on_b
         listed = wait_for_edges(gateway, {"edge-b": "draining"})
-        per_edge = {e["edge_id"]: e["agents"] for e in listed["edges"]}
-        assert per_edge["edge-b"] == 0
-        assert per_edge["edge-a"] + per_edge["edge-c"] == AGENTS + 2
+        counts = {e["edge_id"]: e["agents"] for e in listed["edges"]}
+        assert counts["edge-b"] == 0
+        assert counts["edge-a"] + counts["edge-c"] == AGENTS + 2
 
         edges[2].kill()  # kill -9: no BYE; the session ends by the idle timeout (5 s)
         edges[2].wait()
         listed = wait_for_edges(gateway, {"edge-c": "down"}, timeout=60)
-        per_edge = {e["edge_id"]: e["agents"] for e in listed["edges"]}
-        assert per_edge == {"edge-a": AGENTS + 2, "edge-b": 0, "edge-c": 0}
+        counts = {e["edge_id"]: e["agents"] for e in listed["edges"]}
+        assert counts == {"edge-a": AGENTS + 2, "edge-b": 0, "edge-c": 0}
         shards = ask(gateway, "shards")
         assert shards["unowned"] == 0
         assert shards["last_plan"]["agents"] > 0
@@ -146,9 +151,9 @@ def test_agents_edges_drain_and_failure_through_the_cli(
 
         cli(gateway, key, "edges", "undrain", "edge-b", "--json")
         listed = wait_for_edges(gateway, {"edge-b": "active"})
-        per_edge = {e["edge_id"]: e["agents"] for e in listed["edges"]}
-        assert per_edge["edge-b"] > 0
-        assert per_edge["edge-a"] + per_edge["edge-b"] == AGENTS + 2
+        counts = {e["edge_id"]: e["agents"] for e in listed["edges"]}
+        assert counts["edge-b"] > 0
+        assert counts["edge-a"] + counts["edge-b"] == AGENTS + 2
 
         weighed = cli(gateway, key, "edges", "weight", "edge-b", "2", "--json")
         assert weighed["weight"] == 2.0

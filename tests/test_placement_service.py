@@ -9,7 +9,7 @@ import pytest
 
 from edgeswarm.gateway.agent_store import AgentStore
 from edgeswarm.gateway.placement_service import PLACEMENT_OPS, PlacementService
-from edgeswarm.wire import PlacementRequest
+from edgeswarm.wire import PlacementReply, PlacementRequest, decode_payload, encode_payload
 
 
 class Fleet:
@@ -36,6 +36,11 @@ class Fleet:
         assert not reply.ok
         assert reply.result == {}
         return reply.message
+
+
+def per_edge(shards: dict[str, Any]) -> dict[str, int]:
+    """``shards``' agents per edge as a map (the wire carries a list: any number of edges)."""
+    return {e["edge_id"]: e["agents"] for e in shards["per_edge"]}
 
 
 @pytest.fixture
@@ -84,13 +89,13 @@ def test_drain_moves_only_the_drained_edges_unpinned_agents(fleet: Fleet) -> Non
     fleet.ask("agents.add", first_id=0, count=3000, policy="p")
     fleet.ask("agents.add", first_id=9000, count=3, policy="dev", pin="edge-b")
     fleet.connect("edge-a", "edge-b", "edge-c")
-    before = fleet.ask("shards")["per_edge"]
+    before = per_edge(fleet.ask("shards"))
     drained = fleet.ask("edges.drain", edge_id="edge-b")
     assert drained["moves"] == before["edge-b"] - 3
     after = fleet.ask("shards")
-    assert after["per_edge"]["edge-b"] == 3
-    assert after["per_edge"]["edge-a"] >= before["edge-a"]
-    assert after["per_edge"]["edge-c"] >= before["edge-c"]
+    assert per_edge(after)["edge-b"] == 3
+    assert per_edge(after)["edge-a"] >= before["edge-a"]
+    assert per_edge(after)["edge-c"] >= before["edge-c"]
     assert {b["kind"] for b in after["last_plan"]["batches"]} == {"handover"}
     assert fleet.ask("agents.show", agent_id=9001)["owner"] == "edge-b"
 
@@ -106,7 +111,7 @@ def test_epochs_and_drains_survive_a_reopen(tmp_path: Path) -> None:
     second.connect("edge-a", "edge-b")
     shards = second.ask("shards")
     assert shards["epoch"] > epoch
-    assert shards["per_edge"] == {"edge-a": 0, "edge-b": 10}
+    assert per_edge(shards) == {"edge-a": 0, "edge-b": 10}
 
 
 def test_a_weight_of_two_takes_about_twice_the_agents(fleet: Fleet) -> None:
@@ -115,8 +120,8 @@ def test_a_weight_of_two_takes_about_twice_the_agents(fleet: Fleet) -> None:
     epoch = fleet.ask("shards")["epoch"]
     changed = fleet.ask("edges.weight", edge_id="edge-b", weight=2)
     assert changed["epoch"] == epoch + 1
-    per_edge = fleet.ask("shards")["per_edge"]
-    assert 1.8 < per_edge["edge-b"] / per_edge["edge-a"] < 2.2
+    counts = per_edge(fleet.ask("shards"))
+    assert 1.8 < counts["edge-b"] / counts["edge-a"] < 2.2
     plan = fleet.ask("shards")["last_plan"]
     assert {(b["source"], b["target"]) for b in plan["batches"]} == {("edge-a", "edge-b")}
     assert changed["moves"] == plan["agents"] > 0  # more points for edge-b: moves only to it
@@ -135,3 +140,17 @@ def test_the_edge_timeout_counts_from_when_the_edge_was_found_gone(fleet: Fleet)
     fleet.now = 105.1
     states = {e["edge_id"]: e["state"] for e in fleet.ask("edges.list")["edges"]}
     assert states["edge-b"] == "down"
+
+
+def test_answers_about_hundreds_of_edges_decode_under_the_wire_limits(fleet: Fleet) -> None:
+    fleet.ask("agents.add", first_id=0, count=3000, policy="p")
+    for i in range(300):  # more edges than a map may have keys; one refresh for all
+        fleet.live.add(f"edge-{i}")
+        fleet.store.remember_edge(f"edge-{i}")
+    for op in ("shards", "edges.list"):
+        reply = fleet.service.answer(PlacementRequest(request_id=1, op=op))
+        decoded = decode_payload(encode_payload(reply))
+        assert isinstance(decoded, PlacementReply)
+        assert decoded.ok
+    shards = fleet.service.answer(PlacementRequest(request_id=1, op="shards")).result
+    assert len(per_edge(shards)) == 300

@@ -164,8 +164,8 @@ def shards(
     )
     table.add_column("edge")
     table.add_column("agents", justify="right")
-    for edge_id, count in result["per_edge"].items():
-        table.add_row(edge_id, f"{count:,}")
+    for edge in result["per_edge"]:
+        table.add_row(edge["edge_id"], f"{edge['agents']:,}")
     console.print(table)
     plan = result["last_plan"]
     if plan is not None:

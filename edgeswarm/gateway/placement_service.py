@@ -263,7 +263,7 @@ class PlacementService:
             "placer": self._placer,
             "agents": int(assignment.ids.size),
             "unowned": int((assignment.owners < 0).sum()),
-            "per_edge": counts,
+            "per_edge": [{"edge_id": e, "agents": n} for e, n in counts.items()],
             "imbalance": float(loads.max() / loads.mean()) if loads.size and loads.mean() else 0.0,
             "last_plan": None
             if plan is None
