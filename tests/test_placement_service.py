@@ -73,6 +73,8 @@ def test_bad_requests_are_refused_in_one_line_and_change_nothing(fleet: Fleet) -
     assert "count" in fleet.refused("agents.add", first_id=0, count=-1, policy="p")
     assert "exist already" in fleet.refused("agents.add", first_id=5, count=10, policy="p")
     assert "labels" in fleet.refused("agents.add", first_id=50, count=1, policy="p", labels=[1])
+    many = {f"k{i}": "v" for i in range(65)}
+    assert "64 labels" in fleet.refused("agents.add", first_id=50, count=1, policy="p", labels=many)
     assert "never connected" in fleet.refused("edges.drain", edge_id="edge-q")
     assert "no agent 99" in fleet.refused("agents.show", agent_id=99)
     for message in (

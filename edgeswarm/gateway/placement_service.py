@@ -57,6 +57,8 @@ logger = logging.getLogger("edgeswarm.gateway.placement")
 
 MAX_LIST = 10_000
 """Most agents one ``agents.list`` answer carries."""
+MAX_LABELS = 64
+"""Most labels of one agent (a map on the wire has at most 256 keys)."""
 
 
 class PlacementService:
@@ -174,6 +176,8 @@ class PlacementService:
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
         ):
             raise ValueError("labels must map strings to strings")
+        if len(labels) > MAX_LABELS or any(len(k) > 128 or len(v) > 128 for k, v in labels.items()):
+            raise ValueError(f"at most {MAX_LABELS} labels of at most 128 characters each")
         pin = args.get("pin")
         if pin is not None and not isinstance(pin, str):
             raise ValueError("pin must be an edge id")
