@@ -20,8 +20,12 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
     │   └── ConnectTimeoutError         (also a TimeoutError)
     ├── CertificateFileError            edgeswarm.transport.api
+    ├── ListenError                     edgeswarm.transport.api (also an OSError)
+    ├── MetricsEndpointError            edgeswarm.telemetry.endpoint
     ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
+    ├── AuthRefusedError                edgeswarm.client.session: refused for good
     ├── KeyFileError                    edgeswarm.identity.keys
+    ├── DirectoryInUse                  edgeswarm.storage.lock: another process holds it
     ├── StateError                      edgeswarm.state.errors: error_code as well
     │   ├── RemoteStateError
     │   │   ├── MalformedUpdate
@@ -77,7 +81,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── UnknownNodeError            (also a KeyError)
     │   ├── NoEligibleNodeError
     │   └── HandoverRefusedError
-    └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    ├── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    └── Usage                           edgeswarm.cli.exits: the command line is wrong (exit 2)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught
 at the session boundary, answered with an ERROR frame carrying the error's

@@ -74,6 +74,17 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         running.close()
 
 
+def edge_hello(key: KeyPair) -> Hello:
+    """The HELLO of edge ``EDGE_ID`` with ``key`` (cumulative ACKs on)."""
+    return Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.EDGE,
+        peer_id=EDGE_ID,
+        public_key=key.public_key,
+        features=(FEATURE_ACK_THROUGH,),
+    )
+
+
 async def deliver_all(uplink: Uplink, timeout: float) -> bool:
     """Run the uplink until everything spooled is acknowledged (False: not in time)."""
     delivery = asyncio.create_task(uplink.run())
@@ -108,13 +119,7 @@ async def test_spooled_bytes_leave_as_they_are_and_nothing_is_decoded_to_count_t
             spool.append(seq, payload, count=sizes[seq])
     key = KeyPair.generate()
     gateway.peers.add_peer(key.public_key, EDGE_ID, Role.EDGE)
-    hello = Hello(
-        version=PROTOCOL_VERSION,
-        role=Role.EDGE,
-        peer_id=EDGE_ID,
-        public_key=key.public_key,
-        features=(FEATURE_ACK_THROUGH,),
-    )
+    hello = edge_hello(key)
     unpacked = counting(monkeypatch, "unpackb")
     with Spool(tmp_path / "spool.db") as spool:
         uplink = Uplink(
@@ -181,13 +186,7 @@ async def test_acks_are_read_while_a_window_is_still_being_sent(tmp_path: Path) 
     gateway = start_gateway(tmp_path / "gw")
     key = KeyPair.generate()
     gateway.enroll(key, EDGE_ID)
-    hello = Hello(
-        version=PROTOCOL_VERSION,
-        role=Role.EDGE,
-        peer_id=EDGE_ID,
-        public_key=key.public_key,
-        features=(FEATURE_ACK_THROUGH,),
-    )
+    hello = edge_hello(key)
     try:
         with Spool(tmp_path / "spool.db") as spool:
             uplink = Uplink(

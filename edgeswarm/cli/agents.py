@@ -13,19 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .placement_link import (
-    DEFAULTS,
-    AdminId,
-    AdminKey,
-    AsJson,
-    Ca,
-    GatewayAddr,
-    ServerName,
-    Target,
-    Timeout,
-    ask,
-    echo_json,
-)
+from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
+
+from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .options import with_examples
+from .placement_link import AsJson, Target, ask, echo_json
 
 agents_app = typer.Typer(
     name="agents",
@@ -45,8 +37,8 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 
 @agents_app.command("add")
+@with_examples
 def add(
-    ca: Ca,
     count: Annotated[int, typer.Option(min=1, help="How many agents (consecutive ids).")],
     first_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")],
     policy: Annotated[str, typer.Option(help="Policy (Wasm module name) the agents run.")],
@@ -56,17 +48,27 @@ def add(
     pin: Annotated[
         str | None, typer.Option(help="Edge the agents are bound to; they never move.")
     ] = None,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Add COUNT agents with ids FIRST_ID.. to the swarm; the gateway places them on edges.
 
-    Example: `edgeswarm agents add --ca var/gateway/ca.crt --first-id 0 --count 10000
-    --policy forager --label zone=north`. Pinned agents (`--pin edge-1`) stay on that edge.
+    Pinned agents (`--pin EDGE`) stay on that edge; the others are placed by the ring.
+
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm agents add --first-id 0 --count 10000 --policy forager --label zone=north
+
+        edgeswarm agents add --first-id 900000 --count 4 --policy pump --pin edge-7 --context prod
     """
     args: dict[str, Any] = {
         "first_id": first_id,
@@ -76,7 +78,7 @@ def add(
     }
     if pin is not None:
         args["pin"] = pin
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.add", args, target)
     if as_json:
         echo_json(result)
@@ -88,22 +90,31 @@ def add(
 
 
 @agents_app.command("list")
+@with_examples
 def list_agents(
-    ca: Ca,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (by id).")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Show at most this many.")] = 100,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """List swarm agents by id with policy, labels, pin and owner edge.
 
-    Example: `edgeswarm agents list --ca var/gateway/ca.crt --limit 20 --json`.
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm agents list --limit 20
+
+        edgeswarm agents list --offset 100000 --json | jq '.agents[].owner'
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.list", {"offset": offset, "limit": limit}, target)
     if as_json:
         echo_json(result)
@@ -123,21 +134,30 @@ def list_agents(
 
 
 @agents_app.command("show")
+@with_examples
 def show(
-    ca: Ca,
     agent_id: Annotated[int, typer.Argument(metavar="ID", min=0, help="The agent's id.")],
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Show one agent: policy, labels, pin, owner edge, placement epoch, last checkpoint.
 
-    Example: `edgeswarm agents show 42 --ca var/gateway/ca.crt`.
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm agents show 42
+
+        edgeswarm agents show 42 --gateway gw.example:{port} --ca ca.crt --json
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.show", {"agent_id": agent_id}, target)
     if as_json:
         echo_json(result)

@@ -8,19 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .placement_link import (
-    DEFAULTS,
-    AdminId,
-    AdminKey,
-    AsJson,
-    Ca,
-    GatewayAddr,
-    ServerName,
-    Target,
-    Timeout,
-    ask,
-    echo_json,
-)
+from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
+
+from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .options import with_examples
+from .placement_link import AsJson, Target, ask, echo_json
 
 edges_app = typer.Typer(
     name="edges",
@@ -32,20 +24,29 @@ EdgeId = Annotated[str, typer.Argument(metavar="EDGE", help="The edge's id (--ed
 
 
 @edges_app.command("list")
+@with_examples
 def list_edges(
-    ca: Ca,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """List every edge the gateway has seen: state (active, draining, down), weight, agents.
 
-    Example: `edgeswarm edges list --ca var/gateway/ca.crt`.
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm edges list
+
+        edgeswarm edges list --context prod --json
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("edges.list", {}, target)
     if as_json:
         echo_json(result)
@@ -70,64 +71,89 @@ def _drain(edge_id: str, drained: bool, as_json: bool, target: Target) -> None:
 
 
 @edges_app.command("drain")
+@with_examples
 def drain(
-    ca: Ca,
     edge_id: EdgeId,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Drain EDGE: its unpinned agents move to the other edges; it takes no new ones.
 
-    Example: `edgeswarm edges drain edge-2 --ca var/gateway/ca.crt` (then upgrade the edge,
-    then `edgeswarm edges undrain edge-2`).
+    Drain before an upgrade, undrain after.
+
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm edges drain edge-2
+
+        edgeswarm edges drain edge-2 --json | jq .moves
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     _drain(edge_id, True, as_json, target)
 
 
 @edges_app.command("undrain")
+@with_examples
 def undrain(
-    ca: Ca,
     edge_id: EdgeId,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Undrain EDGE: it takes its share of agents again.
 
-    Example: `edgeswarm edges undrain edge-2 --ca var/gateway/ca.crt --json`.
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm edges undrain edge-2
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     _drain(edge_id, False, as_json, target)
 
 
 @edges_app.command("weight")
+@with_examples
 def weight(
-    ca: Ca,
     edge_id: EdgeId,
     value: Annotated[
         float, typer.Argument(metavar="WEIGHT", min=0.001, max=1000, help="Capacity weight.")
     ],
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Set EDGE's capacity weight: an edge of weight 2 takes twice the agents of weight 1.
 
-    Example: `edgeswarm edges weight edge-3 2 --ca var/gateway/ca.crt` (a machine with twice
-    the cores).
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm edges weight edge-3 2
+
+        edgeswarm edges weight edge-3 0.5 --json
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("edges.weight", {"edge_id": edge_id, "weight": value}, target)
     if as_json:
         echo_json(result)
@@ -138,20 +164,29 @@ def weight(
     )
 
 
+@with_examples
 def shards(
-    ca: Ca,
-    gateway_addr: GatewayAddr = DEFAULTS["gateway_addr"],
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULTS["key"],
-    admin_id: AdminId = DEFAULTS["admin_id"],
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULTS["timeout"],
+    timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Show the placement: agents per edge, imbalance, unowned agents, the last move plan.
 
-    Example: `edgeswarm shards --ca var/gateway/ca.crt --json`.
+    Exit status: 0 done; 1 the gateway cannot be reached or refused the operation (the
+    line says why); 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm shards
+
+        edgeswarm shards --json | jq .imbalance
     """
-    target = Target(ca, gateway_addr, server_name, key, admin_id, timeout)
+    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("shards", {}, target)
     if as_json:
         echo_json(result)

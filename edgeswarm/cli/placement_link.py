@@ -1,4 +1,5 @@
-"""What the placement commands share: the gateway options and one request to it."""
+"""What the placement commands share: the gateway they ask (options > context > defaults,
+as ``status`` and ``state``) and one request to it."""
 
 from __future__ import annotations
 
@@ -10,65 +11,59 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
+from edgeswarm.telemetry import configure_logging
 
-from .address import DEFAULT_GATEWAY, gateway_address
-from .options import DEFAULT_ADMIN_KEY, exits_on_error, fail, quic_stack
-from .state import AdminId, AdminKey, Ca, GatewayAddr, ServerName, Timeout
+from .admin_target import admin_target
+from .exits import exits_on_error, fail
 
-__all__ = [
-    "AdminId",
-    "AdminKey",
-    "AsJson",
-    "Ca",
-    "GatewayAddr",
-    "ServerName",
-    "Target",
-    "Timeout",
-    "ask",
-    "echo_json",
-]
+__all__ = ["AsJson", "Target", "ask", "echo_json"]
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-DEFAULTS: dict[str, Any] = {
-    "gateway_addr": DEFAULT_GATEWAY,
-    "key": DEFAULT_ADMIN_KEY,
-    "admin_id": DEFAULT_ADMIN_ID,
-    "timeout": DEFAULT_TIMEOUT_S,
-}
 
 
 @dataclass(frozen=True)
 class Target:
-    """Which gateway a command asks, and as whom (from the common options)."""
+    """Which gateway a command asks, and as whom (the common options, unresolved)."""
 
-    ca: Path
-    gateway_addr: str
+    context: str | None
+    gateway_addr: str | None
+    ca: Path | None
+    key: Path | None
+    admin_id: str | None
     server_name: str | None
-    key: Path
-    admin_id: str
     timeout: float
 
 
 def ask(op: str, args: dict[str, Any], target: Target) -> dict[str, Any]:
-    """Send one placement operation; its result, or exit with the gateway's one-line reason."""
-    ca, gateway_addr, server_name = target.ca, target.gateway_addr, target.server_name
-    key, admin_id, timeout = target.key, target.admin_id, target.timeout
+    """Send one placement operation; its result, or exit with the one-line reason:
+    1 the gateway is unreachable or refused the operation, 2 a wrong option or
+    context, 3 the gateway refused the admin key."""
     from edgeswarm.client.admin import placement_request
-    from edgeswarm.identity.keys import KeyPair
 
-    address = gateway_address(
-        gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
-    )
+    configure_logging("ERROR", process="placement")  # the error line says it all
     with exits_on_error():
-        pair = KeyPair.load(key)
-    with exits_on_error(f"cannot reach gateway {gateway_addr}"):
+        resolved = admin_target(
+            context=target.context,
+            gateway=target.gateway_addr,
+            ca=target.ca,
+            key=target.key,
+            admin_id=target.admin_id,
+            server_name=target.server_name,
+            timeout=target.timeout,
+        )
+    with exits_on_error(f"gateway {resolved.address}"):
         reply = asyncio.run(
-            placement_request(address, op, args, key=pair, admin_id=admin_id, timeout=timeout)
+            placement_request(
+                resolved.address,
+                op,
+                args,
+                key=resolved.key,
+                admin_id=resolved.admin_id,
+                timeout=target.timeout,
+            )
         )
     if not reply.ok:
-        fail(f"gateway {gateway_addr} refused {op}: {reply.message}")
+        fail(f"gateway {resolved.address} refused {op}: {reply.message}")
     return reply.result
 
 

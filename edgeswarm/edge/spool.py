@@ -186,6 +186,7 @@ class Spool(Resource):
                 busy_timeout_s=5.0,
                 wal_limit_bytes=WAL_LIMIT_BYTES,
                 page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                thread_name="spool-ckpt",
             )
         except (sqlite3.Error, KeyError, OSError, UnicodeDecodeError) as exc:
             self._segments.close()
@@ -398,10 +399,12 @@ class Spool(Resource):
         row points into any more."""
         if not self._held.acked:
             return
-        ranges, segments = self._held.take_acked()
-        with self._errors():
+        ranges, segments = self._held.acked_rows()
+        with self._errors():  # failed: the same ACKs are deleted by the next flush
             delete_ranges(self._db, ranges)
-            self._count_commit()
+        self._held.acked_deleted()
+        self._count_commit()
+        with self._errors():
             self._segments.release(segments)
 
     # ------------------------------------------------------------------ reading

@@ -91,9 +91,9 @@ class HeldBatches:
             self.ack(old)
         return gone
 
-    def take_acked(self) -> tuple[list[tuple[int, int]], dict[int, int]]:
+    def acked_rows(self) -> tuple[list[tuple[int, int]], dict[int, int]]:
         """The ACKed rows to delete now, as ``(first, last)`` seq ranges, and how many of
-        them point into each segment; none await deletion afterwards."""
+        them point into each segment (they await deletion until :meth:`acked_deleted`)."""
         ranges: list[tuple[int, int]] = []
         for seq, _ in sorted(self._acked):
             if ranges and ranges[-1][1] == seq - 1:
@@ -101,8 +101,11 @@ class HeldBatches:
             else:
                 ranges.append((seq, seq))
         segments = _per_segment(segment for _, segment in self._acked)
-        self._acked.clear()
         return ranges, segments
+
+    def acked_deleted(self) -> None:
+        """The rows :meth:`acked_rows` listed were deleted (the deletion committed)."""
+        self._acked.clear()
 
     # --- overflow -------------------------------------------------------
 

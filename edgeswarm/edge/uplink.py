@@ -20,7 +20,11 @@ refuses for good (ERROR with its ``seq``, ``wire.BATCH_REFUSED_CODES``) is
 quarantined by the spool (counted, logged, never sent again) and delivery
 goes on. A spool that cannot be read or written any more is a
 :class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised,
-and the edge stops.
+and the edge stops. A refusal that retrying cannot change (unknown or revoked
+key, bad token: :class:`~edgeswarm.client.session.AuthRefusedError`) is
+logged once and raised too: the edge stops instead of spooling for nobody.
+The backoff's jitter comes from the OS's entropy, so edges that share a
+``--seed`` do not retry in lockstep.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from dataclasses import dataclass
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import GatewayClient, SessionEndedError
+from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.api import TransportSettings
 from edgeswarm.transport.tickets import TicketStore
@@ -51,6 +55,7 @@ from edgeswarm.wire import (
     ObservationBatch,
     RemoteProtocolError,
     Welcome,
+    code_name,
     decode_payload,
     encode_payload,
 )
@@ -90,6 +95,8 @@ class UplinkCounters:
     """Times the spool had to start a new sequence epoch (another sender used its numbers)."""
     payload_bytes: int = 0
     """Encoded OBS_BATCH bytes spooled."""
+    retries: int = 0
+    """Connection attempts and sessions that failed, each followed by a backoff."""
 
 
 class Uplink:
@@ -104,10 +111,10 @@ class Uplink:
         spool: Spool,
         backoff: Backoff | None = None,
         ack_timeout_s: float = 5.0,
-        seed: int | None = None,
         on_client: Callable[[GatewayClient], None] | None = None,
         on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
         transport: TransportSettings | None = None,
+        on_ack_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.hello = hello
         self.transport = transport
@@ -126,8 +133,14 @@ class Uplink:
         self.connected = False
         self._on_client = on_client
         self._on_quarantine = on_quarantine
+        self._on_ack_latency = on_ack_latency
         spool.on_quarantine = self._quarantined
-        self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
+        # jitter from the OS's entropy, never from --seed: edges that share a seed (the
+        # default) must not retry in lockstep against a gateway that just restarted
+        self.reconnect = Reconnect(backoff or Backoff())
+        """Failed attempts in a row and the next delay (``client.reconnect``)."""
+        self.refused: AuthRefusedError | None = None
+        """Set when the gateway refused this edge for good; delivery stopped."""
         self._changed = asyncio.Event()
         self._stopping = False
         self._max_sent_seq = 0
@@ -203,7 +216,13 @@ class Uplink:
 
         self.spool.on_durable(durable)
         while not self._stopping:
-            client = GatewayClient(self.hello, self.key, on_ack=self._acked, on_error=self._refused)
+            client = GatewayClient(
+                self.hello,
+                self.key,
+                on_ack=self._acked,
+                on_error=self._refused,
+                on_latency=self._on_ack_latency,
+            )
             self.client = client
             if self._on_client is not None:
                 self._on_client(client)
@@ -219,7 +238,7 @@ class Uplink:
                     if self._numbers_taken(welcome):
                         client.close("starting a new sequence epoch")
                         continue  # reconnect at once with the new epoch
-                    self._reconnect.succeeded()
+                    self.reconnect.succeeded()
                     self.connected = True
                     self.counters.connects += 1
                     self.counters.resumed += int(link.resumed)
@@ -244,16 +263,29 @@ class Uplink:
                     extra={"spool": str(self.spool.path), "error": str(exc)},
                 )
                 raise
+            except AuthRefusedError as exc:  # retrying cannot help: stop, say why once
+                self.refused = exc
+                logger.error(
+                    "gateway refused this edge; delivery stops",
+                    extra={
+                        "gateway": str(self.gateway),
+                        "code": code_name(exc.code),
+                        "error": str(exc),
+                        "spooled": len(self.spool),
+                    },
+                )
+                raise
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
-                delay = self._reconnect.failed()
+                delay = self.reconnect.failed()
+                self.counters.retries += 1
                 logger.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
                         "error": str(exc) or type(exc).__name__,
                         "retry_in_s": round(delay, 3),
-                        "attempt": self._reconnect.attempt,
+                        "attempt": self.reconnect.attempt,
                         "spooled": len(self.spool),
                     },
                 )
@@ -274,8 +306,7 @@ class Uplink:
                 client.close("edge stopping")
                 await asyncio.sleep(0.05)  # let the BYE leave before the connection closes
                 return
-            if client.closed_reason is not None:
-                raise SessionEndedError(client.closed_reason)
+            client.raise_if_closed()
             if client.stalled(time.monotonic(), self.ack_timeout_s):
                 client.abandon(f"no ack for {self.ack_timeout_s:g} s")
                 raise SessionEndedError(client.closed_reason or "stalled")

@@ -3,6 +3,7 @@ payload segments beside it, checkpoints off the commit path, one fsync policy.""
 
 from .checkpoint import Checkpointer
 from .fsync import FsyncPolicy
+from .lock import DirectoryInUse, DirectoryLock
 from .segments import SegmentFiles, segment_dir, segment_path
 from .sqlite import (
     QUICK_CHECK_MAX_BYTES,
@@ -17,6 +18,8 @@ from .sqlite import (
 __all__ = [
     "QUICK_CHECK_MAX_BYTES",
     "Checkpointer",
+    "DirectoryInUse",
+    "DirectoryLock",
     "FsyncPolicy",
     "Schema",
     "SegmentFiles",

@@ -11,7 +11,9 @@ Errors raised by ``quic.connect`` and ``quic.serve``::
     HandshakeError            refused, closed by the gateway, bad certificate
     │                         (an EdgeswarmError and a ConnectionError)
     └── ConnectTimeoutError   no handshake in time (also a TimeoutError)
-    CertificateFileError      serve: the certificate or its key cannot be loaded
+    CertificateFileError      serve: the certificate or its key cannot be loaded;
+                              connect: the CA file cannot be read or holds no certificate
+    ListenError               serve: the UDP address cannot be bound (in use, not ours)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "ConnectTimeoutError",
     "HandlerFactory",
     "HandshakeError",
+    "ListenError",
     "SessionLink",
     "StreamHandler",
     "TransportSettings",
@@ -94,7 +97,12 @@ class ConnectTimeoutError(HandshakeError, TimeoutError):
 
 
 class CertificateFileError(EdgeswarmError):
-    """A server certificate or private key file is missing, unreadable or damaged."""
+    """A server certificate or private key file, or a client's CA file, is missing,
+    unreadable or damaged; the message names the file."""
+
+
+class ListenError(EdgeswarmError, OSError):
+    """The server cannot bind its UDP address (in use, or not an address of this host)."""
 
 
 class SessionLink(Protocol):

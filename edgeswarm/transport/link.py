@@ -38,9 +38,17 @@ DATAGRAM_FRAME_OVERHEAD = 1 + 4
 """DATAGRAM frame type and length."""
 INTERNAL_ERROR = 0x1
 MAX_TRANSMIT_FAILURES = 8
-"""Consecutive ``datagrams_to_send`` errors before a connection is dropped. qh3 2.1.0
-fails its first flight to an aioquic client ("packet builder capacity exhausted") and
-succeeds on a later try, as it does under its own ``QuicServer``."""
+"""Consecutive ``datagrams_to_send`` errors before a connection is dropped.
+
+qh3 2.1.0 as a server fails to build its first flight to an aioquic client
+("packet builder capacity exhausted") and builds it when the client's
+retransmitted Initial arrives (about a second later: aioquic's first probe
+timeout), as it does under its own ``QuicServer``. So a server link whose
+handshake flight failed keeps the connection (:attr:`QuicLink.build_failures`
+tells the endpoint it did decrypt), and arms no timer from the failed state:
+the library's timer would fire into the same failure and drop the connection
+before the client's retransmission could help. The pre-auth deadline still
+bounds such a connection."""
 quic_clock = time.monotonic
 """The clock of every ``now`` given to the QUIC library and of its timers: not
 ``loop.time()``, which is coarse on some loops (uvloop: 1 ms) and would make
@@ -119,7 +127,10 @@ class QuicLink:
         """Whether the peer accepted 0-RTT data."""
         self.datagrams_sent = 0
         """Datagrams this connection has sent (a server link that answered its first
-        datagrams with nothing could not decrypt them)."""
+        datagrams with nothing could not decrypt them, unless ``build_failures``)."""
+        self.build_failures = 0
+        """Times the library raised building this connection's packets (it had
+        decrypted what it received: see ``MAX_TRANSMIT_FAILURES``)."""
         self.is_authenticated = False
         """Whether the handler said its peer proved its identity."""
 
@@ -330,10 +341,13 @@ class QuicLink:
             self._transmit_failures = 0
         except Exception as error:  # see MAX_TRANSMIT_FAILURES
             self._transmit_failures += 1
+            self.build_failures += 1
             if self._transmit_failures >= MAX_TRANSMIT_FAILURES:
                 self.library_failed(error)
                 return
             logger.debug("QUIC library could not build packets", extra={"error": repr(error)})
+            if self._is_server and not self._handshake_complete:
+                return  # wait for the client's retransmission (MAX_TRANSMIT_FAILURES)
             datagrams = []
         if datagrams:
             self.datagrams_sent += len(datagrams)

@@ -22,8 +22,9 @@ re-exports all of them.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
@@ -58,6 +59,9 @@ INTEGER_RANGE = range(-(2**63), 2**63)
 class ObservationLogError(EdgeswarmError):
     """Base of every error of the observation log."""
 
+    reason = "error"
+    """Label of ``edgeswarm_gateway_log_refused_batches_total`` when it refuses an append."""
+
 
 class LogOpenError(ObservationLogError):
     """The log file could not be opened."""
@@ -88,9 +92,13 @@ class LogWriteError(ObservationLogError):
 class LogOverloaded(ObservationLogError):  # noqa: N818 (it names a state, like LogClosed)
     """Queuing the record would exceed ``max_pending_bytes``; it was not queued."""
 
+    reason = "overloaded"
+
 
 class LogClosed(ObservationLogError):  # noqa: N818
     """The log is closed (or closing) and accepts no more records."""
+
+    reason = "closed"
 
 
 class LogRecordRejected(ObservationLogError):  # noqa: N818
@@ -234,6 +242,12 @@ class EdgeAggregate:
     there are gaps."""
 
 
+COMMIT_SECONDS_BUCKETS: tuple[float, ...] = (
+    *(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+"""Upper bounds of the commit-time histogram (``edgeswarm_gateway_log_commit_seconds``)."""
+
+
 @dataclass(slots=True)
 class LogStats:
     """Counters since the log was opened, for metrics export.
@@ -259,6 +273,13 @@ class LogStats:
     last_commit_latency_s: float = 0.0
     """Wall time of the last successful group: segment write to COMMIT returned
     (fsyncs included)."""
+    commit_seconds_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(COMMIT_SECONDS_BUCKETS) + 1)
+    )
+    """Successful groups by wall time: one count per bucket of
+    :data:`COMMIT_SECONDS_BUCKETS` (at most that long), the last one beyond them."""
+    commit_seconds_sum: float = 0.0
+    """Total wall time of the successful groups."""
     last_group_records: int = 0
     """Records in the last successful group."""
     max_group_records: int = 0
@@ -281,6 +302,8 @@ class LogStats:
         self.duplicates += records - applied
         self.bytes += nbytes
         self.last_commit_latency_s = latency_s
+        self.commit_seconds_counts[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, latency_s)] += 1
+        self.commit_seconds_sum += latency_s
         self.last_group_records = records
         self.max_group_records = max(self.max_group_records, records)
 

@@ -193,6 +193,7 @@ class ObservationLog(Resource):
                 busy_timeout_s=busy_timeout_s,
                 wal_limit_bytes=wal_limit_bytes,
                 page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                thread_name="observation-log-ckpt",
             )
         except BaseException as exc:
             self._segments.close()
@@ -416,6 +417,7 @@ class ObservationLog(Resource):
             if self._since_checkpoint >= self.checkpoint_commits:
                 self._since_checkpoint = 0
                 self._checkpointer.request()
+            self._checkpointer.committed()
         return outcomes
 
     # ------------------------------------------------------------------ state
@@ -439,10 +441,16 @@ class ObservationLog(Resource):
         with self._lock:
             return dataclasses.replace(
                 self._stats,
+                commit_seconds_counts=list(self._stats.commit_seconds_counts),
                 checkpoints=checkpoints,
                 wal_restarts=wal_restarts,
                 failed_checkpoints=failed,
             )
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes appends: open, and its writer thread running."""
+        return not self._closing and self._thread.is_alive()
 
     def edges(self) -> dict[str, EdgeAggregate]:
         """Per-edge aggregates of everything committed (rebuilt at open)."""
