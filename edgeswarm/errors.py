@@ -72,6 +72,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── IoError                         edgeswarm.edge.io.base: an --io source/sink cannot open
     │   └── MalformedPayloadError       edgeswarm.edge.io.mqtt_codec (also a ValueError)
     ├── RecordingError                  edgeswarm.storage.recording: missing, foreign, damaged
+    ├── AgentStoreError                 edgeswarm.gateway.agent_store
     ├── PeerRegistryError               edgeswarm.gateway.peers
     │   ├── EnrollmentConflict
     │   └── TokenUsedUp
@@ -80,6 +81,10 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)
     │   ├── NodeOverloadedError         a node has too many calls waiting (OIP 503, REJECTED)
     │   └── ForwardError                a node or OIP server failed a batch (retried)
+    ├── PlacementError                  edgeswarm.placement.errors
+    │   ├── UnknownNodeError            (also a KeyError)
+    │   ├── NoEligibleNodeError
+    │   └── HandoverRefusedError
     ├── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
     └── Usage                           edgeswarm.cli.exits: the command line is wrong (exit 2)
 

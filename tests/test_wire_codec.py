@@ -36,6 +36,8 @@ from edgeswarm.wire import (
     LocalProtocolError,
     MalformedFrame,
     ObservationBatch,
+    PlacementReply,
+    PlacementRequest,
     RemoteProtocolError,
     Role,
     StateSyncRequest,
@@ -213,6 +215,9 @@ ALL_FRAMES: list[Frame] = [
         inputs=np.arange(32, dtype=np.float32).reshape(4, 8),
     ),
     InferResult(request_id=7, status=InferStatus.OK, outputs=np.ones((4, 2), dtype=np.float32)),
+    PlacementRequest(request_id=1, op="edges.drain", args={"edge_id": "edge-1"}),
+    PlacementReply(request_id=1, ok=True, result={"epoch": 3, "moves": [1, 2]}),
+    PlacementReply(request_id=2, ok=False, message="edge 'x' is not a member"),
     InferResult(
         request_id=8,
         status=InferStatus.FAILED,

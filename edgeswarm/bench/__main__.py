@@ -15,6 +15,7 @@ from edgeswarm.bench import (
     inference,
     io,
     preauth,
+    sharding,
     swarm,
     transport,
 )
@@ -26,6 +27,7 @@ SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "inference": inference.run,
     "io": io.run,
     "preauth": preauth.run,
+    "sharding": sharding.run,
     "swarm": swarm.run,
     "transport": transport.run,
 }

@@ -18,8 +18,10 @@ import typer
 from edgeswarm import __version__
 
 from . import conventions
+from .agents import agents_app
 from .context_commands import context_app
 from .edge import edge
+from .edges import edges_app, shards
 from .exits import ExitCode, debug_enabled, exits_on_error, fail, set_debug
 from .gateway import gateway
 from .infer import infer
@@ -41,6 +43,9 @@ app.add_typer(context_app)
 app.add_typer(keys_app)
 app.add_typer(log_app)
 app.add_typer(state_app)
+app.add_typer(agents_app)
+app.add_typer(edges_app)
+app.command()(shards)
 app.command()(gateway)
 app.command()(edge)
 app.command()(infer)

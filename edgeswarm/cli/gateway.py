@@ -112,6 +112,18 @@ def gateway(
             " (an entry whose first DNS label is --gateway-id is this gateway: skipped)."
         ),
     ] = None,
+    placer: Annotated[
+        str,
+        typer.Option(help="How agents are placed on edges: ring, rendezvous or maglev."),
+    ] = _GATEWAY.placer,
+    edge_timeout: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds an edge may be gone before its agents move."),
+    ] = _GATEWAY.edge_timeout_s,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(min=1, help="Seconds of silence after which a peer's QUIC session ends."),
+    ] = _GATEWAY.idle_timeout_s,
     peer_ca: Annotated[
         Path | None,
         typer.Option(help="CA (bundle) of the peer gateways (default: this gateway's CA)."),
@@ -197,6 +209,9 @@ def gateway(
         identity_key=identity_key,
         peers=peers,
         peer_ca=peer_ca,
+        placer=placer,
+        edge_timeout_s=edge_timeout,
+        idle_timeout_s=idle_timeout,
         heavy=dataclasses.replace(
             _GATEWAY.heavy,
             max_batch_rows=infer_max_batch,

@@ -11,9 +11,11 @@ from typing import Any
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import StateSession, SwarmDocument, SwarmSnapshotDict
 from edgeswarm.wire import (
+    FEATURE_PLACEMENT,
     FEATURE_STATE,
     PROTOCOL_VERSION,
     Hello,
+    PlacementReply,
     Role,
     StateSyncRequested,
     StateUpdateReceived,
@@ -36,13 +38,14 @@ async def admin_session(
     key: KeyPair,
     admin_id: str = DEFAULT_ADMIN_ID,
     state_handler: StateHandler | None = None,
+    features: tuple[str, ...] = (),
 ) -> AsyncIterator[GatewayClient]:
     """A QUIC session to ``gateway`` as role admin, welcomed (asking for ``state`` with
     a ``state_handler``); closed with BYE "done" on exit.
 
     Raises ``SessionEndedError`` with the gateway's reason when it refuses the key.
     """
-    features = (FEATURE_STATE,) if state_handler is not None else ()
+    features = (*features, FEATURE_STATE) if state_handler is not None else features
     hello = Hello(
         version=PROTOCOL_VERSION,
         role=Role.ADMIN,
@@ -76,6 +79,29 @@ async def fetch_status(
     ):
         status = await client.request_status(timeout)
     return dataclasses.asdict(status)
+
+
+async def placement_request(
+    gateway: GatewayAddress,
+    op: str,
+    args: dict[str, Any] | None = None,
+    *,
+    key: KeyPair,
+    admin_id: str = DEFAULT_ADMIN_ID,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> PlacementReply:
+    """Connect as an admin (feature ``placement``), ask for one placement operation.
+
+    Raises ``SessionEndedError`` with the gateway's reason when it refuses the key, and
+    also when the gateway does not speak feature ``placement``.
+    """
+    async with (
+        asyncio.timeout(timeout),
+        admin_session(gateway, key=key, admin_id=admin_id, features=(FEATURE_PLACEMENT,)) as client,
+    ):
+        if FEATURE_PLACEMENT not in client.session.features:
+            raise SessionEndedError("the gateway does not speak feature placement; upgrade it")
+        return await client.request_placement(op, args or {}, timeout)
 
 
 class StateMirror:

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import KeyPair
@@ -41,6 +41,9 @@ from edgeswarm.wire import (
     InferRequest,
     InferRequestReceived,
     InferResult,
+    PlacementReplied,
+    PlacementReply,
+    PlacementRequest,
     ProtocolViolation,
     Session,
     SessionClosed,
@@ -170,6 +173,7 @@ class GatewayClient:
         """Batches sent in this session and not acknowledged: seq -> when sent."""
         self._changed = asyncio.Event()
         self._status: asyncio.Future[Status] | None = None
+        self._placement: dict[int, asyncio.Future[PlacementReply]] = {}
         self.last_progress = time.monotonic()
         """When the gateway last showed it is alive (welcome, ack); for liveness checks."""
         self.state_handler: StateHandler | None = None
@@ -260,6 +264,19 @@ class GatewayClient:
         async with asyncio.timeout(timeout):
             return await self._status
 
+    async def request_placement(
+        self, op: str, args: dict[str, Any], timeout: float = 10.0
+    ) -> PlacementReply:
+        """Ask the gateway for one placement operation (feature ``placement``, role admin)."""
+        self._raise_if_closed()
+        request_id = len(self._placement) + 1
+        future: asyncio.Future[PlacementReply] = asyncio.get_running_loop().create_future()
+        self._placement[request_id] = future
+        self.session.send(PlacementRequest(request_id=request_id, op=op, args=args))
+        self._flush()
+        async with asyncio.timeout(timeout):
+            return await future
+
     def send_state(self, frame: StateSyncRequest | StateUpdate | Error) -> None:
         """Send a shared-state frame (or an ERROR about one) now; nothing once closed."""
         if self.session.closed or self.closed_reason is not None:
@@ -323,6 +340,12 @@ class GatewayClient:
                     self.raise_if_closed()
                 except (AuthRefusedError, SessionEndedError) as exc:
                     self._status.set_exception(exc)
+            for future in self._placement.values():
+                if not future.done():
+                    try:
+                        self.raise_if_closed()
+                    except (AuthRefusedError, SessionEndedError) as exc:
+                        future.set_exception(exc)
             if self.state_handler is not None:
                 self.state_handler.session_ended(self)
         self._changed.set()
@@ -361,6 +384,10 @@ class GatewayClient:
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)
+                case PlacementReplied(reply=reply):
+                    waiter = self._placement.get(reply.request_id)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(reply)
                 case StatusReceived(status=status):
                     if self._status is not None and not self._status.done():
                         self._status.set_result(status)

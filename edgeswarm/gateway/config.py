@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeswarm.inference.lane import LaneConfig
 from edgeswarm.transport.api import DEFAULT_PORT, AdmissionLimits, TransportSettings
+from edgeswarm.transport.quic import DEFAULT_IDLE_TIMEOUT_S
 from edgeswarm.transport.stacks import DEFAULT_STACK
 from edgeswarm.wire import DEFAULT_MAX_BATCH_AGENTS, DEFAULT_MAX_FRAME_BYTES
 from edgeswarm.wire.session import DEFAULT_HELLO_TIMEOUT_S
@@ -70,6 +71,14 @@ class GatewayConfig:
     """Longest time a merged state change waits before it is sent on to other peers."""
     heavy: LaneConfig = field(default_factory=LaneConfig)
     """The heavy inference lane: batch size and wait, queue bound, window, retries."""
+    placer: str = "ring"
+    """How swarm agents are placed on edges: ``ring`` (default), ``rendezvous``, ``maglev``
+    (edgeswarm.placement.ring; docs/benchmarks.md, suite sharding, compares them)."""
+    edge_timeout_s: float = 30.0
+    """An edge whose session is gone this long is DOWN: its agents are placed elsewhere."""
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    """QUIC idle timeout the gateway announces: a peer silent this long (a killed edge) loses
+    its session; the lower of both sides' values applies."""
     infer_oip: tuple[tuple[str, str], ...] = ()
     """(model, base URL) pairs: batches of that model go to that OIP v2 server (Triton,
     KServe, an edgeswarm node's HTTP endpoint) as well as to native nodes serving it."""

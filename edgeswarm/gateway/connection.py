@@ -36,6 +36,7 @@ from edgeswarm.wire import (
     InferResultReceived,
     LocalProtocolError,
     ObservationsReceived,
+    PlacementRequested,
     ProtocolViolation,
     Role,
     Session,
@@ -55,12 +56,7 @@ from edgeswarm.wire.codec import MAX_TEXT_CHARS
 from .acks import Acknowledger
 from .edge_sessions import Refused
 from .handshake import welcome_for
-from .log import (
-    AppendResult,
-    LogRecordRejected,
-    LogSeqConflict,
-    ObservationLogError,
-)
+from .log import AppendResult, LogRecordRejected, LogSeqConflict, ObservationLogError
 from .peers import Decision, PeerRegistryError
 from .services import GatewayServices
 from .state_rights import state_rights
@@ -164,6 +160,8 @@ class GatewayConnection:
                     gateway.heavy.submit(self, request)  # the session admits it from edges only
                 case InferResultReceived(result=result):
                     gateway.heavy.node_result(self, result)  # from inference nodes only
+                case PlacementRequested(request=request):
+                    self.session.send(gateway.placement.answer(request))  # admins only
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     self._log(
@@ -229,6 +227,7 @@ class GatewayConnection:
                 self._refuse(admitted.code, admitted.reason)
                 return
             self._base, resume_seq = admitted.base, admitted.resume_seq
+            gateway.placement.edge_connected(hello.peer_id)
         self._acks.credit_limit = gateway.config.credit_window if is_edge else 0
         welcome = welcome_for(
             hello, gateway.config, credit=self._acks.credit_limit, resume_seq=resume_seq

@@ -96,6 +96,10 @@ class EdgeSessions:
         self._live[edge_id] = session
         return Admitted(base, self._log.high_water(edge_id, base) - base)
 
+    def live_edges(self) -> frozenset[str]:
+        """Edges with a live session now."""
+        return frozenset(self._live)
+
     def ended(self, session: LiveSession, edge_id: str) -> None:
         """``session`` of ``edge_id`` is over."""
         if self._live.get(edge_id) is session:

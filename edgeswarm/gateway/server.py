@@ -17,11 +17,14 @@ from edgeswarm.telemetry import DaemonEndpoint, Probes
 from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
 
+from .agent_store import AgentStore
 from .config import GatewayConfig
 from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
+from .placement_metrics import PlacementMetrics
+from .placement_service import PlacementService
 from .replication import PeerGatewayLink, names_this_gateway
 from .revocation import RevocationWatch
 from .services import OpenConnection
@@ -86,6 +89,14 @@ class Gateway:
         )
         """The shared swarm document, synced with every state peer (``state_service.py``)."""
         self.stats.metrics.state_peers.set_function(lambda: self.state.peers)
+        self.placement = PlacementService(
+            AgentStore(config.data_dir / "placement.db"),
+            self.edge_sessions.live_edges,
+            placer=config.placer,
+            edge_timeout_s=config.edge_timeout_s,
+            metrics=PlacementMetrics(self.stats.metrics.registry),
+        )
+        """Swarm agents and their assignment to edges (``placement_service.py``)."""
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.heavy = LaneRunner(
@@ -138,6 +149,7 @@ class Gateway:
             cert=cert,
             key=key,
             handler_factory=lambda: GatewayConnection(self),
+            idle_timeout=config.idle_timeout_s,
             stack=config.stack,
             settings=config.transport,
             admission=dataclasses.replace(
@@ -223,6 +235,10 @@ class Gateway:
 
     def connection_closed(self, connection: OpenConnection) -> None:
         self.connections.discard(connection)
+        if self.listener is not None:  # an edge gone this long is DOWN (placement_service.py)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self.placement.refresh)  # notes when it went
+            loop.call_later(self.config.edge_timeout_s, self.placement.refresh)
 
     def close(self) -> None:
         """Say BYE to every peer and stop listening."""
@@ -250,6 +266,7 @@ class Gateway:
         self.observation_log.close()
         self.state.close()
         self.peers.close()
+        self.placement.store.close()
         self._lock.close()
         logger.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})
 

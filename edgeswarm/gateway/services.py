@@ -10,6 +10,7 @@ from .config import GatewayConfig
 from .edge_sessions import EdgeSessions
 from .log import ObservationLog
 from .peers import PeerRegistry
+from .placement_service import PlacementService
 from .state_service import StateService
 from .stats import GatewayStats
 
@@ -54,6 +55,11 @@ class GatewayServices(Protocol):
     @property
     def edge_sessions(self) -> EdgeSessions:
         """The live session of each edge and its sequence epoch."""
+        ...
+
+    @property
+    def placement(self) -> PlacementService:
+        """Swarm agents, edges and their assignment (feature ``placement``)."""
         ...
 
     @property

@@ -64,6 +64,8 @@ from .frames import (
     InferRequest,
     InferResult,
     ObservationBatch,
+    PlacementReply,
+    PlacementRequest,
     Role,
     StateSyncRequest,
     StateUpdate,
@@ -79,6 +81,12 @@ from .infer_codec import (
     decode_result_keys,
     encode_infer_request,
     encode_infer_result,
+)
+from .placement_codec import (
+    decode_placement,
+    decode_placement_request,
+    encode_placement,
+    encode_placement_request,
 )
 from .unpack import PREAUTH_MAX_FRAME_BYTES, unpack_payload
 
@@ -219,6 +227,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return encode_infer_request(frame)
         case InferResult():
             return encode_infer_result(frame)
+        case PlacementRequest():
+            return encode_placement_request(frame)
+        case PlacementReply():
+            return encode_placement(frame)
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -413,6 +425,8 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.STATE_UPDATE: _decode_state_update,
     FrameType.INFER_REQUEST: decode_infer_request,
     FrameType.INFER_RESULT: decode_infer_result,
+    FrameType.PLACEMENT_REQUEST: decode_placement_request,
+    FrameType.PLACEMENT: decode_placement,
 }
 
 

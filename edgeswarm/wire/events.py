@@ -22,6 +22,8 @@ from .frames import (
     InferRequest,
     InferResult,
     ObservationBatch,
+    PlacementReply,
+    PlacementRequest,
     Status,
     Welcome,
 )
@@ -132,6 +134,22 @@ class InferRequestReceived:
 
 
 @dataclass(frozen=True)
+class PlacementRequested:
+    """Server side: an admin asked for a placement operation (feature ``placement``)."""
+
+    request: PlacementRequest
+    """The PLACEMENT_REQUEST."""
+
+
+@dataclass(frozen=True)
+class PlacementReplied:
+    """Client side: the gateway answered a PLACEMENT_REQUEST."""
+
+    reply: PlacementReply
+    """The PLACEMENT frame."""
+
+
+@dataclass(frozen=True)
 class InferResultReceived:
     """Server side: an inference node answered one of our INFER_REQUESTs."""
 
@@ -181,6 +199,8 @@ Event = (
     | StateUpdateReceived
     | InferRequestReceived
     | InferResultReceived
+    | PlacementRequested
+    | PlacementReplied
     | ErrorReceived
     | ProtocolViolation
     | SessionClosed
@@ -197,6 +217,8 @@ __all__ = [
     "InferRequestReceived",
     "InferResultReceived",
     "ObservationsReceived",
+    "PlacementReplied",
+    "PlacementRequested",
     "ProtocolViolation",
     "SessionClosed",
     "StateSyncRequested",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -34,6 +35,8 @@ class FrameType(IntEnum):
     STATE_UPDATE = 13
     INFER_REQUEST = 14
     INFER_RESULT = 15
+    PLACEMENT_REQUEST = 16
+    PLACEMENT = 17
 
 
 class Role(StrEnum):
@@ -58,8 +61,11 @@ FEATURE_SEQ_EPOCH = "seq_epoch"
 """Feature name of sequence epochs: an edge's ``seq`` numbers belong to the epoch of
 its spool (HELLO ``seq_epoch``); a new spool starts a new epoch instead of reusing
 numbers the gateway already holds."""
+FEATURE_PLACEMENT = "placement"
+"""Feature name of placement administration: PLACEMENT_REQUEST (admin -> gateway) and
+its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13)."""
 FEATURES: frozenset[str] = frozenset(
-    {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH}
+    {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH, FEATURE_PLACEMENT}
 )
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 
@@ -338,6 +344,32 @@ class Bye:
     """Human-readable explanation."""
 
 
+@dataclass(frozen=True)
+class PlacementRequest:
+    """Feature ``placement``, role ``admin``: one placement operation (``op``) on the gateway."""
+
+    request_id: int
+    """Chosen by the client; the PLACEMENT answer carries it back."""
+    op: str
+    """The operation, e.g. ``agents.add`` (docs/protocol.md section 13 lists them)."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """The operation's arguments: a map of strings to msgpack values."""
+
+
+@dataclass(frozen=True)
+class PlacementReply:
+    """Feature ``placement``: the gateway's answer to one PLACEMENT_REQUEST."""
+
+    request_id: int
+    """The request answered."""
+    ok: bool
+    """Whether the operation was done; when false ``message`` says why, in one line."""
+    result: dict[str, Any] = field(default_factory=dict)
+    """What the operation returns (a JSON-ready map)."""
+    message: str = ""
+    """Why it failed (empty when ``ok``)."""
+
+
 Frame = (
     Hello
     | Challenge
@@ -354,6 +386,8 @@ Frame = (
     | StateUpdate
     | InferRequest
     | InferResult
+    | PlacementRequest
+    | PlacementReply
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -372,6 +406,8 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     StateUpdate: FrameType.STATE_UPDATE,
     InferRequest: FrameType.INFER_REQUEST,
     InferResult: FrameType.INFER_RESULT,
+    PlacementRequest: FrameType.PLACEMENT_REQUEST,
+    PlacementReply: FrameType.PLACEMENT,
 }
 
 

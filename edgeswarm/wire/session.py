@@ -38,6 +38,8 @@ from .events import (
     InferRequestReceived,
     InferResultReceived,
     ObservationsReceived,
+    PlacementReplied,
+    PlacementRequested,
     ProtocolViolation,
     SessionClosed,
     StateSyncRequested,
@@ -62,6 +64,8 @@ from .frames import (
     InferRequest,
     InferResult,
     ObservationBatch,
+    PlacementReply,
+    PlacementRequest,
     Role,
     StateSyncRequest,
     StateUpdate,
@@ -444,6 +448,10 @@ class Session:
                 self._events.append(InferRequestReceived(request=frame))
             case InferResult():
                 self._events.append(InferResultReceived(result=frame))
+            case PlacementRequest():
+                self._events.append(PlacementRequested(request=frame))
+            case PlacementReply():
+                self._events.append(PlacementReplied(reply=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .frames import FEATURE_HEAVY, FEATURE_STATE, FrameType, Role
+from .frames import FEATURE_HEAVY, FEATURE_PLACEMENT, FEATURE_STATE, FrameType, Role
 
 
 class SessionState(Enum):
@@ -119,6 +119,11 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_C, _S.READY, _IN, _F.INFER_REQUEST): _S.READY,
     (_C, _S.READY, _OUT, _F.INFER_RESULT): _S.READY,  # inference node -> gateway
     (_V, _S.READY, _IN, _F.INFER_RESULT): _S.READY,
+    # --- placement administration (rule 3) -----------------------------------
+    (_C, _S.READY, _OUT, _F.PLACEMENT_REQUEST): _S.READY,  # admin -> gateway
+    (_V, _S.READY, _IN, _F.PLACEMENT_REQUEST): _S.READY,
+    (_V, _S.READY, _OUT, _F.PLACEMENT): _S.READY,  # gateway -> admin
+    (_C, _S.READY, _IN, _F.PLACEMENT): _S.READY,
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
@@ -144,6 +149,8 @@ SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
     (_C, _F.INFER_REQUEST): frozenset({Role.EDGE}),
     (_C, _F.INFER_RESULT): frozenset({Role.INFERENCE}),
     (_V, _F.INFER_REQUEST): frozenset({Role.INFERENCE}),
+    (_C, _F.PLACEMENT_REQUEST): frozenset({Role.ADMIN}),
+    (_V, _F.PLACEMENT): frozenset({Role.ADMIN}),
 }
 """(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
 must have (rule 3): a client of another role may not send it, and the server sends it
@@ -155,6 +162,8 @@ FEATURE_GATED: dict[FrameType, str] = {
     _F.STATE_UPDATE: FEATURE_STATE,
     _F.INFER_REQUEST: FEATURE_HEAVY,
     _F.INFER_RESULT: FEATURE_HEAVY,
+    _F.PLACEMENT_REQUEST: FEATURE_PLACEMENT,
+    _F.PLACEMENT: FEATURE_PLACEMENT,
 }
 """Frame types allowed only once their feature was negotiated (rule 3)."""
 
