@@ -71,6 +71,19 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── TensorError                 a request's tensors do not fit (OIP 400, FAILED)
     │   ├── NodeOverloadedError         a node has too many calls waiting (OIP 503, REJECTED)
     │   └── ForwardError                a node or OIP server failed a batch (retried)
+    ├── RegistryError                   edgeswarm.registry.errors
+    │   ├── ManifestError               a manifest document is malformed
+    │   ├── ModuleRefusedError          a publish was refused; nothing changed
+    │   │   ├── UnsignedManifestError
+    │   │   ├── SignatureError
+    │   │   ├── UntrustedPublisherError
+    │   │   ├── DigestMismatchError     the blob is not the one the manifest names
+    │   │   ├── AbiMismatchError
+    │   │   └── VersionConflictError
+    │   ├── UnknownModuleError
+    │   ├── RegistryStoreError
+    │   ├── RolloutError
+    │   └── OciError
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught
