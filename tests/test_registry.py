@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def publisher() -> KeyPair:
 
 
 @pytest.fixture
-def store(tmp_path: Path, publisher: KeyPair) -> ModuleStore:
+def store(tmp_path: Path, publisher: KeyPair) -> Iterator[ModuleStore]:
     with ModuleStore(tmp_path / "modules.db") as opened:
         opened.trust(publisher.public_key, "flock*", actor=ACTOR)
         yield opened
@@ -57,7 +58,7 @@ def snapshot(store: ModuleStore) -> tuple[object, ...]:
     db = sqlite3.connect(store.path)
     try:
         return tuple(
-            db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()  # noqa: S608
+            db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
             for table in ("blobs", "modules", "trust", "history")
         )
     finally:
@@ -153,7 +154,7 @@ def test_trust_policy_matches_key_and_name_pattern(publisher: KeyPair) -> None:
     assert not policy.allows(publisher.public_key, "team-b.flock")
     assert not policy.allows(other, "team-a.flock")
     assert not TrustPolicy().allows(publisher.public_key, "anything")
-    with pytest.raises(UntrustedPublisherError, match="team-b.flock"):
+    with pytest.raises(UntrustedPublisherError, match=r"team-b\.flock"):
         policy.check(publisher.public_key, "team-b.flock")
 
 
@@ -233,9 +234,7 @@ def test_untrusted_key_signature_is_refused_and_nothing_changes(store: ModuleSto
 def test_trusted_key_outside_its_names_is_refused(store: ModuleStore, publisher: KeyPair) -> None:
     before = snapshot(store)
     with pytest.raises(UntrustedPublisherError):
-        store.publish(
-            manifest_for(BOIDS, publisher, name="boids").to_bytes(), BOIDS, actor=ACTOR
-        )
+        store.publish(manifest_for(BOIDS, publisher, name="boids").to_bytes(), BOIDS, actor=ACTOR)
     assert snapshot(store) == before
 
 
@@ -306,5 +305,5 @@ def test_registry_survives_reopen_and_refuses_a_foreign_file(
         assert [e.action for e in again.history()] == ["trust", "publish"]
     foreign = tmp_path / "foreign.db"
     foreign.write_bytes(b"not a database at all" * 100)
-    with pytest.raises(RegistryStoreError, match="foreign.db"):
+    with pytest.raises(RegistryStoreError, match=r"foreign\.db"):
         ModuleStore(foreign)

@@ -19,6 +19,7 @@ from edgeswarm.edge.spool import OverflowPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
+from .agents import agents_app
 from .gateway import gateway
 from .infer import infer
 from .keys import keys_app
@@ -44,6 +45,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.add_typer(agents_app)
 app.add_typer(keys_app)
 app.add_typer(log_app)
 app.add_typer(state_app)

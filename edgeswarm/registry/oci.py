@@ -55,8 +55,26 @@ class PulledModule:
     blob: bytes
 
 
+PROBE_TIMEOUT_S: Final = 10.0
+"""How long the first request to a registry may take before it is called unreachable."""
+
+
 def _client(reference: str, insecure: bool) -> oras.client.OrasClient:
-    return oras.client.OrasClient(hostname=reference.split("/", 1)[0], insecure=insecure)
+    """An ORAS client for the registry of ``reference``, once it answered ``GET /v2/``.
+
+    ORAS retries a failed request five times over about two minutes; a
+    registry that does not answer at all is told at once instead.
+    """
+    host = reference.split("/", 1)[0]
+    client = oras.client.OrasClient(hostname=host, insecure=insecure)
+    try:
+        client.session.get(f"{client.prefix}://{host}/v2/", timeout=PROBE_TIMEOUT_S).close()
+    except requests.RequestException as exc:
+        raise OciError(
+            f"OCI registry {host} does not answer ({type(exc).__name__}); check the address"
+            + ("" if insecure else " (plain HTTP needs --insecure)")
+        ) from exc
+    return client
 
 
 def _failed(reference: str, exc: Exception) -> OciError:
