@@ -40,7 +40,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── EdgeError                       edgeswarm.edge.policy.errors
     │   └── PolicyError
     │       ├── PolicyLoadError
-    │       │   └── PolicyCompileError
+    │       │   ├── PolicyCompileError
+    │       │   └── PolicyStateLayoutError
     │       ├── PolicyTrap
     │       │   ├── PolicyMemoryExceeded
     │       │   └── PolicyDeadlineExceeded

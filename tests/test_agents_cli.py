@@ -120,7 +120,7 @@ def test_tampered_module_publish_is_refused_by_the_cli_and_nothing_changes(
     assert cli_json("agents", "history", "--data-dir", str(data_dir)) == before
 
 
-def test_unsigned_and_untrusted_publishes_are_refused_by_the_cli(
+def test_signature_missing_or_untrusted_publishes_are_refused_by_the_cli(
     tmp_path: Path, publisher_key: tuple[Path, str]
 ) -> None:
     key, _ = publisher_key

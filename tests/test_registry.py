@@ -132,7 +132,7 @@ def test_signature_verifies_and_any_change_breaks_it(publisher: KeyPair) -> None
             verify_manifest(changed)
 
 
-def test_unsigned_manifest_is_refused_by_verify(publisher: KeyPair) -> None:
+def test_signature_missing_is_refused_by_verify(publisher: KeyPair) -> None:
     with pytest.raises(UnsignedManifestError):
         verify_manifest(unsigned_manifest_for(FLOCKING, publisher))
 
@@ -214,7 +214,7 @@ def test_tampered_manifest_fails_its_signature_and_nothing_changes(
     assert snapshot(store) == before
 
 
-def test_unsigned_manifest_is_refused_and_nothing_changes(
+def test_signature_missing_unsigned_manifest_is_refused_and_nothing_changes(
     store: ModuleStore, publisher: KeyPair
 ) -> None:
     before = snapshot(store)
@@ -223,7 +223,7 @@ def test_unsigned_manifest_is_refused_and_nothing_changes(
     assert snapshot(store) == before
 
 
-def test_untrusted_key_signature_is_refused_and_nothing_changes(store: ModuleStore) -> None:
+def test_signature_by_untrusted_key_is_refused_and_nothing_changes(store: ModuleStore) -> None:
     stranger = KeyPair.generate()
     before = snapshot(store)
     with pytest.raises(UntrustedPublisherError):
@@ -231,14 +231,16 @@ def test_untrusted_key_signature_is_refused_and_nothing_changes(store: ModuleSto
     assert snapshot(store) == before
 
 
-def test_trusted_key_outside_its_names_is_refused(store: ModuleStore, publisher: KeyPair) -> None:
+def test_signature_by_trusted_key_outside_its_names_is_refused(
+    store: ModuleStore, publisher: KeyPair
+) -> None:
     before = snapshot(store)
     with pytest.raises(UntrustedPublisherError):
         store.publish(manifest_for(BOIDS, publisher, name="boids").to_bytes(), BOIDS, actor=ACTOR)
     assert snapshot(store) == before
 
 
-def test_wrong_abi_version_in_a_signed_manifest_is_refused(
+def test_tamper_wrong_abi_version_in_a_signed_manifest_is_refused(
     store: ModuleStore, publisher: KeyPair
 ) -> None:
     lie = resigned(manifest_for(FLOCKING, publisher), publisher, abi_version=2)
@@ -248,7 +250,7 @@ def test_wrong_abi_version_in_a_signed_manifest_is_refused(
     assert snapshot(store) == before
 
 
-def test_wrong_abi_blob_without_the_exports_is_refused(
+def test_tamper_wrong_abi_blob_without_the_exports_is_refused(
     store: ModuleStore, publisher: KeyPair
 ) -> None:
     import wasmtime
@@ -266,7 +268,7 @@ def test_wrong_abi_blob_without_the_exports_is_refused(
     assert snapshot(store) == before
 
 
-def test_wrong_abi_module_is_refused_at_sign(publisher: KeyPair) -> None:
+def test_tamper_wrong_abi_module_is_refused_at_sign(publisher: KeyPair) -> None:
     from edgeswarm.agents_wasm import module_path
 
     with pytest.raises(AbiMismatchError, match="99"):

@@ -111,7 +111,7 @@ def test_pull_refuses_an_artifact_whose_signature_fails(
     assert not (tmp_path / "flocking-1.0.1.wasm").exists()
 
 
-def test_pull_refuses_a_tampered_layer(
+def test_pull_refuses_a_tampered_layer_signature_intact(
     registry: OciRegistry, publisher: KeyPair, tmp_path: Path
 ) -> None:
     manifest = manifest_for(FLOCKING, publisher, version="1.0.2")

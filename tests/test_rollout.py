@@ -66,7 +66,7 @@ def test_rollout_to_edges_by_label() -> None:
     assert on_new(rollout, frozenset({"eu"})) == 0
 
 
-def test_faulty_version_is_rolled_back_within_the_window() -> None:
+def test_rollback_of_a_faulty_version_within_the_window() -> None:
     rollout = Rollout(plan(min_agent_ticks=10**9))  # judged only once the window is full
     ticks = 0
     events: list[RolloutEvent] = []
@@ -95,7 +95,7 @@ def test_faults_below_the_threshold_do_not_roll_back() -> None:
     assert rollout.phase is RolloutPhase.COMPLETE
 
 
-def test_operator_rollback_restores_everyone() -> None:
+def test_rollback_by_the_operator_restores_everyone() -> None:
     rollout = Rollout(plan(stages=(Stage(1.0, hold_ticks=100),)))
     assert on_new(rollout) == len(AGENTS)
     event = rollout.rollback()
