@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +10,26 @@ import pytest
 
 from edgeswarm.agents_wasm import module_path
 from edgeswarm.agents_wasm.build import SOURCE_DIR, ziglang_problem
-from tests.conftest import edgeswarm_command
+from tests.registry_fixtures import run_cli
 
 pytestmark = pytest.mark.integration
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        edgeswarm_command(*args), capture_output=True, text=True, timeout=120, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args}: exit {result.returncode}: {result.stderr}")
-    return result
+cli = run_cli
 
 
 def cli_json(*args: str) -> Any:
     return json.loads(cli(*args, "--json").stdout)
+
+
+def trusted_setup(tmp_path: Path, public_key: str, names: str) -> tuple[Path, Path]:
+    """A gateway data directory trusting ``public_key`` for ``names``, and flocking.wasm."""
+    data_dir = tmp_path / "gateway"
+    wasm = tmp_path / "flocking.wasm"
+    wasm.write_bytes(module_path("flocking").read_bytes())
+    trust = ("agents", "trust", "add", "--public-key", public_key, "--names", names)
+    cli(*trust, "--data-dir", str(data_dir), "--actor", "ops")
+    return data_dir, wasm
 
 
 @pytest.fixture
@@ -57,22 +60,7 @@ def test_build_compiles_c_reproducibly_and_checks_the_abi(tmp_path: Path) -> Non
 
 def test_sign_publish_list_history(tmp_path: Path, publisher_key: tuple[Path, str]) -> None:
     key, public_key = publisher_key
-    data_dir = tmp_path / "gateway"
-    wasm = tmp_path / "flocking.wasm"
-    wasm.write_bytes(module_path("flocking").read_bytes())
-    cli(
-        "agents",
-        "trust",
-        "add",
-        "--public-key",
-        public_key,
-        "--names",
-        "flock*",
-        "--data-dir",
-        str(data_dir),
-        "--actor",
-        "ops",
-    )
+    data_dir, wasm = trusted_setup(tmp_path, public_key, "flock*")
     signed = cli_json(
         "agents", "sign", str(wasm), "--name", "flocking", "--version", "1.0.0", "--key", str(key)
     )
@@ -95,20 +83,7 @@ def test_tampered_module_publish_is_refused_by_the_cli_and_nothing_changes(
     tmp_path: Path, publisher_key: tuple[Path, str]
 ) -> None:
     key, public_key = publisher_key
-    data_dir = tmp_path / "gateway"
-    wasm = tmp_path / "flocking.wasm"
-    wasm.write_bytes(module_path("flocking").read_bytes())
-    cli(
-        "agents",
-        "trust",
-        "add",
-        "--public-key",
-        public_key,
-        "--names",
-        "*",
-        "--data-dir",
-        str(data_dir),
-    )
+    data_dir, wasm = trusted_setup(tmp_path, public_key, "*")
     cli("agents", "sign", str(wasm), "--name", "flocking", "--version", "1.0.0", "--key", str(key))
     wasm.write_bytes(module_path("boids").read_bytes())  # swapped after signing
     before = cli_json("agents", "history", "--data-dir", str(data_dir))

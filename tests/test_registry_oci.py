@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from edgeswarm.registry import (
     parse_manifest,
     verify_manifest,
 )
-from tests.conftest import edgeswarm_command
 from tests.oci_registry import OciRegistry, registry_binary, start_registry
-from tests.registry_fixtures import BOIDS, FLOCKING, manifest_for
+from tests.registry_fixtures import BOIDS, FLOCKING, manifest_for, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +39,22 @@ def publisher() -> KeyPair:
     return KeyPair.generate()
 
 
-def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        edgeswarm_command(*args), capture_output=True, text=True, timeout=120, check=False
+def push_raw(
+    registry: OciRegistry, reference: str, wasm: bytes, annotation: str, tmp_path: Path
+) -> None:
+    """Push an artifact of our layout with any layer and annotation (what a forger can do)."""
+    layer = tmp_path / "module.wasm"
+    layer.write_bytes(wasm)
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    oras.client.OrasClient(hostname=registry.host, insecure=True).push(
+        target=reference,
+        files=[f"{layer}:{oci.LAYER_MEDIA_TYPE}"],
+        manifest_config=f"{config}:{oci.CONFIG_MEDIA_TYPE}",
+        manifest_annotations={oci.MANIFEST_ANNOTATION: annotation},
+        disable_path_validation=True,
+        quiet=True,
     )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{args} exit {result.returncode}: {result.stderr}")
-    return result
 
 
 def test_push_pull_gives_same_digest_and_a_verifiable_signature(
@@ -91,18 +98,7 @@ def test_pull_refuses_an_artifact_whose_signature_fails(
     reference = f"{registry.host}/agents/flocking:forged"
     document = manifest.document()
     document["descriptor"]["state_dim"] = 0  # changed after signing
-    forged_wasm = tmp_path / "flocking.wasm"
-    forged_wasm.write_bytes(FLOCKING)
-    config = tmp_path / "config.json"
-    config.write_text("{}")
-    oras.client.OrasClient(hostname=registry.host, insecure=True).push(
-        target=reference,
-        files=[f"{forged_wasm}:{oci.LAYER_MEDIA_TYPE}"],
-        manifest_config=f"{config}:{oci.CONFIG_MEDIA_TYPE}",
-        manifest_annotations={oci.MANIFEST_ANNOTATION: json.dumps(document)},
-        disable_path_validation=True,
-        quiet=True,
-    )
+    push_raw(registry, reference, FLOCKING, json.dumps(document), tmp_path)
     with pytest.raises(SignatureError):
         oci.pull(reference, insecure=True)
     result = run_cli("agents", "pull", reference, "--insecure", "--out", str(tmp_path), check=False)
@@ -116,18 +112,8 @@ def test_pull_refuses_a_tampered_layer_signature_intact(
 ) -> None:
     manifest = manifest_for(FLOCKING, publisher, version="1.0.2")
     reference = f"{registry.host}/agents/flocking:tampered"
-    other = tmp_path / "flocking.wasm"
-    other.write_bytes(BOIDS)  # a validly signed manifest, another module in the layer
-    config = tmp_path / "config.json"
-    config.write_text("{}")
-    oras.client.OrasClient(hostname=registry.host, insecure=True).push(
-        target=reference,
-        files=[f"{other}:{oci.LAYER_MEDIA_TYPE}"],
-        manifest_config=f"{config}:{oci.CONFIG_MEDIA_TYPE}",
-        manifest_annotations={oci.MANIFEST_ANNOTATION: manifest.to_bytes().decode()},
-        disable_path_validation=True,
-        quiet=True,
-    )
+    # a validly signed manifest, another module in the layer
+    push_raw(registry, reference, BOIDS, manifest.to_bytes().decode(), tmp_path)
     with pytest.raises(DigestMismatchError):
         oci.pull(reference, insecure=True)
 

@@ -277,7 +277,10 @@ def trust_remove(
     data_dir: GatewayDir = DEFAULT_DATA_DIR,
     actor: Actor = None,
 ) -> None:
-    """Remove one trust rule (published modules stay). Exit 1 when there was none."""
+    """Remove one trust rule (published modules stay). Exit 1 when there was none.
+
+    Example: edgeswarm agents trust remove --public-key ed25519:... --names 'policy*'
+    """
     raw = _public_key(public_key)
     with exits_on_error(), _store(data_dir) as store:
         removed = store.distrust(raw, names, actor=_actor(actor))
@@ -288,7 +291,10 @@ def trust_remove(
 
 @trust_app.command("list")
 def trust_list(data_dir: GatewayDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
-    """The trust rules of a gateway's registry."""
+    """The trust rules of a gateway's registry.
+
+    Example: edgeswarm agents trust list --data-dir var/gateway --json
+    """
     with exits_on_error(), _store(data_dir) as store:
         rules = store.trust_rules()
     if as_json:
