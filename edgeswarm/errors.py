@@ -79,6 +79,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   │   ├── SignatureError
     │   │   ├── UntrustedPublisherError
     │   │   ├── DigestMismatchError     the blob is not the one the manifest names
+    │   │   ├── ModuleTooLargeError
     │   │   ├── AbiMismatchError
     │   │   └── VersionConflictError
     │   ├── UnknownModuleError

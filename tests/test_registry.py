@@ -309,3 +309,19 @@ def test_registry_survives_reopen_and_refuses_a_foreign_file(
     foreign.write_bytes(b"not a database at all" * 100)
     with pytest.raises(RegistryStoreError, match=r"foreign\.db"):
         ModuleStore(foreign)
+
+
+def test_tampered_oversized_blob_is_refused_before_it_is_hashed_or_compiled(
+    store: ModuleStore, publisher: KeyPair
+) -> None:
+    from edgeswarm.registry import ModuleTooLargeError
+    from edgeswarm.registry.admission import MAX_MODULE_BYTES
+
+    huge = FLOCKING + bytes(MAX_MODULE_BYTES)  # a valid module's bytes, padded
+    lie = resigned(
+        manifest_for(FLOCKING, publisher), publisher, digest=blob_digest(huge), size=len(huge)
+    )
+    before = snapshot(store)
+    with pytest.raises(ModuleTooLargeError, match="at most"):
+        store.publish(lie.to_bytes(), huge, actor=ACTOR)
+    assert snapshot(store) == before

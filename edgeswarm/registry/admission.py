@@ -4,7 +4,8 @@
 2. it is signed (:class:`UnsignedManifestError`) and the signature verifies over its
    canonical bytes (:class:`SignatureError`);
 3. the trust policy lets its publisher publish its name (:class:`UntrustedPublisherError`);
-4. the blob is the one it names: sha256 and size (:class:`DigestMismatchError`);
+4. the blob is at most :data:`MAX_MODULE_BYTES` (:class:`ModuleTooLargeError`) and is
+   the one it names: sha256 and size (:class:`DigestMismatchError`);
 5. it is ABI v1, by its manifest and by the blob's exports (:class:`AbiMismatchError`).
 
 The signature is checked before trust so that an altered manifest is named
@@ -13,11 +14,16 @@ as such whoever the publisher claims to be.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .abi_check import check_abi
-from .errors import DigestMismatchError
+from .errors import DigestMismatchError, ModuleTooLargeError
 from .manifest import Manifest, blob_digest, parse_manifest
 from .signing import verify_manifest
 from .trust import TrustPolicy
+
+MAX_MODULE_BYTES: Final = 8 * 1024 * 1024
+"""Largest module a registry takes: an edge's default ``--module-max-mb`` (8 MiB)."""
 
 
 def admit(manifest_bytes: bytes, blob: bytes, trust: TrustPolicy) -> Manifest:
@@ -25,6 +31,11 @@ def admit(manifest_bytes: bytes, blob: bytes, trust: TrustPolicy) -> Manifest:
     manifest = parse_manifest(manifest_bytes)
     verify_manifest(manifest)
     trust.check(manifest.publisher, manifest.name)
+    if len(blob) > MAX_MODULE_BYTES:
+        raise ModuleTooLargeError(
+            f"{manifest.ref} is {len(blob)} bytes; a registry takes modules of at most "
+            f"{MAX_MODULE_BYTES} bytes (an edge's default --module-max-mb)"
+        )
     check_blob(manifest, blob)
     check_abi(manifest, blob)
     return manifest

@@ -7,6 +7,7 @@
     │   ├── SignatureError          the signature does not verify over the canonical bytes
     │   ├── UntrustedPublisherError the trust policy does not let this key publish this name
     │   ├── DigestMismatchError     the blob is not the one the manifest names (tampered)
+    │   ├── ModuleTooLargeError     the blob is above the registry's size limit
     │   ├── AbiMismatchError        the manifest or the blob is not ABI v1
     │   └── VersionConflictError    name@version is already published with other bytes
     ├── UnknownModuleError          no such module, version or blob
@@ -30,6 +31,7 @@ __all__ = [
     "DigestMismatchError",
     "ManifestError",
     "ModuleRefusedError",
+    "ModuleTooLargeError",
     "OciError",
     "RegistryError",
     "RegistryStoreError",
@@ -68,6 +70,10 @@ class UntrustedPublisherError(ModuleRefusedError):
 
 class DigestMismatchError(ModuleRefusedError):
     """The blob's sha256 or size is not the manifest's: the blob or the manifest was altered."""
+
+
+class ModuleTooLargeError(ModuleRefusedError):
+    """The blob is larger than the registry takes (:data:`.admission.MAX_MODULE_BYTES`)."""
 
 
 class AbiMismatchError(ModuleRefusedError):
