@@ -85,6 +85,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── UnknownModuleError
     │   ├── RegistryStoreError
     │   ├── RolloutError
+    │   ├── FetchError
     │   └── OciError
     └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
 

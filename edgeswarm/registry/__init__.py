@@ -6,6 +6,7 @@
 - :mod:`.admission`: every check a publish passes before anything is written (pure);
 - :mod:`.abi_check`: the blob's exports against ABI v1, nothing run;
 - :mod:`.store`: ``modules.db``: blobs, manifests, trust rules, history;
+- :mod:`.fetch`: a blob fetched in chunks by digest, resumable, verified (sans-I/O + a file);
 - :mod:`.rollout` and :mod:`.share`: rollouts, sans-I/O (shares, stages, automatic rollback);
 - :mod:`.oci`: push and pull as Wasm OCI artifacts (ORAS).
 """
@@ -16,6 +17,7 @@ from .admission import admit, check_blob
 from .errors import (
     AbiMismatchError,
     DigestMismatchError,
+    FetchError,
     ManifestError,
     ModuleRefusedError,
     ModuleTooLargeError,
@@ -39,6 +41,7 @@ from .trust import TrustPolicy, TrustRule
 __all__ = [
     "AbiMismatchError",
     "DigestMismatchError",
+    "FetchError",
     "HistoryEntry",
     "Manifest",
     "ManifestError",

@@ -14,6 +14,7 @@
     ├── RegistryStoreError          ``modules.db`` cannot be opened, is damaged, or a blob
     │                               read back does not match its digest
     ├── RolloutError                a rollout plan is invalid or cannot start
+    ├── FetchError                  a chunk of a blob being fetched does not fit (the sender)
     └── OciError                    an OCI registry refused or failed a push or a pull
 
 Who caused it: the publisher or their files (``ManifestError``,
@@ -29,6 +30,7 @@ from edgeswarm.errors import EdgeswarmError
 __all__ = [
     "AbiMismatchError",
     "DigestMismatchError",
+    "FetchError",
     "ManifestError",
     "ModuleRefusedError",
     "ModuleTooLargeError",
@@ -94,6 +96,10 @@ class RegistryStoreError(RegistryError):
 
 class RolloutError(RegistryError):
     """A rollout plan is invalid (shares, stages, threshold) or cannot start."""
+
+
+class FetchError(RegistryError):
+    """A chunk that does not fit the fetch (offset, length, digest): the sender misbehaved."""
 
 
 class OciError(RegistryError):
