@@ -54,6 +54,8 @@ from .frames import (
     Actions,
     Auth,
     BatchHeader,
+    BlobChunk,
+    BlobRequest,
     Bye,
     Challenge,
     EdgeStatus,
@@ -63,6 +65,8 @@ from .frames import (
     Hello,
     InferRequest,
     InferResult,
+    ModuleAssign,
+    ModuleReport,
     ObservationBatch,
     Role,
     StateSyncRequest,
@@ -79,6 +83,16 @@ from .infer_codec import (
     decode_result_keys,
     encode_infer_request,
     encode_infer_result,
+)
+from .module_codec import (
+    decode_blob_chunk,
+    decode_blob_request,
+    decode_module_assign,
+    decode_module_report,
+    encode_blob_chunk,
+    encode_blob_request,
+    encode_module_assign,
+    encode_module_report,
 )
 from .unpack import PREAUTH_MAX_FRAME_BYTES, unpack_payload
 
@@ -217,6 +231,14 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return encode_infer_request(frame)
         case InferResult():
             return encode_infer_result(frame)
+        case ModuleAssign():
+            return encode_module_assign(frame)
+        case ModuleReport():
+            return encode_module_report(frame)
+        case BlobRequest():
+            return encode_blob_request(frame)
+        case BlobChunk():
+            return encode_blob_chunk(frame)
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -409,6 +431,10 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.STATE_UPDATE: _decode_state_update,
     FrameType.INFER_REQUEST: decode_infer_request,
     FrameType.INFER_RESULT: decode_infer_result,
+    FrameType.MODULE_ASSIGN: decode_module_assign,
+    FrameType.MODULE_REPORT: decode_module_report,
+    FrameType.BLOB_REQUEST: decode_blob_request,
+    FrameType.BLOB_CHUNK: decode_blob_chunk,
 }
 
 

@@ -34,6 +34,11 @@ class FrameType(IntEnum):
     STATE_UPDATE = 13
     INFER_REQUEST = 14
     INFER_RESULT = 15
+    # 16, 17: placement (issue 16)
+    MODULE_ASSIGN = 18
+    MODULE_REPORT = 19
+    BLOB_REQUEST = 20
+    BLOB_CHUNK = 21
 
 
 class Role(StrEnum):
@@ -58,6 +63,10 @@ FEATURE_SEQ_EPOCH = "seq_epoch"
 """Feature name of sequence epochs: an edge's ``seq`` numbers belong to the epoch of
 its spool (HELLO ``seq_epoch``); a new spool starts a new epoch instead of reusing
 numbers the gateway already holds."""
+FEATURE_MODULES = "modules"
+"""Feature name of module distribution: MODULE_ASSIGN, MODULE_REPORT, BLOB_REQUEST and
+BLOB_CHUNK (``docs/protocol.md`` section 13). Not in :data:`FEATURES` yet: the frames
+are specified and coded, but no gateway or edge offers the feature so far."""
 FEATURES: frozenset[str] = frozenset(
     {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH}
 )
@@ -324,6 +333,68 @@ class StateUpdate:
 
 
 @dataclass(frozen=True)
+class ModuleAssignment:
+    """Which versions of one module an edge's agents run (an entry of MODULE_ASSIGN)."""
+
+    module: str
+    """Registry name of the module (1-64 characters)."""
+    base: bytes
+    """Signed manifest document of the version agents run outside the rollout."""
+    target: bytes | None = None
+    """Signed manifest of the version being rolled out; None when there is no rollout."""
+    share: float = 0.0
+    """Agents whose share point is below this run ``target`` (0..1)."""
+    labels: tuple[str, ...] = ()
+    """Only edges with one of these labels take part in the rollout; empty: all."""
+    rollout: int = 0
+    """Id of the rollout (0: none); MODULE_REPORT names it."""
+
+
+@dataclass(frozen=True)
+class ModuleAssign:
+    """MODULE_ASSIGN: the modules the receiving edge's agents run now (replaces earlier ones)."""
+
+    assignments: tuple[ModuleAssignment, ...]
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    """MODULE_REPORT: how the agents on a rolled-out version fared since the last report."""
+
+    module: str
+    version: str
+    rollout: int
+    """The rollout this report is about."""
+    ticks: int
+    """Ticks covered by this report."""
+    agent_ticks: int
+    """Agents on ``version`` times ticks."""
+    faults: int
+    """Agent-ticks lost to faults (traps, fuel, deadlines, bad actions, quarantine)."""
+
+
+@dataclass(frozen=True)
+class BlobRequest:
+    """BLOB_REQUEST: ``length`` bytes of blob ``digest`` from ``offset`` (resumable fetch)."""
+
+    digest: str
+    """``sha256:<64 hex>``."""
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class BlobChunk:
+    """BLOB_CHUNK: bytes of a blob, the answer to one BLOB_REQUEST."""
+
+    digest: str
+    offset: int
+    size: int
+    """Length of the whole blob."""
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Bye:
     """Last frame of a session from the side that sends it."""
 
@@ -349,6 +420,10 @@ Frame = (
     | StateUpdate
     | InferRequest
     | InferResult
+    | ModuleAssign
+    | ModuleReport
+    | BlobRequest
+    | BlobChunk
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -367,6 +442,10 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     StateUpdate: FrameType.STATE_UPDATE,
     InferRequest: FrameType.INFER_REQUEST,
     InferResult: FrameType.INFER_RESULT,
+    ModuleAssign: FrameType.MODULE_ASSIGN,
+    ModuleReport: FrameType.MODULE_REPORT,
+    BlobRequest: FrameType.BLOB_REQUEST,
+    BlobChunk: FrameType.BLOB_CHUNK,
 }
 
 

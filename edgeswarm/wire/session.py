@@ -31,12 +31,16 @@ from .events import (
     AckReceived,
     ActionsReceived,
     AuthReceived,
+    BlobChunkReceived,
+    BlobRequested,
     ChallengeReceived,
     ErrorReceived,
     Event,
     HelloReceived,
     InferRequestReceived,
     InferResultReceived,
+    ModuleReportReceived,
+    ModulesAssigned,
     ObservationsReceived,
     ProtocolViolation,
     SessionClosed,
@@ -53,6 +57,8 @@ from .frames import (
     Actions,
     Auth,
     BatchHeader,
+    BlobChunk,
+    BlobRequest,
     Bye,
     Challenge,
     Error,
@@ -61,6 +67,8 @@ from .frames import (
     Hello,
     InferRequest,
     InferResult,
+    ModuleAssign,
+    ModuleReport,
     ObservationBatch,
     Role,
     StateSyncRequest,
@@ -444,6 +452,14 @@ class Session:
                 self._events.append(InferRequestReceived(request=frame))
             case InferResult():
                 self._events.append(InferResultReceived(result=frame))
+            case ModuleAssign():
+                self._events.append(ModulesAssigned(assign=frame))
+            case ModuleReport():
+                self._events.append(ModuleReportReceived(report=frame))
+            case BlobRequest():
+                self._events.append(BlobRequested(request=frame))
+            case BlobChunk():
+                self._events.append(BlobChunkReceived(chunk=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():
