@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from edgeswarm.registry import DigestMismatchError, blob_digest
-from edgeswarm.registry.fetch import BlobCache, FetchError
+from edgeswarm.registry import DigestMismatchError, FetchError, blob_digest
+from edgeswarm.registry.fetch import BlobCache
 from tests.registry_fixtures import FLOCKING
 
 CHUNK = 256
