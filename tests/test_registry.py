@@ -325,3 +325,49 @@ def test_tampered_oversized_blob_is_refused_before_it_is_hashed_or_compiled(
     with pytest.raises(ModuleTooLargeError, match="at most"):
         store.publish(lie.to_bytes(), huge, actor=ACTOR)
     assert snapshot(store) == before
+
+
+# --- deployments: what the fleet runs, rollouts and rollbacks, with who did them --
+
+
+def test_rollback_and_rollouts_are_recorded_with_who_did_them(
+    store: ModuleStore, publisher: KeyPair
+) -> None:
+    from edgeswarm.registry import RolloutError, RolloutPhase, RolloutPlan
+
+    for version in ("1.0.0", "2.0.0"):
+        manifest = manifest_for(FLOCKING, publisher, version=version)
+        store.publish(manifest.to_bytes(), FLOCKING, actor=ACTOR)
+
+    def plan(from_version: str, to_version: str) -> RolloutPlan:
+        return RolloutPlan(name="flocking", from_version=from_version, to_version=to_version)
+
+    with pytest.raises(UnknownModuleError):
+        store.start_rollout(plan("0.0.0", "9.9.9"), actor="ops")
+    first = store.start_rollout(plan("0.0.0", "1.0.0"), actor="ops")
+    assert (first.version, first.plan) == ("1.0.0", None)  # the first version is deployed
+    with pytest.raises(RolloutError, match=r"runs 1\.0\.0"):
+        store.start_rollout(plan("0.5.0", "2.0.0"), actor="ops")
+    under_way = store.start_rollout(plan("1.0.0", "2.0.0"), actor="ops")
+    assert under_way.plan is not None
+    with pytest.raises(RolloutError, match="under way"):
+        store.start_rollout(plan("1.0.0", "2.0.0"), actor="ops")
+    assert not store.end_rollout(
+        "flocking", under_way.rollout - 1, RolloutPhase.COMPLETE, actor="rollout", detail="stale"
+    )
+    assert store.end_rollout(
+        "flocking", under_way.rollout, RolloutPhase.COMPLETE, actor="rollout", detail="held"
+    )
+    done = store.deployment("flocking")
+    assert done is not None
+    assert (done.version, done.previous, done.plan) == ("2.0.0", "1.0.0", None)
+    back = store.rollback("flocking", actor="bob")
+    assert (back.version, back.previous) == ("1.0.0", None)
+    with pytest.raises(RolloutError, match="no previous version"):
+        store.rollback("flocking", actor="bob")
+    assert [(h.action, h.actor) for h in store.history("flocking")][-4:] == [
+        ("deploy", "ops"),
+        ("rollout", "ops"),
+        ("complete", "rollout"),
+        ("rollback", "bob"),
+    ]

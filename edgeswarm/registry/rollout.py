@@ -31,9 +31,11 @@ rollout, or ``rollout`` for automatic decisions).
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .errors import RolloutError
 from .share import share_point
@@ -86,6 +88,24 @@ class RolloutPlan:
             raise RolloutError("the judging window needs at least one tick and one agent-tick")
         if self.from_version == self.to_version:
             raise RolloutError(f"{self.name} already runs {self.to_version}")
+
+
+def plan_to_json(plan: RolloutPlan) -> str:
+    """The plan as stored in ``modules.db`` (``deployments.plan``)."""
+    doc: dict[str, Any] = asdict(plan)
+    doc["labels"] = sorted(plan.labels)
+    return json.dumps(doc, sort_keys=True)
+
+
+def plan_from_json(text: str) -> RolloutPlan:
+    """Inverse of :func:`plan_to_json`; :class:`RolloutError` for a plan that is not valid."""
+    try:
+        doc = json.loads(text)
+        stages = tuple(Stage(float(s["share"]), int(s["hold_ticks"])) for s in doc.pop("stages"))
+        labels = frozenset(str(label) for label in doc.pop("labels"))
+        return RolloutPlan(stages=stages, labels=labels, **doc)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise RolloutError(f"a stored rollout plan is not valid: {exc}") from exc
 
 
 class RolloutPhase(StrEnum):

@@ -10,6 +10,8 @@ while the gateway runs:
 - ``modules``: one row per ``name@version``: the manifest document as
   published (signature included), its digest, who published it and when;
 - ``trust``: the trust policy's rules (:mod:`.trust`);
+- ``deployments``: per module, the version the fleet runs and the rollout under
+  way (its plan, as JSON; NULL when none), numbered so that edges name it;
 - ``history``: every change, in order, with who did it (``publish``,
   ``trust``, ``distrust``, ``rollout``, ``rollback``, ...).
 
@@ -34,8 +36,9 @@ from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_database, transaction
 
 from .admission import admit
-from .errors import RegistryStoreError, UnknownModuleError, VersionConflictError
+from .errors import RegistryStoreError, RolloutError, UnknownModuleError, VersionConflictError
 from .manifest import Manifest, blob_digest, parse_manifest, version_key
+from .rollout import RolloutPhase, RolloutPlan, plan_from_json, plan_to_json
 from .trust import TrustPolicy, TrustRule
 
 _BLOBS = """CREATE TABLE blobs (
@@ -69,12 +72,21 @@ _HISTORY = """CREATE TABLE history (
     version TEXT NOT NULL,
     detail TEXT NOT NULL
 )"""
+_DEPLOYMENTS = """CREATE TABLE deployments (
+    name TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    previous TEXT,
+    rollout INTEGER NOT NULL,
+    plan TEXT,
+    updated_at REAL NOT NULL
+)"""
 SCHEMA = Schema(
     version=1,
-    create=(_BLOBS, _MODULES, _TRUST, _HISTORY),
-    tables=frozenset({"blobs", "modules", "trust", "history"}),
+    create=(_BLOBS, _MODULES, _TRUST, _HISTORY, _DEPLOYMENTS),
+    tables=frozenset({"blobs", "modules", "trust", "history", "deployments"}),
 )
-"""``modules.db``: blobs, manifests, the trust policy, the history of changes."""
+"""``modules.db``: blobs, manifests, the trust policy, the history of changes, and what
+the fleet runs (``deployments``: the stable version of each module and its rollout)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,30 @@ class HistoryEntry:
             "name": self.name,
             "version": self.version,
             "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the fleet runs of one module."""
+
+    name: str
+    version: str
+    """The stable version: every agent outside a rollout runs it."""
+    previous: str | None
+    """The version before the last completed rollout (what ``rollback`` restores)."""
+    rollout: int
+    """Number of the rollout under way or the last one (edges name it in reports)."""
+    plan: RolloutPlan | None
+    """The rollout under way, if any."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "previous": self.previous,
+            "rollout": self.rollout,
+            "to_version": self.plan.to_version if self.plan else None,
         }
 
 
@@ -299,6 +335,111 @@ class ModuleStore(Resource):
                 " publish the module again or restore the file"
             )
         return data
+
+    # --- deployments and rollouts ----------------------------------------------
+
+    def data_version(self) -> int:
+        """Changes when another connection (an ``edgeswarm agents`` command) committed."""
+        with self._errors():
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def deployments(self) -> list[Deployment]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT name, version, previous, rollout, plan FROM deployments ORDER BY name"
+            ).fetchall()
+        return [
+            Deployment(n, v, p, r, plan_from_json(plan) if plan else None)
+            for n, v, p, r, plan in rows
+        ]
+
+    def deployment(self, name: str) -> Deployment | None:
+        return next((d for d in self.deployments() if d.name == name), None)
+
+    def start_rollout(self, plan: RolloutPlan, *, actor: str) -> Deployment:
+        """Start rolling ``plan.to_version`` out (the first version of a module is simply
+        deployed: every agent runs it). One rollout per module at a time."""
+        self.module(plan.name, plan.to_version)  # published, or UnknownModuleError
+        current = self.deployment(plan.name)
+        with self._errors(), transaction(self._db) as db:
+            if current is None:
+                db.execute(
+                    "INSERT INTO deployments VALUES (?, ?, NULL, 0, NULL, ?)",
+                    (plan.name, plan.to_version, time.time()),
+                )
+                self._record(db, actor, "deploy", plan.name, plan.to_version, {})
+            else:
+                if current.plan is not None:
+                    raise RolloutError(
+                        f"a rollout of {plan.name} to {current.plan.to_version} is under way: "
+                        "roll it back first (edgeswarm agents rollback)"
+                    )
+                if current.version != plan.from_version:
+                    raise RolloutError(
+                        f"{plan.name} runs {current.version}, not {plan.from_version}"
+                    )
+                db.execute(
+                    "UPDATE deployments SET rollout = rollout + 1, plan = ?, updated_at = ? "
+                    "WHERE name = ?",
+                    (plan_to_json(plan), time.time(), plan.name),
+                )
+                stages = [[stage.share, stage.hold_ticks] for stage in plan.stages]
+                detail = {"from": plan.from_version, "stages": stages}
+                self._record(db, actor, "rollout", plan.name, plan.to_version, detail)
+        found = self.deployment(plan.name)
+        assert found is not None
+        return found
+
+    def end_rollout(
+        self, name: str, rollout: int, phase: RolloutPhase, *, actor: str, detail: str
+    ) -> bool:
+        """Record how rollout ``rollout`` of ``name`` ended (complete or rolled back);
+        whether it was still the one under way (a stale decision changes nothing)."""
+        current = self.deployment(name)
+        if current is None or current.plan is None or current.rollout != rollout:
+            return False
+        plan = current.plan
+        with self._errors(), transaction(self._db) as db:
+            if phase is RolloutPhase.COMPLETE:
+                db.execute(
+                    "UPDATE deployments SET version = ?, previous = ?, plan = NULL, "
+                    "updated_at = ? WHERE name = ?",
+                    (plan.to_version, plan.from_version, time.time(), name),
+                )
+            else:
+                db.execute(
+                    "UPDATE deployments SET plan = NULL, updated_at = ? WHERE name = ?",
+                    (time.time(), name),
+                )
+            action = "complete" if phase is RolloutPhase.COMPLETE else "rollback"
+            info = {"rollout": rollout, "from": plan.from_version, "why": detail}
+            self._record(db, actor, action, name, plan.to_version, info)
+        return True
+
+    def rollback(self, name: str, *, actor: str) -> Deployment:
+        """The operator's rollback: end the rollout under way, or, with none, return the
+        whole fleet to the version before the last completed one."""
+        current = self.deployment(name)
+        if current is None:
+            raise UnknownModuleError(f"{name} is not deployed")
+        if current.plan is not None:
+            self.end_rollout(
+                name, current.rollout, RolloutPhase.ROLLED_BACK, actor=actor, detail="operator"
+            )
+        elif current.previous is not None:
+            with self._errors(), transaction(self._db) as db:
+                db.execute(
+                    "UPDATE deployments SET version = ?, previous = NULL, "
+                    "rollout = rollout + 1, updated_at = ? WHERE name = ?",
+                    (current.previous, time.time(), name),
+                )
+                detail = {"from": current.version}
+                self._record(db, actor, "rollback", name, current.previous, detail)
+        else:
+            raise RolloutError(f"{name} has no rollout under way and no previous version")
+        found = self.deployment(name)
+        assert found is not None
+        return found
 
     # --- history -------------------------------------------------------------
 
