@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,6 +56,14 @@ class RunningGateway:
             key=self.admin_key,
             admin_id=ADMIN_ID,
         )
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 nobody listens on (as of now): a dead port, or one to
+    start a gateway on later."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def edgeswarm_command(*args: str) -> list[str]:

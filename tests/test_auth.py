@@ -8,30 +8,12 @@ import pytest
 
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport import quic
-from edgeswarm.wire import Auth, Bye, Error, ErrorCode, Role, Welcome
+from edgeswarm.wire import Auth, ErrorCode, Role, Welcome
 
 from .conftest import RunningGateway
-from .raw_peer import RawPeer
+from .raw_peer import RawPeer, attempt, refusal
 
 pytestmark = pytest.mark.integration
-
-
-async def attempt(gateway: RunningGateway, key: KeyPair, peer_id: str, **kwargs) -> RawPeer:
-    peer = RawPeer()
-    async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
-        await peer.handshake(key, peer_id, **kwargs)
-        async with asyncio.timeout(10):
-            while not any(isinstance(f, Welcome | Bye) for f in peer.frames):
-                peer.changed.clear()
-                await peer.changed.wait()
-    return peer
-
-
-def refusal(peer: RawPeer) -> ErrorCode:
-    assert not any(isinstance(f, Welcome) for f in peer.frames), "the peer was let in"
-    [error] = [f for f in peer.frames if isinstance(f, Error)]
-    assert any(isinstance(f, Bye) for f in peer.frames)
-    return ErrorCode(error.code)
 
 
 def test_enrolled_key_is_welcomed(gateway: RunningGateway) -> None:
@@ -39,7 +21,8 @@ def test_enrolled_key_is_welcomed(gateway: RunningGateway) -> None:
     gateway.enroll(key, "edge-a")
     peer = asyncio.run(attempt(gateway, key, "edge-a"))
     [welcome] = [f for f in peer.frames if isinstance(f, Welcome)]
-    assert welcome.credit > 0
+    assert welcome.credit == 256  # the gateway's default --credit-window
+    assert welcome.resume_seq == 0
 
 
 def test_unknown_key_is_refused(gateway: RunningGateway) -> None:

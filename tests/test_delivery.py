@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -21,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import RunningGateway, edgeswarm_command, start_gateway, stop_process
+from .conftest import (
+    RunningGateway,
+    edgeswarm_command,
+    free_udp_port,
+    start_gateway,
+    stop_process,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_edge(
@@ -119,35 +118,57 @@ def test_kill_9_under_load_loses_nothing_acknowledged_and_applies_nothing_twice(
         "--tick-hz",
         "50",
     )
+    lines = JsonLines(edge)
+    seen: list[dict[str, Any]] = []
+    restarted = None
     try:
         wait_for(lambda: logged_count(gw_dir) >= 60)
-        gateway.process.send_signal(signal.SIGKILL)
-        gateway.process.wait(10)
-        killed_at = logged_count(gw_dir)
-        time.sleep(0.5)  # the edge keeps stepping and spooling meanwhile
+        # Another connection holds the log's write lock (the gateway waits up to 5 s):
+        # batches keep arriving and none can be committed, so none may be acknowledged.
+        blocker = sqlite3.connect(gw_dir / "observations.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for _ in range(3):  # ~0.6 s of the edge sending into a log that cannot commit
+                seen.append(lines.next())
+            gateway.process.send_signal(signal.SIGKILL)
+            gateway.process.wait(10)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        killed = set(logged_seqs(gw_dir))
+        acked_before_kill = max(line["batches_acked"] for line in seen)
+        # Acknowledged means durable: every batch acknowledged before the kill is in the
+        # log after it (acks are cumulative, so the edge's count is the highest seq acked).
+        assert set(range(1, acked_before_kill + 1)) <= killed, (acked_before_kill, len(killed))
+        tick_at_kill = seen[-1]["tick"]
+        while (line := lines.next())["tick"] < tick_at_kill + 10:  # it steps and spools on
+            seen.append(line)
         restarted = start_gateway(gw_dir, port=port)
-        lines, stderr = read_lines(edge)
+        rest = lines.rest()
+        edge.wait(30)
     finally:
         stop_process(edge)
         stop_process(gateway.process)
+    stderr = (tmp_path / "edge" / "edge.log").read_text()
     try:
-        summary = lines[-1]
+        summary = rest[-1]
         assert summary["event"] == "summary", stderr[-3000:]
         batches = 150 * 4
         assert summary["batches_sent"] == batches, stderr[-4000:]
         assert summary["batches_acked"] == batches, (summary, stderr[-3000:])
         assert summary["observations_acked"] == 150 * 2000
-        assert summary["connects"] >= 2
+        assert summary["connects"] == 2  # the first gateway, then the restarted one
         assert edge.returncode == 0
         seqs = logged_seqs(gw_dir)
-        assert killed_at < batches
+        assert len(killed) < batches
         assert sorted(seqs) == list(range(1, batches + 1))  # everything, each exactly once
         status = asyncio.run(restarted.status())
         [record] = status["edges"]
         assert record["observations"] == 150 * 2000  # applied once, rebuilt after the crash
         assert record["batches"] == batches
     finally:
-        stop_process(restarted.process)
+        if restarted is not None:
+            stop_process(restarted.process)
 
 
 def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> None:
@@ -170,13 +191,19 @@ def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> N
         "--drain-timeout",
         "30",
     )
+    reader = JsonLines(edge)
+    lines: list[dict[str, Any]] = []
+    restarted = None
     try:
-        time.sleep(2.5)  # offline: the edge steps and spools
-        assert edge.poll() is None
+        while not lines or lines[-1]["in_flight"] <= 10:  # offline: it steps and spools
+            lines.append(reader.next())
+            assert not lines[-1]["connected"]
         restarted = start_gateway(gw_dir, port=port)
-        lines, stderr = read_lines(edge)
+        lines += reader.rest()
+        edge.wait(30)
     finally:
         stop_process(edge)
+    stderr = (tmp_path / "edge" / "edge.log").read_text()
     try:
         summary = lines[-1]
         assert summary["event"] == "summary", stderr[-3000:]
@@ -189,6 +216,43 @@ def test_edge_offline_then_back_replays_everything_in_order(tmp_path: Path) -> N
         assert max(line["in_flight"] for line in offline) > 10  # it spooled while offline
         assert "gateway unreachable" in stderr
         assert logged_seqs(gw_dir) == list(range(1, 81))  # replayed in order, each once
+    finally:
+        if restarted is not None:
+            stop_process(restarted.process)
+
+
+def test_an_edge_restarted_with_a_non_empty_spool_delivers_it_and_exits_0(
+    tmp_path: Path,
+) -> None:
+    port = free_udp_port()
+    gw_dir = tmp_path / "gw"
+    gateway = start_gateway(gw_dir, port=port)
+    token = gateway.edge_token()
+    stop_process(gateway.process)  # down for the edge's whole first run
+    first = start_edge(
+        port, gateway.ca, token, tmp_path / "edge", "--agents", "1000", "--ticks", "3",
+        "--tick-hz", "0", "--drain-timeout", "0.5",
+    )  # fmt: skip
+    lines, stderr = read_lines(first)
+    assert first.returncode == 1, stderr[-2000:]  # unacknowledged: they stay spooled
+    assert (lines[-1]["batches_sent"], lines[-1]["batches_acked"]) == (6, 0)
+    assert lines[-1]["in_flight"] == 6
+    assert "they stay spooled for the next start" in stderr
+    restarted = start_gateway(gw_dir, port=port)
+    try:
+        second = start_edge(
+            port, gateway.ca, token, tmp_path / "edge", "--agents", "1000", "--ticks", "2",
+            "--tick-hz", "0",
+        )  # fmt: skip
+        lines, stderr = read_lines(second)
+        summary = lines[-1]
+        assert summary["event"] == "summary", stderr[-2000:]
+        assert (summary["batches_sent"], summary["observations_sent"]) == (4, 2000)  # this run
+        assert summary["batches_acked"] == 6 + 4  # the carried-over ones too
+        assert summary["observations_acked"] == 5000
+        assert summary["in_flight"] == 0
+        assert second.returncode == 0, stderr[-2000:]  # nothing left unacknowledged
+        assert logged_seqs(gw_dir) == list(range(1, 11))  # the old seqs first, each once
     finally:
         stop_process(restarted.process)
 

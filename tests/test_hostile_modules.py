@@ -275,7 +275,11 @@ def test_compile_bomb_within_the_counts_is_stopped_by_the_compile_memory_limit()
 
 def test_compile_time_limit_faults_the_module():
     limits = CompileLimits(max_functions=1_000_000, timeout_s=0.3)
-    slow_cache = ModuleCache(cache_dir=None, limits=limits)
+    slow_cache = ModuleCache(cache_dir=None)
+    # flocking compiled beforehand under the default limits: under a competing CPU load
+    # its own compile (a child process) can take 0.3 s too; only the bomb is under test
+    slow_cache.load_path(module_path("flocking"), name="flocking")
+    slow_cache.limits = limits
     with beside_flocking(
         PolicySpec(hostile.compile_bomb(100_000), name="slow"), slow_cache
     ) as pset:

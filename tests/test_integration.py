@@ -6,11 +6,11 @@ import asyncio
 import json
 import sqlite3
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from edgeswarm.identity import KeyPair
@@ -21,12 +21,13 @@ from edgeswarm.wire import (
     Bye,
     Error,
     ErrorCode,
-    ObservationBatch,
     Welcome,
     encode_frame,
+    encode_payload,
 )
 
 from .conftest import ADMIN_ID, RunningGateway, edgeswarm_command
+from .gateway_harness import batch, batches
 from .raw_peer import RawPeer
 
 pytestmark = pytest.mark.integration
@@ -235,21 +236,8 @@ async def _send_batches(
         await peer.handshake(key, peer_id, features=features)
         welcome = await peer.wait_for(Welcome)
         assert (FEATURE_ACK_THROUGH in welcome.features) == (FEATURE_ACK_THROUGH in features)
-        ids = np.arange(10, dtype=np.uint32)
-        peer.send(  # all in one send: they reach the gateway's log in few commit groups
-            b"".join(
-                encode_frame(
-                    ObservationBatch(
-                        seq=seq,
-                        tick=seq,
-                        agent_ids=ids,
-                        observations=np.zeros((10, 8), np.float32),
-                        rewards=np.zeros(10, np.float32),
-                    )
-                )
-                for seq in range(1, n + 1)
-            )
-        )
+        # all in one send: they reach the gateway's log in few commit groups
+        peer.send(batches(1, n))
         async with asyncio.timeout(10):
             while not any(isinstance(f, Ack) and f.seq == n for f in peer.frames):
                 peer.changed.clear()
@@ -278,28 +266,12 @@ def test_ack_through_acknowledges_a_commit_group_with_one_ack(gateway: RunningGa
     assert by_id["cumulative"]["batches"] == by_id["one-ack-per-batch"]["batches"] == n
 
 
-def _batches(first: int, last: int) -> bytes:
-    ids = np.arange(10, dtype=np.uint32)
-    return b"".join(
-        encode_frame(
-            ObservationBatch(
-                seq=seq,
-                tick=seq,
-                agent_ids=ids,
-                observations=np.zeros((10, 8), np.float32),
-                rewards=np.zeros(10, np.float32),
-            )
-        )
-        for seq in range(first, last + 1)
-    )
-
-
 async def _log_fails_mid_session(gateway: RunningGateway, key: KeyPair) -> tuple[RawPeer, int]:
     peer = RawPeer()
     async with quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peer):
         await peer.handshake(key, "unlucky", features=(FEATURE_ACK_THROUGH,))
         await peer.wait_for(Welcome)
-        peer.send(_batches(1, 5))
+        peer.send(batches(1, 5))
         async with asyncio.timeout(10):
             while not any(isinstance(f, Ack) and f.seq == 5 for f in peer.frames):
                 peer.changed.clear()
@@ -308,7 +280,7 @@ async def _log_fails_mid_session(gateway: RunningGateway, key: KeyPair) -> tuple
         blocker = sqlite3.connect(gateway.data_dir / "observations.db", isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
         try:
-            peer.send(_batches(6, 8))
+            peer.send(batches(6, 8))
             await peer.wait_for(Bye, timeout=20)
         finally:
             blocker.execute("ROLLBACK")
@@ -332,3 +304,67 @@ def test_a_failed_commit_closes_the_session_and_no_ack_covers_it(gateway: Runnin
     assert resume_seq == 5  # the gateway holds 1..5 and nothing of 6..8: the edge resends them
     assert gateway.process.poll() is None
     assert "durable log failed" in gateway.log.read_text()
+
+
+def _pending_bytes(gateway: RunningGateway) -> float:
+    url = f"http://127.0.0.1:{gateway.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("edgeswarm_gateway_log_pending_bytes "):
+                return float(line.split()[1])
+    raise AssertionError("edgeswarm_gateway_log_pending_bytes not exposed")
+
+
+async def _same_seqs_from_two_edges(gateway: RunningGateway, n: int) -> list[list[Ack]]:
+    keys = {edge_id: KeyPair.generate() for edge_id in ("edge-a", "edge-b")}
+    peers = {edge_id: RawPeer() for edge_id in keys}
+    for edge_id, key in keys.items():
+        gateway.enroll(key, edge_id)
+    size = len(encode_payload(batch(1)))
+    async with (
+        quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peers["edge-a"]),
+        quic.connect("127.0.0.1", gateway.port, ca_file=gateway.ca, handler=peers["edge-b"]),
+    ):
+        for edge_id, peer in peers.items():
+            await peer.handshake(keys[edge_id], edge_id)
+            await peer.wait_for(Welcome)
+        # The log cannot commit while another connection holds its write lock (the
+        # gateway waits up to 5 s). The batches queue in arrival order, a1 b1 a2 b2 ...:
+        # however the writer cuts that queue into two groups (what it took before it
+        # blocked, the rest after), one of them holds both edges' batch k for some k.
+        blocker = sqlite3.connect(gateway.data_dir / "observations.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            queued = 0
+            for seq in range(1, n + 1):
+                for peer in peers.values():
+                    peer.send(encode_frame(batch(seq)))
+                    queued += 1
+                    deadline = time.monotonic() + 5
+                    while await asyncio.to_thread(_pending_bytes, gateway) < queued * size:
+                        assert time.monotonic() < deadline, "the gateway did not queue the batch"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        for peer in peers.values():
+            async with asyncio.timeout(10):
+                while not any(isinstance(f, Ack) and f.seq == n for f in peer.frames):
+                    peer.changed.clear()
+                    await peer.changed.wait()
+    return [[f for f in peer.frames if isinstance(f, Ack)] for peer in peers.values()]
+
+
+def test_the_same_seq_from_two_edges_in_one_commit_group_is_applied_for_both(
+    gateway: RunningGateway,
+) -> None:
+    """Batches are keyed by (edge, seq): edge-b's batch 2 is not a repeat of edge-a's."""
+    n = 4
+    for acks in asyncio.run(_same_seqs_from_two_edges(gateway, n)):
+        assert [a.seq for a in acks] == list(range(1, n + 1))
+    with sqlite3.connect(gateway.data_dir / "observations.db") as db:
+        rows = set(db.execute("SELECT edge_id, seq FROM batches"))
+    assert rows == {(e, s) for e in ("edge-a", "edge-b") for s in range(1, n + 1)}
+    status = asyncio.run(gateway.status())
+    by_id = {edge["peer_id"]: edge for edge in status["edges"]}
+    assert by_id["edge-a"]["batches"] == by_id["edge-b"]["batches"] == n
+    assert by_id["edge-a"]["observations"] == by_id["edge-b"]["observations"] == 10 * n

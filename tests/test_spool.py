@@ -173,6 +173,229 @@ def test_uses_wal(path: Path) -> None:
         assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+# ------------------------------------------------- what the survivors of mutation asked for
+
+
+def test_limits_hold_at_their_boundaries(path: Path) -> None:
+    with Spool(path, max_bytes=100, overflow="drop_oldest") as spool:
+        assert spool.append(1, b"x" * 100) == ()  # exactly max_bytes: fits, alone
+        assert spool.append(2, b"y" * 40) == (1,)
+        assert spool.append(3, b"z" * 60) == ()  # exactly fills it: nothing dropped
+        assert spool.bytes == 100
+        assert spool.append(4, b"w" * 40) == (2,)  # 40 over: dropping exactly 40 is enough
+        assert [s for s, _ in spool.pending()] == [3, 4]
+    assert Spool(path.with_name("one.sqlite"), max_bytes=1).max_bytes == 1
+    for bad in ({"max_bytes": 0}, {"ack_flush_every": 0}):
+        with pytest.raises(ValueError, match=r"^max_bytes and ack_flush_every must be >= 1$"):
+            Spool(path, **bad)  # type: ignore[arg-type]
+
+
+def test_acks_are_deleted_every_64_by_default(path: Path) -> None:
+    with Spool(path) as spool:
+        assert spool.ack_flush_every == 64
+        for seq in range(1, 70):
+            spool.append(seq, b"p")
+        assert spool.ack_through(63) == 63
+        with Spool(path) as other:
+            assert len(other) == 69  # 63 ACKs kept in memory only
+        assert spool.ack(64)  # the 64th: all 64 rows go in one transaction
+        with Spool(path) as other:
+            assert [s for s, _ in other.pending()] == [65, 66, 67, 68, 69]
+
+
+def test_one_byte_over_drops_and_one_drop_forgets_the_acks_below_it(path: Path) -> None:
+    with Spool(path, max_bytes=100, overflow="drop_oldest", ack_flush_every=100) as spool:
+        spool.append(1, b"x" * 60)
+        spool.append(2, b"x" * 40)
+        assert spool.ack(2)  # unflushed: its row is still there
+        spool.append(3, b"y" * 40)
+        assert spool.append(4, b"z" * 1) == (1,)  # 1 byte over the bound: the oldest goes
+        assert spool.bytes == 41
+        spool.flush()
+    with Spool(path) as spool:
+        assert [s for s, _ in spool.pending()] == [3, 4]
+
+
+def test_ack_through_deletes_at_exactly_ack_flush_every(path: Path) -> None:
+    with Spool(path, ack_flush_every=4) as spool:
+        for seq in range(1, 7):
+            spool.append(seq, b"p")
+        assert spool.ack_through(4) == 4  # the 4th ACK: the rows go now
+        with Spool(path) as other:
+            assert [s for s, _ in other.pending()] == [5, 6]
+
+
+def test_drops_add_up_and_unflushed_acks_below_a_drop_are_forgotten(path: Path) -> None:
+    with Spool(path, max_bytes=50, overflow="drop_oldest", ack_flush_every=100) as spool:
+        for seq in range(1, 6):
+            spool.append(seq, b"x" * 10)
+        assert spool.ack(2)  # kept in memory, its row still there
+        assert spool.ack(5)
+        assert spool.append(6, b"y" * 40) == (1, 3)  # 2 is acked already: not counted
+        assert spool.append(7, b"y" * 30) == (4, 6)  # the ACK of 5 lies below: forgotten
+        assert (spool.dropped_batches, spool.dropped_bytes) == (4, 70)
+        assert spool.ack(7)
+        spool.flush()
+        db = sqlite3.connect(path)
+        try:
+            assert [r[0] for r in db.execute("SELECT seq FROM spool")] == []
+        finally:
+            db.close()
+        assert len(spool) == 0
+    with Spool(path) as spool:
+        assert (spool.dropped_batches, spool.dropped_bytes) == (4, 70)
+
+
+def test_drop_warnings_are_one_per_second_with_the_counts_since_the_last(
+    path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("edgeswarm.edge.spool.time.monotonic", lambda: now[0])
+    with (
+        Spool(path, max_bytes=30, overflow="drop_oldest") as spool,
+        caplog.at_level(logging.WARNING, logger="edgeswarm.edge"),
+    ):
+        for seq in range(1, 4):
+            spool.append(seq, b"x" * 10)
+        spool.append(4, b"x" * 10)  # drops 1: the first drop is logged at once
+        now[0] += 0.5
+        spool.append(5, b"x" * 10)  # drops 2: within the second, counted, not logged
+        now[0] += 0.5
+        spool.append(6, b"x" * 10)  # drops 3: a second after the last line: logged
+        now[0] += 0.2
+        spool.append(7, b"x" * 10)  # drops 4: not logged
+    lines = [r.__dict__ for r in caplog.records if r.getMessage().startswith("spool full")]
+    assert [(r["seq"], r["dropped_batches"], r["dropped_bytes"]) for r in lines] == [
+        (4, 1, 10),
+        (6, 2, 20),  # the drops since the last line: seq 2 and seq 3
+    ]
+    last = lines[-1]
+    assert (last["dropped_first_seq"], last["dropped_last_seq"]) == (3, 3)
+    assert (last["spool_bytes"], last["max_bytes"], last["dropped_batches_total"]) == (30, 30, 3)
+    assert last["spool"] == str(path)
+    assert lines[0]["event"] == "spool_drop"
+
+
+def test_a_failed_append_leaves_the_spool_as_it_was(path: Path) -> None:
+    with Spool(path, max_bytes=30, overflow="drop_oldest") as spool:
+        for seq in range(1, 4):
+            spool.append(seq, b"x" * 10)
+        db = sqlite3.connect(path)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON spool WHEN NEW.seq = 4"
+            " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+        )
+        db.commit()
+        db.close()
+        with pytest.raises(SpoolError) as info:  # the SQLite error, naming the spool
+            spool.append(4, b"y" * 10)  # would have dropped seq 1 first
+        assert str(info.value) == f"{path}: disk trouble"
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+        assert (len(spool), spool.bytes, spool.next_seq(), spool.dropped_batches) == (3, 30, 4, 0)
+        assert [s for s, _ in spool.pending()] == [1, 2, 3]
+        assert spool.append(5, b"z" * 10) == (1,)  # the spool goes on
+    with Spool(path) as spool:
+        assert [s for s, _ in spool.pending()] == [2, 3, 5]
+        assert (spool.next_seq(), spool.dropped_batches) == (6, 1)
+
+
+def test_a_failed_flush_keeps_the_acks_for_the_next_one(path: Path) -> None:
+    with Spool(path, ack_flush_every=100) as spool:
+        for seq in range(1, 4):
+            spool.append(seq, b"p")
+        spool.ack(1)
+        spool.ack(2)
+        db = sqlite3.connect(path)
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE DELETE ON spool WHEN OLD.seq = 2"
+            " BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+        )
+        db.commit()
+        with pytest.raises(SpoolError) as info:
+            spool.flush()
+        assert str(info.value) == f"{path}: disk trouble"
+        assert isinstance(info.value.__cause__, sqlite3.IntegrityError)
+        assert [r[0] for r in db.execute("SELECT seq FROM spool")] == [1, 2, 3]  # rolled back
+        db.execute("DROP TRIGGER refuse")
+        db.commit()
+        spool.flush()  # the same ACKs, now deleted
+        assert [r[0] for r in db.execute("SELECT seq FROM spool")] == [3]
+        db.close()
+
+
+def test_close_twice_is_harmless(path: Path) -> None:
+    spool = Spool(path)
+    spool.append(1, b"a")
+    spool.ack(1)
+    spool.close()
+    spool.close()
+    with Spool(path) as again:
+        assert len(again) == 0
+
+
+def test_refusals_name_the_spool_and_what_is_wrong(path: Path) -> None:
+    full = SpoolFull(needed=5, held=90, max_bytes=94)
+    assert str(full) == "spool full: 90 of 94 bytes held, 5 more needed"
+    db = sqlite3.connect(path)  # the right tables, a version this code does not know
+    db.execute("CREATE TABLE spool (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("PRAGMA user_version=7")
+    db.commit()
+    db.close()
+    with pytest.raises(SpoolCorruptError) as info:
+        Spool(path)
+    assert info.value.path == path
+    assert str(info.value) == (f"{path}: foreign schema (user_version=7, tables=['meta', 'spool'])")
+    path.unlink()
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(SpoolCorruptError) as info:
+        Spool(path)
+    assert info.value.path == path
+    assert str(info.value) == f"{path}: not a usable database (file is not a database)"
+    path.unlink()
+    with Spool(path) as spool:
+        spool.append(1, b"a")
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key = 'next_seq'")
+    db.commit()
+    db.close()
+    with pytest.raises(SpoolCorruptError) as info:
+        Spool(path)
+    assert info.value.path == path
+    assert str(info.value) == f"{path}: unreadable spool (KeyError('next_seq'))"
+    missing_dir = path.parent / "no" / "such" / "dir" / "spool.sqlite"
+    with pytest.raises(SpoolError) as refused:
+        Spool(missing_dir)
+    assert type(refused.value) is SpoolError  # not "corrupt": the directory is merely missing
+    assert str(refused.value) == (
+        f"{missing_dir}: cannot open spool (cannot create {missing_dir}: No such file or directory)"
+    )
+
+
+def test_quarantine_moves_the_wal_files_too_and_never_overwrites(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("edgeswarm.edge.spool.time.time", lambda: 1_700_000_000.5)
+    moved = []
+    for n in range(3):  # three corrupt spools in the same second: three names
+        path.write_bytes(b"junk %d" % n)
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).write_bytes(b"%s %d" % (suffix.encode(), n))
+        moved.append(Spool.quarantine_file(path))
+    assert [p.name for p in moved] == [
+        "spool.sqlite.corrupt-1700000000",
+        "spool.sqlite.corrupt-1700000000-1",
+        "spool.sqlite.corrupt-1700000000-2",
+    ]
+    for n, dest in enumerate(moved):
+        assert dest.read_bytes() == b"junk %d" % n
+        assert dest.with_name(dest.name + "-wal").read_bytes() == b"-wal %d" % n
+        assert dest.with_name(dest.name + "-shm").read_bytes() == b"-shm %d" % n
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        name + suffix for name in (p.name for p in moved) for suffix in ("", "-wal", "-shm")
+    )
+
+
 # --------------------------------------------------------------------------- model test
 
 _ops = st.lists(

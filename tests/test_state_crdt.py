@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import Doc, Map
 
 from edgeswarm.state import (
     InvalidKey,
@@ -14,6 +15,7 @@ from edgeswarm.state import (
     SwarmDocument,
     UpdateBatcher,
     client_id_for,
+    schema,
 )
 
 WRITERS = ["edge-0", "edge-1", "edge-2", "gw-0"]
@@ -41,6 +43,50 @@ def test_counter_add_and_value() -> None:
     assert doc.snapshot()["counters"] == {"g/hits": 3}
 
 
+def test_a_document_writes_as_its_writer_and_incarnation() -> None:
+    doc = SwarmDocument("edge-7")
+    assert (doc.writer_id, doc.client_id) == ("edge-7", client_id_for("edge-7"))
+    later = SwarmDocument("edge-7", incarnation=3)
+    assert later.client_id == client_id_for("edge-7", 3) != doc.client_id
+    assert SwarmDocument("edge-7", incarnation=3, client_id=1234).client_id == 1234
+    assert SwarmDocument("edge-7", client_id=1234).doc.client_id == 1234
+
+
+def test_refusals_say_what_was_wrong() -> None:
+    doc = SwarmDocument("edge-0")
+    with pytest.raises(InvalidKey, match=r"^counter delta must be an int, got 1\.5$"):
+        doc.counter_add("g/c", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidKey, match=r"^flag value must be a bool, got 1$"):
+        doc.flag_set("g/f", 1)  # type: ignore[arg-type]
+    with pytest.raises(MalformedUpdate, match=r"^update must be bytes, got str$"):
+        doc.apply_update("text")  # type: ignore[arg-type]
+    garbage = b"\xff" * 8
+    with pytest.raises(MalformedUpdate) as info:
+        doc.apply_update(garbage)
+    with pytest.raises(ValueError, match=r".") as yrs:
+        Doc().apply_update(garbage)
+    assert str(info.value) == str(yrs.value)  # Yrs' own words, passed on
+
+
+def test_entries_of_the_wrong_type_from_a_peer_are_ignored() -> None:
+    """A peer can write any value under any entry of a root map (they are plain maps):
+    a non-number in our own counter entry counts as 0, a non-bool flag as unset."""
+    ours = SwarmDocument("edge-0")
+    ours.counter_add("g/c", 5)
+    hostile = SwarmDocument("edge-9")
+    hostile.apply_update(ours.encode_update())
+    own_entry = schema.positive_entry(schema.writer_name(ours.client_id))
+    hostile.doc.get(schema.counter_root("g/c"), type=Map)[own_entry] = "junk"
+    hostile.doc.get(schema.FLAGS_ROOT, type=Map)["g/f"] = 1
+    ours.apply_update(hostile.encode_update(ours.state_vector()))
+    assert ours.counter_value("g/c") == 0  # the junk entry is ignored
+    assert ours.flag_get("g/f") is None
+    ours.counter_add("g/c", 2)  # from 0: the junk is overwritten, not added to
+    assert ours.counter_value("g/c") == 2
+    assert ours.snapshot()["counters"] == {"g/c": 2}
+    assert ours.snapshot()["flags"] == {}
+
+
 def test_concurrent_counter_adds_all_count() -> None:
     a, b = SwarmDocument("edge-a"), SwarmDocument("edge-b")
     a.counter_add("g/c", 3)
@@ -65,6 +111,28 @@ def test_batch_coalesces_counter_adds() -> None:
     assert other.counter_value("g/ticks") == 1000
 
 
+def test_counter_value_inside_a_batch_counts_pending_adds_of_both_signs() -> None:
+    doc = SwarmDocument("edge-0")
+    doc.counter_add("g/c", 10)  # written before the batch
+    other = SwarmDocument("edge-1")
+    other.counter_add("g/c", -4)
+    doc.apply_update(other.encode_update())
+    with doc.batch():
+        doc.counter_add("g/c", 5)
+        assert doc.counter_value("g/c") == 11
+        doc.counter_add("g/c", -7)
+        doc.counter_add("g/c", -1)
+        assert doc.counter_value("g/c") == 3  # 10 - 4 + 5 - 7 - 1
+        with doc.batch():  # nested: still pending until the outermost batch ends
+            doc.counter_add("g/c", -3)
+            assert doc.counter_value("g/c") == 0
+        assert doc.counter_value("g/other") == 0  # pending adds of g/c only count for g/c
+    assert doc.counter_value("g/c") == 0
+    fresh = SwarmDocument("gw")
+    fresh.apply_update(doc.encode_update())
+    assert fresh.counter_value("g/c") == 0
+
+
 def test_set_add_remove_and_readd() -> None:
     doc = SwarmDocument("edge-0")
     doc.set_add("g/seen", "r1")
@@ -76,6 +144,41 @@ def test_set_add_remove_and_readd() -> None:
     assert doc.set_items("g/seen") == {"r1", "r2"}
     doc.set_remove("g/seen", "missing")
     assert doc.snapshot()["sets"] == {"g/seen": ["r1", "r2"]}
+
+
+def test_adding_a_member_one_added_already_says_nothing() -> None:
+    doc = SwarmDocument("edge-0")
+    batcher = UpdateBatcher(doc)
+    doc.set_add("g/s", "x")
+    assert batcher.flush() is not None
+    doc.set_add("g/s", "x")  # our own add of it is live: no write, no update
+    assert batcher.flush() is None
+    doc.set_remove("g/s", "x")
+    doc.set_add("g/s", "x")  # removed since: a new add
+    assert batcher.flush() is not None
+    assert doc.set_items("g/s") == {"x"}
+
+
+def test_a_remove_made_here_reaches_a_fresh_replica() -> None:
+    doc = SwarmDocument("edge-0")
+    doc.set_add("g/s", "x")
+    doc.set_add("g/s", "y")
+    doc.set_remove("g/s", "x")  # straight after the add, from what this document holds
+    replica = SwarmDocument("gw")
+    replica.apply_update(doc.encode_update())
+    assert replica.set_items("g/s") == doc.set_items("g/s") == {"y"}
+
+
+def test_adding_an_item_someone_else_added_is_an_add_of_ones_own() -> None:
+    a, b = SwarmDocument("edge-a"), SwarmDocument("edge-b")
+    a.set_add("g/s", "x")
+    exchange(a, b)
+    b.set_add("g/s", "x")  # already a member (a's add): b's own add still counts
+    c = SwarmDocument("edge-c")
+    c.apply_update(a.encode_update())  # c saw a's add only
+    c.set_remove("g/s", "x")  # ...so its remove cannot hide b's add
+    exchange(a, b, c)
+    assert a.set_items("g/s") == b.set_items("g/s") == c.set_items("g/s") == {"x"}
 
 
 def test_concurrent_add_wins_over_remove_that_did_not_see_it() -> None:
@@ -193,14 +296,34 @@ def test_non_bytes_update_refused() -> None:
         SwarmDocument("gw").apply_update("text")  # type: ignore[arg-type]
 
 
+def _refused(doc: SwarmDocument, update: bytes) -> bool:
+    """Whether ``doc`` refused ``update`` with MalformedUpdate (any other error propagates)."""
+    try:
+        doc.apply_update(update)
+    except MalformedUpdate:
+        return True
+    return False
+
+
+def _yrs_refuses(update: bytes) -> bool:
+    """The oracle: whether a bare pycrdt document refuses ``update``."""
+    try:
+        Doc().apply_update(update)
+    except ValueError:
+        return True
+    return False
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=64))
 def test_garbage_never_half_applies(garbage: bytes) -> None:
     doc = _populated()
-    before = doc.snapshot()
-    try:
-        doc.apply_update(garbage)
-    except MalformedUpdate:
+    before_state, before = doc.state_vector(), doc.snapshot()
+    refused = _refused(doc, garbage)
+    # Refused exactly when Yrs itself cannot decode the bytes: nothing is let through.
+    assert refused == _yrs_refuses(garbage)
+    if refused:
+        assert doc.state_vector() == before_state
         assert doc.snapshot() == before
 
 
@@ -214,9 +337,9 @@ def test_bit_flips_refused_or_harmless(data: st.DataObject) -> None:
     index = data.draw(st.integers(0, len(good) - 1))
     good[index] ^= data.draw(st.integers(1, 255))
     before_state, before = doc.state_vector(), doc.snapshot()
-    try:
-        doc.apply_update(bytes(good))
-    except MalformedUpdate:
+    refused = _refused(doc, bytes(good))
+    assert refused == _yrs_refuses(bytes(good))
+    if refused:
         assert doc.state_vector() == before_state
         assert doc.snapshot() == before
     doc.snapshot()  # reading never fails

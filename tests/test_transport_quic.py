@@ -13,9 +13,12 @@ import pytest
 from edgeswarm.transport import quic
 from edgeswarm.transport.tls import CertificatePaths, create_certificates
 
-pytest.importorskip("qh3")
-
 STACKS = pytest.mark.parametrize("stack", ["aioquic", "qh3"])
+CONNECT_TIMEOUT_S = 3.0
+REFUSED_WITHIN_S = 1.0
+"""A refusal (ICMP port unreachable, a bad certificate) ends a connect within this;
+a connect that missed it would wait for the whole ``CONNECT_TIMEOUT_S``."""
+INTEROP_HANDSHAKES = 8
 
 
 class Recorder:
@@ -56,13 +59,14 @@ class Recorder:
 
 
 class OldHandler:
-    """A handler written before datagrams existed."""
+    """A handler written before datagrams existed (it echoes its stream)."""
 
     def connection_made(self, link: quic.SessionLink) -> None:
         self.link = link
 
     def data_received(self, data: bytes, *, end_stream: bool) -> None:
-        pass
+        if data:
+            self.link.send(data)
 
     def connection_lost(self, reason: str) -> None:
         pass
@@ -173,12 +177,15 @@ async def test_old_handler_ignores_datagrams(certs: CertificatePaths, stack: str
         async with quic.connect(
             "127.0.0.1", listener.port, ca_file=certs.ca, handler=client, stack=stack
         ) as link:
-            link.send(b"hello")
+            # each echo comes back after the datagram sent before it reached the handler
             assert link.send_datagram(b"nobody listens")
-            await asyncio.sleep(0.1)
+            link.send(b"ping-1")
+            await client.wait(lambda: bytes(client.data) == b"ping-1")
             assert link.send_datagram(b"still nobody")
-            await asyncio.sleep(0.1)
+            link.send(b"ping-2")
+            await client.wait(lambda: bytes(client.data) == b"ping-1ping-2")
             assert client.lost is None
+            assert client.datagrams == []  # the old handler echoes no datagram
     finally:
         listener.close()
 
@@ -222,10 +229,11 @@ async def test_connect_to_dead_port_fails_fast(certs: CertificatePaths, stack: s
             ca_file=certs.ca,
             handler=Recorder(),
             stack=stack,
-            connect_timeout=3.0,
+            connect_timeout=CONNECT_TIMEOUT_S,
         ):
             pass
-    assert time.monotonic() - start < 3.5
+    # The ICMP port-unreachable ends the attempt: far sooner than the connect timeout.
+    assert time.monotonic() - start < REFUSED_WITHIN_S
 
 
 @STACKS
@@ -260,12 +268,13 @@ async def test_wrong_ca_is_refused(certs: CertificatePaths, stack: str, tmp_path
                 ca_file=other.ca,
                 handler=Recorder(),
                 stack=stack,
-                connect_timeout=3.0,
+                connect_timeout=CONNECT_TIMEOUT_S,
             ):
                 pass
     finally:
         listener.close()
-    assert time.monotonic() - start < 3.5
+    # The client refuses the certificate at once: far sooner than the connect timeout.
+    assert time.monotonic() - start < REFUSED_WITHIN_S
 
 
 @STACKS
@@ -361,9 +370,10 @@ async def test_large_datagrams_opt_in_on_qh3(certs: CertificatePaths) -> None:
             "qh3",
             "aioquic",
             marks=pytest.mark.xfail(
-                strict=False,
+                strict=True,
                 reason="qh3 2.1.0 server loses its first flight to aioquic 1.7.2 clients "
-                "('packet builder capacity exhausted'); remove when a qh3 release fixes it",
+                "('packet builder capacity exhausted') in most handshakes; remove when a "
+                "qh3 release fixes it",
             ),
         ),
     ],
@@ -371,20 +381,23 @@ async def test_large_datagrams_opt_in_on_qh3(certs: CertificatePaths) -> None:
 async def test_stacks_interoperate(
     certs: CertificatePaths, server_stack: str, client_stack: str
 ) -> None:
+    # Several handshakes: the known bug hits most but not all of them (about 4 in 5
+    # measured), so one lucky handshake must not pass for a fix (strict xfail).
     served: list[Recorder] = []
     listener = await _serve(certs, server_stack, served)
-    client = Recorder()
     try:
-        async with quic.connect(
-            "127.0.0.1",
-            listener.port,
-            ca_file=certs.ca,
-            handler=client,
-            stack=client_stack,
-            connect_timeout=2.0,
-        ) as link:
-            link.send(b"both ways" * 1000)
-            await client.wait(lambda: len(client.data) >= 9000)
+        for _ in range(INTEROP_HANDSHAKES):
+            client = Recorder()
+            async with quic.connect(
+                "127.0.0.1",
+                listener.port,
+                ca_file=certs.ca,
+                handler=client,
+                stack=client_stack,
+                connect_timeout=2.0,
+            ) as link:
+                link.send(b"both ways" * 1000)
+                await client.wait(lambda c=client: len(c.data) >= 9000)
     finally:
         listener.close()
 

@@ -123,7 +123,7 @@ def payload(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def arr_map(dtype: str, shape: list[int], data: object) -> dict[str, Any]:
+def arr_map(dtype: object, shape: list[Any], data: object) -> dict[str, Any]:
     return {"dtype": dtype, "shape": shape, "data": data}
 
 
@@ -741,3 +741,233 @@ def test_preauth_limits_refuse_big_containers_before_any_large_allocation() -> N
         decode_payload(payload)  # legal once authenticated (unknown keys are ignored)
         with pytest.raises(MalformedFrame):
             decode_payload(payload, preauth=True)
+
+
+# --- what the survivors of mutation testing asked for ------------------------------------
+# The texts below reach the peer in ERROR frames (decoding) or the programmer (encoding).
+
+HELLO_MAP = {
+    "t": int(FrameType.HELLO),
+    "version": 2,
+    "role": "edge",
+    "peer_id": "p",
+    "public_key": PK,
+}
+STATUS_MAP = {"t": int(FrameType.STATUS), "gateway_id": "g", "uptime_s": 1.0}
+EDGE_MAP = {
+    "peer_id": "e", "connected": True, "agents": 1, "batches": 1, "observations": 1,
+    "bytes": 1, "last_seq": 1, "errors": 0,
+}  # fmt: skip
+ACTIONS_MAP = msgpack.unpackb(encode_payload(make_actions(n=3, k=2)))
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "message"),
+    [
+        ({"t": int(FrameType.ACK), "accepted": 1}, MalformedFrame, "missing field 'seq'"),
+        ({"t": int(FrameType.ACK), "seq": -1, "accepted": 1}, MalformedFrame,
+         "field 'seq' must be an integer in 0..2**64-1, got -1"),
+        ({**HELLO_MAP, "peer_id": 5}, MalformedFrame,
+         "field 'peer_id' must be a string of 1..128 characters"),
+        ({**HELLO_MAP, "role": "root"}, MalformedFrame,
+         "field 'role' must be one of edge, admin, inference, gateway, got 'root'"),
+        ({**HELLO_MAP, "features": "state"}, MalformedFrame,
+         "field 'features' must be an array of at most 32"),
+        ({**HELLO_MAP, "features": ["f"] * 33}, MalformedFrame,
+         "field 'features' must be an array of at most 32"),
+        ({**HELLO_MAP, "features": [""]}, MalformedFrame,
+         "every entry of 'features' must be a string of 1..64 characters"),
+        ({**HELLO_MAP, "features": ["f" * 65]}, MalformedFrame,
+         "every entry of 'features' must be a string of 1..64 characters"),
+        ({**HELLO_MAP, "features": [7]}, MalformedFrame,
+         "every entry of 'features' must be a string of 1..64 characters"),
+        ({"t": int(FrameType.CHALLENGE), "nonce": b"n", "gateway_id": "g"}, MalformedFrame,
+         "field 'nonce' must be 32 bytes of bin"),
+        ({"t": int(FrameType.STATE_SYNC), "state_vector": b""}, MalformedFrame,
+         "field 'state_vector' must be 1..1048576 bytes of bin"),
+        ({"t": int(FrameType.STATE_SYNC), "state_vector": "sv"}, MalformedFrame,
+         "field 'state_vector' must be 1..1048576 bytes of bin"),
+        ({"t": int(FrameType.STATE_SYNC), "state_vector": bytes((1 << 20) + 1)}, MalformedFrame,
+         "field 'state_vector' must be 1..1048576 bytes of bin"),
+        ({**STATUS_MAP, "edges": {}}, MalformedFrame, "field 'edges' must be an array"),
+        ({**STATUS_MAP, "edges": [1]}, MalformedFrame, "every entry of 'edges' must be a map"),
+        ({**STATUS_MAP, "edges": [{**EDGE_MAP, "connected": 1}]}, MalformedFrame,
+         "field 'connected' must be a boolean"),
+        ({**STATUS_MAP, "uptime_s": "1"}, MalformedFrame, "field 'uptime_s' must be a number"),
+        ({**ACTIONS_MAP, "actions": arr_map("<f4", [2, 2], bytes(16))}, InvalidArray,
+         "actions has 2 rows, agent_ids has 3"),
+        ({**ACTIONS_MAP, "actions": arr_map("<f4", [3, 0], b"")}, InvalidArray,
+         "actions has 0 columns, must be 1..1024"),
+        (batch_map(rewards=arr_map("<f4", [2], bytes(8))), InvalidArray,
+         "rewards has 2 rows, agent_ids has 3"),
+        (batch_map(observations=arr_map("<f4", [3, 1025], bytes(12300))), InvalidArray,
+         "observations has 1025 columns, must be 1..1024"),
+        (batch_map(agent_ids=[1]), InvalidArray, "array is not a map"),
+        (batch_map(agent_ids=arr_map("<f2", [3], bytes(6))), InvalidArray,
+         "unsupported array dtype '<f2'"),
+        (batch_map(agent_ids=arr_map(7, [3], bytes(12))), InvalidArray,
+         "unsupported array dtype 7"),
+        (batch_map(agent_ids=arr_map("<u8", [3], bytes(24))), InvalidArray,
+         "array dtype '<u8', expected '<u4'"),
+        (batch_map(agent_ids=arr_map("<u4", [3, 1], bytes(12))), InvalidArray,
+         "array shape must be a list of 1 integers"),
+        (batch_map(agent_ids=arr_map("<u4", [2**31], b"")), InvalidArray,
+         "bad array dimension 2147483648"),
+        (batch_map(agent_ids=arr_map("<u4", [1.0], bytes(4))), InvalidArray,
+         "bad array dimension 1.0"),
+        (batch_map(agent_ids=arr_map("<u4", [3], "abc")), InvalidArray, "array data is not bin"),
+        (batch_map(agent_ids=arr_map("<u4", [3], bytes(11))), InvalidArray,
+         "array of shape [3] needs 12 bytes, got 11"),
+    ],
+)  # fmt: skip
+def test_what_is_wrong_with_a_frame_is_said_exactly(
+    fields: dict[str, Any], error: type[RemoteProtocolError], message: str
+) -> None:
+    for batch_arrays in (True, False):
+        with pytest.raises(error) as info:
+            decode_payload(payload(fields), batch_arrays=batch_arrays)
+        assert str(info.value) == message
+
+
+def test_limits_are_inclusive() -> None:
+    features = tuple(f"f{n:02d}" for n in range(32))
+    hello = decode_payload(payload({**HELLO_MAP, "features": list(features)}))
+    assert isinstance(hello, Hello)
+    assert hello.features == features  # 32 entries: the most allowed
+    names = ("f", "f" * 64)
+    hello = decode_payload(payload({**HELLO_MAP, "features": list(names)}))
+    assert isinstance(hello, Hello)
+    assert hello.features == names  # 1 and 64 characters
+    sync = decode_payload(payload({"t": int(FrameType.STATE_SYNC), "state_vector": bytes(1 << 20)}))
+    assert sync == StateSyncRequest(state_vector=bytes(1 << 20))
+    encode_payload(StateSyncRequest(state_vector=bytes(1 << 20)))  # the most, both ways
+    empty = decode_array(arr_map("<u4", [0, 2**31 - 1], b""), dtype="<u4", ndim=2)
+    assert empty.shape == (0, 2**31 - 1)
+    with pytest.raises(BatchTooLarge, match=r"^5 agents in one batch, at most 4 allowed$"):
+        decode_payload(encode_payload(make_batch(n=5)), max_batch_agents=4)
+    decode_payload(encode_payload(make_batch(n=4)), max_batch_agents=4)
+
+
+def test_optional_fields_default_to_nothing() -> None:
+    welcome = decode_payload(
+        payload({"t": int(FrameType.WELCOME), "version": 2, "session_id": "s", "gateway_id": "g",
+                 "max_frame_bytes": 9, "max_batch_agents": 9})
+    )  # fmt: skip
+    assert isinstance(welcome, Welcome)
+    assert (welcome.credit, welcome.resume_seq, welcome.features) == (0, 0, ())
+    status = decode_payload(payload(STATUS_MAP))
+    assert status == Status(gateway_id="g", uptime_s=1.0, edges=())
+
+
+def test_encoding_refuses_what_cannot_travel_and_says_why() -> None:
+    bad_rows = Actions(
+        tick=1, agent_ids=np.arange(3, dtype=np.uint32), actions=np.ones((2, 2), np.float32)
+    )
+    cases: list[tuple[Any, str]] = [
+        (bad_rows, "actions has 2 rows, agent_ids has 3"),
+        (
+            ObservationBatch(
+                seq=1, tick=1, agent_ids=np.arange(3, dtype=np.uint32),
+                observations=np.ones((3, 2), np.float32), rewards=np.ones(2, np.float32),
+            ),
+            "rewards has 2 rows, agent_ids has 3",
+        ),
+        (
+            Actions(tick=1, agent_ids=np.arange(3, dtype=np.uint32),
+                    actions=np.ones((3, 2), np.complex64)),
+            "actions must be <f4, is <c8",
+        ),
+        (
+            Actions(tick=1, agent_ids=np.arange(6, dtype=np.uint32).reshape(3, 2),
+                    actions=np.ones((3, 2), np.float32)),
+            "agent_ids must have 1 dimensions, has 2",
+        ),
+        (StateSyncRequest(state_vector=b""), "state_vector must be 1..1048576 bytes"),
+        (StateSyncRequest(state_vector=bytes((1 << 20) + 1)),
+         "state_vector must be 1..1048576 bytes"),
+        (StateUpdate(update=b""), "update must not be empty"),
+        (Ack(seq=2**64, accepted=1), "cannot encode ACK: "),
+    ]  # fmt: skip
+    for frame, message in cases:
+        with pytest.raises(LocalProtocolError) as info:
+            encode_payload(frame)
+        assert str(info.value).startswith(message), (frame, str(info.value))
+    with pytest.raises(LocalProtocolError, match=r"^dtype '<c8' cannot travel as an array$"):
+        encode_array(np.ones(2, np.complex64))
+    with pytest.raises(LocalProtocolError, match=r"^not a frame: 'text'$"):
+        encode_payload("text")  # type: ignore[arg-type]
+
+
+def test_prefix_limits_and_strided_arrays() -> None:
+    from edgeswarm.wire.framing import MAX_PREFIX_VALUE, encode_prefix
+
+    assert encode_prefix(0) == bytes(4)
+    assert encode_prefix(MAX_PREFIX_VALUE) == b"\xff" * 4
+    for length in (-1, MAX_PREFIX_VALUE + 1):
+        with pytest.raises(LocalProtocolError, match=rf"^payload of {length} bytes cannot be"):
+            encode_prefix(length)
+    strided = np.arange(10, dtype="<u4")[::2]  # the right dtype, not contiguous
+    wire = encode_array(strided)
+    np.testing.assert_array_equal(
+        decode_array({**wire, "data": bytes(wire["data"])}, dtype="<u4", ndim=1), strided
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "message"),
+    [
+        (payload([1, 2]), MalformedFrame, "payload is a list, not a map"),
+        (b"\xc1", MalformedFrame, "payload is not valid msgpack: FormatError"),
+        (payload({1: 2}), MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({"t": "4"}), MalformedFrame, "missing or non-integer frame type 't'"),
+        (payload({"t": 99}), UnknownFrameType, "unknown frame type 99"),
+        # the unpacker's limits refuse before any field is looked at
+        (payload({"t": int(FrameType.ERROR), "code": 1, "message": "m" * ((1 << 20) + 1)}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({**HELLO_MAP, "features": [1] * 65537}), MalformedFrame,
+         "payload is not valid msgpack: ValueError"),
+        (payload({"t": int(FrameType.ACK), "seq": 1, "accepted": 1,
+                  **{f"k{i}": 0 for i in range(300)}}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+        (payload({"t": int(FrameType.ACK), "seq": msgpack.ExtType(1, b"x"), "accepted": 1}),
+         MalformedFrame, "payload is not valid msgpack: ValueError"),
+    ],
+)  # fmt: skip
+def test_what_is_wrong_with_a_payload_is_said_exactly(
+    raw: bytes, error: type[RemoteProtocolError], message: str
+) -> None:
+    with pytest.raises(error) as info:
+        decode_payload(raw)
+    assert str(info.value) == message
+
+
+def test_encoding_a_batch_names_the_array_that_cannot_travel() -> None:
+    def batch(**arrays: Any) -> ObservationBatch:
+        fields = {
+            "agent_ids": np.arange(3, dtype=np.uint32),
+            "observations": np.ones((3, 2), np.float32),
+            "rewards": np.ones(3, np.float32),
+        }
+        return ObservationBatch(seq=1, tick=1, **{**fields, **arrays})
+
+    cases = [
+        (batch(agent_ids=np.zeros((3, 1), np.uint32)), "agent_ids must have 1 dimensions, has 2"),
+        (batch(observations=np.ones((3, 2), np.complex64)), "observations must be <f4, is <c8"),
+        (batch(rewards=np.ones((3, 1), np.float32)), "rewards must have 1 dimensions, has 2"),
+        (
+            batch(observations=np.ones((2, 2), np.float32)),
+            "observations has 2 rows, agent_ids has 3",
+        ),
+    ]
+    for frame, message in cases:
+        with pytest.raises(LocalProtocolError) as info:
+            encode_payload(frame)
+        assert str(info.value) == message
+
+
+def test_a_frame_reader_names_the_oversized_frame() -> None:
+    reader = FrameReader(max_frame_bytes=10)
+    reader.feed(struct.pack(">I", 11))
+    with pytest.raises(FrameTooLarge) as info:
+        reader.next_payload()
+    assert str(info.value) == "frame of 11 bytes announced, at most 10 allowed"

@@ -37,6 +37,7 @@ from edgeswarm.wire import (
     SessionClosed,
     SessionConfig,
     SessionState,
+    StateUpdate,
     Status,
     StatusReceived,
     StatusRequest,
@@ -49,6 +50,7 @@ from edgeswarm.wire import (
     encode_frame,
     encode_payload,
 )
+from edgeswarm.wire.codec import MAX_TEXT_CHARS
 from edgeswarm.wire.framing import FrameReader
 
 PK = bytes(range(32))
@@ -237,6 +239,7 @@ def test_server_closes_session_that_exceeds_credit() -> None:
     violation = next(e for e in got if isinstance(e, ProtocolViolation))
     assert violation.error.error_code is ErrorCode.NO_CREDIT
     assert violation.error.seq == 9
+    assert str(violation.error) == "batch beyond credit: 8 granted in this session"
     assert server.closed
 
 
@@ -584,3 +587,197 @@ def test_frames_split_across_calls_and_coalesced() -> None:
         server.receive_data(data[i : i + 7], 0.0)
     received = [e.batch for e in events(server) if isinstance(e, ObservationsReceived)]
     assert [b.seq if b is not None else None for b in received] == [1, 2, 3, 4, 5]
+
+
+# --- what the survivors of mutation testing asked for ------------------------------------
+
+
+def test_a_new_session_holds_nothing_yet() -> None:
+    client, server = pair()
+    for session in (client, server):
+        assert (session.peer_hello, session.welcome, session.local_hello) == (None, None, None)
+        assert session.sent_challenge is None
+        assert session.features == frozenset()
+        assert session.credit == 0
+
+
+def test_the_server_keeps_what_it_sent() -> None:
+    client, server = connected()
+    assert server.sent_challenge == CHALLENGE
+    assert server.welcome == WELCOME
+    assert client.local_hello is not None
+    assert client.local_hello.peer_id == "edge-1"
+
+
+def test_observation_events_carry_tick_and_size_with_and_without_arrays() -> None:
+    for arrays in (True, False):
+        client, server = connected(batch_arrays=arrays)
+        client.send(batch(seq=3))
+        wire = client.data_to_send()
+        server.receive_data(wire, 0.0)
+        [event] = events(server)
+        assert isinstance(event, ObservationsReceived)
+        assert (event.seq, event.tick, event.count) == (3, 30, 4)
+        assert event.size == len(wire) - 4 == len(event.payload)
+
+
+def test_an_ack_may_repeat_the_credit_and_each_ack_raises_the_floor() -> None:
+    client, server = connected()
+    server.send(Ack(seq=1, accepted=4, credit=8))  # the same credit as WELCOME: allowed
+    server.send(Ack(seq=2, accepted=4, credit=12))
+    with pytest.raises(LocalProtocolError, match=r"^credit may not decrease \(11 < 12\)$"):
+        server.send(Ack(seq=3, accepted=4, credit=11))
+    roundtrip(client, server)
+    assert client.credit == 12
+
+
+def test_data_at_the_hello_deadline_closes_the_session() -> None:
+    client, server = pair(hello_timeout_s=5.0)
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="late"))
+    server.receive_data(client.data_to_send(), 5.0)  # exactly at the deadline: too late
+    got = events(server)
+    assert got[-1] == SessionClosed(
+        code=ErrorCode.HELLO_TIMEOUT, reason="handshake not completed within 5 s", by_peer=False
+    )
+    assert not any(isinstance(e, HelloReceived) for e in got)
+    [error, bye] = frames_in(server.data_to_send())
+    assert isinstance(error, Error)
+    assert error.code == ErrorCode.HELLO_TIMEOUT
+    assert isinstance(bye, Bye)
+
+
+def test_long_texts_are_clipped_to_the_limit() -> None:
+    for length, clipped in ((MAX_TEXT_CHARS, False), (MAX_TEXT_CHARS + 1, True)):
+        client, server = pair()
+        client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+        roundtrip(client, server)
+        events(server)
+        reason = "r" * length
+        server.refuse(ErrorCode.UNKNOWN_PEER, reason)
+        [error, bye] = frames_in(server.data_to_send())
+        assert isinstance(error, Error)
+        assert isinstance(bye, Bye)
+        expected = reason[: MAX_TEXT_CHARS - 3] + "..." if clipped else reason
+        assert error.message == bye.reason == expected
+        assert len(error.message) == MAX_TEXT_CHARS
+
+
+def test_close_says_bye_with_an_empty_reason_by_default() -> None:
+    client, _server = connected()
+    client.close()
+    [bye] = frames_in(client.data_to_send())
+    assert bye == Bye(code=ErrorCode.NO_ERROR, reason="")
+
+
+def test_limits_hold_at_their_boundary() -> None:
+    client, server = connected()  # WELCOME: at most 1000 agents, 1 MiB frames
+    client.send(batch(seq=1, n=1000, k=1))  # exactly the agent limit: fine
+    with pytest.raises(LocalProtocolError, match=r"^at most 1000 agents per OBS_BATCH$"):
+        client.send(batch(seq=2, n=1001, k=1))
+    huge = batch(seq=2, n=300, k=1024)  # 300 agents x 1024 float32: > 1 MiB
+    with pytest.raises(LocalProtocolError, match=r"^OBS_BATCH of \d+ bytes exceeds 1048576$"):
+        client.send(huge)
+    # the server's WELCOME limits what it accepts, not what it sends
+    roundtrip(client, server)
+    events(server)
+    big = Actions(
+        tick=1,
+        agent_ids=np.arange(300, dtype=np.uint32),
+        actions=np.zeros((300, 1024), np.float32),
+    )
+    server.send(big)
+    assert len(server.data_to_send()) > 1 << 20
+
+
+def test_a_frame_of_exactly_the_frame_limit_goes() -> None:
+    actions = Actions(
+        tick=1, agent_ids=np.arange(3, dtype=np.uint32), actions=np.ones((3, 2), np.float32)
+    )
+    size = len(encode_payload(actions))
+    _, server = connected(max_frame_bytes=size)
+    server.send(actions)  # exactly the limit
+    _, server = connected(max_frame_bytes=size - 1)
+    with pytest.raises(LocalProtocolError, match=rf"^ACTIONS of {size} bytes exceeds {size - 1}$"):
+        server.send(actions)
+
+
+@pytest.mark.parametrize(
+    ("setup", "frame", "message", "seq"),
+    [
+        ("before-hello", batch(seq=5), "OBS_BATCH not allowed in state AWAIT_HELLO", 5),
+        ("admin", batch(seq=6), "OBS_BATCH is only for edge clients, not role admin", 6),
+        (
+            "edge",
+            StateUpdate(update=b"u"),
+            "STATE_UPDATE needs feature 'state', not negotiated",
+            None,
+        ),
+    ],
+)
+def test_errors_sent_to_a_peer_say_what_it_did(
+    setup: str, frame: Frame, message: str, seq: int | None
+) -> None:
+    if setup == "before-hello":
+        _, server = pair()
+    else:
+        _, server = connected(Role.ADMIN if setup == "admin" else Role.EDGE)
+    server.receive_data(encode_frame(frame), 0.0)
+    errors = [f for f in frames_in(server.data_to_send()) if isinstance(f, Error)]
+    assert errors[-1].message == message
+    assert errors[-1].seq == seq
+
+
+def test_an_unsupported_version_is_named() -> None:
+    _, server = pair()
+    hello = msgpack.unpackb(
+        encode_payload(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+    )
+    hello["version"] = 9
+    raw = msgpack.packb(hello, use_bin_type=True)
+    server.receive_data(struct.pack(">I", len(raw)) + raw, 0.0)
+    [error, _bye] = frames_in(server.data_to_send())
+    assert isinstance(error, Error)
+    assert error.message == "version 9 is not supported; this peer speaks 2"
+
+
+def test_local_misuse_is_named() -> None:
+    client, server = pair()
+    with pytest.raises(LocalProtocolError, match=r"^this implementation speaks version 2$"):
+        client.hello(Hello(version=3, public_key=PK, role=Role.EDGE, peer_id="e"))
+    with pytest.raises(LocalProtocolError, match=r"^use hello\(\), challenge\(\), authenticate"):
+        client.send(CHALLENGE)
+    with pytest.raises(LocalProtocolError, match=r"^refuse\(\) is not allowed in state AWAIT"):
+        server.refuse(ErrorCode.AUTH_FAILED, "no")
+    with pytest.raises(LocalProtocolError, match=r"^client may not send STATUS in state START$"):
+        client.send(Status(gateway_id="g", uptime_s=0.0, edges=()))
+    admin, _gateway = connected(Role.ADMIN)
+    with pytest.raises(LocalProtocolError, match=r"^only edge clients may send OBS_BATCH$"):
+        admin.send(batch())
+    with pytest.raises(LocalProtocolError, match=r"^STATE_UPDATE needs feature 'state', not"):
+        admin.send(StateUpdate(update=b"u"))
+    with pytest.raises(LocalProtocolError, match=r"^this implementation speaks version 2$"):
+        Session(SessionConfig(is_client=False), now=0.0).accept(
+            Welcome(version=3, session_id="s", gateway_id="g", max_frame_bytes=1,
+                    max_batch_agents=1)
+        )  # fmt: skip
+    admin.close()
+    with pytest.raises(LocalProtocolError, match=r"^the session is closed$"):
+        admin.send(Bye(code=0, reason=""))
+
+
+def test_welcome_may_not_grant_a_feature_the_client_did_not_ask_for() -> None:
+    client, server = pair()
+    client.hello(Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="e"))
+    roundtrip(client, server)
+    server.challenge(CHALLENGE)
+    roundtrip(client, server)
+    client.authenticate(AUTH)
+    roundtrip(client, server)
+    events(server)
+    with pytest.raises(
+        LocalProtocolError, match=r"^WELCOME may only name features the client's HELLO named$"
+    ):
+        server.accept(
+            Welcome(version=2, session_id="s", gateway_id="g", max_frame_bytes=1 << 20,
+                    max_batch_agents=10, features=("state",))
+        )  # fmt: skip

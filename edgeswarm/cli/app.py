@@ -28,6 +28,7 @@ from .options import (
     DEFAULT_ADMIN_KEY,
     LogLevel,
     MetricsPort,
+    admin_logging,
     choice,
     cli_port,
     default,
@@ -194,7 +195,8 @@ def edge(
     Batches are spooled on disk until the gateway acknowledges them; while the
     gateway is unreachable the edge keeps stepping and reconnects with backoff.
     Progress and a final summary are JSON lines on stdout; logs are JSON on stderr.
-    Exit status 1 when observations stayed unacknowledged (they stay spooled).
+    Exit status 1 when batches stayed unacknowledged (they stay spooled for the next
+    start), were dropped (--overflow drop_oldest) or were quarantined.
     """
     from edgeswarm.edge.runner import EdgeRunner, install_stop_signals
 
@@ -242,6 +244,7 @@ def edge(
 
     with exits_on_error(f"edge {edge_id}"):
         summary = asyncio.run(run())
+    # acked != sent would also count the batches a restart carried over from the spool
     left = ("in_flight", "dropped_batches", "quarantined_batches")
     if any(summary[name] for name in left):  # not all acknowledged: still spooled, or lost
         raise typer.Exit(1)
@@ -273,6 +276,7 @@ def status(
     from edgeswarm.client.admin import fetch_status
     from edgeswarm.identity.keys import KeyPair
 
+    admin_logging()
     address = gateway_address(
         gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
     )

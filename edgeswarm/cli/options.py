@@ -63,6 +63,14 @@ def quic_stack(value: str | None) -> str:
     return choice(value or default_stack(), STACKS, "--stack")
 
 
+def admin_logging() -> None:
+    """One-shot admin commands (``status``, ``state``) say what failed in one ``error:``
+    line; below ERROR the library's logs would only repeat it (before it, unformatted)."""
+    from edgeswarm.telemetry import configure_logging
+
+    configure_logging("ERROR", process="admin")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: message`` on stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)

@@ -15,7 +15,7 @@ from rich.table import Table
 from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
 
 from .address import DEFAULT_GATEWAY, gateway_address
-from .options import DEFAULT_ADMIN_KEY, exits_on_error, quic_stack
+from .options import DEFAULT_ADMIN_KEY, admin_logging, exits_on_error, quic_stack
 
 state_app = typer.Typer(
     name="state",
@@ -72,6 +72,7 @@ def _connection(
     """The keyword arguments of ``watch_state`` that say where and who."""
     from edgeswarm.identity.keys import KeyPair
 
+    admin_logging()
     address = gateway_address(
         gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
     )

@@ -99,6 +99,8 @@ class GatewayConnection:
         """Swarm-state writer ids this peer may write as (``state.ownership``)."""
         self.state_may_write = False
         """Whether this peer's role may change the swarm state."""
+        self._log_failed_once = False
+        """The log refused or failed a batch: the session is closing, append no more."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -130,6 +132,8 @@ class GatewayConnection:
                 ):
                     edge_id = self.edge_id
                     assert edge_id is not None  # the session admits OBS_BATCH from edges only
+                    if self._log_failed_once:  # later frames of the same read: the edge
+                        continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     try:
                         gateway.observation_log.append_then(
@@ -143,7 +147,8 @@ class GatewayConnection:
                         )
                     except LogRecordRejected as exc:
                         self._reject(seq, exc)
-                    except ObservationLogError as exc:
+                    except ObservationLogError as exc:  # overloaded or closed: nothing queued
+                        gateway.stats.log_refused(exc.reason)
                         self._log_failed(seq, exc)
                 case HelloReceived():
                     self._on_hello()
@@ -368,6 +373,7 @@ class GatewayConnection:
         self._process()
 
     def _log_failed(self, seq: int, error: BaseException) -> None:
+        self._log_failed_once = True
         logger.error(
             "durable log failed; closing session so the edge keeps its batches",
             extra={"edge_id": self.edge_id, "seq": seq, "error": str(error)},

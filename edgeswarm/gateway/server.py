@@ -201,3 +201,8 @@ class Gateway:
         self.state.close()
         self.peers.close()
         logger.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})
+
+    async def wait_closed(self) -> None:
+        """After :meth:`close`: wait until the peer-gateway links have ended (a link
+        cancelled mid-connect still closes its socket, within a second)."""
+        await asyncio.gather(*self._peer_tasks, return_exceptions=True)

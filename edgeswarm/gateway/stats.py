@@ -119,6 +119,13 @@ class GatewayMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.log_refused = Counter(
+            "edgeswarm_gateway_log_refused_batches",
+            "Batches the durable log refused at append (reason: overloaded, closed); "
+            "the session is closed, the edge keeps them and resends",
+            ["reason"],
+            registry=self.registry,
+        )
 
 
 class GatewayStats:
@@ -170,6 +177,10 @@ class GatewayStats:
     def seq_conflict(self, edge_id: str) -> None:
         self.edge(edge_id).errors += 1
         self.metrics.conflicts.inc()
+
+    def log_refused(self, reason: str) -> None:
+        """The log refused a batch at append (``overloaded``, ``closed``)."""
+        self.metrics.log_refused.labels(reason=reason).inc()
 
     def session_replaced(self) -> None:
         self.metrics.replaced.inc()

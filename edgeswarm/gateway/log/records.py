@@ -58,6 +58,9 @@ INTEGER_RANGE = range(-(2**63), 2**63)
 class ObservationLogError(EdgeswarmError):
     """Base of every error of the observation log."""
 
+    reason = "error"
+    """Label of ``edgeswarm_gateway_log_refused_batches_total`` when it refuses an append."""
+
 
 class LogOpenError(ObservationLogError):
     """The log file could not be opened."""
@@ -88,9 +91,13 @@ class LogWriteError(ObservationLogError):
 class LogOverloaded(ObservationLogError):  # noqa: N818 (it names a state, like LogClosed)
     """Queuing the record would exceed ``max_pending_bytes``; it was not queued."""
 
+    reason = "overloaded"
+
 
 class LogClosed(ObservationLogError):  # noqa: N818
     """The log is closed (or closing) and accepts no more records."""
+
+    reason = "closed"
 
 
 class LogRecordRejected(ObservationLogError):  # noqa: N818

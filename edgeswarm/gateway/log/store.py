@@ -418,6 +418,7 @@ class ObservationLog(Resource):
             if self._since_checkpoint >= self.checkpoint_commits:
                 self._since_checkpoint = 0
                 self._checkpointer.request()
+            self._checkpointer.committed()
         return outcomes
 
     # ------------------------------------------------------------------ state

@@ -1,0 +1,497 @@
+"""Mutation testing of the modules that carry edgeswarm's promises (``scripts/mutate``).
+
+Each module runs in a scratch directory of its own, ``var/mutate/MODULE/``: a
+copy of ``edgeswarm/`` and ``tests/`` and a ``pyproject.toml`` whose
+``[tool.mutmut]`` mutates that one file and selects its tests. mutmut (3.x)
+writes every mutant of the file into ``mutants/``, runs the selected tests once
+to learn which test reaches which function, then runs, for each mutant, the
+tests that reach its function; a mutant is *killed* when one of them fails (or
+times out) and *survives* when all pass. Results persist in the scratch
+directory: a second run of the same source only runs the mutants not yet
+checked, a changed function's mutants again.
+
+The report (also ``var/mutate/report.json``) gives, per module, the killed
+share ``killed / (killed + survived)`` and every survivor, with the diff that
+``mutmut show`` prints; ``docs/testing.md`` says which survivors are
+equivalent mutants and which asked for a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRATCH = ROOT / "var" / "mutate"
+
+MODULES: dict[str, list[str]] = {
+    "wire.codec": ["tests/test_wire_codec.py", "tests/test_wire_session.py"],
+    "wire.framing": ["tests/test_wire_codec.py"],
+    "wire.arrays": ["tests/test_wire_codec.py"],
+    "wire.unpack": ["tests/test_wire_codec.py", "tests/test_preauth.py"],
+    "wire.session": ["tests/test_wire_session.py", "tests/test_wire_state.py"],
+    "gateway.log.store": ["tests/test_observation_log.py"],
+    "gateway.log.holdings": ["tests/test_observation_log.py"],
+    "gateway.log.checkpoint": ["tests/test_observation_log.py"],
+    "gateway.log.index": ["tests/test_observation_log.py", "tests/test_damaged_storage.py"],
+    "gateway.log.recovery": ["tests/test_observation_log.py"],
+    "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py"],
+    "storage.sqlite": ["tests/test_storage.py", "tests/test_spool.py"],
+    "state.document": ["tests/test_state_crdt.py", "tests/test_state_sync.py"],
+    "edge.policy.sandbox": [
+        "tests/test_sandbox.py",
+        "tests/test_wasm_sandbox.py",
+        "tests/test_wasm_policy.py",
+    ],
+    "client.reconnect": ["tests/test_uplink.py"],
+}
+"""Module (under edgeswarm/) -> the test files that guard it."""
+
+_CACHE = "a cache bypassed or emptied: the value is read again from where it lives"
+_PAGES = "memory limits are whole Wasm pages, so limit // 16 == limit / 16"
+_CAST = "a memoryview cast to 'b' or 'B' packs as the same msgpack bin"
+_GUARDED = "unreachable: array_shape checked everything np.frombuffer could refuse"
+_LOG = "edgeswarm.gateway.log.store.xǁObservationLogǁ"
+_CKPT = "edgeswarm.gateway.log.checkpoint.xǁCheckpointerǁ"
+_FALSY = "None and False are both false"
+_WAL_BACKUP = (
+    "the checkpointer's own WAL-full detection: the writer's check of the -wal file's "
+    "size restarts the WAL anyway; only who restarts it changes"
+)
+_UNUSED = "the value is never read on any path that reaches this line"
+_SPOOL = "edgeswarm.edge.spool.xǁSpoolǁ"
+_CLOSE = "closing twice is harmless whether or not close() remembers it was closed"
+_ERRCODE = "the default is never used: every sqlite3.Error raised here carries sqlite_errorcode"
+_DOC = "edgeswarm.state.document.xǁSwarmDocumentǁ"
+_SESSION = "edgeswarm.wire.session.xǁSessionǁ"
+EQUIVALENT: dict[str, str] = {
+    "edgeswarm.edge.policy.sandbox.x_memory_near_limit__mutmut_6": _PAGES,
+    f"{_DOC}_map__mutmut_1": _CACHE,
+    f"{_DOC}_map__mutmut_2": _CACHE,
+    f"{_DOC}_live__mutmut_1": _CACHE,
+    f"{_DOC}_live__mutmut_2": _CACHE,
+    f"{_DOC}_own_value__mutmut_1": _CACHE,
+    f"{_DOC}_own_value__mutmut_2": _CACHE,
+    f"{_DOC}_own_value__mutmut_3": _CACHE,
+    f"{_DOC}_write_own__mutmut_3": _CACHE,
+    f"{_DOC}_own_value__mutmut_7": "get(entry, None) and get(entry, 0): both read as 0",
+    f"{_DOC}_own_value__mutmut_9": "get(entry) and get(entry, 0): both read as 0",
+    f"{_DOC}_entries__mutmut_6": "str(Map) is always a JSON object: the else is unreachable",
+    f"{_DOC}counter_add__mutmut_14": "delta == 0 returned before: > 0 and >= 0 agree",
+    f"{_DOC}set_add__mutmut_23": "add tags only have to grow: +2 grows too",
+    f"{_SESSION}_receive__mutmut_68": (
+        "a client has its HELLO whenever WELCOME arrives (the state table allows WELCOME"
+        " only after HELLO); a server never receives WELCOME"
+    ),
+    f"{_SESSION}_violation__mutmut_4": (
+        "every RemoteProtocolError raised has a message: the class-name fallback is unreachable"
+    ),
+    **{
+        f"edgeswarm.wire.framing.xǁFrameReaderǁnext_payload__mutmut_{n}": (
+            "when the buffer is compacted only costs time and memory, never changes a payload"
+        )
+        for n in (24, 25, 26, 27, 28)
+    },
+    **{
+        f"edgeswarm.wire.framing.xǁFrameReaderǁfeed__mutmut_{n}": (
+            "unreachable: next_payload resets the buffer whenever it is read to its end"
+        )
+        for n in (3, 4)
+    },
+    "edgeswarm.wire.arrays.x_encode_array__mutmut_25": _CAST,
+    "edgeswarm.wire.codec.x_encode_payload__mutmut_15": "use_bin_type=True is msgpack's default",
+    **{
+        f"edgeswarm.wire.unpack.x_unpack_payload__mutmut_{n}": (
+            "msgpack's default (raw=False, strict_map_key=True, use_list=True)"
+        )
+        for n in (3, 12, 13, 14)
+    },
+    "edgeswarm.wire.unpack.x_unpack_payload__mutmut_16": (
+        "a bin can never be longer than the payload that holds it"
+    ),
+    "edgeswarm.wire.arrays.x_array_view__mutmut_10": _GUARDED,
+    "edgeswarm.wire.arrays.x_array_view__mutmut_11": _GUARDED,
+    f"{_SPOOL}__init____mutmut_55": "None and False are both false",
+    f"{_SPOOL}close__mutmut_2": _CLOSE,
+    f"{_SPOOL}close__mutmut_3": _CLOSE,
+    f"{_SPOOL}__init____mutmut_58": (
+        "the first drop is logged whenever the monotonic clock is past 2 s (always, in practice)"
+    ),
+    f"{_SPOOL}_open__mutmut_4": (
+        "every write is bracketed by an explicit BEGIN IMMEDIATE / COMMIT: the sqlite3 "
+        "module's implicit transactions never start"
+    ),
+    **{f"{_SPOOL}_open__mutmut_{n}": _ERRCODE for n in (63, 66, 69)},
+    f"{_SPOOL}append__mutmut_22": "an overflow of 0 drops nothing either way",
+    f"{_SPOOL}append__mutmut_82": (
+        "the last dropped seq is held, so never in the unflushed ACKs: > and >= agree"
+    ),
+    f"{_SPOOL}pending__mutmut_13": "SQLite reads any negative LIMIT as no limit",
+    "edgeswarm.gateway.log.checkpoint.x__lower_thread_priority__mutmut_4": (
+        "lowering one's own priority never fails on Linux: the suppress never catches"
+    ),
+    "edgeswarm.gateway.log.index.x_checksum__mutmut_9": (
+        "differs only for a payload whose XXH3-64 is exactly 2**63: no test can find one"
+    ),
+    **{f"{_LOG}__init____mutmut_{n}": _FALSY for n in (49, 56, 58)},
+    f"{_CKPT}restart_wal__mutmut_1": _FALSY,
+    f"{_LOG}_run_writer__mutmut_2": _FALSY,
+    **{f"{_CKPT}_run__mutmut_{n}": _WAL_BACKUP for n in (3, 7, 8, 9, 10, 11)},
+    f"{_CKPT}_wal_file_bytes__mutmut_1": "1 is never above wal_limit_bytes (>= 1)",
+    "edgeswarm.gateway.log.recovery.x_recover_segments__mutmut_11": (
+        "-1 and -2 are both below every end (>= 1)"
+    ),
+    **{
+        f"edgeswarm.gateway.log.recovery.x_recover_segments__mutmut_{n}": (
+            "newest is a key of ends unless it is 0, and resume() ignores the end of segment 0"
+        )
+        for n in (77, 79, 80)
+    },
+    **{f"{_LOG}_write_group__mutmut_{n}": _UNUSED for n in (25, 26, 27)},
+    f"{_LOG}_write_group__mutmut_42": "an empty insert commits an empty transaction: same result",
+    f"{_LOG}close__mutmut_4": "the writer stops at anything that is not an entry",
+    **{f"{_LOG}read__mutmut_{n}": "this SQLite is built with URI filenames on" for n in (4, 6, 7)},
+    f"{_LOG}read__mutmut_37": "re-opening the segment for every record only costs time",
+    **{
+        f"{_LOG}{name}": (
+            "every write is bracketed by an explicit BEGIN IMMEDIATE / COMMIT, and a PASSIVE"
+            " checkpoint never waits for a lock"
+        )
+        for name in ("__init____mutmut_94", "__init____mutmut_95", "_open__mutmut_7")
+    },
+    "edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_25": (
+        "a seq absorbed below the high-water mark is answered by holds() either way; "
+        "only memory differs"
+    ),
+    "edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_26": (
+        "seq == high_water + 1 was handled by the branch before"
+    ),
+    **{
+        f"edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_{n}": (
+            "only applied records reach add(), and seq 1 is applied only when it raises the "
+            "high-water mark (the first branch)"
+        )
+        for n in (30, 31)
+    },
+    "edgeswarm.wire.codec.x__encode_fields__mutmut_226": (
+        "unreachable: every frame type has its case (pragma: no cover)"
+    ),
+}
+"""Survivors looked at and found equivalent (no test can tell them from the original),
+by mutant name, with the reason; docs/testing.md explains each class. Names hold while
+their function is unchanged; ``--report`` says which listed names no longer exist.
+Issue 11 moved these functions into smaller modules (gateway/log/, wire/framing,
+wire/arrays, wire/unpack, edge/policy/): the names were carried over to the new
+modules (survivors of functions that issue 11 split up or renamed, e.g. _wire_array,
+_report, _open_error, _load_aggregates, were dropped: their successors' survivors are
+to be classified anew); a changed function renumbers its mutants, so re-check them
+on the next run."""
+
+_SQL = re.compile(
+    r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|BEGIN|COMMIT|ROLLBACK|CREATE|ALTER|DROP"
+    r"|FROM|WHERE|AND|GROUP BY|ORDER BY|IS NOT NULL|IS)\b"
+)
+"""SQL as this code base writes it: keywords in capitals (English messages have none)."""
+
+KILLED = {1, 3, 36, 24, -24, 152, 255, 37}
+"""mutmut exit codes of a mutant some test caught (failed, errored or timed out)."""
+SURVIVED = {0}
+NOT_CHECKED = {None, 2}
+NO_TESTS = {5, 33}
+
+
+@dataclass
+class ModuleReport:
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    survived: int = 0
+    not_checked: int = 0
+    no_tests: int = 0
+    other: int = 0
+    seconds: float = 0.0
+    timed_out: bool = False
+    survivors: list[str] = field(default_factory=list)
+    equivalent: dict[str, str] = field(default_factory=dict)
+    """Survivors that are equivalent mutants, with the reason."""
+
+    @property
+    def killed_share(self) -> float | None:
+        """Killed among the mutants that are not equivalent, percent."""
+        tried = self.killed + self.survived - len(self.equivalent)
+        return round(100.0 * self.killed / tried, 1) if tried else None
+
+    @property
+    def raw_killed_share(self) -> float | None:
+        """Killed among all mutants tried (equivalent ones included), percent."""
+        tried = self.killed + self.survived
+        return round(100.0 * self.killed / tried, 1) if tried else None
+
+    @property
+    def to_look_at(self) -> list[str]:
+        """Survivors not known to be equivalent: each asks for a test (or a reason)."""
+        return [name for name in self.survivors if name not in self.equivalent]
+
+
+def _pyproject(module: str) -> str:
+    """The repository's pyproject.toml (pytest settings) plus this module's mutmut table."""
+    base = (ROOT / "pyproject.toml").read_text()
+    path = "edgeswarm/" + module.replace(".", "/") + ".py"
+    tests = ", ".join(json.dumps(t) for t in MODULES[module])
+    return (
+        base
+        + f"""
+[tool.mutmut]
+source_paths = ["edgeswarm"]
+only_mutate = [{json.dumps(path)}]
+pytest_add_cli_args_test_selection = [{tests}]
+# a mutant that makes a test hang uses no CPU (mutmut's limit is CPU time): fail it
+# after 30 s (the slowest of these tests takes ~2 s)
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "--timeout=30"]
+# stats, clean run and mutants each in a child: two pytest sessions in one process
+# crash in wasmtime (segfault), and the gateway tests leave threads behind
+process_isolation = "forkserver"
+"""
+    )
+
+
+def prepare(module: str) -> Path:
+    """Refresh the scratch directory of ``module`` (sources, tests, config); keep results."""
+    work = SCRATCH / module
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("edgeswarm", "tests"):
+        target = work / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(
+            ROOT / name,
+            target,
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            copy_function=shutil.copy2,  # mtimes: mutmut regenerates only changed files
+        )
+    (work / "pyproject.toml").write_text(_pyproject(module))
+    # mutmut copies these into mutants/ once and keeps which test reaches which function:
+    # drop them, so that edited tests reach the run and are counted
+    for stale in ("tests", "pyproject.toml", "mutmut-stats.json"):
+        old = work / "mutants" / stale
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    return work
+
+
+def run_mutmut(
+    module: str, work: Path, deadline: float, jobs: int, names: list[str] | None = None
+) -> bool:
+    """``mutmut run [names]`` in ``work``; interrupted (SIGINT: results so far are kept)
+    at ``deadline`` (monotonic). Returns whether the deadline stopped it."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    what = f"{len(names)} earlier survivors again" if names else "new and unchecked mutants"
+    left = max(1.0, deadline - time.monotonic())
+    print(f"mutate: {module}: {what}, {left / 60:.0f} min left ({work})", flush=True)
+    command = [str(mutmut), "run", "--max-children", str(jobs), *(names or [])]
+    with subprocess.Popen(command, cwd=work, env=env) as process:
+        try:
+            process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            print(f"mutate: {module}: time is up, stopping mutmut", flush=True)
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            return True
+    return False
+
+
+def mutate(module: str, minutes: float, jobs: int) -> tuple[float, bool]:
+    """Run the module's new mutants, then re-check its earlier survivors against the
+    current tests (mutmut keeps a verdict until the function changes)."""
+    started = time.monotonic()
+    deadline = started + minutes * 60
+    work = SCRATCH / module
+    earlier = collect(module, work).survivors if work.exists() else []
+    work = prepare(module)
+    stopped = run_mutmut(module, work, deadline, jobs)
+    still = set(collect(module, work).survivors)
+    again = [name for name in earlier if name in still]
+    if again and not stopped:
+        stopped = run_mutmut(module, work, deadline, jobs, again)
+    return time.monotonic() - started, stopped
+
+
+def collect(module: str, work: Path) -> ModuleReport:
+    """Count the outcomes in the module's mutmut meta file."""
+    report = ModuleReport(module)
+    meta = work / "mutants" / "edgeswarm" / (module.replace(".", "/") + ".py.meta")
+    if not meta.exists():
+        return report
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    for name, code in sorted(codes.items()):
+        report.mutants += 1
+        if code in KILLED:
+            report.killed += 1
+        elif code in SURVIVED:
+            report.survived += 1
+            report.survivors.append(name)
+        elif code in NOT_CHECKED:
+            report.not_checked += 1
+        elif code in NO_TESTS:
+            report.no_tests += 1
+        else:
+            report.other += 1
+    return report
+
+
+def sql_case_only(diff: str) -> bool:
+    """Whether a mutant only changed the letter case of an SQL statement (SQL keywords
+    and SQLite's identifiers and pragma values are case-insensitive)."""
+    removed = [
+        line[1:]
+        for line in diff.splitlines()
+        if line.startswith("-") and not line.startswith("---")
+    ]
+    added = [
+        line[1:]
+        for line in diff.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    ]
+    return (
+        len(removed) == len(added) == 1
+        and removed[0] != added[0]
+        and removed[0].lower() == added[0].lower()
+        and _SQL.search(removed[0]) is not None
+    )
+
+
+_ZIP_STRICT = re.compile(r",\s*(strict\s*=\s*(True|False|None)\s*)?\)")
+
+
+def zip_strict_only(diff: str) -> bool:
+    """Whether a mutant only changed or dropped ``strict=True`` of a ``zip``: in the
+    modules mutated here every such zip pairs lists built from one another (equal
+    lengths by construction), so strict=True only asserts what always holds."""
+    lines = diff.splitlines()
+    removed = [x[1:] for x in lines if x.startswith("-") and not x.startswith("---")]
+    added = [x[1:] for x in lines if x.startswith("+") and not x.startswith("+++")]
+    if len(removed) != 1 or len(added) != 1 or "zip(" not in removed[0]:
+        return False
+    return _ZIP_STRICT.sub(")", removed[0]) == _ZIP_STRICT.sub(")", added[0])
+
+
+def classify(report: ModuleReport, work: Path) -> None:
+    """Write every survivor's diff (as ``mutmut show`` prints it) to survivors.diff and
+    mark the equivalent ones: listed in EQUIVALENT, or an SQL statement's case changed."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    out = work / "survivors.diff"
+    with out.open("w") as handle:
+        for name in report.survivors:
+            shown = subprocess.run(
+                [str(mutmut), "show", name], cwd=work, capture_output=True, text=True, timeout=120
+            ).stdout
+            reason = EQUIVALENT.get(name)
+            if reason is None and sql_case_only(shown):
+                reason = "SQL is case-insensitive"
+            if reason is None and zip_strict_only(shown):
+                reason = "zip(strict=True) over lists of equal length by construction"
+            if reason is not None:
+                report.equivalent[name] = reason
+            handle.write(f"{shown.rstrip()}\n# classification: {reason or 'LOOK AT IT'}\n\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="scripts/mutate",
+        description=__doc__.split("\n\n")[0],
+        epilog="Modules: " + ", ".join(MODULES) + ".\n\n"
+        "Examples:\n  scripts/mutate                       every module, 30 min each at most\n"
+        "  scripts/mutate wire.codec --minutes 60\n"
+        "  scripts/mutate --report               the figures of the last runs, no run\n\n"
+        "Exit codes: 0 every module reached --goal; 1 a module below it (or not "
+        "finished); 2 usage.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("modules", nargs="*", metavar="MODULE", help="default: all")
+    parser.add_argument("--minutes", type=float, default=30.0, help="bound per module")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once")
+    parser.add_argument("--goal", type=float, default=85.0, help="killed share, percent")
+    parser.add_argument("--report", action="store_true", help="only report the last results")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    options = parser.parse_args()
+    unknown = [m for m in options.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {', '.join(unknown)}; one of {', '.join(MODULES)}")
+    modules = options.modules or list(MODULES)
+    reports: list[ModuleReport] = []
+    for module in modules:
+        work = SCRATCH / module
+        seconds, stopped = 0.0, False
+        if not options.report:
+            seconds, stopped = mutate(module, options.minutes, options.jobs)
+        report = collect(module, work)
+        report.seconds, report.timed_out = round(seconds, 1), stopped
+        if report.survivors:
+            classify(report, work)
+        reports.append(report)
+    previous = {}
+    report_file = SCRATCH / "report.json"
+    if report_file.exists():
+        previous = {r["module"]: r for r in json.loads(report_file.read_text())["modules"]}
+
+    def as_json(r: ModuleReport) -> dict[str, object]:
+        return asdict(r) | {
+            "killed_share": r.killed_share,
+            "raw_killed_share": r.raw_killed_share,
+            "to_look_at": r.to_look_at,
+        }
+
+    for report in reports:
+        previous[report.module] = as_json(report)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    report_file.write_text(json.dumps({"modules": list(previous.values())}, indent=2))
+    if options.json:
+        print(json.dumps([as_json(r) for r in reports]))
+    else:
+        print(f"\n{'module':<26}{'mutants':>8}{'killed':>8}{'survived':>9}{'equiv.':>7}"
+              f"{'unchecked':>10}{'no tests':>9}{'killed %':>9}{'raw %':>7}")  # fmt: skip
+        for r in reports:
+            share = f"{r.killed_share:.1f}" if r.killed_share is not None else "-"
+            raw = f"{r.raw_killed_share:.1f}" if r.raw_killed_share is not None else "-"
+            print(f"{r.module:<26}{r.mutants:>8}{r.killed:>8}{r.survived:>9}"
+                  f"{len(r.equivalent):>7}{r.not_checked:>10}{r.no_tests:>9}{share:>9}"
+                  f"{raw:>7}")  # fmt: skip
+        print(
+            "\nkilled % = killed / (killed + survived - equivalent); raw % counts the "
+            f"equivalent ones as survivors.\nsurvivors' diffs, classified: "
+            f"{SCRATCH}/MODULE/survivors.diff; report: {report_file}"
+        )
+        stale = sorted(set(EQUIVALENT) - {n for r in reports for n in r.survivors})
+        if options.report and stale and len(reports) == len(MODULES):
+            print(f"EQUIVALENT names that are no survivors now: {', '.join(stale)}")
+    short = [
+        r for r in reports
+        if r.killed_share is None or r.killed_share < options.goal or r.not_checked
+    ]  # fmt: skip
+    for r in short:
+        print(
+            f"mutate: {r.module}: killed {r.killed_share}% (goal {options.goal:g}%), "
+            f"{r.not_checked} not checked; see {SCRATCH / r.module}/survivors.diff",
+            file=sys.stderr,
+        )
+    return 1 if short else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
