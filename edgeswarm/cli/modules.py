@@ -107,7 +107,9 @@ def build(
     The module is loaded in the edge's own sandbox: exports, imports,
     es_abi_version() == 1, the descriptor and es_init are checked.
 
-    Example: edgeswarm agents build src/policy.c --out policy.wasm --json
+    Examples:
+
+        edgeswarm agents build src/policy.c --out policy.wasm --json
     """
     from edgeswarm.agents_wasm.build import compile_source
     from edgeswarm.registry import blob_digest
@@ -140,7 +142,9 @@ def sign(
 ) -> None:
     """Write the signed manifest of a module: name, version, digest, ABI, descriptor.
 
-    Example: edgeswarm agents sign policy.wasm --name policy --version 1.0.0 --key pub.key
+    Examples:
+
+        edgeswarm agents sign policy.wasm --name policy --version 1.0.0 --key pub.key
     """
     blob = _read(module)
     with exits_on_error(f"sign {module}"):
@@ -167,7 +171,9 @@ def publish(
     signature fails, the publisher is not trusted for the name, the module is
     not the one the manifest names, or it is not ABI v1.
 
-    Example: edgeswarm agents publish policy.wasm --data-dir var/gateway --json
+    Examples:
+
+        edgeswarm agents publish policy.wasm --data-dir var/gateway --json
     """
     blob = _read(module)
     document = _read(manifest or manifest_path(module))
@@ -184,7 +190,9 @@ def modules(
 ) -> None:
     """The modules a gateway's registry holds, every version.
 
-    Example: edgeswarm agents modules --data-dir var/gateway --json
+    Examples:
+
+        edgeswarm agents modules --data-dir var/gateway --json
     """
     with exits_on_error(), _store(data_dir) as store:
         found = store.versions(name) if name else store.modules()
@@ -215,7 +223,9 @@ def history(
 ) -> None:
     """Every change to a gateway's registry, oldest first, with who made it.
 
-    Example: edgeswarm agents history policy --data-dir var/gateway --json
+    Examples:
+
+        edgeswarm agents history policy --data-dir var/gateway --json
     """
     with exits_on_error(), _store(data_dir) as store:
         entries = store.history(name, limit=limit)
@@ -261,7 +271,9 @@ def trust_add(
 ) -> None:
     """Let a publisher key publish module names matching a pattern.
 
-    Example: edgeswarm agents trust add --public-key ed25519:... --names 'policy*'
+    Examples:
+
+        edgeswarm agents trust add --public-key ed25519:... --names 'policy*'
     """
     raw = _public_key(public_key)
     with exits_on_error(), _store(data_dir) as store:
@@ -279,7 +291,9 @@ def trust_remove(
 ) -> None:
     """Remove one trust rule (published modules stay). Exit 1 when there was none.
 
-    Example: edgeswarm agents trust remove --public-key ed25519:... --names 'policy*'
+    Examples:
+
+        edgeswarm agents trust remove --public-key ed25519:... --names 'policy*'
     """
     raw = _public_key(public_key)
     with exits_on_error(), _store(data_dir) as store:
@@ -293,7 +307,9 @@ def trust_remove(
 def trust_list(data_dir: GatewayDir = DEFAULT_DATA_DIR, as_json: AsJson = False) -> None:
     """The trust rules of a gateway's registry.
 
-    Example: edgeswarm agents trust list --data-dir var/gateway --json
+    Examples:
+
+        edgeswarm agents trust list --data-dir var/gateway --json
     """
     with exits_on_error(), _store(data_dir) as store:
         rules = store.trust_rules()
@@ -319,7 +335,9 @@ def push(
 ) -> None:
     """Push a signed module to an OCI registry as a Wasm artifact (ORAS).
 
-    Example: edgeswarm agents push policy.wasm 127.0.0.1:5000/agents/policy:1.0.0 --insecure
+    Examples:
+
+        edgeswarm agents push policy.wasm 127.0.0.1:5000/agents/policy:1.0.0 --insecure
     """
     from edgeswarm.registry import check_blob, oci, parse_manifest, verify_manifest
 
@@ -348,7 +366,9 @@ def pull(
     Writes NAME-VERSION.wasm and NAME-VERSION.manifest.json; publish them with
     `agents publish` (the gateway's trust policy decides).
 
-    Example: edgeswarm agents pull 127.0.0.1:5000/agents/policy:1.0.0 --insecure --out .
+    Examples:
+
+        edgeswarm agents pull 127.0.0.1:5000/agents/policy:1.0.0 --insecure --out .
     """
     from edgeswarm.identity import fingerprint
     from edgeswarm.registry import oci
