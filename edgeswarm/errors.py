@@ -20,8 +20,12 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── HandshakeError                  edgeswarm.transport.api (also a ConnectionError)
     │   └── ConnectTimeoutError         (also a TimeoutError)
     ├── CertificateFileError            edgeswarm.transport.api
+    ├── ListenError                     edgeswarm.transport.api (also an OSError)
+    ├── MetricsEndpointError            edgeswarm.telemetry.endpoint
     ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
+    ├── AuthRefusedError                edgeswarm.client.session: refused for good
     ├── KeyFileError                    edgeswarm.identity.keys
+    ├── DirectoryInUse                  edgeswarm.storage.lock: another process holds it
     ├── StateError                      edgeswarm.state.errors: error_code as well
     │   ├── RemoteStateError
     │   │   ├── MalformedUpdate
@@ -52,6 +56,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │           └── PolicyActionBoundsError
     ├── SpoolError                      edgeswarm.edge.spool
     │   ├── SpoolCorruptError
+    │   ├── SpoolInUse
     │   ├── SpoolFull
     │   ├── PayloadTooLarge             (also a ValueError)
     │   └── SeqOutOfOrder               (also a ValueError)
@@ -87,7 +92,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── RolloutError
     │   ├── FetchError
     │   └── OciError
-    └── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    ├── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
+    └── Usage                           edgeswarm.cli.exits: the command line is wrong (exit 2)
 
 Who caused it: the peer (``RemoteProtocolError``, ``RemoteStateError``: caught
 at the session boundary, answered with an ERROR frame carrying the error's

@@ -52,7 +52,7 @@ def test_build_compiles_c_reproducibly_and_checks_the_abi(tmp_path: Path) -> Non
         str(tmp_path / "x"),
         check=False,
     )
-    assert refused.returncode == 2
+    assert refused.returncode == 3  # refused for good
     assert "not an ABI v1 module" in refused.stderr
     assert "99" in refused.stderr
     assert not (tmp_path / "x").exists()
@@ -88,7 +88,7 @@ def test_tampered_module_publish_is_refused_by_the_cli_and_nothing_changes(
     wasm.write_bytes(module_path("boids").read_bytes())  # swapped after signing
     before = cli_json("agents", "history", "--data-dir", str(data_dir))
     refused = cli("agents", "publish", str(wasm), "--data-dir", str(data_dir), check=False)
-    assert refused.returncode == 2
+    assert refused.returncode == 3
     assert refused.stderr.startswith("error: publish ")
     assert "altered" in refused.stderr
     assert cli_json("agents", "modules", "--data-dir", str(data_dir)) == []
@@ -104,13 +104,13 @@ def test_signature_missing_or_untrusted_publishes_are_refused_by_the_cli(
     wasm.write_bytes(module_path("flocking").read_bytes())
     cli("agents", "sign", str(wasm), "--name", "flocking", "--version", "1.0.0", "--key", str(key))
     untrusted = cli("agents", "publish", str(wasm), "--data-dir", str(data_dir), check=False)
-    assert untrusted.returncode == 2
+    assert untrusted.returncode == 3
     assert "may not publish 'flocking'" in untrusted.stderr
     manifest = wasm.with_suffix(".manifest.json")
     doc = json.loads(manifest.read_bytes())
     del doc["signature"]
     manifest.write_text(json.dumps(doc))
     unsigned = cli("agents", "publish", str(wasm), "--data-dir", str(data_dir), check=False)
-    assert unsigned.returncode == 2
+    assert unsigned.returncode == 3
     assert "not signed" in unsigned.stderr
     assert cli_json("agents", "modules", "--data-dir", str(data_dir)) == []

@@ -81,10 +81,13 @@ def test_status_and_state_print_tables(gateway: RunningGateway, admin_key: Path)
     header, row = (
         line for line in status.stdout.splitlines() if "edge" in line or "writer" in line
     )
-    for column in ("edge", "connected", "agents", "batches", "observations", "last seq"):
+    for column in ("edge", "connected", "address", "last seen", "agents", "batches", "last seq"):
         assert column in header
     cells = [cell.strip() for cell in row.split("│")[1:-1]]
-    assert cells == ["writer", "no", "1", "0", "0", "0", "0"]  # its HELLO said 1 agent
+    assert cells[:2] == ["writer", "no"]
+    assert cells[2].startswith("127.0.0.1:")  # where it connected from
+    assert cells[3].endswith(" s ago")  # when it was last seen
+    assert cells[4:] == ["1", "0", "0", "0", "0"]  # its HELLO said 1 agent
 
     got = run("state", "get", *common)
     assert got.returncode == 0, got.stderr
@@ -111,7 +114,7 @@ def test_status_and_state_print_tables(gateway: RunningGateway, admin_key: Path)
     assert watched.stdout.strip().splitlines()[-1].startswith("1 snapshot(s) in ")
 
 
-def test_status_and_state_exit_2_with_one_line_when_they_cannot(
+def test_status_and_state_fail_with_one_line_and_their_exit_status(
     gateway: RunningGateway, admin_key: Path, tmp_path: Path
 ) -> None:
     port = free_udp_port()
@@ -121,25 +124,28 @@ def test_status_and_state_exit_2_with_one_line_when_they_cannot(
     here = f"127.0.0.1:{gateway.port}"
     nowhere = f"127.0.0.1:{port}"
     ca = ("--ca", str(gateway.ca))
+    # docs/operations.md: 1 it could not do its job, 2 a wrong command line, 3 refused
     cases = [
         (("status", *ca, "--gateway", nowhere, "--key", str(admin_key)),
-         f"error: cannot reach gateway {nowhere}: "),
+         1, f"error: gateway {nowhere}: "),
         (("state", "get", *ca, "--gateway", nowhere, "--key", str(admin_key)),
-         f"error: cannot read state from gateway {nowhere}: "),
+         1, f"error: gateway {nowhere}: "),
         (("status", *ca, "--gateway", here, "--key", str(stranger)),
-         f"error: cannot reach gateway {here}: gateway closed the session"),
+         3, f"error: gateway {here}: the gateway refused 'admin': "),
         (("state", "watch", *ca, "--gateway", here, "--key", str(stranger), "--count", "1"),
-         f"error: cannot read state from gateway {here}: gateway closed the session"),
+         3, f"error: gateway {here}: the gateway refused 'admin': "),
         (("status", *ca, "--gateway", here, "--key", str(missing)),
-         f"error: cannot read key {missing}"),
+         2, f"error: --key: no file {missing}"),
         (("state", "get", *ca, "--gateway", here, "--key", str(missing)),
-         f"error: cannot read key {missing}"),
+         2, f"error: --key: no file {missing}"),
     ]  # fmt: skip
-    for args, message in cases:
+    for args, code, message in cases:
         result = run(*args)
-        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
         assert result.stderr.startswith(message), (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        if code == 3:
+            assert "UNKNOWN_PEER" in result.stderr  # a refusal, not an outage
     usage = run("status", *ca, "--gateway", "127.0.0.1:70000", "--key", str(admin_key))
     assert usage.returncode == 2
-    assert "port out of range in '127.0.0.1:70000'" in usage.stderr
+    assert "--gateway '127.0.0.1:70000': the port must be in 1..65535" in usage.stderr

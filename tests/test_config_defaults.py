@@ -6,15 +6,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 from typer.core import TyperGroup
 
 import edgeswarm
+from edgeswarm.cli.admin_target import admin_target
 from edgeswarm.cli.app import app
+from edgeswarm.cli.options import DEFAULT_ADMIN_KEY
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.identity import load_or_create_key
 
 
 def _defaults(*path: str) -> dict[str, Any]:
@@ -40,6 +44,7 @@ def test_gateway_command_defaults_are_the_gateway_config_defaults() -> None:
     assert shown["log_scrub_interval"] == config.log_scrub_interval_s
     for option in ("max_unauthenticated", "max_unauthenticated_per_address", "retry_above"):
         assert shown[option] == getattr(config.preauth, option), option
+    assert shown["max_datagram_size"] == config.transport.max_datagram_size == 1350
 
 
 def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
@@ -52,6 +57,7 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
     same = (
         *("agents", "first_agent_id", "policy_fallback", "policy_memory_mb", "seed"),
         *("tick_hz", "batch_agents", "spool_max_bytes", "overflow", "metrics_port"),
+        *("spool_fsync", "max_datagram_size"),
     )
     for option in (*same, *renamed):
         assert shown[option] == _edge_default(renamed.get(option, option)), option
@@ -75,13 +81,29 @@ def test_gateway_heavy_lane_defaults_are_the_lane_config_defaults() -> None:
     assert shown["infer_window"] == lane.infer_window
 
 
-def test_admin_commands_defaults_are_the_admin_client_defaults() -> None:
+def test_admin_commands_defaults_are_the_admin_client_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     address = GatewayAddress(ca_file=Path("ca.crt"))
     for path in (("status",), ("state", "get"), ("state", "watch")):
         shown = _defaults(*path)
-        assert shown["gateway_addr"] == f"{address.host}:{address.port}", path
-        assert shown["admin_id"] == DEFAULT_ADMIN_ID, path
+        # left out, they come from the context, then from the defaults below
+        assert (shown["gateway_addr"], shown["admin_id"], shown["key"]) == (None, None, None)
         assert shown["timeout"] == DEFAULT_TIMEOUT_S, path
+    monkeypatch.setenv("EDGESWARM_CONFIG", str(tmp_path / "no-config.json"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ca.crt").write_text("")
+    load_or_create_key(tmp_path / DEFAULT_ADMIN_KEY)
+    target = admin_target(
+        context=None,
+        gateway=None,
+        ca=Path("ca.crt"),
+        key=None,
+        admin_id=None,
+        server_name=None,
+    )
+    assert (target.address.host, target.address.port) == (address.host, address.port)
+    assert target.admin_id == DEFAULT_ADMIN_ID
 
 
 def test_the_port_and_the_stacks_are_written_down_once() -> None:

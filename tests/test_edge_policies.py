@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeswarm.agents_wasm import module_path
+from edgeswarm.agents_wasm import hostile_names, module_path
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.edge import AgentTable
 from edgeswarm.edge.config import EdgeConfig
@@ -56,6 +56,10 @@ def test_groups_are_equal_and_contiguous() -> None:
 def test_unknown_policy_names_the_built_ins(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="boids"):
         resolve_module("no-such-policy")
+    for fixture in hostile_names():  # shipped beside the examples, never offered by name
+        with pytest.raises(FileNotFoundError) as refused:
+            resolve_module(fixture)
+        assert "hostile" not in str(refused.value).split("built-in module")[1]
     user = tmp_path / "mine.wasm"
     user.write_bytes(module_path("boids").read_bytes())
     assert resolve_module(str(user)) == user
@@ -64,7 +68,9 @@ def test_unknown_policy_names_the_built_ins(tmp_path: Path) -> None:
 async def test_hostile_policy_is_quarantined_and_counted_healthy_one_keeps_running(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
-    runner = EdgeRunner(edge_config(gateway, tmp_path, policies=("boids", "hostile_loop")))
+    runner = EdgeRunner(
+        edge_config(gateway, tmp_path, policies=("boids", str(module_path("hostile_loop"))))
+    )
     summary = await runner.run()
     assert summary["observations_acked"] == summary["observations_sent"] == 4000
     assert summary["policies_quarantined"] == 1
@@ -93,7 +99,12 @@ async def test_quarantined_policy_is_retried_when_asked(
     gateway: RunningGateway, tmp_path: Path
 ) -> None:
     runner = EdgeRunner(
-        edge_config(gateway, tmp_path, policies=("hostile_trap", "boids"), policy_retry_s=0.0)
+        edge_config(
+            gateway,
+            tmp_path,
+            policies=(str(module_path("hostile_trap")), "boids"),
+            policy_retry_s=0.0,
+        )
     )
     summary = await runner.run()
     # retried before every tick after the first fault, failing again each time

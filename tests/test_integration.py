@@ -212,7 +212,7 @@ def test_edge_refuses_gateway_with_unpinned_certificate(
             "--data-dir",
             str(tmp_path / "edge-e"),
             "--drain-timeout",
-            "2",
+            "8",  # time for a first refused handshake under a competing load (2 s was not)
         ),
         capture_output=True,
         text=True,

@@ -34,7 +34,7 @@ from edgeswarm.gateway.log import (
     ObservationLog,
 )
 from edgeswarm.gateway.log.index import checksum
-from edgeswarm.gateway.log.segments import _writev_all
+from edgeswarm.storage.segments import writev_all as _writev_all
 
 from .gateway_harness import WriterPlug
 

@@ -68,9 +68,11 @@ def test_a_peer_id_belongs_to_one_key_unless_replaced(registry: PeerRegistry) ->
     registry.add_peer(new.public_key, "edge-1", Role.EDGE, replace=True)
     assert registry.check(hello(new, "edge-1")).allowed
     assert registry.check(hello(old, "edge-1")).code is ErrorCode.UNKNOWN_PEER
-    # one key, one peer id: enrolling the key under another id moves it
-    registry.add_peer(new.public_key, "edge-2", Role.EDGE)
-    assert [p.peer_id for p in registry.peers()] == ["edge-2"]
+    # one key, one peer id: enrolling the key under another id is refused, never a move
+    # (issue 15: `keys add --peer-id B --public-key <A's key>` silently removed A)
+    with pytest.raises(PeerRegistryError, match="enrolled as peer 'edge-1'"):
+        registry.add_peer(new.public_key, "edge-2", Role.EDGE)
+    assert [p.peer_id for p in registry.peers()] == ["edge-1"]
     for bad in ("", "x" * 129):
         with pytest.raises(PeerRegistryError, match="1 to 128 characters"):
             registry.add_peer(KeyPair.generate().public_key, bad, Role.EDGE)

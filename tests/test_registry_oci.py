@@ -102,7 +102,7 @@ def test_pull_refuses_an_artifact_whose_signature_fails(
     with pytest.raises(SignatureError):
         oci.pull(reference, insecure=True)
     result = run_cli("agents", "pull", reference, "--insecure", "--out", str(tmp_path), check=False)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "signature" in result.stderr
     assert not (tmp_path / "flocking-1.0.1.wasm").exists()
 
@@ -126,6 +126,6 @@ def test_push_to_an_unreachable_registry_is_one_line(publisher: KeyPair, tmp_pat
     wasm.with_suffix(".manifest.json").write_bytes(manifest_for(FLOCKING, publisher).to_bytes())
     reference = f"127.0.0.1:{free_port()}/agents/flocking:1.0.0"
     result = run_cli("agents", "push", str(wasm), reference, "--insecure", "--json", check=False)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.startswith("error: push ")
     assert len(result.stderr.strip().splitlines()) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -79,6 +80,19 @@ def test_seqs_may_skip_but_not_go_back(path: Path) -> None:
         assert spool.next_seq() == 11
 
 
+def as_after_a_crash(path: Path) -> Path:
+    """A copy of the open spool at ``path`` as a ``kill -9`` now would leave it (its index,
+    WAL and segments as the page cache holds them), to open beside the running one."""
+    copy = path.with_name(f"crashed-{os.urandom(4).hex()}-{path.name}")
+    for suffix in ("", "-wal"):
+        if path.with_name(path.name + suffix).exists():
+            shutil.copyfile(path.with_name(path.name + suffix), copy.with_name(copy.name + suffix))
+    shutil.copytree(
+        path.with_name(path.name + "-segments"), copy.with_name(copy.name + "-segments")
+    )
+    return copy
+
+
 def test_unflushed_acks_come_back_after_a_crash_flushed_ones_do_not(path: Path) -> None:
     spool = Spool(path, ack_flush_every=3)
     for seq in range(1, 6):
@@ -86,10 +100,10 @@ def test_unflushed_acks_come_back_after_a_crash_flushed_ones_do_not(path: Path) 
     spool.ack(1)
     spool.ack(2)
     assert len(spool) == 3  # forgotten at once in memory
-    with Spool(path) as other:  # what a restart after a crash now would see
+    with Spool(as_after_a_crash(path)) as other:  # what a restart after a crash would see
         assert [s for s, _ in other.pending()] == [1, 2, 3, 4, 5]
     spool.ack(4)  # third ACK: rows deleted in one transaction
-    with Spool(path) as other:
+    with Spool(as_after_a_crash(path)) as other:
         assert [s for s, _ in other.pending()] == [3, 5]
     spool.ack(3)
     spool.close()  # close flushes
@@ -185,8 +199,10 @@ def test_limits_hold_at_their_boundaries(path: Path) -> None:
         assert spool.append(4, b"w" * 40) == (2,)  # 40 over: dropping exactly 40 is enough
         assert [s for s, _ in spool.pending()] == [3, 4]
     assert Spool(path.with_name("one.sqlite"), max_bytes=1).max_bytes == 1
-    for bad in ({"max_bytes": 0}, {"ack_flush_every": 0}):
-        with pytest.raises(ValueError, match=r"^max_bytes and ack_flush_every must be >= 1$"):
+    for bad in ({"max_bytes": 0}, {"ack_flush_every": 0}, {"segment_bytes": 0}):
+        with pytest.raises(
+            ValueError, match=r"^max_bytes, ack_flush_every and segment_bytes must be >= 1$"
+        ):
             Spool(path, **bad)  # type: ignore[arg-type]
 
 
@@ -196,10 +212,10 @@ def test_acks_are_deleted_every_64_by_default(path: Path) -> None:
         for seq in range(1, 70):
             spool.append(seq, b"p")
         assert spool.ack_through(63) == 63
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert len(other) == 69  # 63 ACKs kept in memory only
         assert spool.ack(64)  # the 64th: all 64 rows go in one transaction
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert [s for s, _ in other.pending()] == [65, 66, 67, 68, 69]
 
 
@@ -221,7 +237,7 @@ def test_ack_through_deletes_at_exactly_ack_flush_every(path: Path) -> None:
         for seq in range(1, 7):
             spool.append(seq, b"p")
         assert spool.ack_through(4) == 4  # the 4th ACK: the rows go now
-        with Spool(path) as other:
+        with Spool(as_after_a_crash(path)) as other:
             assert [s for s, _ in other.pending()] == [5, 6]
 
 
@@ -464,6 +480,21 @@ def test_spool_matches_dict_model(
         spool.close()
 
 
+def segment_of(spool: Path) -> Path:
+    """The one segment file of a small closed spool."""
+    (segment,) = spool.with_name(spool.name + "-segments").glob("*.seg")
+    return segment
+
+
+def copy_spool(source: Path, dest: Path) -> Path:
+    """Copy a closed spool (its index and its segments) to ``dest``."""
+    shutil.copyfile(source, dest)
+    shutil.copytree(
+        source.with_name(source.name + "-segments"), dest.with_name(dest.name + "-segments")
+    )
+    return dest
+
+
 def _flip_bit(path: Path, offset: int, bit: int) -> None:
     with path.open("r+b") as handle:
         handle.seek(offset)
@@ -483,15 +514,14 @@ def test_every_flipped_bit_in_a_spooled_batch_is_caught_before_it_is_sent(
     with Spool(pristine) as spool:
         for seq, payload in payloads.items():
             spool.append(seq, payload, count=seq)
-    data = pristine.read_bytes()
+    data = segment_of(pristine).read_bytes()  # the payloads are in the segment file
     rng = __import__("random").Random(13)
     for trial in range(24):
         victim = rng.choice(list(payloads))
         start = data.index(payloads[victim])
         offset, bit = start + rng.randrange(len(payloads[victim])), rng.randrange(8)
-        path = tmp_path / f"trial-{trial}.db"
-        path.write_bytes(data)
-        _flip_bit(path, offset, bit)
+        path = copy_spool(pristine, tmp_path / f"trial-{trial}.db")
+        _flip_bit(segment_of(path), offset, bit)
         told: list[QuarantinedBatch] = []
         with Spool(path, on_quarantine=told.append) as spool:
             sent = dict(spool.pending())
@@ -560,22 +590,21 @@ def test_a_new_spool_has_its_own_epoch_an_upgraded_one_epoch_0(tmp_path: Path) -
         assert spool.pending()[-1] == (3, b"\x03")
 
 
-def test_a_bit_flipped_anywhere_in_the_file_never_sends_changed_bytes(tmp_path: Path) -> None:
-    """Whatever bit of spool.db flips: the spool refuses to open or to read (a typed
-    SpoolError naming the file), or what it returns to send is exactly what was spooled
-    (a damaged row is quarantined, not sent)."""
+def test_a_bit_flipped_anywhere_in_the_files_never_sends_changed_bytes(tmp_path: Path) -> None:
+    """Whatever bit of spool.db or of its segment flips: the spool refuses to open or to
+    read (a typed SpoolError naming the file), or what it returns to send is exactly what
+    was spooled (a damaged row is quarantined, not sent)."""
     payloads = {seq: os.urandom(2000) for seq in range(1, 13)}
     pristine = tmp_path / "pristine.db"
     with Spool(pristine) as spool:
         for seq, payload in payloads.items():
             spool.append(seq, payload, count=1)
-    data = pristine.read_bytes()
     rng = __import__("random").Random(7)
     outcomes = {"refused": 0, "quarantined": 0, "unchanged": 0}
     for trial in range(60):
-        path = tmp_path / f"t{trial}.db"
-        path.write_bytes(data)
-        _flip_bit(path, rng.randrange(len(data)), rng.randrange(8))
+        path = copy_spool(pristine, tmp_path / f"t{trial}.db")
+        victim = path if trial % 2 else segment_of(path)
+        _flip_bit(victim, rng.randrange(victim.stat().st_size), rng.randrange(8))
         try:
             with Spool(path) as spool:
                 sent = dict(spool.pending())

@@ -36,6 +36,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.framing import encode_prefix
 
+from .conftest import start_gateway, stop_process
 from .test_wire_session import connected, events
 
 EDGE_ID = "edge-u"
@@ -73,6 +74,28 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
         running.close()
 
 
+def edge_hello(key: KeyPair) -> Hello:
+    """The HELLO of edge ``EDGE_ID`` with ``key`` (cumulative ACKs on)."""
+    return Hello(
+        version=PROTOCOL_VERSION,
+        role=Role.EDGE,
+        peer_id=EDGE_ID,
+        public_key=key.public_key,
+        features=(FEATURE_ACK_THROUGH,),
+    )
+
+
+async def deliver_all(uplink: Uplink, timeout: float) -> bool:
+    """Run the uplink until everything spooled is acknowledged (False: not in time)."""
+    delivery = asyncio.create_task(uplink.run())
+    try:
+        return await uplink.drain(timeout)
+    finally:
+        uplink.stop()
+        async with asyncio.timeout(5.0):
+            await delivery
+
+
 def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
     """Count the calls of ``msgpack.<name>`` from now on."""
     calls: list[int] = []
@@ -96,13 +119,7 @@ async def test_spooled_bytes_leave_as_they_are_and_nothing_is_decoded_to_count_t
             spool.append(seq, payload, count=sizes[seq])
     key = KeyPair.generate()
     gateway.peers.add_peer(key.public_key, EDGE_ID, Role.EDGE)
-    hello = Hello(
-        version=PROTOCOL_VERSION,
-        role=Role.EDGE,
-        peer_id=EDGE_ID,
-        public_key=key.public_key,
-        features=(FEATURE_ACK_THROUGH,),
-    )
+    hello = edge_hello(key)
     unpacked = counting(monkeypatch, "unpackb")
     with Spool(tmp_path / "spool.db") as spool:
         uplink = Uplink(
@@ -115,13 +132,7 @@ async def test_spooled_bytes_leave_as_they_are_and_nothing_is_decoded_to_count_t
         )
         assert unpacked == []  # starting over three spooled batches decoded none of them
         monkeypatch.undo()
-        delivery = asyncio.create_task(uplink.run())
-        try:
-            assert await uplink.drain(10.0)
-        finally:
-            uplink.stop()
-            async with asyncio.timeout(5.0):
-                await delivery
+        assert await deliver_all(uplink, 10.0)
     assert uplink.counters.acked_batches == 3
     assert uplink.counters.acked_observations == sum(sizes.values())
     stored = {record.seq: record.payload for record in gateway.observation_log.read(EDGE_ID)}
@@ -164,3 +175,41 @@ def test_a_version_1_spool_gets_its_counts_when_opened(tmp_path: Path) -> None:
         assert (spool.count(1), spool.count(2), spool.count_through(2)) == (6, 0, 6)
         assert [seq for seq, _ in spool.pending()] == [1, 2]
         assert spool.next_seq() == 3
+
+
+async def test_acks_are_read_while_a_window_is_still_being_sent(tmp_path: Path) -> None:
+    """Before: the pump handed QUIC every batch its credit allowed in one turn of the loop,
+    so no ACK was read before the last of them had left (at 100 000 agents a tick's ACKs
+    waited for the whole tick). Now each batch is transmitted in a turn of its own and
+    the ACKs that arrived meanwhile are read before the next one. (The gateway is a
+    process of its own, as in production: it commits and acknowledges while we send.)"""
+    gateway = start_gateway(tmp_path / "gw")
+    key = KeyPair.generate()
+    gateway.enroll(key, EDGE_ID)
+    hello = edge_hello(key)
+    try:
+        with Spool(tmp_path / "spool.db") as spool:
+            uplink = Uplink(
+                hello=hello,
+                key=key,
+                gateway=GatewayAddress(
+                    port=gateway.port, ca_file=gateway.ca, stack=default_stack()
+                ),
+                spool=spool,
+            )
+            window = 250  # within the gateway's credit (256): nothing waits for credit
+            await uplink.submit([lambda seq: batch(seq, 2048)] * window)  # 21 MB, one group
+            sent_at_ack: list[int] = []
+            acked = uplink._acked
+
+            def record(ack: Any, through: bool) -> None:
+                sent_at_ack.append(uplink._max_sent_seq)  # batches handed to QUIC by then
+                acked(ack, through)
+
+            uplink._acked = record  # type: ignore[method-assign]
+            assert await deliver_all(uplink, 30.0)
+    finally:
+        stop_process(gateway.process)
+    assert uplink.counters.acked_batches == window
+    assert sent_at_ack
+    assert sent_at_ack[0] < window // 2, sent_at_ack[:5]

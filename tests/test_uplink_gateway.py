@@ -57,7 +57,6 @@ def make_uplink(
         ),
         spool=spool,
         backoff=Backoff(initial_s=0.05, max_s=0.2),
-        seed=1,
     )
 
 
@@ -74,7 +73,7 @@ async def delivering(uplink: Uplink) -> AsyncIterator[Uplink]:
 
 async def submit(uplink: Uplink, count: int) -> None:
     for _ in range(count):
-        await uplink.submit(lambda seq: batch(seq, AGENTS))
+        await uplink.submit([lambda seq: batch(seq, AGENTS)])  # a group of one each
 
 
 def enroll(gateway: Gateway, key: KeyPair) -> None:

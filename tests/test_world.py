@@ -124,3 +124,107 @@ def test_non_finite_positions_are_repaired_before_they_poison_a_cell():
     assert np.isfinite(table.observations).all()
     assert np.isfinite(table.rewards).all()
     assert (world.velocities[[3, 9]] == 0).all()
+
+
+class ReferenceWorld(FlockingWorld):
+    """The world as it was before the grid-cell avoidance and the conditional wrap: every
+    agent measured against every obstacle, positions wrapped with ``np.mod``."""
+
+    def _avoidance(self, p: Any, cell: Any) -> Any:
+        n = p.shape[0]
+        avoid = np.zeros((n, 2), dtype=np.float32)
+        centers, radii = self.obstacle_centers, self.obstacle_radii
+        if centers.shape[0] == 0:
+            return avoid, np.zeros(n, dtype=np.bool_)
+        px, py = np.ascontiguousarray(p[:, 0]), np.ascontiguousarray(p[:, 1])
+        best_gap = np.full(n, np.inf, dtype=np.float32)
+        best = np.zeros(n, dtype=np.intp)
+        for j in range(centers.shape[0]):
+            dx, dy = px - centers[j, 0], py - centers[j, 1]
+            gap = np.sqrt(dx * dx + dy * dy)
+            gap -= radii[j]
+            closer = gap < best_gap
+            best_gap = np.where(closer, gap, best_gap)
+            best = np.where(closer, j, best)
+        dx, dy = px - centers[best, 0], py - centers[best, 1]
+        d2 = dx * dx + dy * dy
+        rows = np.flatnonzero((best_gap < self.avoid_radii[best] - radii[best]) & (d2 > 0))
+        inv = np.float32(1.0) / d2[rows]
+        avoid[rows, 0] = dx[rows] * inv
+        avoid[rows, 1] = dy[rows] * inv
+        return avoid, best_gap < 0
+
+    def apply(self, actions: Any, dt: float = 0.1) -> None:
+        if self.walls != "wrap":
+            super().apply(actions, dt)
+            return
+        finite = np.logical_and.reduce(np.isfinite(actions), axis=1)
+        actions = np.where(finite[:, None], actions, np.float32(0.0))
+        step = np.float32(dt)
+        v, p = self.velocities, self.positions
+        v += actions * step
+        speed2 = np.einsum("ij,ij->i", v, v)
+        fast = speed2 > self.max_speed * self.max_speed
+        if np.any(fast):
+            v[fast] *= (self.max_speed / np.sqrt(speed2[fast]))[:, None]
+        p += v * step
+        np.mod(p, self.size, out=p)
+        p[p >= self.size] = 0.0
+
+
+def table_for(count: int) -> AgentTable:
+    return AgentTable.create(count=count, obs_dim=OBSERVATION_DIM, state_dim=2, act_dim=ACTION_DIM)
+
+
+@pytest.mark.parametrize(
+    ("seed", "count", "walls", "obstacles"),
+    [(0, 20_000, "wrap", 6), (5, 3_000, "reflect", 6), (9, 5_000, "wrap", 20), (2, 500, "wrap", 0)],
+)
+def test_the_same_seed_gives_the_same_bits_as_the_full_computation(
+    seed: int, count: int, walls: Any, obstacles: int
+) -> None:
+    """Avoidance only for agents in cells near an obstacle and the conditional wrap are
+    optimisations: every observation, reward, position and velocity is the same bits
+    as the full computation's, tick after tick, whatever the actions."""
+    world = FlockingWorld(count, seed=seed, walls=walls, obstacle_count=obstacles)
+    reference = ReferenceWorld(count, seed=seed, walls=walls, obstacle_count=obstacles)
+    table, expected = table_for(count), table_for(count)
+    rng = np.random.default_rng(seed)
+    for tick in range(60):
+        world.sense(table)
+        reference.sense(expected)
+        assert np.array_equal(table.observations, expected.observations), tick
+        assert np.array_equal(table.rewards, expected.rewards), tick
+        actions = (rng.standard_normal((count, 2)) * 4).astype(np.float32)
+        world.apply(actions.copy())
+        reference.apply(actions.copy())
+        assert np.array_equal(world.positions, reference.positions), tick
+        assert np.array_equal(world.velocities, reference.velocities), tick
+    assert world.near_obstacle.any() == (obstacles > 0)
+
+
+def test_the_wrap_gives_what_np_mod_gives_at_the_edges() -> None:
+    from edgeswarm.edge.world import _wrap
+
+    size = np.float32(100.0)
+    tiny = np.float32(1e-6)
+    values = np.array(
+        [-tiny, -0.0, 0.0, -0.2, 99.99999, 100.0, 100.2, 199.9, -99.9, -150.0, 250.5, 1e9, 50.0],
+        dtype=np.float32,
+    ).reshape(-1, 1)
+    expected = np.mod(values, size)
+    expected[expected >= size] = 0.0
+    wrapped = values.copy()
+    _wrap(wrapped, size)
+    assert np.array_equal(wrapped, expected)
+    assert ((wrapped >= 0) & (wrapped < size)).all()
+
+
+def test_agents_outside_the_near_cells_are_beyond_every_avoid_radius() -> None:
+    world = FlockingWorld(50_000, seed=4, obstacle_count=12)
+    p = world.positions.astype(np.float64)
+    far = ~world.near_obstacle[world.cell_of(world.positions)]
+    for centre, reach in zip(world.obstacle_centers, world.avoid_radii, strict=True):
+        distance = np.hypot(p[far, 0] - centre[0], p[far, 1] - centre[1])
+        assert (distance >= reach).all()
+    assert 0 < far.mean() < 1

@@ -7,7 +7,16 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgeswarm.bench import BenchResult, crdt, edge, host_imports, inference, preauth, transport
+from edgeswarm.bench import (
+    BenchResult,
+    crdt,
+    edge,
+    host_imports,
+    inference,
+    preauth,
+    swarm,
+    transport,
+)
 
 SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "crdt": crdt.run,
@@ -15,6 +24,7 @@ SUITES: dict[str, Callable[[], list[BenchResult]]] = {
     "host_imports": host_imports.run,
     "inference": inference.run,
     "preauth": preauth.run,
+    "swarm": swarm.run,
     "transport": transport.run,
 }
 

@@ -1,60 +1,51 @@
-"""``edgeswarm``: run a gateway or an edge, ask a gateway its status, run a local demo."""
+"""``edgeswarm``: run a gateway, an edge or an inference node; ask a gateway; manage keys.
+
+Exit statuses and error lines: ``exits.py``. Environment variables of the
+options: ``conventions.py``. Contexts (saved gateways): ``contexts.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import platform
+import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from edgeswarm import __version__
-from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
-from edgeswarm.edge.config import EdgeConfig
-from edgeswarm.edge.policy.set import Fallback
-from edgeswarm.edge.spool import OverflowPolicy
-from edgeswarm.telemetry import configure_logging
 
-from .address import DEFAULT_GATEWAY, gateway_address
+from . import conventions
 from .agents import agents_app
+from .context_commands import context_app
+from .edge import edge
+from .exits import ExitCode, debug_enabled, set_debug
 from .gateway import gateway
 from .infer import infer
 from .keys import keys_app
 from .log import log_app
-from .options import (
-    DEFAULT_ADMIN_KEY,
-    LogLevel,
-    MetricsPort,
-    admin_logging,
-    choice,
-    cli_port,
-    default,
-    exits_on_error,
-    quic_stack,
-)
-from .options import metrics_port as metrics_port_option
 from .state import state_app
+from .status import status
 
 app = typer.Typer(
     name="edgeswarm",
     help="QUIC edge agent runtime with WebAssembly agents.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
 app.add_typer(agents_app)
+app.add_typer(context_app)
 app.add_typer(keys_app)
 app.add_typer(log_app)
 app.add_typer(state_app)
 app.command()(gateway)
+app.command()(edge)
 app.command()(infer)
-
-FALLBACKS = get_args(Fallback)
-EDGE_METRICS_PORT = cli_port(default(EdgeConfig, "metrics_port"))
+app.command()(status)
 
 
 def _version(value: bool) -> None:
@@ -66,241 +57,66 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="EDGESWARM_DEBUG",
+            help="Show the Python traceback of an error (nothing else does).",
+        ),
     ] = False,
 ) -> None:
-    """QUIC edge agent runtime with WebAssembly agents."""
+    """QUIC edge agent runtime with WebAssembly agents.
 
+    Exit status of every command: 0 done, 1 it could not do its job, 2 a wrong command
+    line, 3 the gateway refused the key or token for good (docs/operations.md).
+    Every option can also be set by an environment variable, shown in each --help.
 
-@app.command()
-def edge(
-    edge_id: Annotated[str, typer.Option(help="Stable name of this edge.")],
-    ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
-    gateway_addr: Annotated[
-        str, typer.Option("--gateway", help="Gateway host:port.")
-    ] = DEFAULT_GATEWAY,
-    server_name: Annotated[
-        str | None, typer.Option(help="Name in the gateway's certificate (default: host).")
-    ] = None,
-    agents: Annotated[int, typer.Option(min=1, help="Agents on this edge.")] = default(
-        EdgeConfig, "agents"
-    ),
-    first_agent_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")] = default(
-        EdgeConfig, "first_agent_id"
-    ),
-    policy: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Wasm policy: a built-in name or a .wasm/.wat file; repeat to split the "
-            "agents into equal groups, one per policy (default: boids)."
-        ),
-    ] = None,
-    policy_fallback: Annotated[
-        str, typer.Option(help="Action of a quarantined policy's agents: zero or hold.")
-    ] = default(EdgeConfig, "policy_fallback"),
-    policy_fuel: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Fuel per agent per step (plus 2 000 000 per call); beyond: fault."
-        ),
-    ] = default(EdgeConfig, "policy_fuel_per_agent"),
-    policy_host_calls: Annotated[
-        int,
-        typer.Option(min=0, help="Host calls per agent per step (plus 64); beyond: fault."),
-    ] = default(EdgeConfig, "policy_host_calls_per_agent"),
-    policy_memory_mb: Annotated[
-        int, typer.Option(min=1, help="Linear memory limit of each policy instance, MiB.")
-    ] = default(EdgeConfig, "policy_memory_mb"),
-    policy_deadline_ms: Annotated[
-        float | None,
-        typer.Option(
-            min=0.001,
-            help="Wall-clock limit of one policy step, ms; beyond: fault (default: half the "
-            "tick period shared by the policies).",
-        ),
-    ] = default(EdgeConfig, "policy_deadline_ms"),
-    module_max_mb: Annotated[
-        float, typer.Option(min=0.001, help="Largest policy module accepted, MiB.")
-    ] = default(EdgeConfig, "module_max_mb"),
-    module_max_functions: Annotated[
-        int, typer.Option(min=1, help="Most functions a policy module may define.")
-    ] = default(EdgeConfig, "module_max_functions"),
-    compile_memory_mb: Annotated[
-        int, typer.Option(min=16, help="Memory limit of the process compiling a module, MiB.")
-    ] = default(EdgeConfig, "compile_memory_mb"),
-    compile_timeout: Annotated[
-        float, typer.Option(min=0.1, help="Seconds compiling one module may take.")
-    ] = default(EdgeConfig, "compile_timeout_s"),
-    policy_retry: Annotated[
-        float | None,
-        typer.Option(min=0, help="Re-enable a quarantined policy after SECONDS (default: never)."),
-    ] = None,
-    model: Annotated[
-        list[Path] | None,
-        typer.Option(help="LiteRT .tflite model for policies, id = file stem; repeatable."),
-    ] = None,
-    heavy_deadline_ms: Annotated[
-        int,
-        typer.Option(
-            min=1, max=600_000, help="How long the gateway has to answer a heavy_request, ms."
-        ),
-    ] = default(EdgeConfig, "heavy_deadline_ms"),
-    module_cache_dir: Annotated[
-        Path | None,
-        typer.Option(
-            envvar="EDGESWARM_CACHE_DIR",
-            help="Compiled Wasm modules kept across restarts (default: DATA_DIR/modules).",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Environment seed.")] = default(EdgeConfig, "seed"),
-    tick_hz: Annotated[float, typer.Option(min=0, help="Ticks/s; 0 = as fast as acked.")] = default(
-        EdgeConfig, "tick_hz"
-    ),
-    batch_agents: Annotated[int, typer.Option(min=1, help="Agents per OBS_BATCH.")] = default(
-        EdgeConfig, "batch_agents"
-    ),
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Key and spool directory (default: var/edge/EDGE_ID).")
-    ] = None,
-    key: Annotated[
-        Path | None, typer.Option(help="Private key (default: DATA_DIR/edge.key, created).")
-    ] = None,
-    join_token: Annotated[
-        str | None, typer.Option(help="Token from `edgeswarm keys issue` to enroll the key.")
-    ] = None,
-    spool_max_bytes: Annotated[
-        int, typer.Option(min=1024, help="Bound of the on-disk spool of unacked batches.")
-    ] = default(EdgeConfig, "spool_max_bytes"),
-    overflow: Annotated[
-        str, typer.Option(help="When the spool is full: block or drop_oldest.")
-    ] = default(EdgeConfig, "overflow"),
-    stack: Annotated[
-        str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
-    ] = None,
-    drain_timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for acks at stop.")
-    ] = default(EdgeConfig, "drain_timeout_s"),
-    duration: Annotated[
-        float | None, typer.Option(help="Stop after SECONDS (default: on signal).")
-    ] = None,
-    ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks.")] = None,
-    progress_interval: Annotated[
-        float, typer.Option(help="Seconds between progress lines; 0 = none.")
-    ] = default(EdgeConfig, "progress_interval_s"),
-    metrics_port: MetricsPort = EDGE_METRICS_PORT,
-    log_level: LogLevel = "INFO",
-) -> None:
-    """Run an edge: agents step Wasm policies and stream observations to the gateway.
+    Examples:
 
-    Batches are spooled on disk until the gateway acknowledges them; while the
-    gateway is unreachable the edge keeps stepping and reconnects with backoff.
-    Progress and a final summary are JSON lines on stdout; logs are JSON on stderr.
-    Exit status 1 when batches stayed unacknowledged (they stay spooled for the next
-    start), were dropped (--overflow drop_oldest) or were quarantined.
+        edgeswarm gateway --data-dir /var/lib/edgeswarm
+
+        edgeswarm status --context prod
+
+        edgeswarm --install-completion bash
     """
-    from edgeswarm.edge.runner import EdgeRunner, install_stop_signals
+    set_debug(debug)
 
-    configure_logging(log_level, process="edge")
-    config = EdgeConfig(
-        edge_id=edge_id,
-        gateway=gateway_address(
-            gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(stack)
-        ),
-        agents=agents,
-        first_agent_id=first_agent_id,
-        policies=tuple(policy or default(EdgeConfig, "policies")),
-        policy_fallback=choice(policy_fallback, FALLBACKS, "--policy-fallback"),
-        policy_fuel_per_agent=policy_fuel,
-        policy_host_calls_per_agent=policy_host_calls,
-        policy_memory_mb=policy_memory_mb,
-        policy_deadline_ms=policy_deadline_ms,
-        module_max_mb=module_max_mb,
-        module_max_functions=module_max_functions,
-        compile_memory_mb=compile_memory_mb,
-        compile_timeout_s=compile_timeout,
-        policy_retry_s=policy_retry,
-        models=tuple(model or ()),
-        heavy_deadline_ms=heavy_deadline_ms,
-        module_cache_dir=module_cache_dir,
-        seed=seed,
-        tick_hz=tick_hz,
-        batch_agents=batch_agents,
-        data_dir=data_dir or Path("var/edge") / edge_id,
-        key_file=key,
-        join_token=join_token,
-        spool_max_bytes=spool_max_bytes,
-        overflow=choice(overflow, tuple(OverflowPolicy), "--overflow"),
-        drain_timeout_s=drain_timeout,
-        duration_s=duration,
-        ticks=ticks,
-        progress_interval_s=progress_interval,
-        metrics_port=metrics_port_option(metrics_port),
-    )
 
-    async def run() -> dict[str, object]:
-        runner = EdgeRunner(config)
-        install_stop_signals(runner)
-        return await runner.run()
+def _versions() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
-    with exits_on_error(f"edge {edge_id}"):
-        summary = asyncio.run(run())
-    # acked != sent would also count the batches a restart carried over from the spool
-    left = ("in_flight", "dropped_batches", "quarantined_batches")
-    if any(summary[name] for name in left):  # not all acknowledged: still spooled, or lost
-        raise typer.Exit(1)
+    record: dict[str, Any] = {"edgeswarm": __version__, "python": platform.python_version()}
+    for package in ("wasmtime", "qh3", "aioquic", "pycrdt", "onnxruntime", "ai-edge-litert"):
+        try:
+            record[package] = installed(package)
+        except PackageNotFoundError:
+            record[package] = None
+    return record
 
 
 @app.command()
-def status(
-    ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
-    gateway_addr: Annotated[
-        str, typer.Option("--gateway", help="Gateway host:port.")
-    ] = DEFAULT_GATEWAY,
-    server_name: Annotated[str | None, typer.Option(help="Name in the certificate.")] = None,
-    key: Annotated[
-        Path, typer.Option(help="Admin private key enrolled with role admin.")
-    ] = DEFAULT_ADMIN_KEY,
-    admin_id: Annotated[
-        str, typer.Option(help="Peer id the admin key is enrolled as.")
-    ] = DEFAULT_ADMIN_ID,
+def version(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the answer.")
-    ] = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Ask a gateway for its status: every edge, its agents and what it sent.
+    """Print the version of edgeswarm and of the libraries it runs on.
 
-    Needs an admin key: `edgeswarm keys init --key var/admin.key`, then on the
-    gateway `edgeswarm keys add --role admin --peer-id admin --public-key ...`.
+    Examples:
+
+        edgeswarm version
+
+        edgeswarm version --json | jq -r .edgeswarm
     """
-    from edgeswarm.client.admin import fetch_status
-    from edgeswarm.identity.keys import KeyPair
-
-    admin_logging()
-    address = gateway_address(
-        gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
-    )
-    with exits_on_error():
-        pair = KeyPair.load(key)
-    with exits_on_error(f"cannot reach gateway {gateway_addr}"):
-        result = asyncio.run(fetch_status(address, key=pair, admin_id=admin_id, timeout=timeout))
+    record = _versions()
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(record))
         return
-    table = Table(title=f"gateway {result['gateway_id']} (up {result['uptime_s']:.0f} s)")
-    for column in ("edge", "connected", "agents", "batches", "observations", "last seq", "errors"):
-        table.add_column(column, justify="left" if column == "edge" else "right")
-    for edge_status in result["edges"]:
-        table.add_row(
-            edge_status["peer_id"],
-            "yes" if edge_status["connected"] else "no",
-            f"{edge_status['agents']:,}",
-            f"{edge_status['batches']:,}",
-            f"{edge_status['observations']:,}",
-            str(edge_status["last_seq"]),
-            str(edge_status["errors"]),
-        )
-    Console().print(table)
+    for name, value in record.items():
+        typer.echo(f"{name} {value or 'not installed'}")
 
 
 @app.command()
@@ -314,9 +130,16 @@ def demo(
     ] = Path("var/demo"),
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON summary line.")] = False,
 ) -> None:
-    """Start a gateway and edge processes on loopback, show live progress, summarise.
+    """Run a local swarm on loopback (gateway, inference node, edges) with live progress.
 
-    Ctrl-C stops every process cleanly and still prints the summary.
+    Ctrl-C stops every process cleanly and still prints the summary. Exit status 1 when
+    observations stayed unacknowledged or a process failed.
+
+    Examples:
+
+        edgeswarm demo
+
+        edgeswarm demo --duration 60 --edges 4 --agents 20000 --json | tail -1 | jq .
     """
     from .demo import DemoPlan, run_demo
 
@@ -327,8 +150,44 @@ def demo(
     if as_json:
         typer.echo(json.dumps(summary))
     if summary["observations_acked"] != summary["observations_sent"] or summary["failed"]:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line ``args`` (``sys.argv[1:]`` when None); returns its exit status.
+
+    Usage errors become one ``error:`` line (status 2) instead of click's box; an error
+    nobody foresaw becomes one ``error: internal error`` line (status 1) unless
+    ``--debug`` asks for its traceback.
+    """
+    command = typer.main.get_command(app)
+    conventions.apply(command)
+    try:
+        code = command.main(args=args, prog_name="edgeswarm", standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        exit_code = int(getattr(exc, "exit_code", ExitCode.USAGE))
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `edgeswarm keys`: show its help
+            typer.echo(exc.format_message(), err=True)
+            return exit_code
+        context = getattr(exc, "ctx", None)
+        hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+        typer.echo(f"error: {exc.format_message()}{hint}", err=True)
+        return exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if debug_enabled():
+            raise
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        typer.echo(
+            f"error: internal error ({what}); run again with --debug for the traceback"
+            " and report it",
+            err=True,
+        )
+        return ExitCode.FAILURE
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 def main() -> None:
-    app()
+    sys.exit(run())

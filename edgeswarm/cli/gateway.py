@@ -12,26 +12,47 @@ from typing import Annotated
 import typer
 
 from edgeswarm.gateway.config import GatewayConfig
-from edgeswarm.gateway.log.records import FsyncPolicy
+from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
-from .options import LogLevel, MetricsPort, choice, cli_port, exits_on_error, quic_stack
+from .exits import Usage, exits_on_error
+from .options import (
+    LogLevel,
+    MetricsHost,
+    MetricsPort,
+    Stack,
+    cli_port,
+    quic_stack,
+    with_examples,
+)
 from .options import metrics_port as metrics_port_option
 
 _GATEWAY = GatewayConfig()
 """The gateway's defaults (every field has one)."""
 GATEWAY_METRICS_PORT = cli_port(_GATEWAY.metrics_port)
+_FSYNC = FsyncPolicy(_GATEWAY.fsync)
 
 
 def _model_route(value: str) -> tuple[str, str]:
     """``--infer-oip MODEL=URL`` -> (model, url)."""
     model, sep, url = value.partition("=")
     if not sep or not model or not url.startswith(("http://", "https://")):
-        raise typer.BadParameter(f"--infer-oip takes MODEL=http://host:port, got {value!r}")
+        raise Usage(f"--infer-oip takes MODEL=http://host:port, got {value!r}")
     return model, url
 
 
+def _tls_files(cert: Path | None, key: Path | None) -> None:
+    """``--cert`` and ``--key`` come together and name files."""
+    if (cert is None) != (key is None):
+        given, missing = ("--cert", "--key") if key is None else ("--key", "--cert")
+        raise Usage(f"{given} needs {missing} (the certificate and its private key go together)")
+    for path, option in ((cert, "--cert"), (key, "--key")):
+        if path is not None and not path.is_file():
+            raise Usage(f"{option}: no file {path}")
+
+
+@with_examples
 def gateway(
     listen: Annotated[str, typer.Option(help="host:port to listen on (port 0 picks one).")] = (
         f"{_GATEWAY.host}:{_GATEWAY.port}"
@@ -68,15 +89,22 @@ def gateway(
         ),
     ] = _GATEWAY.preauth.retry_above,
     fsync: Annotated[
-        str, typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off.")
-    ] = _GATEWAY.fsync,
+        FsyncPolicy,
+        typer.Option(help="Durable log: always (power-loss safe), normal (crash safe), off."),
+    ] = _FSYNC,
+    max_datagram_size: Annotated[
+        int,
+        typer.Option(
+            min=1200,
+            max=65000,
+            help="Largest UDP payload sent; above 1350 (LAN) qh3 probes the path up to it.",
+        ),
+    ] = _GATEWAY.transport.max_datagram_size,
     log_scrub_interval: Annotated[
         float,
         typer.Option(min=0, help="Seconds between background checks of the whole log (0: never)."),
     ] = _GATEWAY.log_scrub_interval_s or 0.0,
-    stack: Annotated[
-        str | None, typer.Option(help="QUIC stack: aioquic or qh3 (default: $EDGESWARM_QUIC).")
-    ] = None,
+    stack: Stack = None,
     peer: Annotated[
         list[str] | None,
         typer.Option(help="Peer gateway host:port to replicate swarm state with; repeatable."),
@@ -107,6 +135,7 @@ def gateway(
             "an edgeswarm node's --http); repeatable."
         ),
     ] = None,
+    metrics_host: MetricsHost = _GATEWAY.metrics_host,
     metrics_port: MetricsPort = GATEWAY_METRICS_PORT,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -116,15 +145,30 @@ def gateway(
     not authenticated yet get a small budget (--hello-timeout, --max-unauthenticated,
     --retry-above; see docs/operations.md, Limits). A peer gateway
     (--peer) must have this gateway's key (`public_key` in the ready line)
-    enrolled with `--role gateway --peer-id GATEWAY_ID`.
+    enrolled with `--role gateway --peer-id GATEWAY_ID`. /metrics, /healthz and
+    /readyz on --metrics-port. One gateway per --data-dir.
+
+    Exit status: 0 stopped by SIGTERM/SIGINT; 1 it cannot start or serve (port in use,
+    data directory in use or damaged: one error line); 2 a wrong option.
+
+    Examples:
+
+        edgeswarm gateway --listen 0.0.0.0:{port} --data-dir /var/lib/edgeswarm
+
+        edgeswarm gateway --data-dir /var/lib/edgeswarm --metrics-host 0.0.0.0 \
+            --peer gw-b.example:{port} --gateway-id gw-a
     """
     from edgeswarm.gateway import Gateway
     from edgeswarm.identity import public_key_text
 
-    if (cert is None) != (key is None):
-        raise typer.BadParameter("--cert and --key go together")
     configure_logging(log_level, process="gateway")
-    host, port = parse_address(listen)
+    with exits_on_error():
+        _tls_files(cert, key)
+        host, port = parse_address(listen, "--listen", listen=True)
+        peers = tuple(parse_address(p, "--peer") for p in peer or ())
+        routes = tuple(_model_route(route) for route in infer_oip or ())
+        if peer_ca is not None and not peer_ca.is_file():
+            raise Usage(f"--peer-ca: no file {peer_ca}")
     config = GatewayConfig(
         host=host,
         port=port,
@@ -141,12 +185,14 @@ def gateway(
             max_unauthenticated_per_address=max_unauthenticated_per_address,
             retry_above=retry_above,
         ),
-        fsync=choice(fsync, tuple(FsyncPolicy), "--fsync"),
+        fsync=fsync,
+        transport=dataclasses.replace(_GATEWAY.transport, max_datagram_size=max_datagram_size),
         log_scrub_interval_s=log_scrub_interval or None,
         stack=quic_stack(stack),
+        metrics_host=metrics_host,
         metrics_port=metrics_port_option(metrics_port),
         identity_key=identity_key,
-        peers=tuple(parse_address(p) for p in peer or ()),
+        peers=peers,
         peer_ca=peer_ca,
         heavy=dataclasses.replace(
             _GATEWAY.heavy,
@@ -155,7 +201,7 @@ def gateway(
             max_queued_rows=max(infer_max_batch, _GATEWAY.heavy.max_queued_rows),
             infer_window=infer_window,
         ),
-        infer_oip=tuple(_model_route(route) for route in infer_oip or ()),
+        infer_oip=routes,
     )
 
     async def serve() -> None:

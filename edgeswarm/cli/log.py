@@ -13,7 +13,7 @@ import typer
 
 from edgeswarm.gateway.config import GatewayConfig
 
-from .options import exits_on_error, fail
+from .exits import ExitCode, exits_on_error, fail
 
 _GATEWAY = GatewayConfig()
 
@@ -39,8 +39,8 @@ def verify(
     checksum, and every payload in the segment files against its XXH3-64.
 
     Runs beside a live gateway (it only reads a snapshot). Progress goes to stderr once a
-    second. Exit status: 0 nothing damaged, 1 damage found (each listed), 2 the log
-    cannot be opened.
+    second. Exit status: 0 nothing damaged; 1 damage found (each listed), or the index
+    cannot be read at all; 2 --data-dir holds no observation log.
 
     Examples:
 
@@ -59,7 +59,10 @@ def verify(
         )
 
     if not path.exists():
-        fail(f"{path}: no observation log here (is --data-dir a gateway's data directory?)")
+        fail(
+            f"--data-dir: no observation log {path} (is it a gateway's data directory?)",
+            ExitCode.USAGE,
+        )
     with exits_on_error(f"log verify {path}"):
         try:
             report = verify_log(path, full=not quick, progress=progress)

@@ -11,8 +11,12 @@ From C source to a published module::
 
 ``publish``, ``modules``, ``history`` and ``trust`` work on the gateway's
 ``modules.db`` in ``--data-dir`` (beside a running gateway, like ``keys``).
-Errors are one line on stderr and exit status 2; a refused publish changes
-nothing.
+Errors are one line on stderr. Exit status: 0 done; 1 it could not be done (a
+damaged modules.db, an OCI registry that does not answer); 2 usage (a file
+that is missing or not a manifest, a bad key text); 3 the module was refused
+for good (unsigned, signature, trust, digest, size, ABI, version conflict):
+retrying cannot help, the publisher or the operator must act. A refused
+publish changes nothing.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from rich.table import Table
 
 from edgeswarm.identity import KeyPair, public_key_from_text, public_key_text
 
+from .exits import ExitCode, Usage, debug_enabled, exits_on_error, fail
 from .module_files import manifest_path, signed_manifest
-from .options import exits_on_error, fail
 
 if TYPE_CHECKING:
     from edgeswarm.registry import ModuleStore
@@ -64,8 +68,27 @@ def _store(data_dir: Path) -> ModuleStore:
 
 
 def _read(path: Path) -> bytes:
-    with exits_on_error():
+    try:
         return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", ExitCode.USAGE)
+
+
+@contextmanager
+def _exits(context: str) -> Iterator[None]:
+    """:func:`exits_on_error`, and a refused module is status 3 (REFUSED), a malformed
+    manifest status 2 (USAGE)."""
+    from edgeswarm.registry import ManifestError, ModuleRefusedError
+
+    with exits_on_error(context):
+        try:
+            yield
+        except ModuleRefusedError as exc:
+            if debug_enabled():
+                raise
+            fail(f"{context}: {exc}", ExitCode.REFUSED)
+        except ManifestError as exc:
+            raise Usage(str(exc)) from exc
 
 
 def _emit(record: Any, as_json: bool, text: str) -> None:
@@ -117,7 +140,7 @@ def build(
     from .module_files import describe
 
     target = out or source.with_suffix(".wasm")
-    with exits_on_error(f"build {source}"):
+    with _exits(f"build {source}"):
         blob = compile_source(source)
         descriptor = describe(blob, str(source))
         target.write_bytes(blob)
@@ -147,7 +170,7 @@ def sign(
         edgeswarm agents sign policy.wasm --name policy --version 1.0.0 --key pub.key
     """
     blob = _read(module)
-    with exits_on_error(f"sign {module}"):
+    with _exits(f"sign {module}"):
         pair = KeyPair.load(key)
         manifest = signed_manifest(blob, name=name, version=version, key=pair, label=str(module))
         target = out or manifest_path(module)
@@ -177,7 +200,7 @@ def publish(
     """
     blob = _read(module)
     document = _read(manifest or manifest_path(module))
-    with exits_on_error(f"publish {module}"), _store(data_dir) as store:
+    with _exits(f"publish {module}"), _store(data_dir) as store:
         published = store.publish(document, blob, actor=_actor(actor))
     record = published.summary()
     _emit(record, as_json, f"published {published.manifest.ref} ({record['digest']})")
@@ -258,7 +281,7 @@ def _public_key(text: str) -> bytes:
     try:
         return public_key_from_text(text)
     except ValueError as exc:
-        fail(str(exc))
+        fail(f"--public-key: {exc}", ExitCode.USAGE)
 
 
 @trust_app.command("add")
@@ -343,7 +366,7 @@ def push(
 
     blob = _read(module)
     document = _read(manifest or manifest_path(module))
-    with exits_on_error(f"push {reference}"):
+    with _exits(f"push {reference}"):
         signed = parse_manifest(document)
         verify_manifest(signed)
         check_blob(signed, blob)
@@ -373,7 +396,7 @@ def pull(
     from edgeswarm.identity import fingerprint
     from edgeswarm.registry import oci
 
-    with exits_on_error(f"pull {reference}"):
+    with _exits(f"pull {reference}"):
         with _progress(f"pull {reference}", as_json) as progress:
             pulled = oci.pull(reference, insecure=insecure, progress=progress)
         out.mkdir(parents=True, exist_ok=True)

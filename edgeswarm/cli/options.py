@@ -1,27 +1,52 @@
-"""Checks, defaults and exits shared by the CLI commands."""
+"""Options and defaults shared by the CLI commands."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-from edgeswarm.errors import EdgeswarmError
-from edgeswarm.transport.stacks import STACKS
+from edgeswarm.telemetry.logs import LogLevelName
+from edgeswarm.transport.api import DEFAULT_PORT
+from edgeswarm.transport.stacks import StackName
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 DEFAULT_ADMIN_KEY = Path("var/admin.key")
-"""``--key`` of the admin commands (``status``, ``state``) when it is not given."""
+"""``--key`` of the admin commands (``status``, ``state``) when neither it nor a context
+gives one."""
 
-LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+LogLevel = Annotated[
+    LogLevelName,
+    typer.Option("--log-level", case_sensitive=False, help="Least severe level logged."),
+]
 """``--log-level`` of the long-running commands."""
 MetricsPort = Annotated[
-    int, typer.Option("--metrics-port", help="Prometheus port; 0 picks a free one; -1 disables.")
+    int,
+    typer.Option(
+        "--metrics-port",
+        min=-1,
+        max=65535,
+        help="Port of /metrics, /healthz and /readyz; 0 picks a free one; -1 disables.",
+    ),
 ]
 """``--metrics-port`` of the long-running commands (``metrics_port`` reads it)."""
+MetricsHost = Annotated[
+    str,
+    typer.Option(
+        "--metrics-host",
+        help="Address /metrics, /healthz and /readyz listen on (0.0.0.0: every interface).",
+    ),
+]
+"""``--metrics-host`` of the long-running commands."""
+Stack = Annotated[
+    StackName | None,
+    typer.Option(envvar="EDGESWARM_QUIC", help="QUIC library (default: qh3)."),
+]
+"""``--stack`` of the commands that speak QUIC."""
 
 
 def default(config: type[Any], name: str) -> Any:
@@ -49,43 +74,15 @@ def metrics_port(value: int) -> int | None:
     return None if value < 0 else value
 
 
-def choice(value: str, allowed: tuple[str, ...], option: str) -> str:
-    """``value`` if it is one of ``allowed``, else a usage error naming ``option``."""
-    if value not in allowed:
-        raise typer.BadParameter(f"{option} must be one of {', '.join(allowed)}")
-    return value
-
-
 def quic_stack(value: str | None) -> str:
     """``--stack``, defaulting to ``$EDGESWARM_QUIC`` or the built-in default."""
     from edgeswarm.transport.quic import default_stack
 
-    return choice(value or default_stack(), STACKS, "--stack")
+    return value or default_stack()
 
 
-def admin_logging() -> None:
-    """One-shot admin commands (``status``, ``state``) say what failed in one ``error:``
-    line; below ERROR the library's logs would only repeat it (before it, unformatted)."""
-    from edgeswarm.telemetry import configure_logging
-
-    configure_logging("ERROR", process="admin")
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def exits_on_error(context: str = "") -> Iterator[None]:
-    """Turn an edgeswarm error or an OS error (a file, a socket, a timeout) raised in
-    the block into one line, ``error: context: what happened``, and exit status 2.
-
-    The one place the CLI catches the root of the error tree (``edgeswarm.errors``).
-    """
-    try:
-        yield
-    except (EdgeswarmError, OSError) as exc:
-        what = str(exc) or type(exc).__name__
-        fail(f"{context}: {what}" if context else what)
+def with_examples(command: Command) -> Command:
+    """Fill ``{port}`` in ``command``'s help (its examples) with the gateway's default port,
+    which is written down once (``transport.api.DEFAULT_PORT``)."""
+    command.__doc__ = (command.__doc__ or "").replace("{port}", str(DEFAULT_PORT))
+    return command

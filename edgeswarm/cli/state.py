@@ -12,10 +12,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
+from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
+from edgeswarm.telemetry import configure_logging
 
-from .address import DEFAULT_GATEWAY, gateway_address
-from .options import DEFAULT_ADMIN_KEY, admin_logging, exits_on_error, quic_stack
+from .admin_target import (
+    AdminId,
+    AdminKey,
+    Ca,
+    ContextName,
+    GatewayAddr,
+    ServerName,
+    Timeout,
+    admin_target,
+)
+from .exits import exits_on_error, fail
+from .options import with_examples
 
 state_app = typer.Typer(
     name="state",
@@ -27,13 +38,7 @@ Key = Annotated[
     str | None,
     typer.Argument(metavar="KEY", help="A key (group/name) or a group; everything when left out."),
 ]
-Ca = Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")]
-GatewayAddr = Annotated[str, typer.Option("--gateway", help="Gateway host:port.")]
-ServerName = Annotated[str | None, typer.Option(help="Name in the certificate.")]
-AdminKey = Annotated[Path, typer.Option(help="Admin private key enrolled with role admin.")]
-AdminId = Annotated[str, typer.Option(help="Peer id the admin key is enrolled as.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (one object per snapshot).")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for the gateway.")]
 
 
 def select(snapshot: dict[str, dict[str, Any]], key: str | None) -> dict[str, dict[str, Any]]:
@@ -66,61 +71,105 @@ def _table(gateway_id: str, snapshot: dict[str, dict[str, Any]], title: str) -> 
     return table
 
 
-def _connection(
-    ca: Path, gateway_addr: str, key: Path, admin_id: str, server_name: str | None, timeout: float
+def _target(
+    context: str | None,
+    gateway_addr: str | None,
+    ca: Path | None,
+    key: Path | None,
+    admin_id: str | None,
+    server_name: str | None,
+    timeout: float,
 ) -> dict[str, Any]:
     """The keyword arguments of ``watch_state`` that say where and who."""
-    from edgeswarm.identity.keys import KeyPair
-
-    admin_logging()
-    address = gateway_address(
-        gateway_addr, ca=ca, server_name=server_name, stack=quic_stack(None), timeout=timeout
-    )
+    configure_logging("ERROR", process="state")  # the error line says it all
     with exits_on_error():
-        pair = KeyPair.load(key)
-    return {"gateway": address, "key": pair, "admin_id": admin_id, "timeout": timeout}
+        target = admin_target(
+            context=context,
+            gateway=gateway_addr,
+            ca=ca,
+            key=key,
+            admin_id=admin_id,
+            server_name=server_name,
+            timeout=timeout,
+        )
+    return {
+        "gateway": target.address,
+        "key": target.key,
+        "admin_id": target.admin_id,
+        "timeout": timeout,
+    }
 
 
-def _run(gateway_addr: str, coroutine: Any) -> int:
-    with exits_on_error(f"cannot read state from gateway {gateway_addr}"):
+def _run(connection: dict[str, Any], coroutine: Any) -> int:
+    with exits_on_error(f"gateway {connection['gateway']}"):
         shown = int(asyncio.run(coroutine))
     return shown
 
 
+def missing(snapshot: dict[str, dict[str, Any]], key: str | None) -> bool:
+    """Whether ``key`` names nothing in ``snapshot`` (no such key and no such group)."""
+    return key is not None and not any(select(snapshot, key).values())
+
+
 @state_app.command("get")
+@with_examples
 def get(
-    ca: Ca,
     key_filter: Key = None,
-    gateway_addr: GatewayAddr = DEFAULT_GATEWAY,
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULT_ADMIN_KEY,
-    admin_id: AdminId = DEFAULT_ADMIN_ID,
     as_json: AsJson = False,
     timeout: Timeout = DEFAULT_TIMEOUT_S,
 ) -> None:
-    """Print the swarm state: every counter (total), set (members) and flag, or KEY's."""
+    """Print the swarm state: every counter (total), set (members) and flag, or KEY's.
+
+    Exit status: 0 shown; 1 the gateway cannot be reached, or KEY names no key or group
+    in the state; 2 a wrong option or context; 3 the gateway refused the admin key.
+
+    Examples:
+
+        edgeswarm state get --context prod
+
+        edgeswarm state get fleet/steps --gateway gw.example:{port} --ca ca.crt --key admin.key
+
+        edgeswarm state get swarm --json | jq .counters
+    """
     from edgeswarm.client.admin import watch_state
 
-    def show(gateway_id: str, snapshot: dict[str, dict[str, Any]]) -> bool:
-        chosen = select(snapshot, key_filter)
-        if as_json:
-            typer.echo(json.dumps(_record(gateway_id, chosen)))
-        else:
-            Console().print(_table(gateway_id, chosen, ""))
+    found: list[tuple[str, dict[str, dict[str, Any]]]] = []
+
+    def keep(gateway_id: str, snapshot: dict[str, dict[str, Any]]) -> bool:
+        found.append((gateway_id, snapshot))
         return True
 
-    connection = _connection(ca, gateway_addr, key, admin_id, server_name, timeout)
-    _run(gateway_addr, watch_state(**connection, on_snapshot=show, count=1))
+    connection = _target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
+    _run(connection, watch_state(**connection, on_snapshot=keep, count=1))
+    gateway_id, snapshot = found[0]
+    if missing(snapshot, key_filter):
+        keys = sorted({k.split("/")[0] for entries in snapshot.values() for k in entries})
+        fail(
+            f"no key or group {key_filter!r} in the swarm state of {gateway_id}"
+            f" (groups: {', '.join(keys) or 'none'})"
+        )
+    chosen = select(snapshot, key_filter)
+    if as_json:
+        typer.echo(json.dumps(_record(gateway_id, chosen)))
+    else:
+        Console().print(_table(gateway_id, chosen, ""))
 
 
 @state_app.command("watch")
 def watch(
-    ca: Ca,
     key_filter: Key = None,
-    gateway_addr: GatewayAddr = DEFAULT_GATEWAY,
+    context: ContextName = None,
+    gateway_addr: GatewayAddr = None,
+    ca: Ca = None,
+    key: AdminKey = None,
+    admin_id: AdminId = None,
     server_name: ServerName = None,
-    key: AdminKey = DEFAULT_ADMIN_KEY,
-    admin_id: AdminId = DEFAULT_ADMIN_ID,
     count: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many snapshots.")
     ] = None,
@@ -132,6 +181,12 @@ def watch(
 
     Bounded: stops after --count snapshots or --duration seconds (60 by default).
     With --json, one JSON object per snapshot, each with `seq` and `elapsed_s`.
+
+    Examples:
+
+        edgeswarm state watch fleet/steps --context prod --duration 30
+
+        edgeswarm state watch swarm/anomalies --count 5 --json
     """
     from edgeswarm.client.admin import watch_state
 
@@ -156,7 +211,7 @@ def watch(
             console.print(_table(gateway_id, chosen, title))
         return count is not None and shown >= count
 
-    connection = _connection(ca, gateway_addr, key, admin_id, server_name, timeout)
-    _run(gateway_addr, watch_state(**connection, on_snapshot=show, duration=duration, count=None))
+    connection = _target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
+    _run(connection, watch_state(**connection, on_snapshot=show, duration=duration, count=None))
     if not as_json:
         console.print(f"[dim]{shown} snapshot(s) in {time.monotonic() - started:.1f} s[/dim]")

@@ -11,10 +11,11 @@ and never import each other.
 from .address import DEFAULT_HOST, GatewayAddress, split_host_port
 from .admin import fetch_state, fetch_status, watch_state
 from .reconnect import Backoff, Reconnect, open_session
-from .session import GatewayClient, SessionEndedError, StateHandler
+from .session import AuthRefusedError, GatewayClient, SessionEndedError, StateHandler
 
 __all__ = [
     "DEFAULT_HOST",
+    "AuthRefusedError",
     "Backoff",
     "GatewayAddress",
     "GatewayClient",

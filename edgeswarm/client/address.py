@@ -35,22 +35,41 @@ class GatewayAddress:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def split_host_port(value: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``host`` or ``[v6]`` -> (host, port).
+def split_host_port(value: str, *, allow_port_zero: bool = False) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` -> (host, port).
 
-    Raises ``ValueError`` naming ``value`` for a port that is not 0..65535.
+    Strict, because a loose reading connects somewhere else quietly: raises
+    ``ValueError`` saying what to write for a scheme or a path
+    (``https://gw:PORT``), a missing port, an IPv6 address without brackets,
+    an empty host, and a port that is not 1..65535 (0 too with
+    ``allow_port_zero``: "pick one", for addresses to listen on).
     """
+    example = f"gw.example:{DEFAULT_PORT}"
+    if "://" in value:
+        raise ValueError(f"{value!r}: give host:port without a scheme, e.g. {example}")
+    if "/" in value:
+        raise ValueError(f"{value!r}: give host:port without a path, e.g. {example}")
     if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        port = rest.lstrip(":") or str(default_port)
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"{value!r}: give [IPv6]:port, e.g. [::1]:{DEFAULT_PORT}")
+        port = rest[1:]
+    elif value.count(":") > 1:
+        raise ValueError(f"{value!r}: write an IPv6 address in brackets, e.g. [::1]:{DEFAULT_PORT}")
     elif value.count(":") == 1:
         host, port = value.split(":")
     else:
-        host, port = value, str(default_port)
+        raise ValueError(
+            f"{value!r} has no port: give host:port (a gateway listens on {DEFAULT_PORT}"
+            f" unless told otherwise), e.g. {value or 'gw.example'}:{DEFAULT_PORT}"
+        )
+    if not host:
+        raise ValueError(f"{value!r} has no host: give host:port, e.g. {example}")
     try:
         number = int(port)
     except ValueError:
-        raise ValueError(f"bad port in {value!r}") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"port out of range in {value!r}")
+        raise ValueError(f"{value!r}: the port must be a number, e.g. {example}") from None
+    lowest = 0 if allow_port_zero else 1
+    if not lowest <= number <= 65535:
+        raise ValueError(f"{value!r}: the port must be in {lowest}..65535")
     return host, number

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from edgeswarm.transport import quic
-from edgeswarm.transport.api import SessionLink
+from edgeswarm.transport.api import SessionLink, TransportSettings
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import Welcome
 
@@ -67,10 +67,11 @@ async def open_session(
     *,
     tickets: TicketStore | None = None,
     early_data: bool = False,
+    settings: TransportSettings | None = None,
 ) -> AsyncIterator[tuple[SessionLink, Welcome]]:
     """Connect ``client`` to ``address``; yield the link and the gateway's WELCOME.
 
-    ``tickets`` and ``early_data`` as in :func:`edgeswarm.transport.quic.connect`
+    ``tickets``, ``early_data`` and ``settings`` as in :func:`edgeswarm.transport.quic.connect`
     (a resumed session may carry the HELLO as 0-RTT data). Raises what
     ``connect`` raises, ``SessionEndedError`` when the gateway refuses, and
     ``TimeoutError`` when WELCOME takes over ``address.connect_timeout_s``.
@@ -85,6 +86,7 @@ async def open_session(
         tickets=tickets,
         connect_timeout=address.connect_timeout_s,
         early_data=early_data,
+        settings=settings,
     ) as link:
         welcome = await client.wait_welcomed(address.connect_timeout_s)
         yield link, welcome

@@ -24,6 +24,7 @@ from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
+    AUTH_REFUSAL_CODES,
     BATCH_REFUSED_CODES,
     FEATURE_ACK_THROUGH,
     FEATURE_STATE,
@@ -54,6 +55,7 @@ from edgeswarm.wire import (
     Welcome,
     Welcomed,
     auth_message,
+    code_name,
     decode_payload,
 )
 from edgeswarm.wire.errors import RemoteProtocolError
@@ -64,6 +66,23 @@ logger = logging.getLogger("edgeswarm.client")
 class SessionEndedError(EdgeswarmError, ConnectionError):
     """The session with the gateway ended while we were waiting on it."""
 
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        """The BYE's code when the gateway closed the session, else None."""
+
+
+class AuthRefusedError(EdgeswarmError):
+    """The gateway refused this peer for good (``wire.AUTH_REFUSAL_CODES``: unknown or
+    revoked key, bad, expired or used token, wrong role): connecting again cannot help,
+    an operator has to enroll the key or issue a token. Not a ``ConnectionError``, so
+    no retry loop swallows it."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        """The refusal's code."""
+
 
 @dataclass
 class ClientCounters:
@@ -73,6 +92,16 @@ class ClientCounters:
     """ERROR frames from the gateway."""
     datagram_actions: int = 0
     """ACTIONS that came as QUIC datagrams."""
+
+
+_REFUSAL_HINTS = {
+    ErrorCode.UNKNOWN_PEER: "; enroll the key (`edgeswarm keys add`) or give a join token",
+    ErrorCode.BAD_TOKEN: "; issue a new token on the gateway (`edgeswarm keys issue`)",
+    ErrorCode.AUTH_FAILED: "; the id or the key belongs to another peer: check the id and key",
+    ErrorCode.ROLE_NOT_ALLOWED: "; the key is enrolled for another role",
+    ErrorCode.KEY_REVOKED: "; enroll the key again (`edgeswarm keys add`) to let it back in",
+}
+"""What an operator can do about each refusal (``AuthRefusedError``'s message ends with it)."""
 
 
 class StateHandler(Protocol):
@@ -98,7 +127,10 @@ class GatewayClient:
     session speaks ``ack_through``: the ACK covers every batch up to ``ack.seq``.
     ``on_error(error)`` is called for every ERROR; one whose ``seq`` names a sent
     batch with a code of ``BATCH_REFUSED_CODES`` refuses that batch for good (no
-    ACK will come for it: it is no longer in flight).
+    ACK will come for it: it is no longer in flight). ``on_latency(seconds)`` is
+    called with each acknowledged batch's send-to-ack time (the edge's histogram).
+    Once the gateway closes the session with a code of ``AUTH_REFUSAL_CODES``,
+    waiting on the session raises :class:`AuthRefusedError`.
     """
 
     def __init__(
@@ -108,6 +140,7 @@ class GatewayClient:
         *,
         on_ack: Callable[[Ack, bool], None] | None = None,
         on_error: Callable[[Error], None] | None = None,
+        on_latency: Callable[[float], None] | None = None,
     ) -> None:
         if hello.public_key != key.public_key:
             raise ValueError("HELLO must carry the public key of the key pair that signs")
@@ -115,6 +148,7 @@ class GatewayClient:
         self._key = key
         self._on_ack = on_ack
         self._on_error = on_error
+        self._on_latency = on_latency
         self.session = Session(SessionConfig(is_client=True), now=time.monotonic())
         self.counters = ClientCounters()
         self.latency = LatencyHistogram()
@@ -129,6 +163,8 @@ class GatewayClient:
         """An inference node's: called with each INFER_REQUEST the gateway sends."""
         self.welcome: Welcome | None = None
         self.closed_reason: str | None = None
+        self.closed_code: int | None = None
+        """The code of the gateway's BYE, once it closed the session."""
         self._link: SessionLink | None = None
         self._in_flight: dict[int, float] = {}
         """Batches sent in this session and not acknowledged: seq -> when sent."""
@@ -194,6 +230,16 @@ class GatewayClient:
         self._in_flight[seq] = time.monotonic()
         self._flush()
 
+    def transmit_now(self) -> None:
+        """Send the packets of what was queued now, not at the end of this loop turn."""
+        if self._link is not None:
+            self._link.transmit_now()
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        """Until at most ``at_most`` bytes sent on the session wait in QUIC to leave."""
+        if self._link is not None:
+            await self._link.wait_send_backlog(at_most)
+
     async def drain(self, timeout: float) -> bool:
         """Wait until every sent batch is acknowledged; False on timeout or close."""
         try:
@@ -244,8 +290,21 @@ class GatewayClient:
         await self.wait_change()
 
     def _raise_if_closed(self) -> None:
-        if self.closed_reason is not None:
-            raise SessionEndedError(self.closed_reason)
+        self.raise_if_closed()
+
+    def raise_if_closed(self) -> None:
+        """Raise :class:`AuthRefusedError` when the gateway refused this peer for good,
+        :class:`SessionEndedError` when the session is over for another reason."""
+        if self.closed_reason is None:
+            return
+        code = self.closed_code
+        if code is not None and code in AUTH_REFUSAL_CODES:
+            reason = self.closed_reason.removeprefix("gateway closed the session: ")
+            hint = _REFUSAL_HINTS.get(ErrorCode(code), "")
+            raise AuthRefusedError(
+                f"the gateway refused {self.hello.peer_id!r}: {reason}{hint}", code=code
+            )
+        raise SessionEndedError(self.closed_reason, code=code)
 
     def stalled(self, now: float, timeout: float) -> bool:
         """Batches are outstanding and no ack came for ``timeout`` seconds."""
@@ -255,11 +314,15 @@ class GatewayClient:
         """Give up on this session (the gateway stopped answering)."""
         self._ended(reason)
 
-    def _ended(self, reason: str) -> None:
+    def _ended(self, reason: str, code: int | None = None) -> None:
         if self.closed_reason is None:
             self.closed_reason = reason
+            self.closed_code = code
             if self._status is not None and not self._status.done():
-                self._status.set_exception(SessionEndedError(reason))
+                try:
+                    self.raise_if_closed()
+                except (AuthRefusedError, SessionEndedError) as exc:
+                    self._status.set_exception(exc)
             if self.state_handler is not None:
                 self.state_handler.session_ended(self)
         self._changed.set()
@@ -276,6 +339,8 @@ class GatewayClient:
                         sent = self._in_flight.pop(seq, None)
                         if sent is not None:
                             self.latency.record(now - sent)
+                            if self._on_latency is not None:
+                                self._on_latency(now - sent)
                     if self._on_ack is not None:
                         self._on_ack(ack, through)
                 case ChallengeReceived(challenge=challenge):
@@ -303,7 +368,11 @@ class GatewayClient:
                     self.counters.errors_received += 1
                     logger.warning(
                         "gateway reported an error",
-                        extra={"code": error.code, "error": error.message, "seq": error.seq},
+                        extra={
+                            "code": code_name(error.code),
+                            "error": error.message,
+                            "seq": error.seq,
+                        },
                     )
                     if error.seq is not None and error.code in BATCH_REFUSED_CODES:
                         self._in_flight.pop(error.seq, None)  # refused: no ACK will come
@@ -315,8 +384,12 @@ class GatewayClient:
                         extra={"code": error.error_code.name, "error": str(error)},
                     )
                 case SessionClosed(code=code, reason=reason, by_peer=by_peer):
-                    who = "gateway" if by_peer else "edge"
-                    self._ended(f"{who} closed the session: {reason or code}")
+                    if by_peer:
+                        name = code_name(code)
+                        detail = f"{name}: {reason}" if reason and reason != name else name
+                        self._ended(f"gateway closed the session: {detail}", code)
+                    else:
+                        self._ended(f"we closed the session: {reason or code_name(code)}")
                 case _:
                     pass
         self._changed.set()

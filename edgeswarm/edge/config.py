@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.storage import FsyncPolicy
+from edgeswarm.transport.api import INTERNET_DATAGRAM_SIZE
 
 from .heavy_lane import DEFAULT_HEAVY_DEADLINE_MS
 from .policy.compiler import CompileLimits
@@ -38,6 +40,13 @@ class EdgeConfig:
     """Join token to enroll the key on first contact (``edgeswarm keys issue``)."""
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     """Bound of the on-disk spool of unacknowledged batches."""
+    spool_fsync: str = FsyncPolicy.NORMAL
+    """Durability of spooled batches: ``normal`` (survive ``kill -9`` of the edge),
+    ``always`` (on stable storage before they are sent; synced off the tick thread) or
+    ``off`` (left to the OS)."""
+    max_datagram_size: int = INTERNET_DATAGRAM_SIZE
+    """Largest UDP payload sent to the gateway. Above 1350 (on a LAN), qh3 probes the path
+    up to it and falls back when big packets are lost; aioquic sends it as it is."""
     overflow: str = OverflowPolicy.BLOCK
     """When the spool is full: ``block`` (stop stepping until acks make room) or
     ``drop_oldest`` (drop the oldest batches, counted and logged)."""

@@ -1,15 +1,36 @@
-"""The edge's Prometheus series, in their own registry."""
+"""The edge's Prometheus series, in their own registry.
+
+Most are updated as the edge ticks (:class:`EdgeMetrics`); the delivery totals
+and the connection are read from the uplink when Prometheus scrapes
+(:class:`UplinkCollector`), so they can never disagree with the summary line.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edgeswarm.telemetry import daemon_registry
+
+from .policy.errors import FAULT_KINDS
+from .spool_records import QuarantineReason
+
+if TYPE_CHECKING:
+    from .uplink import Uplink
+
+STORES = ("spool", "state")
+"""The edge's files, as ``edgeswarm_edge_storage_errors_total{store}`` names them."""
 
 
 class EdgeMetrics:
     """Counters an edge updates as it ticks and sends."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = daemon_registry("edge")
         self.ticks = Counter("edgeswarm_edge_ticks", "Ticks stepped", registry=self.registry)
         self.agents = Gauge("edgeswarm_edge_agents", "Agents on this edge", registry=self.registry)
         self.observations_sent = Counter(
@@ -69,4 +90,60 @@ class EdgeMetrics:
             "Reads or writes of the edge's files that failed, by store (spool, state)",
             ["store"],
             registry=self.registry,
+        )
+
+        for reason in QuarantineReason:  # every known label shows 0 before its first event
+            self.spool_quarantined.labels(str(reason))
+        for store in STORES:
+            self.storage_errors.labels(store)
+
+    def policies_loaded(self, names: list[str]) -> None:
+        """Show ``policy_faults_total`` at 0 for every kind of every loaded policy."""
+        for name in names:
+            for kind in FAULT_KINDS:
+                self.policy_faults.labels(policy=name, kind=kind)
+
+
+class UplinkCollector(Collector):
+    """The uplink's delivery totals and connection, read at scrape time."""
+
+    def __init__(self, uplink: Uplink) -> None:
+        self._uplink = uplink
+
+    def collect(self) -> Iterator[Metric]:
+        uplink, counters = self._uplink, self._uplink.counters
+        yield GaugeMetricFamily(
+            "edgeswarm_edge_gateway_connected",
+            "1 while a session with the gateway is open, else 0",
+            value=int(uplink.connected),
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_edge_reconnects",
+            "Connection attempts and sessions that failed (each followed by a backoff)",
+            value=counters.retries,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_edge_sessions",
+            "Sessions with the gateway opened (welcomed)",
+            value=counters.connects,
+        )
+        yield GaugeMetricFamily(
+            "edgeswarm_edge_spool_bytes",
+            "Payload bytes of the batches held in the spool (unacknowledged)",
+            value=uplink.spool.bytes,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_edge_dropped_batches",
+            "Batches dropped from a full spool (--overflow drop_oldest), never delivered",
+            value=counters.dropped_batches,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_edge_resent_batches",
+            "Batches sent again after a reconnect (the gateway stores each once)",
+            value=counters.resent_batches,
+        )
+        yield CounterMetricFamily(
+            "edgeswarm_edge_batches_acked",
+            "Batches the gateway acknowledged (durable there)",
+            value=counters.acked_batches,
         )

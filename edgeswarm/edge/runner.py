@@ -17,12 +17,15 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgeswarm.identity import fingerprint, load_or_create_key
-from edgeswarm.telemetry import LatencyHistogram, start_metrics_server
+from edgeswarm.storage import DirectoryLock
+from edgeswarm.telemetry import DaemonEndpoint, LatencyHistogram, Probes
+from edgeswarm.transport.api import TransportSettings
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
@@ -36,7 +39,7 @@ from edgeswarm.wire import (
 from .agent_table import AgentTable
 from .config import EdgeConfig
 from .heavy_lane import HeavyRequests
-from .metrics import EdgeMetrics
+from .metrics import EdgeMetrics, UplinkCollector
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool, SpoolError
@@ -47,6 +50,11 @@ from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
 
+UNACKED_TICKS_AHEAD = 2
+"""At ``tick_hz`` 0, a tick starts only while at most this many ticks of batches are
+spooled and unacknowledged (and the gateway is connected): compute overlaps delivery,
+and the spool does not fill up just because the edge computes faster than it delivers."""
+
 
 def emit(record: dict[str, Any]) -> None:
     """Write one machine-readable line on stdout."""
@@ -55,10 +63,26 @@ def emit(record: dict[str, Any]) -> None:
 
 
 class EdgeRunner:
-    """Runs one edge until its duration or tick count is reached, or ``stop()``."""
+    """Runs one edge until its duration or tick count is reached, or ``stop()``.
 
-    def __init__(self, config: EdgeConfig) -> None:
+    ``output`` receives each progress record and the summary (default: one JSON
+    line each on stdout; the CLI's live view on a terminal).
+    """
+
+    def __init__(
+        self, config: EdgeConfig, *, output: Callable[[dict[str, Any]], None] = emit
+    ) -> None:
         self.config = config
+        self._output = output
+        self._lock = DirectoryLock(config.data_dir, name="edge", owner="edge")
+        """One edge per data directory (its spool and state have one writer)."""
+        try:
+            self._open(config)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, config: EdgeConfig) -> None:
         self.metrics = EdgeMetrics()
         self.table = AgentTable.create(
             count=config.agents,
@@ -68,7 +92,6 @@ class EdgeRunner:
             first_id=config.first_agent_id,
         )
         self.world = FlockingWorld(config.agents, seed=config.seed)
-        config.data_dir.mkdir(parents=True, exist_ok=True)
         self.key = load_or_create_key(config.key_file or config.data_dir / "edge.key")
         self.spool = Spool(
             config.data_dir / "spool.db",
@@ -76,6 +99,7 @@ class EdgeRunner:
             overflow=config.overflow,
             count_of=observation_count,  # for a spool written before counts were stored
             check_unverified=unverified_batch_problem,  # ... or before checksums
+            fsync=config.spool_fsync,
         )
         self.state = StateLink(
             config.data_dir / "state",
@@ -103,13 +127,23 @@ class EdgeRunner:
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
-            seed=config.seed,
             on_client=self.state.attach,
             on_quarantine=self._on_quarantine,
+            transport=TransportSettings(max_datagram_size=config.max_datagram_size),
+            on_ack_latency=self.metrics.ack_latency.observe,
         )
+        self.metrics.registry.register(UplinkCollector(self.uplink))
+        self.carried_batches = len(self.spool)
+        """Batches an earlier run left in the spool (sent first, counted as acked)."""
+        self.carried_observations = self.spool.count_through(self.spool.next_seq())
+        self.probes = Probes(self.not_ready)
+        """``/healthz`` and ``/readyz`` beside ``/metrics``."""
+        self.policies_loaded = False
         self.heavy = HeavyRequests(deadline_ms=config.heavy_deadline_ms)
         """Policies' heavy-lane requests and their results (``heavy_request`` imports)."""
         self.tick = 0
+        self.metrics_port: int | None = None
+        """Port of ``/metrics`` once running (the real one when 0 was asked for)."""
         self._stop = asyncio.Event()
         self._started = 0.0
         self._acked_reported = 0
@@ -119,16 +153,53 @@ class EdgeRunner:
         """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
         self._world_repairs = 0
         """``world.nonfinite_repairs`` already counted in the metrics."""
+        self._batches_per_tick = -(-config.agents // config.batch_agents)
+        self.stage_seconds: dict[str, float] = {}
+        """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
 
     def stop(self) -> None:
         """Finish the current tick, drain the spool (bounded), say BYE."""
         self._stop.set()
 
+    def not_ready(self) -> list[str]:
+        """What keeps the edge from doing its job now (``/readyz``): its policies are not
+        loaded yet, or it is neither connected nor able to spool (spool full, refused)."""
+        problems = []
+        if not self.policies_loaded:
+            problems.append("policies not loaded yet")
+        uplink = self.uplink
+        if uplink.refused is not None:
+            problems.append(f"refused by the gateway: {uplink.refused}")
+        elif not uplink.connected and self.spool.bytes >= self.config.spool_max_bytes:
+            problems.append(f"gateway unreachable and the spool is full ({self.spool.bytes} bytes)")
+        return problems
+
     async def run(self) -> dict[str, Any]:
         """Run the edge; returns the summary it also prints."""
+        with self._lock:
+            return await self._run()
+
+    async def _run(self) -> dict[str, Any]:
         config = self.config
+        endpoint = None
         if config.metrics_port is not None:
-            start_metrics_server(config.metrics_port, self.metrics.registry, config.metrics_host)
+            endpoint = DaemonEndpoint(
+                self.metrics.registry,
+                self.probes,
+                host=config.metrics_host,
+                port=config.metrics_port,
+            )
+            self.metrics_port = endpoint.port
+        heartbeat = asyncio.create_task(self.probes.keep_beating())
+        try:
+            return await self._serve()
+        finally:
+            heartbeat.cancel()
+            if endpoint is not None:
+                endpoint.close()
+
+    async def _serve(self) -> dict[str, Any]:
+        config = self.config
         self.metrics.agents.set(config.agents)
         logger.info(
             "edge starting",
@@ -137,6 +208,7 @@ class EdgeRunner:
                 "agents": config.agents,
                 "key": fingerprint(self.key.public_key),
                 "spooled": len(self.spool),
+                "metrics_port": self.metrics_port,
             },
         )
         with (
@@ -160,6 +232,8 @@ class EdgeRunner:
                 on_fault=self._on_fault,
             ) as policies,
         ):
+            self.policies_loaded = True
+            self.metrics.policies_loaded([policies.name_of(slot) for slot in range(len(policies))])
             delivery = asyncio.create_task(self.uplink.run())
             delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
@@ -169,7 +243,7 @@ class EdgeRunner:
                 failed = (
                     None if not delivery.done() or delivery.cancelled() else delivery.exception()
                 )
-                if failed is not None:  # the spool failed: say so (exit status 2)
+                if failed is not None:  # the spool failed, or the gateway refused us: say so
                     raise failed
                 if not await self.uplink.drain(config.drain_timeout_s):
                     logger.warning(
@@ -192,7 +266,11 @@ class EdgeRunner:
         summary["policies_quarantined"] = quarantined
         summary["policy_faults"] = faults
         summary["latency_hist"] = self._latency().to_sparse()
-        emit(summary)
+        summary["stage_ms"] = {
+            stage: round(seconds * 1e3 / max(1, self.tick), 3)
+            for stage, seconds in self.stage_seconds.items()
+        }
+        self._output(summary)
         return summary
 
     async def _tick_loop(self, policies: PolicySet) -> None:
@@ -206,23 +284,35 @@ class EdgeRunner:
                 break
             if config.ticks is not None and self.tick >= config.ticks:
                 break
+            if period == 0.0:  # as fast as acknowledged: a bounded lead over the ACKs
+                await self.uplink.wait_acked(UNACKED_TICKS_AHEAD * self._batches_per_tick)
+            # The loop serves the network (sends, ACKs) between the stages of a tick.
             started = time.perf_counter()
             self._retry_quarantined(policies)
             self.world.sense(self.table)
+            self._stage("sense", started)
+            await asyncio.sleep(0)
+            mark = time.perf_counter()
             client = self.uplink.client
             self.heavy.receive(client.results if client is not None else None, time.monotonic())
             policies.step(self.table)
             self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
+            self._stage("step", mark)
+            await asyncio.sleep(0)
+            mark = time.perf_counter()
             self.world.apply(self.table.actions)
             self._count_world_repairs()
+            self._stage("apply", mark)
             self.metrics.tick_seconds.observe(time.perf_counter() - started)
             self.metrics.policies_quarantined.set(policies.quarantined_count)
+            mark = time.perf_counter()
             await self._send_observations()
+            self._stage("spool", mark)
             self.tick += 1
             self.metrics.ticks.inc()
             if config.progress_interval_s > 0 and time.monotonic() >= next_progress:
-                emit(self._snapshot("progress"))
+                self._output(self._snapshot("progress"))
                 next_progress += config.progress_interval_s
             next_tick += period
             delay = next_tick - time.monotonic()
@@ -244,10 +334,13 @@ class EdgeRunner:
             )
 
     def _delivery_ended(self, delivery: asyncio.Task[None]) -> None:
-        """The uplink stopped by itself (its spool failed): stop stepping, say why at exit."""
-        if not delivery.cancelled() and delivery.exception() is not None:
+        """The uplink stopped by itself (its spool failed, or the gateway refused this edge
+        for good): stop stepping, say why at exit."""
+        if delivery.cancelled() or delivery.exception() is None:
+            return
+        if isinstance(delivery.exception(), SpoolError):
             self.metrics.storage_errors.labels("spool").inc()
-            self._stop.set()
+        self._stop.set()
 
     def _on_quarantine(self, batch: QuarantinedBatch) -> None:
         self.metrics.spool_quarantined.labels(str(batch.reason)).inc()
@@ -272,12 +365,18 @@ class EdgeRunner:
                     extra={"policy": policies.name_of(slot), "slot": slot},
                 )
 
-    async def _send_observations(self) -> None:
-        table, step, tick = self.table, self.config.batch_agents, self.tick
-        for start in range(0, len(table), step):
-            end = min(start + step, len(table))
+    def _stage(self, stage: str, since: float) -> None:
+        """Add the time since ``since`` to ``stage`` (the summary's ``stage_ms``)."""
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + (
+            time.perf_counter() - since
+        )
 
-            def batch_at(seq: int, start: int = start, end: int = end) -> ObservationBatch:
+    async def _send_observations(self) -> None:
+        """Spool this tick's observations, ``batch_agents`` per batch, as one group commit."""
+        table, step, tick = self.table, self.config.batch_agents, self.tick
+
+        def batch_at(start: int, end: int) -> Callable[[int], ObservationBatch]:
+            def at(seq: int) -> ObservationBatch:
                 return ObservationBatch(
                     seq=seq,
                     tick=tick,
@@ -286,16 +385,21 @@ class EdgeRunner:
                     rewards=table.rewards[start:end],
                 )
 
-            try:
-                await self.uplink.submit(batch_at)
-            except SpoolError as exc:  # a full disk, a damaged file: the edge stops
-                self.metrics.storage_errors.labels("spool").inc()
-                logger.error(
-                    "spool failed; the edge stops",
-                    extra={"spool": str(self.spool.path), "error": str(exc)},
-                )
-                raise
-            self.metrics.observations_sent.inc(end - start)
+            return at
+
+        batches = [
+            batch_at(start, min(start + step, len(table))) for start in range(0, len(table), step)
+        ]
+        try:
+            await self.uplink.submit(batches)
+        except SpoolError as exc:  # a full disk, a damaged file: the edge stops
+            self.metrics.storage_errors.labels("spool").inc()
+            logger.error(
+                "spool failed; the edge stops",
+                extra={"spool": str(self.spool.path), "error": str(exc)},
+            )
+            raise
+        self.metrics.observations_sent.inc(len(table))
         self._sync_metrics()
 
     def _apply_gateway_actions(self) -> None:
@@ -344,8 +448,11 @@ class EdgeRunner:
             "batches_sent": counters.batches,
             "batches_acked": counters.acked_batches,
             "batches_resent": counters.resent_batches,
+            "batches_carried_over": self.carried_batches,
+            "observations_carried_over": self.carried_observations,
             "in_flight": self.uplink.spooled,
             "spooled_bytes": self.spool.bytes,
+            "payload_bytes": counters.payload_bytes,
             "dropped_batches": counters.dropped_batches,
             "dropped_observations": counters.dropped_observations,
             "quarantined_batches": counters.quarantined_batches,

@@ -6,68 +6,82 @@ removes a batch when the gateway acknowledges it (:meth:`Spool.ack`, in any
 order). Sequence numbers continue across restarts: :meth:`Spool.next_seq` is
 persisted, even while the spool is empty.
 
-Storage: one SQLite file in WAL mode with ``synchronous=NORMAL`` (16 KiB
-pages for new files), opened by :mod:`edgeswarm.storage`. Each row holds a
-batch's payload, its observation count and a checksum of the three
-(``spool_records.py``; file version 3: a version-2 file is upgraded when
-opened and its rows keep no checksum, a version-1 file also gets its counts),
-so nothing reads a payload just to count it. :meth:`Spool.pending` checks
-every row it returns; a row that fails is moved to the ``quarantine`` table,
-counted, logged and reported to ``on_quarantine``, and never sent. The file
-also keeps the spool's sequence epoch (``spool_records.new_seq_epoch``;
-0 for a file older than version 3).
-Every :meth:`Spool.append` is one committed transaction
-before it returns. A commit is a ``write()`` into the WAL without fsync, so an
-append survives a crash or ``kill -9`` of the edge process; an OS crash or
-power loss may roll back the newest appends.
+Storage (the gateway's observation log is the model): a tick's batches are
+one group commit (:meth:`Spool.append_many`): their payloads are appended to
+a segment file with one ``writev`` (``spool_segments.py``), then one SQLite
+transaction (``spool_file.py``) inserts a small row per batch — where its
+bytes are, its count, a checksum of seq, count and payload
+(``spool_records.py``) — and moves ``next_seq``. The commit is the point a
+batch exists: bytes no row references are cut off at open, rows whose bytes
+are gone are quarantined (``missing``). Older files are upgraded in place;
+their batches stay inline in their rows and are sent from there. The tick
+thread never syncs (:class:`~edgeswarm.storage.FsyncPolicy`: ``normal`` and
+``off`` survive ``kill -9`` of the edge; ``always`` sends a batch only once a
+thread of its own has it on stable storage, :attr:`Spool.durable_through`);
+checkpoints run on a thread of their own (only if none of them caught up before
+the WAL passed 16 MiB does an append finish one itself). :meth:`Spool.pending` serves the
+newest payloads from memory and checks every batch read back from disk
+against its checksum (``spool_reader.py``: one that fails is quarantined).
 
-ACKs are cheap: :meth:`Spool.ack` forgets the batch in memory at once (it is
-no longer pending, counted or sized) and the rows are deleted in one
-transaction per ``ack_flush_every`` ACKs, or at :meth:`Spool.flush` /
-:meth:`Spool.close`. A crash can therefore resurrect up to
-``ack_flush_every`` ACKed batches, which are then resent; that is harmless
-because the gateway deduplicates by ``(edge, seq)``.
+ACKs are cheap: :meth:`Spool.ack` forgets the batch in memory at once; the
+rows are deleted in one transaction per ``ack_flush_every`` ACKs (or at
+:meth:`Spool.flush`/:meth:`Spool.close`), then every segment no row points
+into is deleted whole. A crash can resurrect up to ``ack_flush_every`` ACKed
+batches, which are resent: harmless, the gateway deduplicates by
+``(edge, seq)``.
 
 The spool is bounded by ``max_bytes`` of payload. When an append would exceed
 it, the :class:`OverflowPolicy` decides: ``block`` raises :class:`SpoolFull`
 (check :meth:`Spool.would_overflow` first and wait for ACKs), ``drop_oldest``
 deletes the oldest batches until it fits, counts them and logs a warning.
 
-Errors (one tree)::
-
-    SpoolError               base of every spool error (an EdgeswarmError)
-    ├── SpoolCorruptError    the file is not a usable spool (``path``); see
-    │                        :meth:`Spool.quarantine_file`
-    ├── SpoolFull            ``block`` policy: the append does not fit now
-    ├── PayloadTooLarge      one payload is larger than ``max_bytes`` (also a ValueError)
-    └── SeqOutOfOrder        seq is not above every seq appended before (also a ValueError)
+Errors: one tree, drawn in ``spool_errors.py``.
 
 Not thread-safe: use a spool from one thread (the edge's event loop).
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
-from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
-from edgeswarm.storage import is_corruption, transaction
+from edgeswarm.storage import Checkpointer, FsyncPolicy
 
-from .spool_file import move_aside, open_spool_file
+from .spool_errors import (
+    OverflowPolicy,
+    PayloadTooLarge,
+    SeqOutOfOrder,
+    SpoolCorruptError,
+    SpoolError,
+    SpoolFull,
+    SpoolInUse,
+    storage_errors,
+)
+from .spool_file import (
+    WAL_LIMIT_BYTES,
+    IndexRow,
+    delete_ranges,
+    insert_group,
+    move_aside,
+    open_spool_file,
+    read_meta,
+    set_meta,
+)
+from .spool_held import DropLog, Held, HeldBatches
+from .spool_reader import SpoolReader
 from .spool_records import (
     QuarantinedBatch,
     QuarantineReason,
     UnverifiedCheck,
     batch_checksum,
-    batch_problem,
     new_seq_epoch,
 )
+from .spool_segments import DEFAULT_CACHE_BYTES, DEFAULT_SEGMENT_BYTES, SpoolSegments
 
 __all__ = [
     "OverflowPolicy",
@@ -77,70 +91,22 @@ __all__ = [
     "SpoolCorruptError",
     "SpoolError",
     "SpoolFull",
+    "SpoolInUse",
 ]
 
 logger = logging.getLogger("edgeswarm.edge")
 
 DEFAULT_MAX_BYTES = 256 << 20
 """Bound of a spool's payload bytes unless configured otherwise (256 MiB)."""
+CHECKPOINT_COMMITS = 256
+"""Commits between two background checkpoints of the index (a few MB of WAL: the same hot
+index pages are copied once per checkpoint, not once per commit)."""
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
 
 
-class SpoolError(EdgeswarmError):
-    """Base of every spool error."""
-
-
-class SpoolCorruptError(SpoolError):
-    """The spool file is not a SQLite database, is damaged, or has a foreign schema.
-
-    Nothing was changed on disk. Recovery: ``Spool.quarantine_file(path)`` moves
-    it (and its ``-wal``/``-shm`` files) aside, then ``Spool(path)`` starts an
-    empty spool. The batches in it are lost to the gateway; sequence numbers
-    restart at 1 unless the caller passes ``min_next_seq``.
-    """
-
-    def __init__(self, message: str, *, path: Path) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        """The spool file."""
-
-
-class SpoolFull(SpoolError):  # noqa: N818 (names a state, like queue.Full)
-    """``block`` policy: the payload does not fit until some batches are ACKed."""
-
-    def __init__(self, *, needed: int, held: int, max_bytes: int) -> None:
-        super().__init__(f"spool full: {held} of {max_bytes} bytes held, {needed} more needed")
-        self.needed = needed
-        """Payload bytes of the refused append."""
-        self.held = held
-        """Payload bytes held when it was refused."""
-        self.max_bytes = max_bytes
-        """The spool's bound."""
-
-
-class PayloadTooLarge(SpoolError, ValueError):  # noqa: N818
-    """A single payload is larger than the spool's ``max_bytes``; it can never fit."""
-
-
-class SeqOutOfOrder(SpoolError, ValueError):  # noqa: N818
-    """``append(seq)`` with ``seq < next_seq()``: reused or going backwards."""
-
-
-class OverflowPolicy(enum.StrEnum):
-    """What an append does when the spool would exceed ``max_bytes``."""
-
-    BLOCK = "block"
-    """Raise :class:`SpoolFull`; nothing is stored. The caller stops producing
-    (or waits for ACKs) and retries."""
-
-    DROP_OLDEST = "drop_oldest"
-    """Delete the oldest pending batches until the new one fits; count them in
-    :attr:`Spool.dropped_batches` / :attr:`Spool.dropped_bytes` and log a warning."""
-
-
 class Spool(Resource):
-    """Unacknowledged outgoing batches, by sequence number, in one SQLite file."""
+    """Unacknowledged outgoing batches, by sequence number: a SQLite index and segment files."""
 
     def __init__(
         self,
@@ -153,8 +119,11 @@ class Spool(Resource):
         count_of: Callable[[bytes], int] | None = None,
         on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
         check_unverified: UnverifiedCheck | None = None,
+        fsync: FsyncPolicy | str = FsyncPolicy.NORMAL,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        """Open (or create) the spool at ``path``.
+        """Open (or create) the spool at ``path`` (and its ``path-segments`` directory).
 
         :param max_bytes: bound on the payload bytes held.
         :param overflow: what to do when an append would exceed it.
@@ -167,173 +136,241 @@ class Spool(Resource):
             Without it they count 0.
         :param on_quarantine: told of every batch moved to the quarantine.
         :param check_unverified: checks batches spooled before checksums existed.
+        :param fsync: durability of appends (see the module docstring).
+        :param segment_bytes: segment size past which the next group starts a new file.
+        :param cache_bytes: payload bytes of the newest batches kept in memory.
         :raises SpoolCorruptError: the file is not a usable spool.
+        :raises SpoolInUse: another process has it open.
         """
-        if max_bytes < 1 or ack_flush_every < 1:
-            raise ValueError("max_bytes and ack_flush_every must be >= 1")
+        if max_bytes < 1 or ack_flush_every < 1 or segment_bytes < 1:
+            raise ValueError("max_bytes, ack_flush_every and segment_bytes must be >= 1")
         self.path = Path(path)
-        """The spool file."""
+        """The spool's index file."""
         self.max_bytes = max_bytes
         """Bound on the payload bytes held."""
         self.overflow = OverflowPolicy(overflow)
         """The overflow policy in force."""
+        self.fsync = FsyncPolicy(fsync)
+        """The durability of appends."""
         self.ack_flush_every = ack_flush_every
         """ACKs kept in memory before their rows are deleted."""
         self._count_of = count_of
-        self.on_quarantine = on_quarantine
-        """Told of every batch moved to the quarantine (after it was logged)."""
-        self._check_unverified = check_unverified
-        self._held: dict[int, tuple[int, int]] = {}  # seq -> (payload size, count), seq order
-        self._acked: list[int] = []  # ACKed seqs whose rows are not deleted yet
+        self._held = HeldBatches()
         self._db = self._open()
         try:
-            for seq, size, count in self._db.execute(
-                "SELECT seq, length(payload), count FROM spool ORDER BY seq"
-            ):
-                self._held[int(seq)] = (int(size), int(count))
-            with transaction(self._db) as db:  # a new file gets its epoch
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('seq_epoch', ?)", (new_seq_epoch(),))
-            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-            self._bytes = sum(size for size, _ in self._held.values())
-            self._next_seq = max(int(meta["next_seq"]), min_next_seq)
-            self._dropped_batches = int(meta["dropped_batches"])
-            self._dropped_bytes = int(meta["dropped_bytes"])
-            self._quarantined_batches = int(meta["quarantined_batches"])
-            self.seq_epoch = int(meta["seq_epoch"])
-            """The epoch this spool's ``seq`` numbers belong to (0: a file older than v3)."""
-            self._sent_through = int(meta["sent_through"])
-        except (sqlite3.Error, KeyError) as exc:
+            self._segments = SpoolSegments(
+                self.path,
+                segment_bytes=segment_bytes,
+                cache_bytes=cache_bytes,
+                sync=self.fsync is FsyncPolicy.ALWAYS,
+            )
+        except BlockingIOError as exc:
+            self._db.close()
+            raise SpoolInUse(f"{self.path}: in use by another process") from exc
+        except OSError as exc:
+            self._db.close()
+            raise SpoolError(f"{self.path}: cannot open its segments ({exc})") from exc
+        self._reader = SpoolReader(
+            self._db,
+            self._held,
+            self._segments,
+            path=self.path,
+            on_quarantine=on_quarantine,
+            check_unverified=check_unverified,
+        )
+        try:
+            self._load(min_next_seq)
+            self._checkpointer = Checkpointer(
+                self.path,
+                synchronous=self.fsync.pragma,
+                busy_timeout_s=5.0,
+                wal_limit_bytes=WAL_LIMIT_BYTES,
+                page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                thread_name="spool-ckpt",
+            )
+        except (sqlite3.Error, KeyError, OSError, UnicodeDecodeError) as exc:
+            self._segments.close()
             self._db.close()
             raise SpoolCorruptError(f"unreadable spool ({exc!r})", path=self.path) from exc
+        self._checkpointer.start()
+        self._since_checkpoint = 0
         self._closed = False
-        self._last_drop_log = -DROP_LOG_INTERVAL_S
-        self._drops_since_log = 0
-        self._drop_bytes_since_log = 0
+        self._drop_log = DropLog(DROP_LOG_INTERVAL_S)
 
     def _open(self) -> sqlite3.Connection:
         return open_spool_file(
             self.path,
             count_of=self._count_of,
+            synchronous="NORMAL" if self.fsync is FsyncPolicy.ALWAYS else self.fsync.pragma,
             corrupt=lambda message: SpoolCorruptError(message, path=self.path),
             failed=lambda message: SpoolError(f"{self.path}: cannot open spool ({message})"),
         )
 
+    def _load(self, min_next_seq: int) -> None:
+        """Read the index; make the segments agree with it (``spool_segments.recover``)."""
+        ends: dict[int, int] = {}
+        rows: dict[int, int] = {}
+        for seq, inline, count, segment, offset, length, checksum in self._db.execute(
+            "SELECT seq, length(payload), count, segment, offset, length, checksum FROM spool"
+            " ORDER BY seq"
+        ):
+            if segment is None:
+                self._held.add(int(seq), Held(int(inline), int(count), None, 0, checksum))
+                continue
+            self._held.add(int(seq), Held(int(length), int(count), segment, offset, checksum))
+            ends[segment] = max(ends.get(segment, 0), offset + length)
+            rows[segment] = rows.get(segment, 0) + 1
+        meta = read_meta(self._db)
+        self._next_seq = max(int(meta["next_seq"]), min_next_seq)
+        self._dropped_batches = int(meta["dropped_batches"])
+        self._dropped_bytes = int(meta["dropped_bytes"])
+        self._reader.quarantined_batches = int(meta["quarantined_batches"])
+        self.seq_epoch = int(meta["seq_epoch"])
+        """The epoch this spool's ``seq`` numbers belong to (0: a file older than v3)."""
+        self._sent_through = int(meta["sent_through"])
+        missing = self._segments.recover(ends, rows)
+        for seq, held in self._held.items():
+            size = missing.get(held.segment, -1) if held.segment is not None else -1
+            if held.segment in missing and (size is None or held.offset + held.size > size):
+                detail = (
+                    "its bytes are missing from its segment (an OS crash before the disk had them?)"
+                )
+                self.quarantine(seq, QuarantineReason.MISSING, detail)
+
+    @property
+    def on_quarantine(self) -> Callable[[QuarantinedBatch], None] | None:
+        """Told of every batch moved to the quarantine (after it was logged); one set after
+        the spool opened is first told of those quarantined while it opened."""
+        return self._reader.on_quarantine
+
+    @on_quarantine.setter
+    def on_quarantine(self, callback: Callable[[QuarantinedBatch], None] | None) -> None:
+        self._reader.on_quarantine = callback
+
+    def on_durable(self, callback: Callable[[], None] | None) -> None:
+        """``always``: ``callback`` is called (from another thread) when more batches are
+        on stable storage and may be sent (:attr:`durable_through`)."""
+        self._segments.set_on_durable(callback)
+
     @staticmethod
     def quarantine_file(path: str | Path) -> Path:
         """Move a (corrupt) spool file aside, as ``path.corrupt-<unix-ts>`` with its
-        ``-wal``/``-shm``; return where it went. The spool must not be open."""
+        ``-wal``/``-shm`` and segments; return where it went. The spool must not be open."""
         return move_aside(Path(path))
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """SQLite errors: a :class:`SpoolError` naming the file (corrupt when damaged)."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            if is_corruption(exc):
-                raise SpoolCorruptError(f"damaged ({exc})", path=self.path) from exc
-            raise SpoolError(f"{self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        """SQLite and OS errors: a :class:`SpoolError` naming the file (corrupt when damaged)."""
+        return storage_errors(self.path, self._segments.directory)
 
     # ------------------------------------------------------------------ writing
 
     def would_overflow(self, nbytes: int) -> bool:
-        """True if appending a payload of ``nbytes`` would exceed ``max_bytes`` now."""
-        return self._bytes + nbytes > self.max_bytes
+        """True if appending payloads of ``nbytes`` would exceed ``max_bytes`` now."""
+        return self._held.bytes + nbytes > self.max_bytes
 
     def would_drop(self, nbytes: int) -> list[tuple[int, int]]:
         """``(seq, count)`` of the batches an append of ``nbytes`` would drop now
         (``drop_oldest`` only; oldest first; usually none)."""
         if self.overflow is not OverflowPolicy.DROP_OLDEST:
             return []
-        return [(seq, self._held[seq][1]) for seq in self._victims(nbytes)]
-
-    def _victims(self, nbytes: int) -> list[int]:
-        """The oldest held seqs whose payloads must go for ``nbytes`` more to fit."""
-        overflow = self._bytes + nbytes - self.max_bytes
-        victims: list[int] = []
-        freed = 0
-        for old_seq, (old_size, _) in self._held.items():  # oldest first
-            if freed >= overflow:
-                break
-            victims.append(old_seq)
-            freed += old_size
-        return victims
+        return [(seq, self._held.count(seq)) for seq in self._held.victims(nbytes, self.max_bytes)]
 
     def append(self, seq: int, payload: bytes, *, count: int = 0) -> tuple[int, ...]:
-        """Store ``payload`` (a batch of ``count`` observations) under ``seq``, committed
-        before returning.
+        """Store one batch: :meth:`append_many` of a group of one."""
+        return self.append_many([(seq, payload, count)])
 
-        ``seq`` must be ``>= next_seq()``; afterwards ``next_seq() == seq + 1``.
-        Returns the seqs deleted to make room (``drop_oldest`` only; usually
+    def append_many(self, group: Sequence[tuple[int, bytes, int]]) -> tuple[int, ...]:
+        """Store the batches ``(seq, payload, count)`` of ``group`` as one group commit,
+        committed before returning (durable per :attr:`fsync`).
+
+        Seqs must rise and be ``>= next_seq()``; afterwards ``next_seq()`` is the last
+        one + 1. Returns the seqs deleted to make room (``drop_oldest`` only; usually
         empty) — those batches will never be sent or resent.
 
-        :raises SpoolFull: ``block`` policy and the payload does not fit now.
-        :raises PayloadTooLarge: ``len(payload) > max_bytes``.
-        :raises SeqOutOfOrder: ``seq < next_seq()``.
+        :raises SpoolFull: ``block`` policy and the group does not fit now.
+        :raises PayloadTooLarge: the group's payloads are larger than ``max_bytes``.
+        :raises SeqOutOfOrder: a seq below ``next_seq()`` or the one before it.
         """
-        size = len(payload)
+        if not group:
+            return ()
+        size = sum(len(payload) for _, payload, _ in group)
         if size > self.max_bytes:
             raise PayloadTooLarge(
                 f"payload of {size} bytes exceeds the spool bound of {self.max_bytes} bytes"
             )
-        if seq < self._next_seq:
-            raise SeqOutOfOrder(f"seq {seq} < next_seq {self._next_seq}")
-        overflow = self._bytes + size - self.max_bytes
+        floor = self._next_seq
+        for seq, _, _ in group:
+            if seq < floor:
+                raise SeqOutOfOrder(f"seq {seq} < next_seq {floor}")
+            floor = seq + 1
+        overflow = self._held.bytes + size - self.max_bytes
         if overflow > 0 and self.overflow is OverflowPolicy.BLOCK:
-            raise SpoolFull(needed=size, held=self._bytes, max_bytes=self.max_bytes)
-        dropped = self._victims(size) if overflow > 0 else []
-        dropped_bytes = sum(self._held[old_seq][0] for old_seq in dropped)
-        with self._errors(), transaction(self._db) as db:
-            if dropped:
-                # Also deletes every ACKed-but-unflushed row below the last dropped one.
-                db.execute("DELETE FROM spool WHERE seq <= ?", (dropped[-1],))
-                db.execute(
-                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_batches'",
-                    (len(dropped),),
+            raise SpoolFull(needed=size, held=self._held.bytes, max_bytes=self.max_bytes)
+        dropped = self._held.victims(size, self.max_bytes) if overflow > 0 else []
+        dropped_bytes = self._held.size_of(dropped)
+        if self._checkpointer.wal_full:  # rare: no background checkpoint caught up
+            self._checkpointer.restart_wal(self._db)
+        seqs = [seq for seq, _, _ in group]
+        with self._errors():
+            segment, offsets = self._segments.write([(seq, p) for seq, p, _ in group])
+        rows: list[IndexRow] = [
+            (seq, count, batch_checksum(seq, count, payload), segment, offset, len(payload))
+            for (seq, payload, count), offset in zip(group, offsets, strict=True)
+        ]
+        try:
+            with self._errors():
+                insert_group(
+                    self._db,
+                    rows,
+                    next_seq=seqs[-1] + 1,
+                    drop_through=dropped[-1] if dropped else None,
+                    dropped=(len(dropped), dropped_bytes),
                 )
-                db.execute(
-                    "UPDATE meta SET value = value + ? WHERE key = 'dropped_bytes'",
-                    (dropped_bytes,),
-                )
-            db.execute(
-                "INSERT INTO spool VALUES (?, ?, ?, ?)",
-                (seq, payload, count, batch_checksum(seq, count, payload)),
-            )
-            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-        self._next_seq = seq + 1
-        for old_seq in dropped:
-            del self._held[old_seq]
+        except BaseException:
+            self._segments.rewind_group(segment, offsets, seqs)
+            raise
+        self._next_seq = seqs[-1] + 1
+        self._segments.committed(seqs[-1])
+        self._count_commit()
         if dropped:
-            self._acked = [s for s in self._acked if s > dropped[-1]]
-        self._held[seq] = (size, count)
-        self._bytes += size - dropped_bytes
+            for old in dropped:
+                self._segments.forget(old)
+            # the delete took every ACKed-but-unflushed row below the last dropped one too
+            with self._errors():
+                self._segments.release(self._held.drop_through(dropped[-1]))
+        for (seq, payload, count), offset, row in zip(group, offsets, rows, strict=True):
+            self._held.add(seq, Held(len(payload), count, segment, offset, row[2]))
         if dropped:
-            self._dropped_batches += len(dropped)
-            self._dropped_bytes += dropped_bytes
-            now = time.monotonic()
-            self._drops_since_log += len(dropped)
-            self._drop_bytes_since_log += dropped_bytes
-            if now - self._last_drop_log < DROP_LOG_INTERVAL_S:
-                return tuple(dropped)
-            self._last_drop_log = now
-            since, self._drops_since_log = self._drops_since_log, 0
-            since_bytes, self._drop_bytes_since_log = self._drop_bytes_since_log, 0
+            self._dropped(group[-1][0], dropped, dropped_bytes)
+        return tuple(dropped)
+
+    def _count_commit(self) -> None:
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= CHECKPOINT_COMMITS:
+            self._since_checkpoint = 0
+            self._checkpointer.request()
+
+    def _dropped(self, seq: int, dropped: list[int], dropped_bytes: int) -> None:
+        """Count the batches ``drop_oldest`` deleted; at most one warning per second."""
+        self._dropped_batches += len(dropped)
+        self._dropped_bytes += dropped_bytes
+        since = self._drop_log.add(len(dropped), dropped_bytes, time.monotonic())
+        if since is not None:
             logger.warning(
                 "spool full: dropping the oldest batches (one line per second at most)",
                 extra={
                     "event": "spool_drop",
                     "spool": str(self.path),
                     "seq": seq,
-                    "dropped_batches": since,
-                    "dropped_bytes": since_bytes,
+                    "dropped_batches": since[0],
+                    "dropped_bytes": since[1],
                     "dropped_first_seq": dropped[0],
                     "dropped_last_seq": dropped[-1],
-                    "spool_bytes": self._bytes,
+                    "spool_bytes": self._held.bytes,
                     "max_bytes": self.max_bytes,
                     "dropped_batches_total": self._dropped_batches,
                 },
             )
-        return tuple(dropped)
 
     def ack(self, seq: int) -> bool:
         """Forget batch ``seq``: it is no longer pending, counted or sized.
@@ -341,89 +378,53 @@ class Spool(Resource):
         Returns False if it was not held (already ACKed, dropped, unknown). The
         row is deleted at the next flush (see the module docstring).
         """
-        held = self._held.pop(seq, None)
-        if held is None:
+        if self._held.ack(seq) is None:
             return False
-        self._bytes -= held[0]
-        self._acked.append(seq)
-        if len(self._acked) >= self.ack_flush_every:
+        self._segments.forget(seq)
+        if self._held.acked >= self.ack_flush_every:
             self.flush()
         return True
 
     def ack_through(self, seq: int) -> int:
         """Forget every batch with seq ``<= seq`` (a cumulative ACK); return how many."""
-        gone = []
-        for held in self._held:  # seq order
-            if held > seq:
-                break
-            gone.append(held)
-        for held in gone:
-            self._bytes -= self._held.pop(held)[0]
-        self._acked.extend(gone)
-        if len(self._acked) >= self.ack_flush_every:
+        gone = self._held.ack_through(seq)
+        for old in gone:
+            self._segments.forget(old)
+        if self._held.acked >= self.ack_flush_every:
             self.flush()
         return len(gone)
 
     def flush(self) -> None:
-        """Delete the rows of every ACKed batch, in one transaction."""
-        if not self._acked:
+        """Delete the rows of every ACKed batch in one transaction, then every segment no
+        row points into any more."""
+        if not self._held.acked:
             return
-        with self._errors(), transaction(self._db) as db:
-            db.executemany("DELETE FROM spool WHERE seq = ?", ((s,) for s in self._acked))
-        self._acked.clear()
+        ranges, segments = self._held.acked_rows()
+        with self._errors():  # failed: the same ACKs are deleted by the next flush
+            delete_ranges(self._db, ranges)
+        self._held.acked_deleted()
+        self._count_commit()
+        with self._errors():
+            self._segments.release(segments)
 
     # ------------------------------------------------------------------ reading
 
-    def pending(self, after_seq: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
-        """Held batches with ``seq > after_seq``, in seq order, at most ``limit``.
+    @property
+    def durable_through(self) -> int | None:
+        """``always``: the highest seq on stable storage (nothing above it is sent);
+        None under the other policies."""
+        return self._segments.durable_through
 
-        Every row is checked (``spool_records.batch_problem``) first: one that
-        fails is quarantined (:meth:`quarantine`) and left out; the next ones
-        are still returned.
-        """
-        self.flush()
-        with self._errors():
-            rows = self._db.execute(
-                "SELECT seq, payload, count, checksum FROM spool WHERE seq > ? ORDER BY seq"
-                " LIMIT ?",
-                (after_seq, -1 if limit is None else limit),
-            ).fetchall()
-        good: list[tuple[int, bytes]] = []
-        for seq, payload, count, checksum in rows:
-            seq, payload = int(seq), bytes(payload)
-            problem = batch_problem(seq, int(count), payload, checksum, self._check_unverified)
-            if problem is None and seq in self._held:
-                good.append((seq, payload))
-            else:
-                self.quarantine(seq, QuarantineReason.CHECKSUM, problem or "not a held batch")
-        return good
+    def pending(self, after_seq: int = 0, limit: int | None = None) -> list[tuple[int, bytes]]:
+        """Held batches with ``seq > after_seq``, in seq order, at most ``limit`` (under
+        ``always``: only those on stable storage); see ``SpoolReader.pending``."""
+        return self._reader.pending(after_seq, limit, self._segments.durable_through)
 
     def quarantine(self, seq: int, reason: QuarantineReason, detail: str) -> bool:
-        """Move batch ``seq`` to the quarantine table: never sent again, not held, not
-        acknowledged; counted, logged and told to ``on_quarantine``. False if there
-        is no such row."""
-        with self._errors(), transaction(self._db) as db:
-            moved = db.execute(
-                "INSERT OR REPLACE INTO quarantine"
-                " SELECT seq, payload, count, checksum, ?, ?, ? FROM spool WHERE seq = ?",
-                (str(reason), detail, time.time(), seq),
-            ).rowcount
-            if not moved:
-                return False
-            db.execute("DELETE FROM spool WHERE seq = ?", (seq,))
-            db.execute("UPDATE meta SET value = value + 1 WHERE key = 'quarantined_batches'")
-        held = self._held.pop(seq, None)
-        if held is not None:
-            self._bytes -= held[0]
-        self._quarantined_batches += 1
-        batch = QuarantinedBatch(seq, held[1] if held else 0, reason, detail)
-        where = {"event": "spool_quarantine", "spool": str(self.path), "seq": seq}
-        total = {"quarantined_batches": self._quarantined_batches}
-        extra = {**where, "reason": str(reason), "detail": detail, **total}
-        logger.warning("spooled batch quarantined: it will not be sent", extra=extra)
-        if self.on_quarantine is not None:
-            self.on_quarantine(batch)
-        return True
+        """Move batch ``seq`` (with its bytes) to the quarantine table: never sent again, not
+        held, not acknowledged; counted, logged and told to ``on_quarantine``. False if
+        there is no such row."""
+        return self._reader.quarantine(seq, reason, detail)
 
     @property
     def sent_through(self) -> int:
@@ -434,33 +435,27 @@ class Spool(Resource):
     def mark_sent(self, seq: int) -> None:
         """Batches up to ``seq`` are about to be sent (persisted before they leave)."""
         if seq > self._sent_through:
-            with self._errors(), transaction(self._db) as db:
-                db.execute("UPDATE meta SET value = ? WHERE key = 'sent_through'", (seq,))
+            with self._errors():
+                set_meta(self._db, "sent_through", seq)
             self._sent_through = seq
 
     def start_new_epoch(self) -> int:
         """Number from a new sequence epoch from now on (the held batches go with it):
         another sender uses this one. Returns the new epoch."""
         epoch = new_seq_epoch()
-        with self._errors(), transaction(self._db) as db:
-            db.execute("UPDATE meta SET value = ? WHERE key = 'seq_epoch'", (epoch,))
-            db.execute("UPDATE meta SET value = 0 WHERE key = 'sent_through'")
+        with self._errors():
+            set_meta(self._db, "seq_epoch", epoch)
+            set_meta(self._db, "sent_through", 0)
         self.seq_epoch, self._sent_through = epoch, 0
         return epoch
 
     def count(self, seq: int) -> int:
         """Observations of held batch ``seq`` (0 when it is not held)."""
-        held = self._held.get(seq)
-        return held[1] if held is not None else 0
+        return self._held.count(seq)
 
     def count_through(self, seq: int) -> int:
         """Observations of every held batch with seq ``<= seq``."""
-        total = 0
-        for held, (_, count) in self._held.items():  # seq order
-            if held > seq:
-                break
-            total += count
-        return total
+        return self._held.count_through(seq)
 
     def next_seq(self) -> int:
         """The next sequence number to use: 1 + the highest seq ever appended (persisted)."""
@@ -473,12 +468,12 @@ class Spool(Resource):
     @property
     def bytes(self) -> int:
         """Payload bytes held."""
-        return self._bytes
+        return self._held.bytes
 
     @property
     def quarantined_batches(self) -> int:
         """Batches moved to the quarantine over the spool's life (persisted)."""
-        return self._quarantined_batches
+        return self._reader.quarantined_batches
 
     @property
     def dropped_batches(self) -> int:
@@ -491,10 +486,12 @@ class Spool(Resource):
         return self._dropped_bytes
 
     def close(self) -> None:
-        """Delete ACKed rows (:meth:`flush`) and close the file. Idempotent."""
+        """Delete ACKed rows (:meth:`flush`), sync what is due, close the files. Idempotent."""
         if not self._closed:
             try:
                 self.flush()
             finally:
                 self._closed = True
+                self._checkpointer.stop()
+                self._segments.close()
                 self._db.close()

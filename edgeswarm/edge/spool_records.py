@@ -53,6 +53,9 @@ class QuarantineReason(enum.StrEnum):
     """The protocol does not let it be sent (e.g. more agents than the gateway takes)."""
     REJECTED = "rejected"
     """The gateway answered it with an ERROR that refuses it for good."""
+    MISSING = "missing"
+    """Its row survived but its bytes did not (an OS crash or power loss before they
+    reached the disk under ``--spool-fsync normal``/``off``, or a damaged disk)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,11 @@ refuses for good (ERROR with its ``seq``, ``wire.BATCH_REFUSED_CODES``) is
 quarantined by the spool (counted, logged, never sent again) and delivery
 goes on. A spool that cannot be read or written any more is a
 :class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised,
-and the edge stops.
+and the edge stops. A refusal that retrying cannot change (unknown or revoked
+key, bad token: :class:`~edgeswarm.client.session.AuthRefusedError`) is
+logged once and raised too: the edge stops instead of spooling for nobody.
+The backoff's jitter comes from the OS's entropy, so edges that share a
+``--seed`` do not retry in lockstep.
 """
 
 from __future__ import annotations
@@ -30,13 +34,14 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import GatewayClient, SessionEndedError
+from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
+from edgeswarm.transport.api import TransportSettings
 from edgeswarm.transport.tickets import TicketStore
 from edgeswarm.wire import (
     BATCH_REFUSED_CODES,
@@ -50,6 +55,7 @@ from edgeswarm.wire import (
     ObservationBatch,
     RemoteProtocolError,
     Welcome,
+    code_name,
     decode_payload,
     encode_payload,
 )
@@ -59,6 +65,9 @@ from .spool_records import QuarantinedBatch, QuarantineReason
 
 logger = logging.getLogger("edgeswarm.edge")
 
+SEND_BACKLOG_BYTES = 64 * 1024
+"""Session bytes the pump lets wait in QUIC before it queues the next batch (under a
+batch of 2048 observations: one batch in flight, the next ready behind it)."""
 _WATCHDOG_S = 0.5
 """How often the pump checks the gateway's liveness while it waits."""
 
@@ -84,6 +93,10 @@ class UplinkCounters:
     quarantined_observations: int = 0
     seq_epochs_started: int = 0
     """Times the spool had to start a new sequence epoch (another sender used its numbers)."""
+    payload_bytes: int = 0
+    """Encoded OBS_BATCH bytes spooled."""
+    retries: int = 0
+    """Connection attempts and sessions that failed, each followed by a backoff."""
 
 
 class Uplink:
@@ -98,11 +111,14 @@ class Uplink:
         spool: Spool,
         backoff: Backoff | None = None,
         ack_timeout_s: float = 5.0,
-        seed: int | None = None,
         on_client: Callable[[GatewayClient], None] | None = None,
         on_quarantine: Callable[[QuarantinedBatch], None] | None = None,
+        transport: TransportSettings | None = None,
+        on_ack_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.hello = hello
+        self.transport = transport
+        """QUIC settings of the connection (``max_datagram_size``); None: the defaults."""
         self.key = key
         self.gateway = gateway
         self.spool = spool
@@ -117,8 +133,14 @@ class Uplink:
         self.connected = False
         self._on_client = on_client
         self._on_quarantine = on_quarantine
+        self._on_ack_latency = on_ack_latency
         spool.on_quarantine = self._quarantined
-        self._reconnect = Reconnect(backoff or Backoff(), seed=seed)
+        # jitter from the OS's entropy, never from --seed: edges that share a seed (the
+        # default) must not retry in lockstep against a gateway that just restarted
+        self.reconnect = Reconnect(backoff or Backoff())
+        """Failed attempts in a row and the next delay (``client.reconnect``)."""
+        self.refused: AuthRefusedError | None = None
+        """Set when the gateway refused this edge for good; delivery stopped."""
         self._changed = asyncio.Event()
         self._stopping = False
         self._max_sent_seq = 0
@@ -133,28 +155,34 @@ class Uplink:
 
     # --- producer side (tick loop) ----------------------------------------
 
-    async def submit(self, batch_at: Callable[[int], ObservationBatch]) -> None:
-        """Spool the batch ``batch_at(seq)`` under the next sequence number.
+    async def submit(self, batches: Sequence[Callable[[int], ObservationBatch]]) -> None:
+        """Spool one tick's batches, ``batch_at(seq)`` each, under consecutive sequence
+        numbers as one group commit (several when the group exceeds the spool's bound).
 
         With the ``block`` policy this waits while the spool is full (the
         edge stops producing until acks make room).
         """
         seq = self.spool.next_seq()
-        batch = batch_at(seq)
-        payload = encode_payload(batch)
-        if self.spool.overflow is OverflowPolicy.BLOCK:
-            while self.spool.would_overflow(len(payload)):
-                await self._wait_change()
-        counts = dict(self.spool.would_drop(len(payload)))
-        for dropped in self.spool.append(seq, payload, count=batch.count):
-            count = counts.get(dropped, 0)
-            self.counters.dropped_batches += 1
-            self.counters.dropped_observations += count
-            if dropped <= self._max_sent_seq:  # in flight: an ack may still prove it delivered
-                self._dropped_in_flight[dropped] = count
-        self.counters.batches += 1
-        self.counters.observations += batch.count
-        self._changed.set()
+        encoded: list[tuple[int, bytes, int]] = []
+        for offset, batch_at in enumerate(batches):
+            batch = batch_at(seq + offset)
+            encoded.append((seq + offset, encode_payload(batch), batch.count))
+        for group in _groups_within(encoded, self.spool.max_bytes):
+            size = sum(len(payload) for _, payload, _ in group)
+            if self.spool.overflow is OverflowPolicy.BLOCK:
+                while self.spool.would_overflow(size):
+                    await self._wait_change()
+            counts = dict(self.spool.would_drop(size))
+            for dropped in self.spool.append_many(group):
+                count = counts.get(dropped, 0)
+                self.counters.dropped_batches += 1
+                self.counters.dropped_observations += count
+                if dropped <= self._max_sent_seq:  # in flight: an ack may still prove it
+                    self._dropped_in_flight[dropped] = count
+            self.counters.batches += len(group)
+            self.counters.observations += sum(count for _, _, count in group)
+            self.counters.payload_bytes += size
+            self._changed.set()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every spooled batch is acknowledged; False on timeout."""
@@ -173,10 +201,28 @@ class Uplink:
 
     # --- delivery loop ----------------------------------------------------
 
+    async def wait_acked(self, at_most: int) -> None:
+        """Wait while the gateway is connected and more than ``at_most`` batches are
+        spooled: a producer ``as fast as acknowledged`` keeps this far ahead."""
+        while self.connected and len(self.spool) > at_most and not self._stopping:
+            await self._wait_change()
+
     async def run(self) -> None:
         """Connect, pump, reconnect with backoff, until ``stop()``."""
+        loop = asyncio.get_running_loop()
+
+        def durable() -> None:  # --spool-fsync always: the syncer has more on disk
+            loop.call_soon_threadsafe(self._changed.set)
+
+        self.spool.on_durable(durable)
         while not self._stopping:
-            client = GatewayClient(self.hello, self.key, on_ack=self._acked, on_error=self._refused)
+            client = GatewayClient(
+                self.hello,
+                self.key,
+                on_ack=self._acked,
+                on_error=self._refused,
+                on_latency=self._on_ack_latency,
+            )
             self.client = client
             if self._on_client is not None:
                 self._on_client(client)
@@ -186,12 +232,13 @@ class Uplink:
                     client,
                     tickets=self.tickets,
                     early_data=True,  # HELLO rides 0-RTT on a resumed session
+                    settings=self.transport,
                 ) as (link, welcome):
                     self._ignore_acks = False
                     if self._numbers_taken(welcome):
                         client.close("starting a new sequence epoch")
                         continue  # reconnect at once with the new epoch
-                    self._reconnect.succeeded()
+                    self.reconnect.succeeded()
                     self.connected = True
                     self.counters.connects += 1
                     self.counters.resumed += int(link.resumed)
@@ -216,16 +263,29 @@ class Uplink:
                     extra={"spool": str(self.spool.path), "error": str(exc)},
                 )
                 raise
+            except AuthRefusedError as exc:  # retrying cannot help: stop, say why once
+                self.refused = exc
+                logger.error(
+                    "gateway refused this edge; delivery stops",
+                    extra={
+                        "gateway": str(self.gateway),
+                        "code": code_name(exc.code),
+                        "error": str(exc),
+                        "spooled": len(self.spool),
+                    },
+                )
+                raise
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
-                delay = self._reconnect.failed()
+                delay = self.reconnect.failed()
+                self.counters.retries += 1
                 logger.warning(
                     "gateway unreachable; spooling and retrying",
                     extra={
                         "error": str(exc) or type(exc).__name__,
                         "retry_in_s": round(delay, 3),
-                        "attempt": self._reconnect.attempt,
+                        "attempt": self.reconnect.attempt,
                         "spooled": len(self.spool),
                     },
                 )
@@ -246,8 +306,7 @@ class Uplink:
                 client.close("edge stopping")
                 await asyncio.sleep(0.05)  # let the BYE leave before the connection closes
                 return
-            if client.closed_reason is not None:
-                raise SessionEndedError(client.closed_reason)
+            client.raise_if_closed()
             if client.stalled(time.monotonic(), self.ack_timeout_s):
                 client.abandon(f"no ack for {self.ack_timeout_s:g} s")
                 raise SessionEndedError(client.closed_reason or "stalled")
@@ -260,7 +319,7 @@ class Uplink:
                 continue
             self.spool.mark_sent(pending[-1][0])  # persisted before any of them leaves
             for seq, payload in pending:
-                if client.session.credit <= 0:
+                if client.session.credit <= 0 or client.closed_reason is not None:
                     break  # wait for acks (and watch the gateway) in the outer loop
                 last_sent = seq
                 try:
@@ -271,6 +330,16 @@ class Uplink:
                 if seq <= self._max_sent_seq:
                     self.counters.resent_batches += 1
                 self._max_sent_seq = max(self._max_sent_seq, seq)
+                # Its packets leave now, and the loop reads what arrived (ACKs) before the
+                # next batch; the next is queued once QUIC has sent most of this one, so a
+                # batch (or a state frame) never waits behind a deep queue of others.
+                client.transmit_now()
+                try:
+                    async with asyncio.timeout(_WATCHDOG_S):
+                        await client.wait_send_backlog(SEND_BACKLOG_BYTES)
+                except TimeoutError:
+                    break  # nothing leaves: check on the gateway in the outer loop
+                await asyncio.sleep(0)
 
     def _acked(self, ack: Ack, through: bool) -> None:
         if self._ignore_acks:
@@ -388,3 +457,20 @@ def unverified_batch_problem(seq: int, count: int, payload: bytes) -> str | None
     if frame.seq != seq or frame.count != count:
         return f"holds seq {frame.seq} of {frame.count} agents, spooled as {seq} of {count}"
     return None
+
+
+def _groups_within(
+    batches: list[tuple[int, bytes, int]], max_bytes: int
+) -> Iterator[list[tuple[int, bytes, int]]]:
+    """``batches`` in order, as few consecutive groups of at most ``max_bytes`` as there can
+    be (a batch larger than that alone: the spool refuses it)."""
+    group: list[tuple[int, bytes, int]] = []
+    size = 0
+    for batch in batches:
+        if group and size + len(batch[1]) > max_bytes:
+            yield group
+            group, size = [], 0
+        group.append(batch)
+        size += len(batch[1])
+    if group:
+        yield group

@@ -96,6 +96,9 @@ class FlockingWorld:
             obstacle_count, obstacle_radius, dtype=np.float32
         )
         self.avoid_radii: NDArray[np.float32] = self.obstacle_radii + np.float32(avoid_margin)
+        self.near_obstacle: NDArray[np.bool_] = self._cells_near_obstacles()
+        """Per grid cell: whether any point of it is within an obstacle's avoid radius
+        (only agents in such cells can be repelled or collide)."""
         self.nonfinite_repairs = 0
         """Agent rows whose action, velocity or position was not finite and was repaired."""
 
@@ -108,6 +111,22 @@ class FlockingWorld:
         self.nonfinite_repairs += int(np.count_nonzero(~sound))
         p[~sound] = self.size / np.float32(2.0)
         v[~sound] = 0.0
+
+    def _cells_near_obstacles(self) -> NDArray[np.bool_]:
+        """Cells whose square comes within an avoid radius of an obstacle's centre (a little
+        generously, so float32 rounding of a distance never leaves an agent out)."""
+        side = self.cells_per_side
+        width = float(self.cell_width)
+        lo = np.arange(side, dtype=np.float64) * width
+        near = np.zeros((side, side), dtype=np.bool_)
+        centers = self.obstacle_centers.astype(np.float64)
+        for (cx, cy), reach in zip(centers, self.avoid_radii.astype(np.float64), strict=True):
+            # distance from the centre to the nearest point of each cell, per axis
+            gx = np.maximum(0.0, np.maximum(lo - cx, cx - (lo + width)))
+            gy = np.maximum(0.0, np.maximum(lo - cy, cy - (lo + width)))
+            near |= gx[:, None] ** 2 + gy[None, :] ** 2 <= (reach * (1 + 1e-4) + 1e-3) ** 2
+        # cell_of clips positions outside the grid into its border cells
+        return near.reshape(-1)
 
     def cell_of(self, positions: NDArray[np.float32]) -> NDArray[np.intp]:
         """Flat grid cell index of each position."""
@@ -139,7 +158,7 @@ class FlockingWorld:
             obs[:, 2 + k] -= p[:, k]
             obs[:, 4 + k] = mean_v[cell]
 
-        avoid, collided = self._avoidance(p)
+        avoid, collided = self._avoidance(p, cell)
         obs[:, 6:8] = avoid
 
         # Reward: small alignment term minus a collision penalty.
@@ -148,21 +167,32 @@ class FlockingWorld:
         table.rewards[:] = self.alignment_reward * dot / (self.max_speed * self.max_speed)
         table.rewards[collided] -= self.collision_penalty
 
-    def _avoidance(self, p: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    def _avoidance(
+        self, p: NDArray[np.float32], cell: NDArray[np.intp]
+    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
         """Repulsion from each agent's nearest obstacle, and whether it is inside one.
 
-        One pass over the agents per obstacle (a small constant): O(n), on
-        contiguous 1-D arrays, which numpy does much faster than (n, k) ones.
+        Only agents in a cell near an obstacle (:attr:`near_obstacle`) can be
+        repelled or inside one; the others get zero, as the full computation would
+        give them. For the agents near one: one pass per obstacle (a small
+        constant) on contiguous 1-D arrays, which numpy does much faster than
+        (n, k) ones. The same float32 operations per agent as over all agents,
+        so the results are the same bits.
         """
         n = p.shape[0]
         avoid = np.zeros((n, 2), dtype=np.float32)
+        collided = np.zeros(n, dtype=np.bool_)
         centers, radii = self.obstacle_centers, self.obstacle_radii
         if centers.shape[0] == 0:
-            return avoid, np.zeros(n, dtype=np.bool_)
-        px = np.ascontiguousarray(p[:, 0])
-        py = np.ascontiguousarray(p[:, 1])
-        best_gap = np.full(n, np.inf, dtype=np.float32)
-        best = np.zeros(n, dtype=np.intp)
+            return avoid, collided
+        near = np.flatnonzero(self.near_obstacle[cell])
+        if near.size == 0:
+            return avoid, collided
+        px = p[near, 0]
+        py = p[near, 1]
+        m = near.size
+        best_gap = np.full(m, np.inf, dtype=np.float32)
+        best = np.zeros(m, dtype=np.intp)
         for j in range(centers.shape[0]):
             dx = px - centers[j, 0]
             dy = py - centers[j, 1]
@@ -177,9 +207,10 @@ class FlockingWorld:
         d2 = dx * dx + dy * dy
         rows = np.flatnonzero((best_gap < self.avoid_radii[best] - radii[best]) & (d2 > 0))
         inv = np.float32(1.0) / d2[rows]
-        avoid[rows, 0] = dx[rows] * inv
-        avoid[rows, 1] = dy[rows] * inv
-        return avoid, best_gap < 0
+        avoid[near[rows], 0] = dx[rows] * inv
+        avoid[near[rows], 1] = dy[rows] * inv
+        collided[near] = best_gap < 0
+        return avoid, collided
 
     def apply(self, actions: NDArray[np.float32], dt: float = DEFAULT_DT) -> None:
         """Integrate one tick: acceleration -> velocity (speed clamped) -> position."""
@@ -207,9 +238,7 @@ class FlockingWorld:
             v[~moving] = 0.0
         p += v * step
         if self.walls == "wrap":
-            np.mod(p, self.size, out=p)
-            # float32 rounding can land exactly on size.
-            p[p >= self.size] = 0.0
+            _wrap(p, self.size)
         else:
             low = p < 0
             p[low] = -p[low]
@@ -218,6 +247,34 @@ class FlockingWorld:
             p[high] = 2 * self.size - p[high]
             v[high] = -v[high]
             np.clip(p, 0.0, self.size, out=p)
+
+
+def _wrap(p: NDArray[np.float32], size: np.float32) -> None:
+    """``p`` into ``[0, size)`` in place, as ``np.mod(p, size)`` (then ``size`` -> 0) does,
+    touching only the few values outside it (an agent moves far less than ``size`` a tick).
+
+    For ``-size <= x < 0``, ``np.mod`` gives ``x + size`` (rounded like it); for ``size <=
+    x < 2 size``, ``x - size`` (exact): the same bits. Anything farther out goes through
+    ``np.mod`` itself.
+    """
+    flat = p.reshape(-1)
+    low = np.flatnonzero(flat < 0)
+    high = np.flatnonzero(flat >= size)
+    if low.size:
+        far = flat[low] < -size
+        if far.any():
+            flat[low[far]] = np.mod(flat[low[far]], size)
+            low = low[~far]
+        flat[low] += size
+    if high.size:
+        far = flat[high] >= 2 * size
+        if far.any():
+            flat[high[far]] = np.mod(flat[high[far]], size)
+            high = high[~far]
+        flat[high] -= size
+    moved = np.concatenate((low, high))
+    if moved.size:  # float32 rounding can land exactly on size
+        flat[moved[flat[moved] >= size]] = 0.0
 
 
 def _finite_rows(array: NDArray[np.float32]) -> NDArray[np.bool_]:

@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import time
-import uuid
 
 from edgeswarm.identity import verify_signature
 from edgeswarm.state import Writers
@@ -25,7 +24,6 @@ from edgeswarm.wire import (
     FEATURE_HEAVY,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
-    FEATURES,
     NONCE_BYTES,
     Actions,
     AuthReceived,
@@ -48,14 +46,15 @@ from edgeswarm.wire import (
     StateUpdate,
     StateUpdateReceived,
     StatusRequested,
-    Welcome,
     auth_message,
+    code_name,
     encode_payload,
 )
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
 from .acks import Acknowledger
 from .edge_sessions import Refused
+from .handshake import welcome_for
 from .log import (
     AppendResult,
     LogRecordRejected,
@@ -90,6 +89,8 @@ class GatewayConnection:
         self._open = False
         self.peer_id: str | None = None
         self.role: Role | None = None
+        self.public_key: bytes | None = None
+        """The key the peer proved at AUTH; None before WELCOME."""
         self._decision: Decision | None = None
         self._acks = Acknowledger()
         self._flush_scheduled = False
@@ -165,26 +166,17 @@ class GatewayConnection:
                     gateway.heavy.node_result(self, result)  # from inference nodes only
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
-                    logger.warning(
+                    self._log(
+                        logging.WARNING,
                         "protocol violation",
-                        extra={
-                            "peer_id": self.peer_id,
-                            "peer": self._peer,
-                            "code": error.error_code.name,
-                            "error": str(error),
-                            "fatal": error.fatal,
-                        },
+                        code=error.error_code.name,
+                        error=str(error),
+                        fatal=error.fatal,
                     )
                 case SessionClosed(code=code, reason=reason, by_peer=by_peer):
-                    logger.info(
-                        "session closed",
-                        extra={
-                            "peer_id": self.peer_id,
-                            "peer": self._peer,
-                            "code": code,
-                            "reason": reason,
-                            "by_peer": by_peer,
-                        },
+                    name = code_name(code)
+                    self._log(
+                        logging.INFO, "session closed", code=name, reason=reason, by_peer=by_peer
                     )
                     self._session_ended()
                 case _:
@@ -232,28 +224,19 @@ class GatewayConnection:
         resume_seq = 0
         if is_edge:
             epoch = hello.seq_epoch if FEATURE_SEQ_EPOCH in hello.features else None
-            admitted = gateway.edge_sessions.admit(self, hello.peer_id, epoch or 0, peer=self._peer)
+            admitted = gateway.edge_sessions.admit(self, hello.peer_id, epoch or 0, peer=self.peer)
             if isinstance(admitted, Refused):
                 self._refuse(admitted.code, admitted.reason)
                 return
             self._base, resume_seq = admitted.base, admitted.resume_seq
         self._acks.credit_limit = gateway.config.credit_window if is_edge else 0
-        features = tuple(f for f in hello.features if f in FEATURES)
-        heavy = FEATURE_HEAVY in features
-        self.session.accept(
-            Welcome(
-                version=hello.version,
-                session_id=uuid.uuid4().hex,
-                gateway_id=gateway.config.gateway_id,
-                max_frame_bytes=gateway.config.max_frame_bytes,
-                max_batch_agents=gateway.config.max_batch_agents,
-                credit=self._acks.credit_limit,
-                resume_seq=resume_seq,
-                features=features,
-                infer_window=gateway.config.heavy.infer_window if heavy and is_edge else 0,
-            )
+        welcome = welcome_for(
+            hello, gateway.config, credit=self._acks.credit_limit, resume_seq=resume_seq
         )
+        self.session.accept(welcome)
+        heavy = FEATURE_HEAVY in welcome.features
         self.peer_id, self.role, self._open = hello.peer_id, hello.role, True
+        self.public_key = hello.public_key
         if self._link is not None:
             self._link.mark_authenticated()  # out of the transport's pre-auth budget
         if FEATURE_STATE in self.session.features:  # the state service logs it by peer_id
@@ -264,14 +247,16 @@ class GatewayConnection:
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
-        gateway.stats.session_opened(hello.peer_id, hello.role.value, hello.agents)
+        gateway.stats.session_opened(
+            hello.peer_id, hello.role.value, hello.agents, address=self.peer, at=time.time()
+        )
         logger.info(
             "session opened",
             extra={
                 "peer_id": hello.peer_id,
                 "role": hello.role.value,
                 "agents": hello.agents,
-                "peer": self._peer,
+                "peer": self.peer,
                 "enrolled": self._decision.enroll_token is not None,
             },
         )
@@ -281,30 +266,30 @@ class GatewayConnection:
         self._gateway.stats.storage_error("peers")
         logger.error(
             "peer registry failed",
-            extra={"path": str(self._gateway.peers.path), "peer": self._peer, "error": str(error)},
+            extra={"path": str(self._gateway.peers.path), "peer": self.peer, "error": str(error)},
         )
         self._refuse(ErrorCode.INTERNAL_ERROR, "the gateway cannot read its peer registry now")
 
     def _refuse(self, code: ErrorCode, reason: str) -> None:
         hello = self.session.peer_hello
         self._gateway.stats.peer_refused(code.name)
-        logger.warning(
-            "peer refused",
-            extra={
-                "peer_id": hello.peer_id if hello else None,
-                "peer": self._peer,
-                "code": code.name,
-                "reason": reason,
-            },
-        )
+        who = hello.peer_id if hello else None
+        extra = {"peer_id": who, "peer": self.peer, "code": code.name, "reason": reason}
+        logger.warning("peer refused", extra=extra)
         self.session.refuse(code, reason)
 
     def _durable(
         self, outcome: AppendResult | BaseException, seq: int, count: int, size: int
     ) -> None:
-        """The log committed (or failed to commit) batch ``seq``: acknowledge it, or close."""
+        """The log committed (or failed to commit) batch ``seq``: count it and acknowledge
+        it, or close. A batch that committed after its session ended (BYE, NO_CREDIT) is
+        stored: it counts in STATUS like any other, only no ACK can leave any more."""
         edge_id = self.edge_id
-        if self.session.closed or edge_id is None:
+        if edge_id is None:
+            return
+        if self.session.closed:
+            if isinstance(outcome, AppendResult):
+                self._gateway.stats.batch_stored(edge_id, outcome, count, size, at=time.time())
             return
         if isinstance(outcome, LogRecordRejected):
             self._reject(seq, outcome)
@@ -316,11 +301,7 @@ class GatewayConnection:
             self._log_failed(seq, outcome)
             self._process()
             return
-        stats = self._gateway.stats
-        if outcome.applied:
-            stats.batch_accepted(edge_id, outcome.seq, count, size)
-        else:
-            stats.batch_duplicate(edge_id)
+        self._gateway.stats.batch_stored(edge_id, outcome, count, size, at=time.time())
         ack = self._acks.committed(seq, count, self._gateway.credit_window())
         if ack is not None:
             self.session.send(ack)
@@ -346,10 +327,7 @@ class GatewayConnection:
         edge_id = self.edge_id
         assert edge_id is not None
         self._gateway.stats.batch_rejected(edge_id)
-        logger.warning(
-            "batch rejected: it cannot be stored",
-            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
-        )
+        self._log(logging.WARNING, "batch rejected: it cannot be stored", seq=seq, error=str(error))
         self._send_cumulative_ack()  # what committed before it, first
         self.session.send(
             Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
@@ -361,10 +339,12 @@ class GatewayConnection:
         edge_id = self.edge_id
         assert edge_id is not None
         self._gateway.stats.seq_conflict(edge_id)
-        logger.warning(
+        self._log(
+            logging.WARNING,
             "sequence conflict: another batch is stored under this number"
             " (a copy of this edge's spool runs elsewhere, or it was restored)",
-            extra={"edge_id": edge_id, "seq": seq, "peer": self._peer, "error": str(error)},
+            seq=seq,
+            error=str(error),
         )
         self._send_cumulative_ack()
         message = f"seq {seq}: another batch is stored under this number; start a new seq_epoch"
@@ -389,7 +369,7 @@ class GatewayConnection:
     @property
     def state_peer_id(self) -> str:
         """Peer id for the state service's logs."""
-        return self.peer_id or self._peer
+        return self.peer_id or self.peer
 
     def send_state_update(self, update: bytes) -> None:
         """Send a STATE_UPDATE (state service broadcast); flushed at the end of this turn."""
@@ -436,14 +416,32 @@ class GatewayConnection:
         self._flush_soon()
 
     @property
-    def _peer(self) -> str:
+    def peer(self) -> str:
+        """The remote address, ``host:port``."""
         return self._link.peer if self._link is not None else "?"
+
+    def _log(self, level: int, message: str, **fields: object) -> None:
+        """Log ``message`` with the peer's id (also as ``edge_id`` for an edge) and address."""
+        who = {"peer_id": self.peer_id, "peer": self.peer}
+        if self.edge_id is not None:
+            who["edge_id"] = self.edge_id
+        logger.log(level, message, extra={**who, **fields})
 
     def replace(self) -> None:
         """A newer session of this edge authenticated: BYE ``SESSION_REPLACED``."""
         if not self.session.closed:
             self.session.close(ErrorCode.SESSION_REPLACED, "a newer session of this edge id")
             self._process()
+
+    def revoke(self, reason: str) -> None:
+        """The peer's key left the registry (``revocation.py``): ERROR and BYE
+        ``KEY_REVOKED``. Batches it sent before stay stored and acknowledged."""
+        if self.session.closed:
+            return
+        self._send_cumulative_ack()  # what committed before is durable: say so first
+        self.session.send(Error(code=ErrorCode.KEY_REVOKED, message=reason[:MAX_TEXT_CHARS]))
+        self.session.close(ErrorCode.KEY_REVOKED, reason[:MAX_TEXT_CHARS])
+        self._process()
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)

@@ -45,6 +45,8 @@ from edgeswarm.state import client_id_for
 from edgeswarm.storage import Schema, open_database, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
+PEER_ID_MAX_CHARS = 128
+"""Longest peer id (HELLO's ``peer_id`` limit, docs/protocol.md section 4.1)."""
 TOKEN_PREFIX = "es1"
 
 _PEERS = """CREATE TABLE IF NOT EXISTS peers (
@@ -137,10 +139,16 @@ def _split_token(token: str) -> tuple[str, str] | None:
 class PeerRegistry(Resource):
     """The enrolled keys and open join tokens of one gateway."""
 
-    def __init__(self, path: Path) -> None:
-        """Open (or create) ``peers.db``; raises :class:`PeerRegistryError` naming the
-        file when it is damaged, foreign or cannot be opened."""
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """Open (or, with ``create``, create) ``peers.db``; raises
+        :class:`PeerRegistryError` naming the file when it is absent (without
+        ``create``), damaged, foreign or cannot be opened."""
         self.path = path
+        if not create and not path.is_file():
+            raise PeerRegistryError(
+                f"no peer registry {path}: {path.parent} is not a gateway's data directory"
+                " (the gateway creates peers.db at its first start)"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -159,6 +167,7 @@ class PeerRegistry(Resource):
                 f"peer registry {path} cannot be opened: {message}"
             ),
         )
+        self._data_version: int | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -182,18 +191,33 @@ class PeerRegistry(Resource):
         via: str = "operator",
         replace: bool = False,
     ) -> Peer:
-        """Enroll ``public_key`` as ``peer_id`` with ``role``."""
-        if not 1 <= len(peer_id) <= 128:
-            raise PeerRegistryError("a peer id has 1 to 128 characters")
+        """Enroll ``public_key`` as ``peer_id`` with ``role``.
+
+        One id, one key: raises :class:`PeerRegistryError` when ``peer_id`` has
+        another key (unless ``replace``) or ``public_key`` is enrolled under
+        another id (always: remove that peer first; a key never silently changes
+        hands).
+        """
+        if not 1 <= len(peer_id) <= PEER_ID_MAX_CHARS:
+            raise PeerRegistryError(f"a peer id has 1 to {PEER_ID_MAX_CHARS} characters")
         now = time.time()
         with self._errors(), transaction(self._db) as db:
+            owner = db.execute(
+                "SELECT peer_id FROM peers WHERE public_key = ? AND peer_id != ?",
+                (public_key, peer_id),
+            ).fetchone()
+            if owner is not None:
+                raise PeerRegistryError(
+                    f"key {fingerprint(public_key)} is enrolled as peer {owner[0]!r};"
+                    f" remove {owner[0]!r} first (`edgeswarm keys remove --peer-id {owner[0]}`)"
+                )
             existing = db.execute(
                 "SELECT public_key FROM peers WHERE peer_id = ?", (peer_id,)
             ).fetchone()
             if existing is not None and existing[0] != public_key and not replace:
                 raise PeerRegistryError(
                     f"peer id {peer_id!r} already belongs to key {fingerprint(existing[0])}; "
-                    "remove it first or replace it"
+                    "remove it first or replace it (--replace)"
                 )
             db.execute(
                 "DELETE FROM peers WHERE peer_id = ? OR public_key = ?", (peer_id, public_key)
@@ -216,6 +240,21 @@ class PeerRegistry(Resource):
                 "SELECT peer_id, role, public_key, added_at, via FROM peers ORDER BY peer_id"
             ).fetchall()
         return [Peer(r[0], Role(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def changed(self) -> bool:
+        """Whether another connection (``edgeswarm keys`` in another process, a hand
+        edit) committed to ``peers.db`` since the last call (SQLite's ``data_version``)."""
+        with self._errors():
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
+
+    def enrolled(self) -> dict[bytes, tuple[str, Role]]:
+        """Every enrolled key with its peer id and role."""
+        with self._errors():
+            rows = self._db.execute("SELECT public_key, peer_id, role FROM peers").fetchall()
+        return {bytes(r[0]): (r[1], Role(r[2])) for r in rows}
 
     def peer_by_id(self, peer_id: str) -> Peer | None:
         with self._errors():

@@ -12,7 +12,8 @@ from edgeswarm.identity import load_or_create_key
 from edgeswarm.inference.lane_runner import LaneRunner
 from edgeswarm.inference.metrics import LaneCollector, LaneMetrics
 from edgeswarm.state import StoreFsyncPolicy
-from edgeswarm.telemetry import start_metrics_server
+from edgeswarm.storage import DirectoryLock
+from edgeswarm.telemetry import DaemonEndpoint, Probes
 from edgeswarm.transport import quic
 from edgeswarm.transport.tls import ensure_certificates
 
@@ -22,6 +23,7 @@ from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
 from .replication import PeerGatewayLink
+from .revocation import RevocationWatch
 from .services import OpenConnection
 from .state_service import StateService
 from .stats import GatewayStats, PreAuthCollector
@@ -43,7 +45,15 @@ class Gateway:
         self.listener: quic.QuicListener | None = None
         self.metrics_port: int | None = None
         self.ca_file = None if config.cert is not None else config.data_dir / "ca.crt"
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = DirectoryLock(config.data_dir, name="gateway", owner="gateway")
+        """One gateway per data directory (its log, state and registry have one writer)."""
+        try:
+            self._open(config)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, config: GatewayConfig) -> None:
         self.peers = PeerRegistry(config.data_dir / "peers.db")
         self.observation_log = ObservationLog(
             config.data_dir / "observations.db",
@@ -88,6 +98,18 @@ class Gateway:
         self.peer_links: list[PeerGatewayLink] = []
         self._peer_tasks: list[asyncio.Task[None]] = []
         self._broadcast: asyncio.TimerHandle | None = None
+        self.probes = Probes(self.not_ready)
+        """``/healthz`` and ``/readyz`` beside ``/metrics``."""
+        self.endpoint: DaemonEndpoint | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.revocations = RevocationWatch(
+            self.peers,
+            lambda: self.connections,
+            on_revoked=self.stats.session_revoked,
+            on_error=lambda: self.stats.storage_error("peers"),
+        )
+        """Closes the sessions of keys removed from ``peers.db`` (``revocation.py``)."""
+        self._revocation_task: asyncio.Task[None] | None = None
 
     def credit_window(self) -> int:
         """Batches an edge may have unacknowledged now: smaller while the log lags."""
@@ -135,9 +157,16 @@ class Gateway:
             self.stats.metrics.registry.register(ScrubCollector(self.scrubber))
             self.scrubber.start()
         if config.metrics_port is not None:
-            self.metrics_port = start_metrics_server(
-                config.metrics_port, self.stats.metrics.registry, config.metrics_host
+            self.endpoint = DaemonEndpoint(
+                self.stats.metrics.registry,
+                self.probes,
+                host=config.metrics_host,
+                port=config.metrics_port,
             )
+            self.metrics_port = self.endpoint.port
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.create_task(self.probes.keep_beating())
+        self._revocation_task = loop.create_task(self.revocations.run())
         logger.info(
             "gateway listening",
             extra={
@@ -147,6 +176,15 @@ class Gateway:
                 "metrics_port": self.metrics_port,
             },
         )
+
+    def not_ready(self) -> list[str]:
+        """What keeps the gateway from taking observations now (``/readyz``)."""
+        problems = []
+        if self.listener is None:
+            problems.append("not listening")
+        if not self.observation_log.writable:
+            problems.append(f"observation log {self.observation_log.path} is not open")
+        return problems
 
     def add_peer_gateway(self, host: str, port: int) -> PeerGatewayLink:
         """Start replicating the swarm state with the gateway at ``host:port``."""
@@ -197,9 +235,16 @@ class Gateway:
             self.listener = None
         if self.scrubber is not None:
             self.scrubber.close()
+        for background in (self._heartbeat, self._revocation_task):
+            if background is not None:
+                background.cancel()
+        if self.endpoint is not None:
+            self.endpoint.close()
+            self.endpoint = None
         self.observation_log.close()
         self.state.close()
         self.peers.close()
+        self._lock.close()
         logger.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})
 
     async def wait_closed(self) -> None:

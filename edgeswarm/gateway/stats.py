@@ -6,12 +6,45 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edgeswarm.state import RemoteStateError
+from edgeswarm.telemetry import daemon_registry
 from edgeswarm.transport.quic import AdmissionStats
-from edgeswarm.wire import EdgeStatus, Status
+from edgeswarm.wire import EdgeStatus, ErrorCode, RemoteProtocolError, Role, Status
+
+from .log import LogClosed, LogOverloaded, ObservationLogError
+
+STORES = ("peers", "observation_log", "state")
+LOG_REFUSAL_REASONS = tuple(
+    error.reason for error in (LogOverloaded, LogClosed, ObservationLogError)
+)
+"""Labels of ``edgeswarm_gateway_log_refused_batches_total``, each shown at 0 from the start."""
+"""The gateway's files, as ``edgeswarm_gateway_storage_errors_total{store}`` names them."""
+REFUSAL_CODES = (
+    ErrorCode.AUTH_FAILED,
+    ErrorCode.UNKNOWN_PEER,
+    ErrorCode.ROLE_NOT_ALLOWED,
+    ErrorCode.BAD_TOKEN,
+    ErrorCode.STALE_SEQ_EPOCH,
+    ErrorCode.INTERNAL_ERROR,
+)
+"""Codes a peer can be refused with at the handshake (``peers_refused_total{code}``)."""
+
+
+def _peer_error_codes() -> list[str]:
+    """Names of the codes of every error a peer can cause (``protocol_errors_total{code}``)."""
+    codes: set[str] = {ErrorCode.HELLO_TIMEOUT.name}
+    todo: list[type[Exception]] = [RemoteProtocolError, RemoteStateError]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        code = getattr(cls, "error_code", None)
+        if code is not None and cls not in (RemoteProtocolError, RemoteStateError):
+            codes.add(ErrorCode(code).name)
+    return sorted(codes)
 
 
 @dataclass
@@ -28,6 +61,11 @@ class EdgeRecord:
     last_seq: int = 0
     errors: int = 0
     duplicates: int = 0
+    last_seen: float = 0.0
+    """Wall-clock time (Unix seconds) the edge last authenticated or had a batch
+    committed; 0: not since this gateway started."""
+    address: str = ""
+    """``host:port`` of its last session."""
 
     def to_status(self) -> EdgeStatus:
         return EdgeStatus(
@@ -39,14 +77,26 @@ class EdgeRecord:
             bytes=self.bytes,
             last_seq=self.last_seq,
             errors=self.errors,
+            last_seen=self.last_seen,
+            address=self.address,
         )
+
+
+class Stored(Protocol):
+    """What :meth:`GatewayStats.batch_stored` reads of the log's ``AppendResult``."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def applied(self) -> bool: ...
 
 
 class GatewayMetrics:
     """The gateway's Prometheus series, in their own registry."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = daemon_registry("gateway")
         self.sessions_open = Gauge(
             "edgeswarm_gateway_sessions_open", "Open sessions", ["role"], registry=self.registry
         )
@@ -119,6 +169,13 @@ class GatewayMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.revoked = Counter(
+            "edgeswarm_gateway_sessions_revoked",
+            "Sessions closed (ERROR + BYE KEY_REVOKED) because their key left the registry"
+            " or changed",
+            ["role"],
+            registry=self.registry,
+        )
         self.log_refused = Counter(
             "edgeswarm_gateway_log_refused_batches",
             "Batches the durable log refused at append (reason: overloaded, closed); "
@@ -126,6 +183,18 @@ class GatewayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        for role in Role:  # every known label shows 0 before its first event
+            self.sessions_open.labels(role.value)
+            self.sessions.labels(role.value)
+            self.revoked.labels(role.value)
+        for store in STORES:
+            self.storage_errors.labels(store)
+        for code in REFUSAL_CODES:
+            self.refused.labels(code.name)
+        for name in _peer_error_codes():
+            self.protocol_errors.labels(name)
+        for reason in LOG_REFUSAL_REASONS:
+            self.log_refused.labels(reason=reason)
 
 
 class GatewayStats:
@@ -143,21 +212,28 @@ class GatewayStats:
             record = self.edges[edge_id] = EdgeRecord(edge_id)
         return record
 
-    def session_opened(self, peer_id: str, role: str, agents: int) -> None:
+    def session_opened(
+        self, peer_id: str, role: str, agents: int, *, address: str = "", at: float = 0.0
+    ) -> None:
         self.metrics.sessions.labels(role).inc()
         self.metrics.sessions_open.labels(role).inc()
         if role == "edge":
             record = self.edge(peer_id)
             record.sessions_open += 1
             record.agents = agents
+            record.address = address
+            record.last_seen = max(record.last_seen, at)
 
     def session_closed(self, peer_id: str, role: str) -> None:
         self.metrics.sessions_open.labels(role).dec()
         if role == "edge":
             self.edge(peer_id).sessions_open -= 1
 
-    def batch_accepted(self, edge_id: str, seq: int, count: int, size: int) -> None:
+    def batch_accepted(
+        self, edge_id: str, seq: int, count: int, size: int, *, at: float = 0.0
+    ) -> None:
         record = self.edge(edge_id)
+        record.last_seen = max(record.last_seen, at)
         record.batches += 1
         record.observations += count
         record.bytes += size
@@ -165,6 +241,15 @@ class GatewayStats:
         self.metrics.batches.inc()
         self.metrics.observations.inc(count)
         self.metrics.received_bytes.inc(size)
+
+    def batch_stored(
+        self, edge_id: str, outcome: Stored, count: int, size: int, *, at: float
+    ) -> None:
+        """The log committed a batch of ``edge_id``: new (counted) or a duplicate."""
+        if outcome.applied:
+            self.batch_accepted(edge_id, outcome.seq, count, size, at=at)
+        else:
+            self.batch_duplicate(edge_id)
 
     def batch_duplicate(self, edge_id: str) -> None:
         self.edge(edge_id).duplicates += 1
@@ -184,6 +269,9 @@ class GatewayStats:
 
     def session_replaced(self) -> None:
         self.metrics.replaced.inc()
+
+    def session_revoked(self, role: str) -> None:
+        self.metrics.revoked.labels(role).inc()
 
     def storage_error(self, store: str) -> None:
         self.metrics.storage_errors.labels(store).inc()

@@ -28,7 +28,13 @@ KEY_PREFIX = "ed25519:"
 
 
 class KeyFileError(EdgeswarmError):
-    """A key file is missing, unreadable, not a private ed25519 key, or readable by others."""
+    """A key file is missing, unreadable, not a private ed25519 key, or readable by others
+    (the file is wrong: ``writing`` False), or it cannot be written (``writing`` True)."""
+
+    def __init__(self, message: str, *, writing: bool = False) -> None:
+        super().__init__(message)
+        self.writing = writing
+        """The key could not be written (the disk, not the file the operator named)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def write_private(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
-        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}", writing=True) from exc
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -98,7 +104,7 @@ def write_private(path: Path, data: bytes) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise KeyFileError(f"cannot write {path}: {exc.strerror}") from exc
+        raise KeyFileError(f"cannot write {path}: {exc.strerror}", writing=True) from exc
 
 
 def load_or_create_key(path: Path) -> KeyPair:

@@ -8,10 +8,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from edgeswarm.telemetry import daemon_registry
+
 from .lane import LaneCounters
 
 __all__ = ["LaneCollector", "LaneMetrics", "NodeMetrics"]
 
+PROTOCOLS = ("native", "oip")
+"""How a call reached the node (``protocol`` label)."""
+ERROR_KINDS = ("tensor", "overloaded", "model")
+"""Why a call was answered with an error (``kind`` label)."""
 _SECONDS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 _ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384, 65536)
 
@@ -20,7 +26,7 @@ class NodeMetrics:
     """What an inference node counts, by model and protocol (``native`` or ``oip``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or daemon_registry("infer")
         r = self.registry
         self.batch_rows = Histogram(
             "edgeswarm_infer_batch_rows",
@@ -57,6 +63,13 @@ class NodeMetrics:
             "1 while the node's session with its gateway is open",
             registry=r,
         )
+
+    def models_loaded(self, names: list[str]) -> None:
+        """Show ``errors_total`` at 0 for every model, protocol and kind."""
+        for name in names:
+            for protocol in PROTOCOLS:
+                for kind in ERROR_KINDS:
+                    self.errors.labels(name, protocol, kind)
 
 
 class LaneMetrics:

@@ -33,9 +33,9 @@ from numpy.typing import NDArray
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import GatewayClient, SessionEndedError
+from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
 from edgeswarm.identity import load_or_create_key
-from edgeswarm.telemetry import start_metrics_server
+from edgeswarm.telemetry import DaemonEndpoint, Probes
 from edgeswarm.wire import (
     DEFAULT_MAX_BATCH_AGENTS,
     FEATURE_HEAVY,
@@ -46,6 +46,7 @@ from edgeswarm.wire import (
     InferStatus,
     LocalProtocolError,
     Role,
+    code_name,
 )
 
 from .errors import InferenceError, NodeOverloadedError, TensorError
@@ -110,6 +111,7 @@ class InferenceNode:
         except BaseException:
             self.close()
             raise
+        self.metrics.models_loaded(list(self.models))
         self._workers = {name: ThreadPoolExecutor(1, f"model-{name}") for name in self.models}
         self._pending = 0
         self._stop = asyncio.Event()
@@ -117,6 +119,10 @@ class InferenceNode:
         self.metrics_port: int | None = None
         self.client: GatewayClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.probes = Probes()
+        """``/healthz``, and ``/readyz``: the models are loaded once the node exists."""
+        self.refused: AuthRefusedError | None = None
+        """Set when the gateway refused this node for good (the node stops)."""
 
     @property
     def max_rows(self) -> int:
@@ -183,10 +189,21 @@ class InferenceNode:
             runner, self.http_port = await start_oip_server(
                 self, config.http_host, config.http_port
             )
+        endpoint = None
         if config.metrics_port is not None:
-            self.metrics_port = start_metrics_server(
-                config.metrics_port, self.metrics.registry, config.metrics_host
-            )
+            try:
+                endpoint = DaemonEndpoint(
+                    self.metrics.registry,
+                    self.probes,
+                    host=config.metrics_host,
+                    port=config.metrics_port,
+                )
+            except BaseException:
+                if runner is not None:
+                    await runner.cleanup()
+                raise
+            self.metrics_port = endpoint.port
+        heartbeat = asyncio.create_task(self.probes.keep_beating())
         native = None
         if config.gateway is not None:
             native = asyncio.create_task(self._native(config.gateway))
@@ -211,13 +228,18 @@ class InferenceNode:
         try:
             await self._stop.wait()
         finally:
+            heartbeat.cancel()
             if native is not None:
                 native.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await native
             if runner is not None:
                 await runner.cleanup()
+            if endpoint is not None:
+                endpoint.close()
             self.close()
+        if self.refused is not None:
+            raise self.refused
 
     async def _native(self, address: GatewayAddress) -> None:
         config = self.config
@@ -247,6 +269,14 @@ class InferenceNode:
                     while client.closed_reason is None and not self._stop.is_set():
                         await client.wait_change()
                     client.close("node stopping")
+            except AuthRefusedError as exc:  # asking again cannot help: stop, say why
+                self.refused = exc
+                logger.error(
+                    "gateway refused this node; it stops",
+                    extra={"code": code_name(exc.code), "error": str(exc)},
+                )
+                self._stop.set()
+                return
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 delay = reconnect.failed()
                 logger.warning(

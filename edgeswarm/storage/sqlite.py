@@ -187,7 +187,10 @@ def _quick_check(
             extra={"path": str(path), "bytes": size, "limit": max_bytes},
         )
         return
-    rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_PROBLEMS})").fetchall()
+    try:
+        rows = db.execute(f"PRAGMA quick_check({QUICK_CHECK_PROBLEMS})").fetchall()
+    except UnicodeDecodeError as exc:  # it quotes damaged bytes: not "ok" in any case
+        raise corrupt(f"damaged (quick_check names bytes that are not text: {exc})") from exc
     problems = [str(row[0]) for row in rows]
     if problems != ["ok"]:
         raise corrupt(f"damaged (quick_check: {'; '.join(problems)})")

@@ -1,17 +1,33 @@
-"""Prometheus exposition for daemons."""
+"""Prometheus registries of the daemons: no ``_created`` series, a build-info series.
+
+Every daemon (gateway, edge, inference node) keeps its series in a registry
+from :func:`daemon_registry` and serves it with
+:class:`~edgeswarm.telemetry.endpoint.DaemonEndpoint` beside its health probes.
+"""
 
 from __future__ import annotations
 
-import logging
+import platform
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 
-logger = logging.getLogger("edgeswarm.metrics")
+from edgeswarm import __version__
+
+__all__ = ["daemon_registry"]
 
 
-def start_metrics_server(port: int, registry: CollectorRegistry, host: str = "127.0.0.1") -> int:
-    """Serve ``registry`` at ``http://host:port/metrics``; returns the bound port (0 picks one)."""
-    server, _thread = start_http_server(port, addr=host, registry=registry)
-    bound = int(server.server_address[1])
-    logger.info("metrics listening", extra={"host": host, "port": bound})
-    return bound
+def daemon_registry(process: str) -> CollectorRegistry:
+    """A new registry holding ``edgeswarm_build_info{version,python,process} 1``.
+
+    Turns prometheus-client's ``_created`` series off for the whole process: they
+    double every counter and histogram and no dashboard here reads them.
+    """
+    disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = CollectorRegistry()
+    Gauge(
+        "edgeswarm_build_info",
+        "Version of the running edgeswarm (always 1; the labels say which)",
+        ["version", "python", "process"],
+        registry=registry,
+    ).labels(__version__, platform.python_version(), process).set(1)
+    return registry

@@ -11,7 +11,9 @@ Errors raised by ``quic.connect`` and ``quic.serve``::
     HandshakeError            refused, closed by the gateway, bad certificate
     │                         (an EdgeswarmError and a ConnectionError)
     └── ConnectTimeoutError   no handshake in time (also a TimeoutError)
-    CertificateFileError      serve: the certificate or its key cannot be loaded
+    CertificateFileError      serve: the certificate or its key cannot be loaded;
+                              connect: the CA file cannot be read or holds no certificate
+    ListenError               serve: the UDP address cannot be bound (in use, not ours)
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from edgeswarm.errors import EdgeswarmError
 
 __all__ = [
     "DEFAULT_PORT",
+    "INTERNET_DATAGRAM_SIZE",
     "AdmissionLimits",
     "CertificateFileError",
     "ConnectTimeoutError",
     "HandlerFactory",
     "HandshakeError",
+    "ListenError",
     "SessionLink",
     "StreamHandler",
     "TransportSettings",
@@ -36,15 +40,20 @@ __all__ = [
 
 DEFAULT_PORT = 4433
 """UDP port a gateway listens on, and a client connects to, unless told otherwise."""
+INTERNET_DATAGRAM_SIZE = 1350
+"""Largest UDP payload that crosses the Internet's paths (tunnels, PPPoE) without discovery."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class TransportSettings:
     """Tuning of the QUIC transport; the defaults are the measured safe winners."""
 
-    max_datagram_size: int = 1350
-    """Largest UDP payload sent. 1200-1350 is safe on the Internet; larger only on
-    links known to carry it (aioquic breaks above ~16 KB)."""
+    max_datagram_size: int = INTERNET_DATAGRAM_SIZE
+    """Largest UDP payload sent. 1350 (the default) is safe on the Internet. Larger: on qh3
+    the connection starts at a safe size and probes upwards to this (packetization-layer
+    path MTU discovery, RFC 8899 style), falling back when big packets are lost; on
+    aioquic it is used as it is, so only on links known to carry it (aioquic breaks
+    above ~16 KB)."""
     max_datagram_frame_size: int | None = 65535
     """Advertised DATAGRAM frame limit; None turns QUIC datagrams off (on aioquic, and on
     qh3 servers: qh3 2.1 clients advertise 65536 whatever this says)."""
@@ -88,7 +97,12 @@ class ConnectTimeoutError(HandshakeError, TimeoutError):
 
 
 class CertificateFileError(EdgeswarmError):
-    """A server certificate or private key file is missing, unreadable or damaged."""
+    """A server certificate or private key file, or a client's CA file, is missing,
+    unreadable or damaged; the message names the file."""
+
+
+class ListenError(EdgeswarmError, OSError):
+    """The server cannot bind its UDP address (in use, or not an address of this host)."""
 
 
 class SessionLink(Protocol):
@@ -104,6 +118,17 @@ class SessionLink(Protocol):
         wait for the loop's next socket read; within a read wakeup it changes
         nothing (the wakeup transmits once at its end).
         """
+
+    @property
+    def send_backlog(self) -> int | None:
+        """Session-stream bytes queued and not sent once yet (congestion or flow control
+        holds them); None when the QUIC library cannot tell (aioquic)."""
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        """Return once at most ``at_most`` bytes of the session stream wait to be sent
+        (at once when the library cannot tell, or the connection is gone). A sender that
+        waits for this before queuing more keeps its data in its own queue rather than
+        deep in QUIC's, where everything sent later waits behind it."""
 
     def send_datagram(self, data: bytes) -> bool:
         """Send ``data`` as one QUIC DATAGRAM frame (unreliable, unordered).

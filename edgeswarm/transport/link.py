@@ -16,7 +16,13 @@ import time
 from typing import Any, Protocol
 
 from .api import HandshakeError, StreamHandler
-from .stacks import EventKind, QuicStack, remote_max_datagram_frame_size
+from .stacks import (
+    EventKind,
+    QuicStack,
+    datagrams_to_send,
+    remote_max_datagram_frame_size,
+    silence_packet_log,
+)
 
 __all__ = ["Address", "LinkEndpoint", "QuicLink", "Received", "quic_clock"]
 
@@ -32,9 +38,17 @@ DATAGRAM_FRAME_OVERHEAD = 1 + 4
 """DATAGRAM frame type and length."""
 INTERNAL_ERROR = 0x1
 MAX_TRANSMIT_FAILURES = 8
-"""Consecutive ``datagrams_to_send`` errors before a connection is dropped. qh3 2.1.0
-fails its first flight to an aioquic client ("packet builder capacity exhausted") and
-succeeds on a later try, as it does under its own ``QuicServer``."""
+"""Consecutive ``datagrams_to_send`` errors before a connection is dropped.
+
+qh3 2.1.0 as a server fails to build its first flight to an aioquic client
+("packet builder capacity exhausted") and builds it when the client's
+retransmitted Initial arrives (about a second later: aioquic's first probe
+timeout), as it does under its own ``QuicServer``. So a server link whose
+handshake flight failed keeps the connection (:attr:`QuicLink.build_failures`
+tells the endpoint it did decrypt), and arms no timer from the failed state:
+the library's timer would fire into the same failure and drop the connection
+before the client's retransmission could help. The pre-auth deadline still
+bounds such a connection."""
 quic_clock = time.monotonic
 """The clock of every ``now`` given to the QUIC library and of its timers: not
 ``loop.time()``, which is coarse on some loops (uvloop: 1 ms) and would make
@@ -86,6 +100,7 @@ class QuicLink:
     ) -> None:
         self._stack = stack
         self._quic = quic
+        silence_packet_log(stack, quic)
         self._endpoint = endpoint
         self._handler = handler
         self._is_server = is_server
@@ -98,6 +113,7 @@ class QuicLink:
         self._peer = "?"
         self._handshake_complete = False
         self._transmit_failures = 0
+        self._backlog_waiters: list[tuple[int, asyncio.Future[None]]] = []
         loop = asyncio.get_running_loop()
         self.handshake: asyncio.Future[None] = loop.create_future()
         """Done when the handshake completes; a ``HandshakeError`` when it cannot."""
@@ -111,7 +127,10 @@ class QuicLink:
         """Whether the peer accepted 0-RTT data."""
         self.datagrams_sent = 0
         """Datagrams this connection has sent (a server link that answered its first
-        datagrams with nothing could not decrypt them)."""
+        datagrams with nothing could not decrypt them, unless ``build_failures``)."""
+        self.build_failures = 0
+        """Times the library raised building this connection's packets (it had
+        decrypted what it received: see ``MAX_TRANSMIT_FAILURES``)."""
         self.is_authenticated = False
         """Whether the handler said its peer proved its identity."""
 
@@ -138,6 +157,33 @@ class QuicLink:
 
     def transmit_now(self) -> None:
         self._endpoint.transmit_now(self)
+
+    @property
+    def send_backlog(self) -> int | None:
+        if self._stream_id is None or not self._stack.send_backlog or self._lost:
+            return None
+        try:
+            return int(self._quic.get_send_buffer_size(self._stream_id))
+        except Exception:  # a stream the library no longer knows: nothing waits
+            return 0
+
+    async def wait_send_backlog(self, at_most: int) -> None:
+        backlog = self.send_backlog
+        if backlog is None or backlog <= at_most:
+            return
+        waiter: asyncio.Future[None] = self._endpoint.loop.create_future()
+        self._backlog_waiters.append((at_most, waiter))
+        try:
+            await waiter
+        finally:
+            self._backlog_waiters = [(n, w) for n, w in self._backlog_waiters if w is not waiter]
+
+    def _wake_backlog_waiters(self) -> None:
+        """After a transmit: release those waiting for the backlog to shrink this far."""
+        backlog = self.send_backlog
+        for at_most, waiter in self._backlog_waiters:
+            if (backlog is None or backlog <= at_most) and not waiter.done():
+                waiter.set_result(None)
 
     def send_datagram(self, data: bytes) -> bool:
         limit = self.max_datagram_payload
@@ -291,18 +337,23 @@ class QuicLink:
         """Send what the connection has to send and re-arm its timer."""
         endpoint = self._endpoint
         try:
-            datagrams = self._quic.datagrams_to_send(now=now)
+            datagrams = datagrams_to_send(self._stack, self._quic, now)
             self._transmit_failures = 0
         except Exception as error:  # see MAX_TRANSMIT_FAILURES
             self._transmit_failures += 1
+            self.build_failures += 1
             if self._transmit_failures >= MAX_TRANSMIT_FAILURES:
                 self.library_failed(error)
                 return
             logger.debug("QUIC library could not build packets", extra={"error": repr(error)})
+            if self._is_server and not self._handshake_complete:
+                return  # wait for the client's retransmission (MAX_TRANSMIT_FAILURES)
             datagrams = []
         if datagrams:
             self.datagrams_sent += len(datagrams)
             endpoint.send_datagrams(datagrams, self)
+        if self._backlog_waiters:
+            self._wake_backlog_waiters()
         timer_at = self._quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()
@@ -357,6 +408,9 @@ class QuicLink:
             else:
                 self.handshake.set_exception(HandshakeError(reason))
         self.closed.set()
+        for _, waiter in self._backlog_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         self._endpoint.link_lost(self)
         if self._made:
             self._handler.connection_lost(reason)

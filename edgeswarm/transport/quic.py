@@ -32,11 +32,13 @@ from edgeswarm.wire import ALPN
 from .admission import AdmissionStats
 from .api import (
     DEFAULT_PORT,
+    INTERNET_DATAGRAM_SIZE,
     AdmissionLimits,
     CertificateFileError,
     ConnectTimeoutError,
     HandlerFactory,
     HandshakeError,
+    ListenError,
     SessionLink,
     StreamHandler,
     TransportSettings,
@@ -57,6 +59,7 @@ __all__ = [
     "CertificateFileError",
     "ConnectTimeoutError",
     "HandshakeError",
+    "ListenError",
     "QuicListener",
     "SessionLink",
     "StreamHandler",
@@ -131,8 +134,10 @@ def _configuration(
         max_datagram_size=settings.max_datagram_size,
         max_datagram_frame_size=settings.max_datagram_frame_size,
     )
-    if stack == "qh3":
-        configuration.probe_datagram_size = False  # stay at max_datagram_size
+    if load_stack(stack).pmtu_probing:
+        # Above the Internet-safe size, find what the path carries (qh3 probes up to
+        # max_datagram_size and falls back when big packets are lost); at it, stay there.
+        configuration.probe_datagram_size = settings.max_datagram_size > INTERNET_DATAGRAM_SIZE
     return configuration
 
 
@@ -142,14 +147,39 @@ def _allows_early_data(ticket: Any) -> bool:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to ``host:port``; ``ListenError`` saying why not."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.bind((host, port))
-    except OSError:
+    except (OSError, OverflowError) as exc:
         sock.close()
-        raise
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ListenError(f"cannot listen on UDP {where}: {why}") from None
     return sock
+
+
+def _check_ca_file(ca_file: Path) -> None:
+    """``CertificateFileError`` naming ``ca_file`` unless it holds a PEM certificate.
+
+    The QUIC libraries read it only when the handshake starts, and then fail
+    without naming it (qh3 drops the connection, the client waits its timeout).
+    """
+    from cryptography import x509
+
+    try:
+        data = ca_file.read_bytes()
+    except OSError as exc:
+        raise CertificateFileError(
+            f"cannot read the CA certificate {ca_file}: {exc.strerror or exc}"
+        ) from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CertificateFileError(
+            f"{ca_file} holds no PEM certificate (give the gateway's ca.crt)"
+        ) from None
 
 
 async def serve(
@@ -214,7 +244,8 @@ async def connect(
 ) -> AsyncIterator[QuicLink]:
     """Connect, verify the gateway against ``ca_file``, open the session stream.
 
-    Raises ``HandshakeError`` (a ``ConnectionError``) when the gateway
+    Raises ``CertificateFileError`` when ``ca_file`` cannot be read or holds no
+    certificate, ``HandshakeError`` (a ``ConnectionError``) when the gateway
     refuses, closes or presents a certificate ``ca_file`` does not sign, and
     ``ConnectTimeoutError`` when no handshake completes within ``connect_timeout``.
     With ``tickets`` the connection resumes the last session with the same
@@ -234,6 +265,7 @@ async def connect(
     configuration = _configuration(
         stack, is_client=True, idle_timeout=idle_timeout, settings=settings
     )
+    _check_ca_file(ca_file)
     configuration.load_verify_locations(cafile=str(ca_file))
     configuration.server_name = server_name or host
     ticket_key = (stack, host, port, configuration.server_name)
@@ -275,10 +307,9 @@ async def connect(
         except TimeoutError:
             link.close_connection(reason="connect timeout")
             endpoint.flush()
-            hint = " (a qh3 gateway cannot finish handshakes with aioquic clients)"
             raise ConnectTimeoutError(
                 f"no QUIC handshake with {host}:{port} within {connect_timeout:g} s"
-                + (hint if stack == "aioquic" else "")
+                " (is a gateway listening there, and does UDP reach it?)"
             ) from None
     except BaseException as error:
         if zero_rtt:  # the handler saw connection_made: tell it the connection is gone

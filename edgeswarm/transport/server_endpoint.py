@@ -8,8 +8,9 @@ answers it with a stateless Retry (the token is AES-GCM sealed: address,
 connection IDs, time; aioquic's ``QuicRetryTokenHandler``, valid 30 s), or
 accepts it. An accepted connection whose first datagrams get no answer from
 the QUIC library (they did not decrypt) is dropped at the end of that
-wakeup; one not authenticated by its handler within ``deadline_s`` is
-closed.
+wakeup, unless the library failed building its answer (qh3 and aioquic
+clients: ``link.MAX_TRANSMIT_FAILURES``); one not authenticated by its
+handler within ``deadline_s`` is closed.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class ServerEndpoint(UdpEndpoint):
             return
         new, self._new = self._new, []
         for link in new:
-            if link.datagrams_sent == 0 and not link.closed.is_set():
+            if link.datagrams_sent == 0 and not link.build_failures and not link.closed.is_set():
                 self.admission.stats.discarded += 1
                 link.mark_lost("first datagrams did not decrypt")
 

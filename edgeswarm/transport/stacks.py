@@ -12,6 +12,17 @@ Private attribute used (pinned by ``tests/test_transport_quic.py``):
 ``QuicConnection._remote_max_datagram_frame_size``, the peer's transport
 parameter, which neither library exposes publicly; without it
 ``send_datagram`` reports False and callers fall back to the stream.
+
+Private parts replaced (pinned by ``tests/test_transport_packets.py``): qh3
+2.1's ``QuicConnection.datagrams_to_send`` calls ``self._log_packets`` for
+every packet it sends, which parses the packet's header again to log it even
+when no ``quic_logger`` is set (~11 % of a sending client's CPU), and wraps
+each ``_core.poll_transmit`` in two more Python calls. On exactly the qh3
+versions in :data:`QH3_SILENT_LOG_VERSIONS`, and only for a connection
+without a logger (:attr:`QuicStack.packet_log_skippable`),
+:func:`silence_packet_log` replaces ``_log_packets`` on the connection object
+by one that does nothing, and :func:`datagrams_to_send` polls the packet core
+itself, as ``datagrams_to_send`` does minus its logging.
 """
 
 from __future__ import annotations
@@ -66,6 +77,52 @@ class QuicStack:
     gro_receive: bool
     """Whether ``QuicConnection.receive_gro_buffer`` exists (qh3): the library splits
     a UDP GRO buffer itself."""
+    packet_log_skippable: bool = False
+    """Whether the library's per-packet log of sent packets may be skipped on a connection
+    without a logger (qh3 of a version in :data:`QH3_SILENT_LOG_VERSIONS`)."""
+    send_backlog: bool = False
+    """Whether ``QuicConnection.get_send_buffer_size(stream_id)`` says how many bytes of a
+    stream wait to be sent (qh3)."""
+    pmtu_probing: bool = False
+    """Whether the library finds the path's datagram size itself (qh3's
+    ``probe_datagram_size``): probes up to ``max_datagram_size``, falls back when big
+    packets are lost (RFC 8899 style)."""
+
+
+QH3_SILENT_LOG_VERSIONS = frozenset({"2.1.0"})
+"""qh3 releases whose ``datagrams_to_send`` was read and found to log each sent packet through
+``_log_packets`` and nothing else (see the module docstring); another version keeps its log."""
+
+
+def _no_packet_log(event: str, data: bytes) -> None:
+    """Stands in for ``QuicConnection._log_packets`` on a connection without a logger."""
+
+
+def silence_packet_log(stack: QuicStack, quic: Any) -> bool:
+    """Skip the per-packet log of ``quic`` (a new connection) when it has no logger and the
+    stack allows it; whether it did."""
+    if not stack.packet_log_skippable or getattr(quic, "_quic_logger", None) is not None:
+        return False
+    quic._log_packets = _no_packet_log
+    return True
+
+
+def datagrams_to_send(stack: QuicStack, quic: Any, now: float) -> list[tuple[bytes, Any]]:
+    """``quic.datagrams_to_send(now)``; on a connection whose packet log is silenced, the
+    same loop over qh3's packet core without the per-packet logging calls."""
+    core = getattr(quic, "_core", None)
+    if core is None or not stack.packet_log_skippable or "_log_packets" not in vars(quic):
+        return list(quic.datagrams_to_send(now=now))
+    datagrams = []
+    poll = core.poll_transmit
+    try:
+        while (transmit := poll(now)) is not None:
+            datagrams.append((transmit[0], transmit[1]))
+    except RuntimeError as error:  # what QuicConnection._call_core turns into its own error
+        if datagrams:
+            return datagrams  # these were built: send them; the error comes back next time
+        raise ConnectionError(f"QUIC packet core: {error}") from error
+    return datagrams
 
 
 @cache
@@ -98,6 +155,11 @@ def load_stack(name: str) -> QuicStack:
         buffer_class=buffer.Buffer,
         batched_receive=hasattr(connection.QuicConnection, "receive_many_datagrams"),
         gro_receive=hasattr(connection.QuicConnection, "receive_gro_buffer"),
+        packet_log_skippable=name == "qh3"
+        and importlib.import_module("qh3").__version__ in QH3_SILENT_LOG_VERSIONS
+        and callable(getattr(connection.QuicConnection, "_log_packets", None)),
+        send_backlog=hasattr(connection.QuicConnection, "get_send_buffer_size"),
+        pmtu_probing=hasattr(configuration.QuicConfiguration, "probe_datagram_size"),
     )
 
 

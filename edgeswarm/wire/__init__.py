@@ -11,6 +11,7 @@ a session reports and ``errors`` what goes wrong, each error with its
 from .arrays import ARRAY_DTYPES, decode_array, encode_array
 from .codec import DEFAULT_MAX_BATCH_AGENTS, decode_payload, encode_frame, encode_payload
 from .errors import (
+    AUTH_REFUSAL_CODES,
     BATCH_REFUSED_CODES,
     BatchTooLarge,
     CreditExceeded,
@@ -24,6 +25,7 @@ from .errors import (
     UnknownFrameType,
     UnsupportedVersion,
     WireError,
+    code_name,
 )
 from .events import (
     AckReceived,
@@ -96,6 +98,7 @@ from .states import SessionState
 __all__ = [
     "ALPN",
     "ARRAY_DTYPES",
+    "AUTH_REFUSAL_CODES",
     "BATCH_REFUSED_CODES",
     "DEFAULT_MAX_BATCH_AGENTS",
     "DEFAULT_MAX_FRAME_BYTES",
@@ -174,6 +177,7 @@ __all__ = [
     "Welcomed",
     "WireError",
     "auth_message",
+    "code_name",
     "decode_array",
     "decode_payload",
     "encode_array",

@@ -208,6 +208,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                         "bytes": e.bytes,
                         "last_seq": e.last_seq,
                         "errors": e.errors,
+                        "last_seen": float(e.last_seen),
+                        "address": e.address,
                     }
                     for e in frame.edges
                 ],
@@ -383,6 +385,8 @@ def _decode_edge_status(obj: object) -> EdgeStatus:
         bytes=uint(obj, "bytes"),
         last_seq=uint(obj, "last_seq"),
         errors=uint(obj, "errors"),
+        last_seen=number(obj, "last_seen") if "last_seen" in obj else 0.0,
+        address=text(obj, "address", 0, MAX_TEXT_CHARS) if "address" in obj else "",
     )
 
 

@@ -56,6 +56,9 @@ class ErrorCode(IntEnum):
     SEQ_CONFLICT = 19
     """Fatal: another batch with other bytes is stored under this OBS_BATCH's ``seq`` (in
     its epoch): two senders share the numbers. The edge starts a new ``seq_epoch``."""
+    KEY_REVOKED = 20
+    """Fatal: the peer's key was removed from the gateway's registry (or replaced) while
+    its session was open."""
     # 100-199: swarm state (feature ``state``, docs/protocol.md section 9)
     STATE_ERROR = 100
     """Any other state error (never sent: a more precise code always exists)."""
@@ -86,6 +89,29 @@ BATCH_REFUSED_CODES: frozenset[ErrorCode] = frozenset(
 )
 """Codes of an ERROR about one OBS_BATCH (it carries the batch's ``seq``) that refuse
 that batch for good: sent again, it would be refused again (protocol, section 4.8)."""
+
+
+AUTH_REFUSAL_CODES: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.UNKNOWN_PEER,
+        ErrorCode.ROLE_NOT_ALLOWED,
+        ErrorCode.BAD_TOKEN,
+        ErrorCode.KEY_REVOKED,
+    }
+)
+"""Codes of a refusal that asking again will not change (protocol, section 5.1): the key
+is unknown, revoked, enrolled for another id or role, or the join token is bad, expired
+or used up. A client stops and says so; an operator has to act."""
+
+
+def code_name(code: int) -> str:
+    """The name of ``code`` (``"KEY_REVOKED"``), or its number as text when it has none:
+    how logs and messages show a code."""
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return str(code)
 
 
 class WireError(EdgeswarmError):

@@ -290,6 +290,11 @@ class EdgeStatus:
     """Highest sequence number accepted."""
     errors: int
     """ERROR frames sent to this edge."""
+    last_seen: float = 0.0
+    """When the gateway last heard from the edge (its session opened or a batch of it
+    committed), Unix seconds; 0: not since the gateway started."""
+    address: str = ""
+    """``host:port`` the edge's last session came from; empty: none since the start."""
 
 
 @dataclass(frozen=True)

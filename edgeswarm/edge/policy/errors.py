@@ -137,3 +137,14 @@ class PolicyActionBoundsError(PolicyAbiError):
     """``es_step`` wrote an action outside the bounds the descriptor declares."""
 
     kind = "action_bounds"
+
+
+def _kinds(cls: type[PolicyError]) -> list[str]:
+    found = [] if cls is PolicyError else [cls.kind]
+    for sub in cls.__subclasses__():
+        found.extend(_kinds(sub))
+    return found
+
+
+FAULT_KINDS: tuple[str, ...] = tuple(dict.fromkeys(_kinds(PolicyError)))
+"""Every fault kind a policy can be quarantined for (``policy_faults_total{kind}``)."""

@@ -11,17 +11,20 @@ deadline :func:`step_deadline_s` derives from the tick period.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
 import numpy as np
+import wasmtime
 
-from edgeswarm.agents_wasm import module_names, module_path
+from edgeswarm.agents_wasm import example_names, module_path
 from edgeswarm.models import ModelRegistry
 
 from ..agent_table import AgentTable
 from .compiler import CompileLimits
+from .errors import PolicyLoadError
 from .heavy import HeavyLaneSeam
 from .module_cache import ModuleCache
 from .sandbox import FuelBudget, HostCallCap
@@ -44,17 +47,40 @@ def step_deadline_s(*, deadline_ms: float | None, tick_hz: float, policies: int)
 def resolve_module(policy: str) -> Path:
     """Path of a built-in module by name, or of a user's module file.
 
-    Raises ``FileNotFoundError`` naming the built-in modules when neither exists.
+    The built-ins are the working examples; the hostile test fixtures that ship
+    beside them are not offered (tests load them by path). Raises
+    ``FileNotFoundError`` naming the built-in modules when neither exists.
     """
-    if policy in module_names():
+    if policy in example_names():
         return module_path(policy)
     path = Path(policy)
     if path.suffix in (".wasm", ".wat") and path.is_file():
         return path
     raise FileNotFoundError(
-        f"no policy {policy!r}: not a built-in module ({', '.join(module_names())}) "
+        f"no policy {policy!r}: not a built-in module ({', '.join(example_names())}) "
         "nor a .wasm/.wat file"
     )
+
+
+def check_source(policy: str, *, max_bytes: int) -> Path:
+    """:func:`resolve_module`, and for a ``.wat`` file of at most ``max_bytes``, that it
+    parses: a typo in an operator's own source refuses the start instead of running
+    the edge with that policy quarantined. Raises ``FileNotFoundError`` or
+    :class:`PolicyLoadError` saying where the text is wrong. (Larger files, and
+    everything a module does once it parses, stay the loader's: a ``load`` fault.)
+    """
+    path = resolve_module(policy)
+    if path.suffix == ".wat" and path.stat().st_size <= max_bytes:
+        try:
+            wasmtime.wat2wasm(path.read_text(errors="replace"))
+        except wasmtime.WasmtimeError as exc:
+            lines = str(exc).strip().splitlines()
+            where = re.search(r"-->\s*\S*?:(\d+):(\d+)", str(exc))
+            at = f" at line {where[1]}, column {where[2]}" if where else ""
+            raise PolicyLoadError(
+                f"{path} is not valid WebAssembly text: {lines[0] if lines else exc}{at}"
+            ) from None
+    return path
 
 
 def assign_groups(table: AgentTable, groups: int) -> list[int]:

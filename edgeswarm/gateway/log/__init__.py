@@ -1,8 +1,8 @@
 """The gateway's durable observation log, as a wing of the gateway.
 
 ``store.py`` is the log (queue, writer thread, group commit); ``index.py``
-its SQLite index, ``segments.py`` its payload files, ``recovery.py`` what
-opening after a crash does, ``checkpoint.py`` its WAL checkpoints,
+its SQLite index, ``storage/segments.py`` its payload files, ``recovery.py`` what
+opening after a crash does, ``storage/checkpoint.py`` its WAL checkpoints,
 ``outcomes.py`` how waiters hear of their group, ``reader.py`` reading back,
 ``records.py`` its values and errors, ``verify.py`` reading everything back,
 ``scrub.py`` doing that in the background, ``metrics.py`` its Prometheus series.

@@ -7,11 +7,18 @@ so the commit path pays nothing for metrics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from .records import COMMIT_SECONDS_BUCKETS
 from .scrub import Scrubber
 from .store import ObservationLog
 
@@ -42,10 +49,17 @@ class LogCollector(Collector):
             "Payload bytes queued for the log and not yet committed",
             value=self._log.pending_bytes,
         )
-        yield GaugeMetricFamily(
-            "edgeswarm_gateway_log_last_commit_seconds",
-            "Duration of the last group commit (segment write, index insert, COMMIT)",
-            value=stats.last_commit_latency_s,
+        cumulative, buckets = 0, []
+        for bound, count in zip(
+            (*COMMIT_SECONDS_BUCKETS, math.inf), stats.commit_seconds_counts, strict=True
+        ):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "edgeswarm_gateway_log_commit_seconds",
+            "Duration of each group commit (segment write, index insert, COMMIT, fsyncs)",
+            buckets=buckets,
+            sum_value=stats.commit_seconds_sum,
         )
         yield GaugeMetricFamily(
             "edgeswarm_gateway_log_last_group_records",

@@ -12,9 +12,10 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeswarm.storage import SegmentFiles
+
 from .index import checksum, row_checksum
 from .records import LogRecord, LogRecordCorrupt
-from .segments import SegmentFiles
 
 __all__ = ["read_records"]
 

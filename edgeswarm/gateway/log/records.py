@@ -22,12 +22,13 @@ re-exports all of them.
 
 from __future__ import annotations
 
-import enum
+import bisect
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
+from edgeswarm.storage import FsyncPolicy
 
 __all__ = [
     "AppendResult",
@@ -184,41 +185,6 @@ class LogRecordCorrupt(ObservationLogError):  # noqa: N818
 # --------------------------------------------------------------------------- values
 
 
-class FsyncPolicy(enum.StrEnum):
-    """How hard a commit is pushed to stable storage.
-
-    Sets SQLite's ``synchronous`` (the log always runs in WAL mode: a commit
-    appends the group's index pages to the ``-wal`` file, and checkpoints later
-    copy them into the main file) and whether segment appends are synced.
-    """
-
-    ALWAYS = "always"
-    """``synchronous=FULL``: at every group commit the segment is fdatasynced,
-    then the WAL fsynced, before any waiter of the group is told. A reported
-    append survives a process crash, ``kill -9``, an OS crash and power loss
-    (as far as the disk honours fsync). Cost: two fsyncs per group, not per
-    record."""
-
-    NORMAL = "normal"
-    """``synchronous=NORMAL``: segment appends and commits are ``write()`` calls
-    into the page cache with no fsync; the WAL is fsynced only at checkpoints,
-    segments when the OS writes them back. A reported append survives a
-    process crash or ``kill -9`` of the gateway. An OS crash or power loss may
-    roll back the last commits, or keep rows whose segment bytes were lost
-    (deleted when the log opens: :attr:`LogStats.lost_on_open`) — records
-    already acknowledged to edges can then be lost."""
-
-    OFF = "off"
-    """``synchronous=OFF``: nothing is ever fsynced. A reported append survives a
-    process crash, but an OS crash or power loss may lose commits *and corrupt
-    the database*. For tests and benchmarks only."""
-
-    @property
-    def pragma(self) -> str:
-        """The ``PRAGMA synchronous`` value for this policy."""
-        return {"always": "FULL", "normal": "NORMAL", "off": "OFF"}[self.value]
-
-
 @dataclass(frozen=True, slots=True)
 class AppendResult:
     """The outcome of one append, reported only after its group committed."""
@@ -276,6 +242,12 @@ class EdgeAggregate:
     there are gaps."""
 
 
+COMMIT_SECONDS_BUCKETS: tuple[float, ...] = (
+    *(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+"""Upper bounds of the commit-time histogram (``edgeswarm_gateway_log_commit_seconds``)."""
+
+
 @dataclass(slots=True)
 class LogStats:
     """Counters since the log was opened, for metrics export.
@@ -301,6 +273,13 @@ class LogStats:
     last_commit_latency_s: float = 0.0
     """Wall time of the last successful group: segment write to COMMIT returned
     (fsyncs included)."""
+    commit_seconds_counts: list[int] = field(
+        default_factory=lambda: [0] * (len(COMMIT_SECONDS_BUCKETS) + 1)
+    )
+    """Successful groups by wall time: one count per bucket of
+    :data:`COMMIT_SECONDS_BUCKETS` (at most that long), the last one beyond them."""
+    commit_seconds_sum: float = 0.0
+    """Total wall time of the successful groups."""
     last_group_records: int = 0
     """Records in the last successful group."""
     max_group_records: int = 0
@@ -323,6 +302,8 @@ class LogStats:
         self.duplicates += records - applied
         self.bytes += nbytes
         self.last_commit_latency_s = latency_s
+        self.commit_seconds_counts[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, latency_s)] += 1
+        self.commit_seconds_sum += latency_s
         self.last_group_records = records
         self.max_group_records = max(self.max_group_records, records)
 

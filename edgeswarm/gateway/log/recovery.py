@@ -16,9 +16,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from edgeswarm.storage import transaction
-
-from .segments import SegmentFiles
+from edgeswarm.storage import SegmentFiles, transaction
 
 __all__ = ["recover_segments"]
 
@@ -43,7 +41,7 @@ def recover_segments(
     """
     sizes = segments.sizes()
     ends = _segment_ends(db)
-    short = {s: sizes.get(s) for s, end in ends.items() if sizes.get(s, -1) < end}
+    short = segments.missing(ends, sizes)
     lost = 0
     if short:
         with transaction(db):

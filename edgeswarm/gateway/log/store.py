@@ -6,12 +6,12 @@ batch that is already there is reported as a duplicate and not applied twice,
 but it is durable, so the caller acknowledges it too.
 
 Key-value separation (the WiscKey / RocksDB BlobDB design): payloads go to
-append-only segment files, written once (``segments.py``); SQLite in WAL mode
+append-only segment files, written once (``storage/segments.py``); SQLite in WAL mode
 holds one small index row per batch and is the commit point (``index.py``).
 ``docs/operations.md`` lists the files; ``docs/benchmarks.md`` what this
 design saves. Around the :class:`ObservationLog` (this module: the queue,
 the writer thread, the counters): ``recovery.py`` (opening after a crash),
-``checkpoint.py`` (checkpoints off the commit path), ``outcomes.py`` (how
+``storage/checkpoint.py`` (checkpoints off the commit path), ``outcomes.py`` (how
 waiters hear of their group), ``reader.py`` (reading back, checksums
 verified), ``holdings.py`` (which numbers each edge has stored; sequence
 epochs), ``records.py`` (values and the error tree), ``metrics.py``.
@@ -64,9 +64,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgeswarm.resource import Resource
-from edgeswarm.storage import is_corruption
+from edgeswarm.storage import Checkpointer, SegmentFiles, is_corruption, segment_dir
 
-from .checkpoint import Checkpointer
 from .holdings import EpochStanding, Holdings
 from .index import Row, checksum, conflicts, index_row, insert_rows, open_index
 from .outcomes import Outcome, Pending, report, settle
@@ -88,7 +87,6 @@ from .records import (
     record_problem,
 )
 from .recovery import recover_segments
-from .segments import SegmentFiles
 
 __all__ = ["ObservationLog"]
 
@@ -149,7 +147,7 @@ class ObservationLog(Resource):
             raise ValueError("group, segment, checkpoint and WAL limits must be >= 1")
         self.path = Path(path)
         """The database file."""
-        self.segment_dir = self.path.with_name(self.path.name + "-segments")
+        self.segment_dir = segment_dir(self.path)
         """The directory of the payload segments."""
         self.fsync = FsyncPolicy(fsync)
         """The commit durability in force."""
@@ -195,6 +193,7 @@ class ObservationLog(Resource):
                 busy_timeout_s=busy_timeout_s,
                 wal_limit_bytes=wal_limit_bytes,
                 page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                thread_name="observation-log-ckpt",
             )
         except BaseException as exc:
             self._segments.close()
@@ -442,10 +441,16 @@ class ObservationLog(Resource):
         with self._lock:
             return dataclasses.replace(
                 self._stats,
+                commit_seconds_counts=list(self._stats.commit_seconds_counts),
                 checkpoints=checkpoints,
                 wal_restarts=wal_restarts,
                 failed_checkpoints=failed,
             )
+
+    @property
+    def writable(self) -> bool:
+        """Whether the log takes appends: open, and its writer thread running."""
+        return not self._closing and self._thread.is_alive()
 
     def edges(self) -> dict[str, EdgeAggregate]:
         """Per-edge aggregates of everything committed (rebuilt at open)."""

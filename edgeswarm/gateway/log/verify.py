@@ -26,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeswarm.storage import segment_path
+
 from .index import checksum, row_checksum
-from .segments import segment_path
 
 __all__ = ["MAX_PROBLEMS_KEPT", "Problem", "VerifyReport", "verify_log"]
 

@@ -1,8 +1,9 @@
-"""Checkpoints of the observation log's index, off the commit path.
+"""Checkpoints of a SQLite index in WAL mode, off the commit path.
 
-SQLite's automatic checkpoint runs inside the COMMIT that crosses its
-threshold, so one group would wait for the copy of the WAL into the database
-file and for two fsyncs. The writer turns it off; a :class:`Checkpointer`
+Used by the gateway's observation log and the edge's spool. SQLite's
+automatic checkpoint runs inside the COMMIT that crosses its threshold, so
+one group would wait for the copy of the WAL into the database file and for
+two fsyncs. The writer turns it off (``PRAGMA wal_autocheckpoint=0``); a :class:`Checkpointer`
 thread with its own connection runs PASSIVE checkpoints when the writer asks
 (every ``checkpoint_commits`` group commits), concurrently with later
 commits. A PASSIVE checkpoint under continuous writes never catches up with
@@ -28,11 +29,11 @@ from pathlib import Path
 
 __all__ = ["CHECKPOINT_NICE", "Checkpointer"]
 
-logger = logging.getLogger("edgeswarm.gateway")
+logger = logging.getLogger("edgeswarm.storage")
 
 CHECKPOINT_NICE = 19
 """Nice value of the checkpointer thread (Linux: per thread): the event loop and the
-writer preempt its copying, so it uses the gateway core only when they leave it idle."""
+writer preempt its copying, so it uses a core only when they leave it idle."""
 
 
 def _lower_thread_priority() -> None:
@@ -54,7 +55,9 @@ class Checkpointer:
         busy_timeout_s: float,
         wal_limit_bytes: int,
         page_size: int,
+        thread_name: str = "checkpoint",
     ) -> None:
+        """``thread_name``: the thread is called ``<thread_name>:<file name>`` (for operators)."""
         self.path = path
         """The database file."""
         self._wal_path = path.with_name(path.name + "-wal")
@@ -82,7 +85,7 @@ class Checkpointer:
         self.failed = 0
         """Checkpoints that raised (the WAL keeps the data; the next one retries)."""
         self._thread = threading.Thread(
-            target=self._run, name=f"observation-log-ckpt:{path.name}", daemon=True
+            target=self._run, name=f"{thread_name}:{path.name}", daemon=True
         )
 
     def start(self) -> None:
@@ -156,7 +159,7 @@ class Checkpointer:
             with self._counts:
                 self.failed += 1
             logger.warning(
-                "observation log checkpoint failed",
+                "SQLite checkpoint failed",
                 extra={"path": str(self.path), "error": str(exc)},
             )
             return None

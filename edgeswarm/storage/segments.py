@@ -1,35 +1,40 @@
-"""Append-only payload segment files of the observation log.
+"""Append-only payload segment files: bytes written once, beside a SQLite index.
 
-Key-value separation (the WiscKey / RocksDB BlobDB design): the
-:class:`~edgeswarm.gateway.log.store.ObservationLog` keeps payloads out
-of SQLite. Each payload is written once, appended to a segment file; SQLite
-holds one small index row per batch (segment, offset, length, XXH3-64 checksum) and is
-the commit point. A segment file is payloads back to back, nothing else: only
-the index rows say where one payload ends and the next begins.
+Key-value separation (the WiscKey / RocksDB BlobDB design): the gateway's
+observation log (``gateway/log/``) and the edge's spool (``edge/spool.py``)
+keep payloads out of SQLite. Each payload is written once, appended to a
+segment file; SQLite holds one small index row per payload (segment, offset,
+length, checksum) and is the commit point. A segment file is payloads back
+to back, nothing else: only the index rows say where one payload ends and
+the next begins.
 
-Naming. The segments of ``observations.db`` live in the directory
-``observations.db-segments/``, numbered from 1 with twelve digits:
+Naming. The segments of ``NAME.db`` live in the directory ``NAME.db-segments/``
+(:func:`segment_dir`), numbered from 1 with twelve digits:
 ``000000000001.seg``, ``000000000002.seg``, ... Only the newest is appended to.
 
 Rollover. A group commit's payloads go to one segment with one ``writev``; a
-group starts a new segment once the current one passed ``segment_bytes``
-(256 MiB by default), so a group never spans two segments. Under
-``fsync=always`` every append is ``fdatasync``-ed, and the directory fsynced
-when a segment is created, so that no committed row can point at bytes less
-durable than itself.
+group starts a new segment once the current one passed ``limit``, so a group
+never spans two segments. With ``sync`` every append is ``fdatasync``-ed, and
+the directory fsynced when a segment is created or removed, so that no
+committed row can point at bytes less durable than itself.
 
 Rewind. If a group fails, the segment is cut back to where the group started
 (:meth:`SegmentFiles.rewind`); if even that fails, its bytes stay, referenced
-by no row, and appends go on after them. At open, bytes after the last byte a
-committed row references in the newest segment (a group killed between
-``writev`` and COMMIT) are cut off, and segment files newer than it removed
-(:meth:`SegmentFiles.resume`).
+by no row, and appends go on after them. At open, the owner compares the
+files with the ends its committed rows reference (:meth:`SegmentFiles.missing`
+names rows whose bytes are gone), then :meth:`SegmentFiles.resume` cuts bytes
+after the last referenced byte of the newest segment (a group killed between
+``writev`` and COMMIT) and removes segment files newer than it (and, for an
+owner that releases old segments, those no row references any more).
+
+Release. An owner that deletes rows (the spool, once the gateway acknowledged
+them) removes a whole segment once no committed row points into it
+(:meth:`SegmentFiles.remove`), after the deletion committed.
 
 One writer. Opening takes an exclusive ``flock`` on the segment directory
-(two writers would append over each other): one
-:class:`~edgeswarm.gateway.log.store.ObservationLog` per file. After
-open only its writer thread appends; readers open their own read-only
-descriptors at :meth:`SegmentFiles.path`.
+(two writers would append over each other): one owner per file. After open
+only its writer appends; readers open their own read-only descriptors at
+:meth:`SegmentFiles.path`.
 """
 
 from __future__ import annotations
@@ -41,11 +46,16 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SegmentFiles", "segment_path"]
+__all__ = ["SegmentFiles", "fsync_dir", "segment_dir", "segment_path", "writev_all"]
 
-logger = logging.getLogger("edgeswarm.gateway")
+logger = logging.getLogger("edgeswarm.storage")
 
 _SEGMENT_NAME = re.compile(r"([0-9]{12})\.seg")
+
+
+def segment_dir(database: Path) -> Path:
+    """The segment directory of the index file ``database`` (``NAME.db-segments``)."""
+    return database.with_name(database.name + "-segments")
 
 
 def segment_path(directory: Path, number: int) -> Path:
@@ -65,7 +75,7 @@ def _iov_max() -> int:
 _IOV_MAX = _iov_max()
 
 
-def _writev_all(fd: int, buffers: list[bytes]) -> int:
+def writev_all(fd: int, buffers: list[bytes]) -> int:
     """Write ``buffers`` back to back; bytes written.
 
     One ``os.writev`` per ``IOV_MAX`` buffers; more only after a short write.
@@ -90,7 +100,7 @@ def _writev_all(fd: int, buffers: list[bytes]) -> int:
     return total
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make the entries of directory ``path`` (new, removed files) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -100,7 +110,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 class SegmentFiles:
-    """The payload segments of one log: ``NNNNNNNNNNNN.seg`` in one directory.
+    """The payload segments of one index: ``NNNNNNNNNNNN.seg`` in one directory.
 
     Opening creates the directory and takes an exclusive ``flock`` on it (two
     writers would append over each other). After open only the writer thread
@@ -125,13 +135,18 @@ class SegmentFiles:
             pass
         else:
             if sync:
-                _fsync_dir(directory.parent)
+                fsync_dir(directory.parent)
         self._dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(self._dir_fd)
             raise
+
+    @property
+    def descriptor(self) -> int | None:
+        """The descriptor of the segment being appended to (None: none yet)."""
+        return self._fd
 
     def path(self, number: int) -> Path:
         """The file of segment ``number``."""
@@ -147,15 +162,29 @@ class SegmentFiles:
                     sizes[int(match[1])] = entry.stat(follow_symlinks=False).st_size
         return sizes
 
-    def resume(self, number: int, end: int, sizes: dict[int, int], *, sync: bool) -> int:
+    def missing(self, ends: dict[int, int], sizes: dict[int, int]) -> dict[int, int | None]:
+        """Segments shorter than the ``ends`` their rows reference (number -> size, None when
+        the file is gone): those rows' bytes are lost."""
+        return {s: sizes.get(s) for s, end in ends.items() if sizes.get(s, -1) < end}
+
+    def resume(
+        self,
+        number: int,
+        end: int,
+        sizes: dict[int, int],
+        *,
+        sync: bool,
+        keep: set[int] | None = None,
+    ) -> int:
         """Open: append after byte ``end`` of segment ``number`` (0: none).
 
-        Removes the segments after it and cuts it to ``end``; with ``sync``,
-        makes that durable. Returns the bytes dropped.
+        Removes the segments after it (and, when ``keep`` is given, the older ones
+        not in it: released segments whose removal a crash interrupted) and cuts
+        it to ``end``; with ``sync``, makes that durable. Returns the bytes dropped.
         """
         dropped = 0
         for other, size in sizes.items():
-            if other > number:
+            if other > number or (keep is not None and other < number and other not in keep):
                 os.unlink(self.path(other))
                 dropped += size
         if number:
@@ -203,10 +232,22 @@ class SegmentFiles:
         with :attr:`sync`, they are on stable storage when this returns."""
         if self._fd is None:
             raise RuntimeError("append before start_group")
-        written = _writev_all(self._fd, payloads)
+        written = writev_all(self._fd, payloads)
         if self.sync:
             os.fdatasync(self._fd)
         self.size += written
+
+    def remove(self, number: int) -> None:
+        """Delete segment ``number`` (no committed row points into it any more); never the
+        one being appended to."""
+        if number == self.number:
+            raise ValueError(f"segment {number} is being appended to")
+        try:
+            os.unlink(self.path(number))
+        except FileNotFoundError:
+            return
+        if self.sync:
+            os.fsync(self._dir_fd)
 
     def rewind(self, size: int) -> None:
         """A group failed: cut the current segment back to ``size``, where it started."""
@@ -218,7 +259,7 @@ class SegmentFiles:
         except OSError as exc:
             # Its bytes stay, referenced by no row; appends go on after them.
             logger.warning(
-                "observation log segment not cut back",
+                "segment not cut back",
                 extra={"segment": str(self.path(self.number)), "error": str(exc)},
             )
             try:
