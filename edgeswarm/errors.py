@@ -44,7 +44,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── EdgeError                       edgeswarm.edge.policy.errors
     │   └── PolicyError
     │       ├── PolicyLoadError
-    │       │   └── PolicyCompileError
+    │       │   ├── PolicyCompileError
+    │       │   └── PolicyStateLayoutError
     │       ├── PolicyTrap
     │       │   ├── PolicyMemoryExceeded
     │       │   └── PolicyDeadlineExceeded
@@ -85,6 +86,21 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── UnknownNodeError            (also a KeyError)
     │   ├── NoEligibleNodeError
     │   └── HandoverRefusedError
+    ├── RegistryError                   edgeswarm.registry.errors
+    │   ├── ManifestError               a manifest document is malformed
+    │   ├── ModuleRefusedError          a publish was refused; nothing changed
+    │   │   ├── UnsignedManifestError
+    │   │   ├── SignatureError
+    │   │   ├── UntrustedPublisherError
+    │   │   ├── DigestMismatchError     the blob is not the one the manifest names
+    │   │   ├── ModuleTooLargeError
+    │   │   ├── AbiMismatchError
+    │   │   └── VersionConflictError
+    │   ├── UnknownModuleError
+    │   ├── RegistryStoreError
+    │   ├── RolloutError
+    │   ├── FetchError
+    │   └── OciError
     ├── BuildError                      edgeswarm.agents_wasm.build (also a RuntimeError)
     └── Usage                           edgeswarm.cli.exits: the command line is wrong (exit 2)
 

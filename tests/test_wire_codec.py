@@ -54,6 +54,8 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
 
+from .test_wire_modules import FRAMES as MODULE_FRAMES
+
 PK = bytes(range(32))
 
 U64 = 2**64 - 1
@@ -238,6 +240,7 @@ ALL_FRAMES: list[Frame] = [
         request_id=6,
         status=InferStatus.TIMEOUT,
     ),
+    *MODULE_FRAMES,
 ]
 
 

@@ -1,7 +1,6 @@
-"""``edgeswarm agents add|list|show``: the swarm's agents as the gateway owns them.
-
-The group is meant to grow: building, signing, publishing and rolling out
-agent modules (issue 18) add their commands to :data:`agents_app` beside these.
+"""``edgeswarm agents``: the swarm's agents as the gateway owns them (``add``,
+``list``, ``show``) and the Wasm agent modules they run (``build``, ``sign``,
+``publish``, ``modules``, ``history``, ``trust``, ``push``, ``pull``: :mod:`.modules`).
 """
 
 from __future__ import annotations
@@ -16,12 +15,14 @@ from rich.table import Table
 from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
 
 from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .modules import register_module_commands
 from .options import with_examples
 from .placement_link import AsJson, Target, ask, echo_json
 
 agents_app = typer.Typer(
     name="agents",
-    help="The swarm's agents: add them, list them with their owner edge, show one.",
+    help="The swarm's agents (add, list, show) and their Wasm modules (build, sign, publish, "
+    "modules, history, trust, push, pull).",
     no_args_is_help=True,
 )
 
@@ -177,3 +178,6 @@ def show(
     for name, value in rows.items():
         table.add_row(name, value)
     Console().print(table)
+
+
+register_module_commands(agents_app)

@@ -39,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+app.add_typer(agents_app)
 app.add_typer(context_app)
 app.add_typer(keys_app)
 app.add_typer(log_app)

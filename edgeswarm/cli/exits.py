@@ -10,7 +10,9 @@
                      should be, an unknown context
  3   ``REFUSED``     the gateway refused this key or token for good (unknown or
                      revoked key, bad, expired or used token, wrong role):
-                     retrying cannot help, an operator has to enroll the key
+                     retrying cannot help, an operator has to enroll the key; or a
+                     module was refused for good (``edgeswarm agents``: unsigned,
+                     signature, trust, digest, size, ABI, version conflict)
 ===  ==============  ==========================================================
 
 Every error is one line, ``error: `` and what failed and what to do. A Python

@@ -18,6 +18,7 @@ from typing import Any, Literal, overload
 import msgpack  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
+from . import module_codec, placement_codec
 from .arrays import array_shape, array_view, check_batch_shape, decode_array, wire_array
 from .errors import (
     BatchTooLarge,
@@ -54,6 +55,8 @@ from .frames import (
     Actions,
     Auth,
     BatchHeader,
+    BlobChunk,
+    BlobRequest,
     Bye,
     Challenge,
     EdgeStatus,
@@ -63,6 +66,8 @@ from .frames import (
     Hello,
     InferRequest,
     InferResult,
+    ModuleAssign,
+    ModuleReport,
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
@@ -81,12 +86,6 @@ from .infer_codec import (
     decode_result_keys,
     encode_infer_request,
     encode_infer_result,
-)
-from .placement_codec import (
-    decode_placement,
-    decode_placement_request,
-    encode_placement,
-    encode_placement_request,
 )
 from .unpack import PREAUTH_MAX_FRAME_BYTES, unpack_payload
 
@@ -228,9 +227,17 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
         case InferResult():
             return encode_infer_result(frame)
         case PlacementRequest():
-            return encode_placement_request(frame)
+            return placement_codec.encode_placement_request(frame)
         case PlacementReply():
-            return encode_placement(frame)
+            return placement_codec.encode_placement(frame)
+        case ModuleAssign():
+            return module_codec.encode_module_assign(frame)
+        case ModuleReport():
+            return module_codec.encode_module_report(frame)
+        case BlobRequest():
+            return module_codec.encode_blob_request(frame)
+        case BlobChunk():
+            return module_codec.encode_blob_chunk(frame)
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -425,8 +432,12 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.STATE_UPDATE: _decode_state_update,
     FrameType.INFER_REQUEST: decode_infer_request,
     FrameType.INFER_RESULT: decode_infer_result,
-    FrameType.PLACEMENT_REQUEST: decode_placement_request,
-    FrameType.PLACEMENT: decode_placement,
+    FrameType.PLACEMENT_REQUEST: placement_codec.decode_placement_request,
+    FrameType.PLACEMENT: placement_codec.decode_placement,
+    FrameType.MODULE_ASSIGN: module_codec.decode_module_assign,
+    FrameType.MODULE_REPORT: module_codec.decode_module_report,
+    FrameType.BLOB_REQUEST: module_codec.decode_blob_request,
+    FrameType.BLOB_CHUNK: module_codec.decode_blob_chunk,
 }
 
 

@@ -74,6 +74,9 @@ class ErrorCode(IntEnum):
     """Local: a peer holds more of our writer's history than we do (sent as INTERNAL_ERROR)."""
     STATE_STORE_ERROR = 120
     """The receiver merged a STATE_UPDATE but could not persist it (disk full, I/O error)."""
+    # 200-299: module distribution (feature ``modules``, docs/protocol.md section 14)
+    UNKNOWN_BLOB = 200
+    """A BLOB_REQUEST for a digest the gateway does not hold, or past its end."""
 
 
 BATCH_REFUSED_CODES: frozenset[ErrorCode] = frozenset(

@@ -16,11 +16,15 @@ from .frames import (
     Ack,
     Actions,
     Auth,
+    BlobChunk,
+    BlobRequest,
     Challenge,
     Error,
     Hello,
     InferRequest,
     InferResult,
+    ModuleAssign,
+    ModuleReport,
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
@@ -158,6 +162,35 @@ class InferResultReceived:
 
 
 @dataclass(frozen=True)
+class ModulesAssigned:
+    """Edge side: the gateway says which module versions our agents run now."""
+
+    assign: ModuleAssign
+    """The MODULE_ASSIGN (its manifests are still to be verified)."""
+
+
+@dataclass(frozen=True)
+class ModuleReportReceived:
+    """Server side: an edge reported how a rolled-out version fared."""
+
+    report: ModuleReport
+
+
+@dataclass(frozen=True)
+class BlobRequested:
+    """Server side: an edge asks for a chunk of a module blob."""
+
+    request: BlobRequest
+
+
+@dataclass(frozen=True)
+class BlobChunkReceived:
+    """Edge side: a chunk of a module blob we asked for."""
+
+    chunk: BlobChunk
+
+
+@dataclass(frozen=True)
 class ErrorReceived:
     """The peer reported an error about something we sent."""
 
@@ -201,6 +234,10 @@ Event = (
     | InferResultReceived
     | PlacementRequested
     | PlacementReplied
+    | ModulesAssigned
+    | ModuleReportReceived
+    | BlobRequested
+    | BlobChunkReceived
     | ErrorReceived
     | ProtocolViolation
     | SessionClosed
@@ -210,12 +247,16 @@ __all__ = [
     "AckReceived",
     "ActionsReceived",
     "AuthReceived",
+    "BlobChunkReceived",
+    "BlobRequested",
     "ChallengeReceived",
     "ErrorReceived",
     "Event",
     "HelloReceived",
     "InferRequestReceived",
     "InferResultReceived",
+    "ModuleReportReceived",
+    "ModulesAssigned",
     "ObservationsReceived",
     "PlacementReplied",
     "PlacementRequested",

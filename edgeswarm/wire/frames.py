@@ -13,6 +13,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .module_frames import BlobChunk as BlobChunk
+from .module_frames import BlobRequest as BlobRequest
+from .module_frames import ModuleAssign as ModuleAssign
+from .module_frames import ModuleAssignment as ModuleAssignment
+from .module_frames import ModuleReport as ModuleReport
+
 PROTOCOL_VERSION = 2
 ALPN = "edgeswarm/1"
 
@@ -37,6 +43,10 @@ class FrameType(IntEnum):
     INFER_RESULT = 15
     PLACEMENT_REQUEST = 16
     PLACEMENT = 17
+    MODULE_ASSIGN = 18
+    MODULE_REPORT = 19
+    BLOB_REQUEST = 20
+    BLOB_CHUNK = 21
 
 
 class Role(StrEnum):
@@ -64,6 +74,10 @@ numbers the gateway already holds."""
 FEATURE_PLACEMENT = "placement"
 """Feature name of placement administration: PLACEMENT_REQUEST (admin -> gateway) and
 its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13)."""
+FEATURE_MODULES = "modules"
+"""Feature name of module distribution: MODULE_ASSIGN, MODULE_REPORT, BLOB_REQUEST and
+BLOB_CHUNK (``docs/protocol.md`` section 14). Not in :data:`FEATURES` yet: the frames
+are specified and coded, but no gateway or edge offers the feature so far."""
 FEATURES: frozenset[str] = frozenset(
     {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH, FEATURE_PLACEMENT}
 )
@@ -388,6 +402,10 @@ Frame = (
     | InferResult
     | PlacementRequest
     | PlacementReply
+    | ModuleAssign
+    | ModuleReport
+    | BlobRequest
+    | BlobChunk
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -408,6 +426,10 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     InferResult: FrameType.INFER_RESULT,
     PlacementRequest: FrameType.PLACEMENT_REQUEST,
     PlacementReply: FrameType.PLACEMENT,
+    ModuleAssign: FrameType.MODULE_ASSIGN,
+    ModuleReport: FrameType.MODULE_REPORT,
+    BlobRequest: FrameType.BLOB_REQUEST,
+    BlobChunk: FrameType.BLOB_CHUNK,
 }
 
 

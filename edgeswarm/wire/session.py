@@ -31,12 +31,16 @@ from .events import (
     AckReceived,
     ActionsReceived,
     AuthReceived,
+    BlobChunkReceived,
+    BlobRequested,
     ChallengeReceived,
     ErrorReceived,
     Event,
     HelloReceived,
     InferRequestReceived,
     InferResultReceived,
+    ModuleReportReceived,
+    ModulesAssigned,
     ObservationsReceived,
     PlacementReplied,
     PlacementRequested,
@@ -55,6 +59,8 @@ from .frames import (
     Actions,
     Auth,
     BatchHeader,
+    BlobChunk,
+    BlobRequest,
     Bye,
     Challenge,
     Error,
@@ -63,6 +69,8 @@ from .frames import (
     Hello,
     InferRequest,
     InferResult,
+    ModuleAssign,
+    ModuleReport,
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
@@ -452,6 +460,14 @@ class Session:
                 self._events.append(PlacementRequested(request=frame))
             case PlacementReply():
                 self._events.append(PlacementReplied(reply=frame))
+            case ModuleAssign():
+                self._events.append(ModulesAssigned(assign=frame))
+            case ModuleReport():
+                self._events.append(ModuleReportReceived(report=frame))
+            case BlobRequest():
+                self._events.append(BlobRequested(request=frame))
+            case BlobChunk():
+                self._events.append(BlobChunkReceived(chunk=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

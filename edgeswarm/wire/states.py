@@ -24,7 +24,10 @@ Rules (``docs/protocol.md`` has the same table in prose):
    The heavy lane's frames (feature ``heavy``) flow in ``READY`` one way
    each, and only for the client role ``SENDER_ROLES`` names: INFER_REQUEST
    from an ``edge`` client to the server and from the server to an
-   ``inference`` client, INFER_RESULT from an ``inference`` client.
+   ``inference`` client, INFER_RESULT from an ``inference`` client. Module
+   distribution's frames (feature ``modules``) are between the server and
+   ``edge`` clients only: MODULE_ASSIGN and BLOB_CHUNK from the server,
+   MODULE_REPORT and BLOB_REQUEST from the edge.
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
    never answers a received ERROR with an ERROR, so errors cannot ping-pong.
 5. BYE may be sent and received in every state except ``CLOSED`` and always
@@ -42,7 +45,14 @@ from __future__ import annotations
 
 from enum import Enum
 
-from .frames import FEATURE_HEAVY, FEATURE_PLACEMENT, FEATURE_STATE, FrameType, Role
+from .frames import (
+    FEATURE_HEAVY,
+    FEATURE_MODULES,
+    FEATURE_PLACEMENT,
+    FEATURE_STATE,
+    FrameType,
+    Role,
+)
 
 
 class SessionState(Enum):
@@ -124,6 +134,15 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_V, _S.READY, _IN, _F.PLACEMENT_REQUEST): _S.READY,
     (_V, _S.READY, _OUT, _F.PLACEMENT): _S.READY,  # gateway -> admin
     (_C, _S.READY, _IN, _F.PLACEMENT): _S.READY,
+    # --- module distribution (rule 3) ----------------------------------------
+    (_V, _S.READY, _OUT, _F.MODULE_ASSIGN): _S.READY,  # gateway -> edge
+    (_C, _S.READY, _IN, _F.MODULE_ASSIGN): _S.READY,
+    (_C, _S.READY, _OUT, _F.MODULE_REPORT): _S.READY,  # edge -> gateway
+    (_V, _S.READY, _IN, _F.MODULE_REPORT): _S.READY,
+    (_C, _S.READY, _OUT, _F.BLOB_REQUEST): _S.READY,  # edge -> gateway
+    (_V, _S.READY, _IN, _F.BLOB_REQUEST): _S.READY,
+    (_V, _S.READY, _OUT, _F.BLOB_CHUNK): _S.READY,  # gateway -> edge
+    (_C, _S.READY, _IN, _F.BLOB_CHUNK): _S.READY,
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
@@ -151,6 +170,10 @@ SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
     (_V, _F.INFER_REQUEST): frozenset({Role.INFERENCE}),
     (_C, _F.PLACEMENT_REQUEST): frozenset({Role.ADMIN}),
     (_V, _F.PLACEMENT): frozenset({Role.ADMIN}),
+    (_V, _F.MODULE_ASSIGN): frozenset({Role.EDGE}),
+    (_C, _F.MODULE_REPORT): frozenset({Role.EDGE}),
+    (_C, _F.BLOB_REQUEST): frozenset({Role.EDGE}),
+    (_V, _F.BLOB_CHUNK): frozenset({Role.EDGE}),
 }
 """(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
 must have (rule 3): a client of another role may not send it, and the server sends it
@@ -164,6 +187,10 @@ FEATURE_GATED: dict[FrameType, str] = {
     _F.INFER_RESULT: FEATURE_HEAVY,
     _F.PLACEMENT_REQUEST: FEATURE_PLACEMENT,
     _F.PLACEMENT: FEATURE_PLACEMENT,
+    _F.MODULE_ASSIGN: FEATURE_MODULES,
+    _F.MODULE_REPORT: FEATURE_MODULES,
+    _F.BLOB_REQUEST: FEATURE_MODULES,
+    _F.BLOB_CHUNK: FEATURE_MODULES,
 }
 """Frame types allowed only once their feature was negotiated (rule 3)."""
 

@@ -19,11 +19,10 @@ from typing import Any, Final
 import numpy as np
 import wasmtime
 
+from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION as ABI_VERSION  # re-exported
+from edgeswarm.agents_wasm.abi_v1 import REQUIRED_FUNCS as REQUIRED_FUNCS  # re-exported
 from edgeswarm.edge.policy.errors import PolicyLoadError
 from edgeswarm.edge.policy.swarm_state import key_problem
-
-ABI_VERSION: Final = 1
-"""The ABI version this host speaks (``es_abi_version()`` must return it)."""
 
 MAX_DIM: Final = 4096
 """Largest obs/state/act dimension a module may declare."""
@@ -35,15 +34,6 @@ MAX_NAME_CHARS: Final = 64
 MAX_KEY_BYTES: Final = 128
 MAX_SET_ITEM_BYTES: Final = 256
 """Largest item ``set_add`` accepts."""
-
-REQUIRED_FUNCS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "es_abi_version": ((), ("i32",)),
-    "es_describe": ((), ("i64",)),
-    "es_alloc": (("i32",), ("i32",)),
-    "es_init": (("i32", "i32"), ("i32",)),
-    "es_step": (("i32", "i32", "i32", "i32"), ("i32",)),
-}
-"""Function exports of ABI v1: name -> (param types, result types)."""
 
 
 @dataclass(frozen=True)

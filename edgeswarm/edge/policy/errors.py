@@ -12,9 +12,11 @@ is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
         │   │                          export, wrong ABI version, bad descriptor,
         │   │                          instantiation failed (e.g. memory over the limit),
         │   │                          or anything else that went wrong while loading
-        │   └── PolicyCompileError     "load": too big, too many functions, a feature
-        │                              ABI v1 does not allow, invalid, or compiling
-        │                              ran past its memory or time limit
+        │   ├── PolicyCompileError     "load": too big, too many functions, a feature
+        │   │                          ABI v1 does not allow, invalid, or compiling
+        │   │                          ran past its memory or time limit
+        │   └── PolicyStateLayoutError "load": a hot swap's new module keeps another
+        │                              state layout than the one it replaces
         ├── PolicyTrap                 "trap": a call trapped (unreachable, out of
         │   │                          bounds, a host import given bad pointers, ...)
         │   ├── PolicyMemoryExceeded   "memory": a call trapped while the instance's
@@ -68,6 +70,11 @@ class PolicyLoadError(PolicyError):
     """The module was refused at load time; it never ran a step."""
 
     kind = "load"
+
+
+class PolicyStateLayoutError(PolicyLoadError):
+    """A hot swap was refused: the new module's state layout (``state_dim``) is not the
+    old one's, so the agents' state would be misread; nothing was changed."""
 
 
 class PolicyCompileError(PolicyLoadError):

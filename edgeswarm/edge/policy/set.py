@@ -18,6 +18,12 @@ Quarantine rules, all here:
   ``edgeswarm.edge`` (``extra``: ``policy``, ``kind``, ``error``), counted in
   :attr:`PolicySet.fault_counts` by ``(policy, kind)``, and passed to
   ``on_fault`` (the runner feeds ``edgeswarm_edge_policy_faults_total``).
+- :meth:`PolicySet.swap` (hot swap) and :meth:`PolicySet.add` load a new module
+  between ticks; the agents' state lives in the table, not in the instance, so
+  it stays. A module whose ``state_dim`` differs from the one it replaces (or
+  sits beside, for :meth:`PolicySet.add` with ``like``) is refused with
+  :class:`~edgeswarm.edge.policy.errors.PolicyStateLayoutError`, as is any
+  module that fails to load: nothing changes.
 - :meth:`PolicySet.reenable` replaces the slot's instance with a fresh one
   (same compiled module, same config) and lifts the quarantine; if that fails
   the slot stays quarantined with the new fault.
@@ -35,7 +41,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
+from edgeswarm.edge.policy.errors import (
+    PolicyAbiError,
+    PolicyError,
+    PolicyLoadError,
+    PolicyStateLayoutError,
+)
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
 from edgeswarm.edge.policy.module_cache import ModuleCache
 from edgeswarm.edge.policy.sandbox import (
@@ -154,29 +165,79 @@ class PolicySet(Resource):
                 self._specs.append(None)
                 self._policies.append(item)
 
+    def _instance(self, spec: PolicySpec, slot: int) -> WasmPolicy:
+        return WasmPolicy(
+            spec.module,
+            name=spec.name,
+            config=spec.config,
+            fuel=spec.fuel,
+            host_calls=spec.host_calls,
+            memory_limit=spec.memory_limit,
+            deadline_s=spec.deadline_s,
+            cache=self._cache,
+            swarm=self.swarm,
+            models=self.models,
+            heavy=self.heavy,
+            seed=self.seed,
+            slot=slot,
+        )
+
     def _load(self, slot: int) -> None:
         spec = self._specs[slot]
         assert spec is not None
         try:
-            policy = WasmPolicy(
-                spec.module,
-                name=spec.name,
-                config=spec.config,
-                fuel=spec.fuel,
-                host_calls=spec.host_calls,
-                memory_limit=spec.memory_limit,
-                deadline_s=spec.deadline_s,
-                cache=self._cache,
-                swarm=self.swarm,
-                models=self.models,
-                heavy=self.heavy,
-                seed=self.seed,
-                slot=slot,
-            )
+            policy = self._instance(spec, slot)
         except Exception as exc:  # whatever a module makes loading raise, the edge lives on
             self._quarantine(slot, spec.label(), _as_load_error(exc, spec.label()))
             return
         self._policies[slot] = policy
+
+    def _checked(self, spec: PolicySpec, slot: int, like: int | None) -> WasmPolicy:
+        """A loaded instance of ``spec`` for ``slot`` whose state layout is ``like``'s."""
+        try:
+            policy = self._instance(spec, slot)
+        except Exception as exc:
+            raise _as_load_error(exc, spec.label()) from exc
+        old = self._policies[like] if like is not None else None
+        old_dims = getattr(old, "dims", None)
+        if old is not None and old_dims is not None and old_dims[1] != policy.dims[1]:
+            policy.close()
+            raise PolicyStateLayoutError(
+                f"keeps {policy.dims[1]} state f32 per agent where {old.name!r} "
+                f"keeps {old_dims[1]}: the agents' state would be misread; publish a "
+                "module with the same state layout",
+                policy=policy.name,
+            )
+        return policy
+
+    def swap(self, slot: int, spec: PolicySpec) -> None:
+        """Hot swap between ticks: ``slot`` runs ``spec``'s module from the next step.
+
+        The agents keep their state (it is in the table); the quarantine of the
+        slot is lifted. Raises :class:`PolicyLoadError` (or its
+        :class:`PolicyStateLayoutError`) and changes nothing when the module
+        cannot take the slot over.
+        """
+        if not 0 <= slot < len(self._policies):
+            raise IndexError(f"no policy slot {slot}")
+        fresh = self._checked(spec, slot, like=slot)
+        old, self._policies[slot] = self._policies[slot], fresh
+        self._specs[slot] = spec
+        self._quarantined.pop(slot, None)
+        if old is not None:
+            old.close()
+
+    def add(self, spec: PolicySpec, *, like: int | None = None) -> int:
+        """A new slot running ``spec`` (no agents yet); its index.
+
+        With ``like``, its state layout must be slot ``like``'s (agents move
+        between the two with their state). Raises like :meth:`swap`.
+        """
+        slot = len(self._policies)
+        fresh = self._checked(spec, slot, like=like)
+        self._specs.append(spec)
+        self._policies.append(fresh)
+        return slot
 
     def __len__(self) -> int:
         return len(self._policies)

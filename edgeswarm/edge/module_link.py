@@ -1,0 +1,328 @@
+"""An edge's side of module distribution: verify what the gateway assigns, fetch it, apply
+it between ticks, report how a rolled-out version fares (``docs/protocol.md`` section 14).
+
+No sockets here: the uplink hands in what its session received
+(:meth:`ModuleLink.on_assign`, :meth:`ModuleLink.on_chunk`) and sends what
+these return; the tick loop calls :meth:`ModuleLink.apply` between ticks and
+:meth:`ModuleLink.after_tick` after each.
+
+- Every manifest is verified (signature, fields) before anything is fetched;
+  an assignment with a bad one is refused, logged and counted, and the edge
+  keeps running what it runs.
+- Blobs are fetched by digest in chunks into a content-addressed cache
+  (:class:`~edgeswarm.registry.fetch.BlobCache`): after a disconnect
+  :meth:`ModuleLink.resume` asks for the rest; a blob that fails its digest
+  is discarded and fetched again, at most :data:`MAX_FETCH_ATTEMPTS` times.
+- Applying: the policy slot named like the module runs the base version (a
+  hot swap when it changes: the agents keep their state); during a rollout
+  a second slot runs the target and each agent of the two runs the version
+  its share point gives it. A module whose state layout differs is refused
+  (:class:`PolicyStateLayoutError`): nothing changes.
+- Reports: every ``report_ticks`` ticks, one MODULE_REPORT per rollout with
+  the target's agent-ticks and faults (all of its agent-ticks while its slot
+  is quarantined).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from edgeswarm.registry import (
+    DigestMismatchError,
+    FetchError,
+    Manifest,
+    ModuleRefusedError,
+    RegistryError,
+    parse_manifest,
+    share_point,
+    verify_manifest,
+)
+from edgeswarm.registry.fetch import DEFAULT_CHUNK_BYTES, BlobCache, BlobFetch
+from edgeswarm.wire import BlobChunk, BlobRequest, ModuleAssign, ModuleAssignment, ModuleReport
+
+from .agent_table import AgentTable
+from .policy.errors import PolicyError
+from .policy.set import PolicySet, PolicySpec
+
+logger = logging.getLogger("edgeswarm.edge")
+
+MAX_FETCH_ATTEMPTS = 3
+"""Fetches of one blob that may fail their digest before the assignment is given up."""
+
+
+@dataclass
+class _Wanted:
+    """One verified assignment."""
+
+    module: str
+    base: Manifest
+    target: Manifest | None
+    share: float
+    labels: frozenset[str]
+    rollout: int
+
+
+@dataclass
+class _Running:
+    """What one module runs on this edge now."""
+
+    base_slot: int
+    base: Manifest | None
+    target_slot: int | None = None
+    target: Manifest | None = None
+    rollout: int = 0
+    agent_ticks: int = 0
+    faults: int = 0
+    ticks: int = 0
+
+
+@dataclass
+class ModuleLink:
+    """Applies the gateway's module assignments to one edge's table and policy set."""
+
+    table: AgentTable
+    policies: PolicySet
+    cache: BlobCache
+    slots: dict[str, int]
+    """Policy slot of each module name the edge runs (from ``--policy``)."""
+    edge_labels: frozenset[str] = frozenset()
+    report_ticks: int = 1
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    """Bytes asked for per BLOB_REQUEST."""
+    spec_template: PolicySpec | None = None
+    """Limits (fuel, memory, deadline) new modules are loaded with."""
+    refused: int = 0
+    """Assignments refused (a manifest that does not verify, a blob that never matched)."""
+    _wanted: dict[str, _Wanted] = field(default_factory=dict)
+    _running: dict[str, _Running] = field(default_factory=dict)
+    _fetches: dict[str, BlobFetch] = field(default_factory=dict)
+    _attempts: dict[str, int] = field(default_factory=dict)
+    _points: NDArray[np.float64] | None = None
+
+    # --- from the gateway -------------------------------------------------------
+
+    def on_assign(self, assign: ModuleAssign) -> list[BlobRequest]:
+        """Take a MODULE_ASSIGN in; the BLOB_REQUESTs to send for what is missing."""
+        wanted: dict[str, _Wanted] = {}
+        for entry in assign.assignments:
+            if entry.module not in self.slots:
+                continue  # no agent here runs it
+            try:
+                wanted[entry.module] = self._verified(entry)
+            except RegistryError as exc:
+                self.refused += 1
+                logger.warning(
+                    "module assignment of %s refused: %s",
+                    entry.module,
+                    exc,
+                    extra={"module_name": entry.module, "error": str(exc)},
+                )
+        self._wanted = wanted
+        return self._requests()
+
+    def _verified(self, entry: ModuleAssignment) -> _Wanted:
+        manifests: list[Manifest | None] = []
+        for document in (entry.base, entry.target):
+            if document is None:
+                manifests.append(None)
+                continue
+            manifest = parse_manifest(document)
+            verify_manifest(manifest)
+            if manifest.name != entry.module:
+                raise ModuleRefusedError(f"manifest of {manifest.name} assigned as {entry.module}")
+            manifests.append(manifest)
+        base, target = manifests
+        assert base is not None
+        return _Wanted(
+            entry.module, base, target, entry.share, frozenset(entry.labels), entry.rollout
+        )
+
+    def _requests(self) -> list[BlobRequest]:
+        requests = []
+        for wanted in self._wanted.values():
+            for manifest in (wanted.base, wanted.target):
+                if manifest is None or self.cache.get(manifest.digest) is not None:
+                    continue
+                fetch = self._fetches.get(manifest.digest)
+                if fetch is None:
+                    fetch = self.cache.fetch(
+                        manifest.digest, manifest.size, chunk_bytes=self.chunk_bytes
+                    )
+                    self._fetches[manifest.digest] = fetch
+                    request = fetch.next_request()
+                    if request is not None:
+                        requests.append(BlobRequest(request.digest, request.offset, request.length))
+        return requests
+
+    def resume(self) -> list[BlobRequest]:
+        """After a reconnect: ask for the rest of every blob still on its way."""
+        self._fetches.clear()  # their .part files stay; new fetches resume from them
+        return self._requests()
+
+    def on_chunk(self, chunk: BlobChunk) -> list[BlobRequest]:
+        """Take a BLOB_CHUNK in; the next request, if any."""
+        fetch = self._fetches.get(chunk.digest)
+        if fetch is None:
+            return []
+        try:
+            if not fetch.receive(chunk.digest, chunk.offset, chunk.data):
+                request = fetch.next_request()
+                assert request is not None
+                return [BlobRequest(request.digest, request.offset, request.length)]
+            fetch.finish()
+        except (FetchError, DigestMismatchError) as exc:
+            del self._fetches[chunk.digest]
+            attempts = self._attempts.get(chunk.digest, 0) + 1
+            self._attempts[chunk.digest] = attempts
+            logger.warning(
+                "blob %s refused (%d of %d): %s",
+                chunk.digest,
+                attempts,
+                MAX_FETCH_ATTEMPTS,
+                exc,
+                extra={"digest": chunk.digest, "error": str(exc)},
+            )
+            if attempts >= MAX_FETCH_ATTEMPTS:
+                self.refused += 1
+                self._give_up(chunk.digest)
+                return []
+            return self._requests()
+        del self._fetches[chunk.digest]
+        return []
+
+    def _give_up(self, digest: str) -> None:
+        """A blob never matched its digest: drop the rollout that needs it (the edge keeps
+        its base version), or the whole assignment when it is the base's."""
+        for name, wanted in list(self._wanted.items()):
+            if wanted.base.digest == digest:
+                del self._wanted[name]
+            elif wanted.target is not None and wanted.target.digest == digest:
+                wanted.target = None
+
+    # --- between ticks ------------------------------------------------------------
+
+    def _spec(self, manifest: Manifest, blob: bytes) -> PolicySpec:
+        name = f"{manifest.name}@{manifest.version}"
+        template = self.spec_template
+        if template is None:
+            return PolicySpec(blob, name=name)
+        return PolicySpec(
+            blob,
+            name=name,
+            fuel=template.fuel,
+            host_calls=template.host_calls,
+            memory_limit=template.memory_limit,
+            deadline_s=template.deadline_s,
+        )
+
+    def apply(self) -> list[str]:
+        """Apply every assignment whose blobs are here (call between ticks); the modules
+        whose versions or shares changed."""
+        changed = []
+        for name, wanted in self._wanted.items():
+            blobs = [self.cache.get(m.digest) if m else b"" for m in (wanted.base, wanted.target)]
+            if any(b is None for b in blobs):
+                continue  # still fetching
+            running = self._running.setdefault(name, _Running(self.slots[name], None))
+            try:
+                if self._apply_one(running, wanted, blobs):
+                    changed.append(name)
+            except PolicyError as exc:
+                self.refused += 1
+                logger.warning(
+                    "module %s not applied: %s",
+                    name,
+                    exc,
+                    extra={"module_name": name, "error": str(exc)},
+                )
+        return changed
+
+    def _apply_one(self, running: _Running, wanted: _Wanted, blobs: list[bytes | None]) -> bool:
+        changed = False
+        if running.base is None or running.base.digest != wanted.base.digest:
+            assert blobs[0] is not None
+            self.policies.swap(running.base_slot, self._spec(wanted.base, blobs[0]))
+            running.base = wanted.base
+            changed = True
+        target = wanted.target
+        if target is not None and (
+            running.target is None or running.target.digest != target.digest
+        ):
+            assert blobs[1] is not None
+            spec = self._spec(target, blobs[1])
+            if running.target_slot is None:
+                running.target_slot = self.policies.add(spec, like=running.base_slot)
+            else:
+                self.policies.swap(running.target_slot, spec)
+            running.target = target
+            changed = True
+        if running.rollout != wanted.rollout:
+            running.rollout = wanted.rollout
+            running.agent_ticks = running.faults = running.ticks = 0
+        share = wanted.share if target is not None else 0.0
+        takes_part = not wanted.labels or bool(wanted.labels & self.edge_labels)
+        self._assign(running, share if takes_part else 0.0)
+        if target is None:
+            running.target = None
+        return changed
+
+    def _share_points(self) -> NDArray[np.float64]:
+        if self._points is None or self._points.shape[0] != len(self.table):
+            self._points = np.array(
+                [share_point(int(agent)) for agent in self.table.ids], dtype=np.float64
+            )
+        return self._points
+
+    def _assign(self, running: _Running, share: float) -> None:
+        policy = self.table.policy
+        members = policy == running.base_slot
+        if running.target_slot is not None:
+            members |= policy == running.target_slot
+            on_target = members & (self._share_points() < share)
+            policy[members] = running.base_slot
+            policy[on_target] = running.target_slot
+
+    # --- after each tick ------------------------------------------------------------
+
+    def after_tick(self) -> list[ModuleReport]:
+        """Count the tick; the MODULE_REPORTs due (one per rollout every ``report_ticks``)."""
+        reports = []
+        for name, running in self._running.items():
+            if running.target is None or running.target_slot is None or not running.rollout:
+                continue
+            agents = int(np.count_nonzero(self.table.policy == running.target_slot))
+            running.agent_ticks += agents
+            if self.policies.is_quarantined(running.target_slot):
+                running.faults += agents
+            running.ticks += 1
+            if running.ticks >= self.report_ticks:
+                reports.append(
+                    ModuleReport(
+                        name,
+                        running.target.version,
+                        rollout=running.rollout,
+                        ticks=running.ticks,
+                        agent_ticks=running.agent_ticks,
+                        faults=running.faults,
+                    )
+                )
+                running.agent_ticks = running.faults = running.ticks = 0
+        return reports
+
+    def versions(self) -> dict[str, dict[str, int]]:
+        """Agents per module version on this edge (for metrics and status)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, running in self._running.items():
+            counts = out.setdefault(name, {})
+            for manifest, slot in (
+                (running.base, running.base_slot),
+                (running.target, running.target_slot),
+            ):
+                if manifest is not None and slot is not None:
+                    n = int(np.count_nonzero(self.table.policy == slot))
+                    counts[manifest.version] = counts.get(manifest.version, 0) + n
+        return out

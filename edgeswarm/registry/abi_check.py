@@ -1,0 +1,47 @@
+"""Does a blob speak agent ABI v1? A static look at its exports, nothing run.
+
+The registry compiles the blob (bounded by its size) and compares its exports
+with :data:`edgeswarm.agents_wasm.abi_v1.REQUIRED_FUNCS`; it never
+instantiates it. What only running the module tells (``es_abi_version()``,
+the descriptor) was checked by ``edgeswarm agents build`` and is checked
+again by every edge when it loads the module.
+"""
+
+from __future__ import annotations
+
+import wasmtime
+
+from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION, REQUIRED_FUNCS
+
+from .errors import AbiMismatchError
+from .manifest import Manifest
+
+
+def _types(types: object) -> tuple[str, ...]:
+    return tuple(str(t) for t in types)  # type: ignore[attr-defined]
+
+
+def check_abi(manifest: Manifest, blob: bytes) -> None:
+    """Raise :class:`AbiMismatchError` unless ``manifest`` and ``blob`` are ABI v1."""
+    if manifest.abi_version != ABI_VERSION:
+        raise AbiMismatchError(
+            f"{manifest.ref} declares ABI {manifest.abi_version}; this registry takes "
+            f"ABI {ABI_VERSION} modules"
+        )
+    try:
+        module = wasmtime.Module(wasmtime.Engine(), blob)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise AbiMismatchError(f"{manifest.ref} is not a valid Wasm module: {first}") from exc
+    exports = {export.name: export.type for export in module.exports}
+    problems = []
+    if not isinstance(exports.get("memory"), wasmtime.MemoryType):
+        problems.append("no 'memory' export")
+    for func, (params, results) in REQUIRED_FUNCS.items():
+        ty = exports.get(func)
+        if not isinstance(ty, wasmtime.FuncType):
+            problems.append(f"no function export {func!r}")
+        elif (_types(ty.params), _types(ty.results)) != (params, results):
+            problems.append(f"{func!r} has the wrong signature")
+    if problems:
+        raise AbiMismatchError(f"{manifest.ref} is not an ABI v1 module: {'; '.join(problems)}")

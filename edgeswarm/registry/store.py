@@ -1,0 +1,481 @@
+"""``modules.db``: the gateway's module registry on disk (blobs, manifests, trust, history).
+
+One SQLite file in the gateway's data directory (opened like every durable
+file, :mod:`edgeswarm.storage`), so that ``edgeswarm agents`` can publish
+while the gateway runs:
+
+- ``blobs``: content-addressed Wasm bytes, keyed by ``sha256:<hex>``; every
+  read is checked against its key (a damaged blob is a
+  :class:`RegistryStoreError`, never served);
+- ``modules``: one row per ``name@version``: the manifest document as
+  published (signature included), its digest, who published it and when;
+- ``trust``: the trust policy's rules (:mod:`.trust`);
+- ``deployments``: per module, the version the fleet runs and the rollout under
+  way (its plan, as JSON; NULL when none), numbered so that edges name it;
+- ``history``: every change, in order, with who did it (``publish``,
+  ``trust``, ``distrust``, ``rollout``, ``rollback``, ...).
+
+A publish is one transaction after :func:`.admission.admit` accepted it: a
+refused publish writes nothing, not even history (the refusal is a log line
+and a metric of whoever served the request).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeswarm.identity import fingerprint, public_key_text
+from edgeswarm.resource import Resource
+from edgeswarm.storage import Schema, open_database, transaction
+
+from .admission import admit
+from .errors import RegistryStoreError, RolloutError, UnknownModuleError, VersionConflictError
+from .manifest import Manifest, blob_digest, parse_manifest, version_key
+from .rollout import RolloutPhase, RolloutPlan, plan_from_json, plan_to_json
+from .trust import TrustPolicy, TrustRule
+
+_BLOBS = """CREATE TABLE blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+)"""
+_MODULES = """CREATE TABLE modules (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    digest TEXT NOT NULL REFERENCES blobs(digest),
+    manifest BLOB NOT NULL,
+    publisher TEXT NOT NULL,
+    published_at REAL NOT NULL,
+    published_by TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+)"""
+_TRUST = """CREATE TABLE trust (
+    publisher BLOB NOT NULL,
+    pattern TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    added_by TEXT NOT NULL,
+    PRIMARY KEY (publisher, pattern)
+)"""
+_HISTORY = """CREATE TABLE history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    detail TEXT NOT NULL
+)"""
+_DEPLOYMENTS = """CREATE TABLE deployments (
+    name TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    previous TEXT,
+    rollout INTEGER NOT NULL,
+    plan TEXT,
+    updated_at REAL NOT NULL
+)"""
+SCHEMA = Schema(
+    version=1,
+    create=(_BLOBS, _MODULES, _TRUST, _HISTORY, _DEPLOYMENTS),
+    tables=frozenset({"blobs", "modules", "trust", "history", "deployments"}),
+)
+"""``modules.db``: blobs, manifests, the trust policy, the history of changes, and what
+the fleet runs (``deployments``: the stable version of each module and its rollout)."""
+
+
+@dataclass(frozen=True)
+class PublishedModule:
+    """A ``modules`` row: a manifest as published."""
+
+    manifest: Manifest
+    manifest_bytes: bytes
+    """The document as published (what edges and OCI pulls verify)."""
+    published_at: float
+    published_by: str
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": m.name,
+            "version": m.version,
+            "digest": m.digest,
+            "size": m.size,
+            "abi_version": m.abi_version,
+            "state_dim": m.descriptor.state_dim,
+            "publisher": public_key_text(m.publisher),
+            "publisher_fingerprint": fingerprint(m.publisher),
+            "published_at": self.published_at,
+            "published_by": self.published_by,
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One change to the registry, with who made it."""
+
+    seq: int
+    at: float
+    actor: str
+    action: str
+    name: str
+    version: str
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "actor": self.actor,
+            "action": self.action,
+            "name": self.name,
+            "version": self.version,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What the fleet runs of one module."""
+
+    name: str
+    version: str
+    """The stable version: every agent outside a rollout runs it."""
+    previous: str | None
+    """The version before the last completed rollout (what ``rollback`` restores)."""
+    rollout: int
+    """Number of the rollout under way or the last one (edges name it in reports)."""
+    plan: RolloutPlan | None
+    """The rollout under way, if any."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "previous": self.previous,
+            "rollout": self.rollout,
+            "to_version": self.plan.to_version if self.plan else None,
+        }
+
+
+class ModuleStore(Resource):
+    """The registry of one gateway: publish, look up, trust, record history."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (or create) ``modules.db``; :class:`RegistryStoreError` names the file."""
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryStoreError(f"module registry {path}: {exc.strerror}") from exc
+        self._db = open_database(
+            path,
+            SCHEMA,
+            page_size=4096,
+            synchronous="FULL",  # a publish is rare and must survive a power loss
+            check_same_thread=False,
+            corrupt=lambda message: RegistryStoreError(
+                f"module registry {path} is not usable: {message}; restore it from a backup"
+                " (or move it aside and publish the modules again)"
+            ),
+            failed=lambda message: RegistryStoreError(
+                f"module registry {path} cannot be opened: {message}"
+            ),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise RegistryStoreError(f"module registry {self.path}: {exc}") from exc
+
+    # --- trust ---------------------------------------------------------------
+
+    def trust_policy(self) -> TrustPolicy:
+        with self._errors():
+            rows = self._db.execute("SELECT publisher, pattern FROM trust ORDER BY rowid")
+            return TrustPolicy.of(TrustRule(bytes(p), pattern) for p, pattern in rows)
+
+    def trust(self, publisher: bytes, pattern: str, *, actor: str) -> None:
+        """Let ``publisher`` publish names matching ``pattern``."""
+        with self._errors(), transaction(self._db) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO trust VALUES (?, ?, ?, ?)",
+                (publisher, pattern, time.time(), actor),
+            )
+            self._record(db, actor, "trust", pattern, "", {"publisher": public_key_text(publisher)})
+
+    def distrust(self, publisher: bytes, pattern: str, *, actor: str) -> bool:
+        """Remove a rule; whether there was one. Published modules stay."""
+        with self._errors(), transaction(self._db) as db:
+            removed = db.execute(
+                "DELETE FROM trust WHERE publisher = ? AND pattern = ?", (publisher, pattern)
+            ).rowcount
+            if removed:
+                detail = {"publisher": public_key_text(publisher)}
+                self._record(db, actor, "distrust", pattern, "", detail)
+        return bool(removed)
+
+    def trust_rules(self) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT publisher, pattern, added_at, added_by FROM trust ORDER BY rowid"
+            ).fetchall()
+        return [
+            {
+                "publisher": public_key_text(bytes(p)),
+                "fingerprint": fingerprint(bytes(p)),
+                "pattern": pattern,
+                "added_at": at,
+                "added_by": by,
+            }
+            for p, pattern, at, by in rows
+        ]
+
+    # --- publish -------------------------------------------------------------
+
+    def publish(self, manifest_bytes: bytes, blob: bytes, *, actor: str) -> PublishedModule:
+        """Check (:func:`.admission.admit`) and store one module version, atomically.
+
+        Publishing the same bytes again is a no-op that returns the stored row;
+        the same ``name@version`` with another digest is a
+        :class:`VersionConflictError`. Any refusal changes nothing.
+        """
+        manifest = admit(manifest_bytes, blob, self.trust_policy())
+        stored_bytes = manifest.to_bytes()
+        now = time.time()
+        with self._errors(), transaction(self._db) as db:
+            row = db.execute(
+                "SELECT digest FROM modules WHERE name = ? AND version = ?",
+                (manifest.name, manifest.version),
+            ).fetchone()
+            if row is not None:
+                if row[0] != manifest.digest:
+                    raise VersionConflictError(
+                        f"{manifest.ref} is already published as {row[0]}; publish a new version"
+                    )
+            else:
+                db.execute(
+                    "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?)",
+                    (manifest.digest, len(blob), blob),
+                )
+                db.execute(
+                    "INSERT INTO modules VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        manifest.name,
+                        manifest.version,
+                        manifest.digest,
+                        stored_bytes,
+                        public_key_text(manifest.publisher),
+                        now,
+                        actor,
+                    ),
+                )
+                detail = {"digest": manifest.digest, "publisher": fingerprint(manifest.publisher)}
+                self._record(db, actor, "publish", manifest.name, manifest.version, detail)
+        return self.module(manifest.name, manifest.version)
+
+    # --- reading -------------------------------------------------------------
+
+    def _row(self, row: tuple[Any, ...]) -> PublishedModule:
+        manifest_bytes, at, by = bytes(row[0]), row[1], row[2]
+        return PublishedModule(parse_manifest(manifest_bytes), manifest_bytes, at, by)
+
+    def module(self, name: str, version: str | None = None) -> PublishedModule:
+        """``name@version``, or the highest version of ``name`` when ``version`` is None."""
+        if version is None:
+            versions = self.versions(name)
+            if not versions:
+                raise UnknownModuleError(f"no module {name!r} in {self.path}")
+            return versions[-1]
+        with self._errors():
+            row = self._db.execute(
+                "SELECT manifest, published_at, published_by FROM modules "
+                "WHERE name = ? AND version = ?",
+                (name, version),
+            ).fetchone()
+        if row is None:
+            raise UnknownModuleError(f"no module {name}@{version} in {self.path}")
+        return self._row(row)
+
+    def versions(self, name: str) -> list[PublishedModule]:
+        """Every version of ``name``, in semver order."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT manifest, published_at, published_by FROM modules WHERE name = ?", (name,)
+            ).fetchall()
+        found = [self._row(row) for row in rows]
+        return sorted(found, key=lambda p: version_key(p.manifest.version))
+
+    def modules(self) -> list[PublishedModule]:
+        """Every version of every module, by name then semver."""
+        with self._errors():
+            names = [r[0] for r in self._db.execute("SELECT DISTINCT name FROM modules")]
+        return [module for name in sorted(names) for module in self.versions(name)]
+
+    def blob(self, digest: str) -> bytes:
+        """The Wasm bytes of ``digest``, checked against it."""
+        with self._errors():
+            row = self._db.execute("SELECT data FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        if row is None:
+            raise UnknownModuleError(f"no blob {digest} in {self.path}")
+        data = bytes(row[0])
+        if blob_digest(data) != digest:
+            raise RegistryStoreError(
+                f"blob {digest} in {self.path} is damaged (it reads back as {blob_digest(data)});"
+                " publish the module again or restore the file"
+            )
+        return data
+
+    # --- deployments and rollouts ----------------------------------------------
+
+    def data_version(self) -> int:
+        """Changes when another connection (an ``edgeswarm agents`` command) committed."""
+        with self._errors():
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def deployments(self) -> list[Deployment]:
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT name, version, previous, rollout, plan FROM deployments ORDER BY name"
+            ).fetchall()
+        return [
+            Deployment(n, v, p, r, plan_from_json(plan) if plan else None)
+            for n, v, p, r, plan in rows
+        ]
+
+    def deployment(self, name: str) -> Deployment | None:
+        return next((d for d in self.deployments() if d.name == name), None)
+
+    def start_rollout(self, plan: RolloutPlan, *, actor: str) -> Deployment:
+        """Start rolling ``plan.to_version`` out (the first version of a module is simply
+        deployed: every agent runs it). One rollout per module at a time."""
+        self.module(plan.name, plan.to_version)  # published, or UnknownModuleError
+        current = self.deployment(plan.name)
+        with self._errors(), transaction(self._db) as db:
+            if current is None:
+                db.execute(
+                    "INSERT INTO deployments VALUES (?, ?, NULL, 0, NULL, ?)",
+                    (plan.name, plan.to_version, time.time()),
+                )
+                self._record(db, actor, "deploy", plan.name, plan.to_version, {})
+            else:
+                if current.plan is not None:
+                    raise RolloutError(
+                        f"a rollout of {plan.name} to {current.plan.to_version} is under way: "
+                        "roll it back first (edgeswarm agents rollback)"
+                    )
+                if current.version != plan.from_version:
+                    raise RolloutError(
+                        f"{plan.name} runs {current.version}, not {plan.from_version}"
+                    )
+                db.execute(
+                    "UPDATE deployments SET rollout = rollout + 1, plan = ?, updated_at = ? "
+                    "WHERE name = ?",
+                    (plan_to_json(plan), time.time(), plan.name),
+                )
+                stages = [[stage.share, stage.hold_ticks] for stage in plan.stages]
+                detail = {"from": plan.from_version, "stages": stages}
+                self._record(db, actor, "rollout", plan.name, plan.to_version, detail)
+        found = self.deployment(plan.name)
+        assert found is not None
+        return found
+
+    def end_rollout(
+        self, name: str, rollout: int, phase: RolloutPhase, *, actor: str, detail: str
+    ) -> bool:
+        """Record how rollout ``rollout`` of ``name`` ended (complete or rolled back);
+        whether it was still the one under way (a stale decision changes nothing)."""
+        current = self.deployment(name)
+        if current is None or current.plan is None or current.rollout != rollout:
+            return False
+        plan = current.plan
+        with self._errors(), transaction(self._db) as db:
+            if phase is RolloutPhase.COMPLETE:
+                db.execute(
+                    "UPDATE deployments SET version = ?, previous = ?, plan = NULL, "
+                    "updated_at = ? WHERE name = ?",
+                    (plan.to_version, plan.from_version, time.time(), name),
+                )
+            else:
+                db.execute(
+                    "UPDATE deployments SET plan = NULL, updated_at = ? WHERE name = ?",
+                    (time.time(), name),
+                )
+            action = "complete" if phase is RolloutPhase.COMPLETE else "rollback"
+            info = {"rollout": rollout, "from": plan.from_version, "why": detail}
+            self._record(db, actor, action, name, plan.to_version, info)
+        return True
+
+    def rollback(self, name: str, *, actor: str) -> Deployment:
+        """The operator's rollback: end the rollout under way, or, with none, return the
+        whole fleet to the version before the last completed one."""
+        current = self.deployment(name)
+        if current is None:
+            raise UnknownModuleError(f"{name} is not deployed")
+        if current.plan is not None:
+            self.end_rollout(
+                name, current.rollout, RolloutPhase.ROLLED_BACK, actor=actor, detail="operator"
+            )
+        elif current.previous is not None:
+            with self._errors(), transaction(self._db) as db:
+                db.execute(
+                    "UPDATE deployments SET version = ?, previous = NULL, "
+                    "rollout = rollout + 1, updated_at = ? WHERE name = ?",
+                    (current.previous, time.time(), name),
+                )
+                detail = {"from": current.version}
+                self._record(db, actor, "rollback", name, current.previous, detail)
+        else:
+            raise RolloutError(f"{name} has no rollout under way and no previous version")
+        found = self.deployment(name)
+        assert found is not None
+        return found
+
+    # --- history -------------------------------------------------------------
+
+    def record(
+        self, actor: str, action: str, name: str, version: str, detail: dict[str, Any]
+    ) -> None:
+        """Add one entry to the history (rollouts and rollbacks write theirs here)."""
+        with self._errors(), transaction(self._db) as db:
+            self._record(db, actor, action, name, version, detail)
+
+    @staticmethod
+    def _record(
+        db: sqlite3.Connection,
+        actor: str,
+        action: str,
+        name: str,
+        version: str,
+        detail: dict[str, Any],
+    ) -> None:
+        db.execute(
+            "INSERT INTO history (at, actor, action, name, version, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, action, name, version, json.dumps(detail, sort_keys=True)),
+        )
+
+    def history(self, name: str | None = None, *, limit: int = 1000) -> list[HistoryEntry]:
+        """The last ``limit`` changes (of ``name`` only, when given), oldest first."""
+        query = "SELECT seq, at, actor, action, name, version, detail FROM history"
+        args: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            args = (name,)
+        query += " ORDER BY seq DESC LIMIT ?"
+        with self._errors():
+            rows = self._db.execute(query, (*args, limit)).fetchall()
+        return [
+            HistoryEntry(seq, at, actor, action, n, v, json.loads(detail))
+            for seq, at, actor, action, n, v, detail in reversed(rows)
+        ]
