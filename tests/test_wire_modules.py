@@ -115,6 +115,14 @@ def test_blob_chunks_round_trip(offset: int, data: bytes, extra: int) -> None:
                 ]
             },
         ),
+        (
+            FRAMES[0],
+            {
+                "assignments": [
+                    {"module": "x", "base": MANIFEST, "share": 0.0, "labels": "l", "rollout": 0}
+                ]
+            },
+        ),
         (FRAMES[0], {"assignments": ["not a map"]}),
         (FRAMES[0], {"assignments": [{}] * (MAX_ASSIGNMENTS + 1)}),
     ],
@@ -132,6 +140,15 @@ def test_encoder_refuses_what_the_decoder_would() -> None:
         ModuleReport("m", "1", rollout=1, ticks=1, agent_ticks=1, faults=2),
         ModuleAssign((ModuleAssignment("m", MANIFEST, share=2.0),)),
         ModuleAssign(tuple(ModuleAssignment("m", MANIFEST) for _ in range(MAX_ASSIGNMENTS + 1))),
+        ModuleAssign((ModuleAssignment("", MANIFEST),)),
+        ModuleAssign((ModuleAssignment("m", b""),)),
+        ModuleAssign((ModuleAssignment("m", MANIFEST, target=b"x" * 65_537),)),
+        ModuleAssign((ModuleAssignment("m", MANIFEST, labels=("",)),)),
+        ModuleAssign((ModuleAssignment("m", MANIFEST, labels=("l",) * 33),)),
+        ModuleReport("m" * 65, "1", rollout=1, ticks=1, agent_ticks=1, faults=0),
+        ModuleReport("m", "", rollout=1, ticks=1, agent_ticks=1, faults=0),
+        BlobChunk(DIGEST, offset=0, size=1, data=b""),
+        BlobChunk(DIGEST, offset=0, size=MAX_CHUNK_BYTES + 1, data=b"x" * (MAX_CHUNK_BYTES + 1)),
     ):
         with pytest.raises(LocalProtocolError):
             encode_payload(bad)
