@@ -7,7 +7,7 @@ and publishes every tick's observations as one batch on ``PREFIX/obs/batch``
 applies the actions that came back (agents with none get no acceleration), so
 an edge run with ``--io mqtt://BROKER/PREFIX?act=batch`` closes the loop
 through a real broker. ``edgeswarm demo --io mqtt`` starts one per edge.
-Prints one JSON line at the end (ticks, actions applied).
+Prints one JSON line at the end (ticks, actions applied), also when stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import time
 
 import aiomqtt
@@ -56,10 +57,13 @@ async def simulate(
                 applied += int(ok.sum())
 
         taking = asyncio.create_task(take_actions())
+        stop = asyncio.Event()  # SIGTERM (the demo stopping it) ends the run cleanly
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         period = 1.0 / hz
         started = time.monotonic()
         try:
-            while time.monotonic() - started < duration:
+            while time.monotonic() - started < duration and not stop.is_set():
                 world.sense(table)
                 await client.publish(
                     f"{prefix}/obs/batch",
@@ -68,7 +72,10 @@ async def simulate(
                 world.apply(actions)
                 actions.fill(0.0)
                 ticks += 1
-                await asyncio.sleep(max(0.0, started + ticks * period - time.monotonic()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        stop.wait(), max(0.0, started + ticks * period - time.monotonic())
+                    )
         finally:
             taking.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
