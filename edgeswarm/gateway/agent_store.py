@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_database, transaction
+from edgeswarm.storage import Schema, open_operator_store, transaction
 
 __all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "KnownEdge"]
 
@@ -97,22 +97,8 @@ class AgentStore(Resource):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise AgentStoreError(f"placement store {path}: {exc.strerror}") from exc
-        self._db = open_database(
-            path,
-            SCHEMA,
-            page_size=4096,
-            synchronous="FULL",  # operator changes are rare and must survive a power loss
-            check_same_thread=False,
-            corrupt=lambda message: AgentStoreError(
-                f"placement store {path} is not usable: {message}; restore it from a backup"
-            ),
-            failed=lambda message: AgentStoreError(
-                f"placement store {path} cannot be opened: {message}"
-            ),
+        self._db = open_operator_store(
+            path, SCHEMA, label="placement store", error=AgentStoreError, start_over=""
         )
         self.version = 0
         """Bumped on every change of the agent set (the service caches by it)."""

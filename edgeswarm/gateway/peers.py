@@ -42,7 +42,7 @@ from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import fingerprint
 from edgeswarm.resource import Resource
 from edgeswarm.state import client_id_for
-from edgeswarm.storage import Schema, open_database, statements, transaction
+from edgeswarm.storage import Schema, open_operator_store, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
 PEER_ID_MAX_CHARS = 128
@@ -149,23 +149,12 @@ class PeerRegistry(Resource):
                 f"no peer registry {path}: {path.parent} is not a gateway's data directory"
                 " (the gateway creates peers.db at its first start)"
             )
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PeerRegistryError(f"peer registry {path}: {exc.strerror}") from exc
-        self._db = open_database(
+        self._db = open_operator_store(
             path,
             SCHEMA,
-            page_size=4096,
-            synchronous="FULL",  # an enrollment is rare and must survive a power loss
-            check_same_thread=False,
-            corrupt=lambda message: PeerRegistryError(
-                f"peer registry {path} is not usable: {message}; restore it from a backup"
-                " (or move it aside and enroll every peer again)"
-            ),
-            failed=lambda message: PeerRegistryError(
-                f"peer registry {path} cannot be opened: {message}"
-            ),
+            label="peer registry",
+            error=PeerRegistryError,
+            start_over=" (or move it aside and enroll every peer again)",
         )
         self._data_version: int | None = None
 

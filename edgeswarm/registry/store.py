@@ -33,7 +33,7 @@ from typing import Any
 
 from edgeswarm.identity import fingerprint, public_key_text
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_database, transaction
+from edgeswarm.storage import Schema, open_operator_store, transaction
 
 from .admission import admit
 from .errors import RegistryStoreError, RolloutError, UnknownModuleError, VersionConflictError
@@ -169,23 +169,12 @@ class ModuleStore(Resource):
     def __init__(self, path: Path) -> None:
         """Open (or create) ``modules.db``; :class:`RegistryStoreError` names the file."""
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryStoreError(f"module registry {path}: {exc.strerror}") from exc
-        self._db = open_database(
+        self._db = open_operator_store(
             path,
             SCHEMA,
-            page_size=4096,
-            synchronous="FULL",  # a publish is rare and must survive a power loss
-            check_same_thread=False,
-            corrupt=lambda message: RegistryStoreError(
-                f"module registry {path} is not usable: {message}; restore it from a backup"
-                " (or move it aside and publish the modules again)"
-            ),
-            failed=lambda message: RegistryStoreError(
-                f"module registry {path} cannot be opened: {message}"
-            ),
+            label="module registry",
+            error=RegistryStoreError,
+            start_over=" (or move it aside and publish the modules again)",
         )
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from .sqlite import (
     create_private,
     is_corruption,
     open_database,
+    open_operator_store,
     statements,
     transaction,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "create_private",
     "is_corruption",
     "open_database",
+    "open_operator_store",
     "segment_dir",
     "segment_path",
     "statements",

@@ -43,6 +43,7 @@ __all__ = [
     "create_private",
     "is_corruption",
     "open_database",
+    "open_operator_store",
     "statements",
     "transaction",
 ]
@@ -209,3 +210,27 @@ def _upgrade_needed(
     if version in schema.upgrades and schema.tables <= tables:
         return schema.upgrades[version]
     raise corrupt(f"foreign schema (user_version={version}, tables={sorted(tables)})")
+
+
+def open_operator_store(
+    path: Path, schema: Schema, *, label: str, error: ErrorFactory, start_over: str
+) -> sqlite3.Connection:
+    """Open (or create) a small store of operator decisions (``peers.db``, ``placement.db``,
+    ``modules.db``): its directory made, ``synchronous=FULL`` (changes are rare and must
+    survive a power loss), shared across threads; every failure is ``error(message)``
+    naming ``label`` and the file, a damaged file with how to ``start_over``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise error(f"{label} {path}: {exc.strerror}") from exc
+    return open_database(
+        path,
+        schema,
+        page_size=4096,
+        synchronous="FULL",
+        check_same_thread=False,
+        corrupt=lambda message: error(
+            f"{label} {path} is not usable: {message}; restore it from a backup{start_over}"
+        ),
+        failed=lambda message: error(f"{label} {path} cannot be opened: {message}"),
+    )
