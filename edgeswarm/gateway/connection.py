@@ -22,11 +22,14 @@ from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_MODULES,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     NONCE_BYTES,
     Actions,
     AuthReceived,
+    BlobChunk,
+    BlobRequested,
     Challenge,
     Error,
     ErrorCode,
@@ -35,6 +38,8 @@ from edgeswarm.wire import (
     InferRequestReceived,
     InferResultReceived,
     LocalProtocolError,
+    ModuleAssign,
+    ModuleReportReceived,
     ObservationsReceived,
     PlacementRequested,
     ProtocolViolation,
@@ -160,6 +165,8 @@ class GatewayConnection:
                     gateway.heavy.submit(self, request)  # the session admits it from edges only
                 case InferResultReceived(result=result):
                     gateway.heavy.node_result(self, result)  # from inference nodes only
+                case BlobRequested() | ModuleReportReceived():  # from edges only
+                    gateway.modules.receive(self, event)
                 case PlacementRequested(request=request):
                     self.session.send(gateway.placement.answer(request))  # admins only
                 case ProtocolViolation(error=error):
@@ -244,6 +251,8 @@ class GatewayConnection:
             )
             self.session.send(gateway.state.sync_request(self))
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
+        if FEATURE_MODULES in self.session.features and is_edge:
+            gateway.modules.attach(self)
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
         gateway.stats.session_opened(
@@ -377,6 +386,12 @@ class GatewayConnection:
         self.session.send(StateUpdate(update=update))
         self._flush_soon()
 
+    def send_module_frame(self, frame: ModuleAssign | BlobChunk | Error) -> None:
+        """Module distribution's frame for this edge (``module_distribution.py``)."""
+        if not self.session.closed:
+            self.session.send(frame)
+            self._flush_soon()
+
     def send_actions(self, actions: Actions) -> bool:
         """Send ACTIONS to this edge: as one QUIC datagram when it fits, else on the stream.
 
@@ -444,6 +459,7 @@ class GatewayConnection:
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
+        self._gateway.modules.detach(self)
         if self.role is Role.INFERENCE:
             self._gateway.heavy.node_left(self)
         elif self.role is Role.EDGE:
