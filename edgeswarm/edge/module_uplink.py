@@ -10,6 +10,7 @@ the state layout every version must keep). :class:`ModuleUplink`:
 - passes MODULE_ASSIGN and BLOB_CHUNK to the sans-I/O :class:`ModuleLink` and
   sends the BLOB_REQUESTs it answers with; on a new session it first asks for
   the rest of every blob a disconnect cut (``.part`` files survive it);
+- the tick loop steps the policies through :meth:`ModuleUplink.step`;
 - between ticks (:meth:`ModuleUplink.before_step`) applies what is complete:
   the new module is compiled through the policy set's module cache (issue
   12's compile limits) and swapped in; a refusal changes nothing;
@@ -25,6 +26,7 @@ Metrics: ``edgeswarm_edge_module_agents{module,version}``,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -142,8 +144,19 @@ class ModuleUplink:
         )
 
     def attach(self, client: GatewayClient) -> None:
-        """Receive the module frames of ``client`` (part of the uplink's ``on_client``)."""
+        """Receive the module frames of ``client``."""
         client.module_handler = self._received
+
+    def attach_with(
+        self, other: Callable[[GatewayClient], None]
+    ) -> Callable[[GatewayClient], None]:
+        """The uplink's ``on_client``: ``other`` (the state link's), then :meth:`attach`."""
+
+        def both(client: GatewayClient) -> None:
+            other(client)
+            self.attach(client)
+
+        return both
 
     def _received(self, client: GatewayClient, event: ModulesAssigned | BlobChunkReceived) -> None:
         link = self.link
@@ -160,6 +173,12 @@ class ModuleUplink:
         for request in requests:
             client.send_module(request)
         self._count_refused()
+
+    def step(self, policies: PolicySet, table: AgentTable) -> None:
+        """One tick's policy step, between what distribution does before and after it."""
+        self.before_step()
+        policies.step(table)
+        self.after_step()
 
     def before_step(self) -> None:
         """Apply every assignment whose blobs are here (between ticks)."""

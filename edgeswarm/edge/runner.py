@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeswarm.client.session import GatewayClient
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.storage import DirectoryLock
 from edgeswarm.telemetry import DaemonEndpoint, LatencyHistogram, Probes
@@ -116,7 +115,6 @@ class EdgeRunner:
         )
         """Swarm document the policies write to, synced with the gateway."""
         self.modules = module_uplink_for(config, self.table, self.metrics.registry)
-        """Registry modules the gateway assigns (``--module``; ``module_uplink.py``)."""
         self.uplink = Uplink(
             hello=Hello(
                 version=PROTOCOL_VERSION,
@@ -138,7 +136,7 @@ class EdgeRunner:
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
-            on_client=self._attach,
+            on_client=self.modules.attach_with(self.state.attach),
             on_quarantine=self._on_quarantine,
             transport=TransportSettings(max_datagram_size=config.max_datagram_size),
             on_ack_latency=self.metrics.ack_latency.observe,
@@ -167,10 +165,6 @@ class EdgeRunner:
         self._batches_per_tick = -(-config.agents // config.batch_agents)
         self.stage_seconds: dict[str, float] = {}
         """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
-
-    def _attach(self, client: GatewayClient) -> None:
-        self.state.attach(client)
-        self.modules.attach(client)
 
     def stop(self) -> None:
         """Finish the current tick, drain the spool (bounded), say BYE."""
@@ -320,9 +314,7 @@ class EdgeRunner:
             mark = time.perf_counter()
             client = self.uplink.client
             self.heavy.receive(client.results if client is not None else None, time.monotonic())
-            self.modules.before_step()
-            policies.step(self.table)
-            self.modules.after_step()
+            self.modules.step(policies, self.table)  # applies assignments, steps, reports
             self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
             self._stage("step", mark)
