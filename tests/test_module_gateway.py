@@ -33,6 +33,7 @@ class Peer:
     """An edge session as the distribution sees it: what it was sent."""
 
     edge_id: str | None
+    declared_agents: int = 1000
     sent: list[ModuleAssign | BlobChunk | Error] = field(default_factory=list)
 
     def send_module_frame(self, frame: ModuleAssign | BlobChunk | Error) -> None:
@@ -143,6 +144,10 @@ def test_reports_count_per_version_and_only_for_versions_assigned(
     assert value(registry, "edgeswarm_module_agents", module="made-up", version="1.0.0") is None
     refused = "edgeswarm_module_requests_refused_total"
     assert value(registry, refused, reason="report_not_assigned") == 2
+    inflated = report("1.0.0", agents=5000)  # more than its HELLO's 1000 agents
+    distribution.receive(b, ModuleReportReceived(inflated))
+    assert value(registry, "edgeswarm_module_agents", module="counter", version="1.0.0") == 130
+    assert value(registry, refused, reason="report_inconsistent") == 1
     distribution.detach(b)  # its agents no longer count
     assert value(registry, "edgeswarm_module_agents", module="counter", version="1.0.0") == 100
 

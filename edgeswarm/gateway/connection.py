@@ -293,6 +293,12 @@ class GatewayConnection(BatchAnswers):
         return self.peer_id if self.role is Role.EDGE else None
 
     @property
+    def declared_agents(self) -> int:
+        """Agents the peer said it runs (HELLO ``agents``; 0 before HELLO)."""
+        hello = self.session.peer_hello
+        return hello.agents if hello is not None else 0
+
+    @property
     def state_peer_id(self) -> str:
         """Peer id for the state service's logs."""
         return self.peer_id or self.peer

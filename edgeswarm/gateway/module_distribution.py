@@ -11,8 +11,10 @@
   session goes on.
 - MODULE_REPORT feeds the rollout and the per-version metrics. An edge
   counts only for itself and only for a version it is assigned: a report
-  about anything else is ignored (and counted as such), so that no peer can
-  invent label values or move another edge's figures.
+  about anything else, or one that claims more agent-ticks than the edge's
+  HELLO ``agents`` times its ticks, is ignored (and counted as such), so that
+  no peer can invent label values, move another edge's figures or outweigh
+  the fleet in a rollout's judgement.
 
 Metrics (docs/operations.md): ``edgeswarm_module_agents{module,version}``
 (agents on each version, from each connected edge's last report),
@@ -64,6 +66,10 @@ class ModulePeer(Protocol):
 
     @property
     def edge_id(self) -> str | None: ...
+
+    @property
+    def declared_agents(self) -> int:
+        """Agents the edge said it runs (HELLO ``agents``): a report's bound."""
 
     def send_module_frame(self, frame: ModuleAssign | BlobChunk | Error) -> None:
         """Queue ``frame`` on the session; nothing once it is closed."""
@@ -180,6 +186,13 @@ class ModuleDistribution:
         key = (report.module, report.version)
         if edge_id is None or key not in self._assigned:
             self.metrics.refused.labels("report_not_assigned").inc()
+            return
+        if report.agent_ticks > peer.declared_agents * report.ticks:
+            self.metrics.refused.labels("report_inconsistent").inc()
+            logger.warning(
+                "module report refused: more agent-ticks than the edge's agents times its ticks",
+                extra={"edge_id": edge_id, "module_name": report.module, "ticks": report.ticks},
+            )
             return
         self.metrics.agent_ticks.labels(*key).inc(report.agent_ticks)
         self.metrics.faults.labels(*key).inc(report.faults)
