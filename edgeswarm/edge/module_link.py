@@ -110,6 +110,8 @@ class ModuleLink:
     _fetches: dict[str, BlobFetch] = field(default_factory=dict)
     _attempts: dict[str, int] = field(default_factory=dict)
     _points: NDArray[np.float64] | None = None
+    _unapplied: set[str] = field(default_factory=set)
+    """Modules whose current assignment :meth:`apply` has not applied yet (or refused)."""
 
     # --- from the gateway -------------------------------------------------------
 
@@ -130,6 +132,7 @@ class ModuleLink:
                     extra={"module_name": entry.module, "error": str(exc)},
                 )
         self._wanted = wanted
+        self._unapplied = set(wanted)
         return self._requests()
 
     def _verified(self, entry: ModuleAssignment) -> _Wanted:
@@ -208,8 +211,10 @@ class ModuleLink:
         for name, wanted in list(self._wanted.items()):
             if wanted.base.digest == digest:
                 del self._wanted[name]
+                self._unapplied.discard(name)
             elif wanted.target is not None and wanted.target.digest == digest:
                 wanted.target = None
+                self._unapplied.add(name)
 
     # --- between ticks ------------------------------------------------------------
 
@@ -231,10 +236,12 @@ class ModuleLink:
         """Apply every assignment whose blobs are here (call between ticks); the modules
         whose versions or shares changed."""
         changed = []
-        for name, wanted in self._wanted.items():
+        for name in sorted(self._unapplied):  # an applied assignment costs a tick nothing
+            wanted = self._wanted[name]
             blobs = [self.cache.get(m.digest) if m else b"" for m in (wanted.base, wanted.target)]
             if any(b is None for b in blobs):
                 continue  # still fetching
+            self._unapplied.discard(name)
             running = self._running.setdefault(name, _Running(self.slots[name], None))
             try:
                 if self._apply_one(running, wanted, blobs):
