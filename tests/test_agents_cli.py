@@ -114,3 +114,36 @@ def test_signature_missing_or_untrusted_publishes_are_refused_by_the_cli(
     assert unsigned.returncode == 3
     assert "not signed" in unsigned.stderr
     assert cli_json("agents", "modules", "--data-dir", str(data_dir)) == []
+
+
+def test_tamper_a_compile_bomb_publish_is_refused_under_the_edge_compile_limits(
+    tmp_path: Path, publisher_key: tuple[Path, str]
+) -> None:
+    """The ABI check at publish compiles as an edge does (function count, then a child
+    process under the compile limits), not in the publishing process."""
+    from edgeswarm.identity import KeyPair
+    from edgeswarm.registry import Manifest, ModuleDescriptor, blob_digest
+    from tests.hostile_modules import compile_bomb
+
+    key, public_key = publisher_key
+    data_dir, _ = trusted_setup(tmp_path, public_key, "*")
+    bomb = compile_bomb(300_000)  # 3 MB: under the registry's 8 MiB cap
+    wasm = tmp_path / "bomb.wasm"
+    wasm.write_bytes(bomb)
+    unsigned = Manifest(
+        name="bomb",
+        version="1.0.0",
+        digest=blob_digest(bomb),
+        size=len(bomb),
+        abi_version=1,
+        descriptor=ModuleDescriptor(name="bomb", obs_dim=8, state_dim=2, act_dim=2),
+        publisher=KeyPair.load(key).public_key,
+    )
+    pair = KeyPair.load(key)
+    signed = unsigned.with_signature(pair.sign(unsigned.canonical_bytes()))
+    (tmp_path / "bomb.manifest.json").write_bytes(signed.to_bytes())
+    refused = cli("agents", "publish", str(wasm), "--data-dir", str(data_dir), check=False)
+    assert refused.returncode == 3
+    assert "does not compile as an edge compiles it" in refused.stderr
+    assert "--module-max-functions" in refused.stderr
+    assert cli_json("agents", "modules", "--data-dir", str(data_dir)) == []

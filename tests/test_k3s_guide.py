@@ -13,9 +13,7 @@ from .k3s_tools import REPO
 from .test_k3s_manifests import cli, leaf
 
 GUIDE = REPO / "docs" / "deploy-k3s.md"
-NOT_YET = {
-    ("agents", "rollout"): "issue 18 (module registry) adds `edgeswarm agents rollout`",
-}
+NOT_YET: dict[tuple[str, ...], str] = {}
 """Steps the guide writes ahead of the branches that add their commands (command paths)."""
 SHELL_SAMPLES = {
     "role": "edge",

@@ -309,3 +309,31 @@ def test_tamper_another_state_layout_is_refused_by_the_edge(fleet: Fleet, tmp_pa
     assert on_version(edge) == {"1.0.0": AGENTS}
     assert edge.link.refused >= 1
     assert np.all(edge.table.state[:, 0] == edge.ticks)
+
+
+class CountingCache(BlobCache):
+    """A real blob cache that counts its reads."""
+
+    reads = 0
+
+    def get(self, digest: str) -> bytes | None:
+        self.reads += 1
+        return super().get(digest)
+
+
+def test_an_applied_assignment_costs_the_ticks_after_it_no_blob_read(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    edge = new_edge(fleet, tmp_path, "edge-a", 0)
+    cache = CountingCache(edge.link.cache.directory)
+    edge.link.cache = cache
+    fleet.tick(edge)
+    fleet.store.start_rollout(plan("1.0.0", "2.0.0", stages=(Stage(0.5, 100),)), actor="ops")
+    fleet.refresh()
+    fleet.tick(edge)  # applies the rollout: reads both blobs once
+    assert "2.0.0" in on_version(edge)
+    reads = cache.reads
+    for _ in range(10):
+        fleet.tick(edge)
+    assert cache.reads == reads  # an 8 MiB module is not read and hashed every tick
+    assert np.all(edge.table.state[:, 0] == edge.ticks)

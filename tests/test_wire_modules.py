@@ -213,5 +213,5 @@ def test_without_the_feature_module_frames_are_unexpected() -> None:
     assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
 
 
-def test_the_feature_is_not_offered_until_a_gateway_serves_it() -> None:
-    assert FEATURE_MODULES not in FEATURES
+def test_the_feature_is_offered_now_that_gateways_and_edges_serve_it() -> None:
+    assert FEATURE_MODULES in FEATURES  # test_module_processes runs it over real QUIC

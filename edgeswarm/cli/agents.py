@@ -1,6 +1,7 @@
 """``edgeswarm agents``: the swarm's agents as the gateway owns them (``add``,
 ``list``, ``show``) and the Wasm agent modules they run (``build``, ``sign``,
-``publish``, ``modules``, ``history``, ``trust``, ``push``, ``pull``: :mod:`.modules`).
+``publish``, ``modules``, ``history``, ``trust``, ``push``, ``pull``: :mod:`.modules`;
+``rollout``, ``rollback``: :mod:`.module_rollout`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rich.table import Table
 from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
 
 from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .module_rollout import register_rollout_commands
 from .modules import register_module_commands
 from .options import with_examples
 from .placement_link import AsJson, Target, ask, echo_json
@@ -22,7 +24,7 @@ from .placement_link import AsJson, Target, ask, echo_json
 agents_app = typer.Typer(
     name="agents",
     help="The swarm's agents (add, list, show) and their Wasm modules (build, sign, publish, "
-    "modules, history, trust, push, pull).",
+    "modules, history, trust, push, pull, rollout, rollback).",
     no_args_is_help=True,
 )
 
@@ -181,3 +183,4 @@ def show(
 
 
 register_module_commands(agents_app)
+register_rollout_commands(agents_app)

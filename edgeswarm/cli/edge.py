@@ -97,6 +97,21 @@ def edge(
             " one per policy (default: boids)."
         ),
     ] = None,
+    module: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME[=SLOT]: policy slot SLOT (default 0, the first --policy) runs the "
+            "gateway's registry module NAME, fetched, verified and hot-swapped as the gateway "
+            "assigns versions (docs/modules.md); repeat for more slots."
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="A label of this edge, for rollouts to labelled edges; repeat."),
+    ] = None,
+    module_report_ticks: Annotated[
+        int, typer.Option(min=1, help="Ticks between two reports of how each module fares.")
+    ] = default(EdgeConfig, "module_report_ticks"),
     policy_fallback: Annotated[
         Fallback, typer.Option(help="Action of a quarantined policy's agents.")
     ] = _FALLBACK,
@@ -259,6 +274,9 @@ def edge(
 
         edgeswarm edge --edge-id replay-1 --ca ca.crt --io replay:plant-1.rec --tick-hz 0 \\
             --actions-out replayed.act
+
+        edgeswarm edge --edge-id edge-7 --ca ca.crt --gateway gw.example:{port} \\
+            --policy flocking --module flocking --label canary
     """
     from edgeswarm.edge.io import IoError
     from edgeswarm.edge.policy.errors import PolicyLoadError
@@ -284,6 +302,7 @@ def edge(
                 raise Usage(f"--policy {name}: {exc}") from None
         for path in model or ():
             existing_file(path, "--model")
+        modules = _modules(module or [], len(policies))
     config = EdgeConfig(
         edge_id=edge_id,
         gateway=address,
@@ -303,6 +322,9 @@ def edge(
         models=tuple(model or ()),
         heavy_deadline_ms=heavy_deadline_ms,
         module_cache_dir=module_cache_dir,
+        modules=modules,
+        labels=frozenset(label or ()),
+        module_report_ticks=module_report_ticks,
         seed=seed,
         io=io,
         obs_max_age_s=obs_max_age,
@@ -342,3 +364,21 @@ def edge(
     left = ("in_flight", "dropped_batches", "quarantined_batches")
     if any(summary[name] for name in left):  # not all acknowledged: still spooled, or lost
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _modules(values: list[str], policies: int) -> tuple[tuple[str, int], ...]:
+    """``--module NAME[=SLOT]`` values, each slot one of the ``--policy`` slots."""
+    from edgeswarm.edge.module_uplink import parse_module_option
+
+    modules: dict[str, int] = {}
+    for value in values:
+        try:
+            name, slot = parse_module_option(value)
+        except ValueError as exc:
+            raise Usage(f"--module: {exc}") from None
+        if slot >= policies:
+            raise Usage(f"--module {value}: the edge has {policies} --policy slot(s), 0-based")
+        if name in modules or slot in modules.values():
+            raise Usage(f"--module {value}: each module and each slot at most once")
+        modules[name] = slot
+    return tuple(modules.items())

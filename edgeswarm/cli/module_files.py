@@ -9,6 +9,7 @@ that ``agents build`` or ``agents sign`` accepts is one an edge loads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION
 from edgeswarm.identity import KeyPair
@@ -21,6 +22,9 @@ from edgeswarm.registry import (
     sign_manifest,
 )
 from edgeswarm.registry.manifest import check_version
+
+if TYPE_CHECKING:
+    import wasmtime
 
 DESCRIBE_DEADLINE_S = 5.0
 """Wall-clock limit of each call into a module while it is described."""
@@ -49,6 +53,20 @@ def describe(blob: bytes, label: str) -> ModuleDescriptor:
         act_dim=found.act_dim,
         keys=keys,
     )
+
+
+def compile_bounded(blob: bytes, label: str) -> wasmtime.Module:
+    """Compile ``blob`` as an edge does: size and function count checked first, then a
+    child process under the edge's default compile limits (``CompileLimits``: memory,
+    time). The registry's ABI check at publish uses it; a refusal is
+    :class:`AbiMismatchError` (exit 3) naming the limit."""
+    from edgeswarm.edge.policy import PolicyError
+    from edgeswarm.edge.policy.module_cache import ModuleCache
+
+    try:
+        return ModuleCache().load(blob, name=label).module
+    except PolicyError as exc:
+        raise AbiMismatchError(f"{label} does not compile as an edge compiles it: {exc}") from exc
 
 
 def signed_manifest(blob: bytes, *, name: str, version: str, key: KeyPair, label: str) -> Manifest:

@@ -192,7 +192,9 @@ def publish(
 
     Refused, with nothing changed, when the manifest is unsigned or its
     signature fails, the publisher is not trusted for the name, the module is
-    not the one the manifest names, or it is not ABI v1.
+    not the one the manifest names, or it is not ABI v1 (checked on a compile
+    bounded as an edge's: a child process under the edge's default compile
+    limits).
 
     Examples:
 
@@ -200,8 +202,12 @@ def publish(
     """
     blob = _read(module)
     document = _read(manifest or manifest_path(module))
+    from .module_files import compile_bounded
+
     with _exits(f"publish {module}"), _store(data_dir) as store:
-        published = store.publish(document, blob, actor=_actor(actor))
+        published = store.publish(
+            document, blob, actor=_actor(actor), compile_module=compile_bounded
+        )
     record = published.summary()
     _emit(record, as_json, f"published {published.manifest.ref} ({record['digest']})")
 

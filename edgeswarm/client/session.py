@@ -5,8 +5,9 @@ uplink, an admin command and a peer gateway's link alike; it owns the client
 ``Session`` and turns its events into awaitable state: the handshake (it
 signs the gateway's challenge with the peer's key), the credit the gateway
 granted (back-pressure), ack latencies, actions to apply, status, and the
-shared-state frames, which it hands to a ``StateHandler``. Actions may also
-arrive as QUIC datagrams.
+shared-state frames, which it hands to a ``StateHandler``, and module distribution's
+frames, which it hands to its ``module_handler``. Actions may also arrive as QUIC
+datagrams.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from edgeswarm.wire import (
     Actions,
     ActionsReceived,
     Auth,
+    BlobChunkReceived,
+    BlobRequest,
     ChallengeReceived,
     Error,
     ErrorCode,
@@ -41,6 +44,8 @@ from edgeswarm.wire import (
     InferRequest,
     InferRequestReceived,
     InferResult,
+    ModuleReport,
+    ModulesAssigned,
     PlacementReplied,
     PlacementReply,
     PlacementRequest,
@@ -178,6 +183,10 @@ class GatewayClient:
         """When the gateway last showed it is alive (welcome, ack); for liveness checks."""
         self.state_handler: StateHandler | None = None
         """Receives the shared-state frames; set it before the connection opens."""
+        self.module_handler: (
+            Callable[[GatewayClient, ModulesAssigned | BlobChunkReceived], None] | None
+        ) = None
+        """Receives module distribution's frames (an edge's ``ModuleUplink``)."""
 
     @property
     def in_flight(self) -> int:
@@ -284,6 +293,13 @@ class GatewayClient:
         self.session.send(frame)
         self._flush()
 
+    def send_module(self, frame: BlobRequest | ModuleReport) -> None:
+        """Send a module distribution frame now (feature ``modules``); nothing once closed."""
+        if self.session.closed or self.closed_reason is not None:
+            return
+        self.session.send(frame)
+        self._flush()
+
     def send_infer(self, frame: InferRequest | InferResult) -> None:
         """Send a heavy-lane frame now (feature ``heavy``); raises ``SessionEndedError`` once
         closed and ``LocalProtocolError`` when the session may not send it."""
@@ -381,6 +397,9 @@ class GatewayClient:
                         self.state_handler.state_received(self, event)
                 case ActionsReceived(actions=actions):
                     self._actions_arrived(actions)
+                case ModulesAssigned() | BlobChunkReceived():
+                    if self.module_handler is not None:
+                        self.module_handler(self, event)
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)

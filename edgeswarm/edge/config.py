@@ -87,6 +87,13 @@ class EdgeConfig:
     the answer (or a TIMEOUT) reaches the policy within a tick of it at 10 Hz."""
     module_cache_dir: Path | None = None
     """Compiled Wasm modules kept across restarts; ``data_dir/modules`` if None."""
+    modules: tuple[tuple[str, int], ...] = ()
+    """Registry modules the gateway assigns, each with the policy slot it runs in
+    (``--module NAME[=SLOT]``); empty: the edge does not take part in distribution."""
+    labels: frozenset[str] = frozenset()
+    """This edge's labels, for rollouts limited to labelled edges (``--label``)."""
+    module_report_ticks: int = 10
+    """Ticks between two MODULE_REPORTs (a rollout's ticks are these reports)."""
     seed: int = 0
     """Seed of the environment; same seed, same run."""
     io: str = "sim"

@@ -18,9 +18,10 @@ these return; the tick loop calls :meth:`ModuleLink.apply` between ticks and
   a second slot runs the target and each agent of the two runs the version
   its share point gives it. A module whose state layout differs is refused
   (:class:`PolicyStateLayoutError`): nothing changes.
-- Reports: every ``report_ticks`` ticks, one MODULE_REPORT per rollout with
-  the target's agent-ticks and faults (all of its agent-ticks while its slot
-  is quarantined).
+- Reports: every ``report_ticks`` ticks, one MODULE_REPORT per version each
+  module runs with its agent-ticks and faults (all of its agent-ticks while its
+  slot is quarantined); the target's drive the rollout, every one feeds the
+  gateway's per-version metrics.
 """
 
 from __future__ import annotations
@@ -75,9 +76,16 @@ class _Running:
     target_slot: int | None = None
     target: Manifest | None = None
     rollout: int = 0
-    agent_ticks: int = 0
-    faults: int = 0
     ticks: int = 0
+    """Ticks counted since the last report."""
+    base_tally: list[int] = field(default_factory=lambda: [0, 0])
+    """Agent-ticks and faults of the base version since the last report."""
+    target_tally: list[int] = field(default_factory=lambda: [0, 0])
+    """The same of the target version."""
+
+    def reset_counts(self) -> None:
+        self.ticks = 0
+        self.base_tally[:] = self.target_tally[:] = [0, 0]
 
 
 @dataclass
@@ -102,6 +110,8 @@ class ModuleLink:
     _fetches: dict[str, BlobFetch] = field(default_factory=dict)
     _attempts: dict[str, int] = field(default_factory=dict)
     _points: NDArray[np.float64] | None = None
+    _unapplied: set[str] = field(default_factory=set)
+    """Modules whose current assignment :meth:`apply` has not applied yet (or refused)."""
 
     # --- from the gateway -------------------------------------------------------
 
@@ -122,6 +132,7 @@ class ModuleLink:
                     extra={"module_name": entry.module, "error": str(exc)},
                 )
         self._wanted = wanted
+        self._unapplied = set(wanted)
         return self._requests()
 
     def _verified(self, entry: ModuleAssignment) -> _Wanted:
@@ -200,8 +211,10 @@ class ModuleLink:
         for name, wanted in list(self._wanted.items()):
             if wanted.base.digest == digest:
                 del self._wanted[name]
+                self._unapplied.discard(name)
             elif wanted.target is not None and wanted.target.digest == digest:
                 wanted.target = None
+                self._unapplied.add(name)
 
     # --- between ticks ------------------------------------------------------------
 
@@ -223,10 +236,12 @@ class ModuleLink:
         """Apply every assignment whose blobs are here (call between ticks); the modules
         whose versions or shares changed."""
         changed = []
-        for name, wanted in self._wanted.items():
+        for name in sorted(self._unapplied):  # an applied assignment costs a tick nothing
+            wanted = self._wanted[name]
             blobs = [self.cache.get(m.digest) if m else b"" for m in (wanted.base, wanted.target)]
             if any(b is None for b in blobs):
                 continue  # still fetching
+            self._unapplied.discard(name)
             running = self._running.setdefault(name, _Running(self.slots[name], None))
             try:
                 if self._apply_one(running, wanted, blobs):
@@ -262,7 +277,7 @@ class ModuleLink:
             changed = True
         if running.rollout != wanted.rollout:
             running.rollout = wanted.rollout
-            running.agent_ticks = running.faults = running.ticks = 0
+            running.reset_counts()
         share = wanted.share if target is not None else 0.0
         takes_part = not wanted.labels or bool(wanted.labels & self.edge_labels)
         self._assign(running, share if takes_part else 0.0)
@@ -289,28 +304,42 @@ class ModuleLink:
     # --- after each tick ------------------------------------------------------------
 
     def after_tick(self) -> list[ModuleReport]:
-        """Count the tick; the MODULE_REPORTs due (one per rollout every ``report_ticks``)."""
+        """Count the tick; the MODULE_REPORTs due: every ``report_ticks`` ticks one per
+        version each module runs (the base version's feed the gateway's per-version
+        metrics; the target's also drive its rollout)."""
         reports = []
         for name, running in self._running.items():
-            if running.target is None or running.target_slot is None or not running.rollout:
+            if running.base is None:
                 continue
-            agents = int(np.count_nonzero(self.table.policy == running.target_slot))
-            running.agent_ticks += agents
-            if self.policies.is_quarantined(running.target_slot):
-                running.faults += agents
             running.ticks += 1
-            if running.ticks >= self.report_ticks:
-                reports.append(
-                    ModuleReport(
-                        name,
-                        running.target.version,
-                        rollout=running.rollout,
-                        ticks=running.ticks,
-                        agent_ticks=running.agent_ticks,
-                        faults=running.faults,
+            for slot, tally in (
+                (running.base_slot, running.base_tally),
+                (running.target_slot, running.target_tally),
+            ):
+                if slot is None or (slot == running.target_slot and running.target is None):
+                    continue
+                agents = int(np.count_nonzero(self.table.policy == slot))
+                tally[0] += agents
+                if self.policies.is_quarantined(slot):
+                    tally[1] += agents
+            if running.ticks < self.report_ticks:
+                continue
+            for manifest, tally in (
+                (running.base, running.base_tally),
+                (running.target, running.target_tally),
+            ):
+                if manifest is not None:
+                    reports.append(
+                        ModuleReport(
+                            name,
+                            manifest.version,
+                            rollout=running.rollout,
+                            ticks=running.ticks,
+                            agent_ticks=tally[0],
+                            faults=tally[1],
+                        )
                     )
-                )
-                running.agent_ticks = running.faults = running.ticks = 0
+            running.reset_counts()
         return reports
 
     def versions(self) -> dict[str, dict[str, int]]:

@@ -43,6 +43,7 @@ from .heavy_lane import HeavyRequests
 from .io import IoMetrics
 from .io.actions_file import ActionRecorder
 from .metrics import EdgeMetrics, UplinkCollector
+from .module_uplink import module_uplink_for
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool, SpoolError
@@ -113,6 +114,7 @@ class EdgeRunner:
             on_store_error=self.metrics.storage_errors.labels("state").inc,
         )
         """Swarm document the policies write to, synced with the gateway."""
+        self.modules = module_uplink_for(config, self.table, self.metrics.registry)
         self.uplink = Uplink(
             hello=Hello(
                 version=PROTOCOL_VERSION,
@@ -126,6 +128,7 @@ class EdgeRunner:
                     FEATURE_ACK_THROUGH,
                     FEATURE_HEAVY,
                     FEATURE_SEQ_EPOCH,
+                    *self.modules.features,
                 ),
                 seq_epoch=self.spool.seq_epoch,
                 state_incarnation=self.state.document.incarnation,
@@ -133,7 +136,7 @@ class EdgeRunner:
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
-            on_client=self.state.attach,
+            on_client=self.modules.attach_with(self.state.attach),
             on_quarantine=self._on_quarantine,
             transport=TransportSettings(max_datagram_size=config.max_datagram_size),
             on_ack_latency=self.metrics.ack_latency.observe,
@@ -238,6 +241,7 @@ class EdgeRunner:
                 on_fault=self._on_fault,
             ) as policies,
         ):
+            self.modules.start(policies)
             self.policies_loaded = True
             self.metrics.policies_loaded([policies.name_of(slot) for slot in range(len(policies))])
             await self.io.start()
@@ -275,6 +279,7 @@ class EdgeRunner:
             faults = {f"{name}/{kind}": n for (name, kind), n in policies.fault_counts.items()}
             summary = self._snapshot("summary")
             summary["swarm_state"] = self.state.document.snapshot()
+            summary["modules"] = self.modules.versions()
         summary["policies_quarantined"] = quarantined
         summary["policy_faults"] = faults
         summary["latency_hist"] = self._latency().to_sparse()
@@ -309,7 +314,7 @@ class EdgeRunner:
             mark = time.perf_counter()
             client = self.uplink.client
             self.heavy.receive(client.results if client is not None else None, time.monotonic())
-            policies.step(self.table)
+            self.modules.step(policies, self.table)  # applies assignments, steps, reports
             self.heavy.send(client, self.table, self.tick, time.monotonic())
             self._apply_gateway_actions()
             self._stage("step", mark)

@@ -22,11 +22,14 @@ from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_MODULES,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     NONCE_BYTES,
     Actions,
     AuthReceived,
+    BlobChunk,
+    BlobRequested,
     Challenge,
     Error,
     ErrorCode,
@@ -35,6 +38,8 @@ from edgeswarm.wire import (
     InferRequestReceived,
     InferResultReceived,
     LocalProtocolError,
+    ModuleAssign,
+    ModuleReportReceived,
     ObservationsReceived,
     PlacementRequested,
     ProtocolViolation,
@@ -54,9 +59,10 @@ from edgeswarm.wire import (
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
 
 from .acks import Acknowledger
+from .batch_answers import BatchAnswers
 from .edge_sessions import Refused
 from .handshake import welcome_for
-from .log import AppendResult, LogRecordRejected, LogSeqConflict, ObservationLogError
+from .log import LogRecordRejected, ObservationLogError
 from .peers import Decision, PeerRegistryError
 from .services import GatewayServices
 from .state_rights import state_rights
@@ -64,7 +70,7 @@ from .state_rights import state_rights
 logger = logging.getLogger("edgeswarm.gateway")
 
 
-class GatewayConnection:
+class GatewayConnection(BatchAnswers):
     """Handler of one QUIC connection's session stream (a ``StreamHandler``)."""
 
     def __init__(self, gateway: GatewayServices) -> None:
@@ -160,6 +166,8 @@ class GatewayConnection:
                     gateway.heavy.submit(self, request)  # the session admits it from edges only
                 case InferResultReceived(result=result):
                     gateway.heavy.node_result(self, result)  # from inference nodes only
+                case BlobRequested() | ModuleReportReceived():  # from edges only
+                    gateway.modules.receive(self, event)
                 case PlacementRequested(request=request):
                     self.session.send(gateway.placement.answer(request))  # admins only
                 case ProtocolViolation(error=error):
@@ -244,6 +252,8 @@ class GatewayConnection:
             )
             self.session.send(gateway.state.sync_request(self))
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
+        if FEATURE_MODULES in self.session.features and is_edge:
+            gateway.modules.attach(self)
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
         gateway.stats.session_opened(
@@ -277,93 +287,16 @@ class GatewayConnection:
         logger.warning("peer refused", extra=extra)
         self.session.refuse(code, reason)
 
-    def _durable(
-        self, outcome: AppendResult | BaseException, seq: int, count: int, size: int
-    ) -> None:
-        """The log committed (or failed to commit) batch ``seq``: count it and acknowledge
-        it, or close. A batch that committed after its session ended (BYE, NO_CREDIT) is
-        stored: it counts in STATUS like any other, only no ACK can leave any more."""
-        edge_id = self.edge_id
-        if edge_id is None:
-            return
-        if self.session.closed:
-            if isinstance(outcome, AppendResult):
-                self._gateway.stats.batch_stored(edge_id, outcome, count, size, at=time.time())
-            return
-        if isinstance(outcome, LogRecordRejected):
-            self._reject(seq, outcome)
-            return
-        if isinstance(outcome, LogSeqConflict):
-            self._conflict(seq, outcome)
-            return
-        if isinstance(outcome, BaseException):
-            self._log_failed(seq, outcome)
-            self._process()
-            return
-        self._gateway.stats.batch_stored(edge_id, outcome, count, size, at=time.time())
-        ack = self._acks.committed(seq, count, self._gateway.credit_window())
-        if ack is not None:
-            self.session.send(ack)
-
-    def _send_acks(self) -> None:
-        """After a commit group's callbacks: its acks leave now, in one transmit.
-
-        Not at the end of the loop turn: by then the loop may have read (and
-        spent a millisecond on) another burst from the socket; measured at
-        half load, this cut commit -> ACK transmitted from 1.8 to 0.2 ms p99.
-        """
-        if self.session.closed or self._link is None:
-            return  # a failed group already closed the session and flushed
-        self._flush()
-        self._link.transmit_now()
-
-    def _reject(self, seq: int, error: LogRecordRejected) -> None:
-        """Batch ``seq`` can never be stored: ERROR ``BATCH_REJECTED``, the session goes on.
-
-        Only this batch fails (the edge quarantines it); a cumulative ACK that
-        later covers its seq does not acknowledge it (protocol, section 10).
-        """
-        edge_id = self.edge_id
-        assert edge_id is not None
-        self._gateway.stats.batch_rejected(edge_id)
-        self._log(logging.WARNING, "batch rejected: it cannot be stored", seq=seq, error=str(error))
-        self._send_cumulative_ack()  # what committed before it, first
-        self.session.send(
-            Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
-        )
-
-    def _conflict(self, seq: int, error: LogSeqConflict) -> None:
-        """Other bytes are stored under batch ``seq``: ERROR + BYE ``SEQ_CONFLICT``, after
-        the ACK of what committed before it (no ACK ever covers it)."""
-        edge_id = self.edge_id
-        assert edge_id is not None
-        self._gateway.stats.seq_conflict(edge_id)
-        self._log(
-            logging.WARNING,
-            "sequence conflict: another batch is stored under this number"
-            " (a copy of this edge's spool runs elsewhere, or it was restored)",
-            seq=seq,
-            error=str(error),
-        )
-        self._send_cumulative_ack()
-        message = f"seq {seq}: another batch is stored under this number; start a new seq_epoch"
-        self.session.send(Error(code=ErrorCode.SEQ_CONFLICT, message=message, seq=seq))
-        self.session.close(ErrorCode.SEQ_CONFLICT, "sequence conflict")
-        self._process()
-
-    def _log_failed(self, seq: int, error: BaseException) -> None:
-        self._log_failed_once = True
-        logger.error(
-            "durable log failed; closing session so the edge keeps its batches",
-            extra={"edge_id": self.edge_id, "seq": seq, "error": str(error)},
-        )
-        self._send_cumulative_ack()  # what earlier groups committed is durable: say so first
-        self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
-
     @property
     def edge_id(self) -> str | None:
         """The peer's id once welcomed as an edge (only edges send batches), else None."""
         return self.peer_id if self.role is Role.EDGE else None
+
+    @property
+    def declared_agents(self) -> int:
+        """Agents the peer said it runs (HELLO ``agents``; 0 before HELLO)."""
+        hello = self.session.peer_hello
+        return hello.agents if hello is not None else 0
 
     @property
     def state_peer_id(self) -> str:
@@ -376,6 +309,12 @@ class GatewayConnection:
             return
         self.session.send(StateUpdate(update=update))
         self._flush_soon()
+
+    def send_module_frame(self, frame: ModuleAssign | BlobChunk | Error) -> None:
+        """Module distribution's frame for this edge (``module_distribution.py``)."""
+        if not self.session.closed:
+            self.session.send(frame)
+            self._flush_soon()
 
     def send_actions(self, actions: Actions) -> bool:
         """Send ACTIONS to this edge: as one QUIC datagram when it fits, else on the stream.
@@ -444,6 +383,7 @@ class GatewayConnection:
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
+        self._gateway.modules.detach(self)
         if self.role is Role.INFERENCE:
             self._gateway.heavy.node_left(self)
         elif self.role is Role.EDGE:
@@ -453,11 +393,6 @@ class GatewayConnection:
         if self._open and self.peer_id is not None and self.role is not None:
             self._open = False
             self._gateway.stats.session_closed(self.peer_id, self.role.value)
-
-    def _send_cumulative_ack(self) -> None:
-        """Queue the ACK of the batches committed since the last one (``ack_through``)."""
-        if not self.session.closed and (ack := self._acks.take()) is not None:
-            self.session.send(ack)
 
     def _flush_soon(self) -> None:
         """Flush at the end of this loop turn (once, however many frames are queued)."""

@@ -22,6 +22,7 @@ from .config import GatewayConfig
 from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
+from .module_distribution import ModuleDistribution
 from .peers import PeerRegistry
 from .placement_metrics import PlacementMetrics
 from .placement_service import PlacementService
@@ -97,6 +98,9 @@ class Gateway:
             metrics=PlacementMetrics(self.stats.metrics.registry),
         )
         """Swarm agents and their assignment to edges (``placement_service.py``)."""
+        self.modules = self._open_modules(config)
+        """The module registry served to edges (``module_distribution.py``)."""
+        self._modules_task: asyncio.Task[None] | None = None
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.heavy = LaneRunner(
@@ -121,6 +125,15 @@ class Gateway:
         )
         """Closes the sessions of keys removed from ``peers.db`` (``revocation.py``)."""
         self._revocation_task: asyncio.Task[None] | None = None
+
+    def _open_modules(self, config: GatewayConfig) -> ModuleDistribution:
+        from edgeswarm.registry import ModuleStore
+
+        return ModuleDistribution(
+            ModuleStore(config.data_dir / "modules.db"),
+            registry=self.stats.metrics.registry,
+            on_store_error=lambda: self.stats.storage_error("modules"),
+        )
 
     def credit_window(self) -> int:
         """Batches an edge may have unacknowledged now: smaller while the log lags."""
@@ -185,6 +198,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._heartbeat = loop.create_task(self.probes.keep_beating())
         self._revocation_task = loop.create_task(self.revocations.run())
+        self._modules_task = loop.create_task(self.modules.run())
         logger.info(
             "gateway listening",
             extra={
@@ -257,7 +271,7 @@ class Gateway:
             self.listener = None
         if self.scrubber is not None:
             self.scrubber.close()
-        for background in (self._heartbeat, self._revocation_task):
+        for background in (self._heartbeat, self._revocation_task, self._modules_task):
             if background is not None:
                 background.cancel()
         if self.endpoint is not None:
@@ -267,6 +281,7 @@ class Gateway:
         self.state.close()
         self.peers.close()
         self.placement.store.close()
+        self.modules.service.store.close()
         self._lock.close()
         logger.info("gateway stopped", extra={"gateway_id": self.config.gateway_id})
 

@@ -9,6 +9,7 @@ from edgeswarm.inference.lane_runner import LaneRunner
 from .config import GatewayConfig
 from .edge_sessions import EdgeSessions
 from .log import ObservationLog
+from .module_distribution import ModuleDistribution
 from .peers import PeerRegistry
 from .placement_service import PlacementService
 from .state_service import StateService
@@ -60,6 +61,11 @@ class GatewayServices(Protocol):
     @property
     def placement(self) -> PlacementService:
         """Swarm agents, edges and their assignment (feature ``placement``)."""
+        ...
+
+    @property
+    def modules(self) -> ModuleDistribution:
+        """Module assignments, blobs and reports (feature ``modules``)."""
         ...
 
     @property

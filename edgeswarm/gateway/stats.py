@@ -17,7 +17,7 @@ from edgeswarm.wire import EdgeStatus, ErrorCode, RemoteProtocolError, Role, Sta
 
 from .log import LogClosed, LogOverloaded, ObservationLogError
 
-STORES = ("peers", "observation_log", "state")
+STORES = ("peers", "observation_log", "state", "modules")
 LOG_REFUSAL_REASONS = tuple(
     error.reason for error in (LogOverloaded, LogClosed, ObservationLogError)
 )

@@ -1,13 +1,20 @@
 """Does a blob speak agent ABI v1? A static look at its exports, nothing run.
 
-The registry compiles the blob (bounded by its size) and compares its exports
-with :data:`edgeswarm.agents_wasm.abi_v1.REQUIRED_FUNCS`; it never
-instantiates it. What only running the module tells (``es_abi_version()``,
-the descriptor) was checked by ``edgeswarm agents build`` and is checked
-again by every edge when it loads the module.
+The registry compiles the blob and compares its exports with
+:data:`edgeswarm.agents_wasm.abi_v1.REQUIRED_FUNCS`; it never instantiates
+it. How it compiles is a seam (:data:`ModuleCompiler`): by default in this
+process (bounded only by the blob's size, for library use and tests);
+``edgeswarm agents publish`` gives the edge's bounded compiler instead (a
+child process under the edge's compile limits, issue 12), so that a compile
+bomb costs the publisher's command nothing but a refusal. What only running
+the module tells (``es_abi_version()``, the descriptor) was checked by
+``edgeswarm agents build`` and is checked again by every edge when it loads
+the module.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import wasmtime
 
@@ -16,23 +23,34 @@ from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION, REQUIRED_FUNCS
 from .errors import AbiMismatchError
 from .manifest import Manifest
 
+ModuleCompiler = Callable[[bytes, str], wasmtime.Module]
+"""Compiles ``blob`` (named ``label`` in errors); raises :class:`AbiMismatchError` (or
+another :class:`~.errors.ModuleRefusedError`) when it cannot or may not."""
+
+
+def compile_here(blob: bytes, label: str) -> wasmtime.Module:
+    """The default :data:`ModuleCompiler`: wasmtime in this process."""
+    try:
+        return wasmtime.Module(wasmtime.Engine(), blob)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise AbiMismatchError(f"{label} is not a valid Wasm module: {first}") from exc
+
 
 def _types(types: object) -> tuple[str, ...]:
     return tuple(str(t) for t in types)  # type: ignore[attr-defined]
 
 
-def check_abi(manifest: Manifest, blob: bytes) -> None:
+def check_abi(
+    manifest: Manifest, blob: bytes, compile_module: ModuleCompiler = compile_here
+) -> None:
     """Raise :class:`AbiMismatchError` unless ``manifest`` and ``blob`` are ABI v1."""
     if manifest.abi_version != ABI_VERSION:
         raise AbiMismatchError(
             f"{manifest.ref} declares ABI {manifest.abi_version}; this registry takes "
             f"ABI {ABI_VERSION} modules"
         )
-    try:
-        module = wasmtime.Module(wasmtime.Engine(), blob)
-    except wasmtime.WasmtimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid"
-        raise AbiMismatchError(f"{manifest.ref} is not a valid Wasm module: {first}") from exc
+    module = compile_module(blob, manifest.ref)
     exports = {export.name: export.type for export in module.exports}
     problems = []
     if not isinstance(exports.get("memory"), wasmtime.MemoryType):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .abi_check import check_abi
+from .abi_check import ModuleCompiler, check_abi, compile_here
 from .errors import DigestMismatchError, ModuleTooLargeError
 from .manifest import Manifest, blob_digest, parse_manifest
 from .signing import verify_manifest
@@ -26,8 +26,14 @@ MAX_MODULE_BYTES: Final = 8 * 1024 * 1024
 """Largest module a registry takes: an edge's default ``--module-max-mb`` (8 MiB)."""
 
 
-def admit(manifest_bytes: bytes, blob: bytes, trust: TrustPolicy) -> Manifest:
-    """The manifest of an acceptable publish, or the first check's error."""
+def admit(
+    manifest_bytes: bytes,
+    blob: bytes,
+    trust: TrustPolicy,
+    compile_module: ModuleCompiler = compile_here,
+) -> Manifest:
+    """The manifest of an acceptable publish, or the first check's error; the ABI check
+    compiles with ``compile_module`` (:mod:`.abi_check`)."""
     manifest = parse_manifest(manifest_bytes)
     verify_manifest(manifest)
     trust.check(manifest.publisher, manifest.name)
@@ -37,7 +43,7 @@ def admit(manifest_bytes: bytes, blob: bytes, trust: TrustPolicy) -> Manifest:
             f"{MAX_MODULE_BYTES} bytes (an edge's default --module-max-mb)"
         )
     check_blob(manifest, blob)
-    check_abi(manifest, blob)
+    check_abi(manifest, blob, compile_module)
     return manifest
 
 

@@ -35,6 +35,7 @@ from edgeswarm.identity import fingerprint, public_key_text
 from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_operator_store, transaction
 
+from .abi_check import ModuleCompiler, compile_here
 from .admission import admit
 from .errors import RegistryStoreError, RolloutError, UnknownModuleError, VersionConflictError
 from .manifest import Manifest, blob_digest, parse_manifest, version_key
@@ -232,14 +233,22 @@ class ModuleStore(Resource):
 
     # --- publish -------------------------------------------------------------
 
-    def publish(self, manifest_bytes: bytes, blob: bytes, *, actor: str) -> PublishedModule:
-        """Check (:func:`.admission.admit`) and store one module version, atomically.
+    def publish(
+        self,
+        manifest_bytes: bytes,
+        blob: bytes,
+        *,
+        actor: str,
+        compile_module: ModuleCompiler = compile_here,
+    ) -> PublishedModule:
+        """Check (:func:`.admission.admit`, compiling with ``compile_module``) and store one
+        module version, atomically.
 
         Publishing the same bytes again is a no-op that returns the stored row;
         the same ``name@version`` with another digest is a
         :class:`VersionConflictError`. Any refusal changes nothing.
         """
-        manifest = admit(manifest_bytes, blob, self.trust_policy())
+        manifest = admit(manifest_bytes, blob, self.trust_policy(), compile_module)
         stored_bytes = manifest.to_bytes()
         now = time.time()
         with self._errors(), transaction(self._db) as db:

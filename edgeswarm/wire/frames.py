@@ -76,10 +76,16 @@ FEATURE_PLACEMENT = "placement"
 its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13)."""
 FEATURE_MODULES = "modules"
 """Feature name of module distribution: MODULE_ASSIGN, MODULE_REPORT, BLOB_REQUEST and
-BLOB_CHUNK (``docs/protocol.md`` section 14). Not in :data:`FEATURES` yet: the frames
-are specified and coded, but no gateway or edge offers the feature so far."""
+BLOB_CHUNK (``docs/protocol.md`` section 14)."""
 FEATURES: frozenset[str] = frozenset(
-    {FEATURE_STATE, FEATURE_ACK_THROUGH, FEATURE_HEAVY, FEATURE_SEQ_EPOCH, FEATURE_PLACEMENT}
+    {
+        FEATURE_STATE,
+        FEATURE_ACK_THROUGH,
+        FEATURE_HEAVY,
+        FEATURE_SEQ_EPOCH,
+        FEATURE_PLACEMENT,
+        FEATURE_MODULES,
+    }
 )
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
 

@@ -1,0 +1,228 @@
+"""Module distribution between real processes over real QUIC: ``edgeswarm gateway`` serves
+its registry, ``edgeswarm edge --module`` fetches, verifies, hot-swaps and reports,
+``edgeswarm agents`` publishes and rolls out.
+
+Publish v1 with the CLI, the edge runs it; roll v2 out, the edge swaps without an agent
+losing its state; a trapping v3 is rolled back by the gateway within its bound and no
+agent loses more than the ticks it trapped in; an edge offline during a rollout catches
+up when it returns; the gateway's per-version metrics say who runs what.
+
+The module counts its own steps in ``state[0]`` and writes the count and its version
+(``act[1]``) as actions, which ``--actions-out`` records tick by tick: state kept across
+a swap shows as a count that goes on.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import wasmtime
+
+from edgeswarm.edge.io.actions_file import KIND, array_field
+from edgeswarm.identity import load_or_create_key
+from edgeswarm.registry import ModuleStore
+from edgeswarm.storage.recording import RecordingReader
+from tests.registry_fixtures import run_cli
+from tests.test_daemon_endpoints import sample, scrape
+from tests.test_edge_operations import start_edge, summary_of, wait_logged
+from tests.wasm_fixtures import policy_wat
+
+from .conftest import RunningGateway, start_gateway, stop_process
+
+pytestmark = pytest.mark.integration
+
+AGENTS = 200
+REPORT_TICKS = 2
+WINDOW = 3
+"""Reports a rollout judges over: a version that faults from its first tick is rolled
+back within WINDOW reports of REPORT_TICKS ticks each."""
+
+
+def counting_step(marker: float) -> str:
+    """``state[0] += 1``; actions: the count and ``marker`` (the version)."""
+    return f"""(func (export "es_step") (param $n i32) (param $obs i32) (param $state i32)
+    (param $act i32) (result i32)
+    (local $i i32) (local $p i32) (local $c f32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $p (i32.add (local.get $state) (i32.shl (local.get $i) (i32.const 3))))
+      (local.set $c (f32.add (f32.load (local.get $p)) (f32.const 1)))
+      (f32.store (local.get $p) (local.get $c))
+      (f32.store (i32.add (local.get $act) (i32.shl (local.get $i) (i32.const 3)))
+        (local.get $c))
+      (f32.store (i32.add (local.get $act) (i32.add (i32.shl (local.get $i) (i32.const 3))
+        (i32.const 4))) (f32.const {marker}))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.const 0))"""
+
+
+TRAP_STEP = '(func (export "es_step") (param i32 i32 i32 i32) (result i32) unreachable)'
+MODULES = {
+    "1.0.0": wasmtime.wat2wasm(policy_wat(counting_step(1.0), name="counter").decode()),
+    "2.0.0": wasmtime.wat2wasm(policy_wat(counting_step(2.0), name="counter").decode()),
+    "3.0.0": wasmtime.wat2wasm(policy_wat(TRAP_STEP, name="counter").decode()),
+}
+
+
+@pytest.fixture
+def registry_gateway(tmp_path: Path) -> Iterator[tuple[RunningGateway, dict[str, Path]]]:
+    """A gateway whose registry holds counter 1.0.0, 2.0.0 and 3.0.0, published with the
+    CLI by a trusted key, 1.0.0 deployed; and the module files."""
+    gateway = start_gateway(tmp_path / "gateway")
+    try:
+        where = ("--data-dir", str(gateway.data_dir))
+        key = tmp_path / "publisher.key"
+        public_key = load_or_create_key(key).public_key
+        from edgeswarm.identity import public_key_text
+
+        run_cli("agents", "trust", "add", "--public-key", public_key_text(public_key),
+                "--names", "counter", *where)  # fmt: skip
+        files = {}
+        for version, blob in MODULES.items():
+            wasm = tmp_path / f"counter-{version}.wasm"
+            wasm.write_bytes(blob)
+            run_cli("agents", "sign", str(wasm), "--name", "counter", "--version", version,
+                    "--key", str(key))  # fmt: skip
+            run_cli("agents", "publish", str(wasm), *where, "--actor", "alice")
+            files[version] = wasm
+        run_cli("agents", "rollout", "counter", "1.0.0", *where, "--actor", "ops")
+        yield gateway, files
+    finally:
+        stop_process(gateway.process)
+
+
+def edge(gateway: RunningGateway, data_dir: Path, bootstrap: Path, name: str) -> list[str]:
+    """Options of an edge that runs registry module ``counter`` in its only slot."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    gateway.enroll(load_or_create_key(data_dir / "edge.key"), name)
+    return [
+        *("--edge-id", name, "--policy", str(bootstrap), "--module", "counter"),
+        *("--module-report-ticks", str(REPORT_TICKS), "--tick-hz", "20"),
+        *("--actions-out", str(data_dir.parent / f"{name}.act"), "--duration", "300"),
+    ]
+
+
+def wait_for(what: str, condition: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    """Until ``condition()`` holds (bounded), the edge still running."""
+    deadline = time.monotonic() + 90
+    while not condition():
+        assert process.poll() is None, f"the edge ended while waiting for {what}"
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
+def agents_on(gateway: RunningGateway, version: str) -> float:
+    """``edgeswarm_module_agents`` of ``counter@version`` on the gateway (-1: no sample)."""
+    series = f'edgeswarm_module_agents{{module="counter",version="{version}"}}'
+    for line in scrape(gateway.metrics_port).splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return -1
+
+
+def stopped(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """SIGTERM the edge; its summary line."""
+    process.send_signal(signal.SIGTERM)
+    return summary_of(process)
+
+
+def history(gateway: RunningGateway) -> list[tuple[str, str, str]]:
+    with ModuleStore(gateway.data_dir / "modules.db") as store:
+        return [(h.action, h.actor, h.version) for h in store.history("counter")]
+
+
+def counts(actions_file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ticks, counts (ticks x agents) and version markers (ticks x agents) recorded."""
+    ticks, count, marker = [], [], []
+    with RecordingReader(actions_file, KIND) as reader:
+        for record in reader:
+            actions = array_field(record, "actions", "<f4", 2)
+            ticks.append(int(record["tick"]))
+            count.append(actions[:, 0].copy())
+            marker.append(actions[:, 1].copy())
+    return np.array(ticks), np.array(count), np.array(marker)
+
+
+def test_rollout_v2_swaps_keeping_state_and_a_trapping_v3_rollback_within_the_bound(
+    registry_gateway: tuple[RunningGateway, dict[str, Path]], tmp_path: Path
+) -> None:
+    gateway, files = registry_gateway
+    where = ("--data-dir", str(gateway.data_dir))
+    log = tmp_path / "edge-a.log"
+    process = start_edge(gateway, tmp_path / "edge-a", *edge(gateway, tmp_path / "edge-a",
+                                                            files["1.0.0"], "edge-a"))  # fmt: skip
+    try:
+        wait_logged(log, "module applied", process)  # v1 from the registry
+        run_cli("agents", "rollout", "counter", "2.0.0", "--stages", "50,100", "--hold", "3",
+                *where, "--actor", "ops")  # fmt: skip
+        wait_for("v2 complete", lambda: ("complete", "rollout", "2.0.0") in history(gateway),
+                 process)  # fmt: skip
+        wait_for("every agent on v2", lambda: agents_on(gateway, "2.0.0") == AGENTS, process)
+
+        run_cli("agents", "rollout", "counter", "3.0.0", "--share", "0.5", "--hold", "50",
+                "--window", str(WINDOW), "--min-agent-ticks", "10", *where)  # fmt: skip
+        wait_for("v3 rolled back", lambda: history(gateway)[-1][:2] == ("rollback", "rollout"),
+                 process)  # fmt: skip
+        wait_for("every agent back on v2", lambda: agents_on(gateway, "2.0.0") == AGENTS, process)
+        assert agents_on(gateway, "3.0.0") == -1  # no longer assigned: no series
+        page = scrape(gateway.metrics_port)
+        assert sample(page, 'edgeswarm_module_faults_total{module="counter",version="3.0.0"}') > 0
+        assert sample(page, 'edgeswarm_module_faults_total{module="counter",version="2.0.0"}') == 0
+        summary = stopped(process)
+    finally:
+        stop_process(process)
+    assert summary["modules"] == {"counter": {"2.0.0": AGENTS}}
+
+    ticks, count, marker = counts(tmp_path / "edge-a.act")
+    assert np.array_equal(ticks, np.arange(len(ticks)))
+    on_v2 = np.flatnonzero((marker == 2.0).any(axis=1))
+    first_v2 = int(on_v2[0])
+    # the swap from the bootstrap to v1 and from v1 to v2 kept every agent's count
+    assert np.all(count[:first_v2] == (ticks[:first_v2, None] + 1))
+    trapped = (marker == 0.0).any(axis=0)  # agents that ran v3 (quarantined: zero actions)
+    assert 0.3 * AGENTS < trapped.sum() < 0.7 * AGENTS
+    last = count[-1]
+    assert np.all(last[~trapped] == ticks[-1] + 1)  # the others never missed a step
+    lost = ticks[-1] + 1 - last[trapped]
+    assert np.all(lost >= 1)
+    # rolled back within WINDOW reports (plus the ticks the assignment takes to arrive)
+    assert np.all(lost <= (WINDOW + 2) * REPORT_TICKS + 10)
+
+
+def test_an_edge_offline_during_a_rollout_catches_up_on_reconnect(
+    registry_gateway: tuple[RunningGateway, dict[str, Path]], tmp_path: Path
+) -> None:
+    gateway, files = registry_gateway
+    where = ("--data-dir", str(gateway.data_dir))
+    options = edge(gateway, tmp_path / "edge-b", files["1.0.0"], "edge-b")
+    first = start_edge(gateway, tmp_path / "edge-b", *options)
+    try:
+        wait_logged(tmp_path / "edge-b.log", "module applied", first)
+        assert stopped(first)["modules"] == {"counter": {"1.0.0": AGENTS}}
+    finally:
+        stop_process(first)
+
+    # edge-b is offline: the rollout completes on edge-c
+    online = start_edge(gateway, tmp_path / "edge-c",
+                        *edge(gateway, tmp_path / "edge-c", files["1.0.0"], "edge-c"))  # fmt: skip
+    try:
+        run_cli("agents", "rollout", "counter", "2.0.0", "--hold", "2", *where)
+        wait_for("v2 complete", lambda: ("complete", "rollout", "2.0.0") in history(gateway),
+                 online)  # fmt: skip
+    finally:
+        stop_process(online)
+
+    again = start_edge(gateway, tmp_path / "edge-b", *options)
+    try:
+        wait_logged(tmp_path / "edge-b.log", '"2.0.0"', again)
+        assert stopped(again)["modules"] == {"counter": {"2.0.0": AGENTS}}
+    finally:
+        stop_process(again)
