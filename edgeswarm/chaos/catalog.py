@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.chaos import process_faults
+from edgeswarm.chaos import disk_faults, network_faults, process_faults
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,18 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("edge_kill9_replacement", "an edge killed: its agents re-placed from checkpoints",
              _not_yet, skip_reason="needs issue 16's migration (edges running assigned "
              "agents from checkpoints), not on main"),
+    Scenario("packet_loss_10", "10 % of packets each way dropped at random (nftables)",
+             network_faults.packet_loss_10, namespace=True, tools=("nft",)),
+    Scenario("latency_jitter_reorder", "50 ms +- 20 ms each way through a UDP relay: reorders",
+             network_faults.latency_jitter_reorder),
+    Scenario("bandwidth_cap", "loopback capped at 4 Mbit/s (tc tbf)",
+             network_faults.bandwidth_cap, namespace=True, tools=("tc",)),
+    Scenario("partition_edge_gateway", "edge cut off its gateway for 5 s, then healed",
+             network_faults.partition_edge_gateway, namespace=True, tools=("nft",)),
+    Scenario("gateway_disk_full", "gateway's disk full for 3 s: stops acking, then recovers",
+             disk_faults.gateway_disk_full, namespace=True, tools=("mount",)),
+    Scenario("edge_disk_full", "edge's disk full: it stops, then its spool replays",
+             disk_faults.edge_disk_full, namespace=True, tools=("mount",)),
     Scenario("slow_gateway", "gateway stopped 80 % of the time: back-pressure, bounded memory",
              process_faults.slow_gateway),
     Scenario("rollout_trapping_module", "rollout of a trapping module under load: rollback",

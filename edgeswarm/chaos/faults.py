@@ -50,7 +50,8 @@ class Nftables:
 
     def partition(self, port: int) -> None:
         """Drop every UDP packet to or from ``port``."""
-        self.drop_percent(port, 100)
+        for direction in ("dport", "sport"):
+            _run("nft", "add", "rule", "inet", TABLE, "out", "udp", direction, str(port), "drop")
 
     def heal(self) -> None:
         _run("nft", "flush", "chain", "inet", TABLE, "out")

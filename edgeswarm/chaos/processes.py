@@ -62,13 +62,17 @@ class Gateway:
         )
 
 
-def start_gateway(data_dir: Path, *extra: str, port: int = 0) -> Gateway:
-    """A gateway on 127.0.0.1 (``port`` 0 picks one); stderr goes to data_dir/gateway.log."""
+def start_gateway(
+    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None
+) -> Gateway:
+    """A gateway on 127.0.0.1 (``port`` 0 picks one); stderr goes to ``log``
+    (data_dir/gateway.log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    log = log or data_dir / "gateway.log"
     admin_key = KeyPair.generate()
     with PeerRegistry(data_dir / "peers.db") as registry:
         registry.add_peer(admin_key.public_key, ADMIN_ID, Role.ADMIN, replace=True)
-    with (data_dir / "gateway.log").open("a") as stderr:
+    with log.open("a") as stderr:
         process = subprocess.Popen(
             edgeswarm_command(
                 "gateway", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir),
@@ -80,8 +84,7 @@ def start_gateway(data_dir: Path, *extra: str, port: int = 0) -> Gateway:
     ready = _read_line(process.stdout, STARTUP_TIMEOUT_S)
     if not ready:
         stop(process)
-        tail = (data_dir / "gateway.log").read_text()[-2000:]
-        raise ScenarioTimeout(f"gateway did not start: {tail}")
+        raise ScenarioTimeout(f"gateway did not start: {tail(log)}")
     info = json.loads(ready)
     return Gateway(process, int(info["port"]), Path(info["ca"]), data_dir, admin_key)
 
@@ -96,12 +99,18 @@ def _read_line(stream: IO[str], timeout: float) -> str:
 
 
 def start_edge(
-    gateway: str, ca: Path, token: str, data_dir: Path, *args: str, edge_id: str = EDGE_ID
+    gateway: str,
+    ca: Path,
+    token: str,
+    data_dir: Path,
+    *args: str,
+    edge_id: str = EDGE_ID,
+    log: Path | None = None,
 ) -> subprocess.Popen[str]:
     """An edge stepping the simulator and streaming to ``gateway`` (host:port); JSON
-    progress lines on stdout every 0.2 s, its log in data_dir/edge.log."""
+    progress lines on stdout every 0.2 s, its log in ``log`` (data_dir/edge.log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    with (data_dir / "edge.log").open("a") as stderr:
+    with (log or data_dir / "edge.log").open("a") as stderr:
         return subprocess.Popen(
             edgeswarm_command(
                 "edge", "--edge-id", edge_id, "--ca", str(ca), "--gateway", gateway,
