@@ -22,8 +22,9 @@ def with_atheris(target: str, seconds: int, corpus: Path) -> int:
     with atheris.instrument_imports(include=["edgeswarm.wire"]):
         from tests import fuzz_targets
     corpus.mkdir(parents=True, exist_ok=True)
-    argv = [sys.argv[0], f"-max_total_time={seconds}", f"-artifact_prefix={corpus.parent}/{target}-",
-            "-print_final_stats=1", "-max_len=4096", str(corpus)]  # fmt: skip
+    prefix = f"-artifact_prefix={corpus.parent}/{target}-"
+    argv = [sys.argv[0], f"-max_total_time={seconds}", prefix, "-print_final_stats=1",
+            "-max_len=4096", str(corpus)]  # fmt: skip
     atheris.Setup(argv, getattr(fuzz_targets, target))
     atheris.Fuzz()  # exits: 0 when the time is up, non-zero on a crash
     return 0
@@ -62,7 +63,9 @@ def main() -> int:
     parser.add_argument("--engine", choices=["atheris", "hypothesis"], default="atheris")
     args = parser.parse_args()
     if args.engine == "atheris":
-        return with_atheris(args.target, args.seconds, ROOT / "var" / "fuzz" / f"{args.target}-corpus")
+        return with_atheris(
+            args.target, args.seconds, ROOT / "var" / "fuzz" / f"{args.target}-corpus"
+        )
     return with_hypothesis(args.target, args.seconds)
 
 

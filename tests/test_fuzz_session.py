@@ -30,7 +30,9 @@ pieces = st.lists(st.one_of(frames.map(encode_frame), st.binary(max_size=64)), m
 
 @given(start=st.integers(0, len(fuzz_targets.STARTS) - 1), pieces=pieces)
 @FUZZ
-def test_sessions_in_any_state_survive_any_frames_and_bytes(start: int, pieces: list[bytes]) -> None:
+def test_sessions_in_any_state_survive_any_frames_and_bytes(
+    start: int, pieces: list[bytes]
+) -> None:
     fuzz_targets.session(bytes([start]) + _as_chunks(pieces))
 
 

@@ -62,7 +62,10 @@ def test_a_module_changed_from_tick_5_on_is_caught_at_tick_5_on_replay(
                    "--json", str(recording))  # fmt: skip
     assert exported.returncode == 0, exported.stderr
 
-    for edge_id, module, out in (("replay-same", reference, same), ("replay-changed", changed, other)):
+    for edge_id, module, out in (
+        ("replay-same", reference, same),
+        ("replay-changed", changed, other),
+    ):
         summary_of(
             run_edge(gateway, edge_id, agents=200, ticks=100, batch_agents=100,
                      extra=("--seed", "9", "--policy", str(module), "--io", f"replay:{recording}",

@@ -46,7 +46,10 @@ def gateway_disk_full(work: Path) -> dict[str, Any]:
             acked_full = lines.seen[-1]["batches_acked"]
             sent_full = lines.seen[-1]["batches_sent"]
             lines.for_seconds(FULL_S - 1.0)
-            acked_still, sent_still = lines.seen[-1]["batches_acked"], lines.seen[-1]["batches_sent"]
+            acked_still, sent_still = (
+                lines.seen[-1]["batches_acked"],
+                lines.seen[-1]["batches_sent"],
+            )
             alive_while_full = gateway.process.poll() is None
             filler.unlink()
             freed_at = time.monotonic()

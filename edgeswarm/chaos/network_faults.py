@@ -81,8 +81,10 @@ def packet_loss_10(work: Path) -> dict[str, Any]:
     """10 % of the packets each way dropped at random for 4 s (nftables numgen)."""
     table = Nftables()
     try:
-        return _three_windows(work, "packet_loss_10", ticks=350, fault_s=4.0,
-                              fault=lambda port: table.drop_percent(port, 10), heal=table.heal)  # fmt: skip
+        return _three_windows(
+            work, "packet_loss_10", ticks=350, fault_s=4.0,
+            fault=lambda port: table.drop_percent(port, 10), heal=table.heal,
+        )  # fmt: skip
     finally:
         table.close()
 

@@ -109,7 +109,9 @@ def edge_kill9(work: Path) -> dict[str, Any]:
             restart_to_drained_s=round(replayed_s, 2),
             quarantined_batches=summary.get("quarantined_batches"),
         )
-        return finish("edge_kill9", figures, nothing_quarantined=not summary.get("quarantined_batches"))
+        return finish(
+            "edge_kill9", figures, nothing_quarantined=not summary.get("quarantined_batches")
+        )
     finally:
         stop(first)
         if second is not None:
@@ -164,4 +166,3 @@ def slow_gateway(work: Path) -> dict[str, Any]:
         os.kill(gateway.process.pid, signal.SIGCONT)
         stop(edge)
         stop(gateway.process)
-

@@ -1,6 +1,7 @@
 """Real gateway and edge processes for the chaos scenarios, and what their files say.
 
-Every wait here is bounded in time; every process started here is stopped by the
+Every wait here is bounded in time (one that runs out raises AssertionError, which fails
+the scenario with its message); every process started here is stopped by the
 scenario that started it (:func:`stop`), killed with SIGKILL when SIGTERM is not enough.
 """
 
@@ -33,10 +34,6 @@ STARTUP_TIMEOUT_S = 30.0
 EDGE_ID = "chaos-edge"
 
 
-class ScenarioTimeout(AssertionError):
-    """A bounded wait of a scenario ran out: the scenario fails with this message."""
-
-
 def edgeswarm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgeswarm", *args]
 
@@ -62,9 +59,7 @@ class Gateway:
         )
 
 
-def start_gateway(
-    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None
-) -> Gateway:
+def start_gateway(data_dir: Path, *extra: str, port: int = 0, log: Path | None = None) -> Gateway:
     """A gateway on 127.0.0.1 (``port`` 0 picks one); stderr goes to ``log``
     (data_dir/gateway.log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +79,7 @@ def start_gateway(
     ready = _read_line(process.stdout, STARTUP_TIMEOUT_S)
     if not ready:
         stop(process)
-        raise ScenarioTimeout(f"gateway did not start: {tail(log)}")
+        raise AssertionError(f"gateway did not start: {tail(log)}")
     info = json.loads(ready)
     return Gateway(process, int(info["port"]), Path(info["ca"]), data_dir, admin_key)
 
@@ -165,9 +160,9 @@ class ProgressLines:
         try:
             record = self._queue.get(timeout=timeout)
         except queue.Empty:
-            raise ScenarioTimeout(f"no progress line from the edge in {timeout} s") from None
+            raise AssertionError(f"no progress line from the edge in {timeout} s") from None
         if record is None:
-            raise ScenarioTimeout("the edge ended before the scenario was done")
+            raise AssertionError("the edge ended before the scenario was done")
         self.seen.append(record)
         return record
 
@@ -175,7 +170,7 @@ class ProgressLines:
         deadline = time.monotonic() + timeout
         while not done(self.next(max(0.1, deadline - time.monotonic()))):
             if time.monotonic() > deadline:
-                raise ScenarioTimeout(f"edge progress did not reach the condition in {timeout} s")
+                raise AssertionError(f"edge progress did not reach the condition in {timeout} s")
 
     def for_seconds(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -187,7 +182,7 @@ class ProgressLines:
             try:
                 record = self._queue.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
-                raise ScenarioTimeout(f"the edge did not finish in {timeout} s") from None
+                raise AssertionError(f"the edge did not finish in {timeout} s") from None
             if record is None:
                 return self.seen
             self.seen.append(record)
@@ -214,7 +209,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise ScenarioTimeout(f"{what}: not reached in {timeout} s")
+            raise AssertionError(f"{what}: not reached in {timeout} s")
         time.sleep(0.05)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from edgeswarm.chaos.catalog import SCENARIOS, Scenario
 from edgeswarm.chaos.faults import loopback_up, missing_tools
 from edgeswarm.chaos.processes import is_root
-from edgeswarm.chaos.verdict import skipped
+from edgeswarm.chaos.verdict import failed, skipped
 
 EPILOG = """\
 examples:
@@ -52,10 +52,7 @@ def run_here(scenario: Scenario, inside_namespace: bool) -> dict[str, Any]:
         try:
             result = scenario.run(Path(work))
         except Exception as error:  # the line says what broke; the next scenario runs
-            result = {
-                "scenario": scenario.name, "passed": False, "acked_lost": None,
-                "duplicates_applied": None, "error": f"{type(error).__name__}: {error}",
-            }  # fmt: skip
+            result = failed(scenario.name, f"{type(error).__name__}: {error}")
     result["seconds"] = round(time.monotonic() - started, 1)
     return result
 
@@ -72,14 +69,12 @@ def run_in_namespace(scenario: Scenario) -> dict[str, Any]:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=NAMESPACE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return {"scenario": scenario.name, "passed": False, "acked_lost": None,
-                "duplicates_applied": None, "error": f"ran past {NAMESPACE_TIMEOUT_S} s"}  # fmt: skip
+        return failed(scenario.name, f"ran past {NAMESPACE_TIMEOUT_S} s")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
         if "unshare" in done.stderr and "Operation not permitted" in done.stderr:
             return skipped(scenario.name, "this machine refuses new namespaces (unshare)")
-        return {"scenario": scenario.name, "passed": False, "acked_lost": None,
-                "duplicates_applied": None, "error": done.stderr.strip()[-800:]}  # fmt: skip
+        return failed(scenario.name, done.stderr.strip()[-800:])
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 

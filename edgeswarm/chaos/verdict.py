@@ -20,8 +20,8 @@ def rate(lines: list[dict[str, Any]], start: float, end: float) -> float:
     window = [line for line in lines if start <= line["at"] <= end]
     if len(window) < 2 or window[-1]["at"] <= window[0]["at"]:
         return 0.0
-    acked = window[-1]["observations_acked"] - window[0]["observations_acked"]
-    return round(acked / (window[-1]["at"] - window[0]["at"]), 1)
+    acked = int(window[-1]["observations_acked"]) - int(window[0]["observations_acked"])
+    return round(acked / (float(window[-1]["at"]) - float(window[0]["at"])), 1)
 
 
 def acked_lost(acknowledged: Iterable[int], data_dir: Path, edge_id: str = EDGE_ID) -> int:
@@ -46,7 +46,7 @@ def delivery(
     batches = logged_batches(gateway.data_dir, edge_id)
     seqs = [seq for seq, _ in batches]
     status = gateway.status()
-    record = next((r for r in status["edges"] if r.get("peer_id") == edge_id), {})
+    record: dict[str, Any] = next((r for r in status["edges"] if r.get("peer_id") == edge_id), {})
     applied_batches = int(record.get("batches", 0))
     applied_observations = int(record.get("observations", 0))
     stored_observations = sum(count for _, count in batches)
@@ -77,7 +77,9 @@ def finish(name: str, figures: dict[str, Any], **extra_checks: bool) -> dict[str
     check held (a failed check is named in ``failed_checks``)."""
     failed = list(figures.pop("failed_checks", []))
     failed += sorted(name for name, ok in extra_checks.items() if not ok)
-    passed = not failed and figures.get("acked_lost") == 0 and figures.get("duplicates_applied") == 0
+    passed = (
+        not failed and figures.get("acked_lost") == 0 and figures.get("duplicates_applied") == 0
+    )
     return {"scenario": name, "passed": passed, **figures, "failed_checks": failed}
 
 
@@ -85,4 +87,12 @@ def skipped(name: str, reason: str) -> dict[str, Any]:
     return {
         "scenario": name, "passed": None, "skipped": reason,
         "acked_lost": None, "duplicates_applied": None,
+    }  # fmt: skip
+
+
+def failed(name: str, error: str) -> dict[str, Any]:
+    """The line of a scenario that could not finish: what broke, in ``error``."""
+    return {
+        "scenario": name, "passed": False, "acked_lost": None,
+        "duplicates_applied": None, "error": error,
     }  # fmt: skip
