@@ -56,8 +56,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              io_faults.mqtt_broker_restart),
     Scenario("partition_gateways", "two peered gateways cut apart, then healed: CRDT converges",
              _not_yet, skip_reason="not built yet (issue 21, first round): needs a swarm "
-             "state writer on each side; the CRDT convergence is covered in-process by "
-             "tests/test_replication.py"),
+             "state writer on each side (a peer restart and catch-up: "
+             "tests/test_replication.py)"),
     Scenario("inference_node_kill", "inference node killed mid-batch: answered exactly once",
              _not_yet, skip_reason="not built yet (issue 21, first round)"),
     Scenario("clock_jump_edge", "an edge's wall clock jumps: ticks and acks unaffected",
