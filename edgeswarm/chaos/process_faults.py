@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeswarm.chaos.processes import (
-    Gateway,
+    GatewayProcess,
     ProgressLines,
     kill9,
     logged_batches,
@@ -33,7 +33,7 @@ def gateway_kill9(work: Path) -> dict[str, Any]:
     data directory: what it acknowledged is in its log, the edge spools meanwhile and
     replays, every batch is stored and applied once."""
     gateway = start_gateway(work / "gw")
-    restarted: Gateway | None = None
+    restarted: GatewayProcess | None = None
     edge = start_edge(f"127.0.0.1:{gateway.port}", gateway.ca, gateway.edge_token(),
                       work / "edge", *LOAD, "--ticks", "350")  # fmt: skip
     lines = ProgressLines(edge)

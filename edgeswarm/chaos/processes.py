@@ -39,7 +39,7 @@ def edgeswarm_command(*args: str) -> list[str]:
 
 
 @dataclass
-class Gateway:
+class GatewayProcess:
     """A gateway process on loopback."""
 
     process: subprocess.Popen[str]
@@ -59,7 +59,9 @@ class Gateway:
         )
 
 
-def start_gateway(data_dir: Path, *extra: str, port: int = 0, log: Path | None = None) -> Gateway:
+def start_gateway(
+    data_dir: Path, *extra: str, port: int = 0, log: Path | None = None
+) -> GatewayProcess:
     """A gateway on 127.0.0.1 (``port`` 0 picks one); stderr goes to ``log``
     (data_dir/gateway.log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def start_gateway(data_dir: Path, *extra: str, port: int = 0, log: Path | None =
         stop(process)
         raise AssertionError(f"gateway did not start: {tail(log)}")
     info = json.loads(ready)
-    return Gateway(process, int(info["port"]), Path(info["ca"]), data_dir, admin_key)
+    return GatewayProcess(process, int(info["port"]), Path(info["ca"]), data_dir, admin_key)
 
 
 def _read_line(stream: IO[str], timeout: float) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.chaos.processes import EDGE_ID, Gateway, logged_batches
+from edgeswarm.chaos.processes import EDGE_ID, GatewayProcess, logged_batches
 
 
 def rate(lines: list[dict[str, Any]], start: float, end: float) -> float:
@@ -31,7 +31,7 @@ def acked_lost(acknowledged: Iterable[int], data_dir: Path, edge_id: str = EDGE_
 
 
 def delivery(
-    gateway: Gateway,
+    gateway: GatewayProcess,
     summary: dict[str, Any],
     *,
     returncode: int | None,
