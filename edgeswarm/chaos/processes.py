@@ -143,6 +143,9 @@ class ProgressLines:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
+        args = [str(arg) for arg in process.args] if isinstance(process.args, list) else []
+        self.log = Path(args[args.index("--data-dir") + 1]) / "edge.log" if args else None
+        """Where the edge logs (its data directory's edge.log): quoted when it ends early."""
         self.seen: list[dict[str, Any]] = []
         self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
         threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
@@ -164,7 +167,8 @@ class ProgressLines:
         except queue.Empty:
             raise AssertionError(f"no progress line from the edge in {timeout} s") from None
         if record is None:
-            raise AssertionError("the edge ended before the scenario was done")
+            said = tail(self.log, 400) if self.log else ""
+            raise AssertionError(f"the edge ended before the scenario was done: {said}")
         self.seen.append(record)
         return record
 
