@@ -37,9 +37,7 @@ def gateway_disk_full(work: Path) -> dict[str, Any]:
                           work / "edge", *LOAD, "--ticks", "450")  # fmt: skip
         lines = ProgressLines(edge)
         try:
-            lines.until(lambda line: line["observations_acked"] > 0)
-            start = time.monotonic()
-            lines.for_seconds(1.0)
+            start = lines.steady()
             full_from = time.monotonic()
             filler = fill_disk(disk)
             lines.for_seconds(1.0)  # what was committed before the disk filled is acked

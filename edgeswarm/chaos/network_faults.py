@@ -42,9 +42,7 @@ def _three_windows(
                       *LOAD, "--ticks", str(ticks))  # fmt: skip
     lines = ProgressLines(edge)
     try:
-        lines.until(lambda line: line["observations_acked"] > 0)
-        start = time.monotonic()
-        lines.for_seconds(1.0)
+        start = lines.steady()
         in_flight_before = max(line["in_flight"] for line in lines.seen)
         fault_from = time.monotonic()
         fault(gateway.port)

@@ -38,9 +38,7 @@ def gateway_kill9(work: Path) -> dict[str, Any]:
                       work / "edge", *LOAD, "--ticks", "350")  # fmt: skip
     lines = ProgressLines(edge)
     try:
-        lines.until(lambda line: line["observations_acked"] > 0)
-        start = time.monotonic()
-        lines.for_seconds(1.0)
+        start = lines.steady()
         killed_at = time.monotonic()
         kill9(gateway.process)
         stop(gateway.process)
@@ -130,9 +128,7 @@ def slow_gateway(work: Path) -> dict[str, Any]:
                       work / "edge", *LOAD, "--ticks", "400")  # fmt: skip
     lines = ProgressLines(edge)
     try:
-        lines.until(lambda line: line["observations_acked"] > 0)
-        start = time.monotonic()
-        lines.for_seconds(1.0)
+        start = lines.steady()
         in_flight_before = max(line["in_flight"] for line in lines.seen)
         slow_from = time.monotonic()
         rss = [rss_kib(edge.pid)]

@@ -182,6 +182,14 @@ class ProgressLines:
         end = time.monotonic() + seconds
         self.until(lambda line: line["at"] >= end, timeout=seconds + 30)
 
+    def steady(self, seconds: float = 1.0) -> float:
+        """Wait for the first acknowledgement, then stream ``seconds`` more: the window
+        before a fault. Returns when it began (monotonic)."""
+        self.until(lambda line: line["observations_acked"] > 0)
+        began = time.monotonic()
+        self.for_seconds(seconds)
+        return began
+
     def rest(self, timeout: float = 120.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:

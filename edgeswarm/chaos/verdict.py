@@ -15,11 +15,12 @@ from typing import Any
 from edgeswarm.chaos.processes import EDGE_ID, GatewayProcess, logged_batches
 
 
-def rate(lines: list[dict[str, Any]], start: float, end: float) -> float:
-    """Observations acknowledged per second between monotonic times ``start`` and ``end``."""
+def rate(lines: list[dict[str, Any]], start: float, end: float) -> float | None:
+    """Observations acknowledged per second between monotonic times ``start`` and ``end``;
+    None when fewer than two progress lines fall in the window (the edge had finished)."""
     window = [line for line in lines if start <= line["at"] <= end]
     if len(window) < 2 or window[-1]["at"] <= window[0]["at"]:
-        return 0.0
+        return None
     acked = int(window[-1]["observations_acked"]) - int(window[0]["observations_acked"])
     return round(acked / (float(window[-1]["at"]) - float(window[0]["at"])), 1)
 
