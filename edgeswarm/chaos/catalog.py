@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeswarm.chaos import disk_faults, io_faults, network_faults, process_faults
+from edgeswarm.chaos import (
+    disk_faults,
+    inference_faults,
+    io_faults,
+    network_faults,
+    process_faults,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              "state writer on each side (a peer restart and catch-up: "
              "tests/test_replication.py)"),
     Scenario("inference_node_kill", "inference node killed mid-batch: answered exactly once",
-             _not_yet, skip_reason="not built yet (issue 21, first round)"),
+             inference_faults.inference_node_kill),
     Scenario("clock_jump_edge", "an edge's wall clock jumps: ticks and acks unaffected",
              _not_yet, skip_reason="not built yet (issue 21, first round): the host clock is "
              "shared and a time namespace only offsets the monotonic clocks"),
