@@ -12,6 +12,7 @@ from edgeswarm.chaos import (
     inference_faults,
     io_faults,
     network_faults,
+    peer_faults,
     process_faults,
 )
 
@@ -61,9 +62,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("mqtt_broker_restart", "Mosquitto between sensors and edge restarted under load",
              io_faults.mqtt_broker_restart),
     Scenario("partition_gateways", "two peered gateways cut apart, then healed: CRDT converges",
-             _not_yet, skip_reason="not built yet (issue 21, first round): needs a swarm "
-             "state writer on each side (a peer restart and catch-up: "
-             "tests/test_replication.py)"),
+             peer_faults.partition_gateways),
     Scenario("inference_node_kill", "inference node killed mid-batch: answered exactly once",
              inference_faults.inference_node_kill),
     Scenario("clock_jump_edge", "an edge's wall clock jumps: ticks and acks unaffected",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeswarm.client.address import GatewayAddress
-from edgeswarm.client.admin import fetch_status
+from edgeswarm.client.admin import fetch_state, fetch_status
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.quic import default_stack
@@ -51,6 +51,14 @@ class GatewayProcess:
     def edge_token(self, uses: int = 1) -> str:
         with PeerRegistry(self.data_dir / "peers.db") as registry:
             return registry.issue_token(Role.EDGE, ttl_s=600, uses=uses)
+
+    def state(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The swarm state (CRDT counters, sets, flags) as this gateway holds it."""
+        address = GatewayAddress(port=self.port, ca_file=self.ca, stack=default_stack())
+        _, snapshot = asyncio.run(
+            fetch_state(address, key=self.admin_key, admin_id=ADMIN_ID, timeout=timeout)
+        )
+        return dict(snapshot)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         address = GatewayAddress(port=self.port, ca_file=self.ca, stack=default_stack())

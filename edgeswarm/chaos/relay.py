@@ -38,6 +38,9 @@ class UdpRelay:
         self.target = target
         self.delay_s, self.jitter_s = delay_s, jitter_s
         self.relayed = 0
+        self.dropping = False
+        """While True every datagram is dropped, both ways: a partition."""
+        self.dropped = 0
         self.reordered = 0
         """Datagrams sent on after one that arrived later than them (per direction)."""
         self._random = random.Random(seed)
@@ -83,7 +86,9 @@ class UdpRelay:
                 data, sender = sock.recvfrom(65536)
             except BlockingIOError:
                 return
-            if sock is self._listen:
+            if self.dropping:
+                self.dropped += 1
+            elif sock is self._listen:
                 upstream = self._upstream_for(sender)
                 if upstream is not None:
                     self._schedule(upstream, self.target, data)
