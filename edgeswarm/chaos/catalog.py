@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeswarm.chaos import (
+    clock_faults,
     disk_faults,
     inference_faults,
     io_faults,
@@ -65,9 +66,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              peer_faults.partition_gateways),
     Scenario("inference_node_kill", "inference node killed mid-batch: answered exactly once",
              inference_faults.inference_node_kill),
-    Scenario("clock_jump_edge", "an edge's wall clock jumps: ticks and acks unaffected",
-             _not_yet, skip_reason="not built yet (issue 21, first round): the host clock is "
-             "shared and a time namespace only offsets the monotonic clocks"),
+    Scenario("clock_jump_edge", "an edge's wall clock jumps back 1 h, then forward 2 h",
+             clock_faults.clock_jump_edge),
     Scenario("rollout_trapping_module", "rollout of a trapping module under load: rollback",
              _not_yet, skip_reason="needs issue 18's module distribution and rollout "
              "commands inside the processes, not on main"),

@@ -111,9 +111,11 @@ def start_edge(
     *args: str,
     edge_id: str = EDGE_ID,
     log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     """An edge stepping the simulator and streaming to ``gateway`` (host:port); JSON
-    progress lines on stdout every 0.2 s, its log in ``log`` (data_dir/edge.log)."""
+    progress lines on stdout every 0.2 s, its log in ``log`` (data_dir/edge.log);
+    ``env``: variables added to this process's environment."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with (log or data_dir / "edge.log").open("a") as stderr:
         return subprocess.Popen(
@@ -123,6 +125,7 @@ def start_edge(
                 "--progress-interval", "0.2", "--batch-agents", "500", "--json", *args,
             ),
             stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env={**os.environ, **env} if env else None,
         )  # fmt: skip
 
 
