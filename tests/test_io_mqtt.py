@@ -326,3 +326,45 @@ async def test_the_sensor_simulator_publishes_the_world_and_applies_batched_acti
     assert result["ticks"] >= 10
     assert table.fresh.all()  # every agent's reading came in a batch
     assert result["actions_applied"] >= 50  # and the actions went back to the world
+
+
+async def test_the_sensor_simulator_reconnects_when_the_broker_restarts(
+    mosquitto: Mosquitto,
+) -> None:
+    """Found by scripts/chaos mqtt_broker_restart: the simulator died with MqttCodeError
+    ("not currently connected") when the broker restarted; a device reconnects."""
+    from edgeswarm.edge.io.sensor_sim import simulate
+
+    published = asyncio.Event()
+
+    async def watch() -> None:
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
+            await client.subscribe("restart/obs/batch")
+            async for _ in client.messages:
+                published.set()
+
+    async def ticks_again() -> None:
+        """Restart the broker once readings flow, then wait for readings again."""
+        async with asyncio.timeout(WAIT_S):
+            watching = asyncio.create_task(watch())
+            await published.wait()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await watching
+            mosquitto.stop()
+            await asyncio.sleep(0.5)  # the broker is away for half a second
+            mosquitto.start()
+            published.clear()
+            watching = asyncio.create_task(watch())
+            await published.wait()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await watching
+
+    sensors = asyncio.create_task(
+        simulate("127.0.0.1", mosquitto.port, "restart", 20, 0, hz=20.0, duration=4.0)
+    )
+    await ticks_again()  # readings flow again after the restart
+    result = await asyncio.wait_for(sensors, WAIT_S)
+    assert result["reconnects"] >= 1
+    assert result["ticks"] >= 40  # most of 4 s at 20 Hz: it did not stop at the restart

@@ -37,6 +37,7 @@ ROOMS: dict[str, int] = {
     "edgeswarm.gateway": 6,
     "edgeswarm.cli": 7,
     "edgeswarm.bench": 7,
+    "edgeswarm.chaos": 7,
     "edgeswarm.__main__": 8,
 }
 """Room -> rank, as docs/architecture.md orders them: a module may import its own

@@ -1,0 +1,108 @@
+"""scripts/chaos: a bounded subset of the scenarios runs in the suite, checked by their
+JSON lines; the harness's own parts (relay, verdict) are checked to be able to fail.
+
+The full run is ``scripts/chaos --json`` (docs/reliability.md), not part of the suite.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeswarm.chaos.catalog import SCENARIOS
+from edgeswarm.chaos.relay import UdpRelay
+from edgeswarm.chaos.verdict import acked_lost, finish
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def chaos(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edgeswarm.chaos", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.mark.integration
+def test_quick_scenarios_lose_nothing_acknowledged_and_apply_nothing_twice() -> None:
+    done = chaos("--json", "gateway_kill9", "partition_edge_gateway", "edge_kill9_replacement")
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["scenario"] for line in lines] == [
+        "gateway_kill9", "partition_edge_gateway", "edge_kill9_replacement",
+    ], done.stderr  # fmt: skip
+    kill, partition, replacement = lines
+    assert kill["passed"] is True, kill
+    assert (kill["acked_lost"], kill["duplicates_applied"]) == (0, 0)
+    assert kill["batches_stored"] == kill["batches_sent"] == 350 * 4
+    assert kill["throughput_during"] == 0.0 < kill["throughput_before"]
+    if partition.get("skipped"):  # not root, or no namespaces here: it must say why
+        assert "root" in partition["skipped"] or "namespace" in partition["skipped"]
+    else:
+        assert partition["passed"] is True, partition
+        assert (partition["acked_lost"], partition["duplicates_applied"]) == (0, 0)
+        assert partition["throughput_during"] == 0.0
+        assert partition["in_flight_during_max"] > 100  # it spooled through the cut
+    assert replacement["passed"] is None
+    assert "issue 16" in replacement["skipped"]
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_list_names_every_scenario_and_an_unknown_name_exits_2() -> None:
+    listed = chaos("--list", timeout=60)
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [s.name for s in SCENARIOS]
+    unknown = chaos("no_such_scenario", timeout=60)
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == "unknown scenario no_such_scenario: see scripts/chaos --list"
+
+
+def test_verdict_counts_an_acknowledged_batch_missing_from_the_log(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "observations.db") as db:
+        db.execute("CREATE TABLE batches (edge_id TEXT, seq INTEGER, count INTEGER)")
+        db.executemany("INSERT INTO batches VALUES ('e', ?, 10)", [(1,), (2,), (4,)])
+    assert acked_lost(range(1, 5), tmp_path, edge_id="e") == 1
+    assert acked_lost(range(1, 3), tmp_path, edge_id="e") == 0
+    lost = finish("x", {"acked_lost": 1, "duplicates_applied": 0, "failed_checks": []})
+    twice = finish("x", {"acked_lost": 0, "duplicates_applied": 2, "failed_checks": []})
+    check = finish("x", {"acked_lost": 0, "duplicates_applied": 0, "failed_checks": []}, ok=False)
+    assert [lost["passed"], twice["passed"], check["passed"]] == [False, False, False]
+    assert check["failed_checks"] == ["ok"]
+
+
+def test_relay_delays_jitters_and_reorders_but_delivers_every_datagram() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # fmt: skip
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        relay = UdpRelay(server.getsockname(), delay_s=0.05, jitter_s=0.02, seed=1)
+        try:
+            sent_at = time.monotonic()
+            for i in range(200):
+                client.sendto(i.to_bytes(2, "big"), relay.address)
+            got = [int.from_bytes(server.recvfrom(64)[0], "big") for _ in range(200)]
+            first_after = time.monotonic() - sent_at
+        finally:
+            relay.close()
+    assert sorted(got) == list(range(200))  # every one, once
+    assert got != list(range(200))  # but not in order
+    assert relay.reordered > 0
+    assert first_after >= 0.03  # nothing came through faster than delay - jitter
+
+
+def test_no_other_room_imports_the_chaos_harness() -> None:
+    importers = []
+    for path in (ROOT / "edgeswarm").rglob("*.py"):
+        if "chaos" in path.relative_to(ROOT / "edgeswarm").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
+            if any(name.startswith("edgeswarm.chaos") for name in names):
+                importers.append(str(path))
+    assert importers == []
