@@ -32,8 +32,11 @@ from edgeswarm.wire import (
     AckReceived,
     Actions,
     ActionsReceived,
+    AgentsAssigned,
+    Assign,
     Auth,
     ChallengeReceived,
+    Checkpoint,
     Error,
     ErrorCode,
     ErrorReceived,
@@ -178,6 +181,8 @@ class GatewayClient:
         """When the gateway last showed it is alive (welcome, ack); for liveness checks."""
         self.state_handler: StateHandler | None = None
         """Receives the shared-state frames; set it before the connection opens."""
+        self.assign_handler: Callable[[Assign], None] | None = None
+        """An edge's (feature ``placement``): called with each ASSIGN part the gateway sends."""
 
     @property
     def in_flight(self) -> int:
@@ -284,6 +289,15 @@ class GatewayClient:
         self.session.send(frame)
         self._flush()
 
+    def send_checkpoint(self, frame: Checkpoint) -> bool:
+        """Send a CHECKPOINT now (feature ``placement``); False once closed (the next
+        checkpoint replaces it: nothing to retry)."""
+        if self.session.closed or self.closed_reason is not None:
+            return False
+        self.session.send(frame)
+        self._flush()
+        return True
+
     def send_infer(self, frame: InferRequest | InferResult) -> None:
         """Send a heavy-lane frame now (feature ``heavy``); raises ``SessionEndedError`` once
         closed and ``LocalProtocolError`` when the session may not send it."""
@@ -384,6 +398,9 @@ class GatewayClient:
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)
+                case AgentsAssigned(assign=assign):
+                    if self.assign_handler is not None:
+                        self.assign_handler(assign)
                 case PlacementReplied(reply=reply):
                     waiter = self._placement.get(reply.request_id)
                     if waiter is not None and not waiter.done():

@@ -187,6 +187,16 @@ class AgentStore(Resource):
         with self._errors():
             return int(self._db.execute("SELECT COUNT(*) FROM agents").fetchone()[0])
 
+    def checkpoints_of(self, first: int, last: int) -> dict[int, dict[str, Any]]:
+        """Last checkpoints of agents ``first..last``: id -> edge, tick, when."""
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT agent_id, edge_id, tick, at FROM checkpoints"
+                " WHERE agent_id BETWEEN ? AND ?",
+                (first, last),
+            ).fetchall()
+        return {r[0]: {"edge_id": r[1], "tick": r[2], "at": r[3]} for r in rows}
+
     def checkpoint(self, agent_id: int) -> dict[str, Any] | None:
         """The agent's last checkpoint: edge, tick, when (None if it has none)."""
         with self._errors():
@@ -194,6 +204,90 @@ class AgentStore(Resource):
                 "SELECT edge_id, tick, at FROM checkpoints WHERE agent_id = ?", (agent_id,)
             ).fetchone()
         return None if row is None else {"edge_id": row[0], "tick": row[1], "at": row[2]}
+
+    def agent_policies(self) -> tuple[NDArray[np.uint32], NDArray[np.uint16], tuple[str, ...]]:
+        """Every agent id (ascending), the index of its policy, and the policy names."""
+        with self._errors():
+            names = tuple(
+                r[0] for r in self._db.execute("SELECT DISTINCT policy FROM agents ORDER BY policy")
+            )
+            index = {name: n for n, name in enumerate(names)}
+            rows = self._db.execute("SELECT agent_id, policy FROM agents ORDER BY agent_id")
+            pairs = rows.fetchall()
+        ids = np.fromiter((r[0] for r in pairs), dtype=np.uint32, count=len(pairs))
+        policy = np.fromiter((index[r[1]] for r in pairs), dtype=np.uint16, count=len(pairs))
+        return ids, policy, names
+
+    def checkpoint_rows(
+        self, ids: NDArray[np.uint32], state_dim: int
+    ) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.bool_]]:
+        """The last checkpoint of each of ``ids``: ticks, state rows (``state_dim`` wide,
+        zero-padded or cut), and which had one (0 and zeros for those that had none)."""
+        ticks = np.zeros(ids.shape[0], dtype=np.uint64)
+        state = np.zeros((ids.shape[0], state_dim), dtype=np.float32)
+        found = np.zeros(ids.shape[0], dtype=np.bool_)
+        if not ids.size:
+            return ticks, state, found
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT agent_id, tick, state FROM checkpoints"
+                " WHERE agent_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids.tolist()),),
+            ).fetchall()
+        if not rows:
+            return ticks, state, found
+        at = np.searchsorted(ids, np.fromiter((r[0] for r in rows), np.uint32, len(rows)))
+        ticks[at] = np.fromiter((r[1] for r in rows), np.uint64, len(rows))
+        blobs = b"".join(r[2] for r in rows)
+        width = len(rows[0][2]) // 4
+        if all(len(r[2]) == width * 4 for r in rows):  # one width: one vectorised copy
+            saved = np.frombuffer(blobs, dtype="<f4").reshape(len(rows), width)
+            state[at, : min(width, state_dim)] = saved[:, :state_dim]
+        else:
+            for row, (_, _, blob) in zip(at, rows, strict=True):
+                saved = np.frombuffer(blob, dtype="<f4")[:state_dim]
+                state[row, : saved.shape[0]] = saved
+        found[at] = True
+        return ticks, state, found
+
+    def save_checkpoints(
+        self,
+        edge_id: str,
+        ids: NDArray[np.uint32],
+        ticks: NDArray[np.uint64],
+        state: NDArray[np.float32],
+    ) -> int:
+        """Keep these rows as the agents' last checkpoints, in one transaction; a row
+        older (smaller tick) than the one kept is ignored. Returns the rows written."""
+        now = time.time()
+        blobs = np.ascontiguousarray(state, dtype="<f4")
+        width = blobs.shape[1] * 4
+        raw = blobs.tobytes()
+        rows = zip(
+            ids.tolist(),
+            (edge_id for _ in range(ids.shape[0])),
+            ticks.tolist(),
+            (raw[i * width : (i + 1) * width] for i in range(ids.shape[0])),
+            (now for _ in range(ids.shape[0])),
+            strict=True,
+        )
+        with self._errors(), transaction(self._db) as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(agent_id) DO UPDATE"
+                " SET edge_id = excluded.edge_id, tick = excluded.tick, state = excluded.state,"
+                " at = excluded.at WHERE excluded.tick >= checkpoints.tick",
+                rows,
+            )
+            return int(db.total_changes - before)
+
+    def oldest_checkpoint(self) -> float | None:
+        """When the least recent checkpoint of a swarm agent was taken (None: none yet)."""
+        with self._errors():
+            row = self._db.execute(
+                "SELECT MIN(c.at) FROM checkpoints c JOIN agents a USING (agent_id)"
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     # --- edges --------------------------------------------------------------
 

@@ -22,12 +22,14 @@ from edgeswarm.transport.api import SessionLink
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_PLACEMENT,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     NONCE_BYTES,
     Actions,
     AuthReceived,
     Challenge,
+    CheckpointReceived,
     Error,
     ErrorCode,
     HelloReceived,
@@ -58,6 +60,7 @@ from .edge_sessions import Refused
 from .handshake import welcome_for
 from .log import AppendResult, LogRecordRejected, LogSeqConflict, ObservationLogError
 from .peers import Decision, PeerRegistryError
+from .placement_edges import PlacementSession
 from .services import GatewayServices
 from .state_rights import state_rights
 
@@ -98,6 +101,8 @@ class GatewayConnection:
         """Whether this peer's role may change the swarm state."""
         self._log_failed_once = False
         """The log refused or failed a batch: the session is closing, append no more."""
+        self._placement: PlacementSession | None = None
+        """An edge's ASSIGN and CHECKPOINT frames, once WELCOME named feature placement."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -162,6 +167,8 @@ class GatewayConnection:
                     gateway.heavy.node_result(self, result)  # from inference nodes only
                 case PlacementRequested(request=request):
                     self.session.send(gateway.placement.answer(request))  # admins only
+                case CheckpointReceived(checkpoint=checkpoint) if self._placement is not None:
+                    self._placement.checkpoint(checkpoint)  # edges with feature placement
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     self._log(
@@ -246,6 +253,10 @@ class GatewayConnection:
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
+        if is_edge and FEATURE_PLACEMENT in self.session.features:
+            self._placement = gateway.placement_edges.session(
+                hello.peer_id, self.session, self._flush_soon
+            )
         gateway.stats.session_opened(
             hello.peer_id, hello.role.value, hello.agents, address=self.peer, at=time.time()
         )
@@ -444,6 +455,8 @@ class GatewayConnection:
 
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
+        if self._placement is not None:
+            self._placement.ended()
         if self.role is Role.INFERENCE:
             self._gateway.heavy.node_left(self)
         elif self.role is Role.EDGE:

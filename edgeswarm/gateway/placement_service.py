@@ -91,6 +91,8 @@ class PlacementService:
         self._pins: dict[int, str] = {}
         self._agents_version = -1
         self.metrics = metrics
+        self.on_assignment: Callable[[Assignment], None] | None = None
+        """Called with every new assignment (``placement_edges.py`` sends ASSIGN)."""
 
     # --- membership and assignment -----------------------------------------
 
@@ -150,6 +152,8 @@ class PlacementService:
             self._previous, self._assignment, self._cached_for = self._assignment, new, key
             if self.metrics is not None:
                 self.metrics.observe(new, self._last_plan)
+            if self.on_assignment is not None:
+                self.on_assignment(new)
         return self._assignment
 
     # --- operations ---------------------------------------------------------
@@ -195,9 +199,17 @@ class PlacementService:
         offset = _int(args, "offset", 0)
         limit = min(_int(args, "limit", 100), MAX_LIST)
         assignment = self.refresh()
+        records = self.store.agents(offset=offset, limit=limit)
+        saved = (
+            self.store.checkpoints_of(records[0].agent_id, records[-1].agent_id) if records else {}
+        )
         rows = [
-            {**asdict(record), "owner": assignment.owner_of(record.agent_id)}
-            for record in self.store.agents(offset=offset, limit=limit)
+            {
+                **asdict(record),
+                "owner": assignment.owner_of(record.agent_id),
+                "checkpoint": saved.get(record.agent_id),
+            }
+            for record in records
         ]
         return {"total": self.store.agent_count(), "offset": offset, "agents": rows}
 

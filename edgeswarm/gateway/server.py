@@ -23,6 +23,7 @@ from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .peers import PeerRegistry
+from .placement_edges import AssignMetrics, PlacementEdges
 from .placement_metrics import PlacementMetrics
 from .placement_service import PlacementService
 from .replication import PeerGatewayLink, names_this_gateway
@@ -97,6 +98,13 @@ class Gateway:
             metrics=PlacementMetrics(self.stats.metrics.registry),
         )
         """Swarm agents and their assignment to edges (``placement_service.py``)."""
+        self.placement_edges = PlacementEdges(
+            self.placement.store,
+            self.placement.refresh,
+            metrics=AssignMetrics(self.stats.metrics.registry, self.placement.store),
+        )
+        """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""
+        self.placement.on_assignment = self.placement_edges.assignment_changed
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.heavy = LaneRunner(

@@ -10,6 +10,7 @@ from .config import GatewayConfig
 from .edge_sessions import EdgeSessions
 from .log import ObservationLog
 from .peers import PeerRegistry
+from .placement_edges import PlacementEdges
 from .placement_service import PlacementService
 from .state_service import StateService
 from .stats import GatewayStats
@@ -60,6 +61,11 @@ class GatewayServices(Protocol):
     @property
     def placement(self) -> PlacementService:
         """Swarm agents, edges and their assignment (feature ``placement``)."""
+        ...
+
+    @property
+    def placement_edges(self) -> PlacementEdges:
+        """ASSIGN to edges with feature ``placement``, their CHECKPOINT rows stored."""
         ...
 
     @property
