@@ -114,3 +114,18 @@ def test_checkpoints_come_every_interval_in_bounded_frames() -> None:
     ids = np.concatenate([f.agent_ids for f in frames])
     assert sorted(ids.tolist()) == [1, 2, 3, 4, 5]
     assert all(f.epoch == 1 and f.tick == 2 for f in frames)
+
+
+def test_dropped_rows_are_given_back_at_the_epoch_that_dropped_them() -> None:
+    agents = placed()
+    agents.receive(assign([1, 2, 3]))
+    agents.apply()
+    agents.table.state[:] = 7.0
+    agents.stepped(0)
+    agents.receive(assign([3], epoch=4))
+    agents.apply()
+    [back] = agents.released
+    assert back.epoch == 4
+    tick_of = dict(zip(back.agent_ids.tolist(), back.ticks.tolist(), strict=True))
+    assert tick_of == {1: 11, 2: 21}  # the last tick each was stepped at
+    assert back.state.tolist() == [[7.0, 7.0], [7.0, 7.0]]

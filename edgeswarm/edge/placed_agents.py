@@ -143,6 +143,9 @@ class PlacedAgents:
         self.unknown_policies = 0
         """Policy names of ASSIGN frames this edge does not run (their agents run slot 0)."""
         self._since_checkpoint = 0
+        self.released: list[Checkpoint] = []
+        """Rows of agents dropped by :meth:`apply`, to send (at the epoch that dropped
+        them) before anything else: the gateway gives them to their new owner only then."""
 
     def receive(self, part: Assign) -> None:
         """An ASSIGN part arrived (the client's handler; applied at the next tick boundary)."""
@@ -155,7 +158,19 @@ class PlacedAgents:
             return None
         table = self.table
         before = len(table)
-        keep = np.flatnonzero(np.isin(table.ids, assign.agent_ids, assume_unique=True))
+        held = np.isin(table.ids, assign.agent_ids, assume_unique=True)
+        keep = np.flatnonzero(held)
+        if not held.all():  # the rows of agents given away go back first: the hand-over
+            gone = ~held
+            self.released.append(
+                Checkpoint(
+                    epoch=assign.epoch,
+                    tick=0,
+                    agent_ids=table.ids[gone],
+                    ticks=self.ticks[gone],
+                    state=table.state[gone],
+                )
+            )
         new = ~np.isin(assign.agent_ids, table.ids, assume_unique=True)
         slots = self._slots(assign.policy_names)[assign.policy[new]]
         state = np.zeros((int(new.sum()), table.state_dim), dtype=np.float32)
@@ -200,10 +215,13 @@ class PlacedAgents:
         at most WELCOME's ``max_batch_agents`` rows each (none while disconnected: the
         next checkpoint replaces a missed one)."""
         self.stepped(tick)
+        released, self.released = self.released, []
         welcome = client.welcome if client is not None else None
         if client is None or welcome is None:
-            return
-        for frame in self.due_checkpoints(tick, welcome.max_batch_agents):
+            return  # released rows are lost with the session: the gateway uses checkpoints
+        limit = welcome.max_batch_agents
+        frames = [part for frame in released for part in _split(frame, tick, limit)]
+        for frame in [*frames, *self.due_checkpoints(tick, limit)]:
             if not client.send_checkpoint(frame):
                 break
 
@@ -245,3 +263,16 @@ def placed_agents_for(
         checkpoint_interval=config.checkpoint_interval,
         seed=config.seed,
     )
+
+
+def _split(frame: Checkpoint, tick: int, max_rows: int) -> list[Checkpoint]:
+    return [
+        Checkpoint(
+            epoch=frame.epoch,
+            tick=tick,
+            agent_ids=frame.agent_ids[start : start + max_rows],
+            ticks=frame.ticks[start : start + max_rows],
+            state=frame.state[start : start + max_rows],
+        )
+        for start in range(0, frame.count, max_rows)
+    ]

@@ -80,18 +80,36 @@ class AssignMetrics:
         self.age.set_function(oldest_age)
 
 
+_NONE = np.empty(0, dtype=np.uint32)
+
+
 @dataclass
 class _Edge:
     send: Callable[[Frame], None]
     max_rows: int
     sent: NDArray[np.uint32] | None = None
-    """The set last assigned to it (None: none yet in this session)."""
-    epoch: int = -1
-    checkpoints: int = field(default=0)
+    """The set the edge was last told to run (None: nothing yet in this session)."""
+    releasing: NDArray[np.uint32] = field(default_factory=lambda: _NONE)
+    """Agents it was told to drop whose rows have not come back yet."""
+    released_at: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    """Per ``releasing`` agent: the epoch of the ASSIGN that dropped it."""
+
+    def holds(self) -> NDArray[np.uint32]:
+        held = self.sent if self.sent is not None else _NONE
+        return np.union1d(held, self.releasing)
 
 
 class PlacementEdges:
-    """Attached edges, what each was assigned, and their checkpoints."""
+    """Attached edges, what each holds, the hand-over of moving agents, checkpoints.
+
+    Hand-over (no agent on two edges, no tick stepped twice on a live move): an
+    agent assigned to edge T while another attached edge S still holds it (S was
+    sent it and has not given its rows back) is withheld from T. S's next ASSIGN
+    leaves it out; S drops its row at its next tick boundary and sends the row
+    back (a CHECKPOINT at that epoch); stored, it goes to T with that exact tick
+    and state. An edge whose session ends holds nothing any more: its agents go
+    to their next owners from their last checkpoints (rule 4, the staleness bound).
+    """
 
     def __init__(
         self,
@@ -123,30 +141,53 @@ class PlacementEdges:
         return PlacementSession(self, edge_id, session, flush)
 
     def detach(self, edge_id: str, send: Callable[[Frame], None]) -> None:
+        """The edge's session ended: what it held is free (from checkpoints) for others."""
         edge = self._edges.get(edge_id)
         if edge is not None and edge.send == send:
             del self._edges[edge_id]
+            self.assignment_changed(self._current())
 
     def assignment_changed(self, assignment: Assignment) -> None:
-        """A new assignment: every attached edge whose set changed gets ASSIGN."""
-        for edge_id in list(self._edges):
+        """A new assignment (or agents freed): every attached edge whose set changed gets
+        ASSIGN; edges giving agents away first."""
+        for edge_id in sorted(self._edges, key=lambda e: self._gains(e, assignment)):
             self._push_to(edge_id, assignment)
+
+    def holders(self) -> dict[str, int]:
+        """Agents each attached edge holds (sent, or releasing)."""
+        return {edge_id: int(edge.holds().size) for edge_id, edge in self._edges.items()}
 
     # --- ASSIGN ----------------------------------------------------------------
 
+    def _owned(self, edge_id: str, assignment: Assignment) -> NDArray[np.uint32]:
+        return assignment.ids_of(edge_id) if edge_id in assignment.nodes else _NONE
+
+    def _gains(self, edge_id: str, assignment: Assignment) -> int:
+        sent = self._edges[edge_id].sent
+        owned = self._owned(edge_id, assignment)
+        return int(owned.size) - (int(sent.size) if sent is not None else 0)
+
+    def _busy_for(self, edge_id: str) -> NDArray[np.uint32]:
+        """Agents held elsewhere, or on their way back from anywhere."""
+        parts = [e.holds() if name != edge_id else e.releasing for name, e in self._edges.items()]
+        return np.unique(np.concatenate(parts)) if parts else _NONE
+
     def _push_to(self, edge_id: str, assignment: Assignment) -> None:
         edge = self._edges[edge_id]
-        ids = (
-            assignment.ids_of(edge_id)
-            if edge_id in assignment.nodes
-            else np.empty(0, dtype=np.uint32)
-        )
+        owned = self._owned(edge_id, assignment)
+        ids = owned[~np.isin(owned, self._busy_for(edge_id), assume_unique=True)]
         if edge.sent is not None and np.array_equal(edge.sent, ids):
             return
         policy, names = self._policies_of(ids)
         new = np.ones(ids.shape[0], dtype=np.bool_)
         if edge.sent is not None:
             new = ~np.isin(ids, edge.sent, assume_unique=True)
+            dropped = edge.sent[~np.isin(edge.sent, ids, assume_unique=True)]
+            keep = ~np.isin(edge.releasing, dropped)
+            edge.releasing = np.concatenate([edge.releasing[keep], dropped])
+            edge.released_at = np.concatenate(
+                [edge.released_at[keep], np.full(dropped.shape[0], assignment.epoch, np.int64)]
+            )
         ticks = np.zeros(ids.shape[0], dtype=np.uint64)
         state = np.zeros((ids.shape[0], STATE_DIM), dtype=np.float32)
         # rows of agents new to the edge come from their checkpoints; the edge keeps the
@@ -169,7 +210,7 @@ class PlacementEdges:
             )
         if self.metrics is not None:
             self.metrics.assigned.inc(parts)
-        edge.sent, edge.epoch = ids, assignment.epoch
+        edge.sent = ids
         logger.info(
             "agents assigned",
             extra={
@@ -177,6 +218,7 @@ class PlacementEdges:
                 "epoch": assignment.epoch,
                 "agents": int(ids.shape[0]),
                 "new": int(new.sum()),
+                "withheld": int(owned.shape[0] - ids.shape[0]),
                 "parts": parts,
             },
         )
@@ -192,16 +234,12 @@ class PlacementEdges:
     # --- CHECKPOINT ------------------------------------------------------------
 
     def checkpoint(self, edge_id: str, frame: Checkpoint) -> Error | None:
-        """Store the rows of agents ``edge_id`` owns; an ERROR for the session if some
-        were not its (those are not stored)."""
+        """Store the rows of agents ``edge_id`` holds; rows it gives back (of the epoch
+        that dropped them) end their hand-over. An ERROR for the session if some rows
+        were of agents it does not hold (those are not stored)."""
         edge = self._edges.get(edge_id)
-        assignment = self._current()
-        owned = (
-            assignment.ids_of(edge_id)
-            if edge_id in assignment.nodes
-            else np.empty(0, dtype=np.uint32)
-        )
-        mine = np.isin(frame.agent_ids, owned)
+        held = edge.holds() if edge is not None else _NONE
+        mine = np.isin(frame.agent_ids, held)
         refused = int(frame.count - mine.sum())
         try:
             written = self._store.save_checkpoints(
@@ -212,21 +250,24 @@ class PlacementEdges:
             return Error(
                 code=ErrorCode.INTERNAL_ERROR, message="the gateway cannot store checkpoints now"
             )
-        if edge is not None:
-            edge.checkpoints += 1
         if self.metrics is not None:
             self.metrics.checkpoint_rows.inc(written)
             self.metrics.refused_rows.inc(refused)
+        if edge is not None and edge.releasing.size:
+            at = np.isin(edge.releasing, frame.agent_ids)
+            back = at & (edge.released_at <= frame.epoch)
+            if back.any():
+                edge.releasing, edge.released_at = edge.releasing[~back], edge.released_at[~back]
+                self.assignment_changed(self._current())  # withheld agents go on now
         if not refused:
             return None
         logger.warning(
-            "checkpoint rows of agents the edge does not own refused",
-            extra={"edge_id": edge_id, "refused": refused, "epoch": assignment.epoch},
+            "checkpoint rows of agents the edge does not hold refused",
+            extra={"edge_id": edge_id, "refused": refused, "epoch": frame.epoch},
         )
         return Error(
             code=ErrorCode.NOT_OWNER,
-            message=f"{refused} checkpoint rows are of agents this edge does not own"
-            f" at epoch {assignment.epoch}; not stored",
+            message=f"{refused} checkpoint rows are of agents this edge does not hold; not stored",
         )
 
 
