@@ -17,7 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+
+from edgeswarm.gateway.log.reader import read_records
+from edgeswarm.wire import ObservationBatch, decode_payload
 
 from .conftest import RunningGateway, stop_process
 from .test_integration import run_edge
@@ -122,7 +126,32 @@ def test_edges_run_the_assigned_agents_and_resume_moved_ones_from_checkpoints(
         assert "edgeswarm_placement_assign_frames_total" in text
     finally:
         for process in edges.values():
-            stop_process(process)
+            stop_process(process)  # the live ones deliver what they spooled
+    stepped = logged_steps(gateway.data_dir)
+    assert sorted(stepped) == list(range(AGENTS))
+    for agent_id, ticks in stepped.items():
+        # every (agent, tick) once, none skipped: moves and the failure resumed each
+        # agent after its last logged tick (the killed edge's unsent batches never came)
+        assert ticks == list(range(1, len(ticks) + 1)), f"agent {agent_id}: {ticks[:20]}"
+
+
+def logged_steps(data_dir: Path) -> dict[int, list[int]]:
+    """Per agent, the ticks of its observations in the gateway's durable log, sorted."""
+    log = data_dir / "observations.db"
+    segments = log.with_name(log.name + "-segments")
+    pairs = []
+    for edge_id in NAMES:
+        for record in read_records(log, segments, edge_id):
+            batch = decode_payload(record.payload)
+            assert isinstance(batch, ObservationBatch)
+            pairs.append(np.stack([batch.agent_ids, np.full(batch.count, batch.tick)], axis=1))
+    table = np.concatenate(pairs).astype(np.int64)
+    order = np.lexsort((table[:, 1], table[:, 0]))
+    table = table[order]
+    agents, starts = np.unique(table[:, 0], return_index=True)
+    return {
+        int(a): t.tolist() for a, t in zip(agents, np.split(table[:, 1], starts[1:]), strict=True)
+    }
 
 
 def test_an_edge_without_placement_runs_its_own_range(placement_gateway: RunningGateway) -> None:

@@ -25,6 +25,11 @@ class Edge:
         self.name, self.frames = name, list[Frame]()
         edges.attach(name, self.frames.append, max_rows=128)
 
+    def holds_released(self, other: Edge) -> np.ndarray:
+        """Agents of ours the gateway assigned to ``other`` (we give them back)."""
+        first = next(f for f in self.frames if isinstance(f, Assign))
+        return np.setdiff1d(first.agent_ids, self.last_set().agent_ids)
+
     def last_set(self) -> Assign:
         """The newest complete ASSIGN set (its parts joined)."""
         parts = [f for f in self.frames if isinstance(f, Assign)]
@@ -120,3 +125,23 @@ def test_a_gone_edges_agents_go_on_from_their_last_checkpoints(fleet: Fleet) -> 
     came = np.isin(restored.agent_ids, held_b)
     assert (restored.ticks[came] == 17).all()
     assert (restored.state[came] == 5.0).all()
+
+
+def test_every_assign_carries_every_rows_checkpoint(fleet: Fleet) -> None:
+    """An edge applies only its newest ASSIGN: rows of an earlier one it never applied
+    must not start over from tick 0 (they did: only 'new' rows carried checkpoints)."""
+    service = fleet.service
+    edges = PlacementEdges(fleet.store, service.refresh)
+    service.on_assignment = edges.assignment_changed
+    fleet.connect("a")
+    a = Edge(edges, "a")
+    held = a.last_set().agent_ids
+    assert edges.checkpoint("a", rows(held, 30, 4.0, a.last_set().epoch)) is None
+    fleet.connect("b")
+    b = Edge(edges, "b")
+    edges.checkpoint("a", rows(a.holds_released(b), 31, 4.0, a.last_set().epoch))
+    fleet.connect("c")
+    Edge(edges, "c")
+    again = a.last_set()  # a keeps some agents it was sent before: they carry tick 30
+    assert again.agent_ids.size
+    assert (again.ticks >= 30).all()

@@ -206,6 +206,10 @@ class PlacedAgents:
             slots[index] = slot
         return slots
 
+    def stepping_ticks(self) -> NDArray[np.uint64]:
+        """Per row: the tick the agent is stepped at in the tick under way."""
+        return self.ticks + np.uint64(1)
+
     def stepped(self, tick: int) -> None:
         """The table's agents were stepped at edge tick ``tick``."""
         self.ticks += np.uint64(1)

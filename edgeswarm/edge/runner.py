@@ -32,7 +32,6 @@ from edgeswarm.wire import (
     FEATURE_SEQ_EPOCH,
     PROTOCOL_VERSION,
     Hello,
-    ObservationBatch,
     Role,
 )
 
@@ -44,6 +43,7 @@ from .heavy_lane import HeavyRequests
 from .io import IoMetrics
 from .io.actions_file import ActionRecorder
 from .metrics import EdgeMetrics, UplinkCollector
+from .observation_batches import observation_batches
 from .placed_agents import PlacedAgents, placed_agents_for
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
@@ -408,23 +408,13 @@ class EdgeRunner:
 
     async def _send_observations(self) -> None:
         """Spool this tick's observations, ``batch_agents`` per batch, as one group commit."""
-        table, step, tick = self.table, self.config.batch_agents, self.tick
-
-        def batch_at(start: int, end: int) -> Callable[[int], ObservationBatch]:
-            def at(seq: int) -> ObservationBatch:
-                return ObservationBatch(
-                    seq=seq,
-                    tick=tick,
-                    agent_ids=table.ids[start:end],
-                    observations=table.observations[start:end],
-                    rewards=table.rewards[start:end],
-                )
-
-            return at
-
-        batches = [
-            batch_at(start, min(start + step, len(table))) for start in range(0, len(table), step)
-        ]
+        table, placed = self.table, self.placed
+        batches = observation_batches(  # with placement: per agent, the tick it steps now
+            table,
+            self.tick,
+            self.config.batch_agents,
+            None if placed is None else placed.stepping_ticks(),
+        )
         try:
             await self.uplink.submit(batches)
         except SpoolError as exc:  # a full disk, a damaged file: the edge stops

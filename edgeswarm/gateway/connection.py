@@ -137,6 +137,8 @@ class GatewayConnection:
                     if self._log_failed_once:  # later frames of the same read: the edge
                         continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
+                    if self._placement is not None:  # its (agent, tick) record (rule 4)
+                        self._placement.observed(payload)
                     try:
                         gateway.observation_log.append_then(
                             edge_id,

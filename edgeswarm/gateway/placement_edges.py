@@ -32,7 +32,9 @@ from edgeswarm.wire import (
     Error,
     ErrorCode,
     Frame,
+    ObservationBatch,
     Session,
+    decode_payload,
 )
 
 from .agent_store import AgentStore, AgentStoreError
@@ -128,6 +130,11 @@ class PlacementEdges:
             np.empty(0, np.uint16),
             (),
         )
+        self._logged = np.zeros(0, dtype=np.uint64)
+        """Per swarm agent (the order of ``_policies``' ids): the highest tick an edge's
+        observations were received at (rule 4 of ``placement/handover.py``: an agent that
+        resumes from a checkpoint never steps a tick already in the log). In memory: after
+        a gateway restart the checkpoints' ticks are the bound."""
 
     def attach(self, edge_id: str, send: Callable[[Frame], None], *, max_rows: int) -> None:
         """An edge's session speaks placement: send it its agents now."""
@@ -188,11 +195,12 @@ class PlacementEdges:
             edge.released_at = np.concatenate(
                 [edge.released_at[keep], np.full(dropped.shape[0], assignment.epoch, np.int64)]
             )
-        ticks = np.zeros(ids.shape[0], dtype=np.uint64)
-        state = np.zeros((ids.shape[0], STATE_DIM), dtype=np.float32)
-        # rows of agents new to the edge come from their checkpoints; the edge keeps the
-        # rows of agents it already runs (it ignores what an ASSIGN says about them)
-        ticks[new], state[new], _ = self._store.checkpoint_rows(ids[new], STATE_DIM)
+        # every row from its checkpoint, going on after the last tick logged for it (rule
+        # 4: no tick twice). The edge keeps its own rows of agents it runs already; the
+        # others take these, also those of an earlier ASSIGN it had not applied yet
+        # (it applies only the newest): so every row is sent, not only the new ones
+        ticks, state, _ = self._store.checkpoint_rows(ids, STATE_DIM)
+        ticks = np.maximum(ticks, self.logged_ticks(ids))
         parts = max(1, -(-ids.shape[0] // edge.max_rows))
         for part in range(parts):
             rows = slice(part * edge.max_rows, (part + 1) * edge.max_rows)
@@ -223,11 +231,35 @@ class PlacementEdges:
             },
         )
 
-    def _policies_of(self, ids: NDArray[np.uint32]) -> tuple[NDArray[np.uint16], tuple[str, ...]]:
+    def _agents(self) -> NDArray[np.uint32]:
+        """Every swarm agent id (cached per change of the agent set)."""
         version, all_ids, policy, names = self._policies
         if version != self._store.version:
+            old_ids, old_logged = all_ids, self._logged
             all_ids, policy, names = self._store.agent_policies()
             self._policies = (self._store.version, all_ids, policy, names)
+            self._logged = np.zeros(all_ids.shape[0], dtype=np.uint64)
+            self._logged[np.searchsorted(all_ids, old_ids)] = old_logged  # agents stay
+        return all_ids
+
+    def observed(self, agent_ids: NDArray[np.uint32], tick: int) -> None:
+        """An edge's observations of ``agent_ids`` at ``tick`` reached the log."""
+        all_ids = self._agents()
+        at = np.searchsorted(all_ids, agent_ids)
+        known = at < all_ids.shape[0]
+        known[known] = all_ids[at[known]] == agent_ids[known]
+        at = at[known]
+        self._logged[at] = np.maximum(self._logged[at], np.uint64(tick))
+
+    def logged_ticks(self, ids: NDArray[np.uint32]) -> NDArray[np.uint64]:
+        """The highest tick logged for each of ``ids`` (0: none seen)."""
+        all_ids = self._agents()
+        at = np.searchsorted(all_ids, ids)
+        return self._logged[at] if ids.size else np.zeros(0, dtype=np.uint64)
+
+    def _policies_of(self, ids: NDArray[np.uint32]) -> tuple[NDArray[np.uint16], tuple[str, ...]]:
+        self._agents()
+        _, all_ids, policy, names = self._policies
         at = np.searchsorted(all_ids, ids)
         return (policy[at] if ids.size else np.empty(0, np.uint16)), names
 
@@ -289,6 +321,12 @@ class PlacementSession:
         if not self._session.closed:
             self._session.send(frame)
             self._flush()
+
+    def observed(self, payload: bytes) -> None:
+        """An OBS_BATCH of this edge was received (its ``(agent, tick)`` record)."""
+        batch = decode_payload(payload)
+        if isinstance(batch, ObservationBatch):
+            self._edges.observed(batch.agent_ids, batch.tick)
 
     def checkpoint(self, frame: Checkpoint) -> None:
         error = self._edges.checkpoint(self.edge_id, frame)
