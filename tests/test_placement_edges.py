@@ -128,19 +128,30 @@ def test_edges_run_the_assigned_agents_and_resume_moved_ones_from_checkpoints(
         for process in edges.values():
             stop_process(process)  # the live ones deliver what they spooled
     stepped = logged_steps(gateway.data_dir)
+    # staleness: the killed edge's agents lost the state of the ticks logged after their
+    # last checkpoint (docs/operations.md); checkpoints go every 5 ticks
+    on_c = logged_steps(gateway.data_dir, ("edge-c",))
+    lost_ticks = [on_c[a][-1] - before_kill[a]["checkpoint"]["tick"] for a in lost]
+    print(f"staleness: max {max(lost_ticks)} ticks, mean {np.mean(lost_ticks):.1f}")
+    assert max(lost_ticks) <= 3 * 5
     assert sorted(stepped) == list(range(AGENTS))
     for agent_id, ticks in stepped.items():
-        # every (agent, tick) once, none skipped: moves and the failure resumed each
-        # agent after its last logged tick (the killed edge's unsent batches never came)
-        assert ticks == list(range(1, len(ticks) + 1)), f"agent {agent_id}: {ticks[:20]}"
+        # every (agent, tick) at most once: moves and the failure resumed each agent
+        # after its last logged tick and its checkpoint, whichever is later
+        assert len(set(ticks)) == len(ticks), f"agent {agent_id} stepped a tick twice"
+        gaps = int((np.diff(ticks) != 1).sum())
+        # none skipped on live moves; across the failure, the ticks the killed edge
+        # stepped after its last batch reached the gateway were never logged
+        assert ticks[0] == 1
+        assert gaps <= (1 if agent_id in lost else 0), f"agent {agent_id}: {ticks[:40]}"
 
 
-def logged_steps(data_dir: Path) -> dict[int, list[int]]:
-    """Per agent, the ticks of its observations in the gateway's durable log, sorted."""
+def logged_steps(data_dir: Path, names: tuple[str, ...] = NAMES) -> dict[int, list[int]]:
+    """Per agent, the ticks of its observations from ``names`` in the durable log, sorted."""
     log = data_dir / "observations.db"
     segments = log.with_name(log.name + "-segments")
     pairs = []
-    for edge_id in NAMES:
+    for edge_id in names:
         for record in read_records(log, segments, edge_id):
             batch = decode_payload(record.payload)
             assert isinstance(batch, ObservationBatch)

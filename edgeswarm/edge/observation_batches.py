@@ -43,6 +43,8 @@ def observation_batches(
         return at
 
     n = len(table)
+    if agent_ticks is not None and n and agent_ticks.min() == agent_ticks.max():
+        tick, agent_ticks = int(agent_ticks[0]), None  # one tick for all: plain slices
     if agent_ticks is None:
         return [batch_at(slice(start, min(start + step, n)), tick) for start in range(0, n, step)]
     values, inverse = np.unique(agent_ticks, return_inverse=True)

@@ -93,6 +93,8 @@ class PlacementService:
         self.metrics = metrics
         self.on_assignment: Callable[[Assignment], None] | None = None
         """Called with every new assignment (``placement_edges.py`` sends ASSIGN)."""
+        self.holders: Callable[[], dict[str, int]] | None = None
+        """Agents each connected edge holds now (``placement_edges.py``), for ``shards``."""
 
     # --- membership and assignment -----------------------------------------
 
@@ -274,9 +276,13 @@ class PlacementService:
         placed = [n for n, m in self._membership.members.items() if m.state is MemberState.ACTIVE]
         loads = np.array([counts[n] for n in placed], dtype=np.float64)
         plan = self._last_plan
+        held = self.holders() if self.holders is not None else {}
         return {
             "epoch": assignment.epoch,
             "placer": self._placer,
+            "held": [{"edge_id": e, "agents": n} for e, n in sorted(held.items())],
+            # assigned to a connected placement edge that does not hold them yet
+            "moving": sum(max(0, counts.get(e, 0) - n) for e, n in held.items()),
             "agents": int(assignment.ids.size),
             "unowned": int((assignment.owners < 0).sum()),
             "per_edge": [{"edge_id": e, "agents": n} for e, n in counts.items()],

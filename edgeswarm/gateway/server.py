@@ -105,6 +105,7 @@ class Gateway:
         )
         """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""
         self.placement.on_assignment = self.placement_edges.assignment_changed
+        self.placement.holders = self.placement_edges.holders
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.heavy = LaneRunner(
