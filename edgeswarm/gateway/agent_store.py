@@ -29,6 +29,9 @@ from numpy.typing import NDArray
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_operator_store, transaction
+from edgeswarm.storage.sqlite import statements
+
+from .checkpoint_store import BLOCKS_TABLE, CheckpointIndex
 
 __all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "KnownEdge"]
 
@@ -52,18 +55,13 @@ _EDGES = """CREATE TABLE edges (
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
 )"""
-_CHECKPOINTS = """CREATE TABLE checkpoints (
-    agent_id INTEGER PRIMARY KEY,
-    edge_id TEXT NOT NULL,
-    tick INTEGER NOT NULL,
-    state BLOB NOT NULL,
-    at REAL NOT NULL
-)"""
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 SCHEMA = Schema(
-    version=1,
-    create=(_AGENTS, _EDGES, _CHECKPOINTS, _META),
-    tables=frozenset({"agents", "edges", "checkpoints", "meta"}),
+    version=2,
+    create=(_AGENTS, _EDGES, BLOCKS_TABLE, _META),
+    tables=frozenset({"agents", "edges", "meta"}),
+    # version 1 had a per-agent checkpoints table nothing ever wrote
+    upgrades={1: statements("DROP TABLE IF EXISTS checkpoints", BLOCKS_TABLE)},
 )
 
 
@@ -102,6 +100,11 @@ class AgentStore(Resource):
         )
         self.version = 0
         """Bumped on every change of the agent set (the service caches by it)."""
+        try:
+            self._checkpoints = CheckpointIndex(self._db, self._errors)
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -189,21 +192,11 @@ class AgentStore(Resource):
 
     def checkpoints_of(self, first: int, last: int) -> dict[int, dict[str, Any]]:
         """Last checkpoints of agents ``first..last``: id -> edge, tick, when."""
-        with self._errors():
-            rows = self._db.execute(
-                "SELECT agent_id, edge_id, tick, at FROM checkpoints"
-                " WHERE agent_id BETWEEN ? AND ?",
-                (first, last),
-            ).fetchall()
-        return {r[0]: {"edge_id": r[1], "tick": r[2], "at": r[3]} for r in rows}
+        return dict(self._checkpoints.between(first, last))
 
     def checkpoint(self, agent_id: int) -> dict[str, Any] | None:
         """The agent's last checkpoint: edge, tick, when (None if it has none)."""
-        with self._errors():
-            row = self._db.execute(
-                "SELECT edge_id, tick, at FROM checkpoints WHERE agent_id = ?", (agent_id,)
-            ).fetchone()
-        return None if row is None else {"edge_id": row[0], "tick": row[1], "at": row[2]}
+        return self._checkpoints.one(agent_id)
 
     def agent_policies(self) -> tuple[NDArray[np.uint32], NDArray[np.uint16], tuple[str, ...]]:
         """Every agent id (ascending), the index of its policy, and the policy names."""
@@ -223,32 +216,7 @@ class AgentStore(Resource):
     ) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.bool_]]:
         """The last checkpoint of each of ``ids``: ticks, state rows (``state_dim`` wide,
         zero-padded or cut), and which had one (0 and zeros for those that had none)."""
-        ticks = np.zeros(ids.shape[0], dtype=np.uint64)
-        state = np.zeros((ids.shape[0], state_dim), dtype=np.float32)
-        found = np.zeros(ids.shape[0], dtype=np.bool_)
-        if not ids.size:
-            return ticks, state, found
-        with self._errors():
-            rows = self._db.execute(
-                "SELECT agent_id, tick, state FROM checkpoints"
-                " WHERE agent_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(ids.tolist()),),
-            ).fetchall()
-        if not rows:
-            return ticks, state, found
-        at = np.searchsorted(ids, np.fromiter((r[0] for r in rows), np.uint32, len(rows)))
-        ticks[at] = np.fromiter((r[1] for r in rows), np.uint64, len(rows))
-        blobs = b"".join(r[2] for r in rows)
-        width = len(rows[0][2]) // 4
-        if all(len(r[2]) == width * 4 for r in rows):  # one width: one vectorised copy
-            saved = np.frombuffer(blobs, dtype="<f4").reshape(len(rows), width)
-            state[at, : min(width, state_dim)] = saved[:, :state_dim]
-        else:
-            for row, (_, _, blob) in zip(at, rows, strict=True):
-                saved = np.frombuffer(blob, dtype="<f4")[:state_dim]
-                state[row, : saved.shape[0]] = saved
-        found[at] = True
-        return ticks, state, found
+        return self._checkpoints.rows(ids, state_dim)
 
     def save_checkpoints(
         self,
@@ -259,35 +227,11 @@ class AgentStore(Resource):
     ) -> int:
         """Keep these rows as the agents' last checkpoints, in one transaction; a row
         older (smaller tick) than the one kept is ignored. Returns the rows written."""
-        now = time.time()
-        blobs = np.ascontiguousarray(state, dtype="<f4")
-        width = blobs.shape[1] * 4
-        raw = blobs.tobytes()
-        rows = zip(
-            ids.tolist(),
-            (edge_id for _ in range(ids.shape[0])),
-            ticks.tolist(),
-            (raw[i * width : (i + 1) * width] for i in range(ids.shape[0])),
-            (now for _ in range(ids.shape[0])),
-            strict=True,
-        )
-        with self._errors(), transaction(self._db) as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(agent_id) DO UPDATE"
-                " SET edge_id = excluded.edge_id, tick = excluded.tick, state = excluded.state,"
-                " at = excluded.at WHERE excluded.tick >= checkpoints.tick",
-                rows,
-            )
-            return int(db.total_changes - before)
+        return self._checkpoints.save(edge_id, ids, ticks, state)
 
     def oldest_checkpoint(self) -> float | None:
         """When the least recent checkpoint of a swarm agent was taken (None: none yet)."""
-        with self._errors():
-            row = self._db.execute(
-                "SELECT MIN(c.at) FROM checkpoints c JOIN agents a USING (agent_id)"
-            ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+        return self._checkpoints.oldest(self.agent_ids())
 
     # --- edges --------------------------------------------------------------
 
