@@ -127,6 +127,8 @@ def test_edges_run_the_assigned_agents_and_resume_moved_ones_from_checkpoints(
     finally:
         for process in edges.values():
             stop_process(process)  # the live ones deliver what they spooled
+    assert stop_process(gateway.process) == 0
+    assert "Traceback" not in gateway.log.read_text()  # e.g. a refresh after placement.db closed
     stepped = logged_steps(gateway.data_dir)
     # staleness: the killed edge's agents lost the state of the ticks logged after their
     # last checkpoint (docs/operations.md); checkpoints go every 5 ticks

@@ -246,8 +246,12 @@ class Gateway:
         self.connections.discard(connection)
         if self.listener is not None:  # an edge gone this long is DOWN (placement_service.py)
             loop = asyncio.get_running_loop()
-            loop.call_soon(self.placement.refresh)  # notes when it went
-            loop.call_later(self.config.edge_timeout_s, self.placement.refresh)
+            loop.call_soon(self._refresh_placement)  # notes when it went
+            loop.call_later(self.config.edge_timeout_s, self._refresh_placement)
+
+    def _refresh_placement(self) -> None:
+        if self.listener is not None:  # not once closed: placement.db is closed too
+            self.placement.refresh()
 
     def close(self) -> None:
         """Say BYE to every peer and stop listening."""
