@@ -124,7 +124,8 @@ def test_dropped_rows_are_given_back_at_the_epoch_that_dropped_them() -> None:
     agents.stepped(0)
     agents.receive(assign([3], epoch=4))
     agents.apply()
-    [back] = agents.released
+    applied, back = agents.released  # one per apply, also empty: "epoch applied"
+    assert (applied.epoch, applied.count) == (1, 0)
     assert back.epoch == 4
     tick_of = dict(zip(back.agent_ids.tolist(), back.ticks.tolist(), strict=True))
     assert tick_of == {1: 11, 2: 21}  # the last tick each was stepped at

@@ -145,3 +145,26 @@ def test_every_assign_carries_every_rows_checkpoint(fleet: Fleet) -> None:
     again = a.last_set()  # a keeps some agents it was sent before: they carry tick 30
     assert again.agent_ids.size
     assert (again.ticks >= 30).all()
+
+
+def test_an_edge_that_never_applied_a_set_frees_its_agents_by_saying_its_epoch(
+    fleet: Fleet,
+) -> None:
+    """An edge applies only its newest ASSIGN: agents of a set it skipped were never its,
+    so no row of them comes back. Its CHECKPOINT of the newer epoch (even empty) frees
+    them; before, the gateway withheld them from their new owner for good."""
+    service = fleet.service
+    edges = PlacementEdges(fleet.store, service.refresh)
+    service.on_assignment = edges.assignment_changed
+    fleet.connect("a")
+    a = Edge(edges, "a")
+    fleet.connect("b")
+    b = Edge(edges, "b")
+    assert b.last_set().agent_ids.size == 0  # withheld: a was sent them
+    epoch = a.last_set().epoch
+    none = np.empty(0, dtype=np.uint32)
+    assert edges.checkpoint("a", rows(none, 3, 0.0, epoch - 1)) is None  # older: not yet
+    assert b.last_set().agent_ids.size == 0
+    assert edges.checkpoint("a", rows(none, 3, 0.0, epoch)) is None  # a applied `epoch`
+    assert b.last_set().agent_ids.size > 0
+    assert sum(edges.holders().values()) == AGENTS

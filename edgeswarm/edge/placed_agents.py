@@ -160,17 +160,16 @@ class PlacedAgents:
         before = len(table)
         held = np.isin(table.ids, assign.agent_ids, assume_unique=True)
         keep = np.flatnonzero(held)
-        if not held.all():  # the rows of agents given away go back first: the hand-over
-            gone = ~held
-            self.released.append(
-                Checkpoint(
-                    epoch=assign.epoch,
-                    tick=0,
-                    agent_ids=table.ids[gone],
-                    ticks=self.ticks[gone],
-                    state=table.state[gone],
-                )
+        gone = ~held  # the rows of agents given away go back first: the hand-over; sent
+        self.released.append(  # also when empty: it says this epoch is applied, so the
+            Checkpoint(  # gateway stops waiting for agents of a set never applied here
+                epoch=assign.epoch,
+                tick=0,
+                agent_ids=table.ids[gone],
+                ticks=self.ticks[gone],
+                state=table.state[gone],
             )
+        )
         new = ~np.isin(assign.agent_ids, table.ids, assume_unique=True)
         slots = self._slots(assign.policy_names)[assign.policy[new]]
         state = np.zeros((int(new.sum()), table.state_dim), dtype=np.float32)
@@ -270,6 +269,7 @@ def placed_agents_for(
 
 
 def _split(frame: Checkpoint, tick: int, max_rows: int) -> list[Checkpoint]:
+    """``frame`` at edge tick ``tick``, ``max_rows`` rows per frame (one frame if empty)."""
     return [
         Checkpoint(
             epoch=frame.epoch,
@@ -278,5 +278,5 @@ def _split(frame: Checkpoint, tick: int, max_rows: int) -> list[Checkpoint]:
             ticks=frame.ticks[start : start + max_rows],
             state=frame.state[start : start + max_rows],
         )
-        for start in range(0, frame.count, max_rows)
+        for start in range(0, max(1, frame.count), max_rows)
     ]

@@ -286,8 +286,10 @@ class PlacementEdges:
             self.metrics.checkpoint_rows.inc(written)
             self.metrics.refused_rows.inc(refused)
         if edge is not None and edge.releasing.size:
-            at = np.isin(edge.releasing, frame.agent_ids)
-            back = at & (edge.released_at <= frame.epoch)
+            # a CHECKPOINT of epoch E says the edge applied E (or a later set): it holds
+            # none of the agents dropped at E or before, whether it ever held them (it
+            # applies only its newest ASSIGN) or their rows are in this frame
+            back = edge.released_at <= frame.epoch
             if back.any():
                 edge.releasing, edge.released_at = edge.releasing[~back], edge.released_at[~back]
                 self.assignment_changed(self._current())  # withheld agents go on now
