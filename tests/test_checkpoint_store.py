@@ -13,7 +13,7 @@ from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
 
 def save(store: AgentStore, edge: str, ids: list[int], tick: int, value: float) -> int:
     n = len(ids)
-    return store.save_checkpoints(
+    return store.checkpoints.save(
         edge,
         np.array(ids, dtype=np.uint32),
         np.full(n, tick, dtype=np.uint64),
@@ -34,16 +34,16 @@ def test_the_newest_row_per_agent_survives_a_reopen(tmp_path: Path) -> None:
         assert save(store, "b", [2, 3], 7, 2.0) == 2
         assert save(store, "a", [3, 4], 6, 3.0) == 1  # 3's row is older than b's: ignored
     with AgentStore(path) as store:
-        ticks, state, found = store.checkpoint_rows(np.arange(6, dtype=np.uint32), 3)
+        ticks, state, found = store.checkpoints.rows(np.arange(6, dtype=np.uint32), 3)
         assert ticks.tolist() == [0, 5, 7, 7, 6, 0]
         assert found.tolist() == [False, True, True, True, True, False]
         assert state[:, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 3.0, 0.0]
         assert (state[:, 2] == 0).all()  # wider than stored: zero-padded
-        shown = store.checkpoint(3)
+        shown = store.checkpoints.one(3)
         assert shown is not None
         assert (shown["edge_id"], shown["tick"]) == ("b", 7)
-        assert store.checkpoint(9) is None
-        assert sorted(store.checkpoints_of(2, 4)) == [2, 3, 4]
+        assert store.checkpoints.one(9) is None
+        assert [a for a, _ in store.checkpoints.between(2, 4)] == [2, 3, 4]
 
 
 def test_blocks_nobody_needs_any_more_are_deleted(tmp_path: Path) -> None:
@@ -71,6 +71,6 @@ def test_a_failed_write_stores_and_remembers_nothing(tmp_path: Path) -> None:
         finally:
             blocker.rollback()
             blocker.close()
-        ticks, _, found = store.checkpoint_rows(np.array([1, 2], dtype=np.uint32), 2)
+        ticks, _, found = store.checkpoints.rows(np.array([1, 2], dtype=np.uint32), 2)
         assert ticks.tolist() == [5, 0]
         assert found.tolist() == [True, False]

@@ -55,6 +55,13 @@ def fleet(tmp_path: Path) -> Fleet:
     return fleet
 
 
+def wired(fleet: Fleet) -> PlacementEdges:
+    """Edges wired to the fleet's placement service the way the gateway wires them."""
+    edges = PlacementEdges(fleet.store, fleet.service.refresh)
+    fleet.service.on_assignment = edges.assignment_changed
+    return edges
+
+
 def rows(ids: np.ndarray, tick: int, value: float, epoch: int) -> Checkpoint:
     return Checkpoint(
         epoch=epoch,
@@ -66,9 +73,7 @@ def rows(ids: np.ndarray, tick: int, value: float, epoch: int) -> Checkpoint:
 
 
 def test_a_drained_edges_agents_wait_for_their_rows_then_move_with_them(fleet: Fleet) -> None:
-    service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh)
-    service.on_assignment = edges.assignment_changed
+    edges = wired(fleet)
     fleet.connect("a", "b")
     a, b = Edge(edges, "a"), Edge(edges, "b")
     held_a, held_b = a.last_set().agent_ids, b.last_set().agent_ids
@@ -95,22 +100,18 @@ def test_a_drained_edges_agents_wait_for_their_rows_then_move_with_them(fleet: F
 
 
 def test_rows_of_agents_an_edge_does_not_hold_are_refused(fleet: Fleet) -> None:
-    service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh)
-    service.on_assignment = edges.assignment_changed
+    edges = wired(fleet)
     fleet.connect("a", "b")
     a, b = Edge(edges, "a"), Edge(edges, "b")
     theirs = b.last_set().agent_ids[:5]
     error = edges.checkpoint("a", rows(theirs, 9, 9.0, a.last_set().epoch))
     assert error is not None
     assert error.code == ErrorCode.NOT_OWNER
-    assert all(fleet.store.checkpoint(int(agent)) is None for agent in theirs)
+    assert all(fleet.store.checkpoints.one(int(agent)) is None for agent in theirs)
 
 
 def test_a_gone_edges_agents_go_on_from_their_last_checkpoints(fleet: Fleet) -> None:
-    service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh)
-    service.on_assignment = edges.assignment_changed
+    edges = wired(fleet)
     fleet.connect("a", "b")
     a, b = Edge(edges, "a"), Edge(edges, "b")
     held_b = b.last_set().agent_ids
@@ -119,7 +120,7 @@ def test_a_gone_edges_agents_go_on_from_their_last_checkpoints(fleet: Fleet) -> 
     edges.detach("b", b.frames.append)
     assert a.last_set().agent_ids.size == AGENTS - held_b.size  # still b's until DOWN
     fleet.now += 10.0  # past --edge-timeout
-    service.refresh()
+    fleet.service.refresh()
     restored = a.last_set()
     assert restored.agent_ids.size == AGENTS
     came = np.isin(restored.agent_ids, held_b)
@@ -130,9 +131,7 @@ def test_a_gone_edges_agents_go_on_from_their_last_checkpoints(fleet: Fleet) -> 
 def test_every_assign_carries_every_rows_checkpoint(fleet: Fleet) -> None:
     """An edge applies only its newest ASSIGN: rows of an earlier one it never applied
     must not start over from tick 0 (they did: only 'new' rows carried checkpoints)."""
-    service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh)
-    service.on_assignment = edges.assignment_changed
+    edges = wired(fleet)
     fleet.connect("a")
     a = Edge(edges, "a")
     held = a.last_set().agent_ids
@@ -153,9 +152,7 @@ def test_an_edge_that_never_applied_a_set_frees_its_agents_by_saying_its_epoch(
     """An edge applies only its newest ASSIGN: agents of a set it skipped were never its,
     so no row of them comes back. Its CHECKPOINT of the newer epoch (even empty) frees
     them; before, the gateway withheld them from their new owner for good."""
-    service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh)
-    service.on_assignment = edges.assignment_changed
+    edges = wired(fleet)
     fleet.connect("a")
     a = Edge(edges, "a")
     fleet.connect("b")

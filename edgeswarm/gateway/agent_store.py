@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -101,7 +100,8 @@ class AgentStore(Resource):
         self.version = 0
         """Bumped on every change of the agent set (the service caches by it)."""
         try:
-            self._checkpoints = CheckpointIndex(self._db, self._errors)
+            self.checkpoints = CheckpointIndex(self._db, self._errors)
+            """The agents' last checkpoints (``checkpoint_store.py``)."""
         except BaseException:
             self._db.close()
             raise
@@ -190,14 +190,6 @@ class AgentStore(Resource):
         with self._errors():
             return int(self._db.execute("SELECT COUNT(*) FROM agents").fetchone()[0])
 
-    def checkpoints_of(self, first: int, last: int) -> dict[int, dict[str, Any]]:
-        """Last checkpoints of agents ``first..last``: id -> edge, tick, when."""
-        return dict(self._checkpoints.between(first, last))
-
-    def checkpoint(self, agent_id: int) -> dict[str, Any] | None:
-        """The agent's last checkpoint: edge, tick, when (None if it has none)."""
-        return self._checkpoints.one(agent_id)
-
     def agent_policies(self) -> tuple[NDArray[np.uint32], NDArray[np.uint16], tuple[str, ...]]:
         """Every agent id (ascending), the index of its policy, and the policy names."""
         with self._errors():
@@ -211,27 +203,9 @@ class AgentStore(Resource):
         policy = np.fromiter((index[r[1]] for r in pairs), dtype=np.uint16, count=len(pairs))
         return ids, policy, names
 
-    def checkpoint_rows(
-        self, ids: NDArray[np.uint32], state_dim: int
-    ) -> tuple[NDArray[np.uint64], NDArray[np.float32], NDArray[np.bool_]]:
-        """The last checkpoint of each of ``ids``: ticks, state rows (``state_dim`` wide,
-        zero-padded or cut), and which had one (0 and zeros for those that had none)."""
-        return self._checkpoints.rows(ids, state_dim)
-
-    def save_checkpoints(
-        self,
-        edge_id: str,
-        ids: NDArray[np.uint32],
-        ticks: NDArray[np.uint64],
-        state: NDArray[np.float32],
-    ) -> int:
-        """Keep these rows as the agents' last checkpoints, in one transaction; a row
-        older (smaller tick) than the one kept is ignored. Returns the rows written."""
-        return self._checkpoints.save(edge_id, ids, ticks, state)
-
     def oldest_checkpoint(self) -> float | None:
         """When the least recent checkpoint of a swarm agent was taken (None: none yet)."""
-        return self._checkpoints.oldest(self.agent_ids())
+        return self.checkpoints.oldest(self.agent_ids())
 
     # --- edges --------------------------------------------------------------
 

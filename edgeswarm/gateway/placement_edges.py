@@ -199,7 +199,7 @@ class PlacementEdges:
         # 4: no tick twice). The edge keeps its own rows of agents it runs already; the
         # others take these, also those of an earlier ASSIGN it had not applied yet
         # (it applies only the newest): so every row is sent, not only the new ones
-        ticks, state, _ = self._store.checkpoint_rows(ids, STATE_DIM)
+        ticks, state, _ = self._store.checkpoints.rows(ids, STATE_DIM)
         ticks = np.maximum(ticks, self.logged_ticks(ids))
         parts = max(1, -(-ids.shape[0] // edge.max_rows))
         for part in range(parts):
@@ -274,7 +274,7 @@ class PlacementEdges:
         mine = np.isin(frame.agent_ids, held)
         refused = int(frame.count - mine.sum())
         try:
-            written = self._store.save_checkpoints(
+            written = self._store.checkpoints.save(
                 edge_id, frame.agent_ids[mine], frame.ticks[mine], frame.state[mine]
             )
         except AgentStoreError as exc:

@@ -203,7 +203,9 @@ class PlacementService:
         assignment = self.refresh()
         records = self.store.agents(offset=offset, limit=limit)
         saved = (
-            self.store.checkpoints_of(records[0].agent_id, records[-1].agent_id) if records else {}
+            dict(self.store.checkpoints.between(records[0].agent_id, records[-1].agent_id))
+            if records
+            else {}
         )
         rows = [
             {
@@ -225,7 +227,7 @@ class PlacementService:
             **asdict(record),
             "owner": assignment.owner_of(agent_id),
             "epoch": assignment.epoch,
-            "checkpoint": self.store.checkpoint(agent_id),
+            "checkpoint": self.store.checkpoints.one(agent_id),
         }
 
     def _edges_list(self, args: dict[str, Any]) -> dict[str, Any]:
