@@ -138,7 +138,7 @@ class GatewayConnection:
                         continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     if self._placement is not None:  # its (agent, tick) record (rule 4)
-                        self._placement.observed(payload)
+                        self._placement.observed(tick, payload)
                     try:
                         gateway.observation_log.append_then(
                             edge_id,

@@ -32,10 +32,9 @@ from edgeswarm.wire import (
     Error,
     ErrorCode,
     Frame,
-    ObservationBatch,
     Session,
-    decode_payload,
 )
+from edgeswarm.wire.placement_codec import accepted_batch_agent_ids
 
 from .agent_store import AgentStore, AgentStoreError
 
@@ -324,11 +323,9 @@ class PlacementSession:
             self._session.send(frame)
             self._flush()
 
-    def observed(self, payload: bytes) -> None:
-        """An OBS_BATCH of this edge was received (its ``(agent, tick)`` record)."""
-        batch = decode_payload(payload)
-        if isinstance(batch, ObservationBatch):
-            self._edges.observed(batch.agent_ids, batch.tick)
+    def observed(self, tick: int, payload: bytes) -> None:
+        """An OBS_BATCH of this edge at ``tick`` was accepted (its ``(agent, tick)`` record)."""
+        self._edges.observed(accepted_batch_agent_ids(payload), tick)
 
     def checkpoint(self, frame: Checkpoint) -> None:
         error = self._edges.checkpoint(self.edge_id, frame)
