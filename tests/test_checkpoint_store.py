@@ -74,3 +74,27 @@ def test_a_failed_write_stores_and_remembers_nothing(tmp_path: Path) -> None:
         ticks, _, found = store.checkpoints.rows(np.array([1, 2], dtype=np.uint32), 2)
         assert ticks.tolist() == [5, 0]
         assert found.tolist() == [True, False]
+
+
+def test_a_placement_db_of_version_1_is_upgraded(tmp_path: Path) -> None:
+    """Version 1 (issue 16's first round) had a per-agent checkpoints table nothing wrote."""
+    path = tmp_path / "placement.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+            " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
+            "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
+            " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE TABLE checkpoints (agent_id INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
+            " tick INTEGER NOT NULL, state BLOB NOT NULL, at REAL NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "INSERT INTO meta VALUES ('epoch', 7);"
+            "INSERT INTO agents VALUES (3, 'boids', '{}', NULL, 0);"
+            "PRAGMA user_version = 1;"
+        )
+    db.close()
+    with AgentStore(path) as store:
+        assert store.epoch() == 7
+        assert store.agent_ids().tolist() == [3]
+        assert save(store, "a", [3], 4, 1.0) == 1
+        assert blocks(path) == 1
