@@ -59,6 +59,7 @@ from .acks import Acknowledger
 from .edge_sessions import Refused
 from .handshake import welcome_for
 from .log import AppendResult, LogRecordRejected, LogSeqConflict, ObservationLogError
+from .log_refusals import LogRefusals
 from .peers import Decision, PeerRegistryError
 from .placement_edges import PlacementSession
 from .services import GatewayServices
@@ -67,7 +68,7 @@ from .state_rights import state_rights
 logger = logging.getLogger("edgeswarm.gateway")
 
 
-class GatewayConnection:
+class GatewayConnection(LogRefusals):
     """Handler of one QUIC connection's session stream (a ``StreamHandler``)."""
 
     def __init__(self, gateway: GatewayServices) -> None:
@@ -329,49 +330,6 @@ class GatewayConnection:
             return  # a failed group already closed the session and flushed
         self._flush()
         self._link.transmit_now()
-
-    def _reject(self, seq: int, error: LogRecordRejected) -> None:
-        """Batch ``seq`` can never be stored: ERROR ``BATCH_REJECTED``, the session goes on.
-
-        Only this batch fails (the edge quarantines it); a cumulative ACK that
-        later covers its seq does not acknowledge it (protocol, section 10).
-        """
-        edge_id = self.edge_id
-        assert edge_id is not None
-        self._gateway.stats.batch_rejected(edge_id)
-        self._log(logging.WARNING, "batch rejected: it cannot be stored", seq=seq, error=str(error))
-        self._send_cumulative_ack()  # what committed before it, first
-        self.session.send(
-            Error(code=ErrorCode.BATCH_REJECTED, message=str(error)[:MAX_TEXT_CHARS], seq=seq)
-        )
-
-    def _conflict(self, seq: int, error: LogSeqConflict) -> None:
-        """Other bytes are stored under batch ``seq``: ERROR + BYE ``SEQ_CONFLICT``, after
-        the ACK of what committed before it (no ACK ever covers it)."""
-        edge_id = self.edge_id
-        assert edge_id is not None
-        self._gateway.stats.seq_conflict(edge_id)
-        self._log(
-            logging.WARNING,
-            "sequence conflict: another batch is stored under this number"
-            " (a copy of this edge's spool runs elsewhere, or it was restored)",
-            seq=seq,
-            error=str(error),
-        )
-        self._send_cumulative_ack()
-        message = f"seq {seq}: another batch is stored under this number; start a new seq_epoch"
-        self.session.send(Error(code=ErrorCode.SEQ_CONFLICT, message=message, seq=seq))
-        self.session.close(ErrorCode.SEQ_CONFLICT, "sequence conflict")
-        self._process()
-
-    def _log_failed(self, seq: int, error: BaseException) -> None:
-        self._log_failed_once = True
-        logger.error(
-            "durable log failed; closing session so the edge keeps its batches",
-            extra={"edge_id": self.edge_id, "seq": seq, "error": str(error)},
-        )
-        self._send_cumulative_ack()  # what earlier groups committed is durable: say so first
-        self.session.close(ErrorCode.INTERNAL_ERROR, "gateway cannot persist batches now")
 
     @property
     def edge_id(self) -> str | None:
