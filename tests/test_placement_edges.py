@@ -124,6 +124,10 @@ def test_edges_run_the_assigned_agents_and_resume_moved_ones_from_checkpoints(
             text = response.read().decode()
         assert "edgeswarm_placement_checkpoint_age_seconds" in text
         assert "edgeswarm_placement_assign_frames_total" in text
+        count = "edgeswarm_placement_handover_seconds_count "
+        handovers = [row for row in text.splitlines() if row.startswith(count)]
+        assert handovers
+        assert float(handovers[0].split()[-1]) >= 1  # the drain's, at least
     finally:
         for process in edges.values():
             stop_process(process)  # the live ones deliver what they spooled

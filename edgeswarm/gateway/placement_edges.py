@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgeswarm.placement import Assignment
 from edgeswarm.wire import (
@@ -65,6 +65,12 @@ class AssignMetrics:
             "CHECKPOINT rows refused (agents the edge does not own)",
             registry=registry,
         )
+        self.handover = Histogram(
+            "edgeswarm_placement_handover_seconds",
+            "From an ASSIGN that took agents from an edge to the edge giving their rows back",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
         self.age = Gauge(
             "edgeswarm_placement_checkpoint_age_seconds",
             "Age of the least recent checkpoint of a swarm agent (0: none yet)",
@@ -94,6 +100,8 @@ class _Edge:
     """Agents it was told to drop whose rows have not come back yet."""
     released_at: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
     """Per ``releasing`` agent: the epoch of the ASSIGN that dropped it."""
+    dropped_at: dict[int, float] = field(default_factory=dict)
+    """Epoch of an ASSIGN that dropped agents -> when it was sent (monotonic)."""
 
     def holds(self) -> NDArray[np.uint32]:
         held = self.sent if self.sent is not None else _NONE
@@ -190,6 +198,8 @@ class PlacementEdges:
             new = ~np.isin(ids, edge.sent, assume_unique=True)
             dropped = edge.sent[~np.isin(edge.sent, ids, assume_unique=True)]
             keep = ~np.isin(edge.releasing, dropped)
+            if dropped.size:
+                edge.dropped_at.setdefault(assignment.epoch, time.monotonic())
             edge.releasing = np.concatenate([edge.releasing[keep], dropped])
             edge.released_at = np.concatenate(
                 [edge.released_at[keep], np.full(dropped.shape[0], assignment.epoch, np.int64)]
@@ -289,6 +299,10 @@ class PlacementEdges:
             # none of the agents dropped at E or before, whether it ever held them (it
             # applies only its newest ASSIGN) or their rows are in this frame
             back = edge.released_at <= frame.epoch
+            for epoch in [e for e in edge.dropped_at if e <= frame.epoch]:
+                took = time.monotonic() - edge.dropped_at.pop(epoch)
+                if self.metrics is not None:
+                    self.metrics.handover.observe(took)
             if back.any():
                 edge.releasing, edge.released_at = edge.releasing[~back], edge.released_at[~back]
                 self.assignment_changed(self._current())  # withheld agents go on now
