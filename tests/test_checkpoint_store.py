@@ -98,3 +98,14 @@ def test_a_placement_db_of_version_1_is_upgraded(tmp_path: Path) -> None:
         assert store.agent_ids().tolist() == [3]
         assert save(store, "a", [3], 4, 1.0) == 1
         assert blocks(path) == 1
+
+
+def test_checkpoint_blocks_skip_the_fsync_and_the_rest_of_the_file_keeps_it(
+    tmp_path: Path,
+) -> None:
+    with AgentStore(tmp_path / "placement.db") as store:
+        store.add_agents(0, 10, policy="boids")
+        full = store._db.execute("PRAGMA synchronous").fetchone()[0]
+        assert full == 2  # FULL
+        save(store, "a", [1, 2], 5, 1.0)
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == full
