@@ -15,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeswarm.chaos.catalog import SCENARIOS
 from edgeswarm.chaos.relay import UdpRelay
+from edgeswarm.chaos.rollout_faults import BOUND_TICKS, agent_steps
 from edgeswarm.chaos.verdict import acked_lost, finish
+from edgeswarm.edge.io.actions_file import KIND
+from edgeswarm.storage.recording import RecordingWriter
+from edgeswarm.wire.arrays import encode_array
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +56,39 @@ def test_quick_scenarios_lose_nothing_acknowledged_and_apply_nothing_twice() -> 
     assert replacement["passed"] is None
     assert "issue 16" in replacement["skipped"]
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_a_trapping_rollout_is_rolled_back_in_its_bound_and_every_agent_keeps_its_state() -> None:
+    done = chaos("--json", "rollout_trapping_module")
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["passed"] is True, line
+    assert (line["acked_lost"], line["duplicates_applied"]) == (0, 0)
+    assert line["batches_stored"] == line["batches_sent"] > 0
+    assert 600 < line["agents_trapped"] < 1400  # the rollout's 50 % of 2 000
+    assert 0 < line["ticks_lost_max"] <= BOUND_TICKS
+    assert line["agents_state_lost"] == 0
+    assert line["modules_at_end"] == {"counter": {"1.0.0": 2000}}
+    assert done.returncode == 0, done.stderr
+
+
+def test_agent_steps_sees_a_lost_state_a_double_step_and_the_ticks_a_trap_cost(
+    tmp_path: Path,
+) -> None:
+    """Four agents over 6 ticks: 0 steps every tick; 1 traps on ticks 2-3 and goes on
+    from its count; 2 restarts from 1 after its trap (state lost); 3 counts 2 twice."""
+    counts = [[1, 1, 1, 1], [2, 2, 2, 2], [3, 0, 0, 2], [4, 0, 0, 3], [5, 3, 1, 4], [6, 4, 2, 5]]
+    path = tmp_path / "edge.act"
+    writer = RecordingWriter(path, KIND)
+    for tick, row in enumerate(counts):
+        actions = np.array([[c, 1.0 if c else 0.0] for c in row], dtype=np.float32)
+        writer.write({"tick": tick, "actions": encode_array(actions)})
+    writer.close()
+    steps = agent_steps(path)
+    assert steps == {
+        "ticks_recorded": 6, "ticks_gap": False, "agents_trapped": 2,
+        "agents_state_lost": 2, "ticks_lost_max": 2, "ticks_lost_min": 2,
+    }  # fmt: skip
 
 
 def test_list_names_every_scenario_and_an_unknown_name_exits_2() -> None:

@@ -15,6 +15,7 @@ from edgeswarm.chaos import (
     network_faults,
     peer_faults,
     process_faults,
+    rollout_faults,
 )
 
 
@@ -69,6 +70,5 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("clock_jump_edge", "an edge's wall clock jumps back 1 h, then forward 2 h",
              clock_faults.clock_jump_edge),
     Scenario("rollout_trapping_module", "rollout of a trapping module under load: rollback",
-             _not_yet, skip_reason="needs issue 18's module distribution and rollout "
-             "commands inside the processes, not on main"),
+             rollout_faults.rollout_trapping_module),
 )  # fmt: skip
