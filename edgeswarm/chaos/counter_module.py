@@ -2,7 +2,8 @@
 own steps, so that a recorded action stream shows whether an agent kept its state.
 
 ``es_step`` adds 1 to ``state[0]`` and writes the count and its version marker as the
-agent's two actions; the trapping version's ``es_step`` is ``unreachable``. Every
+agent's two actions; the trapping version's ``es_step`` adds 1000 to every count, then
+traps: the host must discard a faulting step's state writes, or the counts jump. Every
 version has the same descriptor (the same state layout), as a rollout requires.
 """
 
@@ -36,7 +37,16 @@ _COUNTING_STEP = """(func (export "es_step") (param $n i32) (param $obs i32) (pa
       (br $next)))
     (i32.const 0))"""
 
-_TRAPPING_STEP = '(func (export "es_step") (param i32 i32 i32 i32) (result i32) unreachable)'
+_TRAPPING_STEP = """(func (export "es_step") (param $n i32) (param $obs i32) (param $state i32)
+    (param $act i32) (result i32)
+    (local $i i32) (local $p i32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $p (i32.add (local.get $state) (i32.shl (local.get $i) (i32.const 3))))
+      (f32.store (local.get $p) (f32.add (f32.load (local.get $p)) (f32.const 1000)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    unreachable)"""
 
 _MODULE = """(module
   (memory (export "memory") 1)
