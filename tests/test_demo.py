@@ -75,3 +75,37 @@ def test_demo_over_mqtt_closes_the_loop_through_a_real_broker(
     ]
     assert sensors[-1]["ticks"] > 0
     assert sensors[-1]["actions_applied"] > 0  # the edge's actions came back over MQTT
+
+
+def test_demo_with_placement_drains_an_edge_half_way(tmp_path: Path) -> None:
+    result = subprocess.run(
+        edgeswarm_command(
+            "demo", "--placement", "--duration", "8", "--edges", "3", "--agents", "1000",
+            "--data-dir", str(tmp_path / "demo"), "--json",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["failed"] == []
+    assert summary["observations_acked"] == summary["observations_sent"] > 0
+    placement = summary["placement"]
+    assert placement["error"] is None
+    assert placement["drained"] == "edge-1"
+    assert placement["moves"] > 0  # edge-1 held agents and gave them away
+    assert placement["drained_at_s"] is not None
+
+
+def test_demo_placement_needs_several_simulated_edges(tmp_path: Path) -> None:
+    result = subprocess.run(
+        edgeswarm_command("demo", "--placement", "--edges", "1", "--data-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--placement needs --io sim and at least 2 --edges" in result.stderr

@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 from edgeswarm.wire import (
     Ack,
     Actions,
+    Assign,
     Auth,
     BatchHeader,
     BatchTooLarge,
     Bye,
     Challenge,
+    Checkpoint,
     EdgeStatus,
     Error,
     ErrorCode,
@@ -54,6 +56,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
 
+from .test_wire_assign import assign, checkpoint
 from .test_wire_modules import FRAMES as MODULE_FRAMES
 
 PK = bytes(range(32))
@@ -81,7 +84,11 @@ def make_actions(n: int = 3, k: int = 2) -> Actions:
 
 def assert_frames_equal(a: Frame, b: Frame) -> None:
     assert type(a) is type(b)
-    if isinstance(a, ObservationBatch):
+    if isinstance(a, Assign | Checkpoint):  # columns of agent rows
+        assert (a.epoch, a.count) == (b.epoch, b.count)  # type: ignore[union-attr]
+        for name in ("agent_ids", "ticks", "state"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    elif isinstance(a, ObservationBatch):
         assert isinstance(b, ObservationBatch)
         assert (a.seq, a.tick) == (b.seq, b.tick)
         np.testing.assert_array_equal(a.agent_ids, b.agent_ids)
@@ -241,6 +248,8 @@ ALL_FRAMES: list[Frame] = [
         status=InferStatus.TIMEOUT,
     ),
     *MODULE_FRAMES,
+    assign(),
+    checkpoint(),
 ]
 
 

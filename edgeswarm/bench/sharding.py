@@ -11,6 +11,8 @@ alternatives it was chosen against, with the same metrics):
     (1,000,000 agents).
   - ``imbalance_max_over_mean``: the most agents on one member over the mean,
     at the default settings; the largest over N = 5, 10, 20, 50.
+- ``migration``: ``agents_per_s``, agents (rows + state) moved between two real
+  edge processes through a real gateway by a drain (``bench/migration.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 import numpy as np
 
 from edgeswarm.bench import BenchResult
+from edgeswarm.bench.migration import run_migration
 from edgeswarm.placement import DEFAULT_PLACER, build_placer
 
 AGENTS = 1_000_000
@@ -64,4 +67,4 @@ def run() -> list[BenchResult]:
     for kind in ("rendezvous", "maglev"):
         if kind != DEFAULT_PLACER:
             results += placer_case(kind, kind)
-    return results
+    return results + run_migration()

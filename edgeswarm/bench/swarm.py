@@ -16,6 +16,10 @@ window from the edge's own progress lines:
   window);
 - ``swarm_lan``: the same with large datagrams (``--max-datagram-size
   8192`` on both processes);
+- ``swarm_checkpointed``: ``swarm`` with placement on: the 100 000 agents are
+  swarm agents the gateway assigns (``--placement``), their state rows
+  checkpointed every 10 ticks (``--checkpoint-interval 10``); ``steps_per_s``
+  as ``swarm`` (the target: at least 0.9 of it);
 - ``swarm_10hz``: ``--tick-hz 10``; ``ack_p50_ms``, ``ack_p99_ms``: the
   edge's batch send -> ACK times (its latency histogram over the run).
 
@@ -55,6 +59,9 @@ LAN_DATAGRAM = 8192
 WARMUP_S = 4.0
 MEASURE_S = 10.0
 OBS_DIM = 8
+ADMIN_ID = "bench-admin"
+CHECKPOINT_INTERVAL = 10
+"""``swarm_checkpointed``: placement on, state checkpoints every this many ticks."""
 
 
 @dataclass
@@ -108,14 +115,22 @@ def _write_bytes(pid: int) -> int:
 
 
 def _start_gateway(
-    directory: Path, key_public: bytes, datagram: int | None
+    directory: Path,
+    key_public: bytes,
+    datagram: int | None,
+    *,
+    more_peers: tuple[tuple[bytes, str, str], ...] = (),
 ) -> tuple[Any, int, Path]:
+    """A gateway process; ``key_public`` enrolled as ``bench-edge``, ``more_peers`` as
+    (key, id, role) each."""
     from edgeswarm.gateway.peers import PeerRegistry
     from edgeswarm.wire import Role
 
     directory.mkdir(parents=True)
     with PeerRegistry(directory / "peers.db") as registry:
         registry.add_peer(key_public, "bench-edge", Role.EDGE)
+        for public, peer_id, role in more_peers:
+            registry.add_peer(public, peer_id, Role(role))
     extra = ["--max-datagram-size", str(datagram)] if datagram else []
     log = (directory / "gateway.log").open("w")
     process = subprocess.Popen(
@@ -147,28 +162,47 @@ def run_case(
     warmup_s: float = WARMUP_S,
     measure_s: float = MEASURE_S,
     agents: int = AGENTS,
+    checkpoint_interval: int | None = None,
 ) -> SwarmRun | None:
-    """One gateway and one edge process; None when the edge refused to start."""
-    from edgeswarm.identity import load_or_create_key
+    """One gateway and one edge process; None when the edge refused to start.
+    ``checkpoint_interval``: placement on (the gateway assigns the ``agents``, added
+    as swarm agents) with checkpoints every that many ticks."""
+    from edgeswarm.identity import KeyPair, load_or_create_key
 
     with tempfile.TemporaryDirectory(prefix="edgeswarm-swarm-") as tmp:
         root = Path(tmp)
         edge_dir = root / "edge"
         edge_dir.mkdir()
         key = load_or_create_key(edge_dir / "edge.key")
+        admin = KeyPair.generate()
         try:
-            gateway, port, ca = _start_gateway(root / "gateway", key.public_key, datagram)
+            gateway, port, ca = _start_gateway(
+                root / "gateway",
+                key.public_key,
+                datagram,
+                more_peers=((admin.public_key, ADMIN_ID, "admin"),),
+            )
         except RuntimeError as exc:  # e.g. the other checkout lacks an option
             print(f"swarm: {str(exc).splitlines()[0]}", file=sys.stderr)
             return None
         extra = ["--max-datagram-size", str(datagram)] if datagram else []
+        agents_args = ["--agents", str(agents)]
+        if checkpoint_interval is not None:
+            try:
+                add_swarm_agents(port, ca, admin, agents)
+            except Exception as exc:  # the other checkout has no placement
+                print(f"swarm: cannot add swarm agents: {exc}", file=sys.stderr)
+                gateway.terminate()
+                gateway.wait(30)
+                return None
+            agents_args = ["--placement", "--checkpoint-interval", str(checkpoint_interval)]
         try:
             edge_log = (root / "edge.log").open("w")
             edge = subprocess.Popen(
                 [
                     sys.executable, "-m", "edgeswarm", "edge", "--edge-id", "bench-edge",
                     "--ca", str(ca), "--gateway", f"127.0.0.1:{port}",
-                    "--agents", str(agents), "--tick-hz", str(tick_hz),
+                    *agents_args, "--tick-hz", str(tick_hz),
                     "--batch-agents", str(BATCH_AGENTS), "--data-dir", str(edge_dir),
                     "--metrics-port", "-1", "--log-level", "WARNING",
                     "--progress-interval", "0.5", "--duration", str(warmup_s + measure_s),
@@ -207,6 +241,26 @@ def run_case(
         return _measure(lines, summary, warmup_s, agents)
 
 
+def add_swarm_agents(port: int, ca: Path, admin: Any, count: int, first_id: int = 0) -> None:
+    """``agents add`` through a placement request, as ``ADMIN_ID`` with key ``admin``."""
+    import asyncio
+
+    from edgeswarm.client.address import GatewayAddress
+    from edgeswarm.client.admin import placement_request
+    from edgeswarm.transport.quic import default_stack
+
+    address = GatewayAddress(port=port, ca_file=ca, stack=default_stack())
+    for start in range(first_id, first_id + count, 100_000):
+        args = {"first_id": start, "count": min(100_000, first_id + count - start)}
+        reply = asyncio.run(
+            placement_request(
+                address, "agents.add", {**args, "policy": "boids"}, key=admin, admin_id=ADMIN_ID
+            )
+        )
+        if not reply.ok:
+            raise RuntimeError(reply.message)
+
+
 def _measure(
     lines: list[tuple[dict[str, Any], int]],
     summary: dict[str, Any],
@@ -234,7 +288,7 @@ def _measure(
 
 
 def run() -> list[BenchResult]:
-    """The three cases, one after the other."""
+    """The four cases, one after the other."""
     results: list[BenchResult] = []
     saturated = run_case(tick_hz=0)
     if saturated is None:
@@ -259,6 +313,16 @@ def run() -> list[BenchResult]:
             "swarm_lan",
             "steps_per_s",
             round(lan.steps_per_s) if lan else -1,
+            "agent_steps/s",
+        )
+    )
+    checkpointed = run_case(tick_hz=0, checkpoint_interval=CHECKPOINT_INTERVAL)
+    results.append(
+        BenchResult(
+            BENCH,
+            "swarm_checkpointed",
+            "steps_per_s",
+            round(checkpointed.steps_per_s) if checkpointed else -1,
             "agent_steps/s",
         )
     )

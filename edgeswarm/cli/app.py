@@ -142,6 +142,14 @@ def demo(
             "--io", help="sim (built-in world) or mqtt (sensors over a local Mosquitto broker)."
         ),
     ] = "sim",
+    placement: Annotated[
+        bool,
+        typer.Option(
+            "--placement",
+            help="The gateway places the swarm's agents on the edges; edge-1 is drained"
+            " half-way (needs --edges 2 or more, --io sim).",
+        ),
+    ] = False,
 ) -> None:
     """Run a local swarm on loopback (gateway, inference node, edges) with live progress.
 
@@ -157,11 +165,15 @@ def demo(
         edgeswarm demo --duration 60 --edges 4 --agents 20000 --json | tail -1 | jq .
 
         edgeswarm demo --io mqtt --edges 2 --agents 2000 --duration 20
+
+        edgeswarm demo --placement --edges 3 --duration 30
     """
     from .demo import DemoPlan, run_demo
 
     if io not in ("sim", "mqtt"):
         fail(f"--io {io!r}: the demo runs sim or mqtt", ExitCode.USAGE)
+    if placement and (io != "sim" or edges < 2):
+        fail("--placement needs --io sim and at least 2 --edges", ExitCode.USAGE)
     plan = DemoPlan(
         duration_s=duration,
         edges=edges,
@@ -169,6 +181,7 @@ def demo(
         tick_hz=tick_hz,
         data_dir=data_dir,
         io=io,
+        placement=placement,
     )
     with exits_on_error("demo"):
         summary = asyncio.run(run_demo(plan, live=not as_json))

@@ -43,6 +43,8 @@ from edgeswarm.models import TRIAGE_MODEL, write_anomaly_model, write_triage_onn
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.wire import Role
 
+from .demo_placement import PlacementDemo
+
 STARTUP_TIMEOUT_S = 30.0
 ADMIN_ID = "demo-admin"
 STOP_GRACE_S = 20.0
@@ -62,6 +64,8 @@ class DemoPlan:
     data_dir: Path
     io: str = "sim"
     """``sim`` (the built-in world) or ``mqtt`` (sensors and actuators over Mosquitto)."""
+    placement: bool = False
+    """Swarm agents placed by the gateway (``demo_placement.py``), one edge drained half-way."""
 
 
 @dataclass
@@ -224,10 +228,11 @@ async def _start_edge(
             str(listening["ca"]),
             "--gateway",
             f"127.0.0.1:{listening['port']}",
-            "--agents",
-            str(plan.agents),
-            "--first-agent-id",
-            str(index * plan.agents),
+            *(
+                ("--placement",)
+                if plan.placement
+                else ("--agents", str(plan.agents), "--first-agent-id", str(index * plan.agents))
+            ),
             "--seed",
             str(index),
             "--tick-hz",
@@ -308,7 +313,12 @@ def _totals(views: list[EdgeView], gateway: dict[str, Any] | None) -> dict[str, 
     }
 
 
-def _render(views: list[EdgeView], totals: dict[str, Any], started: float) -> Group:
+def _render(
+    views: list[EdgeView],
+    totals: dict[str, Any],
+    started: float,
+    placed: PlacementDemo | None = None,
+) -> Group:
     table = Table(title="edgeswarm demo", expand=False)
     for column in ("edge", "agents", "tick", "sent", "acked", "in flight", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column == "edge" else "right")
@@ -336,7 +346,9 @@ def _render(views: list[EdgeView], totals: dict[str, Any], started: float) -> Gr
             for key, value in sorted(totals.get("swarm_counters", {}).items())
         )
     )
-    return Group(table, line)
+    if placed is None:
+        return Group(table, line)
+    return Group(table, line, Text(placed.line()))
 
 
 async def _stop(process: asyncio.subprocess.Process, grace: float) -> int:
@@ -369,6 +381,9 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     address = GatewayAddress(
         port=int(listening["port"]), ca_file=Path(listening["ca"]), connect_timeout_s=2.0
     )
+    placed = PlacementDemo(address, credentials.admin, ADMIN_ID) if plan.placement else None
+    if placed is not None:
+        await placed.add_agents(plan.edges * plan.agents)
     edges = [
         await _start_edge(plan, i, listening, token, broker)
         for i, token in enumerate(credentials.edge_tokens)
@@ -387,8 +402,14 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     gateway_status: dict[str, Any] | None = None
     swarm_counters: dict[str, int] = {}
 
+    draining = (
+        asyncio.create_task(placed.drain_at(started, plan.duration_s / 2)) if placed else None
+    )
+
     async def poll_status() -> None:
         nonlocal gateway_status, swarm_counters
+        if placed is not None:
+            await placed.poll()
         with contextlib.suppress(EdgeswarmError, OSError):
             gateway_status = await fetch_status(
                 address, key=credentials.admin, admin_id=ADMIN_ID, timeout=2.0
@@ -407,7 +428,7 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         deadline = started + plan.duration_s + STOP_GRACE_S + 15.0
         while not edges_done.done() and not interrupted.is_set():
             await poll_status()
-            display.update(_render(views, totals(), started))
+            display.update(_render(views, totals(), started, placed))
             display.refresh()
             if time.monotonic() > deadline:
                 break
@@ -419,8 +440,12 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
             view.returncode = code
         await asyncio.gather(*readers, return_exceptions=True)
         await poll_status()
-        display.update(_render(views, totals(), started))
+        display.update(_render(views, totals(), started, placed))
         display.refresh()
+    if draining is not None:
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError, EdgeswarmError, OSError):
+            await draining
     for process in sensors:
         await _stop(process, STOP_GRACE_S)
     if broker is not None:
@@ -436,6 +461,8 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
     summary["failed"] = [v.edge_id for v in views if v.summary is None]
     summary["logs"] = str(plan.data_dir)
     summary["io"] = plan.io
+    if placed is not None:
+        summary["placement"] = placed.summary()
     if live:
         console.print(
             f"[bold]{summary['observations_acked']:,}[/] of {summary['observations_sent']:,} "

@@ -89,6 +89,18 @@ def edge(
     first_agent_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")] = default(
         EdgeConfig, "first_agent_id"
     ),
+    placement: Annotated[
+        bool,
+        typer.Option(
+            "--placement",
+            help="Run the agents the gateway assigns (`edgeswarm agents add`) instead of "
+            "--agents from --first-agent-id; needs --io sim.",
+        ),
+    ] = False,
+    checkpoint_interval: Annotated[
+        int,
+        typer.Option(min=0, help="With --placement: send agents' state every N ticks (0: never)."),
+    ] = default(EdgeConfig, "checkpoint_interval"),
     policy: Annotated[
         list[str] | None,
         typer.Option(
@@ -272,6 +284,9 @@ def edge(
         edgeswarm edge --edge-id plant-1 --ca ca.crt --io mqtt://127.0.0.1:1883/plant-1 \\
             --obs-max-age 2
 
+        edgeswarm edge --edge-id edge-8 --ca ca.crt --gateway gw.example:{port} \\
+            --placement --checkpoint-interval 10
+
         edgeswarm edge --edge-id replay-1 --ca ca.crt --io replay:plant-1.rec --tick-hz 0 \\
             --actions-out replayed.act
 
@@ -302,12 +317,16 @@ def edge(
                 raise Usage(f"--policy {name}: {exc}") from None
         for path in model or ():
             existing_file(path, "--model")
+        if placement and io != "sim":
+            raise Usage("--placement runs with --io sim only (assigned agents enter its world)")
         modules = _modules(module or [], len(policies))
     config = EdgeConfig(
         edge_id=edge_id,
         gateway=address,
         agents=agents,
         first_agent_id=first_agent_id,
+        placement=placement,
+        checkpoint_interval=checkpoint_interval,
         policies=policies,
         policy_fallback=policy_fallback,
         policy_fuel_per_agent=policy_fuel,

@@ -195,12 +195,15 @@ def shards(
     table = Table(
         title=f"placement epoch {result['epoch']} ({result['placer']}):"
         f" {result['agents']:,} agents, {result['unowned']:,} unowned,"
-        f" imbalance {result['imbalance']:.3f}"
+        f" imbalance {result['imbalance']:.3f}, {result.get('moving', 0):,} moving"
     )
     table.add_column("edge")
     table.add_column("agents", justify="right")
+    table.add_column("held", justify="right")  # by a connected --placement edge, now
+    held = {e["edge_id"]: e["agents"] for e in result.get("held", [])}
     for edge in result["per_edge"]:
-        table.add_row(edge["edge_id"], f"{edge['agents']:,}")
+        now = held.get(edge["edge_id"])
+        table.add_row(edge["edge_id"], f"{edge['agents']:,}", "-" if now is None else f"{now:,}")
     console.print(table)
     plan = result["last_plan"]
     if plan is not None:

@@ -33,13 +33,17 @@ from edgeswarm.wire import (
     AckReceived,
     Actions,
     ActionsReceived,
+    AgentsAssigned,
+    Assign,
     Auth,
     BlobChunkReceived,
     BlobRequest,
     ChallengeReceived,
+    Checkpoint,
     Error,
     ErrorCode,
     ErrorReceived,
+    Frame,
     Hello,
     InferRequest,
     InferRequestReceived,
@@ -187,6 +191,8 @@ class GatewayClient:
             Callable[[GatewayClient, ModulesAssigned | BlobChunkReceived], None] | None
         ) = None
         """Receives module distribution's frames (an edge's ``ModuleUplink``)."""
+        self.assign_handler: Callable[[Assign], None] | None = None
+        """An edge's (feature ``placement``): called with each ASSIGN part the gateway sends."""
 
     @property
     def in_flight(self) -> int:
@@ -295,10 +301,19 @@ class GatewayClient:
 
     def send_module(self, frame: BlobRequest | ModuleReport) -> None:
         """Send a module distribution frame now (feature ``modules``); nothing once closed."""
+        self._send_if_open(frame)
+
+    def send_checkpoint(self, frame: Checkpoint) -> bool:
+        """Send a CHECKPOINT now (feature ``placement``); False once closed (the next
+        checkpoint replaces it: nothing to retry)."""
+        return self._send_if_open(frame)
+
+    def _send_if_open(self, frame: Frame) -> bool:
         if self.session.closed or self.closed_reason is not None:
-            return
+            return False
         self.session.send(frame)
         self._flush()
+        return True
 
     def send_infer(self, frame: InferRequest | InferResult) -> None:
         """Send a heavy-lane frame now (feature ``heavy``); raises ``SessionEndedError`` once
@@ -403,6 +418,9 @@ class GatewayClient:
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)
+                case AgentsAssigned(assign=assign):
+                    if self.assign_handler is not None:
+                        self.assign_handler(assign)
                 case PlacementReplied(reply=reply):
                     waiter = self._placement.get(reply.request_id)
                     if waiter is not None and not waiter.done():

@@ -9,6 +9,7 @@ are one slice, so handing them to a policy copies nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -164,6 +165,44 @@ class AgentTable:
             contiguous = last - first + 1 == rows.shape[0]
             groups[index] = slice(first, last + 1) if contiguous else rows
         return groups
+
+    def replace_rows(
+        self,
+        keep: NDArray[np.intp],
+        ids: NDArray[np.uint32],
+        state: NDArray[np.float32],
+        policy: NDArray[np.uint16],
+        order: NDArray[np.intp],
+    ) -> None:
+        """Keep rows ``keep`` (in that order), append one row per id of ``ids`` (with its
+        ``state`` and ``policy``; every other column zero, fresh), then reorder all by
+        ``order``: new row ``i`` is row ``order[i]`` of kept-then-appended. Vectorised; the
+        columns are new arrays (whoever holds the table sees them, not the old ones)."""
+        added = ids.shape[0]
+
+        def grown(column: NDArray[Any], extra: NDArray[Any] | None = None) -> NDArray[Any]:
+            if extra is None:
+                extra = np.zeros((added, *column.shape[1:]), dtype=column.dtype)
+            return np.ascontiguousarray(np.concatenate([column[keep], extra])[order])
+
+        self.ids = grown(self.ids, ids.astype(np.uint32))
+        self.observations = grown(self.observations)
+        self.rewards = grown(self.rewards)
+        self.state = grown(self.state, state)
+        self.actions = grown(self.actions)
+        self.policy = grown(self.policy, policy.astype(np.uint16))
+        self.fresh = grown(self.fresh, np.ones(added, dtype=np.uint8))
+
+    def rows_of(self, ids: NDArray[np.uint32]) -> NDArray[np.intp]:
+        """The row of each id (-1 for an id the table does not hold), vectorised."""
+        order = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[order]
+        at = np.searchsorted(sorted_ids, ids)
+        found = at < sorted_ids.shape[0]
+        found[found] = sorted_ids[at[found]] == ids[found]
+        rows = np.full(ids.shape[0], -1, dtype=np.intp)
+        rows[found] = order[at[found]]
+        return rows
 
     def sort_by_policy(self) -> NDArray[np.intp]:
         """Reorder the rows (stably) so each policy's agents are contiguous.

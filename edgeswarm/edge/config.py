@@ -53,6 +53,11 @@ class EdgeConfig:
     agents: int = 10_000
     """Number of agents this edge runs."""
     first_agent_id: int = 0
+    placement: bool = False
+    """Run the agents the gateway assigns (ASSIGN frames) instead of ``agents`` from
+    ``first_agent_id`` (``--placement``; docs/operations.md, Placement)."""
+    checkpoint_interval: int = 10
+    """With ``placement``: send the agents' state rows every this many ticks (0: never)."""
     """Id of the first agent; ids are consecutive."""
     policies: tuple[str, ...] = ("boids",)
     """Wasm policies, each a built-in name or a ``.wasm``/``.wat`` path; the
@@ -120,6 +125,11 @@ class EdgeConfig:
     """Address of the Prometheus endpoint."""
     metrics_port: int | None = 9465
     """Port of the Prometheus endpoint; 0 picks one; None disables it."""
+
+    @property
+    def initial_agents(self) -> int:
+        """Agents the edge starts with: ``agents``, or none until the gateway assigns some."""
+        return 0 if self.placement else self.agents
 
     @property
     def compile_limits(self) -> CompileLimits:

@@ -22,7 +22,7 @@ def open_edge_io(
     """The source and sink ``config.io`` names, and the simulated world when it is ``sim``
     (None for any other source). Raises ``IoError`` for an address that cannot be opened."""
     if config.io == "sim":
-        world = FlockingWorld(config.agents, seed=config.seed)
+        world = FlockingWorld(config.initial_agents, seed=config.seed)
         simulator = SimulatorIO(world)
         return AgentIO("sim", simulator, simulator), world
     context = IoContext(

@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.identity import fingerprint, load_or_create_key
 from edgeswarm.storage import DirectoryLock
 from edgeswarm.telemetry import DaemonEndpoint, LatencyHistogram, Probes
@@ -29,21 +28,24 @@ from edgeswarm.transport.api import TransportSettings
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
+    FEATURE_PLACEMENT,
     FEATURE_SEQ_EPOCH,
     PROTOCOL_VERSION,
     Hello,
-    ObservationBatch,
     Role,
 )
 
 from .agent_table import AgentTable
 from .config import EdgeConfig
 from .edge_io import open_edge_io, wait_unpaced
+from .gateway_actions import apply_gateway_actions
 from .heavy_lane import HeavyRequests
 from .io import IoMetrics
 from .io.actions_file import ActionRecorder
 from .metrics import EdgeMetrics, UplinkCollector
 from .module_uplink import module_uplink_for
+from .observation_batches import observation_batches
+from .placed_agents import PlacedAgents, placed_agents_for
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool, SpoolError
@@ -89,7 +91,7 @@ class EdgeRunner:
     def _open(self, config: EdgeConfig) -> None:
         self.metrics = EdgeMetrics()
         self.table = AgentTable.create(
-            count=config.agents,
+            count=config.initial_agents,
             obs_dim=FlockingWorld.OBS_DIM,
             state_dim=2,
             act_dim=2,
@@ -121,7 +123,7 @@ class EdgeRunner:
                 role=Role.EDGE,
                 peer_id=config.edge_id,
                 public_key=self.key.public_key,
-                agents=config.agents,
+                agents=config.initial_agents,
                 join_token=config.join_token,
                 features=(
                     *StateLink.features,
@@ -129,6 +131,7 @@ class EdgeRunner:
                     FEATURE_HEAVY,
                     FEATURE_SEQ_EPOCH,
                     *self.modules.features,
+                    *((FEATURE_PLACEMENT,) if config.placement else ()),
                 ),
                 seq_epoch=self.spool.seq_epoch,
                 state_incarnation=self.state.document.incarnation,
@@ -136,7 +139,7 @@ class EdgeRunner:
             key=self.key,
             gateway=config.gateway,
             spool=self.spool,
-            on_client=self.modules.attach_with(self.state.attach),
+            on_client=self.modules.attach_with(self._client_created),
             on_quarantine=self._on_quarantine,
             transport=TransportSettings(max_datagram_size=config.max_datagram_size),
             on_ack_latency=self.metrics.ack_latency.observe,
@@ -162,7 +165,8 @@ class EdgeRunner:
         """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
         self._world_repairs = 0
         """``world.nonfinite_repairs`` already counted in the metrics."""
-        self._batches_per_tick = -(-config.agents // config.batch_agents)
+        self.placed: PlacedAgents | None = None
+        """With ``--placement``: the agents the gateway assigns (set once policies load)."""
         self.stage_seconds: dict[str, float] = {}
         """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
 
@@ -209,12 +213,13 @@ class EdgeRunner:
 
     async def _serve(self) -> dict[str, Any]:
         config = self.config
-        self.metrics.agents.set(config.agents)
+        self.metrics.agents.set(config.initial_agents)
         logger.info(
             "edge starting",
             extra={
                 "edge_id": config.edge_id,
-                "agents": config.agents,
+                "agents": config.initial_agents,
+                "placement": config.placement,
                 "key": fingerprint(self.key.public_key),
                 "spooled": len(self.spool),
                 "metrics_port": self.metrics_port,
@@ -243,6 +248,8 @@ class EdgeRunner:
         ):
             self.modules.start(policies)
             self.policies_loaded = True
+            if config.placement:
+                self.placed = placed_agents_for(config, self.table, self.world, policies)
             self.metrics.policies_loaded([policies.name_of(slot) for slot in range(len(policies))])
             await self.io.start()
             if config.actions_out is not None:
@@ -304,9 +311,12 @@ class EdgeRunner:
             if getattr(self.io.source, "finished", False):  # a recording ended
                 break
             if period == 0.0:  # as fast as acknowledged: a bounded lead over the ACKs
-                await self.uplink.wait_acked(UNACKED_TICKS_AHEAD * self._batches_per_tick)
+                per_tick = -(-len(self.table) // config.batch_agents)  # agents may come and go
+                await self.uplink.wait_acked(UNACKED_TICKS_AHEAD * per_tick)
             # The loop serves the network (sends, ACKs) between the stages of a tick.
             started = time.perf_counter()
+            if self.placed is not None and self.placed.apply() is not None:
+                self.metrics.agents.set(len(self.table))  # agents came or went (placement)
             self._retry_quarantined(policies)
             self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             self._stage("sense", started)
@@ -330,6 +340,8 @@ class EdgeRunner:
             mark = time.perf_counter()
             await self._send_observations()
             self._stage("spool", mark)
+            if self.placed is not None:
+                self.placed.after_tick(self.tick, self.uplink.client)
             self.tick += 1
             self.metrics.ticks.inc()
             if config.progress_interval_s > 0 and time.monotonic() >= next_progress:
@@ -343,6 +355,11 @@ class EdgeRunner:
             else:
                 next_tick = time.monotonic()
                 await wait_unpaced(self.io.source)
+
+    def _client_created(self, client: GatewayClient) -> None:
+        self.state.attach(client)
+        if self.placed is not None:
+            client.assign_handler = self.placed.receive
 
     def _count_world_repairs(self) -> None:
         if self.world is None:
@@ -396,23 +413,13 @@ class EdgeRunner:
 
     async def _send_observations(self) -> None:
         """Spool this tick's observations, ``batch_agents`` per batch, as one group commit."""
-        table, step, tick = self.table, self.config.batch_agents, self.tick
-
-        def batch_at(start: int, end: int) -> Callable[[int], ObservationBatch]:
-            def at(seq: int) -> ObservationBatch:
-                return ObservationBatch(
-                    seq=seq,
-                    tick=tick,
-                    agent_ids=table.ids[start:end],
-                    observations=table.observations[start:end],
-                    rewards=table.rewards[start:end],
-                )
-
-            return at
-
-        batches = [
-            batch_at(start, min(start + step, len(table))) for start in range(0, len(table), step)
-        ]
+        table, placed = self.table, self.placed
+        batches = observation_batches(  # with placement: per agent, the tick it steps now
+            table,
+            self.tick,
+            self.config.batch_agents,
+            None if placed is None else placed.stepping_ticks(),
+        )
         try:
             await self.uplink.submit(batches)
         except SpoolError as exc:  # a full disk, a damaged file: the edge stops
@@ -427,22 +434,10 @@ class EdgeRunner:
 
     def _apply_gateway_actions(self) -> None:
         client = self.uplink.client
-        if client is None:
-            return
-        table = self.table
-        first = int(table.ids[0]) if len(table) else 0
-        while client.actions:
-            actions = client.actions.popleft()
-            if actions.actions.shape[1] != table.actions.shape[1]:
-                logger.warning(
-                    "actions with the wrong width ignored",
-                    extra={"width": actions.actions.shape[1]},
-                )
-                continue
-            rows = actions.agent_ids.astype(np.int64) - first
-            valid = (rows >= 0) & (rows < len(table))
-            table.actions[rows[valid]] = actions.actions[valid]
-            self.actions_applied += int(valid.sum())
+        if client is not None:
+            self.actions_applied += apply_gateway_actions(
+                self.table, client.actions, ids_in_order=self.placed is None
+            )
 
     def _latency(self) -> LatencyHistogram:
         client = self.uplink.client
@@ -463,7 +458,7 @@ class EdgeRunner:
             "event": event,
             "edge_id": self.config.edge_id,
             "tick": self.tick,
-            "agents": self.config.agents,
+            "agents": len(self.table),
             "elapsed_s": round(elapsed, 3),
             "connected": self.uplink.connected,
             "observations_sent": counters.observations,

@@ -102,6 +102,33 @@ class FlockingWorld:
         self.nonfinite_repairs = 0
         """Agent rows whose action, velocity or position was not finite and was repaired."""
 
+    def replace_rows(
+        self,
+        keep: NDArray[np.intp],
+        ids: NDArray[np.uint32],
+        order: NDArray[np.intp],
+        *,
+        seed: int = 0,
+    ) -> None:
+        """Follow :meth:`AgentTable.replace_rows`: kept agents keep their positions and
+        velocities, the agents ``ids`` enter at rest at positions drawn from their ids
+        (and ``seed``): the same agent enters at the same place on every edge."""
+        spots = np.empty((ids.shape[0], 2), dtype=np.float32)
+        for axis in range(2):  # a cheap integer hash of (id, seed, axis), vectorised
+            h = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(
+                (seed * 2 + axis + 1) * 0xBF58476D1CE4E5B9 % 2**64
+            )
+            h ^= h >> np.uint64(31)
+            spots[:, axis] = (h % np.uint64(1 << 24)).astype(np.float32) / np.float32(1 << 24)
+        entered = spots * self.size
+        self.positions = np.ascontiguousarray(
+            np.concatenate([self.positions[keep], entered])[order]
+        )
+        self.velocities = np.ascontiguousarray(
+            np.concatenate([self.velocities[keep], np.zeros_like(entered)])[order]
+        )
+        self.count = int(self.positions.shape[0])
+
     def _repair_state(self) -> None:
         """Stop and re-centre agents whose position or velocity is not finite."""
         p, v = self.positions, self.velocities

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,6 +28,9 @@ from numpy.typing import NDArray
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_operator_store, transaction
+from edgeswarm.storage.sqlite import statements
+
+from .checkpoint_store import BLOCKS_TABLE, CheckpointIndex
 
 __all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "KnownEdge"]
 
@@ -52,18 +54,13 @@ _EDGES = """CREATE TABLE edges (
     first_seen REAL NOT NULL,
     updated_at REAL NOT NULL
 )"""
-_CHECKPOINTS = """CREATE TABLE checkpoints (
-    agent_id INTEGER PRIMARY KEY,
-    edge_id TEXT NOT NULL,
-    tick INTEGER NOT NULL,
-    state BLOB NOT NULL,
-    at REAL NOT NULL
-)"""
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 SCHEMA = Schema(
-    version=1,
-    create=(_AGENTS, _EDGES, _CHECKPOINTS, _META),
-    tables=frozenset({"agents", "edges", "checkpoints", "meta"}),
+    version=2,
+    create=(_AGENTS, _EDGES, BLOCKS_TABLE, _META),
+    tables=frozenset({"agents", "edges", "meta"}),
+    # version 1 had a per-agent checkpoints table nothing ever wrote
+    upgrades={1: statements("DROP TABLE IF EXISTS checkpoints", BLOCKS_TABLE)},
 )
 
 
@@ -102,6 +99,12 @@ class AgentStore(Resource):
         )
         self.version = 0
         """Bumped on every change of the agent set (the service caches by it)."""
+        try:
+            self.checkpoints = CheckpointIndex(self._db, self._errors)
+            """The agents' last checkpoints (``checkpoint_store.py``)."""
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -187,13 +190,22 @@ class AgentStore(Resource):
         with self._errors():
             return int(self._db.execute("SELECT COUNT(*) FROM agents").fetchone()[0])
 
-    def checkpoint(self, agent_id: int) -> dict[str, Any] | None:
-        """The agent's last checkpoint: edge, tick, when (None if it has none)."""
+    def agent_policies(self) -> tuple[NDArray[np.uint32], NDArray[np.uint16], tuple[str, ...]]:
+        """Every agent id (ascending), the index of its policy, and the policy names."""
         with self._errors():
-            row = self._db.execute(
-                "SELECT edge_id, tick, at FROM checkpoints WHERE agent_id = ?", (agent_id,)
-            ).fetchone()
-        return None if row is None else {"edge_id": row[0], "tick": row[1], "at": row[2]}
+            names = tuple(
+                r[0] for r in self._db.execute("SELECT DISTINCT policy FROM agents ORDER BY policy")
+            )
+            index = {name: n for n, name in enumerate(names)}
+            rows = self._db.execute("SELECT agent_id, policy FROM agents ORDER BY agent_id")
+            pairs = rows.fetchall()
+        ids = np.fromiter((r[0] for r in pairs), dtype=np.uint32, count=len(pairs))
+        policy = np.fromiter((index[r[1]] for r in pairs), dtype=np.uint16, count=len(pairs))
+        return ids, policy, names
+
+    def oldest_checkpoint(self) -> float | None:
+        """When the least recent checkpoint of a swarm agent was taken (None: none yet)."""
+        return self.checkpoints.oldest(self.agent_ids())
 
     # --- edges --------------------------------------------------------------
 

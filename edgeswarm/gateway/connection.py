@@ -23,6 +23,7 @@ from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
     FEATURE_MODULES,
+    FEATURE_PLACEMENT,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     NONCE_BYTES,
@@ -31,6 +32,7 @@ from edgeswarm.wire import (
     BlobChunk,
     BlobRequested,
     Challenge,
+    CheckpointReceived,
     Error,
     ErrorCode,
     HelloReceived,
@@ -64,6 +66,7 @@ from .edge_sessions import Refused
 from .handshake import welcome_for
 from .log import LogRecordRejected, ObservationLogError
 from .peers import Decision, PeerRegistryError
+from .placement_edges import PlacementSession
 from .services import GatewayServices
 from .state_rights import state_rights
 
@@ -104,6 +107,8 @@ class GatewayConnection(BatchAnswers):
         """Whether this peer's role may change the swarm state."""
         self._log_failed_once = False
         """The log refused or failed a batch: the session is closing, append no more."""
+        self._placement: PlacementSession | None = None
+        """An edge's ASSIGN and CHECKPOINT frames, once WELCOME named feature placement."""
 
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
@@ -138,6 +143,8 @@ class GatewayConnection(BatchAnswers):
                     if self._log_failed_once:  # later frames of the same read: the edge
                         continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
+                    if self._placement is not None:  # its (agent, tick) record (rule 4)
+                        self._placement.observed(tick, payload)
                     try:
                         gateway.observation_log.append_then(
                             edge_id,
@@ -170,6 +177,8 @@ class GatewayConnection(BatchAnswers):
                     gateway.modules.receive(self, event)
                 case PlacementRequested(request=request):
                     self.session.send(gateway.placement.answer(request))  # admins only
+                case CheckpointReceived(checkpoint=checkpoint) if self._placement is not None:
+                    self._placement.checkpoint(checkpoint)  # edges with feature placement
                 case ProtocolViolation(error=error):
                     gateway.stats.protocol_error(self.peer_id, error.error_code.name)
                     self._log(
@@ -256,6 +265,10 @@ class GatewayConnection(BatchAnswers):
             gateway.modules.attach(self)
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
+        if is_edge and FEATURE_PLACEMENT in self.session.features:
+            self._placement = gateway.placement_edges.session(
+                hello.peer_id, self.session, self._flush_soon
+            )
         gateway.stats.session_opened(
             hello.peer_id, hello.role.value, hello.agents, address=self.peer, at=time.time()
         )
@@ -384,6 +397,8 @@ class GatewayConnection(BatchAnswers):
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
         self._gateway.modules.detach(self)
+        if self._placement is not None:
+            self._placement.ended()
         if self.role is Role.INFERENCE:
             self._gateway.heavy.node_left(self)
         elif self.role is Role.EDGE:

@@ -91,6 +91,10 @@ class PlacementService:
         self._pins: dict[int, str] = {}
         self._agents_version = -1
         self.metrics = metrics
+        self.on_assignment: Callable[[Assignment], None] | None = None
+        """Called with every new assignment (``placement_edges.py`` sends ASSIGN)."""
+        self.holders: Callable[[], dict[str, int]] | None = None
+        """Agents each connected edge holds now (``placement_edges.py``), for ``shards``."""
 
     # --- membership and assignment -----------------------------------------
 
@@ -150,6 +154,8 @@ class PlacementService:
             self._previous, self._assignment, self._cached_for = self._assignment, new, key
             if self.metrics is not None:
                 self.metrics.observe(new, self._last_plan)
+            if self.on_assignment is not None:
+                self.on_assignment(new)
         return self._assignment
 
     # --- operations ---------------------------------------------------------
@@ -195,9 +201,19 @@ class PlacementService:
         offset = _int(args, "offset", 0)
         limit = min(_int(args, "limit", 100), MAX_LIST)
         assignment = self.refresh()
+        records = self.store.agents(offset=offset, limit=limit)
+        saved = (
+            dict(self.store.checkpoints.between(records[0].agent_id, records[-1].agent_id))
+            if records
+            else {}
+        )
         rows = [
-            {**asdict(record), "owner": assignment.owner_of(record.agent_id)}
-            for record in self.store.agents(offset=offset, limit=limit)
+            {
+                **asdict(record),
+                "owner": assignment.owner_of(record.agent_id),
+                "checkpoint": saved.get(record.agent_id),
+            }
+            for record in records
         ]
         return {"total": self.store.agent_count(), "offset": offset, "agents": rows}
 
@@ -211,7 +227,7 @@ class PlacementService:
             **asdict(record),
             "owner": assignment.owner_of(agent_id),
             "epoch": assignment.epoch,
-            "checkpoint": self.store.checkpoint(agent_id),
+            "checkpoint": self.store.checkpoints.one(agent_id),
         }
 
     def _edges_list(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -262,9 +278,13 @@ class PlacementService:
         placed = [n for n, m in self._membership.members.items() if m.state is MemberState.ACTIVE]
         loads = np.array([counts[n] for n in placed], dtype=np.float64)
         plan = self._last_plan
+        held = self.holders() if self.holders is not None else {}
         return {
             "epoch": assignment.epoch,
             "placer": self._placer,
+            "held": [{"edge_id": e, "agents": n} for e, n in sorted(held.items())],
+            # assigned to a connected placement edge that does not hold them yet
+            "moving": sum(max(0, counts.get(e, 0) - n) for e, n in held.items()),
             "agents": int(assignment.ids.size),
             "unowned": int((assignment.owners < 0).sum()),
             "per_edge": [{"edge_id": e, "agents": n} for e, n in counts.items()],

@@ -24,6 +24,7 @@ from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .module_distribution import ModuleDistribution
 from .peers import PeerRegistry
+from .placement_edges import AssignMetrics, PlacementEdges
 from .placement_metrics import PlacementMetrics
 from .placement_service import PlacementService
 from .replication import PeerGatewayLink, names_this_gateway
@@ -98,6 +99,14 @@ class Gateway:
             metrics=PlacementMetrics(self.stats.metrics.registry),
         )
         """Swarm agents and their assignment to edges (``placement_service.py``)."""
+        self.placement_edges = PlacementEdges(
+            self.placement.store,
+            self.placement.refresh,
+            metrics=AssignMetrics(self.stats.metrics.registry, self.placement.store),
+        )
+        """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""
+        self.placement.on_assignment = self.placement_edges.assignment_changed
+        self.placement.holders = self.placement_edges.holders
         self.modules = self._open_modules(config)
         """The module registry served to edges (``module_distribution.py``)."""
         self._modules_task: asyncio.Task[None] | None = None
@@ -251,8 +260,12 @@ class Gateway:
         self.connections.discard(connection)
         if self.listener is not None:  # an edge gone this long is DOWN (placement_service.py)
             loop = asyncio.get_running_loop()
-            loop.call_soon(self.placement.refresh)  # notes when it went
-            loop.call_later(self.config.edge_timeout_s, self.placement.refresh)
+            loop.call_soon(self._refresh_placement)  # notes when it went
+            loop.call_later(self.config.edge_timeout_s, self._refresh_placement)
+
+    def _refresh_placement(self) -> None:
+        if self.listener is not None:  # not once closed: placement.db is closed too
+            self.placement.refresh()
 
     def close(self) -> None:
         """Say BYE to every peer and stop listening."""

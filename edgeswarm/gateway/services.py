@@ -11,6 +11,7 @@ from .edge_sessions import EdgeSessions
 from .log import ObservationLog
 from .module_distribution import ModuleDistribution
 from .peers import PeerRegistry
+from .placement_edges import PlacementEdges
 from .placement_service import PlacementService
 from .state_service import StateService
 from .stats import GatewayStats
@@ -66,6 +67,11 @@ class GatewayServices(Protocol):
     @property
     def modules(self) -> ModuleDistribution:
         """Module assignments, blobs and reports (feature ``modules``)."""
+        ...
+
+    @property
+    def placement_edges(self) -> PlacementEdges:
+        """ASSIGN to edges with feature ``placement``, their CHECKPOINT rows stored."""
         ...
 
     @property

@@ -53,12 +53,14 @@ from .frames import (
     SIGNATURE_BYTES,
     Ack,
     Actions,
+    Assign,
     Auth,
     BatchHeader,
     BlobChunk,
     BlobRequest,
     Bye,
     Challenge,
+    Checkpoint,
     EdgeStatus,
     Error,
     Frame,
@@ -230,6 +232,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return placement_codec.encode_placement_request(frame)
         case PlacementReply():
             return placement_codec.encode_placement(frame)
+        case Assign():
+            return placement_codec.encode_assign(frame)
+        case Checkpoint():
+            return placement_codec.encode_checkpoint(frame)
         case ModuleAssign():
             return module_codec.encode_module_assign(frame)
         case ModuleReport():
@@ -438,6 +444,8 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.MODULE_REPORT: module_codec.decode_module_report,
     FrameType.BLOB_REQUEST: module_codec.decode_blob_request,
     FrameType.BLOB_CHUNK: module_codec.decode_blob_chunk,
+    FrameType.ASSIGN: placement_codec.decode_assign,
+    FrameType.CHECKPOINT: placement_codec.decode_checkpoint,
 }
 
 

@@ -77,6 +77,10 @@ class ErrorCode(IntEnum):
     # 200-299: module distribution (feature ``modules``, docs/protocol.md section 14)
     UNKNOWN_BLOB = 200
     """A BLOB_REQUEST for a digest the gateway does not hold, or past its end."""
+    # 300-399: placement of agents on edges (feature ``placement``, docs/protocol.md section 13)
+    NOT_OWNER = 300
+    """A CHECKPOINT holds rows of agents the edge does not own at the gateway's placement
+    epoch (they moved, or were never its): those rows are not stored, the others are."""
 
 
 BATCH_REFUSED_CODES: frozenset[ErrorCode] = frozenset(

@@ -15,10 +15,12 @@ from .errors import RemoteProtocolError
 from .frames import (
     Ack,
     Actions,
+    Assign,
     Auth,
     BlobChunk,
     BlobRequest,
     Challenge,
+    Checkpoint,
     Error,
     Hello,
     InferRequest,
@@ -191,6 +193,20 @@ class BlobChunkReceived:
 
 
 @dataclass(frozen=True)
+class AgentsAssigned:
+    """Edge side: the gateway says (part of) which agents we run at a placement epoch."""
+
+    assign: Assign
+
+
+@dataclass(frozen=True)
+class CheckpointReceived:
+    """Server side: an edge sent state rows of its agents."""
+
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
 class ErrorReceived:
     """The peer reported an error about something we sent."""
 
@@ -235,6 +251,8 @@ Event = (
     | PlacementRequested
     | PlacementReplied
     | ModulesAssigned
+    | AgentsAssigned
+    | CheckpointReceived
     | ModuleReportReceived
     | BlobRequested
     | BlobChunkReceived
@@ -246,10 +264,12 @@ Event = (
 __all__ = [
     "AckReceived",
     "ActionsReceived",
+    "AgentsAssigned",
     "AuthReceived",
     "BlobChunkReceived",
     "BlobRequested",
     "ChallengeReceived",
+    "CheckpointReceived",
     "ErrorReceived",
     "Event",
     "HelloReceived",

@@ -18,6 +18,8 @@ from .module_frames import BlobRequest as BlobRequest
 from .module_frames import ModuleAssign as ModuleAssign
 from .module_frames import ModuleAssignment as ModuleAssignment
 from .module_frames import ModuleReport as ModuleReport
+from .placement_frames import Assign as Assign
+from .placement_frames import Checkpoint as Checkpoint
 
 PROTOCOL_VERSION = 2
 ALPN = "edgeswarm/1"
@@ -47,6 +49,8 @@ class FrameType(IntEnum):
     MODULE_REPORT = 19
     BLOB_REQUEST = 20
     BLOB_CHUNK = 21
+    ASSIGN = 22
+    CHECKPOINT = 23
 
 
 class Role(StrEnum):
@@ -73,7 +77,9 @@ its spool (HELLO ``seq_epoch``); a new spool starts a new epoch instead of reusi
 numbers the gateway already holds."""
 FEATURE_PLACEMENT = "placement"
 """Feature name of placement administration: PLACEMENT_REQUEST (admin -> gateway) and
-its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13)."""
+its answer PLACEMENT (swarm agents, edges, shards; docs/protocol.md section 13); with an
+edge, ASSIGN (gateway -> edge: the agents it runs) and CHECKPOINT (edge -> gateway: their
+state rows)."""
 FEATURE_MODULES = "modules"
 """Feature name of module distribution: MODULE_ASSIGN, MODULE_REPORT, BLOB_REQUEST and
 BLOB_CHUNK (``docs/protocol.md`` section 14)."""
@@ -412,6 +418,8 @@ Frame = (
     | ModuleReport
     | BlobRequest
     | BlobChunk
+    | Assign
+    | Checkpoint
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -436,6 +444,8 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     ModuleReport: FrameType.MODULE_REPORT,
     BlobRequest: FrameType.BLOB_REQUEST,
     BlobChunk: FrameType.BLOB_CHUNK,
+    Assign: FrameType.ASSIGN,
+    Checkpoint: FrameType.CHECKPOINT,
 }
 
 

@@ -30,10 +30,12 @@ from .errors import (
 from .events import (
     AckReceived,
     ActionsReceived,
+    AgentsAssigned,
     AuthReceived,
     BlobChunkReceived,
     BlobRequested,
     ChallengeReceived,
+    CheckpointReceived,
     ErrorReceived,
     Event,
     HelloReceived,
@@ -57,12 +59,14 @@ from .frames import (
     PROTOCOL_VERSION,
     Ack,
     Actions,
+    Assign,
     Auth,
     BatchHeader,
     BlobChunk,
     BlobRequest,
     Bye,
     Challenge,
+    Checkpoint,
     Error,
     Frame,
     FrameType,
@@ -468,6 +472,10 @@ class Session:
                 self._events.append(BlobRequested(request=frame))
             case BlobChunk():
                 self._events.append(BlobChunkReceived(chunk=frame))
+            case Assign():
+                self._events.append(AgentsAssigned(assign=frame))
+            case Checkpoint():
+                self._events.append(CheckpointReceived(checkpoint=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

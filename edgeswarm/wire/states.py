@@ -27,7 +27,8 @@ Rules (``docs/protocol.md`` has the same table in prose):
    ``inference`` client, INFER_RESULT from an ``inference`` client. Module
    distribution's frames (feature ``modules``) are between the server and
    ``edge`` clients only: MODULE_ASSIGN and BLOB_CHUNK from the server,
-   MODULE_REPORT and BLOB_REQUEST from the edge.
+   MODULE_REPORT and BLOB_REQUEST from the edge. Placement's ASSIGN goes from
+   the server to ``edge`` clients, CHECKPOINT from them (feature ``placement``).
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
    never answers a received ERROR with an ERROR, so errors cannot ping-pong.
 5. BYE may be sent and received in every state except ``CLOSED`` and always
@@ -143,6 +144,11 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_V, _S.READY, _IN, _F.BLOB_REQUEST): _S.READY,
     (_V, _S.READY, _OUT, _F.BLOB_CHUNK): _S.READY,  # gateway -> edge
     (_C, _S.READY, _IN, _F.BLOB_CHUNK): _S.READY,
+    # --- placement of an edge's agents (rule 3) ------------------------------
+    (_V, _S.READY, _OUT, _F.ASSIGN): _S.READY,  # gateway -> edge
+    (_C, _S.READY, _IN, _F.ASSIGN): _S.READY,
+    (_C, _S.READY, _OUT, _F.CHECKPOINT): _S.READY,  # edge -> gateway
+    (_V, _S.READY, _IN, _F.CHECKPOINT): _S.READY,
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
@@ -174,6 +180,8 @@ SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
     (_C, _F.MODULE_REPORT): frozenset({Role.EDGE}),
     (_C, _F.BLOB_REQUEST): frozenset({Role.EDGE}),
     (_V, _F.BLOB_CHUNK): frozenset({Role.EDGE}),
+    (_V, _F.ASSIGN): frozenset({Role.EDGE}),
+    (_C, _F.CHECKPOINT): frozenset({Role.EDGE}),
 }
 """(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
 must have (rule 3): a client of another role may not send it, and the server sends it
@@ -191,6 +199,8 @@ FEATURE_GATED: dict[FrameType, str] = {
     _F.MODULE_REPORT: FEATURE_MODULES,
     _F.BLOB_REQUEST: FEATURE_MODULES,
     _F.BLOB_CHUNK: FEATURE_MODULES,
+    _F.ASSIGN: FEATURE_PLACEMENT,
+    _F.CHECKPOINT: FEATURE_PLACEMENT,
 }
 """Frame types allowed only once their feature was negotiated (rule 3)."""
 

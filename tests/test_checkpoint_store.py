@@ -1,0 +1,111 @@
+"""Agents' last checkpoints in ``placement.db``: columnar blocks, newest row per agent."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
+
+
+def save(store: AgentStore, edge: str, ids: list[int], tick: int, value: float) -> int:
+    n = len(ids)
+    return store.checkpoints.save(
+        edge,
+        np.array(ids, dtype=np.uint32),
+        np.full(n, tick, dtype=np.uint64),
+        np.full((n, 2), value, dtype=np.float32),
+    )
+
+
+def blocks(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM checkpoint_blocks").fetchone()[0])
+
+
+def test_the_newest_row_per_agent_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "placement.db"
+    with AgentStore(path) as store:
+        store.add_agents(0, 10, policy="boids")
+        assert save(store, "a", [1, 2, 3], 5, 1.0) == 3
+        assert save(store, "b", [2, 3], 7, 2.0) == 2
+        assert save(store, "a", [3, 4], 6, 3.0) == 1  # 3's row is older than b's: ignored
+    with AgentStore(path) as store:
+        ticks, state, found = store.checkpoints.rows(np.arange(6, dtype=np.uint32), 3)
+        assert ticks.tolist() == [0, 5, 7, 7, 6, 0]
+        assert found.tolist() == [False, True, True, True, True, False]
+        assert state[:, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 3.0, 0.0]
+        assert (state[:, 2] == 0).all()  # wider than stored: zero-padded
+        shown = store.checkpoints.one(3)
+        assert shown is not None
+        assert (shown["edge_id"], shown["tick"]) == ("b", 7)
+        assert store.checkpoints.one(9) is None
+        assert [a for a, _ in store.checkpoints.between(2, 4)] == [2, 3, 4]
+
+
+def test_blocks_nobody_needs_any_more_are_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "placement.db"
+    with AgentStore(path) as store:
+        store.add_agents(0, 100, policy="boids")
+        for tick in range(1, 30):
+            save(store, "a", list(range(100)), tick, float(tick))
+        assert blocks(path) == 1  # each frame supersedes the one before
+        save(store, "b", [5], 40, 9.0)
+        assert blocks(path) == 2
+
+
+def test_a_failed_write_stores_and_remembers_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "placement.db"
+    with AgentStore(path) as store:
+        store.add_agents(0, 10, policy="boids")
+        save(store, "a", [1], 5, 1.0)
+        blocker = sqlite3.connect(path, timeout=0)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        try:
+            store._db.execute("PRAGMA busy_timeout = 0")
+            with pytest.raises(AgentStoreError):
+                save(store, "a", [1, 2], 9, 2.0)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        ticks, _, found = store.checkpoints.rows(np.array([1, 2], dtype=np.uint32), 2)
+        assert ticks.tolist() == [5, 0]
+        assert found.tolist() == [True, False]
+
+
+def test_a_placement_db_of_version_1_is_upgraded(tmp_path: Path) -> None:
+    """Version 1 (issue 16's first round) had a per-agent checkpoints table nothing wrote."""
+    path = tmp_path / "placement.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+            " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
+            "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
+            " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE TABLE checkpoints (agent_id INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
+            " tick INTEGER NOT NULL, state BLOB NOT NULL, at REAL NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "INSERT INTO meta VALUES ('epoch', 7);"
+            "INSERT INTO agents VALUES (3, 'boids', '{}', NULL, 0);"
+            "PRAGMA user_version = 1;"
+        )
+    db.close()
+    with AgentStore(path) as store:
+        assert store.epoch() == 7
+        assert store.agent_ids().tolist() == [3]
+        assert save(store, "a", [3], 4, 1.0) == 1
+        assert blocks(path) == 1
+
+
+def test_checkpoint_blocks_skip_the_fsync_and_the_rest_of_the_file_keeps_it(
+    tmp_path: Path,
+) -> None:
+    with AgentStore(tmp_path / "placement.db") as store:
+        store.add_agents(0, 10, policy="boids")
+        full = store._db.execute("PRAGMA synchronous").fetchone()[0]
+        assert full == 2  # FULL
+        save(store, "a", [1, 2], 5, 1.0)
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == full

@@ -1,0 +1,167 @@
+"""The gateway's hand-over of agents between edges (``placement_edges.py``), sans sockets.
+
+A real ``placement.db`` and placement service; edges are lists of the frames sent
+to them. A moving agent is never held by two edges: it reaches its new owner only
+after the old one gave its row back, with that row's tick and state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeswarm.gateway.placement_edges import PlacementEdges
+from edgeswarm.wire import Assign, Checkpoint, ErrorCode, Frame
+
+from .test_placement_service import Fleet
+
+AGENTS = 300
+
+
+class Edge:
+    def __init__(self, edges: PlacementEdges, name: str) -> None:
+        self.name, self.frames = name, list[Frame]()
+        edges.attach(name, self.frames.append, max_rows=128)
+
+    def holds_released(self, other: Edge) -> np.ndarray:
+        """Agents of ours the gateway assigned to ``other`` (we give them back)."""
+        first = next(f for f in self.frames if isinstance(f, Assign))
+        return np.setdiff1d(first.agent_ids, self.last_set().agent_ids)
+
+    def last_set(self) -> Assign:
+        """The newest complete ASSIGN set (its parts joined)."""
+        parts = [f for f in self.frames if isinstance(f, Assign)]
+        last = parts[-1]
+        mine = [p for p in parts if p.epoch == last.epoch][-last.parts :]
+        ids = np.concatenate([p.agent_ids for p in mine])
+        return Assign(
+            epoch=last.epoch,
+            part=0,
+            parts=1,
+            agent_ids=ids,
+            policy=np.concatenate([p.policy for p in mine]),
+            ticks=np.concatenate([p.ticks for p in mine]),
+            state=np.concatenate([p.state for p in mine]),
+            policy_names=last.policy_names,
+        )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    fleet = Fleet(tmp_path / "placement.db")
+    fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
+    return fleet
+
+
+def wired(fleet: Fleet) -> PlacementEdges:
+    """Edges wired to the fleet's placement service the way the gateway wires them."""
+    edges = PlacementEdges(fleet.store, fleet.service.refresh)
+    fleet.service.on_assignment = edges.assignment_changed
+    return edges
+
+
+def rows(ids: np.ndarray, tick: int, value: float, epoch: int) -> Checkpoint:
+    return Checkpoint(
+        epoch=epoch,
+        tick=tick,
+        agent_ids=ids.astype(np.uint32),
+        ticks=np.full(ids.shape[0], tick, np.uint64),
+        state=np.full((ids.shape[0], 2), value, np.float32),
+    )
+
+
+def test_a_drained_edges_agents_wait_for_their_rows_then_move_with_them(fleet: Fleet) -> None:
+    edges = wired(fleet)
+    fleet.connect("a", "b")
+    a, b = Edge(edges, "a"), Edge(edges, "b")
+    held_a, held_b = a.last_set().agent_ids, b.last_set().agent_ids
+    assert held_a.size + held_b.size == AGENTS
+    assert not np.intersect1d(held_a, held_b).size
+    assert edges.checkpoint("b", rows(held_b, 40, 1.0, a.last_set().epoch)) is None
+
+    fleet.ask("edges.drain", edge_id="b")
+    # a is assigned b's agents, but b still holds them: a gets none of them yet
+    assert b.last_set().agent_ids.size == 0
+    assert np.array_equal(a.last_set().agent_ids, held_a)
+    assert sum(edges.holders().values()) == AGENTS
+
+    epoch = b.last_set().epoch
+    assert edges.checkpoint("b", rows(held_b, 41, 2.0, epoch - 1)) is None  # periodic, older
+    assert a.last_set().agent_ids.size == held_a.size  # not a hand-back: still withheld
+    assert edges.checkpoint("b", rows(held_b, 42, 3.0, epoch)) is None  # b gave them back
+    moved = a.last_set()
+    assert moved.agent_ids.size == AGENTS
+    came = np.isin(moved.agent_ids, held_b)
+    assert (moved.ticks[came] == 42).all()  # they go on from the tick b stepped last
+    assert (moved.state[came] == 3.0).all()
+    assert edges.holders() == {"a": AGENTS, "b": 0}
+
+
+def test_rows_of_agents_an_edge_does_not_hold_are_refused(fleet: Fleet) -> None:
+    edges = wired(fleet)
+    fleet.connect("a", "b")
+    a, b = Edge(edges, "a"), Edge(edges, "b")
+    theirs = b.last_set().agent_ids[:5]
+    error = edges.checkpoint("a", rows(theirs, 9, 9.0, a.last_set().epoch))
+    assert error is not None
+    assert error.code == ErrorCode.NOT_OWNER
+    assert all(fleet.store.checkpoints.one(int(agent)) is None for agent in theirs)
+
+
+def test_a_gone_edges_agents_go_on_from_their_last_checkpoints(fleet: Fleet) -> None:
+    edges = wired(fleet)
+    fleet.connect("a", "b")
+    a, b = Edge(edges, "a"), Edge(edges, "b")
+    held_b = b.last_set().agent_ids
+    edges.checkpoint("b", rows(held_b, 17, 5.0, b.last_set().epoch))
+    fleet.live.discard("b")
+    edges.detach("b", b.frames.append)
+    assert a.last_set().agent_ids.size == AGENTS - held_b.size  # still b's until DOWN
+    fleet.now += 10.0  # past --edge-timeout
+    fleet.service.refresh()
+    restored = a.last_set()
+    assert restored.agent_ids.size == AGENTS
+    came = np.isin(restored.agent_ids, held_b)
+    assert (restored.ticks[came] == 17).all()
+    assert (restored.state[came] == 5.0).all()
+
+
+def test_every_assign_carries_every_rows_checkpoint(fleet: Fleet) -> None:
+    """An edge applies only its newest ASSIGN: rows of an earlier one it never applied
+    must not start over from tick 0 (they did: only 'new' rows carried checkpoints)."""
+    edges = wired(fleet)
+    fleet.connect("a")
+    a = Edge(edges, "a")
+    held = a.last_set().agent_ids
+    assert edges.checkpoint("a", rows(held, 30, 4.0, a.last_set().epoch)) is None
+    fleet.connect("b")
+    b = Edge(edges, "b")
+    edges.checkpoint("a", rows(a.holds_released(b), 31, 4.0, a.last_set().epoch))
+    fleet.connect("c")
+    Edge(edges, "c")
+    again = a.last_set()  # a keeps some agents it was sent before: they carry tick 30
+    assert again.agent_ids.size
+    assert (again.ticks >= 30).all()
+
+
+def test_an_edge_that_never_applied_a_set_frees_its_agents_by_saying_its_epoch(
+    fleet: Fleet,
+) -> None:
+    """An edge applies only its newest ASSIGN: agents of a set it skipped were never its,
+    so no row of them comes back. Its CHECKPOINT of the newer epoch (even empty) frees
+    them; before, the gateway withheld them from their new owner for good."""
+    edges = wired(fleet)
+    fleet.connect("a")
+    a = Edge(edges, "a")
+    fleet.connect("b")
+    b = Edge(edges, "b")
+    assert b.last_set().agent_ids.size == 0  # withheld: a was sent them
+    epoch = a.last_set().epoch
+    none = np.empty(0, dtype=np.uint32)
+    assert edges.checkpoint("a", rows(none, 3, 0.0, epoch - 1)) is None  # older: not yet
+    assert b.last_set().agent_ids.size == 0
+    assert edges.checkpoint("a", rows(none, 3, 0.0, epoch)) is None  # a applied `epoch`
+    assert b.last_set().agent_ids.size > 0
+    assert sum(edges.holders().values()) == AGENTS
