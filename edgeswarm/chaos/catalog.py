@@ -14,6 +14,7 @@ from edgeswarm.chaos import (
     io_faults,
     network_faults,
     peer_faults,
+    placement_faults,
     process_faults,
     rollout_faults,
 )
@@ -35,18 +36,13 @@ class Scenario:
     """Set when the scenario cannot pass on main yet: it reports skipped, never a pass."""
 
 
-def _not_yet(_: Path) -> dict[str, Any]:
-    raise AssertionError("a skipped scenario is never run")
-
-
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("gateway_kill9", "kill -9 of the gateway under load, restart: spool replays",
              process_faults.gateway_kill9),
     Scenario("edge_kill9", "kill -9 of the edge under load, restart: its spool replays",
              process_faults.edge_kill9),
     Scenario("edge_kill9_replacement", "an edge killed: its agents re-placed from checkpoints",
-             _not_yet, skip_reason="needs issue 16's migration (edges running assigned "
-             "agents from checkpoints), not on main"),
+             placement_faults.edge_kill9_replacement),
     Scenario("packet_loss_10", "10 % of packets each way dropped at random (nftables)",
              network_faults.packet_loss_10, namespace=True, tools=("nft",)),
     Scenario("latency_jitter_reorder", "50 ms +- 20 ms each way through a UDP relay: reorders",
