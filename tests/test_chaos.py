@@ -15,11 +15,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgeswarm.chaos.catalog import SCENARIOS
+from edgeswarm.chaos.placement_faults import AGENTS, tick_figures
 from edgeswarm.chaos.relay import UdpRelay
+from edgeswarm.chaos.rollout_faults import BOUND_TICKS, agent_steps
 from edgeswarm.chaos.verdict import acked_lost, finish
+from edgeswarm.edge.io.actions_file import KIND
+from edgeswarm.storage.recording import RecordingWriter
+from edgeswarm.wire.arrays import encode_array
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +54,61 @@ def test_quick_scenarios_lose_nothing_acknowledged_and_apply_nothing_twice() -> 
         assert (partition["acked_lost"], partition["duplicates_applied"]) == (0, 0)
         assert partition["throughput_during"] == 0.0
         assert partition["in_flight_during_max"] > 100  # it spooled through the cut
-    assert replacement["passed"] is None
-    assert "issue 16" in replacement["skipped"]
+    assert replacement["passed"] is True, replacement
+    assert (replacement["acked_lost"], replacement["duplicates_applied"]) == (0, 0)
+    assert replacement["agent_ticks_twice"] == replacement["agents_with_gaps"] == 0
+    assert 600 < replacement["agents_moved"] < 1400  # about half of the 2 000
+    assert replacement["throughput_after"] > 1.5 * replacement["throughput_before"]
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
+def test_a_trapping_rollout_is_rolled_back_in_its_bound_and_every_agent_keeps_its_state() -> None:
+    done = chaos("--json", "rollout_trapping_module")
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["passed"] is True, line
+    assert (line["acked_lost"], line["duplicates_applied"]) == (0, 0)
+    assert line["batches_stored"] == line["batches_sent"] > 0
+    assert 600 < line["agents_trapped"] < 1400  # the rollout's 50 % of 2 000
+    assert 0 < line["ticks_lost_max"] <= BOUND_TICKS
+    assert line["agents_state_lost"] == 0
+    assert line["modules_at_end"] == {"counter": {"1.0.0": 2000}}
+    assert done.returncode == 0, done.stderr
+
+
+def test_agent_steps_sees_a_lost_state_a_double_step_and_the_ticks_a_trap_cost(
+    tmp_path: Path,
+) -> None:
+    """Four agents over 6 ticks: 0 steps every tick; 1 traps on ticks 2-3 and goes on
+    from its count; 2 restarts from 1 after its trap (state lost); 3 counts 2 twice."""
+    counts = [[1, 1, 1, 1], [2, 2, 2, 2], [3, 0, 0, 2], [4, 0, 0, 3], [5, 3, 1, 4], [6, 4, 2, 5]]
+    path = tmp_path / "edge.act"
+    writer = RecordingWriter(path, KIND)
+    for tick, row in enumerate(counts):
+        actions = np.array([[c, 1.0 if c else 0.0] for c in row], dtype=np.float32)
+        writer.write({"tick": tick, "actions": encode_array(actions)})
+    writer.close()
+    steps = agent_steps(path)
+    assert steps == {
+        "ticks_recorded": 6, "ticks_gap": False, "agents_trapped": 2,
+        "agents_state_lost": 2, "ticks_lost_max": 2, "ticks_lost_min": 2,
+    }  # fmt: skip
+
+
+def test_tick_figures_see_a_tick_logged_twice_a_gap_a_missing_agent_and_the_staleness() -> None:
+    """Agent 0 stays (ticks 1-6 once); agent 1 moves from its checkpoint at tick 2, its
+    dead edge had logged up to 4 (2 ticks of state lost), the new owner goes on at 5;
+    agent 2 moves too but its tick 4 is logged by both edges; agent 3 stays and skips
+    tick 3. The other AGENTS - 4 agents are never logged."""
+    survivor = [(0, t) for t in range(1, 7)] + [(1, 5), (1, 6), (2, 4), (2, 5)]
+    survivor += [(3, 1), (3, 2), (3, 4)]
+    victim = [(1, t) for t in range(1, 5)] + [(2, t) for t in range(1, 5)]
+    moved = {1: {"checkpoint": {"tick": 2}}, 2: {"checkpoint": {"tick": 3}}}
+    steps = np.array(survivor + victim, dtype=np.int64)
+    assert tick_figures(steps, np.array(victim, dtype=np.int64), moved) == {
+        "agent_ticks_twice": 1, "agents_never_logged": AGENTS - 4,
+        "agents_with_gaps": 1, "stale_ticks_max": 2,
+    }  # fmt: skip
 
 
 def test_list_names_every_scenario_and_an_unknown_name_exits_2() -> None:

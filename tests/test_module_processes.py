@@ -23,16 +23,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import wasmtime
 
-from edgeswarm.edge.io.actions_file import KIND, array_field
+from edgeswarm.chaos.counter_module import counter_wasm, recorded_counts
 from edgeswarm.identity import load_or_create_key
 from edgeswarm.registry import ModuleStore
-from edgeswarm.storage.recording import RecordingReader
 from tests.registry_fixtures import run_cli
 from tests.test_daemon_endpoints import sample, scrape
 from tests.test_edge_operations import start_edge, summary_of, wait_logged
-from tests.wasm_fixtures import policy_wat
 
 from .conftest import RunningGateway, start_gateway, stop_process
 
@@ -45,31 +42,9 @@ WINDOW = 3
 back within WINDOW reports of REPORT_TICKS ticks each."""
 
 
-def counting_step(marker: float) -> str:
-    """``state[0] += 1``; actions: the count and ``marker`` (the version)."""
-    return f"""(func (export "es_step") (param $n i32) (param $obs i32) (param $state i32)
-    (param $act i32) (result i32)
-    (local $i i32) (local $p i32) (local $c f32)
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
-      (local.set $p (i32.add (local.get $state) (i32.shl (local.get $i) (i32.const 3))))
-      (local.set $c (f32.add (f32.load (local.get $p)) (f32.const 1)))
-      (f32.store (local.get $p) (local.get $c))
-      (f32.store (i32.add (local.get $act) (i32.shl (local.get $i) (i32.const 3)))
-        (local.get $c))
-      (f32.store (i32.add (local.get $act) (i32.add (i32.shl (local.get $i) (i32.const 3))
-        (i32.const 4))) (f32.const {marker}))
-      (local.set $i (i32.add (local.get $i) (i32.const 1)))
-      (br $next)))
-    (i32.const 0))"""
-
-
-TRAP_STEP = '(func (export "es_step") (param i32 i32 i32 i32) (result i32) unreachable)'
-MODULES = {
-    "1.0.0": wasmtime.wat2wasm(policy_wat(counting_step(1.0), name="counter").decode()),
-    "2.0.0": wasmtime.wat2wasm(policy_wat(counting_step(2.0), name="counter").decode()),
-    "3.0.0": wasmtime.wat2wasm(policy_wat(TRAP_STEP, name="counter").decode()),
-}
+MODULES = {"1.0.0": counter_wasm(1.0), "2.0.0": counter_wasm(2.0), "3.0.0": counter_wasm(None)}
+"""The counter (:mod:`edgeswarm.chaos.counter_module`): 2.0.0 counts like 1.0.0 with
+another version marker, 3.0.0 traps."""
 
 
 @pytest.fixture
@@ -139,18 +114,6 @@ def history(gateway: RunningGateway) -> list[tuple[str, str, str]]:
         return [(h.action, h.actor, h.version) for h in store.history("counter")]
 
 
-def counts(actions_file: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ticks, counts (ticks x agents) and version markers (ticks x agents) recorded."""
-    ticks, count, marker = [], [], []
-    with RecordingReader(actions_file, KIND) as reader:
-        for record in reader:
-            actions = array_field(record, "actions", "<f4", 2)
-            ticks.append(int(record["tick"]))
-            count.append(actions[:, 0].copy())
-            marker.append(actions[:, 1].copy())
-    return np.array(ticks), np.array(count), np.array(marker)
-
-
 def test_rollout_v2_swaps_keeping_state_and_a_trapping_v3_rollback_within_the_bound(
     registry_gateway: tuple[RunningGateway, dict[str, Path]], tmp_path: Path
 ) -> None:
@@ -181,7 +144,7 @@ def test_rollout_v2_swaps_keeping_state_and_a_trapping_v3_rollback_within_the_bo
         stop_process(process)
     assert summary["modules"] == {"counter": {"2.0.0": AGENTS}}
 
-    ticks, count, marker = counts(tmp_path / "edge-a.act")
+    ticks, count, marker = recorded_counts(tmp_path / "edge-a.act")
     assert np.array_equal(ticks, np.arange(len(ticks)))
     on_v2 = np.flatnonzero((marker == 2.0).any(axis=1))
     first_v2 = int(on_v2[0])

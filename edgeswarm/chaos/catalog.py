@@ -14,7 +14,9 @@ from edgeswarm.chaos import (
     io_faults,
     network_faults,
     peer_faults,
+    placement_faults,
     process_faults,
+    rollout_faults,
 )
 
 
@@ -34,18 +36,13 @@ class Scenario:
     """Set when the scenario cannot pass on main yet: it reports skipped, never a pass."""
 
 
-def _not_yet(_: Path) -> dict[str, Any]:
-    raise AssertionError("a skipped scenario is never run")
-
-
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("gateway_kill9", "kill -9 of the gateway under load, restart: spool replays",
              process_faults.gateway_kill9),
     Scenario("edge_kill9", "kill -9 of the edge under load, restart: its spool replays",
              process_faults.edge_kill9),
     Scenario("edge_kill9_replacement", "an edge killed: its agents re-placed from checkpoints",
-             _not_yet, skip_reason="needs issue 16's migration (edges running assigned "
-             "agents from checkpoints), not on main"),
+             placement_faults.edge_kill9_replacement),
     Scenario("packet_loss_10", "10 % of packets each way dropped at random (nftables)",
              network_faults.packet_loss_10, namespace=True, tools=("nft",)),
     Scenario("latency_jitter_reorder", "50 ms +- 20 ms each way through a UDP relay: reorders",
@@ -69,6 +66,5 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("clock_jump_edge", "an edge's wall clock jumps back 1 h, then forward 2 h",
              clock_faults.clock_jump_edge),
     Scenario("rollout_trapping_module", "rollout of a trapping module under load: rollback",
-             _not_yet, skip_reason="needs issue 18's module distribution and rollout "
-             "commands inside the processes, not on main"),
+             rollout_faults.rollout_trapping_module),
 )  # fmt: skip

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgeswarm.client.address import GatewayAddress
-from edgeswarm.client.admin import fetch_state, fetch_status
+from edgeswarm.client.admin import fetch_state, fetch_status, placement_request
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.quic import default_stack
@@ -59,6 +59,16 @@ class GatewayProcess:
             fetch_state(address, key=self.admin_key, admin_id=ADMIN_ID, timeout=timeout)
         )
         return dict(snapshot)
+
+    def placement(self, op: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One placement operation (``agents.add``, ``agents.list``, ``edges.list``...)."""
+        address = GatewayAddress(port=self.port, ca_file=self.ca, stack=default_stack())
+        reply = asyncio.run(
+            placement_request(address, op, args, key=self.admin_key, admin_id=ADMIN_ID)
+        )
+        if not reply.ok:
+            raise AssertionError(f"placement {op}: {reply.message}")
+        return dict(reply.result)
 
     def status(self, timeout: float = 10.0) -> dict[str, Any]:
         address = GatewayAddress(port=self.port, ca_file=self.ca, stack=default_stack())
