@@ -36,15 +36,15 @@ SURVIVOR, VICTIM = "chaos-edge-a", "chaos-edge-b"
 EDGE_OPTIONS = ("--placement", "--checkpoint-interval", str(CHECKPOINT_INTERVAL),
                 "--tick-hz", "50", "--duration", "300", "--drain-timeout", "60")  # fmt: skip
 
-Rows = dict[int, dict[str, Any]]
+AgentRows = dict[int, dict[str, Any]]
 
 
-def _rows(gateway: GatewayProcess) -> Rows:
+def _rows(gateway: GatewayProcess) -> AgentRows:
     listed = gateway.placement("agents.list", {"limit": AGENTS})
     return {int(row["agent_id"]): row for row in listed["agents"]}
 
 
-def _checkpointed_by_owner(rows: Rows, after: Rows | None = None) -> bool:
+def _checkpointed_by_owner(rows: AgentRows, after: AgentRows | None = None) -> bool:
     """Every agent's last checkpoint came from its owner (newer than in ``after``)."""
     for agent_id, row in rows.items():
         saved = row["checkpoint"]
@@ -73,7 +73,7 @@ def logged_ticks(data_dir: Path, edge_ids: tuple[str, ...]) -> np.ndarray:
     return np.concatenate(pairs)
 
 
-def tick_figures(steps: np.ndarray, on_victim: np.ndarray, moved: Rows) -> dict[str, int]:
+def tick_figures(steps: np.ndarray, on_victim: np.ndarray, moved: AgentRows) -> dict[str, int]:
     """From the logged (agent, tick) pairs (``on_victim``: the killed edge's): pairs
     logged twice, agents never logged, agents whose ticks do not run 1, 2, 3, ... (a
     moved agent may have one gap: ticks its dead edge stepped but never delivered), and
