@@ -2,8 +2,6 @@
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +27,8 @@ from edgeswarm.edge.policy.reference import anomaly_numpy
 from edgeswarm.edge.policy.sandbox import HostCallCap
 from edgeswarm.edge.policy.swarm_state import SwarmStateRefusedError
 from edgeswarm.models import ModelRegistry, anomaly_reference, write_anomaly_model
+from tests import fuzz_targets
+from tests.fuzz_targets import Span, call_leaving_the_rest
 from tests.hostile_modules import FLAG_STORM
 from tests.wasm_fixtures import MODEL_USER, PROBE, RANDOM_WALKER, STRINGS
 
@@ -278,27 +278,6 @@ def fuzz_target(models):
         yield probe, swarm
 
 
-def call_leaving_the_rest(
-    probe: Any, export: str, args: Sequence[int], writable: tuple[int, int] | None = None
-) -> Any:
-    """Call ``export``; return its result (or the policy error), checking that no byte of
-    memory changed outside ``writable`` (a (start, length) pair, or nothing)."""
-    size = probe.memory_bytes
-    before = np.frombuffer(probe.read_memory(0, size), np.uint8).copy()
-    try:
-        result = probe.call(export, *args)
-    except (PolicyTrap, PolicyFuelExhausted) as exc:
-        result = exc
-    after = np.frombuffer(probe.read_memory(0, size), np.uint8)
-    changed = np.flatnonzero(before != after)
-    if writable is None:
-        assert changed.size == 0, f"{export}{args} wrote memory at {changed[:4]}"
-    else:
-        start, length = writable
-        assert ((changed >= start) & (changed < start + length)).all(), (export, args)
-    return result
-
-
 @settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -310,7 +289,7 @@ def test_fuzz_log_and_random_fill(fuzz_target, ptr, length, level):
         probe,
         "probe_random_fill",
         (ptr, length),
-        writable=(ptr & 0xFFFF_FFFF, length & 0xFFFF_FFFF),
+        [Span(ptr, length & 0xFFFF_FFFF)],
     )
     in_bounds = (ptr & 0xFFFF_FFFF) + (length & 0xFFFF_FFFF) <= PAGE
     if in_bounds and length & 0xFFFF_FFFF <= 100_000:
@@ -351,7 +330,7 @@ def test_fuzz_models(fuzz_target, model_id, id_len, source, n, target):
         probe,
         "probe_model_infer",
         (model_id, id_len, source, n, target),
-        writable=(target & 0xFFFF_FFFF, 4 * rows),
+        [Span(target, 4 * rows)],
     )
     assert inferred in (0, -1, -2) or isinstance(inferred, PolicyFuelExhausted)
     if inferred == 0 and n > 0:
@@ -365,10 +344,82 @@ def test_model_infer_lengths_are_checked_without_wrapping(fuzz_target, n):
     # n * 8 * 4 is a multiple of 2**32 (or close to one): masked to 32 bits it would pass.
     assert (
         call_leaving_the_rest(
-            probe, "probe_model_infer", (S["anomaly"], 7, 0, n, OUT), writable=(OUT, 0)
+            probe, "probe_model_infer", (S["anomaly"], 7, 0, n, OUT), [Span(OUT, 0)]
         )
         == -2
     )
+
+
+NAMES = [(2096, 7), (2048, 4), (2064, 4), (2080, 5), (2128, 4), (2160, 2)]
+"""(pointer, length) of the probe's strings: declared names, undeclared, bad UTF-8."""
+VALUE = st.one_of(
+    st.sampled_from(fuzz_targets.INTERESTING_I32),
+    st.integers(0, 300),
+    st.integers(0, PAGE + 64),
+    st.integers(0, (1 << 32) - 1),
+)
+
+
+NAME = st.one_of(st.just(NAMES[0]), st.sampled_from(NAMES), st.tuples(VALUE, VALUE))
+HEAVY_NAME = st.one_of(st.just(NAMES[0]), NAME)
+"""The heavy lane's calls: the one heavy model the probe declares, more often."""
+POINTER = st.one_of(st.integers(4096, PAGE // 2), st.integers(4096, PAGE), VALUE)
+COUNT = st.one_of(st.integers(1, 64), st.integers(-2, 80), VALUE)
+SHAPES = {
+    "log": (VALUE, NAME),
+    "time_ns": (),
+    "random_fill": (POINTER, COUNT),
+    "counter_add": (NAME,),
+    "set_add": (NAME, NAME),
+    "flag_get": (NAME,),
+    "model_dims": (NAME,),
+    "model_infer": (NAME, POINTER, COUNT, POINTER),
+    "heavy_request": (HEAVY_NAME, POINTER, POINTER, COUNT, COUNT),
+    "heavy_results": (HEAVY_NAME, POINTER, POINTER, POINTER, COUNT, COUNT),
+}
+"""Each import's arguments shaped like real use (a name, pointers, counts), each part
+any value too, so that calls get past the first check often enough to reach the rest."""
+
+
+@st.composite
+def import_calls(draw: st.DrawFn) -> bytes:
+    """One call of the target's input (:func:`fuzz_targets.encode_call`)."""
+    name = draw(st.sampled_from(fuzz_targets.IMPORT_CALLS))
+    args: list[int] = []
+    for part in SHAPES[name]:
+        drawn = draw(part)
+        args.extend(drawn if isinstance(drawn, tuple) else (drawn,))
+    delta = draw(st.integers(-(1 << 63), (1 << 63) - 1))
+    return fuzz_targets.encode_call(name, args, delta)
+
+
+@settings(max_examples=400, deadline=None)
+@given(calls=st.lists(import_calls(), max_size=10), tail=st.binary(max_size=64))
+def test_fuzz_every_import_in_any_order(calls, tail):
+    """The target scripts/fuzz runs for longer (``host_imports``), the heavy lane's two
+    imports included: any sequence of calls with any pointers and lengths."""
+    fuzz_targets.host_imports(b"".join(calls) + tail)
+
+
+def test_the_import_target_reaches_every_import_and_both_outcomes():
+    """The target's input reaches real work, not only refusals: heavy requests queued
+    and their results written back, and the memory checker sees a stray write."""
+    probe = fuzz_targets.import_probe()
+    anomaly = (S["anomaly"], 7)
+    request = fuzz_targets.encode_call("heavy_request", [*anomaly, 4096, 0, 7, 1])
+    fuzz_targets.host_imports(request, probe)
+    assert probe.lane.last_request is not None
+    assert probe.lane.last_request[0].size > 0
+    queued = list(probe.lane.queued)
+    assert len(queued) > 16
+    assert max(queued[16:]) < 7
+    results = fuzz_targets.encode_call("heavy_results", [*anomaly, 8192, 8448, 8704, 20, 1])
+    fuzz_targets.host_imports(results, probe)
+    assert probe.lane.queued == queued[20:]
+    assert probe.policy.read_memory(8192, 80) == np.asarray(queued[:20], np.int32).tobytes()
+    with pytest.raises(AssertionError, match="wrote memory"):
+        call_leaving_the_rest(probe.policy, "probe_random_fill", (OUT, 16), [Span(OUT, 8)])
+    probe.policy.close()
 
 
 class RefusingSwarm(LocalSwarmState):

@@ -184,6 +184,21 @@ PROBE_EXPORTS = """
     (call $model_dims (local.get 0) (local.get 1)))
 """
 
+HEAVY_IMPORTS = """
+  (import "es" "heavy_request" (func $heavy_request (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "es" "heavy_results"
+    (func $heavy_results (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+"""
+
+HEAVY_PROBE_EXPORTS = """
+  (func (export "probe_heavy_request") (param i32 i32 i32 i32 i32 i32) (result i32)
+    (call $heavy_request (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)
+                         (local.get 5)))
+  (func (export "probe_heavy_results") (param i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (call $heavy_results (local.get 0) (local.get 1) (local.get 2) (local.get 3) (local.get 4)
+                         (local.get 5) (local.get 6)))
+"""
+
 PROBE = policy_wat(
     name="probe",
     descriptor={"counters": ["hits"], "sets": ["seen"], "flags": ["evade"], "models": ["anomaly"]},
@@ -191,6 +206,20 @@ PROBE = policy_wat(
     extra=PROBE_EXPORTS,
 )
 """Exports ``probe_<import>`` functions forwarding their arguments to each host import."""
+
+EVERY_IMPORT_PROBE = policy_wat(
+    name="every_import_probe",
+    descriptor={
+        "counters": ["hits"],
+        "sets": ["seen"],
+        "flags": ["evade"],
+        "models": ["anomaly"],
+        "heavy": ["anomaly"],
+    },
+    imports=ALL_IMPORTS + HEAVY_IMPORTS,
+    extra=PROBE_EXPORTS + HEAVY_PROBE_EXPORTS,
+)
+"""The probe with the heavy lane's imports too: every "es" import, one export each."""
 
 MODEL_USER = policy_wat(
     """(func (export "es_step") (param $n i32) (param $obs i32) (param $state i32) (param $act i32)
