@@ -63,6 +63,21 @@ def test_quick_scenarios_lose_nothing_acknowledged_and_apply_nothing_twice() -> 
 
 
 @pytest.mark.integration
+def test_an_edge_whose_disk_fills_waits_for_room_and_then_delivers_everything_once() -> None:
+    done = chaos("--json", "edge_disk_full")
+    (line,) = [json.loads(line) for line in done.stdout.splitlines()]
+    if line.get("skipped"):  # not root, or no namespaces here: it must say why
+        assert "root" in line["skipped"] or "namespace" in line["skipped"]
+        return
+    assert line["passed"] is True, line
+    assert (line["acked_lost"], line["duplicates_applied"]) == (0, 0)
+    assert line["batches_stored"] == line["batches_sent"] == 450 * 2
+    assert line["ticks_while_full"] == 0
+    assert line["disk_full_waits"] >= 1
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.integration
 def test_a_trapping_rollout_is_rolled_back_in_its_bound_and_every_agent_keeps_its_state() -> None:
     done = chaos("--json", "rollout_trapping_module")
     line = json.loads(done.stdout.splitlines()[-1])

@@ -19,6 +19,7 @@ from edgeswarm.edge.spool import (
     SeqOutOfOrder,
     Spool,
     SpoolCorruptError,
+    SpoolDiskFull,
     SpoolError,
     SpoolFull,
 )
@@ -124,6 +125,31 @@ def test_block_policy_raises_spool_full(path: Path) -> None:
         spool.ack(1)
         spool.append(2, b"y" * 41)
         assert spool.pending() == [(2, b"y" * 41)]
+
+
+def test_a_full_disk_is_spool_disk_full_and_keeps_nothing_of_the_failed_write(path: Path) -> None:
+    """SQLite's SQLITE_FULL (here from ``max_page_count``, as a full disk gives it): a
+    typed error the edge waits on, not a SpoolError that stops it; the spool is as before
+    the failed append, and takes the same batch once there is room."""
+    with Spool(path) as spool:
+        spool._db.execute("PRAGMA max_page_count = 1")  # no room to grow the index
+        stored, failed, said = [], None, ""
+        for seq in range(1, 5001):  # bounded: the index fills its pages long before
+            try:
+                spool.append(seq, b"p" * 200)
+            except SpoolDiskFull as exc:
+                failed, said = seq, str(exc)
+                break
+            stored.append(seq)
+        assert failed is not None
+        assert "full" in said
+        assert spool.next_seq() == failed
+        assert [seq for seq, _ in spool.pending()] == stored
+        spool._db.execute("PRAGMA max_page_count = 1000000")
+        spool.append(failed, b"q" * 200)
+    with Spool(path) as again:
+        assert [seq for seq, _ in again.pending()] == [*stored, failed]
+        assert again.pending()[-1] == (failed, b"q" * 200)
 
 
 def test_drop_oldest_counts_and_logs(path: Path, caplog: pytest.LogCaptureFixture) -> None:

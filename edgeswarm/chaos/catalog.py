@@ -53,7 +53,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              network_faults.partition_edge_gateway, namespace=True, tools=("nft",)),
     Scenario("gateway_disk_full", "gateway's disk full for 3 s: stops acking, then recovers",
              disk_faults.gateway_disk_full, namespace=True, tools=("mount",)),
-    Scenario("edge_disk_full", "edge's disk full: it stops, then its spool replays",
+    Scenario("edge_disk_full", "edge's disk full: it waits for room, then delivers all",
              disk_faults.edge_disk_full, namespace=True, tools=("mount",)),
     Scenario("slow_gateway", "gateway stopped 80 % of the time: back-pressure, bounded memory",
              process_faults.slow_gateway),

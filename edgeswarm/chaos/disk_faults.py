@@ -1,6 +1,6 @@
 """Scenarios that fill a disk: the gateway's (it must stop acknowledging, keep serving,
-and recover when space returns) and the edge's (its policy for a spool it cannot write
-must hold: stop, keep what it committed, deliver it after the restart).
+and recover when space returns) and the edge's (its spool's policy must hold: the tick
+loop waits for room, as at the spool's bound, and nothing is lost or sent twice).
 
 Each data directory is a small tmpfs mounted in the scenario's own mount namespace;
 a filler file takes the free space and is deleted to give it back.
@@ -15,7 +15,6 @@ from typing import Any
 from edgeswarm.chaos.faults import fill_disk, mount_tmpfs, unmount
 from edgeswarm.chaos.processes import (
     ProgressLines,
-    logged_batches,
     start_edge,
     start_gateway,
     stop,
@@ -81,62 +80,67 @@ def gateway_disk_full(work: Path) -> dict[str, Any]:
 
 
 def edge_disk_full(work: Path) -> dict[str, Any]:
-    """The edge's data directory (its spool) fills up under load. The edge's policy for
-    a spool it cannot write (``edge/runner.py``): stop with one error line and exit 1,
-    keeping every committed batch spooled. Checked: it stops so, saying the disk is full;
-    started again once space returns, it delivers what it spooled, no gap, each batch
-    once, nothing quarantined."""
+    """The edge's data directory (its spool) fills up under load for 3 s, then space
+    returns. The spool's policy for a disk without room (``edge/uplink.py``): the tick
+    loop waits, as at the ``block`` bound, and goes on when there is room. Checked: the
+    edge keeps running and stops stepping while full, says so and counts it; after the
+    space returns it finishes its ticks and delivers every batch once, no gap, nothing
+    quarantined."""
     disk = work / "edge"
     mount_tmpfs(disk, size_mib=64)
-    second = None
     try:
         gateway = start_gateway(work / "gw")
-        token = gateway.edge_token(uses=2)
         target = f"127.0.0.1:{gateway.port}"
-        first = start_edge(target, gateway.ca, token, disk, *LOAD, "--ticks", "450",
-                           log=work / "edge.log")  # fmt: skip
-        lines = ProgressLines(first)
+        edge = start_edge(target, gateway.ca, gateway.edge_token(), disk, *LOAD,
+                          "--ticks", "450", log=work / "edge.log")  # fmt: skip
+        lines = ProgressLines(edge)
         try:
-            lines.until(lambda line: line["observations_acked"] > 0)
+            start = lines.steady()
             filler = fill_disk(disk)
-            full_at = time.monotonic()
+            full_from = time.monotonic()
             try:
-                first_exit = first.wait(30)
+                time.sleep(FULL_S)  # no progress lines while the tick loop waits
+                alive_while_full = edge.poll() is None
+                tick_before = lines.seen[-1]["tick"]
+                said = tail(work / "edge.log", 4000)
             finally:
-                stopped_s = time.monotonic() - full_at
                 filler.unlink()
-            sent_by_first = max(line["batches_sent"] for line in lines.seen)
-            acknowledged = {seq for seq, _ in logged_batches(gateway.data_dir)}
-            said = tail(work / "edge.log", 4000)
-            second = start_edge(target, gateway.ca, token, disk, "--agents", "1000",
-                                "--ticks", "2", "--drain-timeout", "60",
-                                log=work / "edge.log")  # fmt: skip
-            rest = ProgressLines(second).rest()
-            returncode = second.wait(30)
+            freed_at = time.monotonic()
+            lines.until(lambda line: line["at"] > freed_at and line["tick"] > tick_before)
+            recovered_at = lines.seen[-1]["at"]
+            rest = lines.rest()
+            returncode = edge.wait(30)
             summary = rest[-1]
-            stored = logged_batches(gateway.data_dir)
-            sent = max(len(stored), sent_by_first + summary.get("batches_sent", 0))
-            figures = delivery(gateway, summary, returncode=returncode, sent_batches=sent,
-                               acknowledged=acknowledged)  # fmt: skip
+            figures = delivery(gateway, summary, returncode=returncode,
+                               sent_batches=summary["batches_sent"])  # fmt: skip
+            ticks_while_full = _ticks_between(rest, full_from + 1.0, freed_at)
             figures.update(
-                stopped_after_full_s=round(stopped_s, 2),
-                first_exit_code=first_exit,
-                batches_acked_before_stop=len(acknowledged),
-                batches_carried_over=summary.get("batches_carried_over"),
+                throughput_before=rate(rest, start, full_from),
+                throughput_after=rate(rest, recovered_at, rest[-2]["at"]),
+                ticks_while_full=ticks_while_full,
+                disk_full_waits=summary.get("spool_disk_full_waits"),
+                recovery_s=round(recovered_at - freed_at, 2),
                 quarantined_batches=summary.get("quarantined_batches"),
             )
             if figures["failed_checks"]:
                 figures["edge_log"] = tail(work / "edge.log", 600)
             return finish(
                 "edge_disk_full", figures,
-                stopped_with_exit_1=first_exit == 1,
-                said_disk_full="No space left" in said or "disk is full" in said,
+                kept_running=alive_while_full,
+                stepping_paused=ticks_while_full == 0,
+                said_disk_full="spool disk full" in said,
+                counted=bool(summary.get("spool_disk_full_waits")),
                 nothing_quarantined=not summary.get("quarantined_batches"),
             )  # fmt: skip
         finally:
-            stop(first)
-            if second is not None:
-                stop(second)
+            stop(edge)
             stop(gateway.process)
     finally:
         unmount(disk)
+
+
+def _ticks_between(lines: list[dict[str, Any]], since: float, until: float) -> int:
+    """Ticks stepped between two moments, from the progress lines around them."""
+    before = [line["tick"] for line in lines if line["at"] <= since]
+    after = [line["tick"] for line in lines if line["at"] <= until]
+    return (after[-1] - before[-1]) if before and after else -1

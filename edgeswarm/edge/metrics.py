@@ -138,6 +138,11 @@ class UplinkCollector(Collector):
             value=uplink.spool.max_bytes,
         )
         yield CounterMetricFamily(
+            "edgeswarm_edge_spool_disk_full_waits",
+            "Times a spool write found the disk full and the edge waited for room",
+            value=counters.disk_full_waits,
+        )
+        yield CounterMetricFamily(
             "edgeswarm_edge_dropped_batches",
             "Batches dropped from a full spool (--overflow drop_oldest), never delivered",
             value=counters.dropped_batches,

@@ -422,7 +422,7 @@ class EdgeRunner:
         )
         try:
             await self.uplink.submit(batches)
-        except SpoolError as exc:  # a full disk, a damaged file: the edge stops
+        except SpoolError as exc:  # a damaged file, an I/O error: the edge stops
             self.metrics.storage_errors.labels("spool").inc()
             logger.error(
                 "spool failed; the edge stops",
@@ -472,6 +472,7 @@ class EdgeRunner:
             "spooled_bytes": self.spool.bytes,
             "payload_bytes": counters.payload_bytes,
             "dropped_batches": counters.dropped_batches,
+            "spool_disk_full_waits": counters.disk_full_waits,
             "dropped_observations": counters.dropped_observations,
             "quarantined_batches": counters.quarantined_batches,
             "quarantined_observations": counters.quarantined_observations,

@@ -35,6 +35,12 @@ it, the :class:`OverflowPolicy` decides: ``block`` raises :class:`SpoolFull`
 (check :meth:`Spool.would_overflow` first and wait for ACKs), ``drop_oldest``
 deletes the oldest batches until it fits, counts them and logs a warning.
 
+A full disk is not an error that stops the edge: every write fails as
+:class:`SpoolDiskFull` with nothing of it kept (the segment is cut back, the index
+transaction rolled back); appends and ``mark_sent`` raise it and the uplink waits and
+retries, as at the ``block`` bound; a flush of ACKed rows that hits it keeps them for the
+next flush (at most one try per :data:`DISK_FULL_RETRY_S`).
+
 Errors: one tree, drawn in ``spool_errors.py``.
 
 Not thread-safe: use a spool from one thread (the edge's event loop).
@@ -57,6 +63,7 @@ from .spool_errors import (
     PayloadTooLarge,
     SeqOutOfOrder,
     SpoolCorruptError,
+    SpoolDiskFull,
     SpoolError,
     SpoolFull,
     SpoolInUse,
@@ -89,6 +96,7 @@ __all__ = [
     "SeqOutOfOrder",
     "Spool",
     "SpoolCorruptError",
+    "SpoolDiskFull",
     "SpoolError",
     "SpoolFull",
     "SpoolInUse",
@@ -101,6 +109,8 @@ DEFAULT_MAX_BYTES = 256 << 20
 CHECKPOINT_COMMITS = 256
 """Commits between two background checkpoints of the index (a few MB of WAL: the same hot
 index pages are copied once per checkpoint, not once per commit)."""
+DISK_FULL_RETRY_S = 0.5
+"""After a flush found the disk full, the next try waits this long (ACKs keep coming)."""
 DROP_LOG_INTERVAL_S = 1.0
 """At most one ``spool full`` warning per interval; it counts the drops since the last one."""
 
@@ -150,6 +160,8 @@ class Spool(Resource):
         """Bound on the payload bytes held."""
         self.overflow = OverflowPolicy(overflow)
         """The overflow policy in force."""
+        self._flush_after = 0.0
+        """No flush before this monotonic time (set when one found the disk full)."""
         self.fsync = FsyncPolicy(fsync)
         """The durability of appends."""
         self.ack_flush_every = ack_flush_every
@@ -397,11 +409,20 @@ class Spool(Resource):
     def flush(self) -> None:
         """Delete the rows of every ACKed batch in one transaction, then every segment no
         row points into any more."""
-        if not self._held.acked:
+        if not self._held.acked or time.monotonic() < self._flush_after:
             return
         ranges, segments = self._held.acked_rows()
-        with self._errors():  # failed: the same ACKs are deleted by the next flush
-            delete_ranges(self._db, ranges)
+        try:
+            with self._errors():  # failed: the same ACKs are deleted by the next flush
+                delete_ranges(self._db, ranges)
+        except SpoolDiskFull as exc:
+            self._flush_after = time.monotonic() + DISK_FULL_RETRY_S
+            logger.warning(
+                "spool disk full; acknowledged batches are deleted at a later flush",
+                extra={"spool": str(self.path), "acked": self._held.acked, "error": str(exc)},
+            )
+            return
+        self._flush_after = 0.0
         self._held.acked_deleted()
         self._count_commit()
         with self._errors():
@@ -489,6 +510,7 @@ class Spool(Resource):
         """Delete ACKed rows (:meth:`flush`), sync what is due, close the files. Idempotent."""
         if not self._closed:
             try:
+                self._flush_after = 0.0  # a last try, even right after a full disk
                 self.flush()
             finally:
                 self._closed = True

@@ -15,6 +15,7 @@ Errors (one tree)::
 from __future__ import annotations
 
 import enum
+import errno
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ __all__ = [
     "PayloadTooLarge",
     "SeqOutOfOrder",
     "SpoolCorruptError",
+    "SpoolDiskFull",
     "SpoolError",
     "SpoolFull",
     "SpoolInUse",
@@ -71,6 +73,12 @@ class SpoolFull(SpoolError):  # noqa: N818 (names a state, like queue.Full)
         """The spool's bound."""
 
 
+class SpoolDiskFull(SpoolError):  # noqa: N818 (names a state, like SpoolFull)
+    """The disk under the spool has no room (``ENOSPC``, ``EDQUOT``, SQLite's
+    ``SQLITE_FULL``): nothing of the failed write stays. The edge waits and retries, as
+    at ``SpoolFull``; ACKs free whole segments, so room usually comes back by itself."""
+
+
 class PayloadTooLarge(SpoolError, ValueError):  # noqa: N818
     """A single payload is larger than the spool's ``max_bytes``; it can never fit."""
 
@@ -91,6 +99,10 @@ class OverflowPolicy(enum.StrEnum):
     :attr:`Spool.dropped_batches` / :attr:`Spool.dropped_bytes` and log a warning."""
 
 
+_SQLITE_FULL = 13
+"""SQLite's primary result code for "database or disk is full"."""
+
+
 @contextmanager
 def storage_errors(path: Path, segments: Path) -> Iterator[None]:
     """SQLite errors of the index at ``path`` and OS errors of its ``segments``: a
@@ -100,6 +112,10 @@ def storage_errors(path: Path, segments: Path) -> Iterator[None]:
     except sqlite3.Error as exc:
         if is_corruption(exc):
             raise SpoolCorruptError(f"damaged ({exc})", path=path) from exc
+        if getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL:
+            raise SpoolDiskFull(f"{path}: {exc}") from exc
         raise SpoolError(f"{path}: {exc}") from exc
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SpoolDiskFull(f"{segments}: {exc}") from exc
         raise SpoolError(f"{segments}: {exc}") from exc

@@ -18,9 +18,13 @@ are: nothing on the way out (nor at start) decodes a batch again. A batch
 that fails its checksum, that the session cannot send, or that the gateway
 refuses for good (ERROR with its ``seq``, ``wire.BATCH_REFUSED_CODES``) is
 quarantined by the spool (counted, logged, never sent again) and delivery
-goes on. A spool that cannot be read or written any more is a
-:class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised,
-and the edge stops. A refusal that retrying cannot change (unknown or revoked
+goes on. A full disk under the spool (:class:`~edgeswarm.edge.spool.SpoolDiskFull`)
+holds the tick loop as the ``block`` bound does: the append is retried when an ACK frees
+room or every :data:`DISK_FULL_RETRY_S`, counted (``disk_full_waits``) and logged when it
+starts and ends; the pump waits the same way before a send it cannot record. A spool that
+cannot be read or written for any other reason is a
+:class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised, and the edge
+stops. A refusal that retrying cannot change (unknown or revoked
 key, bad token: :class:`~edgeswarm.client.session.AuthRefusedError`) is
 logged once and raised too: the edge stops instead of spooling for nobody.
 The backoff's jitter comes from the OS's entropy, so edges that share a
@@ -60,7 +64,7 @@ from edgeswarm.wire import (
     encode_payload,
 )
 
-from .spool import OverflowPolicy, Spool, SpoolError
+from .spool import DISK_FULL_RETRY_S, OverflowPolicy, Spool, SpoolDiskFull, SpoolError
 from .spool_records import QuarantinedBatch, QuarantineReason
 
 logger = logging.getLogger("edgeswarm.edge")
@@ -97,6 +101,8 @@ class UplinkCounters:
     """Encoded OBS_BATCH bytes spooled."""
     retries: int = 0
     """Connection attempts and sessions that failed, each followed by a backoff."""
+    disk_full_waits: int = 0
+    """Times a spool write found the disk full and the edge waited for room."""
 
 
 class Uplink:
@@ -173,7 +179,7 @@ class Uplink:
                 while self.spool.would_overflow(size):
                     await self._wait_change()
             counts = dict(self.spool.would_drop(size))
-            for dropped in self.spool.append_many(group):
+            for dropped in await self._append_when_room(group):
                 count = counts.get(dropped, 0)
                 self.counters.dropped_batches += 1
                 self.counters.dropped_observations += count
@@ -183,6 +189,37 @@ class Uplink:
             self.counters.observations += sum(count for _, _, count in group)
             self.counters.payload_bytes += size
             self._changed.set()
+
+    async def _append_when_room(self, group: Sequence[tuple[int, bytes, int]]) -> tuple[int, ...]:
+        """``append_many``, waiting while the disk is full (nothing of a failed try stays)."""
+        full_since: float | None = None
+        while True:
+            try:
+                dropped = self.spool.append_many(group)
+            except SpoolDiskFull as exc:
+                if full_since is None:
+                    full_since = time.monotonic()
+                    self.counters.disk_full_waits += 1
+                    logger.warning(
+                        "spool disk full; the edge waits for room",
+                        extra={"spool": str(self.spool.path), "error": str(exc),
+                               "spooled": len(self.spool)},
+                    )  # fmt: skip
+                await self._wait_room()
+                continue
+            if full_since is not None:
+                logger.info(
+                    "spool has room again",
+                    extra={"spool": str(self.spool.path),
+                           "waited_s": round(time.monotonic() - full_since, 3)},
+                )  # fmt: skip
+            return dropped
+
+    async def _wait_room(self) -> None:
+        """Until something changed (an ACK may have freed a segment) or the retry time."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DISK_FULL_RETRY_S):
+                await self._wait_change()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every spooled batch is acknowledged; False on timeout."""
@@ -317,7 +354,11 @@ class Uplink:
                     async with asyncio.timeout(_WATCHDOG_S):
                         await self._wait_change(client)
                 continue
-            self.spool.mark_sent(pending[-1][0])  # persisted before any of them leaves
+            try:
+                self.spool.mark_sent(pending[-1][0])  # persisted before any of them leaves
+            except SpoolDiskFull:
+                await self._wait_room()  # not recorded, so not sent; the tick loop says why
+                continue
             for seq, payload in pending:
                 if client.session.credit <= 0 or client.closed_reason is not None:
                     break  # wait for acks (and watch the gateway) in the outer loop
