@@ -112,6 +112,14 @@ class ModuleUplink:
             ["module"],
             registry=registry,
         )
+        self.state_moves = Counter(
+            "edgeswarm_edge_module_state_moves_total",
+            "Agents whose state crossed a state-layout change: migrated (es_migrate converted "
+            "it) or restored (moved back to the old version with the state they left it with).",
+            ["how"],
+            registry=registry,
+        )
+        self._moves_counted = {"migrated": 0, "restored": 0}
         self.refused = Counter(
             "edgeswarm_edge_modules_refused_total",
             "Module assignments refused: a manifest that does not verify, a blob that never "
@@ -214,6 +222,10 @@ class ModuleUplink:
 
     def _count_refused(self) -> None:
         link = self.link
+        if link is not None:
+            for how, total in link.state_moves.items():
+                self.state_moves.labels(how).inc(total - self._moves_counted.get(how, 0))
+                self._moves_counted[how] = total
         if link is not None and link.refused > self._refused_counted:
             self.refused.inc(link.refused - self._refused_counted)
             self._refused_counted = link.refused

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 from edgeswarm.edge.policy.abi import (
     ABI_VERSION,
     MAX_DESCRIPTOR_BYTES,
+    MIGRATE_FUNC,
     REQUIRED_FUNCS,
     Descriptor,
     check_exports,
@@ -135,6 +136,7 @@ class WasmPolicy(Resource):
         self.offsets = (0, 0, 0)
         """Byte offsets of the obs, state and act blocks in linear memory."""
         self._memory_key = (0, 0)
+        self._migrate_block = (0, -1)  # offset and bytes of es_migrate's input block
         try:
             self.compiled = _compile(module, self._cache, self.name)
             """The compiled module (``respawn`` instantiates it again)."""
@@ -467,6 +469,56 @@ class WasmPolicy(Resource):
             self._action_check.check(self._act_block[:n], policy=self.name)
         out_actions[...] = self._act_block[:n]
         state[...] = self._state_block[:n]
+
+    # -- migrating ---------------------------------------------------------------
+
+    @property
+    def migrates(self) -> bool:
+        """Whether the module exports ``es_migrate`` (takes state of another layout over)."""
+        return MIGRATE_FUNC in self._funcs
+
+    def migrate(self, old_state: NDArray[np.float32]) -> NDArray[np.float32]:
+        """``es_migrate`` over ``n = len(old_state)`` agents whose state is in another
+        layout (``old_state.shape[1]`` f32 each); their state in this module's layout.
+
+        Runs under the same limits as ``es_step`` over ``n`` agents (fuel, host calls,
+        deadline, memory). Raises a :class:`PolicyError` (a trap, fuel, the deadline, a
+        nonzero status, or a non-finite value written) and changes nothing outside the
+        module's memory: the caller commits the result or not.
+        """
+        n, old_dim = old_state.shape
+        if old_state.dtype != _F32:
+            raise ValueError(f"old_state must be float32, got {old_state.dtype}")
+        if n == 0:
+            return np.empty((0, self.state_dim), _F32)
+        self.reserve(n)
+        nbytes = n * old_dim * 4
+        if nbytes > self._migrate_block[1]:
+            self._migrate_block = (self._alloc(nbytes), nbytes)
+        old_at = self._migrate_block[0]
+        rows = np.ascontiguousarray(old_state).tobytes()
+        self._live_memory().write(self._live_store(), rows, old_at)
+        self._context.step_agents = n
+        status = self._call(
+            MIGRATE_FUNC,
+            self.fuel.for_agents(n),
+            n,
+            old_dim,
+            old_at,
+            self.offsets[1],
+            host_calls=self.host_calls.for_agents(n),
+        )
+        if status != 0:
+            raise PolicyAbiError(
+                f"es_migrate from {old_dim} state f32 returned status {status}",
+                policy=self.name,
+                status=status,
+            )
+        self._refresh_views()
+        migrated = self._state_block[:n].copy()
+        if not np.isfinite(migrated).all():
+            raise PolicyAbiError("es_migrate wrote a NaN or infinite state value", policy=self.name)
+        return migrated
 
 
 def _provisional_name(module: ModuleSource) -> str:
