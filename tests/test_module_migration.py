@@ -131,7 +131,8 @@ def test_es_migrate_that_fails_refuses_the_swap_and_leaves_every_state_untouched
         assert refused.value.cause == FAULT_OF[how]
         assert refused.value.kind == "load"
         assert "old version keeps running" in str(refused.value)
-        assert policies[0] is before and not policies.is_quarantined(0)
+        assert policies[0] is before
+        assert not policies.is_quarantined(0)
         assert np.array_equal(table.state, state)  # no half-migrated table
         with pytest.raises(PolicyMigrationError):
             policies.add(spec(failing(how), "odometer-bad"), like=0, table=table)
@@ -143,9 +144,11 @@ def test_es_migrate_that_fails_refuses_the_swap_and_leaves_every_state_untouched
 
 def test_es_migrate_refuses_a_layout_it_does_not_know(table: AgentTable) -> None:
     stateless = policy_wat(descriptor={"name": "odometer", "state_dim": 0})
-    with PolicySet([spec(stateless, "odometer-v0")]) as policies:
-        with pytest.raises(PolicyMigrationError, match="returned status 1"):
-            policies.swap(0, spec(ODOMETER_V2, "odometer-v2"), table=table)
+    with (
+        PolicySet([spec(stateless, "odometer-v0")]) as policies,
+        pytest.raises(PolicyMigrationError, match="returned status 1"),
+    ):
+        policies.swap(0, spec(ODOMETER_V2, "odometer-v2"), table=table)
 
 
 def test_es_migrate_of_another_type_is_refused_at_load_and_at_publish() -> None:
