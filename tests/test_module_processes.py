@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -224,13 +225,19 @@ def test_an_edge_offline_during_a_rollout_catches_up_on_reconnect(
 ODOMETER = {
     "1.0.0": module_path("odometer_v1").read_bytes(),
     "2.0.0": module_path("odometer_v2").read_bytes(),
-    "3.0.0": wasmtime.wat2wasm(
-        policy_wat(COUNT_STEP, descriptor={"name": "odometer", "state_dim": 2}).decode()
+    "3.0.0": bytes(
+        wasmtime.wat2wasm(
+            policy_wat(COUNT_STEP, descriptor={"name": "odometer", "state_dim": 2}).decode()
+        )
     ),
 }
 """The C example across a state layout change (ABI.md, "Hot swap and state layout"):
 1.0.0 counts in one state f32, 2.0.0 keeps two and migrates 1.0.0's state with
 es_migrate, 3.0.0 keeps two and exports no es_migrate."""
+
+
+def everyone_on(gateway: RunningGateway, version: str) -> bool:
+    return agents_on(gateway, version, "odometer") == AGENTS
 
 
 def test_rollout_across_a_state_layout_migrates_every_agent_between_real_processes(
@@ -256,8 +263,7 @@ def test_rollout_across_a_state_layout_migrates_every_agent_between_real_process
             wait_for("v2 complete",
                      lambda: ("complete", "rollout", "2.0.0") in history(gateway, "odometer"),
                      process)  # fmt: skip
-            everyone = lambda: agents_on(gateway, "2.0.0", "odometer") == AGENTS  # noqa: E731
-            wait_for("every agent on v2", everyone, process)
+            wait_for("every agent on v2", partial(everyone_on, gateway, "2.0.0"), process)
             summary = stopped(process)
         finally:
             stop_process(process)

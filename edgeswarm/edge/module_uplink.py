@@ -3,7 +3,8 @@
 ``edgeswarm edge --module NAME[=SLOT]`` names the registry module that policy
 slot ``SLOT`` (default 0: the first ``--policy``) runs; the ``--policy`` module
 runs until the gateway's first assignment arrives (it is the bootstrap, and
-the state layout every version must keep). :class:`ModuleUplink`:
+the state layout every version must keep or migrate with ``es_migrate``).
+:class:`ModuleUplink`:
 
 - offers feature ``modules`` in HELLO (:attr:`ModuleUplink.features`) and is
   the ``module_handler`` of each session's :class:`GatewayClient`;
@@ -20,7 +21,8 @@ the state layout every version must keep). :class:`ModuleUplink`:
 
 Blobs are kept by digest in ``DATA_DIR/module-blobs`` (verified before use).
 Metrics: ``edgeswarm_edge_module_agents{module,version}``,
-``edgeswarm_edge_module_swaps_total{module}``, ``edgeswarm_edge_modules_refused_total``.
+``edgeswarm_edge_module_swaps_total{module}``, ``edgeswarm_edge_modules_refused_total``,
+``edgeswarm_edge_module_state_moves_total{how}``.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class ModuleUplink:
             requests += link.on_chunk(event.chunk)
         for request in requests:
             client.send_module(request)
-        self._count_refused()
+        self._count_link_totals()
 
     def step(self, policies: PolicySet, table: AgentTable) -> None:
         """One tick's policy step, between what distribution does before and after it."""
@@ -199,7 +201,7 @@ class ModuleUplink:
                 "module applied",
                 extra={"module_name": name, "versions": link.versions().get(name, {})},
             )
-        self._count_refused()
+        self._count_link_totals()
 
     def after_step(self) -> None:
         """Send the reports due; refresh the per-version gauge."""
@@ -220,7 +222,7 @@ class ModuleUplink:
         """Agents per module version (for the summary)."""
         return self.link.versions() if self.link is not None else {}
 
-    def _count_refused(self) -> None:
+    def _count_link_totals(self) -> None:
         link = self.link
         if link is not None:
             for how, total in link.state_moves.items():
