@@ -52,7 +52,8 @@ from edgeswarm.edge.policy.errors import (
     PolicyStateLayoutError,
 )
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
-from edgeswarm.edge.policy.module_cache import ModuleCache
+from edgeswarm.edge.policy.migration import migrate_state
+from edgeswarm.edge.policy.module_cache import ModuleCache, ModuleSource
 from edgeswarm.edge.policy.sandbox import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MEMORY_LIMIT,
@@ -60,7 +61,7 @@ from edgeswarm.edge.policy.sandbox import (
     HostCallCap,
 )
 from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmState
-from edgeswarm.edge.policy.wasm_host import ModuleSource, WasmPolicy
+from edgeswarm.edge.policy.wasm_host import WasmPolicy
 from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
@@ -235,7 +236,7 @@ class PolicySet(Resource):
                 cause="abi",
             )
         try:
-            return policy.migrate(np.ascontiguousarray(table.state[rows, :old_dim]))
+            return migrate_state(policy, np.ascontiguousarray(table.state[rows, :old_dim]))
         except PolicyError as exc:
             raise PolicyMigrationError(
                 f"es_migrate of {len(rows)} agents from {old_dim} state f32 failed "

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,7 +49,12 @@ from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoad
 from edgeswarm.edge.policy.export_call import ExportCall, export_caller
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
 from edgeswarm.edge.policy.host_imports import HostContext, check_imports
-from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
+from edgeswarm.edge.policy.module_cache import (
+    ModuleCache,
+    ModuleSource,
+    compile_source,
+    provisional_name,
+)
 from edgeswarm.edge.policy.sandbox import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MEMORY_LIMIT,
@@ -66,9 +69,6 @@ from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
 _F32 = np.dtype(np.float32)
-
-ModuleSource = bytes | str | os.PathLike[str] | CompiledModule
-"""A policy module: Wasm/WAT bytes, a path to a ``.wasm`` file, or an already compiled one."""
 
 
 class WasmPolicy(Resource):
@@ -105,7 +105,7 @@ class WasmPolicy(Resource):
     ) -> None:
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
-        self.name = name if name is not None else _provisional_name(module)
+        self.name = name if name is not None else provisional_name(module)
         self.config = bytes(config)
         self.fuel = fuel if fuel is not None else FuelBudget()
         self.host_calls = host_calls if host_calls is not None else HostCallCap()
@@ -136,9 +136,8 @@ class WasmPolicy(Resource):
         self.offsets = (0, 0, 0)
         """Byte offsets of the obs, state and act blocks in linear memory."""
         self._memory_key = (0, 0)
-        self._migrate_block = (0, -1)  # offset and bytes of es_migrate's input block
         try:
-            self.compiled = _compile(module, self._cache, self.name)
+            self.compiled = compile_source(module, self._cache, self.name)
             """The compiled module (``respawn`` instantiates it again)."""
             check_imports(self.compiled.module, self.name)
             check_exports(self.compiled.module, self.name)
@@ -218,7 +217,7 @@ class WasmPolicy(Resource):
         return descriptor
 
     def _init(self) -> None:
-        ptr = self._alloc(len(self.config)) if self.config else 0
+        ptr = self.alloc(len(self.config)) if self.config else 0
         if self.config:
             self._live_memory().write(self._live_store(), self.config, ptr)
         status = self._call("es_init", self.fuel.base, ptr, len(self.config))
@@ -318,6 +317,17 @@ class WasmPolicy(Resource):
             deadline_s=self.deadline_s,
         )
 
+    def call_for_agents(self, export: str, n: int, *pointers: int) -> int:
+        """``export(n, *pointers)`` over ``n`` agents, under ``es_step``'s budgets for ``n``."""
+        self._context.step_agents = n
+        return self._call(
+            export, self.fuel.for_agents(n), n, *pointers, host_calls=self.host_calls.for_agents(n)
+        )
+
+    def write_memory(self, offset: int, data: bytes) -> None:
+        """Copy ``data`` into linear memory at ``offset`` (through wasmtime, bounds-checked)."""
+        self._live_memory().write(self._live_store(), data, offset)
+
     def call(self, export: str, *args: int) -> int:
         """Call an exported integer function under the base fuel (for tools and tests)."""
         if export not in self._funcs:
@@ -358,7 +368,8 @@ class WasmPolicy(Resource):
         self._act_block = block(act_at, self.act_dim)
         self._memory_key = (base, size)
 
-    def _alloc(self, nbytes: int) -> int:
+    def alloc(self, nbytes: int) -> int:
+        """``es_alloc(nbytes)`` under the base fuel: a checked, 16-byte aligned offset."""
         pointer = self._call("es_alloc", self.fuel.base, nbytes) & 0xFFFF_FFFF
         size = self._live_memory().data_len(self._live_store())
         if pointer == 0 or pointer % 16 or pointer + nbytes > size:
@@ -380,9 +391,9 @@ class WasmPolicy(Resource):
         capacity = max(count, self.capacity + self.capacity // 2, 16)
         old_state = self._state_block.copy() if self.capacity else None
         offsets = (
-            self._alloc(capacity * self.obs_dim * 4),
-            self._alloc(capacity * self.state_dim * 4),
-            self._alloc(capacity * self.act_dim * 4),
+            self.alloc(capacity * self.obs_dim * 4),
+            self.alloc(capacity * self.state_dim * 4),
+            self.alloc(capacity * self.act_dim * 4),
         )
         self.capacity, self.offsets = capacity, offsets
         self._memory_key = (0, 0)
@@ -449,17 +460,7 @@ class WasmPolicy(Resource):
         self._refresh_views()
         self._obs_block[:n] = obs
         self._state_block[:n] = state
-        obs_at, state_at, act_at = self.offsets
-        self._context.step_agents = n
-        status = self._call(
-            "es_step",
-            self.fuel.for_agents(n),
-            n,
-            obs_at,
-            state_at,
-            act_at,
-            host_calls=self.host_calls.for_agents(n),
-        )
+        status = self.call_for_agents("es_step", n, *self.offsets)
         if status != 0:
             raise PolicyAbiError(
                 f"es_step returned status {status}", policy=self.name, status=status
@@ -474,68 +475,8 @@ class WasmPolicy(Resource):
 
     @property
     def migrates(self) -> bool:
-        """Whether the module exports ``es_migrate`` (takes state of another layout over)."""
+        """Whether the module exports ``es_migrate`` (see :mod:`.migration`)."""
         return MIGRATE_FUNC in self._funcs
-
-    def migrate(self, old_state: NDArray[np.float32]) -> NDArray[np.float32]:
-        """``es_migrate`` over ``n = len(old_state)`` agents whose state is in another
-        layout (``old_state.shape[1]`` f32 each); their state in this module's layout.
-
-        Runs under the same limits as ``es_step`` over ``n`` agents (fuel, host calls,
-        deadline, memory). Raises a :class:`PolicyError` (a trap, fuel, the deadline, a
-        nonzero status, or a non-finite value written) and changes nothing outside the
-        module's memory: the caller commits the result or not.
-        """
-        n, old_dim = old_state.shape
-        if old_state.dtype != _F32:
-            raise ValueError(f"old_state must be float32, got {old_state.dtype}")
-        if n == 0:
-            return np.empty((0, self.state_dim), _F32)
-        self.reserve(n)
-        nbytes = n * old_dim * 4
-        if nbytes > self._migrate_block[1]:
-            self._migrate_block = (self._alloc(nbytes), nbytes)
-        old_at = self._migrate_block[0]
-        rows = np.ascontiguousarray(old_state).tobytes()
-        self._live_memory().write(self._live_store(), rows, old_at)
-        self._context.step_agents = n
-        status = self._call(
-            MIGRATE_FUNC,
-            self.fuel.for_agents(n),
-            n,
-            old_dim,
-            old_at,
-            self.offsets[1],
-            host_calls=self.host_calls.for_agents(n),
-        )
-        if status != 0:
-            raise PolicyAbiError(
-                f"es_migrate from {old_dim} state f32 returned status {status}",
-                policy=self.name,
-                status=status,
-            )
-        self._refresh_views()
-        migrated = self._state_block[:n].copy()
-        if not np.isfinite(migrated).all():
-            raise PolicyAbiError("es_migrate wrote a NaN or infinite state value", policy=self.name)
-        return migrated
-
-
-def _provisional_name(module: ModuleSource) -> str:
-    """Name to report before the descriptor is read."""
-    if isinstance(module, bytes):
-        return "<bytes>"
-    if isinstance(module, CompiledModule):
-        return f"<{module.digest[:12]}>"
-    return Path(module).stem
-
-
-def _compile(module: ModuleSource, cache: ModuleCache, name: str) -> CompiledModule:
-    if isinstance(module, CompiledModule):
-        return module
-    if isinstance(module, bytes):
-        return cache.load(module, name=name)
-    return cache.load_path(module, name=name)
 
 
 def _address(pointer: Any) -> int:
