@@ -26,14 +26,14 @@ from edgeswarm.edge.policy.errors import (
     PolicyStateLayoutError,
 )
 from edgeswarm.edge.policy.wasm_host import WasmPolicy
-from edgeswarm.gateway.module_service import ModuleService
 from edgeswarm.identity import KeyPair
-from edgeswarm.registry import AbiMismatchError, ModuleStore, RolloutPlan, Stage
+from edgeswarm.registry import AbiMismatchError, RolloutPlan, Stage
 from edgeswarm.registry.abi_check import check_abi
 from edgeswarm.registry.fetch import BlobCache
 from edgeswarm.wire import FEATURE_MODULES
 from tests.registry_fixtures import manifest_for
-from tests.test_module_distribution import Edge, Fleet
+from tests.test_module_distribution import Edge, Fleet, fleet_of
+from tests.test_module_distribution import plan as distribution_plan
 from tests.test_module_rollout import COUNT_STEP
 from tests.test_wire_state import ready
 from tests.wasm_fixtures import policy_wat
@@ -171,33 +171,24 @@ def test_es_migrate_of_another_type_is_refused_at_load_and_at_publish() -> None:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    publisher = KeyPair.generate()
-    store = ModuleStore(tmp_path / "gateway" / "modules.db")
-    store.trust(publisher.public_key, "odometer", actor="ops")
-    for version, blob in (
-        ("1.0.0", ODOMETER_V1),
-        ("2.0.0", ODOMETER_V2),
-        ("3.0.0", NO_MIGRATE),
-        ("4.0.0", failing("trap")),
-    ):
-        manifest = manifest_for(blob, publisher, name="odometer", version=version)
-        store.publish(manifest.to_bytes(), blob, actor="alice")
-    store.start_rollout(plan("0.0.0", "1.0.0"), actor="ops")
-    with store, ModuleStore(tmp_path / "gateway" / "modules.db") as gateways:
-        yield Fleet(ModuleService(gateways), store)
+    modules = {
+        "1.0.0": ODOMETER_V1,
+        "2.0.0": ODOMETER_V2,
+        "3.0.0": NO_MIGRATE,
+        "4.0.0": failing("trap"),
+    }
+    with fleet_of(tmp_path, plan("0.0.0", "1.0.0"), modules) as fleet:
+        yield fleet
 
 
 def plan(from_version: str, to_version: str, **changes: object) -> RolloutPlan:
+    """A rollout of ``odometer``: 20 %, then everyone, 3 reports each (unless changed)."""
     fields: dict[str, object] = {
         "name": "odometer",
-        "from_version": from_version,
-        "to_version": to_version,
         "stages": (Stage(0.2, hold_ticks=3), Stage(1.0, hold_ticks=3)),
-        "window_ticks": 3,
-        "min_agent_ticks": 10,
+        **changes,
     }
-    fields.update(changes)
-    return RolloutPlan(**fields)  # type: ignore[arg-type]
+    return distribution_plan(from_version, to_version, **fields)
 
 
 def odometer_edge(fleet: Fleet, tmp_path: Path) -> Edge:

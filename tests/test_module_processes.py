@@ -14,6 +14,7 @@ a swap shows as a count that goes on.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -240,6 +241,18 @@ def everyone_on(gateway: RunningGateway, version: str) -> bool:
     return agents_on(gateway, version, "odometer") == AGENTS
 
 
+def runs_only(log: Path, version: str) -> bool:
+    """Whether the edge last applied an assignment with every agent on ``version`` alone
+    (after a rollout completes: the gateway's history and metrics know it before the
+    edge has applied it)."""
+    applied = [
+        record["versions"]
+        for record in (json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{")
+        if record.get("message") == "module applied"
+    ]
+    return bool(applied) and applied[-1] == {version: AGENTS}
+
+
 def test_rollout_across_a_state_layout_migrates_every_agent_between_real_processes(
     tmp_path: Path,
 ) -> None:
@@ -264,6 +277,7 @@ def test_rollout_across_a_state_layout_migrates_every_agent_between_real_process
                      lambda: ("complete", "rollout", "2.0.0") in history(gateway, "odometer"),
                      process)  # fmt: skip
             wait_for("every agent on v2", partial(everyone_on, gateway, "2.0.0"), process)
+            wait_for("v2 alone on the edge", partial(runs_only, log, "2.0.0"), process)
             summary = stopped(process)
         finally:
             stop_process(process)
