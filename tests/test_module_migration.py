@@ -291,3 +291,54 @@ def test_rollout_across_a_layout_refused_without_a_working_es_migrate_v1_runs_on
     assert np.all(edge.table.state[:, 0] == edge.ticks)  # no agent's state touched
     assert np.all(edge.table.state[:, 1] == 0)
     assert edge.link.state_moves == {"migrated": 0, "restored": 0}
+
+
+PICKY_MIGRATE = """(func (export "es_migrate") (param $n i32) (param $old_dim i32)
+    (param $old i32) (param $new i32) (result i32)
+    (local $i i32) (local $c f32)
+    ;; v1's count carried over as [count, count]; a count of 6 or more traps
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $c (f32.load (i32.add (local.get $old) (i32.shl (local.get $i) (i32.const 2)))))
+      (if (f32.ge (local.get $c) (f32.const 6)) (then unreachable))
+      (f32.store (i32.add (local.get $new) (i32.shl (local.get $i) (i32.const 3))) (local.get $c))
+      (f32.store (i32.add (local.get $new) (i32.add (i32.shl (local.get $i) (i32.const 3))
+        (i32.const 4))) (local.get $c))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.const 0))"""
+
+
+def test_rollback_when_es_migrate_fails_at_a_later_stage_agents_count_as_faults(
+    tmp_path: Path,
+) -> None:
+    """The trial at the rollout's start passes (small counts); the move to 100 % fails
+    (es_migrate traps on a count of 6 or more): those agents stay on v1 and count as
+    v2's faults, so the gateway rolls the rollout back within its window."""
+    picky = policy_wat(COUNT_STEP, descriptor=WIDE, extra=PICKY_MIGRATE)
+    modules = {"1.0.0": ODOMETER_V1, "2.0.0": picky}
+    with fleet_of(tmp_path, plan("0.0.0", "1.0.0"), modules) as fleet:
+        edge = odometer_edge(fleet, tmp_path)
+        carried = np.full(AGENTS, -1.0, dtype=np.float32)
+        tick(fleet, edge, carried)
+        stages = (Stage(0.2, hold_ticks=8), Stage(1.0, hold_ticks=50))
+        fleet.store.start_rollout(plan("1.0.0", "2.0.0", stages=stages), actor="ops")
+        fleet.refresh()
+        tick(fleet, edge, carried)
+        first = edge.table.policy != 0
+        assert 0.1 * AGENTS < first.sum() < 0.3 * AGENTS  # migrated: their counts were 1
+        for _ in range(30):
+            tick(fleet, edge, carried)
+            if fleet.store.deployment("odometer").plan is None:  # type: ignore[union-attr]
+                break
+        tick(fleet, edge, carried)
+        last = fleet.store.history("odometer")[-1]
+        assert (last.action, last.actor, last.version) == ("rollback", "rollout", "2.0.0")
+        assert versions(edge) == {"1.0.0": AGENTS}
+        assert edge.link.refused >= 1
+        # the agents that never moved counted every tick; those of the first stage are
+        # back with the state they left v1 with, and counted on from there
+        assert np.all(edge.table.state[~first, 0] == edge.ticks)
+        assert np.all(edge.table.state[first, 0] < edge.ticks)
+        assert np.all(edge.table.state[first, 0] > carried[first])
+        assert np.all(edge.table.state[:, 1] == 0)

@@ -241,16 +241,19 @@ def everyone_on(gateway: RunningGateway, version: str) -> bool:
     return agents_on(gateway, version, "odometer") == AGENTS
 
 
+def log_records(log: Path, message: str) -> list[dict[str, Any]]:
+    """The edge's JSON log records with ``message``."""
+    lines = log.read_text().splitlines()
+    records = (json.loads(line) for line in lines if line[:1] == "{")
+    return [record for record in records if record.get("message") == message]
+
+
 def runs_only(log: Path, version: str) -> bool:
     """Whether the edge last applied an assignment with every agent on ``version`` alone
     (after a rollout completes: the gateway's history and metrics know it before the
     edge has applied it)."""
-    applied = [
-        record["versions"]
-        for record in (json.loads(line) for line in log.read_text().splitlines() if line[:1] == "{")
-        if record.get("message") == "module applied"
-    ]
-    return bool(applied) and applied[-1] == {version: AGENTS}
+    applied = log_records(log, "module applied")
+    return bool(applied) and applied[-1]["versions"] == {version: AGENTS}
 
 
 def test_rollout_across_a_state_layout_migrates_every_agent_between_real_processes(
@@ -285,6 +288,9 @@ def test_rollout_across_a_state_layout_migrates_every_agent_between_real_process
         stop_process(gateway.process)
     assert summary["modules"] == {"odometer": {"2.0.0": AGENTS}}
     assert "module odometer not applied" in log.read_text()
+    moves = log_records(log, "agent state migrated across a layout change")
+    assert sum(record["agents"] for record in moves) == AGENTS  # each agent once
+    assert log_records(log, "agent state restored across a layout change") == []
 
     ticks, count, marker = recorded_counts(tmp_path / "edge-m.act")
     assert np.array_equal(ticks, np.arange(len(ticks)))

@@ -21,7 +21,9 @@ these return; the tick loop calls :meth:`ModuleLink.apply` between ticks and
   ``es_migrate``: a swap migrates every agent of the slot (all or none), a
   rollout beside the old version migrates each agent when it moves to the new
   one and keeps the state it left; an agent moved back (a rollback) gets that
-  state again, since the old version cannot read the new layout.
+  state again, since the old version cannot read the new layout. Agents whose
+  migration fails stay on the old version and count as the new one's faults,
+  so the rollout rolls back.
 - Reports: every ``report_ticks`` ticks, one MODULE_REPORT per version each
   module runs with its agent-ticks and faults (all of its agent-ticks while its
   slot is quarantined); the target's drive the rollout, every one feeds the
@@ -86,6 +88,10 @@ class _Running:
     """Agent-ticks and faults of the base version since the last report."""
     target_tally: list[int] = field(default_factory=lambda: [0, 0])
     """The same of the target version."""
+    unmigrated: int = 0
+    """Agents the target's ``es_migrate`` failed to take at the last assignment: they stay
+    on the base and count as agent-ticks and faults of the target every tick (so the
+    rollout rolls back), until the next assignment."""
     left_state: dict[int, NDArray[np.float32]] = field(default_factory=dict)
     """Across a layout change: the state each agent (by row) had in the base version's
     layout when it was migrated to the target, given back if it returns."""
@@ -316,6 +322,7 @@ class ModuleLink:
     def _assign(self, running: _Running, share: float) -> None:
         policy = self.table.policy
         base, target = running.base_slot, running.target_slot
+        running.unmigrated = 0
         if target is None:
             return
         members = (policy == base) | (policy == target)
@@ -332,24 +339,39 @@ class ModuleLink:
         on_target: NDArray[np.bool_],
         on_base: NDArray[np.bool_],
     ) -> None:
-        """Before agents change slots across a layout change: migrate those that go to the
-        target (all or none: raises :class:`PolicyError`, nothing moved), give back the
-        state they left with to those that return to the base."""
+        """Before agents change slots across a layout change: give back the state they left
+        with to those that return to the base, migrate those that go to the target (all
+        or none). When the target's ``es_migrate`` fails, those stay on the base (taken out
+        of ``on_target``) and count as the target's faults until the next assignment."""
         policy, state = self.table.policy, self.table.state
-        arriving = np.flatnonzero(on_target & (policy == running.base_slot))
         returning = np.flatnonzero(on_base & (policy == target))
-        if arriving.size:
-            left = state[arriving].copy()
-            self.policies.migrate_rows(
-                target, from_slot=running.base_slot, table=self.table, rows=arriving
-            )
-            running.left_state.update(zip(arriving.tolist(), left, strict=True))
-            self._moved("migrated", int(arriving.size), self.policies.name_of(target))
         if returning.size:
             for row in returning.tolist():
                 kept = running.left_state.pop(row, None)
                 state[row] = 0.0 if kept is None else kept
             self._moved("restored", int(returning.size), self.policies.name_of(running.base_slot))
+        arriving = np.flatnonzero(on_target & (policy == running.base_slot))
+        if not arriving.size:
+            return
+        left = state[arriving].copy()
+        try:
+            self.policies.migrate_rows(
+                target, from_slot=running.base_slot, table=self.table, rows=arriving
+            )
+        except PolicyError as exc:
+            on_target[arriving] = False
+            running.unmigrated = int(arriving.size)
+            self.refused += 1
+            logger.warning(
+                "%d agents stay on %s: %s",
+                arriving.size,
+                self.policies.name_of(running.base_slot),
+                exc,
+                extra={"policy": self.policies.name_of(target), "error": str(exc)},
+            )
+            return
+        running.left_state.update(zip(arriving.tolist(), left, strict=True))
+        self._moved("migrated", int(arriving.size), self.policies.name_of(target))
 
     def _moved(self, how: str, agents: int, policy: str) -> None:
         self.state_moves[how] += agents
@@ -377,9 +399,11 @@ class ModuleLink:
                 if slot is None or (slot == running.target_slot and running.target is None):
                     continue
                 agents = int(np.count_nonzero(self.table.policy == slot))
+                faults = agents if self.policies.is_quarantined(slot) else 0
+                if slot == running.target_slot:
+                    agents, faults = agents + running.unmigrated, faults + running.unmigrated
                 tally[0] += agents
-                if self.policies.is_quarantined(slot):
-                    tally[1] += agents
+                tally[1] += faults
             if running.ticks < self.report_ticks:
                 continue
             for manifest, tally in (
