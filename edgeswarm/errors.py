@@ -46,6 +46,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │       ├── PolicyLoadError
     │       │   ├── PolicyCompileError
     │       │   └── PolicyStateLayoutError
+    │       │       └── PolicyMigrationError
     │       ├── PolicyTrap
     │       │   ├── PolicyMemoryExceeded
     │       │   └── PolicyDeadlineExceeded

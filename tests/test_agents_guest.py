@@ -61,6 +61,8 @@ DESCRIPTORS: dict[str, tuple[int, int, int, list[str], list[str]]] = {
     "mlp_controller": (8, 0, 2, [], []),
     "anomaly": (8, 1, 2, ["anomalies"], ["anomaly"]),
     "escalate": (8, 2, 2, ["anomalies"], ["anomaly"]),
+    "odometer_v1": (8, 1, 2, [], []),
+    "odometer_v2": (8, 2, 2, [], []),
     "hostile_loop": (8, 0, 2, [], []),
     "hostile_membomb": (8, 0, 2, [], []),
     "hostile_trap": (8, 0, 2, [], []),
@@ -284,7 +286,15 @@ def world_observations(count: int, ticks: int, seed: int = 7) -> list[NDArray[np
 
 
 def test_module_lists():
-    assert set(example_names()) == {"boids", "flocking", "mlp_controller", "anomaly", "escalate"}
+    assert set(example_names()) == {
+        "boids",
+        "flocking",
+        "mlp_controller",
+        "anomaly",
+        "escalate",
+        "odometer_v1",
+        "odometer_v2",
+    }
     assert set(hostile_names()) == {
         "hostile_loop",
         "hostile_membomb",
@@ -305,6 +315,11 @@ def test_exports_imports_and_signatures(name):
         assert isinstance(ty, wasmtime.FuncType), export
         assert [str(p) for p in ty.params] == [str(p) for p in params], export
         assert [str(r) for r in ty.results] == [str(r) for r in results], export
+    if name == "odometer_v2":  # the optional export of a changed state layout
+        ty = exports.pop("es_migrate")
+        assert isinstance(ty, wasmtime.FuncType)
+        assert [str(p) for p in ty.params] == ["i32"] * 4
+        assert [str(r) for r in ty.results] == ["i32"]
     if name == "boids":  # the WAT example also exports its constants (test_wasm_policy)
         assert all(isinstance(ty, wasmtime.GlobalType) for ty in exports.values())
     else:
@@ -333,7 +348,9 @@ def test_abi_version_descriptor_and_alloc(name):
     assert guest.call("es_abi_version") == (99 if name == "hostile_wrong_abi" else 1)
     descriptor = guest.descriptor()
     obs_dim, state_dim, act_dim, counters, models = DESCRIPTORS[name]
-    assert descriptor["name"] == name
+    assert descriptor["name"] == {"odometer_v1": "odometer", "odometer_v2": "odometer"}.get(
+        name, name
+    )  # two versions of one policy
     assert (descriptor["obs_dim"], descriptor["state_dim"], descriptor["act_dim"]) == (
         obs_dim,
         state_dim,

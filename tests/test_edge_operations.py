@@ -199,7 +199,10 @@ def test_policies_are_checked_before_the_start(gateway: RunningGateway, tmp_path
     hostile = cli(*edge_args(gateway, tmp_path / "edge", "--policy", "hostile_loop"))
     assert hostile.returncode == 2
     line = error_line(hostile)
-    assert "not a built-in module (anomaly, boids, escalate, flocking, mlp_controller)" in line
+    assert (
+        "not a built-in module (anomaly, boids, escalate, flocking, mlp_controller, "
+        "odometer_v1, odometer_v2)" in line
+    )
     by_path = str(module_path("hostile_trap"))  # a test fixture stays loadable by its path
     loaded = cli(
         *edge_args(gateway, tmp_path / "edge", "--policy", by_path, "--ticks", "1"),

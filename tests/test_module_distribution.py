@@ -10,6 +10,7 @@ disconnect resumes where it stopped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,17 +141,26 @@ class Fleet:
                 self.pump(edge)
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+@contextmanager
+def fleet_of(tmp_path: Path, first: RolloutPlan, modules: dict[str, bytes]) -> Iterator[Fleet]:
+    """A gateway whose registry holds ``modules`` (version -> blob) as ``first.name``,
+    published by a trusted key, ``first`` (a rollout from ``0.0.0``) deployed."""
     publisher = KeyPair.generate()
     store = ModuleStore(tmp_path / "gateway" / "modules.db")
-    store.trust(publisher.public_key, "counter", actor="ops")
-    for version, blob in (("1.0.0", V1), ("2.0.0", V2), ("3.0.0", V3), ("4.0.0", STATELESS)):
-        manifest = manifest_for(blob, publisher, name="counter", version=version)
+    store.trust(publisher.public_key, first.name, actor="ops")
+    for version, blob in modules.items():
+        manifest = manifest_for(blob, publisher, name=first.name, version=version)
         store.publish(manifest.to_bytes(), blob, actor="alice")
-    store.start_rollout(plan("0.0.0", "1.0.0"), actor="ops")  # the first version: deployed
+    store.start_rollout(first, actor="ops")  # the first version: deployed
     with store, ModuleStore(tmp_path / "gateway" / "modules.db") as gateways:
         yield Fleet(ModuleService(gateways), store)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    modules = {"1.0.0": V1, "2.0.0": V2, "3.0.0": V3, "4.0.0": STATELESS}
+    with fleet_of(tmp_path, plan("0.0.0", "1.0.0"), modules) as fleet:
+        yield fleet
 
 
 def plan(from_version: str, to_version: str, **changes: object) -> RolloutPlan:

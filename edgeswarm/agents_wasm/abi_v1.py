@@ -19,3 +19,13 @@ REQUIRED_FUNCS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "es_step": (("i32", "i32", "i32", "i32"), ("i32",)),
 }
 """Function exports of ABI v1: name -> (param types, result types)."""
+
+OPTIONAL_FUNCS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "es_migrate": (("i32", "i32", "i32", "i32"), ("i32",)),
+}
+"""Function exports a module may leave out, with the type they must have when present:
+``es_migrate(n, old_state_dim, old_ptr, new_ptr) -> status`` converts agent state from
+another version's layout (ABI.md, "Hot swap and state layout")."""
+
+MIGRATE_FUNC: Final = "es_migrate"
+"""The optional export that migrates state across a changed layout."""

@@ -4,7 +4,7 @@ own steps, so that a recorded action stream shows whether an agent kept its stat
 ``es_step`` adds 1 to ``state[0]`` and writes the count and its version marker as the
 agent's two actions; the trapping version's ``es_step`` adds 1000 to every count, then
 traps: the host must discard a faulting step's state writes, or the counts jump. Every
-version has the same descriptor (the same state layout), as a rollout requires.
+version has the same descriptor (the same state layout): it exports no ``es_migrate``.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ def edge(
         list[str] | None,
         typer.Option(
             help="Wasm policy: a built-in name (boids, flocking, mlp_controller, anomaly,"
-            " escalate) or a .wasm/.wat file; repeat to split the agents into equal groups,"
-            " one per policy (default: boids)."
+            " escalate, odometer_v1, odometer_v2) or a .wasm/.wat file; repeat to split the"
+            " agents into equal groups, one per policy (default: boids)."
         ),
     ] = None,
     module: Annotated[

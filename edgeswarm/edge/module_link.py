@@ -17,7 +17,13 @@ these return; the tick loop calls :meth:`ModuleLink.apply` between ticks and
   hot swap when it changes: the agents keep their state); during a rollout
   a second slot runs the target and each agent of the two runs the version
   its share point gives it. A module whose state layout differs is refused
-  (:class:`PolicyStateLayoutError`): nothing changes.
+  (:class:`PolicyStateLayoutError`): nothing changes; unless it exports
+  ``es_migrate``: a swap migrates every agent of the slot (all or none), a
+  rollout beside the old version migrates each agent when it moves to the new
+  one and keeps the state it left; an agent moved back (a rollback) gets that
+  state again, since the old version cannot read the new layout. Agents whose
+  migration fails stay on the old version and count as the new one's faults,
+  so the rollout rolls back.
 - Reports: every ``report_ticks`` ticks, one MODULE_REPORT per version each
   module runs with its agent-ticks and faults (all of its agent-ticks while its
   slot is quarantined); the target's drive the rollout, every one feeds the
@@ -82,6 +88,13 @@ class _Running:
     """Agent-ticks and faults of the base version since the last report."""
     target_tally: list[int] = field(default_factory=lambda: [0, 0])
     """The same of the target version."""
+    unmigrated: int = 0
+    """Agents the target's ``es_migrate`` failed to take at the last assignment: they stay
+    on the base and count as agent-ticks and faults of the target every tick (so the
+    rollout rolls back), until the next assignment."""
+    left_state: dict[int, NDArray[np.float32]] = field(default_factory=dict)
+    """Across a layout change: the state each agent (by row) had in the base version's
+    layout when it was migrated to the target, given back if it returns."""
 
     def reset_counts(self) -> None:
         self.ticks = 0
@@ -105,6 +118,9 @@ class ModuleLink:
     """Limits (fuel, memory, deadline) new modules are loaded with."""
     refused: int = 0
     """Assignments refused (a manifest that does not verify, a blob that never matched)."""
+    state_moves: dict[str, int] = field(default_factory=lambda: {"migrated": 0, "restored": 0})
+    """Agents whose state ``es_migrate`` converted, and agents moved back to the base version
+    across a layout change that got the state they left it with."""
     _wanted: dict[str, _Wanted] = field(default_factory=dict)
     _running: dict[str, _Running] = field(default_factory=dict)
     _fetches: dict[str, BlobFetch] = field(default_factory=dict)
@@ -260,7 +276,7 @@ class ModuleLink:
         changed = False
         if running.base is None or running.base.digest != wanted.base.digest:
             assert blobs[0] is not None
-            self.policies.swap(running.base_slot, self._spec(wanted.base, blobs[0]))
+            self._swap(running.base_slot, self._spec(wanted.base, blobs[0]))
             running.base = wanted.base
             changed = True
         target = wanted.target
@@ -270,9 +286,11 @@ class ModuleLink:
             assert blobs[1] is not None
             spec = self._spec(target, blobs[1])
             if running.target_slot is None:
-                running.target_slot = self.policies.add(spec, like=running.base_slot)
+                running.target_slot = self.policies.add(
+                    spec, like=running.base_slot, table=self.table
+                )
             else:
-                self.policies.swap(running.target_slot, spec)
+                self._swap(running.target_slot, spec)
             running.target = target
             changed = True
         if running.rollout != wanted.rollout:
@@ -283,7 +301,16 @@ class ModuleLink:
         self._assign(running, share if takes_part else 0.0)
         if target is None:
             running.target = None
+            running.left_state.clear()
         return changed
+
+    def _swap(self, slot: int, spec: PolicySpec) -> None:
+        """Hot swap ``slot``, migrating its agents' state if the layout changes."""
+        agents = int(np.count_nonzero(self.table.policy == slot))
+        old_dim = self.policies.state_dim_of(slot)
+        self.policies.swap(slot, spec, table=self.table)
+        if old_dim is not None and old_dim != self.policies.state_dim_of(slot) and agents:
+            self._moved("migrated", agents, spec.label())
 
     def _share_points(self) -> NDArray[np.float64]:
         if self._points is None or self._points.shape[0] != len(self.table):
@@ -294,12 +321,65 @@ class ModuleLink:
 
     def _assign(self, running: _Running, share: float) -> None:
         policy = self.table.policy
-        members = policy == running.base_slot
-        if running.target_slot is not None:
-            members |= policy == running.target_slot
-            on_target = members & (self._share_points() < share)
-            policy[members] = running.base_slot
-            policy[on_target] = running.target_slot
+        base, target = running.base_slot, running.target_slot
+        running.unmigrated = 0
+        if target is None:
+            return
+        members = (policy == base) | (policy == target)
+        on_target = members & (self._share_points() < share)
+        if self.policies.state_dim_of(base) != self.policies.state_dim_of(target):
+            self._move_across_layouts(running, target, on_target, members & ~on_target)
+        policy[members] = base
+        policy[on_target] = target
+
+    def _move_across_layouts(
+        self,
+        running: _Running,
+        target: int,
+        on_target: NDArray[np.bool_],
+        on_base: NDArray[np.bool_],
+    ) -> None:
+        """Before agents change slots across a layout change: give back the state they left
+        with to those that return to the base, migrate those that go to the target (all
+        or none). When the target's ``es_migrate`` fails, those stay on the base (taken out
+        of ``on_target``) and count as the target's faults until the next assignment."""
+        policy, state = self.table.policy, self.table.state
+        returning = np.flatnonzero(on_base & (policy == target))
+        if returning.size:
+            for row in returning.tolist():
+                kept = running.left_state.pop(row, None)
+                state[row] = 0.0 if kept is None else kept
+            self._moved("restored", int(returning.size), self.policies.name_of(running.base_slot))
+        arriving = np.flatnonzero(on_target & (policy == running.base_slot))
+        if not arriving.size:
+            return
+        left = state[arriving].copy()
+        try:
+            self.policies.migrate_rows(
+                target, from_slot=running.base_slot, table=self.table, rows=arriving
+            )
+        except PolicyError as exc:
+            on_target[arriving] = False
+            running.unmigrated = int(arriving.size)
+            self.refused += 1
+            logger.warning(
+                "%d agents stay on %s: %s",
+                arriving.size,
+                self.policies.name_of(running.base_slot),
+                exc,
+                extra={"policy": self.policies.name_of(target), "error": str(exc)},
+            )
+            return
+        running.left_state.update(zip(arriving.tolist(), left, strict=True))
+        self._moved("migrated", int(arriving.size), self.policies.name_of(target))
+
+    def _moved(self, how: str, agents: int, policy: str) -> None:
+        self.state_moves[how] += agents
+        logger.info(
+            "agent state %s across a layout change",
+            how,
+            extra={"policy": policy, "agents": agents, "state_move": how},
+        )
 
     # --- after each tick ------------------------------------------------------------
 
@@ -319,9 +399,11 @@ class ModuleLink:
                 if slot is None or (slot == running.target_slot and running.target is None):
                     continue
                 agents = int(np.count_nonzero(self.table.policy == slot))
+                faults = agents if self.policies.is_quarantined(slot) else 0
+                if slot == running.target_slot:
+                    agents, faults = agents + running.unmigrated, faults + running.unmigrated
                 tally[0] += agents
-                if self.policies.is_quarantined(slot):
-                    tally[1] += agents
+                tally[1] += faults
             if running.ticks < self.report_ticks:
                 continue
             for manifest, tally in (

@@ -3,7 +3,8 @@
 ``edgeswarm edge --module NAME[=SLOT]`` names the registry module that policy
 slot ``SLOT`` (default 0: the first ``--policy``) runs; the ``--policy`` module
 runs until the gateway's first assignment arrives (it is the bootstrap, and
-the state layout every version must keep). :class:`ModuleUplink`:
+the state layout every version must keep or migrate with ``es_migrate``).
+:class:`ModuleUplink`:
 
 - offers feature ``modules`` in HELLO (:attr:`ModuleUplink.features`) and is
   the ``module_handler`` of each session's :class:`GatewayClient`;
@@ -20,7 +21,8 @@ the state layout every version must keep). :class:`ModuleUplink`:
 
 Blobs are kept by digest in ``DATA_DIR/module-blobs`` (verified before use).
 Metrics: ``edgeswarm_edge_module_agents{module,version}``,
-``edgeswarm_edge_module_swaps_total{module}``, ``edgeswarm_edge_modules_refused_total``.
+``edgeswarm_edge_module_swaps_total{module}``, ``edgeswarm_edge_modules_refused_total``,
+``edgeswarm_edge_module_state_moves_total{how}``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ class ModuleUplink:
             ["module"],
             registry=registry,
         )
+        self.state_moves = Counter(
+            "edgeswarm_edge_module_state_moves_total",
+            "Agents whose state crossed a state-layout change: migrated (es_migrate converted "
+            "it) or restored (moved back to the old version with the state they left it with).",
+            ["how"],
+            registry=registry,
+        )
+        self._moves_counted = {"migrated": 0, "restored": 0}
         self.refused = Counter(
             "edgeswarm_edge_modules_refused_total",
             "Module assignments refused: a manifest that does not verify, a blob that never "
@@ -172,7 +182,7 @@ class ModuleUplink:
             requests += link.on_chunk(event.chunk)
         for request in requests:
             client.send_module(request)
-        self._count_refused()
+        self._count_link_totals()
 
     def step(self, policies: PolicySet, table: AgentTable) -> None:
         """One tick's policy step, between what distribution does before and after it."""
@@ -191,7 +201,7 @@ class ModuleUplink:
                 "module applied",
                 extra={"module_name": name, "versions": link.versions().get(name, {})},
             )
-        self._count_refused()
+        self._count_link_totals()
 
     def after_step(self) -> None:
         """Send the reports due; refresh the per-version gauge."""
@@ -212,8 +222,12 @@ class ModuleUplink:
         """Agents per module version (for the summary)."""
         return self.link.versions() if self.link is not None else {}
 
-    def _count_refused(self) -> None:
+    def _count_link_totals(self) -> None:
         link = self.link
+        if link is not None:
+            for how, total in link.state_moves.items():
+                self.state_moves.labels(how).inc(total - self._moves_counted.get(how, 0))
+                self._moves_counted[how] = total
         if link is not None and link.refused > self._refused_counted:
             self.refused.inc(link.refused - self._refused_counted)
             self._refused_counted = link.refused

@@ -1,15 +1,16 @@
 """Does a blob speak agent ABI v1? A static look at its exports, nothing run.
 
 The registry compiles the blob and compares its exports with
-:data:`edgeswarm.agents_wasm.abi_v1.REQUIRED_FUNCS`; it never instantiates
-it. How it compiles is a seam (:data:`ModuleCompiler`): by default in this
-process (bounded only by the blob's size, for library use and tests);
-``edgeswarm agents publish`` gives the edge's bounded compiler instead (a
-child process under the edge's compile limits, issue 12), so that a compile
-bomb costs the publisher's command nothing but a refusal. What only running
-the module tells (``es_abi_version()``, the descriptor) was checked by
-``edgeswarm agents build`` and is checked again by every edge when it loads
-the module.
+:data:`edgeswarm.agents_wasm.abi_v1.REQUIRED_FUNCS` (and the optional
+:data:`~edgeswarm.agents_wasm.abi_v1.OPTIONAL_FUNCS`, ``es_migrate``, when the
+blob exports one: it must have its type); it never instantiates it. How it
+compiles is a seam (:data:`ModuleCompiler`): by default in this process
+(bounded only by the blob's size, for library use and tests); ``edgeswarm
+agents publish`` gives the edge's bounded compiler instead (a child process
+under the edge's compile limits, issue 12), so that a compile bomb costs the
+publisher's command nothing but a refusal. What only running the module tells
+(``es_abi_version()``, the descriptor) was checked by ``edgeswarm agents
+build`` and is checked again by every edge when it loads the module.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import wasmtime
 
-from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION, REQUIRED_FUNCS
+from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION, OPTIONAL_FUNCS, REQUIRED_FUNCS
 
 from .errors import AbiMismatchError
 from .manifest import Manifest
@@ -55,8 +56,10 @@ def check_abi(
     problems = []
     if not isinstance(exports.get("memory"), wasmtime.MemoryType):
         problems.append("no 'memory' export")
-    for func, (params, results) in REQUIRED_FUNCS.items():
+    for func, (params, results) in {**REQUIRED_FUNCS, **OPTIONAL_FUNCS}.items():
         ty = exports.get(func)
+        if ty is None and func in OPTIONAL_FUNCS:
+            continue
         if not isinstance(ty, wasmtime.FuncType):
             problems.append(f"no function export {func!r}")
         elif (_types(ty.params), _types(ty.results)) != (params, results):

@@ -23,6 +23,11 @@
  *   ES_EXPORT(es_init) int32_t es_init(const uint8_t *cfg, int32_t cfg_len)
  *   ES_EXPORT(es_step) int32_t es_step(int32_t n, const float *obs, float *state, float *act)
  *
+ * and, optionally, to take over the state of a version with another state_dim:
+ *
+ *   ES_EXPORT(es_migrate) int32_t es_migrate(int32_t n, int32_t old_state_dim,
+ *                                            const float *old_state, float *state)
+ *
  * Host imports (module "es") are declared below as es_log, es_time_ns, ...; a
  * declaration the policy never calls does not become an import. Call them once
  * per batch, never per agent. Memory is exported as "memory" by the linker.

@@ -20,6 +20,8 @@ import numpy as np
 import wasmtime
 
 from edgeswarm.agents_wasm.abi_v1 import ABI_VERSION as ABI_VERSION  # re-exported
+from edgeswarm.agents_wasm.abi_v1 import MIGRATE_FUNC as MIGRATE_FUNC  # re-exported
+from edgeswarm.agents_wasm.abi_v1 import OPTIONAL_FUNCS as OPTIONAL_FUNCS  # re-exported
 from edgeswarm.agents_wasm.abi_v1 import REQUIRED_FUNCS as REQUIRED_FUNCS  # re-exported
 from edgeswarm.edge.policy.errors import PolicyLoadError
 from edgeswarm.edge.policy.swarm_state import key_problem
@@ -87,15 +89,17 @@ def describe_type(ty: Any) -> str:
 
 
 def check_exports(module: wasmtime.Module, name: str) -> None:
-    """Refuse a module without ``memory`` and the ABI v1 functions, naming each problem."""
+    """Refuse a module without ``memory`` and the ABI v1 functions, or whose optional
+    function (``es_migrate``) has another type, naming each problem."""
     exports = {export.name: export.type for export in module.exports}
     problems: list[str] = []
     if not isinstance(exports.get("memory"), wasmtime.MemoryType):
         problems.append("missing export 'memory' (a memory)")
-    for func, (params, results) in REQUIRED_FUNCS.items():
+    for func, (params, results) in {**REQUIRED_FUNCS, **OPTIONAL_FUNCS}.items():
         ty = exports.get(func)
         if ty is None:
-            problems.append(f"missing export {func!r}")
+            if func in REQUIRED_FUNCS:
+                problems.append(f"missing export {func!r}")
         elif not isinstance(ty, wasmtime.FuncType):
             problems.append(f"export {func!r} is a {describe_type(ty)}, not a function")
         elif (type_names(ty.params), type_names(ty.results)) != (params, results):

@@ -16,7 +16,11 @@ is a :class:`PolicyError`; the host never lets a ``wasmtime.Trap`` or
         │   │                          ABI v1 does not allow, invalid, or compiling
         │   │                          ran past its memory or time limit
         │   └── PolicyStateLayoutError "load": a hot swap's new module keeps another
-        │                              state layout than the one it replaces
+        │       │                      state layout than the one it replaces and
+        │       │                      exports no ``es_migrate``
+        │       └── PolicyMigrationError "load": its ``es_migrate`` failed (trapped,
+        │                              ran out of fuel or time, returned nonzero,
+        │                              wrote non-finite state): nothing was migrated
         ├── PolicyTrap                 "trap": a call trapped (unreachable, out of
         │   │                          bounds, a host import given bad pointers, ...)
         │   ├── PolicyMemoryExceeded   "memory": a call trapped while the instance's
@@ -74,7 +78,18 @@ class PolicyLoadError(PolicyError):
 
 class PolicyStateLayoutError(PolicyLoadError):
     """A hot swap was refused: the new module's state layout (``state_dim``) is not the
-    old one's, so the agents' state would be misread; nothing was changed."""
+    old one's and it exports no ``es_migrate`` (or the host cannot run it there), so the
+    agents' state would be misread; nothing was changed."""
+
+
+class PolicyMigrationError(PolicyStateLayoutError):
+    """A hot swap across a changed state layout was refused: the new module's
+    ``es_migrate`` failed; no agent's state was changed."""
+
+    def __init__(self, message: str, *, policy: str = "", cause: str = "") -> None:
+        super().__init__(message, policy=policy)
+        self.cause = cause
+        """The kind of the failure inside ``es_migrate`` (``trap``, ``fuel``, ``abi``...)."""
 
 
 class PolicyCompileError(PolicyLoadError):

@@ -324,3 +324,25 @@ def _private_dir(path: Path) -> Path | None:
         )
         return None
     return path
+
+
+ModuleSource = bytes | str | os.PathLike[str] | CompiledModule
+"""A policy module: Wasm/WAT bytes, a path to a ``.wasm`` file, or an already compiled one."""
+
+
+def provisional_name(module: ModuleSource) -> str:
+    """Name to report before the descriptor is read."""
+    if isinstance(module, bytes):
+        return "<bytes>"
+    if isinstance(module, CompiledModule):
+        return f"<{module.digest[:12]}>"
+    return Path(module).stem
+
+
+def compile_source(module: ModuleSource, cache: ModuleCache, name: str) -> CompiledModule:
+    """``module`` compiled through ``cache`` (as it is when already compiled)."""
+    if isinstance(module, CompiledModule):
+        return module
+    if isinstance(module, bytes):
+        return cache.load(module, name=name)
+    return cache.load_path(module, name=name)

@@ -23,7 +23,10 @@ Quarantine rules, all here:
   it stays. A module whose ``state_dim`` differs from the one it replaces (or
   sits beside, for :meth:`PolicySet.add` with ``like``) is refused with
   :class:`~edgeswarm.edge.policy.errors.PolicyStateLayoutError`, as is any
-  module that fails to load: nothing changes.
+  module that fails to load: nothing changes. Unless it exports ``es_migrate``
+  and the caller gives the table: then the slot's agents' state is migrated by
+  it, every row or none (:class:`~edgeswarm.edge.policy.errors.PolicyMigrationError`
+  when it fails: the old version runs on, its state untouched).
 - :meth:`PolicySet.reenable` replaces the slot's instance with a fresh one
   (same compiled module, same config) and lifts the quarantine; if that fails
   the slot stays quarantined with the new fault.
@@ -45,10 +48,12 @@ from edgeswarm.edge.policy.errors import (
     PolicyAbiError,
     PolicyError,
     PolicyLoadError,
+    PolicyMigrationError,
     PolicyStateLayoutError,
 )
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
-from edgeswarm.edge.policy.module_cache import ModuleCache
+from edgeswarm.edge.policy.migration import migrate_state
+from edgeswarm.edge.policy.module_cache import ModuleCache, ModuleSource
 from edgeswarm.edge.policy.sandbox import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MEMORY_LIMIT,
@@ -56,7 +61,7 @@ from edgeswarm.edge.policy.sandbox import (
     HostCallCap,
 )
 from edgeswarm.edge.policy.swarm_state import LocalSwarmState, SwarmState
-from edgeswarm.edge.policy.wasm_host import ModuleSource, WasmPolicy
+from edgeswarm.edge.policy.wasm_host import WasmPolicy
 from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
@@ -192,52 +197,129 @@ class PolicySet(Resource):
             return
         self._policies[slot] = policy
 
-    def _checked(self, spec: PolicySpec, slot: int, like: int | None) -> WasmPolicy:
-        """A loaded instance of ``spec`` for ``slot`` whose state layout is ``like``'s."""
+    def state_dim_of(self, slot: int) -> int | None:
+        """The slot's state layout (f32 per agent), None when its module never loaded."""
+        dims = getattr(self._policies[slot], "dims", None)
+        return None if dims is None else int(dims[1])
+
+    def _checked(
+        self, spec: PolicySpec, slot: int, like: int | None, table: AgentTable | None
+    ) -> WasmPolicy:
+        """A loaded instance of ``spec`` for ``slot`` that can take ``like``'s agents:
+        the same state layout, or (with ``table``) an ``es_migrate`` export."""
         try:
             policy = self._instance(spec, slot)
         except Exception as exc:
             raise _as_load_error(exc, spec.label()) from exc
         old = self._policies[like] if like is not None else None
-        old_dims = getattr(old, "dims", None)
-        if old is not None and old_dims is not None and old_dims[1] != policy.dims[1]:
+        old_dim = self.state_dim_of(like) if like is not None else None
+        if old is None or old_dim is None or old_dim == policy.state_dim:
+            return policy
+        if table is None or not policy.migrates:
             policy.close()
             raise PolicyStateLayoutError(
-                f"keeps {policy.dims[1]} state f32 per agent where {old.name!r} "
-                f"keeps {old_dims[1]}: the agents' state would be misread; publish a "
-                "module with the same state layout",
+                f"keeps {policy.state_dim} state f32 per agent where {old.name!r} "
+                f"keeps {old_dim}: the agents' state would be misread; publish a module "
+                "with the same state layout, or one that exports es_migrate (ABI.md)",
                 policy=policy.name,
             )
         return policy
 
-    def swap(self, slot: int, spec: PolicySpec) -> None:
+    def _migrated(
+        self, policy: WasmPolicy, old_dim: int, table: AgentTable, rows: NDArray[np.intp]
+    ) -> NDArray[np.float32]:
+        """``rows``' state converted by ``policy``'s ``es_migrate`` from ``old_dim`` f32."""
+        if policy.state_dim > table.state_dim:
+            raise PolicyMigrationError(
+                f"keeps {policy.state_dim} state f32 per agent, the agent table {table.state_dim}",
+                policy=policy.name,
+                cause="abi",
+            )
+        try:
+            return migrate_state(policy, np.ascontiguousarray(table.state[rows, :old_dim]))
+        except PolicyError as exc:
+            raise PolicyMigrationError(
+                f"es_migrate of {len(rows)} agents from {old_dim} state f32 failed "
+                f"[{exc.kind}]: {exc.detail}; the old version keeps running, no state changed",
+                policy=policy.name,
+                cause=exc.kind,
+            ) from exc
+
+    @staticmethod
+    def _commit(table: AgentTable, rows: NDArray[np.intp], state: NDArray[np.float32]) -> None:
+        """Write migrated rows: the new layout's columns, zeros after them."""
+        width = state.shape[1]
+        table.state[rows, :width] = state
+        table.state[rows, width:] = 0.0
+
+    def swap(self, slot: int, spec: PolicySpec, *, table: AgentTable | None = None) -> None:
         """Hot swap between ticks: ``slot`` runs ``spec``'s module from the next step.
 
         The agents keep their state (it is in the table); the quarantine of the
-        slot is lifted. Raises :class:`PolicyLoadError` (or its
-        :class:`PolicyStateLayoutError`) and changes nothing when the module
-        cannot take the slot over.
+        slot is lifted. When the new module keeps another state layout, it must
+        export ``es_migrate`` and ``table`` must be given: every agent of the slot
+        is migrated, all or none. Raises :class:`PolicyLoadError` (a
+        :class:`PolicyStateLayoutError`, a :class:`PolicyMigrationError`) and changes
+        nothing when the module cannot take the slot over.
         """
         if not 0 <= slot < len(self._policies):
             raise IndexError(f"no policy slot {slot}")
-        fresh = self._checked(spec, slot, like=slot)
+        fresh = self._checked(spec, slot, like=slot, table=table)
+        old_dim = self.state_dim_of(slot)
+        if table is not None and old_dim is not None and old_dim != fresh.state_dim:
+            rows = np.flatnonzero(table.policy == slot)
+            try:
+                migrated = self._migrated(fresh, old_dim, table, rows)
+            except PolicyError:
+                fresh.close()
+                raise
+            self._commit(table, rows, migrated)
         old, self._policies[slot] = self._policies[slot], fresh
         self._specs[slot] = spec
         self._quarantined.pop(slot, None)
         if old is not None:
             old.close()
 
-    def add(self, spec: PolicySpec, *, like: int | None = None) -> int:
+    def add(
+        self, spec: PolicySpec, *, like: int | None = None, table: AgentTable | None = None
+    ) -> int:
         """A new slot running ``spec`` (no agents yet); its index.
 
-        With ``like``, its state layout must be slot ``like``'s (agents move
-        between the two with their state). Raises like :meth:`swap`.
+        With ``like``, agents move between the two with their state: its state
+        layout must be slot ``like``'s, or, given ``table``, it must export
+        ``es_migrate`` and migrate the state of ``like``'s agents now (a trial:
+        nothing is written; :meth:`migrate_rows` moves agents). Raises like
+        :meth:`swap`.
         """
         slot = len(self._policies)
-        fresh = self._checked(spec, slot, like=like)
+        fresh = self._checked(spec, slot, like=like, table=table)
+        old_dim = self.state_dim_of(like) if like is not None else None
+        if table is not None and old_dim is not None and old_dim != fresh.state_dim:
+            try:
+                self._migrated(fresh, old_dim, table, np.flatnonzero(table.policy == like))
+            except PolicyError:
+                fresh.close()
+                raise
         self._specs.append(spec)
         self._policies.append(fresh)
         return slot
+
+    def migrate_rows(
+        self, slot: int, *, from_slot: int, table: AgentTable, rows: NDArray[np.intp]
+    ) -> None:
+        """Convert ``rows``' state from ``from_slot``'s layout to ``slot``'s, by ``slot``'s
+        ``es_migrate``, before those agents move to ``slot``; all rows or none.
+
+        Raises :class:`PolicyMigrationError` (no state changed) or
+        :class:`PolicyStateLayoutError` when ``slot``'s module cannot migrate.
+        """
+        policy, old_dim = self._policies[slot], self.state_dim_of(from_slot)
+        if not isinstance(policy, WasmPolicy) or old_dim is None or not policy.migrates:
+            raise PolicyStateLayoutError(
+                f"slot {slot} cannot take slot {from_slot}'s state layout over",
+                policy=self.name_of(slot),
+            )
+        self._commit(table, rows, self._migrated(policy, old_dim, table, rows))
 
     def __len__(self) -> int:
         return len(self._policies)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +36,7 @@ from numpy.typing import NDArray
 from edgeswarm.edge.policy.abi import (
     ABI_VERSION,
     MAX_DESCRIPTOR_BYTES,
+    MIGRATE_FUNC,
     REQUIRED_FUNCS,
     Descriptor,
     check_exports,
@@ -50,7 +49,12 @@ from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoad
 from edgeswarm.edge.policy.export_call import ExportCall, export_caller
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
 from edgeswarm.edge.policy.host_imports import HostContext, check_imports
-from edgeswarm.edge.policy.module_cache import CompiledModule, ModuleCache
+from edgeswarm.edge.policy.module_cache import (
+    ModuleCache,
+    ModuleSource,
+    compile_source,
+    provisional_name,
+)
 from edgeswarm.edge.policy.sandbox import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MEMORY_LIMIT,
@@ -65,9 +69,6 @@ from edgeswarm.models import ModelRegistry
 from edgeswarm.resource import Resource
 
 _F32 = np.dtype(np.float32)
-
-ModuleSource = bytes | str | os.PathLike[str] | CompiledModule
-"""A policy module: Wasm/WAT bytes, a path to a ``.wasm`` file, or an already compiled one."""
 
 
 class WasmPolicy(Resource):
@@ -104,7 +105,7 @@ class WasmPolicy(Resource):
     ) -> None:
         if deadline_s is not None and not deadline_s > 0:
             raise ValueError(f"deadline_s must be positive or None, got {deadline_s!r}")
-        self.name = name if name is not None else _provisional_name(module)
+        self.name = name if name is not None else provisional_name(module)
         self.config = bytes(config)
         self.fuel = fuel if fuel is not None else FuelBudget()
         self.host_calls = host_calls if host_calls is not None else HostCallCap()
@@ -136,7 +137,7 @@ class WasmPolicy(Resource):
         """Byte offsets of the obs, state and act blocks in linear memory."""
         self._memory_key = (0, 0)
         try:
-            self.compiled = _compile(module, self._cache, self.name)
+            self.compiled = compile_source(module, self._cache, self.name)
             """The compiled module (``respawn`` instantiates it again)."""
             check_imports(self.compiled.module, self.name)
             check_exports(self.compiled.module, self.name)
@@ -216,7 +217,7 @@ class WasmPolicy(Resource):
         return descriptor
 
     def _init(self) -> None:
-        ptr = self._alloc(len(self.config)) if self.config else 0
+        ptr = self.alloc(len(self.config)) if self.config else 0
         if self.config:
             self._live_memory().write(self._live_store(), self.config, ptr)
         status = self._call("es_init", self.fuel.base, ptr, len(self.config))
@@ -316,6 +317,17 @@ class WasmPolicy(Resource):
             deadline_s=self.deadline_s,
         )
 
+    def call_for_agents(self, export: str, n: int, *pointers: int) -> int:
+        """``export(n, *pointers)`` over ``n`` agents, under ``es_step``'s budgets for ``n``."""
+        self._context.step_agents = n
+        return self._call(
+            export, self.fuel.for_agents(n), n, *pointers, host_calls=self.host_calls.for_agents(n)
+        )
+
+    def write_memory(self, offset: int, data: bytes) -> None:
+        """Copy ``data`` into linear memory at ``offset`` (through wasmtime, bounds-checked)."""
+        self._live_memory().write(self._live_store(), data, offset)
+
     def call(self, export: str, *args: int) -> int:
         """Call an exported integer function under the base fuel (for tools and tests)."""
         if export not in self._funcs:
@@ -356,7 +368,8 @@ class WasmPolicy(Resource):
         self._act_block = block(act_at, self.act_dim)
         self._memory_key = (base, size)
 
-    def _alloc(self, nbytes: int) -> int:
+    def alloc(self, nbytes: int) -> int:
+        """``es_alloc(nbytes)`` under the base fuel: a checked, 16-byte aligned offset."""
         pointer = self._call("es_alloc", self.fuel.base, nbytes) & 0xFFFF_FFFF
         size = self._live_memory().data_len(self._live_store())
         if pointer == 0 or pointer % 16 or pointer + nbytes > size:
@@ -378,9 +391,9 @@ class WasmPolicy(Resource):
         capacity = max(count, self.capacity + self.capacity // 2, 16)
         old_state = self._state_block.copy() if self.capacity else None
         offsets = (
-            self._alloc(capacity * self.obs_dim * 4),
-            self._alloc(capacity * self.state_dim * 4),
-            self._alloc(capacity * self.act_dim * 4),
+            self.alloc(capacity * self.obs_dim * 4),
+            self.alloc(capacity * self.state_dim * 4),
+            self.alloc(capacity * self.act_dim * 4),
         )
         self.capacity, self.offsets = capacity, offsets
         self._memory_key = (0, 0)
@@ -447,17 +460,7 @@ class WasmPolicy(Resource):
         self._refresh_views()
         self._obs_block[:n] = obs
         self._state_block[:n] = state
-        obs_at, state_at, act_at = self.offsets
-        self._context.step_agents = n
-        status = self._call(
-            "es_step",
-            self.fuel.for_agents(n),
-            n,
-            obs_at,
-            state_at,
-            act_at,
-            host_calls=self.host_calls.for_agents(n),
-        )
+        status = self.call_for_agents("es_step", n, *self.offsets)
         if status != 0:
             raise PolicyAbiError(
                 f"es_step returned status {status}", policy=self.name, status=status
@@ -468,22 +471,12 @@ class WasmPolicy(Resource):
         out_actions[...] = self._act_block[:n]
         state[...] = self._state_block[:n]
 
+    # -- migrating ---------------------------------------------------------------
 
-def _provisional_name(module: ModuleSource) -> str:
-    """Name to report before the descriptor is read."""
-    if isinstance(module, bytes):
-        return "<bytes>"
-    if isinstance(module, CompiledModule):
-        return f"<{module.digest[:12]}>"
-    return Path(module).stem
-
-
-def _compile(module: ModuleSource, cache: ModuleCache, name: str) -> CompiledModule:
-    if isinstance(module, CompiledModule):
-        return module
-    if isinstance(module, bytes):
-        return cache.load(module, name=name)
-    return cache.load_path(module, name=name)
+    @property
+    def migrates(self) -> bool:
+        """Whether the module exports ``es_migrate`` (see :mod:`.migration`)."""
+        return MIGRATE_FUNC in self._funcs
 
 
 def _address(pointer: Any) -> int:
