@@ -210,7 +210,7 @@ def test_a_transfer_takes_only_chunks_that_follow_under_the_signed_manifest() ->
 
 
 def test_registry_frames_round_trip_and_go_only_between_gateways() -> None:
-    frames = [
+    frames: list[RegistryIndex | RegistryRequest | RegistryChunk] = [
         RegistryIndex(
             (IndexEntry("counter", "1.0.0", DIGEST),),
             (DeploymentEntry("counter", "1.0.0", None, 3, "{}", 7, "abcd"),),
