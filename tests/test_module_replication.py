@@ -23,6 +23,8 @@ from tests.registry_fixtures import manifest_for, resigned
 from tests.test_module_distribution import V1, V2
 
 Frame = RegistryIndex | RegistryRequest | RegistryChunk
+CHUNK = 64
+"""Bytes per REGISTRY_REQUEST here: every module crosses in many chunks."""
 
 
 @dataclass(eq=False)
@@ -112,7 +114,12 @@ def sides(tmp_path: Path, publisher: KeyPair) -> Iterator[Callable[..., Side]]:
             operator.trust(publisher.public_key, "counter", actor="ops")
         metrics = CollectorRegistry()
         distribution = ModuleDistribution(store, registry=metrics)
-        return Side(store, operator, ModuleReplication(distribution, registry=metrics), metrics)
+        return Side(
+            store,
+            operator,
+            ModuleReplication(distribution, registry=metrics, chunk_bytes=CHUNK),
+            metrics,
+        )
 
     yield make
     for store in opened:
@@ -144,6 +151,9 @@ def test_a_publish_and_a_rollout_at_one_gateway_reach_the_other(
         == a.store.module("counter", "1.0.0").manifest_bytes
     )
     assert b.store.blob(a.store.module("counter").manifest.digest) == V1
+    assert len(V1) > 4 * CHUNK
+    received = "edgeswarm_gateway_module_replication_bytes_received_total"
+    assert b.metrics.get_sample_value(received) == len(V1)
     deployment = b.store.deployment("counter")
     assert deployment is not None
     assert deployment.version == "1.0.0"

@@ -46,7 +46,14 @@ from edgeswarm.registry import (
     TrustPolicy,
     UnknownModuleError,
 )
-from edgeswarm.registry.replica import DeploymentRecord, ModuleRef, ModuleTransfer, Stamp, missing
+from edgeswarm.registry.replica import (
+    CHUNK_BYTES,
+    DeploymentRecord,
+    ModuleRef,
+    ModuleTransfer,
+    Stamp,
+    missing,
+)
 from edgeswarm.wire import (
     DeploymentEntry,
     IndexEntry,
@@ -116,8 +123,11 @@ class ModuleReplication:
         *,
         registry: CollectorRegistry,
         interval_s: float = POLL_INTERVAL_S,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
+        """``chunk_bytes``: bytes asked for per REGISTRY_REQUEST."""
         self.distribution = distribution
+        self.chunk_bytes = chunk_bytes
         self.store = distribution.service.store
         self.metrics = ReplicationMetrics(registry)
         self.interval_s = interval_s
@@ -178,7 +188,16 @@ class ModuleReplication:
             return False
         self._seen = seen
         self._send_index(list(self._peers))
+        self._check_trust()
+        for peer, state in list(self._peers.items()):  # a new trust rule: fetch again
+            self._plan(peer, state)
         return True
+
+    def _check_trust(self) -> None:
+        """Forget the refusals once this gateway's trust policy changed."""
+        trust = self.store.trust_policy()
+        if trust != self._trust:
+            self._trust, self._refused = trust, set()
 
     def _changed_here(self) -> None:
         """This process changed ``modules.db``: edges and peers hear of it."""
@@ -198,9 +217,7 @@ class ModuleReplication:
     # --- receiving -----------------------------------------------------------------
 
     def _index(self, peer: RegistryPeer, state: _Peer, index: RegistryIndex) -> None:
-        trust = self.store.trust_policy()
-        if trust != self._trust:  # a new rule may admit what was refused
-            self._trust, self._refused = trust, set()
+        self._check_trust()
         state.holds = {
             (e.name, e.version): ModuleRef(e.name, e.version, e.digest) for e in index.modules
         }
@@ -225,14 +242,16 @@ class ModuleReplication:
         for ref in wanted:
             if ref not in self._refused and ref not in busy:
                 state.queue.append(ref)
-        self._next(peer, state)
+        if state.transfer is None:  # one at a time: a transfer under way goes on by itself
+            self._next(peer, state)
 
     def _next(self, peer: RegistryPeer, state: _Peer) -> None:
-        """Ask for the next chunk, or start the next queued version."""
+        """Ask for the next chunk of the transfer under way (after its last chunk came), or
+        start the next queued version."""
         if state.transfer is None:
             if not state.queue:
                 return
-            state.transfer = ModuleTransfer(state.queue.popleft())
+            state.transfer = ModuleTransfer(state.queue.popleft(), chunk_bytes=self.chunk_bytes)
         ref = state.transfer.ref
         offset, length = state.transfer.next_offset_length()
         peer.send_registry_frame(RegistryRequest(ref.name, ref.version, offset, length))
@@ -313,10 +332,13 @@ class ModuleReplication:
             self._next(peer, state)
             return
         self.metrics.bytes_received.inc(len(chunk.data))
-        if done:
-            state.transfer = None
-            self._publish(peer, transfer)
-        self._next(peer, state)
+        if not done:
+            self._next(peer, state)
+            return
+        state.transfer = None
+        self._publish(peer, transfer)  # may start the next transfer (the index is re-planned)
+        if state.transfer is None:
+            self._next(peer, state)
 
     def _publish(self, peer: RegistryPeer, transfer: ModuleTransfer) -> None:
         assert transfer.manifest_bytes is not None
