@@ -55,6 +55,16 @@ from tests.test_module_distribution import V1, V2
 
 DIGEST = "sha256:" + "ab" * 32
 
+REGISTRY_FRAMES: list[RegistryIndex | RegistryRequest | RegistryChunk] = [
+    RegistryIndex(
+        (IndexEntry("counter", "1.0.0", DIGEST),),
+        (DeploymentEntry("counter", "1.0.0", None, 3, "{}", 7, "abcd"),),
+    ),
+    RegistryRequest("counter", "1.0.0", 0, 1024),
+    RegistryChunk("counter", "1.0.0", b"{}", 4, 10, b"abcdef"),
+]
+"""One frame of each type of feature ``registry`` (``test_wire_codec`` covers them too)."""
+
 
 def record(version: str, counter: int, origin: str, **changes: object) -> DeploymentRecord:
     fields: dict[str, object] = {
@@ -210,14 +220,7 @@ def test_a_transfer_takes_only_chunks_that_follow_under_the_signed_manifest() ->
 
 
 def test_registry_frames_round_trip_and_go_only_between_gateways() -> None:
-    frames: list[RegistryIndex | RegistryRequest | RegistryChunk] = [
-        RegistryIndex(
-            (IndexEntry("counter", "1.0.0", DIGEST),),
-            (DeploymentEntry("counter", "1.0.0", None, 3, "{}", 7, "abcd"),),
-        ),
-        RegistryRequest("counter", "1.0.0", 0, 1024),
-        RegistryChunk("counter", "1.0.0", b"{}", 4, 10, b"abcdef"),
-    ]
+    frames = REGISTRY_FRAMES
     for frame in frames:
         assert decode_payload(encode_payload(frame)) == frame
     edge = _ready(Role.EDGE)
