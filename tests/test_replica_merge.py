@@ -22,6 +22,7 @@ from edgeswarm.registry import (
     UnknownModuleError,
 )
 from edgeswarm.registry.replica import (
+    MAX_COUNTER,
     DeploymentRecord,
     ModuleRef,
     ModuleTransfer,
@@ -183,7 +184,9 @@ def test_concurrent_rollouts_at_two_gateways_end_with_the_same_one_at_both(
     assert a.deployment_records() == b.deployment_records() == [winner]
 
 
-def test_a_record_naming_a_version_not_held_changes_nothing(stores: list[ModuleStore]) -> None:
+def test_a_record_naming_a_version_not_held_or_out_of_bounds_changes_nothing(
+    stores: list[ModuleStore],
+) -> None:
     a = stores[0]
     before = a.history()
     with pytest.raises(UnknownModuleError):
@@ -193,8 +196,14 @@ def test_a_record_naming_a_version_not_held_changes_nothing(stores: list[ModuleS
     other = plan_to_json(RolloutPlan(name="other", from_version="", to_version="1.0.0"))
     with pytest.raises(RolloutError):
         a.apply_deployment(record("1.0.0", 5, "b", plan=other), actor="peer:b")
+    with pytest.raises(RolloutError):  # a counter no later local change could count past
+        a.apply_deployment(record("1.0.0", MAX_COUNTER + 1, "b"), actor="peer:b")
     assert a.deployments() == []
     assert a.history() == before
+    assert a.apply_deployment(record("1.0.0", MAX_COUNTER, "b"), actor="peer:b")
+    a.start_rollout(plan("2.0.0", "1.0.0"), actor="ops")  # a local change still counts past it
+    [taken] = a.deployment_records()
+    assert taken.stamp == Stamp(MAX_COUNTER + 1, a.replica_id)
 
 
 def test_a_transfer_takes_only_chunks_that_follow_under_the_signed_manifest() -> None:

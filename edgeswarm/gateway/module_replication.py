@@ -134,6 +134,8 @@ class ModuleReplication:
         self._peers: dict[RegistryPeer, _Peer] = {}
         self._refused: set[ModuleRef] = set()
         """Versions refused here: not asked for again until the trust policy changes."""
+        self._refused_records: set[DeploymentRecord] = set()
+        """Records refused here: logged and counted once, not at every index."""
         self._trust: TrustPolicy | None = None
         self._seen: tuple[int, int] | None = None
         self.metrics.peers.set_function(lambda: len(self._peers))
@@ -197,7 +199,7 @@ class ModuleReplication:
         """Forget the refusals once this gateway's trust policy changed."""
         trust = self.store.trust_policy()
         if trust != self._trust:
-            self._trust, self._refused = trust, set()
+            self._trust, self._refused, self._refused_records = trust, set(), set()
 
     def _changed_here(self) -> None:
         """This process changed ``modules.db``: edges and peers hear of it."""
@@ -394,6 +396,9 @@ class ModuleReplication:
     def _refuse_record(
         self, peer: RegistryPeer, record: DeploymentRecord, reason: str, message: str
     ) -> None:
+        if record in self._refused_records:
+            return
+        self._refused_records.add(record)
         self.metrics.refused.labels(reason).inc()
         logger.warning(
             "deployment from peer gateway refused",

@@ -30,6 +30,7 @@ from .rollout import plan_from_json
 
 __all__ = [
     "CHUNK_BYTES",
+    "MAX_COUNTER",
     "DeploymentRecord",
     "ModuleRef",
     "ModuleTransfer",
@@ -40,6 +41,9 @@ __all__ = [
 
 CHUNK_BYTES: Final = 256 * 1024
 """Bytes asked for per REGISTRY_REQUEST."""
+MAX_COUNTER: Final = 2**62
+"""Largest stamp counter taken from a peer: far beyond any count of real changes, and far
+enough below SQLite's 2**63 - 1 that every later local change can still count past it."""
 
 
 class Stamp(NamedTuple):
@@ -74,7 +78,12 @@ class DeploymentRecord:
     def versions(self) -> frozenset[str]:
         """Every version of the module the record names: a registry applies it only once
         it holds them all. Raises :class:`~.errors.RolloutError` for a plan that is not
-        valid or is about another module."""
+        valid or is about another module, or a stamp counter above :data:`MAX_COUNTER`."""
+        if not 0 <= self.stamp.counter <= MAX_COUNTER:
+            raise RolloutError(
+                f"the deployment record of {self.name} has the stamp counter "
+                f"{self.stamp.counter}, above {MAX_COUNTER}"
+            )
         names = {self.version} | ({self.previous} if self.previous else set())
         if self.plan is not None:
             plan = plan_from_json(self.plan)
