@@ -82,10 +82,17 @@ class End:
         self.link.queue.append((self.there, self.far, frame))
 
 
-def connect(a: Side, b: Side, *, alter: Callable[[Frame], Frame] | None = None) -> Link:
+def connect(
+    a: Side,
+    b: Side,
+    *,
+    alter: Callable[[Frame], Frame] | None = None,
+    queue: deque[tuple[Side, End, Frame]] | None = None,
+) -> Link:
     """Attach ``a`` and ``b`` to each other (as a session would) and exchange indexes;
-    ``alter`` changes every frame ``a`` sends to ``b``."""
-    link = Link()
+    ``alter`` changes every frame ``a`` sends to ``b``; with ``queue`` (shared by several
+    links, frames interleaved) nothing is pumped yet."""
+    link = Link() if queue is None else Link(queue)
     b_seen_by_a = End(link, b, None, "gw-b", lies=alter is not None)  # a sends, b receives
     a_seen_by_b = End(link, a, b_seen_by_a, "gw-a")
     b_seen_by_a.far = a_seen_by_b
@@ -93,7 +100,8 @@ def connect(a: Side, b: Side, *, alter: Callable[[Frame], Frame] | None = None) 
         link.alter = alter
     a.replication.attach(b_seen_by_a)
     b.replication.attach(a_seen_by_b)
-    link.pump()
+    if queue is None:
+        link.pump()
     return link
 
 
@@ -281,3 +289,21 @@ def test_a_version_held_with_another_digest_is_a_conflict_never_fetched(
     assert b.refused("version_conflict") == 1
     assert a.refused("version_conflict") == 1
     assert b.store.blob(b.store.module("counter").manifest.digest) == V2
+
+
+def test_two_sessions_between_the_same_gateways_fetch_each_version_once(
+    sides: Callable[..., Side], publisher: KeyPair
+) -> None:
+    a, b = sides("a"), sides("b")
+    publish(a, publisher, "1.0.0", V1)
+    a.operator.start_rollout(plan("1.0.0"), actor="ops")
+    shared: deque[tuple[Side, End, Frame]] = deque()
+    first = connect(a, b, queue=shared)  # --peer both ways: two sessions, frames interleaved
+    connect(a, b, queue=shared)
+    first.pump()
+    assert set(b.store.refs()) == {("counter", "1.0.0")}
+    assert b.store.deployment_records() == a.store.deployment_records()
+    received = "edgeswarm_gateway_module_replication_bytes_received_total"
+    assert b.metrics.get_sample_value(received) == len(V1)  # fetched once
+    refused = [m for m in b.metrics.collect() if m.name.endswith("replication_refused")]
+    assert [sample for metric in refused for sample in metric.samples] == []  # none refused

@@ -239,8 +239,7 @@ class ModuleReplication:
                     f"{ref.name}@{ref.version} is held here with another digest than {ref.digest}"
                 )
                 self._refuse(peer, ref, "version_conflict", message)
-        busy = {ref for s in self._peers.values() for ref in s.queue}
-        busy |= {s.transfer.ref for s in self._peers.values() if s.transfer is not None}
+        busy = self._fetching()
         for ref in wanted:
             if ref not in self._refused and ref not in busy:
                 state.queue.append(ref)
@@ -264,10 +263,7 @@ class ModuleReplication:
             applied = self.store.apply_deployment(record, actor=f"peer:{peer.registry_peer_id}")
         except UnknownModuleError as exc:
             names = {(record.name, v) for v in record.versions()}
-            fetching = {(r.name, r.version) for r in state.queue}
-            if state.transfer is not None:
-                fetching.add((state.transfer.ref.name, state.transfer.ref.version))
-            if names & fetching:
+            if names & {(ref.name, ref.version) for ref in self._fetching()}:
                 state.waiting[record.name] = record
             else:
                 self._refuse_record(peer, record, "deployment_unknown_version", str(exc))
@@ -410,6 +406,13 @@ class ModuleReplication:
                 "error": message,
             },
         )
+
+    def _fetching(self) -> set[ModuleRef]:
+        """Versions queued or being fetched from any peer (two sessions with the same
+        gateway, or two gateways that hold it: each version is fetched once)."""
+        busy = {ref for state in self._peers.values() for ref in state.queue}
+        busy |= {s.transfer.ref for s in self._peers.values() if s.transfer is not None}
+        return busy
 
     def _pending(self) -> int:
         """Versions queued or being fetched, over every peer (progress)."""
