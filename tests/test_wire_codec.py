@@ -56,6 +56,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
 
+from .test_replica_merge import REGISTRY_FRAMES
 from .test_wire_assign import assign, checkpoint
 from .test_wire_modules import FRAMES as MODULE_FRAMES
 
@@ -248,6 +249,7 @@ ALL_FRAMES: list[Frame] = [
         status=InferStatus.TIMEOUT,
     ),
     *MODULE_FRAMES,
+    *REGISTRY_FRAMES,
     assign(),
     checkpoint(),
 ]

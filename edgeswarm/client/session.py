@@ -54,6 +54,10 @@ from edgeswarm.wire import (
     PlacementReply,
     PlacementRequest,
     ProtocolViolation,
+    RegistryChunk,
+    RegistryFrameReceived,
+    RegistryIndex,
+    RegistryRequest,
     Session,
     SessionClosed,
     SessionConfig,
@@ -191,6 +195,10 @@ class GatewayClient:
             Callable[[GatewayClient, ModulesAssigned | BlobChunkReceived], None] | None
         ) = None
         """Receives module distribution's frames (an edge's ``ModuleUplink``)."""
+        self.registry_handler: (
+            Callable[[GatewayClient, RegistryIndex | RegistryRequest | RegistryChunk], None] | None
+        ) = None
+        """Receives registry replication's frames (a peer gateway link, feature ``registry``)."""
         self.assign_handler: Callable[[Assign], None] | None = None
         """An edge's (feature ``placement``): called with each ASSIGN part the gateway sends."""
 
@@ -301,6 +309,10 @@ class GatewayClient:
 
     def send_module(self, frame: BlobRequest | ModuleReport) -> None:
         """Send a module distribution frame now (feature ``modules``); nothing once closed."""
+        self._send_if_open(frame)
+
+    def send_registry(self, frame: RegistryIndex | RegistryRequest | RegistryChunk) -> None:
+        """Send a registry replication frame now (feature ``registry``); nothing once closed."""
         self._send_if_open(frame)
 
     def send_checkpoint(self, frame: Checkpoint) -> bool:
@@ -415,6 +427,9 @@ class GatewayClient:
                 case ModulesAssigned() | BlobChunkReceived():
                     if self.module_handler is not None:
                         self.module_handler(self, event)
+                case RegistryFrameReceived(frame=frame):
+                    if self.registry_handler is not None:
+                        self.registry_handler(self, frame)
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)

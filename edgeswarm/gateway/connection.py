@@ -24,6 +24,7 @@ from edgeswarm.wire import (
     FEATURE_HEAVY,
     FEATURE_MODULES,
     FEATURE_PLACEMENT,
+    FEATURE_REGISTRY,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     NONCE_BYTES,
@@ -45,6 +46,10 @@ from edgeswarm.wire import (
     ObservationsReceived,
     PlacementRequested,
     ProtocolViolation,
+    RegistryChunk,
+    RegistryFrameReceived,
+    RegistryIndex,
+    RegistryRequest,
     Role,
     Session,
     SessionClosed,
@@ -175,6 +180,8 @@ class GatewayConnection(BatchAnswers):
                     gateway.heavy.node_result(self, result)  # from inference nodes only
                 case BlobRequested() | ModuleReportReceived():  # from edges only
                     gateway.modules.receive(self, event)
+                case RegistryFrameReceived(frame=frame):  # from peer gateways only
+                    gateway.replication.receive(self, frame)
                 case PlacementRequested(request=request):
                     self.session.send(gateway.placement.answer(request))  # admins only
                 case CheckpointReceived(checkpoint=checkpoint) if self._placement is not None:
@@ -263,6 +270,8 @@ class GatewayConnection(BatchAnswers):
         self._acks.cumulative = FEATURE_ACK_THROUGH in self.session.features
         if FEATURE_MODULES in self.session.features and is_edge:
             gateway.modules.attach(self)
+        if FEATURE_REGISTRY in self.session.features and hello.role is Role.GATEWAY:
+            gateway.replication.attach(self)
         if heavy and hello.role is Role.INFERENCE:
             gateway.heavy.node_joined(self, hello.peer_id, hello.models)
         if is_edge and FEATURE_PLACEMENT in self.session.features:
@@ -325,6 +334,17 @@ class GatewayConnection(BatchAnswers):
 
     def send_module_frame(self, frame: ModuleAssign | BlobChunk | Error) -> None:
         """Module distribution's frame for this edge (``module_distribution.py``)."""
+        if not self.session.closed:
+            self.session.send(frame)
+            self._flush_soon()
+
+    @property
+    def registry_peer_id(self) -> str:
+        """The peer gateway's id, for registry replication's logs."""
+        return self.peer_id or self.peer
+
+    def send_registry_frame(self, frame: RegistryIndex | RegistryRequest | RegistryChunk) -> None:
+        """Registry replication's frame for this peer gateway (``module_replication.py``)."""
         if not self.session.closed:
             self.session.send(frame)
             self._flush_soon()
@@ -397,6 +417,7 @@ class GatewayConnection(BatchAnswers):
     def _session_ended(self) -> None:
         self._gateway.state.detach(self)
         self._gateway.modules.detach(self)
+        self._gateway.replication.detach(self)
         if self._placement is not None:
             self._placement.ended()
         if self.role is Role.INFERENCE:

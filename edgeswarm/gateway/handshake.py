@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from edgeswarm.wire import FEATURE_HEAVY, FEATURES, Hello, Role, Welcome
+from edgeswarm.wire import FEATURE_HEAVY, FEATURE_REGISTRY, FEATURES, Hello, Role, Welcome
 
 from .config import GatewayConfig
 
@@ -14,8 +14,12 @@ __all__ = ["welcome_for"]
 def welcome_for(hello: Hello, config: GatewayConfig, *, credit: int, resume_seq: int) -> Welcome:
     """The WELCOME for ``hello``: the features both speak (protocol, section 9.1), the
     gateway's limits, the edge's ``credit`` and ``resume_seq``, and the heavy lane's
-    window for an edge that asked for it."""
-    features = tuple(f for f in hello.features if f in FEATURES)
+    window for an edge that asked for it. Feature ``registry`` is for peer gateways only."""
+    features = tuple(
+        f
+        for f in hello.features
+        if f in FEATURES and (f != FEATURE_REGISTRY or hello.role is Role.GATEWAY)
+    )
     heavy_edge = FEATURE_HEAVY in features and hello.role is Role.EDGE
     return Welcome(
         version=hello.version,

@@ -137,6 +137,8 @@ class ModuleDistribution:
         self._agents: dict[str, dict[tuple[str, str], int]] = {}
         """Edge id -> (module, version) -> agents, from its last reports."""
         self._assigned: frozenset[tuple[str, str]] = frozenset()
+        self.changes = 0
+        """Times the assignments changed (replication sends its index again)."""
         self._versions_assigned()
 
     def attach(self, peer: ModulePeer) -> None:
@@ -167,7 +169,7 @@ class ModuleDistribution:
             self._refuse_blob(peer, "unknown_blob", str(exc))
             return
         except RegistryError as exc:  # modules.db unreadable, or a stored blob damaged
-            self._store_failed(exc)
+            self.store_failed(exc)
             self._refuse_blob(peer, "store_error", f"blob {request.digest} cannot be read now")
             return
         self.metrics.blob_bytes.inc(len(chunk.data))
@@ -201,7 +203,7 @@ class ModuleDistribution:
         try:
             events = self.service.report(report, edge_id=edge_id)
         except RegistryError as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
             return
         for event in events:
             self.metrics.decisions.labels(report.module, event.action).inc()
@@ -215,7 +217,19 @@ class ModuleDistribution:
         try:
             changed = self.service.refresh()
         except RegistryError as exc:
-            self._store_failed(exc)
+            self.store_failed(exc)
+            return False
+        if changed:
+            self._changed()
+        return changed
+
+    def reload(self) -> bool:
+        """Re-read ``modules.db`` after this process changed it (replication); whether the
+        assignments changed (then they went to every edge)."""
+        try:
+            changed = self.service.reload()
+        except RegistryError as exc:
+            self.store_failed(exc)
             return False
         if changed:
             self._changed()
@@ -228,6 +242,7 @@ class ModuleDistribution:
             self.refresh()
 
     def _changed(self) -> None:
+        self.changes += 1
         self._versions_assigned()
         assign = self.service.assignments()
         for peer in self._attached:
@@ -260,7 +275,7 @@ class ModuleDistribution:
         for (module, version), agents in totals.items():
             self.metrics.agents.labels(module, version).set(agents)
 
-    def _store_failed(self, error: RegistryError) -> None:
+    def store_failed(self, error: RegistryError) -> None:
         logger.error("modules.db failed", extra={"error": str(error)})
         if self._on_store_error is not None:
             self._on_store_error()

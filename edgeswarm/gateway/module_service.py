@@ -56,6 +56,12 @@ class ModuleService:
         self._data_version = version
         return self._rebuild()
 
+    def reload(self) -> bool:
+        """Re-read the deployments after this process changed ``modules.db`` itself (a
+        record replicated from a peer gateway); whether the assignments changed."""
+        self._data_version = self.store.data_version()
+        return self._rebuild()
+
     def _rebuild(self) -> bool:
         rollouts: dict[str, tuple[int, Rollout]] = {}
         assignments = []

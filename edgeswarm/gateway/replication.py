@@ -13,6 +13,10 @@ lacks. Lost sessions are retried with exponential backoff and jitter.
 One direction is enough: the accepting gateway treats the session as one
 more state peer. Configuring both directions works too (redundant).
 
+When both gateways speak feature ``registry`` the same session replicates the
+module registry too (``module_replication.py``): this link is one more
+:class:`~.module_replication.RegistryPeer`.
+
 Every replica of a Kubernetes StatefulSet takes the same ``--peer`` list (the
 set's stable names, ``edgeswarm-gateway-0.edgeswarm-gateway-headless...``,
 with ``--gateway-id`` its pod name): :func:`names_this_gateway` tells the entry
@@ -32,15 +36,20 @@ from edgeswarm.client.session import GatewayClient, SessionEndedError
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import Writers
 from edgeswarm.wire import (
+    FEATURE_REGISTRY,
     FEATURE_STATE,
     PROTOCOL_VERSION,
     Hello,
+    RegistryChunk,
+    RegistryIndex,
+    RegistryRequest,
     Role,
     StateSyncRequested,
     StateUpdate,
     StateUpdateReceived,
 )
 
+from .module_replication import ModuleReplication
 from .state_service import StateService
 
 __all__ = ["PEER_BACKOFF", "PeerGatewayLink", "names_this_gateway"]
@@ -73,16 +82,19 @@ class PeerGatewayLink:
         gateway_id: str,
         key: KeyPair,
         service: StateService,
+        registry: ModuleReplication | None = None,
         backoff: Backoff = PEER_BACKOFF,
     ) -> None:
+        """``registry``: replicate the module registry too (feature ``registry``)."""
         self.address = address
         self.service = service
+        self.registry = registry
         self.hello = Hello(
             version=PROTOCOL_VERSION,
             role=Role.GATEWAY,
             peer_id=gateway_id,
             public_key=key.public_key,
-            features=(FEATURE_STATE,),
+            features=(FEATURE_STATE, FEATURE_REGISTRY) if registry else (FEATURE_STATE,),
         )
         self._key = key
         self._client: GatewayClient | None = None
@@ -116,6 +128,8 @@ class PeerGatewayLink:
         self._client = client
         self.remote_id = client.welcome.gateway_id if client.welcome else None
         client.send_state(self.service.sync_request(self))
+        if self.registry is not None and FEATURE_REGISTRY in client.session.features:
+            self.registry.attach(self)
 
     def state_received(
         self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
@@ -127,6 +141,23 @@ class PeerGatewayLink:
         if self._client is client:
             self._client = None
         self.service.detach(self)
+        if self.registry is not None:
+            self.registry.detach(self)
+
+    # RegistryPeer (module_replication)
+    @property
+    def registry_peer_id(self) -> str:
+        return self.state_peer_id
+
+    def send_registry_frame(self, frame: RegistryIndex | RegistryRequest | RegistryChunk) -> None:
+        if self._client is not None:
+            self._client.send_registry(frame)
+
+    def _registry_received(
+        self, client: GatewayClient, frame: RegistryIndex | RegistryRequest | RegistryChunk
+    ) -> None:
+        if self.registry is not None and self._client is client:
+            self.registry.receive(self, frame)
 
     # lifecycle
     async def run(self) -> None:
@@ -134,6 +165,7 @@ class PeerGatewayLink:
         while not self._stopping.is_set():
             client = GatewayClient(self.hello, self._key)
             client.state_handler = self
+            client.registry_handler = self._registry_received
             try:
                 async with open_session(self.address, client) as (_, welcome):
                     if FEATURE_STATE not in client.session.features:

@@ -23,6 +23,7 @@ from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .module_distribution import ModuleDistribution
+from .module_replication import ModuleReplication
 from .peers import PeerRegistry
 from .placement_edges import AssignMetrics, PlacementEdges
 from .placement_metrics import PlacementMetrics
@@ -109,7 +110,10 @@ class Gateway:
         self.placement.holders = self.placement_edges.holders
         self.modules = self._open_modules(config)
         """The module registry served to edges (``module_distribution.py``)."""
+        self.replication = ModuleReplication(self.modules, registry=self.stats.metrics.registry)
+        """The module registry replicated to peer gateways (``module_replication.py``)."""
         self._modules_task: asyncio.Task[None] | None = None
+        self._replication_task: asyncio.Task[None] | None = None
         self.identity = load_or_create_key(config.identity_key or config.data_dir / "identity.key")
         """This gateway's key, used when it connects to peer gateways."""
         self.heavy = LaneRunner(
@@ -208,6 +212,7 @@ class Gateway:
         self._heartbeat = loop.create_task(self.probes.keep_beating())
         self._revocation_task = loop.create_task(self.revocations.run())
         self._modules_task = loop.create_task(self.modules.run())
+        self._replication_task = loop.create_task(self.replication.run())
         logger.info(
             "gateway listening",
             extra={
@@ -237,6 +242,7 @@ class Gateway:
             gateway_id=self.config.gateway_id,
             key=self.identity,
             service=self.state,
+            registry=self.replication,
         )
         self.peer_links.append(link)
         self._peer_tasks.append(asyncio.get_running_loop().create_task(link.run()))
@@ -284,7 +290,12 @@ class Gateway:
             self.listener = None
         if self.scrubber is not None:
             self.scrubber.close()
-        for background in (self._heartbeat, self._revocation_task, self._modules_task):
+        for background in (
+            self._heartbeat,
+            self._revocation_task,
+            self._modules_task,
+            self._replication_task,
+        ):
             if background is not None:
                 background.cancel()
         if self.endpoint is not None:

@@ -10,6 +10,7 @@ from .config import GatewayConfig
 from .edge_sessions import EdgeSessions
 from .log import ObservationLog
 from .module_distribution import ModuleDistribution
+from .module_replication import ModuleReplication
 from .peers import PeerRegistry
 from .placement_edges import PlacementEdges
 from .placement_service import PlacementService
@@ -67,6 +68,11 @@ class GatewayServices(Protocol):
     @property
     def modules(self) -> ModuleDistribution:
         """Module assignments, blobs and reports (feature ``modules``)."""
+        ...
+
+    @property
+    def replication(self) -> ModuleReplication:
+        """The module registry replicated to peer gateways (feature ``registry``)."""
         ...
 
     @property

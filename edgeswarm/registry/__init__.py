@@ -5,7 +5,8 @@
 - :mod:`.trust`: which publisher keys may publish which names;
 - :mod:`.admission`: every check a publish passes before anything is written (pure);
 - :mod:`.abi_check`: the blob's exports against ABI v1, nothing run;
-- :mod:`.store`: ``modules.db``: blobs, manifests, trust rules, history;
+- :mod:`.store`: ``modules.db``: blobs, manifests, trust rules, history (:mod:`.rows`);
+- :mod:`.replica` and :mod:`.stamps`: replication to peer gateways (sans-I/O, and its SQL);
 - :mod:`.fetch`: a blob fetched in chunks by digest, resumable, verified (sans-I/O + a file);
 - :mod:`.rollout` and :mod:`.share`: rollouts, sans-I/O (shares, stages, automatic rollback);
 - :mod:`.oci`: push and pull as Wasm OCI artifacts (ORAS).
@@ -33,13 +34,15 @@ from .errors import (
 )
 from .manifest import Manifest, ModuleDescriptor, blob_digest, parse_manifest
 from .rollout import Rollout, RolloutEvent, RolloutPhase, RolloutPlan, Stage
+from .rows import Deployment, HistoryEntry, PublishedModule
 from .share import share_point
 from .signing import sign_manifest, verify_manifest
-from .store import HistoryEntry, ModuleStore, PublishedModule
+from .store import ModuleStore
 from .trust import TrustPolicy, TrustRule
 
 __all__ = [
     "AbiMismatchError",
+    "Deployment",
     "DigestMismatchError",
     "FetchError",
     "HistoryEntry",

@@ -13,7 +13,10 @@ while the gateway runs:
 - ``deployments``: per module, the version the fleet runs and the rollout under
   way (its plan, as JSON; NULL when none), numbered so that edges name it;
 - ``history``: every change, in order, with who did it (``publish``,
-  ``trust``, ``distrust``, ``rollout``, ``rollback``, ...).
+  ``trust``, ``distrust``, ``rollout``, ``rollback``, ``replicate``, ...);
+- ``replica`` and ``stamps``: this registry's replica id and the stamp of each
+  deployment record, for replication to peer gateways (:mod:`.stamps`,
+  :mod:`.replica`).
 
 A publish is one transaction after :func:`.admission.admit` accepted it: a
 refused publish writes nothing, not even history (the refusal is a log line
@@ -27,19 +30,21 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeswarm.identity import fingerprint, public_key_text
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_operator_store, transaction
+from edgeswarm.storage import Schema, open_operator_store, statements, transaction
 
+from . import stamps
 from .abi_check import ModuleCompiler, compile_here
 from .admission import admit
 from .errors import RegistryStoreError, RolloutError, UnknownModuleError, VersionConflictError
-from .manifest import Manifest, blob_digest, parse_manifest, version_key
+from .manifest import blob_digest, parse_manifest, version_key
+from .replica import DeploymentRecord
 from .rollout import RolloutPhase, RolloutPlan, plan_from_json, plan_to_json
+from .rows import Deployment, HistoryEntry, PublishedModule
 from .trust import TrustPolicy, TrustRule
 
 _BLOBS = """CREATE TABLE blobs (
@@ -82,86 +87,22 @@ _DEPLOYMENTS = """CREATE TABLE deployments (
     updated_at REAL NOT NULL
 )"""
 SCHEMA = Schema(
-    version=1,
-    create=(_BLOBS, _MODULES, _TRUST, _HISTORY, _DEPLOYMENTS),
+    version=2,
+    create=(
+        _BLOBS,
+        _MODULES,
+        _TRUST,
+        _HISTORY,
+        _DEPLOYMENTS,
+        stamps.REPLICA_TABLE,
+        stamps.STAMPS_TABLE,
+    ),
     tables=frozenset({"blobs", "modules", "trust", "history", "deployments"}),
+    upgrades={1: statements(stamps.REPLICA_TABLE, stamps.STAMPS_TABLE)},
 )
-"""``modules.db``: blobs, manifests, the trust policy, the history of changes, and what
-the fleet runs (``deployments``: the stable version of each module and its rollout)."""
-
-
-@dataclass(frozen=True)
-class PublishedModule:
-    """A ``modules`` row: a manifest as published."""
-
-    manifest: Manifest
-    manifest_bytes: bytes
-    """The document as published (what edges and OCI pulls verify)."""
-    published_at: float
-    published_by: str
-
-    def summary(self) -> dict[str, Any]:
-        m = self.manifest
-        return {
-            "name": m.name,
-            "version": m.version,
-            "digest": m.digest,
-            "size": m.size,
-            "abi_version": m.abi_version,
-            "state_dim": m.descriptor.state_dim,
-            "publisher": public_key_text(m.publisher),
-            "publisher_fingerprint": fingerprint(m.publisher),
-            "published_at": self.published_at,
-            "published_by": self.published_by,
-        }
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One change to the registry, with who made it."""
-
-    seq: int
-    at: float
-    actor: str
-    action: str
-    name: str
-    version: str
-    detail: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "name": self.name,
-            "version": self.version,
-            "detail": self.detail,
-        }
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """What the fleet runs of one module."""
-
-    name: str
-    version: str
-    """The stable version: every agent outside a rollout runs it."""
-    previous: str | None
-    """The version before the last completed rollout (what ``rollback`` restores)."""
-    rollout: int
-    """Number of the rollout under way or the last one (edges name it in reports)."""
-    plan: RolloutPlan | None
-    """The rollout under way, if any."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "previous": self.previous,
-            "rollout": self.rollout,
-            "to_version": self.plan.to_version if self.plan else None,
-        }
+"""``modules.db``: blobs, manifests, the trust policy, the history of changes, what
+the fleet runs (``deployments``: the stable version of each module and its rollout),
+and since version 2 the replica id and deployment stamps of replication."""
 
 
 class ModuleStore(Resource):
@@ -177,6 +118,9 @@ class ModuleStore(Resource):
             error=RegistryStoreError,
             start_over=" (or move it aside and publish the modules again)",
         )
+        with self._errors():
+            self.replica_id = stamps.replica_id(self._db)
+            """The id this registry stamps its deployment changes with (replication)."""
 
     def close(self) -> None:
         self._db.close()
@@ -366,6 +310,7 @@ class ModuleStore(Resource):
                     (plan.name, plan.to_version, time.time()),
                 )
                 self._record(db, actor, "deploy", plan.name, plan.to_version, {})
+                stamps.bump(db, plan.name, self.replica_id)
             else:
                 if current.plan is not None:
                     raise RolloutError(
@@ -384,6 +329,7 @@ class ModuleStore(Resource):
                 stages = [[stage.share, stage.hold_ticks] for stage in plan.stages]
                 detail = {"from": plan.from_version, "stages": stages}
                 self._record(db, actor, "rollout", plan.name, plan.to_version, detail)
+                stamps.bump(db, plan.name, self.replica_id)
         found = self.deployment(plan.name)
         assert found is not None
         return found
@@ -412,6 +358,7 @@ class ModuleStore(Resource):
             action = "complete" if phase is RolloutPhase.COMPLETE else "rollback"
             info = {"rollout": rollout, "from": plan.from_version, "why": detail}
             self._record(db, actor, action, name, plan.to_version, info)
+            stamps.bump(db, name, self.replica_id)
         return True
 
     def rollback(self, name: str, *, actor: str) -> Deployment:
@@ -433,11 +380,54 @@ class ModuleStore(Resource):
                 )
                 detail = {"from": current.version}
                 self._record(db, actor, "rollback", name, current.previous, detail)
+                stamps.bump(db, name, self.replica_id)
         else:
             raise RolloutError(f"{name} has no rollout under way and no previous version")
         found = self.deployment(name)
         assert found is not None
         return found
+
+    # --- replication -----------------------------------------------------------
+
+    def refs(self) -> dict[tuple[str, str], str]:
+        """Every ``(name, version)`` held, with its blob digest."""
+        with self._errors():
+            rows = self._db.execute("SELECT name, version, digest FROM modules").fetchall()
+        return {(n, v): d for n, v, d in rows}
+
+    def deployment_records(self) -> list[DeploymentRecord]:
+        """Every deployment record with its stamp (what an index carries)."""
+        with self._errors():
+            return stamps.records(self._db, self.replica_id)
+
+    def apply_deployment(self, record: DeploymentRecord, *, actor: str) -> bool:
+        """Take a peer's deployment record if its stamp is greater than ours (one
+        transaction, with a ``replicate`` history entry); whether it changed anything.
+
+        :class:`UnknownModuleError` when a version it names is not held here (fetch
+        it first), :class:`RolloutError` for a plan that is not valid; both change nothing.
+        """
+        needed = record.versions()
+        with self._errors(), transaction(self._db) as db:
+            held = {
+                v
+                for (v,) in db.execute("SELECT version FROM modules WHERE name = ?", (record.name,))
+            }
+            if not needed <= held:
+                absent = ", ".join(sorted(needed - held))
+                raise UnknownModuleError(f"{record.name} {absent} not held here")
+            if record.stamp <= stamps.stamp_of(db, record.name, self.replica_id):
+                return False
+            stamps.write(db, record, time.time())
+            to_version = plan_from_json(record.plan).to_version if record.plan else None
+            detail = {
+                "rollout": record.rollout,
+                "previous": record.previous,
+                "to_version": to_version,
+                "stamp": list(record.stamp),
+            }
+            self._record(db, actor, "replicate", record.name, record.version, detail)
+        return True
 
     # --- history -------------------------------------------------------------
 

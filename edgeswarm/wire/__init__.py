@@ -47,6 +47,7 @@ from .events import (
     PlacementReplied,
     PlacementRequested,
     ProtocolViolation,
+    RegistryFrameReceived,
     SessionClosed,
     StateSyncRequested,
     StateUpdateReceived,
@@ -60,6 +61,7 @@ from .frames import (
     FEATURE_HEAVY,
     FEATURE_MODULES,
     FEATURE_PLACEMENT,
+    FEATURE_REGISTRY,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
     FEATURES,
@@ -92,6 +94,9 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    RegistryChunk,
+    RegistryIndex,
+    RegistryRequest,
     Role,
     StateSyncRequest,
     StateUpdate,
@@ -101,6 +106,7 @@ from .frames import (
     auth_message,
 )
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader
+from .registry_frames import DeploymentEntry, IndexEntry
 from .session import Session, SessionConfig
 from .states import SessionState
 
@@ -116,6 +122,7 @@ __all__ = [
     "FEATURE_HEAVY",
     "FEATURE_MODULES",
     "FEATURE_PLACEMENT",
+    "FEATURE_REGISTRY",
     "FEATURE_SEQ_EPOCH",
     "FEATURE_STATE",
     "FRAME_TYPES",
@@ -143,6 +150,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointReceived",
     "CreditExceeded",
+    "DeploymentEntry",
     "EdgeStatus",
     "Error",
     "ErrorCode",
@@ -154,6 +162,7 @@ __all__ = [
     "FrameType",
     "Hello",
     "HelloReceived",
+    "IndexEntry",
     "InferRequest",
     "InferRequestReceived",
     "InferResult",
@@ -174,6 +183,10 @@ __all__ = [
     "PlacementRequest",
     "PlacementRequested",
     "ProtocolViolation",
+    "RegistryChunk",
+    "RegistryFrameReceived",
+    "RegistryIndex",
+    "RegistryRequest",
     "RemoteProtocolError",
     "Role",
     "Session",

@@ -18,7 +18,7 @@ from typing import Any, Literal, overload
 import msgpack  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
-from . import module_codec, placement_codec
+from . import module_codec, placement_codec, registry_codec
 from .arrays import array_shape, array_view, check_batch_shape, decode_array, wire_array
 from .errors import (
     BatchTooLarge,
@@ -73,6 +73,9 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    RegistryChunk,
+    RegistryIndex,
+    RegistryRequest,
     Role,
     StateSyncRequest,
     StateUpdate,
@@ -244,6 +247,12 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return module_codec.encode_blob_request(frame)
         case BlobChunk():
             return module_codec.encode_blob_chunk(frame)
+        case RegistryIndex():
+            return registry_codec.encode_registry_index(frame)
+        case RegistryRequest():
+            return registry_codec.encode_registry_request(frame)
+        case RegistryChunk():
+            return registry_codec.encode_registry_chunk(frame)
     raise LocalProtocolError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -446,6 +455,9 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.BLOB_CHUNK: module_codec.decode_blob_chunk,
     FrameType.ASSIGN: placement_codec.decode_assign,
     FrameType.CHECKPOINT: placement_codec.decode_checkpoint,
+    FrameType.REGISTRY_INDEX: registry_codec.decode_registry_index,
+    FrameType.REGISTRY_REQUEST: registry_codec.decode_registry_request,
+    FrameType.REGISTRY_CHUNK: registry_codec.decode_registry_chunk,
 }
 
 

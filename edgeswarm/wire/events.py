@@ -30,6 +30,9 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    RegistryChunk,
+    RegistryIndex,
+    RegistryRequest,
     Status,
     Welcome,
 )
@@ -193,6 +196,14 @@ class BlobChunkReceived:
 
 
 @dataclass(frozen=True)
+class RegistryFrameReceived:
+    """Either side, role ``gateway``: a frame of registry replication from the peer
+    gateway (REGISTRY_INDEX, REGISTRY_REQUEST or REGISTRY_CHUNK; feature ``registry``)."""
+
+    frame: RegistryIndex | RegistryRequest | RegistryChunk
+
+
+@dataclass(frozen=True)
 class AgentsAssigned:
     """Edge side: the gateway says (part of) which agents we run at a placement epoch."""
 
@@ -256,6 +267,7 @@ Event = (
     | ModuleReportReceived
     | BlobRequested
     | BlobChunkReceived
+    | RegistryFrameReceived
     | ErrorReceived
     | ProtocolViolation
     | SessionClosed
@@ -281,6 +293,7 @@ __all__ = [
     "PlacementReplied",
     "PlacementRequested",
     "ProtocolViolation",
+    "RegistryFrameReceived",
     "SessionClosed",
     "StateSyncRequested",
     "StateUpdateReceived",

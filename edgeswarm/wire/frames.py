@@ -20,6 +20,9 @@ from .module_frames import ModuleAssignment as ModuleAssignment
 from .module_frames import ModuleReport as ModuleReport
 from .placement_frames import Assign as Assign
 from .placement_frames import Checkpoint as Checkpoint
+from .registry_frames import RegistryChunk as RegistryChunk
+from .registry_frames import RegistryIndex as RegistryIndex
+from .registry_frames import RegistryRequest as RegistryRequest
 
 PROTOCOL_VERSION = 2
 ALPN = "edgeswarm/1"
@@ -51,6 +54,9 @@ class FrameType(IntEnum):
     BLOB_CHUNK = 21
     ASSIGN = 22
     CHECKPOINT = 23
+    REGISTRY_INDEX = 24
+    REGISTRY_REQUEST = 25
+    REGISTRY_CHUNK = 26
 
 
 class Role(StrEnum):
@@ -83,6 +89,10 @@ state rows)."""
 FEATURE_MODULES = "modules"
 """Feature name of module distribution: MODULE_ASSIGN, MODULE_REPORT, BLOB_REQUEST and
 BLOB_CHUNK (``docs/protocol.md`` section 14)."""
+FEATURE_REGISTRY = "registry"
+"""Feature name of module registry replication between gateways: REGISTRY_INDEX,
+REGISTRY_REQUEST and REGISTRY_CHUNK, both ways, role ``gateway`` only
+(``docs/protocol.md`` section 15)."""
 FEATURES: frozenset[str] = frozenset(
     {
         FEATURE_STATE,
@@ -91,6 +101,7 @@ FEATURES: frozenset[str] = frozenset(
         FEATURE_SEQ_EPOCH,
         FEATURE_PLACEMENT,
         FEATURE_MODULES,
+        FEATURE_REGISTRY,
     }
 )
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
@@ -420,6 +431,9 @@ Frame = (
     | BlobChunk
     | Assign
     | Checkpoint
+    | RegistryIndex
+    | RegistryRequest
+    | RegistryChunk
 )
 
 FRAME_TYPES: dict[type[Frame], FrameType] = {
@@ -446,6 +460,9 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     BlobChunk: FrameType.BLOB_CHUNK,
     Assign: FrameType.ASSIGN,
     Checkpoint: FrameType.CHECKPOINT,
+    RegistryIndex: FrameType.REGISTRY_INDEX,
+    RegistryRequest: FrameType.REGISTRY_REQUEST,
+    RegistryChunk: FrameType.REGISTRY_CHUNK,
 }
 
 

@@ -47,6 +47,7 @@ from .events import (
     PlacementReplied,
     PlacementRequested,
     ProtocolViolation,
+    RegistryFrameReceived,
     SessionClosed,
     StateSyncRequested,
     StateUpdateReceived,
@@ -78,6 +79,9 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    RegistryChunk,
+    RegistryIndex,
+    RegistryRequest,
     Role,
     StateSyncRequest,
     StateUpdate,
@@ -476,6 +480,8 @@ class Session:
                 self._events.append(AgentsAssigned(assign=frame))
             case Checkpoint():
                 self._events.append(CheckpointReceived(checkpoint=frame))
+            case RegistryIndex() | RegistryRequest() | RegistryChunk():
+                self._events.append(RegistryFrameReceived(frame=frame))
             case Error():
                 self._events.append(ErrorReceived(error=frame))
             case Bye():

@@ -29,6 +29,8 @@ Rules (``docs/protocol.md`` has the same table in prose):
    ``edge`` clients only: MODULE_ASSIGN and BLOB_CHUNK from the server,
    MODULE_REPORT and BLOB_REQUEST from the edge. Placement's ASSIGN goes from
    the server to ``edge`` clients, CHECKPOINT from them (feature ``placement``).
+   Registry replication's frames (feature ``registry``: REGISTRY_INDEX,
+   REGISTRY_REQUEST, REGISTRY_CHUNK) flow both ways, ``gateway`` clients only.
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
    never answers a received ERROR with an ERROR, so errors cannot ping-pong.
 5. BYE may be sent and received in every state except ``CLOSED`` and always
@@ -50,6 +52,7 @@ from .frames import (
     FEATURE_HEAVY,
     FEATURE_MODULES,
     FEATURE_PLACEMENT,
+    FEATURE_REGISTRY,
     FEATURE_STATE,
     FrameType,
     Role,
@@ -152,9 +155,10 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
+_REGISTRY_FRAMES = (_F.REGISTRY_INDEX, _F.REGISTRY_REQUEST, _F.REGISTRY_CHUNK)
 for _side in Side:
     for _dir in Direction:
-        for _frame in (_F.STATE_SYNC, _F.STATE_UPDATE):
+        for _frame in (_F.STATE_SYNC, _F.STATE_UPDATE, *_REGISTRY_FRAMES):
             TRANSITIONS[(_side, _S.READY, _dir, _frame)] = _S.READY  # rule 3, both ways
 
 _OPEN_STATES: dict[Side, tuple[SessionState, ...]] = {
@@ -182,6 +186,7 @@ SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
     (_V, _F.BLOB_CHUNK): frozenset({Role.EDGE}),
     (_V, _F.ASSIGN): frozenset({Role.EDGE}),
     (_C, _F.CHECKPOINT): frozenset({Role.EDGE}),
+    **{(side, frame): frozenset({Role.GATEWAY}) for side in Side for frame in _REGISTRY_FRAMES},
 }
 """(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
 must have (rule 3): a client of another role may not send it, and the server sends it
@@ -201,6 +206,7 @@ FEATURE_GATED: dict[FrameType, str] = {
     _F.BLOB_CHUNK: FEATURE_MODULES,
     _F.ASSIGN: FEATURE_PLACEMENT,
     _F.CHECKPOINT: FEATURE_PLACEMENT,
+    **dict.fromkeys(_REGISTRY_FRAMES, FEATURE_REGISTRY),
 }
 """Frame types allowed only once their feature was negotiated (rule 3)."""
 
