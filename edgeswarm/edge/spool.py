@@ -220,18 +220,12 @@ class Spool(Resource):
 
     def _load(self, min_next_seq: int) -> None:
         """Read the index; make the segments agree with it (``spool_segments.recover``)."""
-        ends: dict[int, int] = {}
-        rows: dict[int, int] = {}
-        for seq, inline, count, segment, offset, length, checksum in self._db.execute(
-            "SELECT seq, length(payload), count, segment, offset, length, checksum FROM spool"
-            " ORDER BY seq"
-        ):
-            if segment is None:
-                self._held.add(int(seq), Held(int(inline), int(count), None, 0, checksum))
-                continue
-            self._held.add(int(seq), Held(int(length), int(count), segment, offset, checksum))
-            ends[segment] = max(ends.get(segment, 0), offset + length)
-            rows[segment] = rows.get(segment, 0) + 1
+        ends, rows = self._held.load(
+            self._db.execute(
+                "SELECT seq, length(payload), count, segment, offset, length, checksum"
+                " FROM spool ORDER BY seq"
+            )
+        )
         meta = read_meta(self._db)
         self._next_seq = max(int(meta["next_seq"]), min_next_seq)
         self._dropped_batches = int(meta["dropped_batches"])
@@ -240,14 +234,7 @@ class Spool(Resource):
         self.seq_epoch = int(meta["seq_epoch"])
         """The epoch this spool's ``seq`` numbers belong to (0: a file older than v3)."""
         self._sent_through = int(meta["sent_through"])
-        missing = self._segments.recover(ends, rows)
-        for seq, held in self._held.items():
-            size = missing.get(held.segment, -1) if held.segment is not None else -1
-            if held.segment in missing and (size is None or held.offset + held.size > size):
-                detail = (
-                    "its bytes are missing from its segment (an OS crash before the disk had them?)"
-                )
-                self.quarantine(seq, QuarantineReason.MISSING, detail)
+        self._reader.quarantine_missing(self._segments.recover(ends, rows))
 
     @property
     def on_quarantine(self) -> Callable[[QuarantinedBatch], None] | None:
@@ -366,23 +353,11 @@ class Spool(Resource):
         """Count the batches ``drop_oldest`` deleted; at most one warning per second."""
         self._dropped_batches += len(dropped)
         self._dropped_bytes += dropped_bytes
-        since = self._drop_log.add(len(dropped), dropped_bytes, time.monotonic())
-        if since is not None:
-            logger.warning(
-                "spool full: dropping the oldest batches (one line per second at most)",
-                extra={
-                    "event": "spool_drop",
-                    "spool": str(self.path),
-                    "seq": seq,
-                    "dropped_batches": since[0],
-                    "dropped_bytes": since[1],
-                    "dropped_first_seq": dropped[0],
-                    "dropped_last_seq": dropped[-1],
-                    "spool_bytes": self._held.bytes,
-                    "max_bytes": self.max_bytes,
-                    "dropped_batches_total": self._dropped_batches,
-                },
-            )
+        self._drop_log.add(
+            dropped, dropped_bytes, time.monotonic(),
+            spool=str(self.path), seq=seq, spool_bytes=self._held.bytes,
+            max_bytes=self.max_bytes, total=self._dropped_batches,
+        )  # fmt: skip
 
     def ack(self, seq: int) -> bool:
         """Forget batch ``seq``: it is no longer pending, counted or sized.

@@ -3,13 +3,17 @@
 :class:`HeldBatches` is the spool's in-memory index (rebuilt from the SQLite
 index at open): for every held batch its size, observation count, checksum
 and where its bytes are; the payload bytes held; and the ACKed batches whose
-rows are not deleted yet. Pure bookkeeping: no I/O.
+rows are not deleted yet. Pure bookkeeping, no I/O; :class:`DropLog` throttles the
+``drop_oldest`` warning (one line per interval, with the drops since the last).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import NamedTuple
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+logger = logging.getLogger("edgeswarm.edge")
 
 __all__ = ["DropLog", "Held", "HeldBatches"]
 
@@ -51,6 +55,21 @@ class HeldBatches:
     def get(self, seq: int) -> Held | None:
         """Batch ``seq``, or None when it is not held."""
         return self._held.get(seq)
+
+    def load(self, rows: Iterable[tuple[Any, ...]]) -> tuple[dict[int, int], dict[int, int]]:
+        """Hold every index row ``(seq, inline length, count, segment, offset, length,
+        checksum)``, in seq order; returns per segment the last byte its rows reference
+        and how many rows point into it."""
+        ends: dict[int, int] = {}
+        counts: dict[int, int] = {}
+        for seq, inline, count, segment, offset, length, checksum in rows:
+            if segment is None:
+                self.add(int(seq), Held(int(inline), int(count), None, 0, checksum))
+                continue
+            self.add(int(seq), Held(int(length), int(count), segment, offset, checksum))
+            ends[segment] = max(ends.get(segment, 0), offset + length)
+            counts[segment] = counts.get(segment, 0) + 1
+        return ends, counts
 
     def add(self, seq: int, held: Held) -> None:
         """Hold batch ``seq`` (above every seq held)."""
@@ -175,16 +194,27 @@ class DropLog:
         self._batches = 0
         self._bytes = 0
 
-    def add(self, batches: int, nbytes: int, now: float) -> tuple[int, int] | None:
-        """Count a drop; ``(batches, bytes)`` since the last warning when one is due now."""
-        self._batches += batches
+    def add(self, dropped: list[int], nbytes: int, now: float, **context: Any) -> bool:
+        """Count a drop of the seqs ``dropped``; log the drops since the last warning
+        (with ``context``) when one is due now. True when it logged."""
+        self._batches += len(dropped)
         self._bytes += nbytes
         if now - self._last < self.interval_s:
-            return None
+            return False
         self._last = now
-        since = (self._batches, self._bytes)
+        logger.warning(
+            "spool full: dropping the oldest batches (one line per second at most)",
+            extra={
+                "event": "spool_drop",
+                "dropped_batches": self._batches,
+                "dropped_bytes": self._bytes,
+                "dropped_first_seq": dropped[0],
+                "dropped_last_seq": dropped[-1],
+                **{("dropped_batches_total" if k == "total" else k): v for k, v in context.items()},
+            },
+        )
         self._batches = self._bytes = 0
-        return since
+        return True
 
 
 def _per_segment(segments: Iterator[int | None] | list[int | None]) -> dict[int, int]:

@@ -107,6 +107,17 @@ class SpoolReader:
             seq, held.observations, payload, held.checksum, self._check_unverified
         )
 
+    def quarantine_missing(self, missing: dict[int, int | None]) -> None:
+        """At open: quarantine every batch whose bytes are gone from its segment (``missing``:
+        segment -> its size, None when the file is gone)."""
+        for seq, held in list(self._held.items()):
+            size = missing.get(held.segment, -1) if held.segment is not None else -1
+            if held.segment in missing and (size is None or held.offset + held.size > size):
+                detail = (
+                    "its bytes are missing from its segment (an OS crash before the disk had them?)"
+                )
+                self.quarantine(seq, QuarantineReason.MISSING, detail)
+
     def quarantine(self, seq: int, reason: QuarantineReason, detail: str) -> bool:
         """Move batch ``seq`` (with its bytes) to the quarantine table: never sent again, not
         held, not acknowledged; counted, logged and told to ``on_quarantine``. False if

@@ -66,6 +66,7 @@ from edgeswarm.wire import (
 
 from .spool import DISK_FULL_RETRY_S, OverflowPolicy, Spool, SpoolDiskFull, SpoolError
 from .spool_records import QuarantinedBatch, QuarantineReason
+from .spool_room import append_when_room
 
 logger = logging.getLogger("edgeswarm.edge")
 
@@ -179,7 +180,9 @@ class Uplink:
                 while self.spool.would_overflow(size):
                     await self._wait_change()
             counts = dict(self.spool.would_drop(size))
-            for dropped in await self._append_when_room(group):
+            dropped_seqs, waited = await append_when_room(self.spool, group, self._wait_room)
+            self.counters.disk_full_waits += int(waited)
+            for dropped in dropped_seqs:
                 count = counts.get(dropped, 0)
                 self.counters.dropped_batches += 1
                 self.counters.dropped_observations += count
@@ -189,31 +192,6 @@ class Uplink:
             self.counters.observations += sum(count for _, _, count in group)
             self.counters.payload_bytes += size
             self._changed.set()
-
-    async def _append_when_room(self, group: Sequence[tuple[int, bytes, int]]) -> tuple[int, ...]:
-        """``append_many``, waiting while the disk is full (nothing of a failed try stays)."""
-        full_since: float | None = None
-        while True:
-            try:
-                dropped = self.spool.append_many(group)
-            except SpoolDiskFull as exc:
-                if full_since is None:
-                    full_since = time.monotonic()
-                    self.counters.disk_full_waits += 1
-                    logger.warning(
-                        "spool disk full; the edge waits for room",
-                        extra={"spool": str(self.spool.path), "error": str(exc),
-                               "spooled": len(self.spool)},
-                    )  # fmt: skip
-                await self._wait_room()
-                continue
-            if full_since is not None:
-                logger.info(
-                    "spool has room again",
-                    extra={"spool": str(self.spool.path),
-                           "waited_s": round(time.monotonic() - full_since, 3)},
-                )  # fmt: skip
-            return dropped
 
     async def _wait_room(self) -> None:
         """Until something changed (an ACK may have freed a segment) or the retry time."""
