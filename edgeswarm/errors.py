@@ -59,6 +59,7 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     │   ├── SpoolCorruptError
     │   ├── SpoolInUse
     │   ├── SpoolFull
+    │   ├── SpoolDiskFull
     │   ├── PayloadTooLarge             (also a ValueError)
     │   └── SeqOutOfOrder               (also a ValueError)
     ├── ObservationLogError             edgeswarm.gateway.log.records

@@ -7,6 +7,7 @@ Errors (one tree)::
     │                        :meth:`Spool.quarantine_file`
     ├── SpoolInUse           another process has this spool open
     ├── SpoolFull            ``block`` policy: the append does not fit now
+    ├── SpoolDiskFull        no room on the disk: nothing of the write stays; wait, retry
     ├── PayloadTooLarge      one payload is larger than ``max_bytes`` (also a ValueError)
     └── SeqOutOfOrder        seq is not above every seq appended before (also a ValueError)
 
