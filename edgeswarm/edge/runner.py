@@ -46,6 +46,7 @@ from .metrics import EdgeMetrics, UplinkCollector
 from .module_uplink import module_uplink_for
 from .observation_batches import observation_batches
 from .placed_agents import PlacedAgents, placed_agents_for
+from .placement_lease import PlacementLease
 from .policy.loading import load_models, open_policies
 from .policy.set import PolicyFault, PolicySet
 from .spool import Spool, SpoolError
@@ -167,6 +168,8 @@ class EdgeRunner:
         """``world.nonfinite_repairs`` already counted in the metrics."""
         self.placed: PlacedAgents | None = None
         """With ``--placement``: the agents the gateway assigns (set once policies load)."""
+        self.lease = PlacementLease(self.metrics)
+        """With ``--placement``: placed agents step only while the gateway's lease holds."""
         self.stage_seconds: dict[str, float] = {}
         """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
 
@@ -257,6 +260,7 @@ class EdgeRunner:
             delivery = asyncio.create_task(self.uplink.run())
             delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
+            leasing = asyncio.create_task(self.lease.keep()) if config.placement else None
             self._started = time.monotonic()
             try:
                 await self._tick_loop(policies)
@@ -276,6 +280,8 @@ class EdgeRunner:
                 if self.actions_out is not None:
                     self.actions_out.close()
                 syncing.cancel()
+                if leasing is not None:
+                    leasing.cancel()
                 self.uplink.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     async with asyncio.timeout(2.0):
@@ -317,6 +323,10 @@ class EdgeRunner:
             started = time.perf_counter()
             if self.placed is not None and self.placed.apply() is not None:
                 self.metrics.agents.set(len(self.table))  # agents came or went (placement)
+            if self.placed is not None and not self.lease.may_step(self.tick, len(self.table)):
+                await self.lease.wait_change(max(period, 0.05))  # fenced: step nothing
+                next_tick = time.monotonic()
+                continue
             self._retry_quarantined(policies)
             self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             self._stage("sense", started)
@@ -341,6 +351,7 @@ class EdgeRunner:
             await self._send_observations()
             self._stage("spool", mark)
             if self.placed is not None:
+                self.lease.spooled(self.tick, self.spool.next_seq() - 1)
                 self.placed.after_tick(self.tick, self.uplink.client)
             self.tick += 1
             self.metrics.ticks.inc()
@@ -359,7 +370,7 @@ class EdgeRunner:
     def _client_created(self, client: GatewayClient) -> None:
         self.state.attach(client)
         if self.placed is not None:
-            client.assign_handler = self.placed.receive
+            self.lease.attach(client, self.placed.receive)
 
     def _count_world_repairs(self) -> None:
         if self.world is None:
@@ -484,6 +495,8 @@ class EdgeRunner:
             "heavy_results": dict(self.heavy.counters.results),
             "heavy_outstanding_rows": self.heavy.outstanding_rows,
             "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
+            "lease_expired": self.lease.lease.expiries,
+            "lease_fenced_waits": self.lease.fenced_ticks,
         }
 
 

@@ -126,8 +126,11 @@ class PlacementEdges:
         current: Callable[[], Assignment],
         *,
         metrics: AssignMetrics | None = None,
+        lease_ticks: int = 0,
     ) -> None:
         self._store = store
+        self._lease_ticks = lease_ticks
+        """Ticks an edge may step past the last tick logged for an agent (its lease)."""
         self._current = current
         self._edges: dict[str, _Edge] = {}
         self.metrics = metrics
@@ -142,6 +145,10 @@ class PlacementEdges:
         observations were received at (rule 4 of ``placement/handover.py``: an agent that
         resumes from a checkpoint never steps a tick already in the log). In memory: after
         a gateway restart the checkpoints' ticks are the bound."""
+        self._unsure = np.zeros(0, dtype=np.bool_)
+        """Per swarm agent: held by an edge whose session ended while it held it. That
+        edge may have stepped it up to ``lease_ticks`` past the last tick logged (and
+        may deliver those ticks after a partition heals): its next row skips them."""
 
     def attach(self, edge_id: str, send: Callable[[Frame], None], *, max_rows: int) -> None:
         """An edge's session speaks placement: send it its agents now."""
@@ -159,6 +166,11 @@ class PlacementEdges:
         edge = self._edges.get(edge_id)
         if edge is not None and edge.send == send:
             del self._edges[edge_id]
+            all_ids, held = self._agents(), edge.holds()
+            at = np.searchsorted(all_ids, held)
+            known = at < all_ids.shape[0]
+            known[known] = all_ids[at[known]] == held[known]
+            self._unsure[at[known]] = True
             self.assignment_changed(self._current())
 
     def assignment_changed(self, assignment: Assignment) -> None:
@@ -210,6 +222,10 @@ class PlacementEdges:
         # (it applies only the newest): so every row is sent, not only the new ones
         ticks, state, _ = self._store.checkpoints.rows(ids, STATE_DIM)
         ticks = np.maximum(ticks, self.logged_ticks(ids))
+        at = np.searchsorted(self._agents(), ids)
+        unsure = self._unsure[at]  # their last edge may have stepped past: skip its lease
+        ticks[unsure] += np.uint64(self._lease_ticks)
+        self._unsure[at] = False
         parts = max(1, -(-ids.shape[0] // edge.max_rows))
         for part in range(parts):
             rows = slice(part * edge.max_rows, (part + 1) * edge.max_rows)
@@ -244,11 +260,13 @@ class PlacementEdges:
         """Every swarm agent id (cached per change of the agent set)."""
         version, all_ids, policy, names = self._policies
         if version != self._store.version:
-            old_ids, old_logged = all_ids, self._logged
+            old_ids, old_logged, old_unsure = all_ids, self._logged, self._unsure
             all_ids, policy, names = self._store.agent_policies()
             self._policies = (self._store.version, all_ids, policy, names)
             self._logged = np.zeros(all_ids.shape[0], dtype=np.uint64)
             self._logged[np.searchsorted(all_ids, old_ids)] = old_logged  # agents stay
+            self._unsure = np.zeros(all_ids.shape[0], dtype=np.bool_)
+            self._unsure[np.searchsorted(all_ids, old_ids)] = old_unsure
         return all_ids
 
     def observed(self, agent_ids: NDArray[np.uint32], tick: int) -> None:

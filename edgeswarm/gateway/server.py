@@ -102,6 +102,7 @@ class Gateway:
         self.placement_edges = PlacementEdges(
             self.placement.store,
             self.placement.refresh,
+            lease_ticks=config.lease.ticks,  # LeaseError (a ValueError) on bad options
             metrics=AssignMetrics(self.stats.metrics.registry, self.placement.store),
         )
         """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""

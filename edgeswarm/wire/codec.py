@@ -154,6 +154,10 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
                 fields["features"] = list(frame.features)
             if frame.infer_window:
                 fields["infer_window"] = frame.infer_window
+            if frame.lease_ms:
+                fields["lease_ms"] = frame.lease_ms
+            if frame.lease_ticks:
+                fields["lease_ticks"] = frame.lease_ticks
             return fields
         case ObservationBatch():
             if not (0 <= frame.seq <= UINT63_MAX and 0 <= frame.tick <= UINT63_MAX):
@@ -322,6 +326,8 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
         resume_seq=uint(m, "resume_seq") if "resume_seq" in m else 0,
         features=features(m),
         infer_window=uint(m, "infer_window") if "infer_window" in m else 0,
+        lease_ms=uint(m, "lease_ms") if "lease_ms" in m else 0,
+        lease_ticks=uint(m, "lease_ticks") if "lease_ticks" in m else 0,
     )
 
 
