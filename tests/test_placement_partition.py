@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,13 +44,14 @@ def placed_edge(gateway: RunningGateway, name: str) -> subprocess.Popen[str]:
     )
 
 
-def summary(process: subprocess.Popen[str]) -> dict[str, object]:
+def summary(process: subprocess.Popen[str]) -> dict[str, Any]:
     process.terminate()
     out, err = process.communicate(timeout=60)
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     found = [line for line in lines if line.get("event") == "summary"]
     assert found, err[-2000:]
-    return found[-1]
+    last: dict[str, Any] = found[-1]
+    return last
 
 
 def test_a_cut_off_edge_stops_stepping_and_no_agent_steps_on_two_edges(
@@ -85,8 +87,10 @@ def test_a_cut_off_edge_stops_stepping_and_no_agent_steps_on_two_edges(
         wait_for_edges(gateway, {CUT: "active"}, timeout=60)
         healed = wait_rows(
             gateway,
-            lambda rows: checkpointed_by_owner(rows, after=resumed)
-            and any(row["owner"] == CUT for row in rows.values()),
+            lambda rows: (
+                checkpointed_by_owner(rows, after=resumed)
+                and any(row["owner"] == CUT for row in rows.values())
+            ),
             "agents placed on the healed edge again, checkpointed by their owners",
         )
         assert {row["owner"] for row in healed.values()} == {KEPT, CUT}

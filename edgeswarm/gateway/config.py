@@ -83,14 +83,14 @@ class GatewayConfig:
     lease_ticks: int = DEFAULT_LEASE_TICKS
     """Ticks an edge may step past its last acknowledged tick; a DOWN edge's agents resume
     this many ticks past the highest tick logged for them."""
-
-    @property
-    def lease(self) -> LeaseTerms:
-        """The lease terms, checked against ``edge_timeout_s`` (``LeaseError``)."""
-        return lease_for(self.edge_timeout_s, self.lease_s, self.lease_ticks)
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     """QUIC idle timeout the gateway announces: a peer silent this long (a killed edge) loses
     its session; the lower of both sides' values applies."""
     infer_oip: tuple[tuple[str, str], ...] = ()
     """(model, base URL) pairs: batches of that model go to that OIP v2 server (Triton,
     KServe, an edgeswarm node's HTTP endpoint) as well as to native nodes serving it."""
+
+    @property
+    def lease(self) -> LeaseTerms:
+        """The lease terms, checked against ``edge_timeout_s`` (``LeaseError``)."""
+        return lease_for(self.edge_timeout_s, self.lease_s, self.lease_ticks)
