@@ -17,7 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.gateway.handshake import welcome_for
 from edgeswarm.gateway.placement_edges import PlacementEdges
+from edgeswarm.identity import KeyPair
 from edgeswarm.placement.lease import (
     LEASE_MARGIN_S,
     Lease,
@@ -26,6 +29,7 @@ from edgeswarm.placement.lease import (
     Standing,
     lease_for,
 )
+from edgeswarm.wire import FEATURE_PLACEMENT, Hello, Role
 
 from .test_placement_edges_handover import AGENTS, Edge, rows
 from .test_placement_service import Fleet
@@ -176,3 +180,17 @@ def test_agents_handed_back_live_skip_nothing(fleet: Fleet) -> None:
     moved = a.last_set()
     came = np.isin(moved.agent_ids, held_b)
     assert (moved.ticks[came] == 42).all()  # b's exact row: it stopped at 42
+
+
+def test_the_gateway_grants_the_lease_to_placement_edges_only() -> None:
+    config = GatewayConfig(edge_timeout_s=2.0, lease_ticks=12)
+    key = KeyPair.generate().public_key
+
+    def welcome(role: Role, features: tuple[str, ...]) -> tuple[int, int]:
+        hello = Hello(version=2, role=role, peer_id="p", public_key=key, features=features)
+        got = welcome_for(hello, config, credit=1, resume_seq=0)
+        return got.lease_ms, got.lease_ticks
+
+    assert welcome(Role.EDGE, (FEATURE_PLACEMENT,)) == (1000, 12)  # half of 2 s
+    assert welcome(Role.EDGE, ()) == (0, 0)  # not a placement edge: no lease, as before
+    assert welcome(Role.ADMIN, (FEATURE_PLACEMENT,)) == (0, 0)

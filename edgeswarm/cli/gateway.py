@@ -187,6 +187,8 @@ def gateway(
 
         edgeswarm gateway --data-dir /var/lib/edgeswarm --metrics-host 0.0.0.0 \
             --peer gw-b.example:{port} --gateway-id gw-a
+
+        edgeswarm gateway --data-dir /var/lib/edgeswarm --edge-timeout 10 --lease 8
     """
     from edgeswarm.gateway import Gateway
     from edgeswarm.identity import public_key_text

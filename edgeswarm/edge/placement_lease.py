@@ -48,6 +48,8 @@ class PlacementLease:
         """When the edge last stopped stepping for want of a lease (None: stepping)."""
         self.fenced_ticks = 0
         """Tick starts skipped for want of a lease (summary's ``lease_fenced_waits``)."""
+        self.fenced_agents = 0
+        """Placed agents not stepped now (``edgeswarm_edge_fenced_agents``)."""
 
     # --- the session's events ------------------------------------------------
 
@@ -74,6 +76,7 @@ class PlacementLease:
                 else None
             )
             self.lease.session_started(terms, sent_at)
+            self.lease.acked(welcome.resume_seq)  # held already: no ACK will come for them
         elif seq is not None:
             self.lease.renewed(sent_at)
             self.lease.acked(seq)
@@ -99,9 +102,11 @@ class PlacementLease:
                     extra={"fenced_s": round(self._clock() - self.fenced_since, 3), "tick": tick},
                 )
                 self.fenced_since = None
+            self.fenced_agents = 0
             self._metrics.fenced_agents.set(0)
             return True
         self.fenced_ticks += 1
+        self.fenced_agents = agents
         self._metrics.fenced_agents.set(agents)
         if self.fenced_since is None and standing is not Standing.AHEAD:
             self.fenced_since = self._clock()

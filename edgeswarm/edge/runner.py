@@ -325,7 +325,7 @@ class EdgeRunner:
                 self.metrics.agents.set(len(self.table))  # agents came or went (placement)
             if self.placed is not None and not self.lease.may_step(self.tick, len(self.table)):
                 await self.lease.wait_change(max(period, 0.05))  # fenced: step nothing
-                next_tick = time.monotonic()
+                next_tick, next_progress = time.monotonic(), self._progress(next_progress)
                 continue
             self._retry_quarantined(policies)
             self.io.source.sense(self.table, self.table.fresh, time.monotonic())
@@ -355,9 +355,7 @@ class EdgeRunner:
                 self.placed.after_tick(self.tick, self.uplink.client)
             self.tick += 1
             self.metrics.ticks.inc()
-            if config.progress_interval_s > 0 and time.monotonic() >= next_progress:
-                self._output(self._snapshot("progress"))
-                next_progress += config.progress_interval_s
+            next_progress = self._progress(next_progress)
             next_tick += period
             delay = next_tick - time.monotonic()
             if delay > 0:
@@ -366,6 +364,13 @@ class EdgeRunner:
             else:
                 next_tick = time.monotonic()
                 await wait_unpaced(self.io.source)
+
+    def _progress(self, due: float) -> float:
+        """A progress record when ``due`` (monotonic); returns when the next one is."""
+        if self.config.progress_interval_s <= 0 or time.monotonic() < due:
+            return due
+        self._output(self._snapshot("progress"))
+        return due + self.config.progress_interval_s
 
     def _client_created(self, client: GatewayClient) -> None:
         self.state.attach(client)
@@ -497,6 +502,7 @@ class EdgeRunner:
             "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
             "lease_expired": self.lease.lease.expiries,
             "lease_fenced_waits": self.lease.fenced_ticks,
+            "fenced_agents": self.lease.fenced_agents,
         }
 
 
