@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeswarm.chaos.faults import Nftables
 from edgeswarm.chaos.placement_faults import (
+    AGENTS,
     AgentRows,
     _checkpointed_by_owner,
     _edge_state,
@@ -53,7 +54,7 @@ def partition_edge_gateway_placement(work: Path) -> dict[str, Any]:
     relay = UdpRelay(("127.0.0.1", gateway.port), delay_s=0.0, jitter_s=0.0)
     edges: dict[str, Any] = {}
     try:
-        gateway.placement("agents.add", {"first_id": 0, "count": 2000, "policy": "boids"})
+        gateway.placement("agents.add", {"first_id": 0, "count": AGENTS, "policy": "boids"})
         for name, port in ((KEPT, gateway.port), (CUT, relay.address[1])):
             edges[name] = start_edge(f"127.0.0.1:{port}", gateway.ca, gateway.edge_token(),
                                      work / name, *EDGE_OPTIONS, edge_id=name)  # fmt: skip
@@ -109,7 +110,8 @@ def _run(
         figures["acked_lost"] += one["acked_lost"]
         figures["duplicates_applied"] += one["duplicates_applied"]
         figures["failed_checks"] += [f"{name}:{check}" for check in one["failed_checks"]]
-    steps = _tick_figures(gateway, moved, resumed)
+    steps = partition_tick_figures(logged_ticks(gateway.data_dir, (KEPT, CUT)),
+                                   logged_ticks(gateway.data_dir, (CUT,)), moved, resumed)  # fmt: skip
     figures["duplicates_applied"] += steps["agent_ticks_twice"]
     figures.update(
         throughput_before=rate(kept.seen, start, cut_at),
@@ -149,13 +151,14 @@ def _back_on(rows: AgentRows, resumed: AgentRows) -> bool:
     )
 
 
-def _tick_figures(gateway: GatewayProcess, moved: AgentRows, resumed: AgentRows) -> dict[str, int]:
-    """From the durable log: (agent, tick) pairs logged twice, agents never logged, the
-    most ticks a moved agent skipped (ticks between its last on the cut-off edge before
-    the move and its first on the other edge) and the most it lost the state of (ticks
-    the cut-off edge logged past the checkpoint it resumed from)."""
-    steps = logged_ticks(gateway.data_dir, (KEPT, CUT))
-    on_cut = logged_ticks(gateway.data_dir, (CUT,))
+def partition_tick_figures(
+    steps: np.ndarray, on_cut: np.ndarray, moved: AgentRows, resumed: AgentRows
+) -> dict[str, int]:
+    """From the logged (agent, tick) pairs (``on_cut``: the cut-off edge's): pairs logged
+    twice, agents never logged, the most ticks a moved agent skipped (a gap in its
+    ticks) and the most it lost the state of (ticks the cut-off edge logged, before the
+    agent resumed elsewhere, past the checkpoint it resumed from: ``moved`` has the
+    rows at the cut, ``resumed`` those once the other edge checkpointed it)."""
     unique = np.unique(steps, axis=0)
     skipped = stale = 0
     cut_ticks = dict(zip(*_per_agent(on_cut), strict=True))
@@ -171,7 +174,7 @@ def _tick_figures(gateway: GatewayProcess, moved: AgentRows, resumed: AgentRows)
             stale = max(stale, int(before.max()) - resumed_from)
     return {
         "agent_ticks_twice": len(steps) - len(unique),
-        "agents_never_logged": 2000 - len(np.unique(unique[:, 0])),
+        "agents_never_logged": AGENTS - len(np.unique(unique[:, 0])),
         "skipped_ticks_max": skipped,
         "stale_ticks_max": stale,
     }
