@@ -31,8 +31,14 @@ from edgeswarm.chaos.placement_faults import (
     _rows,
     logged_ticks,
 )
-from edgeswarm.chaos.processes import GatewayProcess, ProgressLines, start_edge, start_gateway
-from edgeswarm.chaos.processes import stop, wait_until
+from edgeswarm.chaos.processes import (
+    GatewayProcess,
+    ProgressLines,
+    start_edge,
+    start_gateway,
+    stop,
+    wait_until,
+)
 from edgeswarm.chaos.relay import UdpRelay
 from edgeswarm.chaos.verdict import delivery, finish, rate
 from edgeswarm.placement.lease import DEFAULT_LEASE_TICKS
@@ -100,7 +106,8 @@ def _run(
     )
     back_at = time.monotonic()
     kept.for_seconds(1.0)
-    summaries, figures = {}, {"acked_lost": 0, "duplicates_applied": 0, "failed_checks": []}
+    summaries: dict[str, dict[str, Any]] = {}
+    figures: dict[str, Any] = {"acked_lost": 0, "duplicates_applied": 0, "failed_checks": []}
     for name, lines in ((CUT, cut), (KEPT, kept)):
         edges[name].send_signal(signal.SIGTERM)
         rest = lines.rest()
@@ -110,8 +117,8 @@ def _run(
         figures["acked_lost"] += one["acked_lost"]
         figures["duplicates_applied"] += one["duplicates_applied"]
         figures["failed_checks"] += [f"{name}:{check}" for check in one["failed_checks"]]
-    steps = partition_tick_figures(logged_ticks(gateway.data_dir, (KEPT, CUT)),
-                                   logged_ticks(gateway.data_dir, (CUT,)), moved, resumed)  # fmt: skip
+    both, on_cut = (logged_ticks(gateway.data_dir, names) for names in ((KEPT, CUT), (CUT,)))
+    steps = partition_tick_figures(both, on_cut, moved, resumed)
     figures["duplicates_applied"] += steps["agent_ticks_twice"]
     figures.update(
         throughput_before=rate(kept.seen, start, cut_at),

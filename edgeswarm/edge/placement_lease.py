@@ -86,6 +86,14 @@ class PlacementLease:
         """Tick ``tick``'s batches end at ``last_seq``."""
         self.lease.spooled(tick, last_seq)
 
+    def figures(self) -> dict[str, int]:
+        """For the edge's progress and summary records."""
+        return {
+            "lease_expired": self.lease.expiries,
+            "lease_fenced_waits": self.fenced_ticks,
+            "fenced_agents": self.fenced_agents,
+        }
+
     # --- the tick loop -------------------------------------------------------
 
     def may_step(self, tick: int, agents: int) -> bool:

@@ -48,7 +48,8 @@ from .observation_batches import observation_batches
 from .placed_agents import PlacedAgents, placed_agents_for
 from .placement_lease import PlacementLease
 from .policy.loading import load_models, open_policies
-from .policy.set import PolicyFault, PolicySet
+from .policy.set import PolicySet
+from .policy_retry import PolicyRetry
 from .spool import Spool, SpoolError
 from .spool_records import QuarantinedBatch
 from .state_link import StateLink
@@ -162,8 +163,7 @@ class EdgeRunner:
         self._acked_reported = 0
         self.actions_applied = 0
         """Agent actions overridden by the gateway (ACTIONS frames or datagrams)."""
-        self._quarantined_at: dict[int, float] = {}
-        """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
+        self.policy_retry = PolicyRetry(config.policy_retry_s, self.metrics)
         self._world_repairs = 0
         """``world.nonfinite_repairs`` already counted in the metrics."""
         self.placed: PlacedAgents | None = None
@@ -246,7 +246,7 @@ class EdgeRunner:
                 models=models,
                 swarm=self.state.swarm,
                 heavy=self.heavy,
-                on_fault=self._on_fault,
+                on_fault=self.policy_retry.faulted,
             ) as policies,
         ):
             self.modules.start(policies)
@@ -327,7 +327,7 @@ class EdgeRunner:
                 await self.lease.wait_change(max(period, 0.05))  # fenced: step nothing
                 next_tick, next_progress = time.monotonic(), self._progress(next_progress)
                 continue
-            self._retry_quarantined(policies)
+            self.policy_retry.retry_due(policies)
             self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             self._stage("sense", started)
             await asyncio.sleep(0)
@@ -400,26 +400,6 @@ class EdgeRunner:
 
     def _on_quarantine(self, batch: QuarantinedBatch) -> None:
         self.metrics.spool_quarantined.labels(str(batch.reason)).inc()
-
-    def _on_fault(self, fault: PolicyFault) -> None:
-        self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()
-        self._quarantined_at[fault.slot] = time.monotonic()
-
-    def _retry_quarantined(self, policies: PolicySet) -> None:
-        retry = self.config.policy_retry_s
-        if retry is None or not self._quarantined_at:
-            return
-        now = time.monotonic()
-        for slot, since in list(self._quarantined_at.items()):
-            if now - since < retry:
-                continue
-            del self._quarantined_at[slot]  # a failed reload re-enters through _on_fault
-            if policies.reenable(slot):
-                self.metrics.policies_reenabled.inc()
-                logger.info(
-                    "policy re-enabled",
-                    extra={"policy": policies.name_of(slot), "slot": slot},
-                )
 
     def _stage(self, stage: str, since: float) -> None:
         """Add the time since ``since`` to ``stage`` (the summary's ``stage_ms``)."""
@@ -500,9 +480,7 @@ class EdgeRunner:
             "heavy_results": dict(self.heavy.counters.results),
             "heavy_outstanding_rows": self.heavy.outstanding_rows,
             "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
-            "lease_expired": self.lease.lease.expiries,
-            "lease_fenced_waits": self.lease.fenced_ticks,
-            "fenced_agents": self.lease.fenced_agents,
+            **self.lease.figures(),
         }
 
 

@@ -152,12 +152,9 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             }
             if frame.features:
                 fields["features"] = list(frame.features)
-            if frame.infer_window:
-                fields["infer_window"] = frame.infer_window
-            if frame.lease_ms:
-                fields["lease_ms"] = frame.lease_ms
-            if frame.lease_ticks:
-                fields["lease_ticks"] = frame.lease_ticks
+            for optional in ("infer_window", "lease_ms", "lease_ticks"):  # absent when 0
+                if getattr(frame, optional):
+                    fields[optional] = getattr(frame, optional)
             return fields
         case ObservationBatch():
             if not (0 <= frame.seq <= UINT63_MAX and 0 <= frame.tick <= UINT63_MAX):
