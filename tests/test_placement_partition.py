@@ -22,26 +22,20 @@ import pytest
 
 from edgeswarm.chaos.relay import UdpRelay
 
-from .conftest import RunningGateway, start_gateway, stop_process
-from .test_integration import run_edge
-from .test_placement_edges import agents, checkpointed_by_owner, logged_steps, wait_rows
+from .conftest import start_gateway, stop_process
+from .test_placement_edges import (
+    agents,
+    checkpointed_by_owner,
+    logged_steps,
+    placed_edge,
+    wait_rows,
+)
 from .test_placement_gateway import ask, wait_for_edges
 
 pytestmark = pytest.mark.integration
 
 AGENTS = 200
 KEPT, CUT = "edge-kept", "edge-cut"
-
-
-def placed_edge(gateway: RunningGateway, name: str) -> subprocess.Popen[str]:
-    return run_edge(
-        gateway,
-        name,
-        agents=1,  # ignored with --placement
-        ticks=1_000_000,
-        tick_hz=20,
-        extra=("--placement", "--checkpoint-interval", "5", "--drain-timeout", "30"),
-    )
 
 
 def summary(process: subprocess.Popen[str]) -> dict[str, Any]:
