@@ -10,6 +10,7 @@ after the heal) are never stepped again elsewhere.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from edgeswarm.placement.lease import (
 )
 from edgeswarm.wire import FEATURE_PLACEMENT, Hello, Role
 
+from .conftest import edgeswarm_command
 from .test_placement_edges_handover import AGENTS, Edge, rows
 from .test_placement_service import Fleet
 
@@ -194,3 +196,18 @@ def test_the_gateway_grants_the_lease_to_placement_edges_only() -> None:
     assert welcome(Role.EDGE, (FEATURE_PLACEMENT,)) == (1000, 12)  # half of 2 s
     assert welcome(Role.EDGE, ()) == (0, 0)  # not a placement edge: no lease, as before
     assert welcome(Role.ADMIN, (FEATURE_PLACEMENT,)) == (0, 0)
+
+
+def test_a_lease_that_outlives_the_edge_timeout_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        edgeswarm_command(
+            "gateway", "--data-dir", str(tmp_path / "gw"), "--edge-timeout", "2", "--lease", "2"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--lease 2 must be" in lines[0] and "--edge-timeout" in lines[0]
+    assert not (tmp_path / "gw").exists()  # refused before anything was written
