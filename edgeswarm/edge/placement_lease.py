@@ -118,7 +118,9 @@ class PlacementLease:
         self._metrics.fenced_agents.set(agents)
         if self.fenced_since is None and standing is not Standing.AHEAD:
             self.fenced_since = self._clock()
-            logger.warning(
+            expired = standing is Standing.EXPIRED  # else: a session's assignment to come
+            logger.log(
+                logging.WARNING if expired else logging.INFO,
                 "no placement lease; the edge stops stepping its placed agents",
                 extra={"why": standing.value, "agents": agents, "tick": tick},
             )
