@@ -209,5 +209,7 @@ def test_a_lease_that_outlives_the_edge_timeout_is_a_usage_error(tmp_path: Path)
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--lease 2 must be" in lines[0] and "--edge-timeout" in lines[0]
+    assert len(lines) == 1, lines
+    assert "--lease 2 must be" in lines[0]
+    assert "--edge-timeout" in lines[0]
     assert not (tmp_path / "gw").exists()  # refused before anything was written
