@@ -136,8 +136,14 @@ def test_a_cut_off_edge_never_steps_past_the_logged_tick_plus_lease_ticks(
     assert stepped <= logged + lease_ticks
 
 
-def wired(fleet: Fleet, lease_ticks: int) -> PlacementEdges:
-    edges = PlacementEdges(fleet.store, fleet.service.refresh, lease_ticks=lease_ticks)
+def wired(fleet: Fleet, lease_ticks: int, lease_s: float = 0.0) -> PlacementEdges:
+    edges = PlacementEdges(
+        fleet.store,
+        fleet.service.refresh,
+        lease_ticks=lease_ticks,
+        lease_s=lease_s,
+        clock=lambda: fleet.now,
+    )
     fleet.service.on_assignment = edges.assignment_changed
     return edges
 
@@ -213,3 +219,42 @@ def test_a_lease_that_outlives_the_edge_timeout_is_a_usage_error(tmp_path: Path)
     assert "--lease 2 must be" in lines[0]
     assert "--edge-timeout" in lines[0]
     assert not (tmp_path / "gw").exists()  # refused before anything was written
+
+
+def test_a_vanished_edges_agents_go_nowhere_while_its_lease_may_run(fleet: Fleet) -> None:
+    """Edge b's session ends and, before b is DOWN, edge c joins: the ring gives c some
+    of b's agents, but b may still step them until its lease has run out."""
+    edges = wired(fleet, lease_ticks=7, lease_s=1.0)
+    fleet.connect("a", "b")
+    a, b = Edge(edges, "a"), Edge(edges, "b")
+    held_b = b.last_set().agent_ids
+    edges.checkpoint("b", rows(held_b, 17, 5.0, b.last_set().epoch))
+    fleet.live.discard("b")
+    edges.detach("b", b.frames.append)  # gone, not DOWN yet
+    fleet.connect("c")
+    c = Edge(edges, "c")
+    owned_c = fleet.service.refresh().ids_of("c")
+    from_b = np.intersect1d(owned_c, held_b)
+    assert from_b.size  # the ring moved some of b's agents to c
+    assert not np.isin(from_b, c.last_set().agent_ids).any()  # withheld: b's lease runs
+    fleet.now += 0.5
+    edges.leases_ended()
+    assert not np.isin(from_b, c.last_set().agent_ids).any()  # not yet
+    fleet.now += 0.6  # past the lease
+    edges.leases_ended()
+    got = c.last_set()
+    came = np.isin(got.agent_ids, from_b)
+    assert came.sum() == from_b.size
+    assert (got.ticks[came] == 17 + 7).all()  # b may have stepped them 7 past what it logged
+    assert a.last_set().agent_ids.size  # a untouched
+
+
+def test_an_edge_back_within_its_lease_gets_its_own_agents_at_once(fleet: Fleet) -> None:
+    edges = wired(fleet, lease_ticks=7, lease_s=1.0)
+    fleet.connect("a", "b")
+    Edge(edges, "a")
+    b = Edge(edges, "b")
+    held_b = b.last_set().agent_ids
+    edges.detach("b", b.frames.append)
+    back = Edge(edges, "b")  # reconnected at once: the same edge, nothing withheld from it
+    assert np.array_equal(back.last_set().agent_ids, held_b)
