@@ -20,6 +20,8 @@ import pytest
 
 from edgeswarm.chaos.catalog import SCENARIOS
 from edgeswarm.chaos.placement_faults import AGENTS, tick_figures
+from edgeswarm.chaos.placement_partition import BOUND_TICKS as PARTITION_BOUND
+from edgeswarm.chaos.placement_partition import partition_tick_figures
 from edgeswarm.chaos.relay import UdpRelay
 from edgeswarm.chaos.rollout_faults import BOUND_TICKS, agent_steps
 from edgeswarm.chaos.verdict import acked_lost, finish
@@ -123,6 +125,38 @@ def test_tick_figures_see_a_tick_logged_twice_a_gap_a_missing_agent_and_the_stal
     assert tick_figures(steps, np.array(victim, dtype=np.int64), moved) == {
         "agent_ticks_twice": 1, "agents_never_logged": AGENTS - 4,
         "agents_with_gaps": 1, "stale_ticks_max": 2,
+    }  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_cut_off_placement_edge_fences_itself_and_no_agent_steps_on_two_edges() -> None:
+    done = chaos("--json", "partition_edge_gateway_placement")
+    line = json.loads(done.stdout.splitlines()[-1])
+    if line.get("skipped"):  # not root, or no namespaces here: it must say why
+        assert "root" in line["skipped"] or "namespace" in line["skipped"]
+        return
+    assert line["passed"] is True, line
+    assert (line["acked_lost"], line["duplicates_applied"], line["agent_ticks_twice"]) == (0, 0, 0)
+    assert line["lease_expired"] >= 1
+    assert line["cut_edge_ticks_while_down"] == 0
+    assert 600 < line["agents_fenced"] == line["agents_replaced"] < 1400
+    assert line["skipped_ticks_max"] <= PARTITION_BOUND
+    assert done.returncode == 0, done.stderr
+
+
+def test_partition_tick_figures_see_a_double_step_a_skip_and_the_staleness() -> None:
+    """Agent 0 stays on the kept edge; agent 1 was cut off at its checkpoint 2, the
+    cut-off edge logged up to 4 (2 ticks of state lost), the other edge resumed it at 8
+    (3 ticks skipped) and checkpointed it at 9; agent 2 moved the same way but its
+    tick 4 is logged by both edges."""
+    kept = [(0, t) for t in range(1, 10)] + [(1, 8), (1, 9), (2, 4), (2, 5)]
+    cut = [(1, t) for t in range(1, 5)] + [(2, t) for t in range(1, 5)]
+    moved = {1: {"checkpoint": {"tick": 2}}, 2: {"checkpoint": {"tick": 3}}}
+    resumed = {1: {"checkpoint": {"tick": 9}}, 2: {"checkpoint": {"tick": 5}}}
+    steps = np.array(kept + cut, dtype=np.int64)
+    assert partition_tick_figures(steps, np.array(cut, dtype=np.int64), moved, resumed) == {
+        "agent_ticks_twice": 1, "agents_never_logged": AGENTS - 3,
+        "skipped_ticks_max": 3, "stale_ticks_max": 2,
     }  # fmt: skip
 
 

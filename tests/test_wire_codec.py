@@ -216,6 +216,16 @@ ALL_FRAMES: list[Frame] = [
         features=("heavy",),
         infer_window=64,
     ),
+    Welcome(
+        version=2,
+        session_id="s-5",
+        gateway_id="gw",
+        max_frame_bytes=1 << 24,
+        max_batch_agents=9,
+        features=("placement",),
+        lease_ms=15_000,
+        lease_ticks=50,
+    ),
     InferRequest(
         request_id=U64,
         model="triage",

@@ -15,6 +15,7 @@ from edgeswarm.chaos import (
     network_faults,
     peer_faults,
     placement_faults,
+    placement_partition,
     process_faults,
     rollout_faults,
 )
@@ -51,6 +52,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              network_faults.bandwidth_cap, namespace=True, tools=("tc",)),
     Scenario("partition_edge_gateway", "edge cut off its gateway for 5 s, then healed",
              network_faults.partition_edge_gateway, namespace=True, tools=("nft",)),
+    Scenario("partition_edge_gateway_placement",
+             "a placement edge cut off past --edge-timeout: fenced, re-placed, healed",
+             placement_partition.partition_edge_gateway_placement, namespace=True,
+             tools=("nft",)),
     Scenario("gateway_disk_full", "gateway's disk full for 3 s: stops acking, then recovers",
              disk_faults.gateway_disk_full, namespace=True, tools=("mount",)),
     Scenario("edge_disk_full", "edge's disk full: it waits for room, then delivers all",

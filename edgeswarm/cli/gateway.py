@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.placement.lease import LeaseError
 from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
@@ -120,6 +121,20 @@ def gateway(
         float,
         typer.Option(min=0, help="Seconds an edge may be gone before its agents move."),
     ] = _GATEWAY.edge_timeout_s,
+    lease: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds a placement edge may step its agents after its last answered"
+            " request (default: half of --edge-timeout; at most --edge-timeout - 0.25)."
+        ),
+    ] = _GATEWAY.lease_s,
+    lease_ticks: Annotated[
+        int,
+        typer.Option(
+            help="Ticks a placement edge may step past its last acknowledged tick; a DOWN"
+            " edge's agents resume this many ticks past their last logged tick."
+        ),
+    ] = _GATEWAY.lease_ticks,
     idle_timeout: Annotated[
         float,
         typer.Option(min=1, help="Seconds of silence after which a peer's QUIC session ends."),
@@ -172,6 +187,8 @@ def gateway(
 
         edgeswarm gateway --data-dir /var/lib/edgeswarm --metrics-host 0.0.0.0 \
             --peer gw-b.example:{port} --gateway-id gw-a
+
+        edgeswarm gateway --data-dir /var/lib/edgeswarm --edge-timeout 10 --lease 8
     """
     from edgeswarm.gateway import Gateway
     from edgeswarm.identity import public_key_text
@@ -211,6 +228,8 @@ def gateway(
         peer_ca=peer_ca,
         placer=placer,
         edge_timeout_s=edge_timeout,
+        lease_s=lease,
+        lease_ticks=lease_ticks,
         idle_timeout_s=idle_timeout,
         heavy=dataclasses.replace(
             _GATEWAY.heavy,
@@ -221,6 +240,11 @@ def gateway(
         ),
         infer_oip=routes,
     )
+    with exits_on_error():
+        try:
+            config.lease  # noqa: B018  (checks --lease against --edge-timeout)
+        except LeaseError as exc:
+            raise Usage(str(exc)) from None
 
     async def serve() -> None:
         with exits_on_error(f"gateway {gateway_id}"):

@@ -201,6 +201,12 @@ class GatewayClient:
         """Receives registry replication's frames (a peer gateway link, feature ``registry``)."""
         self.assign_handler: Callable[[Assign], None] | None = None
         """An edge's (feature ``placement``): called with each ASSIGN part the gateway sends."""
+        self.answered_handler: Callable[[float, int | None], None] | None = None
+        """An edge's placement lease: called when the gateway answered a request, with
+        when that request was sent (monotonic) and, for an ACK, the seq it acknowledges
+        (None for WELCOME and STATUS)."""
+        self.hello_sent_at = 0.0
+        """When HELLO left (monotonic): WELCOME answers it."""
 
     @property
     def in_flight(self) -> int:
@@ -210,6 +216,7 @@ class GatewayClient:
     # StreamHandler
     def connection_made(self, link: SessionLink) -> None:
         self._link = link
+        self.hello_sent_at = time.monotonic()
         self.session.hello(self.hello)
         self._flush()
 
@@ -401,14 +408,20 @@ class GatewayClient:
                     self.last_progress = now
                     through = FEATURE_ACK_THROUGH in self.session.features
                     covered = [s for s in self._in_flight if s <= ack.seq] if through else [ack.seq]
+                    newest_sent: float | None = None
                     for seq in covered:
                         sent = self._in_flight.pop(seq, None)
                         if sent is not None:
+                            newest_sent = sent if newest_sent is None else max(newest_sent, sent)
                             self.latency.record(now - sent)
                             if self._on_latency is not None:
                                 self._on_latency(now - sent)
                     if self._on_ack is not None:
                         self._on_ack(ack, through)
+                    if self.answered_handler is not None:
+                        self.answered_handler(
+                            newest_sent if newest_sent is not None else float("-inf"), ack.seq
+                        )
                 case ChallengeReceived(challenge=challenge):
                     message = auth_message(
                         nonce=challenge.nonce, gateway_id=challenge.gateway_id, hello=self.hello
@@ -417,6 +430,8 @@ class GatewayClient:
                 case Welcomed(welcome=welcome):
                     self.welcome = welcome
                     self.last_progress = now
+                    if self.answered_handler is not None:
+                        self.answered_handler(self.hello_sent_at, None)
                     if self.state_handler is not None and FEATURE_STATE in self.session.features:
                         self.state_handler.session_ready(self)
                 case StateSyncRequested() | StateUpdateReceived():

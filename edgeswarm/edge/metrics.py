@@ -73,6 +73,16 @@ class EdgeMetrics:
             "Agents whose action, velocity or position was not finite and was repaired",
             registry=self.registry,
         )
+        self.lease_expired = Counter(
+            "edgeswarm_edge_lease_expired",
+            "Times the placement lease ran out (the edge stopped stepping its placed agents)",
+            registry=self.registry,
+        )
+        self.fenced_agents = Gauge(
+            "edgeswarm_edge_fenced_agents",
+            "Placed agents not stepped now: no lease (partition) or no assignment yet",
+            registry=self.registry,
+        )
         self.policies_reenabled = Counter(
             "edgeswarm_edge_policies_reenabled",
             "Quarantined policies put back in service",

@@ -147,9 +147,10 @@ class PlacedAgents:
         """Rows of agents dropped by :meth:`apply`, to send (at the epoch that dropped
         them) before anything else: the gateway gives them to their new owner only then."""
 
-    def receive(self, part: Assign) -> None:
-        """An ASSIGN part arrived (the client's handler; applied at the next tick boundary)."""
-        self.parts.receive(part)
+    def receive(self, part: Assign) -> bool:
+        """An ASSIGN part arrived (the client's handler; applied at the next tick boundary);
+        True when it completed its epoch's set."""
+        return self.parts.receive(part)
 
     def apply(self) -> RowChange | None:
         """Between ticks: make the table hold the pending set, if one is complete."""

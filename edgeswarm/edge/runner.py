@@ -46,8 +46,10 @@ from .metrics import EdgeMetrics, UplinkCollector
 from .module_uplink import module_uplink_for
 from .observation_batches import observation_batches
 from .placed_agents import PlacedAgents, placed_agents_for
+from .placement_lease import PlacementLease
 from .policy.loading import load_models, open_policies
-from .policy.set import PolicyFault, PolicySet
+from .policy.set import PolicySet
+from .policy_retry import PolicyRetry
 from .spool import Spool, SpoolError
 from .spool_records import QuarantinedBatch
 from .state_link import StateLink
@@ -161,12 +163,13 @@ class EdgeRunner:
         self._acked_reported = 0
         self.actions_applied = 0
         """Agent actions overridden by the gateway (ACTIONS frames or datagrams)."""
-        self._quarantined_at: dict[int, float] = {}
-        """Slot -> when its policy was quarantined (for ``policy_retry_s``)."""
+        self.policy_retry = PolicyRetry(config.policy_retry_s, self.metrics)
         self._world_repairs = 0
         """``world.nonfinite_repairs`` already counted in the metrics."""
         self.placed: PlacedAgents | None = None
         """With ``--placement``: the agents the gateway assigns (set once policies load)."""
+        self.lease = PlacementLease(self.metrics)
+        """With ``--placement``: placed agents step only while the gateway's lease holds."""
         self.stage_seconds: dict[str, float] = {}
         """Time spent in each stage of the ticks (``sense``, ``step``, ``apply``, ``spool``)."""
 
@@ -243,7 +246,7 @@ class EdgeRunner:
                 models=models,
                 swarm=self.state.swarm,
                 heavy=self.heavy,
-                on_fault=self._on_fault,
+                on_fault=self.policy_retry.faulted,
             ) as policies,
         ):
             self.modules.start(policies)
@@ -257,6 +260,7 @@ class EdgeRunner:
             delivery = asyncio.create_task(self.uplink.run())
             delivery.add_done_callback(self._delivery_ended)
             syncing = asyncio.create_task(self.state.run())
+            leasing = asyncio.create_task(self.lease.keep()) if config.placement else None
             self._started = time.monotonic()
             try:
                 await self._tick_loop(policies)
@@ -276,6 +280,8 @@ class EdgeRunner:
                 if self.actions_out is not None:
                     self.actions_out.close()
                 syncing.cancel()
+                if leasing is not None:
+                    leasing.cancel()
                 self.uplink.stop()
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     async with asyncio.timeout(2.0):
@@ -317,7 +323,11 @@ class EdgeRunner:
             started = time.perf_counter()
             if self.placed is not None and self.placed.apply() is not None:
                 self.metrics.agents.set(len(self.table))  # agents came or went (placement)
-            self._retry_quarantined(policies)
+            if self.placed is not None and not self.lease.may_step(self.tick, len(self.table)):
+                await self.lease.wait_change(max(period, 0.05))  # fenced: step nothing
+                next_tick, next_progress = time.monotonic(), self._progress(next_progress)
+                continue
+            self.policy_retry.retry_due(policies)
             self.io.source.sense(self.table, self.table.fresh, time.monotonic())
             self._stage("sense", started)
             await asyncio.sleep(0)
@@ -341,12 +351,11 @@ class EdgeRunner:
             await self._send_observations()
             self._stage("spool", mark)
             if self.placed is not None:
+                self.lease.spooled(self.tick, self.spool.next_seq() - 1)
                 self.placed.after_tick(self.tick, self.uplink.client)
             self.tick += 1
             self.metrics.ticks.inc()
-            if config.progress_interval_s > 0 and time.monotonic() >= next_progress:
-                self._output(self._snapshot("progress"))
-                next_progress += config.progress_interval_s
+            next_progress = self._progress(next_progress)
             next_tick += period
             delay = next_tick - time.monotonic()
             if delay > 0:
@@ -356,10 +365,17 @@ class EdgeRunner:
                 next_tick = time.monotonic()
                 await wait_unpaced(self.io.source)
 
+    def _progress(self, due: float) -> float:
+        """A progress record when ``due`` (monotonic); returns when the next one is."""
+        if self.config.progress_interval_s <= 0 or time.monotonic() < due:
+            return due
+        self._output(self._snapshot("progress"))
+        return due + self.config.progress_interval_s
+
     def _client_created(self, client: GatewayClient) -> None:
         self.state.attach(client)
         if self.placed is not None:
-            client.assign_handler = self.placed.receive
+            self.lease.attach(client, self.placed.receive)
 
     def _count_world_repairs(self) -> None:
         if self.world is None:
@@ -384,26 +400,6 @@ class EdgeRunner:
 
     def _on_quarantine(self, batch: QuarantinedBatch) -> None:
         self.metrics.spool_quarantined.labels(str(batch.reason)).inc()
-
-    def _on_fault(self, fault: PolicyFault) -> None:
-        self.metrics.policy_faults.labels(policy=fault.policy, kind=fault.kind).inc()
-        self._quarantined_at[fault.slot] = time.monotonic()
-
-    def _retry_quarantined(self, policies: PolicySet) -> None:
-        retry = self.config.policy_retry_s
-        if retry is None or not self._quarantined_at:
-            return
-        now = time.monotonic()
-        for slot, since in list(self._quarantined_at.items()):
-            if now - since < retry:
-                continue
-            del self._quarantined_at[slot]  # a failed reload re-enters through _on_fault
-            if policies.reenable(slot):
-                self.metrics.policies_reenabled.inc()
-                logger.info(
-                    "policy re-enabled",
-                    extra={"policy": policies.name_of(slot), "slot": slot},
-                )
 
     def _stage(self, stage: str, since: float) -> None:
         """Add the time since ``since`` to ``stage`` (the summary's ``stage_ms``)."""
@@ -485,6 +481,7 @@ class EdgeRunner:
             "heavy_results": dict(self.heavy.counters.results),
             "heavy_outstanding_rows": self.heavy.outstanding_rows,
             "heavy_p99_ms": round(self.heavy.latency.quantile(0.99) * 1e3, 3),
+            **self.lease.figures(),
         }
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeswarm.inference.lane import LaneConfig
+from edgeswarm.placement.lease import DEFAULT_LEASE_TICKS, LeaseTerms, lease_for
 from edgeswarm.transport.api import DEFAULT_PORT, AdmissionLimits, TransportSettings
 from edgeswarm.transport.quic import DEFAULT_IDLE_TIMEOUT_S
 from edgeswarm.transport.stacks import DEFAULT_STACK
@@ -76,9 +77,20 @@ class GatewayConfig:
     (edgeswarm.placement.ring; docs/benchmarks.md, suite sharding, compares them)."""
     edge_timeout_s: float = 30.0
     """An edge whose session is gone this long is DOWN: its agents are placed elsewhere."""
+    lease_s: float | None = None
+    """Placement lease granted to edges (docs/protocol.md 13.5); None: half of
+    ``edge_timeout_s``. At most ``edge_timeout_s`` minus ``placement.lease.LEASE_MARGIN_S``."""
+    lease_ticks: int = DEFAULT_LEASE_TICKS
+    """Ticks an edge may step past its last acknowledged tick; a DOWN edge's agents resume
+    this many ticks past the highest tick logged for them."""
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     """QUIC idle timeout the gateway announces: a peer silent this long (a killed edge) loses
     its session; the lower of both sides' values applies."""
     infer_oip: tuple[tuple[str, str], ...] = ()
     """(model, base URL) pairs: batches of that model go to that OIP v2 server (Triton,
     KServe, an edgeswarm node's HTTP endpoint) as well as to native nodes serving it."""
+
+    @property
+    def lease(self) -> LeaseTerms:
+        """The lease terms, checked against ``edge_timeout_s`` (``LeaseError``)."""
+        return lease_for(self.edge_timeout_s, self.lease_s, self.lease_ticks)

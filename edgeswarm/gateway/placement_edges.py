@@ -117,7 +117,9 @@ class PlacementEdges:
     leaves it out; S drops its row at its next tick boundary and sends the row
     back (a CHECKPOINT at that epoch); stored, it goes to T with that exact tick
     and state. An edge whose session ends holds nothing any more: its agents go
-    to their next owners from their last checkpoints (rule 4, the staleness bound).
+    to their next owners from their last checkpoints (rule 4, the staleness bound),
+    ``lease_ticks`` past their last logged tick, and not before its lease (``lease_s``)
+    has run out: until then it may still step them (``placement/lease.py``).
     """
 
     def __init__(
@@ -126,8 +128,18 @@ class PlacementEdges:
         current: Callable[[], Assignment],
         *,
         metrics: AssignMetrics | None = None,
+        lease_ticks: int = 0,
+        lease_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._lease_ticks = lease_ticks
+        """Ticks an edge may step past the last tick logged for an agent (its lease)."""
+        self._lease_s = lease_s
+        self._clock = clock
+        self._vanished: dict[str, tuple[NDArray[np.uint32], float]] = {}
+        """Edge whose session ended -> the agents it held and when its lease has surely
+        run out: till then they go to no other edge (it may still step them)."""
         self._current = current
         self._edges: dict[str, _Edge] = {}
         self.metrics = metrics
@@ -142,10 +154,15 @@ class PlacementEdges:
         observations were received at (rule 4 of ``placement/handover.py``: an agent that
         resumes from a checkpoint never steps a tick already in the log). In memory: after
         a gateway restart the checkpoints' ticks are the bound."""
+        self._unsure = np.zeros(0, dtype=np.bool_)
+        """Per swarm agent: held by an edge whose session ended while it held it. That
+        edge may have stepped it up to ``lease_ticks`` past the last tick logged (and
+        may deliver those ticks after a partition heals): its next row skips them."""
 
     def attach(self, edge_id: str, send: Callable[[Frame], None], *, max_rows: int) -> None:
         """An edge's session speaks placement: send it its agents now."""
         self._edges[edge_id] = _Edge(send, max(1, max_rows))
+        self._vanished.pop(edge_id, None)  # the edge itself is back: it holds what it gets
         self._push_to(edge_id, self._current())
 
     def session(
@@ -159,6 +176,13 @@ class PlacementEdges:
         edge = self._edges.get(edge_id)
         if edge is not None and edge.send == send:
             del self._edges[edge_id]
+            all_ids, held = self._agents(), edge.holds()
+            at = np.searchsorted(all_ids, held)
+            known = at < all_ids.shape[0]
+            known[known] = all_ids[at[known]] == held[known]
+            self._unsure[at[known]] = True
+            if self._lease_s > 0:
+                self._vanished[edge_id] = (held, self._clock() + self._lease_s)
             self.assignment_changed(self._current())
 
     def assignment_changed(self, assignment: Assignment) -> None:
@@ -166,6 +190,16 @@ class PlacementEdges:
         ASSIGN; edges giving agents away first."""
         for edge_id in sorted(self._edges, key=lambda e: self._gains(e, assignment)):
             self._push_to(edge_id, assignment)
+
+    def leases_ended(self) -> None:
+        """Time passed: agents of vanished edges whose lease ran out go to their owners
+        (the gateway calls this a lease after a session ends)."""
+        self._prune_vanished()
+        self.assignment_changed(self._current())
+
+    def _prune_vanished(self) -> None:
+        now = self._clock()
+        self._vanished = {name: v for name, v in self._vanished.items() if v[1] > now}
 
     def holders(self) -> dict[str, int]:
         """Agents each attached edge holds (sent, or releasing)."""
@@ -184,6 +218,8 @@ class PlacementEdges:
     def _busy_for(self, edge_id: str) -> NDArray[np.uint32]:
         """Agents held elsewhere, or on their way back from anywhere."""
         parts = [e.holds() if name != edge_id else e.releasing for name, e in self._edges.items()]
+        self._prune_vanished()
+        parts += [held for name, (held, _) in self._vanished.items() if name != edge_id]
         return np.unique(np.concatenate(parts)) if parts else _NONE
 
     def _push_to(self, edge_id: str, assignment: Assignment) -> None:
@@ -210,6 +246,10 @@ class PlacementEdges:
         # (it applies only the newest): so every row is sent, not only the new ones
         ticks, state, _ = self._store.checkpoints.rows(ids, STATE_DIM)
         ticks = np.maximum(ticks, self.logged_ticks(ids))
+        at = np.searchsorted(self._agents(), ids)
+        unsure = self._unsure[at]  # their last edge may have stepped past: skip its lease
+        ticks[unsure] += np.uint64(self._lease_ticks)
+        self._unsure[at] = False
         parts = max(1, -(-ids.shape[0] // edge.max_rows))
         for part in range(parts):
             rows = slice(part * edge.max_rows, (part + 1) * edge.max_rows)
@@ -244,11 +284,13 @@ class PlacementEdges:
         """Every swarm agent id (cached per change of the agent set)."""
         version, all_ids, policy, names = self._policies
         if version != self._store.version:
-            old_ids, old_logged = all_ids, self._logged
+            old_ids, old_logged, old_unsure = all_ids, self._logged, self._unsure
             all_ids, policy, names = self._store.agent_policies()
             self._policies = (self._store.version, all_ids, policy, names)
             self._logged = np.zeros(all_ids.shape[0], dtype=np.uint64)
             self._logged[np.searchsorted(all_ids, old_ids)] = old_logged  # agents stay
+            self._unsure = np.zeros(all_ids.shape[0], dtype=np.bool_)
+            self._unsure[np.searchsorted(all_ids, old_ids)] = old_unsure
         return all_ids
 
     def observed(self, agent_ids: NDArray[np.uint32], tick: int) -> None:

@@ -103,6 +103,8 @@ class Gateway:
         self.placement_edges = PlacementEdges(
             self.placement.store,
             self.placement.refresh,
+            lease_ticks=config.lease.ticks,  # LeaseError (a ValueError) on bad options
+            lease_s=config.lease.seconds,
             metrics=AssignMetrics(self.stats.metrics.registry, self.placement.store),
         )
         """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""
@@ -268,6 +270,11 @@ class Gateway:
             loop = asyncio.get_running_loop()
             loop.call_soon(self._refresh_placement)  # notes when it went
             loop.call_later(self.config.edge_timeout_s, self._refresh_placement)
+            loop.call_later(self.config.lease.seconds + 0.01, self._leases_ended)
+
+    def _leases_ended(self) -> None:
+        if self.listener is not None:  # agents withheld while their edge's lease ran go on
+            self.placement_edges.leases_ended()
 
     def _refresh_placement(self) -> None:
         if self.listener is not None:  # not once closed: placement.db is closed too

@@ -3,8 +3,10 @@
     PlacementError              a placement request cannot be answered
     ├── UnknownNodeError        a pin, drain or lookup names a node that is not a member
     ├── NoEligibleNodeError     every member is drained or down: nothing can own agents
-    └── HandoverRefusedError    a hand-over step breaks the table in handover.py
-                                (stale epoch or batch, wrong sender, forbidden event)
+    ├── HandoverRefusedError    a hand-over step breaks the table in handover.py
+    │                           (stale epoch or batch, wrong sender, forbidden event)
+    └── LeaseError              lease options that break the rule of lease.py
+                                (defined there: --lease vs --edge-timeout)
 
 All are our caller's mistakes or the fleet's state, never a peer's bytes: the
 gateway turns them into a one-line answer to the operator, or a typed ERROR

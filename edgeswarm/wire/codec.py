@@ -155,8 +155,9 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             }
             if frame.features:
                 fields["features"] = list(frame.features)
-            if frame.infer_window:
-                fields["infer_window"] = frame.infer_window
+            for optional in ("infer_window", "lease_ms", "lease_ticks"):  # absent when 0
+                if getattr(frame, optional):
+                    fields[optional] = getattr(frame, optional)
             return fields
         case ObservationBatch():
             if not (0 <= frame.seq <= UINT63_MAX and 0 <= frame.tick <= UINT63_MAX):
@@ -331,6 +332,8 @@ def _decode_welcome(m: dict[Any, Any], max_batch_agents: int) -> Welcome:
         resume_seq=uint(m, "resume_seq") if "resume_seq" in m else 0,
         features=features(m),
         infer_window=uint(m, "infer_window") if "infer_window" in m else 0,
+        lease_ms=uint(m, "lease_ms") if "lease_ms" in m else 0,
+        lease_ticks=uint(m, "lease_ticks") if "lease_ticks" in m else 0,
     )
 
 

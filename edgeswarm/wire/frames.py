@@ -183,6 +183,12 @@ class Welcome:
     """Features of the client's HELLO the gateway also speaks: the session may use them."""
     infer_window: int = 0
     """Feature ``heavy``, role ``edge``: INFER_REQUEST frames the client may have unanswered."""
+    lease_ms: int = 0
+    """Feature ``placement``, role ``edge``: how long after sending a request the gateway
+    answered the edge may step its placed agents (0: no lease, docs/protocol.md 13.5)."""
+    lease_ticks: int = 0
+    """Feature ``placement``, role ``edge``: ticks the edge may step past the last tick
+    whose batches were all acknowledged (0: no bound)."""
 
 
 @dataclass(frozen=True, eq=False)
