@@ -87,7 +87,8 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── PlacementError                  edgeswarm.placement.errors
     │   ├── UnknownNodeError            (also a KeyError)
     │   ├── NoEligibleNodeError
-    │   └── HandoverRefusedError
+    │   ├── HandoverRefusedError
+    │   └── LeaseError                  lease options break the lease rule (also a ValueError)
     ├── RegistryError                   edgeswarm.registry.errors
     │   ├── ManifestError               a manifest document is malformed
     │   ├── ModuleRefusedError          a publish was refused; nothing changed

@@ -76,6 +76,8 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.errors import RemoteProtocolError
 
+from .refusals import REFUSAL_HINTS
+
 logger = logging.getLogger("edgeswarm.client")
 
 
@@ -108,16 +110,6 @@ class ClientCounters:
     """ERROR frames from the gateway."""
     datagram_actions: int = 0
     """ACTIONS that came as QUIC datagrams."""
-
-
-_REFUSAL_HINTS = {
-    ErrorCode.UNKNOWN_PEER: "; enroll the key (`edgeswarm keys add`) or give a join token",
-    ErrorCode.BAD_TOKEN: "; issue a new token on the gateway (`edgeswarm keys issue`)",
-    ErrorCode.AUTH_FAILED: "; the id or the key belongs to another peer: check the id and key",
-    ErrorCode.ROLE_NOT_ALLOWED: "; the key is enrolled for another role",
-    ErrorCode.KEY_REVOKED: "; enroll the key again (`edgeswarm keys add`) to let it back in",
-}
-"""What an operator can do about each refusal (``AuthRefusedError``'s message ends with it)."""
 
 
 class StateHandler(Protocol):
@@ -367,7 +359,7 @@ class GatewayClient:
         code = self.closed_code
         if code is not None and code in AUTH_REFUSAL_CODES:
             reason = self.closed_reason.removeprefix("gateway closed the session: ")
-            hint = _REFUSAL_HINTS.get(ErrorCode(code), "")
+            hint = REFUSAL_HINTS.get(ErrorCode(code), "")
             raise AuthRefusedError(
                 f"the gateway refused {self.hello.peer_id!r}: {reason}{hint}", code=code
             )

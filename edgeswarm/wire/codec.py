@@ -18,7 +18,7 @@ from typing import Any, Literal, overload
 import msgpack  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 
-from . import module_codec, placement_codec, registry_codec
+from . import module_codec, placement_codec, registry_codec, status_codec
 from .arrays import array_shape, array_view, check_batch_shape, decode_array, wire_array
 from .errors import (
     BatchTooLarge,
@@ -36,12 +36,10 @@ from .fields import (
     UINT63_MAX,
     UINT64_MAX,
     blob,
-    boolean,
     features,
     field,
     fixed_bin,
     ident,
-    number,
     text,
     uint,
     uint63,
@@ -61,7 +59,6 @@ from .frames import (
     Bye,
     Challenge,
     Checkpoint,
-    EdgeStatus,
     Error,
     Frame,
     FrameType,
@@ -194,25 +191,7 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
         case StatusRequest():
             return {}
         case Status():
-            return {
-                "gateway_id": frame.gateway_id,
-                "uptime_s": float(frame.uptime_s),
-                "edges": [
-                    {
-                        "peer_id": e.peer_id,
-                        "connected": e.connected,
-                        "agents": e.agents,
-                        "batches": e.batches,
-                        "observations": e.observations,
-                        "bytes": e.bytes,
-                        "last_seq": e.last_seq,
-                        "errors": e.errors,
-                        "last_seen": float(e.last_seen),
-                        "address": e.address,
-                    }
-                    for e in frame.edges
-                ],
-            }
+            return status_codec.encode_status(frame)
         case Error():
             fields = {"code": int(frame.code), "message": frame.message}
             if frame.seq is not None:
@@ -388,34 +367,6 @@ def _decode_status_request(m: dict[Any, Any], max_batch_agents: int) -> StatusRe
     return StatusRequest()
 
 
-def _decode_edge_status(obj: object) -> EdgeStatus:
-    if not isinstance(obj, dict):
-        raise MalformedFrame("every entry of 'edges' must be a map")
-    return EdgeStatus(
-        peer_id=ident(obj, "peer_id"),
-        connected=boolean(obj, "connected"),
-        agents=uint(obj, "agents"),
-        batches=uint(obj, "batches"),
-        observations=uint(obj, "observations"),
-        bytes=uint(obj, "bytes"),
-        last_seq=uint(obj, "last_seq"),
-        errors=uint(obj, "errors"),
-        last_seen=number(obj, "last_seen") if "last_seen" in obj else 0.0,
-        address=text(obj, "address", 0, MAX_TEXT_CHARS) if "address" in obj else "",
-    )
-
-
-def _decode_status(m: dict[Any, Any], max_batch_agents: int) -> Status:
-    edges = m.get("edges", [])
-    if not isinstance(edges, list):
-        raise MalformedFrame("field 'edges' must be an array")
-    return Status(
-        gateway_id=ident(m, "gateway_id"),
-        uptime_s=number(m, "uptime_s"),
-        edges=tuple(_decode_edge_status(e) for e in edges),
-    )
-
-
 def _decode_error(m: dict[Any, Any], max_batch_agents: int) -> Error:
     seq = uint(m, "seq") if m.get("seq") is not None else None
     return Error(code=uint(m, "code"), message=text(m, "message", 0, MAX_TEXT_CHARS), seq=seq)
@@ -443,7 +394,7 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.ACK: _decode_ack,
     FrameType.ACTIONS: _decode_actions,
     FrameType.STATUS_REQUEST: _decode_status_request,
-    FrameType.STATUS: _decode_status,
+    FrameType.STATUS: status_codec.decode_status,
     FrameType.ERROR: _decode_error,
     FrameType.BYE: _decode_bye,
     FrameType.STATE_SYNC: _decode_state_sync,
