@@ -102,6 +102,47 @@ def test_expired_requests_come_back_and_wake_at_is_the_earliest_due() -> None:
     assert batcher.wake_at() == pytest.approx(0.002)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_wake_at_and_expire_match_a_scan_of_the_queue(seed: int) -> None:
+    """The batcher keeps deadlines in a heap (no scan per event): whatever is added,
+    taken, expired or removed, its answers are those of a scan of what is queued."""
+    rng = random.Random(seed)
+    batcher = Batcher("m", max_batch_rows=8, max_wait_s=0.002, max_queued_rows=10_000)
+    queued: list[LaneRequest] = []
+    now = 0.0
+    for _ in range(3000):
+        now += rng.uniform(0, 0.001)
+        op = rng.random()
+        if op < 0.6:
+            request = lane_request(
+                rng.randint(1, 5),
+                at=now,
+                deadline=rng.uniform(0.001, 0.05),
+                origin=rng.choice("ab"),
+            )
+            assert batcher.add(request)
+            queued.append(request)
+        elif op < 0.8:
+            batch = batcher.take(now, force=True)
+            taken = list(batch.requests) if batch is not None else []
+            assert taken == queued[: len(taken)]
+            del queued[: len(taken)]
+        elif op < 0.95:
+            expired = batcher.expire(now)
+            assert expired == [r for r in queued if r.deadline <= now]
+            queued = [r for r in queued if r.deadline > now]
+        else:
+            origin = rng.choice("ab")
+            assert batcher.remove(origin) == [r for r in queued if r.origin == origin]
+            queued = [r for r in queued if r.origin != origin]
+        expected = (
+            min(queued[0].received + 0.002, min(r.deadline for r in queued)) if queued else None
+        )
+        assert batcher.wake_at() == expected
+        assert batcher.queued_rows == sum(r.rows for r in queued)
+        assert len(batcher._deadlines) <= 2 * len(queued) + 64  # stale entries stay bounded
+
+
 def test_split_gives_each_request_its_rows() -> None:
     batcher = Batcher("m", max_batch_rows=10, max_wait_s=0)
     batcher.add(lane_request(2, origin="a"))
@@ -231,6 +272,39 @@ def test_a_queued_request_past_its_deadline_times_out() -> None:
     assert [(a.status, a.message) for a in answers] == [
         (InferStatus.TIMEOUT, "deadline passed queued")
     ]
+
+
+def test_a_due_batch_no_node_can_take_waits_for_an_answer_not_the_clock() -> None:
+    """With every node's window full, a due batch must not make wake_at a time already
+    past: the runner would fire its timer at once, again and again, taking the CPU the
+    gateway needs to read the answers that free the window (issue 17)."""
+    heavy = HeavyLane(LaneConfig(max_wait_s=0.002, max_outstanding=1))
+    heavy.node_up("A", "a", ["m"], 0.0)
+    heavy.submit("e", infer_request(1, deadline_ms=100), 0.0)
+    heavy.tick(0.002)
+    [first], _ = drain(heavy)
+    heavy.submit("e", infer_request(2, deadline_ms=100), 0.003)
+    heavy.tick(0.006)  # the second batch is due; the node's window is full
+    assert drain(heavy) == ([], [])
+    wake = heavy.wake_at()
+    assert wake is not None
+    assert wake > 0.006
+    # the next due: a deadline (request 1 in flight: 0.100) or the attempt's timeout
+    assert wake == pytest.approx(min(0.100, 0.002 + heavy.config.attempt_timeout_s))
+    heavy.attempt_answered("A", first.attempt_id, model_of(first), 0.007)
+    forwards, answers = drain(heavy)  # the answer frees the window: the batch leaves now
+    assert [a.request_id for a in answers] == [1]
+    assert [f.batch.requests[0].request_id for f in forwards] == [2]
+
+
+def test_the_gateway_window_fits_in_what_a_node_accepts() -> None:
+    """A node refuses calls past its ``max_pending``: one gateway's default window of
+    batches in flight to a node must stay within it, or batches come back REJECTED."""
+    from edgeswarm.inference.node import NodeConfig
+    from edgeswarm.inference.pool import DEFAULT_MAX_OUTSTANDING
+
+    assert LaneConfig().max_outstanding == DEFAULT_MAX_OUTSTANDING
+    assert NodeConfig().max_pending >= DEFAULT_MAX_OUTSTANDING
 
 
 def test_rejections_are_immediate_answers() -> None:

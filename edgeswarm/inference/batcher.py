@@ -19,12 +19,21 @@ reads a clock nor arms a timer. Its rules, all here:
 4. :meth:`Batcher.wake_at` is the next time something is due (a batch by
    ``max_wait_s`` or a deadline); the adapter arms one timer for it.
 
+The gateway asks :meth:`Batcher.wake_at` after every event and
+:meth:`Batcher.expire` at every timer, so neither may cost in proportion to
+the queue: the earliest deadline comes from a heap (entries of requests that
+already left are dropped when they reach its top), and the queue is scanned
+only when a request has really expired. When inference fell behind and the
+queue grew, a scan per event made the gateway slower the longer the queue was
+(issue 17: a third of the gateway's time at half the batched rate).
+
 A :class:`Batch` knows its requests and concatenated rows and splits the model's
 outputs back per request (:meth:`Batch.split`).
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections import deque
 from collections.abc import Hashable, Iterator
@@ -143,6 +152,11 @@ class Batcher:
         self.max_wait_s = max_wait_s
         self.max_queued_rows = max_queued_rows
         self._queue: deque[LaneRequest] = deque()
+        self._queued: set[LaneRequest] = set()
+        """The requests in ``_queue``: a heap entry of one not in it is stale."""
+        self._deadlines: list[tuple[float, int, LaneRequest]] = []
+        """Heap of (deadline, arrival number, request); may hold stale entries."""
+        self._arrivals = itertools.count()
         self._rows = 0
 
     @property
@@ -158,6 +172,8 @@ class Batcher:
         if self._rows + request.rows > self.max_queued_rows:
             return False
         self._queue.append(request)
+        self._queued.add(request)
+        heapq.heappush(self._deadlines, (request.deadline, next(self._arrivals), request))
         self._rows += request.rows
         return True
 
@@ -178,30 +194,49 @@ class Batcher:
             taken.append(request)
             rows += request.rows
         self._rows -= rows
+        self._queued.difference_update(taken)
+        self._tidy()
         return Batch(model=self.model, requests=tuple(taken))
 
     def expire(self, now: float) -> list[LaneRequest]:
         """Remove and return the queued requests whose deadline has passed."""
-        if not any(request.deadline <= now for request in self._queue):
+        earliest = self.earliest_deadline()
+        if earliest is None or earliest > now:
             return []
         expired = [r for r in self._queue if r.deadline <= now]
-        self._queue = deque(r for r in self._queue if r.deadline > now)
-        self._rows -= sum(request.rows for request in expired)
+        self._drop(expired)
         return expired
 
     def remove(self, origin: Hashable) -> list[LaneRequest]:
         """Remove and return every queued request of ``origin`` (its session ended)."""
         gone = [r for r in self._queue if r.origin == origin]
-        if gone:
-            self._queue = deque(r for r in self._queue if r.origin != origin)
-            self._rows -= sum(request.rows for request in gone)
+        self._drop(gone)
         return gone
 
     def wake_at(self) -> float | None:
         """When the next batch is due by waiting, or a queued request's deadline passes."""
-        if not self._queue:
+        earliest = self.earliest_deadline()
+        if earliest is None:
             return None
-        return min(
-            self._queue[0].received + self.max_wait_s,
-            min(request.deadline for request in self._queue),
-        )
+        return min(self._queue[0].received + self.max_wait_s, earliest)
+
+    def earliest_deadline(self) -> float | None:
+        """The earliest deadline of a queued request (None: the queue is empty)."""
+        heap = self._deadlines
+        while heap and heap[0][2] not in self._queued:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _drop(self, requests: list[LaneRequest]) -> None:
+        if not requests:
+            return
+        self._queued.difference_update(requests)
+        self._queue = deque(r for r in self._queue if r in self._queued)
+        self._rows -= sum(request.rows for request in requests)
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Rebuild the heap when stale entries outnumber the live ones (bounded memory)."""
+        if len(self._deadlines) > 2 * len(self._queued) + 64:
+            self._deadlines = [e for e in self._deadlines if e[2] in self._queued]
+            heapq.heapify(self._deadlines)

@@ -174,6 +174,8 @@ class HeavyLane:
         self._attempts: dict[int, _Attempt] = {}
         self._unanswered: dict[Hashable, int] = {}
         self._actions: deque[Forward | Answer] = deque()
+        self._stalled: set[Batcher] = set()
+        """Batchers with a batch due that no node could take at the last dispatch."""
 
     # --- inspection ---------------------------------------------------------
 
@@ -321,7 +323,13 @@ class HeavyLane:
 
     def wake_at(self) -> float | None:
         """When :meth:`tick` must run next (None: nothing pending)."""
-        times = [t for b in self._batchers.values() if (t := b.wake_at()) is not None]
+        # A due batch that no node could take waits for a node's answer (or a node,
+        # or a circuit's cooldown), not for the clock: waking for it would spin.
+        times = [
+            t
+            for b in self._batchers.values()
+            if (t := b.earliest_deadline() if b in self._stalled else b.wake_at()) is not None
+        ]
         times += [r.deadline for f in self._flights for r in f.open.values()]
         times += [a.timeout_at for a in self._attempts.values() if not a.timed_out]
         waiting = self._retry or any(len(b) for b in self._batchers.values())
@@ -343,10 +351,12 @@ class HeavyLane:
                 break
             self._retry.popleft()
             self._send(flight, node, now, retry=True)
+        self._stalled.clear()
         for (model, _), batcher in self._batchers.items():
             while batcher.ready(now):
                 node = self.pool.pick(model, now)
                 if node is None:
+                    self._stalled.add(batcher)
                     break
                 batch = batcher.take(now)
                 assert batch is not None
