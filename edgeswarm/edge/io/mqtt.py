@@ -30,6 +30,7 @@ import aiomqtt
 import numpy as np
 import paho.mqtt.client as mqtt
 from numpy.typing import NDArray
+from paho.mqtt.enums import MQTTErrorCode
 
 from edgeswarm.edge.agent_table import AgentTable
 
@@ -84,10 +85,10 @@ def _read_in_bursts(client: mqtt.Client) -> None:
             poller[1].register(fd, select.POLLIN)
         return bool(poller[1].poll(0))
 
-    def loop_read(max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
         rc = read_one()
         for _ in range(READ_BURST - 1):
-            if rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS or not more_to_read():
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not more_to_read():
                 break
             rc = read_one()
         return rc
@@ -217,7 +218,7 @@ class MqttIO:
         sent = 0
         while self._outbox:
             topic, payload = self._outbox[0]
-            if paho.publish(topic, payload, qos=0).rc != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if paho.publish(topic, payload, qos=0).rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 break  # the link is going: the next connection sends it
             self._outbox.popleft()
             sent += 1
