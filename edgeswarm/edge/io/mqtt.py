@@ -4,10 +4,13 @@ One client per edge subscribes to ``PREFIX/obs/#`` and publishes actions to
 ``PREFIX/act/...`` (:mod:`.mqtt_codec` has the payloads, :mod:`.mqtt_address`
 the options). Received messages are decoded as they arrive into an
 :class:`~.inbox.ObservationInbox` (one row per agent: bounded whatever the
-sensors send); each tick copies it into the agent table. Actions of the agents
-that are not stale are encoded after the step and published by a task from a
-bounded queue (the oldest dropped, counted, when the broker is slower than
-the ticks). The connection is re-made with exponential backoff (0.1 s doubling
+sensors send); each tick copies it into the agent table. A wake-up of the event
+loop reads up to :data:`READ_BURST` messages already waiting, so a tick takes
+what arrived, not one message. Actions of the agents that are not stale are
+encoded after the step into a bounded queue (the oldest dropped, counted, when
+the broker is slower than the ticks); at QoS 0 the tick writes them to the
+socket itself, at QoS 1 and 2 (and for what the socket did not take) a task
+publishes them. The connection is re-made with exponential backoff (0.1 s doubling
 up to ``backoff_max``) for as long as the edge runs; the edge never waits for
 the broker. A malformed message is counted (``edgeswarm_edge_io_malformed_messages``
 by reason), logged (rate-limited: the first of each reason, then one in 1000)
@@ -200,7 +203,8 @@ class MqttIO:
         if self.options.qos_act == 0:
             self._send_now()
         self._depth_out.set(len(self._outbox))
-        self._outbox_ready.set()
+        if self._outbox:  # what the tick could not send: the publisher task's
+            self._outbox_ready.set()
 
     def _send_now(self) -> None:
         """QoS 0: hand the queued actions to the socket within this tick.
