@@ -5,13 +5,17 @@ publishes ``COUNT`` observation messages (``agent``: one JSON message per agent
 on ``PREFIX/obs/<id>``; ``batch``: msgpack batches of ``AGENTS`` observations on
 ``PREFIX/obs/batch``) as fast as the client goes, then prints one JSON line.
 
-``python -m edgeswarm.bench.io_peers loop PORT PREFIX AGENTS RATE SECONDS``
+``mqtt_loop`` has two: a sensor and an actuator, separate processes as they are
+separate devices (one process doing both made the actions' arrival wait for the
+publishing loop: the GIL and paho's one network thread, shared by 9 000
+publishes/s and the receiving). ``... sensor PORT PREFIX AGENTS RATE SECONDS``
 publishes per-agent observations at ``RATE`` messages/s (round robin over
-``AGENTS``) for ``SECONDS`` while subscribed to ``PREFIX/act/#`` (the edge
-publishes each tick's actions as one ``act/batch`` message), and prints the
-latency from each observation's publish to the first action for its agent
-after it (from the oldest unanswered observation of that agent; CLOCK_MONOTONIC,
-shared by processes).
+``AGENTS``) for ``SECONDS`` and prints when it published each;
+``... actuator PORT PREFIX`` subscribes to ``PREFIX/act/#`` (the edge publishes
+each tick's actions as one ``act/batch`` message), prints ``subscribed``, and when
+its stdin closes prints when each action message arrived and for which agents.
+Both stamp ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for every process on
+the machine); :func:`loop_latencies` joins them afterwards.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import json
 import sys
 import threading
 import time
-from collections import deque
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
 import numpy as np
 import paho.mqtt.client as mqtt
+from numpy.typing import NDArray
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeswarm.edge.io.mqtt_codec import encode_observation_batch
@@ -66,22 +71,52 @@ def publish(port: int, prefix: str, mode: str, count: int, agents: int) -> dict[
     return {"sent": count, "seconds": seconds}
 
 
-def loop(port: int, prefix: str, agents: int, rate: float, seconds: float) -> dict[str, float]:
-    pending: list[deque[float]] = [deque() for _ in range(agents)]
-    latencies: list[float] = []
-    lock = threading.Lock()
+def sensor(port: int, prefix: str, agents: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Publish per-agent observations at ``rate`` (round robin over ``agents``) for
+    ``seconds``; returns when each was handed to the socket (``time.monotonic()``).
+
+    No network thread: the client writes each message in the publishing thread, as a
+    device's firmware does (a paho network thread beside a publishing loop costs a
+    wake-up and a thread switch per message, and the GIL delays both)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    deadline = time.monotonic() + _CONNECT_TIMEOUT_S
+    while not client.is_connected():  # CONNACK
+        if time.monotonic() > deadline:
+            raise SystemExit("sensor: no CONNACK")
+        client.loop(0.1)
+    payloads = _sample_payloads(agents)
+    topics = [f"{prefix}/obs/{agent}" for agent in range(agents)]
+    published: list[float] = []
+    period = 1.0 / rate
+    started = time.monotonic()
+    sent = 0
+    while (now := time.monotonic()) - started < seconds:
+        due = int((now - started) / period) + 1
+        while sent < due:
+            agent = sent % agents
+            published.append(time.monotonic())
+            client.publish(topics[agent], payloads[agent])
+            sent += 1
+        client.loop_misc()  # keepalive
+        time.sleep(max(0.0, started + sent * period - time.monotonic()))
+    while client.want_write():  # anything the socket did not take at once
+        client.loop_write()
+    client.disconnect()
+    return {"agents": agents, "published": published}
+
+
+def actuator(port: int, prefix: str) -> dict[str, Any]:
+    """Receive ``PREFIX/act/#`` (each tick's actions as one ``act/batch`` message) until
+    stdin closes; prints ``subscribed`` once it receives, returns every message's arrival
+    (``time.monotonic()``) and its agent ids."""
+    arrivals: list[tuple[float, list[int]]] = []
     subscribed = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
-        body = msgpack.unpackb(message.payload)  # PREFIX/act/batch: the tick's actions
-        agents = np.frombuffer(body["agent_ids"]["data"], dtype="<u4").tolist()
-        with lock:
-            for agent in agents:
-                waiting = pending[agent]
-                if waiting:
-                    latencies.append(now - waiting[0])
-                    waiting.clear()
+        body = msgpack.unpackb(message.payload)
+        arrivals.append((now, np.frombuffer(body["agent_ids"]["data"], dtype="<u4").tolist()))
 
     def on_subscribe(*args: object) -> None:
         subscribed.set()
@@ -94,30 +129,36 @@ def loop(port: int, prefix: str, agents: int, rate: float, seconds: float) -> di
     client.loop_start()
     if not subscribed.wait(_CONNECT_TIMEOUT_S):
         raise SystemExit("actuator: no SUBACK")
-    payloads = _sample_payloads(agents)
-    topics = [f"{prefix}/obs/{agent}" for agent in range(agents)]
-    period = 1.0 / rate
-    started = time.monotonic()
-    sent = 0
-    while (now := time.monotonic()) - started < seconds:
-        due = int((now - started) / period) + 1
-        while sent < due:
-            agent = sent % agents
-            with lock:
-                pending[agent].append(time.monotonic())
-            client.publish(topics[agent], payloads[agent])
-            sent += 1
-        time.sleep(max(0.0, started + sent * period - time.monotonic()))
-    time.sleep(0.2)  # the last actions' way back (bounded; answered ones are counted)
+    print("subscribed", flush=True)
+    sys.stdin.read()  # until the bench closes it
     client.loop_stop()
     client.disconnect()
-    ms = np.array(latencies) * 1e3
-    return {
-        "sent": sent,
-        "answered": len(latencies),
-        "p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
-        "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
-    }
+    return {"arrivals": arrivals}
+
+
+def loop_latencies(
+    published: list[float], agents: int, arrivals: list[tuple[float, list[int]]]
+) -> NDArray[np.float64]:
+    """Seconds from each answered observation to the first action for its agent after it
+    (from the agent's oldest unanswered observation), on one CLOCK_MONOTONIC timeline:
+    the sensor's ``published`` (observation ``i`` is agent ``i % agents``'s) and the
+    actuator's ``arrivals`` of action messages (arrival time, agent ids)."""
+    events = [(t, i % agents, -1) for i, t in enumerate(published)]
+    events += [(t, 0, j) for j, (t, _) in enumerate(arrivals)]
+    events.sort()
+    pending: list[float | None] = [None] * agents
+    latencies: list[float] = []
+    for t, agent, arrival in events:
+        if arrival < 0:
+            if pending[agent] is None:
+                pending[agent] = t
+            continue
+        for answered in arrivals[arrival][1]:
+            oldest = pending[answered]
+            if oldest is not None:
+                latencies.append(t - oldest)
+                pending[answered] = None
+    return np.array(latencies, dtype=np.float64)
 
 
 def main(argv: list[str]) -> None:
@@ -125,9 +166,11 @@ def main(argv: list[str]) -> None:
     if command == "publish":
         mode, count, agents = rest
         result = publish(int(port), prefix, mode, int(count), int(agents))
-    else:
+    elif command == "sensor":
         agents, rate, seconds = rest
-        result = loop(int(port), prefix, int(agents), float(rate), float(seconds))
+        result = sensor(int(port), prefix, int(agents), float(rate), float(seconds))
+    else:
+        result = actuator(int(port), prefix)
     print(json.dumps(result), flush=True)
 
 

@@ -4,10 +4,13 @@ One client per edge subscribes to ``PREFIX/obs/#`` and publishes actions to
 ``PREFIX/act/...`` (:mod:`.mqtt_codec` has the payloads, :mod:`.mqtt_address`
 the options). Received messages are decoded as they arrive into an
 :class:`~.inbox.ObservationInbox` (one row per agent: bounded whatever the
-sensors send); each tick copies it into the agent table. Actions of the agents
-that are not stale are encoded after the step and published by a task from a
-bounded queue (the oldest dropped, counted, when the broker is slower than
-the ticks). The connection is re-made with exponential backoff (0.1 s doubling
+sensors send); each tick copies it into the agent table. A wake-up of the event
+loop reads up to :data:`READ_BURST` messages already waiting, so a tick takes
+what arrived, not one message. Actions of the agents that are not stale are
+encoded after the step into a bounded queue (the oldest dropped, counted, when
+the broker is slower than the ticks); at QoS 0 the tick writes them to the
+socket itself, at QoS 1 and 2 (and for what the socket did not take) a task
+publishes them. The connection is re-made with exponential backoff (0.1 s doubling
 up to ``backoff_max``) for as long as the edge runs; the edge never waits for
 the broker. A malformed message is counted (``edgeswarm_edge_io_malformed_messages``
 by reason), logged (rate-limited: the first of each reason, then one in 1000)
@@ -21,13 +24,16 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import ssl
 import time
 from typing import Any
 
 import aiomqtt
 import numpy as np
+import paho.mqtt.client as mqtt
 from numpy.typing import NDArray
+from paho.mqtt.enums import MQTTErrorCode
 
 from edgeswarm.edge.agent_table import AgentTable
 
@@ -52,6 +58,51 @@ _BACKOFF_FIRST_S = 0.1
 _LOG_EVERY = 1000
 _CHUNK = 1024
 """Most action messages handed to the client in one go."""
+READ_BURST = 64
+"""Most messages taken from the socket in one wake-up of the event loop."""
+
+
+def _read_in_bursts(client: mqtt.Client) -> None:
+    """Make each of the event loop's read wake-ups take up to :data:`READ_BURST` messages.
+
+    aiomqtt's reader callback calls paho's ``loop_read``, which parses one packet, so every
+    message cost a full event-loop iteration, and a tick following the data (``--tick-hz 0``)
+    ran every message or two: under load the ticks took the CPU the messages needed and a
+    backlog built up in the socket (``mqtt_loop`` p99 of hundreds of ms). Reading what is
+    already in the socket (bounded, so a tick still comes every ``READ_BURST`` messages)
+    lets one tick take everything that arrived, and costs one ``poll`` per message."""
+    read_one = client.loop_read
+    poller: tuple[int, select.poll] | None = None
+
+    def more_to_read() -> bool:
+        nonlocal poller
+        sock = client.socket()
+        if sock is None:
+            return False
+        pending = getattr(sock, "pending", None)  # TLS: bytes decrypted but not read
+        if pending is not None and pending() > 0:
+            return True
+        fd = sock.fileno()
+        if poller is None or poller[0] != fd:
+            poller = (fd, select.poll())
+            poller[1].register(fd, select.POLLIN)
+        return bool(poller[1].poll(0))
+
+    def loop_read(max_packets: int = 1) -> MQTTErrorCode:
+        rc = read_one()
+        for _ in range(READ_BURST - 1):
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or not more_to_read():
+                break
+            rc = read_one()
+        return rc
+
+    client.loop_read = loop_read  # type: ignore[method-assign]
+
+
+def _drop_writer(paho: mqtt.Client) -> None:
+    sock = paho.socket()
+    if sock is not None and not paho.want_write():
+        asyncio.get_running_loop().remove_writer(sock.fileno())
 
 
 class MqttIO:
@@ -72,6 +123,8 @@ class MqttIO:
         self._outbox: collections.deque[tuple[str, bytes]] = collections.deque()
         self._outbox_ready = asyncio.Event()
         self._client: aiomqtt.Client | None = None
+        self._paho: mqtt.Client | None = None
+        """The connected client's paho client (QoS 0 actions are written from :meth:`act`)."""
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._tick = 0
@@ -110,6 +163,9 @@ class MqttIO:
 
     async def wait_data(self, timeout: float) -> None:
         """Return when an observation arrived since the last tick, or after ``timeout``."""
+        if self.data.is_set():  # a yield, without wait_for's task and timer per tick
+            await asyncio.sleep(0)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.data.wait(), timeout)
 
@@ -144,8 +200,39 @@ class MqttIO:
                 self._enqueue(
                     options.act_topic(agent), encode_action(tick, action, as_json=options.act_json)
                 )
+        if self.options.qos_act == 0:
+            self._send_now()
         self._depth_out.set(len(self._outbox))
-        self._outbox_ready.set()
+        if self._outbox:  # what the tick could not send: the publisher task's
+            self._outbox_ready.set()
+
+    def _send_now(self) -> None:
+        """QoS 0: hand the queued actions to the socket within this tick.
+
+        Through the publisher task an action waited ~5 event-loop iterations (the task's
+        wake-up, a task per message, aiomqtt registering the writer thread-safely, the
+        writer's wake-up), each behind a read burst of sensor messages: tens of ms under
+        load. paho's own buffer holds at most what the socket did not take yet; the rest
+        stays in the bounded outbox for the next tick (QoS 0: nothing to acknowledge;
+        QoS 1 and 2 keep the publisher task, which requeues what a lost link had not
+        acknowledged)."""
+        paho = self._paho
+        if paho is None or paho.want_write():
+            return
+        sent = 0
+        while self._outbox:
+            topic, payload = self._outbox[0]
+            if paho.publish(topic, payload, qos=0).rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break  # the link is going: the next connection sends it
+            self._outbox.popleft()
+            sent += 1
+        if sent:
+            self._out.inc(sent)
+            with contextlib.suppress(OSError):  # a broken link ends the connection's loop
+                paho.loop_write()
+            # paho asked aiomqtt for a writer (added thread-safely, so after this write);
+            # with nothing left to write it would wake every iteration: drop it after
+            asyncio.get_running_loop().call_soon(_drop_writer, paho)
 
     def _enqueue(self, topic: str, payload: bytes) -> None:
         if len(self._outbox) >= self.options.out_queue:
@@ -178,7 +265,7 @@ class MqttIO:
             tls = ssl.create_default_context(cafile=str(o.ca) if o.ca else None)
             if o.cert is not None:
                 tls.load_cert_chain(o.cert, o.key)
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             o.host,
             o.port,
             username=o.username,
@@ -190,6 +277,8 @@ class MqttIO:
             timeout=5.0,
             logger=client_logger,
         )
+        _read_in_bursts(client._client)
+        return client
 
     async def _run(self) -> None:
         backoff = _BACKOFF_FIRST_S
@@ -197,6 +286,7 @@ class MqttIO:
             try:
                 async with self._client_for() as client:
                     self._client = client
+                    self._paho = client._client
                     await client.subscribe(self.options.obs_topic, qos=self.options.qos_obs)
                     self.connects += 1
                     if self.connects > 1:
@@ -226,6 +316,7 @@ class MqttIO:
                 )  # fmt: skip
             finally:
                 self._client = None
+                self._paho = None
                 self.connected.clear()
                 self._connected_gauge.set(0)
             with contextlib.suppress(TimeoutError):
