@@ -8,7 +8,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from edgeswarm.identity import KeyPair
@@ -40,6 +42,7 @@ from edgeswarm.wire import (
     Hello,
     IndexEntry,
     LocalProtocolError,
+    MalformedFrame,
     RegistryChunk,
     RegistryIndex,
     RegistryRequest,
@@ -266,3 +269,45 @@ def _ready(role: Role, *, features: tuple[str, ...] = (FEATURE_REGISTRY,)) -> Se
     while session.next_event() is not None:
         pass
     return session
+
+
+def _altered(frame: RegistryIndex | RegistryRequest | RegistryChunk, **changes: Any) -> bytes:
+    """``frame``'s payload with ``changes`` to its fields, as a lying peer would send it."""
+    fields = msgpack.unpackb(encode_payload(frame))
+    fields.update(changes)
+    return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("frame", "changes", "says"),
+    [
+        (REGISTRY_FRAMES[0], {"modules": "counter"}, "'modules' must be an array"),
+        (REGISTRY_FRAMES[0], {"modules": [["counter", "1.0.0"]]}, r"\[name, version, digest\]"),
+        (REGISTRY_FRAMES[0], {"modules": [["c" * 65, "1.0.0", DIGEST]]}, "too long or empty"),
+        (REGISTRY_FRAMES[0], {"modules": [["counter", "1.0.0", "sha256:AB"]]}, "digest"),
+        (REGISTRY_FRAMES[0], {"deployments": [7]}, "must be a map"),
+        (REGISTRY_FRAMES[1], {"length": 0}, "'length' must be 1.."),
+        (REGISTRY_FRAMES[2], {"size": 5}, "inside its blob"),
+    ],
+)
+def test_malformed_registry_frames_are_refused_by_the_decoder(
+    frame: RegistryIndex | RegistryRequest | RegistryChunk, changes: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(MalformedFrame, match=says):
+        decode_payload(_altered(frame, **changes))
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        RegistryRequest("", "1.0.0", 0, 1024),
+        RegistryRequest("counter", "1.0.0", 0, 0),
+        RegistryChunk("counter", "1.0.0", b"{}", 8, 10, b"abcdef"),
+        RegistryIndex((IndexEntry("counter", "1.0.0", "sha256:AB"),), ()),
+    ],
+)
+def test_registry_frames_that_break_their_bounds_are_not_sent(
+    frame: RegistryIndex | RegistryRequest | RegistryChunk,
+) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_payload(frame)
