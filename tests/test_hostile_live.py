@@ -51,6 +51,12 @@ DO_NOTHING = fixtures.policy_wat(name="idle")
 """Valid ABI v1; es_step writes no action, so its agents keep the zero action."""
 
 TICKS = 20
+DEADLINE_MS = "1000"
+"""Each policy call's wall-clock deadline. Derived, it would be 2.3 ms (half of a 20 Hz tick
+shared by eleven policies): one preemption of the edge on a loaded 2-core machine passes it,
+so a storm of host calls was stopped as ``deadline`` before it ran out of fuel (CI, 1 run in
+about 10). Every attack here is stopped by a deterministic limit — fuel, memory, a trap, a
+refusal at load — and the deadline fault has its own tests in test_hostile_modules.py."""
 
 
 def _policy_files(directory: Path, *, reference: bool) -> list[str]:
@@ -79,7 +85,8 @@ def _edge(gateway: RunningGateway, tmp_path: Path, name: str) -> subprocess.Pope
                 "--gateway", f"127.0.0.1:{gateway.port}", "--data-dir", str(data_dir),
                 "--join-token", gateway.edge_token(), "--metrics-port", "-1", "--json",
                 "--agents", str(110 * len(HOSTILE) + 110), "--ticks", str(TICKS),
-                "--tick-hz", "20", "--seed", "7", "--policy-fallback", "zero",
+                "--tick-hz", "20", "--policy-deadline-ms", DEADLINE_MS,
+                "--seed", "7", "--policy-fallback", "zero",
                 "--actions-out", str(tmp_path / f"{name}.act"), *policies,
             ),
             stdout=subprocess.PIPE, stderr=stderr, text=True,
