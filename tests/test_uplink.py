@@ -26,6 +26,7 @@ from edgeswarm.transport.quic import default_stack
 from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     PROTOCOL_VERSION,
+    FrameType,
     Hello,
     LocalProtocolError,
     ObservationBatch,
@@ -142,7 +143,7 @@ async def test_spooled_bytes_leave_as_they_are_and_nothing_is_decoded_to_count_t
 def test_a_session_sends_an_encoded_batch_byte_for_byte_within_its_limits() -> None:
     client, server = connected()  # WELCOME: credit 8, at most 1000 agents
     payload = with_extra_key(encode_payload(batch(1, 4)))
-    client.send_batch_payload(payload, count=4)
+    client.send_encoded(FrameType.OBS_BATCH, payload, count=4)
     data = client.data_to_send()
     assert data == encode_prefix(len(payload)) + payload
     server.receive_data(data, 0.0)
@@ -150,11 +151,11 @@ def test_a_session_sends_an_encoded_batch_byte_for_byte_within_its_limits() -> N
     assert isinstance(received, ObservationsReceived)
     assert (received.seq, received.count, received.payload) == (1, 4, payload)
     with pytest.raises(LocalProtocolError, match="at most 1000 agents"):
-        client.send_batch_payload(payload, count=1001)
+        client.send_encoded(FrameType.OBS_BATCH, payload, count=1001)
     for _ in range(7):
-        client.send_batch_payload(payload, count=4)
+        client.send_encoded(FrameType.OBS_BATCH, payload, count=4)
     with pytest.raises(LocalProtocolError, match="no credit"):
-        client.send_batch_payload(payload, count=4)
+        client.send_encoded(FrameType.OBS_BATCH, payload, count=4)
 
 
 def test_a_version_1_spool_gets_its_counts_when_opened(tmp_path: Path) -> None:

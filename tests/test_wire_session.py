@@ -25,6 +25,7 @@ from edgeswarm.wire import (
     Event,
     Frame,
     FrameTooLarge,
+    FrameType,
     Hello,
     HelloReceived,
     LocalProtocolError,
@@ -51,7 +52,7 @@ from edgeswarm.wire import (
     encode_payload,
 )
 from edgeswarm.wire.codec import MAX_TEXT_CHARS
-from edgeswarm.wire.framing import FrameReader
+from edgeswarm.wire.framing import FrameReader, encode_prefix
 
 PK = bytes(range(32))
 
@@ -781,3 +782,27 @@ def test_welcome_may_not_grant_a_feature_the_client_did_not_ask_for() -> None:
             Welcome(version=2, session_id="s", gateway_id="g", max_frame_bytes=1 << 20,
                     max_batch_agents=10, features=("state",))
         )  # fmt: skip
+
+
+def test_encoded_actions_are_sent_byte_for_byte_within_the_limits_of_a_frame() -> None:
+    """The gateway encodes ACTIONS once: the datagram's bytes go on the stream when they
+    do not fit one, checked as ``send`` checks the frame (they were encoded twice)."""
+    client, server = connected()  # WELCOME: at most 1000 agents
+    frame = Actions(
+        tick=3, agent_ids=np.arange(5, dtype=np.uint32), actions=np.ones((5, 2), np.float32)
+    )
+    payload = encode_payload(frame)
+    server.send_encoded(FrameType.ACTIONS, payload, count=5)
+    data = server.data_to_send()
+    assert data == encode_prefix(len(payload)) + payload
+    client.receive_data(data, 0.0)
+    [received] = events(client)
+    assert isinstance(received, ActionsReceived)
+    assert np.array_equal(received.actions.actions, frame.actions)
+    with pytest.raises(LocalProtocolError, match="at most 1000 agents"):
+        server.send_encoded(FrameType.ACTIONS, payload, count=1001)
+    with pytest.raises(LocalProtocolError, match="sent as a frame"):
+        server.send_encoded(FrameType.ACK, payload, count=5)
+    with pytest.raises(LocalProtocolError):
+        client.send_encoded(FrameType.ACTIONS, payload, count=5)  # edges send no ACTIONS
+    assert server.data_to_send() == client.data_to_send() == b""

@@ -68,6 +68,7 @@ from edgeswarm.wire import (
     PROTOCOL_VERSION,
     Auth,
     Challenge,
+    FrameType,
     Hello,
     ObservationBatch,
     Role,
@@ -225,7 +226,7 @@ def uplink_send_us(directory: Path, *, reencode: bool, batches: int = SEND_BATCH
                 if reencode:
                     client.send(decode_payload(payload))
                 else:
-                    client.send_batch_payload(payload, count=spool.count(seq))
+                    client.send_encoded(FrameType.OBS_BATCH, payload, count=spool.count(seq))
                 client.data_to_send()
                 after = seq
             elapsed += time.perf_counter() - start

@@ -44,6 +44,7 @@ from edgeswarm.wire import (
     ErrorCode,
     ErrorReceived,
     Frame,
+    FrameType,
     Hello,
     InferRequest,
     InferRequestReceived,
@@ -247,12 +248,12 @@ class GatewayClient:
 
     async def send_batch(self, payload: bytes, *, seq: int, count: int) -> None:
         """Send the encoded OBS_BATCH ``payload`` (batch ``seq``, ``count`` agents) as it
-        is, as soon as the gateway's credit allows (``Session.send_batch_payload``)."""
+        is, as soon as the gateway's credit allows (``Session.send_encoded``)."""
         while self.session.credit <= 0:
             self._raise_if_closed()
             await self._wait_change()
         self._raise_if_closed()
-        self.session.send_batch_payload(payload, count=count)
+        self.session.send_encoded(FrameType.OBS_BATCH, payload, count=count)
         self._in_flight[seq] = time.monotonic()
         self._flush()
 

@@ -36,6 +36,7 @@ from edgeswarm.wire import (
     CheckpointReceived,
     Error,
     ErrorCode,
+    FrameType,
     HelloReceived,
     InferRequest,
     InferRequestReceived,
@@ -365,12 +366,13 @@ class GatewayConnection(BatchAnswers):
             or self.role is not Role.EDGE
         ):
             raise LocalProtocolError("ACTIONS go only to edges in a READY session")
+        payload = encode_payload(actions)  # once: the datagram's or the stream's
         limit = link.max_datagram_payload if link is not None else None
-        if link is not None and limit is not None:
-            payload = encode_payload(actions)
-            if len(payload) <= limit and link.send_datagram(payload):
-                return True
-        self.session.send(actions)  # checks n against max_batch_agents
+        fits = link is not None and limit is not None and len(payload) <= limit
+        if fits and link is not None and link.send_datagram(payload):
+            return True
+        count = int(actions.agent_ids.shape[0])  # checked against max_batch_agents
+        self.session.send_encoded(FrameType.ACTIONS, payload, count=count)
         self._flush_soon()
         return False
 

@@ -241,15 +241,17 @@ class Session:
             return
         self._send(frame)
 
-    def send_batch_payload(self, payload: bytes, *, count: int) -> None:
-        """Queue an OBS_BATCH encoded beforehand (``encode_payload``), byte for byte.
+    def send_encoded(self, frame_type: FrameType, payload: bytes, *, count: int) -> None:
+        """Queue an OBS_BATCH or ACTIONS encoded beforehand (``encode_payload``), byte for byte.
 
-        For a sender that keeps its batches encoded (an edge's spool): the frame
-        is not decoded nor encoded again. ``count`` is its number of agents; the
-        state, the role, the agent and size limits and the credit are checked
-        as :meth:`send` checks a frame. Raises ``LocalProtocolError``.
+        For a sender that has the frame encoded already (an edge's spool; actions that did
+        not fit a datagram): it is not decoded nor encoded again. ``count`` is its number
+        of agents; the state, the role, the agent and size limits and the credit are
+        checked as :meth:`send` checks a frame. Raises ``LocalProtocolError``.
         """
-        self._queue(FrameType.OBS_BATCH, payload, self._allowed(FrameType.OBS_BATCH, count))
+        if frame_type not in (FrameType.OBS_BATCH, FrameType.ACTIONS):
+            raise LocalProtocolError(f"{frame_type.name} is sent as a frame, not encoded")
+        self._queue(frame_type, payload, self._allowed(frame_type, count))
 
     def close(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Queue BYE and go ``CLOSED``; emits ``SessionClosed``. Does nothing when closed."""
