@@ -55,10 +55,11 @@ def fleet(tmp_path: Path) -> Fleet:
     return fleet
 
 
-def wired(fleet: Fleet) -> PlacementEdges:
+def wired(fleet: Fleet, **settings: int) -> PlacementEdges:
     """Edges wired to the fleet's placement service the way the gateway wires them."""
-    edges = PlacementEdges(fleet.store, fleet.service.refresh)
-    fleet.service.on_assignment = edges.assignment_changed
+    service = fleet.service
+    edges = PlacementEdges(fleet.store, service.refresh, next_round=service.next_round, **settings)
+    service.on_assignment = edges.assignment_changed
     return edges
 
 
@@ -165,3 +166,42 @@ def test_an_edge_that_never_applied_a_set_frees_its_agents_by_saying_its_epoch(
     assert edges.checkpoint("a", rows(none, 3, 0.0, epoch)) is None  # a applied `epoch`
     assert b.last_set().agent_ids.size > 0
     assert sum(edges.holders().values()) == AGENTS
+
+
+def test_a_drain_moves_at_most_max_moves_agents_at_a_time_each_round_at_a_new_epoch(
+    fleet: Fleet,
+) -> None:
+    """A drain gave every agent away in one ASSIGN, whatever their number. Now the
+    giving edge keeps stepping all but ``max_moves`` of them until rows come back."""
+    edges = wired(fleet, max_moves=40)
+    fleet.connect("a", "b")
+    a, b = Edge(edges, "a"), Edge(edges, "b")
+    held_a, held_b = a.last_set().agent_ids, b.last_set().agent_ids
+    assert held_b.size > 3 * 40
+    fleet.ask("edges.drain", edge_id="b")
+    rounds, given, epochs = 0, np.empty(0, np.uint32), list[int]()
+    while np.setdiff1d(held_b, given).size and rounds < 10:
+        rounds += 1
+        now = b.last_set()
+        epochs.append(now.epoch)
+        gone = np.setdiff1d(held_b, now.agent_ids)
+        released = np.setdiff1d(gone, given)
+        assert 0 < released.size <= 40  # one bounded round on its way
+        assert edges.moving() == released.size
+        assert not np.intersect1d(a.last_set().agent_ids, now.agent_ids).size
+        assert not np.isin(released, a.last_set().agent_ids).any()  # not before their rows
+        if rounds == 2:  # b's periodic checkpoint of the epoch before: no hand-back
+            assert edges.checkpoint("b", rows(now.agent_ids, 10 * rounds, 0.0, epochs[-2])) is None
+            assert not np.isin(released, a.last_set().agent_ids).any()
+        assert edges.checkpoint("b", rows(released, 10 * rounds + 5, rounds, now.epoch)) is None
+        came = a.last_set()
+        assert np.isin(released, came.agent_ids).all()
+        at = np.isin(came.agent_ids, released)
+        assert (came.ticks[at] == 10 * rounds + 5).all()  # each with its own row
+        assert (came.state[at] == rounds).all()
+        given = np.union1d(given, released)
+    assert rounds == -(-held_b.size // 40)
+    assert epochs == sorted(set(epochs))  # every round at a new epoch
+    assert np.array_equal(a.last_set().agent_ids, np.union1d(held_a, held_b))
+    assert edges.holders() == {"a": AGENTS, "b": 0}
+    assert edges.moving() == 0

@@ -121,6 +121,14 @@ def gateway(
         float,
         typer.Option(min=0, help="Seconds an edge may be gone before its agents move."),
     ] = _GATEWAY.edge_timeout_s,
+    max_moves: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Agents that may be moving between edges at once; a drain or a join"
+            " moves agents in rounds of at most this many.",
+        ),
+    ] = _GATEWAY.max_moves,
     lease: Annotated[
         float | None,
         typer.Option(
@@ -228,6 +236,7 @@ def gateway(
         peer_ca=peer_ca,
         placer=placer,
         edge_timeout_s=edge_timeout,
+        max_moves=max_moves,
         lease_s=lease,
         lease_ticks=lease_ticks,
         idle_timeout_s=idle_timeout,

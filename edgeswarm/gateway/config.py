@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edgeswarm.inference.lane import LaneConfig
 from edgeswarm.placement.lease import DEFAULT_LEASE_TICKS, LeaseTerms, lease_for
+from edgeswarm.placement.moves import DEFAULT_MAX_MOVES
 from edgeswarm.transport.api import DEFAULT_PORT, AdmissionLimits, TransportSettings
 from edgeswarm.transport.quic import DEFAULT_IDLE_TIMEOUT_S
 from edgeswarm.transport.stacks import DEFAULT_STACK
@@ -77,6 +78,9 @@ class GatewayConfig:
     (edgeswarm.placement.ring; docs/benchmarks.md, suite sharding, compares them)."""
     edge_timeout_s: float = 30.0
     """An edge whose session is gone this long is DOWN: its agents are placed elsewhere."""
+    max_moves: int = DEFAULT_MAX_MOVES
+    """Agents that may be on their way from one edge to another at once: a drain moves
+    them in rounds of this many (``placement_edges.py``)."""
     lease_s: float | None = None
     """Placement lease granted to edges (docs/protocol.md 13.5); None: half of
     ``edge_timeout_s``. At most ``edge_timeout_s`` minus ``placement.lease.LEASE_MARGIN_S``."""

@@ -8,6 +8,12 @@ most ``max_batch_agents`` rows; agents new to it carry their last checkpoint
 (ticks and state rows from ``placement.db``), so a killed edge's agents resume
 on their new owner from there. An edge that connects gets its set at once.
 
+Live moves are bounded: at most ``max_moves`` agents (``--max-moves``) are on their
+way back from the edges giving them away at any time; an edge keeps stepping the rest
+of the agents it is to give away until rows come back, then the next round drops the
+next share, at a new epoch (:meth:`PlacementService.next_round`). Agents that run
+nowhere (a gone edge's, once its lease has run out; new ones) are not held back.
+
 CHECKPOINT rows are stored only for agents the sending edge owns under the
 current assignment (a peer writes only what it owns); the rest are refused
 with ERROR ``NOT_OWNER``, logged and counted, and the session goes on.
@@ -25,6 +31,7 @@ from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from edgeswarm.placement import Assignment
+from edgeswarm.placement.moves import DEFAULT_MAX_MOVES
 from edgeswarm.wire import (
     DEFAULT_MAX_BATCH_AGENTS,
     Assign,
@@ -96,6 +103,8 @@ class _Edge:
     max_rows: int
     sent: NDArray[np.uint32] | None = None
     """The set the edge was last told to run (None: nothing yet in this session)."""
+    sent_epoch: int = -1
+    """Epoch of the last ASSIGN sent to it."""
     releasing: NDArray[np.uint32] = field(default_factory=lambda: _NONE)
     """Agents it was told to drop whose rows have not come back yet."""
     released_at: NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
@@ -131,8 +140,16 @@ class PlacementEdges:
         lease_ticks: int = 0,
         lease_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        max_moves: int = DEFAULT_MAX_MOVES,
+        next_round: Callable[[], Assignment] | None = None,
     ) -> None:
+        if max_moves < 1:
+            raise ValueError(f"--max-moves must be at least 1, got {max_moves}")
         self._store = store
+        self._max_moves = max_moves
+        self._next_round = next_round
+        """A new epoch for the same assignment (``PlacementService.next_round``); without
+        it (tests of one round) moves are not bounded."""
         self._lease_ticks = lease_ticks
         """Ticks an edge may step past the last tick logged for an agent (its lease)."""
         self._lease_s = lease_s
@@ -189,7 +206,7 @@ class PlacementEdges:
         """A new assignment (or agents freed): every attached edge whose set changed gets
         ASSIGN; edges giving agents away first."""
         for edge_id in sorted(self._edges, key=lambda e: self._gains(e, assignment)):
-            self._push_to(edge_id, assignment)
+            assignment = self._push_to(edge_id, assignment)
 
     def leases_ended(self) -> None:
         """Time passed: agents of vanished edges whose lease ran out go to their owners
@@ -222,12 +239,33 @@ class PlacementEdges:
         parts += [held for name, (held, _) in self._vanished.items() if name != edge_id]
         return np.unique(np.concatenate(parts)) if parts else _NONE
 
-    def _push_to(self, edge_id: str, assignment: Assignment) -> None:
+    def moving(self) -> int:
+        """Agents given away by edges whose rows have not come back yet."""
+        return sum(int(edge.releasing.size) for edge in self._edges.values())
+
+    def _bounded(self, edge: _Edge, ids: NDArray[np.uint32]) -> NDArray[np.uint32]:
+        """``ids`` plus the agents the edge holds and is to give away beyond the room
+        left under ``max_moves``: it keeps stepping those until a later round."""
+        if self._next_round is None or edge.sent is None:
+            return ids
+        leaving = edge.sent[~np.isin(edge.sent, ids, assume_unique=True)]
+        room = max(0, self._max_moves - self.moving())
+        if leaving.size <= room:
+            return ids
+        return np.union1d(ids, leaving[room:])
+
+    def _push_to(self, edge_id: str, assignment: Assignment) -> Assignment:
+        """Send ``edge_id`` its set if it changed; the assignment to go on with (a new
+        round's when this ASSIGN gives agents away again at an epoch it already had)."""
         edge = self._edges[edge_id]
         owned = self._owned(edge_id, assignment)
         ids = owned[~np.isin(owned, self._busy_for(edge_id), assume_unique=True)]
+        ids = self._bounded(edge, ids)
         if edge.sent is not None and np.array_equal(edge.sent, ids):
-            return
+            return assignment
+        gives = edge.sent is not None and not np.isin(edge.sent, ids, assume_unique=True).all()
+        if gives and edge.sent_epoch >= assignment.epoch and self._next_round is not None:
+            assignment = self._next_round()
         policy, names = self._policies_of(ids)
         new = np.ones(ids.shape[0], dtype=np.bool_)
         if edge.sent is not None:
@@ -267,7 +305,7 @@ class PlacementEdges:
             )
         if self.metrics is not None:
             self.metrics.assigned.inc(parts)
-        edge.sent = ids
+        edge.sent, edge.sent_epoch = ids, assignment.epoch
         logger.info(
             "agents assigned",
             extra={
@@ -275,10 +313,13 @@ class PlacementEdges:
                 "epoch": assignment.epoch,
                 "agents": int(ids.shape[0]),
                 "new": int(new.sum()),
-                "withheld": int(owned.shape[0] - ids.shape[0]),
+                "withheld": int((~np.isin(owned, ids, assume_unique=True)).sum()),
+                "kept": int((~np.isin(ids, owned, assume_unique=True)).sum()),
                 "parts": parts,
+                "moving": self.moving(),
             },
         )
+        return assignment
 
     def _agents(self) -> NDArray[np.uint32]:
         """Every swarm agent id (cached per change of the agent set)."""

@@ -16,7 +16,7 @@ class PlacementMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.epoch = Gauge(
             "edgeswarm_placement_epoch",
-            "Placement epoch (bumped on every membership change)",
+            "Placement epoch (bumped on every membership change and every round of a bounded move)",
             registry=registry,
         )
         self.agents = Gauge(

@@ -26,6 +26,7 @@ nothing is changed then.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -156,6 +157,20 @@ class PlacementService:
                 self.metrics.observe(new, self._last_plan)
             if self.on_assignment is not None:
                 self.on_assignment(new)
+        return self._assignment
+
+    def next_round(self) -> Assignment:
+        """The same assignment at a new epoch, for the next round of a bounded move
+        (``placement_edges.py``): an edge that gives agents away again gets a fresh
+        epoch, so its CHECKPOINT of the older one cannot be read as their hand-back."""
+        current = self._assignment if self._assignment is not None else self.refresh()
+        epoch = self._membership.epoch + 1
+        self.store.set_epoch(epoch)
+        self._membership = Membership(members=self._membership.members, epoch=epoch)
+        self._assignment = dataclasses.replace(current, epoch=epoch)
+        self._cached_for = (epoch, self._cached_for[1])
+        if self.metrics is not None:
+            self.metrics.epoch.set(epoch)
         return self._assignment
 
     # --- operations ---------------------------------------------------------

@@ -105,6 +105,8 @@ class Gateway:
             self.placement.refresh,
             lease_ticks=config.lease.ticks,  # LeaseError (a ValueError) on bad options
             lease_s=config.lease.seconds,
+            max_moves=config.max_moves,
+            next_round=self.placement.next_round,
             metrics=AssignMetrics(self.stats.metrics.registry, self.placement.store),
         )
         """ASSIGN to edges, their checkpoints stored (``placement_edges.py``)."""

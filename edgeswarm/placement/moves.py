@@ -18,7 +18,8 @@ agents' rows come from:
 
 Order: RESTORE and PLACE first (those agents run nowhere now), then HANDOVER
 and PARK, each by source then target, so one edge's outgoing moves are
-contiguous. The gateway runs at most ``--max-moves`` batches at a time.
+contiguous. The gateway has at most ``--max-moves`` agents (:data:`DEFAULT_MAX_MOVES`)
+on their way between edges at a time.
 """
 
 from __future__ import annotations
@@ -32,10 +33,19 @@ from numpy.typing import NDArray
 from edgeswarm.placement.assignment import UNOWNED, Assignment
 from edgeswarm.placement.membership import Membership
 
-__all__ = ["DEFAULT_BATCH_SIZE", "MoveBatch", "MoveKind", "MovePlan", "plan_moves"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_MOVES",
+    "MoveBatch",
+    "MoveKind",
+    "MovePlan",
+    "plan_moves",
+]
 
 DEFAULT_BATCH_SIZE = 4096
 """Agents per migration batch (one MIGRATE frame carries one batch)."""
+DEFAULT_MAX_MOVES = 4 * DEFAULT_BATCH_SIZE
+"""Agents that may be on their way from one edge to another at once (``--max-moves``)."""
 
 
 class MoveKind(enum.Enum):
