@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
+from edgeswarm.gateway.peers import PeerRegistry, PeerRegistryError
+from edgeswarm.registry.errors import RegistryStoreError
+from edgeswarm.registry.store import ModuleStore
 from edgeswarm.storage import Schema, open_database, statements
 from edgeswarm.storage.sqlite import Upgrade
 
@@ -134,3 +139,22 @@ def test_new_files_are_private(tmp_path: Path) -> None:
     for name in ("x.db", "x.db-wal", "x.db-shm"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("store", "error", "read", "names"),
+    [
+        (PeerRegistry, PeerRegistryError, lambda s: s.peers(), "peer registry"),
+        (AgentStore, AgentStoreError, lambda s: s.agent_count(), "placement store"),
+        (ModuleStore, RegistryStoreError, lambda s: s.trust_policy(), "module registry"),
+    ],
+)
+def test_an_operator_stores_sqlite_errors_are_its_own_type_naming_the_file(
+    tmp_path: Path, store: Any, error: type[Exception], read: Any, names: str
+) -> None:
+    path = tmp_path / "store.db"
+    opened = store(path)
+    opened.close()  # every statement now fails in SQLite
+    with pytest.raises(error, match=f"^{names} {path}: .*closed database") as raised:
+        read(opened)
+    assert isinstance(raised.value.__cause__, sqlite3.Error)

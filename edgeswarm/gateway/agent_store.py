@@ -15,10 +15,9 @@ Opened the one way every durable file is (storage/sqlite.py); errors become
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from numpy.typing import NDArray
 
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_operator_store, transaction
+from edgeswarm.storage import Schema, open_operator_store, sqlite_errors, transaction
 from edgeswarm.storage.sqlite import statements
 
 from .checkpoint_store import BLOCKS_TABLE, CheckpointIndex
@@ -109,12 +108,8 @@ class AgentStore(Resource):
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise AgentStoreError(f"placement store {self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        return sqlite_errors(AgentStoreError, f"placement store {self.path}")
 
     # --- agents -------------------------------------------------------------
 

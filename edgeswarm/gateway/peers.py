@@ -31,10 +31,8 @@ import base64
 import hashlib
 import hmac
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +40,7 @@ from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import fingerprint
 from edgeswarm.resource import Resource
 from edgeswarm.state import client_id_for
-from edgeswarm.storage import Schema, open_operator_store, statements, transaction
+from edgeswarm.storage import Schema, open_operator_store, sqlite_errors, statements, transaction
 from edgeswarm.wire import ErrorCode, Hello, Role
 
 PEER_ID_MAX_CHARS = 128
@@ -161,13 +159,9 @@ class PeerRegistry(Resource):
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(self) -> AbstractContextManager[None]:
         """SQLite errors become :class:`PeerRegistryError` naming the file."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise PeerRegistryError(f"peer registry {self.path}: {exc}") from exc
+        return sqlite_errors(PeerRegistryError, f"peer registry {self.path}")
 
     # --- operator side ----------------------------------------------------
 

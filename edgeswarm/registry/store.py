@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from edgeswarm.identity import fingerprint, public_key_text
 from edgeswarm.resource import Resource
-from edgeswarm.storage import Schema, open_operator_store, statements, transaction
+from edgeswarm.storage import Schema, open_operator_store, sqlite_errors, statements, transaction
 
 from . import stamps
 from .abi_check import ModuleCompiler, compile_here
@@ -125,12 +124,8 @@ class ModuleStore(Resource):
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise RegistryStoreError(f"module registry {self.path}: {exc}") from exc
+    def _errors(self) -> AbstractContextManager[None]:
+        return sqlite_errors(RegistryStoreError, f"module registry {self.path}")
 
     # --- trust ---------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from .sqlite import (
     is_corruption,
     open_database,
     open_operator_store,
+    sqlite_errors,
     statements,
     transaction,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "open_operator_store",
     "segment_dir",
     "segment_path",
+    "sqlite_errors",
     "statements",
     "transaction",
 ]

@@ -44,6 +44,7 @@ __all__ = [
     "is_corruption",
     "open_database",
     "open_operator_store",
+    "sqlite_errors",
     "statements",
     "transaction",
 ]
@@ -100,6 +101,16 @@ def create_private(path: Path) -> None:
     except FileExistsError:
         return
     os.close(fd)
+
+
+@contextmanager
+def sqlite_errors(failed: ErrorFactory, what: str) -> Iterator[None]:
+    """A SQLite error inside the block becomes ``failed("{what}: {error}")`` (an operator
+    store's own type, its message naming the file)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise failed(f"{what}: {exc}") from exc
 
 
 @contextmanager
