@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
 
@@ -109,3 +111,40 @@ def test_checkpoint_blocks_skip_the_fsync_and_the_rest_of_the_file_keeps_it(
         assert full == 2  # FULL
         save(store, "a", [1, 2], 5, 1.0)
         assert store._db.execute("PRAGMA synchronous").fetchone()[0] == full
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    frames=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sets(st.integers(0, 29), min_size=1, max_size=12),
+            st.integers(1, 6),
+        ),
+        max_size=25,
+    )
+)
+def test_memory_the_file_and_a_model_agree_after_any_frames(
+    tmp_path_factory: pytest.TempPathFactory, frames: list[tuple[str, set[int], int]]
+) -> None:
+    """The index is updated only after its block is committed, and drops a block once no
+    agent's newest row is in it: the file always holds exactly the blocks that memory
+    points at, and reopening gives the same rows as a dict of newest rows."""
+    path = tmp_path_factory.mktemp("checkpoints") / "placement.db"
+    newest: dict[int, tuple[int, float]] = {}
+    with AgentStore(path) as store:
+        store.add_agents(0, 30, policy="boids")
+        for number, (edge, ids, tick) in enumerate(frames):
+            save(store, edge, sorted(ids), tick, float(number))
+            for agent in ids:
+                if agent not in newest or tick >= newest[agent][0]:
+                    newest[agent] = (tick, float(number))
+        live = set(store.checkpoints.block[store.checkpoints.block >= 0].tolist())
+        assert blocks(path) == len(live)
+    with AgentStore(path) as store:
+        ticks, state, found = store.checkpoints.rows(np.arange(30, dtype=np.uint32), 2)
+    assert {a for a in range(30) if found[a]} == set(newest)
+    for agent, (tick, value) in newest.items():
+        assert (int(ticks[agent]), float(state[agent, 0])) == (tick, value)

@@ -104,28 +104,32 @@ class CheckpointIndex:
         ticks = np.ascontiguousarray(ticks, dtype="<u8")
         state = np.ascontiguousarray(state, dtype="<f4")
         at = time.time()
-        columns = ("ids", "ticks", "state", "edge", "at", "block")
-        before = {name: getattr(self, name) for name in columns}  # _apply makes new arrays
-        for name in ("ticks", "state", "edge", "at", "block"):
-            setattr(self, name, getattr(self, name).copy())
-        try:
-            with self._errors(), _without_fsync(self._db), transaction(self._db) as db:
-                cursor = db.execute(
-                    "INSERT INTO checkpoint_blocks (edge_id, at, rows, width, ids, ticks, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (edge_id, at, int(ids.size), int(state.shape[1]), ids.data, ticks.data,
-                     state.data),
-                )  # fmt: skip
-                superseded = self._apply(int(cursor.lastrowid or 0), edge_id, at, ids, ticks, state)
-                db.executemany(
-                    "DELETE FROM checkpoint_blocks WHERE block = ?",
-                    ((int(b),) for b in superseded),
-                )
-        except BaseException:  # nothing was stored: nothing is remembered either
-            for name, column in before.items():
-                setattr(self, name, column)
-            raise
+        superseded = self._superseded_by(ids)
+        with self._errors(), _without_fsync(self._db), transaction(self._db) as db:
+            cursor = db.execute(
+                "INSERT INTO checkpoint_blocks (edge_id, at, rows, width, ids, ticks, state)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (edge_id, at, int(ids.size), int(state.shape[1]), ids.data, ticks.data,
+                 state.data),
+            )  # fmt: skip
+            db.executemany(
+                "DELETE FROM checkpoint_blocks WHERE block = ?", ((int(b),) for b in superseded)
+            )
+        # memory follows only what was committed (nothing to undo when the commit fails)
+        self._apply(int(cursor.lastrowid or 0), edge_id, at, ids, ticks, state)
         return int(ids.size)
+
+    def _superseded_by(self, ids: NDArray[np.uint32]) -> NDArray[np.int64]:
+        """Blocks that hold no agent's newest row once ``ids`` have newer rows elsewhere."""
+        rows, found = self._rows_of(ids)
+        rows = rows[found]
+        old = np.unique(self.block[rows])
+        old = old[old >= 0]
+        if not old.size:
+            return old
+        others = np.ones(self.block.shape[0], dtype=np.bool_)
+        others[rows] = False
+        return old[~np.isin(old, self.block[others])]
 
     def _apply(
         self,
