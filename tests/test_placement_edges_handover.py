@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgeswarm.edge.agent_table import AgentTable
+from edgeswarm.edge.placed_agents import PlacedAgents
 from edgeswarm.gateway.placement_edges import PlacementEdges
 from edgeswarm.wire import Assign, Checkpoint, ErrorCode, Frame
 
@@ -205,3 +207,93 @@ def test_a_drain_moves_at_most_max_moves_agents_at_a_time_each_round_at_a_new_ep
     assert np.array_equal(a.last_set().agent_ids, np.union1d(held_a, held_b))
     assert edges.holders() == {"a": AGENTS, "b": 0}
     assert edges.moving() == 0
+
+
+class PlacedEdge:
+    """An edge's real ``PlacedAgents`` fed with the ASSIGN frames the gateway sends it;
+    its table outlives its sessions, as a real edge process's does."""
+
+    def __init__(self) -> None:
+        self.placed = PlacedAgents(
+            AgentTable.create(count=0, obs_dim=2, state_dim=2, act_dim=2),
+            None,
+            slot_of=lambda name: 0,
+            checkpoint_interval=0,
+        )
+
+    def connect(self, edges: PlacementEdges, name: str) -> None:
+        """A new session: apply each set that comes and give back what it drops, as the
+        edge does between ticks, until no new set comes."""
+        edges.attach(name, self._receive, max_rows=128)
+        for _ in range(5):
+            if self.placed.apply() is None:
+                return
+            released, self.placed.released = self.placed.released, []
+            for frame in released:
+                assert edges.checkpoint(name, frame) is None
+
+    def _receive(self, frame: Frame) -> None:
+        if isinstance(frame, Assign):
+            self.placed.receive(frame)
+
+    def step(self, ticks: int) -> None:
+        for tick in range(ticks):
+            self.placed.apply()
+            self.placed.stepped(tick)
+
+    def ticks_of(self) -> dict[int, int]:
+        table = self.placed.table
+        return dict(zip(table.ids.tolist(), self.placed.ticks.tolist(), strict=True))
+
+
+def test_an_edge_back_from_a_failure_takes_the_rows_of_agents_stepped_elsewhere_meanwhile(
+    fleet: Fleet,
+) -> None:
+    """Edge a holds agents, vanishes and is DOWN; c runs them on and parks them (drained,
+    no other edge). When a comes back its table still holds its own rows of them, far
+    behind: it kept those and stepped ticks c had stepped (the ASSIGN's rows were only
+    for agents new to it)."""
+    edges = wired(fleet, lease_ticks=50)
+    fleet.connect("a", "c")
+    a = PlacedEdge()
+    a.connect(edges, "a")
+    c = Edge(edges, "c")
+    a.step(5)
+    mine = np.array(sorted(a.ticks_of()), dtype=np.uint32)
+    fleet.live.discard("a")
+    edges.detach("a", a._receive)
+    fleet.now += 10.0  # a is DOWN: c runs everything
+    fleet.service.refresh()
+    taken = c.last_set()
+    assert np.isin(mine, taken.agent_ids).all()
+    assert (taken.ticks[np.isin(taken.agent_ids, mine)] == 50).all()  # a's lease skipped
+    everything = taken.agent_ids
+    assert edges.checkpoint("c", rows(everything, 100, 7.0, taken.epoch)) is None
+    fleet.ask("edges.drain", edge_id="c")  # nobody else: c gives every row back
+    assert c.last_set().agent_ids.size == 0
+    assert edges.checkpoint("c", rows(everything, 101, 8.0, c.last_set().epoch)) is None
+    fleet.connect("a")
+    a.connect(edges, "a")
+    back = a.ticks_of()
+    assert set(back) == set(everything.tolist())
+    assert all(back[int(agent)] == 101 for agent in mine)  # c's tick, not a's old 5
+    state = a.placed.table.state[np.isin(a.placed.table.ids, mine)]
+    assert (state == 8.0).all()
+
+
+def test_an_edge_back_after_a_short_disconnect_keeps_its_own_rows(fleet: Fleet) -> None:
+    """Nobody else ran its agents: its rows are the newest there are, so neither the
+    gateway's lease skip nor a checkpoint replaces them."""
+    edges = wired(fleet, lease_ticks=50)
+    fleet.connect("a", "c")
+    a = PlacedEdge()
+    a.connect(edges, "a")
+    a.step(5)
+    before = a.ticks_of()
+    mine = np.array(sorted(before), dtype=np.uint32)
+    a.placed.table.state[:] = 3.0
+    assert edges.checkpoint("a", rows(mine, 2, 1.0, a.placed.epoch or 0)) is None
+    edges.detach("a", a._receive)  # back before --edge-timeout: nothing moved
+    a.connect(edges, "a")
+    assert a.ticks_of() == before
+    assert (a.placed.table.state == 3.0).all()

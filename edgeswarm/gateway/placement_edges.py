@@ -78,6 +78,11 @@ class AssignMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
+        self.moving = Gauge(
+            "edgeswarm_placement_moving_agents",
+            "Agents given away by an edge whose rows have not come back yet (at most --max-moves)",
+            registry=registry,
+        )
         self.age = Gauge(
             "edgeswarm_placement_checkpoint_age_seconds",
             "Age of the least recent checkpoint of a swarm agent (0: none yet)",
@@ -111,6 +116,11 @@ class _Edge:
     """Per ``releasing`` agent: the epoch of the ASSIGN that dropped it."""
     dropped_at: dict[int, float] = field(default_factory=dict)
     """Epoch of an ASSIGN that dropped agents -> when it was sent (monotonic)."""
+
+    stale: NDArray[np.uint32] = field(default_factory=lambda: _NONE)
+    """Agents another edge ran while this one was away, whose old rows its table still
+    holds: left out of its sets until it applied ``stale_epoch``'s (it drops them)."""
+    stale_epoch: int = -1
 
     def holds(self) -> NDArray[np.uint32]:
         held = self.sent if self.sent is not None else _NONE
@@ -160,6 +170,8 @@ class PlacementEdges:
         self._current = current
         self._edges: dict[str, _Edge] = {}
         self.metrics = metrics
+        if metrics is not None:
+            metrics.moving.set_function(self.moving)
         self._policies: tuple[int, NDArray[np.uint32], NDArray[np.uint16], tuple[str, ...]] = (
             -1,
             np.empty(0, np.uint32),
@@ -175,12 +187,27 @@ class PlacementEdges:
         """Per swarm agent: held by an edge whose session ended while it held it. That
         edge may have stepped it up to ``lease_ticks`` past the last tick logged (and
         may deliver those ticks after a partition heals): its next row skips them."""
+        self._left: dict[str, tuple[NDArray[np.uint32], NDArray[np.uint32]]] = {}
+        """Edge whose session ended -> (the agents it held then, those of them another
+        edge has run since). Its table still holds its rows of them when it comes back
+        (an edge keeps its own rows): those that ran elsewhere are stale there."""
 
     def attach(self, edge_id: str, send: Callable[[Frame], None], *, max_rows: int) -> None:
         """An edge's session speaks placement: send it its agents now."""
-        self._edges[edge_id] = _Edge(send, max(1, max_rows))
+        edge = self._edges[edge_id] = _Edge(send, max(1, max_rows))
         self._vanished.pop(edge_id, None)  # the edge itself is back: it holds what it gets
-        self._push_to(edge_id, self._current())
+        _, stale = self._left.pop(edge_id, (_NONE, _NONE))
+        assignment = self._current()
+        if stale.size:  # its table's rows of them are behind: it drops them first (a
+            # hand-over from itself) and takes them back from here, at a fresh epoch
+            if self._next_round is not None:
+                assignment = self._next_round()
+            edge.stale, edge.stale_epoch = stale, assignment.epoch
+            logger.info(
+                "rows an edge kept of agents run elsewhere meanwhile are replaced",
+                extra={"edge_id": edge_id, "agents": int(stale.size)},
+            )
+        self._push_to(edge_id, assignment)
 
     def session(
         self, edge_id: str, session: Session, flush: Callable[[], None]
@@ -198,6 +225,7 @@ class PlacementEdges:
             known = at < all_ids.shape[0]
             known[known] = all_ids[at[known]] == held[known]
             self._unsure[at[known]] = True
+            self._left[edge_id] = (held, _NONE)
             if self._lease_s > 0:
                 self._vanished[edge_id] = (held, self._clock() + self._lease_s)
             self.assignment_changed(self._current())
@@ -234,7 +262,10 @@ class PlacementEdges:
 
     def _busy_for(self, edge_id: str) -> NDArray[np.uint32]:
         """Agents held elsewhere, or on their way back from anywhere."""
-        parts = [e.holds() if name != edge_id else e.releasing for name, e in self._edges.items()]
+        parts = [
+            e.holds() if name != edge_id else np.union1d(e.releasing, e.stale)
+            for name, e in self._edges.items()
+        ]
         self._prune_vanished()
         parts += [held for name, (held, _) in self._vanished.items() if name != edge_id]
         return np.unique(np.concatenate(parts)) if parts else _NONE
@@ -268,6 +299,7 @@ class PlacementEdges:
             assignment = self._next_round()
         policy, names = self._policies_of(ids)
         new = np.ones(ids.shape[0], dtype=np.bool_)
+        self._ran_elsewhere(edge_id, ids)
         if edge.sent is not None:
             new = ~np.isin(ids, edge.sent, assume_unique=True)
             dropped = edge.sent[~np.isin(edge.sent, ids, assume_unique=True)]
@@ -321,6 +353,14 @@ class PlacementEdges:
         )
         return assignment
 
+    def _ran_elsewhere(self, edge_id: str, ids: NDArray[np.uint32]) -> None:
+        """``ids`` go to ``edge_id``: a gone edge that held some of them holds stale rows."""
+        for name, (held, stale) in self._left.items():
+            if name != edge_id:
+                taken = np.intersect1d(held, ids, assume_unique=True)
+                if taken.size:
+                    self._left[name] = (held, np.union1d(stale, taken))
+
     def _agents(self) -> NDArray[np.uint32]:
         """Every swarm agent id (cached per change of the agent set)."""
         version, all_ids, policy, names = self._policies
@@ -362,7 +402,7 @@ class PlacementEdges:
         that dropped them) end their hand-over. An ERROR for the session if some rows
         were of agents it does not hold (those are not stored)."""
         edge = self._edges.get(edge_id)
-        held = edge.holds() if edge is not None else _NONE
+        held = np.union1d(edge.holds(), edge.stale) if edge is not None else _NONE
         mine = np.isin(frame.agent_ids, held)
         refused = int(frame.count - mine.sum())
         try:
@@ -377,6 +417,9 @@ class PlacementEdges:
         if self.metrics is not None:
             self.metrics.checkpoint_rows.inc(written)
             self.metrics.refused_rows.inc(refused)
+        if edge is not None and edge.stale.size and frame.epoch >= edge.stale_epoch:
+            edge.stale = _NONE  # it dropped its old rows of them: they may come back now
+            self.assignment_changed(self._current())
         if edge is not None and edge.releasing.size:
             # a CHECKPOINT of epoch E says the edge applied E (or a later set): it holds
             # none of the agents dropped at E or before, whether it ever held them (it
