@@ -50,6 +50,9 @@ __all__ = ["AssignMetrics", "PlacementEdges", "PlacementSession"]
 logger = logging.getLogger("edgeswarm.gateway.placement")
 
 STATE_DIM = 2
+DENSE_SPAN = 4
+"""Swarm agent ids are looked up through a dense table while the largest id is at most
+this many times their number (else by binary search)."""
 """Width of the state rows an ASSIGN carries (the edge's agent table's)."""
 
 
@@ -123,8 +126,9 @@ class _Edge:
     stale_epoch: int = -1
 
     def holds(self) -> NDArray[np.uint32]:
+        """Sorted: the agents sent (and not given back yet)."""
         held = self.sent if self.sent is not None else _NONE
-        return np.union1d(held, self.releasing)
+        return np.union1d(held, self.releasing) if self.releasing.size else held
 
 
 class PlacementEdges:
@@ -178,6 +182,9 @@ class PlacementEdges:
             np.empty(0, np.uint16),
             (),
         )
+        self._dense: NDArray[np.int32] | None = None
+        """Agent id -> its place among every swarm agent (-1: none), when the ids are
+        dense enough: ``observed`` runs for every batch (a gather instead of a search)."""
         self._logged = np.zeros(0, dtype=np.uint64)
         """Per swarm agent (the order of ``_policies``' ids): the highest tick an edge's
         observations were received at (rule 4 of ``placement/handover.py``: an agent that
@@ -372,15 +379,23 @@ class PlacementEdges:
             self._logged[np.searchsorted(all_ids, old_ids)] = old_logged  # agents stay
             self._unsure = np.zeros(all_ids.shape[0], dtype=np.bool_)
             self._unsure[np.searchsorted(all_ids, old_ids)] = old_unsure
+            self._dense = None
+            if all_ids.size and int(all_ids[-1]) <= DENSE_SPAN * all_ids.size:
+                self._dense = np.full(int(all_ids[-1]) + 1, -1, dtype=np.int32)
+                self._dense[all_ids] = np.arange(all_ids.size, dtype=np.int32)
         return all_ids
 
     def observed(self, agent_ids: NDArray[np.uint32], tick: int) -> None:
         """An edge's observations of ``agent_ids`` at ``tick`` reached the log."""
-        all_ids = self._agents()
-        at = np.searchsorted(all_ids, agent_ids)
-        known = at < all_ids.shape[0]
-        known[known] = all_ids[at[known]] == agent_ids[known]
-        at = at[known]
+        all_ids, dense = self._agents(), self._dense
+        if dense is not None:
+            at = dense[agent_ids[agent_ids < dense.shape[0]]]
+            at = at[at >= 0]
+        else:
+            at = np.searchsorted(all_ids, agent_ids)
+            known = at < all_ids.shape[0]
+            known[known] = all_ids[at[known]] == agent_ids[known]
+            at = at[known]
         self._logged[at] = np.maximum(self._logged[at], np.uint64(tick))
 
     def logged_ticks(self, ids: NDArray[np.uint32]) -> NDArray[np.uint64]:
@@ -402,8 +417,11 @@ class PlacementEdges:
         that dropped them) end their hand-over. An ERROR for the session if some rows
         were of agents it does not hold (those are not stored)."""
         edge = self._edges.get(edge_id)
-        held = np.union1d(edge.holds(), edge.stale) if edge is not None else _NONE
-        mine = np.isin(frame.agent_ids, held)
+        held = _NONE if edge is None else edge.holds()
+        if edge is not None and edge.stale.size:
+            held = np.union1d(held, edge.stale)
+        at = np.minimum(np.searchsorted(held, frame.agent_ids), max(0, held.size - 1))
+        mine = held[at] == frame.agent_ids if held.size else np.zeros(frame.count, np.bool_)
         refused = int(frame.count - mine.sum())
         try:
             written = self._store.checkpoints.save(
