@@ -50,10 +50,10 @@ __all__ = ["AssignMetrics", "PlacementEdges", "PlacementSession"]
 logger = logging.getLogger("edgeswarm.gateway.placement")
 
 STATE_DIM = 2
+"""Width of the state rows an ASSIGN carries (the edge's agent table's)."""
 DENSE_SPAN = 4
 """Swarm agent ids are looked up through a dense table while the largest id is at most
 this many times their number (else by binary search)."""
-"""Width of the state rows an ASSIGN carries (the edge's agent table's)."""
 
 
 class AssignMetrics:
@@ -301,7 +301,8 @@ class PlacementEdges:
         ids = self._bounded(edge, ids)
         if edge.sent is not None and np.array_equal(edge.sent, ids):
             return assignment
-        gives = edge.sent is not None and not np.isin(edge.sent, ids, assume_unique=True).all()
+        leaving = None if edge.sent is None else ~np.isin(edge.sent, ids, assume_unique=True)
+        gives = leaving is not None and bool(leaving.any())
         if gives and edge.sent_epoch >= assignment.epoch and self._next_round is not None:
             assignment = self._next_round()
         policy, names = self._policies_of(ids)
@@ -309,7 +310,7 @@ class PlacementEdges:
         self._ran_elsewhere(edge_id, ids)
         if edge.sent is not None:
             new = ~np.isin(ids, edge.sent, assume_unique=True)
-            dropped = edge.sent[~np.isin(edge.sent, ids, assume_unique=True)]
+            dropped = edge.sent[leaving]
             keep = ~np.isin(edge.releasing, dropped)
             if dropped.size:
                 edge.dropped_at.setdefault(assignment.epoch, time.monotonic())
@@ -363,7 +364,7 @@ class PlacementEdges:
     def _ran_elsewhere(self, edge_id: str, ids: NDArray[np.uint32]) -> None:
         """``ids`` go to ``edge_id``: a gone edge that held some of them holds stale rows."""
         for name, (held, stale) in self._left.items():
-            if name != edge_id:
+            if name != edge_id and stale.size < held.size:  # (all stale: nothing to learn)
                 taken = np.intersect1d(held, ids, assume_unique=True)
                 if taken.size:
                     self._left[name] = (held, np.union1d(stale, taken))
