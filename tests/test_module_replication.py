@@ -257,6 +257,25 @@ def test_an_untrusted_or_re_signed_manifest_from_a_peer_is_refused(
     assert c.store.refs() == {}
 
 
+def test_a_deployment_of_a_version_refused_here_applies_once_trust_lets_the_version_in(
+    sides: Callable[..., Side], publisher: KeyPair
+) -> None:
+    a, b = sides("a"), sides("b", trusts=False)
+    publish(a, publisher, "1.0.0", V1)
+    a.operator.start_rollout(plan("1.0.0"), actor="ops")
+    link = connect(a, b)
+    assert b.refused("untrusted") == 1
+    assert b.refused("deployment_unknown_version") == 1
+    b.operator.trust(publisher.public_key, "counter", actor="ops")
+    b.replication.poll()  # b's loop sees its new trust rule and fetches; a sends nothing new
+    link.pump()
+    assert set(b.store.refs()) == {("counter", "1.0.0")}
+    deployment = b.store.deployment("counter")  # was only applied at the link's next session
+    assert deployment is not None
+    assert deployment.version == "1.0.0"
+    assert b.store.deployment_records() == a.store.deployment_records()
+
+
 def test_a_chunk_out_of_order_or_not_asked_for_is_refused_and_the_link_goes_on(
     sides: Callable[..., Side], publisher: KeyPair
 ) -> None:

@@ -92,7 +92,8 @@ class _Peer:
     queue: deque[ModuleRef] = field(default_factory=deque)
     transfer: ModuleTransfer | None = None
     waiting: dict[str, DeploymentRecord] = field(default_factory=dict)
-    """Its records that name a version still being fetched, by module."""
+    """Its records that name a version it holds and we lack (being fetched, or refused
+    until our trust policy changes), by module: applied when the version arrives."""
 
 
 def _record(entry: DeploymentEntry) -> DeploymentRecord:
@@ -263,9 +264,9 @@ class ModuleReplication:
             applied = self.store.apply_deployment(record, actor=f"peer:{peer.registry_peer_id}")
         except UnknownModuleError as exc:
             names = {(record.name, v) for v in record.versions()}
-            if names & {(ref.name, ref.version) for ref in self._fetching()}:
+            if names & state.holds.keys():  # the peer has it: it may yet come (trust changes)
                 state.waiting[record.name] = record
-            else:
+            if not names & {(ref.name, ref.version) for ref in self._fetching()}:
                 self._refuse_record(peer, record, "deployment_unknown_version", str(exc))
             return False
         except RolloutError as exc:
@@ -383,10 +384,9 @@ class ModuleReplication:
                 "error": message,
             },
         )
-        for state in self._peers.values():
+        for state in self._peers.values():  # their records wait on: trust may change
             record = state.waiting.get(ref.name)
             if record is not None and ref.version in record.versions():
-                del state.waiting[ref.name]
                 self._refuse_record(peer, record, "deployment_unknown_version", message)
 
     def _refuse_record(
