@@ -22,8 +22,9 @@ whole tree (``tests/test_layout.py`` checks that it matches the classes)::
     ├── CertificateFileError            edgeswarm.transport.api
     ├── ListenError                     edgeswarm.transport.api (also an OSError)
     ├── MetricsEndpointError            edgeswarm.telemetry.endpoint
-    ├── SessionEndedError               edgeswarm.client.session (also a ConnectionError)
-    ├── AuthRefusedError                edgeswarm.client.session: refused for good
+    ├── SessionEndedError               edgeswarm.client.errors (also a ConnectionError)
+    │   └── RedirectedError             edgeswarm.client.errors
+    ├── AuthRefusedError                edgeswarm.client.errors: refused for good
     ├── KeyFileError                    edgeswarm.identity.keys
     ├── DirectoryInUse                  edgeswarm.storage.lock: another process holds it
     ├── StateError                      edgeswarm.state.errors: error_code as well

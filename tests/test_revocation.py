@@ -16,8 +16,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.errors import AuthRefusedError
 from edgeswarm.client.reconnect import open_session
-from edgeswarm.client.session import AuthRefusedError, GatewayClient
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.gateway import Gateway, GatewayConfig
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair

@@ -651,7 +651,7 @@ def test_a_batch_of_an_older_spool_is_checked_by_decoding_it(tmp_path: Path) -> 
     sent again and again (the gateway cannot say which seq it refuses) while the edge
     kept spooling and logged nothing. Now it must decode as the OBS_BATCH of its seq
     and count, or it is quarantined."""
-    from edgeswarm.edge.uplink import unverified_batch_problem
+    from edgeswarm.edge.batch_groups import unverified_batch_problem
     from edgeswarm.wire import ObservationBatch, encode_payload
 
     def batch(seq: int, n: int) -> bytes:

@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.edge.batch_groups import observation_count
 from edgeswarm.edge.spool import Spool
-from edgeswarm.edge.uplink import Uplink, observation_count
+from edgeswarm.edge.uplink import Uplink
 from edgeswarm.gateway import Gateway, GatewayConfig
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.quic import default_stack

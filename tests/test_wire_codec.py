@@ -40,6 +40,7 @@ from edgeswarm.wire import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    Redirect,
     RemoteProtocolError,
     Role,
     StateSyncRequest,
@@ -144,6 +145,7 @@ def batch_map(**override: Any) -> dict[str, Any]:
 
 
 ALL_FRAMES: list[Frame] = [
+    Redirect(gateway_id="gw-b", host="gw-b.example", port=4433, reason="owner"),
     Hello(version=2, public_key=PK, role=Role.EDGE, peer_id="edge-1", agents=64),
     Hello(version=2, public_key=PK, role=Role.ADMIN, peer_id="ops"),
     Hello(version=2, public_key=PK, role=Role.INFERENCE, peer_id="gpu-0", join_token="tok"),

@@ -806,3 +806,10 @@ def test_encoded_actions_are_sent_byte_for_byte_within_the_limits_of_a_frame() -
     with pytest.raises(LocalProtocolError):
         client.send_encoded(FrameType.ACTIONS, payload, count=5)  # edges send no ACTIONS
     assert server.data_to_send() == client.data_to_send() == b""
+
+
+def test_frames_that_change_the_session_make_no_event_on_their_own() -> None:
+    from edgeswarm.wire.events import frame_event
+
+    with pytest.raises(TypeError, match="session itself"):
+        frame_event(Bye(code=0, reason=""))

@@ -78,8 +78,14 @@ def edge(
     edge_id: Annotated[str, typer.Option(help="Stable name of this edge.")],
     ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
     gateway_addr: Annotated[
-        str, typer.Option("--gateway", help="Gateway host:port.")
-    ] = DEFAULT_GATEWAY,
+        list[str] | None,
+        typer.Option(
+            "--gateway",
+            help=f"Gateway host:port (default {DEFAULT_GATEWAY}); repeat it for several: "
+            "the next is tried when one fails, and a gateway may REDIRECT the edge to "
+            "the one that owns it (enroll the edge's key at each).",
+        ),
+    ] = None,
     server_name: Annotated[
         str | None, typer.Option(help="Name in the gateway's certificate (default: host).")
     ] = None,
@@ -287,6 +293,9 @@ def edge(
         edgeswarm edge --edge-id edge-8 --ca ca.crt --gateway gw.example:{port} \\
             --placement --checkpoint-interval 10
 
+        edgeswarm edge --edge-id edge-9 --ca fleet-ca.crt \\
+            --gateway gw-0.example:{port} --gateway gw-1.example:{port}
+
         edgeswarm edge --edge-id replay-1 --ca ca.crt --io replay:plant-1.rec --tick-hz 0 \\
             --actions-out replayed.act
 
@@ -303,11 +312,10 @@ def edge(
     configure_logging(log_level, process="edge")
     with exits_on_error(f"edge {edge_id}"):
         token = join_token_from(join_token, join_token_file)
-        address = gateway_address(
-            gateway_addr,
-            ca=existing_file(ca, "--ca"),
-            server_name=server_name,
-            stack=quic_stack(stack),
+        ca_file = existing_file(ca, "--ca")
+        address, *more_gateways = (
+            gateway_address(value, ca=ca_file, server_name=server_name, stack=quic_stack(stack))
+            for value in gateway_addr or [DEFAULT_GATEWAY]
         )
         policies = tuple(policy or default(EdgeConfig, "policies"))
         for name in policies:
@@ -323,6 +331,7 @@ def edge(
     config = EdgeConfig(
         edge_id=edge_id,
         gateway=address,
+        more_gateways=tuple(more_gateways),
         agents=agents,
         first_agent_id=first_agent_id,
         placement=placement,

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 import typer
 
-from edgeswarm.client.session import AuthRefusedError
+from edgeswarm.client.errors import AuthRefusedError
 from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity.keys import KeyFileError
 

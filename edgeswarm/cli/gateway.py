@@ -113,6 +113,14 @@ def gateway(
             " (an entry whose first DNS label is --gateway-id is this gateway: skipped)."
         ),
     ] = None,
+    peer_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.3,
+            help="Seconds a peer gateway may answer nothing before it leaves the gateway"
+            " ring (its edges then belong to the others; they come back when it does).",
+        ),
+    ] = _GATEWAY.peer_timeout_s,
     placer: Annotated[
         str,
         typer.Option(help="How agents are placed on edges: ring, rendezvous or maglev."),
@@ -234,6 +242,7 @@ def gateway(
         identity_key=identity_key,
         peers=peers,
         peer_ca=peer_ca,
+        peer_timeout_s=peer_timeout,
         placer=placer,
         edge_timeout_s=edge_timeout,
         max_moves=max_moves,

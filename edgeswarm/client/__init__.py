@@ -10,8 +10,9 @@ and never import each other.
 
 from .address import DEFAULT_HOST, GatewayAddress, split_host_port
 from .admin import fetch_state, fetch_status, watch_state
+from .errors import AuthRefusedError, RedirectedError, SessionEndedError
 from .reconnect import Backoff, Reconnect, open_session
-from .session import AuthRefusedError, GatewayClient, SessionEndedError, StateHandler
+from .session import GatewayClient, StateHandler
 
 __all__ = [
     "DEFAULT_HOST",
@@ -20,6 +21,7 @@ __all__ = [
     "GatewayAddress",
     "GatewayClient",
     "Reconnect",
+    "RedirectedError",
     "SessionEndedError",
     "StateHandler",
     "fetch_state",

@@ -22,8 +22,9 @@ from edgeswarm.wire import (
 )
 
 from .address import GatewayAddress
+from .errors import SessionEndedError
 from .reconnect import open_session
-from .session import GatewayClient, SessionEndedError, StateHandler
+from .session import GatewayClient, StateHandler
 
 DEFAULT_ADMIN_ID = "admin"
 """Peer id an admin key is enrolled as unless told otherwise."""

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgeswarm.errors import EdgeswarmError
 from edgeswarm.identity import KeyPair
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.transport.api import SessionLink
@@ -55,6 +54,8 @@ from edgeswarm.wire import (
     PlacementReply,
     PlacementRequest,
     ProtocolViolation,
+    Redirect,
+    Redirected,
     RegistryChunk,
     RegistryFrameReceived,
     RegistryIndex,
@@ -77,30 +78,10 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.errors import RemoteProtocolError
 
+from .errors import AuthRefusedError, RedirectedError, SessionEndedError
 from .refusals import REFUSAL_HINTS
 
 logger = logging.getLogger("edgeswarm.client")
-
-
-class SessionEndedError(EdgeswarmError, ConnectionError):
-    """The session with the gateway ended while we were waiting on it."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        """The BYE's code when the gateway closed the session, else None."""
-
-
-class AuthRefusedError(EdgeswarmError):
-    """The gateway refused this peer for good (``wire.AUTH_REFUSAL_CODES``: unknown or
-    revoked key, bad, expired or used token, wrong role): connecting again cannot help,
-    an operator has to enroll the key or issue a token. Not a ``ConnectionError``, so
-    no retry loop swallows it."""
-
-    def __init__(self, message: str, *, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-        """The refusal's code."""
 
 
 @dataclass
@@ -174,6 +155,8 @@ class GatewayClient:
         self.closed_reason: str | None = None
         self.closed_code: int | None = None
         """The code of the gateway's BYE, once it closed the session."""
+        self.redirect: Redirect | None = None
+        """The gateway's REDIRECT (feature ``redirect``): where the edge belongs."""
         self._link: SessionLink | None = None
         self._in_flight: dict[int, float] = {}
         """Batches sent in this session and not acknowledged: seq -> when sent."""
@@ -364,6 +347,8 @@ class GatewayClient:
             raise AuthRefusedError(
                 f"the gateway refused {self.hello.peer_id!r}: {reason}{hint}", code=code
             )
+        if self.redirect is not None:
+            raise RedirectedError(self.closed_reason, redirect=self.redirect)
         raise SessionEndedError(self.closed_reason, code=code)
 
     def stalled(self, now: float, timeout: float) -> bool:
@@ -378,13 +363,8 @@ class GatewayClient:
         if self.closed_reason is None:
             self.closed_reason = reason
             self.closed_code = code
-            if self._status is not None and not self._status.done():
-                try:
-                    self.raise_if_closed()
-                except (AuthRefusedError, SessionEndedError) as exc:
-                    self._status.set_exception(exc)
-            for future in self._placement.values():
-                if not future.done():
+            for future in (self._status, *self._placement.values()):
+                if future is not None and not future.done():
                     try:
                         self.raise_if_closed()
                     except (AuthRefusedError, SessionEndedError) as exc:
@@ -441,6 +421,8 @@ class GatewayClient:
                 case InferRequestReceived(request=request):
                     if self.infer_handler is not None:
                         self.infer_handler(request)
+                case Redirected(redirect=redirect):
+                    self.redirect = redirect
                 case AgentsAssigned(assign=assign):
                     if self.assign_handler is not None:
                         self.assign_handler(assign)

@@ -32,6 +32,8 @@ class EdgeConfig:
     """Stable name of this edge, sent in HELLO (as ``peer_id``) and stored with every batch."""
     gateway: GatewayAddress
     """The gateway to deliver to: host, port, pinned CA, certificate name, QUIC stack."""
+    more_gateways: tuple[GatewayAddress, ...] = ()
+    """Further gateways (``--gateway`` repeated), tried in turn when one fails."""
     data_dir: Path = Path("var/edge")
     """Where the edge keeps its key and its spool."""
     key_file: Path | None = None

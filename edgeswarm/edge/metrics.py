@@ -133,6 +133,11 @@ class UplinkCollector(Collector):
             value=counters.retries,
         )
         yield CounterMetricFamily(
+            "edgeswarm_edge_redirects",
+            "REDIRECTs received: a gateway sent this edge to the gateway ring's owner of it",
+            value=counters.redirects,
+        )
+        yield CounterMetricFamily(
             "edgeswarm_edge_sessions",
             "Sessions with the gateway opened (welcomed)",
             value=counters.connects,

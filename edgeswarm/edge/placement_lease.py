@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
+from edgeswarm.client.errors import AuthRefusedError, SessionEndedError
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.placement.lease import Lease, LeaseTerms, Standing
 from edgeswarm.wire import Assign
 

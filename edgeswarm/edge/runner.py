@@ -29,6 +29,7 @@ from edgeswarm.wire import (
     FEATURE_ACK_THROUGH,
     FEATURE_HEAVY,
     FEATURE_PLACEMENT,
+    FEATURE_REDIRECT,
     FEATURE_SEQ_EPOCH,
     PROTOCOL_VERSION,
     Hello,
@@ -36,6 +37,7 @@ from edgeswarm.wire import (
 )
 
 from .agent_table import AgentTable
+from .batch_groups import observation_count, unverified_batch_problem
 from .config import EdgeConfig
 from .edge_io import open_edge_io, wait_unpaced
 from .gateway_actions import apply_gateway_actions
@@ -53,7 +55,7 @@ from .policy_retry import PolicyRetry
 from .spool import Spool, SpoolError
 from .spool_records import QuarantinedBatch
 from .state_link import StateLink
-from .uplink import Uplink, observation_count, unverified_batch_problem
+from .uplink import Uplink
 from .world import FlockingWorld
 
 logger = logging.getLogger("edgeswarm.edge")
@@ -132,6 +134,7 @@ class EdgeRunner:
                     FEATURE_ACK_THROUGH,
                     FEATURE_HEAVY,
                     FEATURE_SEQ_EPOCH,
+                    FEATURE_REDIRECT,
                     *self.modules.features,
                     *((FEATURE_PLACEMENT,) if config.placement else ()),
                 ),
@@ -140,6 +143,7 @@ class EdgeRunner:
             ),
             key=self.key,
             gateway=config.gateway,
+            more_gateways=config.more_gateways,
             spool=self.spool,
             on_client=self.modules.attach_with(self._client_created),
             on_quarantine=self._on_quarantine,
@@ -473,6 +477,8 @@ class EdgeRunner:
             "quarantined_batches": counters.quarantined_batches,
             "quarantined_observations": counters.quarantined_observations,
             "connects": counters.connects,
+            "redirects": counters.redirects,
+            "gateway": str(self.uplink.gateway),
             "actions_applied": self.actions_applied,
             "ack_p50_ms": round(latency.quantile(0.50) * 1e3, 3),
             "ack_p99_ms": round(latency.quantile(0.99) * 1e3, 3),

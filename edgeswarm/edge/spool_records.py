@@ -83,7 +83,7 @@ def batch_checksum(seq: int, count: int, payload: bytes) -> int:
 
 UnverifiedCheck = Callable[[int, int, bytes], "str | None"]
 """Why a batch spooled before checksums existed must not be sent (it does not decode as
-the OBS_BATCH of its seq and count), or None; the uplink's ``unverified_batch_problem``."""
+the OBS_BATCH of its seq and count), or None; ``batch_groups.unverified_batch_problem``."""
 
 
 def batch_problem(

@@ -25,7 +25,7 @@ starts and ends; the pump waits the same way before a send it cannot record. A s
 cannot be read or written for any other reason is a
 :class:`~edgeswarm.edge.spool.SpoolError`: logged with its path and raised, and the edge
 stops. A refusal that retrying cannot change (unknown or revoked
-key, bad token: :class:`~edgeswarm.client.session.AuthRefusedError`) is
+key, bad token: :class:`~edgeswarm.client.errors.AuthRefusedError`) is
 logged once and raised too: the edge stops instead of spooling for nobody.
 The backoff's jitter comes from the OS's entropy, so edges that share a
 ``--seed`` do not retry in lockstep.
@@ -38,12 +38,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.errors import AuthRefusedError, RedirectedError, SessionEndedError
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.identity import KeyPair
 from edgeswarm.transport.api import TransportSettings
 from edgeswarm.transport.tickets import TicketStore
@@ -51,19 +52,18 @@ from edgeswarm.wire import (
     BATCH_REFUSED_CODES,
     FEATURE_SEQ_EPOCH,
     Ack,
-    BatchHeader,
     Error,
     ErrorCode,
     Hello,
     LocalProtocolError,
     ObservationBatch,
-    RemoteProtocolError,
     Welcome,
     code_name,
-    decode_payload,
     encode_payload,
 )
 
+from .batch_groups import groups_within
+from .gateway_choice import GatewayChoice
 from .spool import DISK_FULL_RETRY_S, OverflowPolicy, Spool, SpoolDiskFull, SpoolError
 from .spool_records import QuarantinedBatch, QuarantineReason
 from .spool_room import append_when_room
@@ -104,6 +104,8 @@ class UplinkCounters:
     """Connection attempts and sessions that failed, each followed by a backoff."""
     disk_full_waits: int = 0
     """Times a spool write found the disk full and the edge waited for room."""
+    redirects: int = 0
+    """REDIRECTs received: a gateway sent the edge to the gateway that owns it."""
 
 
 class Uplink:
@@ -116,6 +118,7 @@ class Uplink:
         key: KeyPair,
         gateway: GatewayAddress,
         spool: Spool,
+        more_gateways: Sequence[GatewayAddress] = (),
         backoff: Backoff | None = None,
         ack_timeout_s: float = 5.0,
         on_client: Callable[[GatewayClient], None] | None = None,
@@ -127,7 +130,8 @@ class Uplink:
         self.transport = transport
         """QUIC settings of the connection (``max_datagram_size``); None: the defaults."""
         self.key = key
-        self.gateway = gateway
+        self.gateways = GatewayChoice((gateway, *more_gateways))
+        """Where to deliver: the configured gateways and the last REDIRECT."""
         self.spool = spool
         self.ack_timeout_s = ack_timeout_s
         """Outstanding batches with no ack for this long: the gateway is gone, reconnect.
@@ -156,6 +160,11 @@ class Uplink:
         """Set when this session's numbers turned out to be shared: its ACKs prove nothing."""
 
     @property
+    def gateway(self) -> GatewayAddress:
+        """The gateway the edge connects (or is connected) to now."""
+        return self.gateways.current
+
+    @property
     def spooled(self) -> int:
         """Batches held, waiting for an ack."""
         return len(self.spool)
@@ -174,7 +183,7 @@ class Uplink:
         for offset, batch_at in enumerate(batches):
             batch = batch_at(seq + offset)
             encoded.append((seq + offset, encode_payload(batch), batch.count))
-        for group in _groups_within(encoded, self.spool.max_bytes):
+        for group in groups_within(encoded, self.spool.max_bytes):
             size = sum(len(payload) for _, payload, _ in group)
             if self.spool.overflow is OverflowPolicy.BLOCK:
                 while self.spool.would_overflow(size):
@@ -254,6 +263,7 @@ class Uplink:
                         client.close("starting a new sequence epoch")
                         continue  # reconnect at once with the new epoch
                     self.reconnect.succeeded()
+                    self.gateways.connected()
                     self.connected = True
                     self.counters.connects += 1
                     self.counters.resumed += int(link.resumed)
@@ -290,28 +300,51 @@ class Uplink:
                     },
                 )
                 raise
+            except RedirectedError as exc:
+                if self._stopping:
+                    break
+                to = exc.redirect
+                follow = self.gateways.redirected(to)
+                self.counters.redirects += 1
+                logger.info(
+                    "gateway sent this edge to the gateway that owns it",
+                    extra={
+                        "gateway_id": to.gateway_id,
+                        "gateway": f"{to.host}:{to.port}",
+                        "reason": to.reason,
+                        "following": follow,
+                    },
+                )
+                if not follow:
+                    await self._back_off(exc)
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
-                delay = self.reconnect.failed()
-                self.counters.retries += 1
-                logger.warning(
-                    "gateway unreachable; spooling and retrying",
-                    extra={
-                        "error": str(exc) or type(exc).__name__,
-                        "retry_in_s": round(delay, 3),
-                        "attempt": self.reconnect.attempt,
-                        "spooled": len(self.spool),
-                    },
-                )
-                self.connected = False
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        while not self._stopping:
-                            await self._wait_change()
+                self.gateways.failed()
+                await self._back_off(exc)
             finally:
                 self.connected = False
                 self._dropped_in_flight.clear()  # never acked now: they stay dropped
+
+    async def _back_off(self, exc: BaseException) -> None:
+        """Count the failure, say so, wait the backoff (or until stopped)."""
+        delay = self.reconnect.failed()
+        self.counters.retries += 1
+        logger.warning(
+            "gateway unreachable; spooling and retrying",
+            extra={
+                "gateway": str(self.gateway),
+                "error": str(exc) or type(exc).__name__,
+                "retry_in_s": round(delay, 3),
+                "attempt": self.reconnect.attempt,
+                "spooled": len(self.spool),
+            },
+        )
+        self.connected = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                while not self._stopping:
+                    await self._wait_change()
 
     async def _pump(self, client: GatewayClient) -> None:
         """Send spooled batches in seq order as credit allows, until the session ends."""
@@ -452,44 +485,3 @@ class Uplink:
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
-
-
-def observation_count(payload: bytes) -> int:
-    """Observations in an encoded OBS_BATCH (0 when it is not one): the count of a
-    batch that a version-1 spool stored without it (``Spool(count_of=...)``)."""
-    try:
-        frame = decode_payload(payload, batch_arrays=False)
-    except RemoteProtocolError:
-        return 0
-    return frame.count if isinstance(frame, BatchHeader) else 0
-
-
-def unverified_batch_problem(seq: int, count: int, payload: bytes) -> str | None:
-    """Why a batch spooled without a checksum (an older spool) must not be sent: it does
-    not decode as an OBS_BATCH of its ``seq`` and ``count`` (``Spool(check_unverified=...)``)."""
-    try:
-        frame = decode_payload(payload, batch_arrays=False)
-    except RemoteProtocolError as exc:
-        return f"not an OBS_BATCH ({exc})"
-    if not isinstance(frame, BatchHeader):
-        return f"a {type(frame).__name__}, not an OBS_BATCH"
-    if frame.seq != seq or frame.count != count:
-        return f"holds seq {frame.seq} of {frame.count} agents, spooled as {seq} of {count}"
-    return None
-
-
-def _groups_within(
-    batches: list[tuple[int, bytes, int]], max_bytes: int
-) -> Iterator[list[tuple[int, bytes, int]]]:
-    """``batches`` in order, as few consecutive groups of at most ``max_bytes`` as there can
-    be (a batch larger than that alone: the spool refuses it)."""
-    group: list[tuple[int, bytes, int]] = []
-    size = 0
-    for batch in batches:
-        if group and size + len(batch[1]) > max_bytes:
-            yield group
-            group, size = [], 0
-        group.append(batch)
-        size += len(batch[1])
-    if group:
-        yield group

@@ -16,6 +16,9 @@ from edgeswarm.wire.session import DEFAULT_HELLO_TIMEOUT_S
 
 from .log.records import FsyncPolicy
 
+DEFAULT_PEER_TIMEOUT_S = 10.0
+"""A peer gateway that answers nothing this long is taken as down (``--peer-timeout``)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class GatewayConfig:
@@ -69,6 +72,8 @@ class GatewayConfig:
     """Peer gateways (host, port) to replicate the swarm state with."""
     peer_ca: Path | None = None
     """CA (bundle) the peer gateways' certificates chain to; this gateway's own CA if None."""
+    peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S
+    """A peer gateway that answers nothing this long is down: it leaves the gateway ring."""
     state_broadcast_s: float = 0.01
     """Longest time a merged state change waits before it is sent on to other peers."""
     heavy: LaneConfig = field(default_factory=LaneConfig)

@@ -24,6 +24,7 @@ from edgeswarm.wire import (
     FEATURE_HEAVY,
     FEATURE_MODULES,
     FEATURE_PLACEMENT,
+    FEATURE_REDIRECT,
     FEATURE_REGISTRY,
     FEATURE_SEQ_EPOCH,
     FEATURE_STATE,
@@ -47,6 +48,7 @@ from edgeswarm.wire import (
     ObservationsReceived,
     PlacementRequested,
     ProtocolViolation,
+    Redirect,
     RegistryChunk,
     RegistryFrameReceived,
     RegistryIndex,
@@ -244,6 +246,11 @@ class GatewayConnection(BatchAnswers):
                 self._refuse(exc.error_code, str(exc))
             return
         is_edge = hello.role is Role.EDGE
+        if is_edge and FEATURE_REDIRECT in hello.features:
+            redirect = gateway.ring.redirect_for(hello.peer_id, "owner")
+            if redirect is not None:  # another gateway owns this edge: nothing registered here
+                self.redirect(redirect)
+                return
         resume_seq = 0
         if is_edge:
             epoch = hello.seq_epoch if FEATURE_SEQ_EPOCH in hello.features else None
@@ -405,6 +412,29 @@ class GatewayConnection(BatchAnswers):
         if not self.session.closed:
             self.session.close(ErrorCode.SESSION_REPLACED, "a newer session of this edge id")
             self._process()
+
+    def redirect(self, redirect: Redirect) -> bool:
+        """REDIRECT the edge to its gateway, then BYE ``REDIRECTED`` (after AUTH, or in
+        READY with feature ``redirect``: acks first). False when the edge cannot take one."""
+        ready = self.session.state is SessionState.READY
+        if self.session.closed or (ready and FEATURE_REDIRECT not in self.session.features):
+            return False
+        if ready:
+            self._send_cumulative_ack()
+        self.session.send(redirect)
+        self.session.close(ErrorCode.REDIRECTED, f"owned by gateway {redirect.gateway_id}")
+        self._gateway.ring.redirected(redirect)
+        hello = self.session.peer_hello
+        self._log(
+            logging.INFO,
+            "edge redirected to the gateway that owns it",
+            peer_id=hello.peer_id if hello is not None else None,
+            gateway_id=redirect.gateway_id,
+            gateway=f"{redirect.host}:{redirect.port}",
+            reason=redirect.reason,
+        )
+        self._process()
+        return True
 
     def revoke(self, reason: str) -> None:
         """The peer's key left the registry (``revocation.py``): ERROR and BYE

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from edgeswarm.wire import ErrorCode
+from edgeswarm.wire import ErrorCode, Redirect
 
 from .log import EpochStanding, LogWriteError, ObservationLog
 from .stats import GatewayStats
@@ -38,6 +38,9 @@ class LiveSession(Protocol):
 
     def replace(self) -> None:
         """Close with BYE ``SESSION_REPLACED`` (a newer session took over)."""
+
+    def redirect(self, redirect: Redirect) -> bool:
+        """REDIRECT then BYE when the edge speaks feature ``redirect``; True if sent."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ class EdgeSessions:
     def live_edges(self) -> frozenset[str]:
         """Edges with a live session now."""
         return frozenset(self._live)
+
+    def live_sessions(self) -> list[tuple[str, LiveSession]]:
+        """Each edge with a live session, and that session."""
+        return list(self._live.items())
 
     def ended(self, session: LiveSession, edge_id: str) -> None:
         """``session`` of ``edge_id`` is over."""

@@ -29,10 +29,13 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
+from collections.abc import Callable
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.errors import SessionEndedError
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import GatewayClient, SessionEndedError
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.identity import KeyPair
 from edgeswarm.state import Writers
 from edgeswarm.wire import (
@@ -49,6 +52,7 @@ from edgeswarm.wire import (
     StateUpdateReceived,
 )
 
+from .config import DEFAULT_PEER_TIMEOUT_S
 from .module_replication import ModuleReplication
 from .state_service import StateService
 
@@ -84,8 +88,13 @@ class PeerGatewayLink:
         service: StateService,
         registry: ModuleReplication | None = None,
         backoff: Backoff = PEER_BACKOFF,
+        timeout_s: float = DEFAULT_PEER_TIMEOUT_S,
+        on_change: Callable[[PeerGatewayLink], None] | None = None,
     ) -> None:
-        """``registry``: replicate the module registry too (feature ``registry``)."""
+        """``registry``: replicate the module registry too (feature ``registry``).
+        ``timeout_s``: a peer that answers nothing this long is down (the link sends a
+        STATE_SYNC every third of it, which the peer answers). ``on_change``: called
+        when the link comes up or goes down (the gateway ring)."""
         self.address = address
         self.service = service
         self.registry = registry
@@ -104,11 +113,19 @@ class PeerGatewayLink:
         """Sessions established so far."""
         self.remote_id: str | None = None
         """The peer's gateway id, once welcomed."""
+        self.timeout_s = timeout_s
+        self._on_change = on_change
+        self._last_heard = self._last_sync = 0.0
 
     @property
     def connected(self) -> bool:
         """Whether a session with the peer is open and syncing."""
         return self._client is not None
+
+    @property
+    def peer_address(self) -> tuple[str, int]:
+        """Where the peer is reached (``--peer``): what a REDIRECT to it names."""
+        return self.address.host, self.address.port
 
     @property
     def state_peer_id(self) -> str:
@@ -127,22 +144,39 @@ class PeerGatewayLink:
     def session_ready(self, client: GatewayClient) -> None:
         self._client = client
         self.remote_id = client.welcome.gateway_id if client.welcome else None
+        self._last_heard = self._last_sync = time.monotonic()
         client.send_state(self.service.sync_request(self))
         if self.registry is not None and FEATURE_REGISTRY in client.session.features:
             self.registry.attach(self)
+        if self._on_change is not None:
+            self._on_change(self)
 
     def state_received(
         self, client: GatewayClient, event: StateSyncRequested | StateUpdateReceived
     ) -> None:
+        self._last_heard = time.monotonic()
         for frame in self.service.receive(self, event):
             client.send_state(frame)
 
     def session_ended(self, client: GatewayClient) -> None:
-        if self._client is client:
-            self._client = None
+        if self._client is not client:
+            return
+        self._client = None
         self.service.detach(self)
         if self.registry is not None:
             self.registry.detach(self)
+        if self._on_change is not None:
+            self._on_change(self)
+
+    def _heartbeat(self, client: GatewayClient) -> None:
+        """Ask the peer for what we lack every third of the timeout; give the session up
+        when the peer answered nothing for the whole timeout (it is down or cut off)."""
+        now = time.monotonic()
+        if now - self._last_heard > self.timeout_s:
+            client.abandon(f"peer gateway answered nothing for {self.timeout_s:g} s")
+        elif now - self._last_sync >= self.timeout_s / 3 and self._client is client:
+            self._last_sync = now
+            client.send_state(self.service.sync_request(self))
 
     # RegistryPeer (module_replication)
     @property
@@ -178,8 +212,9 @@ class PeerGatewayLink:
                     )
                     while client.closed_reason is None and not self._stopping.is_set():
                         with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(0.5):
+                            async with asyncio.timeout(min(0.5, self.timeout_s / 6)):
                                 await client.wait_change()
+                        self._heartbeat(client)
                     client.close("gateway stopping")
                     if client.closed_reason is not None and not self._stopping.is_set():
                         raise SessionEndedError(client.closed_reason)

@@ -21,6 +21,7 @@ from .agent_store import AgentStore
 from .config import GatewayConfig
 from .connection import GatewayConnection
 from .edge_sessions import EdgeSessions
+from .gateway_ring import RingService
 from .log import LogCollector, ObservationLog, Scrubber, ScrubCollector
 from .module_distribution import ModuleDistribution
 from .module_replication import ModuleReplication
@@ -127,6 +128,13 @@ class Gateway:
         )
         """The heavy inference lane: batches edges' requests to inference nodes."""
         self.stats.metrics.registry.register(LaneCollector(self.heavy.lane.counters))
+        self.ring = RingService(
+            config.gateway_id,
+            self.edge_sessions.live_sessions,
+            registry=self.stats.metrics.registry,
+            placer=config.placer,
+        )
+        """Which gateway owns each edge; REDIRECTs to it (``gateway_ring.py``)."""
         self.peer_links: list[PeerGatewayLink] = []
         self._peer_tasks: list[asyncio.Task[None]] = []
         self._broadcast: asyncio.TimerHandle | None = None
@@ -247,6 +255,8 @@ class Gateway:
             key=self.identity,
             service=self.state,
             registry=self.replication,
+            timeout_s=self.config.peer_timeout_s,
+            on_change=self.ring.link_changed,
         )
         self.peer_links.append(link)
         self._peer_tasks.append(asyncio.get_running_loop().create_task(link.run()))

@@ -8,6 +8,7 @@ from edgeswarm.inference.lane_runner import LaneRunner
 
 from .config import GatewayConfig
 from .edge_sessions import EdgeSessions
+from .gateway_ring import RingService
 from .log import ObservationLog
 from .module_distribution import ModuleDistribution
 from .module_replication import ModuleReplication
@@ -78,6 +79,11 @@ class GatewayServices(Protocol):
     @property
     def placement_edges(self) -> PlacementEdges:
         """ASSIGN to edges with feature ``placement``, their CHECKPOINT rows stored."""
+        ...
+
+    @property
+    def ring(self) -> RingService:
+        """The gateway ring: which gateway owns an edge, REDIRECTs (feature ``redirect``)."""
         ...
 
     @property

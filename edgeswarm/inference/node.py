@@ -32,8 +32,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.client.address import GatewayAddress
+from edgeswarm.client.errors import AuthRefusedError, SessionEndedError
 from edgeswarm.client.reconnect import Backoff, Reconnect, open_session
-from edgeswarm.client.session import AuthRefusedError, GatewayClient, SessionEndedError
+from edgeswarm.client.session import GatewayClient
 from edgeswarm.identity import load_or_create_key
 from edgeswarm.telemetry import DaemonEndpoint, Probes
 from edgeswarm.wire import (

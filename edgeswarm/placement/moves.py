@@ -48,7 +48,7 @@ DEFAULT_MAX_MOVES = 65_536
 """Agents that may be on their way from one edge to another at once (``--max-moves``):
 one ASSIGN part's worth (the default ``max_batch_agents``). Each round costs a tick of
 the giving edge and a round trip: draining 50 000 agents between two edges in rounds of
-16 384 took 2-3× as long as in one (docs/benchmarks.md, ``migration``)."""
+16 384 took 2-3 times as long as in one (docs/benchmarks.md, ``migration``)."""
 
 
 class MoveKind(enum.Enum):

@@ -70,6 +70,7 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    Redirect,
     RegistryChunk,
     RegistryIndex,
     RegistryRequest,
@@ -219,6 +220,8 @@ def _encode_fields(frame: Frame) -> dict[str, Any]:
             return placement_codec.encode_assign(frame)
         case Checkpoint():
             return placement_codec.encode_checkpoint(frame)
+        case Redirect():
+            return placement_codec.encode_redirect(frame)
         case ModuleAssign():
             return module_codec.encode_module_assign(frame)
         case ModuleReport():
@@ -409,6 +412,7 @@ _DECODERS: dict[FrameType, Callable[[dict[Any, Any], int], Frame]] = {
     FrameType.BLOB_CHUNK: module_codec.decode_blob_chunk,
     FrameType.ASSIGN: placement_codec.decode_assign,
     FrameType.CHECKPOINT: placement_codec.decode_checkpoint,
+    FrameType.REDIRECT: placement_codec.decode_redirect,
     FrameType.REGISTRY_INDEX: registry_codec.decode_registry_index,
     FrameType.REGISTRY_REQUEST: registry_codec.decode_registry_request,
     FrameType.REGISTRY_CHUNK: registry_codec.decode_registry_chunk,

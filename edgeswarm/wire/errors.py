@@ -59,6 +59,8 @@ class ErrorCode(IntEnum):
     KEY_REVOKED = 20
     """Fatal: the peer's key was removed from the gateway's registry (or replaced) while
     its session was open."""
+    REDIRECTED = 21
+    """BYE after REDIRECT: the edge belongs to another gateway of the ring."""
     # 100-199: swarm state (feature ``state``, docs/protocol.md section 9)
     STATE_ERROR = 100
     """Any other state error (never sent: a more precise code always exists)."""

@@ -22,6 +22,7 @@ from .frames import (
     Challenge,
     Checkpoint,
     Error,
+    Frame,
     Hello,
     InferRequest,
     InferResult,
@@ -30,10 +31,14 @@ from .frames import (
     ObservationBatch,
     PlacementReply,
     PlacementRequest,
+    Redirect,
     RegistryChunk,
     RegistryIndex,
     RegistryRequest,
+    StateSyncRequest,
+    StateUpdate,
     Status,
+    StatusRequest,
     Welcome,
 )
 
@@ -218,6 +223,13 @@ class CheckpointReceived:
 
 
 @dataclass(frozen=True)
+class Redirected:
+    """Edge side: the gateway sends us to the gateway that owns us (BYE follows)."""
+
+    redirect: Redirect
+
+
+@dataclass(frozen=True)
 class ErrorReceived:
     """The peer reported an error about something we sent."""
 
@@ -263,6 +275,7 @@ Event = (
     | PlacementReplied
     | ModulesAssigned
     | AgentsAssigned
+    | Redirected
     | CheckpointReceived
     | ModuleReportReceived
     | BlobRequested
@@ -272,6 +285,55 @@ Event = (
     | ProtocolViolation
     | SessionClosed
 )
+
+
+def frame_event(frame: Frame) -> Event:
+    """The event a received frame makes, for frames whose receipt changes nothing in
+    the session itself (HELLO, WELCOME, OBS_BATCH, ACK and BYE do; ``Session`` handles
+    those)."""
+    match frame:
+        case Challenge():
+            return ChallengeReceived(challenge=frame)
+        case Auth():
+            return AuthReceived(auth=frame)
+        case Actions():
+            return ActionsReceived(actions=frame)
+        case StatusRequest():
+            return StatusRequested()
+        case Status():
+            return StatusReceived(status=frame)
+        case StateSyncRequest():
+            return StateSyncRequested(state_vector=frame.state_vector)
+        case StateUpdate():
+            return StateUpdateReceived(update=frame.update)
+        case InferRequest():
+            return InferRequestReceived(request=frame)
+        case InferResult():
+            return InferResultReceived(result=frame)
+        case PlacementRequest():
+            return PlacementRequested(request=frame)
+        case PlacementReply():
+            return PlacementReplied(reply=frame)
+        case ModuleAssign():
+            return ModulesAssigned(assign=frame)
+        case ModuleReport():
+            return ModuleReportReceived(report=frame)
+        case BlobRequest():
+            return BlobRequested(request=frame)
+        case BlobChunk():
+            return BlobChunkReceived(chunk=frame)
+        case Assign():
+            return AgentsAssigned(assign=frame)
+        case Checkpoint():
+            return CheckpointReceived(checkpoint=frame)
+        case Redirect():
+            return Redirected(redirect=frame)
+        case RegistryIndex() | RegistryRequest() | RegistryChunk():
+            return RegistryFrameReceived(frame=frame)
+        case Error():
+            return ErrorReceived(error=frame)
+    raise TypeError(f"{type(frame).__name__} is handled by the session itself")
+
 
 __all__ = [
     "AckReceived",
@@ -293,6 +355,7 @@ __all__ = [
     "PlacementReplied",
     "PlacementRequested",
     "ProtocolViolation",
+    "Redirected",
     "RegistryFrameReceived",
     "SessionClosed",
     "StateSyncRequested",
@@ -300,4 +363,5 @@ __all__ = [
     "StatusReceived",
     "StatusRequested",
     "Welcomed",
+    "frame_event",
 ]

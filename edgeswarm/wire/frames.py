@@ -20,6 +20,7 @@ from .module_frames import ModuleAssignment as ModuleAssignment
 from .module_frames import ModuleReport as ModuleReport
 from .placement_frames import Assign as Assign
 from .placement_frames import Checkpoint as Checkpoint
+from .placement_frames import Redirect as Redirect
 from .registry_frames import RegistryChunk as RegistryChunk
 from .registry_frames import RegistryIndex as RegistryIndex
 from .registry_frames import RegistryRequest as RegistryRequest
@@ -57,6 +58,7 @@ class FrameType(IntEnum):
     REGISTRY_INDEX = 24
     REGISTRY_REQUEST = 25
     REGISTRY_CHUNK = 26
+    REDIRECT = 27
 
 
 class Role(StrEnum):
@@ -93,6 +95,9 @@ FEATURE_REGISTRY = "registry"
 """Feature name of module registry replication between gateways: REGISTRY_INDEX,
 REGISTRY_REQUEST and REGISTRY_CHUNK, both ways, role ``gateway`` only
 (``docs/protocol.md`` section 15)."""
+FEATURE_REDIRECT = "redirect"
+"""Feature name of REDIRECT: gateway -> edge, the gateway ring names another owner
+(``docs/protocol.md`` section 13.6); it may come instead of WELCOME."""
 FEATURES: frozenset[str] = frozenset(
     {
         FEATURE_STATE,
@@ -102,6 +107,7 @@ FEATURES: frozenset[str] = frozenset(
         FEATURE_PLACEMENT,
         FEATURE_MODULES,
         FEATURE_REGISTRY,
+        FEATURE_REDIRECT,
     }
 )
 """Every optional feature this implementation speaks (negotiated in HELLO / WELCOME)."""
@@ -437,6 +443,7 @@ Frame = (
     | BlobChunk
     | Assign
     | Checkpoint
+    | Redirect
     | RegistryIndex
     | RegistryRequest
     | RegistryChunk
@@ -466,6 +473,7 @@ FRAME_TYPES: dict[type[Frame], FrameType] = {
     BlobChunk: FrameType.BLOB_CHUNK,
     Assign: FrameType.ASSIGN,
     Checkpoint: FrameType.CHECKPOINT,
+    Redirect: FrameType.REDIRECT,
     RegistryIndex: FrameType.REGISTRY_INDEX,
     RegistryRequest: FrameType.REGISTRY_REQUEST,
     RegistryChunk: FrameType.REGISTRY_CHUNK,

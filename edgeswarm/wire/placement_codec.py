@@ -21,7 +21,7 @@ from .arrays import array_view, check_batch_shape, decode_array, wire_array
 from .errors import BatchTooLarge, InvalidArray, LocalProtocolError, MalformedFrame
 from .fields import MAX_TEXT_CHARS, boolean, field, text, uint63
 from .frames import PlacementReply, PlacementRequest
-from .placement_frames import Assign, Checkpoint
+from .placement_frames import Assign, Checkpoint, Redirect
 
 __all__ = [
     "MAX_OP_CHARS",
@@ -31,10 +31,12 @@ __all__ = [
     "decode_checkpoint",
     "decode_placement",
     "decode_placement_request",
+    "decode_redirect",
     "encode_assign",
     "encode_checkpoint",
     "encode_placement",
     "encode_placement_request",
+    "encode_redirect",
 ]
 
 MAX_OP_CHARS = 64
@@ -42,6 +44,10 @@ MAX_OP_CHARS = 64
 MAX_POLICY_NAMES = 256
 """Most ``policy_names`` of one ASSIGN."""
 MAX_POLICY_NAME_CHARS = 128
+MAX_GATEWAY_ID_CHARS = 64
+"""Longest gateway id in a REDIRECT."""
+MAX_HOST_CHARS = 253
+"""Longest host in a REDIRECT (a DNS name's limit)."""
 
 
 def _string_map(m: dict[Any, Any], key: str) -> dict[str, Any]:
@@ -201,3 +207,32 @@ def accepted_batch_agent_ids(payload: bytes) -> NDArray[np.uint32]:
     (~5 µs for 2048 agents instead of ~30 µs for a full decode)."""
     ids: NDArray[np.uint32] = array_view(msgpack.unpackb(payload)["agent_ids"], "<u4")
     return ids
+
+
+def encode_redirect(frame: Redirect) -> dict[str, Any]:
+    if not 1 <= len(frame.gateway_id) <= MAX_GATEWAY_ID_CHARS:
+        raise LocalProtocolError(f"gateway_id must be 1..{MAX_GATEWAY_ID_CHARS} characters")
+    if not 1 <= len(frame.host) <= MAX_HOST_CHARS:
+        raise LocalProtocolError(f"host must be 1..{MAX_HOST_CHARS} characters")
+    if not 1 <= frame.port <= 65535:
+        raise LocalProtocolError("port must be 1..65535")
+    if len(frame.reason) > MAX_TEXT_CHARS:
+        raise LocalProtocolError(f"reason must be at most {MAX_TEXT_CHARS} characters")
+    return {
+        "gateway_id": frame.gateway_id,
+        "host": frame.host,
+        "port": frame.port,
+        "reason": frame.reason,
+    }
+
+
+def decode_redirect(m: dict[Any, Any], _max_batch_agents: int) -> Redirect:
+    port = uint63(m, "port")
+    if not 1 <= port <= 65535:
+        raise MalformedFrame(f"field 'port' must be 1..65535, not {port}")
+    return Redirect(
+        gateway_id=text(m, "gateway_id", 1, MAX_GATEWAY_ID_CHARS),
+        host=text(m, "host", 1, MAX_HOST_CHARS),
+        port=port,
+        reason=text(m, "reason", 0, MAX_TEXT_CHARS),
+    )

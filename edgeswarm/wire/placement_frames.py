@@ -1,7 +1,8 @@
 """Frames of placement between the gateway and its edges (feature ``placement``).
 
 ASSIGN tells an edge which swarm agents it runs at a placement epoch; CHECKPOINT
-carries an edge's agents' state rows to the gateway. Both are columnar like an
+carries an edge's agents' state rows to the gateway; REDIRECT (feature ``redirect``)
+sends an edge to the gateway that owns it on the gateway ring. Both are columnar like an
 OBS_BATCH: row ``i`` of every array is one agent. ``docs/protocol.md`` section 13
 specifies them; ``placement_codec.py`` codes them.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Assign", "Checkpoint"]
+__all__ = ["Assign", "Checkpoint", "Redirect"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,3 +66,21 @@ class Checkpoint:
     @property
     def count(self) -> int:
         return int(self.agent_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """REDIRECT, gateway -> edge: connect to gateway ``gateway_id`` at ``host``:``port``.
+
+    Sent after AUTH instead of WELCOME, or in READY when the gateway ring changed;
+    BYE (``REDIRECTED``) follows. The edge delivers to that gateway from then on.
+    """
+
+    gateway_id: str
+    """The owning gateway's id (its ``--gateway-id``); 1..64 characters."""
+    host: str
+    """Its host name or address as the gateways reach each other (``--peer``); 1..253."""
+    port: int
+    """Its UDP port, 1..65535."""
+    reason: str = ""
+    """Why, for logs: ``owner`` (asked the wrong gateway) or ``ring`` (the ring changed)."""

@@ -29,68 +29,43 @@ from .errors import (
 )
 from .events import (
     AckReceived,
-    ActionsReceived,
-    AgentsAssigned,
-    AuthReceived,
-    BlobChunkReceived,
-    BlobRequested,
-    ChallengeReceived,
-    CheckpointReceived,
-    ErrorReceived,
     Event,
     HelloReceived,
-    InferRequestReceived,
-    InferResultReceived,
-    ModuleReportReceived,
-    ModulesAssigned,
     ObservationsReceived,
-    PlacementReplied,
-    PlacementRequested,
     ProtocolViolation,
-    RegistryFrameReceived,
     SessionClosed,
-    StateSyncRequested,
-    StateUpdateReceived,
-    StatusReceived,
-    StatusRequested,
     Welcomed,
+    frame_event,
 )
 from .frames import (
     FRAME_TYPES,
     PROTOCOL_VERSION,
     Ack,
     Actions,
-    Assign,
     Auth,
     BatchHeader,
-    BlobChunk,
-    BlobRequest,
     Bye,
     Challenge,
-    Checkpoint,
     Error,
     Frame,
     FrameType,
     Hello,
     InferRequest,
     InferResult,
-    ModuleAssign,
-    ModuleReport,
     ObservationBatch,
-    PlacementReply,
-    PlacementRequest,
-    RegistryChunk,
-    RegistryIndex,
-    RegistryRequest,
     Role,
-    StateSyncRequest,
-    StateUpdate,
-    Status,
-    StatusRequest,
     Welcome,
 )
 from .framing import DEFAULT_MAX_FRAME_BYTES, FrameReader, encode_prefix
-from .states import FEATURE_GATED, SENDER_ROLES, Direction, SessionState, Side, next_state
+from .states import (
+    FEATURE_GATED,
+    SENDER_ROLES,
+    Direction,
+    SessionState,
+    Side,
+    next_state,
+    role_names,
+)
 
 DEFAULT_HELLO_TIMEOUT_S = 10.0
 """Seconds a client has to complete the handshake unless configured otherwise."""
@@ -119,11 +94,6 @@ class SessionConfig:
 
 def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 3] + "..."
-
-
-def _names(roles: frozenset[Role]) -> str:
-    """``edge``, ``admin/edge``: the roles of a SENDER_ROLES entry, for a message."""
-    return "/".join(sorted(role.value for role in roles))
 
 
 class Session:
@@ -309,10 +279,21 @@ class Session:
     # --- internals -------------------------------------------------------
 
     @property
+    def _client_hello(self) -> Hello | None:
+        """The client's HELLO (ours or the peer's); None before it."""
+        return self.local_hello if self._side is Side.CLIENT else self.peer_hello
+
+    @property
     def _client_role(self) -> Role | None:
-        """The role in the client's HELLO (ours or the peer's); None before it."""
-        hello = self.local_hello if self._side is Side.CLIENT else self.peer_hello
-        return hello.role if hello is not None else None
+        return self._client_hello.role if self._client_hello is not None else None
+
+    @property
+    def _gate_features(self) -> frozenset[str]:
+        """What a feature-gated frame needs: the negotiated features; before READY
+        (REDIRECT, the only such frame there), the features the client's HELLO named."""
+        if self._state is SessionState.READY or self._client_hello is None:
+            return self.features
+        return frozenset(self._client_hello.features)
 
     def _transition(self, frame_type: FrameType, direction: Direction) -> SessionState | None:
         return next_state(self._side, self._state, direction, frame_type)
@@ -346,9 +327,9 @@ class Session:
         roles = SENDER_ROLES.get((self._side, frame_type))
         if roles is not None and self._client_role not in roles:
             who = "clients" if self._side is Side.CLIENT else "the gateway to clients"
-            raise LocalProtocolError(f"only {_names(roles)} {who} may send {frame_type.name}")
+            raise LocalProtocolError(f"only {role_names(roles)} {who} may send {frame_type.name}")
         feature = FEATURE_GATED.get(frame_type)
-        if feature is not None and feature not in self.features:
+        if feature is not None and feature not in self._gate_features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
         if agents is not None:
             limit = self.config.max_batch_agents
@@ -408,10 +389,11 @@ class Session:
         if roles is not None and self._client_role not in roles:
             role = self._client_role.value if self._client_role is not None else "unknown"
             raise UnexpectedFrame(
-                f"{frame_type.name} is only for {_names(roles)} clients, not role {role}", seq=seq
+                f"{frame_type.name} is only for {role_names(roles)} clients, not role {role}",
+                seq=seq,
             )
         feature = FEATURE_GATED.get(frame_type)
-        if feature is not None and feature not in self.features:
+        if feature is not None and feature not in self._gate_features:
             raise UnexpectedFrame(f"{frame_type.name} needs feature {feature!r}, not negotiated")
         if isinstance(frame, Hello | Welcome) and frame.version != PROTOCOL_VERSION:
             raise UnsupportedVersion(
@@ -428,10 +410,6 @@ class Session:
             case Hello():
                 self.peer_hello = frame
                 self._events.append(HelloReceived(hello=frame))
-            case Challenge():
-                self._events.append(ChallengeReceived(challenge=frame))
-            case Auth():
-                self._events.append(AuthReceived(auth=frame))
             case Welcome():
                 self.welcome = frame
                 self._reader.max_frame_bytes = self.config.max_frame_bytes  # READY: full limits
@@ -452,42 +430,10 @@ class Session:
             case Ack():
                 self._credit_limit = max(self._credit_limit, frame.credit)
                 self._events.append(AckReceived(ack=frame))
-            case Actions():
-                self._events.append(ActionsReceived(actions=frame))
-            case StatusRequest():
-                self._events.append(StatusRequested())
-            case Status():
-                self._events.append(StatusReceived(status=frame))
-            case StateSyncRequest():
-                self._events.append(StateSyncRequested(state_vector=frame.state_vector))
-            case StateUpdate():
-                self._events.append(StateUpdateReceived(update=frame.update))
-            case InferRequest():
-                self._events.append(InferRequestReceived(request=frame))
-            case InferResult():
-                self._events.append(InferResultReceived(result=frame))
-            case PlacementRequest():
-                self._events.append(PlacementRequested(request=frame))
-            case PlacementReply():
-                self._events.append(PlacementReplied(reply=frame))
-            case ModuleAssign():
-                self._events.append(ModulesAssigned(assign=frame))
-            case ModuleReport():
-                self._events.append(ModuleReportReceived(report=frame))
-            case BlobRequest():
-                self._events.append(BlobRequested(request=frame))
-            case BlobChunk():
-                self._events.append(BlobChunkReceived(chunk=frame))
-            case Assign():
-                self._events.append(AgentsAssigned(assign=frame))
-            case Checkpoint():
-                self._events.append(CheckpointReceived(checkpoint=frame))
-            case RegistryIndex() | RegistryRequest() | RegistryChunk():
-                self._events.append(RegistryFrameReceived(frame=frame))
-            case Error():
-                self._events.append(ErrorReceived(error=frame))
             case Bye():
                 self._closed(frame.code, frame.reason, by_peer=True)
+            case _:
+                self._events.append(frame_event(frame))
 
 
 __all__ = ["DEFAULT_HELLO_TIMEOUT_S", "Session", "SessionConfig"]

@@ -29,6 +29,9 @@ Rules (``docs/protocol.md`` has the same table in prose):
    ``edge`` clients only: MODULE_ASSIGN and BLOB_CHUNK from the server,
    MODULE_REPORT and BLOB_REQUEST from the edge. Placement's ASSIGN goes from
    the server to ``edge`` clients, CHECKPOINT from them (feature ``placement``).
+   REDIRECT (feature ``redirect``) goes from the server to ``edge`` clients, in
+   ``AUTH_RECEIVED`` instead of WELCOME (gated on the client's HELLO ``features``,
+   as nothing is negotiated yet) or in ``READY``; BYE follows it.
    Registry replication's frames (feature ``registry``: REGISTRY_INDEX,
    REGISTRY_REQUEST, REGISTRY_CHUNK) flow both ways, ``gateway`` clients only.
 4. ERROR may be sent and received in every state except ``CLOSED``. A side
@@ -52,6 +55,7 @@ from .frames import (
     FEATURE_HEAVY,
     FEATURE_MODULES,
     FEATURE_PLACEMENT,
+    FEATURE_REDIRECT,
     FEATURE_REGISTRY,
     FEATURE_STATE,
     FrameType,
@@ -152,6 +156,11 @@ TRANSITIONS: dict[tuple[Side, SessionState, Direction, FrameType], SessionState]
     (_C, _S.READY, _IN, _F.ASSIGN): _S.READY,
     (_C, _S.READY, _OUT, _F.CHECKPOINT): _S.READY,  # edge -> gateway
     (_V, _S.READY, _IN, _F.CHECKPOINT): _S.READY,
+    # --- the gateway ring sends an edge elsewhere (rule 3; BYE follows) ------
+    (_V, _S.AUTH_RECEIVED, _OUT, _F.REDIRECT): _S.AUTH_RECEIVED,
+    (_C, _S.AWAIT_WELCOME, _IN, _F.REDIRECT): _S.AWAIT_WELCOME,
+    (_V, _S.READY, _OUT, _F.REDIRECT): _S.READY,
+    (_C, _S.READY, _IN, _F.REDIRECT): _S.READY,
 }
 """(side, state, direction, frame type) -> next state. Rules 4 and 5 are added below."""
 
@@ -186,6 +195,7 @@ SENDER_ROLES: dict[tuple[Side, FrameType], frozenset[Role]] = {
     (_V, _F.BLOB_CHUNK): frozenset({Role.EDGE}),
     (_V, _F.ASSIGN): frozenset({Role.EDGE}),
     (_C, _F.CHECKPOINT): frozenset({Role.EDGE}),
+    (_V, _F.REDIRECT): frozenset({Role.EDGE}),
     **{(side, frame): frozenset({Role.GATEWAY}) for side in Side for frame in _REGISTRY_FRAMES},
 }
 """(sending side, frame type) -> the roles the session's client (its HELLO's ``role``)
@@ -206,9 +216,16 @@ FEATURE_GATED: dict[FrameType, str] = {
     _F.BLOB_CHUNK: FEATURE_MODULES,
     _F.ASSIGN: FEATURE_PLACEMENT,
     _F.CHECKPOINT: FEATURE_PLACEMENT,
+    _F.REDIRECT: FEATURE_REDIRECT,
     **dict.fromkeys(_REGISTRY_FRAMES, FEATURE_REGISTRY),
 }
-"""Frame types allowed only once their feature was negotiated (rule 3)."""
+"""Frame types allowed only once their feature was negotiated (rule 3); before READY
+(REDIRECT only), once the client's HELLO named it."""
+
+
+def role_names(roles: frozenset[Role]) -> str:
+    """``edge``, ``admin/edge``: the roles of a SENDER_ROLES entry, for a message."""
+    return "/".join(sorted(role.value for role in roles))
 
 
 def next_state(
@@ -226,4 +243,5 @@ __all__ = [
     "SessionState",
     "Side",
     "next_state",
+    "role_names",
 ]
