@@ -64,7 +64,7 @@ def wait_for(what: str, predicate: Callable[[], bool], *processes: subprocess.Po
     deadline = time.monotonic() + WAIT_S
     while not predicate():
         for process in processes:
-            assert process.poll() is None, f"{process.args[3]} exited while waiting: {what}"
+            assert process.poll() is None, f"{process.args!r} exited while waiting: {what}"
         assert time.monotonic() < deadline, f"timed out waiting: {what}"
         time.sleep(0.1)
 
@@ -88,7 +88,7 @@ def test_an_edge_is_redirected_to_its_gateway_fails_over_and_comes_back(tmp_path
         return start_gateway(
             dirs[name],
             *("--gateway-id", name, "--peer", f"127.0.0.1:{ports[other]}"),
-            *("--peer-ca", str(certs[other].ca), "--peer-timeout", "1.5"),
+            *("--peer-ca", str(certs[other].ca), "--peer-timeout", "1.5", "--shard-edges"),
             port=ports[name],
         )
 

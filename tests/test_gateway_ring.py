@@ -1,5 +1,6 @@
-"""Several gateways, sans-I/O: the ring view of one gateway (``GatewayRing``) and the
-edge's choice of gateway across failures and REDIRECTs (``GatewayChoice``)."""
+"""Several gateways, sans-I/O: the ring view of one gateway (``GatewayRing``), what the
+gateway does when it changes (``RingService``) and the edge's choice of gateway across
+failures and REDIRECTs (``GatewayChoice``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.edge.gateway_choice import MAX_REDIRECTS, GatewayChoice
+from edgeswarm.gateway.gateway_ring import RingService
 from edgeswarm.placement import Membership
 from edgeswarm.placement.gateways import GatewayRing, RingPeer, owner_gateways
 from edgeswarm.wire import Redirect
@@ -126,3 +129,68 @@ def test_redirects_in_a_row_are_bounded_and_a_session_resets_the_count() -> None
 def test_an_edge_needs_a_gateway() -> None:
     with pytest.raises(ValueError, match="at least one"):
         GatewayChoice([])
+
+
+class Link:
+    """A peer link as the ring service reads it."""
+
+    def __init__(self, remote_id: str, host: str, port: int) -> None:
+        self.remote_id: str | None = remote_id
+        self.peer_address = (host, port)
+        self.connected = True
+
+
+class LiveEdge:
+    def __init__(self, takes: bool = True) -> None:
+        self.takes = takes
+        self.sent: list[Redirect] = []
+
+    def redirect(self, redirect: Redirect) -> bool:
+        if self.takes:
+            self.sent.append(redirect)
+        return self.takes
+
+
+def service(edges: dict[str, LiveEdge], *, enabled: bool) -> tuple[RingService, CollectorRegistry]:
+    registry = CollectorRegistry()
+    ring = RingService(
+        "gw-a", lambda: edges.items(), registry=registry, placer="ring", enabled=enabled
+    )
+    return ring, registry
+
+
+def test_when_a_peer_comes_up_the_live_edges_it_owns_are_redirected_to_it() -> None:
+    edges = {edge: LiveEdge(takes=edge != "edge-0") for edge in EDGES[:60]}
+    ring, registry = service(edges, enabled=True)
+    assert ring.redirect_for("edge-1", "owner") is None  # alone: everything is ours
+    ring.link_changed(Link("gw-b", "10.0.0.2", 4433))
+    owned_by_b = {e for e in edges if ring.redirect_for(e, "owner") is not None}
+    assert 10 < len(owned_by_b) < 50
+    for edge_id, edge in edges.items():
+        expected = [Redirect("gw-b", "10.0.0.2", 4433, "ring")] if edge.takes else []
+        assert edge.sent == (expected if edge_id in owned_by_b else [])
+    assert registry.get_sample_value("edgeswarm_gateway_ring_gateways") == 2
+    link = Link("gw-b", "10.0.0.2", 4433)
+    link.connected = False
+    ring.link_changed(link)  # down: the ring is ours alone again, nobody is sent anywhere
+    assert registry.get_sample_value("edgeswarm_gateway_ring_gateways") == 1
+    assert all(ring.redirect_for(e, "owner") is None for e in edges)
+
+
+def test_without_shard_edges_the_ring_is_kept_but_nobody_is_redirected() -> None:
+    edges = {edge: LiveEdge() for edge in EDGES[:60]}
+    ring, registry = service(edges, enabled=False)
+    ring.link_changed(Link("gw-b", "10.0.0.2", 4433))
+    assert registry.get_sample_value("edgeswarm_gateway_ring_gateways") == 2
+    assert all(not edge.sent for edge in edges.values())
+    assert all(ring.redirect_for(e, "owner") is None for e in edges)
+
+
+def test_a_redirect_sent_is_counted_by_reason() -> None:
+    ring, registry = service({}, enabled=True)
+    ring.redirected(Redirect("gw-b", "h", 1, "owner"))
+    ring.redirected(Redirect("gw-b", "h", 1, "ring"))
+    ring.redirected(Redirect("gw-b", "h", 1, "ring"))
+    counted = "edgeswarm_gateway_redirects_total"
+    assert registry.get_sample_value(counted, {"reason": "owner"}) == 1
+    assert registry.get_sample_value(counted, {"reason": "ring"}) == 2

@@ -113,6 +113,15 @@ def gateway(
             " (an entry whose first DNS label is --gateway-id is this gateway: skipped)."
         ),
     ] = None,
+    shard_edges: Annotated[
+        bool,
+        typer.Option(
+            "--shard-edges",
+            help="Split the edges between this gateway and its --peer gateways (the gateway"
+            " ring): an edge that belongs to another is sent there with REDIRECT. Enroll"
+            " every edge at every gateway first.",
+        ),
+    ] = _GATEWAY.shard_edges,
     peer_timeout: Annotated[
         float,
         typer.Option(
@@ -243,6 +252,7 @@ def gateway(
         peers=peers,
         peer_ca=peer_ca,
         peer_timeout_s=peer_timeout,
+        shard_edges=shard_edges,
         placer=placer,
         edge_timeout_s=edge_timeout,
         max_moves=max_moves,

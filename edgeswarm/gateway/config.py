@@ -72,6 +72,9 @@ class GatewayConfig:
     """Peer gateways (host, port) to replicate the swarm state with."""
     peer_ca: Path | None = None
     """CA (bundle) the peer gateways' certificates chain to; this gateway's own CA if None."""
+    shard_edges: bool = False
+    """Split the edges with the peer gateways (the gateway ring, REDIRECT); off: every
+    edge is served here, the peers only replicate."""
     peer_timeout_s: float = DEFAULT_PEER_TIMEOUT_S
     """A peer gateway that answers nothing this long is down: it leaves the gateway ring."""
     state_broadcast_s: float = 0.01

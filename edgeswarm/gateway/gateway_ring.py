@@ -1,6 +1,7 @@
 """Several gateways: which of them each edge belongs to, and REDIRECTs to the owner.
 
-The gateway ring (``placement/gateways.py``) maps edge ids to gateways. Its
+The gateway ring (``placement/gateways.py``) maps edge ids to gateways; a gateway
+started with ``--shard-edges`` acts on it. Its
 members are this gateway and the peers of ``--peer`` whose link is up
 (``replication.py``: a peer that answers nothing for ``--peer-timeout`` is
 down). An edge that speaks feature ``redirect`` and authenticates at a gateway
@@ -55,8 +56,11 @@ class RingService:
         *,
         registry: CollectorRegistry,
         placer: str,
+        enabled: bool = True,
     ) -> None:
+        """``enabled`` False (no ``--shard-edges``): the ring is kept, nobody is redirected."""
         self.ring = GatewayRing(gateway_id, placer=placer)
+        self.enabled = enabled
         self._live_sessions = live_sessions
         self._redirects = Counter(
             "edgeswarm_gateway_redirects",
@@ -76,7 +80,7 @@ class RingService:
 
     def redirect_for(self, edge_id: str, reason: str) -> Redirect | None:
         """The REDIRECT for ``edge_id`` when another gateway owns it, else None."""
-        owner = self.ring.owner(edge_id)
+        owner = self.ring.owner(edge_id) if self.enabled else None
         if owner is None:
             return None
         return Redirect(owner.gateway_id, owner.host, owner.port, reason)

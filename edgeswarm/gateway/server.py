@@ -133,6 +133,7 @@ class Gateway:
             self.edge_sessions.live_sessions,
             registry=self.stats.metrics.registry,
             placer=config.placer,
+            enabled=config.shard_edges,
         )
         """Which gateway owns each edge; REDIRECTs to it (``gateway_ring.py``)."""
         self.peer_links: list[PeerGatewayLink] = []
