@@ -43,6 +43,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.placement_codec import accepted_batch_agent_ids
 
+from .agent_ids import consecutive_rows, dense_table, rows_of
 from .agent_store import AgentStore, AgentStoreError
 
 __all__ = ["AssignMetrics", "PlacementEdges", "PlacementSession"]
@@ -51,9 +52,6 @@ logger = logging.getLogger("edgeswarm.gateway.placement")
 
 STATE_DIM = 2
 """Width of the state rows an ASSIGN carries (the edge's agent table's)."""
-DENSE_SPAN = 4
-"""Swarm agent ids are looked up through a dense table while the largest id is at most
-this many times their number (else by binary search)."""
 
 
 class AssignMetrics:
@@ -380,23 +378,17 @@ class PlacementEdges:
             self._logged[np.searchsorted(all_ids, old_ids)] = old_logged  # agents stay
             self._unsure = np.zeros(all_ids.shape[0], dtype=np.bool_)
             self._unsure[np.searchsorted(all_ids, old_ids)] = old_unsure
-            self._dense = None
-            if all_ids.size and int(all_ids[-1]) <= DENSE_SPAN * all_ids.size:
-                self._dense = np.full(int(all_ids[-1]) + 1, -1, dtype=np.int32)
-                self._dense[all_ids] = np.arange(all_ids.size, dtype=np.int32)
+            self._dense = dense_table(all_ids)
         return all_ids
 
     def observed(self, agent_ids: NDArray[np.uint32], tick: int) -> None:
         """An edge's observations of ``agent_ids`` at ``tick`` reached the log."""
         all_ids, dense = self._agents(), self._dense
-        if dense is not None:
-            at = dense[agent_ids[agent_ids < dense.shape[0]]]
-            at = at[at >= 0]
-        else:
-            at = np.searchsorted(all_ids, agent_ids)
-            known = at < all_ids.shape[0]
-            known[known] = all_ids[at[known]] == agent_ids[known]
-            at = at[known]
+        if (run := consecutive_rows(agent_ids, dense)) is not None:  # the common case
+            logged = self._logged[run]
+            np.maximum(logged, np.uint64(tick), out=logged)
+            return
+        at = rows_of(agent_ids, all_ids, dense)
         self._logged[at] = np.maximum(self._logged[at], np.uint64(tick))
 
     def logged_ticks(self, ids: NDArray[np.uint32]) -> NDArray[np.uint64]:
