@@ -27,22 +27,16 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.events import SessionClosed
 
-from .test_wire_session import AUTH, CHALLENGE, PK, events, roundtrip
+from .test_wire_session import PK, events, roundtrip
+from .test_wire_state import authenticated as authenticated_in_state
 from .test_wire_state import ready
 
 TO_B = Redirect(gateway_id="gw-b", host="127.0.0.1", port=4433, reason="owner")
 
 
 def authenticated(features: tuple[str, ...], role: Role = Role.EDGE) -> tuple[Session, Session]:
-    """A client and a server with AUTH received: the server decides WELCOME or REDIRECT."""
-    client = Session(SessionConfig(is_client=True), now=0.0)
-    server = Session(SessionConfig(is_client=False), now=0.0)
-    client.hello(Hello(version=2, public_key=PK, role=role, peer_id="e1", features=features))
-    roundtrip(client, server)
-    server.challenge(CHALLENGE)
-    roundtrip(client, server)
-    client.authenticate(AUTH)
-    roundtrip(client, server)
+    """After AUTH: the server decides WELCOME or REDIRECT."""
+    client, server = authenticated_in_state(features, role, peer_id="e1")
     events(client)
     events(server)
     assert server.state is SessionState.AUTH_RECEIVED

@@ -49,19 +49,29 @@ def welcome(*features: str) -> Welcome:
     )
 
 
-def ready(
-    client_features: tuple[str, ...] = (FEATURE_STATE,),
-    server_features: tuple[str, ...] = (FEATURE_STATE,),
-    role: Role = Role.EDGE,
+def authenticated(
+    client_features: tuple[str, ...], role: Role = Role.EDGE, peer_id: str = "p1"
 ) -> tuple[Session, Session]:
+    """A client and a server with AUTH received: the server answers WELCOME (or not)."""
     client = Session(SessionConfig(is_client=True), now=0.0)
     server = Session(SessionConfig(is_client=False), now=0.0)
-    client.hello(Hello(version=2, public_key=PK, role=role, peer_id="p1", features=client_features))
+    client.hello(
+        Hello(version=2, public_key=PK, role=role, peer_id=peer_id, features=client_features)
+    )
     roundtrip(client, server)
     server.challenge(CHALLENGE)
     roundtrip(client, server)
     client.authenticate(AUTH)
     roundtrip(client, server)
+    return client, server
+
+
+def ready(
+    client_features: tuple[str, ...] = (FEATURE_STATE,),
+    server_features: tuple[str, ...] = (FEATURE_STATE,),
+    role: Role = Role.EDGE,
+) -> tuple[Session, Session]:
+    client, server = authenticated(client_features, role)
     server.accept(welcome(*server_features))
     roundtrip(client, server)
     events(client)
