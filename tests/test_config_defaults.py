@@ -62,7 +62,7 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
     for option in (*same, *renamed):
         assert shown[option] == _edge_default(renamed.get(option, option)), option
     address = GatewayAddress(ca_file=Path("ca.crt"))
-    assert shown["gateway_addr"] == f"{address.host}:{address.port}"
+    assert shown["gateway_addr"] == [f"{address.host}:{address.port}"]  # --gateway repeats
 
 
 def test_infer_command_defaults_are_the_node_config_defaults() -> None:

@@ -73,19 +73,23 @@ def existing_file(path: Path, option: str) -> Path:
     return path
 
 
+_DEFAULT_GATEWAYS = [DEFAULT_GATEWAY]
+"""``--gateway`` unless given (click copies it; never changed)."""
+
+
 @with_examples
 def edge(
     edge_id: Annotated[str, typer.Option(help="Stable name of this edge.")],
     ca: Annotated[Path, typer.Option(help="CA certificate of the gateway (pinned).")],
     gateway_addr: Annotated[
-        list[str] | None,
+        list[str],
         typer.Option(
             "--gateway",
-            help=f"Gateway host:port (default {DEFAULT_GATEWAY}); repeat it for several: "
-            "the next is tried when one fails, and a gateway may REDIRECT the edge to "
-            "the one that owns it (enroll the edge's key at each).",
+            help="Gateway host:port; repeat it for several: the next is tried when one"
+            " fails, and a gateway may REDIRECT the edge to the one that owns it (enroll"
+            " the edge's key at each).",
         ),
-    ] = None,
+    ] = _DEFAULT_GATEWAYS,
     server_name: Annotated[
         str | None, typer.Option(help="Name in the gateway's certificate (default: host).")
     ] = None,
@@ -315,7 +319,7 @@ def edge(
         ca_file = existing_file(ca, "--ca")
         address, *more_gateways = (
             gateway_address(value, ca=ca_file, server_name=server_name, stack=quic_stack(stack))
-            for value in gateway_addr or [DEFAULT_GATEWAY]
+            for value in gateway_addr or _DEFAULT_GATEWAYS
         )
         policies = tuple(policy or default(EdgeConfig, "policies"))
         for name in policies:
