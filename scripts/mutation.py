@@ -52,7 +52,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_wasm_sandbox.py",
         "tests/test_wasm_policy.py",
     ],
-    "client.reconnect": ["tests/test_uplink.py"],
+    "client.reconnect": ["tests/test_reconnect.py", "tests/test_uplink_gateway.py"],
 }
 """Module (under edgeswarm/) -> the test files that guard it."""
 
@@ -88,10 +88,18 @@ EQUIVALENT: dict[str, str] = {
     f"{_DOC}_entries__mutmut_6": "str(Map) is always a JSON object: the else is unreachable",
     f"{_DOC}counter_add__mutmut_14": "delta == 0 returned before: > 0 and >= 0 agree",
     f"{_DOC}set_add__mutmut_23": "add tags only have to grow: +2 grows too",
-    f"{_SESSION}_receive__mutmut_68": (
+    f"{_SESSION}_receive__mutmut_69": (
         "a client has its HELLO whenever WELCOME arrives (the state table allows WELCOME"
         " only after HELLO); a server never receives WELCOME"
     ),
+    **{
+        f"{_SESSION}_receive__mutmut_{n}": (
+            "a received frame that SENDER_ROLES restricts comes after HELLO (the state table"
+            " allows nothing else before it), so the client's role is known: 'unknown' is"
+            " unreachable"
+        )
+        for n in (27, 29, 30)
+    },
     f"{_SESSION}_violation__mutmut_4": (
         "every RemoteProtocolError raised has a message: the class-name fallback is unreachable"
     ),
@@ -107,15 +115,20 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (3, 4)
     },
-    "edgeswarm.wire.arrays.x_encode_array__mutmut_25": _CAST,
+    "edgeswarm.wire.arrays.x_encode_array__mutmut_26": _CAST,
+    "edgeswarm.wire.arrays.x_wire_array__mutmut_18": _CAST,
+    "edgeswarm.wire.arrays.x_wire_array__mutmut_5": (
+        "only decides whether an array takes the no-copy path; both give the same map"
+    ),
     "edgeswarm.wire.codec.x_encode_payload__mutmut_15": "use_bin_type=True is msgpack's default",
     **{
         f"edgeswarm.wire.unpack.x_unpack_payload__mutmut_{n}": (
             "msgpack's default (raw=False, strict_map_key=True, use_list=True)"
         )
-        for n in (3, 12, 13, 14)
+        for n in (17, 18, 19)
     },
-    "edgeswarm.wire.unpack.x_unpack_payload__mutmut_16": (
+    "edgeswarm.wire.unpack.x_unpack_payload__mutmut_8": "raw=None is false, as raw=False",
+    "edgeswarm.wire.unpack.x_unpack_payload__mutmut_21": (
         "a bin can never be longer than the payload that holds it"
     ),
     "edgeswarm.wire.arrays.x_array_view__mutmut_10": _GUARDED,

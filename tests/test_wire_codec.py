@@ -999,3 +999,93 @@ def test_a_frame_reader_names_the_oversized_frame() -> None:
     with pytest.raises(FrameTooLarge) as info:
         reader.next_payload()
     assert str(info.value) == "frame of 11 bytes announced, at most 10 allowed"
+
+
+def _map_of_size(size: int) -> bytes:
+    """A msgpack map {"b": bin} of exactly ``size`` bytes."""
+    filler = size
+    payload = msgpack.packb({"b": bytes(filler)})
+    while len(payload) != size:  # the bin header's length depends on the filler's
+        filler -= len(payload) - size
+        payload = msgpack.packb({"b": bytes(filler)})
+    return bytes(payload)
+
+
+def test_the_preauth_size_limit_is_inclusive_and_only_before_welcome() -> None:
+    """Section 7: at most ``PREAUTH_MAX_FRAME_BYTES`` before WELCOME, not one byte more;
+    after it (the default) the same payload is fine."""
+    from edgeswarm.wire.unpack import PREAUTH_MAX_FRAME_BYTES, unpack_payload
+
+    exact = _map_of_size(PREAUTH_MAX_FRAME_BYTES)
+    assert len(unpack_payload(exact, preauth=True)["b"]) > 0
+    over = _map_of_size(PREAUTH_MAX_FRAME_BYTES + 1)
+    with pytest.raises(MalformedFrame) as refused:
+        unpack_payload(over, preauth=True)
+    assert str(refused.value) == (
+        f"{PREAUTH_MAX_FRAME_BYTES + 1} bytes before WELCOME, at most {PREAUTH_MAX_FRAME_BYTES}"
+    )
+    assert unpack_payload(over) == {"b": bytes(len(over) - 6)}  # fixmap, fixstr "b", bin 16
+
+
+def test_a_reader_fed_and_read_in_turns_keeps_the_partial_frame() -> None:
+    """Read between feeds, with the next frame (and even its prefix) cut short: the
+    unread bytes stay, the short prefix is no frame yet, nothing is lost."""
+    from edgeswarm.wire.framing import PREFIX_BYTES, encode_prefix
+
+    first, second = b"first payload", b"second"
+    stream = encode_prefix(len(first)) + first + encode_prefix(len(second)) + second
+    cut = len(first) + PREFIX_BYTES + 2  # two bytes into the second prefix
+    reader = FrameReader()
+    reader.feed(stream[:cut])
+    assert reader.next_payload() == first
+    assert reader.buffered == 2
+    assert reader.next_payload() is None  # half a prefix is not a length
+    reader.feed(stream[cut : cut + 3])
+    assert reader.next_payload() is None  # the prefix, one byte of the payload
+    reader.feed(stream[cut + 3 :])
+    assert reader.next_payload() == second
+    assert reader.buffered == 0
+
+
+def test_encode_array_with_copy_owns_its_bytes() -> None:
+    """``copy``: the map outlives the array (recordings), so later writes to the array
+    do not reach it; without ``copy`` it is a view of the array's buffer."""
+    from edgeswarm.wire.arrays import encode_array
+
+    arr = np.arange(4, dtype="<f4")
+    copied = encode_array(arr, copy=True)
+    viewed = encode_array(arr)
+    assert isinstance(copied["data"], bytes)
+    assert isinstance(viewed["data"], memoryview)
+    arr[:] = -1.0
+    assert copied == {"dtype": "<f4", "shape": [4], "data": np.arange(4, dtype="<f4").tobytes()}
+    assert bytes(viewed["data"]) == arr.tobytes()
+
+
+def test_action_columns_are_bounded_at_both_ends() -> None:
+    from edgeswarm.wire.arrays import MAX_ACTION_DIM, check_batch_shape
+
+    assert check_batch_shape(3, {"actions": (3, 1)}) is None
+    assert check_batch_shape(3, {"actions": (3, MAX_ACTION_DIM)}) is None
+    for columns in (0, MAX_ACTION_DIM + 1):
+        assert check_batch_shape(3, {"actions": (3, columns)}) == (
+            f"actions has {columns} columns, must be 1..{MAX_ACTION_DIM}"
+        )
+    assert check_batch_shape(3, {"actions": (2, 1)}) == "actions has 2 rows, agent_ids has 3"
+
+
+def test_wire_array_takes_any_array_like_and_gives_the_same_map() -> None:
+    """A list, a subclass of ndarray or an array of another safe dtype is converted; the
+    map is the one the wire layout itself gives."""
+    from edgeswarm.wire.arrays import wire_array
+
+    class Sub(np.ndarray):
+        pass
+
+    rows = [[1.0, 2.0], [3.0, 4.5]]
+    expected = wire_array(np.array(rows, dtype="<f4"), "<f4", 2, "observations")
+    for like in (rows, np.array(rows), np.array(rows, dtype="<f4").view(Sub)):
+        got = wire_array(like, "<f4", 2, "observations")  # type: ignore[arg-type]
+        assert got["dtype"] == expected["dtype"]
+        assert got["shape"] == expected["shape"] == [2, 2]
+        assert bytes(got["data"]) == bytes(expected["data"])

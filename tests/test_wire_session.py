@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgeswarm.wire import (
+    FEATURE_HEAVY,
     Ack,
     AckReceived,
     Actions,
@@ -28,6 +29,8 @@ from edgeswarm.wire import (
     FrameType,
     Hello,
     HelloReceived,
+    InferRequest,
+    InferResult,
     LocalProtocolError,
     MalformedFrame,
     ObservationBatch,
@@ -813,3 +816,58 @@ def test_frames_that_change_the_session_make_no_event_on_their_own() -> None:
 
     with pytest.raises(TypeError, match="session itself"):
         frame_event(Bye(code=0, reason=""))
+
+
+def infer_request(rows: int = 3) -> InferRequest:
+    return InferRequest(
+        request_id=1,
+        model="m",
+        deadline_ms=100,
+        tick=1,
+        agent_ids=np.arange(rows, dtype=np.uint32),
+        inputs=np.zeros((rows, 2), dtype=np.float32),
+    )
+
+
+def test_the_gateway_sends_infer_requests_only_to_inference_clients() -> None:
+    """Both ends hold SENDER_ROLES: the gateway may not send an edge an INFER_REQUEST, and
+    an edge that receives one anyway reports it (the session goes on)."""
+    client, server = connected(Role.EDGE)
+    with pytest.raises(
+        LocalProtocolError, match=r"^only the gateway to inference clients may send INFER_REQUEST$"
+    ):
+        server.send(infer_request())
+    client.receive_data(encode_frame(infer_request()), now=0.0)
+    [violation] = events(client)
+    assert isinstance(violation, ProtocolViolation)
+    assert isinstance(violation.error, UnexpectedFrame)
+    assert str(violation.error) == "INFER_REQUEST is only for inference clients, not role edge"
+    assert client.state is SessionState.READY
+
+
+def test_an_infer_result_is_bounded_by_its_rows() -> None:
+    """An INFER_RESULT counts its outputs' rows (one per agent) against the batch limit;
+    its columns are the model's outputs and do not count."""
+    from .test_wire_state import ready
+
+    client, _ = ready((FEATURE_HEAVY,), (FEATURE_HEAVY,), Role.INFERENCE)
+    assert client.welcome is not None
+    limit = client.welcome.max_batch_agents
+    client.send(InferResult(request_id=1, status=0, outputs=np.zeros((2, limit + 1), np.float32)))
+    with pytest.raises(LocalProtocolError, match=rf"^at most {limit} agents per INFER_RESULT$"):
+        client.send(
+            InferResult(request_id=2, status=0, outputs=np.zeros((limit + 1, 1), np.float32))
+        )
+
+
+def test_hello_gets_the_tighter_limits_before_welcome() -> None:
+    """Section 7: a frame before WELCOME is unpacked with the pre-auth limits (a map of at
+    most 64 keys), so a HELLO padded with unknown keys is refused; after WELCOME a map
+    that size is fine (unknown keys are ignored)."""
+    _, server = pair()
+    hello = {"t": int(FrameType.HELLO), "version": 2, "public_key": PK, "role": "edge"}
+    padded = {**hello, "peer_id": "edge-1", **{f"x{n}": 0 for n in range(80)}}
+    server.receive_data(encode_prefixed(msgpack.packb(padded)), now=0.0)
+    [closed] = [e for e in events(server) if isinstance(e, SessionClosed)]
+    assert server.state is SessionState.CLOSED
+    assert "not valid msgpack" in closed.reason

@@ -326,8 +326,12 @@ class Session:
             )
         roles = SENDER_ROLES.get((self._side, frame_type))
         if roles is not None and self._client_role not in roles:
-            who = "clients" if self._side is Side.CLIENT else "the gateway to clients"
-            raise LocalProtocolError(f"only {role_names(roles)} {who} may send {frame_type.name}")
+            who = (
+                f"{role_names(roles)} clients"
+                if self._side is Side.CLIENT
+                else f"the gateway to {role_names(roles)} clients"
+            )
+            raise LocalProtocolError(f"only {who} may send {frame_type.name}")
         feature = FEATURE_GATED.get(frame_type)
         if feature is not None and feature not in self._gate_features:
             raise LocalProtocolError(f"{frame_type.name} needs feature {feature!r}, not negotiated")
