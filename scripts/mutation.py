@@ -40,7 +40,7 @@ MODULES: dict[str, list[str]] = {
     "wire.unpack": ["tests/test_wire_codec.py", "tests/test_preauth.py"],
     "wire.session": ["tests/test_wire_session.py", "tests/test_wire_state.py"],
     "gateway.log.store": ["tests/test_observation_log.py"],
-    "gateway.log.holdings": ["tests/test_observation_log.py"],
+    "gateway.log.holdings": ["tests/test_observation_log.py", "tests/test_holdings.py"],
     "gateway.log.checkpoint": ["tests/test_observation_log.py"],
     "gateway.log.index": ["tests/test_observation_log.py", "tests/test_damaged_storage.py"],
     "gateway.log.recovery": ["tests/test_observation_log.py"],
@@ -73,6 +73,7 @@ _CLOSE = "closing twice is harmless whether or not close() remembers it was clos
 _ERRCODE = "the default is never used: every sqlite3.Error raised here carries sqlite_errorcode"
 _DOC = "edgeswarm.state.document.xǁSwarmDocumentǁ"
 _SESSION = "edgeswarm.wire.session.xǁSessionǁ"
+_HOLDINGS = "edgeswarm.gateway.log.holdings.xǁ"
 EQUIVALENT: dict[str, str] = {
     "edgeswarm.edge.policy.sandbox.x_memory_near_limit__mutmut_6": _PAGES,
     f"{_DOC}_map__mutmut_1": _CACHE,
@@ -181,20 +182,26 @@ EQUIVALENT: dict[str, str] = {
         )
         for name in ("__init____mutmut_94", "__init____mutmut_95", "_open__mutmut_7")
     },
-    "edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_25": (
-        "a seq absorbed below the high-water mark is answered by holds() either way; "
-        "only memory differs"
-    ),
-    "edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_26": (
-        "seq == high_water + 1 was handled by the branch before"
-    ),
     **{
-        f"edgeswarm.gateway.log.holdings.xǁEdgeStateǁadd__mutmut_{n}": (
-            "only applied records reach add(), and seq 1 is applied only when it raises the "
-            "high-water mark (the first branch)"
+        f"{_HOLDINGS}EdgeStateǁadd__mutmut_{n}": (
+            "the next run's first number joins that run whenever it is stored, never the"
+            " numbers held apart, so a run cannot grow past the next run's floor anyway"
         )
-        for n in (30, 31)
+        for n in (23, 24, 29, 35)
     },
+    f"{_HOLDINGS}EdgeStateǁadd__mutmut_43": (
+        "add() gets only what fresh() let through: the run's high is held, never added again"
+    ),
+    f"{_HOLDINGS}Holdingsǁappended__mutmut_1": "an equal number writes the value already there",
+    f"{_HOLDINGS}Holdingsǁopen_epoch__mutmut_21": (
+        "the default 0 of the queued number already keeps the base at 0 or above"
+    ),
+    "edgeswarm.gateway.log.holdings.x_load_edges__mutmut_53": (
+        "the column alias is renamed where it is defined and where it is read alike"
+    ),
+    "edgeswarm.gateway.log.holdings.x_load_edges__mutmut_79": (
+        "seq 1, when stored, is always in the run of epoch 0: never outside every run"
+    ),
     "edgeswarm.wire.codec.x__encode_fields__mutmut_226": (
         "unreachable: every frame type has its case (pragma: no cover)"
     ),

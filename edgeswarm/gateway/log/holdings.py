@@ -101,16 +101,22 @@ class EdgeState:
             self.runs.append(Run(floor, floor))
 
     def high_water(self, floor: int = 0) -> int:
-        """Highest ``n`` with every number ``floor+1 .. n`` stored (``floor`` when none)."""
-        for run in reversed(self.runs):
-            if run.floor <= floor:
-                return max(run.high, floor)
-        return floor
+        """Highest ``n`` with every number ``floor+1 .. n`` stored (``floor`` when none).
+
+        A run filled up to the next epoch's base goes on into that epoch's run.
+        """
+        index = bisect.bisect_right(self.runs, floor, key=lambda run: run.floor) - 1
+        high = max(self.runs[index].high, floor) if index >= 0 else floor
+        for run in self.runs[index + 1 :]:
+            if run.floor != high:
+                break
+            high = run.high
+        return high
 
     def snapshot(self, edge_id: str) -> EdgeAggregate:
         """The public view of this state."""
         return EdgeAggregate(
-            edge_id, self.batches, self.observations, self.bytes, self.max_seq, self.runs[0].high
+            edge_id, self.batches, self.observations, self.bytes, self.max_seq, self.high_water()
         )
 
 
