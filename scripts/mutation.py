@@ -44,7 +44,7 @@ MODULES: dict[str, list[str]] = {
     "gateway.log.checkpoint": ["tests/test_observation_log.py"],
     "gateway.log.index": ["tests/test_observation_log.py", "tests/test_damaged_storage.py"],
     "gateway.log.recovery": ["tests/test_observation_log.py"],
-    "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py"],
+    "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py", "tests/test_spool_promises.py"],
     "storage.sqlite": ["tests/test_storage.py", "tests/test_spool.py"],
     "state.document": ["tests/test_state_crdt.py", "tests/test_state_sync.py"],
     "edge.policy.sandbox": [
@@ -150,6 +150,45 @@ EQUIVALENT: dict[str, str] = {
         "the last dropped seq is held, so never in the unflushed ACKs: > and >= agree"
     ),
     f"{_SPOOL}pending__mutmut_13": "SQLite reads any negative LIMIT as no limit",
+    **{
+        f"{_SPOOL}__init____mutmut_{n}": "only the checkpoint thread's name (seen in debuggers)"
+        for n in (59, 65, 73, 74)
+    },
+    f"{_SPOOL}__init____mutmut_66": (
+        "the checkpointer's busy timeout: a PASSIVE checkpoint never waits on a lock"
+    ),
+    f"{_SPOOL}__init____mutmut_81": "_closed is only read as a truth value: None is false",
+    **{
+        name: (
+            "only when the background checkpoint runs (every 255/257/128 commits instead of"
+            " 256): nothing stored changes, the WAL bound is kept by wal_limit_bytes"
+        )
+        for name in (
+            f"{_SPOOL}__init____mutmut_80",
+            *(f"{_SPOOL}_count_commit__mutmut_{n}" for n in (3, 4, 6)),
+        )
+    },
+    f"{_SPOOL}_open__mutmut_13": (
+        "SQLite reads an unknown synchronous keyword as NORMAL, the value given"
+    ),
+    f"{_SPOOL}_open__mutmut_14": "SQLite pragma values ignore letter case",
+    **{
+        name: (
+            "an acked or dropped payload stays in the bounded memory cache until pushed out;"
+            " it is never served again: only which live batches come from memory changes"
+        )
+        for name in (
+            f"{_SPOOL}ack__mutmut_4",
+            f"{_SPOOL}ack_through__mutmut_3",
+            f"{_SPOOL}append_many__mutmut_86",
+        )
+    },
+    **{
+        f"{_SPOOL}append_many__mutmut_{n}": (
+            "victims() returns nothing when the group fits (overflow <= 0)"
+        )
+        for n in (27, 32)
+    },
     "edgeswarm.gateway.log.checkpoint.x__lower_thread_priority__mutmut_4": (
         "lowering one's own priority never fails on Linux: the suppress never catches"
     ),

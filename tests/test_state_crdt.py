@@ -48,6 +48,8 @@ def test_a_document_writes_as_its_writer_and_incarnation() -> None:
     assert (doc.writer_id, doc.client_id) == ("edge-7", client_id_for("edge-7"))
     later = SwarmDocument("edge-7", incarnation=3)
     assert later.client_id == client_id_for("edge-7", 3) != doc.client_id
+    # what the edge announces in HELLO (state_incarnation): the gateway binds the id to it
+    assert (doc.incarnation, later.incarnation) == (0, 3)
     assert SwarmDocument("edge-7", incarnation=3, client_id=1234).client_id == 1234
     assert SwarmDocument("edge-7", client_id=1234).doc.client_id == 1234
 
