@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import tracemalloc
 from typing import Any
@@ -55,7 +56,7 @@ from edgeswarm.wire import (
     encode_frame,
     encode_payload,
 )
-from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES
+from edgeswarm.wire.codec import PREAUTH_MAX_FRAME_BYTES, UINT63_MAX
 
 from .test_replica_merge import REGISTRY_FRAMES
 from .test_wire_assign import assign, checkpoint
@@ -1089,3 +1090,55 @@ def test_wire_array_takes_any_array_like_and_gives_the_same_map() -> None:
         assert got["dtype"] == expected["dtype"]
         assert got["shape"] == expected["shape"] == [2, 2]
         assert bytes(got["data"]) == bytes(expected["data"])
+
+
+@pytest.mark.parametrize("value", [0, 1, UINT63_MAX])
+def test_hello_carries_its_sequence_epoch_and_state_incarnation(value: int) -> None:
+    """Both are optional (absent: None) and travel under their own names."""
+    hello = Hello(
+        version=2,
+        public_key=b"k" * 32,
+        role=Role.EDGE,
+        peer_id="edge-1",
+        seq_epoch=value,
+        state_incarnation=value + 1 if value < UINT63_MAX else 0,
+    )
+    payload = encode_payload(hello)
+    fields = msgpack.unpackb(payload)
+    assert (fields["seq_epoch"], fields["state_incarnation"]) == (
+        hello.seq_epoch,
+        hello.state_incarnation,
+    )
+    decoded = decode_payload(payload)
+    assert isinstance(decoded, Hello)
+    assert (decoded.seq_epoch, decoded.state_incarnation) == (
+        hello.seq_epoch,
+        hello.state_incarnation,
+    )
+    plain = decode_payload(
+        encode_payload(Hello(version=2, public_key=b"k" * 32, role=Role.EDGE, peer_id="edge-1"))
+    )
+    assert isinstance(plain, Hello)
+    assert (plain.seq_epoch, plain.state_incarnation) == (None, None)
+    for name in ("seq_epoch", "state_incarnation"):
+        with pytest.raises(MalformedFrame, match=name):
+            decode_payload(msgpack.packb({**fields, name: -1}))
+
+
+def test_an_observation_batch_numbers_up_to_two_to_the_63_minus_one() -> None:
+    top = ObservationBatch(
+        seq=UINT63_MAX,
+        tick=UINT63_MAX,
+        agent_ids=np.arange(2, dtype=np.uint32),
+        observations=np.zeros((2, 1), dtype=np.float32),
+        rewards=np.zeros(2, dtype=np.float32),
+    )
+    decoded = decode_payload(encode_payload(top))
+    assert isinstance(decoded, ObservationBatch)
+    assert (decoded.seq, decoded.tick) == (UINT63_MAX, UINT63_MAX)
+    for seq, tick in ((UINT63_MAX + 1, 0), (0, UINT63_MAX + 1), (-1, 0)):
+        over = dataclasses.replace(top, seq=seq, tick=tick)
+        with pytest.raises(
+            LocalProtocolError, match=r"^OBS_BATCH seq and tick must be in 0\.\.2\*\*63-1$"
+        ):
+            encode_payload(over)
