@@ -8,8 +8,10 @@ import functools
 import pytest
 import wasmtime
 
+from edgeswarm.edge.policy.deadline import EpochTicker
 from edgeswarm.edge.policy.errors import (
     PolicyAbiError,
+    PolicyDeadlineExceeded,
     PolicyError,
     PolicyFuelExhausted,
     PolicyMemoryExceeded,
@@ -19,6 +21,7 @@ from edgeswarm.edge.policy.sandbox import (
     TABLE_ELEMENTS_LIMIT,
     WASM_PAGE,
     FuelBudget,
+    HostCallCap,
     guarded_call,
     limited_store,
     memory_near_limit,
@@ -142,3 +145,67 @@ def test_a_policy_error_from_an_import_is_raised_as_it_is(engine: wasmtime.Engin
     with pytest.raises(PolicyError) as info:
         _call(store, instance, "go")
     assert info.value is raised
+
+
+@pytest.mark.parametrize(
+    ("deadline_s", "limit"), [(0.02, "20 ms"), (0.0015, "1.5 ms"), (None, "its deadline")]
+)
+def test_an_interrupted_call_ran_past_its_deadline(deadline_s: float | None, limit: str) -> None:
+    """The epoch deadline interrupts a loop that still has fuel: the error
+    names the export, the policy and the deadline in milliseconds."""
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    config.epoch_interruption = True
+    engine = wasmtime.Engine(config)
+    store, instance = instantiate(engine, MODULE)
+    spin = instance.exports(store)["spin"]
+    assert isinstance(spin, wasmtime.Func)
+    ticker = EpochTicker(engine, period_s=0.001)
+    ticker.hold()
+    try:
+        with pytest.raises(PolicyDeadlineExceeded) as info:
+            guarded_call(
+                store, functools.partial(spin, store), 10**10, label="spin", policy="looper",
+                memory_size=lambda: 0, memory_limit=LIMIT, epoch_ticks=2, deadline_s=deadline_s,
+            )  # fmt: skip
+    finally:
+        ticker.release()
+    assert info.value.policy == "looper"
+    assert str(info.value) == f"policy 'looper': spin ran past its deadline of {limit}"
+
+
+def test_host_calls_grow_per_agent() -> None:
+    assert HostCallCap(base=10, per_agent=3).for_agents(7) == 31
+    assert HostCallCap(base=10, per_agent=3).for_agents(0) == 10
+
+
+def test_a_host_import_charges_the_guest_its_fuel(engine: wasmtime.Engine) -> None:
+    """``charge_fuel``: what a host import costs comes off the calling guest's fuel; a
+    guest that cannot pay runs out of fuel there, with nothing left."""
+    from edgeswarm.edge.policy.sandbox import charge_fuel
+
+    store = limited_store(engine, LIMIT)
+    cost = [1_000]
+
+    def host(caller: wasmtime.Caller) -> int:
+        charge_fuel(caller, cost[0])
+        return 7
+
+    wat = """(module (import "es" "f" (func $f (result i32)))
+      (func (export "run") (result i32) (call $f)))"""
+    func = wasmtime.Func(store, wasmtime.FuncType([], [wasmtime.ValType.i32()]), host,
+                         access_caller=True)  # fmt: skip
+    instance = wasmtime.Instance(store, wasmtime.Module(engine, wat), [func])
+    run = instance.exports(store)["run"]
+    assert isinstance(run, wasmtime.Func)
+    store.set_fuel(50_000)
+    assert run(store) == 7
+    used = 50_000 - store.get_fuel()
+    assert 1_000 <= used < 1_100  # the charge plus a few instructions
+    cost[0] = 10**6
+    store.set_fuel(50_000)
+    with pytest.raises(
+        PolicyFuelExhausted, match=r"out of fuel in a host import \(cost 1000000, had 4"
+    ):
+        run(store)
+    assert store.get_fuel() == 0
