@@ -1257,3 +1257,38 @@ async def test_a_failed_recovery_changes_nothing(db_path: Path) -> None:
     with ObservationLog(db_path) as log:
         assert log.stats.lost_on_open == 2
         assert [r.payload for r in log.read("e")] == payloads[:1]
+
+
+def test_conflicts_compare_bytes_with_the_stored_batch_or_the_one_just_written(
+    tmp_path: Path,
+) -> None:
+    """``index.conflicts``: a duplicate with the same bytes is a resend; with other bytes,
+    stored earlier or written earlier in the same group, it is a LogSeqConflict naming
+    the edge and the number; a number held nowhere is no conflict."""
+    from edgeswarm.gateway.log.index import checksum, conflicts, index_row, insert_rows, open_index
+
+    db = open_index(
+        tmp_path / "index.db",
+        fsync=FsyncPolicy("normal"),
+        busy_timeout_s=1.0,
+        wal_limit_bytes=1 << 20,
+    )
+    try:
+
+        def rec(seq: int, payload: bytes) -> LogRecord:
+            return LogRecord("e", seq, tick=seq, count=1, payload=payload, received_at=0.0)
+
+        stored = [rec(1, b"one"), rec(2, b"two")]
+        insert_rows(db, [index_row(r, (None, None, None, checksum(r.payload))) for r in stored])
+        duplicates = [rec(1, b"one"), rec(9, b"nine"), rec(2, b"TWO"), rec(5, b"FIVE")]
+        found = conflicts(db, duplicates, written=[rec(5, b"five")])
+        assert sorted(found) == [("e", 2), ("e", 5)]
+        for seq in (2, 5):
+            conflict = found[("e", seq)]
+            assert (conflict.edge_id, conflict.seq) == ("e", seq)
+            assert str(conflict) == (
+                f"'e' seq {seq}: another batch with other bytes is stored under this number"
+            )
+        assert conflicts(db, [], written=stored) == {}
+    finally:
+        db.close()
