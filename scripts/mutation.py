@@ -11,8 +11,8 @@ directory: a second run of the same source only runs the mutants not yet
 checked, a changed function's mutants again.
 
 The report (also ``var/mutate/report.json``) gives, per module, the killed
-share ``killed / (killed + survived)`` and every survivor, with the diff that
-``mutmut show`` prints; ``docs/testing.md`` says which survivors are
+share ``killed / (killed + survived + reached by no test - equivalent)`` and every
+survivor, with the diff that ``mutmut show`` prints; ``docs/testing.md`` says which survivors are
 equivalent mutants and which asked for a test.
 """
 
@@ -280,19 +280,22 @@ class ModuleReport:
     seconds: float = 0.0
     timed_out: bool = False
     survivors: list[str] = field(default_factory=list)
+    untested: list[str] = field(default_factory=list)
+    """Mutants that no selected test reached: they count as survivors."""
     equivalent: dict[str, str] = field(default_factory=dict)
     """Survivors that are equivalent mutants, with the reason."""
 
     @property
     def killed_share(self) -> float | None:
-        """Killed among the mutants that are not equivalent, percent."""
-        tried = self.killed + self.survived - len(self.equivalent)
+        """Killed among the mutants that are not equivalent, percent (one that no test
+        reaches counts as a survivor)."""
+        tried = self.killed + self.survived + self.no_tests - len(self.equivalent)
         return round(100.0 * self.killed / tried, 1) if tried else None
 
     @property
     def raw_killed_share(self) -> float | None:
         """Killed among all mutants tried (equivalent ones included), percent."""
-        tried = self.killed + self.survived
+        tried = self.killed + self.survived + self.no_tests
         return round(100.0 * self.killed / tried, 1) if tried else None
 
     @property
@@ -381,10 +384,12 @@ def mutate(module: str, minutes: float, jobs: int) -> tuple[float, bool]:
     started = time.monotonic()
     deadline = started + minutes * 60
     work = SCRATCH / module
-    earlier = collect(module, work).survivors if work.exists() else []
+    before = collect(module, work) if work.exists() else ModuleReport(module)
+    earlier = [*before.survivors, *before.untested]  # the tests may reach them now
     work = prepare(module)
     stopped = run_mutmut(module, work, deadline, jobs)
-    still = set(collect(module, work).survivors)
+    now = collect(module, work)
+    still = {*now.survivors, *now.untested}
     again = [name for name in earlier if name in still]
     if again and not stopped:
         stopped = run_mutmut(module, work, deadline, jobs, again)
@@ -409,6 +414,7 @@ def collect(module: str, work: Path) -> ModuleReport:
             report.not_checked += 1
         elif code in NO_TESTS:
             report.no_tests += 1
+            report.untested.append(name)
         else:
             report.other += 1
     return report
@@ -532,8 +538,8 @@ def main() -> int:
                   f"{len(r.equivalent):>7}{r.not_checked:>10}{r.no_tests:>9}{share:>9}"
                   f"{raw:>7}")  # fmt: skip
         print(
-            "\nkilled % = killed / (killed + survived - equivalent); raw % counts the "
-            f"equivalent ones as survivors.\nsurvivors' diffs, classified: "
+            "\nkilled % = killed / (killed + survived + no tests - equivalent); raw % counts"
+            f" the equivalent ones as survivors.\nsurvivors' diffs, classified: "
             f"{SCRATCH}/MODULE/survivors.diff; report: {report_file}"
         )
         stale = sorted(set(EQUIVALENT) - {n for r in reports for n in r.survivors})
