@@ -41,6 +41,7 @@ __all__ = [
     "QUICK_CHECK_MAX_BYTES",
     "Schema",
     "create_private",
+    "enable_wal",
     "is_corruption",
     "open_database",
     "open_operator_store",
@@ -157,15 +158,13 @@ def open_database(
             isolation_level=None,
             check_same_thread=check_same_thread,
         )
-    except sqlite3.Error as exc:
-        raise (corrupt if is_corruption(exc) else failed)(str(exc)) from exc
+    except sqlite3.Error as exc:  # SQLite reads nothing yet: never a damaged file here
+        raise failed(str(exc)) from exc
     try:
         _quick_check(db, path, quick_check_max_bytes, corrupt)
         upgrade = _upgrade_needed(db, schema, corrupt)
         db.execute(f"PRAGMA page_size={page_size}")  # new files only; before WAL mode
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise failed(f"cannot enable WAL (journal_mode={mode})")
+        enable_wal(db, failed)
         db.execute(f"PRAGMA synchronous={synchronous}")
         for pragma in pragmas:
             db.execute(pragma)
@@ -182,6 +181,14 @@ def open_database(
         db.close()
         raise
     return db
+
+
+def enable_wal(db: sqlite3.Connection, failed: ErrorFactory) -> None:
+    """Switch ``db`` to WAL mode; ``failed`` where SQLite keeps another mode (an in-memory
+    or temporary database, a VFS without shared memory)."""
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise failed(f"cannot enable WAL (journal_mode={mode})")
 
 
 def _quick_check(
