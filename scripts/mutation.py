@@ -41,7 +41,11 @@ MODULES: dict[str, list[str]] = {
     "wire.session": ["tests/test_wire_session.py", "tests/test_wire_state.py"],
     "gateway.log.store": ["tests/test_observation_log.py"],
     "gateway.log.holdings": ["tests/test_observation_log.py", "tests/test_holdings.py"],
-    "gateway.log.checkpoint": ["tests/test_observation_log.py"],
+    "storage.checkpoint": [
+        "tests/test_checkpointer.py",
+        "tests/test_observation_log.py",
+        "tests/test_spool.py",
+    ],
     "gateway.log.index": ["tests/test_observation_log.py", "tests/test_damaged_storage.py"],
     "gateway.log.recovery": ["tests/test_observation_log.py"],
     "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py", "tests/test_spool_promises.py"],
@@ -61,7 +65,7 @@ _PAGES = "memory limits are whole Wasm pages, so limit // 16 == limit / 16"
 _CAST = "a memoryview cast to 'b' or 'B' packs as the same msgpack bin"
 _GUARDED = "unreachable: array_shape checked everything np.frombuffer could refuse"
 _LOG = "edgeswarm.gateway.log.store.xǁObservationLogǁ"
-_CKPT = "edgeswarm.gateway.log.checkpoint.xǁCheckpointerǁ"
+_CKPT = "edgeswarm.storage.checkpoint.xǁCheckpointerǁ"
 _FALSY = "None and False are both false"
 _WAL_BACKUP = (
     "the checkpointer's own WAL-full detection: the writer's check of the -wal file's "
@@ -189,8 +193,23 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (27, 32)
     },
-    "edgeswarm.gateway.log.checkpoint.x__lower_thread_priority__mutmut_4": (
+    "edgeswarm.storage.checkpoint.x__lower_thread_priority__mutmut_4": (
         "lowering one's own priority never fails on Linux: the suppress never catches"
+    ),
+    **{
+        f"edgeswarm.storage.sqlite.x_is_corruption__mutmut_{n}": (
+            "an error without a code: the default 1, None or 0 all say no corruption"
+        )
+        for n in (5, 11, 12)
+    },
+    **{
+        f"edgeswarm.storage.sqlite.x_open_operator_store__mutmut_{n}": (
+            "SQLite ignores a page size that is no power of two; its default is 4096"
+        )
+        for n in (10, 22)
+    },
+    "edgeswarm.storage.sqlite.x_open_operator_store__mutmut_24": (
+        "PRAGMA values are case-insensitive"
     ),
     "edgeswarm.gateway.log.index.x__signed__mutmut_7": (
         "differs only for a payload whose XXH3-64 is exactly 2**63: no test can find one"
@@ -304,10 +323,22 @@ class ModuleReport:
         return [name for name in self.survivors if name not in self.equivalent]
 
 
+def source_of(module: str) -> str:
+    """The file of ``module``, relative to the repository."""
+    return "edgeswarm/" + module.replace(".", "/") + ".py"
+
+
+def missing_files(modules: list[str]) -> list[str]:
+    """Target modules or test files that do not exist: mutmut would mutate nothing (or run
+    no test) and report no figure instead of an error."""
+    paths = [source_of(m) for m in modules] + [t for m in modules for t in MODULES[m]]
+    return [p for p in dict.fromkeys(paths) if not (ROOT / p).is_file()]
+
+
 def _pyproject(module: str) -> str:
     """The repository's pyproject.toml (pytest settings) plus this module's mutmut table."""
     base = (ROOT / "pyproject.toml").read_text()
-    path = "edgeswarm/" + module.replace(".", "/") + ".py"
+    path = source_of(module)
     tests = ", ".join(json.dumps(t) for t in MODULES[module])
     return (
         base
@@ -499,6 +530,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown module {', '.join(unknown)}; one of {', '.join(MODULES)}")
     modules = options.modules or list(MODULES)
+    missing = missing_files(modules)
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)} (scripts/mutation.py MODULES is stale)")
     reports: list[ModuleReport] = []
     for module in modules:
         work = SCRATCH / module
@@ -552,7 +586,9 @@ def main() -> int:
     for r in short:
         print(
             f"mutate: {r.module}: killed {r.killed_share}% (goal {options.goal:g}%), "
-            f"{r.not_checked} not checked; see {SCRATCH / r.module}/survivors.diff",
+            f"{r.not_checked} not checked; see {SCRATCH / r.module}/survivors.diff"
+            if r.killed_share is not None
+            else f"mutate: {r.module}: no mutant tried yet; run scripts/mutate {r.module}",
             file=sys.stderr,
         )
     return 1 if short else 0
