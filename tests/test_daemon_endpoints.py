@@ -212,3 +212,16 @@ def test_daemon_start_failures_are_one_line(gateway: RunningGateway, tmp_path: P
     uncreatable = cli("gateway", "--data-dir", str(blocker / "sub"), "--metrics-port", "-1")
     assert uncreatable.returncode == 1
     assert str(blocker / "sub") in error_line(uncreatable)
+
+
+def test_a_peer_named_twice_is_a_usage_error(tmp_path: Path) -> None:
+    """Two --peer options for one gateway would open two replication links to it."""
+    result = cli(
+        *("gateway", "--data-dir", str(tmp_path / "g"), "--metrics-port", "-1"),
+        *("--peer", "127.0.0.1:4501", "--peer", "127.0.0.1:4502", "--peer", "127.0.0.1:4501"),
+        timeout=60,  # on a refusal it exits at once; a gateway that starts runs until killed
+    )
+    assert result.returncode == 2
+    assert error_line(result) == (
+        "error: --peer 127.0.0.1:4501 given more than once; name each peer once"
+    )

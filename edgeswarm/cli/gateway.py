@@ -223,6 +223,9 @@ def gateway(
         _tls_files(cert, key)
         host, port = parse_address(listen, "--listen", listen=True)
         peers = tuple(parse_address(p, "--peer") for p in peer or ())
+        twice = sorted({f"{h}:{n}" for h, n in peers if peers.count((h, n)) > 1})
+        if twice:
+            raise Usage(f"--peer {', '.join(twice)} given more than once; name each peer once")
         routes = tuple(_model_route(route) for route in infer_oip or ())
         if peer_ca is not None and not peer_ca.is_file():
             raise Usage(f"--peer-ca: no file {peer_ca}")
