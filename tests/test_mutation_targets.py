@@ -42,7 +42,9 @@ def test_a_stale_target_is_named() -> None:
         del mutation.MODULES["gateway.log.moved_away"]
 
 
-def test_every_equivalent_mutant_names_a_target_module() -> None:
+def test_every_mutant_named_equivalent_or_untested_is_of_a_target_module() -> None:
     mutation = load_mutation()
     prefixes = tuple(f"edgeswarm.{m}.x" for m in mutation.MODULES)
-    assert [n for n in mutation.EQUIVALENT if not n.startswith(prefixes)] == []
+    named = [*mutation.EQUIVALENT, *mutation.UNTESTED]
+    assert [n for n in named if not n.startswith(prefixes)] == []
+    assert set(mutation.EQUIVALENT).isdisjoint(mutation.UNTESTED)
