@@ -49,7 +49,11 @@ MODULES: dict[str, list[str]] = {
         "tests/test_observation_log.py",
         "tests/test_spool.py",
     ],
-    "gateway.log.index": ["tests/test_observation_log.py", "tests/test_damaged_storage.py"],
+    "gateway.log.index": [
+        "tests/test_observation_log.py",
+        "tests/test_observation_log_failures.py",
+        "tests/test_damaged_storage.py",
+    ],
     "gateway.log.recovery": ["tests/test_observation_log.py"],
     "edge.spool": ["tests/test_spool.py", "tests/test_uplink.py", "tests/test_spool_promises.py"],
     "storage.sqlite": ["tests/test_storage.py", "tests/test_spool.py"],
@@ -214,6 +218,9 @@ EQUIVALENT: dict[str, str] = {
     "edgeswarm.storage.sqlite.x_open_operator_store__mutmut_24": (
         "PRAGMA values are case-insensitive"
     ),
+    "edgeswarm.gateway.log.index.x_open_index__mutmut_4": (
+        "SQLite's default page size is 4096, PAGE_SIZE"
+    ),
     "edgeswarm.gateway.log.index.x__signed__mutmut_7": (
         "differs only for a payload whose XXH3-64 is exactly 2**63: no test can find one"
     ),
@@ -318,6 +325,7 @@ UNTESTED: dict[str, str] = {
         )
         for n in (107, 108, 109, 110)
     },
+    "edgeswarm.gateway.log.index.x_open_index__mutmut_5": _DURABLE,
     "edgeswarm.storage.sqlite.x__quick_check__mutmut_26": (
         "quick_check quoting bytes that are not UTF-8: none of 400 seeded damages made it"
     ),

@@ -16,6 +16,7 @@ from edgeswarm.gateway.log import (
     FsyncPolicy,
     LogCorruptError,
     LogOpenError,
+    LogRecordCorrupt,
     LogRecordRejected,
     LogWriteError,
     ObservationLog,
@@ -193,3 +194,21 @@ async def test_the_wal_is_cut_back_to_its_limit_once_it_restarts(db_path: Path) 
             seq += 1
             assert (await log.append("small", seq, 0, 1, b"")).applied
         assert log.stats.wal_restarts >= 1
+
+
+@pytest.mark.parametrize("payload", [b"", b"bytes in a segment"])
+async def test_a_row_changed_in_the_index_is_refused_at_read(db_path: Path, payload: bytes) -> None:
+    """Every row carries its own checksum: a tick changed behind the log's back (a
+    damaged page that still parses, a hand edit) is found when the row is read."""
+    with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
+        await asyncio.gather(*(log.append("e", s, 10 * s, 1, payload) for s in (1, 2)))
+        db = sqlite3.connect(db_path)
+        db.execute("UPDATE batches SET tick = 999 WHERE edge_id = 'e' AND seq = 2")
+        db.commit()
+        db.close()
+        records = log.read("e")
+        assert next(records).tick == 10
+        with pytest.raises(LogRecordCorrupt) as raised:
+            next(records)
+        assert (raised.value.edge_id, raised.value.seq) == ("e", 2)
+        assert "index row checksum mismatch" in str(raised.value)

@@ -122,7 +122,9 @@ def row_checksum(
 ) -> int:
     """XXH3-64 of an index row (every column but ``received_at``), signed like SQLite's."""
     fields = f"{edge_id}\0{seq}\0{tick}\0{count}\0{segment}\0{offset}\0{length}\0{xxh3}\0"
-    digest = xxhash.xxh3_64(fields.encode("utf-8", "surrogatepass"))
+    # UTF-8, strict: an edge id SQLite cannot bind (a lone surrogate) fails here, with the
+    # error the bind would raise; every id SQLite holds encodes as it always did
+    digest = xxhash.xxh3_64(fields.encode())
     digest.update(payload)
     return _signed(digest.intdigest())
 
