@@ -236,7 +236,7 @@ EQUIVALENT: dict[str, str] = {
         f"edgeswarm.gateway.log.recovery.x_recover_segments__mutmut_{n}": (
             "newest is a key of ends unless it is 0, and resume() ignores the end of segment 0"
         )
-        for n in (77, 79, 80)
+        for n in (63, 65, 66)
     },
     f"{_LOG}__init____mutmut_31": _FALSY,
     **{
@@ -326,6 +326,7 @@ UNTESTED: dict[str, str] = {
         for n in (107, 108, 109, 110)
     },
     "edgeswarm.gateway.log.index.x_open_index__mutmut_5": _DURABLE,
+    "edgeswarm.gateway.log.recovery.x_recover_segments__mutmut_57": _DURABLE,
     "edgeswarm.storage.sqlite.x__quick_check__mutmut_26": (
         "quick_check quoting bytes that are not UTF-8: none of 400 seeded damages made it"
     ),
