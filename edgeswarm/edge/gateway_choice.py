@@ -52,17 +52,21 @@ class GatewayChoice:
         gateway is tried (a gateway we were sent to is not tried again unless the
         ring sends us there again). Returns the new :attr:`current`."""
         if self._redirected_to is None:
-            self._index = (self._index + 1) % len(self.gateways)
+            self._next_configured()
         self._redirected_to = None
         return self.current
+
+    def _next_configured(self) -> None:
+        """Go on to the next configured gateway, round the list."""
+        self._index = (self._index + 1) % len(self.gateways)
 
     def redirected(self, redirect: Redirect) -> bool:
         """The gateway sent us to ``redirect``'s gateway. True: connect there now;
         False: too many REDIRECTs in a row, treat it as a failure (back off)."""
         if self.redirects_in_a_row >= MAX_REDIRECTS:
             self.redirects_in_a_row = 0
-            self._redirected_to = None
-            self._index = (self._index + 1) % len(self.gateways)
+            self._redirected_to = None  # not failed(): a loop of REDIRECTs leaves the
+            self._next_configured()  # configured gateway that started it, too
             return False
         self.redirects_in_a_row += 1
         self._redirected_to = dataclasses.replace(
