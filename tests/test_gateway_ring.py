@@ -57,6 +57,18 @@ def test_an_owner_is_named_with_the_address_its_peer_link_uses() -> None:
     assert owners == {None, B}
 
 
+def test_many_edges_are_placed_at_once_as_one_by_one() -> None:
+    alone = GatewayRing("gw-a")
+    assert alone.owners(EDGES) == [None] * len(EDGES)
+    ring = ring_of("gw-a", B, C)
+    assert ring.owners([]) == []
+    fleet = Membership().joined("gw-a").joined("gw-b").joined("gw-c")
+    owners = ring.owners(EDGES)
+    placed = {edge: "gw-a" if o is None else o.gateway_id for edge, o in zip(EDGES, owners)}
+    assert placed == owner_gateways(EDGES, fleet)
+    assert set(owners) == {None, B, C}
+
+
 @settings(max_examples=30, deadline=None)
 @given(down=st.sampled_from([B, C]))
 def test_a_peer_going_down_moves_only_its_edges_and_they_come_back(down: RingPeer) -> None:

@@ -103,9 +103,13 @@ class RingService:
             return
         self._members.set(len(self.ring.members))
         redirected = 0
-        for edge_id, session in list(self._live_sessions()):
-            redirect = self.redirect_for(edge_id, "ring")
-            if redirect is not None and session.redirect(redirect):
+        sessions = list(self._live_sessions()) if self.enabled else []
+        owners = self.ring.owners([edge_id for edge_id, _ in sessions])
+        for (_, session), owner in zip(sessions, owners, strict=True):
+            if owner is None:
+                continue
+            redirect = Redirect(owner.gateway_id, owner.host, owner.port, "ring")
+            if session.redirect(redirect):
                 redirected += 1
         logger.info(
             "gateway ring changed",

@@ -91,9 +91,13 @@ class GatewayRing:
 
     def owner(self, edge_id: str) -> RingPeer | None:
         """The peer that owns ``edge_id``, or None when this gateway does."""
-        if not self._peers:
-            return None
+        return self.owners([edge_id])[0]
+
+    def owners(self, edge_ids: Sequence[str]) -> list[RingPeer | None]:
+        """:meth:`owner` of each of ``edge_ids``, in one vectorised lookup."""
+        if not self._peers or not edge_ids:
+            return [None] * len(edge_ids)
         if self._placer is None:
             self._placer = build_placer(self._placer_kind, dict.fromkeys(self.members, 1.0))
-        index = int(self._placer.lookup(name_keys([edge_id]))[0])
-        return self._peers.get(self._placer.nodes[index])
+        nodes = self._placer.nodes
+        return [self._peers.get(nodes[int(i)]) for i in self._placer.lookup(name_keys(edge_ids))]
