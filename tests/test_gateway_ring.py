@@ -64,7 +64,9 @@ def test_many_edges_are_placed_at_once_as_one_by_one() -> None:
     assert ring.owners([]) == []
     fleet = Membership().joined("gw-a").joined("gw-b").joined("gw-c")
     owners = ring.owners(EDGES)
-    placed = {edge: "gw-a" if o is None else o.gateway_id for edge, o in zip(EDGES, owners)}
+    placed = {
+        edge: "gw-a" if o is None else o.gateway_id for edge, o in zip(EDGES, owners, strict=True)
+    }
     assert placed == owner_gateways(EDGES, fleet)
     assert set(owners) == {None, B, C}
 
