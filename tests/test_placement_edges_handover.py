@@ -15,6 +15,7 @@ import pytest
 from edgeswarm.edge.agent_table import AgentTable
 from edgeswarm.edge.placed_agents import PlacedAgents
 from edgeswarm.gateway.placement_edges import PlacementEdges
+from edgeswarm.placement.moves import DEFAULT_MAX_MOVES
 from edgeswarm.wire import Assign, Checkpoint, ErrorCode, Frame
 
 from .test_placement_service import Fleet
@@ -57,10 +58,18 @@ def fleet(tmp_path: Path) -> Fleet:
     return fleet
 
 
-def wired(fleet: Fleet, **settings: int) -> PlacementEdges:
+def wired(
+    fleet: Fleet, *, max_moves: int = DEFAULT_MAX_MOVES, lease_ticks: int = 0
+) -> PlacementEdges:
     """Edges wired to the fleet's placement service the way the gateway wires them."""
     service = fleet.service
-    edges = PlacementEdges(fleet.store, service.refresh, next_round=service.next_round, **settings)
+    edges = PlacementEdges(
+        fleet.store,
+        service.refresh,
+        next_round=service.next_round,
+        max_moves=max_moves,
+        lease_ticks=lease_ticks,
+    )
     service.on_assignment = edges.assignment_changed
     return edges
 
