@@ -19,6 +19,7 @@ from edgeswarm.registry.errors import RegistryStoreError
 from edgeswarm.registry.store import ModuleStore
 from edgeswarm.storage import Schema, open_database, statements
 from edgeswarm.storage.sqlite import (
+    QUICK_CHECK_MAX_BYTES,
     Upgrade,
     create_private,
     enable_wal,
@@ -46,12 +47,18 @@ def schema(upgrades: dict[int, Upgrade] | None = None) -> Schema:
     )
 
 
-def open_(path: Path, kind: Schema | None = None) -> sqlite3.Connection:
+def open_(
+    path: Path,
+    kind: Schema | None = None,
+    *,
+    quick_check_max_bytes: int | None = QUICK_CHECK_MAX_BYTES,
+) -> sqlite3.Connection:
     return open_database(
         path,
         kind or schema(),
         page_size=4096,
         synchronous="NORMAL",
+        quick_check_max_bytes=quick_check_max_bytes,
         corrupt=CorruptError,
         failed=FailedError,
     )
@@ -295,15 +302,7 @@ def test_quick_check_runs_on_a_file_exactly_at_the_limit(tmp_path: Path) -> None
     path = tmp_path / "x.db"
     size = _damaged(path)
     with pytest.raises(CorruptError, match="quick_check"):
-        open_database(
-            path,
-            schema(),
-            page_size=4096,
-            synchronous="NORMAL",
-            quick_check_max_bytes=size,
-            corrupt=CorruptError,
-            failed=FailedError,
-        )
+        open_(path, quick_check_max_bytes=size)
 
 
 @pytest.mark.parametrize("limit", ["one byte less", None])
@@ -314,15 +313,7 @@ def test_a_file_over_the_limit_is_opened_unchecked_and_the_log_says_so(
     size = _damaged(path)
     max_bytes = None if limit is None else size - 1
     with caplog.at_level(logging.INFO, logger="edgeswarm.storage"):
-        db = open_database(
-            path,
-            schema(),
-            page_size=4096,
-            synchronous="NORMAL",
-            quick_check_max_bytes=max_bytes,
-            corrupt=CorruptError,
-            failed=FailedError,
-        )
+        db = open_(path, quick_check_max_bytes=max_bytes)
     db.close()
     skipped = [r for r in caplog.records if r.getMessage().startswith("quick_check skipped")]
     if limit is None:
@@ -345,15 +336,7 @@ def test_the_wal_file_counts_toward_the_quick_check_limit(
     for limit, skipped in ((size - 1, True), (size, False)):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="edgeswarm.storage"):
-            open_database(
-                path,
-                schema(),
-                page_size=4096,
-                synchronous="NORMAL",
-                quick_check_max_bytes=limit,
-                corrupt=CorruptError,
-                failed=FailedError,
-            ).close()
+            open_(path, quick_check_max_bytes=limit).close()
         said = [r for r in caplog.records if r.getMessage().startswith("quick_check skipped")]
         assert [r.bytes for r in said] == ([size] if skipped else [])  # type: ignore[attr-defined]
     keeper.close()
