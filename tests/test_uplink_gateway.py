@@ -5,6 +5,8 @@ earlier run."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import Backoff
+from edgeswarm.edge.gateway_choice import GatewayChoice
 from edgeswarm.edge.spool import OverflowPolicy, Spool
 from edgeswarm.edge.uplink import Uplink
 from edgeswarm.gateway import Gateway
@@ -181,3 +184,26 @@ async def test_a_spool_carried_over_from_an_earlier_run_is_delivered(tmp_path: P
             assert counters.acked_observations == 7 * AGENTS
             assert len(spool) == 0
         assert [r.seq for r in gateway.observation_log.read("edge-u")] == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_gateway_that_cannot_be_reached_is_the_one_the_log_line_names(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With two gateways configured, the warning names the gateway that failed and the
+    one tried next (it named the next one as the one unreachable)."""
+    first, second = free_udp_port(), free_udp_port()
+    key = KeyPair.generate()
+    uplink = make_uplink(tmp_path / "gw", first, Spool(tmp_path / "spool.db"), key)
+    uplink.gateways = GatewayChoice(
+        (uplink.gateway, dataclasses.replace(uplink.gateway, port=second))
+    )
+
+    def warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("gateway unreachable")]
+
+    with caplog.at_level(logging.WARNING, logger="edgeswarm"):
+        async with delivering(uplink):
+            await wait_until(lambda: len(warnings()) >= 2, timeout=30)
+    one, two = warnings()[:2]
+    assert (one.gateway, one.next_gateway) == (f"127.0.0.1:{first}", f"127.0.0.1:{second}")  # type: ignore[attr-defined]
+    assert (two.gateway, two.next_gateway) == (f"127.0.0.1:{second}", f"127.0.0.1:{first}")  # type: ignore[attr-defined]

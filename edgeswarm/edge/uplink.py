@@ -304,6 +304,7 @@ class Uplink:
                 if self._stopping:
                     break
                 to = exc.redirect
+                sender = self.gateway
                 follow = self.gateways.redirected(to)
                 self.counters.redirects += 1
                 logger.info(
@@ -316,24 +317,27 @@ class Uplink:
                     },
                 )
                 if not follow:
-                    await self._back_off(exc)
+                    await self._back_off(exc, sender)
             except (ConnectionError, OSError, TimeoutError, SessionEndedError) as exc:
                 if self._stopping:
                     break
+                failed = self.gateway
                 self.gateways.failed()
-                await self._back_off(exc)
+                await self._back_off(exc, failed)
             finally:
                 self.connected = False
                 self._dropped_in_flight.clear()  # never acked now: they stay dropped
 
-    async def _back_off(self, exc: BaseException) -> None:
-        """Count the failure, say so, wait the backoff (or until stopped)."""
+    async def _back_off(self, exc: BaseException, failed: GatewayAddress) -> None:
+        """Count the failure at ``failed``, say so (and where the next attempt goes), wait
+        the backoff (or until stopped)."""
         delay = self.reconnect.failed()
         self.counters.retries += 1
         logger.warning(
             "gateway unreachable; spooling and retrying",
             extra={
-                "gateway": str(self.gateway),
+                "gateway": str(failed),
+                "next_gateway": str(self.gateway),
                 "error": str(exc) or type(exc).__name__,
                 "retry_in_s": round(delay, 3),
                 "attempt": self.reconnect.attempt,
