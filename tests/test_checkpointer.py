@@ -180,8 +180,28 @@ def test_a_failed_checkpoint_is_counted_logged_and_not_a_restart(
     with caplog.at_level(logging.WARNING, logger="edgeswarm.storage"):
         cp.restart_wal(closed)
     assert cp.counts() == (0, 0, 1)
+    cp.restart_wal(closed)
+    assert cp.counts() == (0, 0, 2)
     assert not cp.wal_full
-    [record] = [r for r in caplog.records if r.getMessage() == "SQLite checkpoint failed"]
+    [record, _] = [r for r in caplog.records if r.getMessage() == "SQLite checkpoint failed"]
     assert record.levelno == logging.WARNING
     assert record.path == str(path)  # type: ignore[attr-defined]
     assert "closed database" in record.error  # type: ignore[attr-defined]
+
+
+def test_a_request_while_the_wal_is_full_is_left_to_the_writer_and_the_thread_goes_on(
+    writer: sqlite3.Connection, tmp_path: Path
+) -> None:
+    path = tmp_path / "index.db"
+    write(writer, 5)
+    cp = checkpointer(path)
+    cp.wal_full = True  # the writer restarts the WAL before its next group
+    cp.start()
+    cp.request()
+    wait_until(lambda: not cp._wake.is_set())  # the thread took the request
+    cp.restart_wal(writer)
+    assert cp.counts() == (1, 1, 0)  # the writer's checkpoint only
+    write(writer, 5, start=100)
+    cp.request()  # the thread still serves requests
+    wait_until(lambda: cp.counts() == (2, 1, 0))
+    cp.stop()
