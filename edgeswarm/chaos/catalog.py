@@ -10,6 +10,7 @@ from typing import Any
 from edgeswarm.chaos import (
     clock_faults,
     disk_faults,
+    gateway_failover,
     inference_faults,
     io_faults,
     network_faults,
@@ -66,6 +67,8 @@ SCENARIOS: tuple[Scenario, ...] = (
              io_faults.mqtt_broker_restart),
     Scenario("partition_gateways", "two peered gateways cut apart, then healed: CRDT converges",
              peer_faults.partition_gateways),
+    Scenario("gateway_failover", "an edge's gateway killed: it fails over to a peer, then back",
+             gateway_failover.gateway_failover),
     Scenario("inference_node_kill", "inference node killed mid-batch: answered exactly once",
              inference_faults.inference_node_kill),
     Scenario("clock_jump_edge", "an edge's wall clock jumps back 1 h, then forward 2 h",
