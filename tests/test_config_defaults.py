@@ -52,6 +52,7 @@ def test_edge_command_defaults_are_the_edge_config_defaults() -> None:
     renamed = {
         "policy_fuel": "policy_fuel_per_agent",
         "drain_timeout": "drain_timeout_s",
+        "ack_timeout": "ack_timeout_s",
         "progress_interval": "progress_interval_s",
     }
     same = (

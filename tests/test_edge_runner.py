@@ -86,3 +86,22 @@ async def test_gateway_actions_override_the_policies_then_stop_drains_and_says_b
     assert summary["batches_acked"] == summary["batches_sent"] == 2 * summary["tick"]
     assert summary["in_flight"] == 0
     assert summary["connects"] == 1
+
+
+def test_the_ack_timeout_reaches_the_uplink(tmp_path: Path) -> None:
+    """``--ack-timeout`` is how soon an edge leaves a gateway that stopped acknowledging
+    (its failover time): the config's value is the uplink's."""
+    config = EdgeConfig(
+        edge_id="edge-t",
+        gateway=GatewayAddress(port=9, ca_file=tmp_path / "ca.crt"),
+        data_dir=tmp_path / "edge",
+        agents=2,
+        ack_timeout_s=1.25,
+        metrics_port=None,
+    )
+    runner = EdgeRunner(config)  # opened, never run: nothing is sent
+    try:
+        assert runner.uplink.ack_timeout_s == 1.25
+    finally:
+        runner.state.close()
+        runner.spool.close()

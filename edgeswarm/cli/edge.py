@@ -235,6 +235,14 @@ def edge(
     drain_timeout: Annotated[
         float, typer.Option(min=0, help="Seconds to wait for acks at stop.")
     ] = default(EdgeConfig, "drain_timeout_s"),
+    ack_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds with batches outstanding and no ACK before the gateway is taken"
+            " as gone: reconnect, or fail over to the next --gateway.",
+        ),
+    ] = default(EdgeConfig, "ack_timeout_s"),
     duration: Annotated[
         float | None, typer.Option(min=0, help="Stop after SECONDS (default: on signal).")
     ] = None,
@@ -371,6 +379,7 @@ def edge(
         spool_fsync=spool_fsync,
         max_datagram_size=max_datagram_size,
         drain_timeout_s=drain_timeout,
+        ack_timeout_s=ack_timeout,
         duration_s=duration,
         ticks=ticks,
         progress_interval_s=progress_interval,

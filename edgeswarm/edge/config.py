@@ -121,6 +121,9 @@ class EdgeConfig:
     """Stop after this many ticks; None runs until signalled."""
     drain_timeout_s: float = 10.0
     """On stop, how long to wait for outstanding acks."""
+    ack_timeout_s: float = 5.0
+    """Batches outstanding with no ACK for this long: the gateway is taken as gone and the
+    edge reconnects (to the next ``--gateway`` when there are several)."""
     progress_interval_s: float = 1.0
     """Seconds between progress lines on stdout; 0 disables them."""
     metrics_host: str = "127.0.0.1"

@@ -145,6 +145,7 @@ class EdgeRunner:
             gateway=config.gateway,
             more_gateways=config.more_gateways,
             spool=self.spool,
+            ack_timeout_s=config.ack_timeout_s,
             on_client=self.modules.attach_with(self._client_created),
             on_quarantine=self._on_quarantine,
             transport=TransportSettings(max_datagram_size=config.max_datagram_size),
