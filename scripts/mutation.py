@@ -226,6 +226,20 @@ EQUIVALENT: dict[str, str] = {
     ),
     **{f"{_LOG}__init____mutmut_{n}": _FALSY for n in (49, 56, 58)},
     f"{_CKPT}restart_wal__mutmut_1": _FALSY,
+    **{
+        f"{_CKPT}__init____mutmut_{n}": (
+            "the default thread name: every caller names its thread (only seen in debuggers)"
+        )
+        for n in (1, 2)
+    },
+    f"{_CKPT}__init____mutmut_16": (
+        "the checkpointer's busy timeout: a PASSIVE checkpoint never waits on a lock"
+    ),
+    f"{_CKPT}__init____mutmut_17": (
+        "the checkpointer's connection runs PRAGMAs only: the sqlite3 module's implicit"
+        " transactions never start"
+    ),
+    f"{_CKPT}__init____mutmut_24": _FALSY,
     f"{_LOG}_run_writer__mutmut_2": _FALSY,
     **{f"{_CKPT}_run__mutmut_{n}": _WAL_BACKUP for n in (3, 7, 8, 9, 10, 11)},
     f"{_CKPT}_wal_file_bytes__mutmut_1": "1 is never above wal_limit_bytes (>= 1)",
@@ -327,6 +341,10 @@ UNTESTED: dict[str, str] = {
     },
     "edgeswarm.gateway.log.index.x_open_index__mutmut_5": _DURABLE,
     "edgeswarm.gateway.log.recovery.x_recover_segments__mutmut_57": _DURABLE,
+    "edgeswarm.storage.sqlite.x_open_database__mutmut_32": (
+        "WAL refused on a database file: this machine's files always take it (the refusal"
+        " is tested on enable_wal with an in-memory database)"
+    ),
     "edgeswarm.storage.sqlite.x__quick_check__mutmut_26": (
         "quick_check quoting bytes that are not UTF-8: none of 400 seeded damages made it"
     ),
