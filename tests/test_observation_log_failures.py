@@ -105,11 +105,13 @@ async def test_a_refused_record_without_a_payload_fails_with_its_own_error(
 ) -> None:
     """No payload, so no segment bytes to cut back: the record's error is what it gets."""
     with ObservationLog(db_path, fsync=FsyncPolicy.OFF) as log:
-        refuse(db_path, "NEW.seq = 1")
-        [outcome] = await asyncio.gather(log.append("e", 1, 0, 0, b""), return_exceptions=True)
+        await log.append("e", 1, 0, 1, b"in a segment")  # a segment is open
+        refuse(db_path, "NEW.seq = 2")
+        [outcome] = await asyncio.gather(log.append("e", 2, 0, 0, b""), return_exceptions=True)
         assert type(outcome) is LogRecordRejected
         assert str(outcome).endswith("cannot be stored: refused by the test")
-        assert (await log.append("e", 2, 0, 0, b"")).applied
+        assert (await log.append("e", 3, 0, 1, b"next")).applied
+        assert [r.payload for r in log.read("e")] == [b"in a segment", b"next"]
 
 
 async def test_a_record_refused_before_it_is_queued_names_its_edge_and_number(
