@@ -787,6 +787,17 @@ def test_welcome_may_not_grant_a_feature_the_client_did_not_ask_for() -> None:
         )  # fmt: skip
 
 
+def test_an_encoded_batch_spends_credit_as_a_batch_sent_as_a_frame_does() -> None:
+    """An edge sends its spooled batches encoded (``send_encoded``): each one counts
+    against the credit window, and the ninth of a window of 8 is refused."""
+    client, _ = connected()
+    for seq in range(1, 9):
+        client.send_encoded(FrameType.OBS_BATCH, encode_payload(batch(seq=seq)), count=4)
+    assert client.credit == 0
+    with pytest.raises(LocalProtocolError, match="no credit"):
+        client.send_encoded(FrameType.OBS_BATCH, encode_payload(batch(seq=9)), count=4)
+
+
 def test_encoded_actions_are_sent_byte_for_byte_within_the_limits_of_a_frame() -> None:
     """The gateway encodes ACTIONS once: the datagram's bytes go on the stream when they
     do not fit one, checked as ``send`` checks the frame (they were encoded twice)."""
