@@ -87,6 +87,9 @@ _SESSION = "edgeswarm.wire.session.xǁSessionǁ"
 _HOLDINGS = "edgeswarm.gateway.log.holdings.xǁ"
 EQUIVALENT: dict[str, str] = {
     "edgeswarm.edge.policy.sandbox.x_memory_near_limit__mutmut_6": _PAGES,
+    "edgeswarm.edge.policy.sandbox.x_charge_fuel__mutmut_2": (
+        "typing.cast returns its argument at run time, whatever the type named"
+    ),
     f"{_DOC}_map__mutmut_1": _CACHE,
     f"{_DOC}_map__mutmut_2": _CACHE,
     f"{_DOC}_live__mutmut_1": _CACHE,

@@ -185,10 +185,11 @@ def test_a_host_import_charges_the_guest_its_fuel(engine: wasmtime.Engine) -> No
     from edgeswarm.edge.policy.sandbox import charge_fuel
 
     store = limited_store(engine, LIMIT)
-    cost = [1_000]
+    cost: list[int | None] = [1_000]  # None: exactly what the guest has left
 
     def host(caller: wasmtime.Caller) -> int:
-        charge_fuel(caller, cost[0])
+        left = wasmtime.Store.get_fuel(caller)  # type: ignore[arg-type]
+        charge_fuel(caller, left if cost[0] is None else cost[0])
         return 7
 
     wat = """(module (import "es" "f" (func $f (result i32)))
@@ -208,4 +209,8 @@ def test_a_host_import_charges_the_guest_its_fuel(engine: wasmtime.Engine) -> No
         PolicyFuelExhausted, match=r"out of fuel in a host import \(cost 1000000, had 4"
     ):
         run(store)
+    assert store.get_fuel() == 0
+    cost[0] = None  # a guest that has exactly the cost pays it all and goes on
+    store.set_fuel(50_000)
+    assert run(store) == 7
     assert store.get_fuel() == 0
