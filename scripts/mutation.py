@@ -298,6 +298,10 @@ EQUIVALENT: dict[str, str] = {
         "add() gets only what fresh() let through: the run's high is held, never added again"
     ),
     f"{_HOLDINGS}Holdingsǁappended__mutmut_1": "an equal number writes the value already there",
+    f"{_HOLDINGS}EdgeStateǁhigh_water__mutmut_14": (
+        "index is -1 only for a floor below 0, and no epoch has a negative base: callers"
+        " ask from 0 or from an epoch's base"
+    ),
     f"{_HOLDINGS}Holdingsǁopen_epoch__mutmut_21": (
         "the default 0 of the queued number already keeps the base at 0 or above"
     ),

@@ -69,6 +69,32 @@ def test_a_gap_is_held_apart_and_closing_it_joins_the_run() -> None:
     assert (state.batches, state.observations) == (6, 12)
 
 
+def test_a_gap_closed_in_a_middle_epoch_joins_what_that_epoch_held_apart() -> None:
+    state = EdgeState()
+    state.add(record(1))
+    state.start_run(10)
+    state.start_run(20)
+    state.add(record(12))  # epoch of base 10: 11 missing, 12 held apart
+    assert state.above == {12}
+    state.add(record(11))
+    assert state.runs == [Run(0, 1), Run(10, 12), Run(20, 20)]
+    assert state.above == set()
+    assert state.high_water(10) == 12
+
+
+def test_high_water_from_a_number_inside_an_epoch_counts_from_there() -> None:
+    """Every number ``floor+1 .. n`` stored, for a floor that is no epoch's base too."""
+    state = EdgeState()
+    state.start_run(10)
+    state.start_run(20)
+    for seq in range(11, 19):
+        state.add(record(seq))
+    assert state.high_water(15) == 18
+    assert state.high_water(10) == 18
+    assert state.high_water(18) == 18
+    assert state.high_water(19) == 19  # 20 is not stored: nothing past the floor
+
+
 def test_numbers_below_one_are_held_but_never_part_of_a_run() -> None:
     state = EdgeState()
     state.add(record(0))
