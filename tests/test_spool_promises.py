@@ -336,3 +336,25 @@ def test_appends_go_on_while_a_reader_holds_the_wal_which_shrinks_once_it_is_gon
             spool.append(seq, b"p")
             seq += 1
         assert [s for s, _ in spool.pending()] == list(range(1, seq))
+
+
+def test_a_new_sequence_epoch_is_kept_across_a_restart_with_the_batches_held(
+    path: Path,
+) -> None:
+    """Another sender used this spool's numbers: the spool numbers from a new epoch, with
+    nothing marked sent in it, and its batches go with it; all of it persisted."""
+    with Spool(path) as spool:
+        first = spool.seq_epoch
+        spool.append(1, b"one", count=1)
+        spool.append(2, b"two", count=2)
+        spool.mark_sent(2)
+        epoch = spool.start_new_epoch()
+        assert epoch == spool.seq_epoch != first
+        assert spool.sent_through == 0
+        assert spool.next_seq() == 3
+        assert [seq for seq, _ in spool.pending()] == [1, 2]
+        spool.mark_sent(1)
+    with Spool(path) as spool:
+        assert (spool.seq_epoch, spool.sent_through) == (epoch, 1)
+        assert [(seq, bytes(p)) for seq, p in spool.pending()] == [(1, b"one"), (2, b"two")]
+        assert spool.count_through(2) == 3
