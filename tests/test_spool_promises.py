@@ -353,6 +353,8 @@ def test_a_new_sequence_epoch_is_kept_across_a_restart_with_the_batches_held(
         assert spool.sent_through == 0
         assert spool.next_seq() == 3
         assert [seq for seq, _ in spool.pending()] == [1, 2]
+    with Spool(path) as spool:
+        assert (spool.seq_epoch, spool.sent_through) == (epoch, 0)
         spool.mark_sent(1)
     with Spool(path) as spool:
         assert (spool.seq_epoch, spool.sent_through) == (epoch, 1)
