@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeswarm.gateway.agent_ids import consecutive_rows, dense_table, rows_of
+from edgeswarm.gateway.agent_ids import consecutive_rows, dense_table, holds_run, rows_of
 
 
 def reference(ids: np.ndarray, all_ids: np.ndarray) -> list[int]:
@@ -66,3 +66,26 @@ def test_a_batch_of_an_edges_table_in_order_is_one_slice() -> None:
 def test_sparse_ids_use_binary_search() -> None:
     assert dense_table(np.array([1, 10_000_000], dtype=np.uint32)) is None
     assert dense_table(np.array([], dtype=np.uint32)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), all_ids=swarms)
+def test_a_run_is_held_exactly_when_every_id_of_it_is(
+    data: st.DataObject, all_ids: np.ndarray
+) -> None:
+    """The CHECKPOINT sender check's shortcut never says "held" for an id that is not."""
+    ids = data.draw(batches(all_ids))
+    run = ids.size > 0 and bool((np.diff(ids.astype(np.int64)) == 1).all())
+    assert holds_run(all_ids, ids) == (run and bool(np.isin(ids, all_ids).all()))
+
+
+def test_a_run_of_held_agents_is_recognised_and_a_gap_is_not() -> None:
+    held = np.array([5, 6, 7, 8, 9, 20, 21], dtype=np.uint32)
+    assert holds_run(held, np.array([6, 7, 8], dtype=np.uint32))
+    assert holds_run(held, np.array([20, 21], dtype=np.uint32))
+    assert not holds_run(held, np.array([8, 9, 10], dtype=np.uint32))  # 10 is not held
+    assert not holds_run(held, np.array([9, 10, 11], dtype=np.uint32))
+    assert not holds_run(held, np.array([21, 22], dtype=np.uint32))  # past the end
+    assert not holds_run(held, np.array([7, 6, 8], dtype=np.uint32))  # not ascending
+    assert not holds_run(held, np.array([], dtype=np.uint32))
+    assert not holds_run(np.array([], dtype=np.uint32), np.array([3], dtype=np.uint32))

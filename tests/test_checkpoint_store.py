@@ -59,6 +59,31 @@ def test_blocks_nobody_needs_any_more_are_deleted(tmp_path: Path) -> None:
         assert blocks(path) == 2
 
 
+def test_a_run_of_agents_with_rows_is_stored_like_any_other_frame(tmp_path: Path) -> None:
+    """One edge's run of consecutive agents (the common frame) takes a faster path: it
+    keeps the same rows and deletes the same blocks as the general one."""
+    path = tmp_path / "placement.db"
+    with AgentStore(path) as store:
+        store.add_agents(0, 100, policy="boids")
+        assert save(store, "a", list(range(100)), 5, 1.0) == 100
+        assert save(store, "a", list(range(50)), 6, 2.0) == 50
+        assert blocks(path) == 2  # the first block still holds 50..99
+        assert save(store, "a", list(range(50, 100)), 6, 3.0) == 50
+        assert blocks(path) == 2  # the first block held nobody's newest row: deleted
+        assert save(store, "a", list(range(10, 21)), 3, 4.0) == 0  # older: nothing kept
+        assert save(store, "b", [30], 9, 5.0) == 1
+        assert save(store, "a", list(range(25, 36)), 7, 6.0) == 10  # 30's row is newer
+        assert blocks(path) == 4  # 0..24 and 36..49 keep the second block alive
+    with AgentStore(path) as store:
+        ticks, state, found = store.checkpoints.rows(np.arange(100, dtype=np.uint32), 2)
+    assert found.all()
+    expected = [6] * 25 + [7] * 5 + [9] + [7] * 5 + [6] * 64
+    assert ticks.tolist() == expected
+    assert (
+        state[:, 0].tolist() == [2.0] * 25 + [6.0] * 5 + [5.0] + [6.0] * 5 + [2.0] * 14 + [3.0] * 50
+    )
+
+
 def test_a_failed_write_stores_and_remembers_nothing(tmp_path: Path) -> None:
     path = tmp_path / "placement.db"
     with AgentStore(path) as store:

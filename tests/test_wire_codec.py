@@ -600,6 +600,9 @@ def test_batch_header_of_a_valid_batch() -> None:
     batch = make_batch(n=5)
     header = decode_payload(encode_payload(batch), batch_arrays=False)
     assert header == BatchHeader(seq=batch.seq, tick=batch.tick, count=5)
+    assert isinstance(header, BatchHeader)
+    assert header.agent_ids is not None
+    assert np.array_equal(header.agent_ids, batch.agent_ids)
     ack = Ack(seq=3, accepted=1)  # other frames decode as always
     assert decode_payload(encode_payload(ack), batch_arrays=False) == ack
 

@@ -185,6 +185,8 @@ def test_observations_and_ack() -> None:
     assert event.batch.seq == 1
     assert event.batch.observations.shape == (4, 3)
     assert event.size == len(event.payload) > 0
+    assert event.agent_ids is not None
+    assert np.array_equal(event.agent_ids, event.batch.agent_ids)
     server.send(Ack(seq=1, accepted=4, credit=9))
     roundtrip(client, server)
     assert events(client) == [AckReceived(ack=Ack(seq=1, accepted=4, credit=9))]
@@ -200,6 +202,9 @@ def test_server_without_batch_arrays_checks_batches_and_hands_out_headers() -> N
     [event] = events(server)
     assert isinstance(event, ObservationsReceived)
     assert (event.seq, event.tick, event.count, event.batch) == (1, sent.tick, 4, None)
+    assert event.agent_ids is not None  # what placement records, without a second decode
+    assert np.array_equal(event.agent_ids, sent.agent_ids)
+    assert not event.agent_ids.flags.writeable
     assert wire.endswith(event.payload)  # what a log stores: the payload as received
     # A malformed batch is refused exactly as with arrays built, and closes nothing.
     fields = msgpack.unpackb(encode_payload(batch(seq=2)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DENSE_SPAN", "consecutive_rows", "dense_table", "rows_of"]
+__all__ = ["DENSE_SPAN", "consecutive_rows", "dense_table", "holds_run", "rows_of"]
 
 DENSE_SPAN = 4
 """Swarm agent ids are looked up through a dense table while the largest id is at most
@@ -38,6 +38,20 @@ def consecutive_rows(ids: NDArray[np.uint32], dense: NDArray[np.int32] | None) -
         return None
     first, last = int(dense[ids[0]]), int(dense[ids[-1]])
     return slice(first, last + 1) if first >= 0 and last - first == n - 1 else None
+
+
+def holds_run(held: NDArray[np.uint32], ids: NDArray[np.uint32]) -> bool:
+    """Whether ``ids`` are consecutive ascending ids all in ``held`` (sorted, unique): then
+    ``held`` has ``len(ids)`` values from the first id to the last, which are exactly them."""
+    n = ids.shape[0]
+    if not n or int(ids[-1]) - int(ids[0]) != n - 1 or not bool(np.all(ids[1:] > ids[:-1])):
+        return False
+    start = int(np.searchsorted(held, ids[0]))
+    return (
+        start + n <= held.size
+        and int(held[start]) == int(ids[0])
+        and (int(held[start + n - 1]) == int(ids[-1]))
+    )
 
 
 def rows_of(

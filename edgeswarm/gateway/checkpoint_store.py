@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 
 from edgeswarm.storage import transaction
 
+from .agent_ids import consecutive_rows, dense_table
+
 __all__ = ["BLOCKS_TABLE", "CheckpointIndex"]
 
 BLOCKS_TABLE = """CREATE TABLE checkpoint_blocks (
@@ -71,6 +73,10 @@ class CheckpointIndex:
         self.edge = np.empty(0, dtype=np.int32)
         self.at = np.empty(0, dtype=np.float64)
         self.block = np.empty(0, dtype=np.int64)
+        self._dense: NDArray[np.int32] | None = None
+        """Agent id -> row (:func:`dense_table`); None when the ids are too sparse."""
+        self._block_rows: dict[int, int] = {}
+        """Block -> how many agents' newest rows it holds (a block at 0 is deleted)."""
         with errors():
             blocks = db.execute(
                 "SELECT block, edge_id, at, rows, width, ids, ticks, state"
@@ -95,16 +101,20 @@ class CheckpointIndex:
         ticks: NDArray[np.uint64],
         state: NDArray[np.float32],
     ) -> int:
-        """Keep these rows (newer than the ones kept) as one durable block; the rows kept."""
-        newer = ticks >= self._ticks_of(ids)
-        ids, ticks, state = ids[newer], ticks[newer], state[newer]
-        if not ids.size:
-            return 0
+        """Keep these rows (newer than the ones kept) as one durable block; the rows kept.
+        ``ids`` are unique (a CHECKPOINT frame's are)."""
         ids = np.ascontiguousarray(ids, dtype="<u4")
         ticks = np.ascontiguousarray(ticks, dtype="<u8")
         state = np.ascontiguousarray(state, dtype="<f4")
+        run = consecutive_rows(ids, self._dense)  # the common case: one edge's run of agents
+        if run is None or not bool(np.all(ticks >= self.ticks[run])):
+            run = None
+            newer = ticks >= self._ticks_of(ids)
+            ids, ticks, state = ids[newer], ticks[newer], state[newer]
+        if not ids.size:
+            return 0
         at = time.time()
-        superseded = self._superseded_by(ids)
+        superseded = self._superseded_by(self._rows_kept(ids) if run is None else run)
         with self._errors(), _without_fsync(self._db), transaction(self._db) as db:
             cursor = db.execute(
                 "INSERT INTO checkpoint_blocks (edge_id, at, rows, width, ids, ticks, state)"
@@ -113,23 +123,25 @@ class CheckpointIndex:
                  state.data),
             )  # fmt: skip
             db.executemany(
-                "DELETE FROM checkpoint_blocks WHERE block = ?", ((int(b),) for b in superseded)
+                "DELETE FROM checkpoint_blocks WHERE block = ?", ((b,) for b in superseded)
             )
         # memory follows only what was committed (nothing to undo when the commit fails)
-        self._apply(int(cursor.lastrowid or 0), edge_id, at, ids, ticks, state)
+        self._apply(int(cursor.lastrowid or 0), edge_id, at, ids, ticks, state, run)
         return int(ids.size)
 
-    def _superseded_by(self, ids: NDArray[np.uint32]) -> NDArray[np.int64]:
-        """Blocks that hold no agent's newest row once ``ids`` have newer rows elsewhere."""
+    def _rows_kept(self, ids: NDArray[np.uint32]) -> NDArray[np.intp]:
+        """The rows of those of ``ids`` that have a row kept."""
         rows, found = self._rows_of(ids)
-        rows = rows[found]
-        old = np.unique(self.block[rows])
-        old = old[old >= 0]
-        if not old.size:
-            return old
-        others = np.ones(self.block.shape[0], dtype=np.bool_)
-        others[rows] = False
-        return old[~np.isin(old, self.block[others])]
+        return rows[found]
+
+    def _superseded_by(self, rows: slice | NDArray[np.intp]) -> list[int]:
+        """Blocks that hold no agent's newest row once ``rows`` have newer rows elsewhere."""
+        old, replaced = np.unique(self.block[rows], return_counts=True)
+        return [
+            block
+            for block, count in zip(old.tolist(), replaced.tolist(), strict=True)
+            if block >= 0 and self._block_rows[block] == count
+        ]
 
     def _apply(
         self,
@@ -139,28 +151,43 @@ class CheckpointIndex:
         ids: NDArray[np.uint32],
         ticks: NDArray[np.uint64],
         state: NDArray[np.float32],
-    ) -> NDArray[np.int64]:
-        """Make these rows the newest of their agents in memory; blocks left without rows."""
+        run: slice | None = None,
+    ) -> None:
+        """Make these rows the newest of their agents in memory (``run``: their rows, all
+        kept already and all newer)."""
         if edge_id not in self._edges:
             self._edges.append(edge_id)
-        new_ids = np.setdiff1d(ids, self.ids, assume_unique=True)
-        if new_ids.size:
-            self._grow(new_ids)
         if state.shape[1] > self.state.shape[1]:
             wider = np.zeros((self.state.shape[0], state.shape[1]), dtype=np.float32)
             wider[:, : self.state.shape[1]] = self.state
             self.state = wider
-        rows = np.searchsorted(self.ids, ids)
-        newer = ticks >= self.ticks[rows]
-        rows, old = rows[newer], np.unique(self.block[rows[newer]])
-        self.ticks[rows] = ticks[newer]
-        self.state[rows] = 0.0
-        self.state[rows, : state.shape[1]] = state[newer]
+        rows: slice | NDArray[np.intp]
+        if run is not None:
+            rows = run
+        else:
+            new_ids = np.setdiff1d(ids, self.ids, assume_unique=True)
+            if new_ids.size:
+                self._grow(new_ids)
+            rows = np.searchsorted(self.ids, ids)
+            newer = ticks >= self.ticks[rows]
+            rows, ticks, state = rows[newer], ticks[newer], state[newer]
+        old, replaced = np.unique(self.block[rows], return_counts=True)
+        for gone, count in zip(old.tolist(), replaced.tolist(), strict=True):
+            if gone >= 0:
+                self._block_rows[gone] -= count
+                if not self._block_rows[gone]:
+                    del self._block_rows[gone]
+        self.ticks[rows] = ticks
+        if state.shape[1] == self.state.shape[1]:
+            self.state[rows] = state
+        else:
+            self.state[rows] = 0.0
+            self.state[rows, : state.shape[1]] = state
         self.edge[rows] = self._edges.index(edge_id)
         self.at[rows] = at
         self.block[rows] = block
-        old = old[old >= 0]
-        return old[~np.isin(old, self.block)]
+        if ticks.size:
+            self._block_rows[block] = self._block_rows.get(block, 0) + int(ticks.size)
 
     def _grow(self, new_ids: NDArray[np.uint32]) -> None:
         ids = np.union1d(self.ids, new_ids)
@@ -177,6 +204,7 @@ class CheckpointIndex:
         self.at = grown(self.at, 0.0)
         self.block = grown(self.block, -1)
         self.ids = ids
+        self._dense = dense_table(ids)
 
     # --- reads ----------------------------------------------------------------
 

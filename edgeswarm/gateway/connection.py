@@ -144,7 +144,7 @@ class GatewayConnection(BatchAnswers):
         while (event := self.session.next_event()) is not None:
             match event:
                 case ObservationsReceived(
-                    seq=seq, tick=tick, count=count, size=size, payload=payload
+                    seq=seq, tick=tick, count=count, size=size, payload=payload, agent_ids=ids
                 ):
                     edge_id = self.edge_id
                     assert edge_id is not None  # the session admits OBS_BATCH from edges only
@@ -152,7 +152,7 @@ class GatewayConnection(BatchAnswers):
                         continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     if self._placement is not None:  # its (agent, tick) record (rule 4)
-                        self._placement.observed(tick, payload)
+                        self._placement.observed(tick, payload, ids)
                     try:
                         gateway.observation_log.append_then(
                             edge_id,

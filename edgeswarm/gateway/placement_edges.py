@@ -43,7 +43,7 @@ from edgeswarm.wire import (
 )
 from edgeswarm.wire.placement_codec import accepted_batch_agent_ids
 
-from .agent_ids import consecutive_rows, dense_table, rows_of
+from .agent_ids import consecutive_rows, dense_table, holds_run, rows_of
 from .agent_store import AgentStore, AgentStoreError
 
 __all__ = ["AssignMetrics", "PlacementEdges", "PlacementSession"]
@@ -413,13 +413,15 @@ class PlacementEdges:
         held = _NONE if edge is None else edge.holds()
         if edge is not None and edge.stale.size:
             held = np.union1d(held, edge.stale)
-        at = np.minimum(np.searchsorted(held, frame.agent_ids), max(0, held.size - 1))
-        mine = held[at] == frame.agent_ids if held.size else np.zeros(frame.count, np.bool_)
-        refused = int(frame.count - mine.sum())
+        ids, ticks, state = frame.agent_ids, frame.ticks, frame.state
+        refused = 0
+        if not holds_run(held, ids):  # the common frame: a run of agents all held
+            at = np.minimum(np.searchsorted(held, ids), max(0, held.size - 1))
+            mine = held[at] == ids if held.size else np.zeros(frame.count, np.bool_)
+            refused = int(frame.count - mine.sum())
+            ids, ticks, state = ids[mine], ticks[mine], state[mine]
         try:
-            written = self._store.checkpoints.save(
-                edge_id, frame.agent_ids[mine], frame.ticks[mine], frame.state[mine]
-            )
+            written = self._store.checkpoints.save(edge_id, ids, ticks, state)
         except AgentStoreError as exc:
             logger.error("checkpoint not stored", extra={"edge_id": edge_id, "error": str(exc)})
             return Error(
@@ -474,9 +476,13 @@ class PlacementSession:
             self._session.send(frame)
             self._flush()
 
-    def observed(self, tick: int, payload: bytes) -> None:
-        """An OBS_BATCH of this edge at ``tick`` was accepted (its ``(agent, tick)`` record)."""
-        self._edges.observed(accepted_batch_agent_ids(payload), tick)
+    def observed(
+        self, tick: int, payload: bytes, agent_ids: NDArray[np.uint32] | None = None
+    ) -> None:
+        """An OBS_BATCH of this edge at ``tick`` was accepted (its ``(agent, tick)`` record);
+        ``agent_ids``: its ids as the session decoded them (else read from ``payload``)."""
+        ids = accepted_batch_agent_ids(payload) if agent_ids is None else agent_ids
+        self._edges.observed(ids, tick)
 
     def checkpoint(self, frame: Checkpoint) -> None:
         error = self._edges.checkpoint(self.edge_id, frame)

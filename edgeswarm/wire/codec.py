@@ -324,7 +324,8 @@ def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
     seq = uint63(m, "seq")
     try:
         tick = uint63(m, "tick")
-        n = _n_agents(array_shape(field(m, "agent_ids"), dtype="<u4", ndim=1)[0], max_batch_agents)
+        agent_ids = field(m, "agent_ids")
+        n = _n_agents(array_shape(agent_ids, dtype="<u4", ndim=1)[0], max_batch_agents)
         observations = array_shape(field(m, "observations"), dtype="<f4", ndim=2)
         rewards = array_shape(field(m, "rewards"), dtype="<f4", ndim=1)
         problem = check_batch_shape(n, {"observations": observations, "rewards": rewards})
@@ -333,7 +334,7 @@ def _obs_batch_header(m: dict[Any, Any], max_batch_agents: int) -> BatchHeader:
     except RemoteProtocolError as exc:
         exc.seq = seq
         raise
-    return BatchHeader(seq=seq, tick=tick, count=n)
+    return BatchHeader(seq=seq, tick=tick, count=n, agent_ids=array_view(agent_ids, "<u4"))
 
 
 def _decode_obs_batch(m: dict[Any, Any], max_batch_agents: int) -> ObservationBatch:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 from .errors import RemoteProtocolError
 from .frames import (
     Ack,
@@ -92,6 +95,8 @@ class ObservationsReceived:
     batch: ObservationBatch | None = None
     """The decoded batch (arrays are read-only views on the received bytes); None
     when the session was made with ``SessionConfig(batch_arrays=False)``."""
+    agent_ids: NDArray[np.uint32] | None = None
+    """The batch's agent ids (a read-only view on the received bytes, checked)."""
 
 
 @dataclass(frozen=True)

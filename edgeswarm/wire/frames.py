@@ -221,14 +221,15 @@ class ObservationBatch:
 
 @dataclass(frozen=True, slots=True)
 class BatchHeader:
-    """What a checked OBS_BATCH says without its arrays (``decode_payload(batch_arrays=False)``)."""
+    """What a checked OBS_BATCH says without its other arrays
+    (``decode_payload(batch_arrays=False)``); ``seq``, ``tick`` as in :class:`ObservationBatch`."""
 
     seq: int
-    """As :attr:`ObservationBatch.seq`."""
     tick: int
-    """As :attr:`ObservationBatch.tick`."""
     count: int
     """Number of agents in the batch."""
+    agent_ids: NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
+    """The batch's agent ids (a read-only view on the decoded payload); None if not known."""
 
 
 @dataclass(frozen=True)

@@ -424,12 +424,20 @@ class Session:
             case ObservationBatch(seq=seq, tick=tick):
                 self._events.append(
                     ObservationsReceived(
-                        seq, tick, frame.count, len(payload), bytes(payload), batch=frame
+                        seq,
+                        tick,
+                        frame.count,
+                        len(payload),
+                        bytes(payload),
+                        batch=frame,
+                        agent_ids=frame.agent_ids,
                     )
                 )
             case BatchHeader(seq=seq, tick=tick, count=count):
                 self._events.append(
-                    ObservationsReceived(seq, tick, count, len(payload), bytes(payload))
+                    ObservationsReceived(
+                        seq, tick, count, len(payload), bytes(payload), agent_ids=frame.agent_ids
+                    )
                 )
             case Ack():
                 self._credit_limit = max(self._credit_limit, frame.credit)
