@@ -142,6 +142,12 @@ def test_the_edge_exports_delivery_connection_and_spool(tmp_path: Path) -> None:
         assert re.search(r'^edgeswarm_build_info\{.*process="edge".*\} 1\.0$', page, re.M)
         assert http_get("127.0.0.1", port, "/readyz")[0] == 200
         stop_process(gateway.process)  # an outage: spooling within bound is still ready
+        frozen = [
+            r
+            for r in json_logs((tmp_path / "edge.log").read_text())
+            if r["message"] == "start-up objects left out of garbage collection"
+        ]
+        assert [r["daemon"] for r in frozen] == ["edge"]
         page = wait_for(
             port,
             "noticed the outage",
@@ -172,6 +178,12 @@ def test_log_lines_carry_iso_8601_timestamps_and_code_names(gateway: RunningGate
     refused = [record for record in records if record["message"] == "peer refused"]
     assert refused
     assert refused[0]["code"] == "BAD_TOKEN"  # a name, never a number
+    # set up, it left its start-up objects out of the collector's full collections
+    [frozen] = [
+        r for r in records if r["message"] == "start-up objects left out of garbage collection"
+    ]
+    assert frozen["daemon"] == "gateway"
+    assert frozen["frozen_objects"] > 10_000
 
 
 def test_daemon_start_failures_are_one_line(gateway: RunningGateway, tmp_path: Path) -> None:

@@ -57,6 +57,7 @@ from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import open_session
 from edgeswarm.client.session import GatewayClient
 from edgeswarm.gateway.peers import PeerRegistry
+from edgeswarm.heap import freeze_startup_objects
 from edgeswarm.identity import KeyPair
 from edgeswarm.models import write_triage_onnx
 from edgeswarm.telemetry import LatencyHistogram
@@ -310,6 +311,7 @@ async def _load(
     rows = np.random.default_rng(1).normal(0, 2, (E2E_ROWS, 8)).astype(np.float32)
     interval = EDGES * E2E_ROWS / rate  # each edge's period between requests
     answered = 0
+    freeze_startup_objects("bench")  # the bench's edges, as `edgeswarm edge` once set up
 
     async def edge(i: int, key: KeyPair) -> None:
         nonlocal answered

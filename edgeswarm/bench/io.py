@@ -56,6 +56,7 @@ from edgeswarm.edge.io.mosquitto import INSTALL_HINT, Mosquitto, mosquitto_binar
 from edgeswarm.edge.io.mqtt import MqttIO
 from edgeswarm.edge.io.mqtt_address import parse_mqtt_address
 from edgeswarm.edge.policy.boids import boids_numpy
+from edgeswarm.heap import freeze_startup_objects
 
 PREFIX = "bench"
 AGENT_MESSAGES = 100_000
@@ -156,6 +157,7 @@ async def _loop(port: int, rate: float) -> tuple[float, float]:
     io = _io(port, LOOP_AGENTS, "?publish=updated&act=batch")
     table = AgentTable.create(count=LOOP_AGENTS, obs_dim=8, state_dim=2, act_dim=2)
     await io.start()
+    freeze_startup_objects("bench")  # as `edgeswarm edge` does once set up
     actuator = subprocess.Popen(
         [sys.executable, "-m", "edgeswarm.bench.io_peers", "actuator", str(port), PREFIX],
         stdin=subprocess.PIPE,

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeswarm.edge.io.mqtt_codec import encode_observation_batch
+from edgeswarm.heap import freeze_startup_objects
 
 _CONNECT_TIMEOUT_S = 10.0
 
@@ -88,6 +89,7 @@ def sensor(port: int, prefix: str, agents: int, rate: float, seconds: float) -> 
     payloads = _sample_payloads(agents)
     topics = [f"{prefix}/obs/{agent}" for agent in range(agents)]
     published: list[float] = []
+    freeze_startup_objects("sensor")
     period = 1.0 / rate
     started = time.monotonic()
     sent = 0
@@ -110,13 +112,13 @@ def actuator(port: int, prefix: str) -> dict[str, Any]:
     """Receive ``PREFIX/act/#`` (each tick's actions as one ``act/batch`` message) until
     stdin closes; prints ``subscribed`` once it receives, returns every message's arrival
     (``time.monotonic()``) and its agent ids."""
-    arrivals: list[tuple[float, list[int]]] = []
+    arrivals: list[tuple[float, bytes]] = []  # ids as received: no int object per agent
     subscribed = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
         body = msgpack.unpackb(message.payload)
-        arrivals.append((now, np.frombuffer(body["agent_ids"]["data"], dtype="<u4").tolist()))
+        arrivals.append((now, body["agent_ids"]["data"]))
 
     def on_subscribe(*args: object) -> None:
         subscribed.set()
@@ -129,11 +131,12 @@ def actuator(port: int, prefix: str) -> dict[str, Any]:
     client.loop_start()
     if not subscribed.wait(_CONNECT_TIMEOUT_S):
         raise SystemExit("actuator: no SUBACK")
+    freeze_startup_objects("actuator")  # its collections would delay the stamps
     print("subscribed", flush=True)
     sys.stdin.read()  # until the bench closes it
     client.loop_stop()
     client.disconnect()
-    return {"arrivals": arrivals}
+    return {"arrivals": [(at, np.frombuffer(ids, dtype="<u4").tolist()) for at, ids in arrivals]}
 
 
 def loop_latencies(

@@ -12,6 +12,7 @@ import typer
 from edgeswarm.edge.config import EdgeConfig
 from edgeswarm.edge.policy.set import Fallback
 from edgeswarm.edge.spool import OverflowPolicy
+from edgeswarm.heap import freeze_startup_objects
 from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
@@ -394,6 +395,7 @@ def edge(
         except IoError as exc:  # an --io that cannot be opened: the command line is wrong
             raise Usage(str(exc)) from None
         install_stop_signals(runner)
+        freeze_startup_objects("edge")
         return await runner.run()
 
     try:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from edgeswarm.gateway.config import GatewayConfig
+from edgeswarm.heap import freeze_startup_objects
 from edgeswarm.placement.lease import LeaseError
 from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
@@ -298,6 +299,7 @@ def gateway(
                 }
             )
         )
+        freeze_startup_objects("gateway")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

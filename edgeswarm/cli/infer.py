@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from edgeswarm.heap import freeze_startup_objects
 from edgeswarm.inference.node import NodeConfig
 from edgeswarm.inference.runtime import Device
 from edgeswarm.telemetry import configure_logging
@@ -125,6 +126,7 @@ def infer(
 
     async def serve() -> None:
         node = InferenceNode(config)
+        freeze_startup_objects("infer")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, node.stop)
