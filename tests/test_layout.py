@@ -21,6 +21,7 @@ ROOMS: dict[str, int] = {
     "edgeswarm": 0,
     "edgeswarm.errors": 0,
     "edgeswarm.resource": 0,
+    "edgeswarm.heap": 0,
     "edgeswarm.telemetry": 1,
     "edgeswarm.agents_wasm": 1,
     "edgeswarm.wire": 2,
