@@ -19,14 +19,12 @@ from edgeswarm.wire import (
     InvalidArray,
     LocalProtocolError,
     MalformedFrame,
-    ObservationBatch,
     ProtocolViolation,
     Role,
     decode_payload,
     encode_frame,
     encode_payload,
 )
-from edgeswarm.wire.placement_codec import accepted_batch_agent_ids
 
 from .test_wire_session import events, roundtrip
 from .test_wire_state import ready
@@ -171,16 +169,3 @@ def test_without_the_feature_a_checkpoint_is_unexpected() -> None:
     [violation] = events(gateway)
     assert isinstance(violation, ProtocolViolation)
     assert violation.error.error_code is ErrorCode.UNEXPECTED_FRAME
-
-
-def test_the_agent_ids_of_an_accepted_batch_come_without_a_second_check() -> None:
-    batch = ObservationBatch(
-        seq=3,
-        tick=9,
-        agent_ids=np.array([7, 3, 11], dtype=np.uint32),
-        observations=np.zeros((3, 8), dtype=np.float32),
-        rewards=np.zeros(3, dtype=np.float32),
-    )
-    ids = accepted_batch_agent_ids(encode_payload(batch))
-    assert ids.dtype == np.uint32
-    assert ids.tolist() == [7, 3, 11]

@@ -152,7 +152,7 @@ class GatewayConnection(BatchAnswers):
                         continue  # resends them with the refused one
                     durable = functools.partial(self._durable, seq=seq, count=count, size=size)
                     if self._placement is not None:  # its (agent, tick) record (rule 4)
-                        self._placement.observed(tick, payload, ids)
+                        self._placement.observed(tick, ids)
                     try:
                         gateway.observation_log.append_then(
                             edge_id,

@@ -41,7 +41,6 @@ from edgeswarm.wire import (
     Frame,
     Session,
 )
-from edgeswarm.wire.placement_codec import accepted_batch_agent_ids
 
 from .agent_ids import consecutive_rows, dense_table, holds_run, rows_of
 from .agent_store import AgentStore, AgentStoreError
@@ -476,13 +475,11 @@ class PlacementSession:
             self._session.send(frame)
             self._flush()
 
-    def observed(
-        self, tick: int, payload: bytes, agent_ids: NDArray[np.uint32] | None = None
-    ) -> None:
-        """An OBS_BATCH of this edge at ``tick`` was accepted (its ``(agent, tick)`` record);
-        ``agent_ids``: its ids as the session decoded them (else read from ``payload``)."""
-        ids = accepted_batch_agent_ids(payload) if agent_ids is None else agent_ids
-        self._edges.observed(ids, tick)
+    def observed(self, tick: int, agent_ids: NDArray[np.uint32] | None) -> None:
+        """An OBS_BATCH of this edge at ``tick`` with ``agent_ids`` (as the session decoded
+        them) was accepted: its ``(agent, tick)`` record."""
+        assert agent_ids is not None  # the session sets them for every OBS_BATCH
+        self._edges.observed(agent_ids, tick)
 
     def checkpoint(self, frame: Checkpoint) -> None:
         error = self._edges.checkpoint(self.edge_id, frame)

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
 import numpy as np
-from numpy.typing import NDArray
 
-from .arrays import array_view, check_batch_shape, decode_array, wire_array
+from .arrays import check_batch_shape, decode_array, wire_array
 from .errors import BatchTooLarge, InvalidArray, LocalProtocolError, MalformedFrame
 from .fields import MAX_TEXT_CHARS, boolean, field, text, uint63
 from .frames import PlacementReply, PlacementRequest
@@ -26,7 +24,6 @@ from .placement_frames import Assign, Checkpoint, Redirect
 __all__ = [
     "MAX_OP_CHARS",
     "MAX_POLICY_NAMES",
-    "accepted_batch_agent_ids",
     "decode_assign",
     "decode_checkpoint",
     "decode_placement",
@@ -199,14 +196,6 @@ def decode_checkpoint(m: dict[Any, Any], max_batch_agents: int) -> Checkpoint:
     return Checkpoint(
         epoch=epoch, tick=tick, agent_ids=ids, ticks=rows["ticks"], state=rows["state"]
     )
-
-
-def accepted_batch_agent_ids(payload: bytes) -> NDArray[np.uint32]:
-    """The ``agent_ids`` of an OBS_BATCH payload a session already accepted (its every
-    check passed: ``decode_payload(batch_arrays=False)``), without checking it again
-    (~5 µs for 2048 agents instead of ~30 µs for a full decode)."""
-    ids: NDArray[np.uint32] = array_view(msgpack.unpackb(payload)["agent_ids"], "<u4")
-    return ids
 
 
 def encode_redirect(frame: Redirect) -> dict[str, Any]:
