@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DENSE_SPAN", "consecutive_rows", "dense_table", "holds_run", "rows_of"]
+__all__ = ["DENSE_SPAN", "consecutive_rows", "dense_table", "holds_run", "is_run", "rows_of"]
 
 DENSE_SPAN = 4
 """Swarm agent ids are looked up through a dense table while the largest id is at most
@@ -28,13 +28,19 @@ def dense_table(all_ids: NDArray[np.uint32]) -> NDArray[np.int32] | None:
     return dense
 
 
+def is_run(ids: NDArray[np.uint32]) -> bool:
+    """Whether ``ids`` are consecutive ascending ids (at least one)."""
+    n = ids.shape[0]
+    if n == 0 or int(ids[-1]) - int(ids[0]) != n - 1:
+        return False
+    return n == 1 or bool(np.all(ids[1:] > ids[:-1]))
+
+
 def consecutive_rows(ids: NDArray[np.uint32], dense: NDArray[np.int32] | None) -> slice | None:
     """The rows of ``ids`` as one slice when they are consecutive ascending ids that are
     all swarm agents; None otherwise (then :func:`rows_of`)."""
     n = ids.shape[0]
-    if n == 0 or dense is None or int(ids[-1]) - int(ids[0]) != n - 1:
-        return None
-    if int(ids[-1]) >= dense.shape[0] or (n > 1 and not bool(np.all(ids[1:] > ids[:-1]))):
+    if dense is None or not is_run(ids) or int(ids[-1]) >= dense.shape[0]:
         return None
     first, last = int(dense[ids[0]]), int(dense[ids[-1]])
     return slice(first, last + 1) if first >= 0 and last - first == n - 1 else None
@@ -43,9 +49,9 @@ def consecutive_rows(ids: NDArray[np.uint32], dense: NDArray[np.int32] | None) -
 def holds_run(held: NDArray[np.uint32], ids: NDArray[np.uint32]) -> bool:
     """Whether ``ids`` are consecutive ascending ids all in ``held`` (sorted, unique): then
     ``held`` has ``len(ids)`` values from the first id to the last, which are exactly them."""
-    n = ids.shape[0]
-    if not n or int(ids[-1]) - int(ids[0]) != n - 1 or not bool(np.all(ids[1:] > ids[:-1])):
+    if not is_run(ids):
         return False
+    n = ids.shape[0]
     start = int(np.searchsorted(held, ids[0]))
     return (
         start + n <= held.size
