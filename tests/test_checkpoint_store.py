@@ -1,4 +1,4 @@
-"""Agents' last checkpoints in ``placement.db``: columnar blocks, newest row per agent."""
+"""Agents' last checkpoints in ``checkpoints.db``: columnar blocks, newest row per agent."""
 
 from __future__ import annotations
 
@@ -24,8 +24,11 @@ def save(store: AgentStore, edge: str, ids: list[int], tick: int, value: float) 
 
 
 def blocks(path: Path) -> int:
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM checkpoint_blocks").fetchone()[0])
+    """Blocks in the checkpoint file beside ``path`` (a ``placement.db``)."""
+    with sqlite3.connect(path.with_name("checkpoints.db")) as db:
+        count = int(db.execute("SELECT COUNT(*) FROM checkpoint_blocks").fetchone()[0])
+    db.close()
+    return count
 
 
 def test_the_newest_row_per_agent_survives_a_reopen(tmp_path: Path) -> None:
@@ -89,10 +92,10 @@ def test_a_failed_write_stores_and_remembers_nothing(tmp_path: Path) -> None:
     with AgentStore(path) as store:
         store.add_agents(0, 10, policy="boids")
         save(store, "a", [1], 5, 1.0)
-        blocker = sqlite3.connect(path, timeout=0)
+        blocker = sqlite3.connect(path.with_name("checkpoints.db"), timeout=0)
         blocker.execute("BEGIN IMMEDIATE")  # another writer holds the file
         try:
-            store._db.execute("PRAGMA busy_timeout = 0")
+            store.checkpoints._db.execute("PRAGMA busy_timeout = 0")
             with pytest.raises(AgentStoreError):
                 save(store, "a", [1, 2], 9, 2.0)
         finally:
@@ -127,15 +130,98 @@ def test_a_placement_db_of_version_1_is_upgraded(tmp_path: Path) -> None:
         assert blocks(path) == 1
 
 
-def test_checkpoint_blocks_skip_the_fsync_and_the_rest_of_the_file_keeps_it(
-    tmp_path: Path,
-) -> None:
+def test_checkpoint_blocks_skip_the_fsync_in_a_file_of_their_own(tmp_path: Path) -> None:
+    """The blocks commit without an fsync in large pages; ``placement.db`` keeps FULL."""
     with AgentStore(tmp_path / "placement.db") as store:
         store.add_agents(0, 10, policy="boids")
-        full = store._db.execute("PRAGMA synchronous").fetchone()[0]
-        assert full == 2  # FULL
         save(store, "a", [1, 2], 5, 1.0)
-        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == full
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        blocks_db = store.checkpoints._db
+        assert blocks_db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert blocks_db.execute("PRAGMA page_size").fetchone()[0] == 65536
+        assert blocks_db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert blocks(tmp_path / "placement.db") == 1
+
+
+def make_version_2(path: Path, block_rows: list[tuple[int, int, float]]) -> None:
+    """A ``placement.db`` as gateways before the checkpoint file wrote it: blocks of
+    (block, agent id, value) rows at tick 5 inside it."""
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+            " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
+            "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
+            " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
+            "CREATE TABLE checkpoint_blocks (block INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
+            " at REAL NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,"
+            " ids BLOB NOT NULL, ticks BLOB NOT NULL, state BLOB NOT NULL);"
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+            "INSERT INTO meta VALUES ('epoch', 4);"
+            "PRAGMA user_version = 2;"
+        )
+        for block, agent, value in block_rows:
+            db.execute(
+                "INSERT INTO checkpoint_blocks VALUES (?, 'a', 1.0, 1, 2, ?, ?, ?)",
+                (
+                    block,
+                    np.array([agent], "<u4").tobytes(),
+                    np.array([5], "<u8").tobytes(),
+                    np.array([value, value], "<f4").tobytes(),
+                ),
+            )
+    db.close()
+
+
+def test_blocks_of_a_placement_db_of_version_2_move_into_their_own_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "placement.db"
+    make_version_2(path, [(3, 1, 1.5), (8, 2, 2.5)])
+    with AgentStore(path) as store:
+        assert store.epoch() == 4
+        ticks, state, found = store.checkpoints.rows(np.array([1, 2, 3], dtype=np.uint32), 2)
+        assert found.tolist() == [True, True, False]
+        assert ticks.tolist() == [5, 5, 0]
+        assert state[:2, 1].tolist() == [1.5, 2.5]
+        assert save(store, "a", [1], 6, 9.0) == 1  # block 3 superseded: deleted
+    with sqlite3.connect(path) as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")}
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    db.close()
+    assert "checkpoint_blocks" not in tables
+    assert version == 3
+    assert blocks(path) == 2  # block 8 and the new one
+
+
+def test_a_move_of_blocks_cut_short_is_redone_without_doubling_them(tmp_path: Path) -> None:
+    """A crash after the blocks reached ``checkpoints.db`` but before ``placement.db`` let
+    go of them: the next open moves them again, by block number, and keeps one of each."""
+    path = tmp_path / "placement.db"
+    make_version_2(path, [(3, 1, 1.5), (8, 2, 2.5)])
+    with AgentStore(path):
+        pass
+    make_version_2(tmp_path / "again.db", [(3, 1, 1.5), (8, 2, 2.5)])
+    with sqlite3.connect(path) as db, sqlite3.connect(tmp_path / "again.db") as again:
+        db.execute(again.execute("SELECT sql FROM sqlite_schema WHERE name='checkpoint_blocks'")
+                   .fetchone()[0])  # fmt: skip
+        db.executemany(
+            "INSERT INTO checkpoint_blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            again.execute("SELECT * FROM checkpoint_blocks").fetchall(),
+        )
+    db.close()
+    again.close()
+    with AgentStore(path) as store:
+        ticks, _, found = store.checkpoints.rows(np.array([1, 2], dtype=np.uint32), 2)
+        assert found.all()
+        assert ticks.tolist() == [5, 5]
+    assert blocks(path) == 2
+
+
+def test_a_damaged_checkpoint_file_is_a_typed_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "placement.db"
+    (tmp_path / "checkpoints.db").write_bytes(b"not a database, " * 512)
+    with pytest.raises(AgentStoreError, match=r"checkpoints\.db is not usable.*move it aside"):
+        AgentStore(path)
 
 
 @settings(

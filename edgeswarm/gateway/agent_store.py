@@ -5,8 +5,9 @@ policy it runs, labels (a JSON map) and an optional pin (an edge it is bound
 to, e.g. because a device hangs off that edge). Edges are remembered the first
 time they connect, with a capacity weight and whether an operator drained
 them. The placement epoch survives restarts so that a restarted gateway never
-reuses an epoch number. Checkpoints of agents' state rows have their table
-here too (written by the checkpoint path, read by ``agents show``).
+reuses an epoch number. Checkpoints of agents' state rows live beside it in
+``checkpoints.db`` (``checkpoint_store.py``: written by the checkpoint path,
+read by ``agents show``).
 
 Opened the one way every durable file is (storage/sqlite.py); errors become
 :class:`AgentStoreError` naming the file.
@@ -29,7 +30,7 @@ from edgeswarm.resource import Resource
 from edgeswarm.storage import Schema, open_operator_store, sqlite_errors, transaction
 from edgeswarm.storage.sqlite import statements
 
-from .checkpoint_store import BLOCKS_TABLE, CheckpointIndex
+from .checkpoint_store import CHECKPOINTS_FILE, CheckpointIndex
 
 __all__ = ["AgentRecord", "AgentStore", "AgentStoreError", "KnownEdge"]
 
@@ -55,11 +56,12 @@ _EDGES = """CREATE TABLE edges (
 )"""
 _META = "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
 SCHEMA = Schema(
-    version=2,
-    create=(_AGENTS, _EDGES, BLOCKS_TABLE, _META),
+    version=3,
+    create=(_AGENTS, _EDGES, _META),
     tables=frozenset({"agents", "edges", "meta"}),
-    # version 1 had a per-agent checkpoints table nothing ever wrote
-    upgrades={1: statements("DROP TABLE IF EXISTS checkpoints", BLOCKS_TABLE)},
+    # version 1 had a per-agent checkpoints table nothing ever wrote; version 2 kept the
+    # checkpoint blocks here (CheckpointIndex moves them into their own file)
+    upgrades={1: statements("DROP TABLE IF EXISTS checkpoints"), 2: statements()},
 )
 
 
@@ -99,13 +101,16 @@ class AgentStore(Resource):
         self.version = 0
         """Bumped on every change of the agent set (the service caches by it)."""
         try:
-            self.checkpoints = CheckpointIndex(self._db, self._errors)
-            """The agents' last checkpoints (``checkpoint_store.py``)."""
+            self.checkpoints = CheckpointIndex(
+                path.with_name(CHECKPOINTS_FILE), AgentStoreError, moved_from=self._db
+            )
+            """The agents' last checkpoints (``checkpoint_store.py``, ``checkpoints.db``)."""
         except BaseException:
             self._db.close()
             raise
 
     def close(self) -> None:
+        self.checkpoints.close()
         self._db.close()
 
     def _errors(self) -> AbstractContextManager[None]:

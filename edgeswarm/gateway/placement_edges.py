@@ -5,7 +5,7 @@ WELCOME is sent. Whenever the assignment changes (a new epoch: an edge joined,
 left, was drained, timed out; agents were added) each attached edge whose set
 of agents changed gets ASSIGN frames naming its complete set, in parts of at
 most ``max_batch_agents`` rows; agents new to it carry their last checkpoint
-(ticks and state rows from ``placement.db``), so a killed edge's agents resume
+(ticks and state rows from ``checkpoints.db``), so a killed edge's agents resume
 on their new owner from there. An edge that connects gets its set at once.
 
 Live moves are bounded: at most ``max_moves`` agents (``--max-moves``) are on their
