@@ -12,6 +12,14 @@ from hypothesis import strategies as st
 
 from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
 
+AGENTS_AND_EDGES = (
+    "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
+    " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
+    "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
+    " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
+)
+"""The tables of ``placement.db`` every version has had."""
+
 
 def save(store: AgentStore, edge: str, ids: list[int], tick: int, value: float) -> int:
     n = len(ids)
@@ -111,11 +119,8 @@ def test_a_placement_db_of_version_1_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "placement.db"
     with sqlite3.connect(path) as db:
         db.executescript(
-            "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
-            " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
-            "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
-            " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
-            "CREATE TABLE checkpoints (agent_id INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
+            AGENTS_AND_EDGES
+            + "CREATE TABLE checkpoints (agent_id INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
             " tick INTEGER NOT NULL, state BLOB NOT NULL, at REAL NOT NULL);"
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
             "INSERT INTO meta VALUES ('epoch', 7);"
@@ -148,11 +153,8 @@ def make_version_2(path: Path, block_rows: list[tuple[int, int, float]]) -> None
     (block, agent id, value) rows at tick 5 inside it."""
     with sqlite3.connect(path) as db:
         db.executescript(
-            "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
-            " labels TEXT NOT NULL, pin TEXT, added_at REAL NOT NULL);"
-            "CREATE TABLE edges (edge_id TEXT PRIMARY KEY, weight REAL NOT NULL,"
-            " drained INTEGER NOT NULL, first_seen REAL NOT NULL, updated_at REAL NOT NULL);"
-            "CREATE TABLE checkpoint_blocks (block INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
+            AGENTS_AND_EDGES
+            + "CREATE TABLE checkpoint_blocks (block INTEGER PRIMARY KEY, edge_id TEXT NOT NULL,"
             " at REAL NOT NULL, rows INTEGER NOT NULL, width INTEGER NOT NULL,"
             " ids BLOB NOT NULL, ticks BLOB NOT NULL, state BLOB NOT NULL);"
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
