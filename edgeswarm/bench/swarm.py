@@ -23,6 +23,10 @@ window from the edge's own progress lines:
 - ``swarm_10hz``: ``--tick-hz 10``; ``ack_p50_ms``, ``ack_p99_ms``: the
   edge's batch send -> ACK times (its latency histogram over the run).
 
+``swarm`` and ``swarm_checkpointed`` run alternately ``ROUNDS`` times and report
+the median of their rounds (each round's pair is printed on stderr): the two
+are compared at 10 %, and single runs on a 2-core machine spread by more.
+
 ``EDGESWARM_BENCH_SWARM_SOURCE=DIR`` runs the edge and the gateway from the
 ``edgeswarm`` package in ``DIR`` (another checkout: the "before" of a
 change, measured by this harness). A case that the other checkout cannot
@@ -62,6 +66,10 @@ OBS_DIM = 8
 ADMIN_ID = "bench-admin"
 CHECKPOINT_INTERVAL = 10
 """``swarm_checkpointed``: placement on, state checkpoints every this many ticks."""
+ROUNDS = 3
+"""``swarm`` and ``swarm_checkpointed`` run alternately this many times and report their
+medians: single runs here spread by ±15 % (CPU frequency, the page cache, other tenants),
+more than the 10 % the pair is compared at."""
 
 
 @dataclass
@@ -288,51 +296,49 @@ def _measure(
 
 
 def run() -> list[BenchResult]:
-    """The four cases, one after the other."""
-    results: list[BenchResult] = []
-    saturated = run_case(tick_hz=0)
-    if saturated is None:
-        results += [BenchResult(BENCH, "swarm", "steps_per_s", -1, "agent_steps/s")]
-    else:
-        results += [
-            BenchResult(
-                BENCH, "swarm", "steps_per_s", round(saturated.steps_per_s), "agent_steps/s"
-            ),
-            BenchResult(
-                BENCH,
-                "swarm",
-                "write_amplification",
-                round(saturated.write_amplification, 3),
-                "disk_bytes/payload_byte",
-            ),
-        ]
+    """``swarm`` and ``swarm_checkpointed`` alternately, ``ROUNDS`` times (their medians),
+    then ``swarm_lan`` and ``swarm_10hz``; a line per round on stderr."""
+    saturated: list[SwarmRun] = []
+    checkpointed: list[SwarmRun] = []
+    for number in range(1, ROUNDS + 1):
+        plain = run_case(tick_hz=0)
+        placed = run_case(tick_hz=0, checkpoint_interval=CHECKPOINT_INTERVAL)
+        saturated += [plain] if plain else []
+        checkpointed += [placed] if placed else []
+        print(f"swarm: round {number}/{ROUNDS}: {_round_line(plain, placed)}", file=sys.stderr)
     lan = run_case(tick_hz=0, datagram=LAN_DATAGRAM)
-    results.append(
-        BenchResult(
-            BENCH,
-            "swarm_lan",
-            "steps_per_s",
-            round(lan.steps_per_s) if lan else -1,
-            "agent_steps/s",
-        )
-    )
-    checkpointed = run_case(tick_hz=0, checkpoint_interval=CHECKPOINT_INTERVAL)
-    results.append(
-        BenchResult(
-            BENCH,
-            "swarm_checkpointed",
-            "steps_per_s",
-            round(checkpointed.steps_per_s) if checkpointed else -1,
-            "agent_steps/s",
-        )
-    )
     paced = run_case(tick_hz=10)
-    for metric, value in (
-        ("ack_p50_ms", paced.ack_p50_ms if paced else -1),
-        ("ack_p99_ms", paced.ack_p99_ms if paced else -1),
-    ):
-        results.append(BenchResult(BENCH, "swarm_10hz", metric, round(value, 3), "ms"))
-    return results
+    return [
+        _result("swarm", "steps_per_s", saturated, "agent_steps/s"),
+        _result("swarm", "write_amplification", saturated, "disk_bytes/payload_byte", 3),
+        _result("swarm_lan", "steps_per_s", [lan] if lan else [], "agent_steps/s"),
+        _result("swarm_checkpointed", "steps_per_s", checkpointed, "agent_steps/s"),
+        _result("swarm_10hz", "ack_p50_ms", [paced] if paced else [], "ms", 3),
+        _result("swarm_10hz", "ack_p99_ms", [paced] if paced else [], "ms", 3),
+    ]
+
+
+def _result(
+    case: str, metric: str, runs: list[SwarmRun], unit: str, digits: int = 0
+) -> BenchResult:
+    """The median of ``metric`` over ``runs`` (-1: none ran), rounded to ``digits``."""
+    if not runs:
+        return BenchResult(BENCH, case, metric, -1, unit)
+    value = float(np.median([getattr(r, metric) for r in runs]))
+    return BenchResult(
+        BENCH, case, metric, round(value) if digits == 0 else round(value, digits), unit
+    )
+
+
+def _round_line(plain: SwarmRun | None, placed: SwarmRun | None) -> str:
+    """One round of the alternating pair, for the operator watching the suite."""
+    if plain is None or placed is None:
+        return "a case did not run (its error is above)"
+    ratio = placed.steps_per_s / plain.steps_per_s if plain.steps_per_s else float("nan")
+    return (
+        f"swarm {plain.steps_per_s:,.0f} steps/s, swarm_checkpointed"
+        f" {placed.steps_per_s:,.0f} steps/s ({ratio:.2f} of swarm)"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - a quick look at one case
