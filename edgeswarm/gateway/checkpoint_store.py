@@ -93,20 +93,6 @@ class CheckpointIndex(Resource):
             ),
             failed=lambda message: error(f"checkpoint store {path} cannot be opened: {message}"),
         )
-        try:
-            if moved_from is not None:
-                self._move_blocks(moved_from)
-            self._checkpointer = Checkpointer(
-                path,
-                synchronous="NORMAL",
-                busy_timeout_s=5.0,
-                wal_limit_bytes=WAL_LIMIT_BYTES,
-                page_size=PAGE_SIZE,
-                thread_name="checkpoint-store-ckpt",
-            )
-        except BaseException:
-            self._db.close()
-            raise
         self._commits = 0
         self._edges: list[str] = []
         self.ids = np.empty(0, dtype=np.uint32)
@@ -120,13 +106,28 @@ class CheckpointIndex(Resource):
         self._block_rows: dict[int, int] = {}
         """Block -> how many agents' newest rows it holds (a block at 0 is deleted)."""
         try:
-            with self._errors():
-                blocks = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM checkpoint_blocks ORDER BY block"
-                ).fetchall()
+            if moved_from is not None:
+                self._move_blocks(moved_from)
+            self._load()
+            self._checkpointer = Checkpointer(
+                path,
+                synchronous="NORMAL",
+                busy_timeout_s=5.0,
+                wal_limit_bytes=WAL_LIMIT_BYTES,
+                page_size=PAGE_SIZE,
+                thread_name="checkpoint-store-ckpt",
+            )
         except BaseException:
             self._db.close()
             raise
+        self._checkpointer.start()
+
+    def _load(self) -> None:
+        """The newest row of every agent from the blocks, oldest block first."""
+        with self._errors():
+            blocks = self._db.execute(
+                f"SELECT {_COLUMNS} FROM checkpoint_blocks ORDER BY block"
+            ).fetchall()
         for block, edge_id, at, rows, width, ids, ticks, state in blocks:
             self._apply(
                 int(block),
@@ -136,7 +137,6 @@ class CheckpointIndex(Resource):
                 np.frombuffer(ticks, dtype="<u8"),
                 np.frombuffer(state, dtype="<f4").reshape(rows, width),
             )
-        self._checkpointer.start()
 
     def close(self) -> None:
         self._checkpointer.stop()
