@@ -8,10 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +19,9 @@ from edgeswarm.edge.io.mosquitto import Mosquitto, mosquitto_binary
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import KeyPair
 from edgeswarm.wire import Role
+
+if TYPE_CHECKING:
+    from .test_placement_service import Fleet
 
 STARTUP_TIMEOUT_S = 30
 ADMIN_ID = "test-admin"
@@ -162,3 +165,20 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def open_fleet(tmp_path: Path) -> Iterator[Callable[[], Fleet]]:
+    """Opens placement fleets (test_placement_service.Fleet) on ``tmp_path / "placement.db"``,
+    closed after the test: a store runs a thread for its checkpoint file."""
+    from .test_placement_service import Fleet
+
+    opened: list[Fleet] = []
+
+    def open_one() -> Fleet:
+        opened.append(Fleet(tmp_path / "placement.db"))
+        return opened[-1]
+
+    yield open_one
+    for fleet in opened:
+        fleet.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
+from edgeswarm.gateway.checkpoint_store import WAL_CHECKPOINT_COMMITS
+
+from .test_storage import fds_on
 
 AGENTS_AND_EDGES = (
     "CREATE TABLE agents (agent_id INTEGER PRIMARY KEY, policy TEXT NOT NULL,"
@@ -180,6 +185,8 @@ def test_blocks_of_a_placement_db_of_version_2_move_into_their_own_file(
     path = tmp_path / "placement.db"
     make_version_2(path, [(3, 1, 1.5), (8, 2, 2.5)])
     with AgentStore(path) as store:
+        # in the main file before placement.db let go of them (its commits skip the fsync)
+        assert (tmp_path / "checkpoints.db-wal").stat().st_size == 0
         assert store.epoch() == 4
         ticks, state, found = store.checkpoints.rows(np.array([1, 2, 3], dtype=np.uint32), 2)
         assert found.tolist() == [True, True, False]
@@ -261,3 +268,51 @@ def test_memory_the_file_and_a_model_agree_after_any_frames(
     assert {a for a in range(30) if found[a]} == set(newest)
     for agent, (tick, value) in newest.items():
         assert (int(ticks[agent]), float(state[agent, 0])) == (tick, value)
+
+
+def test_the_wal_is_checkpointed_on_a_thread_that_ends_with_the_store(tmp_path: Path) -> None:
+    store = AgentStore(tmp_path / "placement.db")
+    try:
+        store.add_agents(0, 10, policy="boids")
+        for tick in range(1, WAL_CHECKPOINT_COMMITS + 1):
+            save(store, "a", [1, 2], tick, float(tick))
+        deadline = time.monotonic() + 10
+        while store.checkpoints._wal_checkpointer.counts()[0] < 1:
+            assert time.monotonic() < deadline, "no WAL checkpoint ran"
+            time.sleep(0.02)
+    finally:
+        store.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("checkpoints-wal")]
+    assert fds_on(tmp_path / "checkpoints.db") == []
+
+
+def test_a_failed_move_leaves_the_blocks_in_placement_db_and_no_file_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "placement.db"
+    make_version_2(path, [(3, 1, 1.5), (8, 2, 2.5)])
+    (tmp_path / "checkpoints.db").write_bytes(b"not a database, " * 512)
+    with pytest.raises(AgentStoreError, match=r"checkpoints\.db is not usable"):
+        AgentStore(path)
+    assert fds_on(path) == []
+    assert fds_on(tmp_path / "checkpoints.db") == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM checkpoint_blocks").fetchone()[0] == 2
+    db.close()
+    (tmp_path / "checkpoints.db").rename(tmp_path / "damaged.db")  # the operator moves it aside
+    with AgentStore(path) as store:
+        _, _, found = store.checkpoints.rows(np.array([1, 2], dtype=np.uint32), 2)
+        assert found.all()
+
+
+def test_a_damaged_block_is_a_typed_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "placement.db"
+    with AgentStore(path) as store:
+        store.add_agents(0, 10, policy="boids")
+        save(store, "a", [1, 2, 3], 5, 1.0)
+    with sqlite3.connect(tmp_path / "checkpoints.db") as db:
+        db.execute("UPDATE checkpoint_blocks SET rows = 7")
+    db.close()
+    with pytest.raises(AgentStoreError, match=r"checkpoints\.db: block \d+ is damaged"):
+        AgentStore(path)
+    assert fds_on(tmp_path / "checkpoints.db") == []

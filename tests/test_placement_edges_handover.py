@@ -7,7 +7,7 @@ after the old one gave its row back, with that row's tick and state.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -52,8 +52,8 @@ class Edge:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    fleet = Fleet(tmp_path / "placement.db")
+def fleet(open_fleet: Callable[[], Fleet]) -> Fleet:
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     return fleet
 

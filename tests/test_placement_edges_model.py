@@ -20,7 +20,7 @@ again: the detaching cases failed before ``PlacementEdges`` withheld those.)
 from __future__ import annotations
 
 import random
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -187,9 +187,9 @@ def final_owners_ok(sim: Sim) -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_two_drains_an_undrain_and_a_weight_settle_on_the_assignment(
-    tmp_path: Path, seed: int
+    open_fleet: Callable[[], Fleet], seed: int
 ) -> None:
-    fleet = Fleet(tmp_path / "placement.db")
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     sim = Sim(fleet, max_moves=17, seed=seed)
     sim.add("a", "b", "c")
@@ -206,8 +206,10 @@ def test_two_drains_an_undrain_and_a_weight_settle_on_the_assignment(
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_a_session_that_ends_and_comes_back_mid_drain_settles(tmp_path: Path, seed: int) -> None:
-    fleet = Fleet(tmp_path / "placement.db")
+def test_a_session_that_ends_and_comes_back_mid_drain_settles(
+    open_fleet: Callable[[], Fleet], seed: int
+) -> None:
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     sim = Sim(fleet, max_moves=13, seed=seed)
     sim.add("a", "b", "c")
@@ -224,8 +226,10 @@ def test_a_session_that_ends_and_comes_back_mid_drain_settles(tmp_path: Path, se
     final_owners_ok(sim)
 
 
-def test_after_a_restart_mid_drain_the_epoch_is_above_every_round(tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path / "placement.db")
+def test_after_a_restart_mid_drain_the_epoch_is_above_every_round(
+    open_fleet: Callable[[], Fleet],
+) -> None:
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     sim = Sim(fleet, max_moves=10, seed=1)
     sim.add("a", "b")
@@ -244,10 +248,10 @@ def test_after_a_restart_mid_drain_the_epoch_is_above_every_round(tmp_path: Path
 
 @pytest.mark.parametrize("seed", range(8))
 def test_any_operations_and_deliveries_keep_every_agent_on_one_edge_once_per_tick(
-    tmp_path: Path, seed: int
+    open_fleet: Callable[[], Fleet], seed: int
 ) -> None:
     detaching, bounded, forget = seed % 4 != 3, seed % 2 == 0, False
-    fleet = Fleet(tmp_path / "placement.db")
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=200, policy="boids")
     rng = random.Random(seed)
     sim = Sim(fleet, max_moves=rng.choice([1, 5, 23]), seed=seed, bounded=bounded)
@@ -286,8 +290,10 @@ def test_any_operations_and_deliveries_keep_every_agent_on_one_edge_once_per_tic
     assert sim.edges.moving() == 0
 
 
-def test_drains_shards_and_edges_agree_on_the_epoch_mid_drain(tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path / "placement.db")
+def test_drains_shards_and_edges_agree_on_the_epoch_mid_drain(
+    open_fleet: Callable[[], Fleet],
+) -> None:
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     sim = Sim(fleet, max_moves=10, seed=3)
     sim.add("a", "b", "c")

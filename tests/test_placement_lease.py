@@ -11,6 +11,7 @@ after the heal) are never stepped again elsewhere.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +150,8 @@ def wired(fleet: Fleet, lease_ticks: int, lease_s: float = 0.0) -> PlacementEdge
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    fleet = Fleet(tmp_path / "placement.db")
+def fleet(open_fleet: Callable[[], Fleet]) -> Fleet:
+    fleet = open_fleet()
     fleet.ask("agents.add", first_id=0, count=AGENTS, policy="boids")
     return fleet
 

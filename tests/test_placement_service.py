@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ class Fleet:
         assert reply.ok, reply.message
         return reply.result
 
+    def close(self) -> None:
+        self.store.close()
+
     def refused(self, op: str, **args: Any) -> str:
         reply = self.service.answer(PlacementRequest(request_id=1, op=op, args=args))
         assert not reply.ok
@@ -44,8 +48,8 @@ def per_edge(shards: dict[str, Any]) -> dict[str, int]:
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    return Fleet(tmp_path / "placement.db")
+def fleet(open_fleet: Callable[[], Fleet]) -> Fleet:
+    return open_fleet()
 
 
 def test_a_short_disconnect_moves_nothing_and_a_long_one_makes_the_edge_down(fleet: Fleet) -> None:
@@ -102,14 +106,14 @@ def test_drain_moves_only_the_drained_edges_unpinned_agents(fleet: Fleet) -> Non
     assert fleet.ask("agents.show", agent_id=9001)["owner"] == "edge-b"
 
 
-def test_epochs_and_drains_survive_a_reopen(tmp_path: Path) -> None:
-    first = Fleet(tmp_path / "placement.db")
+def test_epochs_and_drains_survive_a_reopen(open_fleet: Callable[[], Fleet]) -> None:
+    first = open_fleet()
     first.ask("agents.add", first_id=0, count=10, policy="p")
     first.connect("edge-a", "edge-b")
     first.ask("edges.drain", edge_id="edge-a")
     epoch = first.ask("shards")["epoch"]
-    first.store.close()
-    second = Fleet(tmp_path / "placement.db")
+    first.close()
+    second = open_fleet()
     second.connect("edge-a", "edge-b")
     shards = second.ask("shards")
     assert shards["epoch"] > epoch

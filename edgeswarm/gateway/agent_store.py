@@ -66,7 +66,8 @@ SCHEMA = Schema(
 
 
 class AgentStoreError(EdgeswarmError):
-    """``placement.db`` cannot be opened, read or written, or a request contradicts it."""
+    """``placement.db`` or ``checkpoints.db`` cannot be opened, read or written, or a
+    request contradicts them."""
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,10 @@ class AgentStore(Resource):
             raise
 
     def close(self) -> None:
-        self.checkpoints.close()
-        self._db.close()
+        try:
+            self.checkpoints.close()
+        finally:
+            self._db.close()
 
     def _errors(self) -> AbstractContextManager[None]:
         return sqlite_errors(AgentStoreError, f"placement store {self.path}")

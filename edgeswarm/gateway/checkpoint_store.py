@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from edgeswarm.resource import Resource
 from edgeswarm.storage import Checkpointer, Schema, open_database, sqlite_errors, transaction
+from edgeswarm.storage.segments import fsync_dir
 from edgeswarm.storage.sqlite import ErrorFactory
 
 from .agent_ids import consecutive_rows, dense_table
@@ -53,7 +54,7 @@ CHECKPOINTS_FILE = "checkpoints.db"
 PAGE_SIZE = 65536
 WAL_LIMIT_BYTES = 64 << 20
 """The WAL is restarted (by the writer, if the checkpointer thread fell behind) past this."""
-CHECKPOINT_COMMITS = 8
+WAL_CHECKPOINT_COMMITS = 8
 """Commits between two background WAL checkpoints (~16 MB of blocks at 100 000 agents)."""
 
 BLOCKS_TABLE = """CREATE TABLE checkpoint_blocks (
@@ -109,18 +110,19 @@ class CheckpointIndex(Resource):
             if moved_from is not None:
                 self._move_blocks(moved_from)
             self._load()
-            self._checkpointer = Checkpointer(
-                path,
-                synchronous="NORMAL",
-                busy_timeout_s=5.0,
-                wal_limit_bytes=WAL_LIMIT_BYTES,
-                page_size=PAGE_SIZE,
-                thread_name="checkpoint-store-ckpt",
-            )
+            with self._errors():
+                self._wal_checkpointer = Checkpointer(
+                    path,
+                    synchronous="NORMAL",
+                    busy_timeout_s=5.0,
+                    wal_limit_bytes=WAL_LIMIT_BYTES,
+                    page_size=int(self._db.execute("PRAGMA page_size").fetchone()[0]),
+                    thread_name="checkpoints-wal",
+                )
         except BaseException:
             self._db.close()
             raise
-        self._checkpointer.start()
+        self._wal_checkpointer.start()
 
     def _load(self) -> None:
         """The newest row of every agent from the blocks, oldest block first."""
@@ -129,38 +131,55 @@ class CheckpointIndex(Resource):
                 f"SELECT {_COLUMNS} FROM checkpoint_blocks ORDER BY block"
             ).fetchall()
         for block, edge_id, at, rows, width, ids, ticks, state in blocks:
-            self._apply(
-                int(block),
-                edge_id,
-                float(at),
-                np.frombuffer(ids, dtype="<u4"),
-                np.frombuffer(ticks, dtype="<u8"),
-                np.frombuffer(state, dtype="<f4").reshape(rows, width),
-            )
+            try:
+                columns = (
+                    np.frombuffer(ids, dtype="<u4"),
+                    np.frombuffer(ticks, dtype="<u8"),
+                    np.frombuffer(state, dtype="<f4").reshape(rows, width),
+                )
+                if not columns[0].shape[0] == columns[1].shape[0] == rows:
+                    raise ValueError(f"{rows} rows but {columns[0].shape[0]} ids")
+            except (TypeError, ValueError) as exc:
+                raise self._error(
+                    f"checkpoint store {self.path}: block {block} is damaged ({exc}); move the"
+                    " file aside and restart (the agents then resume without their state)"
+                ) from exc
+            self._apply(int(block), edge_id, float(at), *columns)
 
     def close(self) -> None:
-        self._checkpointer.stop()
-        self._db.close()
+        try:
+            self._wal_checkpointer.stop()
+        finally:
+            self._db.close()
 
     def _errors(self) -> AbstractContextManager[None]:
         return sqlite_errors(self._error, f"checkpoint store {self.path}")
 
     def _move_blocks(self, older: sqlite3.Connection) -> None:
-        """Move the blocks an earlier gateway kept in ``older`` into this file."""
-        with sqlite_errors(self._error, f"moving checkpoint blocks into {self.path}"):
+        """Move the blocks an earlier gateway kept in ``older`` (``placement.db``) into
+        this file: copied, made durable here (the commits here skip the fsync, so a
+        checkpoint of the WAL and the directory's entry), only then dropped there."""
+        placement = self.path.with_name("placement.db")
+        with sqlite_errors(self._error, f"placement store {placement}"):
             if not older.execute(
                 "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'checkpoint_blocks'"
             ).fetchone():
                 return
             rows = older.execute(f"SELECT {_COLUMNS} FROM checkpoint_blocks").fetchall()
+        with self._errors():
             with transaction(self._db) as db:
                 db.executemany(
                     f"INSERT OR IGNORE INTO checkpoint_blocks ({_COLUMNS})"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-            with transaction(older) as db:
-                db.execute("DROP TABLE checkpoint_blocks")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        try:
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            raise self._error(f"checkpoint store {self.path}: {exc.strerror}") from exc
+        with sqlite_errors(self._error, f"placement store {placement}"), transaction(older) as db:
+            db.execute("DROP TABLE checkpoint_blocks")
         logger.info(
             "checkpoint blocks moved into their own file",
             extra={"path": str(self.path), "blocks": len(rows)},
@@ -189,9 +208,8 @@ class CheckpointIndex(Resource):
             return 0
         at = time.time()
         superseded = self._superseded_by(self._rows_kept(ids) if run is None else run)
-        if self._checkpointer.wal_full:  # rare: the checkpointer thread fell behind
-            with self._errors():
-                self._checkpointer.restart_wal(self._db)
+        if self._wal_checkpointer.wal_full:  # rare: the checkpointer thread fell behind
+            self._wal_checkpointer.restart_wal(self._db)
         with self._errors(), transaction(self._db) as db:
             cursor = db.execute(
                 "INSERT INTO checkpoint_blocks (edge_id, at, rows, width, ids, ticks, state)"
@@ -204,10 +222,10 @@ class CheckpointIndex(Resource):
             )
         # memory follows only what was committed (nothing to undo when the commit fails)
         self._apply(int(cursor.lastrowid or 0), edge_id, at, ids, ticks, state, run)
-        self._checkpointer.committed()
+        self._wal_checkpointer.committed()
         self._commits += 1
-        if self._commits % CHECKPOINT_COMMITS == 0:
-            self._checkpointer.request()
+        if self._commits % WAL_CHECKPOINT_COMMITS == 0:
+            self._wal_checkpointer.request()
         return int(ids.size)
 
     def _rows_kept(self, ids: NDArray[np.uint32]) -> NDArray[np.intp]:
