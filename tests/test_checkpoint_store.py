@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from edgeswarm.gateway.agent_store import AgentStore, AgentStoreError
 from edgeswarm.gateway.checkpoint_store import WAL_CHECKPOINT_COMMITS
+from edgeswarm.gateway.placement_metrics import CheckpointFileCollector
 
 from .test_storage import fds_on
 
@@ -280,6 +282,12 @@ def test_the_wal_is_checkpointed_on_a_thread_that_ends_with_the_store(tmp_path: 
         while store.checkpoints._wal_checkpointer.counts()[0] < 1:
             assert time.monotonic() < deadline, "no WAL checkpoint ran"
             time.sleep(0.02)
+        registry = CollectorRegistry()
+        registry.register(CheckpointFileCollector(store.checkpoints))
+        name = "edgeswarm_placement_checkpoint_file_wal_checkpoints_total"
+        assert (registry.get_sample_value(name) or 0) >= 1
+        failed = "edgeswarm_placement_checkpoint_file_failed_wal_checkpoints_total"
+        assert registry.get_sample_value(failed) == 0
     finally:
         store.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("checkpoints-wal")]

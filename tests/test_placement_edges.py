@@ -123,6 +123,7 @@ def test_edges_run_the_assigned_agents_and_resume_moved_ones_from_checkpoints(
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
         assert "edgeswarm_placement_checkpoint_age_seconds" in text
+        assert "edgeswarm_placement_checkpoint_file_wal_checkpoints_total" in text
         assert "edgeswarm_placement_assign_frames_total" in text
         count = "edgeswarm_placement_handover_seconds_count "
         handovers = [row for row in text.splitlines() if row.startswith(count)]

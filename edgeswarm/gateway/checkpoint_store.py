@@ -155,6 +155,10 @@ class CheckpointIndex(Resource):
     def _errors(self) -> AbstractContextManager[None]:
         return sqlite_errors(self._error, f"checkpoint store {self.path}")
 
+    def wal_counts(self) -> tuple[int, int, int]:
+        """WAL checkpoints run, of them the restarts the writer ran, and failures."""
+        return self._wal_checkpointer.counts()
+
     def _move_blocks(self, older: sqlite3.Connection) -> None:
         """Move the blocks an earlier gateway kept in ``older`` (``placement.db``) into
         this file: copied, made durable here (the commits here skip the fsync, so a

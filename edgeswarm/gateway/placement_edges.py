@@ -44,6 +44,7 @@ from edgeswarm.wire import (
 
 from .agent_ids import consecutive_rows, dense_table, holds_run, rows_of
 from .agent_store import AgentStore, AgentStoreError
+from .placement_metrics import CheckpointFileCollector
 
 __all__ = ["AssignMetrics", "PlacementEdges", "PlacementSession"]
 
@@ -97,6 +98,7 @@ class AssignMetrics:
             return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
         self.age.set_function(oldest_age)
+        registry.register(CheckpointFileCollector(store.checkpoints))
 
 
 _NONE = np.empty(0, dtype=np.uint32)

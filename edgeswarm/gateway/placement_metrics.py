@@ -1,13 +1,26 @@
-"""Prometheus metrics of placement: epoch, agents per edge, imbalance, planned moves."""
+"""Prometheus metrics of placement: epoch, agents per edge, imbalance, planned moves, and
+the WAL checkpoints of ``checkpoints.db`` (read at scrape time)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edgeswarm.placement import Assignment, MovePlan
 
-__all__ = ["PlacementMetrics"]
+from .checkpoint_store import CheckpointIndex
+
+__all__ = ["CheckpointFileCollector", "PlacementMetrics"]
+
+_WAL_COUNTERS = (
+    ("wal_checkpoints", "WAL checkpoints of checkpoints.db (its own thread, or a restart)"),
+    ("wal_restarts", "WAL checkpoints the gateway's loop ran itself to restart a full WAL"),
+    ("failed_wal_checkpoints", "WAL checkpoints of checkpoints.db that failed (retried)"),
+)
 
 
 class PlacementMetrics:
@@ -53,3 +66,17 @@ class PlacementMetrics:
         if plan is not None and plan.to_epoch == assignment.epoch:
             for batch in plan.batches:
                 self.moves.labels(kind=batch.kind.value).inc(int(batch.ids.size))
+
+
+class CheckpointFileCollector(Collector):
+    """``edgeswarm_placement_checkpoint_file_*`` series of one :class:`CheckpointIndex`."""
+
+    def __init__(self, checkpoints: CheckpointIndex) -> None:
+        self._checkpoints = checkpoints
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._checkpoints.wal_counts()
+        for (name, documentation), value in zip(_WAL_COUNTERS, counts, strict=True):
+            yield CounterMetricFamily(
+                f"edgeswarm_placement_checkpoint_file_{name}", documentation, value=value
+            )
