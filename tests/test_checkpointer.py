@@ -205,3 +205,23 @@ def test_a_request_while_the_wal_is_full_is_left_to_the_writer_and_the_thread_go
     cp.request()  # the thread still serves requests
     wait_until(lambda: cp.counts() == (2, 1, 0))
     cp.stop()
+
+
+def test_a_writer_that_cannot_wait_skips_the_restart_while_a_checkpoint_runs(
+    writer: sqlite3.Connection, tmp_path: Path
+) -> None:
+    """The gateway's loop restarts ``checkpoints.db``'s WAL without waiting: while the
+    background checkpoint runs it goes on, the WAL still marked full, and restarts later."""
+    path = tmp_path / "index.db"
+    write(writer, 50)
+    cp = checkpointer(path, wal_limit_bytes=4 * PAGE)
+    cp.committed()
+    with cp._running:  # a background checkpoint in progress
+        started = time.monotonic()
+        assert cp.restart_wal(writer, wait=False) is False
+        assert time.monotonic() - started < 0.5
+    assert cp.wal_full
+    assert cp.counts() == (0, 0, 0)
+    assert cp.restart_wal(writer, wait=False) is True
+    assert not cp.wal_full
+    assert cp.counts() == (1, 1, 0)

@@ -213,7 +213,8 @@ class CheckpointIndex(Resource):
         at = time.time()
         superseded = self._superseded_by(self._rows_kept(ids) if run is None else run)
         if self._wal_checkpointer.wal_full:  # rare: the checkpointer thread fell behind
-            self._wal_checkpointer.restart_wal(self._db)
+            # never waits on the loop for a background checkpoint (nice 19) in progress
+            self._wal_checkpointer.restart_wal(self._db, wait=False)
         with self._errors(), transaction(self._db) as db:
             cursor = db.execute(
                 "INSERT INTO checkpoint_blocks (edge_id, at, rows, width, ids, ticks, state)"

@@ -110,17 +110,26 @@ class Checkpointer:
         except FileNotFoundError:
             return 0
 
-    def restart_wal(self, writer_db: sqlite3.Connection) -> None:
-        """Writer, between groups: copy the rest of the WAL so the next commit restarts it.
+    def restart_wal(self, writer_db: sqlite3.Connection, *, wait: bool = True) -> bool:
+        """Writer, between groups: copy the rest of the WAL so the next commit restarts it;
+        whether it ran.
 
         Waits for a background checkpoint in progress (which copied most of it);
-        the thread starts no new one until this is done.
+        the thread starts no new one until this is done. ``wait=False`` (a writer on an
+        event loop that serves others: this thread runs at nice 19 and may hold the
+        checkpoint for seconds under load) returns False instead; the WAL stays marked
+        full and the writer tries again before its next transaction.
         """
-        with self._running:
+        if not self._running.acquire(blocking=wait):
+            return False
+        try:
             self.wal_full = False
             if self._checkpoint(writer_db) is not None:
                 with self._counts:
                     self.wal_restarts += 1
+        finally:
+            self._running.release()
+        return True
 
     def stop(self) -> None:
         """End the thread (after the checkpoint in progress) and close its connection."""
