@@ -338,6 +338,40 @@ def test_appends_go_on_while_a_reader_holds_the_wal_which_shrinks_once_it_is_gon
         assert [s for s, _ in spool.pending()] == list(range(1, seq))
 
 
+def test_an_append_never_waits_for_the_background_checkpoint_to_restart_the_wal(
+    path: Path,
+) -> None:
+    """The edge appends on its event loop: with the WAL past its bound while the nice-19
+    checkpoint thread holds a checkpoint (seconds under load), the append goes on at once
+    and the WAL is restarted by the first append after that checkpoint ends."""
+    with Spool(path) as spool:
+        spool.append(1, b"p")
+        checkpointer = spool._checkpointer
+        holding, done = threading.Event(), threading.Event()
+
+        def background_checkpoint() -> None:  # holds the checkpoint for up to 5 s
+            with checkpointer._running:
+                holding.set()
+                done.wait(5)
+
+        holder = threading.Thread(target=background_checkpoint)
+        holder.start()
+        assert holding.wait(5)
+        checkpointer.wal_full = True
+        started = time.monotonic()
+        spool.append(2, b"p")
+        waited = time.monotonic() - started
+        done.set()
+        holder.join(10)
+        assert waited < 2, f"the append waited {waited:.1f} s for the background checkpoint"
+        assert checkpointer.wal_full  # not restarted yet: the next append does it
+        assert checkpointer.counts()[1] == 0
+        spool.append(3, b"p")
+        assert not checkpointer.wal_full
+        assert checkpointer.counts()[1] == 1
+        assert [seq for seq, _ in spool.pending()] == [1, 2, 3]
+
+
 def test_a_new_sequence_epoch_is_kept_across_a_restart_with_the_batches_held(
     path: Path,
 ) -> None:

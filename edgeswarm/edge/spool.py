@@ -308,7 +308,9 @@ class Spool(Resource):
         dropped = self._held.victims(size, self.max_bytes) if overflow > 0 else []
         dropped_bytes = self._held.size_of(dropped)
         if self._checkpointer.wal_full:  # rare: no background checkpoint caught up
-            self._checkpointer.restart_wal(self._db)
+            # the edge's loop: never wait for the nice-19 thread's checkpoint (seconds under
+            # load, every tick stalled); the WAL stays marked full, the next group retries
+            self._checkpointer.restart_wal(self._db, wait=False)
         seqs = [seq for seq, _, _ in group]
         with self._errors():
             segment, offsets = self._segments.write([(seq, p) for seq, p, _ in group])
