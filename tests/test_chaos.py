@@ -24,7 +24,7 @@ from edgeswarm.chaos.placement_partition import BOUND_TICKS as PARTITION_BOUND
 from edgeswarm.chaos.placement_partition import partition_tick_figures
 from edgeswarm.chaos.relay import UdpRelay
 from edgeswarm.chaos.rollout_faults import BOUND_TICKS, agent_steps
-from edgeswarm.chaos.verdict import acked_lost, finish
+from edgeswarm.chaos.verdict import acked_lost, edge_checks, finish
 from edgeswarm.edge.io.actions_file import KIND
 from edgeswarm.storage.recording import RecordingWriter
 from edgeswarm.wire.arrays import encode_array
@@ -180,6 +180,24 @@ def test_verdict_counts_an_acknowledged_batch_missing_from_the_log(tmp_path: Pat
     check = finish("x", {"acked_lost": 0, "duplicates_applied": 0, "failed_checks": []}, ok=False)
     assert [lost["passed"], twice["passed"], check["passed"]] == [False, False, False]
     assert check["failed_checks"] == ["ok"]
+
+
+def test_edge_checks_fail_each_on_its_own_fault() -> None:
+    """The checks every delivery verdict (one gateway or two) asks of the edge."""
+    done = {"event": "summary", "in_flight": 0, "batches_acked": 3, "batches_sent": 3}
+    assert edge_checks(done, 0, {1, 2, 3}) == dict.fromkeys(
+        ("edge_summary", "edge_exit_0", "all_acked", "no_gap"), True
+    )
+
+    def failed(summary: dict[str, object], returncode: int | None, stored: list[int]) -> set[str]:
+        return {name for name, ok in edge_checks(summary, returncode, stored).items() if not ok}
+
+    assert failed({**done, "event": "progress"}, 0, [1, 2, 3]) == {"edge_summary"}
+    assert failed(done, None, [1, 2, 3]) == {"edge_exit_0"}  # still running, or killed
+    assert failed({**done, "in_flight": 1}, 0, [1, 2, 3]) == {"all_acked"}
+    assert failed({**done, "batches_acked": 2}, 0, [1, 2, 3]) == {"all_acked"}
+    assert failed(done, 0, [1, 3, 4]) == {"no_gap"}
+    assert failed(done, 0, [1, 2, 2, 3]) == {"no_gap"}  # one stored twice in one log
 
 
 def test_relay_delays_jitters_and_reorders_but_delivers_every_datagram() -> None:

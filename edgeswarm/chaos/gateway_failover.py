@@ -37,7 +37,7 @@ from edgeswarm.chaos.processes import (
     stop,
     wait_until,
 )
-from edgeswarm.chaos.verdict import finish, rate
+from edgeswarm.chaos.verdict import edge_checks, finish, rate
 from edgeswarm.gateway.peers import PeerRegistry
 from edgeswarm.identity import load_or_create_key
 from edgeswarm.placement.gateways import GatewayRing, RingPeer
@@ -165,13 +165,7 @@ def _delivery(
         record: dict[str, Any] = next((r for r in edges if r.get("peer_id") == edge_id), {})
         duplicates += max(0, int(record.get("batches", 0)) - len(seqs[name]))
         duplicates += max(0, int(record.get("observations", 0)) - sum(n for _, n in batches))
-    checks = {
-        "edge_summary": summary.get("event") == "summary",
-        "edge_exit_0": returncode == 0,
-        "all_acked": summary.get("in_flight") == 0
-        and summary.get("batches_acked", 0) >= summary.get("batches_sent", 1),
-        "no_gap": sorted(stored) == list(range(1, len(stored) + 1)),
-    }
+    checks = edge_checks(summary, returncode, stored)
     return {
         "acked_lost": len((acked_by_owner - held_at_kill) | (set(range(1, sent + 1)) - stored)),
         "duplicates_applied": duplicates,

@@ -57,19 +57,29 @@ def delivery(
         + max(0, applied_observations - stored_observations)
     )
     lost = len(set(acknowledged) - set(seqs)) + max(0, sent_batches - len(set(seqs)))
-    checks = {
-        "edge_summary": summary.get("event") == "summary",
-        "edge_exit_0": returncode == 0,
-        "all_acked": summary.get("in_flight") == 0
-        and summary.get("batches_acked", 0) >= summary.get("batches_sent", 1),
-        "no_gap": sorted(seqs) == list(range(1, len(seqs) + 1)),
-    }
+    checks = edge_checks(summary, returncode, seqs)
     return {
         "acked_lost": lost,
         "duplicates_applied": duplicates,
         "batches_sent": sent_batches,
         "batches_stored": len(seqs),
         "failed_checks": sorted(name for name, ok in checks.items() if not ok),
+    }
+
+
+def edge_checks(
+    summary: dict[str, Any], returncode: int | None, stored: Iterable[int]
+) -> dict[str, bool]:
+    """What every delivery verdict asks of the edge: it ended with its summary and exit
+    status 0, with everything it sent acknowledged, and the sequence numbers ``stored``
+    (over every log) are 1..n with no gap."""
+    seqs = sorted(stored)
+    return {
+        "edge_summary": summary.get("event") == "summary",
+        "edge_exit_0": returncode == 0,
+        "all_acked": summary.get("in_flight") == 0
+        and summary.get("batches_acked", 0) >= summary.get("batches_sent", 1),
+        "no_gap": seqs == list(range(1, len(seqs) + 1)),
     }
 
 
