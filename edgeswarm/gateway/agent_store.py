@@ -103,7 +103,7 @@ class AgentStore(Resource):
         """Bumped on every change of the agent set (the service caches by it)."""
         try:
             self.checkpoints = CheckpointIndex(
-                path.with_name(CHECKPOINTS_FILE), AgentStoreError, moved_from=self._db
+                path.with_name(CHECKPOINTS_FILE), AgentStoreError, moved_from=(self._db, path)
             )
             """The agents' last checkpoints (``checkpoint_store.py``, ``checkpoints.db``)."""
         except BaseException:

@@ -75,10 +75,15 @@ class CheckpointIndex(Resource):
     """The newest checkpoint row of every agent (memory), kept durable in blocks (SQLite)."""
 
     def __init__(
-        self, path: Path, error: ErrorFactory, *, moved_from: sqlite3.Connection | None = None
+        self,
+        path: Path,
+        error: ErrorFactory,
+        *,
+        moved_from: tuple[sqlite3.Connection, Path] | None = None,
     ) -> None:
-        """Open (or create) ``path``; blocks still in ``moved_from`` (a ``placement.db`` of
-        an earlier gateway) are moved into it first. Failures are ``error(message)``."""
+        """Open (or create) ``path``; blocks still in ``moved_from`` (the open
+        ``placement.db`` of an earlier gateway, and its path) are moved into it first.
+        Failures are ``error(message)``."""
         self.path = path
         self._error = error
         self._db = open_database(
@@ -108,7 +113,7 @@ class CheckpointIndex(Resource):
         """Block -> how many agents' newest rows it holds (a block at 0 is deleted)."""
         try:
             if moved_from is not None:
-                self._move_blocks(moved_from)
+                _move_blocks(*moved_from, into=(self._db, path), error=error)
             self._load()
             with self._errors():
                 self._wal_checkpointer = Checkpointer(
@@ -158,36 +163,6 @@ class CheckpointIndex(Resource):
     def wal_counts(self) -> tuple[int, int, int]:
         """WAL checkpoints run, of them the restarts the writer ran, and failures."""
         return self._wal_checkpointer.counts()
-
-    def _move_blocks(self, older: sqlite3.Connection) -> None:
-        """Move the blocks an earlier gateway kept in ``older`` (``placement.db``) into
-        this file: copied, made durable here (the commits here skip the fsync, so a
-        checkpoint of the WAL and the directory's entry), only then dropped there."""
-        placement = self.path.with_name("placement.db")
-        with sqlite_errors(self._error, f"placement store {placement}"):
-            if not older.execute(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'checkpoint_blocks'"
-            ).fetchone():
-                return
-            rows = older.execute(f"SELECT {_COLUMNS} FROM checkpoint_blocks").fetchall()
-        with self._errors():
-            with transaction(self._db) as db:
-                db.executemany(
-                    f"INSERT OR IGNORE INTO checkpoint_blocks ({_COLUMNS})"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        try:
-            fsync_dir(self.path.parent)
-        except OSError as exc:
-            raise self._error(f"checkpoint store {self.path}: {exc.strerror}") from exc
-        with sqlite_errors(self._error, f"placement store {placement}"), transaction(older) as db:
-            db.execute("DROP TABLE checkpoint_blocks")
-        logger.info(
-            "checkpoint blocks moved into their own file",
-            extra={"path": str(self.path), "blocks": len(rows)},
-        )
 
     # --- writes ---------------------------------------------------------------
 
@@ -354,3 +329,41 @@ class CheckpointIndex(Resource):
         """When the least recent checkpoint of agents ``of`` was taken (None: none yet)."""
         rows, found = self._rows_of(of)
         return float(self.at[rows[found]].min()) if found.any() else None
+
+
+def _move_blocks(
+    older: sqlite3.Connection,
+    older_path: Path,
+    *,
+    into: tuple[sqlite3.Connection, Path],
+    error: ErrorFactory,
+) -> None:
+    """Move the blocks an earlier gateway kept in ``older`` (``placement.db`` at
+    ``older_path``) into the checkpoint store ``into``: copied (by block number: a move
+    cut short is redone without doubling them), made durable there (its commits skip the
+    fsync, so a checkpoint of the WAL and the directory's entry), only then dropped."""
+    db, path = into
+    with sqlite_errors(error, f"placement store {older_path}"):
+        if not older.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'checkpoint_blocks'"
+        ).fetchone():
+            return
+        rows = older.execute(f"SELECT {_COLUMNS} FROM checkpoint_blocks").fetchall()
+    with sqlite_errors(error, f"checkpoint store {path}"):
+        with transaction(db) as writing:
+            writing.executemany(
+                f"INSERT OR IGNORE INTO checkpoint_blocks ({_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise error(f"checkpoint store {path}: {exc.strerror}") from exc
+    with sqlite_errors(error, f"placement store {older_path}"), transaction(older) as dropping:
+        dropping.execute("DROP TABLE checkpoint_blocks")
+    logger.info(
+        "checkpoint blocks moved into their own file",
+        extra={"path": str(path), "blocks": len(rows)},
+    )
