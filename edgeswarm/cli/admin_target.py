@@ -1,16 +1,21 @@
 """The gateway an admin command talks to: its options, a context, or the defaults.
 
-``status`` and ``state get|watch`` take the same connection options; each one
-left out comes from the context (``--context``, ``$EDGESWARM_CONTEXT``, else the
-current one), else from the built-in default. The files are checked before
-anything connects, so a wrong path is a usage error naming where it came from.
+Every admin command (``status``, ``state``, ``edges``, ``shards``, ``agents``) takes
+the same connection options, declared once here and given to a command by
+:func:`gateway_options`; each one left out comes from the context (``--context``,
+``$EDGESWARM_CONTEXT``, else the current one), else from the built-in default. The
+files are checked before anything connects, so a wrong path is a usage error
+naming where it came from.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -31,9 +36,13 @@ __all__ = [
     "ContextName",
     "GatewayAddr",
     "ServerName",
+    "Target",
     "Timeout",
     "admin_target",
+    "gateway_options",
 ]
+
+R = TypeVar("R")
 
 ContextName = Annotated[
     str | None,
@@ -62,6 +71,75 @@ AdminId = Annotated[
     typer.Option(help=f"Peer id the admin key is enrolled as (default: {DEFAULT_ADMIN_ID})."),
 ]
 Timeout = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for the gateway's answer.")]
+
+
+_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("context", ContextName, None),
+    ("gateway_addr", GatewayAddr, None),
+    ("ca", Ca, None),
+    ("key", AdminKey, None),
+    ("admin_id", AdminId, None),
+    ("server_name", ServerName, None),
+    ("timeout", Timeout, DEFAULT_TIMEOUT_S),
+)
+"""The connection options of every admin command: parameter, type with its option, default."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which gateway a command asks, and as whom: the connection options as given."""
+
+    context: str | None = None
+    gateway_addr: str | None = None
+    ca: Path | None = None
+    key: Path | None = None
+    admin_id: str | None = None
+    server_name: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+
+    def resolve(self) -> AdminTarget:
+        """Against the context and the defaults: :func:`admin_target`."""
+        return admin_target(
+            context=self.context,
+            gateway=self.gateway_addr,
+            ca=self.ca,
+            key=self.key,
+            admin_id=self.admin_id,
+            server_name=self.server_name,
+            timeout=self.timeout,
+        )
+
+
+def gateway_options(command: Callable[..., R]) -> Callable[..., R]:
+    """Give an admin command the connection options (``--context``, ``--gateway``, ``--ca``,
+    ``--key``, ``--admin-id``, ``--server-name``, ``--timeout``), declared once.
+
+    The command takes ``target: Target``; the signature Typer reads has the seven options
+    in that parameter's place, and the command is called with them as one ``Target``."""
+    signature = inspect.signature(command, eval_str=True)
+    if "target" not in signature.parameters:
+        raise TypeError(f"{command.__name__} takes no 'target' parameter for the options")
+    parameters: list[inspect.Parameter] = []
+    for parameter in signature.parameters.values():
+        if parameter.name != "target":
+            parameters.append(parameter)
+            continue
+        parameters += [
+            inspect.Parameter(name, parameter.kind, annotation=annotation, default=default)
+            for name, annotation, default in _OPTIONS
+        ]
+
+    @functools.wraps(command)
+    def with_target(*args: Any, **kwargs: Any) -> R:
+        options = {name: kwargs.pop(name) for name, _, _ in _OPTIONS if name in kwargs}
+        return command(*args, target=Target(**options), **kwargs)
+
+    cli_signature = signature.replace(parameters=parameters)
+    with_target.__signature__ = cli_signature  # type: ignore[attr-defined]
+    with_target.__annotations__ = {p.name: p.annotation for p in parameters} | {
+        "return": signature.return_annotation
+    }
+    return with_target
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
-
-from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .admin_target import Target, gateway_options
 from .module_rollout import register_rollout_commands
 from .modules import register_module_commands
 from .options import with_examples
-from .placement_link import AsJson, Target, ask, echo_json
+from .placement_link import AsJson, ask, echo_json
 
 agents_app = typer.Typer(
     name="agents",
@@ -41,6 +39,7 @@ def _labels(values: list[str]) -> dict[str, str]:
 
 @agents_app.command("add")
 @with_examples
+@gateway_options
 def add(
     count: Annotated[int, typer.Option(min=1, help="How many agents (consecutive ids).")],
     first_id: Annotated[int, typer.Option(min=0, help="Id of the first agent.")],
@@ -51,14 +50,9 @@ def add(
     pin: Annotated[
         str | None, typer.Option(help="Edge the agents are bound to; they never move.")
     ] = None,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Add COUNT agents with ids FIRST_ID.. to the swarm; the gateway places them on edges.
 
@@ -81,7 +75,6 @@ def add(
     }
     if pin is not None:
         args["pin"] = pin
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.add", args, target)
     if as_json:
         echo_json(result)
@@ -94,17 +87,13 @@ def add(
 
 @agents_app.command("list")
 @with_examples
+@gateway_options
 def list_agents(
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (by id).")] = 0,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Show at most this many.")] = 100,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """List swarm agents by id with policy, labels, pin and owner edge.
 
@@ -117,7 +106,6 @@ def list_agents(
 
         edgeswarm agents list --offset 100000 --json | jq '.agents[].owner'
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.list", {"offset": offset, "limit": limit}, target)
     if as_json:
         echo_json(result)
@@ -138,16 +126,12 @@ def list_agents(
 
 @agents_app.command("show")
 @with_examples
+@gateway_options
 def show(
     agent_id: Annotated[int, typer.Argument(metavar="ID", min=0, help="The agent's id.")],
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Show one agent: policy, labels, pin, owner edge, placement epoch, last checkpoint.
 
@@ -160,7 +144,6 @@ def show(
 
         edgeswarm agents show 42 --gateway gw.example:{port} --ca ca.crt --json
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("agents.show", {"agent_id": agent_id}, target)
     if as_json:
         echo_json(result)

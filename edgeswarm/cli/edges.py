@@ -8,11 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
-
-from .admin_target import AdminId, AdminKey, Ca, ContextName, GatewayAddr, ServerName, Timeout
+from .admin_target import Target, gateway_options
 from .options import with_examples
-from .placement_link import AsJson, Target, ask, echo_json
+from .placement_link import AsJson, ask, echo_json
 
 edges_app = typer.Typer(
     name="edges",
@@ -25,15 +23,11 @@ EdgeId = Annotated[str, typer.Argument(metavar="EDGE", help="The edge's id (--ed
 
 @edges_app.command("list")
 @with_examples
+@gateway_options
 def list_edges(
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """List every edge the gateway has seen: state (active, draining, down), weight, agents.
 
@@ -46,7 +40,6 @@ def list_edges(
 
         edgeswarm edges list --context prod --json
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("edges.list", {}, target)
     if as_json:
         echo_json(result)
@@ -72,16 +65,12 @@ def _drain(edge_id: str, drained: bool, as_json: bool, target: Target) -> None:
 
 @edges_app.command("drain")
 @with_examples
+@gateway_options
 def drain(
     edge_id: EdgeId,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Drain EDGE: its unpinned agents move to the other edges; it takes no new ones.
 
@@ -96,22 +85,17 @@ def drain(
 
         edgeswarm edges drain edge-2 --json | jq .moves
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     _drain(edge_id, True, as_json, target)
 
 
 @edges_app.command("undrain")
 @with_examples
+@gateway_options
 def undrain(
     edge_id: EdgeId,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Undrain EDGE: it takes its share of agents again.
 
@@ -122,25 +106,20 @@ def undrain(
 
         edgeswarm edges undrain edge-2
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     _drain(edge_id, False, as_json, target)
 
 
 @edges_app.command("weight")
 @with_examples
+@gateway_options
 def weight(
     edge_id: EdgeId,
     value: Annotated[
         float, typer.Argument(metavar="WEIGHT", min=0.001, max=1000, help="Capacity weight.")
     ],
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Set EDGE's capacity weight: an edge of weight 2 takes twice the agents of weight 1.
 
@@ -153,7 +132,6 @@ def weight(
 
         edgeswarm edges weight edge-3 0.5 --json
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("edges.weight", {"edge_id": edge_id, "weight": value}, target)
     if as_json:
         echo_json(result)
@@ -165,15 +143,11 @@ def weight(
 
 
 @with_examples
+@gateway_options
 def shards(
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Show the placement: agents per edge, imbalance, unowned agents, the last move plan.
 
@@ -186,7 +160,6 @@ def shards(
 
         edgeswarm shards --json | jq .imbalance
     """
-    target = Target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
     result = ask("shards", {}, target)
     if as_json:
         echo_json(result)

@@ -5,33 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from edgeswarm.telemetry import configure_logging
 
-from .admin_target import admin_target
+from .admin_target import Target
 from .exits import exits_on_error, fail
 
-__all__ = ["AsJson", "Target", "ask", "echo_json"]
+__all__ = ["AsJson", "ask", "echo_json"]
 
 AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
-
-
-@dataclass(frozen=True)
-class Target:
-    """Which gateway a command asks, and as whom (the common options, unresolved)."""
-
-    context: str | None
-    gateway_addr: str | None
-    ca: Path | None
-    key: Path | None
-    admin_id: str | None
-    server_name: str | None
-    timeout: float
 
 
 def ask(op: str, args: dict[str, Any], target: Target) -> dict[str, Any]:
@@ -42,15 +27,7 @@ def ask(op: str, args: dict[str, Any], target: Target) -> dict[str, Any]:
 
     configure_logging("ERROR", process="placement")  # the error line says it all
     with exits_on_error():
-        resolved = admin_target(
-            context=target.context,
-            gateway=target.gateway_addr,
-            ca=target.ca,
-            key=target.key,
-            admin_id=target.admin_id,
-            server_name=target.server_name,
-            timeout=target.timeout,
-        )
+        resolved = target.resolve()
     with exits_on_error(f"gateway {resolved.address}"):
         reply = asyncio.run(
             placement_request(

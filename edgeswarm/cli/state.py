@@ -5,26 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
 from edgeswarm.telemetry import configure_logging
 
-from .admin_target import (
-    AdminId,
-    AdminKey,
-    Ca,
-    ContextName,
-    GatewayAddr,
-    ServerName,
-    Timeout,
-    admin_target,
-)
+from .admin_target import Target, gateway_options
 from .exits import exits_on_error, fail
 from .options import with_examples
 
@@ -71,32 +60,16 @@ def _table(gateway_id: str, snapshot: dict[str, dict[str, Any]], title: str) -> 
     return table
 
 
-def _target(
-    context: str | None,
-    gateway_addr: str | None,
-    ca: Path | None,
-    key: Path | None,
-    admin_id: str | None,
-    server_name: str | None,
-    timeout: float,
-) -> dict[str, Any]:
+def _connection(target: Target) -> dict[str, Any]:
     """The keyword arguments of ``watch_state`` that say where and who."""
     configure_logging("ERROR", process="state")  # the error line says it all
     with exits_on_error():
-        target = admin_target(
-            context=context,
-            gateway=gateway_addr,
-            ca=ca,
-            key=key,
-            admin_id=admin_id,
-            server_name=server_name,
-            timeout=timeout,
-        )
+        resolved = target.resolve()
     return {
-        "gateway": target.address,
-        "key": target.key,
-        "admin_id": target.admin_id,
-        "timeout": timeout,
+        "gateway": resolved.address,
+        "key": resolved.key,
+        "admin_id": resolved.admin_id,
+        "timeout": target.timeout,
     }
 
 
@@ -113,16 +86,12 @@ def missing(snapshot: dict[str, dict[str, Any]], key: str | None) -> bool:
 
 @state_app.command("get")
 @with_examples
+@gateway_options
 def get(
     key_filter: Key = None,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Print the swarm state: every counter (total), set (members) and flag, or KEY's.
 
@@ -145,7 +114,7 @@ def get(
         found.append((gateway_id, snapshot))
         return True
 
-    connection = _target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
+    connection = _connection(target)
     _run(connection, watch_state(**connection, on_snapshot=keep, count=1))
     gateway_id, snapshot = found[0]
     if missing(snapshot, key_filter):
@@ -162,20 +131,16 @@ def get(
 
 
 @state_app.command("watch")
+@gateway_options
 def watch(
     key_filter: Key = None,
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     count: Annotated[
         int | None, typer.Option(min=1, help="Stop after this many snapshots.")
     ] = None,
     duration: Annotated[float, typer.Option(min=0, help="Stop after SECONDS.")] = 60.0,
     as_json: AsJson = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Print the swarm state, then again after every change of it (or of KEY).
 
@@ -211,7 +176,7 @@ def watch(
             console.print(_table(gateway_id, chosen, title))
         return count is not None and shown >= count
 
-    connection = _target(context, gateway_addr, ca, key, admin_id, server_name, timeout)
+    connection = _connection(target)
     _run(connection, watch_state(**connection, on_snapshot=show, duration=duration, count=None))
     if not as_json:
         console.print(f"[dim]{shown} snapshot(s) in {time.monotonic() - started:.1f} s[/dim]")

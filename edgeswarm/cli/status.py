@@ -11,19 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.client.admin import DEFAULT_TIMEOUT_S
 from edgeswarm.telemetry import configure_logging
 
-from .admin_target import (
-    AdminId,
-    AdminKey,
-    Ca,
-    ContextName,
-    GatewayAddr,
-    ServerName,
-    Timeout,
-    admin_target,
-)
+from .admin_target import Target, gateway_options
 from .exits import exits_on_error
 from .options import with_examples
 
@@ -61,15 +51,11 @@ def status_table(result: dict[str, Any], now: float) -> Table:
 
 
 @with_examples
+@gateway_options
 def status(
-    context: ContextName = None,
-    gateway_addr: GatewayAddr = None,
-    ca: Ca = None,
-    key: AdminKey = None,
-    admin_id: AdminId = None,
-    server_name: ServerName = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_S,
+    *,
+    target: Target,
 ) -> None:
     """Ask a gateway for every edge's status: address, last seen, agents, what it sent.
 
@@ -94,18 +80,15 @@ def status(
 
     configure_logging("ERROR", process="status")  # the error line below says it all
     with exits_on_error():
-        target = admin_target(
-            context=context,
-            gateway=gateway_addr,
-            ca=ca,
-            key=key,
-            admin_id=admin_id,
-            server_name=server_name,
-            timeout=timeout,
-        )
-    with exits_on_error(f"gateway {target.address}"):
+        resolved = target.resolve()
+    with exits_on_error(f"gateway {resolved.address}"):
         result = asyncio.run(
-            fetch_status(target.address, key=target.key, admin_id=target.admin_id, timeout=timeout)
+            fetch_status(
+                resolved.address,
+                key=resolved.key,
+                admin_id=resolved.admin_id,
+                timeout=target.timeout,
+            )
         )
     if as_json:
         typer.echo(json.dumps(result))
