@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 
 from edgeswarm.bench import (
     BenchResult,
     crdt,
     edge,
+    host,
     host_imports,
     inference,
     io,
@@ -60,7 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(sorted(SUITES))
         print(f"unknown suite {args.suite!r}; known suites: {known}", file=sys.stderr)
         return 2
-    for line in format_results(suite(), as_json=args.json):
+    before, started = host.sample_cpu_times(), time.monotonic()
+    results = suite()
+    after = host.sample_cpu_times()
+    if before is not None and after is not None:  # how busy the machine was, for the reader
+        print(host.host_line(before, after, time.monotonic() - started), file=sys.stderr)
+    for line in format_results(results, as_json=args.json):
         print(line, flush=True)
     return 0
 
