@@ -51,7 +51,7 @@ import numpy as np
 from edgeswarm.bench import BenchResult
 from edgeswarm.bench.io_peers import loop_latencies
 from edgeswarm.edge.agent_table import AgentTable
-from edgeswarm.edge.io import IoContext, IoMetrics
+from edgeswarm.edge.io import IoContext, IoMetrics, paho_publish
 from edgeswarm.edge.io.mosquitto import INSTALL_HINT, Mosquitto, mosquitto_binary
 from edgeswarm.edge.io.mqtt import MqttIO
 from edgeswarm.edge.io.mqtt_address import parse_mqtt_address
@@ -90,7 +90,9 @@ def _finish(peer: subprocess.Popen[str]) -> dict[str, Any]:
 
 async def _raw(port: int) -> float:
     """Messages/s a bare client takes: counted in its receive callback (the way our source
-    takes them, without decoding), so the ratio is our source's own cost."""
+    takes them, without decoding), so the ratio is our source's own cost; with paho's
+    PUBLISH decoding as our source has it (``paho_publish``), for the same reason."""
+    paho_publish.install()
     count, first, last = 0, 0.0, 0.0
     arrived = asyncio.Event()
 
