@@ -32,6 +32,7 @@ class CpuTimes:
 
     @property
     def total(self) -> int:
+        """Every state together."""
         return self.busy + self.idle + self.steal
 
 
@@ -62,12 +63,12 @@ def sample_cpu_times(path: Path = PROC_STAT) -> CpuTimes | None:
 def host_line(before: CpuTimes, after: CpuTimes, seconds: float) -> str:
     """One line on the machine during a run of ``seconds``: its CPU time busy, idle and
     stolen, and the load average at the end."""
-    busy, idle, steal = (
-        after.busy - before.busy,
-        after.idle - before.idle,
-        after.steal - before.steal,
+    spent = CpuTimes(
+        busy=after.busy - before.busy,
+        idle=after.idle - before.idle,
+        steal=after.steal - before.steal,
     )
-    total = max(1, busy + idle + steal)
+    busy, idle, steal, total = spent.busy, spent.idle, spent.steal, max(1, spent.total)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"host during the run ({seconds:.0f} s, {os.cpu_count()} CPUs): busy {busy / total:.0%},"

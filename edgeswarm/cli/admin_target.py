@@ -22,10 +22,11 @@ import typer
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.admin import DEFAULT_ADMIN_ID, DEFAULT_TIMEOUT_S
 from edgeswarm.identity.keys import KeyPair
+from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
 from .contexts import CONTEXT_ENV, load_config
-from .exits import Usage
+from .exits import Usage, exits_on_error
 from .options import DEFAULT_ADMIN_KEY, quic_stack
 
 __all__ = [
@@ -108,6 +109,14 @@ class Target:
             server_name=self.server_name,
             timeout=self.timeout,
         )
+
+    def resolve_for(self, process: str) -> AdminTarget:
+        """What a command about to reach the gateway does first: logging of ``process`` at
+        ERROR (its one error line says it all), then :meth:`resolve`, a wrong option or
+        context exiting with that line (exit code 2)."""
+        configure_logging("ERROR", process=process)
+        with exits_on_error():
+            return self.resolve()
 
 
 def gateway_options(command: Callable[..., R]) -> Callable[..., R]:

@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from edgeswarm.telemetry import configure_logging
-
 from .admin_target import Target
 from .exits import exits_on_error, fail
 
@@ -25,9 +23,7 @@ def ask(op: str, args: dict[str, Any], target: Target) -> dict[str, Any]:
     context, 3 the gateway refused the admin key."""
     from edgeswarm.client.admin import placement_request
 
-    configure_logging("ERROR", process="placement")  # the error line says it all
-    with exits_on_error():
-        resolved = target.resolve()
+    resolved = target.resolve_for("placement")
     with exits_on_error(f"gateway {resolved.address}"):
         reply = asyncio.run(
             placement_request(

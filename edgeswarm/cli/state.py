@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.telemetry import configure_logging
-
 from .admin_target import Target, gateway_options
 from .exits import exits_on_error, fail
 from .options import with_examples
@@ -62,9 +60,7 @@ def _table(gateway_id: str, snapshot: dict[str, dict[str, Any]], title: str) -> 
 
 def _connection(target: Target) -> dict[str, Any]:
     """The keyword arguments of ``watch_state`` that say where and who."""
-    configure_logging("ERROR", process="state")  # the error line says it all
-    with exits_on_error():
-        resolved = target.resolve()
+    resolved = target.resolve_for("state")
     return {
         "gateway": resolved.address,
         "key": resolved.key,

@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeswarm.telemetry import configure_logging
-
 from .admin_target import Target, gateway_options
 from .exits import exits_on_error
 from .options import with_examples
@@ -78,9 +76,7 @@ def status(
     """
     from edgeswarm.client.admin import fetch_status
 
-    configure_logging("ERROR", process="status")  # the error line below says it all
-    with exits_on_error():
-        resolved = target.resolve()
+    resolved = target.resolve_for("status")
     with exits_on_error(f"gateway {resolved.address}"):
         result = asyncio.run(
             fetch_status(

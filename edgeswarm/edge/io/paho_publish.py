@@ -50,8 +50,7 @@ def install() -> bool:
         publish_packet = _packet.PublishPacket
         fields = publish_packet._fields
     except (ImportError, AttributeError):  # a paho that moved these: keep its own
-        logger.info("paho-mqtt's PUBLISH decoding left as it is (its internals moved)")
-        return False
+        fields = None
     if fields != ("dup", "qos", "retain", "topic", "mid", "properties", "payload"):
         logger.info("paho-mqtt's PUBLISH decoding left as it is (its internals moved)")
         return False
