@@ -127,8 +127,36 @@ def test_non_finite_positions_are_repaired_before_they_poison_a_cell():
 
 
 class ReferenceWorld(FlockingWorld):
-    """The world as it was before the grid-cell avoidance and the conditional wrap: every
-    agent measured against every obstacle, positions wrapped with ``np.mod``."""
+    """The world as it was before the grid-cell avoidance, the conditional wrap and the
+    per-column cell means: every agent measured against every obstacle, positions
+    wrapped with ``np.mod``, the means and cells computed on (n, 2) arrays."""
+
+    def cell_of(self, positions: Any) -> Any:
+        side = self.cells_per_side
+        cells = (positions / self.cell_width).astype(np.intp)
+        np.clip(cells, 0, side - 1, out=cells)
+        return cells[:, 0] * side + cells[:, 1]
+
+    def sense(self, table: AgentTable) -> None:
+        self._repair_state()
+        p, v = self.positions, self.velocities
+        obs = table.observations
+        ncells = self.cells_per_side**2
+        cell = self.cell_of(p)
+        members = np.bincount(cell, minlength=ncells).astype(np.float64)
+        np.maximum(members, 1.0, out=members)
+        for k in range(2):
+            mean_p = np.bincount(cell, weights=p[:, k], minlength=ncells) / members
+            mean_v = np.bincount(cell, weights=v[:, k], minlength=ncells) / members
+            obs[:, k] = v[:, k]
+            obs[:, 2 + k] = mean_p[cell]
+            obs[:, 2 + k] -= p[:, k]
+            obs[:, 4 + k] = mean_v[cell]
+        avoid, collided = self._avoidance(p, cell)
+        obs[:, 6:8] = avoid
+        dot = np.einsum("ij,ij->i", v, obs[:, 4:6])
+        table.rewards[:] = self.alignment_reward * dot / (self.max_speed * self.max_speed)
+        table.rewards[collided] -= self.collision_penalty
 
     def _avoidance(self, p: Any, cell: Any) -> Any:
         n = p.shape[0]
