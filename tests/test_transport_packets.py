@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import socket
 from typing import Any
@@ -270,3 +271,79 @@ def test_transport_settings_say_where_large_datagrams_are_probed() -> None:
     assert quic.TransportSettings().max_datagram_size == 1350
     assert load_stack("qh3").pmtu_probing
     assert not load_stack("aioquic").pmtu_probing
+
+
+class DatagramSink(Sink):
+    """A Sink that also keeps the sizes of the QUIC DATAGRAM frames it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.datagrams: list[int] = []
+
+    def datagram_received(self, data: bytes) -> None:
+        self.datagrams.append(len(data))
+        self.changed.set()
+
+
+async def test_datagram_frames_fit_the_size_the_path_carries_now(
+    certs: CertificatePaths,
+) -> None:
+    """With large datagrams allowed and probing on, a DATAGRAM frame is measured against
+    the packets the connection builds now, not against ``max_datagram_size``: before,
+    a 3000-byte frame offered while qh3 still sent 1200-byte packets (on a path that
+    drops anything above 1400 bytes it never sends more) passed the check, qh3's packet
+    builder failed on it and the connection dropped. Now such a frame is refused
+    (the caller falls back to the stream) and one of exactly the advertised size is
+    taken, all the way through probing, and arrives whole."""
+    served: list[DatagramSink] = []
+
+    def factory() -> DatagramSink:
+        served.append(DatagramSink())
+        return served[-1]
+
+    settings = quic.TransportSettings(max_datagram_size=8192)
+    listener = await quic.serve(
+        "127.0.0.1",
+        0,
+        cert=certs.cert,
+        key=certs.key,
+        handler_factory=factory,
+        stack="qh3",
+        settings=settings,
+    )
+    loop = asyncio.get_running_loop()
+    relay = SizeLimitedRelay(("127.0.0.1", listener.port), 1400)
+    transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
+    sizes: list[int] = []
+    try:
+        async with quic.connect(
+            "127.0.0.1",
+            transport.get_extra_info("sockname")[1],
+            ca_file=certs.ca,
+            handler=Sink(),
+            stack="qh3",
+            settings=settings,
+        ) as link:
+            for _ in range(20):  # bounded: ~2 s of probing
+                size = link.max_datagram_payload
+                assert size is not None
+                assert size <= 1400
+                assert not link.send_datagram(b"x" * 3000)
+                assert link.send_datagram(b"d" * size)
+                sizes.append(size)
+                link.send(b"y" * 20_000)  # stream data, so probing goes on
+                await asyncio.sleep(0.1)
+                assert not link.closed.is_set(), "the connection dropped"
+            with contextlib.suppress(TimeoutError):  # some may be lost: see below
+                async with asyncio.timeout(5):
+                    while len(served[0].datagrams) < len(sizes):
+                        served[0].changed.clear()
+                        await served[0].changed.wait()
+    finally:
+        transport.close()
+        listener.close()
+    # DATAGRAM frames are unreliable: one that shared a packet with a probe the path
+    # dropped is gone. Those sent once probing had settled all arrive, each whole.
+    assert max(sizes) > 1200, sizes  # probing went on above the floor meanwhile
+    assert sizes[-5:] == [sizes[-1]] * 5, sizes
+    assert served[0].datagrams[-5:] == sizes[-5:], (served[0].datagrams, sizes)

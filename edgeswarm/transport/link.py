@@ -20,6 +20,7 @@ from .stacks import (
     EventKind,
     QuicStack,
     datagrams_to_send,
+    path_datagram_size,
     remote_max_datagram_frame_size,
     silence_packet_log,
 )
@@ -204,7 +205,12 @@ class QuicLink:
         remote = remote_max_datagram_frame_size(self._quic)
         if remote is None or remote <= DATAGRAM_FRAME_OVERHEAD:
             return None
-        fits = self._max_datagram_size - SHORT_HEADER_OVERHEAD - DATAGRAM_FRAME_OVERHEAD
+        # what the path carries now, not the ceiling probing may not have reached (or
+        # fell back from): a frame larger than the packets being built fails the connection
+        size = min(
+            self._max_datagram_size, path_datagram_size(self._quic) or self._max_datagram_size
+        )
+        fits = size - SHORT_HEADER_OVERHEAD - DATAGRAM_FRAME_OVERHEAD
         return max(0, min(remote - DATAGRAM_FRAME_OVERHEAD, fits))
 
     def mark_authenticated(self) -> None:

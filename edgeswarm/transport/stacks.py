@@ -11,7 +11,12 @@ installed still runs on aioquic.
 Private attribute used (pinned by ``tests/test_transport_quic.py``):
 ``QuicConnection._remote_max_datagram_frame_size``, the peer's transport
 parameter, which neither library exposes publicly; without it
-``send_datagram`` reports False and callers fall back to the stream.
+``send_datagram`` reports False and callers fall back to the stream. And
+qh3's ``QuicConnection._core.active_path``, whose last field is the datagram
+size the connection sends now (path MTU probing moves it between 1200 bytes and
+``max_datagram_size``): a DATAGRAM frame that does not fit it makes qh3's
+packet builder fail and the connection drop, so ``send_datagram`` measures
+against it (:func:`path_datagram_size`).
 
 Private parts replaced (pinned by ``tests/test_transport_packets.py``): qh3
 2.1's ``QuicConnection.datagrams_to_send`` calls ``self._log_packets`` for
@@ -167,3 +172,14 @@ def remote_max_datagram_frame_size(quic: Any) -> int | None:
     """The peer's ``max_datagram_frame_size`` transport parameter (private attribute)."""
     value = getattr(quic, "_remote_max_datagram_frame_size", None)
     return value if isinstance(value, int) else None
+
+
+def path_datagram_size(quic: Any) -> int | None:
+    """The datagram size ``quic`` builds packets for now, where the library probes the path
+    (qh3: the last field of the packet core's ``active_path``, private); None elsewhere."""
+    core = getattr(quic, "_core", None)
+    try:
+        size = core.active_path[-1] if core is not None else None
+    except (AttributeError, IndexError, TypeError, RuntimeError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None
