@@ -8,7 +8,8 @@ The adapter only uses that public surface plus the names listed here, so a
 stack is a module-level lookup, imported on first use: an edge without qh3
 installed still runs on aioquic.
 
-Private attribute used (pinned by ``tests/test_transport_quic.py``):
+Private attributes used (pinned by ``tests/test_transport_quic.py`` and
+``tests/test_transport_packets.py``):
 ``QuicConnection._remote_max_datagram_frame_size``, the peer's transport
 parameter, which neither library exposes publicly; without it
 ``send_datagram`` reports False and callers fall back to the stream. And
