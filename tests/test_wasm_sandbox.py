@@ -256,6 +256,52 @@ def test_the_epoch_ticker_runs_while_held():
         ticker.release()
 
 
+class CountingEngine:
+    """Stands in for a wasmtime.Engine where only the number of epochs matters."""
+
+    def __init__(self) -> None:
+        self.epochs = 0
+
+    def increment_epoch(self) -> None:
+        self.epochs += 1
+
+
+def test_the_epoch_ticker_advances_only_while_a_call_is_in_flight():
+    """Held but idle, the ticker's thread sleeps (before, it woke every 2 ms for the life
+    of the process, taking the GIL from the edge's tick loop); during a call it advances
+    the epoch every period, and it stops again when the last call ends."""
+    import time
+
+    from edgeswarm.edge.policy.deadline import EpochTicker
+
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, period_s=0.002)  # type: ignore[arg-type]
+    ticker.hold()
+    try:
+        time.sleep(0.1)
+        assert engine.epochs == 0
+        ticker.call_started()
+        ticker.call_started()  # calls nest (a second policy on the same engine)
+        ticker.call_ended()
+        deadline = time.monotonic() + 5
+        while engine.epochs < 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert engine.epochs >= 10
+        ticker.call_ended()
+        settled = -1  # the thread sees the call ended within a period or two
+        deadline = time.monotonic() + 5
+        while engine.epochs != settled and time.monotonic() < deadline:
+            settled = engine.epochs
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert engine.epochs == settled
+        with pytest.raises(RuntimeError, match="ended more often"):
+            ticker.call_ended()
+    finally:
+        ticker.release()
+    assert not ticker.running
+
+
 def test_each_policy_with_a_deadline_holds_its_engine_ticker(cache):
     from edgeswarm.edge.policy.deadline import ticker_for
 

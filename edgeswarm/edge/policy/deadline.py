@@ -7,15 +7,22 @@ code checks the engine's epoch at function entries and loop back-edges, and
 a call whose store deadline has passed traps with ``interrupt``
 (:class:`~edgeswarm.edge.policy.errors.PolicyDeadlineExceeded`).
 
-An :class:`EpochTicker` advances one engine's epoch every
-:data:`EPOCH_PERIOD_S` on a daemon thread while at least one policy holds it
-(:meth:`EpochTicker.hold` / :meth:`EpochTicker.release`); a call then gets
+An :class:`EpochTicker` keeps a daemon thread for one engine while at least
+one policy holds it (:meth:`EpochTicker.hold` / :meth:`EpochTicker.release`),
+and that thread advances the engine's epoch every :data:`EPOCH_PERIOD_S` while
+a call is in flight (:meth:`EpochTicker.call_started` /
+:meth:`EpochTicker.call_ended`); between calls it sleeps. A call gets
 ``ticks_for(deadline)`` epochs, so it is stopped between ``deadline`` and
-``deadline + EPOCH_PERIOD_S`` after it starts. Nothing is done per call but
-``Store.set_epoch_deadline``: no timer is armed or cancelled. The ticker
-needs the GIL only for the instant it increments; host calls check the same
-deadline against the monotonic clock themselves, so a guest busy in host calls
-(holding the GIL) is stopped just as precisely.
+``deadline + EPOCH_PERIOD_S`` (plus the thread's wake-up) after it starts.
+Per call that is ``Store.set_epoch_deadline`` and a counter; no timer is armed
+or cancelled. The ticker needs the GIL only for the instant it increments;
+host calls check the same deadline against the monotonic clock themselves, so
+a guest busy in host calls (holding the GIL) is stopped just as precisely.
+
+Why only during calls: a thread that woke every 2 ms for the life of the
+process took the GIL 500 times a second from an edge's tick loop, which is
+busy in Python most of the time and in Wasm a few per cent of it (a pure
+Python loop ran 2.5-5 % slower beside such a thread, side by side).
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ class EpochTicker:
         self.engine = engine
         self.period_s = period_s
         self._holders = 0
+        self._calls = 0
         self._lock = threading.Lock()
+        self._call_in_flight = threading.Condition(self._lock)
         self._stop: threading.Event | None = None
 
     @property
@@ -78,10 +87,40 @@ class EpochTicker:
             if self._holders == 0 and self._stop is not None:
                 self._stop.set()
                 self._stop = None
+                self._call_in_flight.notify_all()
+
+    @property
+    def calls(self) -> int:
+        """Calls in flight now (between :meth:`call_started` and :meth:`call_ended`)."""
+        return self._calls
+
+    def call_started(self) -> None:
+        """A call under an epoch deadline begins: advance the epoch until it ends."""
+        with self._lock:
+            self._calls += 1
+            if self._calls == 1:
+                self._call_in_flight.notify()
+
+    def call_ended(self) -> None:
+        """Undo one :meth:`call_started` (in a ``finally``)."""
+        with self._lock:
+            if self._calls == 0:
+                raise RuntimeError("EpochTicker call ended more often than started")
+            self._calls -= 1
 
     def _run(self, stop: threading.Event) -> None:
-        while not stop.wait(self.period_s):
-            self.engine.increment_epoch()
+        while True:
+            with self._lock:
+                while self._calls == 0 and not stop.is_set():
+                    self._call_in_flight.wait()
+            if stop.is_set():
+                return
+            # a call is in flight: one epoch per period until none is (an epoch more
+            # after a call ended is harmless: deadlines count from when they are set)
+            while not stop.wait(self.period_s):
+                self.engine.increment_epoch()
+                if self._calls == 0:
+                    break
 
 
 _tickers: dict[wasmtime.Engine, EpochTicker] = {}

@@ -178,12 +178,18 @@ class WasmPolicy(Resource):
             store.set_epoch_deadline(self._epoch_ticks)
         self._context.begin_call(host_calls=self.host_calls.base, deadline_s=self.deadline_s)
         module = self.compiled.module
+        ticker = self._ticker
+        if ticker is not None:
+            ticker.call_started()  # the start function runs under the deadline too
         try:
             instance = wasmtime.Instance(store, module, self._context.imports_for(store, module))
         except PolicyError as exc:
             raise PolicyLoadError(f"start function failed: {exc.detail}", policy=self.name) from exc
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise PolicyLoadError(f"instantiation failed: {exc}", policy=self.name) from exc
+        finally:
+            if ticker is not None:
+                ticker.call_ended()
         exports = instance.exports(store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
@@ -304,18 +310,25 @@ class WasmPolicy(Resource):
         call = self._abi_calls.get(func)
         if call is None:
             call = functools.partial(self._funcs[func], store)
-        return guarded_call(
-            store,
-            call,
-            fuel,
-            *args,
-            label=func,
-            policy=self.name,
-            memory_size=lambda: memory.data_len(store) if memory is not None else 0,
-            memory_limit=self.memory_limit,
-            epoch_ticks=self._epoch_ticks,
-            deadline_s=self.deadline_s,
-        )
+        ticker = self._ticker
+        if ticker is not None:
+            ticker.call_started()
+        try:
+            return guarded_call(
+                store,
+                call,
+                fuel,
+                *args,
+                label=func,
+                policy=self.name,
+                memory_size=lambda: memory.data_len(store) if memory is not None else 0,
+                memory_limit=self.memory_limit,
+                epoch_ticks=self._epoch_ticks,
+                deadline_s=self.deadline_s,
+            )
+        finally:
+            if ticker is not None:
+                ticker.call_ended()
 
     def call_for_agents(self, export: str, n: int, *pointers: int) -> int:
         """``export(n, *pointers)`` over ``n`` agents, under ``es_step``'s budgets for ``n``."""
