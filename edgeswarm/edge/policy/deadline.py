@@ -99,7 +99,9 @@ class EpochTicker:
         with self._lock:
             self._calls += 1
             if self._calls == 1:
-                self._call_in_flight.notify()
+                # all: a thread that release() stopped may still be waiting beside the
+                # one a later hold() started, and must not take the only wake-up
+                self._call_in_flight.notify_all()
 
     def call_ended(self) -> None:
         """Undo one :meth:`call_started` (in a ``finally``)."""
