@@ -442,6 +442,8 @@ async def run_demo(plan: DemoPlan, *, live: bool) -> dict[str, Any]:
         await poll_status()
         display.update(_render(views, totals(), started, placed))
         display.refresh()
+    if not console.is_terminal:
+        console.line()  # Rich leaves the last line of a live view open in a file
     if draining is not None:
         draining.cancel()
         with contextlib.suppress(asyncio.CancelledError, EdgeswarmError, OSError):
