@@ -152,13 +152,13 @@ class ReferenceWorld(FlockingWorld):
             obs[:, 2 + k] = mean_p[cell]
             obs[:, 2 + k] -= p[:, k]
             obs[:, 4 + k] = mean_v[cell]
-        avoid, collided = self._avoidance(p, cell)
+        avoid, collided = self._full_avoidance(p, cell)
         obs[:, 6:8] = avoid
         dot = np.einsum("ij,ij->i", v, obs[:, 4:6])
         table.rewards[:] = self.alignment_reward * dot / (self.max_speed * self.max_speed)
         table.rewards[collided] -= self.collision_penalty
 
-    def _avoidance(self, p: Any, cell: Any) -> Any:
+    def _full_avoidance(self, p: Any, cell: Any) -> Any:
         n = p.shape[0]
         avoid = np.zeros((n, 2), dtype=np.float32)
         centers, radii = self.obstacle_centers, self.obstacle_radii

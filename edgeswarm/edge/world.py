@@ -182,18 +182,21 @@ class FlockingWorld:
         cell = self.cell_of(p)
         members = np.bincount(cell, minlength=ncells).astype(np.float64)
         np.maximum(members, 1.0, out=members)
+        # the observation columns are built as the rows of a (8, n) array and copied
+        # into the table once: numpy writes a contiguous row ~10x faster than a column
+        # of the (n, 8) table, and the one transposing copy costs less than three of those
+        columns = np.empty((OBSERVATION_DIM, self.count), dtype=np.float32)
         for k in range(2):  # one column at a time, as in cell_of
             # the cell means rounded to float32 per cell, then gathered: the same values
             # as gathering the float64 means and rounding per agent
             mean_p = np.bincount(cell, weights=p[:, k], minlength=ncells) / members
             mean_v = np.bincount(cell, weights=v[:, k], minlength=ncells) / members
-            obs[:, k] = v[:, k]
-            np.subtract(mean_p.astype(np.float32).take(cell), p[:, k], out=obs[:, 2 + k])
-            obs[:, 4 + k] = mean_v.astype(np.float32).take(cell)
+            columns[k] = v[:, k]
+            np.subtract(mean_p.astype(np.float32).take(cell), p[:, k], out=columns[2 + k])
+            mean_v.astype(np.float32).take(cell, out=columns[4 + k])
 
-        avoid, collided = self._avoidance(p, cell)
-        obs[:, 6] = avoid[:, 0]
-        obs[:, 7] = avoid[:, 1]
+        collided = self._avoidance(p, cell, columns[6], columns[7])
+        np.copyto(obs, columns.T)
 
         # Reward: small alignment term minus a collision penalty.
         align = obs[:, 4:6]
@@ -202,9 +205,14 @@ class FlockingWorld:
         table.rewards[collided] -= self.collision_penalty
 
     def _avoidance(
-        self, p: NDArray[np.float32], cell: NDArray[np.intp]
-    ) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
-        """Repulsion from each agent's nearest obstacle, and whether it is inside one.
+        self,
+        p: NDArray[np.float32],
+        cell: NDArray[np.intp],
+        avoid_x: NDArray[np.float32],
+        avoid_y: NDArray[np.float32],
+    ) -> NDArray[np.bool_]:
+        """Repulsion from each agent's nearest obstacle (written into ``avoid_x`` and
+        ``avoid_y``), and whether it is inside one.
 
         Only agents in a cell near an obstacle (:attr:`near_obstacle`) can be
         repelled or inside one; the others get zero, as the full computation would
@@ -214,14 +222,15 @@ class FlockingWorld:
         so the results are the same bits.
         """
         n = p.shape[0]
-        avoid = np.zeros((n, 2), dtype=np.float32)
+        avoid_x.fill(0.0)
+        avoid_y.fill(0.0)
         collided = np.zeros(n, dtype=np.bool_)
         centers, radii = self.obstacle_centers, self.obstacle_radii
         if centers.shape[0] == 0:
-            return avoid, collided
+            return collided
         near = np.flatnonzero(self.near_obstacle[cell])
         if near.size == 0:
-            return avoid, collided
+            return collided
         px = p[near, 0]
         py = p[near, 1]
         m = near.size
@@ -241,10 +250,10 @@ class FlockingWorld:
         d2 = dx * dx + dy * dy
         rows = np.flatnonzero((best_gap < self.avoid_radii[best] - radii[best]) & (d2 > 0))
         inv = np.float32(1.0) / d2[rows]
-        avoid[near[rows], 0] = dx[rows] * inv
-        avoid[near[rows], 1] = dy[rows] * inv
+        avoid_x[near[rows]] = dx[rows] * inv
+        avoid_y[near[rows]] = dy[rows] * inv
         collided[near] = best_gap < 0
-        return avoid, collided
+        return collided
 
     def apply(self, actions: NDArray[np.float32], dt: float = DEFAULT_DT) -> None:
         """Integrate one tick: acceleration -> velocity (speed clamped) -> position."""
