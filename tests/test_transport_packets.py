@@ -8,6 +8,7 @@ import collections
 import contextlib
 import inspect
 import socket
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -176,23 +177,16 @@ class SizeLimitedRelay(asyncio.DatagramProtocol):
         return len(full) == last and sum(n > size for n in full) >= 0.9 * last
 
 
-async def _through_relay(
+@contextlib.asynccontextmanager
+async def _relayed_link(
     certs: CertificatePaths,
+    factory: Callable[[], Sink],
     *,
     limit: int,
     max_datagram_size: int,
-    nbytes: int,
-    settle_above: int | None = None,
-) -> SizeLimitedRelay:
-    """Send ``nbytes`` from a client to a server through a :class:`SizeLimitedRelay`; with
-    ``settle_above``, go on (ten times as much at most) until the datagrams have settled
-    above that size: probing takes longer on a loaded machine. Returns once all arrived."""
-    served: list[Sink] = []
-
-    def factory() -> Sink:
-        served.append(Sink())
-        return served[-1]
-
+) -> AsyncIterator[tuple[Any, SizeLimitedRelay]]:
+    """A qh3 client link to a server whose handlers ``factory`` makes, through a
+    :class:`SizeLimitedRelay` that drops datagrams above ``limit`` bytes."""
     settings = quic.TransportSettings(max_datagram_size=max_datagram_size)
     listener = await quic.serve(
         "127.0.0.1",
@@ -215,26 +209,50 @@ async def _through_relay(
             stack="qh3",
             settings=settings,
         ) as link:
-            link.send(b"y" * 100_000)
-            sent = 100_000
-            async with asyncio.timeout(20):
-                while not served:
-                    await asyncio.sleep(0.01)
-            while sent < nbytes or (
-                settle_above is not None
-                and not relay.settled_above(settle_above)
-                and sent < 10 * nbytes
-            ):
-                # qh3 probes a larger size when the connection has nothing else to send:
-                # each 100 kB goes once the last one has arrived (also when tracing slows
-                # this loop down)
-                await served[0].wait_for(sent, 30)
-                link.send(b"y" * 100_000)
-                sent += 100_000
-            await served[0].wait_for(sent, 30)
+            yield link, relay
     finally:
         transport.close()
         listener.close()
+
+
+async def _through_relay(
+    certs: CertificatePaths,
+    *,
+    limit: int,
+    max_datagram_size: int,
+    nbytes: int,
+    settle_above: int | None = None,
+) -> SizeLimitedRelay:
+    """Send ``nbytes`` from a client to a server through a :class:`SizeLimitedRelay`; with
+    ``settle_above``, go on (ten times as much at most) until the datagrams have settled
+    above that size: probing takes longer on a loaded machine. Returns once all arrived."""
+    served: list[Sink] = []
+
+    def factory() -> Sink:
+        served.append(Sink())
+        return served[-1]
+
+    async with _relayed_link(certs, factory, limit=limit, max_datagram_size=max_datagram_size) as (
+        link,
+        relay,
+    ):
+        link.send(b"y" * 100_000)
+        sent = 100_000
+        async with asyncio.timeout(20):
+            while not served:
+                await asyncio.sleep(0.01)
+        while sent < nbytes or (
+            settle_above is not None
+            and not relay.settled_above(settle_above)
+            and sent < 10 * nbytes
+        ):
+            # qh3 probes a larger size when the connection has nothing else to send:
+            # each 100 kB goes once the last one has arrived (also when tracing slows
+            # this loop down)
+            await served[0].wait_for(sent, 30)
+            link.send(b"y" * 100_000)
+            sent += 100_000
+        await served[0].wait_for(sent, 30)
     return relay
 
 
@@ -301,47 +319,23 @@ async def test_datagram_frames_fit_the_size_the_path_carries_now(
         served.append(DatagramSink())
         return served[-1]
 
-    settings = quic.TransportSettings(max_datagram_size=8192)
-    listener = await quic.serve(
-        "127.0.0.1",
-        0,
-        cert=certs.cert,
-        key=certs.key,
-        handler_factory=factory,
-        stack="qh3",
-        settings=settings,
-    )
-    loop = asyncio.get_running_loop()
-    relay = SizeLimitedRelay(("127.0.0.1", listener.port), 1400)
-    transport, _ = await loop.create_datagram_endpoint(lambda: relay, local_addr=("127.0.0.1", 0))
     sizes: list[int] = []
-    try:
-        async with quic.connect(
-            "127.0.0.1",
-            transport.get_extra_info("sockname")[1],
-            ca_file=certs.ca,
-            handler=Sink(),
-            stack="qh3",
-            settings=settings,
-        ) as link:
-            for _ in range(20):  # bounded: ~2 s of probing
-                size = link.max_datagram_payload
-                assert size is not None
-                assert size <= 1400
-                assert not link.send_datagram(b"x" * 3000)
-                assert link.send_datagram(b"d" * size)
-                sizes.append(size)
-                link.send(b"y" * 20_000)  # stream data, so probing goes on
-                await asyncio.sleep(0.1)
-                assert not link.closed.is_set(), "the connection dropped"
-            with contextlib.suppress(TimeoutError):  # some may be lost: see below
-                async with asyncio.timeout(5):
-                    while len(served[0].datagrams) < len(sizes):
-                        served[0].changed.clear()
-                        await served[0].changed.wait()
-    finally:
-        transport.close()
-        listener.close()
+    async with _relayed_link(certs, factory, limit=1400, max_datagram_size=8192) as (link, _):
+        for _ in range(20):  # bounded: ~2 s of probing
+            size = link.max_datagram_payload
+            assert size is not None
+            assert size <= 1400
+            assert not link.send_datagram(b"x" * 3000)
+            assert link.send_datagram(b"d" * size)
+            sizes.append(size)
+            link.send(b"y" * 20_000)  # stream data, so probing goes on
+            await asyncio.sleep(0.1)
+            assert not link.closed.is_set(), "the connection dropped"
+        with contextlib.suppress(TimeoutError):  # some may be lost: see below
+            async with asyncio.timeout(5):
+                while len(served[0].datagrams) < len(sizes):
+                    served[0].changed.clear()
+                    await served[0].changed.wait()
     # DATAGRAM frames are unreliable: one that shared a packet with a probe the path
     # dropped is gone. Those sent once probing had settled all arrive, each whole.
     assert max(sizes) > 1200, sizes  # probing went on above the floor meanwhile
