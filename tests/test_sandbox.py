@@ -8,7 +8,7 @@ import functools
 import pytest
 import wasmtime
 
-from edgeswarm.edge.policy.deadline import EpochTicker
+from edgeswarm.edge.policy.deadline import EpochTicker, ticking
 from edgeswarm.edge.policy.errors import (
     PolicyAbiError,
     PolicyDeadlineExceeded,
@@ -162,15 +162,14 @@ def test_an_interrupted_call_ran_past_its_deadline(deadline_s: float | None, lim
     assert isinstance(spin, wasmtime.Func)
     ticker = EpochTicker(engine, period_s=0.001)
     ticker.hold()
-    ticker.call_started()  # as WasmPolicy does around each call: the epochs advance
     try:
-        with pytest.raises(PolicyDeadlineExceeded) as info:
+        # ticking(): as WasmPolicy does around each call, so the epochs advance
+        with pytest.raises(PolicyDeadlineExceeded) as info, ticking(ticker):
             guarded_call(
                 store, functools.partial(spin, store), 10**10, label="spin", policy="looper",
                 memory_size=lambda: 0, memory_limit=LIMIT, epoch_ticks=2, deadline_s=deadline_s,
             )  # fmt: skip
     finally:
-        ticker.call_ended()
         ticker.release()
     assert info.value.policy == "looper"
     assert str(info.value) == f"policy 'looper': spin ran past its deadline of {limit}"

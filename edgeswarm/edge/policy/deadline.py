@@ -27,6 +27,7 @@ Python loop ran 2.5-5 % slower beside such a thread, side by side).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from typing import Final
@@ -110,6 +111,13 @@ class EpochTicker:
                 raise RuntimeError("EpochTicker call ended more often than started")
             self._calls -= 1
 
+    def __enter__(self) -> EpochTicker:
+        self.call_started()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.call_ended()
+
     def _run(self, stop: threading.Event) -> None:
         while True:
             with self._lock:
@@ -123,6 +131,15 @@ class EpochTicker:
                 self.engine.increment_epoch()
                 if self._calls == 0:
                     break
+
+
+_NO_TICKER: Final = contextlib.nullcontext()
+
+
+def ticking(ticker: EpochTicker | None) -> contextlib.AbstractContextManager[object]:
+    """``with ticking(ticker):`` -- ``ticker``'s epochs advance for the length of one call
+    (nothing for None). The ticker is its own context manager: no generator per call."""
+    return _NO_TICKER if ticker is None else ticker
 
 
 _tickers: dict[wasmtime.Engine, EpochTicker] = {}

@@ -44,7 +44,7 @@ from edgeswarm.edge.policy.abi import (
     split_location,
 )
 from edgeswarm.edge.policy.actions import ActionCheck
-from edgeswarm.edge.policy.deadline import EpochTicker, ticker_for
+from edgeswarm.edge.policy.deadline import EpochTicker, ticker_for, ticking
 from edgeswarm.edge.policy.errors import PolicyAbiError, PolicyError, PolicyLoadError
 from edgeswarm.edge.policy.export_call import ExportCall, export_caller
 from edgeswarm.edge.policy.heavy import HeavyLaneSeam
@@ -178,18 +178,14 @@ class WasmPolicy(Resource):
             store.set_epoch_deadline(self._epoch_ticks)
         self._context.begin_call(host_calls=self.host_calls.base, deadline_s=self.deadline_s)
         module = self.compiled.module
-        ticker = self._ticker
-        if ticker is not None:
-            ticker.call_started()  # the start function runs under the deadline too
         try:
-            instance = wasmtime.Instance(store, module, self._context.imports_for(store, module))
+            with ticking(self._ticker):  # the start function runs under the deadline too
+                imports = self._context.imports_for(store, module)
+                instance = wasmtime.Instance(store, module, imports)
         except PolicyError as exc:
             raise PolicyLoadError(f"start function failed: {exc.detail}", policy=self.name) from exc
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             raise PolicyLoadError(f"instantiation failed: {exc}", policy=self.name) from exc
-        finally:
-            if ticker is not None:
-                ticker.call_ended()
         exports = instance.exports(store)
         memory = exports["memory"]
         assert isinstance(memory, wasmtime.Memory)
@@ -310,10 +306,7 @@ class WasmPolicy(Resource):
         call = self._abi_calls.get(func)
         if call is None:
             call = functools.partial(self._funcs[func], store)
-        ticker = self._ticker
-        if ticker is not None:
-            ticker.call_started()
-        try:
+        with ticking(self._ticker):
             return guarded_call(
                 store,
                 call,
@@ -326,9 +319,6 @@ class WasmPolicy(Resource):
                 epoch_ticks=self._epoch_ticks,
                 deadline_s=self.deadline_s,
             )
-        finally:
-            if ticker is not None:
-                ticker.call_ended()
 
     def call_for_agents(self, export: str, n: int, *pointers: int) -> int:
         """``export(n, *pointers)`` over ``n`` agents, under ``es_step``'s budgets for ``n``."""
