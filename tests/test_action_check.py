@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeswarm.edge.policy.actions import ActionCheck
+from edgeswarm.edge.policy.actions import TILE_ROWS, ActionCheck
 from edgeswarm.edge.policy.errors import PolicyActionBoundsError, PolicyNonFiniteActionError
 
 BAD = [np.nan, np.inf, -np.inf]
@@ -38,3 +38,28 @@ def test_bounds_refuse_finite_values_outside_and_nan() -> None:
         check.check(np.array([[0.0, 1.0], [0.0, 2.5]], np.float32), policy="p")
     with pytest.raises(PolicyNonFiniteActionError):
         check.check(np.array([[np.nan, 1.0]], np.float32), policy="p")
+
+
+@pytest.mark.parametrize("n", [1, TILE_ROWS - 1, TILE_ROWS, 2 * TILE_ROWS + 5])
+def test_per_column_bounds_hold_in_every_tile_of_rows(n: int) -> None:
+    """The bounds are compared a tile of rows at a time: each column against its own
+    bounds, in the first, a middle and the last (partial) tile alike."""
+    check = ActionCheck(2, ((-1.0, 1.0), (-2.0, 2.0)))
+    rng = np.random.default_rng(n)
+    actions = np.column_stack([rng.uniform(-1, 1, n), rng.uniform(-2, 2, n)]).astype(np.float32)
+    actions[0] = (1.0, -2.0)  # on the bounds: inside
+    actions[-1, 1] = 1.9  # past column 0's bounds, inside column 1's
+    check.check(actions, policy="p")
+    for row in sorted({0, n // 2, TILE_ROWS - 1, TILE_ROWS, n - 1} & set(range(n))):
+        outside = actions.copy()
+        outside[row, 0] = 1.5
+        with pytest.raises(PolicyActionBoundsError, match=f"row {row} column 0"):
+            check.check(outside, policy="p")
+        outside = actions.copy()
+        outside[row, 1] = -2.01
+        with pytest.raises(PolicyActionBoundsError, match=f"row {row} column 1"):
+            check.check(outside, policy="p")
+        nan = actions.copy()
+        nan[row, 1] = np.nan
+        with pytest.raises(PolicyNonFiniteActionError, match=f"first: row {row}"):
+            check.check(nan, policy="p")

@@ -37,6 +37,10 @@ even on a machine other processes load.
 - ``uplink_send_reencoded`` (``us_per_batch``): the same, with each payload
   decoded and encoded again on the way, as the uplink did before it sent
   spooled bytes as they are (a baseline, like ``actor``)
+- ``action_check`` and ``action_check_bounded`` (``us_per_step``): the host's check
+  of one step's actions (:class:`~edgeswarm.edge.policy.actions.ActionCheck`,
+  ``AGENTS`` x 2 float32), without declared bounds (finite) and with per-column
+  ``act_bounds``
 
 Targets (issue "Wasm agent runtime"): wasm >= 0.3x numpy and >= 50x actor,
 <= 200 B/agent, cache cold start <= 2 ms; (issue "Sandbox that holds")
@@ -57,6 +61,7 @@ from edgeswarm.agents_wasm import module_path
 from edgeswarm.agents_wasm.native import build_native, load_step
 from edgeswarm.bench import BenchResult
 from edgeswarm.edge.agent_table import AgentTable
+from edgeswarm.edge.policy.actions import ActionCheck
 from edgeswarm.edge.policy.boids import BoidActor, boids_numpy, run_actors
 from edgeswarm.edge.policy.engine import EngineSettings
 from edgeswarm.edge.policy.module_cache import ModuleCache, shared_engine
@@ -89,6 +94,8 @@ COLD_START_REPEATS = 25
 BATCH_AGENTS = 2048
 """Agents per OBS_BATCH (the edge's default ``batch_agents``)."""
 SEND_BATCHES = 400
+ACTION_CHECKS = 200
+"""Checks per round of the action-check cases."""
 GUARDED_DEADLINE_S = 0.05
 """The edge's default step deadline for one policy at 10 Hz (half the tick)."""
 
@@ -233,6 +240,20 @@ def uplink_send_us(directory: Path, *, reencode: bool, batches: int = SEND_BATCH
     return elapsed / batches * 1e6
 
 
+def action_check_us(agents: int, bounds: tuple[tuple[float, float], ...] | None) -> float:
+    """Microseconds per check of ``agents`` rows of valid actions (median of rounds)."""
+    check = ActionCheck(ACTION_DIM, bounds)
+    rng = np.random.default_rng(7)
+    actions = rng.uniform(-1.0, 1.0, size=(agents, ACTION_DIM)).astype(np.float32)
+    rounds = []
+    for _ in range(COLD_START_REPEATS):
+        start = time.perf_counter()
+        for _ in range(ACTION_CHECKS):
+            check.check(actions, policy="bench")
+        rounds.append((time.perf_counter() - start) / ACTION_CHECKS * 1e6)
+    return statistics.median(rounds)
+
+
 def run(*, agents: int = AGENTS, seconds: float = CASE_SECONDS) -> list[BenchResult]:
     table = _observed_table(agents)
     results: list[BenchResult] = []
@@ -287,4 +308,10 @@ def run(*, agents: int = AGENTS, seconds: float = CASE_SECONDS) -> list[BenchRes
         for case, reencode in (("uplink_send", False), ("uplink_send_reencoded", True)):
             us = uplink_send_us(Path(directory), reencode=reencode)
             results.append(BenchResult("edge", case, "us_per_batch", us, "us"))
+    for case, bounds in (
+        ("action_check", None),
+        ("action_check_bounded", ((-1.0, 1.0), (-2.0, 2.0))),
+    ):
+        us = action_check_us(agents, bounds)
+        results.append(BenchResult("edge", case, "us_per_step", us, "us"))
     return results

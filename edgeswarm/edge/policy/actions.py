@@ -12,15 +12,23 @@ NaN or infinity is :class:`~edgeswarm.edge.policy.errors.PolicyNonFiniteActionEr
 get the safe action, so no NaN or infinity ever reaches the agent table, the
 world, the wire or another policy's agents.
 
-Bounds are compared as float32 (each declared bound rounded to the nearest float32).
+Bounds are compared as float32 (each declared bound rounded to the nearest float32),
+against copies of the bounds tiled to :data:`TILE_ROWS` rows: comparing an
+``(n, 2)`` block with a ``(2,)`` row broadcasts into inner loops of two elements,
+about 13 times slower (80 us for 10 000 agents against 6, more than the boids step).
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from edgeswarm.edge.policy.errors import PolicyActionBoundsError, PolicyNonFiniteActionError
+
+TILE_ROWS: Final = 16_384
+"""Rows of actions compared in one pass against the tiled bounds."""
 
 
 class ActionCheck:
@@ -36,19 +44,35 @@ class ActionCheck:
         if bounds is not None:
             self.low = np.array([low for low, _ in bounds], np.float32)
             self.high = np.array([high for _, high in bounds], np.float32)
+            self._low_tile = np.tile(self.low, (TILE_ROWS, 1))
+            self._high_tile = np.tile(self.high, (TILE_ROWS, 1))
+            self._above = np.empty((TILE_ROWS, act_dim), np.bool_)
+            self._below = np.empty((TILE_ROWS, act_dim), np.bool_)
 
     def check(self, actions: NDArray[np.float32], *, policy: str) -> None:
         """Raise if any action is non-finite or out of bounds; ``actions`` is not changed."""
-        if self.low is None or self.high is None:
+        if self.low is None:
             n = actions.shape[0]
             if self._finite.shape[0] < n:  # a scratch buffer: no allocation per step
                 self._finite = np.empty((n, self.act_dim), np.bool_)
             finite = np.isfinite(actions, out=self._finite[:n])
             if np.logical_and.reduce(finite, axis=None):  # .all() without its Python layer
                 return
-        elif ((actions >= self.low) & (actions <= self.high)).all():
+        elif self._within(actions):
             return
         self._explain(actions, policy)
+
+    def _within(self, actions: NDArray[np.float32]) -> bool:
+        """``low <= actions <= high`` everywhere (NaN is not), a tile of rows at a time."""
+        for start in range(0, actions.shape[0], TILE_ROWS):
+            block = actions[start : start + TILE_ROWS]
+            rows = block.shape[0]
+            inside = np.greater_equal(block, self._low_tile[:rows], out=self._above[:rows])
+            below = np.less_equal(block, self._high_tile[:rows], out=self._below[:rows])
+            np.logical_and(inside, below, out=inside)
+            if not np.logical_and.reduce(inside, axis=None):
+                return False
+        return True
 
     def _explain(self, actions: NDArray[np.float32], policy: str) -> None:
         finite = np.isfinite(actions)
