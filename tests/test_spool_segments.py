@@ -187,7 +187,10 @@ def test_a_damaged_inline_batch_of_the_previous_version_is_quarantined(tmp_path:
     old = group(1, 3)
     previous_version_spool(path, old)
     db = sqlite3.connect(path)
-    db.execute("UPDATE spool SET payload = ? WHERE seq = 2", (b"x" + old[1][1][1:],))
+    payload = old[1][1]  # random bytes: flip the first, which b"x" may already be (1 in 256)
+    db.execute(
+        "UPDATE spool SET payload = ? WHERE seq = 2", (bytes([payload[0] ^ 0xFF]) + payload[1:],)
+    )
     db.commit()
     db.close()
     with Spool(path) as spool:
