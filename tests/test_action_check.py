@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,28 @@ def test_per_column_bounds_hold_in_every_tile_of_rows(n: int) -> None:
         nan[row, 1] = np.nan
         with pytest.raises(PolicyNonFiniteActionError, match=f"first: row {row}"):
             check.check(nan, policy="p")
+
+
+def test_a_small_policy_keeps_small_bounds_buffers() -> None:
+    """The tiled bounds and scratch grow with the blocks checked: a policy of ten agents
+    holds ten rows of them (on main: 16 384 rows, ~330 KB at two columns, per policy)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        check = ActionCheck(2, ((-1.0, 1.0), (-2.0, 2.0)))
+        check.check(np.zeros((10, 2), np.float32), policy="p")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 8_192, f"{held} bytes held for a ten-agent policy"
+
+
+def test_bounds_buffers_grown_for_a_bigger_block_check_smaller_ones_after() -> None:
+    """A check that grew for a big block still checks a small one (and the big one) right."""
+    check = ActionCheck(2, ((-1.0, 1.0), (-2.0, 2.0)))
+    for n in (3, TILE_ROWS + 3, 5, 2):
+        actions = np.zeros((n, 2), np.float32)
+        check.check(actions, policy="p")
+        actions[n - 1, 1] = 2.5
+        with pytest.raises(PolicyActionBoundsError, match=f"row {n - 1} column 1"):
+            check.check(actions, policy="p")

@@ -44,10 +44,17 @@ class ActionCheck:
         if bounds is not None:
             self.low = np.array([low for low, _ in bounds], np.float32)
             self.high = np.array([high for _, high in bounds], np.float32)
-            self._low_tile = np.tile(self.low, (TILE_ROWS, 1))
-            self._high_tile = np.tile(self.high, (TILE_ROWS, 1))
-            self._above = np.empty((TILE_ROWS, act_dim), np.bool_)
-            self._below = np.empty((TILE_ROWS, act_dim), np.bool_)
+            self._tile(0)
+
+    def _tile(self, rows: int) -> None:
+        """Tiled bounds and scratch of ``rows`` rows: grown to the blocks checked (a policy
+        of ten agents keeps ten rows, not ``TILE_ROWS``), never past ``TILE_ROWS``."""
+        assert self.low is not None
+        assert self.high is not None
+        self._low_tile = np.tile(self.low, (rows, 1))
+        self._high_tile = np.tile(self.high, (rows, 1))
+        self._above = np.empty((rows, self.act_dim), np.bool_)
+        self._below = np.empty((rows, self.act_dim), np.bool_)
 
     def check(self, actions: NDArray[np.float32], *, policy: str) -> None:
         """Raise if any action is non-finite or out of bounds; ``actions`` is not changed."""
@@ -64,6 +71,8 @@ class ActionCheck:
 
     def _within(self, actions: NDArray[np.float32]) -> bool:
         """``low <= actions <= high`` everywhere (NaN is not), a tile of rows at a time."""
+        if self._low_tile.shape[0] < min(actions.shape[0], TILE_ROWS):
+            self._tile(min(actions.shape[0], TILE_ROWS))
         for start in range(0, actions.shape[0], TILE_ROWS):
             block = actions[start : start + TILE_ROWS]
             rows = block.shape[0]
