@@ -27,7 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
-__all__ = ["CHECKPOINT_NICE", "Checkpointer"]
+__all__ = ["CHECKPOINT_NICE", "Checkpointer", "lower_thread_priority"]
 
 logger = logging.getLogger("edgeswarm.storage")
 
@@ -36,7 +36,7 @@ CHECKPOINT_NICE = 19
 writer preempt its copying, so it uses a core only when they leave it idle."""
 
 
-def _lower_thread_priority() -> None:
+def lower_thread_priority() -> None:
     """Lower the calling thread's CPU priority to ``CHECKPOINT_NICE``, where supported."""
     if sys.platform != "linux":
         return
@@ -144,7 +144,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         db = self._db
-        _lower_thread_priority()
+        lower_thread_priority()
         try:
             while True:
                 self._wake.wait()

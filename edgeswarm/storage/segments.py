@@ -27,6 +27,9 @@ after the last referenced byte of the newest segment (a group killed between
 ``writev`` and COMMIT) and removes segment files newer than it (and, for an
 owner that releases old segments, those no row references any more).
 
+Page cache. With ``release_page_cache`` the appended bytes leave the page
+cache once they are on disk (``page_cache.py``), off the writer's thread.
+
 Release. An owner that deletes rows (the spool, once the gateway acknowledged
 them) removes a whole segment once no committed row points into it
 (:meth:`SegmentFiles.remove`), after the deletion committed.
@@ -45,6 +48,9 @@ import logging
 import os
 import re
 from pathlib import Path
+
+from . import page_cache
+from .page_cache import PageCacheRelease
 
 __all__ = ["SegmentFiles", "fsync_dir", "segment_dir", "segment_path", "writev_all"]
 
@@ -118,7 +124,11 @@ class SegmentFiles:
     descriptors at :meth:`path`.
     """
 
-    def __init__(self, directory: Path, *, limit: int, sync: bool) -> None:
+    def __init__(
+        self, directory: Path, *, limit: int, sync: bool, release_page_cache: bool = False
+    ) -> None:
+        """``release_page_cache``: appended bytes leave the page cache once on disk
+        (``page_cache.py``; for write-once segments read rarely, the gateway's log)."""
         self.directory = directory
         self.limit = limit
         """Size past which the next group starts a new segment."""
@@ -129,6 +139,7 @@ class SegmentFiles:
         self.size = 0
         """Its size: committed bytes, plus those of the group being written."""
         self._fd: int | None = None
+        self._release: PageCacheRelease | None = None
         try:
             directory.mkdir()
         except FileExistsError:
@@ -142,6 +153,8 @@ class SegmentFiles:
         except OSError:
             os.close(self._dir_fd)
             raise
+        if release_page_cache and page_cache.supported():
+            self._release = PageCacheRelease(thread_name=f"page-release:{directory.name}")
 
     @property
     def descriptor(self) -> int | None:
@@ -236,6 +249,12 @@ class SegmentFiles:
         if self.sync:
             os.fdatasync(self._fd)
         self.size += written
+        if self._release is not None:
+            self._release.appended(self.number, self._fd, self.size)
+
+    def release_counts(self) -> tuple[int, int]:
+        """(bytes released from the page cache, failed releases); zeros when not asked."""
+        return (0, 0) if self._release is None else self._release.counts()
 
     def remove(self, number: int) -> None:
         """Delete segment ``number`` (no committed row points into it any more); never the
@@ -270,6 +289,9 @@ class SegmentFiles:
 
     def close(self) -> None:
         """Close the segment being appended to and release the directory lock."""
+        if self._release is not None:
+            self._release.stop()
+            self._release = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -29,6 +29,8 @@ _COUNTERS = (
     ("checkpoints", "WAL checkpoints of the observation log's index"),
     ("wal_restarts", "Checkpoints the log writer ran itself to restart a full WAL"),
     ("failed_checkpoints", "Checkpoints that failed (retried at the next one)"),
+    ("page_cache_released_bytes", "Segment bytes taken out of the page cache once on disk"),
+    ("failed_page_cache_releases", "Page cache releases that failed (those pages stay cached)"),
 )
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgeswarm.errors import EdgeswarmError
@@ -290,6 +290,25 @@ class LogStats:
     """Checkpoints the writer ran because the WAL passed ``wal_limit_bytes``."""
     failed_checkpoints: int = 0
     """Checkpoints that raised (the WAL keeps the data; the next one retries)."""
+    page_cache_released_bytes: int = 0
+    """Segment bytes taken out of the page cache once on disk (``storage/page_cache.py``)."""
+    failed_page_cache_releases: int = 0
+    """Releases that failed (those pages stay cached; logged)."""
+
+    def snapshot(self, checkpoints: tuple[int, int, int], releases: tuple[int, int]) -> LogStats:
+        """A copy, with the counts the background threads keep: the checkpointer's
+        (checkpoints, WAL restarts, failures) and the page cache release's (bytes,
+        failures)."""
+        return replace(
+            self,
+            commit_seconds_counts=list(self.commit_seconds_counts),
+            checkpoints=checkpoints[0],
+            wal_restarts=checkpoints[1],
+            failed_checkpoints=checkpoints[2],
+            page_cache_released_bytes=releases[0],
+            failed_page_cache_releases=releases[1],
+        )
+
     lost_on_open: int = 0
     """Committed records deleted when the log opened because their segment bytes
     were missing (an OS crash under ``fsync=normal``/``off``, or tampering)."""

@@ -11,10 +11,11 @@ holds one small index row per batch and is the commit point (``index.py``).
 ``docs/operations.md`` lists the files; ``docs/benchmarks.md`` what this
 design saves. Around the :class:`ObservationLog` (this module: the queue,
 the writer thread, the counters): ``recovery.py`` (opening after a crash),
-``storage/checkpoint.py`` (checkpoints off the commit path), ``outcomes.py`` (how
-waiters hear of their group), ``reader.py`` (reading back, checksums
-verified), ``holdings.py`` (which numbers each edge has stored; sequence
-epochs), ``records.py`` (values and the error tree), ``metrics.py``.
+``storage/checkpoint.py`` (checkpoints off the commit path), ``storage/page_cache.py``
+(written segments out of the page cache), ``outcomes.py`` (how waiters hear of
+their group), ``reader.py`` (reading back, checksums verified), ``holdings.py``
+(which numbers each edge has stored; sequence epochs), ``records.py`` (values
+and the error tree), ``metrics.py``.
 
 Group commit, off the event loop. One writer thread owns the SQLite
 connection and the segment being appended to. :meth:`ObservationLog.append`
@@ -53,7 +54,6 @@ Errors: one tree, rooted at :class:`ObservationLogError`, drawn in ``records.py`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import queue
@@ -136,8 +136,7 @@ class ObservationLog(Resource):
             :meth:`append`/:meth:`submit` raise :class:`LogOverloaded`; None: no bound.
         :param busy_timeout_s: how long a commit waits for a lock held by another
             connection (a backup, an inspector) before the group fails.
-        :param segment_bytes: segment size past which the next group starts a new
-            segment file.
+        :param segment_bytes: segment size past which the next group starts a new file.
         :param checkpoint_commits: group commits between two background checkpoints.
         :param wal_limit_bytes: WAL size above which the writer finishes a
             checkpoint itself so that the WAL restarts (bounds the ``-wal`` file).
@@ -173,7 +172,10 @@ class ObservationLog(Resource):
         )
         try:
             self._segments = SegmentFiles(
-                self.segment_dir, limit=segment_bytes, sync=self.fsync is FsyncPolicy.ALWAYS
+                self.segment_dir,
+                limit=segment_bytes,
+                sync=self.fsync is FsyncPolicy.ALWAYS,
+                release_page_cache=True,
             )
         except BlockingIOError as exc:
             self._db.close()
@@ -437,15 +439,9 @@ class ObservationLog(Resource):
     @property
     def stats(self) -> LogStats:
         """A snapshot of the counters."""
-        checkpoints, wal_restarts, failed = self._checkpointer.counts()
+        background = (self._checkpointer.counts(), self._segments.release_counts())
         with self._lock:
-            return dataclasses.replace(
-                self._stats,
-                commit_seconds_counts=list(self._stats.commit_seconds_counts),
-                checkpoints=checkpoints,
-                wal_restarts=wal_restarts,
-                failed_checkpoints=failed,
-            )
+            return self._stats.snapshot(*background)
 
     @property
     def writable(self) -> bool:
