@@ -92,6 +92,8 @@ class PageCacheRelease:
         """Segment number -> state; the newest is the one appended to."""
         self._since_round = 0
         """Bytes appended since the last round was asked for."""
+        self._refused: set[int] = set()
+        """Segments the kernel refused to advise on: left alone from then on (one log line)."""
         self._parked = True
         """The thread waits with nothing left to do: the next append wakes it."""
         self._stop = False
@@ -105,6 +107,8 @@ class PageCacheRelease:
     def appended(self, number: int, fd: int, size: int) -> None:
         """Writer, after an append: segment ``number`` (open as ``fd``) is ``size`` bytes."""
         with self._lock:
+            if number in self._refused:
+                return
             segment = self._segments.get(number)
             if segment is None:
                 segment = self._segments[number] = _Segment(os.dup(fd))
@@ -169,6 +173,7 @@ class PageCacheRelease:
                         "cannot release segment pages from the page cache; they stay cached",
                         extra={"segment": number, "error": str(error)},
                     )
+                    self._refused.add(number)
                     del self._segments[number]
                     os.close(segment.fd)
                     continue
