@@ -27,6 +27,14 @@ window from the edge's own progress lines:
 the median of their rounds (each round's pair is printed on stderr): the two
 are compared at 10 %, and single runs on a 2-core machine spread by more.
 
+The two processes run on CPUs of their own (``--cpus``: the edge on the
+first half of the CPUs this process may use, the gateway on the rest), as on
+the two machines they stand for: on one machine Linux wakes a process
+receiving over loopback on the sender's CPU, where it waits for the sender's
+burst to end (``cli/cpus.py``; ``docs/benchmarks.md`` has both ways
+measured). ``EDGESWARM_BENCH_SWARM_CPUS=0`` leaves them unpinned; with
+fewer than 2 CPUs they are never pinned.
+
 ``EDGESWARM_BENCH_SWARM_SOURCE=DIR`` runs the edge and the gateway from the
 ``edgeswarm`` package in ``DIR`` (another checkout: the "before" of a
 change, measured by this harness). A case that the other checkout cannot
@@ -57,6 +65,8 @@ __all__ = ["SwarmRun", "run", "run_case"]
 BENCH = "swarm"
 SOURCE_ENV = "EDGESWARM_BENCH_SWARM_SOURCE"
 """A directory holding another checkout's ``edgeswarm`` package to run instead."""
+CPUS_ENV = "EDGESWARM_BENCH_SWARM_CPUS"
+"""``0``: the edge and the gateway are not pinned to CPUs of their own."""
 AGENTS = 100_000
 BATCH_AGENTS = 2048
 LAN_DATAGRAM = 8192
@@ -92,6 +102,17 @@ def _environment() -> dict[str, str]:
     source = os.environ.get(SOURCE_ENV)
     env["PYTHONPATH"] = source or str(Path(__file__).resolve().parents[2])
     return env
+
+
+def cpu_split() -> tuple[list[str], list[str]]:
+    """``--cpus`` options of the edge and of the gateway: the first half of the usable
+    CPUs and the rest; none when there are fewer than 2 or ``CPUS_ENV`` is ``0``."""
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(usable) < 2 or os.environ.get(CPUS_ENV) == "0":
+        return [], []
+    half = (len(usable) + 1) // 2
+    edge, gateway = usable[:half], usable[half:]
+    return ["--cpus", ",".join(map(str, edge))], ["--cpus", ",".join(map(str, gateway))]
 
 
 def tick_payload_bytes(agents: int = AGENTS, batch_agents: int = BATCH_AGENTS) -> int:
@@ -145,7 +166,7 @@ def _start_gateway(
         [
             sys.executable, "-m", "edgeswarm", "gateway", "--listen", "127.0.0.1:0",
             "--data-dir", str(directory), "--metrics-port", "-1", "--log-level", "WARNING",
-            "--log-scrub-interval", "0", *extra,
+            "--log-scrub-interval", "0", *extra, *cpu_split()[1],
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -214,7 +235,7 @@ def run_case(
                     "--batch-agents", str(BATCH_AGENTS), "--data-dir", str(edge_dir),
                     "--metrics-port", "-1", "--log-level", "WARNING",
                     "--progress-interval", "0.5", "--duration", str(warmup_s + measure_s),
-                    "--drain-timeout", "5", *extra,
+                    "--drain-timeout", "5", *extra, *cpu_split()[0],
                 ],
                 stdout=subprocess.PIPE,
                 stderr=edge_log,

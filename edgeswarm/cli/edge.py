@@ -17,6 +17,7 @@ from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import DEFAULT_GATEWAY, gateway_address
+from .cpus import Cpus, pin_to_cpus
 from .exits import ExitCode, Usage, exits_on_error
 from .options import (
     LogLevel,
@@ -274,6 +275,7 @@ def edge(
     ] = False,
     metrics_host: MetricsHost = _METRICS_HOST,
     metrics_port: MetricsPort = EDGE_METRICS_PORT,
+    cpus: Cpus = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run an edge: agents step Wasm policies and stream observations to the gateway.
@@ -324,6 +326,7 @@ def edge(
 
     configure_logging(log_level, process="edge")
     with exits_on_error(f"edge {edge_id}"):
+        pin_to_cpus(cpus)
         token = join_token_from(join_token, join_token_file)
         ca_file = existing_file(ca, "--ca")
         address, *more_gateways = (

@@ -18,6 +18,7 @@ from edgeswarm.storage import FsyncPolicy
 from edgeswarm.telemetry import configure_logging
 
 from .address import parse_address
+from .cpus import Cpus, pin_to_cpus
 from .exits import Usage, exits_on_error
 from .options import (
     LogLevel,
@@ -193,6 +194,7 @@ def gateway(
     ] = None,
     metrics_host: MetricsHost = _GATEWAY.metrics_host,
     metrics_port: MetricsPort = GATEWAY_METRICS_PORT,
+    cpus: Cpus = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run a gateway. Prints one JSON line with the bound address on stdout when ready.
@@ -222,6 +224,7 @@ def gateway(
     configure_logging(log_level, process="gateway")
     with exits_on_error():
         _tls_files(cert, key)
+        pin_to_cpus(cpus)
         host, port = parse_address(listen, "--listen", listen=True)
         peers = tuple(parse_address(p, "--peer") for p in peer or ())
         twice = sorted({f"{h}:{n}" for h, n in peers if peers.count((h, n)) > 1})

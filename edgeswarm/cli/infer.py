@@ -15,6 +15,7 @@ from edgeswarm.inference.runtime import Device
 from edgeswarm.telemetry import configure_logging
 
 from .address import gateway_address, parse_address
+from .cpus import Cpus, pin_to_cpus
 from .edge import JoinToken, JoinTokenFile, existing_file, join_token_from
 from .exits import Usage, exits_on_error
 from .options import (
@@ -69,6 +70,7 @@ def infer(
     stack: Stack = None,
     metrics_host: MetricsHost = _NODE.metrics_host,
     metrics_port: MetricsPort = NODE_METRICS_PORT,
+    cpus: Cpus = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Serve models for the gateway's heavy lane and over the Open Inference Protocol.
@@ -91,6 +93,7 @@ def infer(
 
     configure_logging(log_level, process="infer")
     with exits_on_error(f"inference node {node_id}"):
+        pin_to_cpus(cpus)
         if (gateway_addr is None) != (ca is None):
             raise Usage("--gateway and --ca go together (the gateway to serve, and its CA)")
         token = join_token_from(join_token, join_token_file)
