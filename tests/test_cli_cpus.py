@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeswarm.cli.cpus import format_cpu_list, parse_cpu_list
+from edgeswarm.cpus import format_cpu_list, parse_cpu_list
 
 from .conftest import edgeswarm_command
 from .operator import cli, error_line, json_logs

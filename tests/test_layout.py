@@ -22,6 +22,7 @@ ROOMS: dict[str, int] = {
     "edgeswarm.errors": 0,
     "edgeswarm.resource": 0,
     "edgeswarm.heap": 0,
+    "edgeswarm.cpus": 0,
     "edgeswarm.telemetry": 1,
     "edgeswarm.agents_wasm": 1,
     "edgeswarm.wire": 2,

@@ -19,6 +19,15 @@ there is one, the CPU provider here).
   answered OK; ``not_ok`` counts the others (REJECTED when the lane's queue
   was full, TIMEOUT past the 1 s deadline): 0 in a quiet run.
 
+In ``end_to_end`` the gateway runs on CPUs of its own (``--cpus``: the second
+half of the CPUs this process may use), the node and this process's edges on
+the first half: the gateway is the hub between the edges' machines and the
+node's, and on one machine Linux wakes a process receiving over loopback on
+the sender's CPU, where it waits out the sender's burst (``bench/cpus.py``;
+docs/benchmarks.md has both ways measured). ``EDGESWARM_BENCH_INFERENCE_CPUS=0``
+leaves them unpinned. ``batched`` and ``per_request`` are never pinned: the node
+there may use every CPU.
+
 Where the time went (issue 17; per-request timestamps at each hop in the three
 processes, CLOCK_MONOTONIC being one clock for all; docs/benchmarks.md has the
 split): at half the ``batched`` rate the tail was the gateway's queue, not a
@@ -53,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from edgeswarm.bench import BenchResult
+from edgeswarm.bench.cpus import cpu_halves, cpus_option, running_on
 from edgeswarm.client.address import GatewayAddress
 from edgeswarm.client.reconnect import open_session
 from edgeswarm.client.session import GatewayClient
@@ -93,6 +103,8 @@ one Python client process can carry on two cores (64-row requests at the same ro
 rate, 5 000 requests/s, saturated them: docs/benchmarks.md)."""
 EDGES = 4
 STARTUP_S = 30.0
+CPUS_ENV = "EDGESWARM_BENCH_INFERENCE_CPUS"
+"""``0``: ``end_to_end``'s processes are not pinned to CPUs (see the module's text)."""
 
 
 class NodeSide:
@@ -262,6 +274,8 @@ async def _node_rates(tmp: Path, model: Path) -> tuple[float, float]:
 
 
 async def _end_to_end(tmp: Path, model: Path, rate: float) -> tuple[float, float, float, int]:
+    halves = cpu_halves(CPUS_ENV)
+    edge_and_node_cpus, gateway_cpus = halves if halves is not None else (None, None)
     gateway_dir = tmp / "gateway"
     gateway_dir.mkdir()
     edge_keys = [KeyPair.generate() for _ in range(EDGES)]
@@ -270,7 +284,16 @@ async def _end_to_end(tmp: Path, model: Path, rate: float) -> tuple[float, float
             registry.add_peer(key.public_key, f"bench-edge-{i}", Role.EDGE)
         token = registry.issue_token(Role.INFERENCE, ttl_s=600)
     gateway, info = _start(
-        ["gateway", "--listen", "127.0.0.1:0", "--data-dir", str(gateway_dir), "--fsync", "off"],
+        [
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(gateway_dir),
+            "--fsync",
+            "off",
+            *cpus_option(gateway_cpus),
+        ],
         tmp / "gateway.log",
     )
     with _running(gateway):
@@ -292,6 +315,7 @@ async def _end_to_end(tmp: Path, model: Path, rate: float) -> tuple[float, float
                 "-1",
                 "--data-dir",
                 str(tmp / "node-b"),
+                *cpus_option(edge_and_node_cpus),
             ],
             tmp / "node-b.log",
         )
@@ -300,7 +324,8 @@ async def _end_to_end(tmp: Path, model: Path, rate: float) -> tuple[float, float
             async with asyncio.timeout(STARTUP_S):
                 while '"inference node joined"' not in log.read_text():
                     await asyncio.sleep(0.05)
-            return await _load(address, edge_keys, rate)
+            with running_on(edge_and_node_cpus):
+                return await _load(address, edge_keys, rate)
 
 
 async def _load(

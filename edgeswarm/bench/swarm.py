@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from edgeswarm.bench import BenchResult
+from edgeswarm.bench.cpus import cpu_halves, cpus_option
 from edgeswarm.telemetry import LatencyHistogram
 from edgeswarm.wire import ObservationBatch, encode_payload
 
@@ -107,12 +108,10 @@ def _environment() -> dict[str, str]:
 def cpu_split() -> tuple[list[str], list[str]]:
     """``--cpus`` options of the edge and of the gateway: the first half of the usable
     CPUs and the rest; none when there are fewer than 2 or ``CPUS_ENV`` is ``0``."""
-    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(usable) < 2 or os.environ.get(CPUS_ENV) == "0":
+    halves = cpu_halves(CPUS_ENV)
+    if halves is None:
         return [], []
-    half = (len(usable) + 1) // 2
-    edge, gateway = usable[:half], usable[half:]
-    return ["--cpus", ",".join(map(str, edge))], ["--cpus", ",".join(map(str, gateway))]
+    return cpus_option(halves[0]), cpus_option(halves[1])
 
 
 def tick_payload_bytes(agents: int = AGENTS, batch_agents: int = BATCH_AGENTS) -> int:

@@ -12,7 +12,7 @@ cores, as Kubernetes' static CPU manager gives a Guaranteed pod.
 
 The list is the kernel's (``taskset -c``, cpuset): CPU numbers and ranges
 separated by commas, ``0``, ``1,3``, ``0-3,6``. Every thread of the process is
-pinned, those started later too (they inherit it).
+pinned, those started later too (they inherit it): ``edgeswarm.cpus``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from typing import Annotated
 
 import typer
 
+from ..cpus import format_cpu_list, parse_cpu_list, pin_threads
 from .exits import Usage
 
-__all__ = ["Cpus", "format_cpu_list", "parse_cpu_list", "pin_to_cpus"]
+__all__ = ["Cpus", "pin_to_cpus"]
 
 logger = logging.getLogger("edgeswarm.cli")
 
@@ -38,31 +39,6 @@ Cpus = Annotated[
     ),
 ]
 """``--cpus`` of the long-running commands."""
-
-
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """The CPUs of a list such as ``0,2-3``; raises ValueError naming what is wrong."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not first.isdecimal() or (dash and not last.isdecimal()):
-            raise ValueError(f"{part.strip()!r} is not a CPU number or range")
-        low, high = int(first), int(last) if dash else int(first)
-        if high < low:
-            raise ValueError(f"range {part.strip()!r} runs backwards")
-        cpus.update(range(low, high + 1))
-    return frozenset(cpus)
-
-
-def format_cpu_list(cpus: frozenset[int] | set[int]) -> str:
-    """``cpus`` written as the kernel writes a list (``0-2,5``)."""
-    ranges: list[tuple[int, int]] = []
-    for cpu in sorted(cpus):
-        if ranges and ranges[-1][1] == cpu - 1:
-            ranges[-1] = (ranges[-1][0], cpu)
-        else:
-            ranges.append((cpu, cpu))
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 def pin_to_cpus(text: str | None, option: str = "--cpus") -> frozenset[int] | None:
@@ -82,18 +58,6 @@ def pin_to_cpus(text: str | None, option: str = "--cpus") -> frozenset[int] | No
             f"{option}: CPU {format_cpu_list(cpus - allowed)} is not available to this process;"
             f" choose from {format_cpu_list(allowed)}"
         )
-    for thread in _threads():
-        try:
-            os.sched_setaffinity(thread, cpus)
-        except ProcessLookupError:  # the thread ended meanwhile
-            continue
+    pin_threads(cpus)
     logger.info("pinned to CPUs", extra={"cpus": format_cpu_list(cpus)})
     return cpus
-
-
-def _threads() -> list[int]:
-    """The thread ids of this process (Linux: /proc/self/task; elsewhere the caller's)."""
-    try:
-        return [int(name) for name in os.listdir("/proc/self/task")]
-    except OSError:
-        return [0]
