@@ -1,6 +1,7 @@
 """A userspace UDP relay that delays every datagram by ``delay ± jitter`` (uniform, each
 way), so datagrams sent close together overtake each other: latency, jitter and
-reordering for QUIC where the kernel has no ``netem``.
+reordering for QUIC where the kernel has no ``netem``; it can also drop everything
+(a partition) or what is over a size (a path whose MTU shrank).
 
 Clients send to :attr:`UdpRelay.address`; each client gets an upstream socket of its
 own towards the target, so replies find their way back. Runs on one thread; stop with
@@ -40,7 +41,12 @@ class UdpRelay:
         self.relayed = 0
         self.dropping = False
         """While True every datagram is dropped, both ways: a partition."""
+        self.max_datagram_bytes: int | None = None
+        """Datagrams larger than this are dropped, both ways, as a path whose MTU shrank
+        drops them (None: any size passes)."""
         self.dropped = 0
+        self.dropped_large = 0
+        """Datagrams dropped for their size (also counted in ``dropped``)."""
         self.reordered = 0
         """Datagrams sent on after one that arrived later than them (per direction)."""
         self._random = random.Random(seed)
@@ -86,8 +92,12 @@ class UdpRelay:
                 data, sender = sock.recvfrom(65536)
             except BlockingIOError:
                 return
+            limit = self.max_datagram_bytes
             if self.dropping:
                 self.dropped += 1
+            elif limit is not None and len(data) > limit:
+                self.dropped += 1
+                self.dropped_large += 1
             elif sock is self._listen:
                 upstream = self._upstream_for(sender)
                 if upstream is not None:
