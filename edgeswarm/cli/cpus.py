@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from ..cpus import format_cpu_list, parse_cpu_list, pin_threads
+from ..cpus import cpu_affinity, format_cpu_list, parse_cpu_list, pin_threads
 from .exits import Usage
 
 __all__ = ["Cpus", "pin_to_cpus"]
@@ -52,7 +52,7 @@ def pin_to_cpus(text: str | None, option: str = "--cpus") -> frozenset[int] | No
         cpus = parse_cpu_list(text)
     except ValueError as exc:
         raise Usage(f"{option} {text}: {exc}; list CPUs as in 0,2-3") from None
-    allowed = os.sched_getaffinity(0)
+    allowed = cpu_affinity()
     if not cpus <= allowed:
         raise Usage(
             f"{option}: CPU {format_cpu_list(cpus - allowed)} is not available to this process;"
